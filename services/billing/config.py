@@ -1,0 +1,13 @@
+from typing import ClassVar
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class BillingSettings(ServiceSettings):
+    service: ClassVar[str] = "billing"
+    default_http_port: ClassVar[int] = 8003
+    model_config = SettingsConfigDict(env_prefix="ADGANG_BILLING_", extra="ignore")
+
+    seed_demo_data: bool = True

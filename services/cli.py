@@ -1,0 +1,214 @@
+"""`adgang`: run the suite, or one of its parts, and the operator's chores."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from services.registry import SERVICES
+
+
+def _service(name: str) -> str:
+    if name not in SERVICES:
+        raise argparse.ArgumentTypeError(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
+    return name
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from shared.logs import configure_logging
+
+    parts = SERVICES[args.service]
+    settings = parts.settings()
+    configure_logging(service=args.service, level=settings.log_level, fmt=settings.log_format)
+    uvicorn.run(
+        parts.create_api(),
+        host=settings.http_host,
+        port=settings.port,
+        log_config=None,
+        access_log=True,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from shared.logs import install_scrubbing
+    from shared.worker import run_worker
+
+    install_scrubbing()
+    parts = SERVICES[args.service]
+    settings = parts.settings()
+    app = parts.create_worker()
+    run_worker(app, log_level=settings.log_level)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from shared.db import migrate
+
+    for name in args.services or list(SERVICES):
+        parts = SERVICES[name]
+        migrate(parts.migrations, parts.settings().db_url)
+        print(f"{name}: database at head")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from shared.kafka import ensure_topics
+
+    bootstrap = args.bootstrap or SERVICES["billing"].settings().kafka_bootstrap_servers
+    created = asyncio.run(ensure_topics(bootstrap, replication_factor=args.replication_factor))
+    print(f"topics ready on {bootstrap}; created {len(created)}: {', '.join(created) or 'none'}")
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from shared.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port, log=None)
+    broker.start()
+    print(f"embedded broker on {broker.bootstrap} (memory only); Ctrl-C stops it")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    broker.stop()
+    return 0
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from shared.asyncapi import render_asyncapi
+
+    text = render_asyncapi()
+    target = Path(args.output)
+    if args.check:
+        current = target.read_text() if target.exists() else ""
+        if current != text:
+            print(f"{target} is out of date: run `adgang asyncapi`", file=sys.stderr)
+            return 1
+        print(f"{target} is up to date")
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    print(f"wrote {target}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from services.billing.demo import DEMO_COMPANIES, NOT_A_CUSTOMER_CVR
+    from services.suite import Suite, SuiteConfig, SuiteError
+
+    var_dir = Path(args.var_dir).resolve()
+    if not args.keep_data and var_dir.exists():
+        # The embedded broker keeps nothing across restarts, so neither do the databases.
+        shutil.rmtree(var_dir)
+    suite = Suite(SuiteConfig(var_dir=var_dir, log_format="text"))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("Starting Adgang: embedded broker, four services (SQLite under var/) ...", flush=True)
+    try:
+        suite.start()
+    except (SuiteError, Exception) as exc:
+        print(f"Could not start the suite: {exc}", file=sys.stderr)
+        suite.stop()
+        return 1
+    group = [c for c in DEMO_COMPANIES]
+    lines = [
+        "",
+        "Adgang is running.",
+        f"  onboarding  {suite.url('onboarding')}/docs   (apply: POST /v1/applications)",
+        f"  identity    {suite.url('identity')}/docs   (activate: POST /v1/activation)",
+        f"  billing     {suite.url('billing')}/docs",
+        f"  notifier    {suite.url('notifier')}/docs   (deliveries: GET /v1/deliveries)",
+        f"  broker      {suite.config.bootstrap} (embedded, memory only)",
+        "",
+        f"Letters land in {var_dir / 'eboks'}/<cvr>/ and at {suite.url('notifier')}/dev/eboks/<cvr>",
+        f"Logs: {suite.log_dir}/",
+        "",
+        "Demo companies you can apply for:",
+        *[
+            f"  {c.cvr}  {c.name}" + (f"  (subsidiary of {c.parent_cvr})" if c.parent_cvr else "")
+            for c in group
+        ],
+        f"  {NOT_A_CUSTOMER_CVR}  (valid CVR, not a customer: refused with 403)",
+        "",
+        "Try:",
+        f"  curl -s -X POST {suite.url('onboarding')}/v1/applications -H 'content-type: application/json' \\",
+        '    -d \'{"cvr":"35657193","company_name":"Nordlys Holding A/S",'
+        '"contact":{"name":"Mette Holm","email":"mette@nordlys.example","mobile":"+4520123456"}}\'',
+        f"  curl -s {suite.url('notifier')}/dev/eboks/35657193",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(lines), flush=True)
+    try:
+        while not stop.is_set():
+            for name, child in suite.children.items():
+                if child.process and child.process.poll() is not None:
+                    print(
+                        f"{name} stopped unexpectedly (exit {child.process.returncode}); see {child.log_path}"
+                    )
+                    stop.set()
+            stop.wait(1.0)
+    except KeyboardInterrupt:
+        pass
+    print("\nStopping ...", flush=True)
+    suite.stop()
+    print("Stopped.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adgang", description="Adgang: self-service access for business customers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="start the whole suite on the embedded defaults")
+    p.add_argument("--var-dir", default="var", help="where databases, letters and logs go (default: var)")
+    p.add_argument("--keep-data", action="store_true", help="keep the databases of the last run")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("api", help="run one service's HTTP API")
+    p.add_argument("service", type=_service)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="run one service's worker")
+    p.add_argument("service", type=_service)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("migrate", help="upgrade databases to the newest schema")
+    p.add_argument("services", nargs="*", type=_service)
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("topics", help="create every topic and its dead-letter topic")
+    p.add_argument("--bootstrap", help="broker address (default: from settings)")
+    p.add_argument("--replication-factor", type=int, default=1)
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("broker", help="run the embedded broker alone")
+    p.add_argument("--port", type=int, default=9092)
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("asyncapi", help="write docs/asyncapi.yaml from the event models")
+    p.add_argument("--output", default="docs/asyncapi.yaml")
+    p.add_argument("--check", action="store_true", help="fail if the file differs from a fresh generation")
+    p.set_defaults(func=cmd_asyncapi)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

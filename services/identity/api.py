@@ -1,0 +1,108 @@
+"""Identity's HTTP API, first part: activation of a login with the code from the letter."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.identity.config import IdentitySettings
+from services.identity.domain import password_problem
+from services.identity.models import messaging
+from services.identity.schemas import ActivationIn, ActivationOut
+from services.identity.service import ActivationOutcome, activate
+from shared.clock import SystemClock
+from shared.db import Database
+from shared.messaging import Outbox
+from shared.problems import MEDIA_TYPE, InvalidField, Problem
+from shared.web import create_app
+
+PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
+
+
+class InvalidActivation(Problem):
+    status = 400
+    type_suffix = "invalid-activation-code"
+    title = "Username or activation code is not correct"
+
+
+class ActivationLocked(Problem):
+    status = 423
+    type_suffix = "activation-locked"
+    title = "The activation code is blocked"
+
+
+class ActivationCodeExpired(Problem):
+    status = 410
+    type_suffix = "activation-code-expired"
+    title = "The activation code has expired"
+
+
+class AlreadyActivated(Problem):
+    status = 409
+    type_suffix = "already-activated"
+    title = "The login is already activated"
+
+
+def create_api(settings: IdentitySettings | None = None) -> FastAPI:
+    settings = settings or IdentitySettings()
+    db = Database(settings.db_url)
+    clock = SystemClock()
+    outbox = Outbox(messaging, clock)
+    app = create_app(
+        title="Adgang identity",
+        description="Logins, two-factor authentication and delegated administration (S3–S7, S12).",
+        settings=settings,
+        db=db,
+    )
+
+    @app.post(
+        "/v1/activation",
+        response_model=ActivationOut,
+        tags=["activation"],
+        summary="Activate a login with the code from the letter and choose a password",
+        responses={400: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM, 423: PROBLEM},
+    )
+    async def activation(body: ActivationIn) -> ActivationOut:
+        password = body.password.get_secret_value()
+        if problem := password_problem(
+            password, username=body.username, min_length=settings.password_min_length
+        ):
+            raise InvalidField("password", problem)
+        async with db.transaction() as session:
+            result = await activate(
+                session,
+                outbox,
+                clock,
+                username=body.username,
+                code=body.activation_code.get_secret_value(),
+                password=password,
+                max_failures=settings.activation_max_failures,
+            )
+        # Raised only after the transaction committed, so a wrong try is counted.
+        match result.outcome:
+            case ActivationOutcome.activated:
+                assert result.user is not None
+                return ActivationOut(user_id=result.user.id, username=result.user.username, status="active")
+            case ActivationOutcome.wrong:
+                raise InvalidActivation(
+                    "The username or the activation code is not correct. Check both against the letter "
+                    f"in the company's e-Boks. After {settings.activation_max_failures} wrong codes the "
+                    "code is blocked."
+                )
+            case ActivationOutcome.locked:
+                raise ActivationLocked(
+                    f"The activation code was entered wrongly {settings.activation_max_failures} times and "
+                    "is now blocked. Contact support to have the login deleted, then apply again."
+                )
+            case ActivationOutcome.expired:
+                raise ActivationCodeExpired(
+                    f"The activation code expired at {result.expired_at}. Contact support to have the "
+                    "unused login deleted, then apply again to receive a new letter."
+                )
+            case ActivationOutcome.already_used:
+                raise AlreadyActivated(
+                    "This activation code has already been used: the login is active. Log in with the "
+                    "username and the password chosen at activation."
+                )
+        raise AssertionError(result.outcome)
+
+    return app

@@ -1,0 +1,17 @@
+from datetime import timedelta
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class IdentitySettings(ServiceSettings):
+    service: ClassVar[str] = "identity"
+    default_http_port: ClassVar[int] = 8002
+    model_config = SettingsConfigDict(env_prefix="ADGANG_IDENTITY_", extra="ignore")
+
+    activation_code_ttl: timedelta = timedelta(days=7)
+    activation_max_failures: int = Field(default=5, ge=1, le=10)
+    password_min_length: int = Field(default=12, ge=12)

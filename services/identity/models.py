@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from shared.messaging import MessagingTables
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+messaging = MessagingTables.define(Base.metadata)
+
+
+class Company(Base):
+    """Projection of `billing.customers`: companies, their group and their accounts."""
+
+    __tablename__ = "companies"
+
+    cvr: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    parent_cvr: Mapped[str | None] = mapped_column(String(8), index=True)
+    account_numbers: Mapped[list[str]] = mapped_column(JSON)
+
+
+class Tenant(Base):
+    """A company that has self-service access, with the subsidiaries below it (S14)."""
+
+    __tablename__ = "tenants"
+
+    cvr: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_cvr: Mapped[str] = mapped_column(ForeignKey("tenants.cvr"), index=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    mobile: Mapped[str] = mapped_column(String(20))
+    role: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    functions: Mapped[list[str]] = mapped_column(JSON)
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    application_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    grants: Mapped[list[UserGrant]] = relationship(lazy="raise", cascade="all, delete-orphan")
+
+
+class UserGrant(Base):
+    """Which company a user may act for, and which of its accounts (S5.4, S5.5)."""
+
+    __tablename__ = "user_grants"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    cvr: Mapped[str] = mapped_column(String(8), primary_key=True)
+    all_accounts: Mapped[bool]
+    account_numbers: Mapped[list[str]] = mapped_column(JSON)
+
+
+class ActivationCode(Base):
+    __tablename__ = "activation_codes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WaitingApplication(Base):
+    """An application that arrived before its company did on `billing.customers`."""
+
+    __tablename__ = "waiting_applications"
+
+    application_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cvr: Mapped[str] = mapped_column(String(8), index=True)
+    event_json: Mapped[str] = mapped_column(String(4000))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,290 @@
+"""Identity's use cases for this stage: provision the first administrator (S2) and activate."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity.domain import (
+    code_matches,
+    generate_activation_code,
+    hash_code,
+    new_username,
+    normalise_username,
+)
+from services.identity.models import (
+    ActivationCode,
+    Company,
+    Tenant,
+    User,
+    UserGrant,
+    WaitingApplication,
+)
+from shared.clock import Clock, as_utc
+from shared.envelope import Envelope
+from shared.events import (
+    ALL_FUNCTIONS,
+    AdministratorProvisioningRejected,
+    ApplicationSubmitted,
+    CredentialsIssued,
+    CustomerRegistered,
+    Grant,
+    UserActivated,
+    UserCreated,
+)
+from shared.messaging import Outbox
+from shared.sealing import Sealer
+
+log = logging.getLogger(__name__)
+
+LIVE_STATUSES = ("pending", "active", "disabled")
+
+
+@dataclass
+class Provisioning:
+    """Creates a company's first administrator from an application (S1, S2)."""
+
+    outbox: Outbox
+    clock: Clock
+    sealer: Sealer
+    code_ttl: timedelta
+
+    async def on_customer_registered(self, session: AsyncSession, envelope: Envelope) -> None:
+        event = envelope.event
+        assert isinstance(event, CustomerRegistered)
+        company = await session.get(Company, event.cvr)
+        numbers = [a.account_number for a in event.accounts]
+        if company is None:
+            session.add(
+                Company(
+                    cvr=event.cvr,
+                    name=event.name,
+                    parent_cvr=event.parent_cvr,
+                    account_numbers=numbers,
+                )
+            )
+        else:
+            company.name, company.parent_cvr, company.account_numbers = (
+                event.name,
+                event.parent_cvr,
+                numbers,
+            )
+        await session.flush()
+        waiting = await session.scalars(select(WaitingApplication).where(WaitingApplication.cvr == event.cvr))
+        for application in list(waiting):
+            await session.delete(application)
+            await self._provision(session, ApplicationSubmitted.model_validate_json(application.event_json))
+
+    async def on_application_submitted(self, session: AsyncSession, envelope: Envelope) -> None:
+        event = envelope.event
+        assert isinstance(event, ApplicationSubmitted)
+        if await session.get(Company, event.cvr) is None:
+            # Onboarding saw the customer on billing.customers before we did; wait for it.
+            session.add(
+                WaitingApplication(
+                    application_id=str(event.application_id),
+                    cvr=event.cvr,
+                    event_json=event.model_dump_json(),
+                    received_at=self.clock.now(),
+                )
+            )
+            return
+        await self._provision(session, event)
+
+    async def _provision(self, session: AsyncSession, event: ApplicationSubmitted) -> None:
+        now = self.clock.now()
+        existing = await session.scalar(
+            select(User.id).where(
+                User.tenant_cvr == event.cvr,
+                User.role == "administrator",
+                User.status.in_(LIVE_STATUSES),
+            )
+        )
+        if existing is not None:
+            await self.outbox.add(
+                session,
+                AdministratorProvisioningRejected(
+                    application_id=event.application_id,
+                    cvr=event.cvr,
+                    reason="admin-exists",
+                    rejected_at=now,
+                ),
+            )
+            return
+
+        company = await session.get(Company, event.cvr)
+        assert company is not None
+        if await session.get(Tenant, event.cvr) is None:
+            session.add(Tenant(cvr=event.cvr, name=company.name, created_at=now))
+            await session.flush()
+        group = await group_of(session, event.cvr)
+
+        user_id = uuid.uuid4()
+        username = await self._unique_username(session, event.cvr)
+        user = User(
+            id=str(user_id),
+            tenant_cvr=event.cvr,
+            username=username,
+            name=event.contact.name,
+            email=event.contact.email,
+            mobile=event.contact.mobile,
+            role="administrator",
+            status="pending",
+            functions=list(ALL_FUNCTIONS),
+            application_id=str(event.application_id),
+            created_at=now,
+        )
+        user.grants = [UserGrant(cvr=c.cvr, all_accounts=True, account_numbers=[]) for c in group]
+        session.add(user)
+        await session.flush()
+
+        code = generate_activation_code()
+        expires_at = now + self.code_ttl
+        session.add(
+            ActivationCode(
+                id=str(uuid.uuid4()),
+                user_id=str(user_id),
+                code_hash=hash_code(code),
+                created_at=now,
+                expires_at=expires_at,
+                failed_attempts=0,
+            )
+        )
+        await self.outbox.add(
+            session,
+            UserCreated(
+                user_id=user_id,
+                tenant_cvr=event.cvr,
+                username=username,
+                name=user.name,
+                email=user.email,
+                mobile=user.mobile,
+                role="administrator",
+                grants=[Grant(cvr=c.cvr, accounts="all") for c in group],
+                functions=list(ALL_FUNCTIONS),
+                application_id=event.application_id,
+                created_at=now,
+            ),
+        )
+        await self.outbox.add(
+            session,
+            CredentialsIssued(
+                user_id=user_id,
+                application_id=event.application_id,
+                recipient_cvr=event.cvr,
+                company_name=company.name,
+                username=username,
+                activation_code=self.sealer.seal(code, context=CredentialsIssued.sealing_context(user_id)),
+                expires_at=expires_at,
+                deliver_by=event.deliver_by,
+                language=event.language,
+            ),
+        )
+        log.info("administrator %s provisioned for application %s", user_id, event.application_id)
+
+    async def _unique_username(self, session: AsyncSession, cvr: str) -> str:
+        while True:
+            candidate = new_username(cvr)
+            if await session.scalar(select(User.id).where(User.username == candidate)) is None:
+                return candidate
+
+
+async def group_of(session: AsyncSession, root_cvr: str) -> list[Company]:
+    """The company and every subsidiary below it, parents first (S8, S14)."""
+    companies = {c.cvr: c for c in await session.scalars(select(Company))}
+    children: dict[str, list[Company]] = {}
+    for company in companies.values():
+        if company.parent_cvr:
+            children.setdefault(company.parent_cvr, []).append(company)
+    result: list[Company] = []
+    queue = [companies[root_cvr]] if root_cvr in companies else []
+    seen: set[str] = set()
+    while queue:
+        company = queue.pop(0)
+        if company.cvr in seen:  # a cycle in bad data must not hang provisioning
+            continue
+        seen.add(company.cvr)
+        result.append(company)
+        queue.extend(sorted(children.get(company.cvr, []), key=lambda c: c.cvr))
+    return result
+
+
+class ActivationOutcome(StrEnum):
+    activated = "activated"
+    wrong = "wrong"
+    locked = "locked"
+    expired = "expired"
+    already_used = "already_used"
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    outcome: ActivationOutcome
+    user: User | None = None
+    expired_at: str | None = None
+
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+_DUMMY_HASH = hash_code("0000-0000-0000-0000-0000")
+
+
+async def activate(
+    session: AsyncSession,
+    outbox: Outbox,
+    clock: Clock,
+    *,
+    username: str,
+    code: str,
+    password: str,
+    max_failures: int,
+) -> ActivationResult:
+    """Single use, expiring, attempt-limited. A wrong try is counted even though it fails."""
+    now = clock.now()
+    user = await session.scalar(select(User).where(User.username == normalise_username(username)))
+    activation = None
+    if user is not None:
+        activation = await session.scalar(
+            select(ActivationCode)
+            .where(ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None))
+            .order_by(ActivationCode.created_at.desc())
+            .limit(1)
+            .with_for_update()
+        )
+    if user is None or activation is None:
+        code_matches(code, _DUMMY_HASH)  # the same work as a real check
+        return ActivationResult(ActivationOutcome.wrong)
+    if activation.failed_attempts >= max_failures:
+        return ActivationResult(ActivationOutcome.locked)
+    if not code_matches(code, activation.code_hash):
+        activation.failed_attempts += 1
+        if activation.failed_attempts >= max_failures:
+            log.warning("activation code of user %s locked after %d wrong tries", user.id, max_failures)
+        return ActivationResult(ActivationOutcome.wrong)
+    if activation.used_at is not None or user.status != "pending":
+        return ActivationResult(ActivationOutcome.already_used)
+    if as_utc(activation.expires_at) <= now:
+        return ActivationResult(
+            ActivationOutcome.expired, expired_at=as_utc(activation.expires_at).isoformat()
+        )
+
+    activation.used_at = now
+    user.password_hash = _hasher.hash(password)
+    user.status = "active"
+    user.activated_at = now
+    await outbox.add(
+        session,
+        UserActivated(
+            user_id=uuid.UUID(user.id),
+            tenant_cvr=user.tenant_cvr,
+            role=user.role,  # type: ignore[arg-type]
+            activated_at=now,
+        ),
+    )
+    return ActivationResult(ActivationOutcome.activated, user=user)

@@ -1,0 +1,42 @@
+"""Identity's worker: learns the customer registry and provisions administrators (S2)."""
+
+from __future__ import annotations
+
+import faust
+
+from services.identity.config import IdentitySettings
+from services.identity.models import messaging
+from services.identity.service import Provisioning
+from shared.clock import SystemClock
+from shared.db import Database
+from shared.events import (
+    BILLING_CUSTOMERS,
+    ONBOARDING_APPLICATIONS,
+    ApplicationSubmitted,
+    CustomerRegistered,
+)
+from shared.messaging import Outbox
+from shared.worker import WorkerSpec, build_faust_app
+
+
+def create_worker(settings: IdentitySettings | None = None) -> faust.App:
+    settings = settings or IdentitySettings()
+    clock = SystemClock()
+    provisioning = Provisioning(
+        outbox=Outbox(messaging, clock),
+        clock=clock,
+        sealer=settings.sealer(),
+        code_ttl=settings.activation_code_ttl,
+    )
+    return build_faust_app(
+        WorkerSpec(
+            settings=settings,
+            db=Database(settings.db_url),
+            tables=messaging,
+            subscriptions={
+                BILLING_CUSTOMERS: {CustomerRegistered.TYPE: provisioning.on_customer_registered},
+                ONBOARDING_APPLICATIONS: {ApplicationSubmitted.TYPE: provisioning.on_application_submitted},
+            },
+            clock=clock,
+        )
+    )

@@ -1,0 +1,153 @@
+"""Notifier's read-only API: delivery records, and in development the local e-Boks sink."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import FastAPI, Path, Query
+from fastapi.responses import Response
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from services.notifier.config import NotifierSettings
+from services.notifier.memo import MemoFormatError, parse_memo_message
+from services.notifier.models import Delivery
+from services.notifier.transports import SpoolTransport
+from shared.clock import as_utc
+from shared.db import Database
+from shared.problems import NotFound
+from shared.settings import Environment
+from shared.web import create_app
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    kind: str
+    channel: str
+    recipient: str
+    status: str
+    attempts: int
+    message_id: str
+    application_id: str | None
+    created_at: datetime
+    deliver_by: datetime | None
+    delivered_at: datetime | None
+    last_error: str | None
+    sla_breached: bool
+
+
+class LetterOut(BaseModel):
+    message_uuid: str
+    label: str
+    sender_cvr: str
+    recipient_cvr: str
+    created_at: datetime
+    filename: str
+    language: str
+    text: str
+
+
+def create_api(settings: NotifierSettings | None = None) -> FastAPI:
+    settings = settings or NotifierSettings()
+    db = Database(settings.db_url)
+    app = create_app(
+        title="Adgang notifier",
+        description="Delivery of letters to e-Boks, email and SMS, and their status.",
+        settings=settings,
+        db=db,
+    )
+    development = settings.environment is not Environment.production
+
+    @app.get(
+        "/v1/deliveries",
+        response_model=list[DeliveryOut],
+        tags=["deliveries"],
+        summary="Delivery records",
+    )
+    async def deliveries(
+        recipient: Annotated[str | None, Query(max_length=320)] = None,
+        kind: Annotated[str | None, Query(max_length=50)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[DeliveryOut]:
+        if not development:
+            # Staff authentication arrives with identity's staff accounts; until then the
+            # records (recipients are CVRs and addresses) are not served in production.
+            raise NotFound("Delivery records are not available here.")
+        query = select(Delivery).order_by(Delivery.created_at.desc()).limit(limit)
+        if recipient:
+            query = query.where(Delivery.recipient == recipient)
+        if kind:
+            query = query.where(Delivery.kind == kind)
+        async with db.transaction() as session:
+            rows = list(await session.scalars(query))
+        return [
+            DeliveryOut(
+                id=d.id,
+                kind=d.kind,
+                channel=d.channel,
+                recipient=d.recipient,
+                status=d.status,
+                attempts=d.attempts,
+                message_id=d.message_id,
+                application_id=d.application_id,
+                created_at=as_utc(d.created_at),
+                deliver_by=as_utc(d.deliver_by) if d.deliver_by else None,
+                delivered_at=as_utc(d.delivered_at) if d.delivered_at else None,
+                last_error=d.last_error,
+                sla_breached=d.sla_breached_at is not None,
+            )
+            for d in rows
+        ]
+
+    if development and settings.eboks_transport == "spool":
+        spool = SpoolTransport(settings.spool_dir)
+
+        @app.get(
+            "/dev/eboks/{cvr}",
+            response_model=list[LetterOut],
+            tags=["development"],
+            summary="The local e-Boks sink: letters delivered to a company (development only)",
+        )
+        async def eboks_inbox(cvr: Annotated[str, Path(pattern=r"^\d{8}$")]) -> list[LetterOut]:
+            letters = []
+            for path in spool.list_letters(cvr):
+                try:
+                    memo = parse_memo_message(path.read_bytes())
+                except MemoFormatError:
+                    continue
+                letters.append(
+                    LetterOut(
+                        message_uuid=str(memo.message_uuid),
+                        label=memo.label,
+                        sender_cvr=memo.sender_cvr,
+                        recipient_cvr=memo.recipient_cvr,
+                        created_at=memo.created_at,
+                        filename=memo.filename,
+                        language=memo.language,
+                        text=memo.content.decode("utf-8", "replace"),
+                    )
+                )
+            return letters
+
+        @app.get(
+            "/dev/eboks/{cvr}/{message_uuid}.xml",
+            tags=["development"],
+            summary="One letter as the MeMo XML that was delivered (development only)",
+            response_class=Response,
+        )
+        async def eboks_letter(
+            cvr: Annotated[str, Path(pattern=r"^\d{8}$")],
+            message_uuid: Annotated[str, Path(max_length=36)],
+        ) -> Response:
+            if not _UUID.match(message_uuid):
+                raise NotFound("No such letter.")
+            path = settings.spool_dir / cvr / f"{message_uuid}.xml"
+            if not path.is_file():
+                raise NotFound(f"No letter {message_uuid} for CVR {cvr}.")
+            return Response(path.read_bytes(), media_type="application/xml")
+
+    return app

@@ -1,0 +1,36 @@
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class NotifierSettings(ServiceSettings):
+    service: ClassVar[str] = "notifier"
+    default_http_port: ClassVar[int] = 8004
+    model_config = SettingsConfigDict(env_prefix="ADGANG_NOTIFIER_", extra="ignore")
+
+    eboks_transport: Literal["spool", "http"] = "spool"
+    eboks_spool_dir: Path | None = None
+    eboks_http_url: str | None = None
+    eboks_client_cert: Path | None = None
+    eboks_client_key: Path | None = None
+    eboks_ca_bundle: Path | None = None
+    eboks_http_timeout_s: float = 10.0
+
+    operator_cvr: str = Field(default="29311005", pattern=r"^\d{8}$")
+    operator_name: str = "Adgang Erhverv"
+    portal_url: str = "http://127.0.0.1:8002/docs#/activation"
+
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    delivery_retry_base_s: float = 2.0
+    delivery_retry_max_s: float = 300.0
+    delivery_lease_s: float = 20.0
+    dispatch_interval_s: float = 1.0
+    sla_check_interval_s: float = 30.0
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.eboks_spool_dir or self.var_dir / "eboks"

@@ -1,0 +1,109 @@
+"""The credentials letter a company receives in its e-Boks after applying (S1, S2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+SUPPORTED_LANGUAGES = ("da", "en")
+DEFAULT_LANGUAGE = "da"
+
+# The customers are Danish companies; the expiry is shown in the time their staff live in.
+LETTER_TIME_ZONE = ZoneInfo("Europe/Copenhagen")
+
+_LABELS = {
+    "da": "Dit login til Selvbetjening",
+    "en": "Your login to Self-service",
+}
+_DANISH_MONTHS = (
+    "januar",
+    "februar",
+    "marts",
+    "april",
+    "maj",
+    "juni",
+    "juli",
+    "august",
+    "september",
+    "oktober",
+    "november",
+    "december",
+)
+_ENGLISH_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+# Plain-text letters: HTML escaping would only garble names such as "Jensen & Co ApS".
+_environment = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=False,  # noqa: S701 - text/plain output, never rendered as HTML
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render_credentials_letter(
+    *,
+    language: str = DEFAULT_LANGUAGE,
+    company_name: str,
+    cvr: str,
+    username: str,
+    activation_code: str,
+    expires_at: datetime,
+    portal_url: str,
+) -> str:
+    """Write the letter that hands a company its first administrator login (S2).
+
+    ``expires_at`` must be timezone-aware; the letter shows it in Copenhagen time.
+    """
+    _require_supported(language)
+    if expires_at.tzinfo is None or expires_at.utcoffset() is None:
+        raise ValueError("expires_at must be timezone-aware")
+    template = _environment.get_template(f"credentials_letter.{language}.txt.j2")
+    return template.render(
+        company_name=company_name,
+        cvr=cvr,
+        username=username,
+        activation_code=activation_code,
+        expires=format_expiry(expires_at, language=language),
+        portal_url=portal_url,
+    )
+
+
+def letter_label(language: str) -> str:
+    """The short subject the company sees in its e-Boks inbox (the MeMo label)."""
+    _require_supported(language)
+    return _LABELS[language]
+
+
+def format_expiry(moment: datetime, *, language: str) -> str:
+    """A point in time as people write it in ``language``, in Copenhagen time."""
+    _require_supported(language)
+    local = moment.astimezone(LETTER_TIME_ZONE)
+    if language == "da":
+        month = _DANISH_MONTHS[local.month - 1]
+        return f"{local.day}. {month} {local.year} kl. {local:%H.%M}"
+    month = _ENGLISH_MONTHS[local.month - 1]
+    return f"{local.day} {month} {local.year} at {local:%H:%M} (Danish time)"
+
+
+def _require_supported(language: str) -> None:
+    if language not in SUPPORTED_LANGUAGES:
+        supported = ", ".join(SUPPORTED_LANGUAGES)
+        raise ValueError(f"unsupported letter language {language!r}; supported: {supported}")

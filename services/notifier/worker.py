@@ -1,0 +1,73 @@
+"""Notifier's worker: records deliveries from events, dispatches them, watches deadlines."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import faust
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifier.config import NotifierSettings
+from services.notifier.models import messaging
+from services.notifier.service import Dispatcher, RetryPolicy, Sender, SlaWatch, record_credentials
+from services.notifier.transports import EboksTransport, HttpTransport, SpoolTransport
+from shared.clock import Clock, SystemClock
+from shared.db import Database
+from shared.envelope import Envelope
+from shared.events import IDENTITY_CREDENTIALS, CredentialsIssued
+from shared.messaging import Outbox
+from shared.worker import Background, WorkerSpec, build_faust_app
+
+
+def eboks_transport(settings: NotifierSettings) -> EboksTransport:
+    if settings.eboks_transport == "http":
+        if not settings.eboks_http_url:
+            raise ValueError("ADGANG_NOTIFIER_EBOKS_HTTP_URL is required for the http e-Boks transport")
+        return HttpTransport(
+            url=settings.eboks_http_url,
+            client_cert=settings.eboks_client_cert,
+            client_key=settings.eboks_client_key,
+            ca_bundle=settings.eboks_ca_bundle,
+            timeout=settings.eboks_http_timeout_s,
+        )
+    return SpoolTransport(settings.spool_dir)
+
+
+def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | None = None) -> faust.App:
+    settings = settings or NotifierSettings()
+    clock = clock or SystemClock()
+    db = Database(settings.db_url)
+    outbox = Outbox(messaging, clock)
+    dispatcher = Dispatcher(
+        db=db,
+        outbox=outbox,
+        clock=clock,
+        sealer=settings.sealer(),
+        eboks=eboks_transport(settings),
+        sender=Sender(cvr=settings.operator_cvr, name=settings.operator_name, portal_url=settings.portal_url),
+        retry=RetryPolicy(
+            max_attempts=settings.delivery_max_attempts,
+            base_s=settings.delivery_retry_base_s,
+            max_s=settings.delivery_retry_max_s,
+        ),
+        lease=timedelta(seconds=settings.delivery_lease_s),
+    )
+    sla = SlaWatch(db=db, outbox=outbox, clock=clock)
+
+    async def on_credentials(session: AsyncSession, envelope: Envelope) -> None:
+        await record_credentials(session, envelope, clock)
+
+    return build_faust_app(
+        WorkerSpec(
+            settings=settings,
+            db=db,
+            tables=messaging,
+            subscriptions={IDENTITY_CREDENTIALS: {CredentialsIssued.TYPE: on_credentials}},
+            clock=clock,
+            background=[
+                Background("dispatcher", lambda: dispatcher.run_forever(settings.dispatch_interval_s)),
+                Background("sla-watch", lambda: sla.run_forever(settings.sla_check_interval_s)),
+            ],
+            wake_after_commit=[dispatcher.wake],
+        )
+    )

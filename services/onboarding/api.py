@@ -1,0 +1,125 @@
+"""Onboarding's HTTP API: the public application form (S1) and application status (S2)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Path, Request
+from fastapi.responses import JSONResponse
+
+from services.onboarding.config import OnboardingSettings
+from services.onboarding.models import messaging
+from services.onboarding.schemas import ApplicationAccepted, ApplicationIn, ApplicationOut
+from services.onboarding.service import NewApplication, get_application, submit_application
+from shared.clock import SystemClock, as_utc
+from shared.db import Database
+from shared.messaging import Outbox
+from shared.problems import MEDIA_TYPE, TooManyRequests
+from shared.web import create_app
+
+PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
+
+
+class SlidingWindowLimiter:
+    """Per-client limit on applications; in memory, per process (enough for one api instance)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._hits: dict[str, deque[float]] = {}
+
+    def check(self, client: str) -> None:
+        if self.per_minute <= 0:
+            return
+        now = time.monotonic()
+        hits = self._hits.setdefault(client, deque())
+        while hits and now - hits[0] > 60:
+            hits.popleft()
+        if len(hits) >= self.per_minute:
+            retry_after = max(1, int(60 - (now - hits[0])) + 1)
+            raise TooManyRequests(
+                f"Too many applications from this address; try again in {retry_after} seconds.",
+                retry_after=retry_after,
+            )
+        hits.append(now)
+        if len(self._hits) > 10_000:  # keep memory bounded under a flood of addresses
+            self._hits = {k: v for k, v in self._hits.items() if v and now - v[-1] <= 60}
+
+
+def create_api(settings: OnboardingSettings | None = None) -> FastAPI:
+    settings = settings or OnboardingSettings()
+    db = Database(settings.db_url)
+    clock = SystemClock()
+    outbox = Outbox(messaging, clock)
+    limiter = SlidingWindowLimiter(settings.rate_limit_per_minute)
+    app = create_app(
+        title="Adgang onboarding",
+        description="Apply for self-service access (S1); the login arrives in the company's e-Boks (S2).",
+        settings=settings,
+        db=db,
+    )
+
+    def client_address(request: Request) -> str:
+        if settings.trust_forwarded_for and (forwarded := request.headers.get("x-forwarded-for")):
+            return forwarded.split(",")[0].strip()
+        return request.client.host if request.client else "unknown"
+
+    def rate_limited(request: Request) -> None:
+        limiter.check(client_address(request))
+
+    @app.post(
+        "/v1/applications",
+        status_code=202,
+        response_model=ApplicationAccepted,
+        tags=["applications"],
+        summary="Apply for self-service access (S1)",
+        responses={403: PROBLEM, 409: PROBLEM, 422: PROBLEM, 429: PROBLEM},
+        dependencies=[Depends(rate_limited)],
+    )
+    async def apply(body: ApplicationIn) -> JSONResponse:
+        async with db.transaction() as session:
+            application = await submit_application(
+                session,
+                outbox,
+                clock,
+                NewApplication(
+                    cvr=body.cvr,
+                    company_name=body.company_name,
+                    contact_name=body.contact.name,
+                    contact_email=body.contact.email,
+                    contact_mobile=body.contact.mobile,
+                    language=body.language,
+                ),
+                deadline=settings.delivery_deadline,
+            )
+        accepted = ApplicationAccepted(
+            id=application.id, status=application.status, deliver_by=application.deliver_by
+        )
+        return JSONResponse(
+            accepted.model_dump(mode="json"),
+            status_code=202,
+            headers={"Location": f"/v1/applications/{application.id}"},
+        )
+
+    @app.get(
+        "/v1/applications/{application_id}",
+        response_model=ApplicationOut,
+        tags=["applications"],
+        summary="An application's status",
+        responses={404: PROBLEM},
+    )
+    async def status(application_id: Annotated[str, Path(max_length=36)]) -> ApplicationOut:
+        async with db.transaction() as session:
+            application = await get_application(session, application_id)
+        return ApplicationOut(
+            id=application.id,
+            cvr=application.cvr,
+            status=application.status,  # type: ignore[arg-type]
+            status_detail=application.status_detail,
+            submitted_at=as_utc(application.submitted_at),
+            deliver_by=as_utc(application.deliver_by),
+            delivered_at=as_utc(application.delivered_at) if application.delivered_at else None,
+        )
+
+    return app

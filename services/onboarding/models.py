@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Index, MetaData, String, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.messaging import MessagingTables
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+messaging = MessagingTables.define(Base.metadata)
+
+_IN_FLIGHT_SQL = text("status IN ('received', 'provisioning')")
+
+
+class Application(Base):
+    __tablename__ = "applications"
+    __table_args__ = (
+        # At most one application in flight per CVR, enforced by the database (S1).
+        Index(
+            "uq_applications_in_flight_cvr",
+            "cvr",
+            unique=True,
+            sqlite_where=_IN_FLIGHT_SQL,
+            postgresql_where=_IN_FLIGHT_SQL,
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cvr: Mapped[str] = mapped_column(String(8), index=True)
+    company_name: Mapped[str] = mapped_column(String(200))
+    contact_name: Mapped[str] = mapped_column(String(200))
+    contact_email: Mapped[str] = mapped_column(String(320))
+    contact_mobile: Mapped[str] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(2))
+    status: Mapped[str] = mapped_column(String(20))
+    status_detail: Mapped[str | None] = mapped_column(String(500))
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deliver_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sla_breached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class KnownCustomer(Base):
+    """Projection of `billing.customers`: who may apply."""
+
+    __tablename__ = "known_customers"
+
+    cvr: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    parent_cvr: Mapped[str | None] = mapped_column(String(8))
+
+
+class KnownAdministrator(Base):
+    """Projection of `identity.users`: which CVRs already have an administrator login."""
+
+    __tablename__ = "known_administrators"
+
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cvr: Mapped[str] = mapped_column(String(8), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))

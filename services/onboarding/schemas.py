@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.validation import normalise_cvr, normalise_danish_mobile, normalise_email
+
+
+class ContactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="The administrator-to-be")
+    email: str = Field(max_length=320)
+    mobile: str = Field(max_length=32, description="Danish mobile number; login codes go here (S7)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("a name is required")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return normalise_email(value)
+
+    @field_validator("mobile")
+    @classmethod
+    def _mobile(cls, value: str) -> str:
+        return normalise_danish_mobile(value)
+
+
+class ApplicationIn(BaseModel):
+    """The online application form (S1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cvr: str = Field(max_length=16, examples=["35657193"])
+    company_name: str = Field(min_length=1, max_length=200)
+    contact: ContactIn
+    language: Literal["da", "en"] = "da"
+
+    @field_validator("cvr")
+    @classmethod
+    def _cvr(cls, value: str) -> str:
+        return normalise_cvr(value)
+
+
+class ApplicationAccepted(BaseModel):
+    id: str
+    status: str
+    deliver_by: datetime
+
+
+class ApplicationOut(BaseModel):
+    id: str
+    cvr: str
+    status: Literal["received", "provisioning", "credentials_sent", "failed", "rejected"]
+    status_detail: str | None = None
+    submitted_at: datetime
+    deliver_by: datetime
+    delivered_at: datetime | None = None

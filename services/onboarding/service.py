@@ -1,0 +1,260 @@
+"""Onboarding's use cases: submit an application (S1) and fold what other services report."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.onboarding.domain import IN_FLIGHT, AdministratorStatus, ApplicationStatus, may_move
+from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
+from shared.clock import Clock
+from shared.envelope import Envelope
+from shared.events import (
+    AdministratorProvisioningRejected,
+    ApplicationSubmitted,
+    Contact,
+    CustomerRegistered,
+    DeliveryFailed,
+    DeliverySlaBreached,
+    DeliverySucceeded,
+    UserActivated,
+    UserCreated,
+)
+from shared.messaging import Outbox
+from shared.problems import Conflict, NotFound, Problem
+
+
+class NotACustomer(Problem):
+    status = 403
+    type_suffix = "not-a-customer"
+    title = "Not a customer"
+
+
+class AdminExists(Conflict):
+    type_suffix = "admin-exists"
+    title = "The company already has an administrator"
+
+
+class ApplicationPending(Conflict):
+    type_suffix = "application-pending"
+    title = "An application is already being processed"
+
+
+@dataclass(frozen=True)
+class NewApplication:
+    cvr: str
+    company_name: str
+    contact_name: str
+    contact_email: str
+    contact_mobile: str
+    language: str
+
+
+async def submit_application(
+    session: AsyncSession, outbox: Outbox, clock: Clock, app: NewApplication, *, deadline: timedelta
+) -> Application:
+    """Store the application and `ApplicationSubmitted` in one transaction (S1, S2)."""
+    customer = await session.get(KnownCustomer, app.cvr)
+    if customer is None:
+        raise NotACustomer(
+            f"CVR {app.cvr} is not registered as a business customer, so it cannot apply for "
+            "self-service access. If the company has just become a customer, try again later."
+        )
+    admin = await session.scalar(select(KnownAdministrator).where(KnownAdministrator.cvr == app.cvr).limit(1))
+    if admin is not None:
+        raise AdminExists(_admin_exists_detail(app.cvr, admin), recovery="contact-support")
+    pending = await session.scalar(
+        select(Application)
+        .where(Application.cvr == app.cvr, Application.status.in_(list(IN_FLIGHT)))
+        .limit(1)
+    )
+    if pending is not None:
+        raise ApplicationPending(_pending_detail(pending), application_id=pending.id)
+
+    now = clock.now()
+    application = Application(
+        id=str(uuid.uuid4()),
+        cvr=app.cvr,
+        company_name=app.company_name,
+        contact_name=app.contact_name,
+        contact_email=app.contact_email,
+        contact_mobile=app.contact_mobile,
+        language=app.language,
+        status=ApplicationStatus.received,
+        submitted_at=now,
+        deliver_by=now + deadline,
+        updated_at=now,
+    )
+    session.add(application)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent application for the same CVR won the race
+        raise ApplicationPending(
+            f"An application for CVR {app.cvr} is already being processed. Its letter will arrive "
+            "in the company's e-Boks."
+        ) from exc
+    await outbox.add(
+        session,
+        ApplicationSubmitted(
+            application_id=uuid.UUID(application.id),
+            cvr=app.cvr,
+            company_name=customer.name,
+            contact=Contact(name=app.contact_name, email=app.contact_email, mobile=app.contact_mobile),
+            language=app.language,  # type: ignore[arg-type]
+            submitted_at=now,
+            deliver_by=application.deliver_by,
+        ),
+    )
+    return application
+
+
+def _admin_exists_detail(cvr: str, admin: KnownAdministrator) -> str:
+    if admin.status == AdministratorStatus.pending:
+        return (
+            f"An administrator login for CVR {cvr} has already been issued and sent to the company's "
+            "e-Boks; it is waiting to be activated with the activation code in that letter. If the "
+            "letter cannot be found, contact support: support can delete the unused login, and the "
+            "company can then apply again."
+        )
+    return (
+        f"CVR {cvr} already has an administrator for self-service. Ask that administrator to create "
+        "a login for you. If nobody knows that login any more (for example because the only "
+        "administrator has left the company), contact support: support deletes the old login, and "
+        "the company then applies again to get a login for its current administrator."
+    )
+
+
+def _pending_detail(pending: Application) -> str:
+    return (
+        f"An application for CVR {pending.cvr} (submitted {pending.submitted_at:%Y-%m-%d %H:%M} UTC) is "
+        "already being processed. The username and activation code will arrive in the company's "
+        "e-Boks; a new application cannot be made until that one is finished."
+    )
+
+
+async def get_application(session: AsyncSession, application_id: str) -> Application:
+    application = await session.get(Application, application_id)
+    if application is None:
+        raise NotFound(f"There is no application with id {application_id}.")
+    return application
+
+
+# --- folding events from other services -----------------------------------------------------
+
+
+async def on_customer_registered(session: AsyncSession, envelope: Envelope) -> None:
+    event = envelope.event
+    assert isinstance(event, CustomerRegistered)
+    customer = await session.get(KnownCustomer, event.cvr)
+    if customer is None:
+        session.add(KnownCustomer(cvr=event.cvr, name=event.name, parent_cvr=event.parent_cvr))
+    else:
+        customer.name, customer.parent_cvr = event.name, event.parent_cvr
+
+
+async def _move(
+    session: AsyncSession,
+    application_id: object,
+    status: ApplicationStatus,
+    at: datetime,
+    detail: str | None = None,
+) -> Application | None:
+    if application_id is None:
+        return None
+    application = await session.get(Application, str(application_id), with_for_update=True)
+    if application is None:
+        return None
+    if may_move(ApplicationStatus(application.status), status):
+        application.status = status
+        application.status_detail = detail
+        application.updated_at = at
+    return application
+
+
+async def on_user_created(session: AsyncSession, envelope: Envelope) -> None:
+    event = envelope.event
+    assert isinstance(event, UserCreated)
+    if event.role != "administrator":
+        return
+    if await session.get(KnownAdministrator, str(event.user_id)) is None:
+        session.add(
+            KnownAdministrator(
+                user_id=str(event.user_id),
+                cvr=event.tenant_cvr,
+                status=AdministratorStatus.pending,
+                since=event.created_at,
+            )
+        )
+    await _move(session, event.application_id, ApplicationStatus.provisioning, event.created_at)
+
+
+async def on_user_activated(session: AsyncSession, envelope: Envelope) -> None:
+    event = envelope.event
+    assert isinstance(event, UserActivated)
+    if event.role != "administrator":
+        return
+    admin = await session.get(KnownAdministrator, str(event.user_id))
+    if admin is None:
+        session.add(
+            KnownAdministrator(
+                user_id=str(event.user_id),
+                cvr=event.tenant_cvr,
+                status=AdministratorStatus.active,
+                since=event.activated_at,
+            )
+        )
+    else:
+        admin.status, admin.since = AdministratorStatus.active, event.activated_at
+
+
+async def on_provisioning_rejected(session: AsyncSession, envelope: Envelope) -> None:
+    event = envelope.event
+    assert isinstance(event, AdministratorProvisioningRejected)
+    reasons = {
+        "admin-exists": "The company already has an administrator; contact support to recover the login.",
+        "not-a-customer": "The company is not registered as a customer.",
+    }
+    await _move(
+        session,
+        event.application_id,
+        ApplicationStatus.rejected,
+        event.rejected_at,
+        reasons[event.reason],
+    )
+
+
+async def on_delivery_succeeded(session: AsyncSession, envelope: Envelope) -> None:
+    event = envelope.event
+    assert isinstance(event, DeliverySucceeded)
+    application = await _move(
+        session, event.application_id, ApplicationStatus.credentials_sent, event.delivered_at
+    )
+    if application is not None and application.status == ApplicationStatus.credentials_sent:
+        application.delivered_at = application.delivered_at or event.delivered_at
+
+
+async def on_delivery_failed(session: AsyncSession, envelope: Envelope) -> None:
+    event = envelope.event
+    assert isinstance(event, DeliveryFailed)
+    await _move(
+        session,
+        event.application_id,
+        ApplicationStatus.failed,
+        event.failed_at,
+        "The letter could not be delivered to the company's e-Boks. Support has been alerted.",
+    )
+
+
+async def on_delivery_sla_breached(session: AsyncSession, envelope: Envelope) -> None:
+    event = envelope.event
+    assert isinstance(event, DeliverySlaBreached)
+    if event.application_id is None:
+        return
+    application = await session.get(Application, str(event.application_id))
+    if application is not None and application.sla_breached_at is None:
+        application.sla_breached_at = event.detected_at

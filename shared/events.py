@@ -1,0 +1,286 @@
+"""Every event on the bus: its payload model, its CloudEvents type and its topic.
+
+Topics are `<service>.<stream>`; the key is the aggregate's id (CVR for company streams, user
+id for user streams) so that one aggregate's events stay in order. Payloads are the contract
+with downstream subscribers: add optional fields freely, change a field only with a new
+version of the type (`.v2`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.sealing import SealedSecret
+
+Cvr = Annotated[str, Field(pattern=r"^\d{8}$", description="Danish CVR number, 8 digits")]
+Function = Literal["invoices", "orders", "master_data", "telephony", "user_admin"]
+ALL_FUNCTIONS: tuple[Function, ...] = (
+    "invoices",
+    "orders",
+    "master_data",
+    "telephony",
+    "user_admin",
+)
+Language = Literal["da", "en"]
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    key: str
+    description: str
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+
+BILLING_CUSTOMERS = Topic("billing.customers", 3, "cvr", "Customers, their group structure and accounts")
+BILLING_ORDERS = Topic("billing.orders", 3, "cvr", "Orders and upgrades of subscriptions")
+BILLING_INVOICES = Topic("billing.invoices", 3, "cvr", "Invoices issued")
+BILLING_MASTERDATA = Topic("billing.masterdata", 3, "cvr", "Master data and invoice format changes")
+ONBOARDING_APPLICATIONS = Topic("onboarding.applications", 3, "cvr", "Applications for self-service access")
+IDENTITY_USERS = Topic(
+    "identity.users", 3, "user id (cvr for tenant-level events)", "Users and their lifecycle"
+)
+IDENTITY_CREDENTIALS = Topic("identity.credentials", 3, "cvr", "Credentials to deliver (sealed)")
+IDENTITY_OTP = Topic("identity.otp", 3, "user id", "One-time codes to deliver (sealed)")
+IDENTITY_AUDIT = Topic("identity.audit", 3, "tenant cvr", "Audit trail of admin and support actions")
+NOTIFIER_DELIVERIES = Topic("notifier.deliveries", 3, "recipient", "Outcome of every delivery")
+
+TOPICS: tuple[Topic, ...] = (
+    BILLING_CUSTOMERS,
+    BILLING_ORDERS,
+    BILLING_INVOICES,
+    BILLING_MASTERDATA,
+    ONBOARDING_APPLICATIONS,
+    IDENTITY_USERS,
+    IDENTITY_CREDENTIALS,
+    IDENTITY_OTP,
+    IDENTITY_AUDIT,
+    NOTIFIER_DELIVERIES,
+)
+
+
+class Event(BaseModel):
+    """Base of every payload. `TYPE` is the CloudEvents type, `TOPIC` where it is published."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    TYPE: ClassVar[str]
+    TOPIC: ClassVar[Topic]
+    SOURCE: ClassVar[str]
+
+    def key(self) -> str:
+        raise NotImplementedError
+
+    def subject(self) -> str:
+        return self.key()
+
+
+# --- billing.customers ----------------------------------------------------------------------
+
+
+class AccountRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    account_number: str = Field(pattern=r"^\d{6,12}$")
+    name: str
+
+
+class CustomerRegistered(Event):
+    """A company is a customer; `parent_cvr` places it in its group (S8, S14)."""
+
+    TYPE = "dk.adgang.billing.CustomerRegistered.v1"
+    TOPIC = BILLING_CUSTOMERS
+    SOURCE = "/adgang/billing"
+
+    cvr: Cvr
+    name: str
+    parent_cvr: Cvr | None = None
+    accounts: list[AccountRef]
+    registered_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+# --- onboarding.applications ----------------------------------------------------------------
+
+
+class Contact(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    email: str
+    mobile: str = Field(description="E.164")
+
+
+class ApplicationSubmitted(Event):
+    """A company applied for self-service access (S1); its letter is due by `deliver_by` (S2)."""
+
+    TYPE = "dk.adgang.onboarding.ApplicationSubmitted.v1"
+    TOPIC = ONBOARDING_APPLICATIONS
+    SOURCE = "/adgang/onboarding"
+
+    application_id: UUID
+    cvr: Cvr
+    company_name: str
+    contact: Contact
+    language: Language = "da"
+    submitted_at: datetime
+    deliver_by: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+# --- identity.users -------------------------------------------------------------------------
+
+
+class Grant(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    cvr: Cvr
+    accounts: Literal["all"] | list[str]
+
+
+class UserCreated(Event):
+    TYPE = "dk.adgang.identity.UserCreated.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    tenant_cvr: Cvr
+    username: str
+    name: str
+    email: str
+    mobile: str
+    role: Literal["administrator", "user"]
+    grants: list[Grant]
+    functions: list[Function]
+    application_id: UUID | None = None
+    created_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
+class UserActivated(Event):
+    TYPE = "dk.adgang.identity.UserActivated.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    tenant_cvr: Cvr
+    role: Literal["administrator", "user"]
+    activated_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
+class AdministratorProvisioningRejected(Event):
+    """Identity would not create an administrator for an application (e.g. one exists)."""
+
+    TYPE = "dk.adgang.identity.AdministratorProvisioningRejected.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    application_id: UUID
+    cvr: Cvr
+    reason: Literal["admin-exists", "not-a-customer"]
+    rejected_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+# --- identity.credentials -------------------------------------------------------------------
+
+
+class CredentialsIssued(Event):
+    """A username and a sealed activation code to deliver to the company's e-Boks (S2)."""
+
+    TYPE = "dk.adgang.identity.CredentialsIssued.v1"
+    TOPIC = IDENTITY_CREDENTIALS
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    application_id: UUID | None = None
+    recipient_cvr: Cvr
+    company_name: str
+    username: str
+    activation_code: SealedSecret
+    expires_at: datetime
+    deliver_by: datetime
+    channel: Literal["eboks"] = "eboks"
+    language: Language = "da"
+
+    def key(self) -> str:
+        return self.recipient_cvr
+
+    @staticmethod
+    def sealing_context(user_id: UUID) -> str:
+        """Associated data that binds the sealed code to this event type and user."""
+        return f"{CredentialsIssued.TYPE}:{user_id}"
+
+
+# --- notifier.deliveries --------------------------------------------------------------------
+
+Channel = Literal["eboks", "email", "sms"]
+
+
+class _DeliveryOutcome(Event):
+    TOPIC = NOTIFIER_DELIVERIES
+    SOURCE = "/adgang/notifier"
+
+    delivery_id: UUID
+    source_event_id: str
+    source_event_type: str
+    application_id: UUID | None = None
+    channel: Channel
+    recipient: str
+    message_id: str
+    attempts: int
+
+    def key(self) -> str:
+        return self.recipient
+
+
+class DeliverySucceeded(_DeliveryOutcome):
+    TYPE = "dk.adgang.notifier.DeliverySucceeded.v1"
+    delivered_at: datetime
+
+
+class DeliveryFailed(_DeliveryOutcome):
+    TYPE = "dk.adgang.notifier.DeliveryFailed.v1"
+    reason: str
+    failed_at: datetime
+
+
+class DeliverySlaBreached(_DeliveryOutcome):
+    """The delivery deadline passed with the message undelivered (S2: 2 hours)."""
+
+    TYPE = "dk.adgang.notifier.DeliverySlaBreached.v1"
+    deliver_by: datetime
+    detected_at: datetime
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (
+        CustomerRegistered,
+        ApplicationSubmitted,
+        UserCreated,
+        UserActivated,
+        AdministratorProvisioningRejected,
+        CredentialsIssued,
+        DeliverySucceeded,
+        DeliveryFailed,
+        DeliverySlaBreached,
+    )
+}

@@ -1,0 +1,94 @@
+"""Structured logging that never prints a secret.
+
+Secrets are kept out of log calls in the first place (they live in `SecretStr` and sealed
+values). As a second line of defence every log record is scrubbed when it is created: values
+registered with `register_secret` and anything shaped like an activation code are masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+_ACTIVATION_CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}(?:-[0-9A-HJKMNP-TV-Z]{4}){4}\b")
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_MASK = "[redacted]"
+
+
+def register_secret(value: str) -> None:
+    """Mask this exact value in every later log line of this process."""
+    if len(value) >= 6:
+        with _lock:
+            _secrets.add(value)
+
+
+def forget_secret(value: str) -> None:
+    with _lock:
+        _secrets.discard(value)
+
+
+def redact(text: str) -> str:
+    text = _ACTIVATION_CODE.sub(_MASK, text)
+    with _lock:
+        secrets = list(_secrets)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, _MASK)
+    return text
+
+
+_base_factory = logging.getLogRecordFactory()
+
+
+def _scrubbing_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _base_factory(*args, **kwargs)
+    unscrubbed = record.getMessage
+
+    def scrubbed() -> str:
+        return redact(unscrubbed())
+
+    # Other libraries' formatters may touch msg and args themselves; overriding the one
+    # method every formatter calls scrubs their output too.
+    record.getMessage = scrubbed  # type: ignore[method-assign]
+    return record
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in ("service", "event_id", "event_type", "topic", "application_id"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def install_scrubbing() -> None:
+    """Scrub every record of this process, whoever configured the handlers."""
+    logging.setLogRecordFactory(_scrubbing_factory)
+
+
+def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -> None:
+    install_scrubbing()
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiokafka", "sqlalchemy.engine", "httpx"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

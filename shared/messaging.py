@@ -1,0 +1,306 @@
+"""At-least-once messaging: the transactional outbox and the idempotent consumer.
+
+Producers never talk to Kafka on a request path: they add the event to the outbox table in the
+same transaction as the state change, and a relay publishes it afterwards. Consumers record
+each processed `ce_id` in an inbox table in the same transaction as the handler's effects, so a
+redelivered message does nothing. What cannot be decoded or validated goes to `<topic>.dlq`
+with the reason in a header, and the consumer goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.clock import Clock
+from shared.db import Database
+from shared.envelope import Envelope, EnvelopeError, KafkaRecord, decode, encode, new_event_id
+from shared.events import Event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MessagingTables:
+    outbox: Table
+    inbox: Table
+
+    @classmethod
+    def define(cls, metadata: MetaData) -> MessagingTables:
+        outbox = Table(
+            "outbox",
+            metadata,
+            Column(
+                "seq",
+                BigInteger().with_variant(Integer, "sqlite"),
+                primary_key=True,
+                autoincrement=True,
+            ),
+            Column("event_id", String(64), nullable=False, unique=True),
+            Column("topic", String(200), nullable=False),
+            Column("key", String(200), nullable=False),
+            Column("headers", Text, nullable=False),
+            Column("value", Text, nullable=False),
+            Column("created_at", DateTime(timezone=True), nullable=False),
+            Column("published_at", DateTime(timezone=True), nullable=True, index=True),
+        )
+        inbox = Table(
+            "inbox",
+            metadata,
+            Column("consumer", String(100), primary_key=True),
+            Column("event_id", String(64), primary_key=True),
+            Column("event_type", String(200), nullable=False),
+            Column("processed_at", DateTime(timezone=True), nullable=False),
+        )
+        return cls(outbox=outbox, inbox=inbox)
+
+
+class Outbox:
+    def __init__(self, tables: MessagingTables, clock: Clock) -> None:
+        self._table = tables.outbox
+        self._clock = clock
+
+    async def add(self, session: AsyncSession, event: Event) -> str:
+        """Queue an event in the caller's transaction; returns its `ce_id`."""
+        event_id = new_event_id()
+        now = self._clock.now()
+        record = encode(event, event_id=event_id, time=now)
+        await session.execute(
+            insert(self._table).values(
+                event_id=event_id,
+                topic=record.topic,
+                key=record.key.decode(),
+                headers=json.dumps([(k, v.decode()) for k, v in record.headers]),
+                value=record.value.decode(),
+                created_at=now,
+                published_at=None,
+            )
+        )
+        return event_id
+
+
+class Publisher(Protocol):
+    async def publish(self, records: list[KafkaRecord]) -> None: ...
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows in order, then marks them published."""
+
+    def __init__(
+        self,
+        db: Database,
+        tables: MessagingTables,
+        publisher: Publisher,
+        clock: Clock,
+        batch: int = 200,
+    ) -> None:
+        self._db = db
+        self._table = tables.outbox
+        self._publisher = publisher
+        self._clock = clock
+        self._batch = batch
+
+    async def run_once(self) -> int:
+        async with self._db.transaction() as session:
+            query = (
+                select(self._table)
+                .where(self._table.c.published_at.is_(None))
+                .order_by(self._table.c.seq)
+                .limit(self._batch)
+            )
+            if session.bind.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = (await session.execute(query)).mappings().all()
+            if not rows:
+                return 0
+            records = [
+                KafkaRecord(
+                    topic=row["topic"],
+                    key=row["key"].encode(),
+                    value=row["value"].encode(),
+                    headers=[(k, v.encode()) for k, v in json.loads(row["headers"])],
+                )
+                for row in rows
+            ]
+            await self._publisher.publish(records)
+            await session.execute(
+                update(self._table)
+                .where(self._table.c.seq.in_([row["seq"] for row in rows]))
+                .values(published_at=self._clock.now())
+            )
+            return len(rows)
+
+    async def run_forever(self, interval: float, wake: asyncio.Event | None = None) -> None:
+        while True:
+            try:
+                sent = await self.run_once()
+            except Exception:
+                log.exception("outbox relay failed; will retry")
+                sent = 0
+            if sent == 0:
+                if wake is None:
+                    await asyncio.sleep(interval)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), timeout=interval)
+                    wake.clear()
+
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+
+class DeadLetters(Protocol):
+    async def send(self, record: KafkaRecord, *, reason: str, consumer: str) -> None: ...
+
+
+@dataclass
+class ConsumedMessage:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    partition: int = -1
+    offset: int = -1
+
+
+class IdempotentConsumer:
+    """Decode, de-duplicate by `ce_id` and handle, in one transaction per message."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        db: Database,
+        tables: MessagingTables,
+        handlers: Mapping[str, Handler],
+        dead_letters: DeadLetters,
+        clock: Clock,
+        retries: int = 5,
+        backoff: float = 0.5,
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._db = db
+        self._inbox = tables.inbox
+        self._handlers = dict(handlers)
+        self._dead_letters = dead_letters
+        self._clock = clock
+        self._retries = retries
+        self._backoff = backoff
+        self._after_commit = after_commit
+
+    async def process(self, message: ConsumedMessage) -> str:
+        """Returns what happened: handled, duplicate, ignored or dead-lettered."""
+        try:
+            envelope = decode(topic=message.topic, headers=message.headers, value=message.value)
+        except EnvelopeError as exc:
+            await self._dead_letter(message, str(exc))
+            return "dead-lettered"
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            return "ignored"
+        for attempt in range(1, self._retries + 1):
+            try:
+                outcome = await self._handle_once(handler, envelope)
+            except Exception as exc:
+                if attempt == self._retries:
+                    log.exception("handler failed %d times, dead-lettering %s", attempt, envelope.id)
+                    await self._dead_letter(message, f"handler failed: {type(exc).__name__}: {exc}")
+                    return "dead-lettered"
+                log.warning("handler failed (attempt %d), retrying: %s", attempt, exc)
+                await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
+            else:
+                if outcome == "handled" and self._after_commit is not None:
+                    self._after_commit()
+                return outcome
+        raise AssertionError("unreachable")
+
+    async def _handle_once(self, handler: Handler, envelope: Envelope) -> str:
+        try:
+            async with self._db.transaction() as session:
+                seen = await session.scalar(
+                    select(self._inbox.c.event_id).where(
+                        self._inbox.c.consumer == self.name, self._inbox.c.event_id == envelope.id
+                    )
+                )
+                if seen is not None:
+                    return "duplicate"
+                await session.execute(
+                    insert(self._inbox).values(
+                        consumer=self.name,
+                        event_id=envelope.id,
+                        event_type=envelope.type,
+                        processed_at=self._clock.now(),
+                    )
+                )
+                await handler(session, envelope)
+        except IntegrityError:
+            # A concurrent instance recorded the same ce_id first: the unique key decides.
+            async with self._db.transaction() as session:
+                seen = await session.scalar(
+                    select(self._inbox.c.event_id).where(
+                        self._inbox.c.consumer == self.name, self._inbox.c.event_id == envelope.id
+                    )
+                )
+            if seen is not None:
+                return "duplicate"
+            raise
+        return "handled"
+
+    async def _dead_letter(self, message: ConsumedMessage, reason: str) -> None:
+        log.warning(
+            "dead-lettering message from %s[%d]@%d: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            reason,
+        )
+        record = KafkaRecord(
+            topic=message.topic,
+            key=message.key or b"",
+            value=message.value or b"",
+            headers=list(message.headers),
+        )
+        await self._dead_letters.send(record, reason=reason, consumer=self.name)
+
+
+def dead_letter_record(record: KafkaRecord, *, reason: str, consumer: str, at: datetime) -> KafkaRecord:
+    headers = [(k, v) for k, v in record.headers if not k.startswith("dlq_")]
+    headers += [
+        ("dlq_reason", reason.encode()[:4000]),
+        ("dlq_consumer", consumer.encode()),
+        ("dlq_original_topic", record.topic.encode()),
+        ("dlq_at", at.isoformat().encode()),
+    ]
+    return KafkaRecord(topic=f"{record.topic}.dlq", key=record.key, value=record.value, headers=headers)
+
+
+def headers_list(headers: Any) -> list[tuple[str, bytes]]:
+    """Normalise Kafka headers (list of pairs or mapping) into a list of pairs."""
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        return [(k, v) for k, v in headers.items()]
+    return [(k, v) for k, v in headers]

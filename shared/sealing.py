@@ -1,0 +1,95 @@
+"""Sealing of secrets that travel on the bus (activation and one-time codes).
+
+Authenticated encryption (AES-256-GCM). Each sealed value names the key it was sealed with,
+so keys can rotate: the active key seals, every configured key may unseal. The associated data
+binds a sealed value to its context (event type and subject), so a ciphertext copied into
+another event does not open.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from typing import Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel, ConfigDict
+
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class SealingError(Exception):
+    """A value could not be sealed or unsealed (unknown key, tampering, wrong context)."""
+
+
+class SealedSecret(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kid: str
+    alg: Literal["A256GCM"] = "A256GCM"
+    nonce: str
+    ciphertext: str
+
+    def __repr__(self) -> str:  # ciphertext is harmless, but keep logs short
+        return f"SealedSecret(kid={self.kid!r})"
+
+
+def _b64e(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def generate_key() -> str:
+    """A new random 256-bit key, base64url, for the `kid:key` configuration format."""
+    return _b64e(AESGCM.generate_key(bit_length=256))
+
+
+def parse_keyring(spec: str) -> dict[str, bytes]:
+    """Parse `kid1:base64key,kid2:base64key` into a key ring."""
+    ring: dict[str, bytes] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kid, sep, encoded = part.partition(":")
+        if not sep or not _KEY_ID.match(kid):
+            raise SealingError(f"sealing key entry must be 'kid:base64key', got key id {kid!r}")
+        try:
+            key = _b64d(encoded)
+        except ValueError as exc:
+            raise SealingError(f"sealing key {kid!r} is not base64") from exc
+        if len(key) != 32:
+            raise SealingError(f"sealing key {kid!r} must be 32 bytes, is {len(key)}")
+        ring[kid] = key
+    if not ring:
+        raise SealingError("no sealing keys configured")
+    return ring
+
+
+class Sealer:
+    def __init__(self, keys: dict[str, bytes], active_kid: str) -> None:
+        if active_kid not in keys:
+            raise SealingError(f"active sealing key {active_kid!r} is not in the key ring")
+        self._keys = {kid: AESGCM(key) for kid, key in keys.items()}
+        self._active = active_kid
+
+    @property
+    def active_kid(self) -> str:
+        return self._active
+
+    def seal(self, plaintext: str, *, context: str) -> SealedSecret:
+        nonce = os.urandom(12)
+        ct = self._keys[self._active].encrypt(nonce, plaintext.encode(), context.encode())
+        return SealedSecret(kid=self._active, nonce=_b64e(nonce), ciphertext=_b64e(ct))
+
+    def unseal(self, sealed: SealedSecret, *, context: str) -> str:
+        aead = self._keys.get(sealed.kid)
+        if aead is None:
+            raise SealingError(f"sealed with unknown key {sealed.kid!r}")
+        try:
+            raw = aead.decrypt(_b64d(sealed.nonce), _b64d(sealed.ciphertext), context.encode())
+        except (InvalidTag, ValueError) as exc:
+            raise SealingError("sealed value failed authentication") from exc
+        return raw.decode()

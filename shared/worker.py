@@ -1,0 +1,155 @@
+"""A service's worker process: a faust-streaming app with one agent per consumed topic,
+all going through the idempotent consumer, plus the outbox relay and any periodic jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import faust
+
+from shared.clock import Clock, SystemClock
+from shared.db import Database
+from shared.events import Topic
+from shared.kafka import KafkaPublisher, ensure_topics
+from shared.logs import install_scrubbing
+from shared.messaging import (
+    ConsumedMessage,
+    Handler,
+    IdempotentConsumer,
+    MessagingTables,
+    OutboxRelay,
+    headers_list,
+)
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Background:
+    """A coroutine the worker runs for its whole life (a periodic job, a dispatcher)."""
+
+    name: str
+    run: Callable[[], Awaitable[None]]
+
+
+@dataclass
+class WorkerSpec:
+    settings: ServiceSettings
+    db: Database
+    tables: MessagingTables
+    subscriptions: Mapping[Topic, Mapping[str, Handler]]
+    clock: Clock = field(default_factory=SystemClock)
+    background: list[Background] = field(default_factory=list)
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    wake_after_commit: list[asyncio.Event] = field(default_factory=list)
+
+
+def build_faust_app(spec: WorkerSpec) -> faust.App:
+    settings = spec.settings
+    app = faust.App(
+        f"adgang-{settings.service}",
+        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        web_enabled=False,
+        topic_allow_declare=False,  # topics are created by ensure_topics (the broker makes none)
+        topic_disable_leader=True,
+        store="memory://",
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        producer_acks=-1,
+    )
+    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, spec.clock)
+    outbox_wake = asyncio.Event()
+    wakes = [outbox_wake, *spec.wake_after_commit]
+
+    def after_commit() -> None:
+        for wake in wakes:
+            wake.set()
+
+    for topic, handlers in spec.subscriptions.items():
+        consumer = IdempotentConsumer(
+            name=f"{settings.service}:{topic.name}",
+            db=spec.db,
+            tables=spec.tables,
+            handlers=handlers,
+            dead_letters=publisher,
+            clock=spec.clock,
+            after_commit=after_commit,
+        )
+        _register_agent(app, topic, consumer)
+
+    relay = OutboxRelay(spec.db, spec.tables, publisher, spec.clock)
+
+    @app.task
+    async def start_background() -> None:
+        await ensure_topics(settings.kafka_bootstrap_servers)
+        for hook in spec.on_start:
+            await hook()
+        tasks = [asyncio.create_task(relay.run_forever(settings.outbox_poll_interval_s, outbox_wake))]
+        tasks += [asyncio.create_task(_supervised(job)) for job in spec.background]
+        marker = settings.var_dir / "run" / f"{settings.service}-worker.ready"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(os.getpid()))  # read by the supervisor (`adgang run`, tests)
+        log.info("%s worker ready", settings.service)
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await publisher.stop()
+
+    return app
+
+
+def _register_agent(app: faust.App, topic: Topic, consumer: IdempotentConsumer) -> None:
+    channel = app.topic(
+        topic.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+    async def agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            await consumer.process(
+                ConsumedMessage(
+                    topic=message.topic,
+                    key=message.key,
+                    value=message.value,
+                    headers=headers_list(message.headers),
+                    partition=message.partition,
+                    offset=message.offset,
+                )
+            )
+
+    agent.__name__ = f"consume_{topic.name.replace('.', '_')}"
+    agent.__qualname__ = agent.__name__
+    app.agent(channel, name=f"{app.conf.id}.{agent.__name__}", concurrency=1)(agent)
+
+
+async def _supervised(job: Background) -> None:
+    """Keep a background job alive: log a crash and start it again."""
+    while True:
+        try:
+            await job.run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background job %s crashed; restarting", job.name)
+            await asyncio.sleep(1.0)
+
+
+def run_worker(app: faust.App, *, log_level: str = "info") -> None:
+    """Run the faust worker in this process (blocks until stopped)."""
+    install_scrubbing()
+    sys.argv = [f"{app.conf.id}-worker", "worker", "--without-web", "-l", log_level.lower()]
+    app.main()

@@ -1,0 +1,89 @@
+"""The credentials letter the company reads in its e-Boks (S2)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from services.notifier.letters import letter_label, render_credentials_letter
+
+SUMMER_EXPIRY = datetime(2024, 5, 14, 13, 30, tzinfo=UTC)  # 15:30 in Copenhagen (CEST)
+WINTER_EXPIRY = datetime(2024, 1, 3, 7, 5, tzinfo=UTC)  # 08:05 in Copenhagen (CET)
+
+
+def letter(**overrides: Any) -> str:
+    kwargs: dict[str, Any] = {
+        "language": "da",
+        "company_name": "Jensen & Søn ApS",
+        "cvr": "87654321",
+        "username": "jensen-admin-01",
+        "activation_code": "7Q4K-93XZ-LM2P",
+        "expires_at": SUMMER_EXPIRY,
+        "portal_url": "https://selvbetjening.example.dk/aktiver",
+    }
+    kwargs.update(overrides)
+    return render_credentials_letter(**kwargs)
+
+
+@pytest.mark.parametrize("language", ["da", "en"])
+def test_the_letter_gives_the_company_its_cvr_username_code_and_where_to_activate(
+    language: str,
+) -> None:
+    text = letter(language=language)
+
+    assert "87654321" in text
+    assert "jensen-admin-01" in text
+    assert "7Q4K-93XZ-LM2P" in text
+    assert "https://selvbetjening.example.dk/aktiver" in text
+    assert "Jensen & Søn ApS" in text  # plain text: no HTML escaping of the name
+
+
+def test_the_danish_letter_states_the_expiry_in_danish_and_copenhagen_time() -> None:
+    assert "14. maj 2024 kl. 15.30" in letter(language="da", expires_at=SUMMER_EXPIRY)
+    assert "3. januar 2024 kl. 08.05" in letter(language="da", expires_at=WINTER_EXPIRY)
+
+
+def test_the_english_letter_states_the_expiry_in_english_and_copenhagen_time() -> None:
+    assert "14 May 2024 at 15:30" in letter(language="en", expires_at=SUMMER_EXPIRY)
+    assert "3 January 2024 at 08:05" in letter(language="en", expires_at=WINTER_EXPIRY)
+
+
+def test_the_letter_is_danish_unless_asked_otherwise() -> None:
+    kwargs: dict[str, Any] = {
+        "company_name": "Acme ApS",
+        "cvr": "12345678",
+        "username": "acme",
+        "activation_code": "CODE",
+        "expires_at": SUMMER_EXPIRY,
+        "portal_url": "https://example.dk",
+    }
+
+    assert render_credentials_letter(**kwargs) == letter(language="da", **kwargs)
+    assert "Aktiveringskode" in render_credentials_letter(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [("da", "kontakte vores erhvervssupport"), ("en", "contact our business support")],
+)
+def test_the_letter_tells_a_company_that_did_not_apply_to_contact_support(language: str, words: str) -> None:
+    assert words in " ".join(letter(language=language).split())
+
+
+def test_an_unsupported_language_is_rejected_naming_the_supported_ones() -> None:
+    with pytest.raises(ValueError, match="da, en"):
+        letter(language="de")
+    with pytest.raises(ValueError, match="da, en"):
+        letter_label("de")
+
+
+def test_an_expiry_without_time_zone_is_rejected() -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        letter(expires_at=datetime(2024, 5, 14, 15, 30))
+
+
+def test_the_inbox_subject_is_short_and_in_the_letters_language() -> None:
+    assert letter_label("da") != letter_label("en")
+    assert all(0 < len(letter_label(lang)) <= 60 for lang in ("da", "en"))
