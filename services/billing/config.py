@@ -1,5 +1,6 @@
 from typing import ClassVar
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -11,3 +12,4 @@ class BillingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ADGANG_BILLING_", extra="ignore")
 
     seed_demo_data: bool = True
+    demo_extra_customers: int = Field(default=0, ge=0, le=100_000)

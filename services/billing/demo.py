@@ -59,3 +59,26 @@ DEMO_COMPANIES: tuple[DemoCompany, ...] = (
 GROUP_PARENT_CVR = "35657193"
 STANDALONE_CVR = "22109340"
 NOT_A_CUSTOMER_CVR = "44551209"
+
+
+def generated_companies(count: int) -> list[DemoCompany]:
+    """`count` more standalone customers with valid CVRs, the same every time (benchmarks, load tests)."""
+    from stdnum.dk import cvr as stdnum_cvr
+
+    companies: list[DemoCompany] = []
+    base = 50_000_000
+    while len(companies) < count:
+        base += 1
+        candidate = str(base)
+        if stdnum_cvr.is_valid(candidate):
+            n = len(companies) + 1
+            companies.append(
+                DemoCompany(
+                    candidate,
+                    f"Demo Virksomhed {n} ApS",
+                    None,
+                    f"Testvej {n}, 2000 Frederiksberg",
+                    ((f"2{n:07d}", "Mobil"),),
+                )
+            )
+    return companies

@@ -7,7 +7,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.billing.demo import DEMO_COMPANIES
+from services.billing.demo import DEMO_COMPANIES, generated_companies
 from services.billing.models import Account, Customer
 from shared.clock import Clock
 from shared.events import AccountRef, CustomerRegistered
@@ -47,10 +47,11 @@ async def register_customer(
     return True
 
 
-async def seed_demo_customers(session: AsyncSession, outbox: Outbox, clock: Clock) -> int:
-    """Idempotent: registers the demo companies that are not there yet (parents first)."""
+async def seed_demo_customers(session: AsyncSession, outbox: Outbox, clock: Clock, *, extra: int = 0) -> int:
+    """Idempotent: registers the demo companies that are not there yet (parents first), and
+    `extra` generated standalone companies for benchmarks and load tests."""
     created = 0
-    for company in DEMO_COMPANIES:
+    for company in (*DEMO_COMPANIES, *generated_companies(extra)):
         if await register_customer(
             session,
             outbox,

@@ -23,7 +23,7 @@ def create_worker(settings: BillingSettings | None = None) -> faust.App:
     async def seed() -> None:
         if settings.seed_demo_data:
             async with db.transaction() as session:
-                await seed_demo_customers(session, outbox, clock)
+                await seed_demo_customers(session, outbox, clock, extra=settings.demo_extra_customers)
 
     # Billing follows identity.users for revocations (billing issue); no handler yet, so every
     # event there is acknowledged as ignored. A faust worker needs at least one subscription.

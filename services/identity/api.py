@@ -9,7 +9,7 @@ from services.identity.domain import password_problem
 from services.identity.models import messaging
 from services.identity.schemas import ActivationIn, ActivationOut
 from services.identity.service import ActivationOutcome, activate
-from shared.clock import SystemClock
+from shared.clock import Clock, SystemClock
 from shared.db import Database
 from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE, InvalidField, Problem
@@ -42,10 +42,10 @@ class AlreadyActivated(Problem):
     title = "The login is already activated"
 
 
-def create_api(settings: IdentitySettings | None = None) -> FastAPI:
+def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or IdentitySettings()
     db = Database(settings.db_url)
-    clock = SystemClock()
+    clock = clock or SystemClock()
     outbox = Outbox(messaging, clock)
     app = create_app(
         title="Adgang identity",

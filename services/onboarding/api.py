@@ -13,7 +13,7 @@ from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import messaging
 from services.onboarding.schemas import ApplicationAccepted, ApplicationIn, ApplicationOut
 from services.onboarding.service import NewApplication, get_application, submit_application
-from shared.clock import SystemClock, as_utc
+from shared.clock import Clock, SystemClock, as_utc
 from shared.db import Database
 from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE, TooManyRequests
@@ -47,10 +47,10 @@ class SlidingWindowLimiter:
             self._hits = {k: v for k, v in self._hits.items() if v and now - v[-1] <= 60}
 
 
-def create_api(settings: OnboardingSettings | None = None) -> FastAPI:
+def create_api(settings: OnboardingSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or OnboardingSettings()
     db = Database(settings.db_url)
-    clock = SystemClock()
+    clock = clock or SystemClock()
     outbox = Outbox(messaging, clock)
     limiter = SlidingWindowLimiter(settings.rate_limit_per_minute)
     app = create_app(

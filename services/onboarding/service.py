@@ -67,7 +67,16 @@ async def submit_application(
         )
     admin = await session.scalar(select(KnownAdministrator).where(KnownAdministrator.cvr == app.cvr).limit(1))
     if admin is not None:
-        raise AdminExists(_admin_exists_detail(app.cvr, admin), recovery="contact-support")
+        raise AdminExists(_admin_exists_detail(app.cvr, admin.status), recovery="contact-support")
+    delivered = await session.scalar(
+        select(Application.id)
+        .where(Application.cvr == app.cvr, Application.status == ApplicationStatus.credentials_sent)
+        .limit(1)
+    )
+    if delivered is not None:
+        # The letter's delivery can be folded in before identity's UserCreated arrives (two
+        # topics, no order between them): a delivered letter means a login was issued.
+        raise AdminExists(_admin_exists_detail(app.cvr, AdministratorStatus.pending), recovery="contact-support")
     pending = await session.scalar(
         select(Application)
         .where(Application.cvr == app.cvr, Application.status.in_(list(IN_FLIGHT)))
@@ -113,8 +122,8 @@ async def submit_application(
     return application
 
 
-def _admin_exists_detail(cvr: str, admin: KnownAdministrator) -> str:
-    if admin.status == AdministratorStatus.pending:
+def _admin_exists_detail(cvr: str, status: str) -> str:
+    if status == AdministratorStatus.pending:
         return (
             f"An administrator login for CVR {cvr} has already been issued and sent to the company's "
             "e-Boks; it is waiting to be activated with the activation code in that letter. If the "

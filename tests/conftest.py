@@ -1,0 +1,76 @@
+"""Test fixtures: the database backend (SQLite by default, PostgreSQL with
+ADGANG_TEST_DATABASE=postgres) and the whole suite started as processes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.registry import SERVICES
+from services.suite import Suite, SuiteConfig
+from tests.support.ports import free_ports
+
+BACKEND = os.environ.get("ADGANG_TEST_DATABASE", "sqlite").lower()
+_database_numbers = itertools.count(1)
+
+
+def pytest_report_header() -> str:
+    return f"adgang database backend: {BACKEND}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object | None]:
+    if BACKEND != "postgres":
+        yield None
+        return
+    from tests.support.postgres import ThrowawayPostgres
+
+    with ThrowawayPostgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def database_factory(postgres: object | None, tmp_path_factory: pytest.TempPathFactory):
+    """Makes a fresh, empty database URL for a service on the backend under test."""
+
+    def make(service: str) -> str:
+        n = next(_database_numbers)
+        if postgres is None:
+            return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / f'{service}{n}.db'}"
+        return postgres.create_database(f"{service}_{n}")  # type: ignore[attr-defined]
+
+    return make
+
+
+def start_suite(var_dir: Path, database_factory, **extra_env: str) -> Suite:
+    broker, *ports = free_ports(5)
+    config = SuiteConfig(
+        var_dir=var_dir,
+        broker_port=broker,
+        ports=dict(zip(SERVICES, ports, strict=True)),
+        database_urls={name: database_factory(name) for name in SERVICES},
+        extra_env={
+            "ADGANG_ONBOARDING_RATE_LIMIT_PER_MINUTE": "0",
+            "ADGANG_NOTIFIER_SLA_CHECK_INTERVAL_S": "1",
+            **extra_env,
+        },
+    )
+    suite = Suite(config)
+    try:
+        suite.start(deadline_s=120)
+    except BaseException:
+        suite.stop()
+        raise
+    return suite
+
+
+@pytest.fixture(scope="session")
+def suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
+    """The whole suite for end-to-end tests that do not kill anything."""
+    running = start_suite(tmp_path_factory.mktemp("suite"), database_factory)
+    yield running
+    running.stop()

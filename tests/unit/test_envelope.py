@@ -1,0 +1,319 @@
+"""The CloudEvents envelope every event travels in, and the reasons a message is dead-lettered."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.envelope import EnvelopeError, KafkaRecord, decode, encode
+from shared.events import (
+    EVENT_TYPES,
+    AccountRef,
+    AdministratorProvisioningRejected,
+    ApplicationSubmitted,
+    Contact,
+    CredentialsIssued,
+    CustomerRegistered,
+    DeliveryFailed,
+    DeliverySlaBreached,
+    DeliverySucceeded,
+    Event,
+    Grant,
+    UserActivated,
+    UserCreated,
+)
+from shared.sealing import SealedSecret
+
+AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+CVR = "35657193"
+USER_ID = uuid.UUID("6f1c1a52-55f4-4b39-9a8e-0d8f0f3c2b71")
+APPLICATION_ID = uuid.UUID("0b6e4c1e-1f4a-4c3e-9d0a-2f6a7c1b9e55")
+EVENT_ID = "2f0d5b4e-9a51-4f7e-8f5a-6c3a1d2b7e90"
+
+
+def customer_registered() -> CustomerRegistered:
+    return CustomerRegistered(
+        cvr=CVR,
+        name="Eksempel ApS",
+        parent_cvr="37826111",
+        accounts=[AccountRef(account_number="12345678", name="Hovedkonto")],
+        registered_at=AT,
+    )
+
+
+def application_submitted() -> ApplicationSubmitted:
+    return ApplicationSubmitted(
+        application_id=APPLICATION_ID,
+        cvr=CVR,
+        company_name="Eksempel ApS",
+        contact=Contact(name="Anne Admin", email="anne@example.dk", mobile="+4520123456"),
+        submitted_at=AT,
+        deliver_by=AT + timedelta(hours=2),
+    )
+
+
+def user_created() -> UserCreated:
+    return UserCreated(
+        user_id=USER_ID,
+        tenant_cvr=CVR,
+        username=f"{CVR}-abcd",
+        name="Anne Admin",
+        email="anne@example.dk",
+        mobile="+4520123456",
+        role="administrator",
+        grants=[Grant(cvr=CVR, accounts="all"), Grant(cvr="37826111", accounts=["12345678"])],
+        functions=["invoices", "user_admin"],
+        application_id=APPLICATION_ID,
+        created_at=AT,
+    )
+
+
+def user_activated() -> UserActivated:
+    return UserActivated(user_id=USER_ID, tenant_cvr=CVR, role="user", activated_at=AT)
+
+
+def provisioning_rejected() -> AdministratorProvisioningRejected:
+    return AdministratorProvisioningRejected(
+        application_id=APPLICATION_ID, cvr=CVR, reason="admin-exists", rejected_at=AT
+    )
+
+
+def credentials_issued() -> CredentialsIssued:
+    return CredentialsIssued(
+        user_id=USER_ID,
+        application_id=APPLICATION_ID,
+        recipient_cvr=CVR,
+        company_name="Eksempel ApS",
+        username=f"{CVR}-abcd",
+        activation_code=SealedSecret(kid="k1", nonce="bm9uY2U", ciphertext="Y2lwaGVydGV4dA"),
+        expires_at=AT + timedelta(days=7),
+        deliver_by=AT + timedelta(hours=2),
+    )
+
+
+_DELIVERY = {
+    "delivery_id": uuid.UUID("9b2f3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d"),
+    "source_event_id": EVENT_ID,
+    "source_event_type": CredentialsIssued.TYPE,
+    "application_id": APPLICATION_ID,
+    "channel": "eboks",
+    "recipient": CVR,
+    "message_id": "memo-1",
+    "attempts": 1,
+}
+
+
+def delivery_succeeded() -> DeliverySucceeded:
+    return DeliverySucceeded(**_DELIVERY, delivered_at=AT)
+
+
+def delivery_failed() -> DeliveryFailed:
+    return DeliveryFailed(**_DELIVERY, reason="mailbox closed", failed_at=AT)
+
+
+def delivery_sla_breached() -> DeliverySlaBreached:
+    return DeliverySlaBreached(**_DELIVERY, deliver_by=AT, detected_at=AT + timedelta(minutes=1))
+
+
+BUILDERS: dict[type[Event], Callable[[], Event]] = {
+    CustomerRegistered: customer_registered,
+    ApplicationSubmitted: application_submitted,
+    UserCreated: user_created,
+    UserActivated: user_activated,
+    AdministratorProvisioningRejected: provisioning_rejected,
+    CredentialsIssued: credentials_issued,
+    DeliverySucceeded: delivery_succeeded,
+    DeliveryFailed: delivery_failed,
+    DeliverySlaBreached: delivery_sla_breached,
+}
+
+
+def headers_of(record: KafkaRecord) -> dict[str, str]:
+    return {name: value.decode() for name, value in record.headers}
+
+
+def with_headers(record: KafkaRecord, **changes: str | None) -> list[tuple[str, bytes]]:
+    """The record's headers with some replaced (`None` removes one); `content_type` is `content-type`."""
+    changes = {name.replace("content_type", "content-type"): v for name, v in changes.items()}
+    headers = [(name, value) for name, value in record.headers if name not in changes]
+    headers += [(name, value.encode()) for name, value in changes.items() if value is not None]
+    return headers
+
+
+def test_every_event_type_has_a_builder_here() -> None:
+    assert {cls.TYPE for cls in BUILDERS} == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("event_class", list(BUILDERS), ids=lambda cls: cls.__name__)
+def test_every_event_type_survives_an_encode_decode_round_trip(event_class: type[Event]) -> None:
+    event = BUILDERS[event_class]()
+
+    record = encode(event, event_id=EVENT_ID, time=AT)
+    envelope = decode(topic=record.topic, headers=record.headers, value=record.value)
+
+    assert record.topic == event_class.TOPIC.name
+    assert envelope.event == event
+    assert type(envelope.event) is event_class
+    assert (envelope.id, envelope.type, envelope.source) == (EVENT_ID, event_class.TYPE, event_class.SOURCE)
+    assert envelope.time == AT
+    assert envelope.subject == event.subject()
+
+
+def test_headers_are_cloudevents_binary_mode_and_the_value_is_the_bare_payload() -> None:
+    record = encode(user_created(), event_id=EVENT_ID, time=AT)
+
+    assert headers_of(record) == {
+        "ce_id": EVENT_ID,
+        "ce_source": "/adgang/identity",
+        "ce_type": "dk.adgang.identity.UserCreated.v1",
+        "ce_specversion": "1.0",
+        "ce_time": "2026-01-05T09:00:00+00:00",
+        "ce_subject": str(USER_ID),
+        "content-type": "application/json",
+    }
+    payload = json.loads(record.value)
+    assert "specversion" not in payload and "data" not in payload
+    assert payload["user_id"] == str(USER_ID)
+
+
+def test_credentials_are_keyed_by_the_companys_cvr_so_one_companys_events_stay_in_order() -> None:
+    """S2: the letter goes to the company's e-Boks, addressed by CVR."""
+    record = encode(credentials_issued(), event_id=EVENT_ID, time=AT)
+
+    assert record.topic == "identity.credentials"
+    assert record.key == CVR.encode()
+
+
+def test_user_events_are_keyed_by_the_user_id() -> None:
+    record = encode(user_created(), event_id=EVENT_ID, time=AT)
+
+    assert record.topic == "identity.users"
+    assert record.key == str(USER_ID).encode()
+
+
+def test_the_sealed_activation_code_travels_as_its_sealed_parts_only() -> None:
+    record = encode(credentials_issued(), event_id=EVENT_ID, time=AT)
+
+    assert json.loads(record.value)["activation_code"] == {
+        "kid": "k1",
+        "alg": "A256GCM",
+        "nonce": "bm9uY2U",
+        "ciphertext": "Y2lwaGVydGV4dA",
+    }
+
+
+@pytest.mark.parametrize("missing", ["ce_id", "ce_source", "ce_type", "ce_specversion"])
+def test_a_message_missing_a_required_cloudevents_header_is_refused_naming_it(missing: str) -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+
+    with pytest.raises(EnvelopeError, match=f"missing CloudEvents header\\(s\\): {missing}$"):
+        decode(topic=record.topic, headers=with_headers(record, **{missing: None}), value=record.value)
+
+
+def test_a_message_without_any_headers_is_refused_naming_every_missing_header() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+
+    with pytest.raises(EnvelopeError, match="ce_id, ce_source, ce_type, ce_specversion"):
+        decode(topic=record.topic, headers=None, value=record.value)
+
+
+def test_an_unknown_event_type_is_refused_naming_the_type() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+    headers = with_headers(record, ce_type="dk.adgang.billing.CustomerVanished.v1")
+
+    with pytest.raises(EnvelopeError, match="unknown ce_type 'dk.adgang.billing.CustomerVanished.v1'"):
+        decode(topic=record.topic, headers=headers, value=record.value)
+
+
+def test_an_event_on_a_topic_it_does_not_belong_to_is_refused() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+
+    with pytest.raises(
+        ValueError, match="dk.adgang.billing.CustomerRegistered.v1 does not belong on topic identity.users"
+    ):
+        decode(topic="identity.users", headers=record.headers, value=record.value)
+
+
+def test_a_value_that_is_not_json_is_refused_as_not_valid_json() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+
+    with pytest.raises(EnvelopeError, match="^not valid JSON"):
+        decode(topic=record.topic, headers=record.headers, value=b"{'cvr': 35657193")
+
+
+def test_a_message_without_a_value_is_refused() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+
+    with pytest.raises(EnvelopeError, match="message has no value"):
+        decode(topic=record.topic, headers=record.headers, value=None)
+
+
+def test_a_payload_failing_validation_is_refused_naming_the_field() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+    payload = json.loads(record.value)
+    payload["cvr"] = "3565719"
+
+    with pytest.raises(EnvelopeError, match="^invalid payload: cvr: String should match pattern") as caught:
+        decode(topic=record.topic, headers=record.headers, value=json.dumps(payload).encode())
+
+    assert "not valid JSON" not in str(caught.value)
+
+
+def test_a_payload_with_a_nested_problem_names_the_path_to_it() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+    payload = json.loads(record.value)
+    payload["accounts"][0]["account_number"] = "12"
+
+    with pytest.raises(EnvelopeError, match="accounts.0.account_number"):
+        decode(topic=record.topic, headers=record.headers, value=json.dumps(payload).encode())
+
+
+def test_a_payload_with_an_unexpected_field_is_refused() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+    payload = json.loads(record.value) | {"password": "hunter2"}
+
+    with pytest.raises(EnvelopeError, match="password: Extra inputs are not permitted"):
+        decode(topic=record.topic, headers=record.headers, value=json.dumps(payload).encode())
+
+
+def test_another_cloudevents_spec_version_is_refused() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+
+    with pytest.raises(EnvelopeError, match="unsupported ce_specversion '0.3'"):
+        decode(topic=record.topic, headers=with_headers(record, ce_specversion="0.3"), value=record.value)
+
+
+def test_another_content_type_is_refused() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+
+    with pytest.raises(EnvelopeError, match="unsupported content-type 'application/avro'"):
+        decode(
+            topic=record.topic, headers=with_headers(record, content_type="application/avro"), value=record.value
+        )
+
+
+def test_a_json_content_type_with_a_charset_is_accepted() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+    headers = with_headers(record, content_type="application/json; charset=utf-8")
+
+    assert decode(topic=record.topic, headers=headers, value=record.value).event == customer_registered()
+
+
+def test_a_malformed_event_time_is_refused() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+
+    with pytest.raises(EnvelopeError, match="ce_time is not RFC 3339: 'yesterday'"):
+        decode(topic=record.topic, headers=with_headers(record, ce_time="yesterday"), value=record.value)
+
+
+def test_a_header_that_is_not_utf8_is_refused_naming_the_header() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+    headers = [(name, b"\xff\xfe" if name == "ce_source" else value) for name, value in record.headers]
+
+    with pytest.raises(EnvelopeError, match="header 'ce_source' is not UTF-8"):
+        decode(topic=record.topic, headers=headers, value=record.value)
+
