@@ -30,7 +30,10 @@ def create_app(
     settings: ServiceSettings,
     db: Database,
     on_shutdown: list[Callable[[], Awaitable[None]]] | None = None,
+    readiness_checks: dict[str, Callable[[], Awaitable[str]]] | None = None,
 ) -> FastAPI:
+    """`readiness_checks` are extra named checks for `/readyz`, each answering "ok" or why not."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -72,6 +75,11 @@ def create_app(
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
         checks["broker"] = "ok" if await broker_reachable(settings.kafka_bootstrap_servers) else "unreachable"
+        for name, check in (readiness_checks or {}).items():
+            try:
+                checks[name] = await check()
+            except Exception as exc:
+                checks[name] = f"failed: {type(exc).__name__}"
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not-ready", "checks": checks},

@@ -8,9 +8,10 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import func, select
 
 from services.onboarding.config import OnboardingSettings
-from services.onboarding.models import messaging
+from services.onboarding.models import KnownCustomer, messaging
 from services.onboarding.schemas import ApplicationAccepted, ApplicationIn, ApplicationOut
 from services.onboarding.service import NewApplication, get_application, submit_application
 from shared.clock import Clock, SystemClock, as_utc
@@ -47,6 +48,14 @@ class SlidingWindowLimiter:
             self._hits = {k: v for k, v in self._hits.items() if v and now - v[-1] <= 60}
 
 
+async def customer_registry_state(db: Database) -> str:
+    """Not ready to take applications before the registry arrived from billing.customers:
+    every application would be refused as not-a-customer."""
+    async with db.transaction() as session:
+        known = await session.scalar(select(func.count()).select_from(KnownCustomer))
+    return "ok" if known else "empty: no customers learned from billing.customers yet"
+
+
 def create_api(settings: OnboardingSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or OnboardingSettings()
     db = Database(settings.db_url)
@@ -58,6 +67,7 @@ def create_api(settings: OnboardingSettings | None = None, *, clock: Clock | Non
         description="Apply for self-service access (S1); the login arrives in the company's e-Boks (S2).",
         settings=settings,
         db=db,
+        readiness_checks={"customer_registry": lambda: customer_registry_state(db)},
     )
 
     def client_address(request: Request) -> str:

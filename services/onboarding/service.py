@@ -76,7 +76,9 @@ async def submit_application(
     if delivered is not None:
         # The letter's delivery can be folded in before identity's UserCreated arrives (two
         # topics, no order between them): a delivered letter means a login was issued.
-        raise AdminExists(_admin_exists_detail(app.cvr, AdministratorStatus.pending), recovery="contact-support")
+        raise AdminExists(
+            _admin_exists_detail(app.cvr, AdministratorStatus.pending), recovery="contact-support"
+        )
     pending = await session.scalar(
         select(Application)
         .where(Application.cvr == app.cvr, Application.status.in_(list(IN_FLIGHT)))

@@ -28,7 +28,9 @@ def assert_problem(response: httpx.Response, status: int, type_suffix: str) -> d
     return body
 
 
-def test_an_application_puts_a_memo_letter_in_the_companys_eboks_and_its_code_activates_once(suite: Suite) -> None:
+def test_an_application_puts_a_memo_letter_in_the_companys_eboks_and_its_code_activates_once(
+    suite: Suite,
+) -> None:
     response = apply(suite, GROUP_PARENT_CVR)
     assert response.status_code == 202, response.text
     accepted = response.json()
@@ -41,7 +43,9 @@ def test_an_application_puts_a_memo_letter_in_the_companys_eboks_and_its_code_ac
     root = etree.fromstring(letter.path.read_bytes())
     assert root.tag == f"{{{MEMO_NAMESPACE}}}Message" and root.get("memoVersion") == "1.2"
     assert root.findtext("memo:MessageHeader/memo:messageType", namespaces=NS) == "DIGITALPOST"
-    assert root.findtext("memo:MessageHeader/memo:Recipient/memo:recipientID", namespaces=NS) == GROUP_PARENT_CVR
+    assert (
+        root.findtext("memo:MessageHeader/memo:Recipient/memo:recipientID", namespaces=NS) == GROUP_PARENT_CVR
+    )
     assert root.findtext("memo:MessageHeader/memo:Recipient/memo:idType", namespaces=NS) == "CVR"
     assert root.findtext("memo:MessageHeader/memo:Sender/memo:idType", namespaces=NS) == "CVR"
     assert letter.memo.message_uuid.hex in letter.path.name.replace("-", "")
@@ -61,7 +65,11 @@ def test_wrong_codes_are_refused_and_the_sixth_try_finds_the_code_blocked(suite:
     response = apply(suite, STANDALONE_CVR)
     assert response.status_code == 202, response.text
     [letter] = wait_for_letters(suite, STANDALONE_CVR)
-    wrong = "ZZZZ-ZZZZ-ZZZZ-ZZZZ-ZZZZ" if letter.code != "ZZZZ-ZZZZ-ZZZZ-ZZZZ-ZZZZ" else "YYYY-YYYY-YYYY-YYYY-YYYY"
+    wrong = (
+        "ZZZZ-ZZZZ-ZZZZ-ZZZZ-ZZZZ"
+        if letter.code != "ZZZZ-ZZZZ-ZZZZ-ZZZZ-ZZZZ"
+        else "YYYY-YYYY-YYYY-YYYY-YYYY"
+    )
 
     details = set()
     for _ in range(5):
@@ -112,9 +120,15 @@ def test_a_company_with_an_administrator_is_refused_with_409_saying_how_to_recov
         response = apply(suite, cvr)
         assert response.status_code == 409, response.text
         body = response.json()
-        return body if body["type"].endswith("/admin-exists") and "already has an administrator" in body["detail"] else None
+        return (
+            body
+            if body["type"].endswith("/admin-exists") and "already has an administrator" in body["detail"]
+            else None
+        )
 
-    body = wait_until(refused_as_admin_exists, deadline_s=30, what="onboarding to learn the active administrator")
+    body = wait_until(
+        refused_as_admin_exists, deadline_s=30, what="onboarding to learn the active administrator"
+    )
     assert "support" in body["detail"]
 
 

@@ -18,7 +18,9 @@ USERNAME = re.compile(r"\b\d{8}-[a-z0-9]{4}\b")
 STRONG_PASSWORD = "Fjordhest-Morgenkaffe-42"
 
 
-def application_body(cvr: str, *, mobile: str = "+4520123456", email: str = "mette@example.dk", **overrides: Any) -> dict[str, Any]:
+def application_body(
+    cvr: str, *, mobile: str = "+4520123456", email: str = "mette@example.dk", **overrides: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "cvr": cvr,
         "company_name": "Testfirma A/S",
@@ -29,7 +31,9 @@ def application_body(cvr: str, *, mobile: str = "+4520123456", email: str = "met
 
 
 def apply(suite: Suite, cvr: str, **kwargs: Any) -> httpx.Response:
-    return httpx.post(f"{suite.url('onboarding')}/v1/applications", json=application_body(cvr, **kwargs), timeout=10)
+    return httpx.post(
+        f"{suite.url('onboarding')}/v1/applications", json=application_body(cvr, **kwargs), timeout=10
+    )
 
 
 def eboks_dir(suite: Suite, cvr: str) -> Path:
@@ -61,7 +65,7 @@ def read_letter(path: Path) -> Letter:
 
 def wait_for_letters(suite: Suite, cvr: str, count: int = 1, *, deadline_s: float = 60) -> list[Letter]:
     paths = wait_until(
-        lambda: (found if len(found := letters(suite, cvr)) >= count else None),
+        lambda: found if len(found := letters(suite, cvr)) >= count else None,
         deadline_s=deadline_s,
         what=f"{count} letter(s) in the e-Boks of CVR {cvr}",
     )
@@ -75,9 +79,11 @@ def application_status(suite: Suite, application_id: str) -> dict[str, Any]:
     return result
 
 
-def wait_for_status(suite: Suite, application_id: str, status: str, *, deadline_s: float = 60) -> dict[str, Any]:
+def wait_for_status(
+    suite: Suite, application_id: str, status: str, *, deadline_s: float = 60
+) -> dict[str, Any]:
     return wait_until(
-        lambda: (s if (s := application_status(suite, application_id))["status"] == status else None),
+        lambda: s if (s := application_status(suite, application_id))["status"] == status else None,
         deadline_s=deadline_s,
         what=f"application {application_id} to reach {status}",
     )

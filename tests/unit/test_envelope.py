@@ -292,7 +292,9 @@ def test_another_content_type_is_refused() -> None:
 
     with pytest.raises(EnvelopeError, match="unsupported content-type 'application/avro'"):
         decode(
-            topic=record.topic, headers=with_headers(record, content_type="application/avro"), value=record.value
+            topic=record.topic,
+            headers=with_headers(record, content_type="application/avro"),
+            value=record.value,
         )
 
 
@@ -316,4 +318,3 @@ def test_a_header_that_is_not_utf8_is_refused_naming_the_header() -> None:
 
     with pytest.raises(EnvelopeError, match="header 'ce_source' is not UTF-8"):
         decode(topic=record.topic, headers=headers, value=record.value)
-

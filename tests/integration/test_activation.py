@@ -1,0 +1,219 @@
+"""Activation (S2): single use, expiring, attempt-limited — with a clock the test controls.
+
+Identity's real provisioning handler and real HTTP API, on the database under test.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from services.identity.api import create_api
+from services.identity.config import IdentitySettings
+from services.identity.models import User, messaging
+from services.identity.service import Provisioning
+from services.registry import SERVICES
+from shared.clock import FrozenClock
+from shared.db import Database, migrate
+from shared.envelope import decode, encode
+from shared.events import (
+    AccountRef,
+    ApplicationSubmitted,
+    Contact,
+    CredentialsIssued,
+    CustomerRegistered,
+    Event,
+)
+from shared.messaging import Outbox
+from shared.sealing import Sealer, generate_key, parse_keyring
+
+PASSWORD = "Fjordhest-Morgenkaffe-42"
+
+
+def envelope_of(event: Event, clock: FrozenClock):
+    record = encode(event, event_id=str(uuid.uuid4()), time=clock.now())
+    return decode(topic=record.topic, headers=record.headers, value=record.value)
+
+
+@pytest.fixture
+def database_url(database_factory) -> str:
+    url = database_factory("identity")
+    migrate(SERVICES["identity"].migrations, url)
+    return url
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def sealer() -> Sealer:
+    return Sealer(parse_keyring(f"k1:{generate_key()}"), "k1")
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def client(database_url: str, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:
+    settings = IdentitySettings(database_url=database_url)
+    app = create_api(settings, clock=clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity") as http:
+        yield http
+
+
+async def provision_admin(
+    db: Database, clock: FrozenClock, sealer: Sealer, cvr: str = "22109340"
+) -> tuple[str, str]:
+    """Runs identity's handlers for a customer and an application; returns (username, code)."""
+    provisioning = Provisioning(
+        outbox=Outbox(messaging, clock), clock=clock, sealer=sealer, code_ttl=timedelta(days=7)
+    )
+    customer = CustomerRegistered(
+        cvr=cvr,
+        name="Bageriet Solsikke ApS",
+        accounts=[AccountRef(account_number="10000051", name="Butik")],
+        registered_at=clock.now(),
+    )
+    application = ApplicationSubmitted(
+        application_id=uuid.uuid4(),
+        cvr=cvr,
+        company_name="Bageriet Solsikke ApS",
+        contact=Contact(name="Ida Bager", email="ida@solsikke.example", mobile="+4520304050"),
+        submitted_at=clock.now(),
+        deliver_by=clock.now() + timedelta(hours=2),
+    )
+    async with db.transaction() as session:
+        await provisioning.on_customer_registered(session, envelope_of(customer, clock))
+    async with db.transaction() as session:
+        await provisioning.on_application_submitted(session, envelope_of(application, clock))
+    async with db.transaction() as session:
+        rows = (
+            (await session.execute(select(messaging.outbox).order_by(messaging.outbox.c.seq)))
+            .mappings()
+            .all()
+        )
+    issued = [r for r in rows if r["topic"] == CredentialsIssued.TOPIC.name]
+    assert len(issued) == 1
+    event = CredentialsIssued.model_validate_json(issued[0]["value"])
+    assert "activation_code" in json.loads(issued[0]["value"])
+    code = sealer.unseal(event.activation_code, context=CredentialsIssued.sealing_context(event.user_id))
+    assert code not in issued[0]["value"]
+    return event.username, code
+
+
+def problem_type(response: httpx.Response) -> str:
+    assert response.headers["content-type"].startswith("application/problem+json"), response.text
+    return response.json()["type"].rsplit("/", 1)[1]
+
+
+async def test_the_code_from_the_letter_activates_the_administrator_once(db, clock, sealer, client) -> None:
+    username, code = await provision_admin(db, clock, sealer)
+    body = {"username": username, "activation_code": code, "password": PASSWORD}
+
+    first = await client.post("/v1/activation", json=body)
+    assert first.status_code == 200, first.text
+    again = await client.post("/v1/activation", json=body)
+    assert again.status_code == 409 and problem_type(again) == "already-activated"
+
+    async with db.transaction() as session:
+        user = await session.scalar(select(User).where(User.username == username))
+    assert user is not None and user.status == "active"
+    assert user.password_hash is not None and user.password_hash.startswith("$argon2id$")
+    assert PASSWORD not in user.password_hash
+
+
+async def test_an_expired_code_is_refused_with_410(db, clock, sealer, client) -> None:
+    username, code = await provision_admin(db, clock, sealer)
+    clock.advance(timedelta(days=7, seconds=1))
+    response = await client.post(
+        "/v1/activation", json={"username": username, "activation_code": code, "password": PASSWORD}
+    )
+    assert response.status_code == 410 and problem_type(response) == "activation-code-expired"
+    assert "apply again" in response.json()["detail"]
+
+
+async def test_a_code_just_before_expiry_still_works(db, clock, sealer, client) -> None:
+    username, code = await provision_admin(db, clock, sealer)
+    clock.advance(timedelta(days=7) - timedelta(seconds=1))
+    response = await client.post(
+        "/v1/activation", json={"username": username, "activation_code": code, "password": PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_five_wrong_codes_block_the_right_one(db, clock, sealer, client) -> None:
+    username, code = await provision_admin(db, clock, sealer)
+    wrong = "ZZZZ-ZZZZ-ZZZZ-ZZZZ-ZZZZ" if code != "ZZZZ-ZZZZ-ZZZZ-ZZZZ-ZZZZ" else "YYYY-YYYY-YYYY-YYYY-YYYY"
+    for attempt in range(5):
+        response = await client.post(
+            "/v1/activation", json={"username": username, "activation_code": wrong, "password": PASSWORD}
+        )
+        assert response.status_code == 400, (attempt, response.text)
+    sixth = await client.post(
+        "/v1/activation", json={"username": username, "activation_code": code, "password": PASSWORD}
+    )
+    assert sixth.status_code == 423 and problem_type(sixth) == "activation-locked"
+
+
+async def test_a_malformed_code_is_a_422_naming_the_field(client) -> None:
+    response = await client.post(
+        "/v1/activation", json={"username": "22109340-abcd", "activation_code": "12", "password": PASSWORD}
+    )
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["activation_code"]
+
+
+async def test_the_administrator_gets_every_company_of_the_group_and_every_function(
+    db, clock, sealer
+) -> None:
+    """S14: a parent's administrator is granted the parent and each subsidiary, all accounts."""
+    provisioning = Provisioning(
+        outbox=Outbox(messaging, clock), clock=clock, sealer=sealer, code_ttl=timedelta(days=7)
+    )
+    group = [("35657193", None), ("37826111", "35657193"), ("41204559", "35657193"), ("33112874", "37826111")]
+    async with db.transaction() as session:
+        for cvr, parent in reversed(group):  # children may arrive before their parent
+            await provisioning.on_customer_registered(
+                session,
+                envelope_of(
+                    CustomerRegistered(
+                        cvr=cvr, name=cvr, parent_cvr=parent, accounts=[], registered_at=clock.now()
+                    ),
+                    clock,
+                ),
+            )
+    application = ApplicationSubmitted(
+        application_id=uuid.uuid4(),
+        cvr="37826111",
+        company_name="x",
+        contact=Contact(name="A", email="a@example.dk", mobile="+4520304050"),
+        submitted_at=clock.now(),
+        deliver_by=clock.now() + timedelta(hours=2),
+    )
+    async with db.transaction() as session:
+        await provisioning.on_application_submitted(session, envelope_of(application, clock))
+        rows = (
+            (
+                await session.execute(
+                    select(messaging.outbox.c.value).where(messaging.outbox.c.topic == "identity.users")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    created = json.loads(rows[-1])
+    assert [g["cvr"] for g in created["grants"]] == ["37826111", "33112874"]
+    assert all(g["accounts"] == "all" for g in created["grants"])
+    assert set(created["functions"]) == {"invoices", "orders", "master_data", "telephony", "user_admin"}

@@ -1,0 +1,99 @@
+"""S1, S3: who may apply, decided by onboarding's own projection, over its real HTTP API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from services.onboarding.api import create_api
+from services.onboarding.config import OnboardingSettings
+from services.onboarding.models import KnownAdministrator, KnownCustomer
+from services.registry import SERVICES
+from shared.db import Database, migrate
+
+CVR = "22109340"
+
+
+def body(cvr: str = CVR) -> dict:
+    return {
+        "cvr": cvr,
+        "company_name": "Bageriet",
+        "contact": {"name": "Ida", "email": "ida@example.dk", "mobile": "20304050"},
+    }
+
+
+@pytest.fixture
+def database_url(database_factory) -> str:
+    url = database_factory("onboarding")
+    migrate(SERVICES["onboarding"].migrations, url)
+    return url
+
+
+async def _client(database_url: str, **settings: object) -> httpx.AsyncClient:
+    app = create_api(OnboardingSettings(database_url=database_url, **settings))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://onboarding")
+
+
+@pytest.fixture
+async def customer_known(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    async with db.transaction() as session:
+        session.add(KnownCustomer(cvr=CVR, name="Bageriet Solsikke ApS", parent_cvr=None))
+    yield db
+    await db.dispose()
+
+
+async def test_a_second_application_while_the_first_is_in_flight_is_refused(
+    database_url, customer_known
+) -> None:
+    async with await _client(database_url, rate_limit_per_minute=0) as client:
+        first = await client.post("/v1/applications", json=body())
+        second = await client.post("/v1/applications", json=body())
+    assert first.status_code == 202
+    assert second.status_code == 409
+    assert second.json()["type"].endswith("/application-pending")
+    assert second.json()["application_id"] == first.json()["id"]
+
+
+async def test_the_application_is_stored_with_its_event_in_one_transaction(
+    database_url, customer_known
+) -> None:
+    from sqlalchemy import select
+
+    from services.onboarding.models import messaging
+
+    async with await _client(database_url, rate_limit_per_minute=0) as client:
+        accepted = (await client.post("/v1/applications", json=body())).json()
+    async with customer_known.transaction() as session:
+        rows = (await session.execute(select(messaging.outbox))).mappings().all()
+    assert len(rows) == 1
+    assert rows[0]["topic"] == "onboarding.applications" and rows[0]["key"] == CVR
+    assert accepted["id"] in rows[0]["value"]
+    assert '"mobile":"+4520304050"' in rows[0]["value"]  # normalised to E.164
+
+
+async def test_a_company_with_an_active_administrator_is_told_to_contact_support(
+    database_url, customer_known
+) -> None:
+    async with customer_known.transaction() as session:
+        session.add(KnownAdministrator(user_id="u1", cvr=CVR, status="active", since=datetime.now(UTC)))
+    async with await _client(database_url, rate_limit_per_minute=0) as client:
+        response = await client.post("/v1/applications", json=body())
+    assert response.status_code == 409
+    problem = response.json()
+    assert problem["type"].endswith("/admin-exists")
+    assert "support deletes the old login" in problem["detail"]
+
+
+async def test_too_many_applications_from_one_address_get_429_with_retry_after(
+    database_url, customer_known
+) -> None:
+    async with await _client(database_url, rate_limit_per_minute=2) as client:
+        answers = [await client.post("/v1/applications", json=body("35657193")) for _ in range(3)]
+    assert [a.status_code for a in answers[:2]] == [403, 403]
+    assert answers[2].status_code == 429
+    assert int(answers[2].headers["retry-after"]) >= 1
+    assert answers[2].json()["type"].endswith("/rate-limited")

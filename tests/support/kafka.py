@@ -1,0 +1,62 @@
+"""Reading and writing topics of the running suite directly, as a downstream subscriber would."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+async def read_all(bootstrap: str, topics: list[str], *, deadline_s: float = 20) -> list[Record]:
+    """Every record on the topics from the beginning up to their current end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in (consumer.partitions_for_topic(topic) or set())
+        ]
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - first call has no metadata yet
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in topics
+                for p in (consumer.partitions_for_topic(topic) or set())
+            ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        records: list[Record] = []
+        remaining = {tp for tp in partitions if end[tp] > 0}
+        async with asyncio.timeout(deadline_s):
+            while remaining:
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp, messages in batch.items():
+                    for m in messages:
+                        records.append(Record(tp.topic, m.key, m.value, {k: v for k, v in m.headers}))
+                        if m.offset + 1 >= end[tp]:
+                            remaining.discard(tp)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def produce(
+    bootstrap: str, topic: str, *, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, key=key, value=value, headers=headers)
+    finally:
+        await producer.stop()

@@ -1,0 +1,381 @@
+"""At-least-once messaging: the outbox relay and the idempotent consumer, on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.clock import FrozenClock
+from shared.db import Database
+from shared.envelope import Envelope, KafkaRecord, encode, new_event_id
+from shared.events import AccountRef, CustomerRegistered
+from shared.messaging import (
+    ConsumedMessage,
+    Handler,
+    IdempotentConsumer,
+    MessagingTables,
+    Outbox,
+    OutboxRelay,
+    dead_letter_record,
+)
+
+AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+CONSUMER = "test-consumer"
+
+
+def customer(cvr: str = "35657193", name: str = "Eksempel ApS") -> CustomerRegistered:
+    return CustomerRegistered(
+        cvr=cvr,
+        name=name,
+        accounts=[AccountRef(account_number="12345678", name="Hovedkonto")],
+        registered_at=AT,
+    )
+
+
+def consumed(event: CustomerRegistered, event_id: str | None = None) -> ConsumedMessage:
+    record = encode(event, event_id=event_id or new_event_id(), time=AT)
+    return ConsumedMessage(
+        topic=record.topic, key=record.key, value=record.value, headers=record.headers, partition=0, offset=7
+    )
+
+
+@dataclass
+class FakePublisher:
+    published: list[KafkaRecord] = field(default_factory=list)
+    fail_with: Exception | None = None
+
+    async def publish(self, records: list[KafkaRecord]) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.published.extend(records)
+
+
+@dataclass
+class DeadLetter:
+    record: KafkaRecord
+    reason: str
+    consumer: str
+
+
+@dataclass
+class FakeDeadLetters:
+    sent: list[DeadLetter] = field(default_factory=list)
+
+    async def send(self, record: KafkaRecord, *, reason: str, consumer: str) -> None:
+        self.sent.append(DeadLetter(record, reason, consumer))
+
+
+@dataclass
+class Harness:
+    db: Database
+    tables: MessagingTables
+    effects: Table
+    clock: FrozenClock
+
+    async def count(self, table: Table) -> int:
+        async with self.db.transaction() as session:
+            return int(await session.scalar(select(func.count()).select_from(table)) or 0)
+
+    def consumer(self, handler: Handler, dead_letters: FakeDeadLetters, **kwargs: Any) -> IdempotentConsumer:
+        return IdempotentConsumer(
+            name=CONSUMER,
+            db=self.db,
+            tables=self.tables,
+            handlers={CustomerRegistered.TYPE: handler},
+            dead_letters=dead_letters,
+            clock=self.clock,
+            retries=kwargs.pop("retries", 2),
+            backoff=kwargs.pop("backoff", 0),
+            **kwargs,
+        )
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    metadata = MetaData()
+    tables = MessagingTables.define(metadata)
+    effects = Table(
+        "effects",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("cvr", String(8), nullable=False),
+    )
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
+    async with db.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    try:
+        yield Harness(db=db, tables=tables, effects=effects, clock=FrozenClock(AT))
+    finally:
+        await db.dispose()
+
+
+async def record_effect(session: AsyncSession, envelope: Envelope, effects: Table) -> None:
+    assert isinstance(envelope.event, CustomerRegistered)
+    await session.execute(insert(effects).values(cvr=envelope.event.cvr))
+
+
+# --- the outbox -------------------------------------------------------------------------------
+
+
+async def test_an_event_added_in_a_transaction_that_rolls_back_is_never_queued(harness: Harness) -> None:
+    outbox = Outbox(harness.tables, harness.clock)
+
+    with pytest.raises(RuntimeError, match="state change failed"):
+        async with harness.db.transaction() as session:
+            await outbox.add(session, customer())
+            raise RuntimeError("state change failed")
+
+    assert await harness.count(harness.tables.outbox) == 0
+
+
+async def test_an_event_added_in_a_committed_transaction_is_queued_encoded_and_unpublished(
+    harness: Harness,
+) -> None:
+    outbox = Outbox(harness.tables, harness.clock)
+    async with harness.db.transaction() as session:
+        event_id = await outbox.add(session, customer())
+
+    async with harness.db.transaction() as session:
+        row = (await session.execute(select(harness.tables.outbox))).mappings().one()
+    assert row["event_id"] == event_id
+    assert row["topic"] == "billing.customers"
+    assert row["key"] == "35657193"
+    assert row["published_at"] is None
+    assert dict(json.loads(row["headers"]))["ce_id"] == event_id
+
+
+async def test_the_relay_publishes_queued_events_in_order_and_only_once(harness: Harness) -> None:
+    outbox = Outbox(harness.tables, harness.clock)
+    publisher = FakePublisher()
+    relay = OutboxRelay(harness.db, harness.tables, publisher, harness.clock)
+    names = [f"Firma {i}" for i in range(5)]
+    async with harness.db.transaction() as session:
+        ids = [await outbox.add(session, customer(name=name)) for name in names[:3]]
+    async with harness.db.transaction() as session:
+        ids += [await outbox.add(session, customer(name=name)) for name in names[3:]]
+
+    first = await relay.run_once()
+    second = await relay.run_once()
+
+    assert (first, second) == (5, 0)
+    assert [dict(r.headers)["ce_id"].decode() for r in publisher.published] == ids
+    assert [json.loads(r.value)["name"] for r in publisher.published] == names
+    assert {(r.topic, r.key) for r in publisher.published} == {("billing.customers", b"35657193")}
+    async with harness.db.transaction() as session:
+        unpublished = await session.scalar(
+            select(func.count()).where(harness.tables.outbox.c.published_at.is_(None))
+        )
+    assert unpublished == 0
+
+
+async def test_the_relay_publishes_at_most_one_batch_per_run(harness: Harness) -> None:
+    outbox = Outbox(harness.tables, harness.clock)
+    publisher = FakePublisher()
+    relay = OutboxRelay(harness.db, harness.tables, publisher, harness.clock, batch=2)
+    async with harness.db.transaction() as session:
+        for i in range(3):
+            await outbox.add(session, customer(name=f"Firma {i}"))
+
+    assert [await relay.run_once() for _ in range(3)] == [2, 1, 0]
+    assert [json.loads(r.value)["name"] for r in publisher.published] == ["Firma 0", "Firma 1", "Firma 2"]
+
+
+async def test_when_publishing_fails_nothing_is_marked_published_and_the_next_run_sends_it(
+    harness: Harness,
+) -> None:
+    """At least once: a failed publish leaves the rows for the next run."""
+    outbox = Outbox(harness.tables, harness.clock)
+    publisher = FakePublisher(fail_with=ConnectionError("broker unavailable"))
+    relay = OutboxRelay(harness.db, harness.tables, publisher, harness.clock)
+    async with harness.db.transaction() as session:
+        event_id = await outbox.add(session, customer())
+
+    with pytest.raises(ConnectionError):
+        await relay.run_once()
+
+    async with harness.db.transaction() as session:
+        published_at = await session.scalar(select(harness.tables.outbox.c.published_at))
+    assert published_at is None
+    publisher.fail_with = None
+    assert await relay.run_once() == 1
+    assert [dict(r.headers)["ce_id"].decode() for r in publisher.published] == [event_id]
+
+
+async def test_the_relay_with_nothing_queued_publishes_nothing(harness: Harness) -> None:
+    publisher = FakePublisher()
+
+    assert await OutboxRelay(harness.db, harness.tables, publisher, harness.clock).run_once() == 0
+    assert publisher.published == []
+
+
+# --- the idempotent consumer ------------------------------------------------------------------
+
+
+async def test_the_same_message_delivered_twice_is_handled_once(harness: Harness) -> None:
+    calls: list[str] = []
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        calls.append(envelope.id)
+        await record_effect(session, envelope, harness.effects)
+
+    consumer = harness.consumer(handler, FakeDeadLetters())
+    message = consumed(customer())
+
+    outcomes = [await consumer.process(message), await consumer.process(message)]
+
+    assert outcomes == ["handled", "duplicate"]
+    assert len(calls) == 1
+    assert await harness.count(harness.effects) == 1
+    assert await harness.count(harness.tables.inbox) == 1
+
+
+async def test_two_messages_with_different_ids_are_both_handled(harness: Harness) -> None:
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        await record_effect(session, envelope, harness.effects)
+
+    consumer = harness.consumer(handler, FakeDeadLetters())
+
+    assert await consumer.process(consumed(customer())) == "handled"
+    assert await consumer.process(consumed(customer())) == "handled"
+    assert await harness.count(harness.effects) == 2
+
+
+async def test_a_message_of_a_type_without_a_handler_is_ignored(harness: Harness) -> None:
+    dead_letters = FakeDeadLetters()
+    consumer = IdempotentConsumer(
+        name=CONSUMER,
+        db=harness.db,
+        tables=harness.tables,
+        handlers={},
+        dead_letters=dead_letters,
+        clock=harness.clock,
+    )
+
+    assert await consumer.process(consumed(customer())) == "ignored"
+    assert dead_letters.sent == []
+    assert await harness.count(harness.tables.inbox) == 0
+
+
+async def test_a_message_that_is_not_json_is_dead_lettered_with_the_reason_and_not_handled(
+    harness: Harness,
+) -> None:
+    calls: list[str] = []
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        calls.append(envelope.id)
+
+    dead_letters = FakeDeadLetters()
+    consumer = harness.consumer(handler, dead_letters)
+    good = consumed(customer())
+    broken = ConsumedMessage(
+        topic=good.topic, key=good.key, value=b"{not json", headers=good.headers, partition=0, offset=7
+    )
+
+    assert await consumer.process(broken) == "dead-lettered"
+
+    assert calls == []
+    [letter] = dead_letters.sent
+    assert letter.reason.startswith("not valid JSON")
+    assert letter.consumer == CONSUMER
+    assert letter.record == KafkaRecord(
+        topic=good.topic, key=good.key or b"", value=b"{not json", headers=good.headers
+    )
+    assert await harness.count(harness.tables.inbox) == 0
+
+
+async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered(harness: Harness) -> None:
+    attempts: list[str] = []
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        attempts.append(envelope.id)
+        raise LookupError("customer table unavailable")
+
+    dead_letters = FakeDeadLetters()
+    consumer = harness.consumer(handler, dead_letters, retries=2, backoff=0)
+    message = consumed(customer())
+
+    assert await consumer.process(message) == "dead-lettered"
+
+    assert len(attempts) == 2
+    [letter] = dead_letters.sent
+    assert letter.reason == "handler failed: LookupError: customer table unavailable"
+    assert letter.record.value == message.value
+
+
+async def test_a_failing_handlers_writes_and_its_inbox_row_are_rolled_back(harness: Harness) -> None:
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        await record_effect(session, envelope, harness.effects)
+        raise LookupError("fails after writing")
+
+    consumer = harness.consumer(handler, FakeDeadLetters(), retries=1)
+
+    assert await consumer.process(consumed(customer())) == "dead-lettered"
+
+    assert await harness.count(harness.effects) == 0
+    assert await harness.count(harness.tables.inbox) == 0
+
+
+async def test_a_retry_after_a_failure_is_handled_not_taken_for_a_duplicate(harness: Harness) -> None:
+    attempts: list[str] = []
+
+    async def flaky_handler(session: AsyncSession, envelope: Envelope) -> None:
+        attempts.append(envelope.id)
+        await record_effect(session, envelope, harness.effects)
+        if len(attempts) == 1:
+            raise LookupError("transient")
+
+    after_commit_calls: list[None] = []
+    dead_letters = FakeDeadLetters()
+    consumer = harness.consumer(
+        flaky_handler, dead_letters, retries=2, after_commit=lambda: after_commit_calls.append(None)
+    )
+
+    assert await consumer.process(consumed(customer())) == "handled"
+
+    assert len(attempts) == 2
+    assert dead_letters.sent == []
+    assert await harness.count(harness.effects) == 1
+    assert await harness.count(harness.tables.inbox) == 1
+    assert len(after_commit_calls) == 1
+
+
+async def test_a_message_redelivered_after_being_dead_lettered_by_its_handler_is_tried_again(
+    harness: Harness,
+) -> None:
+    fail = True
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        if fail:
+            raise LookupError("down")
+        await record_effect(session, envelope, harness.effects)
+
+    consumer = harness.consumer(handler, FakeDeadLetters(), retries=1)
+    message = consumed(customer())
+    assert await consumer.process(message) == "dead-lettered"
+
+    fail = False
+
+    assert await consumer.process(message) == "handled"
+    assert await harness.count(harness.effects) == 1
+
+
+def test_a_dead_letter_record_goes_to_the_dlq_topic_with_the_reason_in_its_headers() -> None:
+    record = encode(customer(), event_id="e-1", time=AT)
+
+    dead = dead_letter_record(record, reason="not valid JSON: x", consumer=CONSUMER, at=AT)
+
+    assert dead.topic == "billing.customers.dlq"
+    assert (dead.key, dead.value) == (record.key, record.value)
+    headers = dict(dead.headers)
+    assert headers["ce_id"] == b"e-1"
+    assert headers["dlq_reason"] == b"not valid JSON: x"
+    assert headers["dlq_consumer"] == CONSUMER.encode()
+    assert headers["dlq_original_topic"] == b"billing.customers"
