@@ -515,13 +515,13 @@ def stage_breakdown(
     }
 
     names = [
-        "http: submit -> ApplicationSubmitted in onboarding outbox",
+        "http: submit -> row in onboarding outbox",
         "onboarding relay: outbox -> published",
-        "identity consume: published -> identity handler",
-        "identity provision + relay -> CredentialsIssued published",
-        "notifier consume: published -> notifier handler",
-        "notifier dispatch: handler -> letter file written",
-        "onboarding fold: letter -> status credentials_sent",
+        "identity: published -> consumed",
+        "identity: provision + relay -> published",
+        "notifier: published -> consumed",
+        "notifier: dispatch -> letter file",
+        "onboarding: letter -> credentials_sent",
     ]
     stages: dict[str, list[float]] = {name: [] for name in names}
     for app_id, submission in ids.items():
@@ -631,16 +631,15 @@ async def measure(suite: Suite, opts: Options) -> dict[str, Any]:
     onboarding = suite.url("onboarding")
     limits = httpx.Limits(max_connections=opts.concurrency, max_keepalive_connections=opts.concurrency)
     async with httpx.AsyncClient(base_url=onboarding, timeout=30.0, limits=limits) as client:
+        unloaded: list[E2EResult] = []
         if warm_cvrs:
-            print(f"[bench] warm-up: {len(warm_cvrs)} applications ...", flush=True)
-            await run_applications(
-                suite,
-                client,
-                warm_cvrs,
-                concurrency=min(opts.concurrency, len(warm_cvrs)),
-                deadline_s=60.0,
-                index_base=0,
-            )
+            # One at a time, each to its letter: warms every process up, and all but the
+            # first (cold) one give the latency of an application on an idle suite.
+            print(f"[bench] warm-up: {len(warm_cvrs)} applications, one at a time ...", flush=True)
+            for i, cvr in enumerate(warm_cvrs):
+                unloaded.append(
+                    await run_applications(suite, client, [cvr], concurrency=1, deadline_s=60.0, index_base=i)
+                )
 
         print(
             f"[bench] apply flow: {opts.applications} applications, concurrency {opts.concurrency} ...",
@@ -682,10 +681,16 @@ async def measure(suite: Suite, opts: Options) -> dict[str, Any]:
     raw_rates = [raw_before["messages_per_s"], raw_after["messages_per_s"]]
     raw_mean = sum(raw_rates) / len(raw_rates)
 
+    idle = unloaded[1:]
+    idle_submissions = [s for r in idle for s in r.submissions]
+    idle_letters = {cvr: letter for r in idle for cvr, letter in r.letters.items()}
+    idle_latencies = [idle_letters[s.cvr].mtime - s.submitted_at for s in idle_submissions]
     try:
         stages = stage_breakdown(suite, run.submissions, run.letters)
+        idle_stages = stage_breakdown(suite, idle_submissions, idle_letters) if idle_submissions else {}
     except Exception as exc:  # the breakdown is a help, not the measure
         stages = {"error": f"{type(exc).__name__}: {exc}"}
+        idle_stages = {}
 
     results.update(
         {
@@ -712,6 +717,13 @@ async def measure(suite: Suite, opts: Options) -> dict[str, Any]:
                 },
                 "cpu_during_run": cpu,
                 "stages": stages,
+            },
+            "unloaded": {
+                "applications": len(idle_submissions),
+                "note": "warm-up applications after the first, submitted one at a time on an idle suite",
+                "submit_to_letter": summary_ms(idle_latencies),
+                "http_202": summary_ms([s.http_s for s in idle_submissions]),
+                "stages": idle_stages,
             },
             "ratio": {
                 "e2e_applications_per_s_over_raw_messages_per_s": round(e2e_rate / raw_mean, 6),
@@ -740,23 +752,34 @@ def print_table(results: dict[str, Any]) -> None:
         f"   ({e2e['applications']} in {e2e['elapsed_s']:.2f}s, concurrency {e2e['concurrency']})",
         f"{'accepted (HTTP 202) during the run':<46}{e2e['accepted_per_s']:>12,.1f} app/s",
     ]
+    idle = results["unloaded"]
     header = f"{'latency (ms)':<46}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}"
     lines += ["", header]
-    for label, key in (
-        ("submit -> letter file (mtime)", "submit_to_letter"),
-        ("submit -> letter seen by poller", "submit_to_letter_seen_by_poller"),
-        ("HTTP 202", "http_202"),
-    ):
-        s = e2e[key]
+    rows = [
+        ("submit -> letter file (mtime)", e2e["submit_to_letter"]),
+        ("submit -> letter seen by poller", e2e["submit_to_letter_seen_by_poller"]),
+        ("HTTP 202", e2e["http_202"]),
+    ]
+    if idle["applications"]:
+        rows += [
+            (f"idle suite, one at a time (n={idle['applications']}): letter", idle["submit_to_letter"]),
+            ("idle suite, one at a time: HTTP 202", idle["http_202"]),
+        ]
+    for label, s in rows:
         lines.append(
             f"{label:<46}{s['p50_ms']:>8.0f}{s['p95_ms']:>8.0f}{s['p99_ms']:>8.0f}{s['max_ms']:>8.0f}"
         )
     stages = e2e.get("stages", {})
+    idle_stages = idle.get("stages", {})
     if "error" not in stages:
-        lines += ["", f"{'stages (ms, from the services own timestamps)':<62}{'p50':>8}{'p95':>8}"]
+        lines += [
+            "",
+            "stages, from the services' own timestamps (ms)",
+            f"{'':<46}{'idle p50':>10}{'load p50':>10}{'load p95':>10}",
+        ]
         for name, s in stages.items():
-            if s["n"]:
-                lines.append(f"  {name:<60}{s['p50_ms']:>8.0f}{s['p95_ms']:>8.0f}")
+            idle_p50 = idle_stages.get(name, {}).get("p50_ms", float("nan"))
+            lines.append(f"  {name:<44}{idle_p50:>10.0f}{s['p50_ms']:>10.0f}{s['p95_ms']:>10.0f}")
     else:
         lines.append(f"stages: {stages['error']}")
     cpu = e2e["cpu_during_run"]
@@ -790,10 +813,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--applications", type=int, default=200, help="applications to submit (default 200)")
     parser.add_argument("--concurrency", type=int, default=16, help="HTTP requests in flight (default 16)")
     parser.add_argument(
-        "--warmup", type=int, default=4, help="applications before the measured run (default 4)"
+        "--warmup",
+        type=int,
+        default=5,
+        help="applications submitted one at a time before the measured run (default 5)",
     )
     parser.add_argument(
-        "--raw-messages", type=int, default=5000, help="records per raw broker run (default 5000)"
+        "--raw-messages", type=int, default=20000, help="records per raw broker run (default 20000)"
     )
     parser.add_argument("--raw-bytes", type=int, default=500, help="approximate value size of a raw record")
     parser.add_argument(

@@ -15,7 +15,10 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-_ACTIVATION_CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}(?:-[0-9A-HJKMNP-TV-Z]{4}){4}\b")
+# Activation codes as printed (grouped) and as people type them (any case, no dashes).
+_ACTIVATION_CODE = re.compile(
+    r"\b(?:[0-9A-HJKMNP-TV-Z]{4}(?:[- ][0-9A-HJKMNP-TV-Z]{4}){4}|[0-9A-HJKMNP-TV-Z]{20})\b", re.IGNORECASE
+)
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _MASK = "[redacted]"
@@ -59,6 +62,13 @@ def _scrubbing_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     return record
 
 
+class RedactingFormatter(logging.Formatter):
+    """Plain text, with tracebacks scrubbed like messages."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - the logging API's name
+        return redact(super().formatException(ei))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -86,7 +96,7 @@ def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(RedactingFormatter(f"%(asctime)s {service} %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -38,6 +38,7 @@ from shared.clock import Clock
 from shared.db import Database
 from shared.envelope import Envelope, EnvelopeError, KafkaRecord, decode, encode, new_event_id
 from shared.events import Event
+from shared.logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class OutboxRelay:
                 .order_by(self._table.c.seq)
                 .limit(self._batch)
             )
-            if session.bind.dialect.name == "postgresql":
+            if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             rows = (await session.execute(query)).mappings().all()
             if not rows:
@@ -289,7 +290,7 @@ class IdempotentConsumer:
 def dead_letter_record(record: KafkaRecord, *, reason: str, consumer: str, at: datetime) -> KafkaRecord:
     headers = [(k, v) for k, v in record.headers if not k.startswith("dlq_")]
     headers += [
-        ("dlq_reason", reason.encode()[:4000]),
+        ("dlq_reason", redact(reason).encode()[:4000]),
         ("dlq_consumer", consumer.encode()),
         ("dlq_original_topic", record.topic.encode()),
         ("dlq_at", at.isoformat().encode()),

@@ -52,10 +52,17 @@ def generate_key() -> str:
 def parse_keyring(spec: str) -> dict[str, bytes]:
     """Parse `kid1:base64key,kid2:base64key` into a key ring."""
     ring: dict[str, bytes] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
+    for position, part in enumerate(filter(None, (p.strip() for p in spec.split(","))), start=1):
         kid, sep, encoded = part.partition(":")
-        if not sep or not _KEY_ID.match(kid):
-            raise SealingError(f"sealing key entry must be 'kid:base64key', got key id {kid!r}")
+        if not sep:
+            # Never echo the entry: without its colon it is most likely the key itself.
+            raise SealingError(f"sealing key entry {position} must be 'kid:base64key' (no key id found)")
+        if not _KEY_ID.match(kid):
+            raise SealingError(f"sealing key entry {position}: key id must be 1-64 of A-Z a-z 0-9 _ . -")
+        if kid in ring:
+            raise SealingError(f"sealing key id {kid!r} appears twice")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+=*", encoded):
+            raise SealingError(f"sealing key {kid!r} is not base64url")
         try:
             key = _b64d(encoded)
         except ValueError as exc:

@@ -53,6 +53,11 @@ class ServiceSettings(BaseSettings):
                 raise ValueError("database_url must be set in production")
             if self.sealing_keys is None or not self.sealing_active_key_id:
                 raise ValueError("sealing_keys and sealing_active_key_id must be set in production")
+        if self.sealing_keys is not None:
+            try:
+                self.sealer()  # a malformed ring or an unknown active key fails at start, not mid-flow
+            except SealingError as exc:
+                raise ValueError(str(exc)) from exc
         return self
 
     @property
@@ -81,8 +86,9 @@ def _development_sealer(var_dir: Path) -> Sealer:
     if not path.exists():
         var_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"active": "dev1", "keys": f"dev1:{generate_key()}"}))
-        os.chmod(tmp, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps({"active": "dev1", "keys": f"dev1:{generate_key()}"}))
         try:
             os.link(tmp, path)  # first writer wins; others read its key
         except FileExistsError:

@@ -135,7 +135,7 @@ class Dispatcher:
                 .order_by(Delivery.next_attempt_at)
                 .limit(batch)
             )
-            if session.bind.dialect.name == "postgresql":
+            if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             deliveries = list(await session.scalars(query))
             for delivery in deliveries:

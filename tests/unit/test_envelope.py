@@ -95,7 +95,7 @@ def credentials_issued() -> CredentialsIssued:
     )
 
 
-_DELIVERY = {
+_DELIVERY: dict[str, object] = {
     "delivery_id": uuid.UUID("9b2f3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d"),
     "source_event_id": EVENT_ID,
     "source_event_type": CredentialsIssued.TYPE,
@@ -108,15 +108,17 @@ _DELIVERY = {
 
 
 def delivery_succeeded() -> DeliverySucceeded:
-    return DeliverySucceeded(**_DELIVERY, delivered_at=AT)
+    return DeliverySucceeded.model_validate(_DELIVERY | {"delivered_at": AT})
 
 
 def delivery_failed() -> DeliveryFailed:
-    return DeliveryFailed(**_DELIVERY, reason="mailbox closed", failed_at=AT)
+    return DeliveryFailed.model_validate(_DELIVERY | {"reason": "mailbox closed", "failed_at": AT})
 
 
 def delivery_sla_breached() -> DeliverySlaBreached:
-    return DeliverySlaBreached(**_DELIVERY, deliver_by=AT, detected_at=AT + timedelta(minutes=1))
+    return DeliverySlaBreached.model_validate(
+        _DELIVERY | {"deliver_by": AT, "detected_at": AT + timedelta(minutes=1)}
+    )
 
 
 BUILDERS: dict[type[Event], Callable[[], Event]] = {

@@ -128,9 +128,11 @@ def test_parse_keyring_reads_several_entries_and_ignores_blanks_around_commas() 
     ("spec", "message"),
     [
         pytest.param("k1-without-colon", "must be 'kid:base64key'", id="no colon"),
-        pytest.param(f"bad kid:{generate_key()}", "must be 'kid:base64key'.*'bad kid'", id="space in kid"),
-        pytest.param(f":{generate_key()}", "must be 'kid:base64key'", id="empty kid"),
-        pytest.param(f"{'k' * 65}:{generate_key()}", "must be 'kid:base64key'", id="kid too long"),
+        pytest.param(f"bad kid:{generate_key()}", "entry 1: key id must be 1-64", id="space in kid"),
+        pytest.param(f":{generate_key()}", "entry 1: key id must be 1-64", id="empty kid"),
+        pytest.param(f"{'k' * 65}:{generate_key()}", "entry 1: key id must be 1-64", id="kid too long"),
+        pytest.param(f"k1:{generate_key()},k1:{generate_key()}", "'k1' appears twice", id="repeated kid"),
+        pytest.param("k1:!!!" + generate_key(), "'k1' is not base64url", id="foreign characters"),
         pytest.param("k1:" + _b64e(b"\0" * 16), "'k1' must be 32 bytes, is 16", id="128-bit key"),
         pytest.param("k1:" + _b64e(b"\0" * 33), "'k1' must be 32 bytes, is 33", id="33-byte key"),
         pytest.param("k1:abcde", "'k1' is not base64", id="not base64"),
@@ -143,10 +145,6 @@ def test_parse_keyring_refuses_a_bad_entry_with_a_clear_message(spec: str, messa
         parse_keyring(spec)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an entry without 'kid:' is echoed whole in the error, so the key itself is logged",
-)
 def test_a_key_given_without_its_key_id_is_not_repeated_in_the_error() -> None:
     key = generate_key()
 
