@@ -25,7 +25,9 @@ APPLICATIONS = 200
 @pytest.fixture(scope="module")
 def crash_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
     suite = start_suite(
-        tmp_path_factory.mktemp("crash"), database_factory, ADGANG_BILLING_DEMO_EXTRA_CUSTOMERS=str(APPLICATIONS)
+        tmp_path_factory.mktemp("crash"),
+        database_factory,
+        ADGANG_BILLING_DEMO_EXTRA_CUSTOMERS=str(APPLICATIONS),
     )
     yield suite
     suite.stop()
@@ -71,7 +73,9 @@ def test_killing_workers_mid_flow_loses_no_application_and_duplicates_no_letter(
     thread = threading.Thread(target=submitter)
     thread.start()
     try:
-        wait_until(lambda: len(all_letters(suite.config.var_dir)) >= 10, deadline_s=120, what="the first letters")
+        wait_until(
+            lambda: len(all_letters(suite.config.var_dir)) >= 10, deadline_s=120, what="the first letters"
+        )
         suite.kill("identity-worker")
         killed_identity_at = len(all_letters(suite.config.var_dir))
         suite.start_again("identity-worker")
@@ -89,7 +93,9 @@ def test_killing_workers_mid_flow_loses_no_application_and_duplicates_no_letter(
     assert not failure, failure
     ids = result["ids"]
     assert len(ids) == APPLICATIONS
-    assert killed_identity_at < APPLICATIONS and killed_notifier_at < APPLICATIONS, "the kills came too late to test anything"
+    assert killed_identity_at < APPLICATIONS and killed_notifier_at < APPLICATIONS, (
+        "the kills came too late to test anything"
+    )
 
     wait_until(
         lambda: len(all_letters(suite.config.var_dir)) >= APPLICATIONS,

@@ -1,0 +1,333 @@
+"""docs/configuration.md, rendered from the settings classes: one table per service.
+
+The settings classes are the truth; this module only explains them. `python -m
+services.configuration_doc` rewrites the document, `--check` fails when it is out of date, and
+so does a unit test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
+from pydantic import SecretStr, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from services.registry import SERVICES, ServiceParts
+from shared.sealing import generate_key
+from shared.settings import Environment, ServiceSettings
+
+DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+
+# What each setting does, by field name. `{service}` and `{port}` are filled in per service.
+# A field's own `description=` takes precedence over this table.
+EXPLANATIONS: dict[str, str] = {
+    # every service (shared/settings.py)
+    "environment": (
+        "`production` refuses to start unless the settings marked *required* are set, and turns "
+        "off development conveniences (the generated key ring, the notifier's local inbox views)."
+    ),
+    "var_dir": (
+        "Directory for the process's local files: the SQLite database and the development key "
+        "ring when those are not configured, and `run/{service}-worker.ready`, which the worker "
+        "writes with its process id once it has started. Must be writable."
+    ),
+    "database_url": (
+        "SQLAlchemy async URL of the {service} database, e.g. "
+        "`postgresql+asyncpg://user:password@host:5432/{service}` (the password URL-encoded). "
+        "The service is the only one that uses this database."
+    ),
+    "kafka_bootstrap_servers": (
+        "Kafka brokers, `host:port[,host:port…]`. The default is where `adgang run` starts the "
+        "embedded broker."
+    ),
+    "kafka_session_timeout_s": (
+        "Seconds without a heartbeat after which Kafka drops a worker from its consumer group and "
+        "hands its partitions to another. Short, so that a restarted worker does not wait for its "
+        "dead predecessor (faust's own default is 60 s)."
+    ),
+    "kafka_heartbeat_interval_s": "Seconds between a worker's heartbeats; well below the session timeout.",
+    "http_host": "Address the API listens on; `0.0.0.0` inside a container.",
+    "http_port": "Port the API listens on.",
+    "log_level": "Logging level: `DEBUG`, `INFO`, `WARNING` or `ERROR`.",
+    "log_format": (
+        "`json` (one object per line) or `text`, for the API process. Workers log in faust's format."
+    ),
+    "sealing_keys": (
+        "Key ring that seals activation and one-time codes on the bus: `kid:key[,kid:key…]`, each "
+        "key 32 random bytes in base64url (`shared.sealing.generate_key()`). Every listed key can "
+        "unseal, so keep the old key listed while rotating. Outside production, when unset, a key "
+        "ring is generated once in `<var_dir>/dev-sealing-keys.json`."
+    ),
+    "sealing_active_key_id": "Which key of the key ring seals new values.",
+    "outbox_poll_interval_s": (
+        "Seconds between the outbox relay's polls for events to publish; events the worker commits "
+        "itself are relayed at once."
+    ),
+    # onboarding
+    "delivery_deadline": (
+        "Time from an application to the deadline for delivering the credentials letter "
+        "(`deliver_by`; S2 says 2 hours)."
+    ),
+    "rate_limit_per_minute": (
+        "Applications accepted from one client address per minute, counted per API process; more "
+        "are answered 429. `0` turns the limit off."
+    ),
+    "trust_forwarded_for": (
+        "Take the client address from the first `X-Forwarded-For` entry. Only behind a reverse "
+        "proxy that sets the header, or anyone can choose their address."
+    ),
+    # identity
+    "activation_code_ttl": "How long an activation code is valid after it is issued.",
+    "activation_max_failures": "Wrong activation codes after which the code is locked.",
+    "password_min_length": "Shortest password accepted.",
+    # billing
+    "seed_demo_data": (
+        "Register the demo customer group (`services/billing/demo.py`) when the worker starts; "
+        "idempotent. For development and demonstrations, not for real customers."
+    ),
+    "demo_extra_customers": (
+        "Generated standalone customers to seed besides the demo group, for benchmarks and load "
+        "tests (only with `seed_demo_data`)."
+    ),
+    # notifier
+    "eboks_transport": (
+        "How letters reach e-Boks: `spool` writes them as files for a separate upload job, `http` "
+        "posts them to the contracted endpoint (docs/eboks.md)."
+    ),
+    "eboks_spool_dir": "Directory the `spool` transport writes `<cvr>/<messageUUID>.xml` into.",
+    "eboks_http_url": "The e-Boks sender endpoint; required when the transport is `http`.",
+    "eboks_client_cert": "Client certificate (PEM) for mutual TLS with the endpoint; give with the key.",
+    "eboks_client_key": "Private key (PEM) of the client certificate.",
+    "eboks_ca_bundle": (
+        "CA certificates that verify the endpoint. Unset: certifi's trust store, or `SSL_CERT_FILE`."
+    ),
+    "eboks_http_timeout_s": "Timeout of one request to the endpoint, in seconds.",
+    "operator_cvr": "CVR of the sender of the letters (MeMo `Sender`): the operator of Adgang.",
+    "operator_name": "Name of the sender of the letters.",
+    "portal_url": "Where the letter tells the administrator to activate the login.",
+    "delivery_max_attempts": "Attempts to deliver a letter before it is given up as failed.",
+    "delivery_retry_base_s": (
+        "Wait after the first failed attempt, in seconds; it doubles with each further failure (with jitter)."
+    ),
+    "delivery_retry_max_s": "Longest wait between two attempts, in seconds.",
+    "delivery_lease_s": (
+        "Seconds a worker holds a delivery it is attempting; another worker takes it over after that."
+    ),
+    "dispatch_interval_s": (
+        "Seconds between looks for deliveries that are due, when no new one woke the dispatcher."
+    ),
+    "sla_check_interval_s": (
+        "Seconds between checks for letters past their `deliver_by` deadline (`DeliverySlaBreached`)."
+    ),
+}
+
+# Where the declared default (None) is not what the reader needs to know.
+EFFECTIVE_DEFAULTS: dict[str, str] = {
+    "database_url": "SQLite at `<var_dir>/{service}.db`",
+    "http_port": "`{port}`",
+    "eboks_spool_dir": "`<var_dir>/eboks`",
+    "sealing_active_key_id": "the first key",
+}
+
+_PROBE_VALUES: dict[Any, Any] = {bool: True, int: 1, float: 1.0, timedelta: 1}
+
+
+def explanation(parts: ServiceParts, name: str, field: FieldInfo) -> str | None:
+    text = field.description or EXPLANATIONS.get(name)
+    if text is None:
+        return None
+    return _fill(text, parts)
+
+
+def undocumented_settings() -> list[str]:
+    """Environment variables that have neither a `description=` nor an entry in EXPLANATIONS."""
+    missing = []
+    for parts in SERVICES.values():
+        for name, field in parts.settings_type().model_fields.items():
+            if explanation(parts, name, field) is None:
+                missing.append(parts.env_prefix + name.upper())
+    return missing
+
+
+def required_in_production(settings_type: type[ServiceSettings]) -> set[str]:
+    """The settings without which `environment=production` does not validate.
+
+    Found by trying, not listed by hand, so that the document follows the validators: with every
+    unset setting given a value the settings validate; leaving out one that then fails marks it.
+    """
+    fields = settings_type.model_fields
+    unset = [name for name, field in fields.items() if field.default is None]
+    complete = {name: _probe_value(fields[name].annotation) for name in unset}
+    # Values that are checked beyond their type: a key ring must parse and hold the active key.
+    complete |= {"sealing_keys": f"probe:{generate_key()}", "sealing_active_key_id": "probe"}
+    complete["environment"] = Environment.production
+    # model_validate, unlike the constructor, reads no environment variables.
+    settings_type.model_validate(complete)
+    required = set()
+    for name in unset:
+        try:
+            settings_type.model_validate({k: v for k, v in complete.items() if k != name})
+        except ValidationError:
+            required.add(name)
+    return required
+
+
+def _probe_value(annotation: Any) -> Any:
+    """Some valid value of a setting's type (for finding what production requires)."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        member = next(arg for arg in get_args(annotation) if arg is not type(None))
+        return _probe_value(member)
+    if origin is Literal:
+        return get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return next(iter(annotation))
+    return _PROBE_VALUES.get(annotation, "probe")
+
+
+def render_configuration_markdown() -> str:
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated from the settings classes by `python -m services.configuration_doc`;",
+        "     edit services/configuration_doc.py or the settings, not this file. -->",
+        "",
+        "Every Adgang process is configured by environment variables, one prefix per service",
+        "(pydantic-settings; names are not case-sensitive). The same settings apply to a",
+        "service's API and its worker.",
+        "",
+        "**The defaults are the embedded development mode** that `adgang run` and the tests use:",
+        "SQLite files under `var/`, the embedded broker on `127.0.0.1:9092`, a sealing key ring",
+        "generated once under `var/`, APIs on `127.0.0.1`. Production is",
+        "`<PREFIX>ENVIRONMENT=production`, and then the settings marked **required** must be set;",
+        "a process refuses to start without them. `docker-compose.yml` sets the production values.",
+        "",
+        "Values: booleans `true`/`false`; durations as seconds (`7200`) or ISO 8601 (`PT2H`,",
+        "`P7D`); a setting shown as *unset* has no value unless given one. Secrets (marked",
+        "*secret*) are never logged; give them from a secret store, never as a default.",
+        "",
+    ]
+    for parts in SERVICES.values():
+        lines += _service_section(parts)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _service_section(parts: ServiceParts) -> list[str]:
+    settings_type = parts.settings_type()
+    required = required_in_production(settings_type)
+    lines = [
+        f"## {parts.name}",
+        "",
+        f"Prefix `{parts.env_prefix}`; the API's default port is {settings_type.default_http_port}.",
+        "",
+        "| Variable | Type | Default | Production | What it does |",
+        "|---|---|---|---|---|",
+    ]
+    for name, field in settings_type.model_fields.items():
+        cells = [
+            f"`{parts.env_prefix}{name.upper()}`",
+            _type_text(field),
+            _default_text(parts, name, field),
+            "**required**" if name in required else "",
+            explanation(parts, name, field) or "*undocumented*",
+        ]
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _fill(text: str, parts: ServiceParts) -> str:
+    return text.format(service=parts.name, port=parts.settings_type().default_http_port)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _type_text(field: FieldInfo) -> str:
+    text = _annotation_text(field.annotation)
+    limits = _limits_text(field)
+    return f"{text} ({limits})" if limits else text
+
+
+def _annotation_text(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        members = [arg for arg in get_args(annotation) if arg is not type(None)]
+        return " or ".join(_annotation_text(member) for member in members)
+    if origin is Literal:
+        return "one of " + ", ".join(f"`{value}`" for value in get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return "one of " + ", ".join(f"`{member.value}`" for member in annotation)
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        Path: "path",
+        timedelta: "duration",
+        SecretStr: "string, *secret*",
+    }
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _limits_text(field: FieldInfo) -> str:
+    limits = []
+    for item in field.metadata:
+        if isinstance(item, Ge):
+            limits.append(f"≥ {item.ge}")
+        elif isinstance(item, Gt):
+            limits.append(f"> {item.gt}")
+        elif isinstance(item, Le):
+            limits.append(f"≤ {item.le}")
+        elif isinstance(item, Lt):
+            limits.append(f"< {item.lt}")
+        elif isinstance(item, MinLen):
+            limits.append(f"length ≥ {item.min_length}")
+        elif isinstance(item, MaxLen):
+            limits.append(f"length ≤ {item.max_length}")
+        elif pattern := getattr(item, "pattern", None):
+            limits.append(f"matching `{pattern}`")
+    return ", ".join(limits)
+
+
+def _default_text(parts: ServiceParts, name: str, field: FieldInfo) -> str:
+    if name in EFFECTIVE_DEFAULTS:
+        return _fill(EFFECTIVE_DEFAULTS[name], parts)
+    if field.default_factory is not None:
+        return "*computed*"
+    if field.default is PydanticUndefined:
+        return "*none*"
+    if field.default is None:
+        return "*unset*"
+    value = TypeAdapter(field.annotation).dump_python(field.default, mode="json")
+    return f"`{value if isinstance(value, str) else json.dumps(value)}`"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write docs/configuration.md from the settings classes.")
+    parser.add_argument("--check", action="store_true", help="fail if the file is out of date")
+    args = parser.parse_args(argv)
+    text = render_configuration_markdown()
+    if args.check:
+        if not DOCUMENT.exists() or DOCUMENT.read_text() != text:
+            print(f"{DOCUMENT} is out of date: run `python -m services.configuration_doc`", file=sys.stderr)
+            return 1
+        print(f"{DOCUMENT} is up to date")
+        return 0
+    DOCUMENT.write_text(text)
+    print(f"wrote {DOCUMENT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

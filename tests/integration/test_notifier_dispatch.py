@@ -1,0 +1,208 @@
+"""The notifier's delivery of letters (S2): retries with backoff, a final failure, the
+2-hour deadline watch that survives restarts, and one letter per event however often it comes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from sqlalchemy import select
+
+from services.notifier.memo import parse_memo_message
+from services.notifier.models import Delivery, messaging
+from services.notifier.service import Dispatcher, RetryPolicy, Sender, SlaWatch, record_credentials
+from services.notifier.transports import DeliveryReceipt, SpoolTransport, TransientDeliveryError
+from services.registry import SERVICES
+from shared.clock import FrozenClock
+from shared.db import Database, migrate
+from shared.envelope import decode, encode
+from shared.events import CredentialsIssued
+from shared.messaging import Outbox
+from shared.sealing import Sealer, generate_key, parse_keyring
+
+CVR = "22109340"
+CODE = "AB12-CD34-EF56-GH78-JK9M"
+
+
+class FlakyEboks:
+    """Fails the first `failures` deliveries, then writes to a real spool."""
+
+    name = "flaky"
+
+    def __init__(self, spool: SpoolTransport, failures: int) -> None:
+        self.spool = spool
+        self.failures = failures
+        self.calls = 0
+
+    async def deliver(self, *, recipient_cvr: str, message_uuid: UUID, document: bytes) -> DeliveryReceipt:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise TransientDeliveryError("e-Boks answered 503")
+        return await self.spool.deliver(
+            recipient_cvr=recipient_cvr, message_uuid=message_uuid, document=document
+        )
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def sealer() -> Sealer:
+    return Sealer(parse_keyring(f"k1:{generate_key()}"), "k1")
+
+
+@pytest.fixture
+def database_url(database_factory) -> str:
+    url = database_factory("notifier")
+    migrate(SERVICES["notifier"].migrations, url)  # synchronous: Alembic runs its own loop
+    return url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+def credentials_envelope(sealer: Sealer, clock: FrozenClock, event_id: str | None = None):
+    user_id = uuid.uuid4()
+    event = CredentialsIssued(
+        user_id=user_id,
+        application_id=uuid.uuid4(),
+        recipient_cvr=CVR,
+        company_name="Bageriet Solsikke ApS",
+        username=f"{CVR}-abcd",
+        activation_code=sealer.seal(CODE, context=CredentialsIssued.sealing_context(user_id)),
+        expires_at=clock.now() + timedelta(days=7),
+        deliver_by=clock.now() + timedelta(hours=2),
+    )
+    record = encode(event, event_id=event_id or str(uuid.uuid4()), time=clock.now())
+    return decode(topic=record.topic, headers=record.headers, value=record.value)
+
+
+def dispatcher(db: Database, clock: FrozenClock, sealer: Sealer, eboks, max_attempts: int = 3) -> Dispatcher:
+    return Dispatcher(
+        db=db,
+        outbox=Outbox(messaging, clock),
+        clock=clock,
+        sealer=sealer,
+        eboks=eboks,
+        sender=Sender(cvr="29311005", name="Adgang Erhverv", portal_url="https://example.dk/aktiver"),
+        retry=RetryPolicy(max_attempts=max_attempts, base_s=2, max_s=60),
+        lease=timedelta(seconds=20),
+    )
+
+
+async def outbox_types(db: Database) -> list[str]:
+    async with db.transaction() as session:
+        rows = (
+            await session.execute(select(messaging.outbox.c.headers).order_by(messaging.outbox.c.seq))
+        ).scalars()
+        return [dict(json.loads(h))["ce_type"].split(".")[-2] for h in rows]
+
+
+async def record(db: Database, clock: FrozenClock, envelope) -> None:
+    async with db.transaction() as session:
+        await record_credentials(session, envelope, clock)
+
+
+async def test_a_transient_failure_is_retried_after_a_backoff_and_then_delivered(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    eboks = FlakyEboks(SpoolTransport(tmp_path), failures=1)
+    sender = dispatcher(db, clock, sealer, eboks)
+    await record(db, clock, credentials_envelope(sealer, clock))
+
+    assert await sender.dispatch_due() == 1
+    assert await sender.dispatch_due() == 0, "the retry must wait for its backoff"
+    clock.advance(timedelta(seconds=2))
+    assert await sender.dispatch_due() == 1
+
+    [letter] = list((tmp_path / CVR).glob("*.xml"))
+    memo = parse_memo_message(letter.read_bytes())
+    assert CODE in memo.content.decode() and memo.recipient_cvr == CVR
+    async with db.transaction() as session:
+        delivery = await session.scalar(select(Delivery))
+    assert delivery is not None and delivery.status == "delivered" and delivery.attempts == 2
+    assert await outbox_types(db) == ["DeliverySucceeded"]
+
+
+async def test_a_delivery_that_keeps_failing_ends_as_delivery_failed(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    eboks = FlakyEboks(SpoolTransport(tmp_path), failures=100)
+    sender = dispatcher(db, clock, sealer, eboks, max_attempts=3)
+    await record(db, clock, credentials_envelope(sealer, clock))
+    for _ in range(3):
+        await sender.dispatch_due()
+        clock.advance(timedelta(minutes=5))
+    assert eboks.calls == 3
+    assert await outbox_types(db) == ["DeliveryFailed"]
+    assert await sender.dispatch_due() == 0
+
+
+async def test_the_same_event_twice_gives_one_delivery_and_one_letter(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    envelope = credentials_envelope(sealer, clock)
+    await record(db, clock, envelope)
+    await record(db, clock, envelope)
+    sender = dispatcher(db, clock, sealer, SpoolTransport(tmp_path))
+    assert await sender.dispatch_due() == 1
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
+
+
+async def test_a_letter_written_before_a_crash_is_not_written_again(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """The spool write succeeded but the worker died before recording it: the retry finds the
+    same messageUUID in the spool and does not write a second letter."""
+    envelope = credentials_envelope(sealer, clock)
+    await record(db, clock, envelope)
+    spool = SpoolTransport(tmp_path)
+    first = dispatcher(db, clock, sealer, spool)
+    async with db.transaction() as session:
+        delivery = await session.scalar(select(Delivery))
+    assert delivery is not None
+    await first._send(delivery)  # the write, without the bookkeeping that a crash lost
+    letter = next((tmp_path / CVR).glob("*.xml"))
+    before = letter.read_bytes()
+
+    assert await dispatcher(db, clock, sealer, spool).dispatch_due() == 1
+    assert list((tmp_path / CVR).glob("*.xml")) == [letter]
+    assert letter.read_bytes() == before
+
+
+async def test_a_missed_deadline_is_announced_once_even_across_restarts(
+    db, clock, sealer, tmp_path, caplog
+) -> None:
+    eboks = FlakyEboks(SpoolTransport(tmp_path), failures=100)
+    await record(db, clock, credentials_envelope(sealer, clock))
+    await dispatcher(db, clock, sealer, eboks, max_attempts=50).dispatch_due()
+
+    watch = SlaWatch(db=db, outbox=Outbox(messaging, clock), clock=clock)
+    assert await watch.check() == 0
+    clock.advance(timedelta(hours=2, seconds=1))
+    with caplog.at_level(logging.ERROR):
+        assert await watch.check() == 1
+    assert "deadline breached" in caplog.text
+    assert await watch.check() == 0
+    restarted = SlaWatch(db=db, outbox=Outbox(messaging, clock), clock=clock)
+    assert await restarted.check() == 0
+    assert await outbox_types(db) == ["DeliverySlaBreached"]
+
+
+async def test_a_delivered_letter_never_breaches_its_deadline(db, clock, sealer, tmp_path) -> None:
+    await record(db, clock, credentials_envelope(sealer, clock))
+    await dispatcher(db, clock, sealer, SpoolTransport(tmp_path)).dispatch_due()
+    clock.advance(timedelta(hours=3))
+    assert await SlaWatch(db=db, outbox=Outbox(messaging, clock), clock=clock).check() == 0
