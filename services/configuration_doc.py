@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import types
 from datetime import timedelta
@@ -25,7 +26,9 @@ from services.registry import SERVICES, ServiceParts
 from shared.sealing import generate_key
 from shared.settings import Environment, ServiceSettings
 
-DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENT = ROOT / "docs" / "configuration.md"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 # What each setting does, by field name. `{service}` and `{port}` are filled in per service.
 # A field's own `description=` takes precedence over this table.
@@ -130,6 +133,22 @@ EXPLANATIONS: dict[str, str] = {
     ),
 }
 
+# The variables docker-compose.yml reads from the operator's environment (or `.env` file).
+COMPOSE_VARIABLES: dict[str, str] = {
+    "POSTGRES_PASSWORD": (
+        "Password of the `adgang` database user, *secret*. Use URL-safe characters: it is also "
+        "written into the services' database URLs."
+    ),
+    "ADGANG_SEALING_KEYS": "The sealing key ring, *secret*; becomes every service's `SEALING_KEYS`.",
+    "ADGANG_SEALING_ACTIVE_KEY_ID": "Becomes every service's `SEALING_ACTIVE_KEY_ID`.",
+    "ADGANG_PORTAL_URL": "Public address of the activation page; becomes `ADGANG_NOTIFIER_PORTAL_URL`.",
+    "ADGANG_OPERATOR_CVR": "The operator's CVR; becomes `ADGANG_NOTIFIER_OPERATOR_CVR`.",
+    "ADGANG_BILLING_SEED_DEMO_DATA": "`true` seeds the demo customers, for a demonstration.",
+    "ADGANG_IMAGE": "The application image; `docker compose build` builds it from the Dockerfile.",
+}
+
+_INTERPOLATION = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
 # Where the declared default (None) is not what the reader needs to know.
 EFFECTIVE_DEFAULTS: dict[str, str] = {
     "database_url": "SQLite at `<var_dir>/{service}.db`",
@@ -149,12 +168,17 @@ def explanation(parts: ServiceParts, name: str, field: FieldInfo) -> str | None:
 
 
 def undocumented_settings() -> list[str]:
-    """Environment variables that have neither a `description=` nor an entry in EXPLANATIONS."""
+    """Variables without an explanation: settings with neither a `description=` nor an entry in
+    EXPLANATIONS, and variables of docker-compose.yml missing from COMPOSE_VARIABLES."""
     missing = []
     for parts in SERVICES.values():
         for name, field in parts.settings_type().model_fields.items():
             if explanation(parts, name, field) is None:
                 missing.append(parts.env_prefix + name.upper())
+    if COMPOSE_FILE.exists():
+        missing += [
+            name for name in compose_variables(COMPOSE_FILE.read_text()) if name not in COMPOSE_VARIABLES
+        ]
     return missing
 
 
@@ -218,6 +242,8 @@ def render_configuration_markdown() -> str:
     ]
     for parts in SERVICES.values():
         lines += _service_section(parts)
+    if COMPOSE_FILE.exists():
+        lines += _compose_section(COMPOSE_FILE.read_text())
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -239,6 +265,38 @@ def _service_section(parts: ServiceParts) -> list[str]:
             _default_text(parts, name, field),
             "**required**" if name in required else "",
             explanation(parts, name, field) or "*undocumented*",
+        ]
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    lines.append("")
+    return lines
+
+
+def compose_variables(text: str) -> dict[str, tuple[bool, str | None]]:
+    """Each `${NAME…}` in a compose file: whether it is required (`:?`) and its default (`:-`)."""
+    found: dict[str, tuple[bool, str | None]] = {}
+    for match in _INTERPOLATION.finditer(text):
+        op = match["op"] or ""
+        found.setdefault(match["name"], ("?" in op, match["arg"] if "-" in op else None))
+    return found
+
+
+def _compose_section(text: str) -> list[str]:
+    lines = [
+        "## docker compose",
+        "",
+        "`docker-compose.yml` sets the production values of the settings above and reads these",
+        "variables from the environment or an `.env` file beside it. It refuses to start while a",
+        "required one is missing; none has a default secret.",
+        "",
+        "| Variable | Required | Default | What it is |",
+        "|---|---|---|---|",
+    ]
+    for name, (required, default) in sorted(compose_variables(text).items()):
+        cells = [
+            f"`{name}`",
+            "**required**" if required else "",
+            f"`{default}`" if default is not None else "",
+            COMPOSE_VARIABLES.get(name, "*undocumented*"),
         ]
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     lines.append("")
