@@ -124,7 +124,7 @@ async def wait_until(predicate: Any, *, deadline_s: float, what: str) -> float:
         if result:
             return time.monotonic() - started
         if time.monotonic() - started > deadline_s:
-            raise BenchError(f"timed out after {deadline_s:.0f}s waiting for {what}")
+            raise BenchError(f"timed out after {deadline_s:g}s waiting for {what}")
         await asyncio.sleep(POLL_S * 5)
 
 
@@ -239,6 +239,7 @@ async def raw_broker_rate(
         linger_ms=2,
         request_timeout_ms=15000,
     )
+    consuming: asyncio.Task[None] | None = None
     await consumer.start()
     await producer.start()
     try:
@@ -280,7 +281,7 @@ async def raw_broker_rate(
             await asyncio.wait_for(consuming, timeout=max(1.0, deadline_s - (all_acked - first_send)))
         except TimeoutError as exc:
             raise BenchError(
-                f"raw broker: consumed {received} of {messages} records within {deadline_s:.0f}s"
+                f"raw broker: consumed {received} of {messages} records within {deadline_s:g}s"
             ) from exc
         elapsed = last_consumed - first_send
         record_bytes = len(value) + sum(len(k) + len(v) for k, v in headers) + len(key)
@@ -294,6 +295,10 @@ async def raw_broker_rate(
             "messages_per_s": round(messages / elapsed, 1),
         }
     finally:
+        if consuming is not None and not consuming.done():
+            consuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consuming
         await producer.stop()
         await consumer.stop()
 
@@ -382,7 +387,7 @@ class LetterWatcher:
                 missing = sorted(self.pending)
                 raise BenchError(
                     f"{len(missing)} of {len(missing) + len(self.found)} letters did not arrive within "
-                    f"{deadline_s:.0f}s (first missing CVRs: {', '.join(missing[:5])})"
+                    f"{deadline_s:g}s (first missing CVRs: {', '.join(missing[:5])})"
                 )
             await asyncio.sleep(POLL_S)
 
@@ -839,7 +844,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         raw_messages=args.raw_messages,
         raw_bytes=args.raw_bytes,
         letter_deadline_s=args.deadline,
-        output=args.output,
+        output=args.output.resolve(),
         keep_var=args.keep_var,
     )
 
@@ -855,10 +860,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_env={"ADGANG_ONBOARDING_RATE_LIMIT_PER_MINUTE": "0"},
     )
     suite = Suite(config)
+    cwd = Path.cwd()
     started = time.monotonic()
     ok = False
     try:
         print(f"[bench] starting the suite in {var_dir} (broker on port {broker_port}) ...", flush=True)
+        # faust writes `<app id>-data` dirs into the working directory: keep them in var_dir
+        # rather than beside the sources (and apart from any other suite running there).
+        os.chdir(var_dir)
         suite.start(deadline_s=90.0)
         startup_s = time.monotonic() - started
         results = asyncio.run(measure(suite, opts))
@@ -880,19 +889,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["total_s"] = round(time.monotonic() - started, 1)
         print_table(results)
         opts.output.parent.mkdir(parents=True, exist_ok=True)
-        opts.output.write_text(json.dumps(results, indent=2) + "\n")
+        partial = opts.output.with_name(opts.output.name + ".tmp")
+        partial.write_text(json.dumps(results, indent=2) + "\n")
+        partial.replace(opts.output)
         print(f"[bench] results written to {opts.output}  (total {results['total_s']}s)", flush=True)
         ok = True
         return 0
-    except (BenchError, Exception) as exc:
+    except Exception as exc:
         print(f"[bench] FAILED: {exc}", file=sys.stderr, flush=True)
         if not isinstance(exc, BenchError):
             traceback.print_exc()
         print(f"[bench] logs and databases kept in {var_dir}", file=sys.stderr, flush=True)
         return 1
     finally:
-        with contextlib.suppress(Exception):
+        os.chdir(cwd)
+        try:
             suite.stop()
+        except Exception as exc:
+            print(f"[bench] stopping the suite failed: {exc!r}", file=sys.stderr, flush=True)
         if ok and not opts.keep_var:
             shutil.rmtree(var_dir, ignore_errors=True)
         elif ok:

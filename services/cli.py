@@ -104,7 +104,7 @@ def cmd_asyncapi(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from services.billing.demo import DEMO_COMPANIES, NOT_A_CUSTOMER_CVR
-    from services.suite import Suite, SuiteConfig, SuiteError
+    from services.suite import Suite, SuiteConfig
 
     var_dir = Path(args.var_dir).resolve()
     if not args.keep_data and var_dir.exists():
@@ -112,15 +112,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         shutil.rmtree(var_dir)
     suite = Suite(SuiteConfig(var_dir=var_dir, log_format="text"))
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print("Starting Adgang: embedded broker, four services (SQLite under var/) ...", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         suite.start()
-    except (SuiteError, Exception) as exc:
+    except KeyboardInterrupt:
+        print("\nInterrupted while starting; stopping ...", file=sys.stderr)
+        suite.stop()
+        return 130
+    except Exception as exc:
         print(f"Could not start the suite: {exc}", file=sys.stderr)
         suite.stop()
         return 1
-    group = [c for c in DEMO_COMPANIES]
+    # From here on Ctrl-C (SIGINT) and SIGTERM both ask the loop below to stop the suite.
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     lines = [
         "",
         "Adgang is running.",
@@ -136,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "Demo companies you can apply for:",
         *[
             f"  {c.cvr}  {c.name}" + (f"  (subsidiary of {c.parent_cvr})" if c.parent_cvr else "")
-            for c in group
+            for c in DEMO_COMPANIES
         ],
         f"  {NOT_A_CUSTOMER_CVR}  (valid CVR, not a customer: refused with 403)",
         "",

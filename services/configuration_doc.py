@@ -144,7 +144,7 @@ COMPOSE_VARIABLES: dict[str, str] = {
     "ADGANG_PORTAL_URL": "Public address of the activation page; becomes `ADGANG_NOTIFIER_PORTAL_URL`.",
     "ADGANG_OPERATOR_CVR": "The operator's CVR; becomes `ADGANG_NOTIFIER_OPERATOR_CVR`.",
     "ADGANG_BILLING_SEED_DEMO_DATA": "`true` seeds the demo customers, for a demonstration.",
-    "ADGANG_IMAGE": "The application image; `docker compose build` builds it from the Dockerfile.",
+    "ADGANG_IMAGE": "The application image, built from the Dockerfile (`docker build -t adgang:local .`).",
 }
 
 _INTERPOLATION = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
@@ -367,7 +367,7 @@ def _default_text(parts: ServiceParts, name: str, field: FieldInfo) -> str:
         return "*none*"
     if field.default is None:
         return "*unset*"
-    value = TypeAdapter(field.annotation).dump_python(field.default, mode="json")
+    value = TypeAdapter(field.annotation or Any).dump_python(field.default, mode="json")
     return f"`{value if isinstance(value, str) else json.dumps(value)}`"
 
 

@@ -29,6 +29,7 @@ class ServiceSettings(BaseSettings):
 
     service: ClassVar[str] = ""
     default_http_port: ClassVar[int] = 8000
+    uses_sealing: ClassVar[bool] = False  # seals or unseals codes on the bus
 
     model_config = SettingsConfigDict(extra="ignore", env_file=None)
 
@@ -51,7 +52,7 @@ class ServiceSettings(BaseSettings):
         if self.environment is Environment.production:
             if self.database_url is None:
                 raise ValueError("database_url must be set in production")
-            if self.sealing_keys is None or not self.sealing_active_key_id:
+            if self.uses_sealing and (self.sealing_keys is None or not self.sealing_active_key_id):
                 raise ValueError("sealing_keys and sealing_active_key_id must be set in production")
         if self.sealing_keys is not None:
             try:

@@ -59,6 +59,7 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
         topic_allow_declare=False,  # topics are created by ensure_topics (the broker makes none)
         topic_disable_leader=True,
         store="memory://",
+        datadir=str(settings.var_dir / "faust" / settings.service),
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_commit_every=100,

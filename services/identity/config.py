@@ -9,6 +9,7 @@ from shared.settings import ServiceSettings
 
 class IdentitySettings(ServiceSettings):
     service: ClassVar[str] = "identity"
+    uses_sealing: ClassVar[bool] = True
     default_http_port: ClassVar[int] = 8002
     model_config = SettingsConfigDict(env_prefix="ADGANG_IDENTITY_", extra="ignore")
 

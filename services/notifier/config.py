@@ -1,14 +1,17 @@
+from __future__ import annotations
+
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import Environment, ServiceSettings
 
 
 class NotifierSettings(ServiceSettings):
     service: ClassVar[str] = "notifier"
+    uses_sealing: ClassVar[bool] = True
     default_http_port: ClassVar[int] = 8004
     model_config = SettingsConfigDict(env_prefix="ADGANG_NOTIFIER_", extra="ignore")
 
@@ -22,7 +25,7 @@ class NotifierSettings(ServiceSettings):
 
     operator_cvr: str = Field(default="29311005", pattern=r"^\d{8}$")
     operator_name: str = "Adgang Erhverv"
-    portal_url: str = "http://127.0.0.1:8002/docs#/activation"
+    portal_url: str | None = None
 
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_retry_base_s: float = 2.0
@@ -30,6 +33,17 @@ class NotifierSettings(ServiceSettings):
     delivery_lease_s: float = 20.0
     dispatch_interval_s: float = 1.0
     sla_check_interval_s: float = 30.0
+
+    @model_validator(mode="after")
+    def _letters_name_the_real_portal_in_production(self) -> NotifierSettings:
+        if self.environment is Environment.production and not self.portal_url:
+            raise ValueError("portal_url (where letters send people to activate) must be set in production")
+        return self
+
+    @property
+    def activation_url(self) -> str:
+        """Where a letter sends its reader: the portal, or the local identity API in development."""
+        return self.portal_url or "http://127.0.0.1:8002/docs#/activation"
 
     @property
     def spool_dir(self) -> Path:

@@ -44,7 +44,9 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
         clock=clock,
         sealer=settings.sealer(),
         eboks=eboks_transport(settings),
-        sender=Sender(cvr=settings.operator_cvr, name=settings.operator_name, portal_url=settings.portal_url),
+        sender=Sender(
+            cvr=settings.operator_cvr, name=settings.operator_name, portal_url=settings.activation_url
+        ),
         retry=RetryPolicy(
             max_attempts=settings.delivery_max_attempts,
             base_s=settings.delivery_retry_base_s,

@@ -18,6 +18,7 @@ CONTEXT = "dk.adgang.identity.CredentialsIssued.v1:user"
 
 
 class ExampleSettings(ServiceSettings):
+    uses_sealing: ClassVar[bool] = True
     service: ClassVar[str] = "example"
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
@@ -139,3 +140,13 @@ def test_configured_keys_without_an_active_id_seal_with_the_first_key(env: pytes
     env.setenv(PREFIX + "SEALING_KEYS", f"first:{generate_key()},second:{generate_key()}")
 
     assert ExampleSettings().sealer().active_kid == "first"
+
+
+def test_a_service_that_never_touches_codes_needs_no_key_ring_in_production(env: pytest.MonkeyPatch) -> None:
+    class NoSealing(ServiceSettings):
+        service: ClassVar[str] = "plain"
+        model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
+
+    env.setenv(PREFIX + "ENVIRONMENT", "production")
+    env.setenv(PREFIX + "DATABASE_URL", "postgresql+asyncpg://adgang@db/adgang")
+    assert NoSealing().environment is Environment.production
