@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,6 +24,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
@@ -124,34 +125,53 @@ class OutboxRelay:
         self._batch = batch
 
     async def run_once(self) -> int:
-        async with self._db.transaction() as session:
-            query = (
-                select(self._table)
-                .where(self._table.c.published_at.is_(None))
-                .order_by(self._table.c.seq)
-                .limit(self._batch)
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = (await session.execute(query)).mappings().all()
-            if not rows:
-                return 0
-            records = [
-                KafkaRecord(
-                    topic=row["topic"],
-                    key=row["key"].encode(),
-                    value=row["value"].encode(),
-                    headers=[(k, v.encode()) for k, v in json.loads(row["headers"])],
+        if self._db.engine.dialect.name == "postgresql":
+            # Rows stay locked while they are published, so several relays share the work.
+            async with self._db.transaction() as session:
+                rows = (
+                    (await session.execute(self._pending().with_for_update(skip_locked=True)))
+                    .mappings()
+                    .all()
                 )
-                for row in rows
-            ]
-            await self._publisher.publish(records)
-            await session.execute(
-                update(self._table)
-                .where(self._table.c.seq.in_([row["seq"] for row in rows]))
-                .values(published_at=self._clock.now())
-            )
-            return len(rows)
+                if rows:
+                    await self._publisher.publish([self._record(row) for row in rows])
+                    await self._mark_published(session, rows)
+                return len(rows)
+        # SQLite has one write lock per database: holding it while the broker acknowledges
+        # would stall the API behind the broker. Read, publish, then mark, in short steps; a
+        # crash in between publishes again, which the consumers' inbox absorbs.
+        async with self._db.transaction() as session:
+            rows = (await session.execute(self._pending())).mappings().all()
+        if not rows:
+            return 0
+        await self._publisher.publish([self._record(row) for row in rows])
+        async with self._db.transaction() as session:
+            await self._mark_published(session, rows)
+        return len(rows)
+
+    def _pending(self) -> Select[Any]:
+        return (
+            select(self._table)
+            .where(self._table.c.published_at.is_(None))
+            .order_by(self._table.c.seq)
+            .limit(self._batch)
+        )
+
+    @staticmethod
+    def _record(row: Mapping[str, Any]) -> KafkaRecord:
+        return KafkaRecord(
+            topic=row["topic"],
+            key=row["key"].encode(),
+            value=row["value"].encode(),
+            headers=[(k, v.encode()) for k, v in json.loads(row["headers"])],
+        )
+
+    async def _mark_published(self, session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+        await session.execute(
+            update(self._table)
+            .where(self._table.c.seq.in_([row["seq"] for row in rows]))
+            .values(published_at=self._clock.now())
+        )
 
     async def run_forever(self, interval: float, wake: asyncio.Event | None = None) -> None:
         while True:
