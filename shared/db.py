@@ -28,6 +28,7 @@ from sqlalchemy.pool import NullPool
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
+    kwargs.setdefault("hide_parameters", True)  # error messages must not carry personal data
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 5)

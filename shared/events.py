@@ -35,13 +35,16 @@ class Topic:
     partitions: int
     key: str
     description: str
+    compacted: bool = False  # a registry: the newest event per key is the state
 
     @property
     def dlq(self) -> str:
         return f"{self.name}.dlq"
 
 
-BILLING_CUSTOMERS = Topic("billing.customers", 3, "cvr", "Customers, their group structure and accounts")
+BILLING_CUSTOMERS = Topic(
+    "billing.customers", 3, "cvr", "Customers, their group structure and accounts", compacted=True
+)
 BILLING_ORDERS = Topic("billing.orders", 3, "cvr", "Orders and upgrades of subscriptions")
 BILLING_INVOICES = Topic("billing.invoices", 3, "cvr", "Invoices issued")
 BILLING_MASTERDATA = Topic("billing.masterdata", 3, "cvr", "Master data and invoice format changes")

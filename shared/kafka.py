@@ -27,6 +27,12 @@ def all_topic_names(topics: Iterable[Topic] = TOPICS) -> list[tuple[str, int]]:
     return names
 
 
+def _configs(name: str) -> dict[str, str]:
+    """Registries are compacted, so a projection rebuilt from offset 0 still finds every key."""
+    compacted = any(t.compacted and t.name == name for t in TOPICS)
+    return {"cleanup.policy": "compact"} if compacted else {}
+
+
 async def ensure_topics(
     bootstrap: str, *, replication_factor: int = 1, deadline_s: float = 60.0
 ) -> list[str]:
@@ -42,7 +48,9 @@ async def ensure_topics(
         created: list[str] = []
         for name, partitions in wanted:
             try:
-                await admin.create_topics([NewTopic(name, partitions, replication_factor)])
+                await admin.create_topics(
+                    [NewTopic(name, partitions, replication_factor, topic_configs=_configs(name))]
+                )
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass  # another process won the race

@@ -32,7 +32,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import Clock
@@ -191,6 +191,11 @@ class OutboxRelay:
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
+RELAY_LOCK = 0x4144_4741  # "ADGA": the advisory lock that makes one outbox relay active
+
+# Errors that say the database cannot be reached or is busy, not that the message is bad.
+UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+
 
 class DeadLetters(Protocol):
     async def send(self, record: KafkaRecord, *, reason: str, consumer: str) -> None: ...
@@ -242,21 +247,32 @@ class IdempotentConsumer:
         handler = self._handlers.get(envelope.type)
         if handler is None:
             return "ignored"
-        for attempt in range(1, self._retries + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 outcome = await self._handle_once(handler, envelope)
+            except UNAVAILABLE as exc:
+                # The database is away: the message is fine, so wait for the database rather
+                # than dead-letter a valid event. The partition waits, and nothing is lost.
+                delay = min(30.0, self._backoff * 2 ** min(attempt - 1, 6))
+                log.warning(
+                    "database unavailable (%s); retrying %s in %.1fs", type(exc).__name__, envelope.id, delay
+                )
+                await asyncio.sleep(delay)
             except Exception as exc:
-                if attempt == self._retries:
+                if attempt >= self._retries:
                     log.exception("handler failed %d times, dead-lettering %s", attempt, envelope.id)
-                    await self._dead_letter(message, f"handler failed: {type(exc).__name__}: {exc}")
+                    # The reason names the error type only: messages of database errors can
+                    # carry personal data from the event.
+                    await self._dead_letter(message, f"handler failed: {type(exc).__name__}")
                     return "dead-lettered"
-                log.warning("handler failed (attempt %d), retrying: %s", attempt, exc)
+                log.warning("handler failed (attempt %d), retrying: %s", attempt, type(exc).__name__)
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
             else:
                 if outcome == "handled" and self._after_commit is not None:
                     self._after_commit()
                 return outcome
-        raise AssertionError("unreachable")
 
     async def _handle_once(self, handler: Handler, envelope: Envelope) -> str:
         try:

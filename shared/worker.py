@@ -52,6 +52,8 @@ class WorkerSpec:
 
 def build_faust_app(spec: WorkerSpec) -> faust.App:
     settings = spec.settings
+    datadir = settings.var_dir / "faust" / settings.service
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     app = faust.App(
         f"adgang-{settings.service}",
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
@@ -59,7 +61,7 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
         topic_allow_declare=False,  # topics are created by ensure_topics (the broker makes none)
         topic_disable_leader=True,
         store="memory://",
-        datadir=str(settings.var_dir / "faust" / settings.service),
+        datadir=str(datadir),
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_commit_every=100,

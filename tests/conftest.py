@@ -14,6 +14,7 @@ from services.registry import SERVICES
 from services.suite import Suite, SuiteConfig
 from tests.support.ports import free_ports
 
+EXTRA_CUSTOMERS = 3  # generated standalone customers, for tests that need a company of their own
 BACKEND = os.environ.get("ADGANG_TEST_DATABASE", "sqlite").lower()
 _database_numbers = itertools.count(1)
 
@@ -71,6 +72,10 @@ def start_suite(var_dir: Path, database_factory, **extra_env: str) -> Suite:
 @pytest.fixture(scope="session")
 def suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
     """The whole suite for end-to-end tests that do not kill anything."""
-    running = start_suite(tmp_path_factory.mktemp("suite"), database_factory)
+    running = start_suite(
+        tmp_path_factory.mktemp("suite"),
+        database_factory,
+        ADGANG_BILLING_DEMO_EXTRA_CUSTOMERS=str(EXTRA_CUSTOMERS),
+    )
     yield running
     running.stop()

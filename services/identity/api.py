@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+
+from fastapi import Depends, FastAPI, Request
 
 from services.identity.config import IdentitySettings
 from services.identity.domain import password_problem
 from services.identity.models import messaging
 from services.identity.schemas import ActivationIn, ActivationOut
-from services.identity.service import ActivationOutcome, activate
+from services.identity.service import ActivationOutcome, activate, hash_password
 from shared.clock import Clock, SystemClock
 from shared.db import Database
 from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE, InvalidField, Problem
+from shared.ratelimit import SlidingWindowLimiter, client_address
 from shared.web import create_app
 
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
@@ -22,12 +25,6 @@ class InvalidActivation(Problem):
     status = 400
     type_suffix = "invalid-activation-code"
     title = "Username or activation code is not correct"
-
-
-class ActivationLocked(Problem):
-    status = 423
-    type_suffix = "activation-locked"
-    title = "The activation code is blocked"
 
 
 class ActivationCodeExpired(Problem):
@@ -54,12 +51,19 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
         db=db,
     )
 
+    limiter = SlidingWindowLimiter(settings.activation_rate_limit_per_minute)
+
+    def rate_limited(request: Request) -> None:
+        address = client_address(request, trust_forwarded_for=settings.trust_forwarded_for)
+        limiter.check(address, "activation attempts")
+
     @app.post(
         "/v1/activation",
+        dependencies=[Depends(rate_limited)],
         response_model=ActivationOut,
         tags=["activation"],
         summary="Activate a login with the code from the letter and choose a password",
-        responses={400: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM, 423: PROBLEM},
+        responses={400: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM, 429: PROBLEM},
     )
     async def activation(body: ActivationIn) -> ActivationOut:
         password = body.password.get_secret_value()
@@ -67,6 +71,9 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
             password, username=body.username, min_length=settings.password_min_length
         ):
             raise InvalidField("password", problem)
+        # argon2 is deliberately slow: hash in a thread, before the write transaction opens,
+        # and for every request, so a wrong code takes as long as a right one.
+        password_hash = await asyncio.to_thread(hash_password, password)
         async with db.transaction() as session:
             result = await activate(
                 session,
@@ -74,7 +81,7 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                 clock,
                 username=body.username,
                 code=body.activation_code.get_secret_value(),
-                password=password,
+                password_hash=password_hash,
                 max_failures=settings.activation_max_failures,
             )
         # Raised only after the transaction committed, so a wrong try is counted.
@@ -82,16 +89,14 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
             case ActivationOutcome.activated:
                 assert result.user is not None
                 return ActivationOut(user_id=result.user.id, username=result.user.username, status="active")
-            case ActivationOutcome.wrong:
+            case ActivationOutcome.wrong | ActivationOutcome.locked:
+                # A blocked code answers exactly like a wrong one: a different answer would tell
+                # a stranger that the username exists.
                 raise InvalidActivation(
                     "The username or the activation code is not correct. Check both against the letter "
                     f"in the company's e-Boks. After {settings.activation_max_failures} wrong codes the "
-                    "code is blocked."
-                )
-            case ActivationOutcome.locked:
-                raise ActivationLocked(
-                    f"The activation code was entered wrongly {settings.activation_max_failures} times and "
-                    "is now blocked. Contact support to have the login deleted, then apply again."
+                    "code is blocked for good; then contact support to have the login deleted, and "
+                    "apply again."
                 )
             case ActivationOutcome.expired:
                 raise ActivationCodeExpired(

@@ -16,3 +16,5 @@ class IdentitySettings(ServiceSettings):
     activation_code_ttl: timedelta = timedelta(days=7)
     activation_max_failures: int = Field(default=5, ge=1, le=10)
     password_min_length: int = Field(default=12, ge=12)
+    activation_rate_limit_per_minute: int = Field(default=30, ge=0)
+    trust_forwarded_for: bool = False

@@ -232,6 +232,12 @@ class ActivationResult:
 
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
 _DUMMY_HASH = hash_code("0000-0000-0000-0000-0000")
 
 
@@ -242,7 +248,7 @@ async def activate(
     *,
     username: str,
     code: str,
-    password: str,
+    password_hash: str,
     max_failures: int,
 ) -> ActivationResult:
     """Single use, expiring, attempt-limited. A wrong try is counted even though it fails."""
@@ -275,7 +281,7 @@ async def activate(
         )
 
     activation.used_at = now
-    user.password_hash = _hasher.hash(password)
+    user.password_hash = password_hash
     user.status = "active"
     user.activated_at = now
     await outbox.add(

@@ -30,7 +30,8 @@ class NotifierSettings(ServiceSettings):
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_retry_base_s: float = 2.0
     delivery_retry_max_s: float = 300.0
-    delivery_lease_s: float = 20.0
+    delivery_lease_s: float | None = Field(default=None, gt=0)
+    delivery_concurrency: int = Field(default=8, ge=1, le=64)
     dispatch_interval_s: float = 1.0
     sla_check_interval_s: float = 30.0
 
@@ -39,6 +40,16 @@ class NotifierSettings(ServiceSettings):
         if self.environment is Environment.production and not self.portal_url:
             raise ValueError("portal_url (where letters send people to activate) must be set in production")
         return self
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long an attempt may hold a delivery: longer than the transport's worst case, so
+        another worker never takes over a letter that is still being sent."""
+        if self.delivery_lease_s is not None:
+            return self.delivery_lease_s
+        if self.eboks_transport == "http":
+            return 4 * self.eboks_http_timeout_s + 8 * 3 + 30  # HttpTransport's attempts and backoff
+        return 20.0
 
     @property
     def activation_url(self) -> str:

@@ -106,7 +106,7 @@ class Dispatcher:
         self._sender = sender
         self._retry = retry
         self._lease = lease
-        self._limit = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self.wake = asyncio.Event()
 
     async def run_forever(self, interval: float) -> None:
@@ -117,8 +117,10 @@ class Dispatcher:
                     await asyncio.wait_for(self.wake.wait(), timeout=interval)
                 self.wake.clear()
 
-    async def dispatch_due(self, batch: int = 50) -> int:
-        claimed = await self._claim(batch)
+    async def dispatch_due(self) -> int:
+        # Claim no more than can be sent at once, so a lease never runs out while a claimed
+        # letter waits its turn.
+        claimed = await self._claim(self._concurrency)
         await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
         return len(claimed)
 
@@ -143,17 +145,19 @@ class Dispatcher:
             return deliveries
 
     async def _attempt(self, delivery: Delivery) -> None:
-        async with self._limit:
-            try:
-                location = await self._send(delivery)
-            except TransientDeliveryError as exc:
-                await self._failed_attempt(delivery, str(exc), permanent=False)
-            except (PermanentDeliveryError, SealingError, ValueError) as exc:
-                await self._failed_attempt(delivery, f"{type(exc).__name__}: {exc}", permanent=True)
-            except DeliveryError as exc:
-                await self._failed_attempt(delivery, str(exc), permanent=False)
-            else:
-                await self._succeeded(delivery, location)
+        try:
+            location = await self._send(delivery)
+        except TransientDeliveryError as exc:
+            await self._failed_attempt(delivery, str(exc), permanent=False)
+        except (PermanentDeliveryError, SealingError, ValueError) as exc:
+            await self._failed_attempt(delivery, f"{type(exc).__name__}: {exc}", permanent=True)
+        except DeliveryError as exc:
+            await self._failed_attempt(delivery, str(exc), permanent=False)
+        except Exception as exc:  # a bug or an outage must still count as an attempt
+            log.exception("delivery %s attempt failed unexpectedly", delivery.id)
+            await self._failed_attempt(delivery, f"unexpected {type(exc).__name__}", permanent=False)
+        else:
+            await self._succeeded(delivery, location)
 
     async def _send(self, delivery: Delivery) -> str:
         event = CredentialsIssued.model_validate_json(delivery.source_payload)

@@ -52,7 +52,8 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
             base_s=settings.delivery_retry_base_s,
             max_s=settings.delivery_retry_max_s,
         ),
-        lease=timedelta(seconds=settings.delivery_lease_s),
+        lease=timedelta(seconds=settings.lease_seconds),
+        concurrency=settings.delivery_concurrency,
     )
     sla = SlaWatch(db=db, outbox=outbox, clock=clock)
 

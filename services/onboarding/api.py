@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Request
@@ -17,35 +15,11 @@ from services.onboarding.service import NewApplication, get_application, submit_
 from shared.clock import Clock, SystemClock, as_utc
 from shared.db import Database
 from shared.messaging import Outbox
-from shared.problems import MEDIA_TYPE, TooManyRequests
+from shared.problems import MEDIA_TYPE
+from shared.ratelimit import SlidingWindowLimiter, client_address
 from shared.web import create_app
 
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
-
-
-class SlidingWindowLimiter:
-    """Per-client limit on applications; in memory, per process (enough for one api instance)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._hits: dict[str, deque[float]] = {}
-
-    def check(self, client: str) -> None:
-        if self.per_minute <= 0:
-            return
-        now = time.monotonic()
-        hits = self._hits.setdefault(client, deque())
-        while hits and now - hits[0] > 60:
-            hits.popleft()
-        if len(hits) >= self.per_minute:
-            retry_after = max(1, int(60 - (now - hits[0])) + 1)
-            raise TooManyRequests(
-                f"Too many applications from this address; try again in {retry_after} seconds.",
-                retry_after=retry_after,
-            )
-        hits.append(now)
-        if len(self._hits) > 10_000:  # keep memory bounded under a flood of addresses
-            self._hits = {k: v for k, v in self._hits.items() if v and now - v[-1] <= 60}
 
 
 async def customer_registry_state(db: Database) -> str:
@@ -70,13 +44,10 @@ def create_api(settings: OnboardingSettings | None = None, *, clock: Clock | Non
         readiness_checks={"customer_registry": lambda: customer_registry_state(db)},
     )
 
-    def client_address(request: Request) -> str:
-        if settings.trust_forwarded_for and (forwarded := request.headers.get("x-forwarded-for")):
-            return forwarded.split(",")[0].strip()
-        return request.client.host if request.client else "unknown"
-
     def rate_limited(request: Request) -> None:
-        limiter.check(client_address(request))
+        limiter.check(
+            client_address(request, trust_forwarded_for=settings.trust_forwarded_for), "applications"
+        )
 
     @app.post(
         "/v1/applications",

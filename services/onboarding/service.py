@@ -85,7 +85,7 @@ async def submit_application(
         .limit(1)
     )
     if pending is not None:
-        raise ApplicationPending(_pending_detail(pending), application_id=pending.id)
+        raise ApplicationPending(_pending_detail(pending))
 
     now = clock.now()
     application = Application(

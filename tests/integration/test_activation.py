@@ -164,7 +164,12 @@ async def test_five_wrong_codes_block_the_right_one(db, clock, sealer, client) -
     sixth = await client.post(
         "/v1/activation", json={"username": username, "activation_code": code, "password": PASSWORD}
     )
-    assert sixth.status_code == 423 and problem_type(sixth) == "activation-locked"
+    # Blocked: the right code is refused, with the same answer a wrong code gets (no enumeration).
+    assert sixth.status_code == 400 and problem_type(sixth) == "invalid-activation-code"
+    assert "blocked" in sixth.json()["detail"]
+    async with db.transaction() as session:
+        user = await session.scalar(select(User).where(User.username == username))
+    assert user is not None and user.status == "pending" and user.password_hash is None
 
 
 async def test_a_malformed_code_is_a_422_naming_the_field(client) -> None:

@@ -112,7 +112,6 @@ def test_killing_workers_mid_flow_loses_no_application_and_duplicates_no_letter(
 
     letters = [read_letter(path) for path in all_letters(suite.config.var_dir)]
     per_company = Counter(letter.memo.recipient_cvr for letter in letters)
-    assert set(per_company) == set(cvrs) | (set(per_company) - set(cvrs))
     assert all(per_company[cvr] == 1 for cvr in cvrs), [c for c in cvrs if per_company[c] != 1]
     assert len({letter.username for letter in letters}) == len(letters)
     assert len({letter.memo.message_uuid for letter in letters}) == len(letters)
