@@ -92,6 +92,7 @@ EXPLANATIONS: dict[str, str] = {
     "activation_code_ttl": "How long an activation code is valid after it is issued.",
     "activation_max_failures": "Wrong activation codes after which the code is locked.",
     "password_min_length": "Shortest password accepted.",
+    "activation_rate_limit_per_minute": "Activation attempts one client address may make per minute; 0 turns the limit off.",
     # billing
     "seed_demo_data": (
         "Register the demo customer group (`services/billing/demo.py`) when the worker starts; "
@@ -123,8 +124,10 @@ EXPLANATIONS: dict[str, str] = {
     ),
     "delivery_retry_max_s": "Longest wait between two attempts, in seconds.",
     "delivery_lease_s": (
-        "Seconds a worker holds a delivery it is attempting; another worker takes it over after that."
+        "Seconds a worker holds a delivery it is attempting; another worker takes it over after that. "
+        "Unset: 20 for the spool, longer than the http transport's worst case of retries."
     ),
+    "delivery_concurrency": "Letters one worker sends at the same time (and claims at once).",
     "dispatch_interval_s": (
         "Seconds between looks for deliveries that are due, when no new one woke the dispatcher."
     ),
