@@ -91,6 +91,9 @@ EXPLANATIONS: dict[str, str] = {
     # identity
     "activation_code_ttl": "How long an activation code is valid after it is issued.",
     "activation_max_failures": "Wrong activation codes after which the code is locked.",
+    "deadline_check_interval_s": (
+        "Seconds between checks for applications still in flight after their `deliver_by` (they fail)."
+    ),
     "password_min_length": "Shortest password accepted.",
     "activation_rate_limit_per_minute": "Activation attempts one client address may make per minute; 0 turns the limit off.",
     # billing

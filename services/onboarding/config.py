@@ -14,3 +14,4 @@ class OnboardingSettings(ServiceSettings):
     delivery_deadline: timedelta = timedelta(hours=2)
     rate_limit_per_minute: int = 20
     trust_forwarded_for: bool = False
+    deadline_check_interval_s: float = 30.0

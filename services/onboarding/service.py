@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.onboarding.domain import IN_FLIGHT, AdministratorStatus, ApplicationStatus, may_move
 from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
-from shared.clock import Clock
+from shared.clock import Clock, as_utc
+from shared.db import Database
 from shared.envelope import Envelope
 from shared.events import (
     AdministratorProvisioningRejected,
@@ -27,6 +30,8 @@ from shared.events import (
 )
 from shared.messaging import Outbox
 from shared.problems import Conflict, NotFound, Problem
+
+log = logging.getLogger(__name__)
 
 
 class NotACustomer(Problem):
@@ -269,3 +274,46 @@ async def on_delivery_sla_breached(session: AsyncSession, envelope: Envelope) ->
     application = await session.get(Application, str(event.application_id))
     if application is not None and application.sla_breached_at is None:
         application.sla_breached_at = event.detected_at
+
+
+class ApplicationDeadlineWatch:
+    """Fails applications still in flight after `deliver_by` (S2: 2 hours), once.
+
+    Identity never provisioned them (its worker was down for hours, or the event was
+    dead-lettered), so no letter is on its way. Failing them says so, and lets the company
+    apply again instead of being told forever that an application is in flight.
+    """
+
+    def __init__(self, *, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def check(self) -> int:
+        now = self._clock.now()
+        async with self._db.transaction() as session:
+            overdue = list(
+                await session.scalars(
+                    select(Application).where(
+                        Application.status.in_(list(IN_FLIGHT)), Application.deliver_by < now
+                    )
+                )
+            )
+            for application in overdue:
+                application.status = ApplicationStatus.failed
+                application.status_detail = (
+                    "No login was issued before the deadline. Support has been alerted; the company "
+                    "can apply again."
+                )
+                application.updated_at = now
+                log.error(
+                    "application %s for CVR %s missed its deadline %s without a letter",
+                    application.id,
+                    application.cvr,
+                    as_utc(application.deliver_by).isoformat(),
+                )
+        return len(overdue)
+
+    async def run_forever(self, interval: float) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(interval)

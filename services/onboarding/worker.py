@@ -21,7 +21,7 @@ from shared.events import (
     UserActivated,
     UserCreated,
 )
-from shared.worker import WorkerSpec, build_faust_app
+from shared.worker import Background, WorkerSpec, build_faust_app
 
 SUBSCRIPTIONS = {
     BILLING_CUSTOMERS: {CustomerRegistered.TYPE: service.on_customer_registered},
@@ -40,12 +40,18 @@ SUBSCRIPTIONS = {
 
 def create_worker(settings: OnboardingSettings | None = None) -> faust.App:
     settings = settings or OnboardingSettings()
+    db = Database(settings.db_url)
+    clock = SystemClock()
+    watch = service.ApplicationDeadlineWatch(db=db, clock=clock)
     return build_faust_app(
         WorkerSpec(
             settings=settings,
-            db=Database(settings.db_url),
+            db=db,
             tables=messaging,
             subscriptions=SUBSCRIPTIONS,
-            clock=SystemClock(),
+            clock=clock,
+            background=[
+                Background("deadline-watch", lambda: watch.run_forever(settings.deadline_check_interval_s))
+            ],
         )
     )

@@ -97,3 +97,26 @@ async def test_too_many_applications_from_one_address_get_429_with_retry_after(
     assert answers[2].status_code == 429
     assert int(answers[2].headers["retry-after"]) >= 1
     assert answers[2].json()["type"].endswith("/rate-limited")
+
+
+async def test_an_application_never_provisioned_fails_at_its_deadline_and_the_company_may_apply_again(
+    database_url, customer_known
+) -> None:
+    """S2: no letter within 2 hours means something is wrong; say so, and do not block the CVR."""
+    from datetime import timedelta
+
+    from services.onboarding.service import ApplicationDeadlineWatch
+    from shared.clock import FrozenClock
+
+    clock = FrozenClock(datetime.now(UTC))
+    async with await _client(database_url, rate_limit_per_minute=0) as client:
+        first = (await client.post("/v1/applications", json=body())).json()
+        watch = ApplicationDeadlineWatch(db=customer_known, clock=clock)
+        assert await watch.check() == 0
+        clock.advance(timedelta(hours=2, seconds=1))
+        assert await watch.check() == 1
+        assert await watch.check() == 0
+        status = (await client.get(f"/v1/applications/{first['id']}")).json()
+        again = await client.post("/v1/applications", json=body())
+    assert status["status"] == "failed" and "apply again" in status["status_detail"]
+    assert again.status_code == 202

@@ -9,7 +9,7 @@ import pytest
 from services.onboarding.domain import IN_FLIGHT, ApplicationStatus, may_move
 
 S = ApplicationStatus
-TERMINAL = (S.credentials_sent, S.failed, S.rejected)
+TERMINAL = (S.credentials_sent, S.rejected)
 
 
 @pytest.mark.parametrize(
@@ -40,9 +40,13 @@ def test_an_application_never_moves_back(current: ApplicationStatus, new: Applic
     assert not may_move(current, new)
 
 
+def test_a_failed_application_moves_only_to_sent_when_its_letter_arrives_after_all() -> None:
+    assert [new for new in S if may_move(S.failed, new)] == [S.credentials_sent]
+
+
 @pytest.mark.parametrize("terminal", TERMINAL)
 def test_a_finished_application_does_not_move_at_all(terminal: ApplicationStatus) -> None:
-    """Sent, failed and rejected are final; a new application is needed (S3)."""
+    """Sent and rejected are final; a new application is needed (S3)."""
     assert [new for new in S if may_move(terminal, new)] == []
 
 
@@ -51,7 +55,7 @@ def test_moving_to_the_same_status_is_not_a_move(status: ApplicationStatus) -> N
     assert not may_move(status, status)
 
 
-def test_the_in_flight_statuses_are_exactly_those_that_can_still_move() -> None:
+def test_the_in_flight_statuses_and_failed_are_exactly_those_that_can_still_move() -> None:
     movable = {current for current, new in itertools.product(S, S) if may_move(current, new)}
 
-    assert movable == set(IN_FLIGHT)
+    assert movable == {*IN_FLIGHT, S.failed}
