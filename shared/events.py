@@ -142,6 +142,23 @@ class ApplicationSubmitted(Event):
         return self.cvr
 
 
+class ApplicationFailed(Event):
+    """No usable letter came of the application (undeliverable, or the deadline passed without
+    one): the login issued for it, if any, is withdrawn so that the company can apply again."""
+
+    TYPE = "dk.adgang.onboarding.ApplicationFailed.v1"
+    TOPIC = ONBOARDING_APPLICATIONS
+    SOURCE = "/adgang/onboarding"
+
+    application_id: UUID
+    cvr: Cvr
+    reason: Literal["delivery-failed", "deadline-missed"]
+    failed_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
 # --- identity.users -------------------------------------------------------------------------
 
 
@@ -181,6 +198,24 @@ class UserActivated(Event):
     tenant_cvr: Cvr
     role: Literal["administrator", "user"]
     activated_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
+class UserDeleted(Event):
+    """A login is gone for good; its sessions end and its CVR may get a new administrator (S3)."""
+
+    TYPE = "dk.adgang.identity.UserDeleted.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    tenant_cvr: Cvr
+    role: Literal["administrator", "user"]
+    reason: Literal["credentials-undeliverable", "deleted-by-support", "deleted-by-administrator"]
+    application_id: UUID | None = None
+    deleted_at: datetime
 
     def key(self) -> str:
         return str(self.user_id)
@@ -278,8 +313,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         CustomerRegistered,
         ApplicationSubmitted,
+        ApplicationFailed,
         UserCreated,
         UserActivated,
+        UserDeleted,
         AdministratorProvisioningRejected,
         CredentialsIssued,
         DeliverySucceeded,

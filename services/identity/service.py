@@ -32,12 +32,14 @@ from shared.envelope import Envelope
 from shared.events import (
     ALL_FUNCTIONS,
     AdministratorProvisioningRejected,
+    ApplicationFailed,
     ApplicationSubmitted,
     CredentialsIssued,
     CustomerRegistered,
     Grant,
     UserActivated,
     UserCreated,
+    UserDeleted,
 )
 from shared.messaging import Outbox
 from shared.sealing import Sealer
@@ -188,6 +190,43 @@ class Provisioning:
             ),
         )
         log.info("administrator %s provisioned for application %s", user_id, event.application_id)
+
+    async def on_application_failed(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Withdraw the login whose letter never arrived: nobody can activate it, and while it
+        stands the company could not apply again (S2, S3)."""
+        event = envelope.event
+        assert isinstance(event, ApplicationFailed)
+        user = await session.scalar(
+            select(User).where(User.application_id == str(event.application_id), User.status == "pending")
+        )
+        if user is None:  # never provisioned, or activated after all: nothing to withdraw
+            return
+        now = self.clock.now()
+        user.status = "deleted"
+        codes = await session.scalars(
+            select(ActivationCode).where(
+                ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None)
+            )
+        )
+        for code in codes:
+            code.revoked_at = now
+        await self.outbox.add(
+            session,
+            UserDeleted(
+                user_id=uuid.UUID(user.id),
+                tenant_cvr=user.tenant_cvr,
+                role=user.role,  # type: ignore[arg-type]
+                reason="credentials-undeliverable",
+                application_id=event.application_id,
+                deleted_at=now,
+            ),
+        )
+        log.warning(
+            "withdrew pending login %s: application %s failed (%s)",
+            user.id,
+            event.application_id,
+            event.reason,
+        )
 
     async def _unique_username(self, session: AsyncSession, cvr: str) -> str:
         while True:

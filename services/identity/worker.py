@@ -12,6 +12,7 @@ from shared.db import Database
 from shared.events import (
     BILLING_CUSTOMERS,
     ONBOARDING_APPLICATIONS,
+    ApplicationFailed,
     ApplicationSubmitted,
     CustomerRegistered,
 )
@@ -35,7 +36,10 @@ def create_worker(settings: IdentitySettings | None = None) -> faust.App:
             tables=messaging,
             subscriptions={
                 BILLING_CUSTOMERS: {CustomerRegistered.TYPE: provisioning.on_customer_registered},
-                ONBOARDING_APPLICATIONS: {ApplicationSubmitted.TYPE: provisioning.on_application_submitted},
+                ONBOARDING_APPLICATIONS: {
+                    ApplicationSubmitted.TYPE: provisioning.on_application_submitted,
+                    ApplicationFailed.TYPE: provisioning.on_application_failed,
+                },
             },
             clock=clock,
         )

@@ -50,6 +50,9 @@ class Application(Base):
     deliver_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sla_breached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the login issued for this application is gone (withdrawn or deleted, S3):
+    # its delivered letter then no longer means the company has an administrator.
+    admin_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -71,4 +74,5 @@ class KnownAdministrator(Base):
     user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     cvr: Mapped[str] = mapped_column(String(8), index=True)
     status: Mapped[str] = mapped_column(String(20))
+    application_id: Mapped[str | None] = mapped_column(String(36))
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True))

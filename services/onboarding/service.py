@@ -19,6 +19,7 @@ from shared.db import Database
 from shared.envelope import Envelope
 from shared.events import (
     AdministratorProvisioningRejected,
+    ApplicationFailed,
     ApplicationSubmitted,
     Contact,
     CustomerRegistered,
@@ -27,6 +28,7 @@ from shared.events import (
     DeliverySucceeded,
     UserActivated,
     UserCreated,
+    UserDeleted,
 )
 from shared.messaging import Outbox
 from shared.problems import Conflict, NotFound, Problem
@@ -75,7 +77,11 @@ async def submit_application(
         raise AdminExists(_admin_exists_detail(app.cvr, admin.status), recovery="contact-support")
     delivered = await session.scalar(
         select(Application.id)
-        .where(Application.cvr == app.cvr, Application.status == ApplicationStatus.credentials_sent)
+        .where(
+            Application.cvr == app.cvr,
+            Application.status == ApplicationStatus.credentials_sent,
+            Application.admin_removed_at.is_(None),
+        )
         .limit(1)
     )
     if delivered is not None:
@@ -180,15 +186,15 @@ async def _move(
     at: datetime,
     detail: str | None = None,
 ) -> Application | None:
+    """Move an application forward; returns it only if it moved."""
     if application_id is None:
         return None
     application = await session.get(Application, str(application_id), with_for_update=True)
-    if application is None:
+    if application is None or not may_move(ApplicationStatus(application.status), status):
         return None
-    if may_move(ApplicationStatus(application.status), status):
-        application.status = status
-        application.status_detail = detail
-        application.updated_at = at
+    application.status = status
+    application.status_detail = detail
+    application.updated_at = at
     return application
 
 
@@ -203,6 +209,7 @@ async def on_user_created(session: AsyncSession, envelope: Envelope) -> None:
                 user_id=str(event.user_id),
                 cvr=event.tenant_cvr,
                 status=AdministratorStatus.pending,
+                application_id=str(event.application_id) if event.application_id else None,
                 since=event.created_at,
             )
         )
@@ -254,16 +261,42 @@ async def on_delivery_succeeded(session: AsyncSession, envelope: Envelope) -> No
         application.delivered_at = application.delivered_at or event.delivered_at
 
 
-async def on_delivery_failed(session: AsyncSession, envelope: Envelope) -> None:
+async def on_delivery_failed(session: AsyncSession, envelope: Envelope, *, outbox: Outbox) -> None:
     event = envelope.event
     assert isinstance(event, DeliveryFailed)
-    await _move(
+    application = await _move(
         session,
         event.application_id,
         ApplicationStatus.failed,
         event.failed_at,
-        "The letter could not be delivered to the company's e-Boks. Support has been alerted.",
+        "The letter could not be delivered to the company's e-Boks. Support has been alerted; the "
+        "company can apply again.",
     )
+    if application is not None:
+        await outbox.add(session, _failed(application, "delivery-failed", event.failed_at))
+
+
+def _failed(application: Application, reason: str, at: datetime) -> ApplicationFailed:
+    return ApplicationFailed(
+        application_id=uuid.UUID(application.id),
+        cvr=application.cvr,
+        reason=reason,  # type: ignore[arg-type]
+        failed_at=at,
+    )
+
+
+async def on_user_deleted(session: AsyncSession, envelope: Envelope) -> None:
+    """A login is gone (withdrawn, or deleted by support, S3): its CVR may apply again."""
+    event = envelope.event
+    assert isinstance(event, UserDeleted)
+    admin = await session.get(KnownAdministrator, str(event.user_id))
+    if admin is not None:
+        await session.delete(admin)
+    application_id = event.application_id or (admin.application_id if admin else None)
+    if application_id is not None:
+        application = await session.get(Application, str(application_id))
+        if application is not None and application.admin_removed_at is None:
+            application.admin_removed_at = event.deleted_at
 
 
 async def on_delivery_sla_breached(session: AsyncSession, envelope: Envelope) -> None:
@@ -284,8 +317,9 @@ class ApplicationDeadlineWatch:
     apply again instead of being told forever that an application is in flight.
     """
 
-    def __init__(self, *, db: Database, clock: Clock) -> None:
+    def __init__(self, *, db: Database, outbox: Outbox, clock: Clock) -> None:
         self._db = db
+        self._outbox = outbox
         self._clock = clock
 
     async def check(self) -> int:
@@ -305,6 +339,7 @@ class ApplicationDeadlineWatch:
                     "can apply again."
                 )
                 application.updated_at = now
+                await self._outbox.add(session, _failed(application, "deadline-missed", now))
                 log.error(
                     "application %s for CVR %s missed its deadline %s without a letter",
                     application.id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import faust
 
 from services.onboarding import service
@@ -18,37 +20,44 @@ from shared.events import (
     DeliveryFailed,
     DeliverySlaBreached,
     DeliverySucceeded,
+    Topic,
     UserActivated,
     UserCreated,
+    UserDeleted,
 )
+from shared.messaging import Handler, Outbox
 from shared.worker import Background, WorkerSpec, build_faust_app
 
-SUBSCRIPTIONS = {
-    BILLING_CUSTOMERS: {CustomerRegistered.TYPE: service.on_customer_registered},
-    IDENTITY_USERS: {
-        UserCreated.TYPE: service.on_user_created,
-        UserActivated.TYPE: service.on_user_activated,
-        AdministratorProvisioningRejected.TYPE: service.on_provisioning_rejected,
-    },
-    NOTIFIER_DELIVERIES: {
-        DeliverySucceeded.TYPE: service.on_delivery_succeeded,
-        DeliveryFailed.TYPE: service.on_delivery_failed,
-        DeliverySlaBreached.TYPE: service.on_delivery_sla_breached,
-    },
-}
+
+def subscriptions(outbox: Outbox) -> dict[Topic, dict[str, Handler]]:
+    return {
+        BILLING_CUSTOMERS: {CustomerRegistered.TYPE: service.on_customer_registered},
+        IDENTITY_USERS: {
+            UserCreated.TYPE: service.on_user_created,
+            UserActivated.TYPE: service.on_user_activated,
+            UserDeleted.TYPE: service.on_user_deleted,
+            AdministratorProvisioningRejected.TYPE: service.on_provisioning_rejected,
+        },
+        NOTIFIER_DELIVERIES: {
+            DeliverySucceeded.TYPE: service.on_delivery_succeeded,
+            DeliveryFailed.TYPE: partial(service.on_delivery_failed, outbox=outbox),
+            DeliverySlaBreached.TYPE: service.on_delivery_sla_breached,
+        },
+    }
 
 
 def create_worker(settings: OnboardingSettings | None = None) -> faust.App:
     settings = settings or OnboardingSettings()
     db = Database(settings.db_url)
     clock = SystemClock()
-    watch = service.ApplicationDeadlineWatch(db=db, clock=clock)
+    outbox = Outbox(messaging, clock)
+    watch = service.ApplicationDeadlineWatch(db=db, outbox=outbox, clock=clock)
     return build_faust_app(
         WorkerSpec(
             settings=settings,
             db=db,
             tables=messaging,
-            subscriptions=SUBSCRIPTIONS,
+            subscriptions=subscriptions(outbox),
             clock=clock,
             background=[
                 Background("deadline-watch", lambda: watch.run_forever(settings.deadline_check_interval_s))

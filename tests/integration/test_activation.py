@@ -104,12 +104,13 @@ async def provision_admin(
             .mappings()
             .all()
         )
-    issued = [r for r in rows if r["topic"] == CredentialsIssued.TOPIC.name]
-    assert len(issued) == 1
-    event = CredentialsIssued.model_validate_json(issued[0]["value"])
-    assert "activation_code" in json.loads(issued[0]["value"])
+    issued = [r for r in rows if r["topic"] == CredentialsIssued.TOPIC.name and cvr in r["value"]]
+    assert issued, "no CredentialsIssued was queued"
+    newest = issued[-1]["value"]
+    event = CredentialsIssued.model_validate_json(newest)
+    assert "activation_code" in json.loads(newest)
     code = sealer.unseal(event.activation_code, context=CredentialsIssued.sealing_context(event.user_id))
-    assert code not in issued[0]["value"]
+    assert code not in newest
     return event.username, code
 
 
@@ -222,3 +223,46 @@ async def test_the_administrator_gets_every_company_of_the_group_and_every_funct
     assert [g["cvr"] for g in created["grants"]] == ["37826111", "33112874"]
     assert all(g["accounts"] == "all" for g in created["grants"])
     assert set(created["functions"]) == {"invoices", "orders", "master_data", "telephony", "user_admin"}
+
+
+async def test_a_failed_application_withdraws_its_pending_login_and_a_new_one_can_be_provisioned(
+    db, clock, sealer, client
+) -> None:
+    """Its letter never arrived: the login is withdrawn (UserDeleted), its code stops working,
+    and the company's next application gets a new administrator instead of a rejection."""
+    from shared.events import ApplicationFailed
+
+    username, code = await provision_admin(db, clock, sealer)
+    async with db.transaction() as session:
+        user = await session.scalar(select(User).where(User.username == username))
+    assert user is not None
+    provisioning = Provisioning(
+        outbox=Outbox(messaging, clock), clock=clock, sealer=sealer, code_ttl=timedelta(days=7)
+    )
+    failed = ApplicationFailed(
+        application_id=uuid.UUID(user.application_id),
+        cvr="22109340",
+        reason="delivery-failed",
+        failed_at=clock.now(),
+    )
+    async with db.transaction() as session:
+        await provisioning.on_application_failed(session, envelope_of(failed, clock))
+
+    response = await client.post(
+        "/v1/activation", json={"username": username, "activation_code": code, "password": PASSWORD}
+    )
+    assert response.status_code == 400
+    async with db.transaction() as session:
+        rows = (
+            (
+                await session.execute(
+                    select(messaging.outbox.c.value).where(messaging.outbox.c.topic == "identity.users")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert '"reason":"credentials-undeliverable"' in rows[-1]
+
+    second_username, _ = await provision_admin(db, clock, sealer)
+    assert second_username != username

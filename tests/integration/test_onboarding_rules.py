@@ -105,13 +105,18 @@ async def test_an_application_never_provisioned_fails_at_its_deadline_and_the_co
     """S2: no letter within 2 hours means something is wrong; say so, and do not block the CVR."""
     from datetime import timedelta
 
+    from sqlalchemy import select
+
+    from services.onboarding.models import messaging
     from services.onboarding.service import ApplicationDeadlineWatch
     from shared.clock import FrozenClock
+    from shared.messaging import Outbox
 
     clock = FrozenClock(datetime.now(UTC))
     async with await _client(database_url, rate_limit_per_minute=0) as client:
         first = (await client.post("/v1/applications", json=body())).json()
-        watch = ApplicationDeadlineWatch(db=customer_known, clock=clock)
+        outbox = Outbox(messaging, clock)
+        watch = ApplicationDeadlineWatch(db=customer_known, outbox=outbox, clock=clock)
         assert await watch.check() == 0
         clock.advance(timedelta(hours=2, seconds=1))
         assert await watch.check() == 1
@@ -120,3 +125,176 @@ async def test_an_application_never_provisioned_fails_at_its_deadline_and_the_co
         again = await client.post("/v1/applications", json=body())
     assert status["status"] == "failed" and "apply again" in status["status_detail"]
     assert again.status_code == 202
+    async with customer_known.transaction() as session:
+        values = (await session.execute(select(messaging.outbox.c.value))).scalars().all()
+    assert sum('"reason":"deadline-missed"' in v for v in values) == 1
+
+
+def _envelope(event):
+    import uuid as _uuid
+
+    from shared.envelope import decode, encode
+
+    record = encode(event, event_id=str(_uuid.uuid4()), time=datetime.now(UTC))
+    return decode(topic=record.topic, headers=record.headers, value=record.value)
+
+
+async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withdraws_its_login(
+    database_url, customer_known
+) -> None:
+    """The application fails with advice, ApplicationFailed goes out (identity withdraws the
+    pending login), and once the login is gone the company can apply again."""
+    import uuid as _uuid
+
+    from sqlalchemy import select
+
+    from services.onboarding import service
+    from services.onboarding.models import messaging
+    from shared.clock import SystemClock
+    from shared.events import DeliveryFailed, UserCreated, UserDeleted
+    from shared.messaging import Outbox
+
+    async with await _client(database_url, rate_limit_per_minute=0) as client:
+        accepted = (await client.post("/v1/applications", json=body())).json()
+        user_id = _uuid.uuid4()
+        now = datetime.now(UTC)
+        async with customer_known.transaction() as session:
+            await service.on_user_created(
+                session,
+                _envelope(
+                    UserCreated(
+                        user_id=user_id,
+                        tenant_cvr=CVR,
+                        username=f"{CVR}-abcd",
+                        name="Ida",
+                        email="ida@example.dk",
+                        mobile="+4520304050",
+                        role="administrator",
+                        grants=[],
+                        functions=["user_admin"],
+                        application_id=_uuid.UUID(accepted["id"]),
+                        created_at=now,
+                    )
+                ),
+            )
+            await service.on_delivery_failed(
+                session,
+                _envelope(
+                    DeliveryFailed(
+                        delivery_id=_uuid.uuid4(),
+                        source_event_id="e1",
+                        source_event_type="t",
+                        application_id=_uuid.UUID(accepted["id"]),
+                        channel="eboks",
+                        recipient=CVR,
+                        message_id="m1",
+                        attempts=8,
+                        reason="503",
+                        failed_at=now,
+                    )
+                ),
+                outbox=Outbox(messaging, SystemClock()),
+            )
+        status = (await client.get(f"/v1/applications/{accepted['id']}")).json()
+        assert status["status"] == "failed" and "apply again" in status["status_detail"]
+        blocked = await client.post("/v1/applications", json=body())
+        assert blocked.status_code == 409 and blocked.json()["type"].endswith("/admin-exists")
+
+        async with customer_known.transaction() as session:
+            values = (await session.execute(select(messaging.outbox.c.value))).scalars().all()
+            assert any('"reason":"delivery-failed"' in v for v in values)
+            await service.on_user_deleted(
+                session,
+                _envelope(
+                    UserDeleted(
+                        user_id=user_id,
+                        tenant_cvr=CVR,
+                        role="administrator",
+                        reason="credentials-undeliverable",
+                        application_id=_uuid.UUID(accepted["id"]),
+                        deleted_at=now,
+                    )
+                ),
+            )
+        again = await client.post("/v1/applications", json=body())
+    assert again.status_code == 202, again.text
+
+
+async def test_a_deleted_administrator_whose_letter_was_delivered_no_longer_blocks_the_company(
+    database_url, customer_known
+) -> None:
+    """S3: support deletes the orphaned login; the company then applies again."""
+    import uuid as _uuid
+
+    from services.onboarding import service
+    from shared.events import DeliverySucceeded, UserDeleted
+
+    async with await _client(database_url, rate_limit_per_minute=0) as client:
+        accepted = (await client.post("/v1/applications", json=body())).json()
+        now = datetime.now(UTC)
+        async with customer_known.transaction() as session:
+            await service.on_delivery_succeeded(
+                session,
+                _envelope(
+                    DeliverySucceeded(
+                        delivery_id=_uuid.uuid4(),
+                        source_event_id="e1",
+                        source_event_type="t",
+                        application_id=_uuid.UUID(accepted["id"]),
+                        channel="eboks",
+                        recipient=CVR,
+                        message_id="m1",
+                        attempts=1,
+                        delivered_at=now,
+                    )
+                ),
+            )
+        assert (await client.post("/v1/applications", json=body())).status_code == 409
+        async with customer_known.transaction() as session:
+            await service.on_user_deleted(
+                session,
+                _envelope(
+                    UserDeleted(
+                        user_id=_uuid.uuid4(),
+                        tenant_cvr=CVR,
+                        role="administrator",
+                        reason="deleted-by-support",
+                        application_id=_uuid.UUID(accepted["id"]),
+                        deleted_at=now,
+                    )
+                ),
+            )
+        again = await client.post("/v1/applications", json=body())
+    assert again.status_code == 202, again.text
+
+
+async def test_the_database_itself_refuses_a_second_application_in_flight(
+    database_url, customer_known
+) -> None:
+    """The partial unique index holds even if two requests pass the check at the same time."""
+    from sqlalchemy.exc import IntegrityError
+
+    from services.onboarding.models import Application
+
+    now = datetime.now(UTC)
+
+    def row(i: str, status: str) -> Application:
+        return Application(
+            id=i,
+            cvr=CVR,
+            company_name="x",
+            contact_name="x",
+            contact_email="x@example.dk",
+            contact_mobile="+4520304050",
+            language="da",
+            status=status,
+            submitted_at=now,
+            deliver_by=now,
+            updated_at=now,
+        )
+
+    async with customer_known.transaction() as session:
+        session.add_all([row("a", "failed"), row("b", "credentials_sent"), row("c", "received")])
+    with pytest.raises(IntegrityError):
+        async with customer_known.transaction() as session:
+            session.add(row("d", "provisioning"))

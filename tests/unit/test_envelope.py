@@ -14,6 +14,7 @@ from shared.events import (
     EVENT_TYPES,
     AccountRef,
     AdministratorProvisioningRejected,
+    ApplicationFailed,
     ApplicationSubmitted,
     Contact,
     CredentialsIssued,
@@ -25,6 +26,7 @@ from shared.events import (
     Grant,
     UserActivated,
     UserCreated,
+    UserDeleted,
 )
 from shared.sealing import SealedSecret
 
@@ -121,11 +123,23 @@ def delivery_sla_breached() -> DeliverySlaBreached:
     )
 
 
+def application_failed() -> ApplicationFailed:
+    return ApplicationFailed(application_id=APPLICATION_ID, cvr=CVR, reason="delivery-failed", failed_at=AT)
+
+
+def user_deleted() -> UserDeleted:
+    return UserDeleted(
+        user_id=USER_ID, tenant_cvr=CVR, role="administrator", reason="deleted-by-support", deleted_at=AT
+    )
+
+
 BUILDERS: dict[type[Event], Callable[[], Event]] = {
     CustomerRegistered: customer_registered,
     ApplicationSubmitted: application_submitted,
+    ApplicationFailed: application_failed,
     UserCreated: user_created,
     UserActivated: user_activated,
+    UserDeleted: user_deleted,
     AdministratorProvisioningRejected: provisioning_rejected,
     CredentialsIssued: credentials_issued,
     DeliverySucceeded: delivery_succeeded,
