@@ -61,11 +61,18 @@ class Database:
         self.url = url
         self.engine = create_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Tasks of one process queue here, in order, instead
+        # of in SQLite's busy handler, which sleeps and retries and so stretches every wait.
+        self._sqlite_writer = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One session, one transaction: committed when the block ends, rolled back on error."""
-        async with self.sessions() as session, session.begin():
+        if self._sqlite_writer is None:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        async with self._sqlite_writer, self.sessions() as session, session.begin():
             yield session
 
     async def ping(self) -> None:

@@ -31,7 +31,7 @@ class NotifierSettings(ServiceSettings):
     delivery_retry_base_s: float = 2.0
     delivery_retry_max_s: float = 300.0
     delivery_lease_s: float | None = Field(default=None, gt=0)
-    delivery_concurrency: int = Field(default=8, ge=1, le=64)
+    delivery_concurrency: int = Field(default=32, ge=1, le=128)
     dispatch_interval_s: float = 1.0
     sla_check_interval_s: float = 30.0
 
