@@ -88,6 +88,7 @@ class JsonFormatter(logging.Formatter):
 def install_scrubbing() -> None:
     """Scrub every record of this process, whoever configured the handlers."""
     logging.setLogRecordFactory(_scrubbing_factory)
+    logging.captureWarnings(True)  # warnings become log records too, not stray stderr lines
 
 
 def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -> None:
@@ -102,3 +103,25 @@ def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "sqlalchemy.engine", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def logging_config(*, service: str, level: str, fmt: str) -> dict[str, Any]:
+    """The same logging as `configure_logging`, as a dictConfig (faust configures its own)."""
+    formatter: dict[str, Any] = (
+        {"()": "shared.logs.JsonFormatter"}
+        if fmt == "json"
+        else {
+            "()": "shared.logs.RedactingFormatter",
+            "fmt": f"%(asctime)s {service} %(levelname)s %(name)s %(message)s",
+        }
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"adgang": formatter},
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "adgang", "stream": "ext://sys.stderr"}
+        },
+        "root": {"level": level.upper(), "handlers": ["default"]},
+        "loggers": {name: {"level": "WARNING"} for name in ("aiokafka", "sqlalchemy.engine", "httpx")},
+    }

@@ -16,7 +16,7 @@ from shared.clock import Clock, SystemClock
 from shared.db import Database
 from shared.events import Topic
 from shared.kafka import KafkaPublisher, ensure_topics
-from shared.logs import install_scrubbing
+from shared.logs import install_scrubbing, logging_config
 from shared.messaging import (
     ConsumedMessage,
     Handler,
@@ -70,6 +70,9 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
+        logging_config=logging_config(
+            service=settings.service, level=settings.log_level, fmt=settings.log_format
+        ),
     )
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, spec.clock)
     outbox_wake = asyncio.Event()
@@ -154,5 +157,5 @@ async def _supervised(job: Background) -> None:
 def run_worker(app: faust.App, *, log_level: str = "info") -> None:
     """Run the faust worker in this process (blocks until stopped)."""
     install_scrubbing()
-    sys.argv = [f"{app.conf.id}-worker", "worker", "--without-web", "-l", log_level.lower()]
+    sys.argv = [f"{app.conf.id}-worker", "--quiet", "worker", "--without-web", "-l", log_level.lower()]
     app.main()

@@ -44,3 +44,14 @@ async def test_no_code_or_password_appears_on_any_topic_or_in_any_log(suite: Sui
     assert "provisioned" in logs  # the logs were captured, so their silence means something
     for secret in secrets:
         assert secret not in logs, "a secret was written to a log"
+
+
+def test_every_line_the_services_log_is_structured_json(suite: Suite) -> None:
+    import json
+
+    for path in sorted(suite.log_dir.glob("*-*.log")):  # the services' logs, not the broker's
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        assert lines, f"{path.name} is empty"
+        for line in lines:
+            entry = json.loads(line)
+            assert {"ts", "level", "logger", "msg"} <= entry.keys(), (path.name, line)
