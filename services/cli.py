@@ -102,6 +102,10 @@ def cmd_asyncapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from services.billing.demo import DEMO_COMPANIES, NOT_A_CUSTOMER_CVR
     from services.suite import Suite, SuiteConfig
@@ -113,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = Suite(SuiteConfig(var_dir=var_dir, log_format="text"))
     stop = threading.Event()
     print("Starting Adgang: embedded broker, four services (SQLite under var/) ...", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         suite.start()
@@ -156,17 +160,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         "Ctrl-C stops everything.",
     ]
     print("\n".join(lines), flush=True)
-    try:
-        while not stop.is_set():
-            for name, child in suite.children.items():
-                if child.process and child.process.poll() is not None:
-                    print(
-                        f"{name} stopped unexpectedly (exit {child.process.returncode}); see {child.log_path}"
-                    )
-                    stop.set()
-            stop.wait(1.0)
-    except KeyboardInterrupt:
-        pass
+    while not stop.is_set():
+        for name, child in suite.children.items():
+            if child.process and child.process.poll() is not None:
+                print(f"{name} stopped unexpectedly (exit {child.process.returncode}); see {child.log_path}")
+                stop.set()
+        stop.wait(1.0)
     print("\nStopping ...", flush=True)
     suite.stop()
     print("Stopped.")

@@ -99,7 +99,7 @@ EXPLANATIONS: dict[str, str] = {
     # billing
     "seed_demo_data": (
         "Register the demo customer group (`services/billing/demo.py`) when the worker starts; "
-        "idempotent. For development and demonstrations, not for real customers."
+        "idempotent. Unset: yes in development and test, no in production."
     ),
     "demo_extra_customers": (
         "Generated standalone customers to seed besides the demo group, for benchmarks and load "

@@ -230,7 +230,7 @@ class AdministratorProvisioningRejected(Event):
 
     application_id: UUID
     cvr: Cvr
-    reason: Literal["admin-exists", "not-a-customer"]
+    reason: Literal["admin-exists"]
     rejected_at: datetime
 
     def key(self) -> str:

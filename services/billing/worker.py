@@ -21,7 +21,7 @@ def create_worker(settings: BillingSettings | None = None) -> faust.App:
     outbox = Outbox(messaging, clock)
 
     async def seed() -> None:
-        if settings.seed_demo_data:
+        if settings.seeds_demo_data:
             async with db.transaction() as session:
                 await seed_demo_customers(session, outbox, clock, extra=settings.demo_extra_customers)
 

@@ -240,7 +240,6 @@ async def on_provisioning_rejected(session: AsyncSession, envelope: Envelope) ->
     assert isinstance(event, AdministratorProvisioningRejected)
     reasons = {
         "admin-exists": "The company already has an administrator; contact support to recover the login.",
-        "not-a-customer": "The company is not registered as a customer.",
     }
     await _move(
         session,
