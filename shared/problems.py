@@ -123,10 +123,17 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        problem = Problem(str(exc.detail), headers=dict(exc.headers or {}))
+        detail = str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in detail:
+            detail = "The request body could not be read: send valid JSON with content-type application/json."
+        problem = Problem(detail, headers=dict(exc.headers or {}))
         problem.status = exc.status_code
-        problem.type_suffix = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        problem.title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        problem.type_suffix = {400: "malformed-request", 404: "not-found", 405: "method-not-allowed"}.get(
+            exc.status_code, "http-error"
+        )
+        problem.title = {400: "Malformed request", 404: "Not found", 405: "Method not allowed"}.get(
+            exc.status_code, "HTTP error"
+        )
         return problem_response(problem, request)
 
     @app.exception_handler(Exception)

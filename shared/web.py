@@ -16,10 +16,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import BaseModel, Field
 
 from shared.db import Database
 from shared.kafka import broker_reachable
-from shared.problems import install_problem_handlers
+from shared.problems import MEDIA_TYPE, install_problem_handlers
 from shared.settings import ServiceSettings
 
 
@@ -66,7 +67,12 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": settings.service}
 
-    @app.get("/readyz", tags=["operations"], summary="Database and broker are reachable")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Database and broker are reachable",
+        responses={503: {"description": "Not ready: the body names the failing checks"}},
+    )
     async def readyz() -> JSONResponse:
         checks: dict[str, Any] = {}
         try:
@@ -86,8 +92,56 @@ def create_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    _describe_errors_as_problems(app)
     return app
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details: the body of every error answer."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, str]] | None = Field(default=None, description="One entry per field: field, message")
+
+
+def _describe_errors_as_problems(app: FastAPI) -> None:
+    """Every error answer is problem+json; say so in the OpenAPI document for every route."""
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = base_openapi()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ProblemDetails"] = ProblemDetails.model_json_schema()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if "parameters" in operation or "requestBody" in operation:
+                    responses.setdefault("422", {"description": "A field is not valid"})
+                if "requestBody" in operation:
+                    responses.setdefault("400", {"description": "The body is not valid JSON"})
+                for status, response in responses.items():
+                    if status.isdigit() and int(status) >= 400 and int(status) != 503:
+                        response["content"] = {
+                            MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+                        }
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

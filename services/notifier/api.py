@@ -138,6 +138,10 @@ def create_api(settings: NotifierSettings | None = None) -> FastAPI:
             tags=["development"],
             summary="One letter as the MeMo XML that was delivered (development only)",
             response_class=Response,
+            responses={
+                200: {"content": {"application/xml": {}}, "description": "MeMo XML"},
+                404: {"description": "No such letter"},
+            },
         )
         async def eboks_letter(
             cvr: Annotated[str, Path(pattern=r"^\d{8}$")],
