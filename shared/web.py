@@ -97,7 +97,9 @@ def create_app(
         tags=["operations"],
         summary="Prometheus metrics",
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}},
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}
+        },
     )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -114,7 +116,9 @@ class ProblemDetails(BaseModel):
     status: int
     detail: str
     instance: str | None = None
-    errors: list[dict[str, str]] | None = Field(default=None, description="One entry per field: field, message")
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="One entry per field: field, message"
+    )
 
 
 def _describe_errors_as_problems(app: FastAPI) -> None:

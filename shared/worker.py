@@ -38,6 +38,17 @@ class Background:
     run: Callable[[], Awaitable[None]]
 
 
+def periodic(name: str, interval_s: float, job: Callable[[], Awaitable[object]]) -> Background:
+    """A job run every `interval_s` seconds for the worker's whole life (deadline watches)."""
+
+    async def run() -> None:
+        while True:
+            await job()
+            await asyncio.sleep(interval_s)
+
+    return Background(name, run)
+
+
 @dataclass
 class WorkerSpec:
     settings: ServiceSettings

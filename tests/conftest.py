@@ -12,6 +12,8 @@ import pytest
 
 from services.registry import SERVICES
 from services.suite import Suite, SuiteConfig
+from shared.clock import FrozenClock
+from shared.sealing import Sealer, generate_key, parse_keyring
 from tests.support.ports import free_ports
 
 EXTRA_CUSTOMERS = 3  # generated standalone customers, for tests that need a company of their own
@@ -79,3 +81,15 @@ def suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterato
     )
     yield running
     running.stop()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    """A clock the test moves: expiry and deadlines without waiting."""
+    return FrozenClock()
+
+
+@pytest.fixture
+def sealer() -> Sealer:
+    """A key ring of one fresh key, as identity and notifier would be configured."""
+    return Sealer(parse_keyring(f"k1:{generate_key()}"), "k1")

@@ -312,8 +312,3 @@ class SlaWatch:
                     delivery.status,
                 )
         return len(late)
-
-    async def run_forever(self, interval: float) -> None:
-        while True:
-            await self.check()
-            await asyncio.sleep(interval)

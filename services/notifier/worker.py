@@ -16,7 +16,7 @@ from shared.db import Database
 from shared.envelope import Envelope
 from shared.events import IDENTITY_CREDENTIALS, CredentialsIssued
 from shared.messaging import Outbox
-from shared.worker import Background, WorkerSpec, build_faust_app
+from shared.worker import Background, WorkerSpec, build_faust_app, periodic
 
 
 def eboks_transport(settings: NotifierSettings) -> EboksTransport:
@@ -69,7 +69,7 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
             clock=clock,
             background=[
                 Background("dispatcher", lambda: dispatcher.run_forever(settings.dispatch_interval_s)),
-                Background("sla-watch", lambda: sla.run_forever(settings.sla_check_interval_s)),
+                periodic("sla-watch", settings.sla_check_interval_s, sla.check),
             ],
             wake_after_commit=[dispatcher.wake],
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -346,8 +345,3 @@ class ApplicationDeadlineWatch:
                     as_utc(application.deliver_by).isoformat(),
                 )
         return len(overdue)
-
-    async def run_forever(self, interval: float) -> None:
-        while True:
-            await self.check()
-            await asyncio.sleep(interval)

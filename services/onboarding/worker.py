@@ -26,7 +26,7 @@ from shared.events import (
     UserDeleted,
 )
 from shared.messaging import Handler, Outbox
-from shared.worker import Background, WorkerSpec, build_faust_app
+from shared.worker import WorkerSpec, build_faust_app, periodic
 
 
 def subscriptions(outbox: Outbox) -> dict[Topic, dict[str, Handler]]:
@@ -59,8 +59,6 @@ def create_worker(settings: OnboardingSettings | None = None) -> faust.App:
             tables=messaging,
             subscriptions=subscriptions(outbox),
             clock=clock,
-            background=[
-                Background("deadline-watch", lambda: watch.run_forever(settings.deadline_check_interval_s))
-            ],
+            background=[periodic("deadline-watch", settings.deadline_check_interval_s, watch.check)],
         )
     )

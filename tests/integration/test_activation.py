@@ -31,7 +31,7 @@ from shared.events import (
     Event,
 )
 from shared.messaging import Outbox
-from shared.sealing import Sealer, generate_key, parse_keyring
+from shared.sealing import Sealer
 
 PASSWORD = "Fjordhest-Morgenkaffe-42"
 
@@ -46,16 +46,6 @@ def database_url(database_factory) -> str:
     url = database_factory("identity")
     migrate(SERVICES["identity"].migrations, url)
     return url
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
-def sealer() -> Sealer:
-    return Sealer(parse_keyring(f"k1:{generate_key()}"), "k1")
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from shared.db import Database, migrate
 from shared.envelope import decode, encode
 from shared.events import CredentialsIssued
 from shared.messaging import Outbox
-from shared.sealing import Sealer, generate_key, parse_keyring
+from shared.sealing import Sealer
 
 CVR = "22109340"
 CODE = "AB12-CD34-EF56-GH78-JK9M"
@@ -47,16 +47,6 @@ class FlakyEboks:
         return await self.spool.deliver(
             recipient_cvr=recipient_cvr, message_uuid=message_uuid, document=document
         )
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
-def sealer() -> Sealer:
-    return Sealer(parse_keyring(f"k1:{generate_key()}"), "k1")
 
 
 @pytest.fixture
