@@ -267,6 +267,33 @@ class CredentialsIssued(Event):
         return f"{CredentialsIssued.TYPE}:{user_id}"
 
 
+# --- identity.otp ---------------------------------------------------------------------------
+
+
+class OtpRequested(Event):
+    """A one-time code to send to a user's mobile (SMS) or email (S7); the code is sealed."""
+
+    TYPE = "dk.adgang.identity.OtpRequested.v1"
+    TOPIC = IDENTITY_OTP
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    challenge_id: UUID
+    purpose: Literal["login", "confirm_mobile"]
+    channel: Literal["sms", "email"]
+    recipient: str = Field(description="E.164 mobile number for sms, email address for email")
+    code: SealedSecret
+    expires_at: datetime
+    language: Language = "da"
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+    @staticmethod
+    def sealing_context(challenge_id: UUID) -> str:
+        return f"{OtpRequested.TYPE}:{challenge_id}"
+
+
 # --- notifier.deliveries --------------------------------------------------------------------
 
 Channel = Literal["eboks", "email", "sms"]
@@ -319,6 +346,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         UserDeleted,
         AdministratorProvisioningRejected,
         CredentialsIssued,
+        OtpRequested,
         DeliverySucceeded,
         DeliveryFailed,
         DeliverySlaBreached,

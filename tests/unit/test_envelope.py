@@ -24,11 +24,12 @@ from shared.events import (
     DeliverySucceeded,
     Event,
     Grant,
+    OtpRequested,
     UserActivated,
     UserCreated,
     UserDeleted,
 )
-from shared.sealing import SealedSecret
+from shared.sealing import SealedSecret, Sealer, generate_key, parse_keyring
 
 AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CVR = "35657193"
@@ -133,6 +134,20 @@ def user_deleted() -> UserDeleted:
     )
 
 
+def otp_requested() -> OtpRequested:
+    challenge = uuid.UUID("6f1c1d2e-3b4a-4c5d-8e9f-0a1b2c3d4e5f")
+    sealer = Sealer(parse_keyring(f"k1:{generate_key()}"), "k1")
+    return OtpRequested(
+        user_id=USER_ID,
+        challenge_id=challenge,
+        purpose="login",
+        channel="sms",
+        recipient="+4520123456",
+        code=sealer.seal("123456", context=OtpRequested.sealing_context(challenge)),
+        expires_at=AT + timedelta(minutes=5),
+    )
+
+
 BUILDERS: dict[type[Event], Callable[[], Event]] = {
     CustomerRegistered: customer_registered,
     ApplicationSubmitted: application_submitted,
@@ -142,6 +157,7 @@ BUILDERS: dict[type[Event], Callable[[], Event]] = {
     UserDeleted: user_deleted,
     AdministratorProvisioningRejected: provisioning_rejected,
     CredentialsIssued: credentials_issued,
+    OtpRequested: otp_requested,
     DeliverySucceeded: delivery_succeeded,
     DeliveryFailed: delivery_failed,
     DeliverySlaBreached: delivery_sla_breached,
