@@ -191,7 +191,7 @@ class OutboxRelay:
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
-RELAY_LOCK = 0x4144_4741  # "ADGA": the advisory lock that makes one outbox relay active
+RELAY_LOCK = 0x4144_4741  # "ADGA": with the database, the advisory lock of the active outbox relay
 
 # Errors that say the database cannot be reached or is busy, not that the message is bad.
 UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)

@@ -8,6 +8,8 @@ from fastapi import Depends, FastAPI, Request
 
 from services.identity.config import IdentitySettings
 from services.identity.domain import password_problem
+from services.identity.login import Login
+from services.identity.login_api import login_router
 from services.identity.models import messaging
 from services.identity.schemas import ActivationIn, ActivationOut
 from services.identity.service import ActivationOutcome, activate, hash_password
@@ -50,6 +52,11 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
         settings=settings,
         db=db,
     )
+
+    login = Login(
+        settings=settings, outbox=outbox, clock=clock, sealer=settings.sealer(), signer=settings.signer()
+    )
+    app.include_router(login_router(db=db, login=login))
 
     limiter = SlidingWindowLimiter(settings.activation_rate_limit_per_minute)
 

@@ -1,10 +1,13 @@
+from __future__ import annotations
+
 from datetime import timedelta
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import Environment, ServiceSettings
+from shared.tokens import TokenError, TokenSigner, development_signing_keys, parse_signing_keys
 
 
 class IdentitySettings(ServiceSettings):
@@ -18,3 +21,39 @@ class IdentitySettings(ServiceSettings):
     password_min_length: int = Field(default=12, ge=12)
     activation_rate_limit_per_minute: int = Field(default=30, ge=0)
     trust_forwarded_for: bool = False
+
+    # Tokens (S7): short-lived signed access tokens, rotating refresh tokens.
+    signing_keys: SecretStr | None = None
+    signing_active_key_id: str | None = None
+    access_token_ttl: timedelta = timedelta(minutes=5)
+    refresh_token_ttl: timedelta = timedelta(hours=12)
+    # Login with two factors (S7).
+    login_challenge_ttl: timedelta = timedelta(minutes=10)
+    otp_ttl: timedelta = Field(default=timedelta(minutes=5), le=timedelta(minutes=10))
+    otp_max_attempts: int = Field(default=5, ge=1, le=10)
+    otp_max_sends: int = Field(default=3, ge=1, le=10)
+    otp_resend_cooldown: timedelta = timedelta(seconds=30)
+    login_rate_limit_per_minute: int = Field(default=30, ge=0)
+    login_free_failures: int = Field(default=3, ge=1)
+    login_lock_after_failures: int = Field(default=10, ge=2)
+    login_lock_duration: timedelta = timedelta(minutes=15)
+
+    @model_validator(mode="after")
+    def _signing_keys_are_configured_in_production(self) -> IdentitySettings:
+        if self.environment is Environment.production and (
+            not self.signing_keys or not self.signing_active_key_id
+        ):
+            raise ValueError("signing_keys and signing_active_key_id must be set in production")
+        if self.signing_keys is not None:
+            try:
+                self.signer()
+            except TokenError as exc:
+                raise ValueError(str(exc)) from exc
+        return self
+
+    def signer(self) -> TokenSigner:
+        if self.signing_keys is not None:
+            ring = parse_signing_keys(self.signing_keys.get_secret_value())
+            return TokenSigner(ring, self.signing_active_key_id or next(iter(ring)))
+        spec, active = development_signing_keys(self.var_dir)
+        return TokenSigner(parse_signing_keys(spec), active)

@@ -22,6 +22,7 @@ from services.cli import build_parser
 from services.registry import SERVICES, ServiceParts
 from shared.sealing import generate_key
 from shared.settings import Environment
+from shared.tokens import generate_signing_key
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -48,6 +49,8 @@ OPERATOR_ENVIRONMENT = {
     "POSTGRES_PASSWORD": "a-long-random-password",
     "ADGANG_SEALING_KEYS": f"k2:{generate_key()},k1:{generate_key()}",
     "ADGANG_SEALING_ACTIVE_KEY_ID": "k2",
+    "ADGANG_SIGNING_KEYS": f"s1:{generate_signing_key()}",
+    "ADGANG_SIGNING_ACTIVE_KEY_ID": "s1",
     "ADGANG_PORTAL_URL": "https://selvbetjening.example.dk/aktiver",
     "ADGANG_OPERATOR_CVR": "12345678",
 }

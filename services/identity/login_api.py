@@ -1,0 +1,253 @@
+"""Identity's HTTP routes for login with two factors, tokens and the caller's profile (S7)."""
+
+# Routes close over local dependencies, so annotations are evaluated eagerly (no __future__ import).
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from sqlalchemy import select
+
+from services.identity.domain import normalise_username
+from services.identity.login import (
+    InvalidCode,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    Login,
+    find_user,
+    verify_password,
+)
+from services.identity.models import User, UserGrant
+from shared.clock import as_utc
+from shared.db import Database
+from shared.problems import MEDIA_TYPE, Problem
+from shared.ratelimit import SlidingWindowLimiter, client_address
+from shared.tokens import AccessClaims, TokenError
+
+PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
+
+
+class Unauthenticated(Problem):
+    status = 401
+    type_suffix = "unauthenticated"
+    title = "A valid access token is required"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="adgang"'})
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    password: SecretStr = Field(max_length=256)
+
+
+class ChallengeOut(BaseModel):
+    challenge_id: str
+    methods: list[Literal["sms", "email", "totp"]]
+    expires_at: datetime
+
+
+class SendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["sms", "email"] = "sms"
+
+
+class SentOut(BaseModel):
+    method: Literal["sms", "email"]
+    sent_to: str
+    code_expires_at: datetime
+
+
+class VerifyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: SecretStr
+
+    @field_validator("code")
+    @classmethod
+    def _six_digits(cls, value: SecretStr) -> SecretStr:
+        digits = "".join(value.get_secret_value().split())
+        if len(digits) != 6 or not digits.isdigit():
+            raise ValueError("a one-time code has 6 digits")
+        return SecretStr(digits)
+
+
+class TokensOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: int
+
+
+class RefreshIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: SecretStr = Field(max_length=200)
+
+
+class GrantOut(BaseModel):
+    cvr: str
+    accounts: Literal["all"] | list[str]
+
+
+class MeOut(BaseModel):
+    user_id: str
+    username: str
+    name: str
+    email: str
+    mobile: str
+    mobile_confirmed: bool
+    role: str
+    tenant_cvr: str
+    grants: list[GrantOut]
+    functions: list[str]
+
+
+def login_router(*, db: Database, login: Login) -> APIRouter:
+    settings = login.settings
+    router = APIRouter(tags=["login"])
+    limiter = SlidingWindowLimiter(settings.login_rate_limit_per_minute)
+
+    def rate_limited(request: Request) -> None:
+        limiter.check(
+            client_address(request, trust_forwarded_for=settings.trust_forwarded_for), "login requests"
+        )
+
+    async def current_claims(authorization: Annotated[str | None, Header()] = None) -> AccessClaims:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise Unauthenticated("Send the access token as 'Authorization: Bearer <token>'.")
+        try:
+            claims = login.signer.verify(authorization[7:].strip(), now=login.clock.now())
+        except TokenError as exc:
+            raise Unauthenticated(f"The access token is not accepted: {exc}.") from exc
+        async with db.transaction() as session:
+            if not await login.session_is_live(session, claims.sid):
+                raise Unauthenticated("The session of this access token has ended. Log in again.")
+        return claims
+
+    @router.post(
+        "/v1/login",
+        response_model=ChallengeOut,
+        summary="Log in, step 1: username and password (S7)",
+        dependencies=[Depends(rate_limited)],
+        responses={401: PROBLEM, 403: PROBLEM, 429: PROBLEM},
+    )
+    async def start(body: LoginIn) -> ChallengeOut:
+        username = normalise_username(body.username)
+        async with db.transaction() as session:
+            await login.check_throttle(session, username)
+            user = await find_user(session, username)
+            password_hash = (
+                user.password_hash if user is not None and user.status in ("active", "disabled") else None
+            )
+        right = await asyncio.to_thread(verify_password, password_hash, body.password.get_secret_value())
+        async with db.transaction() as session:
+            if not right:
+                await login.password_failed(session, username)
+            else:
+                user = await find_user(session, username)
+                assert user is not None
+                challenge = await login.start(session, user)
+        if not right:
+            raise InvalidCredentials(
+                "The username or the password is not correct. After "
+                f"{settings.login_lock_after_failures} failed attempts the login is locked for "
+                f"{int(settings.login_lock_duration.total_seconds() // 60)} minutes."
+            )
+        return ChallengeOut(
+            challenge_id=challenge.id, methods=["sms", "email"], expires_at=as_utc(challenge.expires_at)
+        )
+
+    @router.post(
+        "/v1/login/{challenge_id}/send",
+        status_code=202,
+        response_model=SentOut,
+        summary="Log in, step 2: send a one-time code by SMS (default) or email",
+        dependencies=[Depends(rate_limited)],
+        responses={401: PROBLEM, 429: PROBLEM},
+    )
+    async def send(challenge_id: Annotated[str, Path(max_length=36)], body: SendIn) -> SentOut:
+        async with db.transaction() as session:
+            challenge, masked = await login.send_code(session, challenge_id, body.method)
+        assert challenge.code_expires_at is not None
+        return SentOut(method=body.method, sent_to=masked, code_expires_at=as_utc(challenge.code_expires_at))
+
+    @router.post(
+        "/v1/login/{challenge_id}/verify",
+        response_model=TokensOut,
+        summary="Log in, step 3: the one-time code gives the tokens",
+        dependencies=[Depends(rate_limited)],
+        responses={401: PROBLEM, 429: PROBLEM},
+    )
+    async def verify(challenge_id: Annotated[str, Path(max_length=36)], body: VerifyIn) -> TokensOut:
+        async with db.transaction() as session:
+            user, right = await login.verify_code(session, challenge_id, body.code.get_secret_value())
+            tokens = await login.open_session(session, user) if right else None
+        if tokens is None:  # the wrong try is committed before it is refused
+            raise InvalidCode(
+                "The code is not correct or has expired. Check the latest message, or ask for a new code. "
+                f"After {settings.otp_max_attempts} wrong codes you must log in again."
+            )
+        return TokensOut(**tokens.__dict__)
+
+    @router.post(
+        "/v1/token/refresh",
+        response_model=TokensOut,
+        summary="Exchange a refresh token for new tokens (each refresh token works once)",
+        responses={401: PROBLEM},
+    )
+    async def refresh(body: RefreshIn) -> TokensOut:
+        async with db.transaction() as session:
+            result = await login.refresh(session, body.refresh_token.get_secret_value())
+        if isinstance(result, str):
+            details = {
+                "unknown": "The refresh token is not known. Log in again.",
+                "reused": "The refresh token was already used, so it may have been copied: the session has been "
+                "ended for safety. Log in again.",
+                "ended": "The session has ended. Log in again.",
+            }
+            raise InvalidRefreshToken(details[result])
+        return TokensOut(**result.__dict__)
+
+    @router.post(
+        "/v1/logout",
+        status_code=204,
+        summary="End the session of this access token",
+        responses={401: PROBLEM},
+    )
+    async def logout(claims: Annotated[AccessClaims, Depends(current_claims)]) -> JSONResponse:
+        async with db.transaction() as session:
+            await login.end_session(session, claims.sid, "logout")
+        return JSONResponse(None, status_code=204)
+
+    @router.get(
+        "/v1/me", response_model=MeOut, summary="Who the access token belongs to", responses={401: PROBLEM}
+    )
+    async def me(claims: Annotated[AccessClaims, Depends(current_claims)]) -> MeOut:
+        async with db.transaction() as session:
+            user = await session.get(User, claims.sub)
+            grants = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == claims.sub)))
+        if user is None:
+            raise Unauthenticated("The user of this access token no longer exists.")
+        return MeOut(
+            user_id=user.id,
+            username=user.username,
+            name=user.name,
+            email=user.email,
+            mobile=user.mobile,
+            mobile_confirmed=user.mobile_confirmed_at is not None,
+            role=user.role,
+            tenant_cvr=user.tenant_cvr,
+            grants=[
+                GrantOut(cvr=g.cvr, accounts="all" if g.all_accounts else g.account_numbers) for g in grants
+            ],
+            functions=list(user.functions),
+        )
+
+    @router.get("/.well-known/jwks.json", tags=["keys"], summary="The public keys that verify access tokens")
+    async def jwks() -> dict[str, list[dict[str, str]]]:
+        return login.signer.jwks()
+
+    return router

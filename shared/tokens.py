@@ -1,0 +1,255 @@
+"""Access tokens: short-lived EdDSA (Ed25519) JWTs signed by identity, verified everywhere.
+
+Identity signs with the active key of its key ring and publishes every key's public half at
+`/.well-known/jwks.json`, so keys rotate without a flag day: a new key signs, the old one keeps
+verifying until the tokens it signed have expired. Other services verify with
+`TokenVerifier`, which fetches and caches the JWKS (the one synchronous call the architecture
+allows) and refetches when it meets a key id it does not know.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict
+
+ISSUER = "https://adgang.dk/identity"
+AUDIENCE = "adgang"
+ALGORITHM = "EdDSA"
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class TokenError(Exception):
+    """A token that is missing, malformed, expired, signed by an unknown key or revoked."""
+
+
+class GrantClaim(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    cvr: str
+    accounts: Literal["all"] | list[str]
+
+
+class AccessClaims(BaseModel):
+    """What an access token says about its bearer (S5.4, S5.5, S5.6)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    sub: str
+    sid: str
+    tenant: str | None
+    role: str
+    grants: list[GrantClaim]
+    functions: list[str]
+    iat: int
+    exp: int
+    jti: str
+    iss: str
+    aud: str
+
+
+def _b64e(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def generate_signing_key() -> str:
+    """A new Ed25519 private key, base64url of its raw 32 bytes, for `kid:key` settings."""
+    raw = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return _b64e(raw)
+
+
+def parse_signing_keys(spec: str) -> dict[str, Ed25519PrivateKey]:
+    """`kid1:base64url,kid2:base64url` (raw Ed25519 private keys) into a key ring."""
+    ring: dict[str, Ed25519PrivateKey] = {}
+    for position, part in enumerate(filter(None, (p.strip() for p in spec.split(","))), start=1):
+        kid, sep, encoded = part.partition(":")
+        if not sep:  # never echo the entry: it is probably the key itself
+            raise TokenError(f"signing key entry {position} must be 'kid:base64key' (no key id found)")
+        if not _KEY_ID.match(kid):
+            raise TokenError(f"signing key entry {position}: key id must be 1-64 of A-Z a-z 0-9 _ . -")
+        if kid in ring:
+            raise TokenError(f"signing key id {kid!r} appears twice")
+        try:
+            raw = _b64d(encoded)
+            ring[kid] = Ed25519PrivateKey.from_private_bytes(raw)
+        except ValueError as exc:
+            raise TokenError(f"signing key {kid!r} is not a base64url Ed25519 key of 32 bytes") from exc
+    if not ring:
+        raise TokenError("no signing keys configured")
+    return ring
+
+
+def public_jwk(kid: str, key: Ed25519PublicKey) -> dict[str, str]:
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"kty": "OKP", "crv": "Ed25519", "x": _b64e(raw), "kid": kid, "alg": ALGORITHM, "use": "sig"}
+
+
+class TokenSigner:
+    def __init__(self, keys: dict[str, Ed25519PrivateKey], active_kid: str) -> None:
+        if active_kid not in keys:
+            raise TokenError(f"active signing key {active_kid!r} is not in the key ring")
+        self._keys = keys
+        self._active = active_kid
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return {"keys": [public_jwk(kid, key.public_key()) for kid, key in self._keys.items()]}
+
+    def sign(
+        self,
+        *,
+        subject: str,
+        session_id: str,
+        tenant: str | None,
+        role: str,
+        grants: list[dict[str, Any]],
+        functions: list[str],
+        now: datetime,
+        lifetime: timedelta,
+    ) -> str:
+        issued = int(now.timestamp())
+        claims = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": subject,
+            "sid": session_id,
+            "tenant": tenant,
+            "role": role,
+            "grants": grants,
+            "functions": functions,
+            "iat": issued,
+            "exp": issued + int(lifetime.total_seconds()),
+            "jti": str(uuid.uuid4()),
+        }
+        return jwt.encode(
+            claims, self._keys[self._active], algorithm=ALGORITHM, headers={"kid": self._active}
+        )
+
+    def verify(self, token: str, *, now: datetime) -> AccessClaims:
+        return _verify(token, {kid: k.public_key() for kid, k in self._keys.items()}, now=now)
+
+
+def _verify(token: str, public_keys: dict[str, Ed25519PublicKey], *, now: datetime) -> AccessClaims:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise TokenError("the token is not a JWT") from exc
+    if header.get("alg") != ALGORITHM:
+        raise TokenError("the token is not signed with EdDSA")
+    key = public_keys.get(str(header.get("kid")))
+    if key is None:
+        raise TokenError("the token is signed with an unknown key")
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "sid", "jti"], "verify_exp": False},
+        )
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"the token is not valid: {type(exc).__name__}") from exc
+    if claims["exp"] <= now.timestamp():  # our clock, so tests control expiry
+        raise TokenError("the token has expired")
+    return AccessClaims.model_validate(claims)
+
+
+def development_signing_keys(var_dir: Path) -> tuple[str, str]:
+    """A key ring made once per development `var/`, shared by the local processes."""
+    path = var_dir / "dev-signing-keys.json"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps({"active": "dev1", "keys": f"dev1:{generate_signing_key()}"}))
+        try:
+            os.link(tmp, path)  # first writer wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    data = json.loads(path.read_text())
+    return data["keys"], data["active"]
+
+
+@dataclass
+class _CachedKeys:
+    keys: dict[str, Ed25519PublicKey]
+    fetched_at: float
+
+
+class TokenVerifier:
+    """Verifies access tokens against identity's JWKS, fetched once and cached.
+
+    `is_revoked(claims)` lets a service refuse tokens of sessions it learned were ended
+    (disabled or deleted users, changed grants) before the token's 5 minutes are over.
+    """
+
+    def __init__(
+        self,
+        jwks_url: str,
+        *,
+        cache_seconds: float = 300.0,
+        client: httpx.AsyncClient | None = None,
+        is_revoked: Callable[[AccessClaims], Awaitable[bool]] | None = None,
+    ) -> None:
+        self._url = jwks_url
+        self._cache_seconds = cache_seconds
+        self._client = client
+        self._cached: _CachedKeys | None = None
+        self._is_revoked = is_revoked
+
+    async def _fetch(self) -> dict[str, Ed25519PublicKey]:
+        client = self._client or httpx.AsyncClient(timeout=5.0)
+        try:
+            response = await client.get(self._url)
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise TokenError(f"the signing keys could not be fetched: {type(exc).__name__}") from exc
+        finally:
+            if self._client is None:
+                await client.aclose()
+        keys: dict[str, Ed25519PublicKey] = {}
+        for jwk in document.get("keys", []):
+            if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and jwk.get("kid"):
+                keys[jwk["kid"]] = Ed25519PublicKey.from_public_bytes(_b64d(jwk["x"]))
+        self._cached = _CachedKeys(keys, time.monotonic())
+        return keys
+
+    async def _keys(self, kid: str | None) -> dict[str, Ed25519PublicKey]:
+        cached = self._cached
+        fresh = cached is not None and time.monotonic() - cached.fetched_at < self._cache_seconds
+        if cached is not None and fresh and (kid is None or kid in cached.keys):
+            return cached.keys
+        return await self._fetch()
+
+    async def verify(self, token: str, *, now: datetime) -> AccessClaims:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise TokenError("the token is not a JWT") from exc
+        claims = _verify(token, await self._keys(kid), now=now)
+        if self._is_revoked is not None and await self._is_revoked(claims):
+            raise TokenError("the session of this token has ended")
+        return claims

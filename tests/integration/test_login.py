@@ -1,0 +1,281 @@
+"""Login with two factors (S7), tokens, refresh rotation and brute-force protection — identity's
+real API on the database under test, with a clock the test controls."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from services.identity.api import create_api
+from services.identity.config import IdentitySettings
+from services.identity.models import messaging
+from services.registry import SERVICES
+from shared.clock import FrozenClock
+from shared.db import Database, migrate
+from shared.events import OtpRequested
+from shared.sealing import Sealer
+from shared.tokens import generate_signing_key
+from tests.integration.test_activation import PASSWORD, provision_admin
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def database_url(database_factory) -> str:
+    url = database_factory("identity")
+    migrate(SERVICES["identity"].migrations, url)
+    return url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, sealer: Sealer, tmp_path) -> IdentitySettings:
+    return IdentitySettings(
+        database_url=database_url,
+        var_dir=tmp_path,
+        signing_keys=f"t1:{generate_signing_key()}",
+        signing_active_key_id="t1",
+        login_rate_limit_per_minute=0,
+        activation_rate_limit_per_minute=0,
+    )
+
+
+@pytest.fixture
+async def client(
+    settings: IdentitySettings, clock: FrozenClock, sealer: Sealer, monkeypatch
+) -> AsyncIterator[httpx.AsyncClient]:
+    monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)
+    app = create_api(settings, clock=clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity") as http:
+        yield http
+
+
+async def active_admin(db: Database, clock: FrozenClock, sealer: Sealer, client: httpx.AsyncClient) -> str:
+    username, code = await provision_admin(db, clock, sealer)
+    response = await client.post(
+        "/v1/activation", json={"username": username, "activation_code": code, "password": PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    return username
+
+
+async def last_code(db: Database, sealer: Sealer) -> tuple[OtpRequested, str]:
+    async with db.transaction() as session:
+        value = (
+            (
+                await session.execute(
+                    select(messaging.outbox.c.value)
+                    .where(messaging.outbox.c.topic == "identity.otp")
+                    .order_by(messaging.outbox.c.seq.desc())
+                )
+            )
+            .scalars()
+            .first()
+        )
+    assert value is not None, "no OtpRequested was queued"
+    event = OtpRequested.model_validate_json(value)
+    return event, sealer.unseal(event.code, context=OtpRequested.sealing_context(event.challenge_id))
+
+
+async def log_in(
+    client: httpx.AsyncClient, db: Database, sealer: Sealer, username: str, method: str = "sms"
+) -> dict:
+    challenge = await client.post("/v1/login", json={"username": username, "password": PASSWORD})
+    assert challenge.status_code == 200, challenge.text
+    challenge_id = challenge.json()["challenge_id"]
+    sent = await client.post(f"/v1/login/{challenge_id}/send", json={"method": method})
+    assert sent.status_code == 202, sent.text
+    _, code = await last_code(db, sealer)
+    tokens = await client.post(f"/v1/login/{challenge_id}/verify", json={"code": code})
+    assert tokens.status_code == 200, tokens.text
+    return tokens.json()
+
+
+async def test_password_then_an_sms_code_gives_tokens_that_carry_the_grants(
+    db, clock, sealer, client
+) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    challenge = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()
+    assert set(challenge["methods"]) >= {"sms", "email"}
+
+    sent = await client.post(f"/v1/login/{challenge['challenge_id']}/send", json={"method": "sms"})
+    assert sent.status_code == 202 and sent.json()["sent_to"].startswith("+45 ••")
+    event, code = await last_code(db, sealer)
+    assert event.channel == "sms" and event.recipient == "+4520304050" and len(code) == 6
+    assert event.expires_at - clock.now() == timedelta(minutes=5)
+
+    tokens = (await client.post(f"/v1/login/{challenge['challenge_id']}/verify", json={"code": code})).json()
+    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] == 300
+    me = await client.get("/v1/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert me.status_code == 200, me.text
+    assert me.json()["username"] == username and me.json()["mobile_confirmed"] is True
+    assert me.json()["grants"] == [{"cvr": "22109340", "accounts": "all"}]
+
+    jwks = (await client.get("/.well-known/jwks.json")).json()
+    assert [k["kid"] for k in jwks["keys"]] == ["t1"] and jwks["keys"][0]["crv"] == "Ed25519"
+
+
+async def test_an_email_code_works_too(db, clock, sealer, client) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    tokens = await log_in(client, db, sealer, username, method="email")
+    event, _ = await last_code(db, sealer)
+    assert event.channel == "email" and event.recipient == "ida@solsikke.example"
+    assert tokens["access_token"]
+
+
+async def test_an_unknown_user_and_a_wrong_password_get_the_same_answer(db, clock, sealer, client) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    wrong = await client.post("/v1/login", json={"username": username, "password": "not the password at all"})
+    unknown = await client.post(
+        "/v1/login", json={"username": "99999999-zzzz", "password": "not the password at all"}
+    )
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json()["detail"] == unknown.json()["detail"]
+    assert wrong.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_ten_wrong_passwords_lock_the_login_and_unknown_users_see_the_same(
+    db, clock, sealer, client
+) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    for name in (username, "99999999-zzzz"):
+        answers = []
+        for _ in range(10):
+            response = await client.post(
+                "/v1/login", json={"username": name, "password": "wrong password here"}
+            )
+            answers.append(response.status_code)
+            if response.status_code == 429:  # the progressive delay: wait it out on our clock
+                clock.advance(timedelta(seconds=int(response.headers["retry-after"])))
+                response = await client.post(
+                    "/v1/login", json={"username": name, "password": "wrong password here"}
+                )
+                answers[-1] = response.status_code
+        assert answers == [401] * 10, (name, answers)
+        locked = await client.post("/v1/login", json={"username": name, "password": PASSWORD})
+        assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 600
+        assert "locked" in locked.json()["detail"]
+    clock.advance(timedelta(minutes=16))
+    assert (
+        await client.post("/v1/login", json={"username": username, "password": PASSWORD})
+    ).status_code == 200
+
+
+async def test_a_wrong_code_five_times_ends_the_login_attempt(db, clock, sealer, client) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    challenge_id = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()[
+        "challenge_id"
+    ]
+    await client.post(f"/v1/login/{challenge_id}/send", json={"method": "sms"})
+    _, code = await last_code(db, sealer)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for _ in range(5):
+        assert (
+            await client.post(f"/v1/login/{challenge_id}/verify", json={"code": wrong})
+        ).status_code == 401
+    after = await client.post(f"/v1/login/{challenge_id}/verify", json={"code": code})
+    assert after.status_code == 401 and after.json()["type"].endswith("/invalid-challenge")
+
+
+async def test_an_expired_code_is_refused(db, clock, sealer, client) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    challenge_id = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()[
+        "challenge_id"
+    ]
+    await client.post(f"/v1/login/{challenge_id}/send", json={"method": "sms"})
+    _, code = await last_code(db, sealer)
+    clock.advance(timedelta(minutes=5, seconds=1))
+    response = await client.post(f"/v1/login/{challenge_id}/verify", json={"code": code})
+    assert response.status_code == 401 and response.json()["type"].endswith("/invalid-code")
+
+
+async def test_codes_cannot_be_sent_again_at_once_nor_more_than_three_times(
+    db, clock, sealer, client
+) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    challenge_id = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()[
+        "challenge_id"
+    ]
+    assert (await client.post(f"/v1/login/{challenge_id}/send", json={})).status_code == 202
+    too_soon = await client.post(f"/v1/login/{challenge_id}/send", json={})
+    assert too_soon.status_code == 429 and 1 <= int(too_soon.headers["retry-after"]) <= 31
+    for _ in range(2):
+        clock.advance(timedelta(seconds=31))
+        assert (await client.post(f"/v1/login/{challenge_id}/send", json={})).status_code == 202
+    clock.advance(timedelta(seconds=31))
+    assert (await client.post(f"/v1/login/{challenge_id}/send", json={})).status_code == 429
+
+
+async def test_a_refresh_token_works_once_and_its_reuse_ends_the_session(db, clock, sealer, client) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    first = await log_in(client, db, sealer, username)
+    second = await client.post("/v1/token/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200 and second.json()["refresh_token"] != first["refresh_token"]
+
+    reuse = await client.post("/v1/token/refresh", json={"refresh_token": first["refresh_token"]})
+    assert reuse.status_code == 401 and "ended" in reuse.json()["detail"]
+    # The thief's reuse ended the session: the legitimate, newer refresh token is dead too,
+    # and so is the access token of that session.
+    newer = await client.post("/v1/token/refresh", json={"refresh_token": second.json()["refresh_token"]})
+    assert newer.status_code == 401
+    me = await client.get("/v1/me", headers={"Authorization": f"Bearer {second.json()['access_token']}"})
+    assert me.status_code == 401
+
+
+async def test_logout_ends_the_session_and_access_tokens_expire_after_five_minutes(
+    db, clock, sealer, client
+) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    tokens = await log_in(client, db, sealer, username)
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    clock.advance(timedelta(minutes=4, seconds=59))
+    assert (await client.get("/v1/me", headers=bearer)).status_code == 200
+    clock.advance(timedelta(seconds=2))
+    expired = await client.get("/v1/me", headers=bearer)
+    assert expired.status_code == 401 and expired.headers["www-authenticate"].startswith("Bearer")
+
+    fresh = await log_in(client, db, sealer, username)
+    bearer = {"Authorization": f"Bearer {fresh['access_token']}"}
+    assert (await client.post("/v1/logout", headers=bearer)).status_code == 204
+    assert (await client.get("/v1/me", headers=bearer)).status_code == 401
+    assert (
+        await client.post("/v1/token/refresh", json={"refresh_token": fresh["refresh_token"]})
+    ).status_code == 401
+
+
+async def test_a_pending_user_cannot_log_in_before_activation(db, clock, sealer, client) -> None:
+    username, _ = await provision_admin(db, clock, sealer)
+    response = await client.post("/v1/login", json={"username": username, "password": PASSWORD})
+    assert response.status_code == 401
+
+
+async def test_a_forged_or_foreign_token_is_refused(db, clock, sealer, client) -> None:
+    from datetime import UTC, datetime
+
+    from shared.tokens import TokenSigner, parse_signing_keys
+
+    other = TokenSigner(parse_signing_keys(f"t1:{generate_signing_key()}"), "t1")  # same kid, other key
+    forged = other.sign(
+        subject=str(uuid.uuid4()),
+        session_id=str(uuid.uuid4()),
+        tenant="22109340",
+        role="administrator",
+        grants=[],
+        functions=["user_admin"],
+        now=datetime.now(UTC),
+        lifetime=timedelta(minutes=5),
+    )
+    response = await client.get("/v1/me", headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+    assert (await client.get("/v1/me")).status_code == 401
