@@ -29,6 +29,7 @@ from services.identity.models import (
     User,
     UserGrant,
 )
+from services.identity.totp import accept_totp, use_recovery_code
 from shared.clock import Clock, as_utc
 from shared.events import OtpRequested
 from shared.messaging import Outbox
@@ -222,22 +223,34 @@ class Login:
         return challenge, mask(recipient)
 
     async def verify_code(self, session: AsyncSession, challenge_id: str, code: str) -> tuple[User, bool]:
-        """Returns the user and whether the code was right; a wrong code is counted."""
+        """Returns the user and whether the code was right; a wrong code is counted.
+
+        The code may be the one sent by SMS or email, one from the user's authenticator app
+        (TOTP), or one of the user's recovery codes."""
         challenge, user = await self._open_challenge(session, challenge_id)
         now = self.clock.now()
-        right = (
+        sent_code_right = (
             challenge.code_hash is not None
             and challenge.code_expires_at is not None
             and as_utc(challenge.code_expires_at) > now
             and hmac.compare_digest(challenge.code_hash, _digest(challenge.id, code))
         )
+        right = (
+            sent_code_right
+            or (code.isdigit() and accept_totp(user, code, self.sealer, now))
+            or (not code.isdigit() and await use_recovery_code(session, user, code, now))
+        )
         if not right:
             challenge.failed_attempts += 1
             return user, False
         challenge.completed_at = now
-        if challenge.code_channel == "sms" and user.mobile_confirmed_at is None:
+        if sent_code_right and challenge.code_channel == "sms" and user.mobile_confirmed_at is None:
             user.mobile_confirmed_at = now  # the number is right: a code sent to it came back (S5.3)
         return user, True
+
+    @staticmethod
+    def methods(user: User) -> list[str]:
+        return ["sms", "email", *(["totp"] if user.totp_secret else [])]
 
     # --- tokens ---------------------------------------------------------------------------
 

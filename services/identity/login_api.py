@@ -21,9 +21,10 @@ from services.identity.login import (
     verify_password,
 )
 from services.identity.models import User, UserGrant
+from services.identity.totp import confirm_enrolment, normalise_recovery_code, start_enrolment
 from shared.clock import as_utc
 from shared.db import Database
-from shared.problems import MEDIA_TYPE, Problem
+from shared.problems import MEDIA_TYPE, InvalidField, Problem
 from shared.ratelimit import SlidingWindowLimiter, client_address
 from shared.tokens import AccessClaims, TokenError
 
@@ -37,6 +38,12 @@ class Unauthenticated(Problem):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="adgang"'})
+
+
+class TotpNotStarted(Problem):
+    status = 409
+    type_suffix = "totp-not-started"
+    title = "No authenticator enrolment is under way"
 
 
 class LoginIn(BaseModel):
@@ -64,15 +71,31 @@ class SentOut(BaseModel):
 
 class VerifyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    code: SecretStr
+    code: SecretStr = Field(description="6 digits (SMS, email or authenticator app), or a recovery code")
 
     @field_validator("code")
     @classmethod
-    def _six_digits(cls, value: SecretStr) -> SecretStr:
-        digits = "".join(value.get_secret_value().split())
-        if len(digits) != 6 or not digits.isdigit():
-            raise ValueError("a one-time code has 6 digits")
-        return SecretStr(digits)
+    def _code_shape(cls, value: SecretStr) -> SecretStr:
+        compact = "".join(value.get_secret_value().split())
+        if compact.isdigit() and len(compact) == 6:
+            return SecretStr(compact)
+        if normalise_recovery_code(compact) is not None:
+            return SecretStr(compact)
+        raise ValueError("a one-time code has 6 digits; a recovery code looks like XXXXX-XXXXX")
+
+
+class TotpStartOut(BaseModel):
+    secret: str
+    otpauth_uri: str
+
+
+class TotpConfirmIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(pattern=r"^\d{6}$", description="A code from the authenticator app")
+
+
+class TotpConfirmOut(BaseModel):
+    recovery_codes: list[str] = Field(description="Shown once: each works once if the phone is lost")
 
 
 class TokensOut(BaseModel):
@@ -157,7 +180,7 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
                 f"{int(settings.login_lock_duration.total_seconds() // 60)} minutes."
             )
         return ChallengeOut(
-            challenge_id=challenge.id, methods=["sms", "email"], expires_at=as_utc(challenge.expires_at)
+            challenge_id=challenge.id, methods=Login.methods(user), expires_at=as_utc(challenge.expires_at)
         )
 
     @router.post(
@@ -245,6 +268,48 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
             ],
             functions=list(user.functions),
         )
+
+    @router.post(
+        "/v1/me/totp",
+        response_model=TotpStartOut,
+        tags=["second factor"],
+        summary="Start enrolling an authenticator app: its secret and otpauth URI",
+        responses={401: PROBLEM},
+    )
+    async def totp_start(claims: Annotated[AccessClaims, Depends(current_claims)]) -> TotpStartOut:
+        async with db.transaction() as session:
+            user = await session.get(User, claims.sub)
+            assert user is not None
+            secret, uri = start_enrolment(user, login.sealer)
+        return TotpStartOut(secret=secret, otpauth_uri=uri)
+
+    @router.post(
+        "/v1/me/totp/confirm",
+        response_model=TotpConfirmOut,
+        tags=["second factor"],
+        summary="Confirm the authenticator app with a code from it; returns recovery codes once",
+        responses={401: PROBLEM, 409: PROBLEM, 422: PROBLEM},
+    )
+    async def totp_confirm(
+        claims: Annotated[AccessClaims, Depends(current_claims)], body: TotpConfirmIn
+    ) -> TotpConfirmOut:
+        async with db.transaction() as session:
+            user = await session.get(User, claims.sub)
+            assert user is not None
+            pending = user.totp_pending_secret is not None
+            codes = (
+                await confirm_enrolment(session, user, body.code, login.sealer, login.clock.now())
+                if pending
+                else None
+            )
+        if not pending:
+            raise TotpNotStarted("Start the enrolment first: POST /v1/me/totp gives the secret for the app.")
+        if codes is None:
+            raise InvalidField(
+                "code",
+                "this code does not fit the new authenticator; check the app's clock and try the next code",
+            )
+        return TotpConfirmOut(recovery_codes=codes)
 
     @router.get("/.well-known/jwks.json", tags=["keys"], summary="The public keys that verify access tokens")
     async def jwks() -> dict[str, list[dict[str, str]]]:

@@ -60,6 +60,11 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     mobile_confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # TOTP secrets are sealed at rest, like codes on the bus (services/identity/totp.py).
+    totp_secret: Mapped[str | None] = mapped_column(String(500))
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(500))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    totp_last_timecode: Mapped[int | None] = mapped_column(Integer)
 
     grants: Mapped[list[UserGrant]] = relationship(lazy="raise", cascade="all, delete-orphan")
 
@@ -148,4 +153,16 @@ class RefreshToken(Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RecoveryCode(Base):
+    """One-time codes for when the phone is lost; shown once at TOTP enrolment (S7)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -279,3 +279,64 @@ async def test_a_forged_or_foreign_token_is_refused(db, clock, sealer, client) -
     response = await client.get("/v1/me", headers={"Authorization": f"Bearer {forged}"})
     assert response.status_code == 401
     assert (await client.get("/v1/me")).status_code == 401
+
+
+async def enrol_totp(client: httpx.AsyncClient, bearer: dict, clock: FrozenClock) -> tuple[str, list[str]]:
+    import pyotp
+
+    started = await client.post("/v1/me/totp", headers=bearer)
+    assert started.status_code == 200, started.text
+    secret = started.json()["secret"]
+    assert started.json()["otpauth_uri"].startswith("otpauth://totp/")
+    code = pyotp.TOTP(secret).at(clock.now())
+    confirmed = await client.post("/v1/me/totp/confirm", headers=bearer, json={"code": code})
+    assert confirmed.status_code == 200, confirmed.text
+    return secret, confirmed.json()["recovery_codes"]
+
+
+async def test_an_authenticator_app_logs_in_and_the_same_code_is_refused_a_second_time(
+    db, clock, sealer, client
+) -> None:
+    import pyotp
+
+    username = await active_admin(db, clock, sealer, client)
+    tokens = await log_in(client, db, sealer, username)
+    secret, recovery = await enrol_totp(client, {"Authorization": f"Bearer {tokens['access_token']}"}, clock)
+    assert len(recovery) == 10 and len(set(recovery)) == 10
+
+    clock.advance(timedelta(seconds=30))  # the next step: the enrolment code's step is spent
+    code = pyotp.TOTP(secret).at(clock.now())
+    first = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()
+    assert "totp" in first["methods"]
+    assert (
+        await client.post(f"/v1/login/{first['challenge_id']}/verify", json={"code": code})
+    ).status_code == 200
+
+    again = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()
+    replay = await client.post(f"/v1/login/{again['challenge_id']}/verify", json={"code": code})
+    assert replay.status_code == 401, "a TOTP code must work only once"
+
+
+async def test_a_recovery_code_works_once(db, clock, sealer, client) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    tokens = await log_in(client, db, sealer, username)
+    _, recovery = await enrol_totp(client, {"Authorization": f"Bearer {tokens['access_token']}"}, clock)
+    for expected in (200, 401):
+        challenge = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()
+        response = await client.post(
+            f"/v1/login/{challenge['challenge_id']}/verify", json={"code": recovery[0].lower()}
+        )
+        assert response.status_code == expected, response.text
+
+
+async def test_a_wrong_authenticator_code_does_not_enable_totp(db, clock, sealer, client) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    bearer = {"Authorization": f"Bearer {(await log_in(client, db, sealer, username))['access_token']}"}
+    assert (
+        await client.post("/v1/me/totp/confirm", headers=bearer, json={"code": "123456"})
+    ).status_code == 409
+    await client.post("/v1/me/totp", headers=bearer)
+    wrong = await client.post("/v1/me/totp/confirm", headers=bearer, json={"code": "000000"})
+    assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "code"
+    challenge = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()
+    assert "totp" not in challenge["methods"]
