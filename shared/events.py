@@ -203,6 +203,54 @@ class UserActivated(Event):
         return str(self.user_id)
 
 
+class UserDisabled(Event):
+    """The login is disabled: its sessions are ended; refuse its tokens at once."""
+
+    TYPE = "dk.adgang.identity.UserDisabled.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    tenant_cvr: Cvr
+    by_user_id: UUID | None = None
+    disabled_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
+class UserEnabled(Event):
+    TYPE = "dk.adgang.identity.UserEnabled.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    tenant_cvr: Cvr
+    by_user_id: UUID | None = None
+    enabled_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
+class UserGrantsChanged(Event):
+    """What the user may see and do changed; sessions were ended, so tokens carry the new grants."""
+
+    TYPE = "dk.adgang.identity.UserGrantsChanged.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    tenant_cvr: Cvr
+    grants: list[Grant]
+    functions: list[Function]
+    by_user_id: UUID | None = None
+    changed_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
 class UserDeleted(Event):
     """A login is gone for good; its sessions end and its CVR may get a new administrator (S3)."""
 
@@ -265,6 +313,33 @@ class CredentialsIssued(Event):
     def sealing_context(user_id: UUID) -> str:
         """Associated data that binds the sealed code to this event type and user."""
         return f"{CredentialsIssued.TYPE}:{user_id}"
+
+
+class LoginCreated(Event):
+    """An administrator created a login for a colleague (S4–S6): email them the username and
+    a sealed activation code."""
+
+    TYPE = "dk.adgang.identity.LoginCreated.v1"
+    TOPIC = IDENTITY_CREDENTIALS
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    tenant_cvr: Cvr
+    company_name: str
+    name: str
+    recipient_email: str
+    username: str
+    activation_code: SealedSecret
+    expires_at: datetime
+    created_by_name: str
+    language: Language = "da"
+
+    def key(self) -> str:
+        return self.tenant_cvr
+
+    @staticmethod
+    def sealing_context(user_id: UUID) -> str:
+        return f"{LoginCreated.TYPE}:{user_id}"
 
 
 # --- identity.otp ---------------------------------------------------------------------------
@@ -343,9 +418,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ApplicationFailed,
         UserCreated,
         UserActivated,
+        UserDisabled,
+        UserEnabled,
+        UserGrantsChanged,
         UserDeleted,
         AdministratorProvisioningRejected,
         CredentialsIssued,
+        LoginCreated,
         OtpRequested,
         DeliverySucceeded,
         DeliveryFailed,

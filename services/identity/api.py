@@ -6,6 +6,9 @@ import asyncio
 
 from fastapi import Depends, FastAPI, Request
 
+from services.identity.admin import Administration
+from services.identity.admin_api import admin_router
+from services.identity.auth import bearer_claims
 from services.identity.config import IdentitySettings
 from services.identity.domain import password_problem
 from services.identity.login import Login
@@ -57,6 +60,10 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
         settings=settings, outbox=outbox, clock=clock, sealer=settings.sealer(), signer=settings.signer()
     )
     app.include_router(login_router(db=db, login=login))
+    administration = Administration(
+        outbox=outbox, clock=clock, sealer=login.sealer, code_ttl=settings.activation_code_ttl
+    )
+    app.include_router(admin_router(db=db, admin=administration, current_claims=bearer_claims(db, login)))
 
     limiter = SlidingWindowLimiter(settings.activation_rate_limit_per_minute)
 

@@ -6,11 +6,12 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import select
 
+from services.identity.auth import Unauthenticated, bearer_claims
 from services.identity.domain import normalise_username
 from services.identity.login import (
     InvalidCode,
@@ -26,18 +27,9 @@ from shared.clock import as_utc
 from shared.db import Database
 from shared.problems import MEDIA_TYPE, InvalidField, Problem
 from shared.ratelimit import SlidingWindowLimiter, client_address
-from shared.tokens import AccessClaims, TokenError
+from shared.tokens import AccessClaims
 
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
-
-
-class Unauthenticated(Problem):
-    status = 401
-    type_suffix = "unauthenticated"
-    title = "A valid access token is required"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="adgang"'})
 
 
 class TotpNotStarted(Problem):
@@ -138,17 +130,7 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
             client_address(request, trust_forwarded_for=settings.trust_forwarded_for), "login requests"
         )
 
-    async def current_claims(authorization: Annotated[str | None, Header()] = None) -> AccessClaims:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthenticated("Send the access token as 'Authorization: Bearer <token>'.")
-        try:
-            claims = login.signer.verify(authorization[7:].strip(), now=login.clock.now())
-        except TokenError as exc:
-            raise Unauthenticated(f"The access token is not accepted: {exc}.") from exc
-        async with db.transaction() as session:
-            if not await login.session_is_live(session, claims.sid):
-                raise Unauthenticated("The session of this access token has ended. Log in again.")
-        return claims
+    current_claims = bearer_claims(db, login)
 
     @router.post(
         "/v1/login",

@@ -1,0 +1,326 @@
+"""Delegated administration (S4, S5, S12, S14): an administrator manages the logins of their
+own company group, granting at most what they hold themselves."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity.domain import generate_activation_code, hash_code, new_username
+from services.identity.models import ActivationCode, Company, LoginSession, User, UserGrant
+from shared.clock import Clock
+from shared.events import (
+    Grant,
+    LoginCreated,
+    UserCreated,
+    UserDeleted,
+    UserDisabled,
+    UserEnabled,
+)
+from shared.messaging import Outbox
+from shared.problems import Conflict, InvalidField, NotFound, Problem
+from shared.sealing import Sealer
+from shared.tokens import AccessClaims
+
+USER_ADMIN = "user_admin"
+
+
+class NotPermitted(Problem):
+    status = 403
+    type_suffix = "forbidden"
+    title = "Not permitted"
+
+
+class LastAdministrator(Conflict):
+    type_suffix = "last-administrator"
+    title = "The company's last administrator"
+
+
+@dataclass(frozen=True)
+class RequestedGrant:
+    cvr: str
+    accounts: Literal["all"] | list[str]
+
+
+@dataclass(frozen=True)
+class NewUser:
+    name: str
+    email: str
+    mobile: str
+    grants: list[RequestedGrant]
+    functions: list[str]
+    language: str = "da"
+
+
+@dataclass(frozen=True)
+class GrantableCompany:
+    cvr: str
+    name: str
+    parent_cvr: str | None
+    accounts: list[str]
+    all_accounts: bool
+
+
+def _is_live_admin(user: User) -> bool:
+    return user.status == "active" and USER_ADMIN in (user.functions or [])
+
+
+@dataclass
+class Administration:
+    outbox: Outbox
+    clock: Clock
+    sealer: Sealer
+    code_ttl: timedelta
+
+    async def administrator(self, session: AsyncSession, claims: AccessClaims) -> User:
+        """The caller, from the database (not the token), if they may administer users."""
+        caller = await session.get(User, claims.sub)
+        if caller is None or caller.status != "active" or USER_ADMIN not in (caller.functions or []):
+            raise NotPermitted(
+                "Only a user with the user administration function can manage logins. Ask your "
+                "company's administrator."
+            )
+        return caller
+
+    async def grantable(self, session: AsyncSession, caller: User) -> list[GrantableCompany]:
+        """The companies and accounts the caller holds, and so may grant (wizard steps 4–5)."""
+        grants = {
+            g.cvr: g for g in await session.scalars(select(UserGrant).where(UserGrant.user_id == caller.id))
+        }
+        companies = await session.scalars(
+            select(Company).where(Company.cvr.in_(list(grants))).order_by(Company.cvr)
+        )
+        result = []
+        for company in companies:
+            grant = grants[company.cvr]
+            accounts = list(company.account_numbers) if grant.all_accounts else list(grant.account_numbers)
+            result.append(
+                GrantableCompany(
+                    company.cvr, company.name, company.parent_cvr, sorted(accounts), grant.all_accounts
+                )
+            )
+        return result
+
+    async def _check_grants(
+        self, session: AsyncSession, caller: User, grants: list[RequestedGrant], functions: list[str]
+    ) -> None:
+        if not grants:
+            raise InvalidField("grants", "choose at least one company the user gets access to")
+        held = {c.cvr: c for c in await self.grantable(session, caller)}
+        seen: set[str] = set()
+        for i, grant in enumerate(grants):
+            company = held.get(grant.cvr)
+            if company is None:
+                raise InvalidField(
+                    f"grants[{i}].cvr", f"CVR {grant.cvr} is not a company you can grant access to"
+                )
+            if grant.cvr in seen:
+                raise InvalidField(f"grants[{i}].cvr", f"CVR {grant.cvr} is granted twice")
+            seen.add(grant.cvr)
+            if grant.accounts == "all":
+                if not company.all_accounts:
+                    raise InvalidField(
+                        f"grants[{i}].accounts",
+                        "you hold only some of this company's accounts, so you cannot grant all",
+                    )
+            else:
+                if not grant.accounts:
+                    raise InvalidField(f"grants[{i}].accounts", "choose 'all' or at least one account number")
+                foreign = sorted(set(grant.accounts) - set(company.accounts))
+                if foreign:
+                    raise InvalidField(
+                        f"grants[{i}].accounts", f"account(s) you cannot grant: {', '.join(foreign)}"
+                    )
+        missing = sorted(set(functions) - set(caller.functions or []))
+        if missing:
+            raise InvalidField(
+                "functions", f"you cannot grant functions you do not have: {', '.join(missing)}"
+            )
+
+    async def list_users(self, session: AsyncSession, caller: User) -> list[tuple[User, list[UserGrant]]]:
+        users = list(
+            await session.scalars(
+                select(User)
+                .where(User.tenant_cvr == caller.tenant_cvr, User.status != "deleted")
+                .order_by(User.name)
+            )
+        )
+        grants = await session.scalars(select(UserGrant).where(UserGrant.user_id.in_([u.id for u in users])))
+        by_user: dict[str, list[UserGrant]] = {}
+        for grant in grants:
+            by_user.setdefault(grant.user_id, []).append(grant)
+        return [(u, by_user.get(u.id, [])) for u in users]
+
+    async def get_user(self, session: AsyncSession, caller: User, user_id: str) -> User:
+        """A user of the caller's own company group; any other id is simply not found."""
+        user = await session.get(User, user_id, with_for_update=True)
+        if user is None or user.tenant_cvr != caller.tenant_cvr or user.status == "deleted":
+            raise NotFound(f"There is no user {user_id} in your company.")
+        return user
+
+    async def create_user(self, session: AsyncSession, caller: User, new: NewUser) -> User:
+        """S5: details, companies, accounts and functions; the colleague gets an email (S6)."""
+        await self._check_grants(session, caller, new.grants, new.functions)
+        now = self.clock.now()
+        user_id = uuid.uuid4()
+        username = await self._unique_username(session, caller.tenant_cvr)
+        user = User(
+            id=str(user_id),
+            tenant_cvr=caller.tenant_cvr,
+            username=username,
+            name=new.name,
+            email=new.email,
+            mobile=new.mobile,
+            role="user",
+            status="pending",
+            functions=sorted(set(new.functions)),
+            created_at=now,
+        )
+        user.grants = [
+            UserGrant(
+                cvr=g.cvr,
+                all_accounts=g.accounts == "all",
+                account_numbers=[] if g.accounts == "all" else sorted(g.accounts),
+            )
+            for g in new.grants
+        ]
+        session.add(user)
+        await session.flush()
+        code = generate_activation_code()
+        expires_at = now + self.code_ttl
+        session.add(
+            ActivationCode(
+                id=str(uuid.uuid4()),
+                user_id=user.id,
+                code_hash=hash_code(code),
+                created_at=now,
+                expires_at=expires_at,
+                failed_attempts=0,
+            )
+        )
+        company = await session.get(Company, caller.tenant_cvr)
+        await self.outbox.add(
+            session,
+            UserCreated(
+                user_id=user_id,
+                tenant_cvr=caller.tenant_cvr,
+                username=username,
+                name=user.name,
+                email=user.email,
+                mobile=user.mobile,
+                role="user",
+                grants=[Grant(cvr=g.cvr, accounts=g.accounts) for g in new.grants],
+                functions=user.functions,  # type: ignore[arg-type]
+                created_at=now,
+            ),
+        )
+        await self.outbox.add(
+            session,
+            LoginCreated(
+                user_id=user_id,
+                tenant_cvr=caller.tenant_cvr,
+                company_name=company.name if company else caller.tenant_cvr,
+                name=user.name,
+                recipient_email=user.email,
+                username=username,
+                activation_code=self.sealer.seal(code, context=LoginCreated.sealing_context(user_id)),
+                expires_at=expires_at,
+                created_by_name=caller.name,
+                language=new.language,  # type: ignore[arg-type]
+            ),
+        )
+        return user
+
+    async def _unique_username(self, session: AsyncSession, cvr: str) -> str:
+        while True:
+            candidate = new_username(cvr)
+            if await session.scalar(select(User.id).where(User.username == candidate)) is None:
+                return candidate
+
+    async def _ensure_not_last_admin(self, session: AsyncSession, target: User, action: str) -> None:
+        if not _is_live_admin(target):
+            return
+        others = await session.scalars(
+            select(User).where(
+                User.tenant_cvr == target.tenant_cvr, User.id != target.id, User.status == "active"
+            )
+        )
+        if not any(_is_live_admin(u) for u in others):
+            raise LastAdministrator(
+                f"{target.name} is the company's only active administrator and cannot be {action} through "
+                "self-service. Give another user the user administration function first, or contact support."
+            )
+
+    async def end_sessions(self, session: AsyncSession, user_id: str, reason: str) -> None:
+        live = await session.scalars(
+            select(LoginSession).where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
+        )
+        for login in live:
+            login.ended_at, login.end_reason = self.clock.now(), reason
+
+    async def disable(self, session: AsyncSession, caller: User, user_id: str) -> User:
+        user = await self.get_user(session, caller, user_id)
+        if user.status == "disabled":
+            return user
+        await self._ensure_not_last_admin(session, user, "disabled")
+        user.status = "disabled"
+        await self.end_sessions(session, user.id, "disabled")
+        await self.outbox.add(
+            session,
+            UserDisabled(
+                user_id=uuid.UUID(user.id),
+                tenant_cvr=user.tenant_cvr,
+                by_user_id=uuid.UUID(caller.id),
+                disabled_at=self.clock.now(),
+            ),
+        )
+        return user
+
+    async def enable(self, session: AsyncSession, caller: User, user_id: str) -> User:
+        user = await self.get_user(session, caller, user_id)
+        if user.status != "disabled":
+            raise Conflict(f"{user.name}'s login is {user.status}, not disabled.")
+        user.status = "active" if user.password_hash else "pending"
+        await self.outbox.add(
+            session,
+            UserEnabled(
+                user_id=uuid.UUID(user.id),
+                tenant_cvr=user.tenant_cvr,
+                by_user_id=uuid.UUID(caller.id),
+                enabled_at=self.clock.now(),
+            ),
+        )
+        return user
+
+    async def delete(self, session: AsyncSession, caller: User, user_id: str) -> None:
+        user = await self.get_user(session, caller, user_id)
+        await self._ensure_not_last_admin(session, user, "deleted")
+        await self.remove(session, user, reason="deleted-by-administrator")
+
+    async def remove(self, session: AsyncSession, user: User, *, reason: str) -> None:
+        """Delete a login for good: sessions end, codes stop working, the event tells everyone."""
+        now = self.clock.now()
+        user.status = "deleted"
+        await self.end_sessions(session, user.id, "deleted")
+        for code in await session.scalars(
+            select(ActivationCode).where(
+                ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None)
+            )
+        ):
+            code.revoked_at = now
+        await self.outbox.add(
+            session,
+            UserDeleted(
+                user_id=uuid.UUID(user.id),
+                tenant_cvr=user.tenant_cvr,
+                role=user.role,  # type: ignore[arg-type]
+                reason=reason,  # type: ignore[arg-type]
+                application_id=uuid.UUID(user.application_id) if user.application_id else None,
+                deleted_at=now,
+            ),
+        )

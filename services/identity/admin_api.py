@@ -1,0 +1,203 @@
+"""Identity's HTTP routes for delegated administration (S4, S5, S12, S14)."""
+
+# Routes close over local dependencies, so annotations are evaluated eagerly (no __future__ import).
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.identity.admin import Administration, NewUser, RequestedGrant
+from services.identity.models import User, UserGrant
+from shared.clock import as_utc
+from shared.db import Database
+from shared.events import Function
+from shared.problems import MEDIA_TYPE
+from shared.tokens import AccessClaims
+from shared.validation import normalise_cvr, normalise_danish_mobile, normalise_email
+
+PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
+UserId = Annotated[str, Path(max_length=36)]
+
+
+class GrantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cvr: str = Field(max_length=16)
+    accounts: Literal["all"] | list[Annotated[str, Field(pattern=r"^\d{6,12}$")]] = Field(
+        description='"all" (full access, S5.5) or the account numbers the user may use (limited access)'
+    )
+
+    @field_validator("cvr")
+    @classmethod
+    def _cvr(cls, value: str) -> str:
+        return normalise_cvr(value)
+
+
+class UserIn(BaseModel):
+    """The create-user wizard (S5): details, companies, accounts, functions."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(max_length=320, description="The login email is sent here (S6)")
+    mobile: str = Field(max_length=32, description="Danish mobile number; login codes go here (S7)")
+    grants: list[GrantIn] = Field(max_length=200)
+    functions: list[Function] = Field(max_length=5)
+    language: Literal["da", "en"] = "da"
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return normalise_email(value)
+
+    @field_validator("mobile")
+    @classmethod
+    def _mobile(cls, value: str) -> str:
+        return normalise_danish_mobile(value)
+
+
+class GrantOut(BaseModel):
+    cvr: str
+    accounts: Literal["all"] | list[str]
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    name: str
+    email: str
+    mobile: str
+    role: str
+    status: Literal["pending", "active", "disabled"]
+    grants: list[GrantOut]
+    functions: list[str]
+    created_at: datetime
+    activated_at: datetime | None
+
+
+class CompanyOut(BaseModel):
+    cvr: str
+    name: str
+    parent_cvr: str | None
+    accounts: list[str]
+    all_accounts: bool = Field(description="Whether you hold every account, and so may grant 'all'")
+
+
+def _out(user: User, grants: list[UserGrant]) -> UserOut:
+    return UserOut(
+        id=user.id,
+        username=user.username,
+        name=user.name,
+        email=user.email,
+        mobile=user.mobile,
+        role=user.role,
+        status=user.status,  # type: ignore[arg-type]
+        grants=[GrantOut(cvr=g.cvr, accounts="all" if g.all_accounts else g.account_numbers) for g in grants],
+        functions=list(user.functions),
+        created_at=as_utc(user.created_at),
+        activated_at=as_utc(user.activated_at) if user.activated_at else None,
+    )
+
+
+def admin_router(
+    *, db: Database, admin: Administration, current_claims: Callable[..., Awaitable[AccessClaims]]
+) -> APIRouter:
+    router = APIRouter(tags=["self-service users"], responses={401: PROBLEM, 403: PROBLEM})
+    Claims = Annotated[AccessClaims, Depends(current_claims)]
+
+    async def grants_of(session, user_id: str) -> list[UserGrant]:  # noqa: ANN001
+        from sqlalchemy import select
+
+        return list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user_id)))
+
+    @router.get(
+        "/v1/companies",
+        response_model=list[CompanyOut],
+        summary="The companies and accounts you may grant (wizard steps 4 and 5)",
+    )
+    async def companies(claims: Claims) -> list[CompanyOut]:
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            held = await admin.grantable(session, caller)
+        return [CompanyOut(**c.__dict__) for c in held]
+
+    @router.get("/v1/users", response_model=list[UserOut], summary="The self-service users of your company")
+    async def list_users(claims: Claims) -> list[UserOut]:
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            users = await admin.list_users(session, caller)
+        return [_out(u, g) for u, g in users]
+
+    @router.post(
+        "/v1/users",
+        status_code=201,
+        response_model=UserOut,
+        summary="Create a self-service user; they are emailed their login (S5, S6)",
+        responses={422: PROBLEM},
+    )
+    async def create_user(claims: Claims, body: UserIn, response: Response) -> UserOut:
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            user = await admin.create_user(
+                session,
+                caller,
+                NewUser(
+                    name=" ".join(body.name.split()),
+                    email=body.email,
+                    mobile=body.mobile,
+                    grants=[RequestedGrant(g.cvr, g.accounts) for g in body.grants],
+                    functions=list(body.functions),
+                    language=body.language,
+                ),
+            )
+            grants = await grants_of(session, user.id)
+        response.headers["Location"] = f"/v1/users/{user.id}"
+        return _out(user, grants)
+
+    @router.get("/v1/users/{user_id}", response_model=UserOut, summary="One user", responses={404: PROBLEM})
+    async def get_user(claims: Claims, user_id: UserId) -> UserOut:
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            user = await admin.get_user(session, caller, user_id)
+            grants = await grants_of(session, user.id)
+        return _out(user, grants)
+
+    @router.delete(
+        "/v1/users/{user_id}",
+        status_code=204,
+        summary="Delete a user; their sessions end at once",
+        responses={404: PROBLEM, 409: PROBLEM},
+    )
+    async def delete_user(claims: Claims, user_id: UserId) -> Response:
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            await admin.delete(session, caller, user_id)
+        return Response(status_code=204)
+
+    @router.post(
+        "/v1/users/{user_id}/disable",
+        response_model=UserOut,
+        summary="Disable a user; their sessions end at once",
+        responses={404: PROBLEM, 409: PROBLEM},
+    )
+    async def disable(claims: Claims, user_id: UserId) -> UserOut:
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            user = await admin.disable(session, caller, user_id)
+            grants = await grants_of(session, user.id)
+        return _out(user, grants)
+
+    @router.post(
+        "/v1/users/{user_id}/enable",
+        response_model=UserOut,
+        summary="Enable a disabled user",
+        responses={404: PROBLEM, 409: PROBLEM},
+    )
+    async def enable(claims: Claims, user_id: UserId) -> UserOut:
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            user = await admin.enable(session, caller, user_id)
+            grants = await grants_of(session, user.id)
+        return _out(user, grants)
+
+    return router
