@@ -24,10 +24,14 @@ from shared.events import (
     DeliverySucceeded,
     Event,
     Grant,
+    LoginCreated,
     OtpRequested,
     UserActivated,
     UserCreated,
     UserDeleted,
+    UserDisabled,
+    UserEnabled,
+    UserGrantsChanged,
 )
 from shared.sealing import SealedSecret, Sealer, generate_key, parse_keyring
 
@@ -148,6 +152,41 @@ def otp_requested() -> OtpRequested:
     )
 
 
+def user_disabled() -> UserDisabled:
+    return UserDisabled(user_id=USER_ID, tenant_cvr=CVR, disabled_at=AT)
+
+
+def user_enabled() -> UserEnabled:
+    return UserEnabled(user_id=USER_ID, tenant_cvr=CVR, enabled_at=AT)
+
+
+def user_grants_changed() -> UserGrantsChanged:
+    return UserGrantsChanged(
+        user_id=USER_ID,
+        tenant_cvr=CVR,
+        grants=[Grant(cvr=CVR, accounts=["10000011"])],
+        functions=["invoices"],
+        changed_at=AT,
+    )
+
+
+def login_created() -> LoginCreated:
+    sealer = Sealer(parse_keyring(f"k1:{generate_key()}"), "k1")
+    return LoginCreated(
+        user_id=USER_ID,
+        tenant_cvr=CVR,
+        company_name="Nordlys Holding A/S",
+        name="Jonas Berg",
+        recipient_email="jonas@example.dk",
+        username=f"{CVR}-abcd",
+        activation_code=sealer.seal(
+            "ABCD-EFGH-JKMN-PQRS-TVWX", context=LoginCreated.sealing_context(USER_ID)
+        ),
+        expires_at=AT + timedelta(days=7),
+        created_by_name="Mette Holm",
+    )
+
+
 BUILDERS: dict[type[Event], Callable[[], Event]] = {
     CustomerRegistered: customer_registered,
     ApplicationSubmitted: application_submitted,
@@ -158,6 +197,10 @@ BUILDERS: dict[type[Event], Callable[[], Event]] = {
     AdministratorProvisioningRejected: provisioning_rejected,
     CredentialsIssued: credentials_issued,
     OtpRequested: otp_requested,
+    LoginCreated: login_created,
+    UserDisabled: user_disabled,
+    UserEnabled: user_enabled,
+    UserGrantsChanged: user_grants_changed,
     DeliverySucceeded: delivery_succeeded,
     DeliveryFailed: delivery_failed,
     DeliverySlaBreached: delivery_sla_breached,
