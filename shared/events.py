@@ -342,6 +342,29 @@ class LoginCreated(Event):
         return f"{LoginCreated.TYPE}:{user_id}"
 
 
+# --- identity.audit -------------------------------------------------------------------------
+
+
+class AuditRecorded(Event):
+    """Who did what to whom, when and from where: every admin and support action (S13)."""
+
+    TYPE = "dk.adgang.identity.AuditRecorded.v1"
+    TOPIC = IDENTITY_AUDIT
+    SOURCE = "/adgang/identity"
+
+    audit_id: UUID
+    actor_id: UUID
+    actor_role: Literal["administrator", "user", "support"]
+    action: str
+    target_user_id: UUID | None = None
+    tenant_cvr: Cvr | None = None
+    client_address: str | None = None
+    at: datetime
+
+    def key(self) -> str:
+        return self.tenant_cvr or "staff"
+
+
 # --- identity.otp ---------------------------------------------------------------------------
 
 
@@ -425,6 +448,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AdministratorProvisioningRejected,
         CredentialsIssued,
         LoginCreated,
+        AuditRecorded,
         OtpRequested,
         DeliverySucceeded,
         DeliveryFailed,

@@ -297,10 +297,11 @@ class Administration:
         )
         return user
 
-    async def delete(self, session: AsyncSession, caller: User, user_id: str) -> None:
+    async def delete(self, session: AsyncSession, caller: User, user_id: str) -> User:
         user = await self.get_user(session, caller, user_id)
         await self._ensure_not_last_admin(session, user, "deleted")
         await self.remove(session, user, reason="deleted-by-administrator")
+        return user
 
     async def remove(self, session: AsyncSession, user: User, *, reason: str) -> None:
         """Delete a login for good: sessions end, codes stop working, the event tells everyone."""

@@ -5,15 +5,17 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.identity.admin import Administration, NewUser, RequestedGrant
 from services.identity.models import User, UserGrant
+from services.identity.support import AuditTrail
 from shared.clock import as_utc
 from shared.db import Database
 from shared.events import Function
 from shared.problems import MEDIA_TYPE
+from shared.ratelimit import client_address
 from shared.tokens import AccessClaims
 from shared.validation import normalise_cvr, normalise_danish_mobile, normalise_email
 
@@ -100,10 +102,18 @@ def _out(user: User, grants: list[UserGrant]) -> UserOut:
 
 
 def admin_router(
-    *, db: Database, admin: Administration, current_claims: Callable[..., Awaitable[AccessClaims]]
+    *,
+    db: Database,
+    admin: Administration,
+    audit: AuditTrail,
+    current_claims: Callable[..., Awaitable[AccessClaims]],
+    trust_forwarded_for: bool,
 ) -> APIRouter:
     router = APIRouter(tags=["self-service users"], responses={401: PROBLEM, 403: PROBLEM})
     Claims = Annotated[AccessClaims, Depends(current_claims)]
+
+    def address(request: Request) -> str:
+        return client_address(request, trust_forwarded_for=trust_forwarded_for)
 
     async def grants_of(session, user_id: str) -> list[UserGrant]:  # noqa: ANN001
         from sqlalchemy import select
@@ -135,7 +145,7 @@ def admin_router(
         summary="Create a self-service user; they are emailed their login (S5, S6)",
         responses={422: PROBLEM},
     )
-    async def create_user(claims: Claims, body: UserIn, response: Response) -> UserOut:
+    async def create_user(claims: Claims, body: UserIn, response: Response, request: Request) -> UserOut:
         async with db.transaction() as session:
             caller = await admin.administrator(session, claims)
             user = await admin.create_user(
@@ -149,6 +159,9 @@ def admin_router(
                     functions=list(body.functions),
                     language=body.language,
                 ),
+            )
+            await audit.record(
+                session, actor=caller, action="user.create", target=user, client_address=address(request)
             )
             grants = await grants_of(session, user.id)
         response.headers["Location"] = f"/v1/users/{user.id}"
@@ -168,10 +181,13 @@ def admin_router(
         summary="Delete a user; their sessions end at once",
         responses={404: PROBLEM, 409: PROBLEM},
     )
-    async def delete_user(claims: Claims, user_id: UserId) -> Response:
+    async def delete_user(claims: Claims, user_id: UserId, request: Request) -> Response:
         async with db.transaction() as session:
             caller = await admin.administrator(session, claims)
-            await admin.delete(session, caller, user_id)
+            user = await admin.delete(session, caller, user_id)
+            await audit.record(
+                session, actor=caller, action="user.delete", target=user, client_address=address(request)
+            )
         return Response(status_code=204)
 
     @router.post(
@@ -180,10 +196,13 @@ def admin_router(
         summary="Disable a user; their sessions end at once",
         responses={404: PROBLEM, 409: PROBLEM},
     )
-    async def disable(claims: Claims, user_id: UserId) -> UserOut:
+    async def disable(claims: Claims, user_id: UserId, request: Request) -> UserOut:
         async with db.transaction() as session:
             caller = await admin.administrator(session, claims)
             user = await admin.disable(session, caller, user_id)
+            await audit.record(
+                session, actor=caller, action="user.disable", target=user, client_address=address(request)
+            )
             grants = await grants_of(session, user.id)
         return _out(user, grants)
 
@@ -193,10 +212,13 @@ def admin_router(
         summary="Enable a disabled user",
         responses={404: PROBLEM, 409: PROBLEM},
     )
-    async def enable(claims: Claims, user_id: UserId) -> UserOut:
+    async def enable(claims: Claims, user_id: UserId, request: Request) -> UserOut:
         async with db.transaction() as session:
             caller = await admin.administrator(session, claims)
             user = await admin.enable(session, caller, user_id)
+            await audit.record(
+                session, actor=caller, action="user.enable", target=user, client_address=address(request)
+            )
             grants = await grants_of(session, user.id)
         return _out(user, grants)
 

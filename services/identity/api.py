@@ -16,6 +16,8 @@ from services.identity.login_api import login_router
 from services.identity.models import messaging
 from services.identity.schemas import ActivationIn, ActivationOut
 from services.identity.service import ActivationOutcome, activate, hash_password
+from services.identity.support import AuditTrail, Support
+from services.identity.support_api import support_router
 from shared.clock import Clock, SystemClock
 from shared.db import Database
 from shared.messaging import Outbox
@@ -63,7 +65,25 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
     administration = Administration(
         outbox=outbox, clock=clock, sealer=login.sealer, code_ttl=settings.activation_code_ttl
     )
-    app.include_router(admin_router(db=db, admin=administration, current_claims=bearer_claims(db, login)))
+    audit = AuditTrail(outbox=outbox, clock=clock)
+    current_claims = bearer_claims(db, login)
+    app.include_router(
+        admin_router(
+            db=db,
+            admin=administration,
+            audit=audit,
+            current_claims=current_claims,
+            trust_forwarded_for=settings.trust_forwarded_for,
+        )
+    )
+    app.include_router(
+        support_router(
+            db=db,
+            support=Support(admin=administration, audit=audit),
+            current_claims=current_claims,
+            trust_forwarded_for=settings.trust_forwarded_for,
+        )
+    )
 
     limiter = SlidingWindowLimiter(settings.activation_rate_limit_per_minute)
 

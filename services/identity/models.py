@@ -47,7 +47,8 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    tenant_cvr: Mapped[str] = mapped_column(ForeignKey("tenants.cvr"), index=True)
+    # None for support staff, who belong to no company (S13).
+    tenant_cvr: Mapped[str | None] = mapped_column(ForeignKey("tenants.cvr"), index=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(320))
@@ -166,3 +167,18 @@ class RecoveryCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """The audit trail, queryable by staff; each entry is also published on identity.audit."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor_id: Mapped[str] = mapped_column(String(36), index=True)
+    actor_role: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(50))
+    target_user_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    tenant_cvr: Mapped[str | None] = mapped_column(String(8), index=True)
+    client_address: Mapped[str | None] = mapped_column(String(64))

@@ -323,13 +323,14 @@ async def activate(
     user.password_hash = password_hash
     user.status = "active"
     user.activated_at = now
-    await outbox.add(
-        session,
-        UserActivated(
-            user_id=uuid.UUID(user.id),
-            tenant_cvr=user.tenant_cvr,
-            role=user.role,  # type: ignore[arg-type]
-            activated_at=now,
-        ),
-    )
+    if user.tenant_cvr is not None:  # staff belong to no company: nothing for other services
+        await outbox.add(
+            session,
+            UserActivated(
+                user_id=uuid.UUID(user.id),
+                tenant_cvr=user.tenant_cvr,
+                role=user.role,  # type: ignore[arg-type]
+                activated_at=now,
+            ),
+        )
     return ActivationResult(ActivationOutcome.activated, user=user)

@@ -16,6 +16,7 @@ from shared.events import (
     AdministratorProvisioningRejected,
     ApplicationFailed,
     ApplicationSubmitted,
+    AuditRecorded,
     Contact,
     CredentialsIssued,
     CustomerRegistered,
@@ -187,6 +188,12 @@ def login_created() -> LoginCreated:
     )
 
 
+def audit_recorded() -> AuditRecorded:
+    return AuditRecorded(
+        audit_id=uuid.uuid4(), actor_id=USER_ID, actor_role="support", action="support.delete-user", at=AT
+    )
+
+
 BUILDERS: dict[type[Event], Callable[[], Event]] = {
     CustomerRegistered: customer_registered,
     ApplicationSubmitted: application_submitted,
@@ -198,6 +205,7 @@ BUILDERS: dict[type[Event], Callable[[], Event]] = {
     CredentialsIssued: credentials_issued,
     OtpRequested: otp_requested,
     LoginCreated: login_created,
+    AuditRecorded: audit_recorded,
     UserDisabled: user_disabled,
     UserEnabled: user_enabled,
     UserGrantsChanged: user_grants_changed,
