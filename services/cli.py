@@ -84,6 +84,32 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sinks(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from services.notifier.config import SINK_SMS_PORT, NotifierSettings
+    from services.notifier.sinks import run_sinks
+    from shared.logs import configure_logging
+
+    settings = NotifierSettings()
+    if not settings.development:
+        print("the sinks stand in for a mail server and an SMS gateway in development only", file=sys.stderr)
+        return 2
+    configure_logging(service="sinks", level=settings.log_level, fmt=settings.log_format)
+    var_dir = Path(args.var_dir) if args.var_dir else settings.var_dir
+    asyncio.run(
+        run_sinks(
+            root=var_dir / "sinks",
+            ready_marker=var_dir / "run" / "sinks.ready",
+            host=args.host,
+            smtp_port=args.smtp_port or settings.smtp_port,
+            sms_port=args.sms_port or urlsplit(settings.sms_url).port or SINK_SMS_PORT,
+            token=settings.sms_token.get_secret_value(),
+        )
+    )
+    return 0
+
+
 def cmd_asyncapi(args: argparse.Namespace) -> int:
     from shared.asyncapi import render_asyncapi
 
@@ -140,8 +166,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"  billing     {suite.url('billing')}/docs",
         f"  notifier    {suite.url('notifier')}/docs   (deliveries: GET /v1/deliveries)",
         f"  broker      {suite.config.bootstrap} (embedded, memory only)",
+        f"  mail sink   smtp://127.0.0.1:{suite.config.smtp_port} (accepts every mail)",
+        f"  SMS sink    http://127.0.0.1:{suite.config.sms_port}/v1/sms (an SMS gateway)",
         "",
         f"Letters land in {var_dir / 'eboks'}/<cvr>/ and at {suite.url('notifier')}/dev/eboks/<cvr>",
+        f"Mail lands in {var_dir / 'sinks' / 'mail'}/<address>/ and at {suite.url('notifier')}/dev/mail/<address>",
+        f"SMS land in {var_dir / 'sinks' / 'sms'}/<+45…>/ and at {suite.url('notifier')}/dev/sms/<+45…>",
         f"Logs: {suite.log_dir}/",
         "",
         "Demo companies you can apply for:",
@@ -203,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("broker", help="run the embedded broker alone")
     p.add_argument("--port", type=int, default=9092)
     p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("sinks", help="run the local mail and SMS sinks (development)")
+    p.add_argument("--var-dir", help="where mail and SMS are kept, under sinks/ (default: the notifier's)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--smtp-port", type=int, help="SMTP port (default: the notifier's, 8025)")
+    p.add_argument("--sms-port", type=int, help="SMS gateway port (default: the notifier's, 8005)")
+    p.set_defaults(func=cmd_sinks)
 
     p = sub.add_parser("asyncapi", help="write docs/asyncapi.yaml from the event models")
     p.add_argument("--output", default="docs/asyncapi.yaml")

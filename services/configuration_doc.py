@@ -25,6 +25,7 @@ from pydantic_core import PydanticUndefined
 from services.registry import SERVICES, ServiceParts
 from shared.sealing import generate_key
 from shared.settings import Environment, ServiceSettings
+from shared.tokens import generate_signing_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = ROOT / "docs" / "configuration.md"
@@ -95,6 +96,22 @@ EXPLANATIONS: dict[str, str] = {
         "Seconds between checks for applications still in flight after their `deliver_by` (they fail)."
     ),
     "password_min_length": "Shortest password accepted.",
+    "signing_keys": (
+        "Key ring that signs access tokens, `kid:base64url-raw-Ed25519-key,...`, *secret*. Unset in "
+        "development: a key ring made once per `var/`. Required in production."
+    ),
+    "signing_active_key_id": "The key id that signs new access tokens; the others still verify (rotation).",
+    "access_token_ttl": "Lifetime of an access token (ISO 8601 duration or seconds).",
+    "refresh_token_ttl": "Lifetime of a login session and its refresh tokens.",
+    "login_challenge_ttl": "How long the second step of a login may take after the password.",
+    "otp_ttl": "Lifetime of a one-time code sent by SMS or email; at most 10 minutes.",
+    "otp_max_attempts": "Wrong one-time codes allowed per login before it must start again.",
+    "otp_max_sends": "One-time codes that may be sent per login.",
+    "otp_resend_cooldown": "Shortest time between two codes sent for one login.",
+    "login_rate_limit_per_minute": "Login requests one client address may make per minute; 0 turns the limit off.",
+    "login_free_failures": "Failed passwords for a username before each further try must wait (progressive delay).",
+    "login_lock_after_failures": "Failed passwords that lock a username (whether or not it exists).",
+    "login_lock_duration": "How long a locked username stays locked.",
     "activation_rate_limit_per_minute": "Activation attempts one client address may make per minute; 0 turns the limit off.",
     # billing
     "seed_demo_data": (
@@ -118,19 +135,53 @@ EXPLANATIONS: dict[str, str] = {
         "CA certificates that verify the endpoint. Unset: certifi's trust store, or `SSL_CERT_FILE`."
     ),
     "eboks_http_timeout_s": "Timeout of one request to the endpoint, in seconds.",
+    "email_smtp_host": (
+        "Mail server (SMTP relay) that one-time codes by email go through (S7). Unset: `127.0.0.1`, "
+        "where `adgang sinks` runs the local mail sink (docs/notifications.md)."
+    ),
+    "email_smtp_port": (
+        "Port of the mail server. Unset: 8025 (the mail sink) in development; in production the "
+        "standard port of `EMAIL_SMTP_TLS`: 465 for `tls`, 587 for `starttls`, 25 for `none`."
+    ),
+    "email_smtp_username": "Login at the mail server, if it wants one; give with the password.",
+    "email_smtp_password": "Password of the mail server login.",
+    "email_smtp_tls": (
+        "`tls` (TLS from the first byte, port 465), `starttls` (plain, then upgraded; refused "
+        "without it) or `none`. Unset: `none` for the sink in development, `starttls` in production."
+    ),
+    "email_smtp_timeout_s": "Timeout of each step of talking to the mail server, in seconds.",
+    "email_from": (
+        "Sender of the mails, `Display Name <address>`; the Message-ID uses its domain. Unset (in "
+        "development): `Adgang Selvbetjening <no-reply@adgang.localhost>`."
+    ),
+    "sms_gateway_url": (
+        "The SMS gateway's send endpoint (JSON POST, docs/notifications.md). Unset (in development): "
+        "`http://127.0.0.1:8005/v1/sms`, the SMS sink of `adgang sinks`."
+    ),
+    "sms_gateway_token": (
+        "Bearer token for the SMS gateway. Unset (in development): the token the local SMS sink expects."
+    ),
+    "sms_gateway_timeout_s": (
+        "Timeout of one request to the SMS gateway, in seconds; a request is tried up to 4 times."
+    ),
+    "sms_sender": "Sender name shown on the phone: 1 to 11 letters, digits or spaces.",
     "operator_cvr": "CVR of the sender of the letters (MeMo `Sender`): the operator of Adgang.",
     "operator_name": "Name of the sender of the letters.",
     "portal_url": "Where the letter tells the administrator to activate the login.",
-    "delivery_max_attempts": "Attempts to deliver a letter before it is given up as failed.",
+    "delivery_max_attempts": (
+        "Attempts to deliver a letter, mail or SMS before it is given up as failed. A one-time code "
+        "is also given up when it expires undelivered."
+    ),
     "delivery_retry_base_s": (
         "Wait after the first failed attempt, in seconds; it doubles with each further failure (with jitter)."
     ),
     "delivery_retry_max_s": "Longest wait between two attempts, in seconds.",
     "delivery_lease_s": (
         "Seconds a worker holds a delivery it is attempting; another worker takes it over after that. "
-        "Unset: 20 for the spool, longer than the http transport's worst case of retries."
+        "Unset: per channel, 20 s longer than that channel's worst case of retries (20 s for the "
+        "e-Boks spool)."
     ),
-    "delivery_concurrency": "Letters one worker sends at the same time (and claims at once).",
+    "delivery_concurrency": "Messages one worker sends at the same time (and claims at once).",
     "dispatch_interval_s": (
         "Seconds between looks for deliveries that are due, when no new one woke the dispatcher."
     ),
@@ -145,10 +196,19 @@ COMPOSE_VARIABLES: dict[str, str] = {
         "Password of the `adgang` database user, *secret*. Use URL-safe characters: it is also "
         "written into the services' database URLs."
     ),
-    "ADGANG_SEALING_KEYS": "The sealing key ring, *secret*; becomes every service's `SEALING_KEYS`.",
-    "ADGANG_SEALING_ACTIVE_KEY_ID": "Becomes every service's `SEALING_ACTIVE_KEY_ID`.",
+    "ADGANG_SEALING_KEYS": "The sealing key ring, *secret*; becomes identity's and notifier's `SEALING_KEYS`.",
+    "ADGANG_SEALING_ACTIVE_KEY_ID": "Becomes identity's and notifier's `SEALING_ACTIVE_KEY_ID`.",
+    "ADGANG_SIGNING_KEYS": (
+        "Ed25519 key ring that signs access tokens (`kid:key,...`, keys from "
+        "`shared.tokens.generate_signing_key()`), *secret*; becomes `ADGANG_IDENTITY_SIGNING_KEYS`."
+    ),
+    "ADGANG_SIGNING_ACTIVE_KEY_ID": "Becomes `ADGANG_IDENTITY_SIGNING_ACTIVE_KEY_ID`.",
     "ADGANG_PORTAL_URL": "Public address of the activation page; becomes `ADGANG_NOTIFIER_PORTAL_URL`.",
     "ADGANG_OPERATOR_CVR": "The operator's CVR; becomes `ADGANG_NOTIFIER_OPERATOR_CVR`.",
+    "ADGANG_SMTP_HOST": "Mail relay for one-time codes by email; becomes `ADGANG_NOTIFIER_EMAIL_SMTP_HOST`.",
+    "ADGANG_EMAIL_FROM": "Sender of those mails, `Name <address>`; becomes `ADGANG_NOTIFIER_EMAIL_FROM`.",
+    "ADGANG_SMS_GATEWAY_URL": "The SMS gateway's send endpoint; becomes `ADGANG_NOTIFIER_SMS_GATEWAY_URL`.",
+    "ADGANG_SMS_GATEWAY_TOKEN": "The SMS gateway's bearer token, *secret*; becomes `ADGANG_NOTIFIER_SMS_GATEWAY_TOKEN`.",
     "ADGANG_BILLING_SEED_DEMO_DATA": "`true` seeds the demo customers, for a demonstration.",
     "ADGANG_IMAGE": "The application image, built from the Dockerfile (`docker build -t adgang:local .`).",
 }
@@ -160,6 +220,12 @@ EFFECTIVE_DEFAULTS: dict[str, str] = {
     "database_url": "SQLite at `<var_dir>/{service}.db`",
     "http_port": "`{port}`",
     "eboks_spool_dir": "`<var_dir>/eboks`",
+    "email_smtp_host": "`127.0.0.1` in development",
+    "email_smtp_port": "`8025` in development",
+    "email_smtp_tls": "`none` in development, `starttls` in production",
+    "email_from": "`Adgang Selvbetjening <no-reply@adgang.localhost>` in development",
+    "sms_gateway_url": "`http://127.0.0.1:8005/v1/sms` in development",
+    "sms_gateway_token": "the local sink's, in development",
     "sealing_active_key_id": "the first key",
 }
 
@@ -199,6 +265,8 @@ def required_in_production(settings_type: type[ServiceSettings]) -> set[str]:
     complete = {name: _probe_value(fields[name].annotation) for name in unset}
     # Values that are checked beyond their type: a key ring must parse and hold the active key.
     complete |= {"sealing_keys": f"probe:{generate_key()}", "sealing_active_key_id": "probe"}
+    complete |= {"signing_keys": f"probe:{generate_signing_key()}", "signing_active_key_id": "probe"}
+    complete |= {"email_from": "Probe <probe@example.dk>", "sms_gateway_url": "https://sms.example.dk/v1"}
     complete["environment"] = Environment.production
     # model_validate, unlike the constructor, reads no environment variables.
     settings_type.model_validate(complete)

@@ -1,5 +1,6 @@
-"""Runs the whole suite as processes on one machine: the embedded broker, then each service's
-worker and API. `adgang run` uses it, and so do the end-to-end and reliability tests."""
+"""Runs the whole suite as processes on one machine: the embedded broker, the local mail and SMS
+sinks, then each service's worker and API. `adgang run` uses it, and so do the end-to-end and
+reliability tests."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class SuiteConfig:
             "notifier": 8004,
         }
     )
+    smtp_port: int = 8025  # the mail sink
+    sms_port: int = 8005  # the SMS gateway sink
     database_urls: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
     log_format: str = "json"
@@ -77,6 +80,8 @@ class Suite:
             env[f"{prefix}LOG_FORMAT"] = self.config.log_format
             if name in self.config.database_urls:
                 env[f"{prefix}DATABASE_URL"] = self.config.database_urls[name]
+        env["ADGANG_NOTIFIER_EMAIL_SMTP_PORT"] = str(self.config.smtp_port)
+        env["ADGANG_NOTIFIER_SMS_GATEWAY_URL"] = self.sms_gateway_url
         env.update(self.config.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -89,11 +94,28 @@ class Suite:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.config.ports[service]}"
 
+    @property
+    def sms_gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.sms_port}/v1/sms"
+
     # --- life cycle -----------------------------------------------------------------------
 
     def start(self, *, deadline_s: float = 90.0) -> None:
         self.config.var_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # First, so that it starts while the broker does; the notifier's worker waits for it.
+        self._spawn(
+            "sinks",
+            [
+                "sinks",
+                "--var-dir",
+                str(self.config.var_dir),
+                "--smtp-port",
+                str(self.config.smtp_port),
+                "--sms-port",
+                str(self.config.sms_port),
+            ],
+        )
         if self.config.embedded_broker:
             broker_log = (self.log_dir / "broker.log").open("ab")
             self.broker = EmbeddedBroker(
@@ -105,6 +127,7 @@ class Suite:
         asyncio.run(ensure_topics(self.config.bootstrap))
         for name, parts in SERVICES.items():
             migrate(parts.migrations, self.database_url(name))
+        self.wait_ready(deadline_s=deadline_s, names=["sinks"])
         for name in SERVICES:
             self._spawn(f"{name}-worker", ["worker", name])
         for name, parts in SERVICES.items():
@@ -154,7 +177,7 @@ class Suite:
 
     def _is_ready(self, name: str) -> bool:
         service, _, role = name.rpartition("-")
-        if role == "worker":
+        if role in ("worker", "sinks"):
             marker = self.ready_marker(name)
             child = self.children[name]
             return (

@@ -50,10 +50,12 @@ def database_factory(postgres: object | None, tmp_path_factory: pytest.TempPathF
 
 
 def start_suite(var_dir: Path, database_factory, **extra_env: str) -> Suite:
-    broker, *ports = free_ports(5)
+    broker, smtp, sms, *ports = free_ports(3 + len(SERVICES))
     config = SuiteConfig(
         var_dir=var_dir,
         broker_port=broker,
+        smtp_port=smtp,
+        sms_port=sms,
         ports=dict(zip(SERVICES, ports, strict=True)),
         database_urls={name: database_factory(name) for name in SERVICES},
         extra_env={

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.domain import generate_activation_code, hash_code, new_username
-from services.identity.models import ActivationCode, Company, LoginSession, User, UserGrant
+from services.identity.models import ActivationCode, Company, LoginSession, RecoveryCode, User, UserGrant
 from shared.clock import Clock
 from shared.events import (
     Grant,
@@ -21,6 +21,7 @@ from shared.events import (
     UserDeleted,
     UserDisabled,
     UserEnabled,
+    UserGrantsChanged,
 )
 from shared.messaging import Outbox
 from shared.problems import Conflict, InvalidField, NotFound, Problem
@@ -55,6 +56,15 @@ class NewUser:
     grants: list[RequestedGrant]
     functions: list[str]
     language: str = "da"
+
+
+@dataclass(frozen=True)
+class UserChanges:
+    name: str | None = None
+    email: str | None = None
+    mobile: str | None = None
+    grants: list[RequestedGrant] | None = None
+    functions: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -293,6 +303,109 @@ class Administration:
                 tenant_cvr=user.tenant_cvr,
                 by_user_id=uuid.UUID(caller.id),
                 enabled_at=self.clock.now(),
+            ),
+        )
+        return user
+
+    async def change(self, session: AsyncSession, caller: User, user_id: str, changes: UserChanges) -> User:
+        """Details, companies, accounts or functions. A change of access ends the user's
+        sessions, so their next token carries exactly the new grants."""
+        user = await self.get_user(session, caller, user_id)
+        if changes.name is not None:
+            user.name = changes.name
+        if changes.email is not None:
+            user.email = changes.email
+        if changes.mobile is not None and changes.mobile != user.mobile:
+            user.mobile, user.mobile_confirmed_at = changes.mobile, None
+        if changes.grants is None and changes.functions is None:
+            return user
+        current = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))
+        grants = (
+            changes.grants
+            if changes.grants is not None
+            else [
+                RequestedGrant(g.cvr, "all" if g.all_accounts else list(g.account_numbers)) for g in current
+            ]
+        )
+        functions = changes.functions if changes.functions is not None else list(user.functions)
+        await self._check_grants(session, caller, grants, functions)
+        if USER_ADMIN not in functions:
+            await self._ensure_not_last_admin(session, user, "demoted")
+        for grant in current:
+            await session.delete(grant)
+        await session.flush()
+        session.add_all(
+            UserGrant(
+                user_id=user.id,
+                cvr=g.cvr,
+                all_accounts=g.accounts == "all",
+                account_numbers=[] if g.accounts == "all" else sorted(g.accounts),
+            )
+            for g in grants
+        )
+        user.functions = sorted(set(functions))
+        await self.end_sessions(session, user.id, "grants-changed")
+        await self.outbox.add(
+            session,
+            UserGrantsChanged(
+                user_id=uuid.UUID(user.id),
+                tenant_cvr=user.tenant_cvr,
+                grants=[Grant(cvr=g.cvr, accounts=g.accounts) for g in grants],
+                functions=user.functions,  # type: ignore[arg-type]
+                by_user_id=uuid.UUID(caller.id),
+                changed_at=self.clock.now(),
+            ),
+        )
+        return user
+
+    async def reset_second_factor(self, session: AsyncSession, caller: User, user_id: str) -> User:
+        """The phone with the authenticator is lost: remove TOTP and recovery codes; SMS and
+        email codes still work, and the user's sessions end."""
+        user = await self.get_user(session, caller, user_id)
+        user.totp_secret = user.totp_pending_secret = None
+        user.totp_enabled_at = user.totp_last_timecode = None
+        await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+        await self.end_sessions(session, user.id, "second-factor-reset")
+        return user
+
+    async def resend_activation(self, session: AsyncSession, caller: User, user_id: str) -> User:
+        """A new activation code for a login not yet activated; the old code stops working."""
+        user = await self.get_user(session, caller, user_id)
+        if user.status != "pending":
+            raise Conflict(f"{user.name}'s login is already activated.")
+        now = self.clock.now()
+        for old in await session.scalars(
+            select(ActivationCode).where(
+                ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None)
+            )
+        ):
+            old.revoked_at = now
+        code = generate_activation_code()
+        expires_at = now + self.code_ttl
+        session.add(
+            ActivationCode(
+                id=str(uuid.uuid4()),
+                user_id=user.id,
+                code_hash=hash_code(code),
+                created_at=now,
+                expires_at=expires_at,
+                failed_attempts=0,
+            )
+        )
+        company = await session.get(Company, user.tenant_cvr)
+        user_uuid = uuid.UUID(user.id)
+        await self.outbox.add(
+            session,
+            LoginCreated(
+                user_id=user_uuid,
+                tenant_cvr=user.tenant_cvr,
+                company_name=company.name if company else user.tenant_cvr,
+                name=user.name,
+                recipient_email=user.email,
+                username=user.username,
+                activation_code=self.sealer.seal(code, context=LoginCreated.sealing_context(user_uuid)),
+                expires_at=expires_at,
+                created_by_name=caller.name,
             ),
         )
         return user

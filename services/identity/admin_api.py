@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.identity.admin import Administration, NewUser, RequestedGrant
+from services.identity.admin import Administration, NewUser, RequestedGrant, UserChanges
 from services.identity.models import User, UserGrant
 from services.identity.support import AuditTrail
 from shared.clock import as_utc
@@ -56,6 +56,27 @@ class UserIn(BaseModel):
     @classmethod
     def _mobile(cls, value: str) -> str:
         return normalise_danish_mobile(value)
+
+
+class UserPatch(BaseModel):
+    """Change details, companies, accounts or functions; absent fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    mobile: str | None = Field(default=None, max_length=32)
+    grants: list[GrantIn] | None = Field(default=None, max_length=200)
+    functions: list[Function] | None = Field(default=None, max_length=5)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_email(value)
+
+    @field_validator("mobile")
+    @classmethod
+    def _mobile(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_danish_mobile(value)
 
 
 class GrantOut(BaseModel):
@@ -172,6 +193,71 @@ def admin_router(
         async with db.transaction() as session:
             caller = await admin.administrator(session, claims)
             user = await admin.get_user(session, caller, user_id)
+            grants = await grants_of(session, user.id)
+        return _out(user, grants)
+
+    @router.patch(
+        "/v1/users/{user_id}",
+        response_model=UserOut,
+        summary="Change a user; a change of access ends their sessions at once",
+        responses={404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
+    )
+    async def change_user(claims: Claims, user_id: UserId, body: UserPatch, request: Request) -> UserOut:
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            user = await admin.change(
+                session,
+                caller,
+                user_id,
+                UserChanges(
+                    name=" ".join(body.name.split()) if body.name else None,
+                    email=body.email,
+                    mobile=body.mobile,
+                    grants=None
+                    if body.grants is None
+                    else [RequestedGrant(g.cvr, g.accounts) for g in body.grants],
+                    functions=None if body.functions is None else list(body.functions),
+                ),
+            )
+            await audit.record(
+                session, actor=caller, action="user.change", target=user, client_address=address(request)
+            )
+            grants = await grants_of(session, user.id)
+        return _out(user, grants)
+
+    @router.post(
+        "/v1/users/{user_id}/reset-2fa",
+        response_model=UserOut,
+        summary="Remove the user's authenticator app and recovery codes (lost phone)",
+        responses={404: PROBLEM},
+    )
+    async def reset_2fa(claims: Claims, user_id: UserId, request: Request) -> UserOut:
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            user = await admin.reset_second_factor(session, caller, user_id)
+            await audit.record(
+                session, actor=caller, action="user.reset-2fa", target=user, client_address=address(request)
+            )
+            grants = await grants_of(session, user.id)
+        return _out(user, grants)
+
+    @router.post(
+        "/v1/users/{user_id}/resend-activation",
+        response_model=UserOut,
+        summary="Email a new activation code to a user who has not activated yet",
+        responses={404: PROBLEM, 409: PROBLEM},
+    )
+    async def resend_activation(claims: Claims, user_id: UserId, request: Request) -> UserOut:
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            user = await admin.resend_activation(session, caller, user_id)
+            await audit.record(
+                session,
+                actor=caller,
+                action="user.resend-activation",
+                target=user,
+                client_address=address(request),
+            )
             grants = await grants_of(session, user.id)
         return _out(user, grants)
 

@@ -1,19 +1,22 @@
-"""Notifier's read-only API: delivery records, and in development the local e-Boks sink."""
+"""Notifier's read-only API: delivery records, and in development the local e-Boks, mail and SMS
+sinks."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import FastAPI, Path, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from services.notifier.config import NotifierSettings
 from services.notifier.memo import MemoFormatError, parse_memo_message
 from services.notifier.models import Delivery
+from services.notifier.sinks import MAILBOX_PATTERN, MSISDN_PATTERN, read_mail, read_sms
 from services.notifier.transports import SpoolTransport
 from shared.clock import as_utc
 from shared.db import Database
@@ -35,6 +38,7 @@ class DeliveryOut(BaseModel):
     application_id: str | None
     created_at: datetime
     deliver_by: datetime | None
+    expires_at: datetime | None
     delivered_at: datetime | None
     last_error: str | None
     sla_breached: bool
@@ -49,6 +53,23 @@ class LetterOut(BaseModel):
     filename: str
     language: str
     text: str
+
+
+class MailOut(BaseModel):
+    message_id: str
+    from_: str = Field(alias="from")
+    to: str
+    subject: str
+    date: datetime | None
+    text: str
+
+
+class SmsOut(BaseModel):
+    id: str
+    sender: str
+    to: str
+    text: str
+    received_at: datetime
 
 
 def create_api(settings: NotifierSettings | None = None) -> FastAPI:
@@ -96,6 +117,7 @@ def create_api(settings: NotifierSettings | None = None) -> FastAPI:
                 application_id=d.application_id,
                 created_at=as_utc(d.created_at),
                 deliver_by=as_utc(d.deliver_by) if d.deliver_by else None,
+                expires_at=as_utc(d.expires_at) if d.expires_at else None,
                 delivered_at=as_utc(d.delivered_at) if d.delivered_at else None,
                 last_error=d.last_error,
                 sla_breached=d.sla_breached_at is not None,
@@ -153,5 +175,45 @@ def create_api(settings: NotifierSettings | None = None) -> FastAPI:
             if not path.is_file():
                 raise NotFound(f"No letter {message_uuid} for CVR {cvr}.")
             return Response(path.read_bytes(), media_type="application/xml")
+
+    if development:
+
+        @app.get(
+            "/dev/mail/{address}",
+            response_model=list[MailOut],
+            tags=["development"],
+            summary="The local mail sink: mails received for an address, oldest first (development only)",
+        )
+        async def mail_inbox(
+            address: Annotated[str, Path(pattern=MAILBOX_PATTERN, max_length=254)],
+        ) -> list[MailOut]:
+            mails = await asyncio.to_thread(read_mail, settings.sinks_dir, address)
+            return [
+                MailOut.model_validate(
+                    {
+                        "message_id": m.message_id,
+                        "from": m.sender,
+                        "to": m.to,
+                        "subject": m.subject,
+                        "date": m.date,
+                        "text": m.text,
+                    }
+                )
+                for m in mails
+            ]
+
+        @app.get(
+            "/dev/sms/{msisdn}",
+            response_model=list[SmsOut],
+            tags=["development"],
+            summary="The local SMS gateway sink: messages received for an E.164 number, oldest first "
+            "(development only)",
+        )
+        async def sms_inbox(msisdn: Annotated[str, Path(pattern=MSISDN_PATTERN)]) -> list[SmsOut]:
+            messages = await asyncio.to_thread(read_sms, settings.sinks_dir, msisdn)
+            return [
+                SmsOut(id=m.id, sender=m.sender, to=m.to, text=m.text, received_at=m.received_at)
+                for m in messages
+            ]
 
     return app

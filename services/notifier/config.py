@@ -1,12 +1,25 @@
 from __future__ import annotations
 
+from email.headerregistry import Address
 from pathlib import Path
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.notifier.email import SmtpTls, parse_mailbox
+from services.notifier.sms import SENDER_PATTERN
 from shared.settings import Environment, ServiceSettings
+
+# Where `adgang sinks` listens by default: the development stand-ins for a mail server and an
+# SMS gateway (docs/notifications.md).
+SINK_SMTP_PORT = 8025
+SINK_SMS_PORT = 8005
+SINK_SMS_URL = f"http://127.0.0.1:{SINK_SMS_PORT}/v1/sms"
+DEVELOPMENT_SMS_TOKEN = "adgang-development-sms-token"  # noqa: S105 - known to the local sink only
+DEVELOPMENT_EMAIL_FROM = "Adgang Selvbetjening <no-reply@adgang.localhost>"
+_STANDARD_SMTP_PORTS: dict[str, int] = {"none": 25, "starttls": 587, "tls": 465}
 
 
 class NotifierSettings(ServiceSettings):
@@ -22,6 +35,19 @@ class NotifierSettings(ServiceSettings):
     eboks_client_key: Path | None = None
     eboks_ca_bundle: Path | None = None
     eboks_http_timeout_s: float = 10.0
+
+    email_smtp_host: str | None = None
+    email_smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    email_smtp_username: str | None = None
+    email_smtp_password: SecretStr | None = None
+    email_smtp_tls: SmtpTls | None = None
+    email_smtp_timeout_s: float = Field(default=10.0, gt=0)
+    email_from: str | None = None
+
+    sms_gateway_url: str | None = None
+    sms_gateway_token: SecretStr | None = None
+    sms_gateway_timeout_s: float = Field(default=10.0, gt=0)
+    sms_sender: str = Field(default="Adgang", pattern=SENDER_PATTERN)
 
     operator_cvr: str = Field(default="29311005", pattern=r"^\d{8}$")
     operator_name: str = "Adgang Erhverv"
@@ -41,15 +67,87 @@ class NotifierSettings(ServiceSettings):
             raise ValueError("portal_url (where letters send people to activate) must be set in production")
         return self
 
-    @property
-    def lease_seconds(self) -> float:
-        """How long an attempt may hold a delivery: longer than the transport's worst case, so
-        another worker never takes over a letter that is still being sent."""
+    @field_validator("email_from")
+    @classmethod
+    def _email_from_is_a_mailbox(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_mailbox(value)
+        return value
+
+    @field_validator("sms_gateway_url")
+    @classmethod
+    def _sms_gateway_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and (
+            urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname
+        ):
+            raise ValueError("sms_gateway_url must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _mail_and_sms_are_configured_in_production(self) -> NotifierSettings:
+        # In development they default to the local sinks; in production a code sent there is lost.
+        if self.environment is Environment.production:
+            missing = [
+                name
+                for name in ("email_smtp_host", "email_from", "sms_gateway_url", "sms_gateway_token")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"{', '.join(missing)} must be set in production (S7: codes by email and SMS)"
+                )
+        return self
+
+    def lease_seconds(self, channel: str) -> float:
+        """How long an attempt may hold a delivery on a channel: longer than that channel's worst
+        case, so another worker never takes over a message that is still being sent, and no
+        longer, so a crashed worker's messages are taken over soon."""
         if self.delivery_lease_s is not None:
             return self.delivery_lease_s
-        if self.eboks_transport == "http":
-            return 4 * self.eboks_http_timeout_s + 8 * 3 + 30  # HttpTransport's attempts and backoff
-        return 20.0
+        # HttpRetry's worst case: 4 attempts that time out, 3 waits of at most 8 s; then a margin.
+        worst = {
+            "sms": 4 * self.sms_gateway_timeout_s + 8 * 3,
+            "email": 4 * self.email_smtp_timeout_s,
+            "eboks": 4 * self.eboks_http_timeout_s + 8 * 3 if self.eboks_transport == "http" else 0.0,
+        }
+        return worst[channel] + 20
+
+    @property
+    def development(self) -> bool:
+        return self.environment is not Environment.production
+
+    @property
+    def smtp_host(self) -> str:
+        return self.email_smtp_host or "127.0.0.1"
+
+    @property
+    def smtp_tls(self) -> SmtpTls:
+        """Unset: none for the local sink in development, STARTTLS in production."""
+        return self.email_smtp_tls or ("none" if self.development else "starttls")
+
+    @property
+    def smtp_port(self) -> int:
+        """Unset: the mail sink's port in development, the standard port of the TLS mode in production."""
+        if self.email_smtp_port is not None:
+            return self.email_smtp_port
+        return SINK_SMTP_PORT if self.development else _STANDARD_SMTP_PORTS[self.smtp_tls]
+
+    @property
+    def mail_sender(self) -> Address:
+        return parse_mailbox(self.email_from or DEVELOPMENT_EMAIL_FROM)
+
+    @property
+    def sms_url(self) -> str:
+        return self.sms_gateway_url or SINK_SMS_URL
+
+    @property
+    def sms_token(self) -> SecretStr:
+        return self.sms_gateway_token or SecretStr(DEVELOPMENT_SMS_TOKEN)
+
+    @property
+    def sinks_dir(self) -> Path:
+        """Where `adgang sinks` keeps the mail and SMS it receives (development only)."""
+        return self.var_dir / "sinks"
 
     @property
     def activation_url(self) -> str:

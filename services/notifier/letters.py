@@ -47,8 +47,9 @@ _ENGLISH_MONTHS = (
     "December",
 )
 
-# Plain-text letters: HTML escaping would only garble names such as "Jensen & Co ApS".
-_environment = Environment(
+# Plain-text letters, mails and SMS: HTML escaping would only garble names such as
+# "Jensen & Co ApS".
+templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=False,  # noqa: S701 - text/plain output, never rendered as HTML
     undefined=StrictUndefined,
@@ -72,10 +73,10 @@ def render_credentials_letter(
 
     ``expires_at`` must be timezone-aware; the letter shows it in Copenhagen time.
     """
-    _require_supported(language)
+    require_supported(language)
     if expires_at.tzinfo is None or expires_at.utcoffset() is None:
         raise ValueError("expires_at must be timezone-aware")
-    template = _environment.get_template(f"credentials_letter.{language}.txt.j2")
+    template = templates.get_template(f"credentials_letter.{language}.txt.j2")
     return template.render(
         company_name=company_name,
         cvr=cvr,
@@ -88,13 +89,13 @@ def render_credentials_letter(
 
 def letter_label(language: str) -> str:
     """The short subject the company sees in its e-Boks inbox (the MeMo label)."""
-    _require_supported(language)
+    require_supported(language)
     return _LABELS[language]
 
 
 def format_expiry(moment: datetime, *, language: str) -> str:
     """A point in time as people write it in ``language``, in Copenhagen time."""
-    _require_supported(language)
+    require_supported(language)
     local = moment.astimezone(LETTER_TIME_ZONE)
     if language == "da":
         month = _DANISH_MONTHS[local.month - 1]
@@ -103,7 +104,7 @@ def format_expiry(moment: datetime, *, language: str) -> str:
     return f"{local.day} {month} {local.year} at {local:%H:%M} (Danish time)"
 
 
-def _require_supported(language: str) -> None:
+def require_supported(language: str) -> None:
     if language not in SUPPORTED_LANGUAGES:
         supported = ", ".join(SUPPORTED_LANGUAGES)
         raise ValueError(f"unsupported letter language {language!r}; supported: {supported}")

@@ -22,7 +22,8 @@ messaging = MessagingTables.define(Base.metadata)
 
 
 class Delivery(Base):
-    """One message to deliver on one channel; the source event is kept sealed as it came."""
+    """One message of one kind (`credentials_letter`, `otp_login`, `otp_confirm_mobile`) to deliver on
+    one channel (`eboks`, `email`, `sms`); the source event is kept sealed as it came."""
 
     __tablename__ = "deliveries"
 
@@ -42,6 +43,8 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(1000))
     location: Mapped[str | None] = mapped_column(String(500))
     deliver_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A one-time code is useless after this: the delivery then fails instead of being attempted.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,9 +1,13 @@
 """Notifier's use cases: record what to deliver, deliver it with retries, watch the deadline.
 
 A delivery is recorded in the consumer's transaction (inbox), then attempted by the dispatcher,
-so a slow or failing mailbox never blocks the topic. The letter's messageUUID is derived from
-the source event, and the spool writes a messageUUID once, so a redelivered event or a retry
-after a crash never puts a second letter in the company's e-Boks.
+so a slow or failing mailbox never blocks the topic. Its message id is derived from the source
+event: the spool writes a letter's messageUUID once, so a redelivered event or a retry after a
+crash never puts a second letter in the company's e-Boks; a mail keeps the same Message-ID and
+an SMS the same gateway reference.
+
+Letters have a deadline (`deliver_by`, S2), watched by `SlaWatch`. One-time codes have an
+expiry instead: a code not delivered by then is useless, so its delivery fails.
 """
 
 from __future__ import annotations
@@ -13,14 +17,25 @@ import contextlib
 import logging
 import random
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from email.headerregistry import Address
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.notifier.letters import letter_label, render_credentials_letter
-from services.notifier.memo import build_memo_message, message_uuid_for
+from services.notifier.kinds import (
+    CODE_KINDS,
+    CredentialsLetter,
+    DeliveryKind,
+    EmailTransport,
+    OneTimeCodeMessage,
+    Sender,
+    SmsTransport,
+)
+from services.notifier.memo import message_uuid_for
 from services.notifier.models import Delivery
 from services.notifier.transports import (
     DeliveryError,
@@ -31,11 +46,21 @@ from services.notifier.transports import (
 from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.envelope import Envelope
-from shared.events import CredentialsIssued, DeliveryFailed, DeliverySlaBreached, DeliverySucceeded
+from shared.events import (
+    CredentialsIssued,
+    DeliveryFailed,
+    DeliverySlaBreached,
+    DeliverySucceeded,
+    OtpRequested,
+)
 from shared.messaging import Outbox
 from shared.sealing import Sealer, SealingError
 
+__all__ = ["Dispatcher", "RetryPolicy", "Sender", "SlaWatch", "record_code", "record_credentials"]
+
 log = logging.getLogger(__name__)
+
+EXPIRED = "expired before delivery"
 
 
 @dataclass(frozen=True)
@@ -50,17 +75,39 @@ class RetryPolicy:
         return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 
 
-@dataclass(frozen=True)
-class Sender:
-    cvr: str
-    name: str
-    portal_url: str
-
-
 async def record_credentials(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
     """Handler for `CredentialsIssued`: one pending e-Boks delivery per event (S2)."""
     event = envelope.event
     assert isinstance(event, CredentialsIssued)
+    await _record(
+        session,
+        envelope,
+        clock,
+        kind="credentials_letter",
+        channel="eboks",
+        recipient=event.recipient_cvr,
+        application_id=str(event.application_id) if event.application_id else None,
+        deliver_by=event.deliver_by,
+    )
+
+
+async def record_code(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
+    """Handler for `OtpRequested`: one pending SMS or email delivery per event, until the code
+    expires (S7). There is no `deliver_by`: a code is late exactly when it has expired."""
+    event = envelope.event
+    assert isinstance(event, OtpRequested)
+    await _record(
+        session,
+        envelope,
+        clock,
+        kind=CODE_KINDS[event.purpose],
+        channel=event.channel,
+        recipient=event.recipient,
+        expires_at=event.expires_at,
+    )
+
+
+async def _record(session: AsyncSession, envelope: Envelope, clock: Clock, **fields: Any) -> None:
     if await session.scalar(select(Delivery.id).where(Delivery.source_event_id == envelope.id)) is not None:
         return
     now = clock.now()
@@ -69,17 +116,13 @@ async def record_credentials(session: AsyncSession, envelope: Envelope, clock: C
             id=str(uuid.uuid4()),
             source_event_id=envelope.id,
             source_event_type=envelope.type,
-            source_payload=event.model_dump_json(),
-            application_id=str(event.application_id) if event.application_id else None,
-            channel="eboks",
-            recipient=event.recipient_cvr,
-            kind="credentials_letter",
+            source_payload=envelope.event.model_dump_json(),
             message_id=str(message_uuid_for(envelope.id)),
             status="pending",
             attempts=0,
             next_attempt_at=now,
-            deliver_by=event.deliver_by,
             created_at=now,
+            **fields,
         )
     )
 
@@ -95,15 +138,20 @@ class Dispatcher:
         eboks: EboksTransport,
         sender: Sender,
         retry: RetryPolicy,
-        lease: timedelta,
+        lease: timedelta | Mapping[str, timedelta],
+        email: EmailTransport | None = None,
+        email_from: Address | None = None,
+        sms: SmsTransport | None = None,
         concurrency: int = 8,
     ) -> None:
         self._db = db
         self._outbox = outbox
         self._clock = clock
-        self._sealer = sealer
-        self._eboks = eboks
-        self._sender = sender
+        codes = OneTimeCodeMessage(sealer=sealer, email=email, email_from=email_from, sms=sms)
+        self._kinds: dict[str, DeliveryKind] = {
+            "credentials_letter": CredentialsLetter(sealer=sealer, eboks=eboks, sender=sender),
+            **{kind: codes for kind in CODE_KINDS.values()},
+        }
         self._retry = retry
         self._lease = lease
         self._concurrency = concurrency
@@ -118,33 +166,49 @@ class Dispatcher:
                 self.wake.clear()
 
     async def dispatch_due(self) -> int:
+        """Give up the codes that expired undelivered, then attempt what is due; how many of
+        either there were."""
         # Claim no more than can be sent at once, so a lease never runs out while a claimed
-        # letter waits its turn.
-        claimed = await self._claim(self._concurrency)
+        # message waits its turn.
+        expired, claimed = await self._claim(self._concurrency)
         await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
-        return len(claimed)
+        return expired + len(claimed)
 
-    async def _claim(self, batch: int) -> list[Delivery]:
+    async def _claim(self, batch: int) -> tuple[int, list[Delivery]]:
         now = self._clock.now()
+        not_leased = or_(Delivery.lease_until.is_(None), Delivery.lease_until < now)
         async with self._db.transaction() as session:
+            # On PostgreSQL several workers claim at once; each skips the rows another holds.
+            lock = session.get_bind().dialect.name == "postgresql"
+            expired_query = select(Delivery).where(
+                Delivery.status == "pending",
+                Delivery.expires_at.is_not(None),
+                Delivery.expires_at <= now,
+                not_leased,  # one being attempted right now is settled by its attempt
+            )
+            if lock:
+                expired_query = expired_query.with_for_update(skip_locked=True)
+            expired = list(await session.scalars(expired_query))
+            for delivery in expired:
+                await self._give_up(session, delivery, EXPIRED, now)
             query = (
                 select(Delivery)
-                .where(
-                    Delivery.status == "pending",
-                    Delivery.next_attempt_at <= now,
-                    or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
-                )
+                .where(Delivery.status == "pending", Delivery.next_attempt_at <= now, not_leased)
                 .order_by(Delivery.next_attempt_at)
                 .limit(batch)
             )
-            if session.get_bind().dialect.name == "postgresql":
+            if lock:
                 query = query.with_for_update(skip_locked=True)
             deliveries = list(await session.scalars(query))
             for delivery in deliveries:
-                delivery.lease_until = now + self._lease
-            return deliveries
+                lease = self._lease if isinstance(self._lease, timedelta) else self._lease[delivery.channel]
+                delivery.lease_until = now + lease
+            return len(expired), deliveries
 
     async def _attempt(self, delivery: Delivery) -> None:
+        if delivery.expires_at is not None and as_utc(delivery.expires_at) <= self._clock.now():
+            await self._failed_attempt(delivery, EXPIRED, permanent=True, attempted=False)
+            return
         try:
             location = await self._send(delivery)
         except TransientDeliveryError as exc:
@@ -160,38 +224,10 @@ class Dispatcher:
             await self._succeeded(delivery, location)
 
     async def _send(self, delivery: Delivery) -> str:
-        event = CredentialsIssued.model_validate_json(delivery.source_payload)
-        code = self._sealer.unseal(
-            event.activation_code, context=CredentialsIssued.sealing_context(event.user_id)
-        )
-        letter = render_credentials_letter(
-            language=event.language,
-            company_name=event.company_name,
-            cvr=event.recipient_cvr,
-            username=event.username,
-            activation_code=code,
-            expires_at=event.expires_at,
-            portal_url=self._sender.portal_url,
-        )
-        message_uuid = uuid.UUID(delivery.message_id)
-        document = build_memo_message(
-            message_uuid=message_uuid,
-            label=letter_label(event.language),
-            sender_cvr=self._sender.cvr,
-            sender_label=self._sender.name,
-            recipient_cvr=event.recipient_cvr,
-            created_at=as_utc(delivery.created_at),
-            document_label=letter_label(event.language),
-            filename=f"adgang-{event.username}.txt",
-            language=event.language,
-            content=letter.encode(),
-        )
-        receipt = await self._eboks.deliver(
-            recipient_cvr=event.recipient_cvr, message_uuid=message_uuid, document=document
-        )
-        if receipt.already_delivered:
-            log.info("letter %s was already in e-Boks; not written again", message_uuid)
-        return receipt.location
+        kind = self._kinds.get(delivery.kind)
+        if kind is None:
+            raise PermanentDeliveryError(f"no way to send a {delivery.kind!r}")
+        return await kind.send(delivery)
 
     async def _succeeded(self, delivery: Delivery, location: str) -> None:
         now = self._clock.now()
@@ -221,30 +257,22 @@ class Dispatcher:
             current.attempts,
         )
 
-    async def _failed_attempt(self, delivery: Delivery, reason: str, *, permanent: bool) -> None:
+    async def _failed_attempt(
+        self, delivery: Delivery, reason: str, *, permanent: bool, attempted: bool = True
+    ) -> None:
         now = self._clock.now()
         async with self._db.transaction() as session:
             current = await session.get(Delivery, delivery.id, with_for_update=True)
             assert current is not None
             if current.status != "pending":
                 return
-            current.attempts += 1
-            current.last_error = reason[:1000]
-            current.lease_until = None
+            if attempted:
+                current.attempts += 1
             if permanent or current.attempts >= self._retry.max_attempts:
-                current.status = "failed"
-                current.failed_at = now
-                await self._outbox.add(
-                    session,
-                    DeliveryFailed(**_outcome_fields(current), reason=reason[:500], failed_at=now),
-                )
-                log.error(
-                    "delivery %s failed for good after %d attempts: %s",
-                    current.id,
-                    current.attempts,
-                    reason,
-                )
+                await self._give_up(session, current, reason, now)
             else:
+                current.last_error = reason[:1000]
+                current.lease_until = None
                 current.next_attempt_at = now + self._retry.delay(current.attempts)
                 log.warning(
                     "delivery %s attempt %d failed, next at %s: %s",
@@ -253,6 +281,24 @@ class Dispatcher:
                     current.next_attempt_at.isoformat(),
                     reason,
                 )
+
+    async def _give_up(self, session: AsyncSession, delivery: Delivery, reason: str, now: datetime) -> None:
+        delivery.status = "failed"
+        delivery.failed_at = now
+        delivery.last_error = reason[:1000]
+        delivery.lease_until = None
+        await self._outbox.add(
+            session,
+            DeliveryFailed(**_outcome_fields(delivery), reason=reason[:500], failed_at=now),
+        )
+        log.error(
+            "delivery %s (%s by %s) failed for good after %d attempts: %s",
+            delivery.id,
+            delivery.kind,
+            delivery.channel,
+            delivery.attempts,
+            reason,
+        )
 
 
 def _outcome_fields(delivery: Delivery) -> dict[str, object]:

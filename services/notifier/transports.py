@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 from uuid import UUID
 
 import httpx
@@ -28,7 +28,7 @@ _BODY_EXCERPT_CHARS = 200
 
 
 class DeliveryError(Exception):
-    """The letter did not reach the e-Boks."""
+    """The message did not reach its recipient (an e-Boks, a mail server, an SMS gateway)."""
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
@@ -168,15 +168,10 @@ class HttpTransport:
     ) -> None:
         if (client_cert is None) != (client_key is None):
             raise ValueError("client_cert and client_key must be given together")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if backoff_base < 0 or backoff_max < 0:
-            raise ValueError("backoff_base and backoff_max must not be negative")
         self._url = url
-        self._max_attempts = max_attempts
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
-        self._sleep = sleep
+        self._retry = HttpRetry(
+            max_attempts=max_attempts, backoff_base=backoff_base, backoff_max=backoff_max, sleep=sleep
+        )
         self._client = httpx.AsyncClient(
             verify=_tls_context(client_cert, client_key, ca_bundle),
             timeout=timeout,
@@ -194,36 +189,22 @@ class HttpTransport:
             "X-Message-UUID": str(message_uuid),
             "X-Recipient-CVR": recipient_cvr,
         }
-        last_failure = "no attempt made"
-        last_status: int | None = None
-        for attempt in range(1, self._max_attempts + 1):
-            retry_after: float | None = None
-            try:
-                response = await self._client.post(self._url, content=document, headers=headers)
-            except httpx.TransportError as exc:
-                last_failure = f"{type(exc).__name__}: {exc}"
-                last_status = None
-            else:
-                status = response.status_code
-                location = response.headers.get("location", self._url)
-                if 200 <= status < 300:
-                    return DeliveryReceipt(message_uuid, location, already_delivered=False)
-                if status == 409:
-                    return DeliveryReceipt(message_uuid, location, already_delivered=True)
-                if status != 429 and status < 500:
-                    raise PermanentDeliveryError(
-                        f"e-Boks refused letter {message_uuid} with HTTP {status}: {_excerpt(response.text)}",
-                        status_code=status,
-                    )
-                last_failure = f"HTTP {status}: {_excerpt(response.text)}"
-                last_status = status
-                retry_after = _retry_after_seconds(response)
-            if attempt < self._max_attempts:
-                await self._sleep(self._delay_before(attempt + 1, retry_after))
-        raise TransientDeliveryError(
-            f"e-Boks did not accept letter {message_uuid} after {self._max_attempts} "
-            f"attempts; last failure: {last_failure}",
-            status_code=last_status,
+        response = await self._retry.post(
+            self._client,
+            self._url,
+            what=f"e-Boks did not accept letter {message_uuid}",
+            content=document,
+            headers=headers,
+        )
+        status = response.status_code
+        location = response.headers.get("location", self._url)
+        if 200 <= status < 300:
+            return DeliveryReceipt(message_uuid, location, already_delivered=False)
+        if status == 409:
+            return DeliveryReceipt(message_uuid, location, already_delivered=True)
+        raise PermanentDeliveryError(
+            f"e-Boks refused letter {message_uuid} with HTTP {status}: {excerpt(response.text)}",
+            status_code=status,
         )
 
     async def aclose(self) -> None:
@@ -240,13 +221,65 @@ class HttpTransport:
     ) -> None:
         await self.aclose()
 
-    def _delay_before(self, attempt: int, retry_after: float | None) -> float:
+
+class HttpRetry:
+    """POSTs again what may pass — connection errors, timeouts, 429 and 5xx — with exponential
+    backoff and jitter, honouring a `Retry-After` in seconds. Shared by the HTTP transports."""
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if backoff_base < 0 or backoff_max < 0:
+            raise ValueError("backoff_base and backoff_max must not be negative")
+        self.max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._sleep = sleep
+
+    async def post(self, client: httpx.AsyncClient, url: str, *, what: str, **request: Any) -> httpx.Response:
+        """The first answer not worth retrying (2xx, or a 4xx other than 429), for the caller to
+        judge; `TransientDeliveryError` starting with `what` once the attempts are spent."""
+        last_failure = "no attempt made"
+        last_status: int | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            retry_after: float | None = None
+            try:
+                response = await client.post(url, **request)
+            except httpx.TransportError as exc:
+                last_failure = f"{type(exc).__name__}: {exc}"
+                last_status = None
+            else:
+                status = response.status_code
+                if status != 429 and status < 500:
+                    return response
+                last_failure = f"HTTP {status}: {excerpt(response.text)}"
+                last_status = status
+                retry_after = _retry_after_seconds(response)
+            if attempt < self.max_attempts:
+                await self._sleep(self.delay_before(attempt + 1, retry_after))
+        raise TransientDeliveryError(
+            f"{what} after {self.max_attempts} attempts; last failure: {last_failure}",
+            status_code=last_status,
+        )
+
+    def delay_before(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self._backoff_max)
         ceiling = self._backoff_base * 2 ** (attempt - 2)
         # Jitter within [ceiling/2, ceiling): spreads out many notifiers retrying together
         # while each wait stays longer than the one before.
         return min(self._backoff_max, ceiling * (1 + random.random()) / 2)
+
+    def worst_case_seconds(self, timeout: float) -> float:
+        """The longest one `post` can take: every attempt timing out, every wait at its longest."""
+        return self.max_attempts * timeout + (self.max_attempts - 1) * self._backoff_max
 
 
 def _tls_context(client_cert: Path | None, client_key: Path | None, ca_bundle: Path | None) -> ssl.SSLContext:
@@ -267,7 +300,8 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
     return float(value)
 
 
-def _excerpt(body: str) -> str:
+def excerpt(body: str) -> str:
+    """The start of a response body, on one line, for an error message."""
     flattened = " ".join(body.split())
     if len(flattened) <= _BODY_EXCERPT_CHARS:
         return flattened

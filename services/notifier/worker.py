@@ -1,4 +1,5 @@
-"""Notifier's worker: records deliveries from events, dispatches them, watches deadlines."""
+"""Notifier's worker: records deliveries from events (letters, one-time codes), dispatches them
+by channel, watches deadlines."""
 
 from __future__ import annotations
 
@@ -8,13 +9,22 @@ import faust
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier.config import NotifierSettings
+from services.notifier.email import SmtpTransport
 from services.notifier.models import messaging
-from services.notifier.service import Dispatcher, RetryPolicy, Sender, SlaWatch, record_credentials
+from services.notifier.service import (
+    Dispatcher,
+    RetryPolicy,
+    Sender,
+    SlaWatch,
+    record_code,
+    record_credentials,
+)
+from services.notifier.sms import SmsGateway
 from services.notifier.transports import EboksTransport, HttpTransport, SpoolTransport
 from shared.clock import Clock, SystemClock
 from shared.db import Database
 from shared.envelope import Envelope
-from shared.events import IDENTITY_CREDENTIALS, CredentialsIssued
+from shared.events import IDENTITY_CREDENTIALS, IDENTITY_OTP, CredentialsIssued, OtpRequested
 from shared.messaging import Outbox
 from shared.worker import Background, WorkerSpec, build_faust_app, periodic
 
@@ -33,6 +43,26 @@ def eboks_transport(settings: NotifierSettings) -> EboksTransport:
     return SpoolTransport(settings.spool_dir)
 
 
+def smtp_transport(settings: NotifierSettings) -> SmtpTransport:
+    return SmtpTransport(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        tls=settings.smtp_tls,
+        username=settings.email_smtp_username,
+        password=settings.email_smtp_password,
+        timeout=settings.email_smtp_timeout_s,
+    )
+
+
+def sms_gateway(settings: NotifierSettings) -> SmsGateway:
+    return SmsGateway(
+        url=settings.sms_url,
+        token=settings.sms_token,
+        sender=settings.sms_sender,
+        timeout=settings.sms_gateway_timeout_s,
+    )
+
+
 def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | None = None) -> faust.App:
     settings = settings or NotifierSettings()
     clock = clock or SystemClock()
@@ -44,6 +74,9 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
         clock=clock,
         sealer=settings.sealer(),
         eboks=eboks_transport(settings),
+        email=smtp_transport(settings),
+        email_from=settings.mail_sender,
+        sms=sms_gateway(settings),
         sender=Sender(
             cvr=settings.operator_cvr, name=settings.operator_name, portal_url=settings.activation_url
         ),
@@ -52,7 +85,10 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
             base_s=settings.delivery_retry_base_s,
             max_s=settings.delivery_retry_max_s,
         ),
-        lease=timedelta(seconds=settings.lease_seconds),
+        lease={
+            channel: timedelta(seconds=settings.lease_seconds(channel))
+            for channel in ("eboks", "email", "sms")
+        },
         concurrency=settings.delivery_concurrency,
     )
     sla = SlaWatch(db=db, outbox=outbox, clock=clock)
@@ -60,12 +96,18 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
     async def on_credentials(session: AsyncSession, envelope: Envelope) -> None:
         await record_credentials(session, envelope, clock)
 
+    async def on_code(session: AsyncSession, envelope: Envelope) -> None:
+        await record_code(session, envelope, clock)
+
     return build_faust_app(
         WorkerSpec(
             settings=settings,
             db=db,
             tables=messaging,
-            subscriptions={IDENTITY_CREDENTIALS: {CredentialsIssued.TYPE: on_credentials}},
+            subscriptions={
+                IDENTITY_CREDENTIALS: {CredentialsIssued.TYPE: on_credentials},
+                IDENTITY_OTP: {OtpRequested.TYPE: on_code},
+            },
             clock=clock,
             background=[
                 Background("dispatcher", lambda: dispatcher.run_forever(settings.dispatch_interval_s)),

@@ -10,11 +10,13 @@ from typing import Any
 import httpx
 
 from services.notifier.memo import MemoMessage, parse_memo_message
+from services.notifier.sinks import ReceivedMail, ReceivedSms, read_mail, read_sms
 from services.suite import Suite
 from tests.support.waiting import wait_until
 
 CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}(?:-[0-9A-HJKMNP-TV-Z]{4}){4}\b")
 USERNAME = re.compile(r"\b\d{8}-[a-z0-9]{4}\b")
+ONE_TIME_CODE = re.compile(r"\b\d{6,8}\b")
 STRONG_PASSWORD = "Fjordhest-Morgenkaffe-42"
 
 
@@ -95,3 +97,34 @@ def activate(suite: Suite, username: str, code: str, password: str = STRONG_PASS
         json={"username": username, "activation_code": code, "password": password},
         timeout=10,
     )
+
+
+def sinks_dir(suite: Suite) -> Path:
+    return suite.config.var_dir / "sinks"
+
+
+def wait_for_sms(suite: Suite, msisdn: str, count: int = 1, *, deadline_s: float = 60) -> list[ReceivedSms]:
+    """The SMS the local gateway sink received for `msisdn` (E.164), once there are `count`."""
+    return wait_until(
+        lambda: found if len(found := read_sms(sinks_dir(suite), msisdn)) >= count else None,
+        deadline_s=deadline_s,
+        what=f"{count} SMS to {msisdn}",
+    )
+
+
+def wait_for_mail(
+    suite: Suite, address: str, count: int = 1, *, deadline_s: float = 60
+) -> list[ReceivedMail]:
+    """The mails the local mail sink received for `address`, once there are `count`."""
+    return wait_until(
+        lambda: found if len(found := read_mail(sinks_dir(suite), address)) >= count else None,
+        deadline_s=deadline_s,
+        what=f"{count} mail(s) to {address}",
+    )
+
+
+def one_time_code(text: str) -> str:
+    """The one-time code in an SMS or mail text."""
+    match = ONE_TIME_CODE.search(text)
+    assert match, f"no one-time code in:\n{text}"
+    return match.group()

@@ -53,6 +53,10 @@ OPERATOR_ENVIRONMENT = {
     "ADGANG_SIGNING_ACTIVE_KEY_ID": "s1",
     "ADGANG_PORTAL_URL": "https://selvbetjening.example.dk/aktiver",
     "ADGANG_OPERATOR_CVR": "12345678",
+    "ADGANG_SMTP_HOST": "smtp.example.dk",
+    "ADGANG_EMAIL_FROM": "Adgang Selvbetjening <no-reply@example.dk>",
+    "ADGANG_SMS_GATEWAY_URL": "https://sms.example.dk/v1/sms",
+    "ADGANG_SMS_GATEWAY_TOKEN": "a-gateway-token",
 }
 
 

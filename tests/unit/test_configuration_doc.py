@@ -13,6 +13,7 @@ from services.configuration_doc import (
 )
 from services.registry import SERVICES
 from shared.sealing import generate_key
+from shared.tokens import generate_signing_key
 
 
 def test_the_configuration_document_matches_a_fresh_rendering_of_the_settings() -> None:
@@ -52,6 +53,12 @@ def test_the_settings_marked_required_are_all_that_production_needs(service: str
         "sealing_keys": f"k1:{generate_key()}",
         "sealing_active_key_id": "k1",
         "portal_url": "https://selvbetjening.example.dk/aktiver",
+        "email_smtp_host": "smtp.example.dk",
+        "email_from": "Adgang Selvbetjening <no-reply@example.dk>",
+        "sms_gateway_url": "https://sms.example.dk/v1/sms",
+        "sms_gateway_token": "a-gateway-token",
+        "signing_keys": f"s1:{generate_signing_key()}",
+        "signing_active_key_id": "s1",
     }
     assert required_in_production(settings_type) <= set(values), "give the new required setting a value here"
     settings_type.model_validate({"environment": "production", **values})

@@ -1,0 +1,181 @@
+"""The kinds of message the notifier delivers, each rendering and sending itself.
+
+A kind reads its source event from the delivery (where it is kept as it came, codes sealed),
+unseals what it must only now, renders the message for the delivery's channel and hands it
+to that channel's transport. It answers where the message went, or raises a
+`DeliveryError` (transient or permanent) for the dispatcher's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from typing import Protocol
+
+from services.notifier.codes import render_code_email, render_code_sms
+from services.notifier.email import EmailReceipt, build_email
+from services.notifier.letters import letter_label, render_credentials_letter
+from services.notifier.memo import build_memo_message
+from services.notifier.models import Delivery
+from services.notifier.sms import SmsReceipt
+from services.notifier.transports import (
+    DeliveryError,
+    EboksTransport,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from shared.clock import as_utc
+from shared.events import CredentialsIssued, OtpRequested
+from shared.logs import forget_secret, register_secret
+from shared.sealing import Sealer
+
+log = logging.getLogger(__name__)
+
+CODE_KINDS = {"login": "otp_login", "confirm_mobile": "otp_confirm_mobile"}
+
+
+class DeliveryKind(Protocol):
+    async def send(self, delivery: Delivery) -> str:
+        """Render and send the delivery's message; where it went (a path, a URL, an id)."""
+        ...
+
+
+class EmailTransport(Protocol):
+    async def send(self, message: EmailMessage) -> EmailReceipt: ...
+
+
+class SmsTransport(Protocol):
+    async def send(self, *, to: str, text: str, reference: str) -> SmsReceipt: ...
+
+
+@dataclass(frozen=True)
+class Sender:
+    cvr: str
+    name: str
+    portal_url: str
+
+
+class CredentialsLetter:
+    """The letter with a company's first login, to its e-Boks (S2)."""
+
+    def __init__(self, *, sealer: Sealer, eboks: EboksTransport, sender: Sender) -> None:
+        self._sealer = sealer
+        self._eboks = eboks
+        self._sender = sender
+
+    async def send(self, delivery: Delivery) -> str:
+        event = CredentialsIssued.model_validate_json(delivery.source_payload)
+        code = self._sealer.unseal(
+            event.activation_code, context=CredentialsIssued.sealing_context(event.user_id)
+        )
+        letter = render_credentials_letter(
+            language=event.language,
+            company_name=event.company_name,
+            cvr=event.recipient_cvr,
+            username=event.username,
+            activation_code=code,
+            expires_at=event.expires_at,
+            portal_url=self._sender.portal_url,
+        )
+        message_uuid = uuid.UUID(delivery.message_id)
+        document = build_memo_message(
+            message_uuid=message_uuid,
+            label=letter_label(event.language),
+            sender_cvr=self._sender.cvr,
+            sender_label=self._sender.name,
+            recipient_cvr=event.recipient_cvr,
+            created_at=as_utc(delivery.created_at),
+            document_label=letter_label(event.language),
+            filename=f"adgang-{event.username}.txt",
+            language=event.language,
+            content=letter.encode(),
+        )
+        receipt = await self._eboks.deliver(
+            recipient_cvr=event.recipient_cvr, message_uuid=message_uuid, document=document
+        )
+        if receipt.already_delivered:
+            log.info("letter %s was already in e-Boks; not written again", message_uuid)
+        return receipt.location
+
+
+class OneTimeCodeMessage:
+    """A one-time code by SMS or email, to log in or to confirm a mobile number (S7).
+
+    The code is unsealed only here, just before sending, and is kept out of every log line and
+    error message: a transport's error may quote the message it could not send.
+    """
+
+    def __init__(
+        self,
+        *,
+        sealer: Sealer,
+        email: EmailTransport | None,
+        email_from: Address | None,
+        sms: SmsTransport | None,
+    ) -> None:
+        self._sealer = sealer
+        self._email = email
+        self._email_from = email_from
+        self._sms = sms
+
+    async def send(self, delivery: Delivery) -> str:
+        event = OtpRequested.model_validate_json(delivery.source_payload)
+        code = self._sealer.unseal(event.code, context=OtpRequested.sealing_context(event.challenge_id))
+        with _kept_out_of_logs(code):
+            try:
+                if delivery.channel == "sms":
+                    return await self._send_sms(delivery, event, code)
+                if delivery.channel == "email":
+                    return await self._send_email(delivery, event, code)
+            except DeliveryError as exc:
+                raise type(exc)(str(exc).replace(code, "[code]"), status_code=exc.status_code) from None
+            except Exception as exc:
+                if code in str(exc):
+                    raise TransientDeliveryError(
+                        f"unexpected {type(exc).__name__} quoting the message"
+                    ) from None
+                raise
+        raise PermanentDeliveryError(f"one-time codes are not sent by {delivery.channel}")
+
+    async def _send_sms(self, delivery: Delivery, event: OtpRequested, code: str) -> str:
+        if self._sms is None:
+            raise PermanentDeliveryError("no SMS gateway is configured")
+        text = render_code_sms(
+            language=event.language, purpose=event.purpose, code=code, expires_at=event.expires_at
+        )
+        receipt = await self._sms.send(to=event.recipient, text=text, reference=delivery.message_id)
+        return receipt.location
+
+    async def _send_email(self, delivery: Delivery, event: OtpRequested, code: str) -> str:
+        if self._email is None or self._email_from is None:
+            raise PermanentDeliveryError("no mail server is configured")
+        content = render_code_email(
+            language=event.language, purpose=event.purpose, code=code, expires_at=event.expires_at
+        )
+        message = build_email(
+            message_id=delivery.message_id,
+            sender=self._email_from,
+            to=event.recipient,
+            subject=content.subject,
+            text=content.text,
+            date=as_utc(delivery.created_at),
+            language=event.language,
+        )
+        receipt = await self._email.send(message)
+        return receipt.location
+
+
+@contextlib.contextmanager
+def _kept_out_of_logs(code: str) -> Iterator[None]:
+    # The second line of defence (shared.logs masks it in any record made meanwhile); the first
+    # is that nothing here logs the message it sends.
+    register_secret(code)
+    try:
+        yield
+    finally:
+        forget_secret(code)
