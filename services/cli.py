@@ -202,6 +202,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_staff_create(args: argparse.Namespace) -> int:
+    """Create a support login (S13); the activation code is shown once, here."""
+    from shared.clock import SystemClock
+    from shared.db import Database
+    from shared.problems import Problem
+    from shared.validation import normalise_danish_mobile, normalise_email
+
+    try:
+        email = normalise_email(args.email)
+        mobile = normalise_danish_mobile(args.mobile)
+    except ValueError as exc:
+        print(f"adgang staff create: {exc}", file=sys.stderr)
+        return 2
+
+    from shared.db import migrate
+
+    parts = SERVICES["identity"]
+    migrate(parts.migrations, parts.settings().db_url)  # a no-op on a database that is up to date
+
+    async def create() -> tuple[str, str]:
+        from services.identity.support import create_staff
+
+        db = Database(SERVICES["identity"].settings().db_url)
+        try:
+            async with db.transaction() as session:
+                user, code = await create_staff(
+                    session, SystemClock(), username=args.username, name=args.name, email=email, mobile=mobile
+                )
+            return user.username, code
+        finally:
+            await db.dispose()
+
+    try:
+        username, code = asyncio.run(create())
+    except Problem as exc:
+        print(f"adgang staff create: {exc.detail}", file=sys.stderr)
+        return 1
+    print(f"Support login {username} created. Activation code (shown once): {code}")
+    print("Activate it with POST /v1/activation on identity, then log in with two factors.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adgang", description="Adgang: self-service access for business customers."
@@ -233,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("broker", help="run the embedded broker alone")
     p.add_argument("--port", type=int, default=9092)
     p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("staff", help="support staff logins")
+    staff = p.add_subparsers(dest="staff_command", required=True)
+    p = staff.add_parser("create", help="create a support login; prints its activation code once")
+    p.add_argument("--username", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--email", required=True)
+    p.add_argument("--mobile", required=True, help="Danish mobile number; login codes go here")
+    p.set_defaults(func=cmd_staff_create)
 
     p = sub.add_parser("sinks", help="run the local mail and SMS sinks (development)")
     p.add_argument("--var-dir", help="where mail and SMS are kept, under sinks/ (default: the notifier's)")

@@ -92,6 +92,9 @@ def alembic_config(script_location: Path, url: str) -> Config:
 
 def migrate(script_location: Path, url: str, revision: str = "head") -> None:
     """Upgrade a service's database (synchronous; call from outside the event loop)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(script_location, url), revision)
 
 

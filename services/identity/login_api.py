@@ -115,7 +115,7 @@ class MeOut(BaseModel):
     mobile: str
     mobile_confirmed: bool
     role: str
-    tenant_cvr: str
+    tenant_cvr: str | None = Field(description="None for support staff, who belong to no company")
     grants: list[GrantOut]
     functions: list[str]
 

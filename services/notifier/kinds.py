@@ -19,7 +19,13 @@ from typing import Protocol
 
 from services.notifier.codes import render_code_email, render_code_sms
 from services.notifier.email import EmailReceipt, build_email
-from services.notifier.letters import letter_label, render_credentials_letter
+from services.notifier.letters import (
+    format_expiry,
+    letter_label,
+    render_credentials_letter,
+    require_supported,
+    templates,
+)
 from services.notifier.memo import build_memo_message
 from services.notifier.models import Delivery
 from services.notifier.sms import SmsReceipt
@@ -30,7 +36,7 @@ from services.notifier.transports import (
     TransientDeliveryError,
 )
 from shared.clock import as_utc
-from shared.events import CredentialsIssued, OtpRequested
+from shared.events import CredentialsIssued, LoginCreated, OtpRequested
 from shared.logs import forget_secret, register_secret
 from shared.sealing import Sealer
 
@@ -167,6 +173,52 @@ class OneTimeCodeMessage:
             language=event.language,
         )
         receipt = await self._email.send(message)
+        return receipt.location
+
+
+class LoginEmail:
+    """The email that tells a colleague an administrator created a login for them (S6)."""
+
+    def __init__(
+        self, *, sealer: Sealer, email: EmailTransport | None, email_from: Address | None, portal_url: str
+    ) -> None:
+        self._sealer = sealer
+        self._email = email
+        self._email_from = email_from
+        self._portal_url = portal_url
+
+    async def send(self, delivery: Delivery) -> str:
+        if self._email is None or self._email_from is None:
+            raise PermanentDeliveryError("no mail server is configured")
+        event = LoginCreated.model_validate_json(delivery.source_payload)
+        code = self._sealer.unseal(event.activation_code, context=LoginCreated.sealing_context(event.user_id))
+        require_supported(event.language)
+        template = templates.get_template(f"login_created.{event.language}.email.txt.j2")
+        module = template.make_module(
+            {
+                "name": event.name,
+                "created_by": event.created_by_name,
+                "company_name": event.company_name,
+                "username": event.username,
+                "activation_code": code,
+                "expires": format_expiry(event.expires_at, language=event.language),
+                "portal_url": self._portal_url,
+            }
+        )
+        message = build_email(
+            message_id=delivery.message_id,
+            sender=self._email_from,
+            to=event.recipient_email,
+            subject=str(getattr(module, "subject")),  # noqa: B009 - set at the template's top level
+            text=str(module).strip() + "\n",
+            date=as_utc(delivery.created_at),
+            language=event.language,
+        )
+        with _kept_out_of_logs(code):
+            try:
+                receipt = await self._email.send(message)
+            except DeliveryError as exc:
+                raise type(exc)(str(exc).replace(code, "[code]"), status_code=exc.status_code) from None
         return receipt.location
 
 

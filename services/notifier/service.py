@@ -31,6 +31,7 @@ from services.notifier.kinds import (
     CredentialsLetter,
     DeliveryKind,
     EmailTransport,
+    LoginEmail,
     OneTimeCodeMessage,
     Sender,
     SmsTransport,
@@ -51,6 +52,7 @@ from shared.events import (
     DeliveryFailed,
     DeliverySlaBreached,
     DeliverySucceeded,
+    LoginCreated,
     OtpRequested,
 )
 from shared.messaging import Outbox
@@ -88,6 +90,15 @@ async def record_credentials(session: AsyncSession, envelope: Envelope, clock: C
         recipient=event.recipient_cvr,
         application_id=str(event.application_id) if event.application_id else None,
         deliver_by=event.deliver_by,
+    )
+
+
+async def record_login_created(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
+    """Handler for `LoginCreated`: email the colleague their username and code (S6)."""
+    event = envelope.event
+    assert isinstance(event, LoginCreated)
+    await _record(
+        session, envelope, clock, kind="login_email", channel="email", recipient=event.recipient_email
     )
 
 
@@ -151,6 +162,9 @@ class Dispatcher:
         self._kinds: dict[str, DeliveryKind] = {
             "credentials_letter": CredentialsLetter(sealer=sealer, eboks=eboks, sender=sender),
             **{kind: codes for kind in CODE_KINDS.values()},
+            "login_email": LoginEmail(
+                sealer=sealer, email=email, email_from=email_from, portal_url=sender.portal_url
+            ),
         }
         self._retry = retry
         self._lease = lease

@@ -18,13 +18,14 @@ from services.notifier.service import (
     SlaWatch,
     record_code,
     record_credentials,
+    record_login_created,
 )
 from services.notifier.sms import SmsGateway
 from services.notifier.transports import EboksTransport, HttpTransport, SpoolTransport
 from shared.clock import Clock, SystemClock
 from shared.db import Database
 from shared.envelope import Envelope
-from shared.events import IDENTITY_CREDENTIALS, IDENTITY_OTP, CredentialsIssued, OtpRequested
+from shared.events import IDENTITY_CREDENTIALS, IDENTITY_OTP, CredentialsIssued, LoginCreated, OtpRequested
 from shared.messaging import Outbox
 from shared.worker import Background, WorkerSpec, build_faust_app, periodic
 
@@ -99,13 +100,19 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
     async def on_code(session: AsyncSession, envelope: Envelope) -> None:
         await record_code(session, envelope, clock)
 
+    async def on_login_created(session: AsyncSession, envelope: Envelope) -> None:
+        await record_login_created(session, envelope, clock)
+
     return build_faust_app(
         WorkerSpec(
             settings=settings,
             db=db,
             tables=messaging,
             subscriptions={
-                IDENTITY_CREDENTIALS: {CredentialsIssued.TYPE: on_credentials},
+                IDENTITY_CREDENTIALS: {
+                    CredentialsIssued.TYPE: on_credentials,
+                    LoginCreated.TYPE: on_login_created,
+                },
                 IDENTITY_OTP: {OtpRequested.TYPE: on_code},
             },
             clock=clock,
