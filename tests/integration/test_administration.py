@@ -241,3 +241,78 @@ async def test_users_of_another_company_are_not_found(db, clock, sealer, client)
     for path in (f"/v1/users/{uuid.uuid4()}", f"/v1/users/{uuid.uuid4()}/disable"):
         method = client.get if path.count("/") == 3 else client.post
         assert (await method(path, headers=admin)).status_code == 404
+
+
+async def test_changing_a_users_access_ends_their_sessions_and_the_last_admin_cannot_be_demoted(
+    db, clock, sealer, client
+) -> None:
+    admin = await group_admin(db, clock, sealer, client)
+    await client.post("/v1/users", headers=admin, json=colleague())
+    email, code = await login_email(db, sealer)
+    bearer = await activate_and_log_in(client, db, sealer, email.username, code)
+
+    changed = await client.patch(
+        f"/v1/users/{email.user_id}",
+        headers=admin,
+        json={"grants": [{"cvr": "41204559", "accounts": "all"}], "functions": ["invoices", "orders"]},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["grants"] == [{"cvr": "41204559", "accounts": "all"}]
+    assert (await client.get("/v1/me", headers=bearer)).status_code == 401  # the old grants' token is dead
+    again = await activate_and_log_in_again(client, db, sealer, email.username)
+    assert (await client.get("/v1/me", headers=again)).json()["functions"] == ["invoices", "orders"]
+
+    me = (await client.get("/v1/me", headers=admin)).json()
+    demote = await client.patch(f"/v1/users/{me['user_id']}", headers=admin, json={"functions": ["invoices"]})
+    assert demote.status_code == 409 and demote.json()["type"].endswith("/last-administrator")
+    bad = await client.patch(f"/v1/users/{email.user_id}", headers=admin, json={"mobile": "12"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "mobile"
+
+
+async def activate_and_log_in_again(
+    client: httpx.AsyncClient, db: Database, sealer: Sealer, username: str
+) -> dict:
+    challenge = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()
+    await client.post(f"/v1/login/{challenge['challenge_id']}/send", json={"method": "email"})
+    _, otp = await last_code(db, sealer)
+    tokens = (await client.post(f"/v1/login/{challenge['challenge_id']}/verify", json={"code": otp})).json()
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+async def test_a_new_activation_code_replaces_the_old_one(db, clock, sealer, client) -> None:
+    admin = await group_admin(db, clock, sealer, client)
+    created = (await client.post("/v1/users", headers=admin, json=colleague())).json()
+    first, old_code = await login_email(db, sealer)
+    resent = await client.post(f"/v1/users/{created['id']}/resend-activation", headers=admin)
+    assert resent.status_code == 200, resent.text
+    second, new_code = await login_email(db, sealer)
+    assert new_code != old_code and second.username == first.username
+    old = await client.post(
+        "/v1/activation", json={"username": first.username, "activation_code": old_code, "password": PASSWORD}
+    )
+    assert old.status_code == 400
+    await activate_and_log_in(client, db, sealer, first.username, new_code)
+    assert (
+        await client.post(f"/v1/users/{created['id']}/resend-activation", headers=admin)
+    ).status_code == 409
+
+
+async def test_resetting_the_second_factor_removes_the_authenticator(db, clock, sealer, client) -> None:
+    from tests.integration.test_login import enrol_totp
+
+    admin = await group_admin(db, clock, sealer, client)
+    await client.post("/v1/users", headers=admin, json=colleague())
+    email, code = await login_email(db, sealer)
+    bearer = await activate_and_log_in(client, db, sealer, email.username, code)
+    await enrol_totp(client, bearer, clock)
+    challenge = (
+        await client.post("/v1/login", json={"username": email.username, "password": PASSWORD})
+    ).json()
+    assert "totp" in challenge["methods"]
+
+    assert (await client.post(f"/v1/users/{email.user_id}/reset-2fa", headers=admin)).status_code == 200
+    assert (await client.get("/v1/me", headers=bearer)).status_code == 401
+    challenge = (
+        await client.post("/v1/login", json={"username": email.username, "password": PASSWORD})
+    ).json()
+    assert "totp" not in challenge["methods"]
