@@ -203,6 +203,25 @@ class UserActivated(Event):
         return str(self.user_id)
 
 
+class CredentialChanged(Event):
+    """A password or second factor was set or changed: tell the user through another channel
+    (email), so a change they did not make does not go unnoticed."""
+
+    TYPE = "dk.adgang.identity.CredentialChanged.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    name: str
+    email: str
+    change: Literal["password_set", "authenticator_added", "second_factor_reset"]
+    language: Language = "da"
+    changed_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
 class UserDisabled(Event):
     """The login is disabled: its sessions are ended; refuse its tokens at once."""
 
@@ -441,6 +460,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ApplicationFailed,
         UserCreated,
         UserActivated,
+        CredentialChanged,
         UserDisabled,
         UserEnabled,
         UserGrantsChanged,

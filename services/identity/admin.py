@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import delete, select
@@ -15,6 +15,7 @@ from services.identity.domain import generate_activation_code, hash_code, new_us
 from services.identity.models import ActivationCode, Company, LoginSession, RecoveryCode, User, UserGrant
 from shared.clock import Clock
 from shared.events import (
+    CredentialChanged,
     Grant,
     LoginCreated,
     UserCreated,
@@ -74,6 +75,16 @@ class GrantableCompany:
     parent_cvr: str | None
     accounts: list[str]
     all_accounts: bool
+
+
+def credential_changed(user: User, change: str, at: datetime) -> CredentialChanged:
+    return CredentialChanged(
+        user_id=uuid.UUID(user.id),
+        name=user.name,
+        email=user.email,
+        change=change,
+        changed_at=at,  # type: ignore[arg-type]
+    )
 
 
 def _is_live_admin(user: User) -> bool:
@@ -366,6 +377,7 @@ class Administration:
         user.totp_enabled_at = user.totp_last_timecode = None
         await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         await self.end_sessions(session, user.id, "second-factor-reset")
+        await self.outbox.add(session, credential_changed(user, "second_factor_reset", self.clock.now()))
         return user
 
     async def resend_activation(self, session: AsyncSession, caller: User, user_id: str) -> User:

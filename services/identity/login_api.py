@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import select
 
+from services.identity.admin import credential_changed
 from services.identity.auth import Unauthenticated, bearer_claims
 from services.identity.domain import normalise_username
 from services.identity.login import (
@@ -284,6 +285,10 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
                 if pending
                 else None
             )
+            if codes is not None:
+                await login.outbox.add(
+                    session, credential_changed(user, "authenticator_added", login.clock.now())
+                )
         if not pending:
             raise TotpNotStarted("Start the enrolment first: POST /v1/me/totp gives the secret for the app.")
         if codes is None:

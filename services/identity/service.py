@@ -34,6 +34,7 @@ from shared.events import (
     AdministratorProvisioningRejected,
     ApplicationFailed,
     ApplicationSubmitted,
+    CredentialChanged,
     CredentialsIssued,
     CustomerRegistered,
     Grant,
@@ -323,6 +324,16 @@ async def activate(
     user.password_hash = password_hash
     user.status = "active"
     user.activated_at = now
+    await outbox.add(
+        session,
+        CredentialChanged(
+            user_id=uuid.UUID(user.id),
+            name=user.name,
+            email=user.email,
+            change="password_set",
+            changed_at=now,
+        ),
+    )
     if user.tenant_cvr is not None:  # staff belong to no company: nothing for other services
         await outbox.add(
             session,

@@ -36,7 +36,7 @@ from services.notifier.transports import (
     TransientDeliveryError,
 )
 from shared.clock import as_utc
-from shared.events import CredentialsIssued, LoginCreated, OtpRequested
+from shared.events import CredentialChanged, CredentialsIssued, LoginCreated, OtpRequested
 from shared.logs import forget_secret, register_secret
 from shared.sealing import Sealer
 
@@ -219,6 +219,38 @@ class LoginEmail:
                 receipt = await self._email.send(message)
             except DeliveryError as exc:
                 raise type(exc)(str(exc).replace(code, "[code]"), status_code=exc.status_code) from None
+        return receipt.location
+
+
+class SecurityNotice:
+    """Tells a user by email that their password or second factor was set or changed (S7)."""
+
+    def __init__(self, *, email: EmailTransport | None, email_from: Address | None) -> None:
+        self._email = email
+        self._email_from = email_from
+
+    async def send(self, delivery: Delivery) -> str:
+        if self._email is None or self._email_from is None:
+            raise PermanentDeliveryError("no mail server is configured")
+        event = CredentialChanged.model_validate_json(delivery.source_payload)
+        require_supported(event.language)
+        module = templates.get_template(f"credential_changed.{event.language}.email.txt.j2").make_module(
+            {
+                "name": event.name,
+                "change": event.change,
+                "when": format_expiry(event.changed_at, language=event.language),
+            }
+        )
+        message = build_email(
+            message_id=delivery.message_id,
+            sender=self._email_from,
+            to=event.email,
+            subject=str(getattr(module, "subject")),  # noqa: B009 - set at the template's top level
+            text=str(module).strip() + "\n",
+            date=as_utc(delivery.created_at),
+            language=event.language,
+        )
+        receipt = await self._email.send(message)
         return receipt.location
 
 

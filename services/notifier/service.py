@@ -33,6 +33,7 @@ from services.notifier.kinds import (
     EmailTransport,
     LoginEmail,
     OneTimeCodeMessage,
+    SecurityNotice,
     Sender,
     SmsTransport,
 )
@@ -48,6 +49,7 @@ from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.envelope import Envelope
 from shared.events import (
+    CredentialChanged,
     CredentialsIssued,
     DeliveryFailed,
     DeliverySlaBreached,
@@ -100,6 +102,13 @@ async def record_login_created(session: AsyncSession, envelope: Envelope, clock:
     await _record(
         session, envelope, clock, kind="login_email", channel="email", recipient=event.recipient_email
     )
+
+
+async def record_credential_changed(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
+    """Handler for `CredentialChanged`: an email notice to the user (S7)."""
+    event = envelope.event
+    assert isinstance(event, CredentialChanged)
+    await _record(session, envelope, clock, kind="security_notice", channel="email", recipient=event.email)
 
 
 async def record_code(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
@@ -162,6 +171,7 @@ class Dispatcher:
         self._kinds: dict[str, DeliveryKind] = {
             "credentials_letter": CredentialsLetter(sealer=sealer, eboks=eboks, sender=sender),
             **{kind: codes for kind in CODE_KINDS.values()},
+            "security_notice": SecurityNotice(email=email, email_from=email_from),
             "login_email": LoginEmail(
                 sealer=sealer, email=email, email_from=email_from, portal_url=sender.portal_url
             ),

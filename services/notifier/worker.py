@@ -17,6 +17,7 @@ from services.notifier.service import (
     Sender,
     SlaWatch,
     record_code,
+    record_credential_changed,
     record_credentials,
     record_login_created,
 )
@@ -25,7 +26,15 @@ from services.notifier.transports import EboksTransport, HttpTransport, SpoolTra
 from shared.clock import Clock, SystemClock
 from shared.db import Database
 from shared.envelope import Envelope
-from shared.events import IDENTITY_CREDENTIALS, IDENTITY_OTP, CredentialsIssued, LoginCreated, OtpRequested
+from shared.events import (
+    IDENTITY_CREDENTIALS,
+    IDENTITY_OTP,
+    IDENTITY_USERS,
+    CredentialChanged,
+    CredentialsIssued,
+    LoginCreated,
+    OtpRequested,
+)
 from shared.messaging import Outbox
 from shared.worker import Background, WorkerSpec, build_faust_app, periodic
 
@@ -103,6 +112,9 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
     async def on_login_created(session: AsyncSession, envelope: Envelope) -> None:
         await record_login_created(session, envelope, clock)
 
+    async def on_credential_changed(session: AsyncSession, envelope: Envelope) -> None:
+        await record_credential_changed(session, envelope, clock)
+
     return build_faust_app(
         WorkerSpec(
             settings=settings,
@@ -114,6 +126,7 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
                     LoginCreated.TYPE: on_login_created,
                 },
                 IDENTITY_OTP: {OtpRequested.TYPE: on_code},
+                IDENTITY_USERS: {CredentialChanged.TYPE: on_credential_changed},
             },
             clock=clock,
             background=[

@@ -16,7 +16,7 @@ from tests.support.waiting import wait_until
 
 CODE = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{4}(?:-[0-9A-HJKMNP-TV-Z]{4}){4}\b")
 USERNAME = re.compile(r"\b\d{8}-[a-z0-9]{4}\b")
-ONE_TIME_CODE = re.compile(r"\b\d{6,8}\b")
+ONE_TIME_CODE = re.compile(r"(?<![\d-])\d{6}(?![\d-])")  # identity sends 6 digits
 STRONG_PASSWORD = "Fjordhest-Morgenkaffe-42"
 
 

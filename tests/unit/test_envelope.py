@@ -18,6 +18,7 @@ from shared.events import (
     ApplicationSubmitted,
     AuditRecorded,
     Contact,
+    CredentialChanged,
     CredentialsIssued,
     CustomerRegistered,
     DeliveryFailed,
@@ -194,6 +195,12 @@ def audit_recorded() -> AuditRecorded:
     )
 
 
+def credential_changed() -> CredentialChanged:
+    return CredentialChanged(
+        user_id=USER_ID, name="Mette", email="mette@example.dk", change="password_set", changed_at=AT
+    )
+
+
 BUILDERS: dict[type[Event], Callable[[], Event]] = {
     CustomerRegistered: customer_registered,
     ApplicationSubmitted: application_submitted,
@@ -205,6 +212,7 @@ BUILDERS: dict[type[Event], Callable[[], Event]] = {
     CredentialsIssued: credentials_issued,
     OtpRequested: otp_requested,
     LoginCreated: login_created,
+    CredentialChanged: credential_changed,
     AuditRecorded: audit_recorded,
     UserDisabled: user_disabled,
     UserEnabled: user_enabled,
