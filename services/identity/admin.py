@@ -11,7 +11,7 @@ from typing import Literal
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.identity.domain import generate_activation_code, hash_code, new_username
+from services.identity.credentials import issue_activation_code, unique_username
 from services.identity.models import ActivationCode, Company, LoginSession, RecoveryCode, User, UserGrant
 from shared.clock import Clock
 from shared.events import (
@@ -189,7 +189,7 @@ class Administration:
         await self._check_grants(session, caller, new.grants, new.functions)
         now = self.clock.now()
         user_id = uuid.uuid4()
-        username = await self._unique_username(session, caller.tenant_cvr)
+        username = await unique_username(session, caller.tenant_cvr)
         user = User(
             id=str(user_id),
             tenant_cvr=caller.tenant_cvr,
@@ -212,19 +212,6 @@ class Administration:
         ]
         session.add(user)
         await session.flush()
-        code = generate_activation_code()
-        expires_at = now + self.code_ttl
-        session.add(
-            ActivationCode(
-                id=str(uuid.uuid4()),
-                user_id=user.id,
-                code_hash=hash_code(code),
-                created_at=now,
-                expires_at=expires_at,
-                failed_attempts=0,
-            )
-        )
-        company = await session.get(Company, caller.tenant_cvr)
         await self.outbox.add(
             session,
             UserCreated(
@@ -240,28 +227,33 @@ class Administration:
                 created_at=now,
             ),
         )
+        await self._email_login(session, user, created_by=caller, language=new.language)
+        return user
+
+    async def _email_login(
+        self, session: AsyncSession, user: User, *, created_by: User, language: str = "da"
+    ) -> None:
+        """A fresh activation code, sealed into the email that tells the user their login (S6)."""
+        code, expires_at = await issue_activation_code(
+            session, user.id, now=self.clock.now(), ttl=self.code_ttl
+        )
+        company = await session.get(Company, user.tenant_cvr)
+        user_id = uuid.UUID(user.id)
         await self.outbox.add(
             session,
             LoginCreated(
                 user_id=user_id,
-                tenant_cvr=caller.tenant_cvr,
-                company_name=company.name if company else caller.tenant_cvr,
+                tenant_cvr=user.tenant_cvr,
+                company_name=company.name if company else str(user.tenant_cvr),
                 name=user.name,
                 recipient_email=user.email,
-                username=username,
+                username=user.username,
                 activation_code=self.sealer.seal(code, context=LoginCreated.sealing_context(user_id)),
                 expires_at=expires_at,
-                created_by_name=caller.name,
-                language=new.language,  # type: ignore[arg-type]
+                created_by_name=created_by.name,
+                language=language,  # type: ignore[arg-type]
             ),
         )
-        return user
-
-    async def _unique_username(self, session: AsyncSession, cvr: str) -> str:
-        while True:
-            candidate = new_username(cvr)
-            if await session.scalar(select(User.id).where(User.username == candidate)) is None:
-                return candidate
 
     async def _ensure_not_last_admin(self, session: AsyncSession, target: User, action: str) -> None:
         if not _is_live_admin(target):
@@ -385,41 +377,7 @@ class Administration:
         user = await self.get_user(session, caller, user_id)
         if user.status != "pending":
             raise Conflict(f"{user.name}'s login is already activated.")
-        now = self.clock.now()
-        for old in await session.scalars(
-            select(ActivationCode).where(
-                ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None)
-            )
-        ):
-            old.revoked_at = now
-        code = generate_activation_code()
-        expires_at = now + self.code_ttl
-        session.add(
-            ActivationCode(
-                id=str(uuid.uuid4()),
-                user_id=user.id,
-                code_hash=hash_code(code),
-                created_at=now,
-                expires_at=expires_at,
-                failed_attempts=0,
-            )
-        )
-        company = await session.get(Company, user.tenant_cvr)
-        user_uuid = uuid.UUID(user.id)
-        await self.outbox.add(
-            session,
-            LoginCreated(
-                user_id=user_uuid,
-                tenant_cvr=user.tenant_cvr,
-                company_name=company.name if company else user.tenant_cvr,
-                name=user.name,
-                recipient_email=user.email,
-                username=user.username,
-                activation_code=self.sealer.seal(code, context=LoginCreated.sealing_context(user_uuid)),
-                expires_at=expires_at,
-                created_by_name=caller.name,
-            ),
-        )
+        await self._email_login(session, user, created_by=caller)
         return user
 
     async def delete(self, session: AsyncSession, caller: User, user_id: str) -> User:

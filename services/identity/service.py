@@ -12,11 +12,10 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.identity.credentials import issue_activation_code, unique_username
 from services.identity.domain import (
     code_matches,
-    generate_activation_code,
     hash_code,
-    new_username,
     normalise_username,
 )
 from services.identity.models import (
@@ -130,7 +129,7 @@ class Provisioning:
         group = await group_of(session, event.cvr)
 
         user_id = uuid.uuid4()
-        username = await self._unique_username(session, event.cvr)
+        username = await unique_username(session, event.cvr)
         user = User(
             id=str(user_id),
             tenant_cvr=event.cvr,
@@ -148,18 +147,7 @@ class Provisioning:
         session.add(user)
         await session.flush()
 
-        code = generate_activation_code()
-        expires_at = now + self.code_ttl
-        session.add(
-            ActivationCode(
-                id=str(uuid.uuid4()),
-                user_id=str(user_id),
-                code_hash=hash_code(code),
-                created_at=now,
-                expires_at=expires_at,
-                failed_attempts=0,
-            )
-        )
+        code, expires_at = await issue_activation_code(session, str(user_id), now=now, ttl=self.code_ttl)
         await self.outbox.add(
             session,
             UserCreated(
@@ -228,12 +216,6 @@ class Provisioning:
             event.application_id,
             event.reason,
         )
-
-    async def _unique_username(self, session: AsyncSession, cvr: str) -> str:
-        while True:
-            candidate = new_username(cvr)
-            if await session.scalar(select(User.id).where(User.username == candidate)) is None:
-                return candidate
 
 
 async def group_of(session: AsyncSession, root_cvr: str) -> list[Company]:

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.admin import Administration, NotPermitted
-from services.identity.domain import generate_activation_code, hash_code, normalise_username
-from services.identity.models import ActivationCode, AuditEntry, User
+from services.identity.credentials import issue_activation_code
+from services.identity.domain import normalise_username
+from services.identity.models import AuditEntry, User
 from shared.clock import Clock
 from shared.events import AuditRecorded
 from shared.messaging import Outbox
@@ -136,15 +137,5 @@ async def create_staff(
     )
     session.add(user)
     await session.flush()
-    code = generate_activation_code()
-    session.add(
-        ActivationCode(
-            id=str(uuid.uuid4()),
-            user_id=user.id,
-            code_hash=hash_code(code),
-            created_at=now,
-            expires_at=now + timedelta(days=code_ttl_days),
-            failed_attempts=0,
-        )
-    )
+    code, _ = await issue_activation_code(session, user.id, now=now, ttl=timedelta(days=code_ttl_days))
     return user, code

@@ -1,0 +1,44 @@
+"""Issuing what a new login needs: a username nobody has, and an activation code (S2, S5)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity.domain import generate_activation_code, hash_code, new_username
+from services.identity.models import ActivationCode, User
+
+
+async def unique_username(session: AsyncSession, cvr: str) -> str:
+    while True:
+        candidate = new_username(cvr)
+        if await session.scalar(select(User.id).where(User.username == candidate)) is None:
+            return candidate
+
+
+async def issue_activation_code(
+    session: AsyncSession, user_id: str, *, now: datetime, ttl: timedelta
+) -> tuple[str, datetime]:
+    """A new single-use code for the user, stored only as its hash; earlier codes stop working.
+
+    Returns the code (to seal for its letter or email, never to store) and when it expires."""
+    for old in await session.scalars(
+        select(ActivationCode).where(ActivationCode.user_id == user_id, ActivationCode.revoked_at.is_(None))
+    ):
+        old.revoked_at = now
+    code = generate_activation_code()
+    expires_at = now + ttl
+    session.add(
+        ActivationCode(
+            id=str(uuid.uuid4()),
+            user_id=user_id,
+            code_hash=hash_code(code),
+            created_at=now,
+            expires_at=expires_at,
+            failed_attempts=0,
+        )
+    )
+    return code, expires_at
