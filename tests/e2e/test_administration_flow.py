@@ -33,6 +33,7 @@ from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PARENT = "35657193"
+ISSUED_TOKENS: list[str] = []  # every access and refresh token the story got, for the leak check
 ADMIN_MOBILE = "+4520123456"
 
 
@@ -70,6 +71,7 @@ def log_in(suite: Suite, username: str, *, method: str, recipient: str) -> dict:
         )
         tokens = http.post(f"/v1/login/{challenge_id}/verify", json={"code": one_time_code(text)})
         assert tokens.status_code == 200, tokens.text
+        ISSUED_TOKENS.extend([tokens.json()["access_token"], tokens.json()["refresh_token"]])
         return tokens.json()
 
 
@@ -232,6 +234,7 @@ async def test_no_code_password_or_token_is_readable_on_any_topic_or_in_any_log(
         secrets |= set(re.findall(r"(?<![\d-])\d{6}(?![\d-])", text))
         secrets |= {m.group() for m in CODE.finditer(text)}
     assert len(secrets) > 3, "the story above left no messages to check"
+    secrets |= set(ISSUED_TOKENS)
     records = await read_all(admin_suite.config.bootstrap, [name for name, _ in all_topic_names()])
     logs = admin_suite.logs()
     for secret in secrets:

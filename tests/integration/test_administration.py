@@ -218,10 +218,12 @@ async def test_disabling_a_user_ends_their_sessions_at_once(db, clock, sealer, c
     email, code = await login_email(db, sealer)
     bearer = await activate_and_log_in(client, db, sealer, email.username, code)
     assert (await client.get("/v1/me", headers=bearer)).status_code == 200
+    refresh = await fresh_refresh_token(client, db, sealer, email.username)
 
     disabled = await client.post(f"/v1/users/{email.user_id}/disable", headers=admin)
     assert disabled.status_code == 200 and disabled.json()["status"] == "disabled"
     assert (await client.get("/v1/me", headers=bearer)).status_code == 401
+    assert (await client.post("/v1/token/refresh", json={"refresh_token": refresh})).status_code == 401
     async with db.transaction() as session:
         ended = (
             await session.scalars(select(LoginSession).where(LoginSession.user_id == str(email.user_id)))
@@ -316,3 +318,11 @@ async def test_resetting_the_second_factor_removes_the_authenticator(db, clock, 
         await client.post("/v1/login", json={"username": email.username, "password": PASSWORD})
     ).json()
     assert "totp" not in challenge["methods"]
+
+
+async def fresh_refresh_token(client: httpx.AsyncClient, db: Database, sealer: Sealer, username: str) -> str:
+    challenge = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()
+    await client.post(f"/v1/login/{challenge['challenge_id']}/send", json={"method": "email"})
+    _, otp = await last_code(db, sealer)
+    tokens = (await client.post(f"/v1/login/{challenge['challenge_id']}/verify", json={"code": otp})).json()
+    return str(tokens["refresh_token"])

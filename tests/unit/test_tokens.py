@@ -1,0 +1,125 @@
+"""Access tokens (S7): signed by identity, verified by every service against its JWKS."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from shared.tokens import (
+    AccessClaims,
+    TokenError,
+    TokenSigner,
+    TokenVerifier,
+    generate_signing_key,
+    parse_signing_keys,
+)
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def signer(*kids: str, active: str | None = None) -> TokenSigner:
+    ring = parse_signing_keys(",".join(f"{kid}:{generate_signing_key()}" for kid in kids))
+    return TokenSigner(ring, active or kids[0])
+
+
+def token(s: TokenSigner, *, at: datetime = NOW, session_id: str | None = None) -> str:
+    return s.sign(
+        subject=str(uuid.uuid4()),
+        session_id=session_id or str(uuid.uuid4()),
+        tenant="35657193",
+        role="user",
+        grants=[{"cvr": "37826111", "accounts": ["10000021", "10000022"]}],
+        functions=["invoices"],
+        now=at,
+        lifetime=timedelta(minutes=5),
+    )
+
+
+class JwksServer:
+    """Identity's JWKS endpoint, in process; counts how often it is asked."""
+
+    def __init__(self, s: TokenSigner) -> None:
+        self.signer = s
+        self.requests = 0
+        app = FastAPI()
+
+        @app.get("/.well-known/jwks.json")
+        async def jwks() -> dict:
+            self.requests += 1
+            return self.signer.jwks()
+
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity")
+
+
+async def test_a_token_verifies_and_carries_the_grants_and_the_keys_are_fetched_once() -> None:
+    s = signer("k1")
+    server = JwksServer(s)
+    verifier = TokenVerifier("http://identity/.well-known/jwks.json", client=server.client)
+    for _ in range(3):
+        claims = await verifier.verify(token(s), now=NOW + timedelta(minutes=1))
+    assert claims.grants[0].accounts == ["10000021", "10000022"] and claims.functions == ["invoices"]
+    assert server.requests == 1
+
+
+async def test_a_new_signing_key_is_picked_up_by_refetching_for_its_key_id() -> None:
+    old = signer("k1")
+    server = JwksServer(old)
+    verifier = TokenVerifier("http://identity/.well-known/jwks.json", client=server.client)
+    await verifier.verify(token(old), now=NOW)
+    rotated = TokenSigner({**old._keys, **parse_signing_keys(f"k2:{generate_signing_key()}")}, "k2")  # noqa: SLF001
+    server.signer = rotated
+    await verifier.verify(token(rotated), now=NOW)  # k2 is unknown to the cache: refetched
+    await verifier.verify(token(old), now=NOW)  # the old key still verifies its tokens
+    assert server.requests == 2
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("expired", "expired"),
+        ("foreign", "not valid"),
+        ("garbage", "not a JWT"),
+        ("unknown key", "unknown key"),
+    ],
+)
+async def test_bad_tokens_are_refused(case: str, message: str) -> None:
+    s = signer("k1")
+    verifier = TokenVerifier("http://identity/.well-known/jwks.json", client=JwksServer(s).client)
+    tokens = {
+        "expired": token(s, at=NOW - timedelta(minutes=6)),
+        "foreign": token(TokenSigner(parse_signing_keys(f"k1:{generate_signing_key()}"), "k1")),
+        "garbage": "not.a.token",
+        "unknown key": token(signer("k9")),
+    }
+    with pytest.raises(TokenError, match=message):
+        await verifier.verify(tokens[case], now=NOW)
+
+
+async def test_a_session_ended_elsewhere_is_refused_before_its_token_expires() -> None:
+    s = signer("k1")
+    ended = str(uuid.uuid4())
+
+    async def is_revoked(claims: AccessClaims) -> bool:
+        return claims.sid == ended
+
+    verifier = TokenVerifier(
+        "http://identity/.well-known/jwks.json", client=JwksServer(s).client, is_revoked=is_revoked
+    )
+    await verifier.verify(token(s), now=NOW)
+    with pytest.raises(TokenError, match="ended"):
+        await verifier.verify(token(s, session_id=ended), now=NOW)
+
+
+def test_signing_keys_refuse_bad_entries_without_echoing_them() -> None:
+    key = generate_signing_key()
+    with pytest.raises(TokenError) as caught:
+        parse_signing_keys(key)
+    assert key not in str(caught.value)
+    with pytest.raises(TokenError, match="twice"):
+        parse_signing_keys(f"a:{key},a:{key}")
+    with pytest.raises(TokenError, match="Ed25519"):
+        parse_signing_keys("a:AAAA")
