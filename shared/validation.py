@@ -6,8 +6,11 @@ the person who typed the value (it ends up in the problem+json `errors`).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator
 from stdnum.dk import cvr as stdnum_cvr
 from stdnum.exceptions import InvalidChecksum, InvalidFormat, InvalidLength, ValidationError
 
@@ -53,3 +56,9 @@ def normalise_email(value: str) -> str:
     except EmailNotValidError as exc:
         raise ValueError(f"this is not a valid email address: {exc}") from exc
     return result.normalized
+
+
+# The same rules as pydantic field types, so every API validates a field the same way.
+CvrNumber = Annotated[str, AfterValidator(normalise_cvr)]
+DanishMobile = Annotated[str, AfterValidator(normalise_danish_mobile)]
+EmailAddress = Annotated[str, AfterValidator(normalise_email)]

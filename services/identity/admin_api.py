@@ -6,7 +6,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.admin import Administration, NewUser, RequestedGrant, UserChanges
 from services.identity.models import User, UserGrant
@@ -17,7 +19,7 @@ from shared.events import Function
 from shared.problems import MEDIA_TYPE
 from shared.ratelimit import client_address
 from shared.tokens import AccessClaims
-from shared.validation import normalise_cvr, normalise_danish_mobile, normalise_email
+from shared.validation import CvrNumber, DanishMobile, EmailAddress
 
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
 UserId = Annotated[str, Path(max_length=36)]
@@ -25,15 +27,10 @@ UserId = Annotated[str, Path(max_length=36)]
 
 class GrantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cvr: str = Field(max_length=16)
+    cvr: CvrNumber = Field(max_length=16)
     accounts: Literal["all"] | list[Annotated[str, Field(pattern=r"^\d{6,12}$")]] = Field(
         description='"all" (full access, S5.5) or the account numbers the user may use (limited access)'
     )
-
-    @field_validator("cvr")
-    @classmethod
-    def _cvr(cls, value: str) -> str:
-        return normalise_cvr(value)
 
 
 class UserIn(BaseModel):
@@ -41,21 +38,11 @@ class UserIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
-    email: str = Field(max_length=320, description="The login email is sent here (S6)")
-    mobile: str = Field(max_length=32, description="Danish mobile number; login codes go here (S7)")
+    email: EmailAddress = Field(max_length=320, description="The login email is sent here (S6)")
+    mobile: DanishMobile = Field(max_length=32, description="Danish mobile number; login codes go here (S7)")
     grants: list[GrantIn] = Field(max_length=200)
     functions: list[Function] = Field(max_length=5)
     language: Literal["da", "en"] = "da"
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        return normalise_email(value)
-
-    @field_validator("mobile")
-    @classmethod
-    def _mobile(cls, value: str) -> str:
-        return normalise_danish_mobile(value)
 
 
 class UserPatch(BaseModel):
@@ -63,20 +50,10 @@ class UserPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=320)
-    mobile: str | None = Field(default=None, max_length=32)
+    email: EmailAddress | None = Field(default=None, max_length=320)
+    mobile: DanishMobile | None = Field(default=None, max_length=32)
     grants: list[GrantIn] | None = Field(default=None, max_length=200)
     functions: list[Function] | None = Field(default=None, max_length=5)
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        return None if value is None else normalise_email(value)
-
-    @field_validator("mobile")
-    @classmethod
-    def _mobile(cls, value: str | None) -> str | None:
-        return None if value is None else normalise_danish_mobile(value)
 
 
 class GrantOut(BaseModel):
@@ -136,9 +113,23 @@ def admin_router(
     def address(request: Request) -> str:
         return client_address(request, trust_forwarded_for=trust_forwarded_for)
 
-    async def grants_of(session, user_id: str) -> list[UserGrant]:  # noqa: ANN001
-        from sqlalchemy import select
+    async def act(
+        claims: AccessClaims,
+        request: Request,
+        action: str,
+        do: Callable[[AsyncSession, User], Awaitable[User]],
+    ) -> UserOut:
+        """One administrator action on one user: authorised, done, audited, in one transaction."""
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            user = await do(session, caller)
+            await audit.record(
+                session, actor=caller, action=action, target=user, client_address=address(request)
+            )
+            grants = await grants_of(session, user.id)
+        return _out(user, grants)
 
+    async def grants_of(session: AsyncSession, user_id: str) -> list[UserGrant]:
         return list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user_id)))
 
     @router.get(
@@ -203,27 +194,19 @@ def admin_router(
         responses={404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
     )
     async def change_user(claims: Claims, user_id: UserId, body: UserPatch, request: Request) -> UserOut:
-        async with db.transaction() as session:
-            caller = await admin.administrator(session, claims)
-            user = await admin.change(
-                session,
-                caller,
-                user_id,
-                UserChanges(
-                    name=" ".join(body.name.split()) if body.name else None,
-                    email=body.email,
-                    mobile=body.mobile,
-                    grants=None
-                    if body.grants is None
-                    else [RequestedGrant(g.cvr, g.accounts) for g in body.grants],
-                    functions=None if body.functions is None else list(body.functions),
-                ),
-            )
-            await audit.record(
-                session, actor=caller, action="user.change", target=user, client_address=address(request)
-            )
-            grants = await grants_of(session, user.id)
-        return _out(user, grants)
+        changes = UserChanges(
+            name=" ".join(body.name.split()) if body.name else None,
+            email=body.email,
+            mobile=body.mobile,
+            grants=None if body.grants is None else [RequestedGrant(g.cvr, g.accounts) for g in body.grants],
+            functions=None if body.functions is None else list(body.functions),
+        )
+        return await act(
+            claims,
+            request,
+            "user.change",
+            lambda session, caller: admin.change(session, caller, user_id, changes),
+        )
 
     @router.post(
         "/v1/users/{user_id}/reset-2fa",
@@ -232,14 +215,12 @@ def admin_router(
         responses={404: PROBLEM},
     )
     async def reset_2fa(claims: Claims, user_id: UserId, request: Request) -> UserOut:
-        async with db.transaction() as session:
-            caller = await admin.administrator(session, claims)
-            user = await admin.reset_second_factor(session, caller, user_id)
-            await audit.record(
-                session, actor=caller, action="user.reset-2fa", target=user, client_address=address(request)
-            )
-            grants = await grants_of(session, user.id)
-        return _out(user, grants)
+        return await act(
+            claims,
+            request,
+            "user.reset-2fa",
+            lambda session, caller: admin.reset_second_factor(session, caller, user_id),
+        )
 
     @router.post(
         "/v1/users/{user_id}/resend-activation",
@@ -248,18 +229,12 @@ def admin_router(
         responses={404: PROBLEM, 409: PROBLEM},
     )
     async def resend_activation(claims: Claims, user_id: UserId, request: Request) -> UserOut:
-        async with db.transaction() as session:
-            caller = await admin.administrator(session, claims)
-            user = await admin.resend_activation(session, caller, user_id)
-            await audit.record(
-                session,
-                actor=caller,
-                action="user.resend-activation",
-                target=user,
-                client_address=address(request),
-            )
-            grants = await grants_of(session, user.id)
-        return _out(user, grants)
+        return await act(
+            claims,
+            request,
+            "user.resend-activation",
+            lambda session, caller: admin.resend_activation(session, caller, user_id),
+        )
 
     @router.delete(
         "/v1/users/{user_id}",
@@ -283,14 +258,9 @@ def admin_router(
         responses={404: PROBLEM, 409: PROBLEM},
     )
     async def disable(claims: Claims, user_id: UserId, request: Request) -> UserOut:
-        async with db.transaction() as session:
-            caller = await admin.administrator(session, claims)
-            user = await admin.disable(session, caller, user_id)
-            await audit.record(
-                session, actor=caller, action="user.disable", target=user, client_address=address(request)
-            )
-            grants = await grants_of(session, user.id)
-        return _out(user, grants)
+        return await act(
+            claims, request, "user.disable", lambda session, caller: admin.disable(session, caller, user_id)
+        )
 
     @router.post(
         "/v1/users/{user_id}/enable",
@@ -299,13 +269,8 @@ def admin_router(
         responses={404: PROBLEM, 409: PROBLEM},
     )
     async def enable(claims: Claims, user_id: UserId, request: Request) -> UserOut:
-        async with db.transaction() as session:
-            caller = await admin.administrator(session, claims)
-            user = await admin.enable(session, caller, user_id)
-            await audit.record(
-                session, actor=caller, action="user.enable", target=user, client_address=address(request)
-            )
-            grants = await grants_of(session, user.id)
-        return _out(user, grants)
+        return await act(
+            claims, request, "user.enable", lambda session, caller: admin.enable(session, caller, user_id)
+        )
 
     return router

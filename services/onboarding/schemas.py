@@ -5,15 +5,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.validation import normalise_cvr, normalise_danish_mobile, normalise_email
+from shared.validation import CvrNumber, DanishMobile, EmailAddress
 
 
 class ContactIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200, description="The administrator-to-be")
-    email: str = Field(max_length=320)
-    mobile: str = Field(max_length=32, description="Danish mobile number; login codes go here (S7)")
+    email: EmailAddress = Field(max_length=320)
+    mobile: DanishMobile = Field(max_length=32, description="Danish mobile number; login codes go here (S7)")
 
     @field_validator("name")
     @classmethod
@@ -23,31 +23,16 @@ class ContactIn(BaseModel):
             raise ValueError("a name is required")
         return value
 
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        return normalise_email(value)
-
-    @field_validator("mobile")
-    @classmethod
-    def _mobile(cls, value: str) -> str:
-        return normalise_danish_mobile(value)
-
 
 class ApplicationIn(BaseModel):
     """The online application form (S1)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    cvr: str = Field(max_length=16, examples=["35657193"])
+    cvr: CvrNumber = Field(max_length=16, examples=["35657193"])
     company_name: str = Field(min_length=1, max_length=200)
     contact: ContactIn
     language: Literal["da", "en"] = "da"
-
-    @field_validator("cvr")
-    @classmethod
-    def _cvr(cls, value: str) -> str:
-        return normalise_cvr(value)
 
 
 class ApplicationAccepted(BaseModel):
