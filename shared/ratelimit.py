@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 
 from fastapi import Request
 
@@ -40,3 +41,11 @@ class SlidingWindowLimiter:
         hits.append(now)
         if len(self._hits) > 10_000:  # keep memory bounded under a flood of addresses
             self._hits = {k: v for k, v in self._hits.items() if v and now - v[-1] <= 60}
+
+    def dependency(self, what: str, *, trust_forwarded_for: bool) -> Callable[[Request], None]:
+        """A FastAPI dependency that applies this limit to the calling address."""
+
+        def rate_limited(request: Request) -> None:
+            self.check(client_address(request, trust_forwarded_for=trust_forwarded_for), what)
+
+        return rate_limited

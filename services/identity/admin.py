@@ -11,14 +11,13 @@ from typing import Literal
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.identity.credentials import issue_activation_code, unique_username
+from services.identity.credentials import issue_activation_code, unique_username, user_created
 from services.identity.models import ActivationCode, Company, LoginSession, RecoveryCode, User, UserGrant
 from shared.clock import Clock
 from shared.events import (
     CredentialChanged,
     Grant,
     LoginCreated,
-    UserCreated,
     UserDeleted,
     UserDisabled,
     UserEnabled,
@@ -202,31 +201,10 @@ class Administration:
             functions=sorted(set(new.functions)),
             created_at=now,
         )
-        user.grants = [
-            UserGrant(
-                cvr=g.cvr,
-                all_accounts=g.accounts == "all",
-                account_numbers=[] if g.accounts == "all" else sorted(g.accounts),
-            )
-            for g in new.grants
-        ]
+        user.grants = [UserGrant.of(g.cvr, g.accounts) for g in new.grants]
         session.add(user)
         await session.flush()
-        await self.outbox.add(
-            session,
-            UserCreated(
-                user_id=user_id,
-                tenant_cvr=caller.tenant_cvr,
-                username=username,
-                name=user.name,
-                email=user.email,
-                mobile=user.mobile,
-                role="user",
-                grants=[Grant(cvr=g.cvr, accounts=g.accounts) for g in new.grants],
-                functions=user.functions,  # type: ignore[arg-type]
-                created_at=now,
-            ),
-        )
+        await self.outbox.add(session, user_created(user, user.grants))
         await self._email_login(session, user, created_by=caller, language=new.language)
         return user
 
@@ -326,9 +304,7 @@ class Administration:
         grants = (
             changes.grants
             if changes.grants is not None
-            else [
-                RequestedGrant(g.cvr, "all" if g.all_accounts else list(g.account_numbers)) for g in current
-            ]
+            else [RequestedGrant(g.cvr, g.accounts) for g in current]
         )
         functions = changes.functions if changes.functions is not None else list(user.functions)
         await self._check_grants(session, caller, grants, functions)
@@ -337,15 +313,10 @@ class Administration:
         for grant in current:
             await session.delete(grant)
         await session.flush()
-        session.add_all(
-            UserGrant(
-                user_id=user.id,
-                cvr=g.cvr,
-                all_accounts=g.accounts == "all",
-                account_numbers=[] if g.accounts == "all" else sorted(g.accounts),
-            )
-            for g in grants
-        )
+        for g in grants:  # rows, not `user.grants`: that relationship is never loaded implicitly
+            row = UserGrant.of(g.cvr, g.accounts)
+            row.user_id = user.id
+            session.add(row)
         user.functions = sorted(set(functions))
         await self.end_sessions(session, user.id, "grants-changed")
         await self.outbox.add(

@@ -92,7 +92,7 @@ def _out(user: User, grants: list[UserGrant]) -> UserOut:
         mobile=user.mobile,
         role=user.role,
         status=user.status,  # type: ignore[arg-type]
-        grants=[GrantOut(cvr=g.cvr, accounts="all" if g.all_accounts else g.account_numbers) for g in grants],
+        grants=[GrantOut(cvr=g.cvr, accounts=g.accounts) for g in grants],
         functions=list(user.functions),
         created_at=as_utc(user.created_at),
         activated_at=as_utc(user.activated_at) if user.activated_at else None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 
 from services.identity.admin import Administration
 from services.identity.admin_api import admin_router
@@ -22,7 +22,7 @@ from shared.clock import Clock, SystemClock
 from shared.db import Database
 from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE, InvalidField, Problem
-from shared.ratelimit import SlidingWindowLimiter, client_address
+from shared.ratelimit import SlidingWindowLimiter
 from shared.web import create_app
 
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
@@ -85,11 +85,9 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
         )
     )
 
-    limiter = SlidingWindowLimiter(settings.activation_rate_limit_per_minute)
-
-    def rate_limited(request: Request) -> None:
-        address = client_address(request, trust_forwarded_for=settings.trust_forwarded_for)
-        limiter.check(address, "activation attempts")
+    rate_limited = SlidingWindowLimiter(settings.activation_rate_limit_per_minute).dependency(
+        "activation attempts", trust_forwarded_for=settings.trust_forwarded_for
+    )
 
     @app.post(
         "/v1/activation",

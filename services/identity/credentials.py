@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.domain import generate_activation_code, hash_code, new_username
-from services.identity.models import ActivationCode, User
+from services.identity.models import ActivationCode, User, UserGrant
+from shared.events import Grant, UserCreated
 
 
 async def unique_username(session: AsyncSession, cvr: str) -> str:
@@ -42,3 +43,22 @@ async def issue_activation_code(
         )
     )
     return code, expires_at
+
+
+def user_created(
+    user: User, grants: list[UserGrant], *, application_id: uuid.UUID | None = None
+) -> UserCreated:
+    """The `UserCreated` event of a new login, as stored."""
+    return UserCreated(
+        user_id=uuid.UUID(user.id),
+        tenant_cvr=user.tenant_cvr,
+        username=user.username,
+        name=user.name,
+        email=user.email,
+        mobile=user.mobile,
+        role=user.role,  # type: ignore[arg-type]
+        grants=[Grant(cvr=g.cvr, accounts=g.accounts) for g in grants],
+        functions=list(user.functions),  # type: ignore[arg-type]
+        application_id=application_id,
+        created_at=user.created_at,
+    )

@@ -283,10 +283,7 @@ class Login:
             session_id=login.id,
             tenant=user.tenant_cvr,
             role=user.role,
-            grants=[
-                {"cvr": g.cvr, "accounts": "all" if g.all_accounts else list(g.account_numbers)}
-                for g in grants
-            ],
+            grants=[{"cvr": g.cvr, "accounts": g.accounts} for g in grants],
             functions=list(user.functions),
             now=now,
             lifetime=self.settings.access_token_ttl,

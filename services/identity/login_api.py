@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import select
@@ -27,7 +27,7 @@ from services.identity.totp import confirm_enrolment, normalise_recovery_code, s
 from shared.clock import as_utc
 from shared.db import Database
 from shared.problems import MEDIA_TYPE, InvalidField, Problem
-from shared.ratelimit import SlidingWindowLimiter, client_address
+from shared.ratelimit import SlidingWindowLimiter
 from shared.tokens import AccessClaims
 
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
@@ -124,12 +124,9 @@ class MeOut(BaseModel):
 def login_router(*, db: Database, login: Login) -> APIRouter:
     settings = login.settings
     router = APIRouter(tags=["login"])
-    limiter = SlidingWindowLimiter(settings.login_rate_limit_per_minute)
-
-    def rate_limited(request: Request) -> None:
-        limiter.check(
-            client_address(request, trust_forwarded_for=settings.trust_forwarded_for), "login requests"
-        )
+    rate_limited = SlidingWindowLimiter(settings.login_rate_limit_per_minute).dependency(
+        "login requests", trust_forwarded_for=settings.trust_forwarded_for
+    )
 
     current_claims = bearer_claims(db, login)
 
@@ -246,9 +243,7 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
             mobile_confirmed=user.mobile_confirmed_at is not None,
             role=user.role,
             tenant_cvr=user.tenant_cvr,
-            grants=[
-                GrantOut(cvr=g.cvr, accounts="all" if g.all_accounts else g.account_numbers) for g in grants
-            ],
+            grants=[GrantOut(cvr=g.cvr, accounts=g.accounts) for g in grants],
             functions=list(user.functions),
         )
 

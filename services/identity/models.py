@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -79,6 +80,17 @@ class UserGrant(Base):
     cvr: Mapped[str] = mapped_column(String(8), primary_key=True)
     all_accounts: Mapped[bool]
     account_numbers: Mapped[list[str]] = mapped_column(JSON)
+
+    @classmethod
+    def of(cls, cvr: str, accounts: Literal["all"] | list[str]) -> UserGrant:
+        """Full access (`"all"`, S5.5) or the listed account numbers (limited access)."""
+        if accounts == "all":
+            return cls(cvr=cvr, all_accounts=True, account_numbers=[])
+        return cls(cvr=cvr, all_accounts=False, account_numbers=sorted(accounts))
+
+    @property
+    def accounts(self) -> Literal["all"] | list[str]:
+        return "all" if self.all_accounts else list(self.account_numbers)
 
 
 class ActivationCode(Base):

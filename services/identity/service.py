@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.identity.credentials import issue_activation_code, unique_username
+from services.identity.credentials import issue_activation_code, unique_username, user_created
 from services.identity.domain import (
     code_matches,
     hash_code,
@@ -36,9 +36,7 @@ from shared.events import (
     CredentialChanged,
     CredentialsIssued,
     CustomerRegistered,
-    Grant,
     UserActivated,
-    UserCreated,
     UserDeleted,
 )
 from shared.messaging import Outbox
@@ -143,27 +141,12 @@ class Provisioning:
             application_id=str(event.application_id),
             created_at=now,
         )
-        user.grants = [UserGrant(cvr=c.cvr, all_accounts=True, account_numbers=[]) for c in group]
+        user.grants = [UserGrant.of(c.cvr, "all") for c in group]
         session.add(user)
         await session.flush()
 
         code, expires_at = await issue_activation_code(session, str(user_id), now=now, ttl=self.code_ttl)
-        await self.outbox.add(
-            session,
-            UserCreated(
-                user_id=user_id,
-                tenant_cvr=event.cvr,
-                username=username,
-                name=user.name,
-                email=user.email,
-                mobile=user.mobile,
-                role="administrator",
-                grants=[Grant(cvr=c.cvr, accounts="all") for c in group],
-                functions=list(ALL_FUNCTIONS),
-                application_id=event.application_id,
-                created_at=now,
-            ),
-        )
+        await self.outbox.add(session, user_created(user, user.grants, application_id=event.application_id))
         await self.outbox.add(
             session,
             CredentialsIssued(

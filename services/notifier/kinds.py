@@ -176,26 +176,66 @@ class OneTimeCodeMessage:
         return receipt.location
 
 
-class LoginEmail:
+class TemplatedEmail:
+    """An email rendered from `<name>.<language>.email.txt.j2`, whose top level sets `subject`."""
+
+    def __init__(self, *, email: EmailTransport | None, email_from: Address | None) -> None:
+        self._email = email
+        self._email_from = email_from
+
+    async def send_email(
+        self,
+        delivery: Delivery,
+        *,
+        template: str,
+        language: str,
+        to: str,
+        context: dict[str, str],
+        secret: str = "",
+    ) -> str:
+        """Render and send; `secret` (a code in the text) is kept out of logs and error messages."""
+        if self._email is None or self._email_from is None:
+            raise PermanentDeliveryError("no mail server is configured")
+        require_supported(language)
+        module = templates.get_template(f"{template}.{language}.email.txt.j2").make_module(context)
+        message = build_email(
+            message_id=delivery.message_id,
+            sender=self._email_from,
+            to=to,
+            subject=str(getattr(module, "subject")),  # noqa: B009 - set at the template's top level
+            text=str(module).strip() + "\n",
+            date=as_utc(delivery.created_at),
+            language=language,
+        )
+        if not secret:
+            return (await self._email.send(message)).location
+        with _kept_out_of_logs(secret):
+            try:
+                return (await self._email.send(message)).location
+            except DeliveryError as exc:
+                raise type(exc)(str(exc).replace(secret, "[code]"), status_code=exc.status_code) from None
+
+
+class LoginEmail(TemplatedEmail):
     """The email that tells a colleague an administrator created a login for them (S6)."""
 
     def __init__(
         self, *, sealer: Sealer, email: EmailTransport | None, email_from: Address | None, portal_url: str
     ) -> None:
+        super().__init__(email=email, email_from=email_from)
         self._sealer = sealer
-        self._email = email
-        self._email_from = email_from
         self._portal_url = portal_url
 
     async def send(self, delivery: Delivery) -> str:
-        if self._email is None or self._email_from is None:
-            raise PermanentDeliveryError("no mail server is configured")
         event = LoginCreated.model_validate_json(delivery.source_payload)
         code = self._sealer.unseal(event.activation_code, context=LoginCreated.sealing_context(event.user_id))
-        require_supported(event.language)
-        template = templates.get_template(f"login_created.{event.language}.email.txt.j2")
-        module = template.make_module(
-            {
+        return await self.send_email(
+            delivery,
+            template="login_created",
+            language=event.language,
+            to=event.recipient_email,
+            secret=code,
+            context={
                 "name": event.name,
                 "created_by": event.created_by_name,
                 "company_name": event.company_name,
@@ -203,55 +243,26 @@ class LoginEmail:
                 "activation_code": code,
                 "expires": format_expiry(event.expires_at, language=event.language),
                 "portal_url": self._portal_url,
-            }
+            },
         )
-        message = build_email(
-            message_id=delivery.message_id,
-            sender=self._email_from,
-            to=event.recipient_email,
-            subject=str(getattr(module, "subject")),  # noqa: B009 - set at the template's top level
-            text=str(module).strip() + "\n",
-            date=as_utc(delivery.created_at),
-            language=event.language,
-        )
-        with _kept_out_of_logs(code):
-            try:
-                receipt = await self._email.send(message)
-            except DeliveryError as exc:
-                raise type(exc)(str(exc).replace(code, "[code]"), status_code=exc.status_code) from None
-        return receipt.location
 
 
-class SecurityNotice:
+class SecurityNotice(TemplatedEmail):
     """Tells a user by email that their password or second factor was set or changed (S7)."""
 
-    def __init__(self, *, email: EmailTransport | None, email_from: Address | None) -> None:
-        self._email = email
-        self._email_from = email_from
-
     async def send(self, delivery: Delivery) -> str:
-        if self._email is None or self._email_from is None:
-            raise PermanentDeliveryError("no mail server is configured")
         event = CredentialChanged.model_validate_json(delivery.source_payload)
-        require_supported(event.language)
-        module = templates.get_template(f"credential_changed.{event.language}.email.txt.j2").make_module(
-            {
+        return await self.send_email(
+            delivery,
+            template="credential_changed",
+            language=event.language,
+            to=event.email,
+            context={
                 "name": event.name,
                 "change": event.change,
                 "when": format_expiry(event.changed_at, language=event.language),
-            }
+            },
         )
-        message = build_email(
-            message_id=delivery.message_id,
-            sender=self._email_from,
-            to=event.email,
-            subject=str(getattr(module, "subject")),  # noqa: B009 - set at the template's top level
-            text=str(module).strip() + "\n",
-            date=as_utc(delivery.created_at),
-            language=event.language,
-        )
-        receipt = await self._email.send(message)
-        return receipt.location
 
 
 @contextlib.contextmanager

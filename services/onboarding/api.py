@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import Depends, FastAPI, Path
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
@@ -16,7 +16,7 @@ from shared.clock import Clock, SystemClock, as_utc
 from shared.db import Database
 from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE
-from shared.ratelimit import SlidingWindowLimiter, client_address
+from shared.ratelimit import SlidingWindowLimiter
 from shared.web import create_app
 
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
@@ -35,7 +35,9 @@ def create_api(settings: OnboardingSettings | None = None, *, clock: Clock | Non
     db = Database(settings.db_url)
     clock = clock or SystemClock()
     outbox = Outbox(messaging, clock)
-    limiter = SlidingWindowLimiter(settings.rate_limit_per_minute)
+    rate_limited = SlidingWindowLimiter(settings.rate_limit_per_minute).dependency(
+        "applications", trust_forwarded_for=settings.trust_forwarded_for
+    )
     app = create_app(
         title="Adgang onboarding",
         description="Apply for self-service access (S1); the login arrives in the company's e-Boks (S2).",
@@ -43,11 +45,6 @@ def create_api(settings: OnboardingSettings | None = None, *, clock: Clock | Non
         db=db,
         readiness_checks={"customer_registry": lambda: customer_registry_state(db)},
     )
-
-    def rate_limited(request: Request) -> None:
-        limiter.check(
-            client_address(request, trust_forwarded_for=settings.trust_forwarded_for), "applications"
-        )
 
     @app.post(
         "/v1/applications",
