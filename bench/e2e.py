@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from stdnum.dk import cvr as stdnum_cvr
 
-from services.billing.demo import DEMO_COMPANIES, NOT_A_CUSTOMER_CVR
+from services.billing.demo import DEMO_COMPANIES, NOT_A_CUSTOMER_CVR, DemoCompany
 from services.billing.models import messaging as billing_messaging
 from services.billing.service import register_customer
 from services.suite import Suite, SuiteConfig
@@ -319,11 +319,16 @@ async def register_bench_customers(suite: Suite, cvrs: Sequence[str]) -> None:
                     session,
                     outbox,
                     clock,
-                    cvr=cvr,
-                    name=f"Bench {cvr} ApS",
-                    parent_cvr=None,
-                    address="Benchvej 1, 2100 København Ø",
-                    accounts=[(f"9{cvr}", "Mobil")],
+                    DemoCompany(
+                        cvr,
+                        f"Bench {cvr} ApS",
+                        None,
+                        "Benchvej 1",
+                        "2100",
+                        "København Ø",
+                        ("Bench Kontakt", "bench@example.dk", "+4538123456"),
+                        ((f"9{cvr}", "Mobil"),),
+                    ),
                 )
     finally:
         await db.dispose()

@@ -244,6 +244,42 @@ def cmd_staff_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_billing_issue_invoices(args: argparse.Namespace) -> int:
+    """Issue a month's invoices (S8) now, as the worker's monthly run does; idempotent."""
+    from services.billing.invoicing import Invoicing, last_closed_period
+    from services.billing.models import messaging
+    from services.billing.service import period_of
+    from shared.clock import SystemClock
+    from shared.db import Database, migrate
+    from shared.messaging import Outbox
+
+    clock = SystemClock()
+    try:
+        period = period_of(args.period) if args.period else last_closed_period(clock)
+    except ValueError:
+        print(f"adgang billing issue-invoices: --period must be YYYY-MM, not {args.period!r}", file=sys.stderr)
+        return 2
+    parts = SERVICES["billing"]
+    settings = parts.settings()
+    migrate(parts.migrations, settings.db_url)
+
+    async def issue() -> tuple[int, int]:
+        db = Database(settings.db_url)
+        invoicing = Invoicing(
+            outbox=Outbox(messaging, clock), clock=clock, payment_days=settings.invoice_payment_days
+        )
+        try:
+            async with db.transaction() as session:
+                result = await invoicing.issue(session, period)
+            return result.invoices, result.lines
+        finally:
+            await db.dispose()
+
+    invoices, lines = asyncio.run(issue())
+    print(f"Issued {invoices} invoices ({lines} lines) for {period:%Y-%m}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adgang", description="Adgang: self-service access for business customers."
@@ -284,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--email", required=True)
     p.add_argument("--mobile", required=True, help="Danish mobile number; login codes go here")
     p.set_defaults(func=cmd_staff_create)
+
+    p = sub.add_parser("billing", help="billing operations")
+    billing = p.add_subparsers(dest="billing_command", required=True)
+    p = billing.add_parser("issue-invoices", help="issue a month's invoices now (idempotent)")
+    p.add_argument("--period", help="YYYY-MM (default: the newest month that has ended)")
+    p.set_defaults(func=cmd_billing_issue_invoices)
 
     p = sub.add_parser("sinks", help="run the local mail and SMS sinks (development)")
     p.add_argument("--var-dir", help="where mail and SMS are kept, under sinks/ (default: the notifier's)")

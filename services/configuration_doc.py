@@ -115,9 +115,20 @@ EXPLANATIONS: dict[str, str] = {
     "activation_rate_limit_per_minute": "Activation attempts one client address may make per minute; 0 turns the limit off.",
     # billing
     "seed_demo_data": (
-        "Register the demo customer group (`services/billing/demo.py`) when the worker starts; "
-        "idempotent. Unset: yes in development and test, no in production."
+        "Load the demo data (`services/billing/demo.py`: customers, subscriptions, twelve months of "
+        "usage and invoices) when the worker starts; idempotent. Unset: yes in development and test, "
+        "no in production."
     ),
+    "demo_size": (
+        "`small` (the demo group and a standalone company) or `large` (adds a company with 1,200 "
+        "accounts and over a million invoice lines, for benchmarks)."
+    ),
+    "identity_jwks_url": "Identity's JWKS: the public keys that verify access tokens (S7).",
+    "jwks_cache_seconds": "How long fetched keys are trusted before they are fetched again (an unknown key id refetches at once).",
+    "invoice_run_enabled": "Whether the worker issues the newest closed month's invoices by itself (S8).",
+    "invoice_run_interval_s": "How often the worker's invoice run looks for accounts not yet invoiced.",
+    "invoice_payment_days": "Payment terms: days from the issue date to the due date.",
+    "order_fulfilment_interval_s": "How often received orders for new subscriptions are provisioned (S9).",
     "demo_extra_customers": (
         "Generated standalone customers to seed besides the demo group, for benchmarks and load "
         "tests (only with `seed_demo_data`)."

@@ -26,7 +26,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngine:
+    """An engine for `url`; on SQLite a `reader` begins its transactions deferred (no write
+    lock), the others `BEGIN IMMEDIATE`."""
     parsed = make_url(url)
     kwargs.setdefault("hide_parameters", True)  # error messages must not carry personal data
     if parsed.get_backend_name() != "sqlite":
@@ -51,7 +53,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if reader else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -64,6 +66,11 @@ class Database:
         # SQLite has one writer at a time. Tasks of one process queue here, in order, instead
         # of in SQLite's busy handler, which sleeps and retries and so stretches every wait.
         self._sqlite_writer = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
+        self._readers = (
+            async_sessionmaker(create_engine(url, reader=True), expire_on_commit=False)
+            if self._sqlite_writer is not None
+            else self.sessions
+        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -75,12 +82,23 @@ class Database:
         async with self._sqlite_writer, self.sessions() as session, session.begin():
             yield session
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A transaction for reads only: on SQLite it neither waits for nor blocks the writer
+        (WAL gives it a snapshot), so reading APIs stay fast while workers write."""
+        async with self._readers() as session, session.begin():
+            yield session
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._readers is not self.sessions:
+            bind = self._readers.kw.get("bind")
+            if bind is not None:
+                await bind.dispose()
 
 
 def alembic_config(script_location: Path, url: str) -> Config:

@@ -9,8 +9,8 @@ version of the type (`.v2`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, ClassVar, Literal
+from datetime import date, datetime
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +48,9 @@ BILLING_CUSTOMERS = Topic(
 BILLING_ORDERS = Topic("billing.orders", 3, "cvr", "Orders and upgrades of subscriptions")
 BILLING_INVOICES = Topic("billing.invoices", 3, "cvr", "Invoices issued")
 BILLING_MASTERDATA = Topic("billing.masterdata", 3, "cvr", "Master data and invoice format changes")
+BILLING_SUBSCRIPTIONS = Topic(
+    "billing.subscriptions", 3, "cvr", "Settings of subscriptions: telephony and Personligt Nummer"
+)
 ONBOARDING_APPLICATIONS = Topic("onboarding.applications", 3, "cvr", "Applications for self-service access")
 IDENTITY_USERS = Topic(
     "identity.users", 3, "user id (cvr for tenant-level events)", "Users and their lifecycle"
@@ -62,6 +65,7 @@ TOPICS: tuple[Topic, ...] = (
     BILLING_ORDERS,
     BILLING_INVOICES,
     BILLING_MASTERDATA,
+    BILLING_SUBSCRIPTIONS,
     ONBOARDING_APPLICATIONS,
     IDENTITY_USERS,
     IDENTITY_CREDENTIALS,
@@ -108,6 +112,176 @@ class CustomerRegistered(Event):
     parent_cvr: Cvr | None = None
     accounts: list[AccountRef]
     registered_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+# --- billing.orders -------------------------------------------------------------------------
+
+Ore = Annotated[int, Field(description="An amount in øre (1/100 DKK); money is never a float")]
+
+
+class SubscriptionOrdered(Event):
+    """A user ordered a new subscription on one of their accounts (S9); it is pending until
+    provisioned (`OrderCompleted`). The notifier emails the orderer a confirmation."""
+
+    TYPE = "dk.adgang.billing.SubscriptionOrdered.v1"
+    TOPIC = BILLING_ORDERS
+    SOURCE = "/adgang/billing"
+
+    order_id: UUID
+    cvr: Cvr
+    account_number: str
+    subscription_id: UUID
+    product_code: str
+    product_name: str
+    monthly_fee_ore: Ore
+    options: dict[str, str | int | bool | None] = Field(default_factory=dict)
+    ordered_by: UUID = Field(description="The user id of the person who ordered")
+    ordered_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+class SubscriptionUpgraded(Event):
+    """A subscription moved to another product along an allowed upgrade path (S9)."""
+
+    TYPE = "dk.adgang.billing.SubscriptionUpgraded.v1"
+    TOPIC = BILLING_ORDERS
+    SOURCE = "/adgang/billing"
+
+    order_id: UUID
+    cvr: Cvr
+    account_number: str
+    subscription_id: UUID
+    identifier: str
+    from_product_code: str
+    to_product_code: str
+    to_product_name: str
+    monthly_fee_ore: Ore
+    ordered_by: UUID
+    upgraded_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+class OrderCompleted(Event):
+    """An ordered subscription is provisioned and active, with its number or line id."""
+
+    TYPE = "dk.adgang.billing.OrderCompleted.v1"
+    TOPIC = BILLING_ORDERS
+    SOURCE = "/adgang/billing"
+
+    order_id: UUID
+    cvr: Cvr
+    account_number: str
+    subscription_id: UUID
+    identifier: str
+    completed_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+# --- billing.invoices -----------------------------------------------------------------------
+
+
+class InvoiceIssued(Event):
+    """An account's invoice for a period is issued; users with the `invoices` function for the
+    account are told by email (S8)."""
+
+    TYPE = "dk.adgang.billing.InvoiceIssued.v1"
+    TOPIC = BILLING_INVOICES
+    SOURCE = "/adgang/billing"
+
+    invoice_id: UUID
+    invoice_number: str
+    cvr: Cvr
+    company_name: str
+    account_number: str
+    period_start: date
+    period_end: date
+    issued_on: date
+    due_on: date
+    amount_excl_vat_ore: Ore
+    vat_ore: Ore
+    amount_incl_vat_ore: Ore
+    currency: Literal["DKK"] = "DKK"
+
+    def key(self) -> str:
+        return self.cvr
+
+
+# --- billing.masterdata ---------------------------------------------------------------------
+
+
+class MasterDataChanged(Event):
+    """A company's master data (stamdata) changed (S10); `version` is the new ETag version."""
+
+    TYPE = "dk.adgang.billing.MasterDataChanged.v1"
+    TOPIC = BILLING_MASTERDATA
+    SOURCE = "/adgang/billing"
+
+    cvr: Cvr
+    street: str
+    postal_code: str
+    city: str
+    contact_name: str
+    contact_email: str
+    contact_phone: str
+    version: int
+    changed_by: UUID
+    changed_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+class InvoiceFormatChanged(Event):
+    """How an account's invoices are sent changed (S10): PDF by email, OIOUBL to a GLN/EAN
+    number, Peppol, or paper."""
+
+    TYPE = "dk.adgang.billing.InvoiceFormatChanged.v1"
+    TOPIC = BILLING_MASTERDATA
+    SOURCE = "/adgang/billing"
+
+    cvr: Cvr
+    account_number: str
+    format: Literal["pdf_email", "oioubl", "peppol", "paper"]
+    email: str | None = None
+    gln: str | None = None
+    peppol_scheme: str | None = None
+    peppol_id: str | None = None
+    version: int
+    changed_by: UUID
+    changed_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+# --- billing.subscriptions ------------------------------------------------------------------
+
+
+class SubscriptionSettingsChanged(Event):
+    """Telephony or Personligt Nummer settings of a subscription changed (S11)."""
+
+    TYPE = "dk.adgang.billing.SubscriptionSettingsChanged.v1"
+    TOPIC = BILLING_SUBSCRIPTIONS
+    SOURCE = "/adgang/billing"
+
+    subscription_id: UUID
+    cvr: Cvr
+    account_number: str
+    identifier: str
+    product_kind: str
+    settings: dict[str, Any]
+    version: int
+    changed_by: UUID
+    changed_at: datetime
 
     def key(self) -> str:
         return self.cvr
@@ -263,6 +437,25 @@ class UserGrantsChanged(Event):
     tenant_cvr: Cvr
     grants: list[Grant]
     functions: list[Function]
+    by_user_id: UUID | None = None
+    changed_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
+class UserDetailsChanged(Event):
+    """A user's name, email or mobile changed (where to reach them, not what they may do)."""
+
+    TYPE = "dk.adgang.identity.UserDetailsChanged.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    tenant_cvr: Cvr
+    name: str
+    email: str
+    mobile: str
     by_user_id: UUID | None = None
     changed_at: datetime
 
@@ -456,6 +649,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (
         CustomerRegistered,
+        SubscriptionOrdered,
+        SubscriptionUpgraded,
+        OrderCompleted,
+        InvoiceIssued,
+        MasterDataChanged,
+        InvoiceFormatChanged,
+        SubscriptionSettingsChanged,
         ApplicationSubmitted,
         ApplicationFailed,
         UserCreated,
@@ -464,6 +664,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         UserDisabled,
         UserEnabled,
         UserGrantsChanged,
+        UserDetailsChanged,
         UserDeleted,
         AdministratorProvisioningRejected,
         CredentialsIssued,

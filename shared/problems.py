@@ -77,6 +77,21 @@ class Conflict(Problem):
     title = "Conflict"
 
 
+class Unauthenticated(Problem):
+    status = 401
+    type_suffix = "unauthenticated"
+    title = "A valid access token is required"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="adgang"'})
+
+
+class Forbidden(Problem):
+    status = 403
+    type_suffix = "forbidden"
+    title = "Not permitted"
+
+
 class TooManyRequests(Problem):
     status = 429
     type_suffix = "rate-limited"

@@ -1,21 +1,893 @@
-"""Billing's HTTP API. This issue's billing is the customer registry, announced on the bus;
-invoices, usage, orders and master data (S8–S11) build on it."""
+"""Billing's HTTP API: invoices and usage (S8), subscriptions and orders (S9), master data and
+invoice format (S10), telephony and Personligt Nummer settings (S11), for the companies and
+accounts the caller's token grants (S5.4–S5.6, S14).
 
-from __future__ import annotations
+Every query carries the caller's grants in its WHERE clause. An id outside them answers 404,
+exactly as an id that does not exist, so nothing tells a user what they may not see.
+"""
 
-from fastapi import FastAPI
+# Routes close over local dependencies, so annotations are evaluated eagerly (no __future__ import).
+import base64
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
 
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import ColumnElement, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.billing.access import Access, bearer_access, revocation_check
+from services.billing.catalogue import BY_CODE, PRODUCTS, upgrades_from
+from services.billing.changes import Changes, InvoiceFormat, MasterDataChange, etag, format_of
 from services.billing.config import BillingSettings
+from services.billing.invoicing import month_start
+from services.billing.models import (
+    Customer,
+    Invoice,
+    InvoiceLine,
+    Order,
+    Subscription,
+    UsageRecord,
+    messaging,
+)
+from services.billing.ordering import Ordering, Placed
+from services.billing.telephony import effective_settings
+from shared.clock import Clock, SystemClock, as_utc
 from shared.db import Database
+from shared.messaging import Outbox
+from shared.problems import MEDIA_TYPE, InvalidField, NotFound
+from shared.ratelimit import client_address
+from shared.tokens import TokenVerifier
+from shared.validation import CvrNumber, DanishPhone, EmailAddress, Gln
 from shared.web import create_app
 
+PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
+Id = Annotated[str, Path(max_length=36)]
+AccountNumber = Annotated[str, Path(pattern=r"^\d{6,12}$")]
+CsvRows = 1_000  # rows fetched per query while streaming a CSV export
 
-def create_api(settings: BillingSettings | None = None) -> FastAPI:
+
+# --- cursors ----------------------------------------------------------------------------------
+
+
+def encode_cursor(day: date, row_id: str | int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([day.isoformat(), row_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, id_type: type) -> tuple[date, Any]:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        day, row_id = date.fromisoformat(raw[0]), id_type(raw[1])
+    except (ValueError, TypeError, IndexError, KeyError):
+        raise InvalidField("cursor", "is not a cursor this API gave out; start again without one") from None
+    return day, row_id
+
+
+def check_period(start: date | None, end: date | None) -> None:
+    if start is not None and end is not None and start > end:
+        raise InvalidField("from", "must not be after 'to'")
+
+
+# --- response models --------------------------------------------------------------------------
+
+
+class Page(BaseModel):
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class InvoiceOut(BaseModel):
+    id: str
+    number: str
+    cvr: str
+    company_name: str
+    account_number: str
+    period_start: date
+    period_end: date
+    issued_on: date
+    due_on: date
+    amount_excl_vat_ore: int
+    vat_ore: int
+    amount_incl_vat_ore: int
+    currency: str
+
+
+class InvoiceLineOut(BaseModel):
+    subscription_id: str | None
+    identifier: str
+    category: str
+    description: str
+    quantity: int
+    unit: str
+    amount_ore: int
+
+
+class InvoiceDetail(InvoiceOut):
+    lines: list[InvoiceLineOut]
+
+
+class InvoicePage(Page):
+    items: list[InvoiceOut]
+
+
+class UsageOut(BaseModel):
+    id: int
+    period: date = Field(description="The first day of the month")
+    cvr: str
+    account_number: str
+    subscription_id: str
+    identifier: str
+    category: str
+    quantity: int
+    unit: str
+    amount_ore: int
+
+
+class UsagePage(Page):
+    items: list[UsageOut]
+
+
+class ProductOut(BaseModel):
+    code: str
+    name: str
+    kind: str
+    monthly_fee_ore: int
+    description: str
+    orderable: bool
+    upgrades_to: list[str]
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    cvr: str
+    account_number: str
+    identifier: str
+    product: ProductOut
+    status: str
+    created_at: datetime
+    activated_at: datetime | None
+
+
+class SubscriptionPage(Page):
+    items: list[SubscriptionOut]
+
+
+class OrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    account_number: str = Field(pattern=r"^\d{6,12}$", description="One of the accounts you may use")
+    product_code: str = Field(max_length=40, description="A product of GET /v1/products")
+    options: dict[str, str | None] = Field(
+        default_factory=dict, max_length=5, description="Product options, e.g. port_number, sim"
+    )
+
+
+class UpgradeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    product_code: str = Field(max_length=40, description="One of the subscription's `upgrades_to`")
+
+
+class OrderOut(BaseModel):
+    id: str
+    kind: Literal["new", "upgrade"]
+    status: Literal["received", "completed"]
+    cvr: str
+    account_number: str
+    subscription_id: str
+    product_code: str
+    from_product_code: str | None
+    options: dict[str, Any]
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class MasterDataOut(BaseModel):
+    cvr: str
+    name: str
+    parent_cvr: str | None
+    street: str
+    postal_code: str
+    city: str
+    contact_name: str
+    contact_email: str
+    contact_phone: str
+    version: int
+    changed_at: datetime | None
+
+
+class MasterDataPatch(BaseModel):
+    """Change any of these; absent fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    street: str | None = Field(default=None, min_length=2, max_length=200)
+    postal_code: str | None = Field(default=None, pattern=r"^[0-9]{4}$", description="Danish postal code")
+    city: str | None = Field(default=None, min_length=2, max_length=100)
+    contact_name: str | None = Field(default=None, min_length=1, max_length=200)
+    contact_email: EmailAddress | None = Field(default=None, max_length=320)
+    contact_phone: DanishPhone | None = Field(default=None, max_length=20)
+
+
+class PdfByEmail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["pdf_email"]
+    email: EmailAddress = Field(max_length=320, description="Where the PDF invoices go")
+
+
+class Oioubl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["oioubl"]
+    gln: Gln = Field(max_length=20, description="GLN/EAN location number, 13 digits (NemHandel)")
+
+
+PEPPOL_SCHEMES = {"0088": "GLN/EAN", "0184": "Danish CVR number", "0198": "Danish SE number"}
+
+
+class Peppol(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["peppol"]
+    scheme: Literal["0088", "0184", "0198"] = Field(
+        description="Peppol endpoint scheme: " + str(PEPPOL_SCHEMES)
+    )
+    endpoint_id: str = Field(min_length=1, max_length=50, description="The endpoint id in that scheme")
+
+
+class Paper(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["paper"]
+
+
+InvoiceFormatIn = Annotated[PdfByEmail | Oioubl | Peppol | Paper, Field(discriminator="format")]
+
+
+class InvoiceFormatOut(BaseModel):
+    account_number: str
+    cvr: str
+    format: str
+    email: str | None = None
+    gln: str | None = None
+    scheme: str | None = None
+    endpoint_id: str | None = None
+    version: int
+    changed_at: datetime | None
+
+
+class SettingsOut(BaseModel):
+    subscription_id: str
+    identifier: str
+    product_kind: str
+    settings: dict[str, Any]
+    version: int
+
+
+def peppol_endpoint(scheme: str, endpoint_id: str) -> str:
+    """A Peppol endpoint id checked by its scheme's own rules (S10)."""
+    from shared.validation import normalise_cvr, normalise_gln
+
+    value = endpoint_id.strip()
+    try:
+        if scheme == "0088":
+            return normalise_gln(value)
+        if scheme == "0184":
+            return normalise_cvr(value.removeprefix("DK"))
+        if scheme == "0198":  # an SE number: 8 digits, optionally after "DK"
+            digits = value.removeprefix("DK")
+            if len(digits) == 8 and digits.isdigit():
+                return digits
+            raise ValueError("a Danish SE number has exactly 8 digits")
+    except ValueError as exc:
+        raise InvalidField("endpoint_id", f"{exc} (scheme {scheme}: {PEPPOL_SCHEMES[scheme]})") from None
+    raise InvalidField("scheme", f"must be one of {sorted(PEPPOL_SCHEMES)}")
+
+
+def _product(code: str) -> ProductOut:
+    p = BY_CODE[code]
+    return ProductOut(
+        code=p.code,
+        name=p.name,
+        kind=p.kind,
+        monthly_fee_ore=p.monthly_fee_ore,
+        description=p.description,
+        orderable=p.orderable,
+        upgrades_to=upgrades_from(p.code),
+    )
+
+
+def _subscription(s: Subscription) -> SubscriptionOut:
+    return SubscriptionOut(
+        id=s.id,
+        cvr=s.cvr,
+        account_number=s.account_number,
+        identifier=s.identifier,
+        product=_product(s.product_code),
+        status=s.status,
+        created_at=as_utc(s.created_at),
+        activated_at=as_utc(s.activated_at) if s.activated_at else None,
+    )
+
+
+def _order(o: Order) -> OrderOut:
+    return OrderOut(
+        id=o.id,
+        kind=o.kind,
+        status=o.status,
+        cvr=o.cvr,
+        account_number=o.account_number,  # type: ignore[arg-type]
+        subscription_id=o.subscription_id,
+        product_code=o.product_code,
+        from_product_code=o.from_product_code,
+        options=json.loads(o.options),
+        created_at=as_utc(o.created_at),
+        completed_at=as_utc(o.completed_at) if o.completed_at else None,
+    )
+
+
+def _master_data(c: Customer) -> MasterDataOut:
+    return MasterDataOut(
+        cvr=c.cvr,
+        name=c.name,
+        parent_cvr=c.parent_cvr,
+        street=c.street,
+        postal_code=c.postal_code,
+        city=c.city,
+        contact_name=c.contact_name,
+        contact_email=c.contact_email,
+        contact_phone=c.contact_phone,
+        version=c.master_data_version,
+        changed_at=as_utc(c.master_data_changed_at) if c.master_data_changed_at else None,
+    )
+
+
+def _invoice_format(a: Any) -> InvoiceFormatOut:
+    return InvoiceFormatOut(
+        account_number=a.account_number,
+        cvr=a.cvr,
+        **format_of(a),
+        version=a.invoice_format_version,
+        changed_at=as_utc(a.invoice_format_changed_at) if a.invoice_format_changed_at else None,
+    )
+
+
+def _settings(s: Subscription) -> SettingsOut:
+    kind = BY_CODE[s.product_code].kind
+    return SettingsOut(
+        subscription_id=s.id,
+        identifier=s.identifier,
+        product_kind=kind,
+        settings=effective_settings(kind, json.loads(s.settings)),
+        version=s.settings_version,
+    )
+
+
+# --- routers ----------------------------------------------------------------------------------
+
+
+def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]]) -> APIRouter:
+    router = APIRouter(responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM})
+    Caller = Annotated[Access, Depends(current_access)]
+
+    @router.get("/v1/products", tags=["catalogue"], summary="The product catalogue and its upgrade paths")
+    async def products(_: Caller) -> list[ProductOut]:
+        return [_product(p.code) for p in PRODUCTS]
+
+    def invoice_query(access: Access) -> Any:
+        return (
+            select(Invoice, Customer.name)
+            .join(Customer, Customer.cvr == Invoice.cvr)
+            .where(access.rows(Invoice.cvr, Invoice.account_number))
+        )
+
+    def invoice_out(invoice: Invoice, company_name: str) -> InvoiceOut:
+        return InvoiceOut(
+            id=invoice.id,
+            number=invoice.number,
+            cvr=invoice.cvr,
+            company_name=company_name,
+            account_number=invoice.account_number,
+            period_start=invoice.period_start,
+            period_end=invoice.period_end,
+            issued_on=invoice.issued_on,
+            due_on=invoice.due_on,
+            amount_excl_vat_ore=invoice.amount_excl_vat_ore,
+            vat_ore=invoice.vat_ore,
+            amount_incl_vat_ore=invoice.amount_incl_vat_ore,
+            currency=invoice.currency,
+        )
+
+    @router.get(
+        "/v1/invoices",
+        tags=["invoices and usage"],
+        summary="Invoices of the companies and accounts you may see, newest first (S8, S14)",
+    )
+    async def list_invoices(
+        access: Caller,
+        cvr: Annotated[CvrNumber | None, Query(max_length=16, description="Only this company")] = None,
+        account: Annotated[list[str] | None, Query(description="Only these accounts (repeatable)")] = None,
+        period_from: Annotated[
+            date | None, Query(alias="from", description="Periods starting on or after")
+        ] = None,
+        period_to: Annotated[
+            date | None, Query(alias="to", description="Periods starting on or before")
+        ] = None,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> InvoicePage:
+        access.require("invoices")
+        check_period(period_from, period_to)
+        query = invoice_query(access).where(
+            *access.narrowed(Invoice.cvr, Invoice.account_number, cvr=cvr, accounts=account or [])
+        )
+        if period_from is not None:
+            query = query.where(Invoice.period_start >= month_start(period_from))
+        if period_to is not None:
+            query = query.where(Invoice.period_start <= period_to)
+        if cursor is not None:
+            day, last_id = decode_cursor(cursor, str)
+            query = query.where(tuple_(Invoice.issued_on, Invoice.id) < tuple_(day, last_id))
+        query = query.order_by(Invoice.issued_on.desc(), Invoice.id.desc()).limit(limit + 1)
+        async with db.reading() as session:
+            rows = (await session.execute(query)).all()
+        items = [invoice_out(invoice, name) for invoice, name in rows[:limit]]
+        more = len(rows) > limit
+        return InvoicePage(
+            items=items, next_cursor=encode_cursor(items[-1].issued_on, items[-1].id) if more else None
+        )
+
+    @router.get(
+        "/v1/invoices/{invoice_id}",
+        tags=["invoices and usage"],
+        summary="One invoice with its lines",
+        responses={404: PROBLEM},
+    )
+    async def get_invoice(access: Caller, invoice_id: Id) -> InvoiceDetail:
+        access.require("invoices")
+        async with db.reading() as session:
+            row = (await session.execute(invoice_query(access).where(Invoice.id == invoice_id))).first()
+            if row is None:
+                raise NotFound("There is no invoice with this id among the accounts you may see.")
+            lines = await session.scalars(
+                select(InvoiceLine).where(InvoiceLine.invoice_id == invoice_id).order_by(InvoiceLine.id)
+            )
+            invoice, name = row
+            return InvoiceDetail(
+                **invoice_out(invoice, name).model_dump(),
+                lines=[
+                    InvoiceLineOut(
+                        subscription_id=line.subscription_id,
+                        identifier=line.identifier,
+                        category=line.category,
+                        description=line.description,
+                        quantity=line.quantity,
+                        unit=line.unit,
+                        amount_ore=line.amount_ore,
+                    )
+                    for line in lines
+                ],
+            )
+
+    def usage_where(
+        access: Access,
+        cvr: str | None,
+        account: list[str] | None,
+        subscription: str | None,
+        period_from: date | None,
+        period_to: date | None,
+    ) -> list[ColumnElement[bool]]:
+        check_period(period_from, period_to)
+        where = access.narrowed(UsageRecord.cvr, UsageRecord.account_number, cvr=cvr, accounts=account or [])
+        if subscription is not None:
+            where.append(UsageRecord.subscription_id == subscription)
+        if period_from is not None:
+            where.append(UsageRecord.period >= month_start(period_from))
+        if period_to is not None:
+            where.append(UsageRecord.period <= period_to)
+        return where
+
+    def usage_out(r: UsageRecord) -> UsageOut:
+        return UsageOut(
+            id=r.id,
+            period=r.period,
+            cvr=r.cvr,
+            account_number=r.account_number,
+            subscription_id=r.subscription_id,
+            identifier=r.identifier,
+            category=r.category,
+            quantity=r.quantity,
+            unit=r.unit,
+            amount_ore=r.amount_ore,
+        )
+
+    async def usage_rows(
+        session: AsyncSession, where: list[ColumnElement[bool]], cursor: tuple[date, int] | None, limit: int
+    ) -> list[UsageRecord]:
+        query = select(UsageRecord).where(*where)
+        if cursor is not None:
+            query = query.where(tuple_(UsageRecord.period, UsageRecord.id) < tuple_(*cursor))
+        query = query.order_by(UsageRecord.period.desc(), UsageRecord.id.desc()).limit(limit)
+        return list(await session.scalars(query))
+
+    @router.get(
+        "/v1/usage",
+        tags=["invoices and usage"],
+        summary="Usage (forbrug) per subscription, category and month, newest first; `format=csv` exports it",
+        response_model=UsagePage,
+        responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+    )
+    async def list_usage(
+        access: Caller,
+        cvr: Annotated[CvrNumber | None, Query(max_length=16)] = None,
+        account: Annotated[list[str] | None, Query(description="Only these accounts (repeatable)")] = None,
+        subscription: Annotated[
+            str | None, Query(max_length=36, description="Only this subscription id")
+        ] = None,
+        period_from: Annotated[
+            date | None, Query(alias="from", description="Months from this date's month")
+        ] = None,
+        period_to: Annotated[
+            date | None, Query(alias="to", description="Months starting on or before")
+        ] = None,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        format: Annotated[
+            Literal["json", "csv"], Query(description="csv: every matching row, no paging")
+        ] = "json",
+    ) -> Any:
+        access.require("invoices")
+        where = usage_where(access, cvr, account, subscription, period_from, period_to)
+        if format == "csv":
+            return StreamingResponse(
+                usage_csv(where),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
+            )
+        after = decode_cursor(cursor, int) if cursor is not None else None
+        async with db.reading() as session:
+            rows = await usage_rows(session, where, after, limit + 1)
+        items = [usage_out(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return UsagePage(
+            items=items, next_cursor=encode_cursor(items[-1].period, items[-1].id) if more else None
+        )
+
+    async def usage_csv(where: list[ColumnElement[bool]]) -> AsyncIterator[str]:
+        header = [
+            "period",
+            "cvr",
+            "account_number",
+            "subscription_id",
+            "identifier",
+            "category",
+            "quantity",
+            "unit",
+            "amount_ore",
+            "amount_dkk",
+        ]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        after: tuple[date, int] | None = None
+        while True:
+            async with db.reading() as session:
+                rows = await usage_rows(session, where, after, CsvRows)
+            for r in rows:
+                writer.writerow(
+                    [
+                        r.period.strftime("%Y-%m"),
+                        r.cvr,
+                        r.account_number,
+                        r.subscription_id,
+                        r.identifier,
+                        r.category,
+                        r.quantity,
+                        r.unit,
+                        r.amount_ore,
+                        f"{r.amount_ore // 100}.{r.amount_ore % 100:02d}",
+                    ]
+                )
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if len(rows) < CsvRows:
+                return
+            after = (rows[-1].period, rows[-1].id)
+
+    @router.get(
+        "/v1/subscriptions",
+        tags=["subscriptions and orders"],
+        summary="Subscriptions on the accounts you may use (S9, S11)",
+    )
+    async def list_subscriptions(
+        access: Caller,
+        cvr: Annotated[CvrNumber | None, Query(max_length=16)] = None,
+        account: Annotated[list[str] | None, Query(description="Only these accounts (repeatable)")] = None,
+        cursor: Annotated[
+            str | None, Query(max_length=100, description="The last id of the previous page")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> SubscriptionPage:
+        access.require("orders", "telephony", "invoices")
+        query = select(Subscription).where(
+            *access.narrowed(Subscription.cvr, Subscription.account_number, cvr=cvr, accounts=account or [])
+        )
+        if cursor is not None:
+            query = query.where(Subscription.id > cursor)
+        query = query.order_by(Subscription.id).limit(limit + 1)
+        async with db.reading() as session:
+            rows = list(await session.scalars(query))
+        items = [_subscription(s) for s in rows[:limit]]
+        return SubscriptionPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+    @router.get(
+        "/v1/subscriptions/{subscription_id}",
+        tags=["subscriptions and orders"],
+        summary="One subscription",
+        responses={404: PROBLEM},
+    )
+    async def get_subscription(access: Caller, subscription_id: Id) -> SubscriptionOut:
+        access.require("orders", "telephony", "invoices")
+        async with db.reading() as session:
+            s = await session.scalar(
+                select(Subscription).where(
+                    Subscription.id == subscription_id,
+                    access.rows(Subscription.cvr, Subscription.account_number),
+                )
+            )
+        if s is None:
+            raise NotFound("There is no subscription with this id among the accounts you may use.")
+        return _subscription(s)
+
+    @router.get(
+        "/v1/orders/{order_id}",
+        tags=["subscriptions and orders"],
+        summary="One order and its status",
+        responses={404: PROBLEM},
+    )
+    async def get_order(access: Caller, order_id: Id) -> OrderOut:
+        access.require("orders")
+        async with db.reading() as session:
+            o = await session.scalar(
+                select(Order).where(Order.id == order_id, access.rows(Order.cvr, Order.account_number))
+            )
+        if o is None:
+            raise NotFound("There is no order with this id among the accounts you may use.")
+        return _order(o)
+
+    return router
+
+
+def writing_router(
+    db: Database,
+    current_access: Callable[..., Awaitable[Access]],
+    ordering: Ordering,
+    changes: Changes,
+    trust_forwarded_for: bool,
+) -> APIRouter:
+    router = APIRouter(responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 422: PROBLEM})
+    Caller = Annotated[Access, Depends(current_access)]
+    IdempotencyKey = Annotated[
+        str,
+        Header(
+            alias="Idempotency-Key",
+            min_length=8,
+            max_length=100,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Unique per order (e.g. a UUID): a retried request with the same key creates no second order",
+        ),
+    ]
+    IfMatch = Annotated[
+        str | None, Header(alias="If-Match", max_length=200, description="The ETag you read (required)")
+    ]
+
+    def address(request: Request) -> str:
+        return client_address(request, trust_forwarded_for=trust_forwarded_for)
+
+    def placed(result: Placed, response: Response) -> OrderOut:
+        response.status_code = 200 if result.replayed else 201
+        if result.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        response.headers["Location"] = f"/v1/orders/{result.order.id}"
+        return _order(result.order)
+
+    @router.post(
+        "/v1/orders",
+        tags=["subscriptions and orders"],
+        status_code=201,
+        summary="Order a new subscription on one of your accounts (S9)",
+        responses={200: {"description": "A retry with the same Idempotency-Key: the first order"}},
+    )
+    async def place_order(
+        access: Caller, body: OrderIn, key: IdempotencyKey, request: Request, response: Response
+    ) -> OrderOut:
+        result = await ordering.order(
+            access,
+            key=key,
+            account_number=body.account_number,
+            product_code=body.product_code,
+            options={k: v for k, v in body.options.items() if v is not None},
+            client=address(request),
+        )
+        return placed(result, response)
+
+    @router.post(
+        "/v1/subscriptions/{subscription_id}/upgrade",
+        tags=["subscriptions and orders"],
+        status_code=201,
+        summary="Upgrade a subscription along an allowed path (S9)",
+        responses={200: {"description": "A retry with the same Idempotency-Key"}, 409: PROBLEM},
+    )
+    async def upgrade(
+        access: Caller,
+        subscription_id: Id,
+        body: UpgradeIn,
+        key: IdempotencyKey,
+        request: Request,
+        response: Response,
+    ) -> OrderOut:
+        result = await ordering.upgrade(
+            access,
+            key=key,
+            subscription_id=subscription_id,
+            product_code=body.product_code,
+            client=address(request),
+        )
+        return placed(result, response)
+
+    @router.get(
+        "/v1/companies/{cvr}/master-data",
+        tags=["master data and invoice format"],
+        summary="A company's master data (stamdata, S10), with its ETag",
+    )
+    async def get_master_data(
+        access: Caller, cvr: Annotated[str, Path(pattern=r"^\d{8}$")], response: Response
+    ) -> MasterDataOut:
+        async with db.reading() as session:
+            customer = await changes.company(session, access, cvr)
+        response.headers["ETag"] = etag(customer.master_data_version)
+        return _master_data(customer)
+
+    @router.patch(
+        "/v1/companies/{cvr}/master-data",
+        tags=["master data and invoice format"],
+        summary="Change master data (S10); If-Match with the ETag you read is required",
+        responses={412: PROBLEM, 428: PROBLEM},
+    )
+    async def patch_master_data(
+        access: Caller,
+        cvr: Annotated[str, Path(pattern=r"^\d{8}$")],
+        body: MasterDataPatch,
+        request: Request,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> MasterDataOut:
+        async with db.transaction() as session:
+            customer = await changes.change_master_data(
+                session,
+                access,
+                cvr,
+                MasterDataChange(**body.model_dump(exclude_none=True)),
+                if_match=if_match,
+                client=address(request),
+            )
+        response.headers["ETag"] = etag(customer.master_data_version)
+        return _master_data(customer)
+
+    @router.get(
+        "/v1/accounts/{account_number}/invoice-format",
+        tags=["master data and invoice format"],
+        summary="How the account's invoices are sent (S10), with its ETag",
+    )
+    async def get_invoice_format(
+        access: Caller, account_number: AccountNumber, response: Response
+    ) -> InvoiceFormatOut:
+        async with db.reading() as session:
+            account = await changes.account(session, access, account_number)
+        response.headers["ETag"] = etag(account.invoice_format_version)
+        return _invoice_format(account)
+
+    @router.put(
+        "/v1/accounts/{account_number}/invoice-format",
+        tags=["master data and invoice format"],
+        summary="Set the invoice format: PDF by email, OIOUBL to a GLN/EAN, Peppol, or paper (S10)",
+        responses={412: PROBLEM, 428: PROBLEM},
+    )
+    async def put_invoice_format(
+        access: Caller,
+        account_number: AccountNumber,
+        body: InvoiceFormatIn,
+        request: Request,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> InvoiceFormatOut:
+        match body:
+            case PdfByEmail():
+                wanted = InvoiceFormat("pdf_email", email=body.email)
+            case Oioubl():
+                wanted = InvoiceFormat("oioubl", gln=body.gln)
+            case Peppol():
+                wanted = InvoiceFormat(
+                    "peppol",
+                    peppol_scheme=body.scheme,
+                    peppol_id=peppol_endpoint(body.scheme, body.endpoint_id),
+                )
+            case _:
+                wanted = InvoiceFormat("paper")
+        async with db.transaction() as session:
+            account = await changes.change_invoice_format(
+                session, access, account_number, wanted, if_match=if_match, client=address(request)
+            )
+        response.headers["ETag"] = etag(account.invoice_format_version)
+        return _invoice_format(account)
+
+    @router.get(
+        "/v1/subscriptions/{subscription_id}/settings",
+        tags=["telephony and Personligt Nummer"],
+        summary="A subscription's telephony or Personligt Nummer settings (S11), with its ETag",
+    )
+    async def get_settings(access: Caller, subscription_id: Id, response: Response) -> SettingsOut:
+        async with db.reading() as session:
+            subscription = await changes.subscription(session, access, subscription_id)
+        response.headers["ETag"] = etag(subscription.settings_version)
+        return _settings(subscription)
+
+    @router.patch(
+        "/v1/subscriptions/{subscription_id}/settings",
+        tags=["telephony and Personligt Nummer"],
+        summary="Change settings with a JSON merge patch (S11); If-Match is required",
+        responses={412: PROBLEM, 428: PROBLEM},
+    )
+    async def patch_settings(
+        access: Caller,
+        subscription_id: Id,
+        body: dict[str, Any],
+        request: Request,
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> SettingsOut:
+        async with db.transaction() as session:
+            subscription = await changes.change_settings(
+                session, access, subscription_id, body, if_match=if_match, client=address(request)
+            )
+        response.headers["ETag"] = etag(subscription.settings_version)
+        return _settings(subscription)
+
+    return router
+
+
+def create_api(
+    settings: BillingSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    jwks_client: httpx.AsyncClient | None = None,
+) -> FastAPI:
     settings = settings or BillingSettings()
+    clock = clock or SystemClock()
     db = Database(settings.db_url)
-    return create_app(
+    outbox = Outbox(messaging, clock)
+    verifier = TokenVerifier(
+        settings.identity_jwks_url,
+        cache_seconds=settings.jwks_cache_seconds,
+        client=jwks_client,
+        is_revoked=revocation_check(db),
+    )
+    current_access = bearer_access(verifier, clock)
+    app = create_app(
         title="Adgang billing",
-        description="Customers, accounts, invoices and usage of business customers (S8–S11).",
+        description="Invoices and usage (S8), orders (S9), master data and invoice format (S10), "
+        "telephony and Personligt Nummer (S11) of business customers, within the caller's grants (S14).",
         settings=settings,
         db=db,
     )
+    app.include_router(reading_router(db, current_access))
+    app.include_router(
+        writing_router(
+            db,
+            current_access,
+            Ordering(db=db, outbox=outbox, clock=clock),
+            Changes(outbox=outbox, clock=clock),
+            settings.trust_forwarded_for,
+        )
+    )
+    return app

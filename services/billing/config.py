@@ -1,4 +1,4 @@
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -13,6 +13,21 @@ class BillingSettings(ServiceSettings):
 
     seed_demo_data: bool | None = None  # unset: seed in development and test, never in production
     demo_extra_customers: int = Field(default=0, ge=0, le=100_000)
+    demo_size: Literal["small", "large"] = Field(
+        default="small", description="large adds a company with over a million invoice lines (benchmarks)"
+    )
+
+    # Access tokens are identity's; billing verifies them against its JWKS (S7, S12).
+    identity_jwks_url: str = "http://127.0.0.1:8002/.well-known/jwks.json"
+    jwks_cache_seconds: float = Field(default=300.0, ge=1.0)
+    trust_forwarded_for: bool = False
+
+    # Invoices (S8): the monthly run issues the newest closed month; payment terms in days.
+    invoice_run_enabled: bool = True
+    invoice_run_interval_s: float = Field(default=3600.0, gt=0)
+    invoice_payment_days: int = Field(default=14, ge=0, le=90)
+    # Orders (S9): how often received orders are provisioned.
+    order_fulfilment_interval_s: float = Field(default=2.0, gt=0)
 
     @property
     def seeds_demo_data(self) -> bool:

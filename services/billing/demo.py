@@ -1,12 +1,18 @@
-"""Deterministic demo customers: one group of four companies and one standalone company.
+"""Deterministic demo data: one group of four companies and one standalone company, with
+their accounts, subscriptions and twelve months of usage; and a large company for benchmarks.
 
 Every CVR here passes the modulus-11 check. `NOT_A_CUSTOMER_CVR` is valid too but is not a
-customer, so a newcomer can see the 403 of S1's application form.
+customer, so a newcomer can see the 403 of S1's application form. Everything generated is
+derived from a fixed seed and the account number, so two runs give the same data.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import phonenumbers
 
 
 @dataclass(frozen=True)
@@ -14,7 +20,10 @@ class DemoCompany:
     cvr: str
     name: str
     parent_cvr: str | None
-    address: str
+    street: str
+    postal_code: str
+    city: str
+    contact: tuple[str, str, str]  # name, email, phone
     accounts: tuple[tuple[str, str], ...]
 
 
@@ -23,35 +32,50 @@ DEMO_COMPANIES: tuple[DemoCompany, ...] = (
         "35657193",
         "Nordlys Holding A/S",
         None,
-        "Havnegade 12, 1058 København K",
+        "Havnegade 12",
+        "1058",
+        "København K",
+        ("Mette Holm", "okonomi@nordlys.example", "+4533124567"),
         (("10000011", "Hovedkonto"), ("10000012", "Direktion")),
     ),
     DemoCompany(
         "37826111",
         "Nordlys Energi A/S",
         "35657193",
-        "Vestergade 4, 8000 Aarhus C",
+        "Vestergade 4",
+        "8000",
+        "Aarhus C",
+        ("Jens Kragh", "faktura@nordlys-energi.example", "+4586123456"),
         (("10000021", "Mobil"), ("10000022", "Bredbånd"), ("10000023", "Fastnet")),
     ),
     DemoCompany(
         "41204559",
         "Nordlys Service ApS",
         "35657193",
-        "Kongensgade 88, 5000 Odense C",
+        "Kongensgade 88",
+        "5000",
+        "Odense C",
+        ("Sofie Lund", "service@nordlys.example", "+4566123456"),
         (("10000031", "Mobil"), ("10000032", "Servicevogne")),
     ),
     DemoCompany(
         "33112874",
         "Nordlys Vind ApS",
         "37826111",
-        "Strandvejen 2, 6700 Esbjerg",
+        "Strandvejen 2",
+        "6700",
+        "Esbjerg",
+        ("Peter Vestergaard", "vind@nordlys.example", "+4575123456"),
         (("10000041", "Mobil"), ("10000042", "M2M-målere")),
     ),
     DemoCompany(
         "22109340",
         "Bageriet Solsikke ApS",
         None,
-        "Nørregade 7, 4000 Roskilde",
+        "Nørregade 7",
+        "4000",
+        "Roskilde",
+        ("Anne Bager", "anne@solsikke.example", "+4546123456"),
         (("10000051", "Butik"), ("10000052", "Mobil")),
     ),
 )
@@ -59,6 +83,10 @@ DEMO_COMPANIES: tuple[DemoCompany, ...] = (
 GROUP_PARENT_CVR = "35657193"
 STANDALONE_CVR = "22109340"
 NOT_A_CUSTOMER_CVR = "44551209"
+# The benchmark's large company (`demo_size=large`): at least a million invoice lines.
+LARGE_COMPANY_CVR = "29876509"
+LARGE_COMPANY_ACCOUNTS = 1_200
+LARGE_COMPANY_SUBSCRIPTIONS_PER_ACCOUNT = 20
 
 
 def generated_companies(count: int) -> list[DemoCompany]:
@@ -77,8 +105,102 @@ def generated_companies(count: int) -> list[DemoCompany]:
                     candidate,
                     f"Demo Virksomhed {n} ApS",
                     None,
-                    f"Testvej {n}, 2000 Frederiksberg",
+                    f"Testvej {n}",
+                    "2000",
+                    "Frederiksberg",
+                    ("Demo Kontakt", f"kontakt{n}@demo.example", "+4538123456"),
                     ((f"2{n:07d}", "Mobil"),),
                 )
             )
     return companies
+
+
+def large_company() -> DemoCompany:
+    return DemoCompany(
+        LARGE_COMPANY_CVR,
+        "Storkøbmanden A/S",
+        None,
+        "Industrivej 1",
+        "2600",
+        "Glostrup",
+        ("Lars Stor", "it@storkobmanden.example", "+4543123456"),
+        tuple((f"3{n:07d}", f"Afdeling {n}") for n in range(1, LARGE_COMPANY_ACCOUNTS + 1)),
+    )
+
+
+# --- subscriptions and usage -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoSubscription:
+    account_number: str
+    identifier: str
+    product_code: str
+
+
+@dataclass(frozen=True)
+class Tariff:
+    category: str
+    unit: str
+    ore_per_unit: int
+    low: int
+    high: int
+
+
+# Metered usage beyond the plan, per kind of product: what it costs and a plausible month.
+TARIFFS: dict[str, tuple[Tariff, ...]] = {
+    "mobile": (
+        Tariff("calls", "minutes", 149, 0, 240),  # calls abroad and to service numbers
+        Tariff("sms", "messages", 50, 0, 60),  # SMS abroad
+        Tariff("data", "MB", 10, 0, 1_500),  # data outside the EU
+    ),
+    "telephony": (Tariff("calls", "minutes", 19, 40, 2_400),),
+    "personal_number": (Tariff("calls", "minutes", 19, 10, 600),),
+    "broadband": (),
+    "addon": (),
+}
+
+
+def _profile(account_name: str) -> list[str]:
+    """Which products an account holds, from what the account is for."""
+    lowered = account_name.lower()
+    if "bredbånd" in lowered:
+        return ["BB-500", "BB-100"]
+    if "fastnet" in lowered:
+        return ["TLF-FAST", "TLF-FAST", "TLF-OMST", "PN-BASIS"]
+    if "m2m" in lowered:
+        return ["MOBIL-10", "MOBIL-10", "MOBIL-10"]
+    if "butik" in lowered:
+        return ["BB-100", "TLF-FAST", "MOBIL-10", "PN-PLUS"]
+    return ["MOBIL-10", "MOBIL-50", "MOBIL-50", "MOBIL-FRI", "PN-PLUS"]
+
+
+def _number(rng: random.Random, used: set[str]) -> str:
+    while True:
+        candidate = f"+4528{rng.randrange(0, 1_000_000):06d}"
+        if candidate not in used and phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
+            used.add(candidate)
+            return candidate
+
+
+def demo_subscriptions(company: DemoCompany, *, per_account: int | None = None) -> list[DemoSubscription]:
+    """The subscriptions of a company's accounts; the same numbers every run."""
+    rng = random.Random(f"subscriptions:{company.cvr}")
+    used: set[str] = set()
+    result = []
+    for account_number, account_name in company.accounts:
+        products = _profile(account_name)
+        if per_account is not None:
+            products = [products[i % len(products)] for i in range(per_account)]
+        for code in products:
+            identifier = f"BB-{rng.randrange(10**7, 10**8)}" if code.startswith("BB-") else _number(rng, used)
+            result.append(DemoSubscription(account_number, identifier, code))
+    return result
+
+
+def monthly_usage(subscription_id: str, kind: str, period_key: str) -> Iterator[tuple[str, int, str, int]]:
+    """(category, quantity, unit, amount in øre) of one subscription in one month."""
+    rng = random.Random(f"usage:{subscription_id}:{period_key}")
+    for tariff in TARIFFS.get(kind, ()):
+        quantity = rng.randint(tariff.low, tariff.high)
+        yield tariff.category, quantity, tariff.unit, quantity * tariff.ore_per_unit

@@ -19,22 +19,20 @@ from shared.events import (
     Grant,
     LoginCreated,
     UserDeleted,
+    UserDetailsChanged,
     UserDisabled,
     UserEnabled,
     UserGrantsChanged,
 )
 from shared.messaging import Outbox
-from shared.problems import Conflict, InvalidField, NotFound, Problem
+from shared.problems import Conflict, Forbidden, InvalidField, NotFound
 from shared.sealing import Sealer
 from shared.tokens import AccessClaims
 
 USER_ADMIN = "user_admin"
 
 
-class NotPermitted(Problem):
-    status = 403
-    type_suffix = "forbidden"
-    title = "Not permitted"
+NotPermitted = Forbidden
 
 
 class LastAdministrator(Conflict):
@@ -292,12 +290,26 @@ class Administration:
         """Details, companies, accounts or functions. A change of access ends the user's
         sessions, so their next token carries exactly the new grants."""
         user = await self.get_user(session, caller, user_id)
+        before = (user.name, user.email, user.mobile)
         if changes.name is not None:
             user.name = changes.name
         if changes.email is not None:
             user.email = changes.email
         if changes.mobile is not None and changes.mobile != user.mobile:
             user.mobile, user.mobile_confirmed_at = changes.mobile, None
+        if (user.name, user.email, user.mobile) != before:
+            await self.outbox.add(
+                session,
+                UserDetailsChanged(
+                    user_id=uuid.UUID(user.id),
+                    tenant_cvr=user.tenant_cvr,
+                    name=user.name,
+                    email=user.email,
+                    mobile=user.mobile,
+                    by_user_id=uuid.UUID(caller.id),
+                    changed_at=self.clock.now(),
+                ),
+            )
         if changes.grants is None and changes.functions is None:
             return user
         current = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))

@@ -7,17 +7,8 @@ from fastapi import Header
 
 from services.identity.login import Login
 from shared.db import Database
-from shared.problems import Problem
+from shared.problems import Unauthenticated
 from shared.tokens import AccessClaims, TokenError
-
-
-class Unauthenticated(Problem):
-    status = 401
-    type_suffix = "unauthenticated"
-    title = "A valid access token is required"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="adgang"'})
 
 
 def bearer_claims(db: Database, login: Login) -> Callable[..., Awaitable[AccessClaims]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -26,11 +26,19 @@ from shared.events import (
     DeliverySucceeded,
     Event,
     Grant,
+    InvoiceFormatChanged,
+    InvoiceIssued,
     LoginCreated,
+    MasterDataChanged,
+    OrderCompleted,
     OtpRequested,
+    SubscriptionOrdered,
+    SubscriptionSettingsChanged,
+    SubscriptionUpgraded,
     UserActivated,
     UserCreated,
     UserDeleted,
+    UserDetailsChanged,
     UserDisabled,
     UserEnabled,
     UserGrantsChanged,
@@ -201,7 +209,130 @@ def credential_changed() -> CredentialChanged:
     )
 
 
+SUBSCRIPTION_ID = uuid.UUID("3c9d7a0e-2b41-4f0e-8d6b-9e1f2a3b4c5d")
+ORDER_ID = uuid.UUID("7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
+
+
+def subscription_ordered() -> SubscriptionOrdered:
+    return SubscriptionOrdered(
+        order_id=ORDER_ID,
+        cvr=CVR,
+        account_number="10000011",
+        subscription_id=SUBSCRIPTION_ID,
+        product_code="MOBIL-10",
+        product_name="Mobil Erhverv 10 GB",
+        monthly_fee_ore=9_900,
+        options={"sim": "esim"},
+        ordered_by=USER_ID,
+        ordered_at=AT,
+    )
+
+
+def subscription_upgraded() -> SubscriptionUpgraded:
+    return SubscriptionUpgraded(
+        order_id=ORDER_ID,
+        cvr=CVR,
+        account_number="10000011",
+        subscription_id=SUBSCRIPTION_ID,
+        identifier="+4528123456",
+        from_product_code="MOBIL-10",
+        to_product_code="MOBIL-50",
+        to_product_name="Mobil Erhverv 50 GB",
+        monthly_fee_ore=14_900,
+        ordered_by=USER_ID,
+        upgraded_at=AT,
+    )
+
+
+def order_completed() -> OrderCompleted:
+    return OrderCompleted(
+        order_id=ORDER_ID,
+        cvr=CVR,
+        account_number="10000011",
+        subscription_id=SUBSCRIPTION_ID,
+        identifier="+4528123456",
+        completed_at=AT,
+    )
+
+
+def invoice_issued() -> InvoiceIssued:
+    return InvoiceIssued(
+        invoice_id=uuid.uuid4(),
+        invoice_number="202610-10000011",
+        cvr=CVR,
+        company_name="Nordlys Holding A/S",
+        account_number="10000011",
+        period_start=date(2026, 10, 1),
+        period_end=date(2026, 10, 31),
+        issued_on=date(2026, 11, 1),
+        due_on=date(2026, 11, 15),
+        amount_excl_vat_ore=10_000,
+        vat_ore=2_500,
+        amount_incl_vat_ore=12_500,
+    )
+
+
+def master_data_changed() -> MasterDataChanged:
+    return MasterDataChanged(
+        cvr=CVR,
+        street="Havnegade 12",
+        postal_code="1058",
+        city="København K",
+        contact_name="Mette Holm",
+        contact_email="mette@example.dk",
+        contact_phone="+4533124567",
+        version=2,
+        changed_by=USER_ID,
+        changed_at=AT,
+    )
+
+
+def invoice_format_changed() -> InvoiceFormatChanged:
+    return InvoiceFormatChanged(
+        cvr=CVR,
+        account_number="10000011",
+        format="oioubl",
+        gln="5790000435968",
+        version=2,
+        changed_by=USER_ID,
+        changed_at=AT,
+    )
+
+
+def subscription_settings_changed() -> SubscriptionSettingsChanged:
+    return SubscriptionSettingsChanged(
+        subscription_id=SUBSCRIPTION_ID,
+        cvr=CVR,
+        account_number="10000011",
+        identifier="+4528123456",
+        product_kind="mobile",
+        settings={"voicemail": {"enabled": True}},
+        version=2,
+        changed_by=USER_ID,
+        changed_at=AT,
+    )
+
+
+def user_details_changed() -> UserDetailsChanged:
+    return UserDetailsChanged(
+        user_id=USER_ID,
+        tenant_cvr=CVR,
+        name="Mette",
+        email="mette@example.dk",
+        mobile="+4520123456",
+        changed_at=AT,
+    )
+
+
 BUILDERS: dict[type[Event], Callable[[], Event]] = {
+    SubscriptionOrdered: subscription_ordered,
+    SubscriptionUpgraded: subscription_upgraded,
+    OrderCompleted: order_completed,
+    InvoiceIssued: invoice_issued,
+    MasterDataChanged: master_data_changed,
+    InvoiceFormatChanged: invoice_format_changed,
+    SubscriptionSettingsChanged: subscription_settings_changed,
+    UserDetailsChanged: user_details_changed,
     CustomerRegistered: customer_registered,
     ApplicationSubmitted: application_submitted,
     ApplicationFailed: application_failed,

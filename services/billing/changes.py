@@ -1,0 +1,270 @@
+"""Changes customers make to their own data: master data (S10), invoice format (S10) and
+subscription settings (S11). Each has a version; a change must name the version it was made
+from (`If-Match` with the ETag), so two administrators never overwrite each other silently.
+Every change is audited and announced.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.billing.access import Access
+from services.billing.catalogue import BY_CODE
+from services.billing.models import Account, Customer, Subscription
+from services.billing.ordering import audit
+from services.billing.telephony import SettingsError, effective_settings, merged_settings
+from shared.clock import Clock
+from shared.events import InvoiceFormatChanged, MasterDataChanged, SubscriptionSettingsChanged
+from shared.messaging import Outbox
+from shared.problems import Forbidden, NotFound, Problem
+
+
+class PreconditionRequired(Problem):
+    status = 428
+    type_suffix = "precondition-required"
+    title = "If-Match is required"
+
+
+class PreconditionFailed(Problem):
+    status = 412
+    type_suffix = "precondition-failed"
+    title = "The data changed since you read it"
+
+
+class InvalidSettings(Problem):
+    status = 422
+    type_suffix = "validation-error"
+    title = "A field is not valid"
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def check_if_match(if_match: str | None, version: int) -> None:
+    """RFC 9110 strong comparison of `If-Match` with the current version's ETag."""
+    if if_match is None or not if_match.strip():
+        raise PreconditionRequired(
+            "Send the ETag you read as If-Match, so a change made meanwhile by someone else is not overwritten."
+        )
+    tags = [t.strip() for t in if_match.split(",")]
+    if "*" in tags or etag(version) in tags:
+        return
+    raise PreconditionFailed(
+        f"Someone changed this since you read it (it is now at ETag {etag(version)}). "
+        "Read it again, then make your change.",
+        current_etag=etag(version),
+    )
+
+
+@dataclass(frozen=True)
+class MasterDataChange:
+    street: str | None = None
+    postal_code: str | None = None
+    city: str | None = None
+    contact_name: str | None = None
+    contact_email: str | None = None
+    contact_phone: str | None = None
+
+    def set_fields(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class InvoiceFormat:
+    format: Literal["pdf_email", "oioubl", "peppol", "paper"]
+    email: str | None = None
+    gln: str | None = None
+    peppol_scheme: str | None = None
+    peppol_id: str | None = None
+
+
+class Changes:
+    def __init__(self, *, outbox: Outbox, clock: Clock) -> None:
+        self.outbox = outbox
+        self.clock = clock
+
+    # --- master data ----------------------------------------------------------------------
+
+    async def company(self, session: AsyncSession, access: Access, cvr: str) -> Customer:
+        access.require("master_data")
+        customer = await session.get(Customer, cvr) if cvr in access.companies else None
+        if customer is None:
+            raise NotFound(f"There is no company {cvr} among the companies you may see.")
+        return customer
+
+    async def change_master_data(
+        self,
+        session: AsyncSession,
+        access: Access,
+        cvr: str,
+        change: MasterDataChange,
+        *,
+        if_match: str | None,
+        client: str | None,
+    ) -> Customer:
+        customer = await self.company(session, access, cvr)
+        if cvr not in access.whole:
+            raise Forbidden(
+                "Changing a company's master data needs access to all of its accounts; "
+                "your login covers only some of them."
+            )
+        check_if_match(if_match, customer.master_data_version)
+        fields = change.set_fields()
+        before = {k: getattr(customer, k) for k in fields}
+        for name, value in fields.items():
+            setattr(customer, name, value)
+        now = self.clock.now()
+        customer.master_data_version += 1
+        customer.master_data_changed_at = now
+        await self.outbox.add(
+            session,
+            MasterDataChanged(
+                cvr=customer.cvr,
+                street=customer.street,
+                postal_code=customer.postal_code,
+                city=customer.city,
+                contact_name=customer.contact_name,
+                contact_email=customer.contact_email,
+                contact_phone=customer.contact_phone,
+                version=customer.master_data_version,
+                changed_by=uuid.UUID(access.user_id),
+                changed_at=now,
+            ),
+        )
+        audit(
+            session, access, "master_data.changed", cvr, cvr, now, client, {"before": before, "after": fields}
+        )
+        return customer
+
+    # --- invoice format -------------------------------------------------------------------
+
+    async def account(self, session: AsyncSession, access: Access, account_number: str) -> Account:
+        access.require("master_data")
+        account = await session.get(Account, account_number)
+        if account is None or not access.may_use(account.cvr, account.account_number):
+            raise NotFound(f"There is no account {account_number} among the accounts you may use.")
+        return account
+
+    async def change_invoice_format(
+        self,
+        session: AsyncSession,
+        access: Access,
+        account_number: str,
+        wanted: InvoiceFormat,
+        *,
+        if_match: str | None,
+        client: str | None,
+    ) -> Account:
+        account = await self.account(session, access, account_number)
+        check_if_match(if_match, account.invoice_format_version)
+        before = format_of(account)
+        account.invoice_format = wanted.format
+        account.invoice_email = wanted.email
+        account.invoice_gln = wanted.gln
+        account.peppol_scheme = wanted.peppol_scheme
+        account.peppol_id = wanted.peppol_id
+        now = self.clock.now()
+        account.invoice_format_version += 1
+        account.invoice_format_changed_at = now
+        await self.outbox.add(
+            session,
+            InvoiceFormatChanged(
+                cvr=account.cvr,
+                account_number=account.account_number,
+                format=wanted.format,
+                email=wanted.email,
+                gln=wanted.gln,
+                peppol_scheme=wanted.peppol_scheme,
+                peppol_id=wanted.peppol_id,
+                version=account.invoice_format_version,
+                changed_by=uuid.UUID(access.user_id),
+                changed_at=now,
+            ),
+        )
+        audit(
+            session,
+            access,
+            "invoice_format.changed",
+            account.cvr,
+            account.account_number,
+            now,
+            client,
+            {"before": before, "after": format_of(account)},
+        )
+        return account
+
+    # --- subscription settings (S11) ------------------------------------------------------
+
+    async def subscription(self, session: AsyncSession, access: Access, subscription_id: str) -> Subscription:
+        access.require("telephony")
+        subscription = await session.get(Subscription, subscription_id)
+        if subscription is None or not access.may_use(subscription.cvr, subscription.account_number):
+            raise NotFound("There is no subscription with this id among the accounts you may use.")
+        return subscription
+
+    async def change_settings(
+        self,
+        session: AsyncSession,
+        access: Access,
+        subscription_id: str,
+        patch: dict[str, Any],
+        *,
+        if_match: str | None,
+        client: str | None,
+    ) -> Subscription:
+        subscription = await self.subscription(session, access, subscription_id)
+        kind = BY_CODE[subscription.product_code].kind
+        check_if_match(if_match, subscription.settings_version)
+        try:
+            settings = merged_settings(
+                kind, json.loads(subscription.settings), patch, subscription.identifier
+            )
+        except SettingsError as exc:
+            raise InvalidSettings(str(exc), errors=exc.errors) from None
+        before = effective_settings(kind, json.loads(subscription.settings))
+        subscription.settings = json.dumps(settings, sort_keys=True)
+        subscription.settings_version += 1
+        now = self.clock.now()
+        await self.outbox.add(
+            session,
+            SubscriptionSettingsChanged(
+                subscription_id=uuid.UUID(subscription.id),
+                cvr=subscription.cvr,
+                account_number=subscription.account_number,
+                identifier=subscription.identifier,
+                product_kind=kind,
+                settings=settings,
+                version=subscription.settings_version,
+                changed_by=uuid.UUID(access.user_id),
+                changed_at=now,
+            ),
+        )
+        audit(
+            session,
+            access,
+            "subscription.settings_changed",
+            subscription.cvr,
+            subscription.id,
+            now,
+            client,
+            {"before": before, "after": settings},
+        )
+        return subscription
+
+
+def format_of(account: Account) -> dict[str, Any]:
+    body: dict[str, Any] = {"format": account.invoice_format}
+    if account.invoice_format == "pdf_email":
+        body["email"] = account.invoice_email
+    elif account.invoice_format == "oioubl":
+        body["gln"] = account.invoice_gln
+    elif account.invoice_format == "peppol":
+        body["scheme"] = account.peppol_scheme
+        body["endpoint_id"] = account.peppol_id
+    return body

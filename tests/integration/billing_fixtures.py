@@ -1,0 +1,148 @@
+"""A billing database with the demo data, and callers with tokens of chosen grants."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from services.billing.api import create_api
+from services.billing.catalogue import sync_catalogue
+from services.billing.config import BillingSettings
+from services.billing.invoicing import Invoicing
+from services.billing.models import messaging
+from services.billing.service import seed_demo_data
+from services.registry import SERVICES
+from shared.clock import FrozenClock
+from shared.db import Database, migrate
+from shared.events import Event
+from shared.messaging import Outbox
+from shared.tokens import TokenSigner, generate_signing_key, parse_signing_keys
+
+# Demo data is loaded "now": the newest closed month is October 2026.
+NOW = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)
+GROUP = ["35657193", "37826111", "41204559", "33112874"]
+ALL_FUNCTIONS = ["invoices", "orders", "master_data", "telephony", "user_admin"]
+
+
+@dataclass
+class Caller:
+    user_id: str
+    headers: dict[str, str]
+
+
+class Tokens:
+    def __init__(self, clock: FrozenClock) -> None:
+        self.signer = TokenSigner(parse_signing_keys(f"b1:{generate_signing_key()}"), "b1")
+        self.clock = clock
+
+    def caller(
+        self, grants: list[dict[str, Any]], functions: list[str] | None = None, *, user_id: str | None = None
+    ) -> Caller:
+        user_id = user_id or str(uuid.uuid4())
+        token = self.signer.sign(
+            subject=user_id,
+            session_id=str(uuid.uuid4()),
+            tenant=grants[0]["cvr"] if grants else None,
+            role="user",
+            grants=grants,
+            functions=ALL_FUNCTIONS if functions is None else functions,
+            now=self.clock.now(),
+            lifetime=timedelta(minutes=5),
+        )
+        return Caller(user_id, {"Authorization": f"Bearer {token}"})
+
+    def group_admin(self) -> Caller:
+        return self.caller([{"cvr": cvr, "accounts": "all"} for cvr in GROUP])
+
+    def jwks_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda _: httpx.Response(200, json=self.signer.jwks()))
+        )
+
+
+def seeded_billing_database(url: str, clock: FrozenClock, *, size: str = "small") -> None:
+    migrate(SERVICES["billing"].migrations, url)
+
+    async def seed() -> None:
+        db = Database(url)
+        outbox = Outbox(messaging, clock)
+        try:
+            async with db.transaction() as session:
+                await sync_catalogue(session)
+                await seed_demo_data(
+                    session, outbox, Invoicing(outbox=outbox, clock=clock, payment_days=14), clock, size=size
+                )
+        finally:
+            await db.dispose()
+
+    asyncio.run(seed())
+
+
+@pytest.fixture(scope="module")
+def billing_url(database_factory) -> str:
+    url: str = database_factory("billing")
+    seeded_billing_database(url, FrozenClock(NOW))
+    return url
+
+
+@pytest.fixture
+def billing_clock() -> FrozenClock:
+    return FrozenClock(NOW)
+
+
+@pytest.fixture
+def tokens(billing_clock: FrozenClock) -> Tokens:
+    return Tokens(billing_clock)
+
+
+@pytest.fixture
+async def billing_db(billing_url: str) -> AsyncIterator[Database]:
+    db = Database(billing_url)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+async def billing(
+    billing_url: str, tokens: Tokens, billing_clock: FrozenClock, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = BillingSettings(
+        database_url=billing_url,
+        var_dir=tmp_path,
+        identity_jwks_url="http://identity.test/.well-known/jwks.json",
+    )
+    app = create_api(settings, clock=billing_clock, jwks_client=tokens.jwks_client())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://billing.test"
+    ) as http:
+        yield http
+
+
+async def events_since(db: Database, seq: int, event_type: type[Event]) -> list[Any]:
+    """The `event_type` events billing's outbox took after sequence number `seq`."""
+    async with db.transaction() as session:
+        rows = await session.execute(
+            select(messaging.outbox.c.headers, messaging.outbox.c.value)
+            .where(messaging.outbox.c.seq > seq)
+            .order_by(messaging.outbox.c.seq)
+        )
+        return [
+            event_type.model_validate_json(value)
+            for headers, value in rows
+            if dict(json.loads(headers)).get("ce_type") == event_type.TYPE
+        ]
+
+
+async def outbox_position(db: Database) -> int:
+    async with db.transaction() as session:
+        return int(await session.scalar(select(func.coalesce(func.max(messaging.outbox.c.seq), 0))) or 0)
