@@ -20,6 +20,9 @@ from typing import Protocol
 from services.notifier.codes import render_code_email, render_code_sms
 from services.notifier.email import EmailReceipt, build_email
 from services.notifier.letters import (
+    DEFAULT_LANGUAGE,
+    format_amount,
+    format_day,
     format_expiry,
     letter_label,
     render_credentials_letter,
@@ -36,7 +39,15 @@ from services.notifier.transports import (
     TransientDeliveryError,
 )
 from shared.clock import as_utc
-from shared.events import CredentialChanged, CredentialsIssued, LoginCreated, OtpRequested
+from shared.events import (
+    CredentialChanged,
+    CredentialsIssued,
+    InvoiceIssued,
+    LoginCreated,
+    OtpRequested,
+    SubscriptionOrdered,
+    SubscriptionUpgraded,
+)
 from shared.logs import forget_secret, register_secret
 from shared.sealing import Sealer
 
@@ -261,6 +272,76 @@ class SecurityNotice(TemplatedEmail):
                 "name": event.name,
                 "change": event.change,
                 "when": format_expiry(event.changed_at, language=event.language),
+            },
+        )
+
+
+class OrderConfirmation(TemplatedEmail):
+    """Confirms an order of a subscription, or an upgrade, to the person who placed it (S9).
+
+    The address and name are the directory's when the order was recorded (`recipient`,
+    `recipient_name`); identity's events carry no language, so the mail is in Danish.
+    """
+
+    def __init__(self, *, email: EmailTransport | None, email_from: Address | None, portal_url: str) -> None:
+        super().__init__(email=email, email_from=email_from)
+        self._portal_url = portal_url
+
+    async def send(self, delivery: Delivery) -> str:
+        language = DEFAULT_LANGUAGE
+        if delivery.source_event_type == SubscriptionUpgraded.TYPE:
+            upgrade = SubscriptionUpgraded.model_validate_json(delivery.source_payload)
+            change, product, identifier = "upgraded", upgrade.to_product_name, upgrade.identifier
+            order_id, account_number, fee = upgrade.order_id, upgrade.account_number, upgrade.monthly_fee_ore
+        else:
+            order = SubscriptionOrdered.model_validate_json(delivery.source_payload)
+            change, product, identifier = "ordered", order.product_name, ""
+            order_id, account_number, fee = order.order_id, order.account_number, order.monthly_fee_ore
+        return await self.send_email(
+            delivery,
+            template="order_confirmation",
+            language=language,
+            to=delivery.recipient,
+            context={
+                "name": delivery.recipient_name or "",
+                "change": change,
+                "product": product,
+                "identifier": identifier,
+                "account_number": account_number,
+                "monthly_fee": format_amount(fee, language=language),
+                "order_id": str(order_id),
+                "portal_url": self._portal_url,
+            },
+        )
+
+
+class InvoiceReady(TemplatedEmail):
+    """Tells a user with the `invoices` function that an invoice for an account they may see
+    is issued and can be seen in the portal (S8). In Danish, like `OrderConfirmation`."""
+
+    def __init__(self, *, email: EmailTransport | None, email_from: Address | None, portal_url: str) -> None:
+        super().__init__(email=email, email_from=email_from)
+        self._portal_url = portal_url
+
+    async def send(self, delivery: Delivery) -> str:
+        invoice = InvoiceIssued.model_validate_json(delivery.source_payload)
+        language = DEFAULT_LANGUAGE
+        return await self.send_email(
+            delivery,
+            template="invoice_ready",
+            language=language,
+            to=delivery.recipient,
+            context={
+                "name": delivery.recipient_name or "",
+                "company_name": invoice.company_name,
+                "cvr": invoice.cvr,
+                "account_number": invoice.account_number,
+                "invoice_number": invoice.invoice_number,
+                "period_start": format_day(invoice.period_start, language=language),
+                "period_end": format_day(invoice.period_end, language=language),
+                "amount": format_amount(invoice.amount_incl_vat_ore, language=language),
+                "due": format_day(invoice.due_on, language=language),
+                "portal_url": self._portal_url,
             },
         )
 

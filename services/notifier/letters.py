@@ -1,8 +1,9 @@
-"""The credentials letter a company receives in its e-Boks after applying (S1, S2)."""
+"""The credentials letter a company receives in its e-Boks after applying (S1, S2), and how
+every message writes times, days and amounts in its language."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -102,6 +103,24 @@ def format_expiry(moment: datetime, *, language: str) -> str:
         return f"{local.day}. {month} {local.year} kl. {local:%H.%M}"
     month = _ENGLISH_MONTHS[local.month - 1]
     return f"{local.day} {month} {local.year} at {local:%H:%M} (Danish time)"
+
+
+def format_day(day: date, *, language: str) -> str:
+    """A calendar day as people write it in ``language``: "1. marts 2026", "1 March 2026"."""
+    require_supported(language)
+    if language == "da":
+        return f"{day.day}. {_DANISH_MONTHS[day.month - 1]} {day.year}"
+    return f"{day.day} {_ENGLISH_MONTHS[day.month - 1]} {day.year}"
+
+
+def format_amount(ore: int, *, language: str) -> str:
+    """An amount in øre as people write kroner in ``language``: "1.234,50 kr.", "DKK 1,234.50"."""
+    require_supported(language)
+    sign = "-" if ore < 0 else ""
+    kroner, rest = divmod(abs(ore), 100)
+    if language == "da":
+        return f"{sign}{kroner:,}".replace(",", ".") + f",{rest:02d} kr."
+    return f"DKK {sign}{kroner:,}.{rest:02d}"
 
 
 def require_supported(language: str) -> None:

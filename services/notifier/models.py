@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, MetaData, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.messaging import MessagingTables
@@ -10,6 +10,7 @@ from shared.messaging import MessagingTables
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
 
@@ -22,8 +23,11 @@ messaging = MessagingTables.define(Base.metadata)
 
 
 class Delivery(Base):
-    """One message of one kind (`credentials_letter`, `otp_login`, `otp_confirm_mobile`) to deliver on
-    one channel (`eboks`, `email`, `sms`); the source event is kept sealed as it came."""
+    """One message of one kind (`credentials_letter`, `otp_login`, `order_confirmation`, …) to
+    deliver on one channel (`eboks`, `email`, `sms`); the source event is kept sealed as it came.
+
+    An event about a company (an invoice, S8) is one delivery per person told: its
+    `source_event_id` is then derived from the event's id and the person's user id."""
 
     __tablename__ = "deliveries"
 
@@ -34,6 +38,8 @@ class Delivery(Base):
     application_id: Mapped[str | None] = mapped_column(String(36))
     channel: Mapped[str] = mapped_column(String(10))
     recipient: Mapped[str] = mapped_column(String(320), index=True)
+    # Whom the message greets, when the source event does not say (it came from the directory).
+    recipient_name: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(50))
     message_id: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20), index=True)
@@ -49,3 +55,36 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sla_breached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Recipient(Base):
+    """Projection of `identity.users`: whom the notifier emails about a company's invoices (S8)
+    and orders (S9), and where. A deleted user stays as a row without name, email or grants, so
+    that an order they placed is known to need no confirmation rather than retried."""
+
+    __tablename__ = "recipients"
+
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_cvr: Mapped[str] = mapped_column(String(8), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    functions: Mapped[list[str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))  # active, disabled or deleted
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RecipientGrant(Base):
+    """A company a recipient may act for, and which of its accounts (S5.4, S5.5): whose
+    invoices they are told about (S8)."""
+
+    __tablename__ = "recipient_grants"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("recipients.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    cvr: Mapped[str] = mapped_column(String(8), primary_key=True, index=True)
+    all_accounts: Mapped[bool]
+    account_numbers: Mapped[list[str]] = mapped_column(JSON)
+
+    def covers(self, account_number: str) -> bool:
+        return self.all_accounts or account_number in self.account_numbers

@@ -8,6 +8,9 @@ an SMS the same gateway reference.
 
 Letters have a deadline (`deliver_by`, S2), watched by `SlaWatch`. One-time codes have an
 expiry instead: a code not delivered by then is useless, so its delivery fails.
+
+Billing's events name a company or a user id, not an address: their emails (S8, S9) are
+addressed through the recipient directory (`directory.py`) when they are recorded.
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.notifier.directory import ACTIVE, find_orderer, invoice_recipients
 from services.notifier.kinds import (
     CODE_KINDS,
     CredentialsLetter,
     DeliveryKind,
     EmailTransport,
+    InvoiceReady,
     LoginEmail,
     OneTimeCodeMessage,
+    OrderConfirmation,
     SecurityNotice,
     Sender,
     SmsTransport,
@@ -54,17 +60,32 @@ from shared.events import (
     DeliveryFailed,
     DeliverySlaBreached,
     DeliverySucceeded,
+    InvoiceIssued,
     LoginCreated,
     OtpRequested,
+    SubscriptionOrdered,
+    SubscriptionUpgraded,
 )
 from shared.messaging import Outbox
 from shared.sealing import Sealer, SealingError
 
-__all__ = ["Dispatcher", "RetryPolicy", "Sender", "SlaWatch", "record_code", "record_credentials"]
+__all__ = [
+    "Dispatcher",
+    "RetryPolicy",
+    "Sender",
+    "SlaWatch",
+    "record_code",
+    "record_credentials",
+    "record_invoice_ready",
+    "record_order_confirmation",
+]
 
 log = logging.getLogger(__name__)
 
 EXPIRED = "expired before delivery"
+
+# Names the delivery of one event to one of several people (an invoice, S8).
+PER_RECIPIENT_NAMESPACE = uuid.UUID("6f1c3a52-8d0e-4b7a-9c55-2e4f8a7d1b93")
 
 
 @dataclass(frozen=True)
@@ -127,17 +148,76 @@ async def record_code(session: AsyncSession, envelope: Envelope, clock: Clock) -
     )
 
 
-async def _record(session: AsyncSession, envelope: Envelope, clock: Clock, **fields: Any) -> None:
-    if await session.scalar(select(Delivery.id).where(Delivery.source_event_id == envelope.id)) is not None:
+async def record_order_confirmation(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
+    """Handler for `SubscriptionOrdered` and `SubscriptionUpgraded`: email the person who
+    ordered a confirmation (S9), at the address the directory has for them now.
+
+    An orderer the directory has not heard of yet raises `UnknownRecipient`, so the consumer
+    tries the event again (and in the end dead-letters it); a disabled or deleted login is
+    sent nothing."""
+    event = envelope.event
+    assert isinstance(event, (SubscriptionOrdered, SubscriptionUpgraded))
+    orderer = await find_orderer(session, event.ordered_by)
+    if orderer.status != ACTIVE:
+        log.info("order %s: its orderer's login is %s; no confirmation", event.order_id, orderer.status)
+        return
+    await _record(
+        session,
+        envelope,
+        clock,
+        kind="order_confirmation",
+        channel="email",
+        recipient=orderer.email,
+        recipient_name=orderer.name,
+    )
+
+
+async def record_invoice_ready(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
+    """Handler for `InvoiceIssued`: one email to each active user with the `invoices` function
+    whose grants cover the invoice's account (S8). Each delivery's source id is derived from
+    the event and the user, so a redelivered event finds its deliveries and adds none."""
+    event = envelope.event
+    assert isinstance(event, InvoiceIssued)
+    for recipient in await invoice_recipients(session, cvr=event.cvr, account_number=event.account_number):
+        await _record(
+            session,
+            envelope,
+            clock,
+            source_event_id=per_recipient_event_id(envelope.id, recipient.user_id),
+            kind="invoice_ready",
+            channel="email",
+            recipient=recipient.email,
+            recipient_name=recipient.name,
+        )
+
+
+def per_recipient_event_id(event_id: str, user_id: str) -> str:
+    """The source id of the delivery of one event to one user: the same for a redelivery."""
+    return str(uuid.uuid5(PER_RECIPIENT_NAMESPACE, f"{event_id}/{user_id}"))
+
+
+async def _record(
+    session: AsyncSession,
+    envelope: Envelope,
+    clock: Clock,
+    *,
+    source_event_id: str | None = None,
+    **fields: Any,
+) -> None:
+    """A pending delivery of the event, unless one with its source id exists: by default the
+    event's own id, one delivery per event."""
+    source_event_id = source_event_id or envelope.id
+    existing = select(Delivery.id).where(Delivery.source_event_id == source_event_id)
+    if await session.scalar(existing) is not None:
         return
     now = clock.now()
     session.add(
         Delivery(
             id=str(uuid.uuid4()),
-            source_event_id=envelope.id,
+            source_event_id=source_event_id,
             source_event_type=envelope.type,
             source_payload=envelope.event.model_dump_json(),
-            message_id=str(message_uuid_for(envelope.id)),
+            message_id=str(message_uuid_for(source_event_id)),
             status="pending",
             attempts=0,
             next_attempt_at=now,
@@ -175,6 +255,10 @@ class Dispatcher:
             "login_email": LoginEmail(
                 sealer=sealer, email=email, email_from=email_from, portal_url=sender.portal_url
             ),
+            "order_confirmation": OrderConfirmation(
+                email=email, email_from=email_from, portal_url=sender.portal_url
+            ),
+            "invoice_ready": InvoiceReady(email=email, email_from=email_from, portal_url=sender.portal_url),
         }
         self._retry = retry
         self._lease = lease

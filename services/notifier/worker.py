@@ -1,13 +1,14 @@
-"""Notifier's worker: records deliveries from events (letters, one-time codes), dispatches them
-by channel, watches deadlines."""
+"""Notifier's worker: records deliveries from events (letters, one-time codes, order and invoice
+emails), keeps the recipient directory, dispatches deliveries by channel, watches deadlines."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import faust
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.notifier import directory
 from services.notifier.config import NotifierSettings
 from services.notifier.email import SmtpTransport
 from services.notifier.models import messaging
@@ -19,23 +20,36 @@ from services.notifier.service import (
     record_code,
     record_credential_changed,
     record_credentials,
+    record_invoice_ready,
     record_login_created,
+    record_order_confirmation,
 )
 from services.notifier.sms import SmsGateway
 from services.notifier.transports import EboksTransport, HttpTransport, SpoolTransport
 from shared.clock import Clock, SystemClock
 from shared.db import Database
-from shared.envelope import Envelope
 from shared.events import (
+    BILLING_INVOICES,
+    BILLING_ORDERS,
     IDENTITY_CREDENTIALS,
     IDENTITY_OTP,
     IDENTITY_USERS,
     CredentialChanged,
     CredentialsIssued,
+    InvoiceIssued,
     LoginCreated,
     OtpRequested,
+    SubscriptionOrdered,
+    SubscriptionUpgraded,
+    Topic,
+    UserCreated,
+    UserDeleted,
+    UserDetailsChanged,
+    UserDisabled,
+    UserEnabled,
+    UserGrantsChanged,
 )
-from shared.messaging import Outbox
+from shared.messaging import Handler, Outbox
 from shared.worker import Background, WorkerSpec, build_faust_app, periodic
 
 
@@ -73,6 +87,31 @@ def sms_gateway(settings: NotifierSettings) -> SmsGateway:
     )
 
 
+def subscriptions(clock: Clock) -> dict[Topic, dict[str, Handler]]:
+    """What the worker consumes, and the handler of each event type."""
+    return {
+        IDENTITY_CREDENTIALS: {
+            CredentialsIssued.TYPE: partial(record_credentials, clock=clock),
+            LoginCreated.TYPE: partial(record_login_created, clock=clock),
+        },
+        IDENTITY_OTP: {OtpRequested.TYPE: partial(record_code, clock=clock)},
+        IDENTITY_USERS: {
+            CredentialChanged.TYPE: partial(record_credential_changed, clock=clock),
+            UserCreated.TYPE: directory.on_user_created,
+            UserGrantsChanged.TYPE: directory.on_user_grants_changed,
+            UserDetailsChanged.TYPE: directory.on_user_details_changed,
+            UserDisabled.TYPE: directory.on_user_disabled,
+            UserEnabled.TYPE: directory.on_user_enabled,
+            UserDeleted.TYPE: directory.on_user_deleted,
+        },
+        BILLING_ORDERS: {
+            SubscriptionOrdered.TYPE: partial(record_order_confirmation, clock=clock),
+            SubscriptionUpgraded.TYPE: partial(record_order_confirmation, clock=clock),
+        },
+        BILLING_INVOICES: {InvoiceIssued.TYPE: partial(record_invoice_ready, clock=clock)},
+    }
+
+
 def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | None = None) -> faust.App:
     settings = settings or NotifierSettings()
     clock = clock or SystemClock()
@@ -103,31 +142,12 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
     )
     sla = SlaWatch(db=db, outbox=outbox, clock=clock)
 
-    async def on_credentials(session: AsyncSession, envelope: Envelope) -> None:
-        await record_credentials(session, envelope, clock)
-
-    async def on_code(session: AsyncSession, envelope: Envelope) -> None:
-        await record_code(session, envelope, clock)
-
-    async def on_login_created(session: AsyncSession, envelope: Envelope) -> None:
-        await record_login_created(session, envelope, clock)
-
-    async def on_credential_changed(session: AsyncSession, envelope: Envelope) -> None:
-        await record_credential_changed(session, envelope, clock)
-
     return build_faust_app(
         WorkerSpec(
             settings=settings,
             db=db,
             tables=messaging,
-            subscriptions={
-                IDENTITY_CREDENTIALS: {
-                    CredentialsIssued.TYPE: on_credentials,
-                    LoginCreated.TYPE: on_login_created,
-                },
-                IDENTITY_OTP: {OtpRequested.TYPE: on_code},
-                IDENTITY_USERS: {CredentialChanged.TYPE: on_credential_changed},
-            },
+            subscriptions=subscriptions(clock),
             clock=clock,
             background=[
                 Background("dispatcher", lambda: dispatcher.run_forever(settings.dispatch_interval_s)),
