@@ -50,6 +50,10 @@ from shared.web import create_app
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
 Id = Annotated[str, Path(max_length=36)]
 AccountNumber = Annotated[str, Path(pattern=r"^\d{6,12}$")]
+AccountFilter = Annotated[
+    list[Annotated[str, Field(pattern=r"^\d{6,12}$")]] | None,
+    Query(max_length=200, description="Only these account numbers (repeatable)"),
+]
 CsvRows = 1_000  # rows fetched per query while streaming a CSV export
 
 
@@ -405,7 +409,7 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
     async def list_invoices(
         access: Caller,
         cvr: Annotated[CvrNumber | None, Query(max_length=16, description="Only this company")] = None,
-        account: Annotated[list[str] | None, Query(description="Only these accounts (repeatable)")] = None,
+        account: AccountFilter = None,
         period_from: Annotated[
             date | None, Query(alias="from", description="Periods starting on or after")
         ] = None,
@@ -519,7 +523,7 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
     async def list_usage(
         access: Caller,
         cvr: Annotated[CvrNumber | None, Query(max_length=16)] = None,
-        account: Annotated[list[str] | None, Query(description="Only these accounts (repeatable)")] = None,
+        account: AccountFilter = None,
         subscription: Annotated[
             str | None, Query(max_length=36, description="Only this subscription id")
         ] = None,
@@ -602,7 +606,7 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
     async def list_subscriptions(
         access: Caller,
         cvr: Annotated[CvrNumber | None, Query(max_length=16)] = None,
-        account: Annotated[list[str] | None, Query(description="Only these accounts (repeatable)")] = None,
+        account: AccountFilter = None,
         cursor: Annotated[
             str | None, Query(max_length=100, description="The last id of the previous page")
         ] = None,

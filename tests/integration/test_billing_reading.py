@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from datetime import timedelta
+from datetime import date, timedelta
 
 import httpx
 from sqlalchemy import select
@@ -171,7 +171,7 @@ async def test_usage_filters_and_csv_agree_with_the_invoice_lines_of_the_period(
             select(Invoice.account_number, InvoiceLine.amount_ore, InvoiceLine.category)
             .join(InvoiceLine, InvoiceLine.invoice_id == Invoice.id)
             .where(
-                Invoice.period_start == rows[0]["period"],
+                Invoice.period_start == date.fromisoformat(rows[0]["period"]),
                 Invoice.account_number.in_(["10000021", "10000022"]),
             )
         )
