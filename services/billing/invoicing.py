@@ -231,7 +231,13 @@ class Invoicing:
             invoices += len(invoice_rows)
             lines += len(line_rows)
         if invoices:
-            log.info("issued %d invoices (%d lines) for %s", invoices, lines, f"{period:%Y-%m}")
+            log.log(
+                logging.INFO if announce else logging.DEBUG,
+                "issued %d invoices (%d lines) for %s",
+                invoices,
+                lines,
+                f"{period:%Y-%m}",
+            )
         return IssueResult(period, invoices, lines)
 
 
