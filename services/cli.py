@@ -246,7 +246,7 @@ def cmd_staff_create(args: argparse.Namespace) -> int:
 
 def cmd_billing_issue_invoices(args: argparse.Namespace) -> int:
     """Issue a month's invoices (S8) now, as the worker's monthly run does; idempotent."""
-    from services.billing.invoicing import Invoicing, last_closed_period
+    from services.billing.invoicing import Invoicing, last_closed_period, local_today, month_start
     from services.billing.models import messaging
     from services.billing.service import period_of
     from shared.clock import SystemClock
@@ -258,6 +258,12 @@ def cmd_billing_issue_invoices(args: argparse.Namespace) -> int:
         period = period_of(args.period) if args.period else last_closed_period(clock)
     except ValueError:
         print(f"adgang billing issue-invoices: --period must be YYYY-MM, not {args.period!r}", file=sys.stderr)
+        return 2
+    if period >= month_start(local_today(clock)):
+        print(
+            f"adgang billing issue-invoices: {period:%Y-%m} has not ended; only a closed month is invoiced",
+            file=sys.stderr,
+        )
         return 2
     parts = SERVICES["billing"]
     settings = parts.settings()

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Header
-from sqlalchemy import ColumnElement, SQLColumnExpression, and_, false, or_
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, false, or_, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.models import UserAccess
@@ -24,6 +25,8 @@ from shared.envelope import Envelope
 from shared.events import UserDeleted, UserDisabled, UserEnabled, UserGrantsChanged
 from shared.problems import Forbidden, Unauthenticated
 from shared.tokens import AccessClaims, TokenError, TokenVerifier
+
+T = TypeVar("T")
 
 FUNCTION_TITLES = {
     "invoices": "see invoices and usage",
@@ -103,6 +106,23 @@ class Access:
         return where
 
 
+async def granted(
+    session: AsyncSession, access: Access, model: type[T], key: str, *, for_update: bool = False
+) -> T | None:
+    """The row of `model` (an account, subscription, order...) with primary key `key` if it lies
+    within the caller's grants, else None. The grants are part of the SQL, so a row outside
+    them is never read; `for_update` locks it for a change (PostgreSQL)."""
+    mapper = sa_inspect(model)
+    columns = mapper.columns
+    query = select(model).where(
+        mapper.primary_key[0] == key, access.rows(columns["cvr"], columns["account_number"])
+    )
+    if for_update:
+        query = query.with_for_update()
+    row: T | None = await session.scalar(query)
+    return row
+
+
 def bearer_access(verifier: TokenVerifier, clock: Clock) -> Callable[..., Awaitable[Access]]:
     """A FastAPI dependency: the caller's `Access`, or 401 (also for a revoked session)."""
 
@@ -125,7 +145,7 @@ def revocation_check(db: Database) -> Callable[[AccessClaims], Awaitable[bool]]:
     """`TokenVerifier.is_revoked`: one primary-key read per request."""
 
     async def is_revoked(claims: AccessClaims) -> bool:
-        async with db.transaction() as session:
+        async with db.reading() as session:
             row = await session.get(UserAccess, claims.sub)
         if row is None:
             return False

@@ -11,9 +11,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.billing.access import Access
+from services.billing.access import Access, granted
 from services.billing.catalogue import BY_CODE
 from services.billing.models import Account, Customer, Subscription
 from services.billing.ordering import audit
@@ -91,9 +92,12 @@ class Changes:
 
     # --- master data ----------------------------------------------------------------------
 
-    async def company(self, session: AsyncSession, access: Access, cvr: str) -> Customer:
+    async def company(
+        self, session: AsyncSession, access: Access, cvr: str, *, for_update: bool = False
+    ) -> Customer:
         access.require("master_data")
-        customer = await session.get(Customer, cvr) if cvr in access.companies else None
+        query = select(Customer).where(Customer.cvr == cvr, Customer.cvr.in_(sorted(access.companies)))
+        customer = await session.scalar(query.with_for_update() if for_update else query)
         if customer is None:
             raise NotFound(f"There is no company {cvr} among the companies you may see.")
         return customer
@@ -108,14 +112,16 @@ class Changes:
         if_match: str | None,
         client: str | None,
     ) -> Customer:
-        customer = await self.company(session, access, cvr)
+        customer = await self.company(session, access, cvr, for_update=True)
         if cvr not in access.whole:
             raise Forbidden(
                 "Changing a company's master data needs access to all of its accounts; "
                 "your login covers only some of them."
             )
         check_if_match(if_match, customer.master_data_version)
-        fields = change.set_fields()
+        fields = {k: v for k, v in change.set_fields().items() if getattr(customer, k) != v}
+        if not fields:
+            return customer  # nothing changes: no new version, event or audit entry
         before = {k: getattr(customer, k) for k in fields}
         for name, value in fields.items():
             setattr(customer, name, value)
@@ -144,10 +150,12 @@ class Changes:
 
     # --- invoice format -------------------------------------------------------------------
 
-    async def account(self, session: AsyncSession, access: Access, account_number: str) -> Account:
+    async def account(
+        self, session: AsyncSession, access: Access, account_number: str, *, for_update: bool = False
+    ) -> Account:
         access.require("master_data")
-        account = await session.get(Account, account_number)
-        if account is None or not access.may_use(account.cvr, account.account_number):
+        account = await granted(session, access, Account, account_number, for_update=for_update)
+        if account is None:
             raise NotFound(f"There is no account {account_number} among the accounts you may use.")
         return account
 
@@ -161,9 +169,17 @@ class Changes:
         if_match: str | None,
         client: str | None,
     ) -> Account:
-        account = await self.account(session, access, account_number)
+        account = await self.account(session, access, account_number, for_update=True)
         check_if_match(if_match, account.invoice_format_version)
         before = format_of(account)
+        if (
+            account.invoice_format,
+            account.invoice_email,
+            account.invoice_gln,
+            account.peppol_scheme,
+            account.peppol_id,
+        ) == (wanted.format, wanted.email, wanted.gln, wanted.peppol_scheme, wanted.peppol_id):
+            return account
         account.invoice_format = wanted.format
         account.invoice_email = wanted.email
         account.invoice_gln = wanted.gln
@@ -201,10 +217,12 @@ class Changes:
 
     # --- subscription settings (S11) ------------------------------------------------------
 
-    async def subscription(self, session: AsyncSession, access: Access, subscription_id: str) -> Subscription:
+    async def subscription(
+        self, session: AsyncSession, access: Access, subscription_id: str, *, for_update: bool = False
+    ) -> Subscription:
         access.require("telephony")
-        subscription = await session.get(Subscription, subscription_id)
-        if subscription is None or not access.may_use(subscription.cvr, subscription.account_number):
+        subscription = await granted(session, access, Subscription, subscription_id, for_update=for_update)
+        if subscription is None:
             raise NotFound("There is no subscription with this id among the accounts you may use.")
         return subscription
 
@@ -218,7 +236,7 @@ class Changes:
         if_match: str | None,
         client: str | None,
     ) -> Subscription:
-        subscription = await self.subscription(session, access, subscription_id)
+        subscription = await self.subscription(session, access, subscription_id, for_update=True)
         kind = BY_CODE[subscription.product_code].kind
         check_if_match(if_match, subscription.settings_version)
         try:
@@ -228,6 +246,8 @@ class Changes:
         except SettingsError as exc:
             raise InvalidSettings(str(exc), errors=exc.errors) from None
         before = effective_settings(kind, json.loads(subscription.settings))
+        if settings == before:
+            return subscription  # nothing changes: no new version, event or audit entry
         subscription.settings = json.dumps(settings, sort_keys=True)
         subscription.settings_version += 1
         now = self.clock.now()

@@ -14,19 +14,22 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select
+from sqlalchemy import exists, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.billing.catalogue import BY_CODE
 from services.billing.models import (
     Account,
     Customer,
     Invoice,
     InvoiceLine,
-    Product,
+    Order,
     Subscription,
     UsageRecord,
 )
@@ -45,6 +48,7 @@ CATEGORY_TEXT = {
     "data": "Data ud over abonnement",
 }
 BATCH = 5_000
+CHUNK = 200  # accounts per round of queries
 
 
 def month_start(day: date) -> date:
@@ -111,125 +115,74 @@ class Invoicing:
             issued_on = max(end, local_today(self.clock))
         due_on = issued_on + timedelta(days=self.payment_days)
 
-        account_query = select(Account.account_number, Account.cvr, Customer.name).join(
-            Customer, Customer.cvr == Account.cvr
+        invoiced = exists().where(
+            Invoice.account_number == Account.account_number, Invoice.period_start == period
+        )
+        account_query = (
+            select(Account.account_number, Account.cvr, Customer.name)
+            .join(Customer, Customer.cvr == Account.cvr)
+            .where(~invoiced)
+            .order_by(Account.account_number)
         )
         if accounts is not None:
             account_query = account_query.where(Account.account_number.in_(list(accounts)))
         candidates = {row.account_number: row for row in await session.execute(account_query)}
-        already = (
-            set(
-                await session.scalars(
-                    select(Invoice.account_number).where(
-                        Invoice.period_start == period, Invoice.account_number.in_(list(candidates))
-                    )
-                )
-            )
-            if candidates
-            else set()
-        )
-        todo = [number for number in sorted(candidates) if number not in already]
+        todo = list(candidates)
         invoices = lines = 0
-        for chunk_start in range(0, len(todo), 200):
-            chunk = todo[chunk_start : chunk_start + 200]
-            fees = await session.execute(
-                select(
-                    Subscription.id,
-                    Subscription.account_number,
-                    Subscription.identifier,
-                    Product.name,
-                    Product.monthly_fee_ore,
-                )
-                .join(Product, Product.code == Subscription.product_code)
-                .where(
-                    Subscription.account_number.in_(chunk),
-                    Subscription.status == "active",
-                    Subscription.activated_at < _midnight(end),
-                )
-                .order_by(Subscription.account_number, Subscription.identifier)
-            )
-            usage = await session.execute(
-                select(UsageRecord)
-                .where(UsageRecord.account_number.in_(chunk), UsageRecord.period == period)
-                .order_by(UsageRecord.account_number, UsageRecord.identifier, UsageRecord.category)
-            )
-            by_account: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for sub_id, number, identifier, name, fee in fees:
-                by_account[number].append(
-                    {
-                        "subscription_id": sub_id,
-                        "identifier": identifier,
-                        "category": "subscription",
-                        "description": name,
-                        "quantity": 1,
-                        "unit": "month",
-                        "amount_ore": fee,
-                    }
-                )
-            for record in usage.scalars():
-                by_account[record.account_number].append(
-                    {
-                        "subscription_id": record.subscription_id,
-                        "identifier": record.identifier,
-                        "category": record.category,
-                        "description": CATEGORY_TEXT.get(record.category, record.category),
-                        "quantity": record.quantity,
-                        "unit": record.unit,
-                        "amount_ore": record.amount_ore,
-                    }
-                )
-            invoice_rows, line_rows, events = [], [], []
+        for chunk_start in range(0, len(todo), CHUNK):
+            chunk = todo[chunk_start : chunk_start + CHUNK]
+            by_account = await self._lines(session, chunk, period, end)
+            invoice_rows, line_rows = [], []
             for number in chunk:
                 account_lines = by_account.get(number)
                 if not account_lines:
                     continue  # nothing to bill this month
-                account = candidates[number]
-                invoice_id = invoice_id_for(number, period)
                 excl = sum(line["amount_ore"] for line in account_lines)
-                vat = vat_of(excl)
                 invoice_rows.append(
                     {
-                        "id": invoice_id,
+                        "id": invoice_id_for(number, period),
                         "number": invoice_number_for(number, period),
-                        "cvr": account.cvr,
+                        "cvr": candidates[number].cvr,
                         "account_number": number,
                         "period_start": period,
                         "period_end": end - timedelta(days=1),
                         "issued_on": issued_on,
                         "due_on": due_on,
                         "amount_excl_vat_ore": excl,
-                        "vat_ore": vat,
-                        "amount_incl_vat_ore": excl + vat,
+                        "vat_ore": vat_of(excl),
+                        "amount_incl_vat_ore": excl + vat_of(excl),
                         "currency": "DKK",
                         "created_at": self.clock.now(),
                     }
                 )
-                line_rows += [{"invoice_id": invoice_id, **line} for line in account_lines]
+            created = await self._insert_new(session, invoice_rows)
+            for row in invoice_rows:
+                if row["id"] not in created:
+                    continue  # issued meanwhile by another run: that run has its lines
+                line_rows += [{"invoice_id": row["id"], **line} for line in by_account[row["account_number"]]]
                 if announce:
-                    events.append(
+                    await self.outbox.add(
+                        session,
                         InvoiceIssued(
-                            invoice_id=uuid.UUID(invoice_id),
-                            invoice_number=invoice_number_for(number, period),
-                            cvr=account.cvr,
-                            company_name=account.name,
-                            account_number=number,
+                            invoice_id=uuid.UUID(row["id"]),
+                            invoice_number=row["number"],
+                            cvr=row["cvr"],
+                            company_name=candidates[row["account_number"]].name,
+                            account_number=row["account_number"],
                             period_start=period,
-                            period_end=end - timedelta(days=1),
+                            period_end=row["period_end"],
                             issued_on=issued_on,
                             due_on=due_on,
-                            amount_excl_vat_ore=excl,
-                            vat_ore=vat,
-                            amount_incl_vat_ore=excl + vat,
-                        )
+                            amount_excl_vat_ore=row["amount_excl_vat_ore"],
+                            vat_ore=row["vat_ore"],
+                            amount_incl_vat_ore=row["amount_incl_vat_ore"],
+                        ),
                     )
-            if invoice_rows:
-                await session.execute(insert(Invoice), invoice_rows)
             for start in range(0, len(line_rows), BATCH):
                 await session.execute(insert(InvoiceLine), line_rows[start : start + BATCH])
-            for event in events:
-                await self.outbox.add(session, event)
-            invoices += len(invoice_rows)
+            invoices += len(created)
             lines += len(line_rows)
+            line_rows = []
         if invoices:
             log.log(
                 logging.INFO if announce else logging.DEBUG,
@@ -240,6 +193,96 @@ class Invoicing:
             )
         return IssueResult(period, invoices, lines)
 
+    async def _lines(
+        self, session: AsyncSession, accounts: list[str], period: date, end: date
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Each account's lines: the fee of every subscription active at the period's end, at
+        the product it had then (an upgrade later does not reprice the past), and its usage."""
+        period_end = _midnight(end)
+        subscriptions = list(
+            await session.execute(
+                select(
+                    Subscription.id,
+                    Subscription.account_number,
+                    Subscription.identifier,
+                    Subscription.product_code,
+                )
+                .where(
+                    Subscription.account_number.in_(accounts),
+                    Subscription.status == "active",
+                    Subscription.activated_at < period_end,
+                )
+                .order_by(Subscription.account_number, Subscription.identifier)
+            )
+        )
+        product_then: dict[str, str] = {}
+        ids = [s.id for s in subscriptions]
+        for start in range(0, len(ids), BATCH):
+            later_upgrades = await session.execute(
+                select(Order.subscription_id, Order.from_product_code)
+                .where(
+                    Order.kind == "upgrade",
+                    Order.subscription_id.in_(ids[start : start + BATCH]),
+                    Order.completed_at >= period_end,
+                )
+                .order_by(Order.completed_at.desc())
+            )
+            for subscription_id, from_code in later_upgrades:  # the earliest later upgrade wins
+                if from_code:
+                    product_then[subscription_id] = from_code
+        by_account: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for sub_id, number, identifier, code in subscriptions:
+            product = BY_CODE[product_then.get(sub_id, code)]
+            by_account[number].append(
+                {
+                    "subscription_id": sub_id,
+                    "identifier": identifier,
+                    "category": "subscription",
+                    "description": product.name,
+                    "quantity": 1,
+                    "unit": "month",
+                    "amount_ore": product.monthly_fee_ore,
+                }
+            )
+        usage = await session.scalars(
+            select(UsageRecord)
+            .where(UsageRecord.account_number.in_(accounts), UsageRecord.period == period)
+            .order_by(UsageRecord.account_number, UsageRecord.identifier, UsageRecord.category)
+        )
+        for record in usage:
+            by_account[record.account_number].append(
+                {
+                    "subscription_id": record.subscription_id,
+                    "identifier": record.identifier,
+                    "category": record.category,
+                    "description": CATEGORY_TEXT.get(record.category, record.category),
+                    "quantity": record.quantity,
+                    "unit": record.unit,
+                    "amount_ore": record.amount_ore,
+                }
+            )
+        return by_account
+
+    async def _insert_new(self, session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert the invoices that do not exist yet (a concurrent run may have issued some);
+        the ids of those this call created."""
+        if not rows:
+            return set()
+        dialect = session.get_bind().dialect.name
+        insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = (
+            insert_into(Invoice)
+            # id, number and (account, period) all derive from the account and period: any
+            # conflict is this very invoice, written meanwhile by another run.
+            .on_conflict_do_nothing()
+            .returning(Invoice.id)
+        )
+        created: set[str] = set()
+        for start in range(0, len(rows), BATCH):
+            created |= set((await session.scalars(statement, rows[start : start + BATCH])).all())
+        return created
+
 
 def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=COPENHAGEN)
+    """Midnight in Copenhagen at the start of `day`, in UTC (as every timestamp is stored)."""
+    return datetime(day.year, day.month, day.day, tzinfo=COPENHAGEN).astimezone(UTC)

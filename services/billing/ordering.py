@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.billing.access import Access
+from services.billing.access import Access, granted
 from services.billing.catalogue import BY_CODE, upgrades_from
 from services.billing.models import Account, AuditEntry, Order, Subscription
 from shared.clock import Clock
@@ -141,10 +141,14 @@ class Ordering:
         order = await session.scalar(
             select(Order).where(Order.user_id == access.user_id, Order.idempotency_key == key)
         )
-        if order is not None and order.request_hash != fingerprint:
+        if order is None:
+            return None
+        if order.request_hash != fingerprint:
             raise IdempotencyKeyReused(
                 "This Idempotency-Key was already used for a different order. Use a new key for a new order."
             )
+        if not access.may_use(order.cvr, order.account_number):  # the grants changed since
+            raise NotFound("There is no order with this key among the accounts you may use.")
         return order
 
     async def _once(self, access: Access, key: str, fingerprint: str, place) -> Placed:  # noqa: ANN001
@@ -178,8 +182,8 @@ class Ordering:
         )
 
         async def place(session: AsyncSession) -> Order:
-            account = await session.get(Account, account_number)
-            if account is None or not access.may_use(account.cvr, account.account_number):
+            account = await granted(session, access, Account, account_number)
+            if account is None:
                 raise InvalidField("account_number", "is not one of the accounts you may order on")
             product = BY_CODE.get(product_code)
             if product is None or not product.orderable:
@@ -250,7 +254,11 @@ class Ordering:
         self, session: AsyncSession, access: Access, account: Account, options: dict[str, Any]
     ) -> None:
         target_id = options.get("attach_to")
-        target = await session.get(Subscription, str(target_id)) if isinstance(target_id, str) else None
+        target = (
+            await granted(session, access, Subscription, str(target_id))
+            if isinstance(target_id, str)
+            else None
+        )
         if (
             target is None
             or target.account_number != account.account_number
@@ -271,8 +279,8 @@ class Ordering:
         )
 
         async def place(session: AsyncSession) -> Order:
-            subscription = await session.get(Subscription, subscription_id, with_for_update=True)
-            if subscription is None or not access.may_use(subscription.cvr, subscription.account_number):
+            subscription = await granted(session, access, Subscription, subscription_id, for_update=True)
+            if subscription is None:
                 raise NotFound("There is no subscription with this id among the accounts you may use.")
             if subscription.status != "active":
                 raise SubscriptionNotActive(
@@ -346,7 +354,11 @@ class Ordering:
         async with self.db.transaction() as session:
             orders = list(
                 await session.scalars(
-                    select(Order).where(Order.status == "received").order_by(Order.created_at).limit(batch)
+                    select(Order)
+                    .where(Order.status == "received")
+                    .order_by(Order.created_at)
+                    .limit(batch)
+                    .with_for_update(skip_locked=True)  # two workers never provision one order
                 )
             )
             for order in orders:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -119,7 +119,7 @@ async def seed_demo_activity(
     while len(periods) < HISTORY_MONTHS:
         periods.append(previous_month(periods[-1]))
     first = periods[-1]
-    activated = datetime(first.year, first.month, 1, tzinfo=COPENHAGEN) - timedelta(days=30)
+    activated = (datetime(first.year, first.month, 1, tzinfo=COPENHAGEN) - timedelta(days=30)).astimezone(UTC)
     subscriptions: list[dict[str, Any]] = [
         {
             "id": subscription_id_for(s.account_number, s.identifier),

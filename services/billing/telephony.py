@@ -78,6 +78,13 @@ class OpeningHours(BaseModel):
             raise ValueError("a day is listed twice")
         return sorted(days, key=WEEKDAYS.index)
 
+    @field_validator("opens", "closes")
+    @classmethod
+    def _local_time(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("give the local Danish time without an offset, e.g. 08:00")
+        return value
+
     @model_validator(mode="after")
     def _opens_before_closing(self) -> OpeningHours:
         if self.opens >= self.closes:
@@ -170,8 +177,13 @@ def merged_settings(
         raise SettingsError(
             [{"field": "call_forwarding.target", "message": "a line cannot forward to itself"}]
         )
-    if isinstance(result, PersonalNumberSettings) and any(m.number == own_number for m in result.members):
-        raise SettingsError([{"field": "members", "message": "the personal number cannot ring itself"}])
+    if isinstance(result, PersonalNumberSettings):
+        if any(m.number == own_number for m in result.members):
+            raise SettingsError([{"field": "members", "message": "the personal number cannot ring itself"}])
+        if result.outside_hours_target == own_number:
+            raise SettingsError(
+                [{"field": "outside_hours_target", "message": "cannot forward to the number itself"}]
+            )
     return result.model_dump(mode="json")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import subprocess
 import sys
 import time
@@ -251,7 +252,7 @@ def test_billing_as_the_group_administrator_and_a_limited_colleague_use_it(billi
             with identity(suite) as idp:
                 disable = idp.post(f"/v1/users/{created.json()['id']}/disable", headers=bearer(admin))
                 assert disable.status_code == 200
-                disabled_at = time.monotonic()
+                disabled_at, disabled_wall = time.monotonic(), time.time()
                 still_valid = bearer(colleague)
                 wait_until(
                     lambda headers=still_valid: (
@@ -266,5 +267,12 @@ def test_billing_as_the_group_administrator_and_a_limited_colleague_use_it(billi
                     idp.post(f"/v1/users/{created.json()['id']}/enable", headers=bearer(admin)).status_code
                     == 200
                 )
+            # A token of the disable's own second stays refused (iat has whole seconds).
+            wait_until(
+                lambda wall=disabled_wall: time.time() >= math.floor(wall) + 1 or None,
+                deadline_s=5,
+                poll_s=0.05,
+                what="the second of the disable to pass",
+            )
             colleague = log_in(suite, username.group(), method="email", recipient=COLLEAGUE_EMAIL)
         print("billing refused a disabled user's token after (s):", " ".join(f"{t:.3f}" for t in latencies))

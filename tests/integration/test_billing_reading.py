@@ -196,3 +196,38 @@ async def test_subscriptions_are_listed_within_the_grants(billing: httpx.AsyncCl
     assert hidden
     response = await billing.get(f"/v1/subscriptions/{hidden[0]['id']}", headers=colleague.headers)
     assert response.status_code == 404
+
+
+async def test_csv_export_streams_past_its_batches(
+    billing: httpx.AsyncClient, tokens: Tokens, monkeypatch
+) -> None:
+    import services.billing.api as billing_api
+
+    monkeypatch.setattr(billing_api, "CsvRows", 7)  # many batches of the keyset walk
+    admin = tokens.group_admin()
+    rows = await all_pages(billing, "/v1/usage", admin.headers, limit=1000)
+    export = await billing.get("/v1/usage", params={"format": "csv"}, headers=admin.headers)
+    exported = list(csv.DictReader(io.StringIO(export.text)))
+    assert len(rows) > 7 * 3
+    assert [(r["subscription_id"], r["period"][:7], r["category"]) for r in rows] == [
+        (r["subscription_id"], r["period"], r["category"]) for r in exported
+    ]
+
+
+async def test_cursors_with_tampered_ids_are_refused_not_failed(billing: httpx.AsyncClient, tokens: Tokens) -> None:
+    import base64
+    import json
+
+    admin = tokens.group_admin()
+    for path, raw in (
+        ("/v1/usage", ["2026-01-01", 10**30]),
+        ("/v1/usage", ["2026-01-01", "x"]),
+        ("/v1/usage", ["2026-01-01", -1]),
+        ("/v1/invoices", ["2026-01-01", 1]),
+        ("/v1/invoices", ["not a date", "x"]),
+    ):
+        cursor = base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+        response = await billing.get(path, params={"cursor": cursor}, headers=admin.headers)
+        assert response.status_code == 422, (path, raw)
+    infinity = base64.urlsafe_b64encode(b'["2026-01-01", Infinity]').decode().rstrip("=")
+    assert (await billing.get("/v1/usage", params={"cursor": infinity}, headers=admin.headers)).status_code == 422
