@@ -2,7 +2,8 @@
 which settings each kind of product has, and the only ways a subscription may be upgraded.
 
 The catalogue is reference data owned by billing; the worker writes it to the database at
-start (`sync_catalogue`), so subscriptions and orders refer to products by key.
+start (`sync_catalogue`), so subscriptions and orders refer to products by key. A product is
+never removed from `PRODUCTS` while subscriptions use it: it is made `orderable=False`.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ async def sync_catalogue(session: AsyncSession) -> None:
         row.name, row.kind, row.monthly_fee_ore = product.name, product.kind, product.monthly_fee_ore
         row.description, row.orderable, row.position = product.description, product.orderable, position
         session.add(row)
-    for code, row in existing.items():  # a product no longer sold stays for its subscriptions
+    for code, row in existing.items():  # a product dropped from PRODUCTS: sell it no more
         if code not in BY_CODE:
             row.orderable = False
     await session.flush()

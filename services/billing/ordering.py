@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.access import Access, granted
 from services.billing.catalogue import BY_CODE, upgrades_from
-from services.billing.models import Account, AuditEntry, Order, Subscription
+from services.billing.models import Account, AuditEntry, Order, Product, Subscription
 from shared.clock import Clock
 from shared.db import Database
 from shared.events import OrderCompleted, SubscriptionOrdered, SubscriptionUpgraded
@@ -45,6 +45,18 @@ class UpgradeNotAllowed(Problem):
     status = 422
     type_suffix = "upgrade-not-allowed"
     title = "This upgrade is not offered"
+
+
+class CatalogueNotLoaded(Problem):
+    status = 503
+    type_suffix = "catalogue-not-loaded"
+    title = "The product catalogue is not loaded yet"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Billing is starting and has not loaded its product catalogue yet. Try again in a moment.",
+            headers={"Retry-After": "5"},
+        )
 
 
 class SubscriptionNotActive(Conflict):
@@ -188,6 +200,8 @@ class Ordering:
             product = BY_CODE.get(product_code)
             if product is None or not product.orderable:
                 raise InvalidField("product_code", f"is not a product in the catalogue: {sorted(BY_CODE)}")
+            if await session.get(Product, product.code) is None:
+                raise CatalogueNotLoaded()
             checked = checked_options(product.kind, options)
             if product.kind == "addon":
                 await self._check_addon_target(session, access, account, checked)

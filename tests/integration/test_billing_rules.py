@@ -318,3 +318,37 @@ async def test_two_invoice_runs_at_once_issue_each_invoice_once(
         )
     assert first + second == after - (before or 0) > 0
     assert distinct == after and lines and lines > after  # every invoice has its lines, once
+
+
+async def test_an_order_before_the_catalogue_is_loaded_is_asked_to_wait(
+    database_factory, tokens: Tokens, billing_clock: FrozenClock, tmp_path
+) -> None:
+    from services.billing.api import create_api
+    from services.billing.config import BillingSettings
+    from services.billing.demo import DEMO_COMPANIES
+    from services.billing.service import register_customer
+    from services.registry import SERVICES
+    from shared.db import migrate
+
+    url = database_factory("billing")
+    migrate(SERVICES["billing"].migrations, url)
+    db = Database(url)
+    async with db.transaction() as session:  # the worker has not started: no catalogue yet
+        await register_customer(session, Outbox(messaging, billing_clock), billing_clock, DEMO_COMPANIES[4])
+    await db.dispose()
+    app = create_api(
+        BillingSettings(database_url=url, var_dir=tmp_path, identity_jwks_url="http://identity.test/jwks"),
+        clock=billing_clock,
+        jwks_client=tokens.jwks_client(),
+    )
+    caller = tokens.caller([{"cvr": "22109340", "accounts": "all"}], ["orders"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://billing.test"
+    ) as http:
+        response = await http.post(
+            "/v1/orders",
+            json={"account_number": "10000052", "product_code": "MOBIL-10"},
+            headers={**caller.headers, **key()},
+        )
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert response.json()["type"].endswith("/catalogue-not-loaded")
