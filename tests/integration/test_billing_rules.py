@@ -331,7 +331,7 @@ async def test_an_order_before_the_catalogue_is_loaded_is_asked_to_wait(
     from shared.db import migrate
 
     url = database_factory("billing")
-    migrate(SERVICES["billing"].migrations, url)
+    await asyncio.to_thread(migrate, SERVICES["billing"].migrations, url)  # it runs its own loop
     db = Database(url)
     async with db.transaction() as session:  # the worker has not started: no catalogue yet
         await register_customer(session, Outbox(messaging, billing_clock), billing_clock, DEMO_COMPANIES[4])
