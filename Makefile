@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench asyncapi clean
+.PHONY: run test lint bench bench-invoices asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.e2e
+
+bench-invoices: $(STAMP)
+	$(BIN)/python -m bench.invoices $(BENCH_ARGS)
 
 asyncapi: $(STAMP)
 	$(BIN)/adgang asyncapi
