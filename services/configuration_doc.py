@@ -120,7 +120,7 @@ EXPLANATIONS: dict[str, str] = {
         "no in production."
     ),
     "demo_size": (
-        "`small` (the demo group and a standalone company) or `large` (adds a company with 1,200 "
+        "`small` (the demo group and a standalone company) or `large` (adds a company with 1,300 "
         "accounts and over a million invoice lines, for benchmarks)."
     ),
     "identity_jwks_url": "Identity's JWKS: the public keys that verify access tokens (S7).",

@@ -39,7 +39,12 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": 30}, **kwargs)
+    if reader:  # readers keep a few connections: opening one costs more than most reads
+        kwargs.setdefault("pool_size", 4)
+        kwargs.setdefault("max_overflow", 4)
+    else:
+        kwargs.setdefault("poolclass", NullPool)
+    engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -392,12 +392,9 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
     async def products(_: Caller) -> list[ProductOut]:
         return [_product(p.code) for p in PRODUCTS]
 
-    def invoice_query(access: Access) -> Any:
-        return (
-            select(Invoice, Customer.name)
-            .join(Customer, Customer.cvr == Invoice.cvr)
-            .where(access.rows(Invoice.cvr, Invoice.account_number))
-        )
+    def invoice_query(*where: ColumnElement[bool]) -> Any:
+        """Invoices with their company's name; `where` must carry the grants (Access.rows)."""
+        return select(Invoice, Customer.name).join(Customer, Customer.cvr == Invoice.cvr).where(*where)
 
     def invoice_out(invoice: Invoice, company_name: str) -> InvoiceOut:
         return InvoiceOut(
@@ -436,9 +433,10 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
     ) -> InvoicePage:
         access.require("invoices")
         check_period(period_from, period_to)
-        query = invoice_query(access).where(
+        query = invoice_query(
             *access.narrowed(Invoice.cvr, Invoice.account_number, cvr=cvr, accounts=account or [])
         )
+
         if period_from is not None:
             query = query.where(Invoice.period_start >= month_start(period_from))
         if period_to is not None:
@@ -464,7 +462,8 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
     async def get_invoice(access: Caller, invoice_id: Id) -> InvoiceDetail:
         access.require("invoices")
         async with db.reading() as session:
-            row = (await session.execute(invoice_query(access).where(Invoice.id == invoice_id))).first()
+            query = invoice_query(Invoice.id == invoice_id, access.rows(Invoice.cvr, Invoice.account_number))
+            row = (await session.execute(query)).first()
             if row is None:
                 raise NotFound("There is no invoice with this id among the accounts you may see.")
             lines = await session.scalars(
