@@ -84,11 +84,46 @@ class InvoiceFormat:
     peppol_scheme: str | None = None
     peppol_id: str | None = None
 
+    def columns(self) -> dict[str, str | None]:
+        """The account's columns that hold this format."""
+        return {
+            "invoice_format": self.format,
+            "invoice_email": self.email,
+            "invoice_gln": self.gln,
+            "peppol_scheme": self.peppol_scheme,
+            "peppol_id": self.peppol_id,
+        }
+
 
 class Changes:
     def __init__(self, *, outbox: Outbox, clock: Clock) -> None:
         self.outbox = outbox
         self.clock = clock
+
+    async def _announce(
+        self,
+        session: AsyncSession,
+        access: Access,
+        event: MasterDataChanged | InvoiceFormatChanged | SubscriptionSettingsChanged,
+        *,
+        action: str,
+        target: str,
+        client: str | None,
+        before: dict[str, Any],
+        after: dict[str, Any],
+    ) -> None:
+        """A change is announced and audited in the transaction that makes it."""
+        await self.outbox.add(session, event)
+        audit(
+            session,
+            access,
+            action,
+            event.cvr,
+            target,
+            event.changed_at,
+            client,
+            {"before": before, "after": after},
+        )
 
     # --- master data ----------------------------------------------------------------------
 
@@ -128,8 +163,9 @@ class Changes:
         now = self.clock.now()
         customer.master_data_version += 1
         customer.master_data_changed_at = now
-        await self.outbox.add(
+        await self._announce(
             session,
+            access,
             MasterDataChanged(
                 cvr=customer.cvr,
                 street=customer.street,
@@ -142,9 +178,11 @@ class Changes:
                 changed_by=uuid.UUID(access.user_id),
                 changed_at=now,
             ),
-        )
-        audit(
-            session, access, "master_data.changed", cvr, cvr, now, client, {"before": before, "after": fields}
+            action="master_data.changed",
+            target=cvr,
+            client=client,
+            before=before,
+            after=fields,
         )
         return customer
 
@@ -172,24 +210,17 @@ class Changes:
         account = await self.account(session, access, account_number, for_update=True)
         check_if_match(if_match, account.invoice_format_version)
         before = format_of(account)
-        if (
-            account.invoice_format,
-            account.invoice_email,
-            account.invoice_gln,
-            account.peppol_scheme,
-            account.peppol_id,
-        ) == (wanted.format, wanted.email, wanted.gln, wanted.peppol_scheme, wanted.peppol_id):
-            return account
-        account.invoice_format = wanted.format
-        account.invoice_email = wanted.email
-        account.invoice_gln = wanted.gln
-        account.peppol_scheme = wanted.peppol_scheme
-        account.peppol_id = wanted.peppol_id
+        columns = wanted.columns()
+        if all(getattr(account, name) == value for name, value in columns.items()):
+            return account  # nothing changes: no new version, event or audit entry
+        for name, value in columns.items():
+            setattr(account, name, value)
         now = self.clock.now()
         account.invoice_format_version += 1
         account.invoice_format_changed_at = now
-        await self.outbox.add(
+        await self._announce(
             session,
+            access,
             InvoiceFormatChanged(
                 cvr=account.cvr,
                 account_number=account.account_number,
@@ -202,16 +233,11 @@ class Changes:
                 changed_by=uuid.UUID(access.user_id),
                 changed_at=now,
             ),
-        )
-        audit(
-            session,
-            access,
-            "invoice_format.changed",
-            account.cvr,
-            account.account_number,
-            now,
-            client,
-            {"before": before, "after": format_of(account)},
+            action="invoice_format.changed",
+            target=account.account_number,
+            client=client,
+            before=before,
+            after=format_of(account),
         )
         return account
 
@@ -251,8 +277,9 @@ class Changes:
         subscription.settings = json.dumps(settings, sort_keys=True)
         subscription.settings_version += 1
         now = self.clock.now()
-        await self.outbox.add(
+        await self._announce(
             session,
+            access,
             SubscriptionSettingsChanged(
                 subscription_id=uuid.UUID(subscription.id),
                 cvr=subscription.cvr,
@@ -264,16 +291,11 @@ class Changes:
                 changed_by=uuid.UUID(access.user_id),
                 changed_at=now,
             ),
-        )
-        audit(
-            session,
-            access,
-            "subscription.settings_changed",
-            subscription.cvr,
-            subscription.id,
-            now,
-            client,
-            {"before": before, "after": settings},
+            action="subscription.settings_changed",
+            target=subscription.id,
+            client=client,
+            before=before,
+            after=settings,
         )
         return subscription
 

@@ -19,7 +19,7 @@ from services.billing.api import create_api
 from services.billing.catalogue import sync_catalogue
 from services.billing.config import BillingSettings
 from services.billing.invoicing import Invoicing
-from services.billing.models import messaging
+from services.billing.models import Subscription, messaging
 from services.billing.service import seed_demo_data
 from services.registry import SERVICES
 from shared.clock import FrozenClock
@@ -146,3 +146,23 @@ async def events_since(db: Database, seq: int, event_type: type[Event]) -> list[
 async def outbox_position(db: Database) -> int:
     async with db.transaction() as session:
         return int(await session.scalar(select(func.coalesce(func.max(messaging.outbox.c.seq), 0))) or 0)
+
+
+async def active_subscription(db: Database, account: str, product_prefix: str) -> Subscription:
+    """The first active subscription of `account` whose product code starts with the prefix."""
+    async with db.transaction() as session:
+        found = await session.scalar(
+            select(Subscription)
+            .where(
+                Subscription.account_number == account,
+                Subscription.product_code.startswith(product_prefix),
+                Subscription.status == "active",
+            )
+            .order_by(Subscription.id)
+        )
+    assert found is not None, f"no active {product_prefix}* subscription on {account}"
+    return found
+
+
+def idempotency_key() -> dict[str, str]:
+    return {"Idempotency-Key": str(uuid.uuid4())}

@@ -87,6 +87,8 @@ def test_billing_answers_every_generated_request_by_its_contract(database_factor
         jwks_client=tokens.jwks_client(),
     )
     exercised = fuzz(app, headers=tokens.group_admin().headers)
-    assert {"GET /v1/invoices", "POST /v1/orders", "PATCH /v1/subscriptions/{subscription_id}/settings"} <= set(
-        exercised
-    )
+    assert {
+        "GET /v1/invoices",
+        "POST /v1/orders",
+        "PATCH /v1/subscriptions/{subscription_id}/settings",
+    } <= set(exercised)

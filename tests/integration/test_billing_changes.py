@@ -20,7 +20,6 @@ from services.billing.models import (
     Invoice,
     InvoiceLine,
     Order,
-    Subscription,
     UsageRecord,
     messaging,
 )
@@ -44,36 +43,19 @@ from shared.messaging import Outbox
 from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     NOW,
     Tokens,
+    active_subscription,
     billing,
     billing_clock,
     billing_db,
     billing_url,
     events_since,
+    idempotency_key,
     outbox_position,
     tokens,
 )
 from tests.integration.test_activation import envelope_of
 
 COLLEAGUE_GRANT = [{"cvr": "37826111", "accounts": ["10000021", "10000022"]}]
-
-
-def key() -> dict[str, str]:
-    return {"Idempotency-Key": str(uuid.uuid4())}
-
-
-async def subscription_of(db: Database, account: str, product_prefix: str) -> Subscription:
-    async with db.transaction() as session:
-        found = await session.scalar(
-            select(Subscription)
-            .where(
-                Subscription.account_number == account,
-                Subscription.product_code.startswith(product_prefix),
-                Subscription.status == "active",
-            )
-            .order_by(Subscription.id)
-        )
-    assert found is not None
-    return found
 
 
 # --- orders (S9) ------------------------------------------------------------------------------
@@ -84,7 +66,7 @@ async def test_an_order_is_received_then_completed_and_announced(
 ) -> None:
     caller = tokens.caller(COLLEAGUE_GRANT, ["orders"])
     start = await outbox_position(billing_db)
-    headers = {**caller.headers, **key()}
+    headers = {**caller.headers, **idempotency_key()}
     body = {"account_number": "10000021", "product_code": "MOBIL-50", "options": {"sim": "esim"}}
     response = await billing.post("/v1/orders", json=body, headers=headers)
     assert response.status_code == 201, response.text
@@ -117,13 +99,15 @@ async def test_an_order_is_received_then_completed_and_announced(
         )
     ).json()
     assert subscription["status"] == "active" and subscription["identifier"].startswith("+45")
-    [completed] = [e for e in await events_since(billing_db, start, OrderCompleted) if str(e.order_id) == order["id"]]
+    [completed] = [
+        e for e in await events_since(billing_db, start, OrderCompleted) if str(e.order_id) == order["id"]
+    ]
     assert completed.identifier == subscription["identifier"]
 
 
 async def test_the_same_key_for_another_order_is_refused(billing: httpx.AsyncClient, tokens: Tokens) -> None:
     caller = tokens.caller(COLLEAGUE_GRANT, ["orders"])
-    headers = {**caller.headers, **key()}
+    headers = {**caller.headers, **idempotency_key()}
     first = await billing.post(
         "/v1/orders", json={"account_number": "10000021", "product_code": "MOBIL-10"}, headers=headers
     )
@@ -156,7 +140,7 @@ async def test_orders_outside_the_grants_or_the_catalogue_are_refused_naming_the
     billing: httpx.AsyncClient, tokens: Tokens, body: dict, field: str
 ) -> None:
     caller = tokens.caller(COLLEAGUE_GRANT, ["orders"])
-    response = await billing.post("/v1/orders", json=body, headers={**caller.headers, **key()})
+    response = await billing.post("/v1/orders", json=body, headers={**caller.headers, **idempotency_key()})
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["field"] == field
@@ -167,7 +151,9 @@ async def test_an_order_needs_the_orders_function_and_an_idempotency_key(
 ) -> None:
     body = {"account_number": "10000021", "product_code": "MOBIL-10"}
     no_function = tokens.caller(COLLEAGUE_GRANT, ["invoices"])
-    response = await billing.post("/v1/orders", json=body, headers={**no_function.headers, **key()})
+    response = await billing.post(
+        "/v1/orders", json=body, headers={**no_function.headers, **idempotency_key()}
+    )
     assert response.status_code == 403 and "'orders'" in response.json()["detail"]
     caller = tokens.caller(COLLEAGUE_GRANT, ["orders"])
     response = await billing.post("/v1/orders", json=body, headers=caller.headers)
@@ -178,13 +164,13 @@ async def test_upgrades_follow_the_allowed_paths_only(
     billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database
 ) -> None:
     caller = tokens.caller(COLLEAGUE_GRANT, ["orders"])
-    mobile = await subscription_of(billing_db, "10000021", "MOBIL-10")
+    mobile = await active_subscription(billing_db, "10000021", "MOBIL-10")
     start = await outbox_position(billing_db)
 
     down = await billing.post(
         f"/v1/subscriptions/{mobile.id}/upgrade",
         json={"product_code": "BB-1000"},
-        headers={**caller.headers, **key()},
+        headers={**caller.headers, **idempotency_key()},
     )
     assert down.status_code == 422
     assert down.json()["type"].endswith("/upgrade-not-allowed") and down.json()["allowed"] == [
@@ -195,7 +181,7 @@ async def test_upgrades_follow_the_allowed_paths_only(
     up = await billing.post(
         f"/v1/subscriptions/{mobile.id}/upgrade",
         json={"product_code": "MOBIL-FRI"},
-        headers={**caller.headers, **key()},
+        headers={**caller.headers, **idempotency_key()},
     )
     assert up.status_code == 201 and up.json()["status"] == "completed"
     assert up.json()["from_product_code"] == "MOBIL-10"
@@ -204,11 +190,11 @@ async def test_upgrades_follow_the_allowed_paths_only(
     after = (await billing.get(f"/v1/subscriptions/{mobile.id}", headers=caller.headers)).json()
     assert after["product"]["code"] == "MOBIL-FRI" and after["product"]["upgrades_to"] == []
 
-    elsewhere = await subscription_of(billing_db, "10000023", "TLF-FAST")  # not granted to the colleague
+    elsewhere = await active_subscription(billing_db, "10000023", "TLF-FAST")  # not granted to the colleague
     hidden = await billing.post(
         f"/v1/subscriptions/{elsewhere.id}/upgrade",
         json={"product_code": "TLF-OMST"},
-        headers={**caller.headers, **key()},
+        headers={**caller.headers, **idempotency_key()},
     )
     assert hidden.status_code == 404
 
@@ -357,7 +343,7 @@ async def test_call_forwarding_voicemail_and_caller_id_are_validated_and_announc
     billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database
 ) -> None:
     caller = tokens.caller([{"cvr": "37826111", "accounts": "all"}], ["telephony"])
-    line = await subscription_of(billing_db, "10000023", "TLF-FAST")
+    line = await active_subscription(billing_db, "10000023", "TLF-FAST")
     path = f"/v1/subscriptions/{line.id}/settings"
     read = await billing.get(path, headers=caller.headers)
     assert read.status_code == 200 and read.json()["settings"]["call_forwarding"]["mode"] == "off"
@@ -395,7 +381,7 @@ async def test_personal_number_members_strategy_and_opening_hours(
     billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database
 ) -> None:
     caller = tokens.caller([{"cvr": "37826111", "accounts": "all"}], ["telephony"])
-    pn = await subscription_of(billing_db, "10000023", "PN-")
+    pn = await active_subscription(billing_db, "10000023", "PN-")
     path = f"/v1/subscriptions/{pn.id}/settings"
     tag = (await billing.get(path, headers=caller.headers)).headers["etag"]
     overlapping = {
@@ -434,7 +420,7 @@ async def test_personal_number_members_strategy_and_opening_hours(
 async def test_settings_need_the_telephony_function_and_a_product_that_has_them(
     billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database
 ) -> None:
-    broadband = await subscription_of(billing_db, "10000022", "BB-")
+    broadband = await active_subscription(billing_db, "10000022", "BB-")
     caller = tokens.caller([{"cvr": "37826111", "accounts": "all"}], ["telephony"])
     response = await billing.patch(
         f"/v1/subscriptions/{broadband.id}/settings",

@@ -214,7 +214,9 @@ async def test_csv_export_streams_past_its_batches(
     ]
 
 
-async def test_cursors_with_tampered_ids_are_refused_not_failed(billing: httpx.AsyncClient, tokens: Tokens) -> None:
+async def test_cursors_with_tampered_ids_are_refused_not_failed(
+    billing: httpx.AsyncClient, tokens: Tokens
+) -> None:
     import base64
     import json
 
@@ -230,4 +232,6 @@ async def test_cursors_with_tampered_ids_are_refused_not_failed(billing: httpx.A
         response = await billing.get(path, params={"cursor": cursor}, headers=admin.headers)
         assert response.status_code == 422, (path, raw)
     infinity = base64.urlsafe_b64encode(b'["2026-01-01", Infinity]').decode().rstrip("=")
-    assert (await billing.get("/v1/usage", params={"cursor": infinity}, headers=admin.headers)).status_code == 422
+    assert (
+        await billing.get("/v1/usage", params={"cursor": infinity}, headers=admin.headers)
+    ).status_code == 422

@@ -22,10 +22,12 @@ from shared.events import UserDeleted, UserDisabled, UserEnabled
 from shared.messaging import Outbox
 from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     Tokens,
+    active_subscription,
     billing,
     billing_clock,
     billing_db,
     billing_url,
+    idempotency_key,
     tokens,
 )
 from tests.integration.test_activation import envelope_of
@@ -34,35 +36,16 @@ COLLEAGUE_GRANT = [{"cvr": "37826111", "accounts": ["10000021", "10000022"]}]
 NOBODY = "00000000-0000-4000-8000-000000000000"
 
 
-def key() -> dict[str, str]:
-    return {"Idempotency-Key": str(uuid.uuid4())}
-
-
-async def first_subscription(db: Database, account: str, prefix: str) -> Subscription:
-    async with db.transaction() as session:
-        found = await session.scalar(
-            select(Subscription)
-            .where(
-                Subscription.account_number == account,
-                Subscription.product_code.startswith(prefix),
-                Subscription.status == "active",
-            )
-            .order_by(Subscription.id)
-        )
-    assert found is not None
-    return found
-
-
 async def test_every_path_answers_alike_for_not_yours_and_not_there(
     billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database
 ) -> None:
     colleague = tokens.caller(COLLEAGUE_GRANT, ["invoices", "orders", "master_data", "telephony"])
-    hidden = await first_subscription(billing_db, "10000023", "TLF-")  # same company, not granted
+    hidden = await active_subscription(billing_db, "10000023", "TLF-")  # same company, not granted
     admin = tokens.group_admin()
     placed = await billing.post(
         "/v1/orders",
         json={"account_number": "10000023", "product_code": "TLF-FAST"},
-        headers={**admin.headers, **key()},
+        headers={**admin.headers, **idempotency_key()},
     )
     assert placed.status_code == 201
     pairs = [
@@ -79,12 +62,12 @@ async def test_every_path_answers_alike_for_not_yours_and_not_there(
     upgrade_theirs = await billing.post(
         f"/v1/subscriptions/{hidden.id}/upgrade",
         json={"product_code": "TLF-OMST"},
-        headers={**colleague.headers, **key()},
+        headers={**colleague.headers, **idempotency_key()},
     )
     upgrade_nothing = await billing.post(
         f"/v1/subscriptions/{NOBODY}/upgrade",
         json={"product_code": "TLF-OMST"},
-        headers={**colleague.headers, **key()},
+        headers={**colleague.headers, **idempotency_key()},
     )
     assert upgrade_theirs.status_code == upgrade_nothing.status_code == 404
     assert upgrade_theirs.json()["detail"] == upgrade_nothing.json()["detail"]
@@ -94,8 +77,8 @@ async def test_an_add_on_attaches_only_to_a_mobile_subscription_within_the_grant
     billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database
 ) -> None:
     colleague = tokens.caller(COLLEAGUE_GRANT, ["orders"])
-    elsewhere = await first_subscription(billing_db, "10000031", "MOBIL-")  # another company
-    mine = await first_subscription(billing_db, "10000021", "MOBIL-")
+    elsewhere = await active_subscription(billing_db, "10000031", "MOBIL-")  # another company
+    mine = await active_subscription(billing_db, "10000021", "MOBIL-")
     for target in (elsewhere.id, NOBODY):
         response = await billing.post(
             "/v1/orders",
@@ -104,13 +87,13 @@ async def test_an_add_on_attaches_only_to_a_mobile_subscription_within_the_grant
                 "product_code": "ROAM-WORLD",
                 "options": {"attach_to": target},
             },
-            headers={**colleague.headers, **key()},
+            headers={**colleague.headers, **idempotency_key()},
         )
         assert response.status_code == 422 and response.json()["errors"][0]["field"] == "options.attach_to"
     ok = await billing.post(
         "/v1/orders",
         json={"account_number": "10000021", "product_code": "ROAM-WORLD", "options": {"attach_to": mine.id}},
-        headers={**colleague.headers, **key()},
+        headers={**colleague.headers, **idempotency_key()},
     )
     assert ok.status_code == 201, ok.text
 
@@ -119,7 +102,7 @@ async def test_a_replayed_order_is_not_shown_once_the_account_left_the_grants(
     billing: httpx.AsyncClient, tokens: Tokens
 ) -> None:
     user_id = str(uuid.uuid4())
-    headers = key()
+    headers = idempotency_key()
     body = {
         "account_number": "10000022",
         "product_code": "BB-500",
@@ -208,7 +191,7 @@ async def test_opening_hours_are_local_times_and_never_forward_to_the_number_its
     billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database
 ) -> None:
     caller = tokens.caller([{"cvr": "37826111", "accounts": "all"}], ["telephony"])
-    pn = await first_subscription(billing_db, "10000023", "PN-")
+    pn = await active_subscription(billing_db, "10000023", "PN-")
     path = f"/v1/subscriptions/{pn.id}/settings"
     for patch, field in (
         ({"schedule": [{"days": ["mon"], "opens": "08:00+01:00", "closes": "16:00"}]}, "schedule.0.opens"),
@@ -348,7 +331,7 @@ async def test_an_order_before_the_catalogue_is_loaded_is_asked_to_wait(
         response = await http.post(
             "/v1/orders",
             json={"account_number": "10000052", "product_code": "MOBIL-10"},
-            headers={**caller.headers, **key()},
+            headers={**caller.headers, **idempotency_key()},
         )
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert response.json()["type"].endswith("/catalogue-not-loaded")

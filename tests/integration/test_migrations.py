@@ -61,10 +61,14 @@ def test_billing_0002_splits_existing_addresses_into_master_data_and_back(databa
     at = datetime(2026, 1, 1, tzinfo=UTC)
     asyncio.run(run(insert, cvr="35657193", name="Nordlys", address="Havnegade 12, 1058 København K", at=at))
     asyncio.run(run(insert, cvr="22109340", name="Solsikke", address="Postboks 7", at=at))
-    asyncio.run(run("INSERT INTO accounts (account_number, cvr, name) VALUES ('10000011', '35657193', 'Hoved')"))
+    asyncio.run(
+        run("INSERT INTO accounts (account_number, cvr, name) VALUES ('10000011', '35657193', 'Hoved')")
+    )
     migrate(location, url)
 
-    rows = asyncio.run(run("SELECT cvr, street, postal_code, city, master_data_version FROM customers ORDER BY cvr"))
+    rows = asyncio.run(
+        run("SELECT cvr, street, postal_code, city, master_data_version FROM customers ORDER BY cvr")
+    )
     assert [tuple(r) for r in rows] == [
         ("22109340", "Postboks 7", "", "", 1),  # not in the usual form: kept whole as the street
         ("35657193", "Havnegade 12", "1058", "København K", 1),
