@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from shared.db import Database
 from shared.kafka import broker_reachable
-from shared.problems import MEDIA_TYPE, install_problem_handlers
+from shared.problems import MEDIA_TYPE, InvalidField, install_problem_handlers, problem_response
 from shared.settings import ServiceSettings
 
 
@@ -62,6 +62,24 @@ def create_app(
         requests.labels(request.method, path, str(response.status_code)).inc()
         latency.labels(request.method, path).observe(time.perf_counter() - started)
         return response
+
+    @app.middleware("http")
+    async def _no_nul_characters(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """A NUL character is never meaningful in this product's text, and PostgreSQL cannot
+        store one: refuse it up front, for every service and every field, with a 422."""
+        where = None
+        if b"%00" in request.scope.get("query_string", b"") or b"%00" in request.scope.get("raw_path", b""):
+            where = "query"
+        elif request.method in ("POST", "PUT", "PATCH"):
+            body = await request.body()
+            if b"\\u0000" in body or b"\x00" in body:
+                where = "body"
+        if where is None:
+            return await call_next(request)
+        problem = InvalidField(where, "text must not contain NUL characters (\\u0000)")
+        return problem_response(problem, request)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
