@@ -8,6 +8,7 @@ processes then queue for the write lock instead of failing on a lock upgrade.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -104,6 +105,23 @@ class Database:
             bind = self._readers.kw.get("bind")
             if bind is not None:
                 await bind.dispose()
+
+
+async def lock_for_transaction(session: AsyncSession, namespace: str, key: str) -> None:
+    """Serialise the transactions that touch `key` of `namespace` until this one ends.
+
+    Two consumers of different topics run concurrently; where each reads what the other writes
+    (a customer and the application that waits for it) they must not both decide on a snapshot
+    without the other's work. PostgreSQL: a transaction-scoped advisory lock. SQLite needs
+    none: its transactions already run one at a time (`BEGIN IMMEDIATE` and the writer queue).
+    """
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"{namespace}:{key}".encode()).digest()
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest[:8], "big", signed=True)}
+    )
 
 
 def alembic_config(script_location: Path, url: str) -> Config:

@@ -27,6 +27,7 @@ from services.identity.models import (
     WaitingApplication,
 )
 from shared.clock import Clock, as_utc
+from shared.db import lock_for_transaction
 from shared.envelope import Envelope
 from shared.events import (
     ALL_FUNCTIONS,
@@ -36,13 +37,17 @@ from shared.events import (
     CredentialChanged,
     CredentialsIssued,
     CustomerRegistered,
+    Grant,
     UserActivated,
     UserDeleted,
+    UserGrantsChanged,
 )
 from shared.messaging import Outbox
 from shared.sealing import Sealer
 
 log = logging.getLogger(__name__)
+
+COMPANY_LOCK = "identity.company"  # a customer and the applications waiting for it
 
 LIVE_STATUSES = ("pending", "active", "disabled")
 
@@ -59,8 +64,13 @@ class Provisioning:
     async def on_customer_registered(self, session: AsyncSession, envelope: Envelope) -> None:
         event = envelope.event
         assert isinstance(event, CustomerRegistered)
+        await lock_for_transaction(session, COMPANY_LOCK, event.cvr)  # see on_application_submitted
+        ancestors = await self._ancestors(session, event.parent_cvr)
+        for cvr in ancestors:  # child to parent, always in that order: no deadlock
+            await lock_for_transaction(session, COMPANY_LOCK, cvr)
         company = await session.get(Company, event.cvr)
         numbers = [a.account_number for a in event.accounts]
+        is_new = company is None
         if company is None:
             session.add(
                 Company(
@@ -77,14 +87,61 @@ class Provisioning:
                 numbers,
             )
         await session.flush()
+        if is_new and ancestors:
+            await self._join_groups(session, event.cvr, ancestors)
         waiting = await session.scalars(select(WaitingApplication).where(WaitingApplication.cvr == event.cvr))
         for application in list(waiting):
             await session.delete(application)
             await self._provision(session, ApplicationSubmitted.model_validate_json(application.event_json))
 
+    async def _ancestors(self, session: AsyncSession, parent_cvr: str | None) -> list[str]:
+        """The parent, its parent and so on, as far as identity knows them."""
+        chain: list[str] = []
+        while parent_cvr and parent_cvr not in chain:
+            chain.append(parent_cvr)
+            parent = await session.get(Company, parent_cvr)
+            parent_cvr = parent.parent_cvr if parent else None
+        return chain
+
+    async def _join_groups(self, session: AsyncSession, cvr: str, ancestors: list[str]) -> None:
+        """A subsidiary that arrives after its group's tenant was made (it came later on the
+        bus, or was acquired) joins that group: the group's administrators, who hold every
+        company of it (S14), get it with all accounts too. Other users keep exactly what an
+        administrator gave them."""
+        administrators = await session.scalars(
+            select(User).where(
+                User.tenant_cvr.in_(ancestors), User.role == "administrator", User.status.in_(LIVE_STATUSES)
+            )
+        )
+        now = self.clock.now()
+        for user in list(administrators):
+            assert user.tenant_cvr is not None  # administrators belong to a tenant
+            grants = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))
+            if any(g.cvr == cvr for g in grants):
+                continue
+            grant = UserGrant.of(cvr, "all")
+            grant.user_id = user.id
+            session.add(grant)
+            grants.append(grant)
+            await self.outbox.add(
+                session,
+                UserGrantsChanged(
+                    user_id=uuid.UUID(user.id),
+                    tenant_cvr=user.tenant_cvr,
+                    grants=[Grant(cvr=g.cvr, accounts=g.accounts) for g in grants],
+                    functions=list(user.functions),  # type: ignore[arg-type]
+                    changed_at=now,
+                ),
+            )
+            log.info("administrator %s now also holds %s, a new company of the group", user.id, cvr)
+
     async def on_application_submitted(self, session: AsyncSession, envelope: Envelope) -> None:
         event = envelope.event
         assert isinstance(event, ApplicationSubmitted)
+        # The customer may be arriving on billing.customers at this very moment, in another
+        # consumer's transaction: without the lock both could miss each other, and the
+        # application would wait for a company that is already there.
+        await lock_for_transaction(session, COMPANY_LOCK, event.cvr)
         if await session.get(Company, event.cvr) is None:
             # Onboarding saw the customer on billing.customers before we did; wait for it.
             session.add(

@@ -1,0 +1,149 @@
+"""A customer and the application that waits for it arrive on two topics, handled by two
+consumers at once; and a subsidiary may arrive after its group's administrator was made
+(S1, S2, S14). Neither may leave an application waiting for ever or a group half granted."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from services.identity.models import User, UserGrant, WaitingApplication, messaging
+from services.identity.service import Provisioning
+from services.registry import SERVICES
+from shared.clock import FrozenClock
+from shared.db import Database, migrate
+from shared.events import AccountRef, ApplicationSubmitted, Contact, CustomerRegistered, UserGrantsChanged
+from shared.messaging import Outbox
+from shared.sealing import Sealer
+from tests.integration.test_activation import envelope_of
+from tests.support.waiting import wait_until_async
+
+
+@pytest.fixture
+async def db(database_factory) -> Database:
+    url = database_factory("identity")
+    await asyncio.to_thread(migrate, SERVICES["identity"].migrations, url)
+    database = Database(url)
+    yield database
+    await database.dispose()
+
+
+def customer(cvr: str, parent: str | None, clock: FrozenClock) -> CustomerRegistered:
+    return CustomerRegistered(
+        cvr=cvr,
+        name=f"Firma {cvr}",
+        parent_cvr=parent,
+        accounts=[AccountRef(account_number=f"1{cvr[:7]}", name="Konto")],
+        registered_at=clock.now(),
+    )
+
+
+def application(cvr: str, clock: FrozenClock) -> ApplicationSubmitted:
+    return ApplicationSubmitted(
+        application_id=uuid.uuid4(),
+        cvr=cvr,
+        company_name="x",
+        contact=Contact(name="Mette Holm", email="mette@example.dk", mobile="+4520123456"),
+        submitted_at=clock.now(),
+        deliver_by=clock.now() + timedelta(hours=2),
+    )
+
+
+def provisioning(clock: FrozenClock, sealer: Sealer) -> Provisioning:
+    return Provisioning(
+        outbox=Outbox(messaging, clock), clock=clock, sealer=sealer, code_ttl=timedelta(days=7)
+    )
+
+
+async def test_an_application_racing_its_customer_is_provisioned_not_left_waiting(
+    db: Database, clock: FrozenClock, sealer: Sealer
+) -> None:
+    handlers = provisioning(clock, sealer)
+    submitted = application("35657193", clock)
+
+    async def the_application() -> None:
+        async with db.transaction() as session:
+            await handlers.on_application_submitted(session, envelope_of(submitted, clock))
+
+    async with db.transaction() as session:  # the customer's transaction, not yet committed
+        await handlers.on_customer_registered(session, envelope_of(customer("35657193", None, clock), clock))
+        racing = asyncio.create_task(the_application())
+        if db.engine.dialect.name == "postgresql":
+            # The application's transaction must wait for the customer's to end.
+            async def waiting_for_the_lock() -> bool:
+                async with db.engine.connect() as conn:
+                    waits = await conn.scalar(
+                        text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                    )
+                return bool(waits)
+
+            await wait_until_async(
+                waiting_for_the_lock, deadline_s=10, what="the application to wait for the lock"
+            )
+        assert not racing.done()
+    await racing
+
+    async with db.transaction() as session:
+        assert list(await session.scalars(select(WaitingApplication))) == []
+        admin = await session.scalar(select(User).where(User.tenant_cvr == "35657193"))
+    assert admin is not None and admin.role == "administrator"
+
+
+async def test_a_subsidiary_arriving_after_the_administrator_joins_the_group(
+    db: Database, clock: FrozenClock, sealer: Sealer
+) -> None:
+    handlers = provisioning(clock, sealer)
+    async with db.transaction() as session:
+        await handlers.on_customer_registered(session, envelope_of(customer("35657193", None, clock), clock))
+        await handlers.on_customer_registered(
+            session, envelope_of(customer("37826111", "35657193", clock), clock)
+        )
+        await handlers.on_application_submitted(session, envelope_of(application("35657193", clock), clock))
+        admin = await session.scalar(select(User).where(User.tenant_cvr == "35657193"))
+        assert admin is not None
+        colleague = User(
+            id=str(uuid.uuid4()),
+            tenant_cvr="35657193",
+            username="35657193-abcd",
+            name="Jonas",
+            email="j@example.dk",
+            mobile="+4520304050",
+            role="user",
+            status="active",
+            functions=["invoices"],
+            created_at=clock.now(),
+        )
+        session.add(colleague)
+        await session.flush()
+        grant = UserGrant.of("37826111", ["13782611"])
+        grant.user_id = colleague.id
+        session.add(grant)
+        start = await session.scalar(
+            select(messaging.outbox.c.seq).order_by(messaging.outbox.c.seq.desc()).limit(1)
+        )
+
+    async with db.transaction() as session:  # the grandchild comes later on the bus
+        await handlers.on_customer_registered(
+            session, envelope_of(customer("33112874", "37826111", clock), clock)
+        )
+
+    async with db.transaction() as session:
+        admin_grants = {
+            g.cvr: g.accounts
+            for g in await session.scalars(select(UserGrant).where(UserGrant.user_id == admin.id))
+        }
+        colleague_grants = {
+            g.cvr: g.accounts
+            for g in await session.scalars(select(UserGrant).where(UserGrant.user_id == colleague.id))
+        }
+        values = list(
+            await session.scalars(select(messaging.outbox.c.value).where(messaging.outbox.c.seq > start))
+        )
+    assert admin_grants == {"35657193": "all", "37826111": "all", "33112874": "all"}
+    assert colleague_grants == {"37826111": ["13782611"]}  # only what an administrator gave
+    [changed] = [UserGrantsChanged.model_validate_json(v) for v in values]
+    assert str(changed.user_id) == admin.id and {g.cvr for g in changed.grants} == set(admin_grants)
