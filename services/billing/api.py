@@ -12,7 +12,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -60,17 +60,21 @@ CsvRows = 1_000  # rows fetched per query while streaming a CSV export
 # --- cursors ----------------------------------------------------------------------------------
 
 
-def encode_cursor(day: date, row_id: str | int) -> str:
+def encode_cursor(day: date | datetime, row_id: str | int) -> str:
     return base64.urlsafe_b64encode(json.dumps([day.isoformat(), row_id]).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, id_type: type) -> tuple[date, Any]:
+def decode_cursor(cursor: str, id_type: type, key_type: type[date] = date) -> tuple[Any, Any]:
+    """The (date or time, id) of the last row of a page, as `encode_cursor` gave it out."""
+    key: Any = None
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        day, row_id = date.fromisoformat(raw[0]), raw[1]
-    except (ValueError, TypeError, IndexError, KeyError):
+        key, row_id = key_type.fromisoformat(raw[0]), raw[1]
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError):
         row_id = None
-    valid = (
+    if isinstance(key, datetime):
+        key = key.astimezone(UTC) if key.tzinfo else None
+    valid = key is not None and (
         isinstance(row_id, str)
         and id_type is str
         and len(row_id) <= 36
@@ -80,7 +84,7 @@ def decode_cursor(cursor: str, id_type: type) -> tuple[date, Any]:
     )
     if not valid:
         raise InvalidField("cursor", "is not a cursor this API gave out; start again without one")
-    return day, row_id
+    return key, row_id
 
 
 def _kroner(ore: int) -> str:
@@ -202,6 +206,10 @@ class OrderOut(BaseModel):
     options: dict[str, Any]
     created_at: datetime
     completed_at: datetime | None
+
+
+class OrderPage(Page):
+    items: list[OrderOut]
 
 
 class MasterDataOut(BaseModel):
@@ -656,6 +664,37 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
         if s is None:
             raise NotFound("There is no subscription with this id among the accounts you may use.")
         return _subscription(s)
+
+    @router.get(
+        "/v1/orders",
+        tags=["subscriptions and orders"],
+        summary="Orders and upgrades on the accounts you may use, newest first (S9)",
+    )
+    async def list_orders(
+        access: Caller,
+        cvr: Annotated[CvrNumber | None, Query(max_length=16)] = None,
+        account: AccountFilter = None,
+        status: Annotated[Literal["received", "completed"] | None, Query()] = None,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> OrderPage:
+        access.require("orders")
+        query = select(Order).where(
+            *access.narrowed(Order.cvr, Order.account_number, cvr=cvr, accounts=account or [])
+        )
+        if status is not None:
+            query = query.where(Order.status == status)
+        if cursor is not None:
+            at, last_id = decode_cursor(cursor, str, datetime)
+            query = query.where(tuple_(Order.created_at, Order.id) < tuple_(at, last_id))
+        query = query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
+        async with db.reading() as session:
+            rows = list(await session.scalars(query))
+        items = [_order(o) for o in rows[:limit]]
+        more = len(rows) > limit
+        return OrderPage(
+            items=items, next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None
+        )
 
     @router.get(
         "/v1/orders/{order_id}",

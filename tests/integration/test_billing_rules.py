@@ -335,3 +335,47 @@ async def test_an_order_before_the_catalogue_is_loaded_is_asked_to_wait(
         )
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert response.json()["type"].endswith("/catalogue-not-loaded")
+
+
+async def test_orders_are_listed_newest_first_within_the_grants(
+    billing: httpx.AsyncClient, tokens: Tokens, billing_clock: FrozenClock
+) -> None:
+    colleague = tokens.caller(COLLEAGUE_GRANT, ["orders"])
+    admin = tokens.group_admin()
+    placed = []
+    for n in range(5):
+        if n % 2:
+            billing_clock.advance(timedelta(seconds=1))  # some at the same moment: ties by id
+        response = await billing.post(
+            "/v1/orders",
+            json={"account_number": "10000021", "product_code": "MOBIL-10"},
+            headers={**colleague.headers, **idempotency_key()},
+        )
+        placed.append(response.json()["id"])
+    hidden = await billing.post(
+        "/v1/orders",
+        json={"account_number": "10000023", "product_code": "TLF-FAST"},
+        headers={**admin.headers, **idempotency_key()},
+    )
+    listed, cursor = [], None
+    while True:
+        page = await billing.get(
+            "/v1/orders",
+            params={"limit": 2, **({"cursor": cursor} if cursor else {})},
+            headers=colleague.headers,
+        )
+        assert page.status_code == 200, page.text
+        listed += page.json()["items"]
+        if (cursor := page.json()["next_cursor"]) is None:
+            break
+    ids = [o["id"] for o in listed]
+    assert set(placed) <= set(ids) and hidden.json()["id"] not in ids
+    assert len(ids) == len(set(ids))
+    keys = [(o["created_at"], o["id"]) for o in listed]
+    assert keys == sorted(keys, reverse=True)
+    received = await billing.get("/v1/orders", params={"status": "completed"}, headers=colleague.headers)
+    assert all(o["status"] == "completed" for o in received.json()["items"])
+    bad = await billing.get(
+        "/v1/orders", params={"cursor": "WyJub3QgYSB0aW1lIiwgIngiXQ"}, headers=colleague.headers
+    )
+    assert bad.status_code == 422
