@@ -113,16 +113,20 @@ class Provisioning:
                 User.tenant_cvr.in_(ancestors), User.role == "administrator", User.status.in_(LIVE_STATUSES)
             )
         )
+        # The company brings the subsidiaries that arrived before it (their parent was unknown).
+        joining = [c.cvr for c in await group_of(session, cvr)]
         now = self.clock.now()
         for user in list(administrators):
             assert user.tenant_cvr is not None  # administrators belong to a tenant
             grants = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))
-            if any(g.cvr == cvr for g in grants):
+            held = {g.cvr for g in grants}
+            new = [UserGrant.of(c, "all") for c in joining if c not in held]
+            if not new:
                 continue
-            grant = UserGrant.of(cvr, "all")
-            grant.user_id = user.id
-            session.add(grant)
-            grants.append(grant)
+            for grant in new:
+                grant.user_id = user.id
+                session.add(grant)
+            grants += new
             await self.outbox.add(
                 session,
                 UserGrantsChanged(
@@ -133,7 +137,7 @@ class Provisioning:
                     changed_at=now,
                 ),
             )
-            log.info("administrator %s now also holds %s, a new company of the group", user.id, cvr)
+            log.info("administrator %s now also holds %s, new in the group", user.id, [g.cvr for g in new])
 
     async def on_application_submitted(self, session: AsyncSession, envelope: Envelope) -> None:
         event = envelope.event

@@ -147,3 +147,20 @@ async def test_a_subsidiary_arriving_after_the_administrator_joins_the_group(
     assert colleague_grants == {"37826111": ["13782611"]}  # only what an administrator gave
     [changed] = [UserGrantsChanged.model_validate_json(v) for v in values]
     assert str(changed.user_id) == admin.id and {g.cvr for g in changed.grants} == set(admin_grants)
+
+
+async def test_a_subsidiary_arriving_before_its_parent_joins_with_it(
+    db: Database, clock: FrozenClock, sealer: Sealer
+) -> None:
+    handlers = provisioning(clock, sealer)
+    async with db.transaction() as session:
+        await handlers.on_customer_registered(session, envelope_of(customer("35657193", None, clock), clock))
+        await handlers.on_application_submitted(session, envelope_of(application("35657193", clock), clock))
+    for cvr, parent in (("33112874", "37826111"), ("37826111", "35657193")):  # grandchild first
+        async with db.transaction() as session:
+            await handlers.on_customer_registered(session, envelope_of(customer(cvr, parent, clock), clock))
+    async with db.transaction() as session:
+        admin = await session.scalar(select(User).where(User.tenant_cvr == "35657193"))
+        assert admin is not None
+        held = {g.cvr for g in await session.scalars(select(UserGrant).where(UserGrant.user_id == admin.id))}
+    assert held == {"35657193", "37826111", "33112874"}
