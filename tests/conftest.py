@@ -61,6 +61,9 @@ def start_suite(var_dir: Path, database_factory, **extra_env: str) -> Suite:
         extra_env={
             "ADGANG_ONBOARDING_RATE_LIMIT_PER_MINUTE": "0",
             "ADGANG_NOTIFIER_SLA_CHECK_INTERVAL_S": "1",
+            # The monthly invoice run would email the month's invoices to whichever users exist
+            # when it first runs; end-to-end tests issue invoices themselves, when they mean to.
+            "ADGANG_BILLING_INVOICE_RUN_ENABLED": "false",
             **extra_env,
         },
     )

@@ -38,7 +38,6 @@ def billing_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) ->
     suite = start_suite(
         tmp_path_factory.mktemp("billing"),
         database_factory,
-        ADGANG_BILLING_INVOICE_RUN_ENABLED="false",  # the test issues the month itself, when it has users
         ADGANG_BILLING_ORDER_FULFILMENT_INTERVAL_S="0.5",
     )
     yield suite
