@@ -11,9 +11,9 @@ import base64
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
@@ -48,6 +48,7 @@ from shared.validation import CvrNumber, DanishPhone, EmailAddress, Gln
 from shared.web import create_app
 
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
+T = TypeVar("T")
 Id = Annotated[str, Path(max_length=36)]
 AccountNumber = Annotated[str, Path(pattern=r"^\d{6,12}$")]
 AccountFilter = Annotated[
@@ -85,6 +86,22 @@ def decode_cursor(cursor: str, id_type: type, key_type: type[date] = date) -> tu
     if not valid:
         raise InvalidField("cursor", "is not a cursor this API gave out; start again without one")
     return key, row_id
+
+
+def newest_first(
+    query: Any, key_column: Any, id_column: Any, *, after: tuple[Any, Any] | None, limit: int
+) -> Any:
+    """`query` ordered newest first (by `key_column`, ties by id), from after the last row of
+    the previous page, `limit` rows. The cursor is part of the index search (keyset paging)."""
+    if after is not None:
+        query = query.where(tuple_(key_column, id_column) < tuple_(*after))
+    return query.order_by(key_column.desc(), id_column.desc()).limit(limit)
+
+
+def cut(rows: Sequence[T], limit: int, key: Callable[[T], tuple[Any, Any]]) -> tuple[list[T], str | None]:
+    """A page of `rows` (fetched one longer than `limit`) and the cursor to the next, if any."""
+    page = list(rows[:limit])
+    return page, encode_cursor(*key(page[-1])) if len(rows) > limit else None
 
 
 def _kroner(ore: int) -> str:
@@ -449,16 +466,13 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
             query = query.where(Invoice.period_start >= month_start(period_from))
         if period_to is not None:
             query = query.where(Invoice.period_start <= period_to)
-        if cursor is not None:
-            day, last_id = decode_cursor(cursor, str)
-            query = query.where(tuple_(Invoice.issued_on, Invoice.id) < tuple_(day, last_id))
-        query = query.order_by(Invoice.issued_on.desc(), Invoice.id.desc()).limit(limit + 1)
+        after = decode_cursor(cursor, str) if cursor is not None else None
+        query = newest_first(query, Invoice.issued_on, Invoice.id, after=after, limit=limit + 1)
         async with db.reading() as session:
             rows = (await session.execute(query)).all()
-        items = [invoice_out(invoice, name) for invoice, name in rows[:limit]]
-        more = len(rows) > limit
+        page, next_cursor = cut(rows, limit, lambda row: (row[0].issued_on, row[0].id))
         return InvoicePage(
-            items=items, next_cursor=encode_cursor(items[-1].issued_on, items[-1].id) if more else None
+            items=[invoice_out(invoice, name) for invoice, name in page], next_cursor=next_cursor
         )
 
     @router.get(
@@ -529,10 +543,9 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
     async def usage_rows(
         session: AsyncSession, where: list[ColumnElement[bool]], cursor: tuple[date, int] | None, limit: int
     ) -> list[UsageRecord]:
-        query = select(UsageRecord).where(*where)
-        if cursor is not None:
-            query = query.where(tuple_(UsageRecord.period, UsageRecord.id) < tuple_(*cursor))
-        query = query.order_by(UsageRecord.period.desc(), UsageRecord.id.desc()).limit(limit)
+        query = newest_first(
+            select(UsageRecord).where(*where), UsageRecord.period, UsageRecord.id, after=cursor, limit=limit
+        )
         return list(await session.scalars(query))
 
     @router.get(
@@ -572,11 +585,8 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
         after = decode_cursor(cursor, int) if cursor is not None else None
         async with db.reading() as session:
             rows = await usage_rows(session, where, after, limit + 1)
-        items = [usage_out(r) for r in rows[:limit]]
-        more = len(rows) > limit
-        return UsagePage(
-            items=items, next_cursor=encode_cursor(items[-1].period, items[-1].id) if more else None
-        )
+        page, next_cursor = cut(rows, limit, lambda r: (r.period, r.id))
+        return UsagePage(items=[usage_out(r) for r in page], next_cursor=next_cursor)
 
     async def usage_csv(where: list[ColumnElement[bool]]) -> AsyncIterator[str]:
         header = [
@@ -684,17 +694,12 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
         )
         if status is not None:
             query = query.where(Order.status == status)
-        if cursor is not None:
-            at, last_id = decode_cursor(cursor, str, datetime)
-            query = query.where(tuple_(Order.created_at, Order.id) < tuple_(at, last_id))
-        query = query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
+        after = decode_cursor(cursor, str, datetime) if cursor is not None else None
+        query = newest_first(query, Order.created_at, Order.id, after=after, limit=limit + 1)
         async with db.reading() as session:
             rows = list(await session.scalars(query))
-        items = [_order(o) for o in rows[:limit]]
-        more = len(rows) > limit
-        return OrderPage(
-            items=items, next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None
-        )
+        page, next_cursor = cut(rows, limit, lambda o: (as_utc(o.created_at), o.id))
+        return OrderPage(items=[_order(o) for o in page], next_cursor=next_cursor)
 
     @router.get(
         "/v1/orders/{order_id}",
