@@ -11,6 +11,7 @@ import base64
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -18,7 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,6 +52,16 @@ PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
 T = TypeVar("T")
 Id = Annotated[str, Path(max_length=36)]
 AccountNumber = Annotated[str, Path(pattern=r"^\d{6,12}$")]
+
+
+def _iso_date(value: Any) -> Any:
+    """Dates are written YYYY-MM-DD; a bare number is not taken for a Unix time."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a date is written YYYY-MM-DD, e.g. 2026-01-31")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 AccountFilter = Annotated[
     list[Annotated[str, Field(pattern=r"^\d{6,12}$")]] | None,
     Query(max_length=200, description="Only these account numbers (repeatable)"),
@@ -448,10 +459,10 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
         cvr: Annotated[CvrNumber | None, Query(max_length=16, description="Only this company")] = None,
         account: AccountFilter = None,
         period_from: Annotated[
-            date | None, Query(alias="from", description="Periods starting on or after")
+            IsoDate | None, Query(alias="from", description="Periods starting on or after")
         ] = None,
         period_to: Annotated[
-            date | None, Query(alias="to", description="Periods starting on or before")
+            IsoDate | None, Query(alias="to", description="Periods starting on or before")
         ] = None,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -563,10 +574,10 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
             str | None, Query(max_length=36, description="Only this subscription id")
         ] = None,
         period_from: Annotated[
-            date | None, Query(alias="from", description="Months from this date's month")
+            IsoDate | None, Query(alias="from", description="Months from this date's month")
         ] = None,
         period_to: Annotated[
-            date | None, Query(alias="to", description="Months starting on or before")
+            IsoDate | None, Query(alias="to", description="Months starting on or before")
         ] = None,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -235,3 +235,12 @@ async def test_cursors_with_tampered_ids_are_refused_not_failed(
     assert (
         await billing.get("/v1/usage", params={"cursor": infinity}, headers=admin.headers)
     ).status_code == 422
+
+
+async def test_periods_are_dates_written_out(billing: httpx.AsyncClient, tokens: Tokens) -> None:
+    admin = tokens.group_admin()
+    for path in ("/v1/invoices", "/v1/usage"):
+        for value in ("0", "1700000000", "2026-13-01", "26-01-01"):
+            response = await billing.get(path, params={"from": value}, headers=admin.headers)
+            assert response.status_code == 422, (path, value)
+            assert response.json()["errors"][0]["field"] == "from"
