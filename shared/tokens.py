@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict
 
+from shared.problems import Unauthenticated
+
 ISSUER = "https://adgang.dk/identity"
 AUDIENCE = "adgang"
 ALGORITHM = "EdDSA"
@@ -35,6 +37,13 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 class TokenError(Exception):
     """A token that is missing, malformed, expired, signed by an unknown key or revoked."""
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or a 401 problem saying how."""
+    if not authorization or not authorization.lower().startswith("bearer ") or not authorization[7:].strip():
+        raise Unauthenticated("Send the access token as 'Authorization: Bearer <token>'.")
+    return authorization[7:].strip()
 
 
 class GrantClaim(BaseModel):

@@ -24,7 +24,7 @@ from shared.db import Database
 from shared.envelope import Envelope
 from shared.events import UserDeleted, UserDisabled, UserEnabled, UserGrantsChanged
 from shared.problems import Forbidden, Unauthenticated
-from shared.tokens import AccessClaims, TokenError, TokenVerifier
+from shared.tokens import AccessClaims, TokenError, TokenVerifier, bearer_token
 
 T = TypeVar("T")
 
@@ -130,10 +130,9 @@ def bearer_access(verifier: TokenVerifier, clock: Clock) -> Callable[..., Awaita
     """A FastAPI dependency: the caller's `Access`, or 401 (also for a revoked session)."""
 
     async def current_access(authorization: Annotated[str | None, Header()] = None) -> Access:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthenticated("Send the access token as 'Authorization: Bearer <token>'.")
+        token = bearer_token(authorization)
         try:
-            claims = await verifier.verify(authorization[7:].strip(), now=clock.now())
+            claims = await verifier.verify(token, now=clock.now())
         except TokenError as exc:
             raise Unauthenticated(f"The access token is not accepted: {exc}. Log in again.") from exc
         return Access.of(claims)

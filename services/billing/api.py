@@ -45,7 +45,7 @@ from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE, InvalidField, NotFound
 from shared.ratelimit import client_address
 from shared.tokens import TokenVerifier
-from shared.validation import CvrNumber, DanishPhone, EmailAddress, Gln
+from shared.validation import CvrNumber, DanishPhone, EmailAddress, Gln, normalise_cvr, normalise_gln
 from shared.web import create_app
 
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
@@ -320,8 +320,6 @@ class SettingsOut(BaseModel):
 
 def peppol_endpoint(scheme: str, endpoint_id: str) -> str:
     """A Peppol endpoint id checked by its scheme's own rules (S10)."""
-    from shared.validation import normalise_cvr, normalise_gln
-
     value = endpoint_id.strip()
     try:
         if scheme == "0088":
@@ -336,6 +334,15 @@ def peppol_endpoint(scheme: str, endpoint_id: str) -> str:
     except ValueError as exc:
         raise InvalidField("endpoint_id", f"{exc} (scheme {scheme}: {PEPPOL_SCHEMES[scheme]})") from None
     raise InvalidField("scheme", f"must be one of {sorted(PEPPOL_SCHEMES)}")
+
+
+Versioned = TypeVar("Versioned", MasterDataOut, InvoiceFormatOut, SettingsOut)
+
+
+def tagged(response: Response, out: Versioned) -> Versioned:
+    """The representation, with its version as the strong ETag a change must send back."""
+    response.headers["ETag"] = etag(out.version)
+    return out
 
 
 def _product(code: str) -> ProductOut:
@@ -818,8 +825,7 @@ def writing_router(
     ) -> MasterDataOut:
         async with db.reading() as session:
             customer = await changes.company(session, access, cvr)
-        response.headers["ETag"] = etag(customer.master_data_version)
-        return _master_data(customer)
+        return tagged(response, _master_data(customer))
 
     @router.patch(
         "/v1/companies/{cvr}/master-data",
@@ -844,8 +850,7 @@ def writing_router(
                 if_match=if_match,
                 client=address(request),
             )
-        response.headers["ETag"] = etag(customer.master_data_version)
-        return _master_data(customer)
+        return tagged(response, _master_data(customer))
 
     @router.get(
         "/v1/accounts/{account_number}/invoice-format",
@@ -857,8 +862,7 @@ def writing_router(
     ) -> InvoiceFormatOut:
         async with db.reading() as session:
             account = await changes.account(session, access, account_number)
-        response.headers["ETag"] = etag(account.invoice_format_version)
-        return _invoice_format(account)
+        return tagged(response, _invoice_format(account))
 
     @router.put(
         "/v1/accounts/{account_number}/invoice-format",
@@ -891,8 +895,7 @@ def writing_router(
             account = await changes.change_invoice_format(
                 session, access, account_number, wanted, if_match=if_match, client=address(request)
             )
-        response.headers["ETag"] = etag(account.invoice_format_version)
-        return _invoice_format(account)
+        return tagged(response, _invoice_format(account))
 
     @router.get(
         "/v1/subscriptions/{subscription_id}/settings",
@@ -902,8 +905,7 @@ def writing_router(
     async def get_settings(access: Caller, subscription_id: Id, response: Response) -> SettingsOut:
         async with db.reading() as session:
             subscription = await changes.subscription(session, access, subscription_id)
-        response.headers["ETag"] = etag(subscription.settings_version)
-        return _settings(subscription)
+        return tagged(response, _settings(subscription))
 
     @router.patch(
         "/v1/subscriptions/{subscription_id}/settings",
@@ -923,8 +925,7 @@ def writing_router(
             subscription = await changes.change_settings(
                 session, access, subscription_id, body, if_match=if_match, client=address(request)
             )
-        response.headers["ETag"] = etag(subscription.settings_version)
-        return _settings(subscription)
+        return tagged(response, _settings(subscription))
 
     return router
 

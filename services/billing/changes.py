@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.access import Access, granted
+from services.billing.audit import audit
 from services.billing.catalogue import BY_CODE
 from services.billing.models import Account, Customer, Subscription
-from services.billing.ordering import audit
 from services.billing.telephony import SettingsError, effective_settings, merged_settings
 from shared.clock import Clock
 from shared.events import InvoiceFormatChanged, MasterDataChanged, SubscriptionSettingsChanged

@@ -14,7 +14,6 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import phonenumbers
@@ -23,8 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.access import Access, granted
+from services.billing.audit import audit
 from services.billing.catalogue import BY_CODE, upgrades_from
-from services.billing.models import Account, AuditEntry, Order, Product, Subscription
+from services.billing.models import Account, Order, Product, Subscription
 from shared.clock import Clock
 from shared.db import Database
 from shared.events import OrderCompleted, SubscriptionOrdered, SubscriptionUpgraded
@@ -118,34 +118,36 @@ def request_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def audit(
-    session: AsyncSession,
-    access: Access,
-    action: str,
-    cvr: str,
-    target: str,
-    at: datetime,
-    client: str | None,
-    details: dict[str, Any],
-) -> None:
-    session.add(
-        AuditEntry(
-            actor_id=access.user_id,
-            action=action,
-            cvr=cvr,
-            target=target,
-            client_address=client,
-            details=json.dumps(details, sort_keys=True, default=str),
-            at=at,
-        )
-    )
-
-
 class Ordering:
     def __init__(self, *, db: Database, outbox: Outbox, clock: Clock) -> None:
         self.db = db
         self.outbox = outbox
         self.clock = clock
+
+    async def _new_order(
+        self,
+        session: AsyncSession,
+        access: Access,
+        key: str,
+        fingerprint: str,
+        subscription: Subscription,
+        **fields: Any,
+    ) -> Order:
+        """An order of the caller's on `subscription`, remembered under its idempotency key."""
+        order = Order(
+            id=str(uuid.uuid4()),
+            user_id=access.user_id,
+            idempotency_key=key,
+            request_hash=fingerprint,
+            cvr=subscription.cvr,
+            account_number=subscription.account_number,
+            subscription_id=subscription.id,
+            created_at=self.clock.now(),
+            **fields,
+        )
+        session.add(order)
+        await session.flush()
+        return order
 
     async def _replay(
         self, session: AsyncSession, access: Access, key: str, fingerprint: str
@@ -219,22 +221,17 @@ class Ordering:
             )
             session.add(subscription)
             await session.flush()
-            order = Order(
-                id=str(uuid.uuid4()),
-                user_id=access.user_id,
-                idempotency_key=key,
-                request_hash=fingerprint,
+            order = await self._new_order(
+                session,
+                access,
+                key,
+                fingerprint,
+                subscription,
                 kind="new",
-                cvr=account.cvr,
-                account_number=account.account_number,
-                subscription_id=subscription.id,
                 product_code=product.code,
                 options=json.dumps(checked),
                 status="received",
-                created_at=now,
             )
-            session.add(order)
-            await session.flush()
             await self.outbox.add(
                 session,
                 SubscriptionOrdered(
@@ -314,24 +311,19 @@ class Ordering:
             now = self.clock.now()
             previous = subscription.product_code
             subscription.product_code = product.code
-            order = Order(
-                id=str(uuid.uuid4()),
-                user_id=access.user_id,
-                idempotency_key=key,
-                request_hash=fingerprint,
+            order = await self._new_order(
+                session,
+                access,
+                key,
+                fingerprint,
+                subscription,
                 kind="upgrade",
-                cvr=subscription.cvr,
-                account_number=subscription.account_number,
-                subscription_id=subscription.id,
                 product_code=product.code,
                 from_product_code=previous,
                 options="{}",
                 status="completed",
-                created_at=now,
                 completed_at=now,
             )
-            session.add(order)
-            await session.flush()
             await self.outbox.add(
                 session,
                 SubscriptionUpgraded(

@@ -192,11 +192,6 @@ async def _insert_batched(
         await session.execute(insert(model), rows[start : start + batch])
 
 
-async def list_customers(session: AsyncSession) -> list[Customer]:
-    rows = await session.scalars(select(Customer).order_by(Customer.cvr))
-    return list(rows)
-
-
 def period_of(text: str) -> date:
     """`YYYY-MM` into the first day of that month."""
     year, _, month = text.partition("-")

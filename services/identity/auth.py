@@ -8,17 +8,16 @@ from fastapi import Header
 from services.identity.login import Login
 from shared.db import Database
 from shared.problems import Unauthenticated
-from shared.tokens import AccessClaims, TokenError
+from shared.tokens import AccessClaims, TokenError, bearer_token
 
 
 def bearer_claims(db: Database, login: Login) -> Callable[..., Awaitable[AccessClaims]]:
     """A FastAPI dependency: the caller's claims, or 401 (also for a session that has ended)."""
 
     async def current_claims(authorization: Annotated[str | None, Header()] = None) -> AccessClaims:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthenticated("Send the access token as 'Authorization: Bearer <token>'.")
+        token = bearer_token(authorization)
         try:
-            claims = login.signer.verify(authorization[7:].strip(), now=login.clock.now())
+            claims = login.signer.verify(token, now=login.clock.now())
         except TokenError as exc:
             raise Unauthenticated(f"The access token is not accepted: {exc}.") from exc
         async with db.transaction() as session:
