@@ -17,6 +17,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -122,6 +123,14 @@ async def lock_for_transaction(session: AsyncSession, namespace: str, key: str) 
     await session.execute(
         text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest[:8], "big", signed=True)}
     )
+
+
+def upsert_statement(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT for `table` in the session's dialect, which can take `ON CONFLICT` clauses
+    (both PostgreSQL and SQLite have them, with the same SQLAlchemy spelling)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def alembic_config(script_location: Path, url: str) -> Config:

@@ -4,17 +4,26 @@ Authenticated encryption (AES-256-GCM). Each sealed value names the key it was s
 so keys can rotate: the active key seals, every configured key may unseal. The associated data
 binds a sealed value to its context (event type and subject), so a ciphertext copied into
 another event does not open.
+
+The same key ring also gives keyed hashes (`digest`) for short codes kept in a database: a
+six-digit code hashed without a key is found again by hashing all million candidates, in
+milliseconds; with a key that is not in the database, a copy of the database alone does not
+give the codes back.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import re
 from typing import Literal
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict
 
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -80,6 +89,8 @@ class Sealer:
         if active_kid not in keys:
             raise SealingError(f"active sealing key {active_kid!r} is not in the key ring")
         self._keys = {kid: AESGCM(key) for kid, key in keys.items()}
+        # A key of its own for hashing, derived from each sealing key: one key, one use.
+        self._digest_keys = {kid: _derive(key, b"adgang digest v1") for kid, key in keys.items()}
         self._active = active_kid
 
     @property
@@ -100,3 +111,21 @@ class Sealer:
         except (InvalidTag, ValueError) as exc:
             raise SealingError("sealed value failed authentication") from exc
         return raw.decode()
+
+    def digest(self, secret: str, *, context: str) -> str:
+        """A keyed hash (HMAC-SHA256, hex) of `secret` bound to `context`, with the active key."""
+        return _mac(self._digest_keys[self._active], secret, context)
+
+    def digest_matches(self, stored: str, secret: str, *, context: str) -> bool:
+        """Whether `stored` is the digest of `secret` under any key of the ring (rotation)."""
+        return any(
+            hmac.compare_digest(stored, _mac(key, secret, context)) for key in self._digest_keys.values()
+        )
+
+
+def _derive(key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+
+
+def _mac(key: bytes, secret: str, context: str) -> str:
+    return hmac.new(key, f"{context}\x00{secret}".encode(), hashlib.sha256).hexdigest()

@@ -19,8 +19,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import exists, insert, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.catalogue import BY_CODE
@@ -34,6 +32,7 @@ from services.billing.models import (
     UsageRecord,
 )
 from shared.clock import Clock
+from shared.db import upsert_statement
 from shared.events import InvoiceIssued
 from shared.messaging import Outbox
 
@@ -268,10 +267,8 @@ class Invoicing:
         the ids of those this call created."""
         if not rows:
             return set()
-        dialect = session.get_bind().dialect.name
-        insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
         statement = (
-            insert_into(Invoice)
+            upsert_statement(session, Invoice)
             # id, number and (account, period) all derive from the account and period: any
             # conflict is this very invoice, written meanwhile by another run.
             .on_conflict_do_nothing()
