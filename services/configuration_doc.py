@@ -112,6 +112,13 @@ EXPLANATIONS: dict[str, str] = {
     "login_free_failures": "Failed passwords for a username before each further try must wait (progressive delay).",
     "login_lock_after_failures": "Failed passwords that lock a username (whether or not it exists).",
     "login_lock_duration": "How long a locked username stays locked.",
+    "trusted_device_ttl": (
+        "How long a device token from a two-factor login lets that browser or app past a lock on its username."
+    ),
+    "trusted_devices_per_user": "Trusted devices kept per user; the least recently used go first.",
+    "reauthentication_window": (
+        "How recent a login must be to set up a new authenticator app without a code from the current one."
+    ),
     "activation_rate_limit_per_minute": "Activation attempts one client address may make per minute; 0 turns the limit off.",
     # billing
     "seed_demo_data": (

@@ -12,8 +12,20 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.credentials import issue_activation_code, unique_username, user_created
-from services.identity.models import ActivationCode, Company, LoginSession, RecoveryCode, User, UserGrant
-from shared.clock import Clock
+from services.identity.domain import AccessScope
+from services.identity.models import (
+    ActivationCode,
+    Company,
+    LoginSession,
+    LoginThrottle,
+    RecoveryCode,
+    TrustedDevice,
+    User,
+    UserGrant,
+)
+from services.identity.service import COMPANY_LOCK
+from shared.clock import Clock, as_utc
+from shared.db import lock_for_transaction
 from shared.events import (
     CredentialChanged,
     Grant,
@@ -95,15 +107,34 @@ class Administration:
     sealer: Sealer
     code_ttl: timedelta
 
-    async def administrator(self, session: AsyncSession, claims: AccessClaims) -> User:
-        """The caller, from the database (not the token), if they may administer users."""
-        caller = await session.get(User, claims.sub)
-        if caller is None or caller.status != "active" or USER_ADMIN not in (caller.functions or []):
+    async def administrator(
+        self, session: AsyncSession, claims: AccessClaims, *, for_change: bool = False
+    ) -> User:
+        """The caller, from the database (not the token), if they may administer users.
+
+        `for_change` first locks the caller's company until the transaction ends, so that changes
+        within one company run one after another: two administrators disabling each other at
+        the same moment cannot both pass the last-administrator check, and an administrator
+        whose own access is being narrowed acts either before or after, never in between."""
+        if for_change and claims.tenant is not None:
+            await lock_for_transaction(session, COMPANY_LOCK, claims.tenant)
+        caller = await session.get(User, claims.sub, populate_existing=True)
+        if (
+            caller is None
+            or caller.status != "active"
+            or caller.tenant_cvr is None
+            or USER_ADMIN not in (caller.functions or [])
+        ):
             raise NotPermitted(
                 "Only a user with the user administration function can manage logins. Ask your "
                 "company's administrator."
             )
         return caller
+
+    async def scope(self, session: AsyncSession, user: User) -> AccessScope:
+        """The user's whole access, as stored."""
+        grants = await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id))
+        return AccessScope.of(user.role, user.functions or [], [(g.cvr, g.accounts) for g in grants])
 
     async def grantable(self, session: AsyncSession, caller: User) -> list[GrantableCompany]:
         """The companies and accounts the caller holds, and so may grant (wizard steps 4–5)."""
@@ -161,6 +192,8 @@ class Administration:
             )
 
     async def list_users(self, session: AsyncSession, caller: User) -> list[tuple[User, list[UserGrant]]]:
+        """The logins of the caller's company whose whole access lies within the caller's own;
+        the others are left out as if they did not exist."""
         users = list(
             await session.scalars(
                 select(User)
@@ -172,13 +205,47 @@ class Administration:
         by_user: dict[str, list[UserGrant]] = {}
         for grant in grants:
             by_user.setdefault(grant.user_id, []).append(grant)
-        return [(u, by_user.get(u.id, [])) for u in users]
+        own = await self.scope(session, caller)
+        visible = []
+        for user in users:
+            held = by_user.get(user.id, [])
+            if own.covers(
+                AccessScope.of(user.role, user.functions or [], [(g.cvr, g.accounts) for g in held])
+            ):
+                visible.append((user, held))
+        return visible
 
     async def get_user(self, session: AsyncSession, caller: User, user_id: str) -> User:
-        """A user of the caller's own company group; any other id is simply not found."""
-        user = await session.get(User, user_id, with_for_update=True)
-        if user is None or user.tenant_cvr != caller.tenant_cvr or user.status == "deleted":
+        """A login the caller may see and act on, locked for the change: of the caller's own
+        company group, and with a whole access (role, companies, accounts, functions) that lies
+        within the caller's own. Any other id is simply not found: a limited administrator
+        learns nothing of the broader logins beside them, and cannot take one over."""
+        user = await session.get(User, user_id, with_for_update=True, populate_existing=True)
+        if (
+            user is None
+            or user.tenant_cvr != caller.tenant_cvr
+            or user.status == "deleted"
+            or not (await self.scope(session, caller)).covers(await self.scope(session, user))
+        ):
             raise NotFound(f"There is no user {user_id} in your company.")
+        return user
+
+    async def locked_until(self, session: AsyncSession, users: list[User]) -> dict[str, datetime]:
+        """Until when each of these logins' usernames is locked by failed passwords, where it is."""
+        now = self.clock.now()
+        throttles = await session.scalars(
+            select(LoginThrottle).where(LoginThrottle.username.in_([u.username for u in users]))
+        )
+        return {
+            t.username: as_utc(t.locked_until)
+            for t in throttles
+            if t.locked_until is not None and as_utc(t.locked_until) > now
+        }
+
+    async def unlock(self, session: AsyncSession, caller: User, user_id: str) -> User:
+        """Lift a lock that failed passwords put on the user's login, and forget the failures."""
+        user = await self.get_user(session, caller, user_id)
+        await clear_login_failures(session, user)
         return user
 
     async def create_user(self, session: AsyncSession, caller: User, new: NewUser) -> User:
@@ -351,6 +418,8 @@ class Administration:
         user.totp_secret = user.totp_pending_secret = None
         user.totp_enabled_at = user.totp_last_timecode = None
         await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+        # The lost phone may also be a device trusted to pass a lock on the username.
+        await session.execute(delete(TrustedDevice).where(TrustedDevice.user_id == user.id))
         await self.end_sessions(session, user.id, "second-factor-reset")
         await self.outbox.add(session, credential_changed(user, "second_factor_reset", self.clock.now()))
         return user
@@ -391,3 +460,13 @@ class Administration:
                 deleted_at=now,
             ),
         )
+
+
+async def clear_login_failures(session: AsyncSession, user: User) -> None:
+    """An administrator's or support's unlock: the username's failures and lock go, and so do
+    those of the user's trusted devices."""
+    await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
+    for device in await session.scalars(
+        select(TrustedDevice).where(TrustedDevice.user_id == user.id).with_for_update()
+    ):
+        device.failures, device.last_failure_at, device.locked_until = 0, None, None

@@ -73,6 +73,10 @@ class UserOut(BaseModel):
     functions: list[str]
     created_at: datetime
     activated_at: datetime | None
+    login_locked_until: datetime | None = Field(
+        default=None,
+        description="Failed passwords have locked the username until then; POST .../unlock lifts the lock",
+    )
 
 
 class CompanyOut(BaseModel):
@@ -83,7 +87,7 @@ class CompanyOut(BaseModel):
     all_accounts: bool = Field(description="Whether you hold every account, and so may grant 'all'")
 
 
-def _out(user: User, grants: list[UserGrant]) -> UserOut:
+def _out(user: User, grants: list[UserGrant], locked_until: datetime | None = None) -> UserOut:
     return UserOut(
         id=user.id,
         username=user.username,
@@ -96,6 +100,7 @@ def _out(user: User, grants: list[UserGrant]) -> UserOut:
         functions=list(user.functions),
         created_at=as_utc(user.created_at),
         activated_at=as_utc(user.activated_at) if user.activated_at else None,
+        login_locked_until=locked_until,
     )
 
 
@@ -121,13 +126,16 @@ def admin_router(
     ) -> UserOut:
         """One administrator action on one user: authorised, done, audited, in one transaction."""
         async with db.transaction() as session:
-            caller = await admin.administrator(session, claims)
+            caller = await admin.administrator(session, claims, for_change=True)
             user = await do(session, caller)
             await audit.record(
                 session, actor=caller, action=action, target=user, client_address=address(request)
             )
-            grants = await grants_of(session, user.id)
-        return _out(user, grants)
+            return await out(session, user)
+
+    async def out(session: AsyncSession, user: User) -> UserOut:
+        locked = await admin.locked_until(session, [user])
+        return _out(user, await grants_of(session, user.id), locked.get(user.username))
 
     async def grants_of(session: AsyncSession, user_id: str) -> list[UserGrant]:
         return list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user_id)))
@@ -148,7 +156,8 @@ def admin_router(
         async with db.transaction() as session:
             caller = await admin.administrator(session, claims)
             users = await admin.list_users(session, caller)
-        return [_out(u, g) for u, g in users]
+            locked = await admin.locked_until(session, [u for u, _ in users])
+        return [_out(u, g, locked.get(u.username)) for u, g in users]
 
     @router.post(
         "/v1/users",
@@ -159,7 +168,7 @@ def admin_router(
     )
     async def create_user(claims: Claims, body: UserIn, response: Response, request: Request) -> UserOut:
         async with db.transaction() as session:
-            caller = await admin.administrator(session, claims)
+            caller = await admin.administrator(session, claims, for_change=True)
             user = await admin.create_user(
                 session,
                 caller,
@@ -184,8 +193,7 @@ def admin_router(
         async with db.transaction() as session:
             caller = await admin.administrator(session, claims)
             user = await admin.get_user(session, caller, user_id)
-            grants = await grants_of(session, user.id)
-        return _out(user, grants)
+            return await out(session, user)
 
     @router.patch(
         "/v1/users/{user_id}",
@@ -244,7 +252,7 @@ def admin_router(
     )
     async def delete_user(claims: Claims, user_id: UserId, request: Request) -> Response:
         async with db.transaction() as session:
-            caller = await admin.administrator(session, claims)
+            caller = await admin.administrator(session, claims, for_change=True)
             user = await admin.delete(session, caller, user_id)
             await audit.record(
                 session, actor=caller, action="user.delete", target=user, client_address=address(request)
@@ -271,6 +279,17 @@ def admin_router(
     async def enable(claims: Claims, user_id: UserId, request: Request) -> UserOut:
         return await act(
             claims, request, "user.enable", lambda session, caller: admin.enable(session, caller, user_id)
+        )
+
+    @router.post(
+        "/v1/users/{user_id}/unlock",
+        response_model=UserOut,
+        summary="Lift the lock that failed passwords put on a user's login",
+        responses={404: PROBLEM},
+    )
+    async def unlock(claims: Claims, user_id: UserId, request: Request) -> UserOut:
+        return await act(
+            claims, request, "user.unlock", lambda session, caller: admin.unlock(session, caller, user_id)
         )
 
     return router

@@ -37,6 +37,11 @@ class IdentitySettings(ServiceSettings):
     login_free_failures: int = Field(default=3, ge=1)
     login_lock_after_failures: int = Field(default=10, ge=2)
     login_lock_duration: timedelta = timedelta(minutes=15)
+    # A device that completed a two-factor login passes a lock on its username.
+    trusted_device_ttl: timedelta = timedelta(days=90)
+    trusted_devices_per_user: int = Field(default=10, ge=1, le=100)
+    # Replacing the second factor needs a login this recent, or a code of the current one.
+    reauthentication_window: timedelta = timedelta(minutes=5)
 
     @model_validator(mode="after")
     def _signing_keys_are_configured_in_production(self) -> IdentitySettings:

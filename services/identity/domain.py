@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Literal
 
 # Crockford's base32: no I, L, O or U, so nothing is mistaken when typed from a letter.
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -72,3 +75,43 @@ def password_problem(password: str, *, username: str, min_length: int) -> str | 
     if len(set(password)) < 4:
         return "must not repeat so few characters"
     return None
+
+
+# Who outranks whom among a company's logins. A role not listed here outranks everyone, so an
+# unknown role is never managed by mistake.
+ROLE_RANK = {"user": 0, "administrator": 1}
+
+
+@dataclass(frozen=True)
+class AccessScope:
+    """A login's whole access: its role, its functions, and per company either all accounts
+    or some of them (S5.4–S5.6, S14)."""
+
+    role: str
+    functions: frozenset[str]
+    companies: Mapping[str, Literal["all"] | frozenset[str]]
+
+    @classmethod
+    def of(
+        cls, role: str, functions: Iterable[str], grants: Iterable[tuple[str, Literal["all"] | list[str]]]
+    ) -> AccessScope:
+        companies: dict[str, Literal["all"] | frozenset[str]] = {}
+        for cvr, accounts in grants:
+            companies[cvr] = "all" if accounts == "all" else frozenset(accounts)
+        return cls(role, frozenset(functions), companies)
+
+    def covers(self, other: AccessScope) -> bool:
+        """Whether `other` lies wholly within this access: an administrator may see and act
+        on exactly such logins. "All accounts" of a company covers any account of it, also
+        ones added later; a list covers only the same or fewer accounts, never "all"."""
+        if ROLE_RANK.get(other.role, len(ROLE_RANK)) > ROLE_RANK.get(self.role, -1):
+            return False
+        if not other.functions <= self.functions:
+            return False
+        for cvr, accounts in other.companies.items():
+            held = self.companies.get(cvr)
+            if held is None:
+                return False
+            if held != "all" and (accounts == "all" or not accounts <= held):
+                return False
+        return True

@@ -3,12 +3,17 @@
 The password step answers the same for an unknown username and a wrong password, takes as
 long (a real argon2 verification either way), and counts failures per username whether it
 exists or not, so the answers never tell a stranger which usernames exist.
+
+A try is counted before its password is checked, in a transaction that locks the counter, and
+forgotten only when the password was right: however many tries arrive at once, no more wrong
+passwords are ever checked than the limits allow. A device that completed a two-factor login
+before (its `device_token`) has a counter of its own, so a stranger who locks the username
+does not lock out the user on their own device.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -16,21 +21,24 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.config import IdentitySettings
 from services.identity.domain import normalise_username
 from services.identity.models import (
+    FailureCounter,
     LoginChallenge,
     LoginSession,
     LoginThrottle,
     RefreshToken,
+    TrustedDevice,
     User,
     UserGrant,
 )
 from services.identity.totp import accept_totp, use_recovery_code
 from shared.clock import Clock, as_utc
+from shared.db import upsert_statement
 from shared.events import OtpRequested
 from shared.messaging import Outbox
 from shared.problems import Problem, TooManyRequests
@@ -92,6 +100,18 @@ def mask(recipient: str) -> str:
 
 
 @dataclass(frozen=True)
+class PasswordTry:
+    """A counted password try: the username, and the trusted device whose counter it used."""
+
+    username: str
+    device_id: str | None
+
+
+def _code_context(challenge_id: str) -> str:
+    return f"login-code:{challenge_id}"
+
+
+@dataclass(frozen=True)
 class TokenPair:
     access_token: str
     refresh_token: str
@@ -109,23 +129,68 @@ class Login:
 
     # --- step 1: the password ---------------------------------------------------------
 
-    async def check_throttle(self, session: AsyncSession, username: str) -> None:
-        """Refuse early while a username is locked or must wait (progressive delay)."""
+    async def reserve_try(
+        self, session: AsyncSession, username: str, device_token: str | None
+    ) -> PasswordTry:
+        """Count a password try before it is checked, or refuse it (429) while its counter is
+        locked or must wait. The counter is the trusted device's when the login comes with a
+        valid `device_token` of this username's user, else the username's."""
         now = self.clock.now()
-        throttle = await session.get(LoginThrottle, normalise_username(username))
-        if throttle is None:
-            return
-        if throttle.locked_until and as_utc(throttle.locked_until) > now:
-            wait = int((as_utc(throttle.locked_until) - now).total_seconds()) + 1
+        key = normalise_username(username)
+        device = await self._trusted_device(session, key, device_token) if device_token else None
+        counter: FailureCounter = device if device is not None else await self._username_counter(session, key)
+        self._refuse_while_throttled(counter, now, on_device=device is not None)
+        if counter.locked_until is not None and as_utc(counter.locked_until) <= now:
+            counter.failures, counter.locked_until = 0, None  # the lock has run out
+        counter.failures += 1
+        counter.last_failure_at = now
+        if counter.failures >= self.settings.login_lock_after_failures:
+            counter.locked_until = now + self.settings.login_lock_duration
+        return PasswordTry(username=key, device_id=device.id if device is not None else None)
+
+    async def _username_counter(self, session: AsyncSession, username: str) -> LoginThrottle:
+        """The username's counter, locked for this transaction (made first if there is none;
+        concurrent first tries make it once)."""
+        await session.execute(
+            upsert_statement(session, LoginThrottle)
+            .values(username=username, failures=0)
+            .on_conflict_do_nothing()
+        )
+        throttle = await session.get(LoginThrottle, username, with_for_update=True, populate_existing=True)
+        assert throttle is not None
+        return throttle
+
+    async def _trusted_device(self, session: AsyncSession, username: str, token: str) -> TrustedDevice | None:
+        """The live trusted device of this token, if it belongs to this username's user."""
+        device = await session.scalar(
+            select(TrustedDevice)
+            .join(User, User.id == TrustedDevice.user_id)
+            .where(TrustedDevice.token_hash == _digest(token), User.username == username)
+            .with_for_update(of=TrustedDevice)
+        )
+        if device is None or as_utc(device.expires_at) <= self.clock.now():
+            return None
+        return device
+
+    def _refuse_while_throttled(self, counter: FailureCounter, now: datetime, *, on_device: bool) -> None:
+        if counter.locked_until and as_utc(counter.locked_until) > now:
+            wait = int((as_utc(counter.locked_until) - now).total_seconds()) + 1
+            if on_device:
+                raise TooManyRequests(
+                    "Too many failed logins from this device. It is locked; try again in "
+                    f"{(wait + 59) // 60} minutes, or ask your administrator to unlock your login.",
+                    retry_after=wait,
+                )
             raise TooManyRequests(
                 f"Too many failed logins for this username. The login is locked; try again in "
-                f"{(wait + 59) // 60} minutes, or ask your administrator to reset it.",
+                f"{(wait + 59) // 60} minutes, or ask your administrator to unlock it. A browser or "
+                "app you have logged in with before is not stopped by this lock.",
                 retry_after=wait,
             )
         free = self.settings.login_free_failures
-        if throttle.failures >= free and throttle.last_failure_at is not None:
-            delay = timedelta(seconds=min(60, 2 ** (throttle.failures - free)))
-            ready_at = as_utc(throttle.last_failure_at) + delay
+        if counter.failures >= free and counter.last_failure_at is not None:
+            delay = timedelta(seconds=min(60, 2 ** (counter.failures - free)))
+            ready_at = as_utc(counter.last_failure_at) + delay
             if ready_at > now:
                 wait = max(1, int((ready_at - now).total_seconds() + 0.999))
                 raise TooManyRequests(
@@ -133,26 +198,16 @@ class Login:
                     retry_after=wait,
                 )
 
-    async def password_failed(self, session: AsyncSession, username: str) -> None:
+    async def start(self, session: AsyncSession, user: User, attempt: PasswordTry) -> LoginChallenge:
+        """The password was right: forget the try (and the failures before it) and open the
+        second step."""
         now = self.clock.now()
-        key = normalise_username(username)
-        throttle = await session.get(LoginThrottle, key, with_for_update=True)
-        if throttle is None:
-            throttle = LoginThrottle(username=key, failures=0)
-            session.add(throttle)
-        if throttle.locked_until and as_utc(throttle.locked_until) <= now:
-            throttle.failures, throttle.locked_until = 0, None  # the lock has run out
-        throttle.failures += 1
-        throttle.last_failure_at = now
-        if throttle.failures >= self.settings.login_lock_after_failures:
-            throttle.locked_until = now + self.settings.login_lock_duration
-
-    async def start(self, session: AsyncSession, user: User) -> LoginChallenge:
-        """The password was right: clear the failures and open the second step."""
-        now = self.clock.now()
-        throttle = await session.get(LoginThrottle, user.username)
-        if throttle is not None:
-            await session.delete(throttle)
+        if attempt.device_id is not None:
+            device = await session.get(TrustedDevice, attempt.device_id, with_for_update=True)
+            if device is not None:
+                device.failures, device.last_failure_at, device.locked_until = 0, None, None
+        else:
+            await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
         if user.status == "disabled":
             raise LoginDisabled("This login has been disabled by the company's administrator.")
         challenge = LoginChallenge(
@@ -162,6 +217,7 @@ class Login:
             expires_at=now + self.settings.login_challenge_ttl,
             failed_attempts=0,
             sends=0,
+            device_id=attempt.device_id,
         )
         session.add(challenge)
         return challenge
@@ -203,7 +259,7 @@ class Login:
                 )
         code = f"{secrets.randbelow(1_000_000):06d}"
         recipient = user.mobile if channel == "sms" else user.email
-        challenge.code_hash = _digest(challenge.id, code)
+        challenge.code_hash = self.sealer.digest(code, context=_code_context(challenge.id))
         challenge.code_channel = channel
         challenge.code_expires_at = now + self.settings.otp_ttl
         challenge.sends += 1
@@ -222,8 +278,10 @@ class Login:
         )
         return challenge, mask(recipient)
 
-    async def verify_code(self, session: AsyncSession, challenge_id: str, code: str) -> tuple[User, bool]:
-        """Returns the user and whether the code was right; a wrong code is counted.
+    async def verify_code(
+        self, session: AsyncSession, challenge_id: str, code: str
+    ) -> tuple[LoginChallenge, User, bool]:
+        """Returns the challenge, the user and whether the code was right; a wrong code is counted.
 
         The code may be the one sent by SMS or email, one from the user's authenticator app
         (TOTP), or one of the user's recovery codes."""
@@ -233,20 +291,54 @@ class Login:
             challenge.code_hash is not None
             and challenge.code_expires_at is not None
             and as_utc(challenge.code_expires_at) > now
-            and hmac.compare_digest(challenge.code_hash, _digest(challenge.id, code))
+            and self.sealer.digest_matches(challenge.code_hash, code, context=_code_context(challenge.id))
         )
         right = (
             sent_code_right
             or (code.isdigit() and accept_totp(user, code, self.sealer, now))
-            or (not code.isdigit() and await use_recovery_code(session, user, code, now))
+            or (not code.isdigit() and await use_recovery_code(session, user, code, self.sealer, now))
         )
         if not right:
             challenge.failed_attempts += 1
-            return user, False
+            return challenge, user, False
         challenge.completed_at = now
         if sent_code_right and challenge.code_channel == "sms" and user.mobile_confirmed_at is None:
             user.mobile_confirmed_at = now  # the number is right: a code sent to it came back (S5.3)
-        return user, True
+        return challenge, user, True
+
+    async def trust_device(self, session: AsyncSession, challenge: LoginChallenge, user: User) -> str | None:
+        """After a two-factor login: the device it came from stays trusted, or a new device
+        token is issued (returned once; only its hash is kept). A user keeps at most
+        `trusted_devices_per_user`; the least recently used go first."""
+        now = self.clock.now()
+        if challenge.device_id is not None:
+            device = await session.get(TrustedDevice, challenge.device_id)
+            if device is not None:
+                device.last_used_at = now
+                return None
+        token = secrets.token_urlsafe(32)
+        session.add(
+            TrustedDevice(
+                id=str(uuid.uuid4()),
+                user_id=user.id,
+                token_hash=_digest(token),
+                created_at=now,
+                last_used_at=now,
+                expires_at=now + self.settings.trusted_device_ttl,
+                failures=0,
+            )
+        )
+        await session.flush()
+        devices = list(
+            await session.scalars(
+                select(TrustedDevice)
+                .where(TrustedDevice.user_id == user.id)
+                .order_by(TrustedDevice.last_used_at.desc(), TrustedDevice.created_at.desc())
+            )
+        )
+        for stale in devices[self.settings.trusted_devices_per_user :]:
+            await session.delete(stale)
+        return token
 
     @staticmethod
     def methods(user: User) -> list[str]:
@@ -322,6 +414,14 @@ class Login:
     async def session_is_live(self, session: AsyncSession, session_id: str) -> bool:
         login = await session.get(LoginSession, session_id)
         return login is not None and login.ended_at is None and as_utc(login.expires_at) > self.clock.now()
+
+    async def logged_in_recently(self, session: AsyncSession, session_id: str) -> bool:
+        """Whether the session's two-factor login was within `reauthentication_window`."""
+        login = await session.get(LoginSession, session_id)
+        return (
+            login is not None
+            and self.clock.now() - as_utc(login.created_at) <= self.settings.reauthentication_window
+        )
 
 
 def find_user(session: AsyncSession, username: str):  # noqa: ANN201 - an awaitable of User | None

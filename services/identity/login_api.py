@@ -13,7 +13,6 @@ from sqlalchemy import select
 
 from services.identity.admin import credential_changed
 from services.identity.auth import Unauthenticated, bearer_claims
-from services.identity.domain import normalise_username
 from services.identity.login import (
     InvalidCode,
     InvalidCredentials,
@@ -23,7 +22,13 @@ from services.identity.login import (
     verify_password,
 )
 from services.identity.models import User, UserGrant
-from services.identity.totp import confirm_enrolment, normalise_recovery_code, start_enrolment
+from services.identity.totp import (
+    accept_totp,
+    confirm_enrolment,
+    normalise_recovery_code,
+    start_enrolment,
+    use_recovery_code,
+)
 from shared.clock import as_utc
 from shared.db import Database
 from shared.problems import MEDIA_TYPE, InvalidField, Problem
@@ -39,10 +44,22 @@ class TotpNotStarted(Problem):
     title = "No authenticator enrolment is under way"
 
 
+class ReauthenticationRequired(Problem):
+    status = 403
+    type_suffix = "reauthentication-required"
+    title = "Log in again to change your second factor"
+
+
 class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=64)
     password: SecretStr = Field(max_length=256)
+    device_token: SecretStr | None = Field(
+        default=None,
+        max_length=200,
+        description="The device token from an earlier two-factor login on this browser or app: with it, "
+        "a lock that others' failed passwords put on the username does not stop this login",
+    )
 
 
 class ChallengeOut(BaseModel):
@@ -77,6 +94,16 @@ class VerifyIn(BaseModel):
         raise ValueError("a one-time code has 6 digits; a recovery code looks like XXXXX-XXXXX")
 
 
+class TotpStartIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current_code: SecretStr | None = Field(
+        default=None,
+        max_length=32,
+        description="A code from the authenticator app you have now, or a recovery code; needed when "
+        "your login is older than the re-authentication window",
+    )
+
+
 class TotpStartOut(BaseModel):
     secret: str
     otpauth_uri: str
@@ -96,6 +123,11 @@ class TokensOut(BaseModel):
     refresh_token: str
     token_type: str
     expires_in: int
+    device_token: str | None = Field(
+        default=None,
+        description="Given once, when this login came without a valid device token: keep it with the "
+        "browser or app and send it with the next login's password",
+    )
 
 
 class RefreshIn(BaseModel):
@@ -138,22 +170,20 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
         responses={401: PROBLEM, 403: PROBLEM, 429: PROBLEM},
     )
     async def start(body: LoginIn) -> ChallengeOut:
-        username = normalise_username(body.username)
-        async with db.transaction() as session:
-            await login.check_throttle(session, username)
-            user = await find_user(session, username)
+        device_token = body.device_token.get_secret_value() if body.device_token else None
+        async with db.transaction() as session:  # the try is counted (and committed) before the check
+            attempt = await login.reserve_try(session, body.username, device_token)
+            user = await find_user(session, attempt.username)
             password_hash = (
                 user.password_hash if user is not None and user.status in ("active", "disabled") else None
             )
         right = await asyncio.to_thread(verify_password, password_hash, body.password.get_secret_value())
-        async with db.transaction() as session:
-            if not right:
-                await login.password_failed(session, username)
-            else:
-                user = await find_user(session, username)
+        if right:
+            async with db.transaction() as session:
+                user = await find_user(session, attempt.username)
                 assert user is not None
-                challenge = await login.start(session, user)
-        if not right:
+                challenge = await login.start(session, user, attempt)
+        else:
             raise InvalidCredentials(
                 "The username or the password is not correct. After "
                 f"{settings.login_lock_after_failures} failed attempts the login is locked for "
@@ -186,14 +216,18 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
     )
     async def verify(challenge_id: Annotated[str, Path(max_length=36)], body: VerifyIn) -> TokensOut:
         async with db.transaction() as session:
-            user, right = await login.verify_code(session, challenge_id, body.code.get_secret_value())
-            tokens = await login.open_session(session, user) if right else None
-        if tokens is None:  # the wrong try is committed before it is refused
+            challenge, user, right = await login.verify_code(
+                session, challenge_id, body.code.get_secret_value()
+            )
+            if right:
+                tokens = await login.open_session(session, user)
+                device_token = await login.trust_device(session, challenge, user)
+        if not right:  # the wrong try is committed before it is refused
             raise InvalidCode(
                 "The code is not correct or has expired. Check the latest message, or ask for a new code. "
                 f"After {settings.otp_max_attempts} wrong codes you must log in again."
             )
-        return TokensOut(**tokens.__dict__)
+        return TokensOut(**tokens.__dict__, device_token=device_token)
 
     @router.post(
         "/v1/token/refresh",
@@ -252,13 +286,44 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
         response_model=TotpStartOut,
         tags=["second factor"],
         summary="Start enrolling an authenticator app: its secret and otpauth URI",
-        responses={401: PROBLEM},
+        responses={401: PROBLEM, 403: PROBLEM},
     )
-    async def totp_start(claims: Annotated[AccessClaims, Depends(current_claims)]) -> TotpStartOut:
+    async def totp_start(
+        claims: Annotated[AccessClaims, Depends(current_claims)], body: TotpStartIn | None = None
+    ) -> TotpStartOut:
+        """An access token alone does not replace the second factor: a token copied from a
+        session left open must not let anyone put their own authenticator in the user's place."""
+        current_code = body.current_code.get_secret_value() if body and body.current_code else None
         async with db.transaction() as session:
             user = await session.get(User, claims.sub)
             assert user is not None
-            secret, uri = start_enrolment(user, login.sealer)
+            now = login.clock.now()
+            recent = await login.logged_in_recently(session, claims.sid)
+            code_right = (
+                not recent
+                and current_code is not None
+                and (
+                    accept_totp(user, current_code, login.sealer, now)
+                    or await use_recovery_code(session, user, current_code, login.sealer, now)
+                )
+            )
+            if recent or code_right:
+                secret, uri = start_enrolment(user, login.sealer)
+            elif current_code is not None:
+                # Guessing codes with a copied token gets one try: the session ends.
+                await login.end_session(session, claims.sid, "reauthentication-failed")
+        if not (recent or code_right):
+            if current_code is not None:
+                raise ReauthenticationRequired(
+                    "The code is not right, so this session has been ended for safety. Log in again, "
+                    "then set up the authenticator app."
+                )
+            minutes = int(settings.reauthentication_window.total_seconds() // 60)
+            raise ReauthenticationRequired(
+                f"Your login is more than {minutes} minutes old. Log in again and then set up the "
+                "authenticator app, or send a code from your current authenticator app (or a recovery "
+                "code) as current_code."
+            )
         return TotpStartOut(secret=secret, otpauth_uri=uri)
 
     @router.post(

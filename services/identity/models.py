@@ -117,15 +117,35 @@ class WaitingApplication(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class LoginThrottle(Base):
-    """Failed passwords per username, whether or not the username exists (no enumeration)."""
+class FailureCounter:
+    """Password tries counted before they are checked, with the delay and lock they lead to."""
+
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginThrottle(FailureCounter, Base):
+    """Password tries per username, whether or not the username exists (no enumeration)."""
 
     __tablename__ = "login_throttles"
 
     username: Mapped[str] = mapped_column(String(64), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrustedDevice(FailureCounter, Base):
+    """A browser or app that completed a two-factor login. Presenting its token with the
+    password lets the login past a lock on the username (a stranger's burst of wrong
+    passwords cannot lock the user out), counting that device's own failures instead."""
+
+    __tablename__ = "trusted_devices"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class LoginChallenge(Base):
@@ -144,6 +164,8 @@ class LoginChallenge(Base):
     code_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sends: Mapped[int] = mapped_column(Integer, default=0)
     last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The trusted device the password came with, if any: it stays trusted when the login completes.
+    device_id: Mapped[str | None] = mapped_column(String(36))
 
 
 class LoginSession(Base):

@@ -10,11 +10,13 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.identity.admin import Administration, NotPermitted
+from services.identity.admin import Administration, NotPermitted, clear_login_failures
 from services.identity.credentials import issue_activation_code
 from services.identity.domain import normalise_username
 from services.identity.models import AuditEntry, User
+from services.identity.service import COMPANY_LOCK
 from shared.clock import Clock
+from shared.db import lock_for_transaction
 from shared.events import AuditRecorded
 from shared.messaging import Outbox
 from shared.problems import Conflict, NotFound
@@ -86,14 +88,33 @@ class Support:
         )
         return users
 
+    async def customer_login(self, session: AsyncSession, user_id: str) -> User:
+        """A customer's login (never staff), locked for a change; its company's changes wait."""
+        user = await session.get(User, user_id)
+        if user is None or user.status == "deleted" or user.tenant_cvr is None:
+            raise NotFound(f"There is no customer login {user_id}.")
+        await lock_for_transaction(session, COMPANY_LOCK, user.tenant_cvr)
+        locked = await session.get(User, user_id, with_for_update=True, populate_existing=True)
+        if locked is None or locked.status == "deleted":
+            raise NotFound(f"There is no customer login {user_id}.")
+        return locked
+
     async def delete_user(self, session: AsyncSession, staff: User, user_id: str, client: str | None) -> User:
         """S3: the only administrator left the company; delete the login so it can apply again."""
-        user = await session.get(User, user_id, with_for_update=True)
-        if user is None or user.status == "deleted" or user.role == "support":
-            raise NotFound(f"There is no customer login {user_id}.")
+        user = await self.customer_login(session, user_id)
         await self.admin.remove(session, user, reason="deleted-by-support")
         await self.audit.record(
             session, actor=staff, action="support.delete-user", target=user, client_address=client
+        )
+        return user
+
+    async def unlock_user(self, session: AsyncSession, staff: User, user_id: str, client: str | None) -> User:
+        """Lift the lock that failed passwords put on a customer's login (the administrator is
+        the one locked out, or the company has none to ask)."""
+        user = await self.customer_login(session, user_id)
+        await clear_login_failures(session, user)
+        await self.audit.record(
+            session, actor=staff, action="support.unlock-user", target=user, client_address=client
         )
         return user
 

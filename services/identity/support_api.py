@@ -94,6 +94,20 @@ def support_router(
             await support.delete_user(session, staff, user_id, address(request))
         return Response(status_code=204)
 
+    @router.post(
+        "/v1/support/users/{user_id}/unlock",
+        status_code=204,
+        summary="Lift the lock that failed passwords put on a customer's login (staff only)",
+        responses={404: PROBLEM},
+    )
+    async def unlock_user(
+        claims: Claims, user_id: Annotated[str, Path(max_length=36)], request: Request
+    ) -> Response:
+        async with db.transaction() as session:
+            staff = await support.staff(session, claims)
+            await support.unlock_user(session, staff, user_id, address(request))
+        return Response(status_code=204)
+
     @router.get("/v1/support/audit", response_model=list[AuditOut], summary="The audit trail (staff only)")
     async def audit(
         claims: Claims,

@@ -3,7 +3,8 @@
 30-second steps, one step of drift either way, and a code is accepted once: the step of the
 last accepted code is kept, and a code from that step or an earlier one is refused. The
 secret is sealed at rest with the sealing key ring, so a copy of the database alone does not
-give anyone a user's authenticator.
+give anyone a user's authenticator. Recovery codes are kept as keyed hashes from the same ring,
+for the same reason.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ async def confirm_enrolment(
     await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     codes = [new_recovery_code() for _ in range(RECOVERY_CODES)]
     session.add_all(
-        RecoveryCode(id=str(uuid.uuid4()), user_id=user.id, code_hash=_hash(user.id, c), created_at=now)
+        RecoveryCode(
+            id=str(uuid.uuid4()), user_id=user.id, code_hash=_digest(sealer, user.id, c), created_at=now
+        )
         for c in codes
     )
     return codes
@@ -98,20 +101,30 @@ def normalise_recovery_code(typed: str) -> str | None:
     return f"{compact[:5]}-{compact[5:]}"
 
 
-def _hash(user_id: str, code: str) -> str:
+def _digest(sealer: Sealer, user_id: str, code: str) -> str:
+    return sealer.digest(code, context=f"recovery-code:{user_id}")
+
+
+def _unkeyed_digest(user_id: str, code: str) -> str:
+    """How recovery codes were hashed before they were keyed: such codes keep working until
+    they are used or the authenticator is enrolled again."""
     return hashlib.sha256(f"{user_id}:{code}".encode()).hexdigest()
 
 
-async def use_recovery_code(session: AsyncSession, user: User, typed: str, now: datetime) -> bool:
+async def use_recovery_code(
+    session: AsyncSession, user: User, typed: str, sealer: Sealer, now: datetime
+) -> bool:
     code = normalise_recovery_code(typed)
     if code is None:
         return False
-    digest = _hash(user.id, code)
+    unkeyed = _unkeyed_digest(user.id, code)
     unused = await session.scalars(
         select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
     )
     for candidate in unused:
-        if hmac.compare_digest(candidate.code_hash, digest):
+        if sealer.digest_matches(
+            candidate.code_hash, code, context=f"recovery-code:{user.id}"
+        ) or hmac.compare_digest(candidate.code_hash, unkeyed):
             candidate.used_at = now
             return True
     return False
