@@ -132,6 +132,13 @@ EXPLANATIONS: dict[str, str] = {
     ),
     "identity_jwks_url": "Identity's JWKS: the public keys that verify access tokens (S7).",
     "jwks_cache_seconds": "How long fetched keys are trusted before they are fetched again (an unknown key id refetches at once).",
+    "ended_sessions_kept": (
+        "How long billing refuses the access tokens of a session ended by logout or by a reused "
+        "refresh token (`SessionEnded`). Must exceed identity's access-token lifetime "
+        "(`ADGANG_IDENTITY_ACCESS_TOKEN_TTL`, 5 minutes) plus any clock difference between the "
+        "services; after it the session's row is purged."
+    ),
+    "ended_sessions_purge_interval_s": "How often the worker purges ended sessions older than `ENDED_SESSIONS_KEPT`.",
     "invoice_run_enabled": "Whether the worker issues the newest closed month's invoices by itself (S8).",
     "invoice_run_interval_s": "How often the worker's invoice run looks for accounts not yet invoiced.",
     "invoice_payment_days": "Payment terms: days from the issue date to the due date.",

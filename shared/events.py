@@ -481,6 +481,29 @@ class UserDeleted(Event):
         return str(self.user_id)
 
 
+SessionEndReason = Literal["logout", "refresh-token-reuse", "reauthentication-failed", "second-factor-reset"]
+
+
+class SessionEnded(Event):
+    """One login session ended before its time: the user logged out, or a refresh token of
+    it was presented a second time (it may have been copied). Refuse its access tokens at once
+    (S12); the user's other sessions go on. Disabling, re-granting or deleting a user ends all
+    their sessions and is told by the user's own event (`UserDisabled`, `UserGrantsChanged`,
+    `UserDeleted`), not by this one."""
+
+    TYPE = "dk.adgang.identity.SessionEnded.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    user_id: UUID
+    session_id: UUID = Field(description="The `sid` claim of the session's access tokens")
+    reason: SessionEndReason
+    ended_at: datetime
+
+    def key(self) -> str:
+        return str(self.user_id)
+
+
 class AdministratorProvisioningRejected(Event):
     """Identity would not create an administrator for an application (e.g. one exists)."""
 
@@ -666,6 +689,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         UserGrantsChanged,
         UserDetailsChanged,
         UserDeleted,
+        SessionEnded,
         AdministratorProvisioningRejected,
         CredentialsIssued,
         LoginCreated,

@@ -3,30 +3,49 @@ and applied in the SQL itself, so a row outside the caller's grants is never rea
 
 A grant is a company (CVR) with either all its accounts or a list of them. The token's grants
 are the truth for its five minutes; `identity.users` tells billing at once when a user is
-disabled, deleted or re-granted, and `is_revoked` then refuses the older tokens (S12).
+disabled, deleted or re-granted, or when one session ends (logout, a reused refresh token), and
+`is_revoked` then refuses the older tokens, or the session's (S12).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
 
 from fastapi import Header
-from sqlalchemy import ColumnElement, SQLColumnExpression, and_, false, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    DateTime,
+    SQLColumnExpression,
+    String,
+    and_,
+    cast,
+    delete,
+    false,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.billing.models import UserAccess
+from services.billing.models import EndedSession, UserAccess
 from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.envelope import Envelope
-from shared.events import UserDeleted, UserDisabled, UserEnabled, UserGrantsChanged
+from shared.events import SessionEnded, UserDeleted, UserDisabled, UserEnabled, UserGrantsChanged
 from shared.problems import Forbidden, Unauthenticated
 from shared.tokens import AccessClaims, TokenError, TokenVerifier, bearer_token
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 FUNCTION_TITLES = {
     "invoices": "see invoices and usage",
@@ -143,20 +162,46 @@ def bearer_access(verifier: TokenVerifier, clock: Clock) -> Callable[..., Awaita
 # --- revocations from identity.users ---------------------------------------------------------
 
 
+ENDED = "ended"  # the status of the token's own session, once identity has ended it
+
+
+def revocation_query(user_id: str, session_id: str) -> CompoundSelect[str, datetime | None]:
+    """(status, revoked_before) of the user, if billing heard of them, and ("ended", None) if
+    the session has ended: one statement, two primary-key lookups."""
+    user = select(UserAccess.status, UserAccess.revoked_before).where(UserAccess.user_id == user_id)
+    session_ended = select(literal(ENDED, String(10)), cast(null(), DateTime(timezone=True))).where(
+        EndedSession.session_id == session_id
+    )
+    return union_all(user, session_ended)
+
+
 def revocation_check(db: Database) -> Callable[[AccessClaims], Awaitable[bool]]:
-    """`TokenVerifier.is_revoked`: one primary-key read per request."""
+    """`TokenVerifier.is_revoked`: one read per request (`revocation_query`) for the user's row
+    (disabled, deleted, re-granted) and the token's session (ended on its own)."""
 
     async def is_revoked(claims: AccessClaims) -> bool:
         async with db.reading() as session:
-            row = await session.get(UserAccess, claims.sub)
-        if row is None:
-            return False
-        if row.status != "active":
-            return True
-        # iat is whole seconds: a token from the second of the change is refused too (log in again).
-        return row.revoked_before is not None and claims.iat <= as_utc(row.revoked_before).timestamp()
+            rows = (await session.execute(revocation_query(claims.sub, claims.sid))).all()
+        for status, revoked_before in rows:
+            if status != "active":  # disabled, deleted, or this session ended
+                return True
+            # iat is whole seconds: a token from the second of the change is refused too (log in again).
+            if revoked_before is not None and claims.iat <= as_utc(revoked_before).timestamp():
+                return True
+        return False
 
     return is_revoked
+
+
+async def purge_ended_sessions(db: Database, clock: Clock, kept: timedelta) -> int:
+    """Forget the sessions that ended more than `kept` ago: every access token of them has
+    expired by then (identity's live 5 minutes), so their rows refuse nothing any more."""
+    async with db.transaction() as session:
+        result = await session.execute(delete(EndedSession).where(EndedSession.ended_at < clock.now() - kept))
+    purged: int = result.rowcount  # type: ignore[attr-defined]  # a DELETE's result is a CursorResult
+    if purged:
+        log.info("purged %d ended sessions whose tokens have expired", purged)
+    return purged
 
 
 async def _record(
@@ -204,9 +249,20 @@ def revocation_handlers(clock: Clock) -> dict[str, Callable[[AsyncSession, Envel
         assert isinstance(event, UserDeleted)
         await _record(session, str(event.user_id), clock, status="deleted", revoke_at=event.deleted_at)
 
+    async def session_ended(session: AsyncSession, envelope: Envelope) -> None:
+        event = envelope.event
+        assert isinstance(event, SessionEnded)
+        if await session.get(EndedSession, str(event.session_id)) is None:
+            session.add(
+                EndedSession(
+                    session_id=str(event.session_id), user_id=str(event.user_id), ended_at=event.ended_at
+                )
+            )
+
     return {
         UserDisabled.TYPE: disabled,
         UserEnabled.TYPE: enabled,
         UserGrantsChanged.TYPE: grants_changed,
         UserDeleted.TYPE: deleted,
+        SessionEnded.TYPE: session_ended,
     }

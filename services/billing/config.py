@@ -1,3 +1,4 @@
+from datetime import timedelta
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -21,6 +22,10 @@ class BillingSettings(ServiceSettings):
     identity_jwks_url: str = "http://127.0.0.1:8002/.well-known/jwks.json"
     jwks_cache_seconds: float = Field(default=300.0, ge=1.0)
     trust_forwarded_for: bool = False
+    # Sessions identity ended one by one (logout, a reused refresh token) are refused until
+    # their access tokens have expired anyway, then forgotten (S12).
+    ended_sessions_kept: timedelta = Field(default=timedelta(hours=1), ge=timedelta(minutes=5))
+    ended_sessions_purge_interval_s: float = Field(default=600.0, gt=0)
 
     # Invoices (S8): the monthly run issues the newest closed month; payment terms in days.
     invoice_run_enabled: bool = True

@@ -224,6 +224,17 @@ class UserAccess(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class EndedSession(Base):
+    """A session identity ended on its own (`SessionEnded`: logout, a reused refresh token):
+    its access tokens are refused. Kept until every one of them has expired, then purged."""
+
+    __tablename__ = "ended_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the tokens' `sid`
+    user_id: Mapped[str] = mapped_column(String(36))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class AuditEntry(Base):
     """Who changed what in billing, when and from where (S9–S11)."""
 

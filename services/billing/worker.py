@@ -1,12 +1,14 @@
 """Billing's worker: loads the catalogue (and demo data where allowed) at start, follows
-`identity.users` for revocations, provisions ordered subscriptions, issues each month's
-invoices, and relays its outbox."""
+`identity.users` for revocations (and forgets ended sessions once their tokens have expired),
+provisions ordered subscriptions, issues each month's invoices, and relays its outbox."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import faust
 
-from services.billing.access import revocation_handlers
+from services.billing.access import purge_ended_sessions, revocation_handlers
 from services.billing.catalogue import sync_catalogue
 from services.billing.config import BillingSettings
 from services.billing.invoicing import Invoicing, IssueResult, last_closed_period
@@ -57,7 +59,12 @@ def create_worker(settings: BillingSettings | None = None, *, clock: Clock | Non
                 )
 
     background: list[Background] = [
-        periodic("order-fulfilment", settings.order_fulfilment_interval_s, ordering.fulfil_pending)
+        periodic("order-fulfilment", settings.order_fulfilment_interval_s, ordering.fulfil_pending),
+        periodic(
+            "ended-sessions-purge",
+            settings.ended_sessions_purge_interval_s,
+            partial(purge_ended_sessions, db, clock, settings.ended_sessions_kept),
+        ),
     ]
     if settings.invoice_run_enabled:
         run = InvoiceRun(db=db, invoicing=invoicing, clock=clock)

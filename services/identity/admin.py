@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.credentials import issue_activation_code, unique_username, user_created
 from services.identity.domain import AccessScope
+from services.identity.login import end_login_session
 from services.identity.models import (
     ActivationCode,
     Company,
@@ -30,6 +31,7 @@ from shared.events import (
     CredentialChanged,
     Grant,
     LoginCreated,
+    SessionEndReason,
     UserDeleted,
     UserDetailsChanged,
     UserDisabled,
@@ -312,12 +314,19 @@ class Administration:
                 "self-service. Give another user the user administration function first, or contact support."
             )
 
-    async def end_sessions(self, session: AsyncSession, user_id: str, reason: str) -> None:
+    async def end_sessions(
+        self, session: AsyncSession, user_id: str, reason: str, *, announce: SessionEndReason | None = None
+    ) -> None:
+        """End every live session of the user. `announce` names the reason when no other event
+        of the change tells the services that verify tokens to refuse them (`SessionEnded`)."""
         live = await session.scalars(
             select(LoginSession).where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
         )
         for login in live:
-            login.ended_at, login.end_reason = self.clock.now(), reason
+            if announce is not None:
+                await end_login_session(session, self.outbox, login, announce, self.clock.now())
+            else:
+                login.ended_at, login.end_reason = self.clock.now(), reason
 
     async def disable(self, session: AsyncSession, caller: User, user_id: str) -> User:
         user = await self.get_user(session, caller, user_id)
@@ -420,7 +429,7 @@ class Administration:
         await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         # The lost phone may also be a device trusted to pass a lock on the username.
         await session.execute(delete(TrustedDevice).where(TrustedDevice.user_id == user.id))
-        await self.end_sessions(session, user.id, "second-factor-reset")
+        await self.end_sessions(session, user.id, "second-factor-reset", announce="second-factor-reset")
         await self.outbox.add(session, credential_changed(user, "second_factor_reset", self.clock.now()))
         return user
 

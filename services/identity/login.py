@@ -39,7 +39,7 @@ from services.identity.models import (
 from services.identity.totp import accept_totp, use_recovery_code
 from shared.clock import Clock, as_utc
 from shared.db import upsert_statement
-from shared.events import OtpRequested
+from shared.events import OtpRequested, SessionEnded, SessionEndReason
 from shared.messaging import Outbox
 from shared.problems import Problem, TooManyRequests
 from shared.sealing import Sealer
@@ -395,21 +395,23 @@ class Login:
         if stored.used_at is not None:
             # Someone presents a token that was already exchanged: it leaked. End the session.
             if login.ended_at is None:
-                login.ended_at, login.end_reason = now, "refresh-token-reuse"
+                await end_login_session(session, self.outbox, login, "refresh-token-reuse", now)
             return "reused"
         if login.ended_at is not None or as_utc(stored.expires_at) <= now:
             return "ended"
         user = await session.get(User, login.user_id)
         if user is None or user.status != "active":
+            # Not announced: disabling or deleting a user ends all their sessions and says so
+            # (UserDisabled, UserDeleted), and billing then refuses every token of the user.
             login.ended_at, login.end_reason = now, "user-not-active"
             return "ended"
         stored.used_at = now
         return await self._issue(session, user, login)
 
-    async def end_session(self, session: AsyncSession, session_id: str, reason: str) -> None:
+    async def end_session(self, session: AsyncSession, session_id: str, reason: SessionEndReason) -> None:
         login = await session.get(LoginSession, session_id, with_for_update=True)
         if login is not None and login.ended_at is None:
-            login.ended_at, login.end_reason = self.clock.now(), reason
+            await end_login_session(session, self.outbox, login, reason, self.clock.now())
 
     async def session_is_live(self, session: AsyncSession, session_id: str) -> bool:
         login = await session.get(LoginSession, session_id)
@@ -422,6 +424,20 @@ class Login:
             login is not None
             and self.clock.now() - as_utc(login.created_at) <= self.settings.reauthentication_window
         )
+
+
+async def end_login_session(
+    session: AsyncSession, outbox: Outbox, login: LoginSession, reason: SessionEndReason, now: datetime
+) -> None:
+    """End one live session and announce it in the same transaction (`SessionEnded`), so that
+    billing refuses the session's access tokens at once rather than when they expire (S12)."""
+    login.ended_at, login.end_reason = now, reason
+    await outbox.add(
+        session,
+        SessionEnded(
+            user_id=uuid.UUID(login.user_id), session_id=uuid.UUID(login.id), reason=reason, ended_at=now
+        ),
+    )
 
 
 def find_user(session: AsyncSession, username: str):  # noqa: ANN201 - an awaitable of User | None

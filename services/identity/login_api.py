@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import select
 
@@ -254,10 +254,12 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
         summary="End the session of this access token",
         responses={401: PROBLEM},
     )
-    async def logout(claims: Annotated[AccessClaims, Depends(current_claims)]) -> JSONResponse:
+    async def logout(claims: Annotated[AccessClaims, Depends(current_claims)]) -> Response:
         async with db.transaction() as session:
             await login.end_session(session, claims.sid, "logout")
-        return JSONResponse(None, status_code=204)
+        # No body at all: a 204 with one breaks the HTTP framing, and the server then drops
+        # the client's kept-alive connection.
+        return Response(status_code=204)
 
     @router.get(
         "/v1/me", response_model=MeOut, summary="Who the access token belongs to", responses={401: PROBLEM}

@@ -32,6 +32,7 @@ from shared.events import (
     MasterDataChanged,
     OrderCompleted,
     OtpRequested,
+    SessionEnded,
     SubscriptionOrdered,
     SubscriptionSettingsChanged,
     SubscriptionUpgraded,
@@ -145,6 +146,15 @@ def application_failed() -> ApplicationFailed:
 def user_deleted() -> UserDeleted:
     return UserDeleted(
         user_id=USER_ID, tenant_cvr=CVR, role="administrator", reason="deleted-by-support", deleted_at=AT
+    )
+
+
+def session_ended() -> SessionEnded:
+    return SessionEnded(
+        user_id=USER_ID,
+        session_id=uuid.UUID("0b5d6c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e"),
+        reason="refresh-token-reuse",
+        ended_at=AT,
     )
 
 
@@ -339,6 +349,7 @@ BUILDERS: dict[type[Event], Callable[[], Event]] = {
     UserCreated: user_created,
     UserActivated: user_activated,
     UserDeleted: user_deleted,
+    SessionEnded: session_ended,
     AdministratorProvisioningRejected: provisioning_rejected,
     CredentialsIssued: credentials_issued,
     OtpRequested: otp_requested,
