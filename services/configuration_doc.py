@@ -116,6 +116,9 @@ EXPLANATIONS: dict[str, str] = {
         "How long a device token from a two-factor login lets that browser or app past a lock on its username."
     ),
     "trusted_devices_per_user": "Trusted devices kept per user; the least recently used go first.",
+    "login_counters_purge_interval_s": (
+        "How often the identity worker deletes failure counters that count nothing any more, and expired trusted devices."
+    ),
     "reauthentication_window": (
         "How recent a login must be to set up a new authenticator app without a code from the current one."
     ),

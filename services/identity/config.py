@@ -40,6 +40,7 @@ class IdentitySettings(ServiceSettings):
     # A device that completed a two-factor login passes a lock on its username.
     trusted_device_ttl: timedelta = timedelta(days=90)
     trusted_devices_per_user: int = Field(default=10, ge=1, le=100)
+    login_counters_purge_interval_s: float = Field(default=600.0, gt=0)
     # Replacing the second factor needs a login this recent, or a code of the current one.
     reauthentication_window: timedelta = timedelta(minutes=5)
 

@@ -14,6 +14,7 @@ does not lock out the user on their own device.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.config import IdentitySettings
@@ -38,13 +39,14 @@ from services.identity.models import (
 )
 from services.identity.totp import accept_totp, use_recovery_code
 from shared.clock import Clock, as_utc
-from shared.db import upsert_statement
+from shared.db import Database, upsert_statement
 from shared.events import OtpRequested, SessionEnded, SessionEndReason
 from shared.messaging import Outbox
 from shared.problems import Problem, TooManyRequests
 from shared.sealing import Sealer
 from shared.tokens import TokenSigner
 
+log = logging.getLogger(__name__)
 _hasher = PasswordHasher()
 _DUMMY_PASSWORD_HASH = _hasher.hash("an unguessable dummy password to spend the same time")
 
@@ -140,8 +142,8 @@ class Login:
         device = await self._trusted_device(session, key, device_token) if device_token else None
         counter: FailureCounter = device if device is not None else await self._username_counter(session, key)
         self._refuse_while_throttled(counter, now, on_device=device is not None)
-        if counter.locked_until is not None and as_utc(counter.locked_until) <= now:
-            counter.failures, counter.locked_until = 0, None  # the lock has run out
+        if _failures_are_over(counter, now, self.settings.login_lock_duration):
+            counter.failures, counter.locked_until = 0, None
         counter.failures += 1
         counter.last_failure_at = now
         if counter.failures >= self.settings.login_lock_after_failures:
@@ -438,6 +440,31 @@ async def end_login_session(
             user_id=uuid.UUID(login.user_id), session_id=uuid.UUID(login.id), reason=reason, ended_at=now
         ),
     )
+
+
+def _failures_are_over(counter: FailureCounter, now: datetime, window: timedelta) -> bool:
+    """A lock that has run out, or failures a whole lock's length ago, count no more."""
+    if counter.locked_until is not None:
+        return as_utc(counter.locked_until) <= now
+    return counter.last_failure_at is not None and now - as_utc(counter.last_failure_at) >= window
+
+
+async def forget_old_failures(db: Database, clock: Clock, window: timedelta) -> int:
+    """Delete the username counters that count nothing any more, and expired trusted devices:
+    tries at unknown usernames must not fill the table for ever."""
+    now = clock.now()
+    async with db.transaction() as session:
+        counters = await session.execute(
+            delete(LoginThrottle).where(
+                or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until <= now),
+                or_(LoginThrottle.last_failure_at.is_(None), LoginThrottle.last_failure_at <= now - window),
+            )
+        )
+        devices = await session.execute(delete(TrustedDevice).where(TrustedDevice.expires_at <= now))
+    forgotten: int = counters.rowcount + devices.rowcount  # type: ignore[attr-defined]  # DELETE results
+    if forgotten:
+        log.info("forgot %d login counters and expired trusted devices", forgotten)
+    return forgotten
 
 
 def find_user(session: AsyncSession, username: str):  # noqa: ANN201 - an awaitable of User | None

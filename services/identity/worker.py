@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import faust
 
 from services.identity.config import IdentitySettings
+from services.identity.login import forget_old_failures
 from services.identity.models import messaging
 from services.identity.service import Provisioning
 from shared.clock import SystemClock
@@ -17,7 +20,7 @@ from shared.events import (
     CustomerRegistered,
 )
 from shared.messaging import Outbox
-from shared.worker import WorkerSpec, build_faust_app
+from shared.worker import WorkerSpec, build_faust_app, periodic
 
 
 def create_worker(settings: IdentitySettings | None = None) -> faust.App:
@@ -29,10 +32,11 @@ def create_worker(settings: IdentitySettings | None = None) -> faust.App:
         sealer=settings.sealer(),
         code_ttl=settings.activation_code_ttl,
     )
+    db = Database(settings.db_url)
     return build_faust_app(
         WorkerSpec(
             settings=settings,
-            db=Database(settings.db_url),
+            db=db,
             tables=messaging,
             subscriptions={
                 BILLING_CUSTOMERS: {CustomerRegistered.TYPE: provisioning.on_customer_registered},
@@ -42,5 +46,12 @@ def create_worker(settings: IdentitySettings | None = None) -> faust.App:
                 },
             },
             clock=clock,
+            background=[
+                periodic(
+                    "login-counters-purge",
+                    settings.login_counters_purge_interval_s,
+                    partial(forget_old_failures, db, clock, settings.login_lock_duration),
+                )
+            ],
         )
     )

@@ -206,3 +206,24 @@ async def test_an_administrator_unlocks_a_colleague_and_support_unlocks_an_admin
         ("user.unlock", admin.id, user.id),
         ("support.unlock-user", staff.id, admin.id),
     ]
+
+
+async def test_failures_a_lock_length_ago_count_no_more_and_the_worker_forgets_them(
+    db, clock, settings, client, checked
+) -> None:
+    from services.identity.login import forget_old_failures
+    from services.identity.models import LoginThrottle
+
+    await logins(client, "35657193-nobody", [WRONG] * (LIMIT - 1))
+    await logins(client, "35657193-locked", [WRONG] * LIMIT)
+    clock.advance(settings.login_lock_duration)
+    # A whole window later the earlier tries are forgotten: a full set is checked again.
+    answers = await logins(client, "35657193-nobody", [WRONG] * LIMIT)
+    assert [a.status_code for a in answers] == [401] * LIMIT
+
+    clock.advance(settings.login_lock_duration)
+    await logins(client, "35657193-locked-now", [WRONG] * LIMIT)
+    assert await forget_old_failures(db, clock, settings.login_lock_duration) == 2
+    async with db.transaction() as session:
+        kept = (await session.scalars(select(LoginThrottle.username))).all()
+    assert kept == ["35657193-locked-now"]
