@@ -124,7 +124,12 @@ EXPLANATIONS: dict[str, str] = {
         "accounts and over a million invoice lines, for benchmarks)."
     ),
     "identity_jwks_url": "Identity's JWKS: the public keys that verify access tokens (S7).",
-    "jwks_cache_seconds": "How long fetched keys are trusted before they are fetched again (an unknown key id refetches at once).",
+    "jwks_cache_seconds": "How long fetched keys are trusted before they are fetched again.",
+    "jwks_min_refetch_seconds": (
+        "A token with a key id the cached keys lack makes billing fetch the keys again (a new "
+        "signing key), at most once this many seconds after the last fetch; until then such "
+        "tokens are refused without a fetch."
+    ),
     "invoice_run_enabled": "Whether the worker issues the newest closed month's invoices by itself (S8).",
     "invoice_run_interval_s": "How often the worker's invoice run looks for accounts not yet invoiced.",
     "invoice_payment_days": "Payment terms: days from the issue date to the due date.",

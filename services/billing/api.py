@@ -943,6 +943,7 @@ def create_api(
     verifier = TokenVerifier(
         settings.identity_jwks_url,
         cache_seconds=settings.jwks_cache_seconds,
+        min_refetch_seconds=settings.jwks_min_refetch_seconds,
         client=jwks_client,
         is_revoked=revocation_check(db),
     )
