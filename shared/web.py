@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
@@ -17,6 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp
 
 from shared.db import Database
 from shared.kafka import broker_reachable
@@ -124,6 +126,28 @@ def create_app(
 
     _describe_errors_as_problems(app)
     return app
+
+
+def server_config(settings: ServiceSettings, app: ASGIApp) -> uvicorn.Config:
+    """How `adgang api` serves an API with uvicorn.
+
+    The one place that decides the client address (`shared.ratelimit.client_address`): proxy
+    headers are honoured only when `trust_forwarded_for` is set, and then only from the peers
+    in `trusted_proxies`. uvicorn's own defaults (proxy headers on, trusted `127.0.0.1` or
+    `FORWARDED_ALLOW_IPS`) are never used: with them, any caller on the same host chose its
+    address with `X-Forwarded-For`.
+    """
+    trusted = settings.trust_forwarded_for
+    return uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.port,
+        log_config=None,
+        access_log=True,
+        timeout_graceful_shutdown=5,
+        proxy_headers=trusted,
+        forwarded_allow_ips=list(settings.trusted_proxies) if trusted else [],
+    )
 
 
 class ProblemDetails(BaseModel):

@@ -21,7 +21,6 @@ class BillingSettings(ServiceSettings):
     identity_jwks_url: str = "http://127.0.0.1:8002/.well-known/jwks.json"
     jwks_cache_seconds: float = Field(default=300.0, ge=1.0)
     jwks_min_refetch_seconds: float = Field(default=30.0, ge=0.0)
-    trust_forwarded_for: bool = False
 
     # Invoices (S8): the monthly run issues the newest closed month; payment terms in days.
     invoice_run_enabled: bool = True
