@@ -86,6 +86,10 @@ EXPLANATIONS: dict[str, str] = {
         "The reverse proxies whose `X-Forwarded-For` is believed, as the API sees them: IP "
         "addresses or networks, comma-separated (`10.0.0.2,10.1.0.0/16`); `*` is refused."
     ),
+    "max_request_body_bytes": (
+        "Largest request body accepted; a larger one is answered 413 at once when "
+        "`Content-Length` says so, and as soon as the limit is passed for a chunked body."
+    ),
     # onboarding
     "delivery_deadline": (
         "Time from an application to the deadline for delivering the credentials letter "

@@ -52,6 +52,7 @@ class ServiceSettings(BaseSettings):
     trust_forwarded_for: bool = False
     # Comma-separated in the environment: `10.0.0.2,10.1.0.0/16`.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

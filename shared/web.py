@@ -18,11 +18,17 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import Database
 from shared.kafka import broker_reachable
-from shared.problems import MEDIA_TYPE, InvalidField, install_problem_handlers, problem_response
+from shared.problems import (
+    MEDIA_TYPE,
+    InvalidField,
+    RequestTooLarge,
+    install_problem_handlers,
+    problem_response,
+)
 from shared.settings import ServiceSettings
 
 
@@ -70,7 +76,10 @@ def create_app(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         """A NUL character is never meaningful in this product's text, and PostgreSQL cannot
-        store one: refuse it up front, for every service and every field, with a 422."""
+        store one: refuse it up front, for every service and every field, with a 422.
+
+        The body read here is at most `max_request_body_bytes` (`RequestBodyLimit` is outside),
+        and the routes read it again from the request this hands on."""
         where = None
         if b"%00" in request.scope.get("query_string", b"") or b"%00" in request.scope.get("raw_path", b""):
             where = "query"
@@ -124,6 +133,8 @@ def create_app(
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    # Added last, so outermost: the limit applies before anything reads the body.
+    app.add_middleware(RequestBodyLimit, max_bytes=settings.max_request_body_bytes)
     _describe_errors_as_problems(app)
     return app
 
@@ -148,6 +159,92 @@ def server_config(settings: ServiceSettings, app: ASGIApp) -> uvicorn.Config:
         proxy_headers=trusted,
         forwarded_allow_ips=list(settings.trusted_proxies) if trusted else [],
     )
+
+
+class _BodyTooLarge(Exception):
+    """Raised into whoever reads past the limit; `RequestBodyLimit` turns it into the 413."""
+
+
+class RequestBodyLimit:
+    """Refuses a request body larger than `max_bytes` with 413 problem+json.
+
+    At once when `Content-Length` says the body is larger, without reading any of it; for a
+    body without a length (chunked), as soon as the bytes received pass the limit: the read
+    that passes it fails, nothing after it is read, and whatever the app made of the cut-off
+    body is replaced by the 413. Pure ASGI and outermost, so no middleware buffers more than
+    the limit (`_no_nul_characters` reads whole bodies).
+
+    What the client still sends after the answer, uvicorn discards as it arrives, without
+    keeping it, and the connection stays usable. Closing it instead would make the kernel
+    reset the connection over the unread bytes, and most clients would then lose the 413.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        received = 0
+        exceeded = False
+        responding = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal responding
+            if exceeded and not responding:
+                return  # the answer to a cut-off body is the 413, whatever the app made of it
+            responding = responding or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded or responding:
+                raise
+        if exceeded and not responding:
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        problem = RequestTooLarge(
+            f"The request body is larger than {self.max_bytes} bytes, the most this API accepts. "
+            "Send a smaller body."
+        )
+        response = JSONResponse(
+            problem.body(instance=scope.get("path")), status_code=problem.status, media_type=MEDIA_TYPE
+        )
+        await response(scope, _nothing_more, send)
+
+
+async def _nothing_more() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server refuses a malformed length before the app sees it
+    return None
 
 
 class ProblemDetails(BaseModel):
