@@ -18,6 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, Field
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import Database
@@ -133,8 +134,10 @@ def create_app(
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    # Added last, so outermost: the limit applies before anything reads the body.
+    # Added last, so outermost: the limit applies before anything reads the body, and every
+    # answer, the limit's 413 too, gets its Cache-Control.
     app.add_middleware(RequestBodyLimit, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(NoStoreByDefault)
     _describe_errors_as_problems(app)
     return app
 
@@ -245,6 +248,34 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None  # the server refuses a malformed length before the app sees it
     return None
+
+
+class NoStoreByDefault:
+    """`Cache-Control: no-store` and `Pragma: no-cache` on every answer whose route set no
+    Cache-Control of its own.
+
+    Every answer of these APIs is personal or security-relevant: access and refresh tokens,
+    TOTP secrets and recovery codes, invoices, names and numbers. No browser, proxy or shared
+    cache may keep one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_not_to_be_stored(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+                    headers.setdefault("Pragma", "no-cache")
+            await send(message)
+
+        await self.app(scope, receive, send_not_to_be_stored)
 
 
 class ProblemDetails(BaseModel):
