@@ -90,6 +90,14 @@ EXPLANATIONS: dict[str, str] = {
         "Largest request body accepted; a larger one is answered 413 at once when "
         "`Content-Length` says so, and as soon as the limit is passed for a chunked body."
     ),
+    "api_docs_enabled": (
+        "Serve the API's documentation: `/docs`, `/redoc` and `/openapi.json` (404 when off)."
+    ),
+    "metrics_token": (
+        "Bearer token `/metrics` requires (`Authorization: Bearer <token>`, else 401), *secret*. "
+        "In production `/metrics` is served only when this is set; in development without it "
+        "`/metrics` is open."
+    ),
     # onboarding
     "delivery_deadline": (
         "Time from an application to the deadline for delivering the credentials letter "
@@ -241,6 +249,11 @@ COMPOSE_VARIABLES: dict[str, str] = {
         "addresses or networks, comma-separated; becomes every API's `TRUSTED_PROXIES`, with "
         "`TRUST_FORWARDED_FOR=true`."
     ),
+    "ADGANG_METRICS_TOKEN": (
+        "Bearer token the metrics scraper sends to every API's `/metrics`, *secret*; becomes "
+        "every API's `METRICS_TOKEN`."
+    ),
+    "ADGANG_API_DOCS_ENABLED": "`true` serves `/docs` and `/openapi.json` on every API; off by default.",
     "ADGANG_IMAGE": "The application image, built from the Dockerfile (`docker build -t adgang:local .`).",
 }
 
@@ -258,6 +271,7 @@ EFFECTIVE_DEFAULTS: dict[str, str] = {
     "sms_gateway_url": "`http://127.0.0.1:8005/v1/sms` in development",
     "sms_gateway_token": "the local sink's, in development",
     "sealing_active_key_id": "the first key",
+    "api_docs_enabled": "on outside production, off in production",
     "trusted_proxies": "none",
 }
 

@@ -53,6 +53,8 @@ class ServiceSettings(BaseSettings):
     # Comma-separated in the environment: `10.0.0.2,10.1.0.0/16`.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    api_docs_enabled: bool | None = None  # unset: on outside production, off in production
+    metrics_token: SecretStr | None = None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -73,6 +75,12 @@ class ServiceSettings(BaseSettings):
                     f"trusted_proxies: {entry!r} is not an IP address or network (like 10.0.0.2 or 10.0.0.0/24)"
                 ) from None
         return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _an_empty_metrics_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty token would open /metrics to `Authorization: Bearer ` in production.
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @model_validator(mode="after")
     def _forwarded_for_names_its_proxies(self) -> ServiceSettings:
@@ -106,6 +114,19 @@ class ServiceSettings(BaseSettings):
     @property
     def port(self) -> int:
         return self.http_port or self.default_http_port
+
+    @property
+    def serves_api_docs(self) -> bool:
+        """`/docs`, `/redoc` and `/openapi.json`: on in development, off in production unless
+        switched on; they describe every route to whoever asks."""
+        if self.api_docs_enabled is not None:
+            return self.api_docs_enabled
+        return self.environment is not Environment.production
+
+    @property
+    def serves_metrics(self) -> bool:
+        """`/metrics`: in production only with a token to ask for it."""
+        return self.metrics_token is not None or self.environment is not Environment.production
 
     def sealer(self) -> Sealer:
         if self.sealing_keys is not None:

@@ -1,7 +1,10 @@
-"""The common shape of every HTTP API: problem+json errors, health, readiness and metrics."""
+"""The common shape of every HTTP API: problem+json errors, health, readiness and metrics,
+and its edge (docs/security-edge.md): a bounded request body, `Cache-Control: no-store`,
+documentation and metrics only where configured, and the server that runs it."""
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,6 +30,7 @@ from shared.problems import (
     MEDIA_TYPE,
     InvalidField,
     RequestTooLarge,
+    Unauthenticated,
     install_problem_handlers,
     problem_response,
 )
@@ -51,7 +55,16 @@ def create_app(
             await hook()
         await db.dispose()
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    docs = settings.serves_api_docs
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     install_problem_handlers(app)
 
     registry = CollectorRegistry()
@@ -122,17 +135,24 @@ def create_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get(
-        "/metrics",
-        tags=["operations"],
-        summary="Prometheus metrics",
-        response_class=Response,
-        responses={
-            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}
-        },
-    )
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    if settings.serves_metrics:
+        token = settings.metrics_token
+
+        @app.get(
+            "/metrics",
+            tags=["operations"],
+            summary="Prometheus metrics"
+            + (" (Authorization: Bearer with the metrics token)" if token is not None else ""),
+            response_class=Response,
+            responses={
+                200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"},
+                **({401: {"description": "The metrics token is missing or wrong"}} if token is not None else {}),
+            },
+        )
+        async def metrics(request: Request) -> Response:
+            if token is not None:
+                _require_bearer(request, token.get_secret_value())
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     # Added last, so outermost: the limit applies before anything reads the body, and every
     # answer, the limit's 413 too, gets its Cache-Control.
@@ -162,6 +182,16 @@ def server_config(settings: ServiceSettings, app: ASGIApp) -> uvicorn.Config:
         proxy_headers=trusted,
         forwarded_allow_ips=list(settings.trusted_proxies) if trusted else [],
     )
+
+
+def _require_bearer(request: Request, expected: str) -> None:
+    """401 unless the request carries `Authorization: Bearer <expected>`; compared in constant
+    time, so the answer's timing does not tell how much of a guess was right."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if not (scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())):
+        raise Unauthenticated(
+            "Send the metrics token as 'Authorization: Bearer <token>' (the service's METRICS_TOKEN setting)."
+        )
 
 
 class _BodyTooLarge(Exception):

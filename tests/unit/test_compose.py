@@ -58,6 +58,7 @@ OPERATOR_ENVIRONMENT = {
     "ADGANG_SMS_GATEWAY_URL": "https://sms.example.dk/v1/sms",
     "ADGANG_SMS_GATEWAY_TOKEN": "a-gateway-token",
     "ADGANG_TRUSTED_PROXIES": "172.18.0.1",
+    "ADGANG_METRICS_TOKEN": "a-metrics-token",
 }
 
 
@@ -240,6 +241,21 @@ def test_every_api_believes_x_forwarded_for_only_from_the_operators_proxy(
     settings = compose_settings(container, monkeypatch)
     assert settings.trust_forwarded_for is True
     assert settings.trusted_proxies == [OPERATOR_ENVIRONMENT["ADGANG_TRUSTED_PROXIES"]]
+
+
+@pytest.mark.parametrize("container", API_CONTAINERS)
+def test_every_api_hides_its_documentation_and_serves_metrics_only_with_the_token(
+    container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = compose_settings(container, monkeypatch)
+    assert settings.serves_api_docs is False
+    assert settings.metrics_token.get_secret_value() == OPERATOR_ENVIRONMENT["ADGANG_METRICS_TOKEN"]
+    prefix = SERVICES[container.rpartition("-")[0]].env_prefix
+    monkeypatch.setenv(
+        f"{prefix}API_DOCS_ENABLED",
+        interpolate(environment_of(container)[f"{prefix}API_DOCS_ENABLED"], {"ADGANG_API_DOCS_ENABLED": "true"}),
+    )
+    assert SERVICES[container.rpartition("-")[0]].settings().serves_api_docs is True
 
 
 @pytest.mark.parametrize("container", API_CONTAINERS)
