@@ -22,21 +22,18 @@ def _service(name: str) -> str:
 
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.main import STARTUP_FAILURE
 
     from shared.logs import configure_logging
+    from shared.web import server_config
 
     parts = SERVICES[args.service]
     settings = parts.settings()
     configure_logging(service=args.service, level=settings.log_level, fmt=settings.log_format)
-    uvicorn.run(
-        parts.create_api(),
-        host=settings.http_host,
-        port=settings.port,
-        log_config=None,
-        access_log=True,
-        timeout_graceful_shutdown=5,
-    )
-    return 0
+    server = uvicorn.Server(server_config(settings, parts.create_api()))
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: a second Ctrl-C stops at once
+        server.run()
+    return 0 if server.started else STARTUP_FAILURE  # e.g. the port is taken
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -76,6 +76,28 @@ EXPLANATIONS: dict[str, str] = {
         "Seconds between the outbox relay's polls for events to publish; events the worker commits "
         "itself are relayed at once."
     ),
+    "trust_forwarded_for": (
+        "Behind a reverse proxy: take the client address (rate limits, audit records, access log) "
+        "from `X-Forwarded-For`, but only from a peer in `TRUSTED_PROXIES`, and the nearest address "
+        "those proxies did not add. Off: the address of the connection, whatever the header says. "
+        "Requires `TRUSTED_PROXIES`. API only."
+    ),
+    "trusted_proxies": (
+        "The reverse proxies whose `X-Forwarded-For` is believed, as the API sees them: IP "
+        "addresses or networks, comma-separated (`10.0.0.2,10.1.0.0/16`); `*` is refused."
+    ),
+    "max_request_body_bytes": (
+        "Largest request body accepted; a larger one is answered 413 at once when "
+        "`Content-Length` says so, and as soon as the limit is passed for a chunked body."
+    ),
+    "api_docs_enabled": (
+        "Serve the API's documentation: `/docs`, `/redoc` and `/openapi.json` (404 when off)."
+    ),
+    "metrics_token": (
+        "Bearer token `/metrics` requires (`Authorization: Bearer <token>`, else 401), *secret*. "
+        "In production `/metrics` is served only when this is set; in development without it "
+        "`/metrics` is open."
+    ),
     # onboarding
     "delivery_deadline": (
         "Time from an application to the deadline for delivering the credentials letter "
@@ -84,10 +106,6 @@ EXPLANATIONS: dict[str, str] = {
     "rate_limit_per_minute": (
         "Applications accepted from one client address per minute, counted per API process; more "
         "are answered 429. `0` turns the limit off."
-    ),
-    "trust_forwarded_for": (
-        "Take the client address from the first `X-Forwarded-For` entry. Only behind a reverse "
-        "proxy that sets the header, or anyone can choose their address."
     ),
     # identity
     "activation_code_ttl": "How long an activation code is valid after it is issued.",
@@ -134,7 +152,12 @@ EXPLANATIONS: dict[str, str] = {
         "accounts and over a million invoice lines, for benchmarks)."
     ),
     "identity_jwks_url": "Identity's JWKS: the public keys that verify access tokens (S7).",
-    "jwks_cache_seconds": "How long fetched keys are trusted before they are fetched again (an unknown key id refetches at once).",
+    "jwks_cache_seconds": "How long fetched keys are trusted before they are fetched again.",
+    "jwks_min_refetch_seconds": (
+        "A token with a key id the cached keys lack makes billing fetch the keys again (a new "
+        "signing key), at most once this many seconds after the last fetch; until then such "
+        "tokens are refused without a fetch."
+    ),
     "ended_sessions_kept": (
         "How long billing refuses the access tokens of a session ended by logout or by a reused "
         "refresh token (`SessionEnded`). Must exceed identity's access-token lifetime "
@@ -238,6 +261,16 @@ COMPOSE_VARIABLES: dict[str, str] = {
     "ADGANG_SMS_GATEWAY_URL": "The SMS gateway's send endpoint; becomes `ADGANG_NOTIFIER_SMS_GATEWAY_URL`.",
     "ADGANG_SMS_GATEWAY_TOKEN": "The SMS gateway's bearer token, *secret*; becomes `ADGANG_NOTIFIER_SMS_GATEWAY_TOKEN`.",
     "ADGANG_BILLING_SEED_DEMO_DATA": "`true` seeds the demo customers, for a demonstration.",
+    "ADGANG_TRUSTED_PROXIES": (
+        "The reverse proxy (or proxies) in front of the APIs, as the API containers see it: IP "
+        "addresses or networks, comma-separated; becomes every API's `TRUSTED_PROXIES`, with "
+        "`TRUST_FORWARDED_FOR=true`."
+    ),
+    "ADGANG_METRICS_TOKEN": (
+        "Bearer token the metrics scraper sends to every API's `/metrics`, *secret*; becomes "
+        "every API's `METRICS_TOKEN`."
+    ),
+    "ADGANG_API_DOCS_ENABLED": "`true` serves `/docs` and `/openapi.json` on every API; off by default.",
     "ADGANG_IMAGE": "The application image, built from the Dockerfile (`docker build -t adgang:local .`).",
 }
 
@@ -255,6 +288,8 @@ EFFECTIVE_DEFAULTS: dict[str, str] = {
     "sms_gateway_url": "`http://127.0.0.1:8005/v1/sms` in development",
     "sms_gateway_token": "the local sink's, in development",
     "sealing_active_key_id": "the first key",
+    "api_docs_enabled": "on outside production, off in production",
+    "trusted_proxies": "none",
 }
 
 _PROBE_VALUES: dict[Any, Any] = {bool: True, int: 1, float: 1.0, timedelta: 1}
@@ -426,6 +461,8 @@ def _annotation_text(annotation: Any) -> str:
         return " or ".join(_annotation_text(member) for member in members)
     if origin is Literal:
         return "one of " + ", ".join(f"`{value}`" for value in get_args(annotation))
+    if origin is list:
+        return f"comma-separated {_annotation_text(get_args(annotation)[0])}s"
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return "one of " + ", ".join(f"`{member.value}`" for member in annotation)
     names = {

@@ -36,6 +36,18 @@ def forget_secret(value: str) -> None:
         _secrets.discard(value)
 
 
+def mask_contact(value: str) -> str:
+    """An email address or a phone number as logs show it: enough to tell which one it is, not
+    enough to write to it. `mette@example.dk` → `m•••@example.dk`, `+4520123456` →
+    `+45 •• •• •4 56`. Personal data stays out of logs (GDPR: logs are kept and copied widely)."""
+    if "@" in value:
+        local, _, domain = value.rpartition("@")
+        return f"{local[:1]}•••@{domain}"
+    if len(value) < 6:
+        return "•••"
+    return f"{value[:3]} •• •• •{value[-3]} {value[-2:]}"
+
+
 def redact(text: str) -> str:
     text = _ACTIVATION_CODE.sub(_MASK, text)
     with _lock:
@@ -85,6 +97,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+# Loggers held at WARNING even when the level is DEBUG: chatty, and the database drivers' debug
+# lines carry every statement's parameters, email addresses and mobile numbers among them.
+_QUIET = ("aiokafka", "sqlalchemy.engine", "aiosqlite", "httpx")
+
+
 def install_scrubbing() -> None:
     """Scrub every record of this process, whoever configured the handlers."""
     logging.setLogRecordFactory(_scrubbing_factory)
@@ -101,7 +118,7 @@ def configure_logging(*, service: str, level: str = "INFO", fmt: str = "json") -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "sqlalchemy.engine", "httpx"):
+    for noisy in _QUIET:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
@@ -123,5 +140,5 @@ def logging_config(*, service: str, level: str, fmt: str) -> dict[str, Any]:
             "default": {"class": "logging.StreamHandler", "formatter": "adgang", "stream": "ext://sys.stderr"}
         },
         "root": {"level": level.upper(), "handlers": ["default"]},
-        "loggers": {name: {"level": "WARNING"} for name in ("aiokafka", "sqlalchemy.engine", "httpx")},
+        "loggers": {name: {"level": "WARNING"} for name in _QUIET},
     }

@@ -92,6 +92,12 @@ class Forbidden(Problem):
     title = "Not permitted"
 
 
+class RequestTooLarge(Problem):
+    status = 413
+    type_suffix = "request-too-large"
+    title = "Request body too large"
+
+
 class TooManyRequests(Problem):
     status = 429
     type_suffix = "rate-limited"

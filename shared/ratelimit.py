@@ -11,10 +11,20 @@ from fastapi import Request
 from shared.problems import TooManyRequests
 
 
-def client_address(request: Request, *, trust_forwarded_for: bool) -> str:
-    """The caller's address; X-Forwarded-For only behind a proxy that sets it."""
-    if trust_forwarded_for and (forwarded := request.headers.get("x-forwarded-for")):
-        return forwarded.split(",")[0].strip()
+def client_address(request: Request, *, trust_forwarded_for: bool = False) -> str:
+    """The caller's address, as the server established it: `request.client`.
+
+    One mechanism decides who the caller is, and it is the server's: `shared.web.server_config`
+    runs uvicorn with proxy headers on only when the service's `trust_forwarded_for` is set,
+    and believes `X-Forwarded-For` only from a peer listed in `trusted_proxies`; it takes the
+    nearest address the proxies did not add themselves, so a client cannot choose its address
+    by sending the header through the proxy either. Rate limits, audit records and the access
+    log therefore all see the same address. Reading the header here as well would believe it
+    from any peer, which is how a rotating `X-Forwarded-For` escaped the limits.
+
+    `trust_forwarded_for` is not consulted: the server has applied it already. It is accepted
+    until the routes that still pass it drop it.
+    """
     return request.client.host if request.client else "unknown"
 
 
@@ -42,10 +52,11 @@ class SlidingWindowLimiter:
         if len(self._hits) > 10_000:  # keep memory bounded under a flood of addresses
             self._hits = {k: v for k, v in self._hits.items() if v and now - v[-1] <= 60}
 
-    def dependency(self, what: str, *, trust_forwarded_for: bool) -> Callable[[Request], None]:
-        """A FastAPI dependency that applies this limit to the calling address."""
+    def dependency(self, what: str, *, trust_forwarded_for: bool = False) -> Callable[[Request], None]:
+        """A FastAPI dependency that applies this limit to the calling address (`client_address`;
+        `trust_forwarded_for` is not consulted there either)."""
 
         def rate_limited(request: Request) -> None:
-            self.check(client_address(request, trust_forwarded_for=trust_forwarded_for), what)
+            self.check(client_address(request), what)
 
         return rate_limited

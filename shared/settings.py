@@ -6,14 +6,15 @@ development every secret must be configured: no default secret is ever used in p
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.sealing import Sealer, SealingError, generate_key, parse_keyring
 
@@ -47,6 +48,49 @@ class ServiceSettings(BaseSettings):
     sealing_active_key_id: str | None = None
     outbox_poll_interval_s: float = 0.2
 
+    # The edge of the HTTP API (docs/security-edge.md).
+    trust_forwarded_for: bool = False
+    # Comma-separated in the environment: `10.0.0.2,10.1.0.0/16`.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    api_docs_enabled: bool | None = None  # unset: on outside production, off in production
+    metrics_token: SecretStr | None = None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_are_a_comma_separated_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [entry.strip() for entry in value.split(",") if entry.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses_or_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                # `*` would be uvicorn's "trust every peer": anyone could choose their address.
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or network (like 10.0.0.2 or 10.0.0.0/24)"
+                ) from None
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _an_empty_metrics_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty token would open /metrics to `Authorization: Bearer ` in production.
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @model_validator(mode="after")
+    def _forwarded_for_names_its_proxies(self) -> ServiceSettings:
+        if self.trust_forwarded_for and not self.trusted_proxies:
+            raise ValueError(
+                "trust_forwarded_for needs trusted_proxies: the addresses of the reverse proxies "
+                "whose X-Forwarded-For is believed"
+            )
+        return self
+
     @model_validator(mode="after")
     def _secrets_are_configured_outside_development(self) -> ServiceSettings:
         if self.environment is Environment.production:
@@ -70,6 +114,19 @@ class ServiceSettings(BaseSettings):
     @property
     def port(self) -> int:
         return self.http_port or self.default_http_port
+
+    @property
+    def serves_api_docs(self) -> bool:
+        """`/docs`, `/redoc` and `/openapi.json`: on in development, off in production unless
+        switched on; they describe every route to whoever asks."""
+        if self.api_docs_enabled is not None:
+            return self.api_docs_enabled
+        return self.environment is not Environment.production
+
+    @property
+    def serves_metrics(self) -> bool:
+        """`/metrics`: in production only with a token to ask for it."""
+        return self.metrics_token is not None or self.environment is not Environment.production
 
     def sealer(self) -> Sealer:
         if self.sealing_keys is not None:

@@ -4,11 +4,13 @@ Identity signs with the active key of its key ring and publishes every key's pub
 `/.well-known/jwks.json`, so keys rotate without a flag day: a new key signs, the old one keeps
 verifying until the tokens it signed have expired. Other services verify with
 `TokenVerifier`, which fetches and caches the JWKS (the one synchronous call the architecture
-allows) and refetches when it meets a key id it does not know.
+allows) and refetches when it meets a key id it does not know — at most once per minimum
+interval, so that tokens with made-up key ids cannot make it fetch again and again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -210,8 +212,18 @@ class _CachedKeys:
 class TokenVerifier:
     """Verifies access tokens against identity's JWKS, fetched once and cached.
 
+    The keys are fetched again when they are older than `cache_seconds`, and when a token names
+    a key id they do not hold: identity may have begun signing with a new key. Anyone can send a
+    token with a made-up key id, so such a refetch happens at most once per
+    `min_refetch_seconds` after the last fetch; until then an unknown key id is refused from the
+    cache (the negative cache is the whole key set: random key ids gain nothing). Concurrent
+    verifications that need the keys share one fetch in flight. A rotated key is therefore
+    accepted at the latest `min_refetch_seconds` after the last fetch — sooner when identity
+    publishes the new key before signing with it, as the key ring allows.
+
     `is_revoked(claims)` lets a service refuse tokens of sessions it learned were ended
     (disabled or deleted users, changed grants) before the token's 5 minutes are over.
+    `monotonic` is the clock of the cache and the interval (tests move it).
     """
 
     def __init__(
@@ -219,14 +231,20 @@ class TokenVerifier:
         jwks_url: str,
         *,
         cache_seconds: float = 300.0,
+        min_refetch_seconds: float = 30.0,
         client: httpx.AsyncClient | None = None,
         is_revoked: Callable[[AccessClaims], Awaitable[bool]] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = jwks_url
         self._cache_seconds = cache_seconds
+        self._min_refetch_seconds = min_refetch_seconds
         self._client = client
         self._cached: _CachedKeys | None = None
         self._is_revoked = is_revoked
+        self._monotonic = monotonic
+        self._in_flight: asyncio.Task[dict[str, Ed25519PublicKey]] | None = None
+        self._last_fetch_started: float | None = None
 
     async def _fetch(self) -> dict[str, Ed25519PublicKey]:
         client = self._client or httpx.AsyncClient(timeout=5.0)
@@ -243,15 +261,34 @@ class TokenVerifier:
         for jwk in document.get("keys", []):
             if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and jwk.get("kid"):
                 keys[jwk["kid"]] = Ed25519PublicKey.from_public_bytes(_b64d(jwk["x"]))
-        self._cached = _CachedKeys(keys, time.monotonic())
+        self._cached = _CachedKeys(keys, self._monotonic())
         return keys
 
+    async def _shared_fetch(self) -> dict[str, Ed25519PublicKey]:
+        """The fetch in flight, or a new one; every caller waiting for the keys shares it."""
+        if self._in_flight is None:
+            self._last_fetch_started = self._monotonic()
+            self._in_flight = asyncio.create_task(self._fetch())
+            self._in_flight.add_done_callback(self._fetch_done)
+        # shield: a caller that gives up (a closed connection) does not cancel the others' fetch
+        return await asyncio.shield(self._in_flight)
+
+    def _fetch_done(self, task: asyncio.Task[dict[str, Ed25519PublicKey]]) -> None:
+        self._in_flight = None
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every waiter gave up
+
     async def _keys(self, kid: str | None) -> dict[str, Ed25519PublicKey]:
+        now = self._monotonic()
         cached = self._cached
-        fresh = cached is not None and time.monotonic() - cached.fetched_at < self._cache_seconds
-        if cached is not None and fresh and (kid is None or kid in cached.keys):
+        if cached is None or now - cached.fetched_at >= self._cache_seconds:
+            return await self._shared_fetch()
+        if kid is None or kid in cached.keys:
             return cached.keys
-        return await self._fetch()
+        last = self._last_fetch_started
+        if self._in_flight is None and last is not None and now - last < self._min_refetch_seconds:
+            return cached.keys  # fetched a moment ago: the key id is unknown to identity too
+        return await self._shared_fetch()
 
     async def verify(self, token: str, *, now: datetime) -> AccessClaims:
         try:

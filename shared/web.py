@@ -1,12 +1,16 @@
-"""The common shape of every HTTP API: problem+json errors, health, readiness and metrics."""
+"""The common shape of every HTTP API: problem+json errors, health, readiness and metrics,
+and its edge (docs/security-edge.md): a bounded request body, `Cache-Control: no-store`,
+documentation and metrics only where configured, and the server that runs it."""
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
@@ -17,10 +21,19 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, Field
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import Database
 from shared.kafka import broker_reachable
-from shared.problems import MEDIA_TYPE, InvalidField, install_problem_handlers, problem_response
+from shared.problems import (
+    MEDIA_TYPE,
+    InvalidField,
+    RequestTooLarge,
+    Unauthenticated,
+    install_problem_handlers,
+    problem_response,
+)
 from shared.settings import ServiceSettings
 
 
@@ -42,7 +55,16 @@ def create_app(
             await hook()
         await db.dispose()
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    docs = settings.serves_api_docs
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     install_problem_handlers(app)
 
     registry = CollectorRegistry()
@@ -68,7 +90,10 @@ def create_app(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         """A NUL character is never meaningful in this product's text, and PostgreSQL cannot
-        store one: refuse it up front, for every service and every field, with a 422."""
+        store one: refuse it up front, for every service and every field, with a 422.
+
+        The body read here is at most `max_request_body_bytes` (`RequestBodyLimit` is outside),
+        and the routes read it again from the request this hands on."""
         where = None
         if b"%00" in request.scope.get("query_string", b"") or b"%00" in request.scope.get("raw_path", b""):
             where = "query"
@@ -110,20 +135,177 @@ def create_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get(
-        "/metrics",
-        tags=["operations"],
-        summary="Prometheus metrics",
-        response_class=Response,
-        responses={
-            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}
-        },
-    )
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    if settings.serves_metrics:
+        token = settings.metrics_token
 
+        @app.get(
+            "/metrics",
+            tags=["operations"],
+            summary="Prometheus metrics"
+            + (" (Authorization: Bearer with the metrics token)" if token is not None else ""),
+            response_class=Response,
+            responses={
+                200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"},
+                **({401: {"description": "The metrics token is missing or wrong"}} if token is not None else {}),
+            },
+        )
+        async def metrics(request: Request) -> Response:
+            if token is not None:
+                _require_bearer(request, token.get_secret_value())
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    # Added last, so outermost: the limit applies before anything reads the body, and every
+    # answer, the limit's 413 too, gets its Cache-Control.
+    app.add_middleware(RequestBodyLimit, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(NoStoreByDefault)
     _describe_errors_as_problems(app)
     return app
+
+
+def server_config(settings: ServiceSettings, app: ASGIApp) -> uvicorn.Config:
+    """How `adgang api` serves an API with uvicorn.
+
+    The one place that decides the client address (`shared.ratelimit.client_address`): proxy
+    headers are honoured only when `trust_forwarded_for` is set, and then only from the peers
+    in `trusted_proxies`. uvicorn's own defaults (proxy headers on, trusted `127.0.0.1` or
+    `FORWARDED_ALLOW_IPS`) are never used: with them, any caller on the same host chose its
+    address with `X-Forwarded-For`.
+    """
+    trusted = settings.trust_forwarded_for
+    return uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.port,
+        log_config=None,
+        access_log=True,
+        timeout_graceful_shutdown=5,
+        proxy_headers=trusted,
+        forwarded_allow_ips=list(settings.trusted_proxies) if trusted else [],
+    )
+
+
+def _require_bearer(request: Request, expected: str) -> None:
+    """401 unless the request carries `Authorization: Bearer <expected>`; compared in constant
+    time, so the answer's timing does not tell how much of a guess was right."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if not (scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())):
+        raise Unauthenticated(
+            "Send the metrics token as 'Authorization: Bearer <token>' (the service's METRICS_TOKEN setting)."
+        )
+
+
+class _BodyTooLarge(Exception):
+    """Raised into whoever reads past the limit; `RequestBodyLimit` turns it into the 413."""
+
+
+class RequestBodyLimit:
+    """Refuses a request body larger than `max_bytes` with 413 problem+json.
+
+    At once when `Content-Length` says the body is larger, without reading any of it; for a
+    body without a length (chunked), as soon as the bytes received pass the limit: the read
+    that passes it fails, nothing after it is read, and whatever the app made of the cut-off
+    body is replaced by the 413. Pure ASGI and outermost, so no middleware buffers more than
+    the limit (`_no_nul_characters` reads whole bodies).
+
+    What the client still sends after the answer, uvicorn discards as it arrives, without
+    keeping it, and the connection stays usable. Closing it instead would make the kernel
+    reset the connection over the unread bytes, and most clients would then lose the 413.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        received = 0
+        exceeded = False
+        responding = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal responding
+            if exceeded and not responding:
+                return  # the answer to a cut-off body is the 413, whatever the app made of it
+            responding = responding or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded or responding:
+                raise
+        if exceeded and not responding:
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        problem = RequestTooLarge(
+            f"The request body is larger than {self.max_bytes} bytes, the most this API accepts. "
+            "Send a smaller body."
+        )
+        response = JSONResponse(
+            problem.body(instance=scope.get("path")), status_code=problem.status, media_type=MEDIA_TYPE
+        )
+        await response(scope, _nothing_more, send)
+
+
+async def _nothing_more() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server refuses a malformed length before the app sees it
+    return None
+
+
+class NoStoreByDefault:
+    """`Cache-Control: no-store` and `Pragma: no-cache` on every answer whose route set no
+    Cache-Control of its own.
+
+    Every answer of these APIs is personal or security-relevant: access and refresh tokens,
+    TOTP secrets and recovery codes, invoices, names and numbers. No browser, proxy or shared
+    cache may keep one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_not_to_be_stored(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+                    headers.setdefault("Pragma", "no-cache")
+            await send(message)
+
+        await self.app(scope, receive, send_not_to_be_stored)
 
 
 class ProblemDetails(BaseModel):

@@ -743,7 +743,6 @@ def writing_router(
     current_access: Callable[..., Awaitable[Access]],
     ordering: Ordering,
     changes: Changes,
-    trust_forwarded_for: bool,
 ) -> APIRouter:
     router = APIRouter(responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 422: PROBLEM})
     Caller = Annotated[Access, Depends(current_access)]
@@ -760,9 +759,6 @@ def writing_router(
     IfMatch = Annotated[
         str | None, Header(alias="If-Match", max_length=200, description="The ETag you read (required)")
     ]
-
-    def address(request: Request) -> str:
-        return client_address(request, trust_forwarded_for=trust_forwarded_for)
 
     def placed(result: Placed, response: Response) -> OrderOut:
         response.status_code = 200 if result.replayed else 201
@@ -787,7 +783,7 @@ def writing_router(
             account_number=body.account_number,
             product_code=body.product_code,
             options={k: v for k, v in body.options.items() if v is not None},
-            client=address(request),
+            client=client_address(request),
         )
         return placed(result, response)
 
@@ -811,7 +807,7 @@ def writing_router(
             key=key,
             subscription_id=subscription_id,
             product_code=body.product_code,
-            client=address(request),
+            client=client_address(request),
         )
         return placed(result, response)
 
@@ -848,7 +844,7 @@ def writing_router(
                 cvr,
                 MasterDataChange(**body.model_dump(exclude_none=True)),
                 if_match=if_match,
-                client=address(request),
+                client=client_address(request),
             )
         return tagged(response, _master_data(customer))
 
@@ -893,7 +889,7 @@ def writing_router(
                 wanted = InvoiceFormat("paper")
         async with db.transaction() as session:
             account = await changes.change_invoice_format(
-                session, access, account_number, wanted, if_match=if_match, client=address(request)
+                session, access, account_number, wanted, if_match=if_match, client=client_address(request)
             )
         return tagged(response, _invoice_format(account))
 
@@ -923,7 +919,7 @@ def writing_router(
     ) -> SettingsOut:
         async with db.transaction() as session:
             subscription = await changes.change_settings(
-                session, access, subscription_id, body, if_match=if_match, client=address(request)
+                session, access, subscription_id, body, if_match=if_match, client=client_address(request)
             )
         return tagged(response, _settings(subscription))
 
@@ -943,6 +939,7 @@ def create_api(
     verifier = TokenVerifier(
         settings.identity_jwks_url,
         cache_seconds=settings.jwks_cache_seconds,
+        min_refetch_seconds=settings.jwks_min_refetch_seconds,
         client=jwks_client,
         is_revoked=revocation_check(db),
     )
@@ -961,7 +958,6 @@ def create_api(
             current_access,
             Ordering(db=db, outbox=outbox, clock=clock),
             Changes(outbox=outbox, clock=clock),
-            settings.trust_forwarded_for,
         )
     )
     return app

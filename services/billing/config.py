@@ -21,7 +21,7 @@ class BillingSettings(ServiceSettings):
     # Access tokens are identity's; billing verifies them against its JWKS (S7, S12).
     identity_jwks_url: str = "http://127.0.0.1:8002/.well-known/jwks.json"
     jwks_cache_seconds: float = Field(default=300.0, ge=1.0)
-    trust_forwarded_for: bool = False
+    jwks_min_refetch_seconds: float = Field(default=30.0, ge=0.0)
     # Sessions identity ended one by one (logout, a reused refresh token) are refused until
     # their access tokens have expired anyway, then forgotten (S12).
     ended_sessions_kept: timedelta = Field(default=timedelta(hours=1), ge=timedelta(minutes=5))

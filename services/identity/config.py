@@ -20,7 +20,6 @@ class IdentitySettings(ServiceSettings):
     activation_max_failures: int = Field(default=5, ge=1, le=10)
     password_min_length: int = Field(default=12, ge=12)
     activation_rate_limit_per_minute: int = Field(default=30, ge=0)
-    trust_forwarded_for: bool = False
 
     # Tokens (S7): short-lived signed access tokens, rotating refresh tokens.
     signing_keys: SecretStr | None = None

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ from shared.events import (
     SubscriptionOrdered,
     SubscriptionUpgraded,
 )
+from shared.logs import mask_contact
 from shared.messaging import Outbox
 from shared.sealing import Sealer, SealingError
 
@@ -361,7 +363,7 @@ class Dispatcher:
             "delivered %s to %s %s (attempt %d)",
             current.kind,
             current.channel,
-            current.recipient,
+            _shown(current),
             current.attempts,
         )
 
@@ -387,7 +389,7 @@ class Dispatcher:
                     current.id,
                     current.attempts,
                     current.next_attempt_at.isoformat(),
-                    reason,
+                    _masked_in(current, reason),
                 )
 
     async def _give_up(self, session: AsyncSession, delivery: Delivery, reason: str, now: datetime) -> None:
@@ -405,8 +407,26 @@ class Dispatcher:
             delivery.kind,
             delivery.channel,
             delivery.attempts,
-            reason,
+            _masked_in(delivery, reason),
         )
+
+
+def _shown(delivery: Delivery) -> str:
+    """The recipient as logs show it: an email address or a mobile number masked
+    (`shared.logs.mask_contact`); a letter's recipient, a company's CVR number, which the CVR
+    register publishes, as it is, so that an operator can follow a letter."""
+    return delivery.recipient if delivery.channel == "eboks" else mask_contact(delivery.recipient)
+
+
+def _masked_in(delivery: Delivery, text: str) -> str:
+    """`text`, a reason for a failure, with the recipient masked: mail servers and gateways
+    quote the address or number they refused, the gateway without the `+`."""
+    if delivery.channel == "eboks":
+        return text
+    shown = mask_contact(delivery.recipient)
+    for written in dict.fromkeys((delivery.recipient, delivery.recipient.removeprefix("+"))):
+        text = re.sub(re.escape(written), shown, text, flags=re.IGNORECASE)
+    return text
 
 
 def _outcome_fields(delivery: Delivery) -> dict[str, object]:
@@ -461,7 +481,7 @@ class SlaWatch:
                     "delivery deadline breached: %s to %s %s was due %s and is %s",
                     delivery.kind,
                     delivery.channel,
-                    delivery.recipient,
+                    _shown(delivery),
                     as_utc(delivery.deliver_by).isoformat(),
                     delivery.status,
                 )

@@ -45,6 +45,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from shared.logs import mask_contact
+
 log = logging.getLogger(__name__)
 
 # Addresses and numbers become directory names: only what is safe there is accepted.
@@ -85,7 +87,9 @@ class _MailStore:
             stored = await asyncio.to_thread(
                 _write_once, self._root / mailbox_folder(recipient), name, content
             )
-            log.info("mail sink: %s %s for %s", "stored" if stored else "already had", name, recipient)
+            log.info(
+                "mail sink: %s %s for %s", "stored" if stored else "already had", name, mask_contact(recipient)
+            )
         return "250 2.0.0 stored by the Adgang mail sink"
 
 
@@ -202,7 +206,9 @@ def sms_gateway_app(root: Path, *, token: str) -> Starlette:
             }
             content = json.dumps(record, ensure_ascii=False, indent=2).encode()
             stored = await asyncio.to_thread(_write_once, folder / number, f"{reference}.json", content)
-            log.info("sms sink: %s %s for %s", "stored" if stored else "already had", reference, number)
+            log.info(
+                "sms sink: %s %s for %s", "stored" if stored else "already had", reference, mask_contact(number)
+            )
         return JSONResponse({"ids": [reference]}, headers={"location": f"/v1/sms/{reference}"})
 
     return Starlette(routes=[Route("/v1/sms", send, methods=["POST"])])

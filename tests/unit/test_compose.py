@@ -57,6 +57,8 @@ OPERATOR_ENVIRONMENT = {
     "ADGANG_EMAIL_FROM": "Adgang Selvbetjening <no-reply@example.dk>",
     "ADGANG_SMS_GATEWAY_URL": "https://sms.example.dk/v1/sms",
     "ADGANG_SMS_GATEWAY_TOKEN": "a-gateway-token",
+    "ADGANG_TRUSTED_PROXIES": "172.18.0.1",
+    "ADGANG_METRICS_TOKEN": "a-metrics-token",
 }
 
 
@@ -209,20 +211,51 @@ def test_migrations_run_against_every_services_own_postgres_database() -> None:
         )
 
 
+def compose_settings(container: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The settings the container's process reads from its compose environment."""
+    for name in [name for name in os.environ if name.startswith("ADGANG_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment_of(container).items():
+        monkeypatch.setenv(name, interpolate(value, OPERATOR_ENVIRONMENT))
+    return SERVICES[container.rpartition("-")[0]].settings()
+
+
 @pytest.mark.parametrize("container", PROCESS_CONTAINERS)
 def test_every_api_and_worker_container_starts_with_its_compose_settings(
     container: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parts = SERVICES[container.rpartition("-")[0]]
-    for name in [name for name in os.environ if name.startswith("ADGANG_")]:
-        monkeypatch.delenv(name)
-    for name, value in environment_of(container).items():
-        monkeypatch.setenv(name, interpolate(value, OPERATOR_ENVIRONMENT))
-    settings = parts.settings()  # the production validators run here
+    settings = compose_settings(container, monkeypatch)  # the production validators run here
     assert settings.environment is Environment.production
     if parts.settings_type().uses_sealing:
         assert settings.sealer() is not None
     assert settings.var_dir.is_absolute()
+
+
+@pytest.mark.parametrize("container", API_CONTAINERS)
+def test_every_api_believes_x_forwarded_for_only_from_the_operators_proxy(
+    container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = SERVICES[container.rpartition("-")[0]].env_prefix
+    assert REQUIRED_INTERPOLATION.fullmatch(environment_of(container)[f"{prefix}TRUSTED_PROXIES"])
+    settings = compose_settings(container, monkeypatch)
+    assert settings.trust_forwarded_for is True
+    assert settings.trusted_proxies == [OPERATOR_ENVIRONMENT["ADGANG_TRUSTED_PROXIES"]]
+
+
+@pytest.mark.parametrize("container", API_CONTAINERS)
+def test_every_api_hides_its_documentation_and_serves_metrics_only_with_the_token(
+    container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = compose_settings(container, monkeypatch)
+    assert settings.serves_api_docs is False
+    assert settings.metrics_token.get_secret_value() == OPERATOR_ENVIRONMENT["ADGANG_METRICS_TOKEN"]
+    prefix = SERVICES[container.rpartition("-")[0]].env_prefix
+    monkeypatch.setenv(
+        f"{prefix}API_DOCS_ENABLED",
+        interpolate(environment_of(container)[f"{prefix}API_DOCS_ENABLED"], {"ADGANG_API_DOCS_ENABLED": "true"}),
+    )
+    assert SERVICES[container.rpartition("-")[0]].settings().serves_api_docs is True
 
 
 @pytest.mark.parametrize("container", API_CONTAINERS)

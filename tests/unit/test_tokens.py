@@ -65,13 +65,25 @@ async def test_a_token_verifies_and_carries_the_grants_and_the_keys_are_fetched_
     assert server.requests == 1
 
 
+class Monotonic:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_a_new_signing_key_is_picked_up_by_refetching_for_its_key_id() -> None:
     old = signer("k1")
     server = JwksServer(old)
-    verifier = TokenVerifier("http://identity/.well-known/jwks.json", client=server.client)
+    clock = Monotonic()
+    verifier = TokenVerifier("http://identity/.well-known/jwks.json", client=server.client, monotonic=clock)
     await verifier.verify(token(old), now=NOW)
     rotated = TokenSigner({**old._keys, **parse_signing_keys(f"k2:{generate_signing_key()}")}, "k2")  # noqa: SLF001
     server.signer = rotated
+    clock.now += 30  # the minimum interval between refetches (tests/security/test_jwks_refetch.py)
     await verifier.verify(token(rotated), now=NOW)  # k2 is unknown to the cache: refetched
     await verifier.verify(token(old), now=NOW)  # the old key still verifies its tokens
     assert server.requests == 2
