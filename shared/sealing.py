@@ -4,17 +4,25 @@ Authenticated encryption (AES-256-GCM). Each sealed value names the key it was s
 so keys can rotate: the active key seals, every configured key may unseal. The associated data
 binds a sealed value to its context (event type and subject), so a ciphertext copied into
 another event does not open.
+
+The same key ring also keys the digests under which short codes are stored (`Sealer.digest`):
+a 6-digit code has a million values, so a plain hash of it in a stolen database would be
+reversed in a moment, and a keyed one cannot be without the key.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import re
 from typing import Literal
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict
 
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -80,6 +88,8 @@ class Sealer:
         if active_kid not in keys:
             raise SealingError(f"active sealing key {active_kid!r} is not in the key ring")
         self._keys = {kid: AESGCM(key) for kid, key in keys.items()}
+        # A separate key for digests, derived from each sealing key: one key, one purpose.
+        self._digest_keys = {kid: _derive(key, b"adgang digest v1") for kid, key in keys.items()}
         self._active = active_kid
 
     @property
@@ -100,3 +110,23 @@ class Sealer:
         except (InvalidTag, ValueError) as exc:
             raise SealingError("sealed value failed authentication") from exc
         return raw.decode()
+
+    def digest(self, secret: str, *, context: str) -> str:
+        """A keyed one-way digest of a short secret, to store instead of it: HMAC-SHA256 under a
+        key derived from the active sealing key, bound to `context`. Written `kid$hex`, so that
+        digests made before a key rotation still match while that key is in the ring."""
+        return f"{self._active}${self._mac(self._active, secret, context)}"
+
+    def digest_matches(self, secret: str, stored: str, *, context: str) -> bool:
+        kid, _, mac = stored.partition("$")
+        if kid not in self._digest_keys:
+            return False
+        return hmac.compare_digest(self._mac(kid, secret, context), mac)
+
+    def _mac(self, kid: str, secret: str, context: str) -> str:
+        message = f"{context}\x00{secret}".encode()
+        return hmac.new(self._digest_keys[kid], message, hashlib.sha256).hexdigest()
+
+
+def _derive(key: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(key)
