@@ -1,4 +1,5 @@
-"""Identity's use cases for this stage: provision the first administrator (S2) and activate."""
+"""Identity's provisioning: a company's first administrator from its application (S1, S2),
+and the company's place in its group (S14). Activation is in `activation.py`."""
 
 from __future__ import annotations
 
@@ -6,18 +7,11 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
 
-from argon2 import PasswordHasher
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.credentials import issue_activation_code, unique_username, user_created
-from services.identity.domain import (
-    code_matches,
-    hash_code,
-    normalise_username,
-)
 from services.identity.models import (
     ActivationCode,
     Company,
@@ -26,7 +20,7 @@ from services.identity.models import (
     UserGrant,
     WaitingApplication,
 )
-from shared.clock import Clock, as_utc
+from shared.clock import Clock
 from shared.db import lock_for_transaction
 from shared.envelope import Envelope
 from shared.events import (
@@ -34,11 +28,9 @@ from shared.events import (
     AdministratorProvisioningRejected,
     ApplicationFailed,
     ApplicationSubmitted,
-    CredentialChanged,
     CredentialsIssued,
     CustomerRegistered,
     Grant,
-    UserActivated,
     UserDeleted,
     UserGrantsChanged,
 )
@@ -280,94 +272,3 @@ async def group_of(session: AsyncSession, root_cvr: str) -> list[Company]:
         result.append(company)
         queue.extend(sorted(children.get(company.cvr, []), key=lambda c: c.cvr))
     return result
-
-
-class ActivationOutcome(StrEnum):
-    activated = "activated"
-    wrong = "wrong"
-    locked = "locked"
-    expired = "expired"
-    already_used = "already_used"
-
-
-@dataclass(frozen=True)
-class ActivationResult:
-    outcome: ActivationOutcome
-    user: User | None = None
-    expired_at: str | None = None
-
-
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-_DUMMY_HASH = hash_code("0000-0000-0000-0000-0000")
-
-
-async def activate(
-    session: AsyncSession,
-    outbox: Outbox,
-    clock: Clock,
-    *,
-    username: str,
-    code: str,
-    password_hash: str,
-    max_failures: int,
-) -> ActivationResult:
-    """Single use, expiring, attempt-limited. A wrong try is counted even though it fails."""
-    now = clock.now()
-    user = await session.scalar(select(User).where(User.username == normalise_username(username)))
-    activation = None
-    if user is not None:
-        activation = await session.scalar(
-            select(ActivationCode)
-            .where(ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None))
-            .order_by(ActivationCode.created_at.desc())
-            .limit(1)
-            .with_for_update()
-        )
-    if user is None or activation is None:
-        code_matches(code, _DUMMY_HASH)  # the same work as a real check
-        return ActivationResult(ActivationOutcome.wrong)
-    if activation.failed_attempts >= max_failures:
-        return ActivationResult(ActivationOutcome.locked)
-    if not code_matches(code, activation.code_hash):
-        activation.failed_attempts += 1
-        if activation.failed_attempts >= max_failures:
-            log.warning("activation code of user %s locked after %d wrong tries", user.id, max_failures)
-        return ActivationResult(ActivationOutcome.wrong)
-    if activation.used_at is not None or user.status != "pending":
-        return ActivationResult(ActivationOutcome.already_used)
-    if as_utc(activation.expires_at) <= now:
-        return ActivationResult(
-            ActivationOutcome.expired, expired_at=as_utc(activation.expires_at).isoformat()
-        )
-
-    activation.used_at = now
-    user.password_hash = password_hash
-    user.status = "active"
-    user.activated_at = now
-    await outbox.add(
-        session,
-        CredentialChanged(
-            user_id=uuid.UUID(user.id),
-            name=user.name,
-            email=user.email,
-            change="password_set",
-            changed_at=now,
-        ),
-    )
-    if user.tenant_cvr is not None:  # staff belong to no company: nothing for other services
-        await outbox.add(
-            session,
-            UserActivated(
-                user_id=uuid.UUID(user.id),
-                tenant_cvr=user.tenant_cvr,
-                role=user.role,  # type: ignore[arg-type]
-                activated_at=now,
-            ),
-        )
-    return ActivationResult(ActivationOutcome.activated, user=user)
