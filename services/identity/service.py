@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.identity.activation import end_pending_activations
 from services.identity.credentials import issue_activation_code, unique_username, user_created
+from services.identity.login import mask
 from services.identity.models import (
     ActivationCode,
     Company,
@@ -26,6 +28,7 @@ from shared.envelope import Envelope
 from shared.events import (
     ALL_FUNCTIONS,
     AdministratorProvisioningRejected,
+    Applicant,
     ApplicationFailed,
     ApplicationSubmitted,
     CredentialsIssued,
@@ -153,27 +156,71 @@ class Provisioning:
 
     async def _provision(self, session: AsyncSession, event: ApplicationSubmitted) -> None:
         now = self.clock.now()
-        existing = await session.scalar(
-            select(User.id).where(
-                User.tenant_cvr == event.cvr,
-                User.role == "administrator",
-                User.status.in_(LIVE_STATUSES),
+        company = await session.get(Company, event.cvr)
+        assert company is not None
+        ancestors = await self._ancestors(session, company.parent_cvr)
+        for cvr in ancestors:  # child to parent, as on_customer_registered: no deadlock
+            await lock_for_transaction(session, COMPANY_LOCK, cvr)
+        # Locked, so that an activation confirmed at this moment is either seen here as active,
+        # or finds its login withdrawn (services/identity/activation.py locks the user first too).
+        administrators = list(
+            await session.scalars(
+                select(User)
+                .where(
+                    User.tenant_cvr.in_([event.cvr, *ancestors]),
+                    User.role == "administrator",
+                    User.status.in_(LIVE_STATUSES),
+                )
+                .order_by(User.id)
+                .with_for_update()
             )
         )
-        if existing is not None:
+        if any(u.application_id == str(event.application_id) for u in administrators):
+            return  # provisioned already (the application came twice)
+        own = [u for u in administrators if u.tenant_cvr == event.cvr]
+        activated = any(u.status != "pending" for u in own)
+        # The nearest company above this one whose administrator holds it (S14), if any.
+        holder = next((cvr for cvr in ancestors if any(u.tenant_cvr == cvr for u in administrators)), None)
+        if activated or holder is not None:
+            # An administrator who has activated (S3: support deletes it first), or the group's
+            # administrator, who holds this company already: ask them for a login.
+            holder = None if activated else holder
             await self.outbox.add(
                 session,
                 AdministratorProvisioningRejected(
                     application_id=event.application_id,
                     cvr=event.cvr,
                     reason="admin-exists",
+                    group_cvr=holder,
                     rejected_at=now,
                 ),
             )
+            log.info(
+                "application %s for %s rejected: administrator exists%s",
+                event.application_id,
+                event.cvr,
+                f" in the group of {holder}" if holder else "",
+            )
             return
+        # Only never-activated logins are left. The application form is public, so such a login
+        # may be a stranger's; the company's own application must not be blocked by it. It is
+        # withdrawn, and the new letter goes to the same e-Boks (onboarding limits how often).
+        for user in own:
+            await withdraw(
+                session,
+                self.outbox,
+                user,
+                reason="replaced-by-new-application",
+                application_id=uuid.UUID(user.application_id) if user.application_id else None,
+                now=now,
+            )
+            log.warning(
+                "withdrew pending login %s of %s: application %s replaces it",
+                user.id,
+                event.cvr,
+                event.application_id,
+            )
 
-        company = await session.get(Company, event.cvr)
-        assert company is not None
         if await session.get(Tenant, event.cvr) is None:
             session.add(Tenant(cvr=event.cvr, name=company.name, created_at=now))
             await session.flush()
@@ -181,6 +228,8 @@ class Provisioning:
 
         user_id = uuid.uuid4()
         username = await unique_username(session, event.cvr)
+        # The application's contact details are suggestions only: whoever activates with the
+        # letter's code sets and confirms their own (services/identity/activation.py).
         user = User(
             id=str(user_id),
             tenant_cvr=event.cvr,
@@ -212,6 +261,13 @@ class Provisioning:
                 expires_at=expires_at,
                 deliver_by=event.deliver_by,
                 language=event.language,
+                # So that a company that did not apply knows who did, and when.
+                applicant=Applicant(
+                    name=event.contact.name,
+                    email=mask(event.contact.email),
+                    mobile=mask(event.contact.mobile),
+                    applied_at=event.submitted_at,
+                ),
             ),
         )
         log.info("administrator %s provisioned for application %s", user_id, event.application_id)
@@ -222,29 +278,19 @@ class Provisioning:
         event = envelope.event
         assert isinstance(event, ApplicationFailed)
         user = await session.scalar(
-            select(User).where(User.application_id == str(event.application_id), User.status == "pending")
+            select(User)
+            .where(User.application_id == str(event.application_id), User.status == "pending")
+            .with_for_update()
         )
-        if user is None:  # never provisioned, or activated after all: nothing to withdraw
+        if user is None:  # never provisioned, activated after all, or replaced: nothing to withdraw
             return
-        now = self.clock.now()
-        user.status = "deleted"
-        codes = await session.scalars(
-            select(ActivationCode).where(
-                ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None)
-            )
-        )
-        for code in codes:
-            code.revoked_at = now
-        await self.outbox.add(
+        await withdraw(
             session,
-            UserDeleted(
-                user_id=uuid.UUID(user.id),
-                tenant_cvr=user.tenant_cvr,
-                role=user.role,  # type: ignore[arg-type]
-                reason="credentials-undeliverable",
-                application_id=event.application_id,
-                deleted_at=now,
-            ),
+            self.outbox,
+            user,
+            reason="credentials-undeliverable",
+            application_id=event.application_id,
+            now=self.clock.now(),
         )
         log.warning(
             "withdrew pending login %s: application %s failed (%s)",
@@ -252,6 +298,36 @@ class Provisioning:
             event.application_id,
             event.reason,
         )
+
+
+async def withdraw(
+    session: AsyncSession,
+    outbox: Outbox,
+    user: User,
+    *,
+    reason: str,
+    application_id: uuid.UUID | None,
+    now: datetime,
+) -> None:
+    """Withdraw a login that was never activated: its codes stop working, an activation under
+    way for it cannot be confirmed, and `UserDeleted` tells the other services."""
+    user.status = "deleted"
+    for code in await session.scalars(
+        select(ActivationCode).where(ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None))
+    ):
+        code.revoked_at = now
+    await end_pending_activations(session, user.id, reason="withdrawn", at=now)
+    await outbox.add(
+        session,
+        UserDeleted(
+            user_id=uuid.UUID(user.id),
+            tenant_cvr=user.tenant_cvr,
+            role=user.role,  # type: ignore[arg-type]
+            reason=reason,  # type: ignore[arg-type]
+            application_id=application_id,
+            deleted_at=now,
+        ),
+    )
 
 
 async def group_of(session: AsyncSession, root_cvr: str) -> list[Company]:
