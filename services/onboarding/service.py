@@ -209,11 +209,17 @@ def _held_by_group_detail(cvr: str, group: KnownCustomer, status: str) -> str:
         else f"An administrator login for {group.name} (CVR {group.cvr}) has been sent to that company's "
         "e-Boks; once activated, it"
     )
-    return (
+    detail = (
         f"CVR {cvr} belongs to the group of {group.name} (CVR {group.cvr}). {whose} holds every company "
         f"of the group, CVR {cvr} included. Ask the administrator of {group.name} to create a login "
         "for you with access to this company: no application and no call to support is needed."
     )
+    if status != AdministratorStatus.active:
+        detail += (
+            f" If nobody at {group.name} asked for that login, {group.name} can apply again: a new "
+            "application replaces a login that was never activated."
+        )
+    return detail
 
 
 def _too_many_letters_detail(cvr: str, limit: LetterLimit, again_at: datetime) -> str:
