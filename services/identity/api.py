@@ -179,11 +179,7 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                     email_sent_to=mask(result.pending.email),
                     expires_at=as_utc(result.pending.expires_at),
                 )
-                return JSONResponse(
-                    started.model_dump(mode="json"),
-                    status_code=202,
-                    headers={"Location": f"/v1/activation/{result.pending.id}"},
-                )
+                return JSONResponse(started.model_dump(mode="json"), status_code=202)
             case ActivationOutcome.wrong | ActivationOutcome.locked:
                 # A blocked code answers exactly like a wrong one: a different answer would tell
                 # a stranger that the username exists.
@@ -293,9 +289,10 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                 raise ActivationRestartRequired(f"The codes expired at {result.expired_at}. {restart}")
             case ConfirmationOutcome.withdrawn:
                 raise ActivationRestartRequired(
-                    "This login has been withdrawn, so it can no longer be activated: the company applied "
-                    "again (a newer letter is on its way to the company's e-Boks), or support deleted it. "
-                    "Use the username and activation code of the newest letter."
+                    "This login has been withdrawn or its activation code replaced, so this activation "
+                    "can no longer be completed: the company applied again (a newer letter is on its way "
+                    "to the company's e-Boks), support deleted the login, or a new code was sent. Use "
+                    "the username and activation code of the newest letter."
                 )
             case ConfirmationOutcome.code_expired:
                 raise ActivationCodeExpired(
