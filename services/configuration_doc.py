@@ -107,6 +107,12 @@ EXPLANATIONS: dict[str, str] = {
         "Applications accepted from one client address per minute, counted per API process; more "
         "are answered 429. `0` turns the limit off."
     ),
+    "applications_per_cvr": (
+        "Applications (so letters to the company's e-Boks) accepted for one CVR within "
+        "`APPLICATIONS_PER_CVR_WINDOW`, whoever sends them; more are answered 429 with `Retry-After`. "
+        "Failed and rejected applications, which sent no letter, do not count."
+    ),
+    "applications_per_cvr_window": "The window `APPLICATIONS_PER_CVR` counts in (ISO 8601 duration or seconds).",
     # identity
     "activation_code_ttl": "How long an activation code is valid after it is issued.",
     "activation_max_failures": "Wrong activation codes after which the code is locked.",
@@ -123,9 +129,15 @@ EXPLANATIONS: dict[str, str] = {
     "refresh_token_ttl": "Lifetime of a login session and its refresh tokens.",
     "login_challenge_ttl": "How long the second step of a login may take after the password.",
     "otp_ttl": "Lifetime of a one-time code sent by SMS or email; at most 10 minutes.",
-    "otp_max_attempts": "Wrong one-time codes allowed per login before it must start again.",
+    "otp_max_attempts": (
+        "Wrong one-time codes allowed per login before it must start again; also wrong pairs of "
+        "confirmation codes per activation of the login from the company's letter."
+    ),
     "otp_max_sends": "One-time codes that may be sent per login.",
-    "otp_resend_cooldown": "Shortest time between two codes sent for one login.",
+    "otp_resend_cooldown": (
+        "Shortest time between two codes sent for one login, and between two starts of the "
+        "activation of the login from the company's letter (each sends an SMS and an email)."
+    ),
     "login_rate_limit_per_minute": "Login requests one client address may make per minute; 0 turns the limit off.",
     "login_free_failures": "Failed passwords for a username before each further try must wait (progressive delay).",
     "login_lock_after_failures": "Failed passwords that lock a username (whether or not it exists).",
@@ -140,7 +152,15 @@ EXPLANATIONS: dict[str, str] = {
     "reauthentication_window": (
         "How recent a login must be to set up a new authenticator app without a code from the current one."
     ),
-    "activation_rate_limit_per_minute": "Activation attempts one client address may make per minute; 0 turns the limit off.",
+    "activation_rate_limit_per_minute": (
+        "Activation requests (starts and confirmations) one client address may make per minute; 0 turns "
+        "the limit off."
+    ),
+    "activation_confirmation_ttl": (
+        "How long the SMS and email codes that confirm the mobile number and email of the login from "
+        "the company's letter stay valid; then the activation starts again with the letter's code. "
+        "At most 1 hour."
+    ),
     # billing
     "seed_demo_data": (
         "Load the demo data (`services/billing/demo.py`: customers, subscriptions, twelve months of "

@@ -473,7 +473,14 @@ class UserDeleted(Event):
     user_id: UUID
     tenant_cvr: Cvr
     role: Literal["administrator", "user"]
-    reason: Literal["credentials-undeliverable", "deleted-by-support", "deleted-by-administrator"]
+    # `replaced-by-new-application`: a pending administrator login, never activated, withdrawn
+    # because the company applied again (a stranger's application must not block it).
+    reason: Literal[
+        "credentials-undeliverable",
+        "deleted-by-support",
+        "deleted-by-administrator",
+        "replaced-by-new-application",
+    ]
     application_id: UUID | None = None
     deleted_at: datetime
 
@@ -514,6 +521,11 @@ class AdministratorProvisioningRejected(Event):
     application_id: UUID
     cvr: Cvr
     reason: Literal["admin-exists"]
+    group_cvr: Cvr | None = Field(
+        default=None,
+        description="Set when the administrator who holds the CVR is its group's: the company above it "
+        "(parent, grandparent, ...) whose administrator has it (S14)",
+    )
     rejected_at: datetime
 
     def key(self) -> str:
@@ -521,6 +533,18 @@ class AdministratorProvisioningRejected(Event):
 
 
 # --- identity.credentials -------------------------------------------------------------------
+
+
+class Applicant(BaseModel):
+    """Who applied for the login (S1), as the letter shows it, so that a company that did not
+    apply knows what happened. Contact details are masked: the letter needs only to be
+    recognisable, and they are no part of the login (the person who activates sets their own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    email: str = Field(description="Masked, e.g. `m•••@example.dk`")
+    mobile: str = Field(description="Masked, e.g. `+45 •• •• •4 56`")
+    applied_at: datetime
 
 
 class CredentialsIssued(Event):
@@ -540,6 +564,7 @@ class CredentialsIssued(Event):
     deliver_by: datetime
     channel: Literal["eboks"] = "eboks"
     language: Language = "da"
+    applicant: Applicant | None = None
 
     def key(self) -> str:
         return self.recipient_cvr
@@ -604,7 +629,10 @@ class AuditRecorded(Event):
 
 
 class OtpRequested(Event):
-    """A one-time code to send to a user's mobile (SMS) or email (S7); the code is sealed."""
+    """A one-time code to send to a user's mobile (SMS) or email (S7); the code is sealed.
+
+    `confirm_mobile` and `confirm_email` codes confirm the contact details a person gives when
+    activating the login from the company's letter; their `challenge_id` is the activation's id."""
 
     TYPE = "dk.adgang.identity.OtpRequested.v1"
     TOPIC = IDENTITY_OTP
@@ -612,7 +640,7 @@ class OtpRequested(Event):
 
     user_id: UUID
     challenge_id: UUID
-    purpose: Literal["login", "confirm_mobile"]
+    purpose: Literal["login", "confirm_mobile", "confirm_email"]
     channel: Literal["sms", "email"]
     recipient: str = Field(description="E.164 mobile number for sms, email address for email")
     code: SealedSecret

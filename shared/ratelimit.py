@@ -11,7 +11,7 @@ from fastapi import Request
 from shared.problems import TooManyRequests
 
 
-def client_address(request: Request, *, trust_forwarded_for: bool = False) -> str:
+def client_address(request: Request) -> str:
     """The caller's address, as the server established it: `request.client`.
 
     One mechanism decides who the caller is, and it is the server's: `shared.web.server_config`
@@ -21,9 +21,6 @@ def client_address(request: Request, *, trust_forwarded_for: bool = False) -> st
     by sending the header through the proxy either. Rate limits, audit records and the access
     log therefore all see the same address. Reading the header here as well would believe it
     from any peer, which is how a rotating `X-Forwarded-For` escaped the limits.
-
-    `trust_forwarded_for` is not consulted: the server has applied it already. It is accepted
-    until the routes that still pass it drop it.
     """
     return request.client.host if request.client else "unknown"
 
@@ -52,9 +49,8 @@ class SlidingWindowLimiter:
         if len(self._hits) > 10_000:  # keep memory bounded under a flood of addresses
             self._hits = {k: v for k, v in self._hits.items() if v and now - v[-1] <= 60}
 
-    def dependency(self, what: str, *, trust_forwarded_for: bool = False) -> Callable[[Request], None]:
-        """A FastAPI dependency that applies this limit to the calling address (`client_address`;
-        `trust_forwarded_for` is not consulted there either)."""
+    def dependency(self, what: str) -> Callable[[Request], None]:
+        """A FastAPI dependency that applies this limit to the calling address (`client_address`)."""
 
         def rate_limited(request: Request) -> None:
             self.check(client_address(request), what)

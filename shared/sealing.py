@@ -5,10 +5,9 @@ so keys can rotate: the active key seals, every configured key may unseal. The a
 binds a sealed value to its context (event type and subject), so a ciphertext copied into
 another event does not open.
 
-The same key ring also gives keyed hashes (`digest`) for short codes kept in a database: a
-six-digit code hashed without a key is found again by hashing all million candidates, in
-milliseconds; with a key that is not in the database, a copy of the database alone does not
-give the codes back.
+The same key ring also keys the digests under which short codes are stored (`Sealer.digest`):
+a 6-digit code has a million values, so a plain hash of it in a stolen database would be
+reversed in a moment, and a keyed one cannot be without the key.
 """
 
 from __future__ import annotations
@@ -89,7 +88,7 @@ class Sealer:
         if active_kid not in keys:
             raise SealingError(f"active sealing key {active_kid!r} is not in the key ring")
         self._keys = {kid: AESGCM(key) for kid, key in keys.items()}
-        # A key of its own for hashing, derived from each sealing key: one key, one use.
+        # A separate key for digests, derived from each sealing key: one key, one purpose.
         self._digest_keys = {kid: _derive(key, b"adgang digest v1") for kid, key in keys.items()}
         self._active = active_kid
 
@@ -113,19 +112,21 @@ class Sealer:
         return raw.decode()
 
     def digest(self, secret: str, *, context: str) -> str:
-        """A keyed hash (HMAC-SHA256, hex) of `secret` bound to `context`, with the active key."""
-        return _mac(self._digest_keys[self._active], secret, context)
+        """A keyed one-way digest of a short secret, to store instead of it: HMAC-SHA256 under a
+        key derived from the active sealing key, bound to `context`. Written `kid$hex`, so that
+        digests made before a key rotation still match while that key is in the ring."""
+        return f"{self._active}${self._mac(self._active, secret, context)}"
 
-    def digest_matches(self, stored: str, secret: str, *, context: str) -> bool:
-        """Whether `stored` is the digest of `secret` under any key of the ring (rotation)."""
-        return any(
-            hmac.compare_digest(stored, _mac(key, secret, context)) for key in self._digest_keys.values()
-        )
+    def digest_matches(self, secret: str, stored: str, *, context: str) -> bool:
+        kid, _, mac = stored.partition("$")
+        if kid not in self._digest_keys:
+            return False
+        return hmac.compare_digest(self._mac(kid, secret, context), mac)
+
+    def _mac(self, kid: str, secret: str, context: str) -> str:
+        message = f"{context}\x00{secret}".encode()
+        return hmac.new(self._digest_keys[kid], message, hashlib.sha256).hexdigest()
 
 
-def _derive(key: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
-
-
-def _mac(key: bytes, secret: str, context: str) -> str:
-    return hmac.new(key, f"{context}\x00{secret}".encode(), hashlib.sha256).hexdigest()
+def _derive(key: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(key)

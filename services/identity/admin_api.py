@@ -110,13 +110,9 @@ def admin_router(
     admin: Administration,
     audit: AuditTrail,
     current_claims: Callable[..., Awaitable[AccessClaims]],
-    trust_forwarded_for: bool,
 ) -> APIRouter:
     router = APIRouter(tags=["self-service users"], responses={401: PROBLEM, 403: PROBLEM})
     Claims = Annotated[AccessClaims, Depends(current_claims)]
-
-    def address(request: Request) -> str:
-        return client_address(request, trust_forwarded_for=trust_forwarded_for)
 
     async def act(
         claims: AccessClaims,
@@ -129,7 +125,7 @@ def admin_router(
             caller = await admin.administrator(session, claims, for_change=True)
             user = await do(session, caller)
             await audit.record(
-                session, actor=caller, action=action, target=user, client_address=address(request)
+                session, actor=caller, action=action, target=user, client_address=client_address(request)
             )
             return await out(session, user)
 
@@ -182,7 +178,11 @@ def admin_router(
                 ),
             )
             await audit.record(
-                session, actor=caller, action="user.create", target=user, client_address=address(request)
+                session,
+                actor=caller,
+                action="user.create",
+                target=user,
+                client_address=client_address(request),
             )
             grants = await grants_of(session, user.id)
         response.headers["Location"] = f"/v1/users/{user.id}"
@@ -255,7 +255,11 @@ def admin_router(
             caller = await admin.administrator(session, claims, for_change=True)
             user = await admin.delete(session, caller, user_id)
             await audit.record(
-                session, actor=caller, action="user.delete", target=user, client_address=address(request)
+                session,
+                actor=caller,
+                action="user.delete",
+                target=user,
+                client_address=client_address(request),
             )
         return Response(status_code=204)
 

@@ -20,6 +20,7 @@ class IdentitySettings(ServiceSettings):
     activation_max_failures: int = Field(default=5, ge=1, le=10)
     password_min_length: int = Field(default=12, ge=12)
     activation_rate_limit_per_minute: int = Field(default=30, ge=0)
+    activation_confirmation_ttl: timedelta = Field(default=timedelta(minutes=15), le=timedelta(hours=1))
 
     # Tokens (S7): short-lived signed access tokens, rotating refresh tokens.
     signing_keys: SecretStr | None = None

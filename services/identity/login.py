@@ -293,7 +293,7 @@ class Login:
             challenge.code_hash is not None
             and challenge.code_expires_at is not None
             and as_utc(challenge.code_expires_at) > now
-            and self.sealer.digest_matches(challenge.code_hash, code, context=_code_context(challenge.id))
+            and self.sealer.digest_matches(code, challenge.code_hash, context=_code_context(challenge.id))
         )
         right = (
             sent_code_right

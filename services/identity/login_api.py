@@ -156,9 +156,7 @@ class MeOut(BaseModel):
 def login_router(*, db: Database, login: Login) -> APIRouter:
     settings = login.settings
     router = APIRouter(tags=["login"])
-    rate_limited = SlidingWindowLimiter(settings.login_rate_limit_per_minute).dependency(
-        "login requests", trust_forwarded_for=settings.trust_forwarded_for
-    )
+    rate_limited = SlidingWindowLimiter(settings.login_rate_limit_per_minute).dependency("login requests")
 
     current_claims = bearer_claims(db, login)
 

@@ -70,6 +70,12 @@ class User(Base):
 
     grants: Mapped[list[UserGrant]] = relationship(lazy="raise", cascade="all, delete-orphan")
 
+    @property
+    def from_application(self) -> bool:
+        """The company's first administrator, made from an application: its code came by letter
+        to the company's e-Boks (S2), and its contact details from a public form anyone can fill in."""
+        return self.application_id is not None
+
 
 class UserGrant(Base):
     """Which company a user may act for, and which of its accounts (S5.4, S5.5)."""
@@ -104,6 +110,31 @@ class ActivationCode(Base):
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PendingActivation(Base):
+    """An activation with the letter's code, waiting for the codes that confirm the mobile number
+    and email the activating person gave. The letter's code is used only when they are confirmed;
+    until then nothing about the login changes."""
+
+    __tablename__ = "pending_activations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    activation_code_id: Mapped[str] = mapped_column(ForeignKey("activation_codes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    mobile: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    # Keyed digests (`Sealer.digest`), never the codes themselves.
+    sms_code_hash: Mapped[str] = mapped_column(String(200))
+    email_code_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # completed, replaced (a newer start), blocked (too many wrong codes), withdrawn (the login went)
+    end_reason: Mapped[str | None] = mapped_column(String(20))
 
 
 class WaitingApplication(Base):
@@ -159,7 +190,7 @@ class LoginChallenge(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    code_hash: Mapped[str | None] = mapped_column(String(64))
+    code_hash: Mapped[str | None] = mapped_column(String(200))
     code_channel: Mapped[str | None] = mapped_column(String(10))
     code_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sends: Mapped[int] = mapped_column(Integer, default=0)
@@ -198,7 +229,7 @@ class RecoveryCode(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    code_hash: Mapped[str] = mapped_column(String(64))
+    code_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

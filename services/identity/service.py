@@ -1,23 +1,19 @@
-"""Identity's use cases for this stage: provision the first administrator (S2) and activate."""
+"""Identity's provisioning: a company's first administrator from its application (S1, S2),
+and the company's place in its group (S14). Activation is in `activation.py`."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
-from enum import StrEnum
+from datetime import datetime, timedelta
 
-from argon2 import PasswordHasher
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.identity.activation import end_pending_activations
 from services.identity.credentials import issue_activation_code, unique_username, user_created
-from services.identity.domain import (
-    code_matches,
-    hash_code,
-    normalise_username,
-)
+from services.identity.login import mask
 from services.identity.models import (
     ActivationCode,
     Company,
@@ -26,19 +22,18 @@ from services.identity.models import (
     UserGrant,
     WaitingApplication,
 )
-from shared.clock import Clock, as_utc
+from shared.clock import Clock
 from shared.db import lock_for_transaction
 from shared.envelope import Envelope
 from shared.events import (
     ALL_FUNCTIONS,
     AdministratorProvisioningRejected,
+    Applicant,
     ApplicationFailed,
     ApplicationSubmitted,
-    CredentialChanged,
     CredentialsIssued,
     CustomerRegistered,
     Grant,
-    UserActivated,
     UserDeleted,
     UserGrantsChanged,
 )
@@ -161,27 +156,71 @@ class Provisioning:
 
     async def _provision(self, session: AsyncSession, event: ApplicationSubmitted) -> None:
         now = self.clock.now()
-        existing = await session.scalar(
-            select(User.id).where(
-                User.tenant_cvr == event.cvr,
-                User.role == "administrator",
-                User.status.in_(LIVE_STATUSES),
+        company = await session.get(Company, event.cvr)
+        assert company is not None
+        ancestors = await self._ancestors(session, company.parent_cvr)
+        for cvr in ancestors:  # child to parent, as on_customer_registered: no deadlock
+            await lock_for_transaction(session, COMPANY_LOCK, cvr)
+        # Locked, so that an activation confirmed at this moment is either seen here as active,
+        # or finds its login withdrawn (services/identity/activation.py locks the user first too).
+        administrators = list(
+            await session.scalars(
+                select(User)
+                .where(
+                    User.tenant_cvr.in_([event.cvr, *ancestors]),
+                    User.role == "administrator",
+                    User.status.in_(LIVE_STATUSES),
+                )
+                .order_by(User.id)
+                .with_for_update()
             )
         )
-        if existing is not None:
+        if any(u.application_id == str(event.application_id) for u in administrators):
+            return  # provisioned already (the application came twice)
+        own = [u for u in administrators if u.tenant_cvr == event.cvr]
+        activated = any(u.status != "pending" for u in own)
+        # The nearest company above this one whose administrator holds it (S14), if any.
+        holder = next((cvr for cvr in ancestors if any(u.tenant_cvr == cvr for u in administrators)), None)
+        if activated or holder is not None:
+            # An administrator who has activated (S3: support deletes it first), or the group's
+            # administrator, who holds this company already: ask them for a login.
+            holder = None if activated else holder
             await self.outbox.add(
                 session,
                 AdministratorProvisioningRejected(
                     application_id=event.application_id,
                     cvr=event.cvr,
                     reason="admin-exists",
+                    group_cvr=holder,
                     rejected_at=now,
                 ),
             )
+            log.info(
+                "application %s for %s rejected: administrator exists%s",
+                event.application_id,
+                event.cvr,
+                f" in the group of {holder}" if holder else "",
+            )
             return
+        # Only never-activated logins are left. The application form is public, so such a login
+        # may be a stranger's; the company's own application must not be blocked by it. It is
+        # withdrawn, and the new letter goes to the same e-Boks (onboarding limits how often).
+        for user in own:
+            await withdraw(
+                session,
+                self.outbox,
+                user,
+                reason="replaced-by-new-application",
+                application_id=uuid.UUID(user.application_id) if user.application_id else None,
+                now=now,
+            )
+            log.warning(
+                "withdrew pending login %s of %s: application %s replaces it",
+                user.id,
+                event.cvr,
+                event.application_id,
+            )
 
-        company = await session.get(Company, event.cvr)
-        assert company is not None
         if await session.get(Tenant, event.cvr) is None:
             session.add(Tenant(cvr=event.cvr, name=company.name, created_at=now))
             await session.flush()
@@ -189,6 +228,8 @@ class Provisioning:
 
         user_id = uuid.uuid4()
         username = await unique_username(session, event.cvr)
+        # The application's contact details are suggestions only: whoever activates with the
+        # letter's code sets and confirms their own (services/identity/activation.py).
         user = User(
             id=str(user_id),
             tenant_cvr=event.cvr,
@@ -220,6 +261,13 @@ class Provisioning:
                 expires_at=expires_at,
                 deliver_by=event.deliver_by,
                 language=event.language,
+                # So that a company that did not apply knows who did, and when.
+                applicant=Applicant(
+                    name=event.contact.name,
+                    email=mask(event.contact.email),
+                    mobile=mask(event.contact.mobile),
+                    applied_at=event.submitted_at,
+                ),
             ),
         )
         log.info("administrator %s provisioned for application %s", user_id, event.application_id)
@@ -230,29 +278,19 @@ class Provisioning:
         event = envelope.event
         assert isinstance(event, ApplicationFailed)
         user = await session.scalar(
-            select(User).where(User.application_id == str(event.application_id), User.status == "pending")
+            select(User)
+            .where(User.application_id == str(event.application_id), User.status == "pending")
+            .with_for_update()
         )
-        if user is None:  # never provisioned, or activated after all: nothing to withdraw
+        if user is None:  # never provisioned, activated after all, or replaced: nothing to withdraw
             return
-        now = self.clock.now()
-        user.status = "deleted"
-        codes = await session.scalars(
-            select(ActivationCode).where(
-                ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None)
-            )
-        )
-        for code in codes:
-            code.revoked_at = now
-        await self.outbox.add(
+        await withdraw(
             session,
-            UserDeleted(
-                user_id=uuid.UUID(user.id),
-                tenant_cvr=user.tenant_cvr,
-                role=user.role,  # type: ignore[arg-type]
-                reason="credentials-undeliverable",
-                application_id=event.application_id,
-                deleted_at=now,
-            ),
+            self.outbox,
+            user,
+            reason="credentials-undeliverable",
+            application_id=event.application_id,
+            now=self.clock.now(),
         )
         log.warning(
             "withdrew pending login %s: application %s failed (%s)",
@@ -260,6 +298,36 @@ class Provisioning:
             event.application_id,
             event.reason,
         )
+
+
+async def withdraw(
+    session: AsyncSession,
+    outbox: Outbox,
+    user: User,
+    *,
+    reason: str,
+    application_id: uuid.UUID | None,
+    now: datetime,
+) -> None:
+    """Withdraw a login that was never activated: its codes stop working, an activation under
+    way for it cannot be confirmed, and `UserDeleted` tells the other services."""
+    user.status = "deleted"
+    for code in await session.scalars(
+        select(ActivationCode).where(ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None))
+    ):
+        code.revoked_at = now
+    await end_pending_activations(session, user.id, reason="withdrawn", at=now)
+    await outbox.add(
+        session,
+        UserDeleted(
+            user_id=uuid.UUID(user.id),
+            tenant_cvr=user.tenant_cvr,
+            role=user.role,  # type: ignore[arg-type]
+            reason=reason,  # type: ignore[arg-type]
+            application_id=application_id,
+            deleted_at=now,
+        ),
+    )
 
 
 async def group_of(session: AsyncSession, root_cvr: str) -> list[Company]:
@@ -280,94 +348,3 @@ async def group_of(session: AsyncSession, root_cvr: str) -> list[Company]:
         result.append(company)
         queue.extend(sorted(children.get(company.cvr, []), key=lambda c: c.cvr))
     return result
-
-
-class ActivationOutcome(StrEnum):
-    activated = "activated"
-    wrong = "wrong"
-    locked = "locked"
-    expired = "expired"
-    already_used = "already_used"
-
-
-@dataclass(frozen=True)
-class ActivationResult:
-    outcome: ActivationOutcome
-    user: User | None = None
-    expired_at: str | None = None
-
-
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-_DUMMY_HASH = hash_code("0000-0000-0000-0000-0000")
-
-
-async def activate(
-    session: AsyncSession,
-    outbox: Outbox,
-    clock: Clock,
-    *,
-    username: str,
-    code: str,
-    password_hash: str,
-    max_failures: int,
-) -> ActivationResult:
-    """Single use, expiring, attempt-limited. A wrong try is counted even though it fails."""
-    now = clock.now()
-    user = await session.scalar(select(User).where(User.username == normalise_username(username)))
-    activation = None
-    if user is not None:
-        activation = await session.scalar(
-            select(ActivationCode)
-            .where(ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None))
-            .order_by(ActivationCode.created_at.desc())
-            .limit(1)
-            .with_for_update()
-        )
-    if user is None or activation is None:
-        code_matches(code, _DUMMY_HASH)  # the same work as a real check
-        return ActivationResult(ActivationOutcome.wrong)
-    if activation.failed_attempts >= max_failures:
-        return ActivationResult(ActivationOutcome.locked)
-    if not code_matches(code, activation.code_hash):
-        activation.failed_attempts += 1
-        if activation.failed_attempts >= max_failures:
-            log.warning("activation code of user %s locked after %d wrong tries", user.id, max_failures)
-        return ActivationResult(ActivationOutcome.wrong)
-    if activation.used_at is not None or user.status != "pending":
-        return ActivationResult(ActivationOutcome.already_used)
-    if as_utc(activation.expires_at) <= now:
-        return ActivationResult(
-            ActivationOutcome.expired, expired_at=as_utc(activation.expires_at).isoformat()
-        )
-
-    activation.used_at = now
-    user.password_hash = password_hash
-    user.status = "active"
-    user.activated_at = now
-    await outbox.add(
-        session,
-        CredentialChanged(
-            user_id=uuid.UUID(user.id),
-            name=user.name,
-            email=user.email,
-            change="password_set",
-            changed_at=now,
-        ),
-    )
-    if user.tenant_cvr is not None:  # staff belong to no company: nothing for other services
-        await outbox.add(
-            session,
-            UserActivated(
-                user_id=uuid.UUID(user.id),
-                tenant_cvr=user.tenant_cvr,
-                role=user.role,  # type: ignore[arg-type]
-                activated_at=now,
-            ),
-        )
-    return ActivationResult(ActivationOutcome.activated, user=user)

@@ -46,13 +46,9 @@ def support_router(
     db: Database,
     support: Support,
     current_claims: Callable[..., Awaitable[AccessClaims]],
-    trust_forwarded_for: bool,
 ) -> APIRouter:
     router = APIRouter(tags=["support"], responses={401: PROBLEM, 403: PROBLEM})
     Claims = Annotated[AccessClaims, Depends(current_claims)]
-
-    def address(request: Request) -> str:
-        return client_address(request, trust_forwarded_for=trust_forwarded_for)
 
     @router.get(
         "/v1/support/companies/{cvr}/users",
@@ -64,7 +60,7 @@ def support_router(
     ) -> list[SupportUserOut]:
         async with db.transaction() as session:
             staff = await support.staff(session, claims)
-            users = await support.company_users(session, staff, cvr, address(request))
+            users = await support.company_users(session, staff, cvr, client_address(request))
         return [
             SupportUserOut(
                 id=u.id,
@@ -91,7 +87,7 @@ def support_router(
     ) -> Response:
         async with db.transaction() as session:
             staff = await support.staff(session, claims)
-            await support.delete_user(session, staff, user_id, address(request))
+            await support.delete_user(session, staff, user_id, client_address(request))
         return Response(status_code=204)
 
     @router.post(
@@ -105,7 +101,7 @@ def support_router(
     ) -> Response:
         async with db.transaction() as session:
             staff = await support.staff(session, claims)
-            await support.unlock_user(session, staff, user_id, address(request))
+            await support.unlock_user(session, staff, user_id, client_address(request))
         return Response(status_code=204)
 
     @router.get("/v1/support/audit", response_model=list[AuditOut], summary="The audit trail (staff only)")

@@ -123,7 +123,7 @@ async def use_recovery_code(
     )
     for candidate in unused:
         if sealer.digest_matches(
-            candidate.code_hash, code, context=f"recovery-code:{user.id}"
+            code, candidate.code_hash, context=f"recovery-code:{user.id}"
         ) or hmac.compare_digest(candidate.code_hash, unkeyed):
             candidate.used_at = now
             return True

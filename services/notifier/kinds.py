@@ -53,7 +53,7 @@ from shared.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
-CODE_KINDS = {"login": "otp_login", "confirm_mobile": "otp_confirm_mobile"}
+CODE_KINDS = {"login": "otp_login", "confirm_mobile": "otp_confirm_mobile", "confirm_email": "otp_confirm_email"}
 
 
 class DeliveryKind(Protocol):
@@ -98,6 +98,7 @@ class CredentialsLetter:
             activation_code=code,
             expires_at=event.expires_at,
             portal_url=self._sender.portal_url,
+            applicant=event.applicant,
         )
         message_uuid = uuid.UUID(delivery.message_id)
         document = build_memo_message(
@@ -121,7 +122,7 @@ class CredentialsLetter:
 
 
 class OneTimeCodeMessage:
-    """A one-time code by SMS or email, to log in or to confirm a mobile number (S7).
+    """A one-time code by SMS or email, to log in, or to confirm a mobile number or an email (S7).
 
     The code is unsealed only here, just before sending, and is kept out of every log line and
     error message: a transport's error may quote the message it could not send.

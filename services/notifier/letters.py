@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from shared.events import Applicant
+
 SUPPORTED_LANGUAGES = ("da", "en")
 DEFAULT_LANGUAGE = "da"
 
@@ -69,10 +71,15 @@ def render_credentials_letter(
     activation_code: str,
     expires_at: datetime,
     portal_url: str,
+    applicant: Applicant | None = None,
 ) -> str:
     """Write the letter that hands a company its first administrator login (S2).
 
-    ``expires_at`` must be timezone-aware; the letter shows it in Copenhagen time.
+    ``expires_at`` must be timezone-aware; the letter shows it in Copenhagen time. The letter
+    says who applied and when (``applicant``, contact details masked), and that whoever
+    activates the login sets and confirms their own mobile number and email: the application
+    form is public, so a company that did not apply sees what happened and that the login is
+    useless without this letter.
     """
     require_supported(language)
     if expires_at.tzinfo is None or expires_at.utcoffset() is None:
@@ -85,6 +92,8 @@ def render_credentials_letter(
         activation_code=activation_code,
         expires=format_expiry(expires_at, language=language),
         portal_url=portal_url,
+        applicant=applicant,
+        applied=format_expiry(applicant.applied_at, language=language) if applicant else "",
     )
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import KnownCustomer, messaging
 from services.onboarding.schemas import ApplicationAccepted, ApplicationIn, ApplicationOut
-from services.onboarding.service import NewApplication, get_application, submit_application
+from services.onboarding.service import LetterLimit, NewApplication, get_application, submit_application
 from shared.clock import Clock, SystemClock, as_utc
 from shared.db import Database
 from shared.messaging import Outbox
@@ -35,9 +35,8 @@ def create_api(settings: OnboardingSettings | None = None, *, clock: Clock | Non
     db = Database(settings.db_url)
     clock = clock or SystemClock()
     outbox = Outbox(messaging, clock)
-    rate_limited = SlidingWindowLimiter(settings.rate_limit_per_minute).dependency(
-        "applications", trust_forwarded_for=settings.trust_forwarded_for
-    )
+    letters = LetterLimit(per_cvr=settings.applications_per_cvr, window=settings.applications_per_cvr_window)
+    rate_limited = SlidingWindowLimiter(settings.rate_limit_per_minute).dependency("applications")
     app = create_app(
         title="Adgang onboarding",
         description="Apply for self-service access (S1); the login arrives in the company's e-Boks (S2).",
@@ -52,6 +51,12 @@ def create_api(settings: OnboardingSettings | None = None, *, clock: Clock | Non
         response_model=ApplicationAccepted,
         tags=["applications"],
         summary="Apply for self-service access (S1)",
+        description=(
+            "409 `admin-exists` when the company, or the company above it in its group (S14), has an "
+            "administrator; 409 `application-pending` while an application for the CVR is in flight; "
+            "429 past the per-client limit or the limit of letters per CVR. An administrator login "
+            "that was never activated does not block: a new application replaces it with a new letter."
+        ),
         responses={403: PROBLEM, 409: PROBLEM, 422: PROBLEM, 429: PROBLEM},
         dependencies=[Depends(rate_limited)],
     )
@@ -70,6 +75,7 @@ def create_api(settings: OnboardingSettings | None = None, *, clock: Clock | Non
                     language=body.language,
                 ),
                 deadline=settings.delivery_deadline,
+                limit=letters,
             )
         accepted = ApplicationAccepted(
             id=application.id, status=application.status, deliver_by=application.deliver_by

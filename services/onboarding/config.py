@@ -1,6 +1,7 @@
 from datetime import timedelta
 from typing import ClassVar
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -13,5 +14,7 @@ class OnboardingSettings(ServiceSettings):
 
     delivery_deadline: timedelta = timedelta(hours=2)
     rate_limit_per_minute: int = 20
-    trust_forwarded_for: bool = False
+    # Each application sends a letter to the company's e-Boks; anyone may apply for any CVR.
+    applications_per_cvr: int = Field(default=3, ge=1)
+    applications_per_cvr_window: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
     deadline_check_interval_s: float = 30.0

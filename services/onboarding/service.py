@@ -30,7 +30,7 @@ from shared.events import (
     UserDeleted,
 )
 from shared.messaging import Outbox
-from shared.problems import Conflict, NotFound, Problem
+from shared.problems import Conflict, NotFound, Problem, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -61,34 +61,47 @@ class NewApplication:
     language: str
 
 
+@dataclass(frozen=True)
+class LetterLimit:
+    """How many applications — each one a letter to the company's e-Boks — one CVR may have in a
+    window, whoever sends them: the form is public, and the letters must not become spam."""
+
+    per_cvr: int = 3
+    window: timedelta = timedelta(hours=24)
+
+
 async def submit_application(
-    session: AsyncSession, outbox: Outbox, clock: Clock, app: NewApplication, *, deadline: timedelta
+    session: AsyncSession,
+    outbox: Outbox,
+    clock: Clock,
+    app: NewApplication,
+    *,
+    deadline: timedelta,
+    limit: LetterLimit | None = None,
 ) -> Application:
-    """Store the application and `ApplicationSubmitted` in one transaction (S1, S2)."""
+    """Store the application and `ApplicationSubmitted` in one transaction (S1, S2).
+
+    A pending administrator login (letter sent, never activated) does not block the company:
+    anyone may apply for any CVR, so that login may be a stranger's. Identity withdraws it and
+    issues a new letter; authority comes from the letter, whose code the activator needs (S2)."""
+    limit = limit or LetterLimit()
     customer = await session.get(KnownCustomer, app.cvr)
     if customer is None:
         raise NotACustomer(
             f"CVR {app.cvr} is not registered as a business customer, so it cannot apply for "
             "self-service access. If the company has just become a customer, try again later."
         )
-    admin = await session.scalar(select(KnownAdministrator).where(KnownAdministrator.cvr == app.cvr).limit(1))
-    if admin is not None:
-        raise AdminExists(_admin_exists_detail(app.cvr, admin.status), recovery="contact-support")
-    delivered = await session.scalar(
-        select(Application.id)
-        .where(
-            Application.cvr == app.cvr,
-            Application.status == ApplicationStatus.credentials_sent,
-            Application.admin_removed_at.is_(None),
-        )
+    active = await session.scalar(
+        select(KnownAdministrator.user_id)
+        .where(KnownAdministrator.cvr == app.cvr, KnownAdministrator.status == AdministratorStatus.active)
         .limit(1)
     )
-    if delivered is not None:
-        # The letter's delivery can be folded in before identity's UserCreated arrives (two
-        # topics, no order between them): a delivered letter means a login was issued.
-        raise AdminExists(
-            _admin_exists_detail(app.cvr, AdministratorStatus.pending), recovery="contact-support"
-        )
+    if active is not None:
+        raise AdminExists(_admin_exists_detail(app.cvr), recovery="contact-support")
+    holder = await group_holder(session, customer)
+    if holder is not None:
+        group, status = holder
+        raise AdminExists(_held_by_group_detail(app.cvr, group, status), recovery="ask-group-administrator")
     pending = await session.scalar(
         select(Application)
         .where(Application.cvr == app.cvr, Application.status.in_(list(IN_FLIGHT)))
@@ -98,6 +111,27 @@ async def submit_application(
         raise ApplicationPending(_pending_detail(pending))
 
     now = clock.now()
+    # Applications that may have sent a letter; a failed or rejected one sent none. Racing
+    # requests cannot both pass: only one application may be in flight (the partial unique index).
+    recent = list(
+        await session.scalars(
+            select(Application.submitted_at)
+            .where(
+                Application.cvr == app.cvr,
+                Application.submitted_at > now - limit.window,
+                Application.status.not_in([ApplicationStatus.failed, ApplicationStatus.rejected]),
+            )
+            .order_by(Application.submitted_at.desc())
+            .limit(limit.per_cvr)
+        )
+    )
+    if len(recent) >= limit.per_cvr:
+        again_at = as_utc(recent[-1]) + limit.window
+        raise TooManyRequests(
+            _too_many_letters_detail(app.cvr, limit, again_at),
+            retry_after=max(1, int((again_at - now).total_seconds()) + 1),
+        )
+
     application = Application(
         id=str(uuid.uuid4()),
         cvr=app.cvr,
@@ -134,19 +168,67 @@ async def submit_application(
     return application
 
 
-def _admin_exists_detail(cvr: str, status: str) -> str:
-    if status == AdministratorStatus.pending:
-        return (
-            f"An administrator login for CVR {cvr} has already been issued and sent to the company's "
-            "e-Boks; it is waiting to be activated with the activation code in that letter. If the "
-            "letter cannot be found, contact support: support can delete the unused login, and the "
-            "company can then apply again."
+async def group_holder(session: AsyncSession, customer: KnownCustomer) -> tuple[KnownCustomer, str] | None:
+    """The nearest company above `customer` in its group (parent, grandparent, ...) that has a
+    live administrator, who holds `customer` too (S14), and that administrator's status."""
+    seen = {customer.cvr}
+    parent_cvr = customer.parent_cvr
+    while parent_cvr and parent_cvr not in seen:  # a cycle in bad data must not hang the form
+        seen.add(parent_cvr)
+        parent = await session.get(KnownCustomer, parent_cvr)
+        statuses = set(
+            await session.scalars(
+                select(KnownAdministrator.status).where(KnownAdministrator.cvr == parent_cvr)
+            )
         )
+        if statuses:
+            group = parent or KnownCustomer(cvr=parent_cvr, name=f"CVR {parent_cvr}", parent_cvr=None)
+            status = (
+                AdministratorStatus.active
+                if AdministratorStatus.active in statuses
+                else AdministratorStatus.pending
+            )
+            return group, status
+        parent_cvr = parent.parent_cvr if parent else None
+    return None
+
+
+def _admin_exists_detail(cvr: str) -> str:
     return (
         f"CVR {cvr} already has an administrator for self-service. Ask that administrator to create "
         "a login for you. If nobody knows that login any more (for example because the only "
         "administrator has left the company), contact support: support deletes the old login, and "
         "the company then applies again to get a login for its current administrator."
+    )
+
+
+def _held_by_group_detail(cvr: str, group: KnownCustomer, status: str) -> str:
+    whose = (
+        f"{group.name} (CVR {group.cvr}) has an administrator for self-service, who"
+        if status == AdministratorStatus.active
+        else f"An administrator login for {group.name} (CVR {group.cvr}) has been sent to that company's "
+        "e-Boks; once activated, it"
+    )
+    detail = (
+        f"CVR {cvr} belongs to the group of {group.name} (CVR {group.cvr}). {whose} holds every company "
+        f"of the group, CVR {cvr} included. Ask the administrator of {group.name} to create a login "
+        "for you with access to this company: no application and no call to support is needed."
+    )
+    if status != AdministratorStatus.active:
+        detail += (
+            f" If nobody at {group.name} asked for that login, {group.name} can apply again: a new "
+            "application replaces a login that was never activated."
+        )
+    return detail
+
+
+def _too_many_letters_detail(cvr: str, limit: LetterLimit, again_at: datetime) -> str:
+    hours = int(limit.window.total_seconds() // 3600)
+    return (
+        f"CVR {cvr} has had {limit.per_cvr} applications in the last {hours} hours, and each one sends a "
+        "letter to the company's e-Boks. The newest letter's username and activation code work: "
+        "whoever activates with them sets and confirms their own mobile number and email. A new "
+        f"application can be made from {again_at:%Y-%m-%d %H:%M} UTC."
     )
 
 
@@ -237,16 +319,13 @@ async def on_user_activated(session: AsyncSession, envelope: Envelope) -> None:
 async def on_provisioning_rejected(session: AsyncSession, envelope: Envelope) -> None:
     event = envelope.event
     assert isinstance(event, AdministratorProvisioningRejected)
-    reasons = {
-        "admin-exists": "The company already has an administrator; contact support to recover the login.",
-    }
-    await _move(
-        session,
-        event.application_id,
-        ApplicationStatus.rejected,
-        event.rejected_at,
-        reasons[event.reason],
-    )
+    detail = "The company already has an administrator; contact support to recover the login."
+    if event.group_cvr is not None:
+        # Identity saw the group's administrator before this projection did (S14).
+        group = await session.get(KnownCustomer, event.group_cvr)
+        group = group or KnownCustomer(cvr=event.group_cvr, name=f"CVR {event.group_cvr}", parent_cvr=None)
+        detail = _held_by_group_detail(event.cvr, group, AdministratorStatus.active)
+    await _move(session, event.application_id, ApplicationStatus.rejected, event.rejected_at, detail)
 
 
 async def on_delivery_succeeded(session: AsyncSession, envelope: Envelope) -> None:
@@ -295,6 +374,11 @@ async def on_user_deleted(session: AsyncSession, envelope: Envelope) -> None:
         application = await session.get(Application, str(application_id))
         if application is not None and application.admin_removed_at is None:
             application.admin_removed_at = event.deleted_at
+            if event.reason == "replaced-by-new-application":
+                application.status_detail = (
+                    "The login from this application was withdrawn before it was activated: a newer "
+                    "application for the company replaced it. Use the newest letter."
+                )
 
 
 async def on_delivery_sla_breached(session: AsyncSession, envelope: Envelope) -> None:

@@ -21,7 +21,16 @@ from services.notifier.sinks import read_mail
 from services.suite import Suite
 from tests.conftest import start_suite
 from tests.e2e.test_administration_flow import bearer, identity, log_in
-from tests.support.flows import CODE, USERNAME, activate, apply, sinks_dir, wait_for_letters, wait_for_mail
+from tests.support.flows import (
+    CODE,
+    USERNAME,
+    activate,
+    activate_letter,
+    apply,
+    sinks_dir,
+    wait_for_letters,
+    wait_for_mail,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -76,7 +85,7 @@ def test_billing_as_the_group_administrator_and_a_limited_colleague_use_it(billi
     suite = billing_suite
     assert apply(suite, PARENT, mobile=ADMIN_MOBILE).status_code == 202
     [letter] = wait_for_letters(suite, PARENT)
-    assert activate(suite, letter.username, letter.code).status_code == 200
+    assert activate_letter(suite, letter, mobile=ADMIN_MOBILE, email=ADMIN_EMAIL).status_code == 200
     admin = log_in(suite, letter.username, method="sms", recipient=ADMIN_MOBILE)
 
     with identity(suite) as http:

@@ -29,6 +29,7 @@ from shared.events import (
     CredentialsIssued,
     CustomerRegistered,
     Event,
+    OtpRequested,
 )
 from shared.messaging import Outbox
 from shared.sealing import Sealer
@@ -56,8 +57,11 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-async def client(database_url: str, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:
-    settings = IdentitySettings(database_url=database_url)
+async def client(
+    database_url: str, clock: FrozenClock, sealer: Sealer, tmp_path, monkeypatch
+) -> AsyncIterator[httpx.AsyncClient]:
+    monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)  # the test reads the codes
+    settings = IdentitySettings(database_url=database_url, var_dir=tmp_path)
     app = create_api(settings, clock=clock)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity") as http:
         yield http
@@ -104,6 +108,63 @@ async def provision_admin(
     return event.username, code
 
 
+OWN_EMAIL = "karen@solsikke.example"
+OWN_MOBILE = "+4531223344"
+
+
+async def confirmation_codes(db: Database, sealer: Sealer, activation_id: str) -> dict[str, OtpRequested]:
+    """The `OtpRequested` events sent for an activation of the login from the letter, by channel."""
+    async with db.transaction() as session:
+        values = (
+            await session.scalars(
+                select(messaging.outbox.c.value)
+                .where(messaging.outbox.c.topic == OtpRequested.TOPIC.name)
+                .order_by(messaging.outbox.c.seq)
+            )
+        ).all()
+    events = [OtpRequested.model_validate_json(v) for v in values]
+    return {e.channel: e for e in events if str(e.challenge_id) == activation_id}
+
+
+def unsealed_code(sealer: Sealer, event: OtpRequested) -> str:
+    return sealer.unseal(event.code, context=OtpRequested.sealing_context(event.challenge_id))
+
+
+async def activate_from_letter(
+    client: httpx.AsyncClient,
+    db: Database,
+    sealer: Sealer,
+    username: str,
+    code: str,
+    *,
+    email: str = OWN_EMAIL,
+    mobile: str = OWN_MOBILE,
+    name: str | None = None,
+    password: str = PASSWORD,
+) -> httpx.Response:
+    """The login from the company's letter: start with the code and one's own details, then
+    confirm with the codes sent by SMS and email. Returns the confirmation's answer."""
+    body = {
+        "username": username,
+        "activation_code": code,
+        "password": password,
+        "email": email,
+        "mobile": mobile,
+    }
+    if name is not None:
+        body["name"] = name
+    started = await client.post("/v1/activation", json=body)
+    assert started.status_code == 202, started.text
+    sent = await confirmation_codes(db, sealer, started.json()["activation_id"])
+    return await client.post(
+        f"/v1/activation/{started.json()['activation_id']}/confirm",
+        json={
+            "sms_code": unsealed_code(sealer, sent["sms"]),
+            "email_code": unsealed_code(sealer, sent["email"]),
+        },
+    )
+
+
 def problem_type(response: httpx.Response) -> str:
     assert response.headers["content-type"].startswith("application/problem+json"), response.text
     return response.json()["type"].rsplit("/", 1)[1]
@@ -111,11 +172,20 @@ def problem_type(response: httpx.Response) -> str:
 
 async def test_the_code_from_the_letter_activates_the_administrator_once(db, clock, sealer, client) -> None:
     username, code = await provision_admin(db, clock, sealer)
-    body = {"username": username, "activation_code": code, "password": PASSWORD}
 
-    first = await client.post("/v1/activation", json=body)
+    first = await activate_from_letter(client, db, sealer, username, code)
     assert first.status_code == 200, first.text
-    again = await client.post("/v1/activation", json=body)
+    assert first.json()["status"] == "active"
+    again = await client.post(
+        "/v1/activation",
+        json={
+            "username": username,
+            "activation_code": code,
+            "password": PASSWORD,
+            "email": OWN_EMAIL,
+            "mobile": OWN_MOBILE,
+        },
+    )
     assert again.status_code == 409 and problem_type(again) == "already-activated"
 
     async with db.transaction() as session:
@@ -138,10 +208,63 @@ async def test_an_expired_code_is_refused_with_410(db, clock, sealer, client) ->
 async def test_a_code_just_before_expiry_still_works(db, clock, sealer, client) -> None:
     username, code = await provision_admin(db, clock, sealer)
     clock.advance(timedelta(days=7) - timedelta(seconds=1))
-    response = await client.post(
-        "/v1/activation", json={"username": username, "activation_code": code, "password": PASSWORD}
-    )
+    response = await activate_from_letter(client, db, sealer, username, code)
     assert response.status_code == 200, response.text
+
+
+async def test_a_code_that_expires_between_start_and_confirmation_is_refused_with_410(
+    db, clock, sealer, client
+) -> None:
+    username, code = await provision_admin(db, clock, sealer)
+    clock.advance(timedelta(days=7) - timedelta(seconds=1))
+    started = await client.post(
+        "/v1/activation",
+        json={
+            "username": username,
+            "activation_code": code,
+            "password": PASSWORD,
+            "email": OWN_EMAIL,
+            "mobile": OWN_MOBILE,
+        },
+    )
+    assert started.status_code == 202, started.text
+    sent = await confirmation_codes(db, sealer, started.json()["activation_id"])
+    clock.advance(timedelta(seconds=2))
+    confirmed = await client.post(
+        f"/v1/activation/{started.json()['activation_id']}/confirm",
+        json={
+            "sms_code": unsealed_code(sealer, sent["sms"]),
+            "email_code": unsealed_code(sealer, sent["email"]),
+        },
+    )
+    assert confirmed.status_code == 410 and problem_type(confirmed) == "activation-code-expired"
+    assert "apply again" in confirmed.json()["detail"]
+
+
+async def test_a_support_login_activates_in_one_step_and_keeps_the_details_it_was_made_with(
+    db, clock, client
+) -> None:
+    """Its details were set by the operator who made it: no confirmation codes, and none may be
+    changed at activation (a 422 naming the field, only after the right code)."""
+    from services.identity.support import create_staff
+
+    async with db.transaction() as session:
+        _, code = await create_staff(
+            session,
+            clock,
+            username="support.anna",
+            name="Anna",
+            email="anna@adgang.example",
+            mobile="+4520999999",
+        )
+    body = {"username": "support.anna", "activation_code": code, "password": PASSWORD}
+    refused = await client.post("/v1/activation", json={**body, "email": "other@example.dk"})
+    assert refused.status_code == 422 and [e["field"] for e in refused.json()["errors"]] == ["email"]
+    activated = await client.post("/v1/activation", json=body)
+    assert activated.status_code == 200 and activated.json()["status"] == "active", activated.text
+    async with db.transaction() as session:
+        staff = await session.scalar(select(User).where(User.username == "support.anna"))
+    assert staff is not None and staff.email == "anna@adgang.example"
 
 
 async def test_five_wrong_codes_block_the_right_one(db, clock, sealer, client) -> None:

@@ -26,7 +26,7 @@ from shared.events import (
 )
 from shared.messaging import Outbox
 from shared.sealing import Sealer
-from tests.integration.test_activation import PASSWORD, envelope_of
+from tests.integration.test_activation import PASSWORD, activate_from_letter, envelope_of
 from tests.integration.test_login import client, database_url, db, last_code, settings  # noqa: F401 - fixtures
 
 GROUP = [
@@ -74,16 +74,25 @@ async def group_admin(db: Database, clock: FrozenClock, sealer: Sealer, client: 
         )
     issued = CredentialsIssued.model_validate_json(value)
     code = sealer.unseal(issued.activation_code, context=CredentialsIssued.sealing_context(issued.user_id))
-    return await activate_and_log_in(client, db, sealer, issued.username, code)
+    activated = await activate_from_letter(
+        client, db, sealer, issued.username, code, email="mette@nordlys.example", mobile="+4520123456"
+    )
+    assert activated.status_code == 200, activated.text
+    return await log_in_by_email(client, db, sealer, issued.username)
 
 
 async def activate_and_log_in(
     client: httpx.AsyncClient, db: Database, sealer: Sealer, username: str, code: str
 ) -> dict:
+    """A colleague's or support login: activated in one step with its code, then logged in."""
     activated = await client.post(
         "/v1/activation", json={"username": username, "activation_code": code, "password": PASSWORD}
     )
     assert activated.status_code == 200, activated.text
+    return await log_in_by_email(client, db, sealer, username)
+
+
+async def log_in_by_email(client: httpx.AsyncClient, db: Database, sealer: Sealer, username: str) -> dict:
     challenge = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()
     await client.post(f"/v1/login/{challenge['challenge_id']}/send", json={"method": "email"})
     _, otp = await last_code(db, sealer)

@@ -197,6 +197,16 @@ async def test_a_code_to_confirm_a_mobile_number_says_so(db, clock, sealer, sink
     assert (await the_delivery(db)).kind == "otp_confirm_mobile"
 
 
+async def test_a_code_to_confirm_an_email_goes_by_email_and_says_so(db, clock, sealer, sinks) -> None:
+    await record(
+        db, clock, code_envelope(sealer, clock, channel="email", recipient=ADDRESS, purpose="confirm_email")
+    )
+    await dispatcher(db, clock, sealer, sinks).dispatch_due()
+    [mail] = read_mail(sinks.root, ADDRESS)
+    assert mail.subject == "Din kode til at bekræfte din e-mailadresse" and CODE in mail.text
+    assert (await the_delivery(db)).kind == "otp_confirm_email"
+
+
 async def test_the_code_stays_sealed_in_the_database_until_it_is_sent(db, clock, sealer, sinks) -> None:
     await record(db, clock, code_envelope(sealer, clock))
     await dispatcher(db, clock, sealer, sinks).dispatch_due()

@@ -20,7 +20,7 @@ from shared.db import Database, migrate
 from shared.events import OtpRequested
 from shared.sealing import Sealer
 from shared.tokens import generate_signing_key
-from tests.integration.test_activation import PASSWORD, provision_admin
+from tests.integration.test_activation import PASSWORD, activate_from_letter, provision_admin
 
 PROBLEM = "application/problem+json"
 
@@ -62,9 +62,10 @@ async def client(
 
 
 async def active_admin(db: Database, clock: FrozenClock, sealer: Sealer, client: httpx.AsyncClient) -> str:
+    """The administrator from the letter, activated by the applicant with the details they applied with."""
     username, code = await provision_admin(db, clock, sealer)
-    response = await client.post(
-        "/v1/activation", json={"username": username, "activation_code": code, "password": PASSWORD}
+    response = await activate_from_letter(
+        client, db, sealer, username, code, email="ida@solsikke.example", mobile="+4520304050"
     )
     assert response.status_code == 200, response.text
     return username

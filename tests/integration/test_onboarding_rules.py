@@ -143,7 +143,7 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
     database_url, customer_known
 ) -> None:
     """The application fails with advice, ApplicationFailed goes out (identity withdraws the
-    pending login), and once the login is gone the company can apply again."""
+    pending login), and the company can apply again: a login never activated blocks nobody."""
     import uuid as _uuid
 
     from sqlalchemy import select
@@ -197,8 +197,6 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
             )
         status = (await client.get(f"/v1/applications/{accepted['id']}")).json()
         assert status["status"] == "failed" and "apply again" in status["status_detail"]
-        blocked = await client.post("/v1/applications", json=body())
-        assert blocked.status_code == 409 and blocked.json()["type"].endswith("/admin-exists")
 
         async with customer_known.transaction() as session:
             values = (await session.execute(select(messaging.outbox.c.value))).scalars().all()
@@ -223,16 +221,23 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
 async def test_a_deleted_administrator_whose_letter_was_delivered_no_longer_blocks_the_company(
     database_url, customer_known
 ) -> None:
-    """S3: support deletes the orphaned login; the company then applies again."""
+    """S3: support deletes the orphaned, activated login; the company then applies again."""
     import uuid as _uuid
 
     from services.onboarding import service
-    from shared.events import DeliverySucceeded, UserDeleted
+    from shared.events import DeliverySucceeded, UserActivated, UserDeleted
 
     async with await _client(database_url, rate_limit_per_minute=0) as client:
         accepted = (await client.post("/v1/applications", json=body())).json()
         now = datetime.now(UTC)
+        user_id = _uuid.uuid4()
         async with customer_known.transaction() as session:
+            await service.on_user_activated(
+                session,
+                _envelope(
+                    UserActivated(user_id=user_id, tenant_cvr=CVR, role="administrator", activated_at=now)
+                ),
+            )
             await service.on_delivery_succeeded(
                 session,
                 _envelope(
@@ -255,7 +260,7 @@ async def test_a_deleted_administrator_whose_letter_was_delivered_no_longer_bloc
                 session,
                 _envelope(
                     UserDeleted(
-                        user_id=_uuid.uuid4(),
+                        user_id=user_id,
                         tenant_cvr=CVR,
                         role="administrator",
                         reason="deleted-by-support",

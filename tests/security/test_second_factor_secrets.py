@@ -45,8 +45,8 @@ async def test_a_login_code_in_the_database_cannot_be_found_by_hashing_every_six
     assert stored not in unkeyed and code not in stored
     other_ring = Sealer(parse_keyring(f"k1:{generate_key()}"), "k1")
     context = f"login-code:{challenge['challenge_id']}"
-    assert sealer.digest_matches(stored, code, context=context)
-    assert not other_ring.digest_matches(stored, code, context=context)  # the key is what makes it
+    assert sealer.digest_matches(code, stored, context=context)
+    assert not other_ring.digest_matches(code, stored, context=context)  # the key is what makes it
 
 
 async def test_recovery_codes_are_kept_as_keyed_hashes(db, clock, sealer, client) -> None:

@@ -15,7 +15,7 @@ from services.suite import Suite
 from tests.conftest import start_suite
 from tests.e2e.test_administration_flow import bearer, identity, log_in
 from tests.e2e.test_billing_flow import billing
-from tests.support.flows import activate, apply, wait_for_letters
+from tests.support.flows import activate_letter, apply_once_known, wait_for_letters
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -37,9 +37,9 @@ def session_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) ->
 @pytest.fixture(scope="module")
 def username(session_suite: Suite) -> str:
     """The company's administrator, activated from the letter."""
-    assert apply(session_suite, CVR, mobile=MOBILE).status_code == 202
+    assert apply_once_known(session_suite, CVR, mobile=MOBILE).status_code == 202
     [letter] = wait_for_letters(session_suite, CVR)
-    assert activate(session_suite, letter.username, letter.code).status_code == 200
+    assert activate_letter(session_suite, letter, mobile=MOBILE).status_code == 200
     return letter.username
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from services.identity.config import IdentitySettings
 from services.identity.models import Company, LoginSession, Tenant, User, UserGrant
-from services.identity.service import hash_password
+from services.identity.activation import hash_password
 from shared.clock import FrozenClock
 from shared.db import Database
 from tests.integration.test_activation import PASSWORD

@@ -38,6 +38,15 @@ def apply(suite: Suite, cvr: str, **kwargs: Any) -> httpx.Response:
     )
 
 
+def apply_once_known(suite: Suite, cvr: str, **kwargs: Any) -> httpx.Response:
+    """Apply for a generated customer, which onboarding learns a moment after the demo ones."""
+    return wait_until(
+        lambda: r if (r := apply(suite, cvr, **kwargs)).status_code != 403 else None,
+        deadline_s=30,
+        what=f"onboarding to learn customer {cvr}",
+    )
+
+
 def eboks_dir(suite: Suite, cvr: str) -> Path:
     return suite.config.var_dir / "eboks" / cvr
 
@@ -91,10 +100,62 @@ def wait_for_status(
     )
 
 
-def activate(suite: Suite, username: str, code: str, password: str = STRONG_PASSWORD) -> httpx.Response:
+def activate(
+    suite: Suite, username: str, code: str, password: str = STRONG_PASSWORD, **details: str
+) -> httpx.Response:
+    """One `POST /v1/activation`: activates a colleague's or support login (200); for the login
+    from the company's letter, `details` (email, mobile, name) start its activation (202)."""
     return httpx.post(
         f"{suite.url('identity')}/v1/activation",
-        json={"username": username, "activation_code": code, "password": password},
+        json={"username": username, "activation_code": code, "password": password, **details},
+        timeout=10,
+    )
+
+
+def activate_letter(
+    suite: Suite,
+    letter: Letter,
+    *,
+    mobile: str = "+4520123456",
+    email: str = "mette@example.dk",
+    name: str | None = None,
+    password: str = STRONG_PASSWORD,
+) -> httpx.Response:
+    """Activate the login from the company's letter as its reader does: the letter's username
+    and code with one's own mobile and email, then the codes that arrive by SMS and by email.
+    Returns the confirmation's answer (200 once the login is active)."""
+    seen_sms = {m.id for m in read_sms(sinks_dir(suite), mobile)}
+    seen_mail = {m.message_id for m in read_mail(sinks_dir(suite), email)}
+    details = {"mobile": mobile, "email": email, **({"name": name} if name else {})}
+    started = activate(suite, letter.username, letter.code, password, **details)
+    assert started.status_code == 202, started.text
+    sms = wait_until(
+        lambda: next(
+            (
+                m
+                for m in read_sms(sinks_dir(suite), mobile)
+                if m.id not in seen_sms and ONE_TIME_CODE.search(m.text)
+            ),
+            None,
+        ),
+        deadline_s=60,
+        what=f"the SMS code confirming {mobile}",
+    )
+    mail = wait_until(
+        lambda: next(
+            (
+                m
+                for m in read_mail(sinks_dir(suite), email)
+                if m.message_id not in seen_mail and ONE_TIME_CODE.search(m.text)
+            ),
+            None,
+        ),
+        deadline_s=60,
+        what=f"the email code confirming {email}",
+    )
+    return httpx.post(
+        f"{suite.url('identity')}/v1/activation/{started.json()['activation_id']}/confirm",
+        json={"sms_code": one_time_code(sms.text), "email_code": one_time_code(mail.text)},
         timeout=10,
     )
 

@@ -19,7 +19,7 @@ from shared.sealing import generate_key
 
 EXPIRES = datetime(2026, 11, 25, 13, 5, tzinfo=UTC)  # 14.05 in Copenhagen
 LANGUAGES = ["da", "en"]
-PURPOSES = ["login", "confirm_mobile"]
+PURPOSES = ["login", "confirm_mobile", "confirm_email"]
 SENDER = parse_mailbox("Adgang Selvbetjening <no-reply@adgang.example.dk>")
 
 

@@ -87,3 +87,32 @@ def test_an_expiry_without_time_zone_is_rejected() -> None:
 def test_the_inbox_subject_is_short_and_in_the_letters_language() -> None:
     assert letter_label("da") != letter_label("en")
     assert all(0 < len(letter_label(lang)) <= 60 for lang in ("da", "en"))
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("da", ["sendt den 14. maj 2024 kl. 15.30 af", "Ole Hansen", "o•••@example.dk", "+45 •• •• •4 56"]),
+        ("en", ["sent on 14 May 2024 at 15:30 (Danish time) by", "Ole Hansen", "o•••@example.dk"]),
+    ],
+)
+def test_the_letter_says_who_applied_and_when(language: str, words: list[str]) -> None:
+    from shared.events import Applicant
+
+    applicant = Applicant(
+        name="Ole Hansen", email="o•••@example.dk", mobile="+45 •• •• •4 56", applied_at=SUMMER_EXPIRY
+    )
+    text = " ".join(letter(language=language, applicant=applicant).split())
+    assert all(w in text for w in words), text
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("da", "angiver selv sit eget mobilnummer og sin egen e-mailadresse"),
+        ("en", "gives their own mobile number and email address"),
+    ],
+)
+def test_every_letter_says_the_activator_sets_their_own_mobile_and_email(language: str, words: str) -> None:
+    text = " ".join(letter(language=language).split())  # also a letter from before applicants were named
+    assert words in text and "None" not in text

@@ -171,3 +171,26 @@ def test_any_text_survives_a_seal_and_unseal_round_trip(plaintext: str, context:
     assert _SHARED_SEALER.unseal(sealed, context=context) == plaintext
     with pytest.raises(SealingError):
         _SHARED_SEALER.unseal(sealed, context=context + "x")
+
+
+def test_a_digest_matches_its_code_only_in_its_context_and_under_its_key_ring() -> None:
+    """Short codes (six digits) are stored as keyed digests: without the key ring a stolen
+    digest cannot be matched by trying all million codes."""
+    sealer, _ = sealer_with("k1")
+    digest = sealer.digest("482913", context="activation:a1:sms")
+
+    assert "482913" not in digest and digest.startswith("k1$")
+    assert sealer.digest_matches("482913", digest, context="activation:a1:sms")
+    assert not sealer.digest_matches("482914", digest, context="activation:a1:sms")
+    assert not sealer.digest_matches("482913", digest, context="activation:a2:sms")
+    assert not sealer_with("k1")[0].digest_matches("482913", digest, context="activation:a1:sms")
+    assert not sealer.digest_matches("482913", "k9$" + digest[3:], context="activation:a1:sms")
+
+
+def test_after_rotation_old_digests_still_match_and_new_ones_name_the_new_key() -> None:
+    old, ring = sealer_with("k1")
+    digest = old.digest("482913", context="c")
+    rotated = Sealer({**ring, **parse_keyring(f"k2:{generate_key()}")}, "k2")
+
+    assert rotated.digest_matches("482913", digest, context="c")
+    assert rotated.digest("482913", context="c").startswith("k2$")

@@ -1,7 +1,7 @@
-"""trusted devices: a login past a lock on its username
+"""trusted devices: a login past a lock on its username; keyed code digests name their key
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01 21:00:00.000000
 """
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0005'
-down_revision: str | None = '0004'
+revision: str = '0006'
+down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -36,10 +36,21 @@ def upgrade() -> None:
 
     with op.batch_alter_table('login_challenges', schema=None) as batch_op:
         batch_op.add_column(sa.Column('device_id', sa.String(length=36), nullable=True))
+        batch_op.alter_column('code_hash', existing_type=sa.String(length=64), type_=sa.String(length=200))
+
+    with op.batch_alter_table('recovery_codes', schema=None) as batch_op:
+        batch_op.alter_column('code_hash', existing_type=sa.String(length=64), type_=sa.String(length=200))
 
 
 def downgrade() -> None:
+    # Keyed digests (`kid$hex`) do not fit the old width; codes made with them stop working.
+    op.execute("DELETE FROM recovery_codes WHERE length(code_hash) > 64")
+    op.execute("UPDATE login_challenges SET code_hash = NULL WHERE length(code_hash) > 64")
+    with op.batch_alter_table('recovery_codes', schema=None) as batch_op:
+        batch_op.alter_column('code_hash', existing_type=sa.String(length=200), type_=sa.String(length=64))
+
     with op.batch_alter_table('login_challenges', schema=None) as batch_op:
+        batch_op.alter_column('code_hash', existing_type=sa.String(length=200), type_=sa.String(length=64))
         batch_op.drop_column('device_id')
 
     with op.batch_alter_table('trusted_devices', schema=None) as batch_op:

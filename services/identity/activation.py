@@ -1,0 +1,357 @@
+"""Activation of a login with its activation code (S2, S5, S7).
+
+Two kinds of login, two ways to activate:
+
+- **The company's first administrator**, made from an application. Its code came by letter to
+  the company's e-Boks (S2), and that letter is the authority: the application form is public,
+  so anyone may have filled it in, and its name, email and mobile number are only suggestions.
+  Whoever activates with the letter's username and code gives their own mobile number and
+  email and confirms both with the codes sent to them (an SMS and an email). Only then is the
+  login active, with those details, and the letter's code used.
+- **A colleague's login** (its code emailed to the address an administrator gave, S6) and **a
+  support login** (its code printed for the operator who made it) activate in one step: code
+  and password. Their details were set by someone with authority over them.
+
+Every refusal of the letter's code answers as today: an unknown username, a wrong code and a
+blocked code are the same 400, so usernames do not leak.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity.domain import code_matches, hash_code, normalise_username
+from services.identity.models import ActivationCode, PendingActivation, User
+from shared.clock import Clock, as_utc
+from shared.events import CredentialChanged, OtpRequested, UserActivated, UserDetailsChanged
+from shared.messaging import Outbox
+from shared.sealing import Sealer
+
+log = logging.getLogger(__name__)
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+_DUMMY_HASH = hash_code("0000-0000-0000-0000-0000")
+
+
+class ActivationOutcome(StrEnum):
+    activated = "activated"
+    confirmation_sent = "confirmation_sent"  # a login from the letter: codes went to mobile and email
+    wrong = "wrong"
+    locked = "locked"
+    expired = "expired"
+    already_used = "already_used"
+    details_required = "details_required"  # a login from the letter needs the activator's own details
+    details_not_accepted = "details_not_accepted"  # another login's details were set by its creator
+    too_soon = "too_soon"
+
+
+@dataclass(frozen=True)
+class ContactDetails:
+    """What the person activating gives about themselves; None where they gave nothing."""
+
+    name: str | None = None
+    email: str | None = None
+    mobile: str | None = None
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    outcome: ActivationOutcome
+    user: User | None = None
+    expired_at: str | None = None
+    pending: PendingActivation | None = None
+    fields: tuple[str, ...] = ()
+    retry_after: int = 0
+
+
+class ConfirmationOutcome(StrEnum):
+    activated = "activated"
+    wrong = "wrong"
+    unknown = "unknown"
+    replaced = "replaced"
+    blocked = "blocked"
+    expired = "expired"
+    withdrawn = "withdrawn"
+    code_expired = "code_expired"
+    already_active = "already_active"
+
+
+@dataclass(frozen=True)
+class ConfirmationResult:
+    outcome: ConfirmationOutcome
+    user: User | None = None
+    wrong_fields: tuple[str, ...] = ()
+    attempts_left: int = 0
+    expired_at: str | None = None
+
+
+def _code_context(activation_id: str, channel: str) -> str:
+    return f"activation:{activation_id}:{channel}"
+
+
+def _one_time_code() -> str:
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+@dataclass
+class Activation:
+    outbox: Outbox
+    clock: Clock
+    sealer: Sealer
+    max_failures: int  # wrong activation codes before the code is blocked
+    confirmation_ttl: timedelta
+    confirmation_max_attempts: int
+    restart_cooldown: timedelta
+
+    async def start(
+        self,
+        session: AsyncSession,
+        *,
+        username: str,
+        code: str,
+        password_hash: str,
+        details: ContactDetails,
+    ) -> ActivationResult:
+        """Check the activation code: single use, expiring, attempt-limited; a wrong try is
+        counted even though it fails. A colleague's or support login is then active; a login
+        from the letter gets codes sent to the activator's own mobile and email instead."""
+        now = self.clock.now()
+        # The user row is locked first, by every path that changes a pending login (activation,
+        # its confirmation, a withdrawal): one order, no deadlock.
+        user = await session.scalar(
+            select(User).where(User.username == normalise_username(username)).with_for_update()
+        )
+        activation = None
+        if user is not None:
+            activation = await session.scalar(
+                select(ActivationCode)
+                .where(ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None))
+                .order_by(ActivationCode.created_at.desc())
+                .limit(1)
+                .with_for_update()
+            )
+        if user is None or activation is None:
+            code_matches(code, _DUMMY_HASH)  # the same work as a real check
+            return ActivationResult(ActivationOutcome.wrong)
+        if activation.failed_attempts >= self.max_failures:
+            return ActivationResult(ActivationOutcome.locked)
+        if not code_matches(code, activation.code_hash):
+            activation.failed_attempts += 1
+            if activation.failed_attempts >= self.max_failures:
+                log.warning(
+                    "activation code of user %s locked after %d wrong tries", user.id, self.max_failures
+                )
+            return ActivationResult(ActivationOutcome.wrong)
+        if activation.used_at is not None or user.status != "pending":
+            return ActivationResult(ActivationOutcome.already_used)
+        if as_utc(activation.expires_at) <= now:
+            return ActivationResult(
+                ActivationOutcome.expired, expired_at=as_utc(activation.expires_at).isoformat()
+            )
+        # Only now, with the right code, is it said what kind of login this is: before, the
+        # answer would tell a stranger which usernames exist.
+        if not user.from_application:
+            given = tuple(f for f in ("name", "email", "mobile") if getattr(details, f) is not None)
+            if given:
+                return ActivationResult(ActivationOutcome.details_not_accepted, fields=given)
+            await self._make_active(session, user, activation, password_hash, now)
+            return ActivationResult(ActivationOutcome.activated, user=user)
+        return await self._send_confirmation_codes(session, user, activation, password_hash, details, now)
+
+    async def _send_confirmation_codes(
+        self,
+        session: AsyncSession,
+        user: User,
+        activation: ActivationCode,
+        password_hash: str,
+        details: ContactDetails,
+        now: datetime,
+    ) -> ActivationResult:
+        missing = tuple(f for f in ("email", "mobile") if getattr(details, f) is None)
+        if missing:
+            return ActivationResult(ActivationOutcome.details_required, fields=missing)
+        assert details.email is not None and details.mobile is not None
+        started = list(
+            await session.scalars(
+                select(PendingActivation)
+                .where(PendingActivation.user_id == user.id)
+                .order_by(PendingActivation.created_at.desc())
+            )
+        )
+        if started and as_utc(started[0].created_at) + self.restart_cooldown > now:
+            ready_at = as_utc(started[0].created_at) + self.restart_cooldown
+            return ActivationResult(
+                ActivationOutcome.too_soon, retry_after=int((ready_at - now).total_seconds()) + 1
+            )
+        for earlier in started:  # a new start replaces an unfinished one: its codes stop working
+            if earlier.ended_at is None:
+                earlier.ended_at, earlier.end_reason = now, "replaced"
+
+        activation_id = str(uuid.uuid4())
+        sms_code, email_code = _one_time_code(), _one_time_code()
+        pending = PendingActivation(
+            id=activation_id,
+            user_id=user.id,
+            activation_code_id=activation.id,
+            name=details.name or user.name,
+            email=details.email,
+            mobile=details.mobile,
+            password_hash=password_hash,
+            sms_code_hash=self.sealer.digest(sms_code, context=_code_context(activation_id, "sms")),
+            email_code_hash=self.sealer.digest(email_code, context=_code_context(activation_id, "email")),
+            created_at=now,
+            expires_at=now + self.confirmation_ttl,
+            failed_attempts=0,
+        )
+        session.add(pending)
+        challenge_id = uuid.UUID(activation_id)
+        for purpose, channel, recipient, code in (
+            ("confirm_mobile", "sms", details.mobile, sms_code),
+            ("confirm_email", "email", details.email, email_code),
+        ):
+            await self.outbox.add(
+                session,
+                OtpRequested(
+                    user_id=uuid.UUID(user.id),
+                    challenge_id=challenge_id,
+                    purpose=purpose,  # type: ignore[arg-type]
+                    channel=channel,  # type: ignore[arg-type]
+                    recipient=recipient,
+                    code=self.sealer.seal(code, context=OtpRequested.sealing_context(challenge_id)),
+                    expires_at=pending.expires_at,
+                ),
+            )
+        log.info("activation %s of user %s: confirmation codes sent", activation_id, user.id)
+        return ActivationResult(ActivationOutcome.confirmation_sent, user=user, pending=pending)
+
+    async def confirm(
+        self, session: AsyncSession, activation_id: str, *, sms_code: str, email_code: str
+    ) -> ConfirmationResult:
+        """Both codes right: the login is active with the details they confirmed, and the
+        letter's code is used. A wrong pair is counted; after too many the activation must
+        start again with the letter's code."""
+        now = self.clock.now()
+        user_id = await session.scalar(
+            select(PendingActivation.user_id).where(PendingActivation.id == activation_id)
+        )
+        if user_id is None:
+            return ConfirmationResult(ConfirmationOutcome.unknown)
+        user = await session.get(User, user_id, with_for_update=True)
+        pending = await session.get(PendingActivation, activation_id, with_for_update=True)
+        assert pending is not None  # rows are never deleted while their user is there
+        if pending.ended_at is not None:
+            ended = {
+                "completed": ConfirmationOutcome.already_active,
+                "replaced": ConfirmationOutcome.replaced,
+                "blocked": ConfirmationOutcome.blocked,
+            }
+            return ConfirmationResult(ended.get(pending.end_reason or "", ConfirmationOutcome.withdrawn))
+        code = await session.get(ActivationCode, pending.activation_code_id, with_for_update=True)
+        if user is None or user.status == "deleted" or code is None or code.revoked_at is not None:
+            # The login was withdrawn (a newer application, support), or a new code replaced this one.
+            pending.ended_at, pending.end_reason = now, "withdrawn"
+            return ConfirmationResult(ConfirmationOutcome.withdrawn)
+        if user.status != "pending" or code.used_at is not None:
+            return ConfirmationResult(ConfirmationOutcome.already_active)
+        if as_utc(pending.expires_at) <= now:
+            return ConfirmationResult(
+                ConfirmationOutcome.expired, expired_at=as_utc(pending.expires_at).isoformat()
+            )
+        sms_right = self.sealer.digest_matches(
+            sms_code, pending.sms_code_hash, context=_code_context(pending.id, "sms")
+        )
+        email_right = self.sealer.digest_matches(
+            email_code, pending.email_code_hash, context=_code_context(pending.id, "email")
+        )
+        if not (sms_right and email_right):
+            pending.failed_attempts += 1
+            left = max(0, self.confirmation_max_attempts - pending.failed_attempts)
+            if left == 0:
+                pending.ended_at, pending.end_reason = now, "blocked"
+                log.warning("activation %s of user %s blocked after wrong codes", pending.id, user.id)
+            wrong = tuple(
+                f for f, right in (("sms_code", sms_right), ("email_code", email_right)) if not right
+            )
+            return ConfirmationResult(ConfirmationOutcome.wrong, wrong_fields=wrong, attempts_left=left)
+        if as_utc(code.expires_at) <= now:
+            return ConfirmationResult(
+                ConfirmationOutcome.code_expired, expired_at=as_utc(code.expires_at).isoformat()
+            )
+
+        pending.ended_at, pending.end_reason = now, "completed"
+        details_changed = (user.name, user.email, user.mobile) != (
+            pending.name,
+            pending.email,
+            pending.mobile,
+        )
+        user.name, user.email, user.mobile = pending.name, pending.email, pending.mobile
+        user.mobile_confirmed_at = now  # a code sent to it came back (S5.3)
+        if details_changed:
+            # Other services know the login by the application's details (UserCreated).
+            await self.outbox.add(
+                session,
+                UserDetailsChanged(
+                    user_id=uuid.UUID(user.id),
+                    tenant_cvr=user.tenant_cvr,
+                    name=user.name,
+                    email=user.email,
+                    mobile=user.mobile,
+                    by_user_id=uuid.UUID(user.id),
+                    changed_at=now,
+                ),
+            )
+        await self._make_active(session, user, code, pending.password_hash, now)
+        return ConfirmationResult(ConfirmationOutcome.activated, user=user)
+
+    async def _make_active(
+        self, session: AsyncSession, user: User, code: ActivationCode, password_hash: str, now: datetime
+    ) -> None:
+        code.used_at = now
+        user.password_hash = password_hash
+        user.status = "active"
+        user.activated_at = now
+        await self.outbox.add(
+            session,
+            CredentialChanged(
+                user_id=uuid.UUID(user.id),
+                name=user.name,
+                email=user.email,
+                change="password_set",
+                changed_at=now,
+            ),
+        )
+        if user.tenant_cvr is not None:  # staff belong to no company: nothing for other services
+            await self.outbox.add(
+                session,
+                UserActivated(
+                    user_id=uuid.UUID(user.id),
+                    tenant_cvr=user.tenant_cvr,
+                    role=user.role,  # type: ignore[arg-type]
+                    activated_at=now,
+                ),
+            )
+
+
+async def end_pending_activations(session: AsyncSession, user_id: str, *, reason: str, at: datetime) -> None:
+    """The login is withdrawn: an activation under way for it can no longer be confirmed."""
+    for pending in await session.scalars(
+        select(PendingActivation).where(
+            PendingActivation.user_id == user_id, PendingActivation.ended_at.is_(None)
+        )
+    ):
+        pending.ended_at, pending.end_reason = at, reason
