@@ -20,7 +20,7 @@ from services.identity.admin_api import admin_router
 from services.identity.auth import bearer_claims
 from services.identity.config import IdentitySettings
 from services.identity.domain import password_problem
-from services.identity.login import Login, mask
+from services.identity.login import Login
 from services.identity.login_api import login_router
 from services.identity.models import messaging
 from services.identity.schemas import ActivationConfirmIn, ActivationIn, ActivationOut, ActivationStarted
@@ -28,6 +28,7 @@ from services.identity.support import AuditTrail, Support
 from services.identity.support_api import support_router
 from shared.clock import Clock, SystemClock, as_utc
 from shared.db import Database
+from shared.logs import mask_contact
 from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE, InvalidField, NotFound, Problem, TooManyRequests
 from shared.ratelimit import SlidingWindowLimiter
@@ -173,8 +174,8 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                 assert result.pending is not None
                 started = ActivationStarted(
                     activation_id=result.pending.id,
-                    sms_sent_to=mask(result.pending.mobile),
-                    email_sent_to=mask(result.pending.email),
+                    sms_sent_to=mask_contact(result.pending.mobile),
+                    email_sent_to=mask_contact(result.pending.email),
                     expires_at=as_utc(result.pending.expires_at),
                 )
                 return JSONResponse(started.model_dump(mode="json"), status_code=202)

@@ -41,6 +41,7 @@ from services.identity.totp import accept_totp, use_recovery_code
 from shared.clock import Clock, as_utc
 from shared.db import Database, upsert_statement
 from shared.events import OtpRequested, SessionEnded, SessionEndReason
+from shared.logs import mask_contact
 from shared.messaging import Outbox
 from shared.problems import Problem, TooManyRequests
 from shared.sealing import Sealer
@@ -91,14 +92,6 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 def _digest(*parts: str) -> str:
     return hashlib.sha256(":".join(parts).encode()).hexdigest()
-
-
-def mask(recipient: str) -> str:
-    """What the person sees of where the code went: `+45 •• •• •4 56`, `m•••@example.dk`."""
-    if "@" in recipient:
-        local, _, domain = recipient.partition("@")
-        return f"{local[:1]}•••@{domain}"
-    return f"{recipient[:3]} •• •• •{recipient[-3]} {recipient[-2:]}"
 
 
 @dataclass(frozen=True)
@@ -278,7 +271,7 @@ class Login:
                 expires_at=challenge.code_expires_at,
             ),
         )
-        return challenge, mask(recipient)
+        return challenge, mask_contact(recipient)
 
     async def verify_code(
         self, session: AsyncSession, challenge_id: str, code: str

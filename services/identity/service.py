@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.activation import end_pending_activations
 from services.identity.credentials import issue_activation_code, unique_username, user_created
-from services.identity.login import mask
 from services.identity.models import (
     ActivationCode,
     Company,
@@ -37,6 +36,7 @@ from shared.events import (
     UserDeleted,
     UserGrantsChanged,
 )
+from shared.logs import mask_contact
 from shared.messaging import Outbox
 from shared.sealing import Sealer
 
@@ -264,8 +264,8 @@ class Provisioning:
                 # So that a company that did not apply knows who did, and when.
                 applicant=Applicant(
                     name=event.contact.name,
-                    email=mask(event.contact.email),
-                    mobile=mask(event.contact.mobile),
+                    email=mask_contact(event.contact.email),
+                    mobile=mask_contact(event.contact.mobile),
                     applied_at=event.submitted_at,
                 ),
             ),
