@@ -48,7 +48,7 @@ class ServiceSettings(BaseSettings):
     sealing_active_key_id: str | None = None
     outbox_poll_interval_s: float = 0.2
 
-    # The edge of the HTTP API (docs/security-edge.md).
+    # The edge of the HTTP API (docs/security.md).
     trust_forwarded_for: bool = False
     # Comma-separated in the environment: `10.0.0.2,10.1.0.0/16`.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)

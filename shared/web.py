@@ -1,5 +1,5 @@
 """The common shape of every HTTP API: problem+json errors, health, readiness and metrics,
-and its edge (docs/security-edge.md): a bounded request body, `Cache-Control: no-store`,
+and its edge (docs/security.md): a bounded request body, `Cache-Control: no-store`,
 documentation and metrics only where configured, and the server that runs it."""
 
 from __future__ import annotations
