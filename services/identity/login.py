@@ -146,10 +146,12 @@ class Login:
     async def _username_counter(self, session: AsyncSession, username: str) -> LoginThrottle:
         """The username's counter, locked for this transaction (made first if there is none;
         concurrent first tries make it once)."""
+        # DO UPDATE, not DO NOTHING: it locks an existing counter at once, so the worker's purge
+        # of counters that count nothing cannot delete it before the SELECT below locks it.
         await session.execute(
             upsert_statement(session, LoginThrottle)
             .values(username=username, failures=0)
-            .on_conflict_do_nothing()
+            .on_conflict_do_update(index_elements=["username"], set_={"username": username})
         )
         throttle = await session.get(LoginThrottle, username, with_for_update=True, populate_existing=True)
         assert throttle is not None

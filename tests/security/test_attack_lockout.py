@@ -1,0 +1,67 @@
+"""A stranger must not keep a user locked out (S7). Trusted devices let a user past a lock on
+their username from a browser they logged in with before; a user without one — just activated,
+on a new computer, or whose device token expired or was cleared — is still stopped by a lock
+that anyone, anywhere, can renew with ten wrong passwords (about two minutes of the progressive
+delay) every fifteen minutes, and that an administrator's unlock lifts only until the next ten."""
+
+# ruff: noqa: F811 - the identity API fixtures are imported from test_login and used by name
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from services.identity.api import create_api
+from services.identity.config import IdentitySettings
+from tests.integration.test_activation import PASSWORD
+from tests.integration.test_login import database_url, db, settings  # noqa: F401 - fixtures
+from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
+
+STRANGER, USER = "203.0.113.66", "198.51.100.7"
+WRONG = "not the password, a guess"
+
+
+@pytest.fixture
+async def from_address(settings: IdentitySettings, clock, sealer, monkeypatch) -> AsyncIterator:
+    """A client of identity's API at a given client address."""
+    monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)
+    app = create_api(settings, clock=clock)
+    clients: list[httpx.AsyncClient] = []
+
+    def make(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 40000 + len(clients)))
+        clients.append(httpx.AsyncClient(transport=transport, base_url="http://identity"))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def test_a_stranger_elsewhere_cannot_keep_a_user_without_a_trusted_device_locked_out(
+    db, clock, settings, from_address
+) -> None:
+    await company_group(db, clock)
+    admin = await add_user(
+        db, clock, grants={PARENT: "all", SUBSIDIARY: "all"}, functions=["invoices", "user_admin"], role="administrator"
+    )
+    user = await add_user(db, clock, grants={SUBSIDIARY: "all"}, functions=["invoices"])  # never logged in
+    stranger, own = from_address(STRANGER), from_address(USER)
+
+    async def lock() -> None:
+        """Wrong passwords, each as soon as the progressive delay allows: the lock in minutes."""
+        for _ in range(settings.login_lock_after_failures):
+            answer = await stranger.post("/v1/login", json={"username": user.username, "password": WRONG})
+            assert answer.status_code == 401, answer.text
+            clock.advance(timedelta(seconds=61))
+
+    await lock()
+    unlocked = await own.post(f"/v1/users/{user.id}/unlock", headers=await bearer(db, clock, settings, admin))
+    assert unlocked.status_code == 200, unlocked.text
+    await lock()  # the stranger renews the lock
+
+    answer = await own.post("/v1/login", json={"username": user.username, "password": PASSWORD})
+    assert answer.status_code == 200, f"the user, at their own address, is refused: {answer.text}"
