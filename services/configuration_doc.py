@@ -150,7 +150,8 @@ EXPLANATIONS: dict[str, str] = {
         "How often the identity worker deletes failure counters that count nothing any more, and expired trusted devices."
     ),
     "reauthentication_window": (
-        "How recent a login must be to set up a new authenticator app without a code from the current one."
+        "How recent a login must be to create a login, re-send an activation code, change a login's "
+        "mobile or email, or set up a new authenticator app without a code from the current one."
     ),
     "activation_rate_limit_per_minute": (
         "Activation requests (starts and confirmations) one client address may make per minute; 0 turns "

@@ -388,7 +388,7 @@ class CredentialChanged(Event):
     user_id: UUID
     name: str
     email: str
-    change: Literal["password_set", "authenticator_added", "second_factor_reset"]
+    change: Literal["password_set", "authenticator_added", "second_factor_reset", "contact_details_changed"]
     language: Language = "da"
     changed_at: datetime
 

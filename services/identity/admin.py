@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.credentials import issue_activation_code, unique_username, user_created
 from services.identity.domain import AccessScope
-from services.identity.login import end_login_session
+from services.identity.login import ReauthenticationRequired, end_login_session
 from services.identity.models import (
     ActivationCode,
     Company,
@@ -108,6 +108,20 @@ class Administration:
     clock: Clock
     sealer: Sealer
     code_ttl: timedelta
+    reauthentication_window: timedelta
+
+    async def require_recent_login(self, session: AsyncSession, claims: AccessClaims, what: str) -> None:
+        """Refuse `what` unless the caller's two-factor login is within the re-authentication
+        window: creating a login, re-sending an activation code and changing where a login's
+        codes go hand a login to whoever chose the address, so a token copied from a session
+        left open must not be enough for them."""
+        login = await session.get(LoginSession, claims.sid)
+        if login is None or self.clock.now() - as_utc(login.created_at) > self.reauthentication_window:
+            minutes = int(self.reauthentication_window.total_seconds() // 60)
+            raise ReauthenticationRequired(
+                f"To {what}, your login must be less than {minutes} minutes old. Log in again with "
+                "your password and a one-time code, then try again."
+            )
 
     async def administrator(
         self, session: AsyncSession, claims: AccessClaims, *, for_change: bool = False
@@ -367,6 +381,7 @@ class Administration:
         sessions, so their next token carries exactly the new grants."""
         user = await self.get_user(session, caller, user_id)
         before = (user.name, user.email, user.mobile)
+        old_email = user.email
         if changes.name is not None:
             user.name = changes.name
         if changes.email is not None:
@@ -386,6 +401,10 @@ class Administration:
                     changed_at=self.clock.now(),
                 ),
             )
+        if (user.email, user.mobile) != before[1:]:
+            # Where the login's codes go has changed: tell the user at the address they had.
+            notice = credential_changed(user, "contact_details_changed", self.clock.now())
+            await self.outbox.add(session, notice.model_copy(update={"email": old_email}))
         if changes.grants is None and changes.functions is None:
             return user
         current = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))

@@ -119,10 +119,15 @@ def admin_router(
         request: Request,
         action: str,
         do: Callable[[AsyncSession, User], Awaitable[User]],
+        *,
+        recent_login_to: str | None = None,
     ) -> UserOut:
-        """One administrator action on one user: authorised, done, audited, in one transaction."""
+        """One administrator action on one user: authorised, done, audited, in one transaction.
+        `recent_login_to` names an action that needs a recent login (`require_recent_login`)."""
         async with db.transaction() as session:
             caller = await admin.administrator(session, claims, for_change=True)
+            if recent_login_to is not None:
+                await admin.require_recent_login(session, claims, recent_login_to)
             user = await do(session, caller)
             await audit.record(
                 session, actor=caller, action=action, target=user, client_address=client_address(request)
@@ -165,6 +170,7 @@ def admin_router(
     async def create_user(claims: Claims, body: UserIn, response: Response, request: Request) -> UserOut:
         async with db.transaction() as session:
             caller = await admin.administrator(session, claims, for_change=True)
+            await admin.require_recent_login(session, claims, "create a login")
             user = await admin.create_user(
                 session,
                 caller,
@@ -214,6 +220,9 @@ def admin_router(
             request,
             "user.change",
             lambda session, caller: admin.change(session, caller, user_id, changes),
+            recent_login_to="change where a login's codes go (mobile or email)"
+            if body.email is not None or body.mobile is not None
+            else None,
         )
 
     @router.post(
@@ -242,6 +251,7 @@ def admin_router(
             request,
             "user.resend-activation",
             lambda session, caller: admin.resend_activation(session, caller, user_id),
+            recent_login_to="send a new activation code",
         )
 
     @router.delete(

@@ -92,7 +92,11 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
     )
     app.include_router(login_router(db=db, login=login))
     administration = Administration(
-        outbox=outbox, clock=clock, sealer=login.sealer, code_ttl=settings.activation_code_ttl
+        outbox=outbox,
+        clock=clock,
+        sealer=login.sealer,
+        code_ttl=settings.activation_code_ttl,
+        reauthentication_window=settings.reauthentication_window,
     )
     audit = AuditTrail(outbox=outbox, clock=clock)
     current_claims = bearer_claims(db, login)

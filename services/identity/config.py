@@ -41,8 +41,9 @@ class IdentitySettings(ServiceSettings):
     trusted_device_ttl: timedelta = timedelta(days=90)
     trusted_devices_per_user: int = Field(default=10, ge=1, le=100)
     login_counters_purge_interval_s: float = Field(default=600.0, gt=0)
-    # Replacing the second factor needs a login this recent, or a code of the current one.
-    reauthentication_window: timedelta = timedelta(minutes=5)
+    # Replacing the second factor, creating a login, re-sending an activation code and changing
+    # where a login's codes go need a login this recent (or, for the second factor, a current code).
+    reauthentication_window: timedelta = timedelta(minutes=15)
 
     @model_validator(mode="after")
     def _signing_keys_are_configured_in_production(self) -> IdentitySettings:

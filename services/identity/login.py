@@ -43,9 +43,9 @@ from shared.db import Database, upsert_statement
 from shared.events import OtpRequested, SessionEnded, SessionEndReason
 from shared.logs import mask_contact
 from shared.messaging import Outbox
-from shared.problems import Problem, TooManyRequests
+from shared.problems import Problem, TooManyRequests, Unauthenticated
 from shared.sealing import Sealer
-from shared.tokens import TokenSigner
+from shared.tokens import AccessClaims, TokenSigner
 
 log = logging.getLogger(__name__)
 _hasher = PasswordHasher()
@@ -74,6 +74,15 @@ class InvalidCode(Problem):
     status = 401
     type_suffix = "invalid-code"
     title = "The one-time code is not correct"
+
+
+class ReauthenticationRequired(Problem):
+    """Changes that hand a login's codes or a new login to someone need a recent login: an
+    access token copied from a session left open must not be enough."""
+
+    status = 403
+    type_suffix = "reauthentication-required"
+    title = "Log in again to do this"
 
 
 class InvalidRefreshToken(Problem):
@@ -232,7 +241,8 @@ class Login:
             raise ChallengeInvalid(
                 f"The code was entered wrongly {self.settings.otp_max_attempts} times. Log in again with your password."
             )
-        user = await session.get(User, challenge.user_id)
+        # Locked: a recovery code or an authenticator code is used once, also by two logins at once.
+        user = await session.get(User, challenge.user_id, with_for_update=True, populate_existing=True)
         if user is None or user.status != "active":
             raise ChallengeInvalid("This login can no longer be completed. Log in again.")
         return challenge, user
@@ -414,13 +424,19 @@ class Login:
         login = await session.get(LoginSession, session_id)
         return login is not None and login.ended_at is None and as_utc(login.expires_at) > self.clock.now()
 
-    async def logged_in_recently(self, session: AsyncSession, session_id: str) -> bool:
+    async def caller(self, session: AsyncSession, claims: AccessClaims) -> tuple[User, LoginSession]:
+        """The token's user and session, both locked for this transaction (user first, as every
+        change of a user does), and the session still live: requests that arrive at once with
+        one token are decided one after another, each seeing what the one before did."""
+        user = await session.get(User, claims.sub, with_for_update=True, populate_existing=True)
+        login = await session.get(LoginSession, claims.sid, with_for_update=True, populate_existing=True)
+        if user is None or login is None or login.ended_at is not None or login.user_id != user.id:
+            raise Unauthenticated("The session of this access token has ended. Log in again.")
+        return user, login
+
+    def logged_in_recently(self, login: LoginSession) -> bool:
         """Whether the session's two-factor login was within `reauthentication_window`."""
-        login = await session.get(LoginSession, session_id)
-        return (
-            login is not None
-            and self.clock.now() - as_utc(login.created_at) <= self.settings.reauthentication_window
-        )
+        return self.clock.now() - as_utc(login.created_at) <= self.settings.reauthentication_window
 
 
 async def end_login_session(

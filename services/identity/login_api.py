@@ -18,6 +18,7 @@ from services.identity.login import (
     InvalidCredentials,
     InvalidRefreshToken,
     Login,
+    ReauthenticationRequired,
     find_user,
     verify_password,
 )
@@ -42,12 +43,6 @@ class TotpNotStarted(Problem):
     status = 409
     type_suffix = "totp-not-started"
     title = "No authenticator enrolment is under way"
-
-
-class ReauthenticationRequired(Problem):
-    status = 403
-    type_suffix = "reauthentication-required"
-    title = "Log in again to change your second factor"
 
 
 class LoginIn(BaseModel):
@@ -295,10 +290,9 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
         session left open must not let anyone put their own authenticator in the user's place."""
         current_code = body.current_code.get_secret_value() if body and body.current_code else None
         async with db.transaction() as session:
-            user = await session.get(User, claims.sub)
-            assert user is not None
+            user, live = await login.caller(session, claims)
             now = login.clock.now()
-            recent = await login.logged_in_recently(session, claims.sid)
+            recent = login.logged_in_recently(live)
             code_right = (
                 not recent
                 and current_code is not None
@@ -337,8 +331,7 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
         claims: Annotated[AccessClaims, Depends(current_claims)], body: TotpConfirmIn
     ) -> TotpConfirmOut:
         async with db.transaction() as session:
-            user = await session.get(User, claims.sub)
-            assert user is not None
+            user, _ = await login.caller(session, claims)
             pending = user.totp_pending_secret is not None
             codes = (
                 await confirm_enrolment(session, user, body.code, login.sealer, login.clock.now())

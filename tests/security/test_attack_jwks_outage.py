@@ -42,7 +42,9 @@ class FailingIdentity:
 
 async def test_forged_key_ids_one_after_another_make_one_fetch_while_identity_fails(clock: Monotonic) -> None:
     identity = FailingIdentity()
-    verifier = TokenVerifier(JWKS_URL, client=identity.client(), min_refetch_seconds=INTERVAL, monotonic=clock)
+    verifier = TokenVerifier(
+        JWKS_URL, client=identity.client(), min_refetch_seconds=INTERVAL, monotonic=clock
+    )
 
     for _ in range(FORGED):
         assert await refused(verifier, [forged(uuid.uuid4().hex)]) == [True]

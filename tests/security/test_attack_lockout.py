@@ -46,7 +46,11 @@ async def test_a_stranger_elsewhere_cannot_keep_a_user_without_a_trusted_device_
 ) -> None:
     await company_group(db, clock)
     admin = await add_user(
-        db, clock, grants={PARENT: "all", SUBSIDIARY: "all"}, functions=["invoices", "user_admin"], role="administrator"
+        db,
+        clock,
+        grants={PARENT: "all", SUBSIDIARY: "all"},
+        functions=["invoices", "user_admin"],
+        role="administrator",
     )
     user = await add_user(db, clock, grants={SUBSIDIARY: "all"}, functions=["invoices"])  # never logged in
     stranger, own = from_address(STRANGER), from_address(USER)

@@ -25,9 +25,7 @@ ADDRESSES = [f"2001:db8:1234:5678::{n:x}" for n in range(1, 9)]  # one household
 
 @pytest.fixture
 def settings(database_url: str, tmp_path) -> IdentitySettings:
-    return IdentitySettings(
-        database_url=database_url, var_dir=tmp_path, login_rate_limit_per_minute=LIMIT
-    )
+    return IdentitySettings(database_url=database_url, var_dir=tmp_path, login_rate_limit_per_minute=LIMIT)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ async def old_session_with_authenticator(db, clock, sealer, client) -> tuple[dic
     username = await active_admin(db, clock, sealer, client)
     tokens = await log_in(client, db, sealer, username)
     secret, recovery = await enrol_totp(client, {"Authorization": f"Bearer {tokens['access_token']}"}, clock)
-    clock.advance(timedelta(minutes=6))
+    clock.advance(timedelta(minutes=16))
     headers = {"Authorization": f"Bearer {(await refreshed(client, tokens))['access_token']}"}
     return headers, secret, recovery, username
 

@@ -46,7 +46,9 @@ class Identity:
 
 
 def ring(*kids: str, active: str) -> TokenSigner:
-    return TokenSigner(parse_signing_keys(",".join(f"{kid}:{generate_signing_key()}" for kid in kids)), active)
+    return TokenSigner(
+        parse_signing_keys(",".join(f"{kid}:{generate_signing_key()}" for kid in kids)), active
+    )
 
 
 def token(signer: TokenSigner) -> str:
@@ -126,4 +128,3 @@ async def test_a_rotated_signing_key_is_accepted_once_the_interval_has_passed(cl
     results = await refused(verifier, [token(rotated) for _ in range(20)] + [token(old)])
     assert results == [False] * 21
     assert identity.fetches == 2
-

@@ -35,7 +35,9 @@ from tests.integration.test_login import (  # noqa: F401 - fixtures
 
 
 def not_stored(response: httpx.Response) -> bool:
-    return response.headers.get("cache-control") == "no-store" and response.headers.get("pragma") == "no-cache"
+    return (
+        response.headers.get("cache-control") == "no-store" and response.headers.get("pragma") == "no-cache"
+    )
 
 
 async def test_tokens_totp_secrets_and_recovery_codes_are_not_to_be_stored(db, clock, sealer, client) -> None:
@@ -47,13 +49,17 @@ async def test_tokens_totp_secrets_and_recovery_codes_are_not_to_be_stored(db, c
 
     verified = await client.post(f"/v1/login/{challenge_id}/verify", json={"code": code})
     assert verified.status_code == 200 and verified.json()["refresh_token"]
-    refreshed = await client.post("/v1/token/refresh", json={"refresh_token": verified.json()["refresh_token"]})
+    refreshed = await client.post(
+        "/v1/token/refresh", json={"refresh_token": verified.json()["refresh_token"]}
+    )
     assert refreshed.status_code == 200 and refreshed.json()["access_token"]
     bearer = {"Authorization": f"Bearer {refreshed.json()['access_token']}"}
     started = await client.post("/v1/me/totp", headers=bearer)
     assert started.status_code == 200 and started.json()["secret"]
     confirmed = await client.post(
-        "/v1/me/totp/confirm", headers=bearer, json={"code": pyotp.TOTP(started.json()["secret"]).at(clock.now())}
+        "/v1/me/totp/confirm",
+        headers=bearer,
+        json={"code": pyotp.TOTP(started.json()["secret"]).at(clock.now())},
     )
     assert confirmed.status_code == 200 and confirmed.json()["recovery_codes"]
     wrong = await client.post(f"/v1/login/{challenge_id}/verify", json={"code": "000000"})
@@ -74,9 +80,13 @@ async def billing(billing_url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx
     url = billing_url
     clock = FrozenClock(NOW)
     tokens = Tokens(clock)
-    settings = BillingSettings(database_url=url, var_dir=tmp_path, identity_jwks_url="http://identity.test/jwks")
+    settings = BillingSettings(
+        database_url=url, var_dir=tmp_path, identity_jwks_url="http://identity.test/jwks"
+    )
     app = create_billing_api(settings, clock=clock, jwks_client=tokens.jwks_client())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://billing.test") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://billing.test"
+    ) as http:
         yield http, tokens
 
 
@@ -103,5 +113,8 @@ async def test_a_route_that_sets_its_own_cache_control_keeps_it(database_factory
 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         public_answer, health = await asyncio.gather(http.get("/public"), http.get("/healthz"))
-    assert public_answer.headers["cache-control"] == "public, max-age=60" and "pragma" not in public_answer.headers
+    assert (
+        public_answer.headers["cache-control"] == "public, max-age=60"
+        and "pragma" not in public_answer.headers
+    )
     assert not_stored(health)

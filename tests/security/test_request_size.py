@@ -54,7 +54,11 @@ def chunked_scope(path: str) -> dict[str, Any]:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"api.test"), (b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+        "headers": [
+            (b"host", b"api.test"),
+            (b"content-type", b"application/json"),
+            (b"transfer-encoding", b"chunked"),
+        ],
         "client": ("127.0.0.1", 40000),
         "server": ("api.test", 80),
     }
@@ -104,7 +108,9 @@ async def test_bodies_over_and_under_the_limit_at_once_get_413_and_their_ordinar
     json_type = {"content-type": "application/json"}
     under = json.dumps({"padding": "x" * (LIMIT - 100)}).encode()  # JSON the route has to read
     path = POSTS[service]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api.test"
+    ) as client:
         answers = await asyncio.gather(
             *[client.post(path, content=b"{" * (LIMIT + 1), headers=json_type) for _ in range(3)],
             *[client.post(path, content=chunks(64 * LIMIT), headers=json_type) for _ in range(3)],
@@ -141,7 +147,9 @@ def test_a_real_server_answers_413_at_once_to_a_content_length_over_the_limit(
             )
             await writer.drain()
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
-            length = int(next(line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))[15:])
+            length = int(
+                next(line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))[15:]
+            )
             return head, await reader.readexactly(length)
         finally:
             writer.close()
@@ -173,7 +181,9 @@ def test_a_real_server_does_not_keep_a_chunked_upload_over_the_limit(
 
     async def send(url: str, content: AsyncIterator[bytes] | bytes) -> httpx.Response:
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-            return await client.post("/v1/applications", content=content, headers={"content-type": "application/json"})
+            return await client.post(
+                "/v1/applications", content=content, headers={"content-type": "application/json"}
+            )
 
     with api_process("onboarding", tmp_path, database_url=onboarding_url) as api:
         # First a small request, so that what the code path itself needs is in the peak already.

@@ -67,7 +67,7 @@ async def test_an_old_session_cannot_replace_the_authenticator_without_a_code_fr
     tokens = await log_in(client, db, sealer, username)
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
     secret, _ = await enrol_totp(client, headers, clock)
-    clock.advance(timedelta(minutes=6))
+    clock.advance(timedelta(minutes=16))
     headers = {"Authorization": f"Bearer {(await refreshed(client, tokens))['access_token']}"}
 
     # A copied token, tried at once without a code and with wrong codes: all refused.
@@ -84,7 +84,7 @@ async def test_an_old_session_cannot_replace_the_authenticator_without_a_code_fr
     assert (await client.get("/v1/me", headers=headers)).status_code == 401
 
     again = await log_in(client, db, sealer, username, method="sms")
-    clock.advance(timedelta(minutes=6))
+    clock.advance(timedelta(minutes=16))
     fresh = {"Authorization": f"Bearer {(await refreshed(client, again))['access_token']}"}
     with_code = await client.post(
         "/v1/me/totp", headers=fresh, json={"current_code": pyotp.TOTP(secret).at(clock.now())}
@@ -96,7 +96,7 @@ async def test_a_fresh_login_sets_up_a_new_authenticator_without_a_code(db, cloc
     username = await active_admin(db, clock, sealer, client)
     tokens = await log_in(client, db, sealer, username)
     await enrol_totp(client, {"Authorization": f"Bearer {tokens['access_token']}"}, clock)
-    clock.advance(timedelta(minutes=10))
+    clock.advance(timedelta(minutes=20))
     recent = await log_in(client, db, sealer, username)  # a lost phone: SMS instead
     started = await client.post("/v1/me/totp", headers={"Authorization": f"Bearer {recent['access_token']}"})
     assert started.status_code == 200, started.text

@@ -217,7 +217,7 @@ async def test_a_reset_second_factor_and_a_wrong_code_for_a_new_authenticator_re
     assert await statuses(billing, first) == await statuses(billing, second) == {401}
 
     old = await log_in(client, db, sealer, username)
-    clock.advance(timedelta(minutes=6))
+    clock.advance(timedelta(minutes=16))
     refreshed = (await client.post("/v1/token/refresh", json={"refresh_token": old["refresh_token"]})).json()
     assert await statuses(billing, refreshed) == {200}
     guess = await client.post("/v1/me/totp", headers=bearer(refreshed), json={"current_code": "123456"})

@@ -10,9 +10,9 @@ from typing import Literal
 
 from sqlalchemy import select
 
+from services.identity.activation import hash_password
 from services.identity.config import IdentitySettings
 from services.identity.models import Company, LoginSession, Tenant, User, UserGrant
-from services.identity.activation import hash_password
 from shared.clock import FrozenClock
 from shared.db import Database
 from tests.integration.test_activation import PASSWORD
