@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,21 @@ def client_address(request: Request) -> str:
     from any peer, which is how a rotating `X-Forwarded-For` escaped the limits.
     """
     return request.client.host if request.client else "unknown"
+
+
+def limited_party(address: str) -> str:
+    """Whom a per-address limit counts: an IPv4 address, but an IPv6 address's /64 network.
+    A provider hands each customer a whole /64, so counting single IPv6 addresses would give
+    one caller 2^64 budgets."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class SlidingWindowLimiter:
@@ -53,6 +69,6 @@ class SlidingWindowLimiter:
         """A FastAPI dependency that applies this limit to the calling address (`client_address`)."""
 
         def rate_limited(request: Request) -> None:
-            self.check(client_address(request), what)
+            self.check(limited_party(client_address(request)), what)
 
         return rate_limited

@@ -46,3 +46,13 @@ async def test_password_spraying_from_one_ipv6_network_stays_within_the_limit(ap
     statuses = Counter(await asyncio.gather(*(spray(a, n) for n, a in enumerate(ADDRESSES))))
 
     assert statuses[429] == len(ADDRESSES) - LIMIT, statuses
+
+
+def test_a_limit_counts_ipv4_addresses_singly_and_ipv6_addresses_by_their_network() -> None:
+    from shared.ratelimit import limited_party
+
+    assert limited_party("192.0.2.7") != limited_party("192.0.2.8")
+    assert limited_party("::ffff:192.0.2.7") == limited_party("192.0.2.7")
+    assert limited_party("2001:db8:1:2::1") == limited_party("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert limited_party("2001:db8:1:3::1") != limited_party("2001:db8:1:2::1")
+    assert limited_party("testclient") == "testclient"
