@@ -219,7 +219,9 @@ class TokenVerifier:
     cache (the negative cache is the whole key set: random key ids gain nothing). Concurrent
     verifications that need the keys share one fetch in flight. A rotated key is therefore
     accepted at the latest `min_refetch_seconds` after the last fetch — sooner when identity
-    publishes the new key before signing with it, as the key ring allows.
+    publishes the new key before signing with it, as the key ring allows. A fetch that fails
+    counts as a fetch too, and while identity does not answer, the keys it gave last go on
+    verifying tokens.
 
     `is_revoked(claims)` lets a service refuse tokens of sessions it learned were ended
     (disabled or deleted users, changed grants) before the token's 5 minutes are over.
@@ -281,14 +283,25 @@ class TokenVerifier:
     async def _keys(self, kid: str | None) -> dict[str, Ed25519PublicKey]:
         now = self._monotonic()
         cached = self._cached
-        if cached is None or now - cached.fetched_at >= self._cache_seconds:
-            return await self._shared_fetch()
-        if kid is None or kid in cached.keys:
+        if (
+            cached is not None
+            and now - cached.fetched_at < self._cache_seconds
+            and (kid is None or kid in cached.keys)
+        ):
             return cached.keys
         last = self._last_fetch_started
         if self._in_flight is None and last is not None and now - last < self._min_refetch_seconds:
-            return cached.keys  # fetched a moment ago: the key id is unknown to identity too
-        return await self._shared_fetch()
+            # Fetched (or tried) a moment ago: the key id is unknown to identity too, or identity
+            # is not answering. Either way, asking again at once would only cost it more.
+            if cached is None:
+                raise TokenError("the signing keys could not be fetched; try again in a moment")
+            return cached.keys
+        try:
+            return await self._shared_fetch()
+        except TokenError:
+            if cached is None:
+                raise
+            return cached.keys  # identity is not answering: go on with the keys it gave last
 
     async def verify(self, token: str, *, now: datetime) -> AccessClaims:
         try:

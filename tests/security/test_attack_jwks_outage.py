@@ -69,3 +69,21 @@ async def test_forged_key_ids_after_the_cache_expired_make_one_fetch_while_ident
         assert await refused(verifier, [forged(uuid.uuid4().hex)]) == [True]
 
     assert failing.fetches == 1, f"{FORGED} forged tokens made {failing.fetches} fetches"
+
+
+async def test_while_identity_fails_the_keys_it_gave_last_go_on_verifying_tokens(clock: Monotonic) -> None:
+    signer = ring("k1", active="k1")
+    verifier = TokenVerifier(
+        JWKS_URL,
+        client=Identity(signer).client(),
+        cache_seconds=300,
+        min_refetch_seconds=INTERVAL,
+        monotonic=clock,
+    )
+    assert await refused(verifier, [token(signer)]) == [False]
+    failing = FailingIdentity()
+    verifier._client = failing.client()  # noqa: SLF001 - identity starts failing from here
+    clock.now += 301
+
+    assert await refused(verifier, [token(signer) for _ in range(10)]) == [False] * 10
+    assert failing.fetches == 1
