@@ -146,6 +146,14 @@ EXPLANATIONS: dict[str, str] = {
         "How long a device token from a two-factor login lets that browser or app past a lock on its username."
     ),
     "trusted_devices_per_user": "Trusted devices kept per user; the least recently used go first.",
+    "unlock_code_ttl": (
+        "How long an unlock code emailed to a locked-out user (`POST /v1/login/unlock`) lets a new "
+        "browser or app past the lock."
+    ),
+    "unlock_emails_per_day": (
+        "Unlock emails one login receives in 24 hours at most (and one per lock duration), "
+        "whoever asks for them."
+    ),
     "login_counters_purge_interval_s": (
         "How often the identity worker deletes failure counters that count nothing any more, and expired trusted devices."
     ),

@@ -632,7 +632,9 @@ class OtpRequested(Event):
     """A one-time code to send to a user's mobile (SMS) or email (S7); the code is sealed.
 
     `confirm_mobile` and `confirm_email` codes confirm the contact details a person gives when
-    activating the login from the company's letter; their `challenge_id` is the activation's id."""
+    activating the login from the company's letter; their `challenge_id` is the activation's id.
+    An `unlock_login` code is a device token sent to the user's own email while failed passwords
+    lock their username; its `challenge_id` is the trusted device's id."""
 
     TYPE = "dk.adgang.identity.OtpRequested.v1"
     TOPIC = IDENTITY_OTP
@@ -640,7 +642,7 @@ class OtpRequested(Event):
 
     user_id: UUID
     challenge_id: UUID
-    purpose: Literal["login", "confirm_mobile", "confirm_email"]
+    purpose: Literal["login", "confirm_mobile", "confirm_email", "unlock_login"]
     channel: Literal["sms", "email"]
     recipient: str = Field(description="E.164 mobile number for sms, email address for email")
     code: SealedSecret

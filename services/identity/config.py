@@ -41,6 +41,9 @@ class IdentitySettings(ServiceSettings):
     trusted_device_ttl: timedelta = timedelta(days=90)
     trusted_devices_per_user: int = Field(default=10, ge=1, le=100)
     login_counters_purge_interval_s: float = Field(default=600.0, gt=0)
+    # While the username is locked, the user may have an unlock code (a device token) emailed.
+    unlock_code_ttl: timedelta = Field(default=timedelta(hours=1), le=timedelta(hours=24))
+    unlock_emails_per_day: int = Field(default=3, ge=1, le=10)
     # Replacing the second factor, creating a login, re-sending an activation code and changing
     # where a login's codes go need a login this recent (or, for the second factor, a current code).
     reauthentication_window: timedelta = timedelta(minutes=15)

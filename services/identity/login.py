@@ -166,6 +166,61 @@ class Login:
         assert throttle is not None
         return throttle
 
+    async def request_unlock(self, session: AsyncSession, username: str) -> None:
+        """While failed passwords lock an active user's username, email the user an unlock code:
+        a device token of its own, valid `unlock_code_ttl`, that passes the lock with the right
+        password (and then the second factor). Only the user's mailbox gets it, so a stranger who
+        keeps renewing the lock cannot keep the user out. At most one email per lock duration and
+        `unlock_emails_per_day`, whoever asks; nothing is said about whether one was sent."""
+        now = self.clock.now()
+        key = normalise_username(username)
+        throttle = await session.get(LoginThrottle, key, with_for_update=True)
+        if throttle is None or throttle.locked_until is None or as_utc(throttle.locked_until) <= now:
+            return
+        user = await session.scalar(select(User).where(User.username == key).with_for_update())
+        if user is None or user.status != "active":
+            return
+        sent = list(
+            await session.scalars(
+                select(TrustedDevice.created_at)
+                .where(
+                    TrustedDevice.user_id == user.id,
+                    TrustedDevice.origin == "email",
+                    TrustedDevice.created_at > now - timedelta(days=1),
+                )
+                .order_by(TrustedDevice.created_at.desc())
+            )
+        )
+        if len(sent) >= self.settings.unlock_emails_per_day or (
+            sent and now - as_utc(sent[0]) < self.settings.login_lock_duration
+        ):
+            return
+        token = secrets.token_urlsafe(32)
+        device = TrustedDevice(
+            id=str(uuid.uuid4()),
+            user_id=user.id,
+            token_hash=_digest(token),
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + self.settings.unlock_code_ttl,
+            failures=0,
+            origin="email",
+        )
+        session.add(device)
+        device_id = uuid.UUID(device.id)
+        await self.outbox.add(
+            session,
+            OtpRequested(
+                user_id=uuid.UUID(user.id),
+                challenge_id=device_id,
+                purpose="unlock_login",
+                channel="email",
+                recipient=user.email,
+                code=self.sealer.seal(token, context=OtpRequested.sealing_context(device_id)),
+                expires_at=device.expires_at,
+            ),
+        )
+
     async def _trusted_device(self, session: AsyncSession, username: str, token: str) -> TrustedDevice | None:
         """The live trusted device of this token, if it belongs to this username's user."""
         device = await session.scalar(
@@ -189,8 +244,9 @@ class Login:
                 )
             raise TooManyRequests(
                 f"Too many failed logins for this username. The login is locked; try again in "
-                f"{(wait + 59) // 60} minutes, or ask your administrator to unlock it. A browser or "
-                "app you have logged in with before is not stopped by this lock.",
+                f"{(wait + 59) // 60} minutes. A browser or app you have logged in with before is not "
+                "stopped by this lock; from another, have an unlock code emailed to the login's address "
+                "(POST /v1/login/unlock) or ask your administrator to unlock it.",
                 retry_after=wait,
             )
         free = self.settings.login_free_failures
@@ -320,8 +376,9 @@ class Login:
         now = self.clock.now()
         if challenge.device_id is not None:
             device = await session.get(TrustedDevice, challenge.device_id)
-            if device is not None:
+            if device is not None:  # trusted on: it is in use
                 device.last_used_at = now
+                device.expires_at = now + self.settings.trusted_device_ttl
                 return None
         token = secrets.token_urlsafe(32)
         session.add(
@@ -333,6 +390,7 @@ class Login:
                 last_used_at=now,
                 expires_at=now + self.settings.trusted_device_ttl,
                 failures=0,
+                origin="login",
             )
         )
         await session.flush()

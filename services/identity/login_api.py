@@ -63,6 +63,15 @@ class ChallengeOut(BaseModel):
     expires_at: datetime
 
 
+class UnlockIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+
+
+class UnlockOut(BaseModel):
+    detail: str
+
+
 class SendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     method: Literal["sms", "email"] = "sms"
@@ -184,6 +193,23 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
             )
         return ChallengeOut(
             challenge_id=challenge.id, methods=Login.methods(user), expires_at=as_utc(challenge.expires_at)
+        )
+
+    @router.post(
+        "/v1/login/unlock",
+        status_code=202,
+        response_model=UnlockOut,
+        summary="Locked out by failed passwords: have an unlock code emailed to the login's address",
+        dependencies=[Depends(rate_limited)],
+        responses={429: PROBLEM},
+    )
+    async def unlock(body: UnlockIn) -> UnlockOut:
+        async with db.transaction() as session:
+            await login.request_unlock(session, body.username)
+        # The same answer whatever happened: it tells no one whether the username exists.
+        return UnlockOut(
+            detail="If this username belongs to an active login that failed passwords have locked, an "
+            "unlock code is on its way to the login's email address. Log in with it as device_token."
         )
 
     @router.post(

@@ -177,6 +177,8 @@ class TrustedDevice(FailureCounter, Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # `login`: issued after a two-factor login; `email`: sent to the user's email to unlock.
+    origin: Mapped[str] = mapped_column(String(10), default="login")
 
 
 class LoginChallenge(Base):

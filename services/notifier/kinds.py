@@ -53,7 +53,12 @@ from shared.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
-CODE_KINDS = {"login": "otp_login", "confirm_mobile": "otp_confirm_mobile", "confirm_email": "otp_confirm_email"}
+CODE_KINDS = {
+    "login": "otp_login",
+    "confirm_mobile": "otp_confirm_mobile",
+    "confirm_email": "otp_confirm_email",
+    "unlock_login": "otp_unlock_login",
+}
 
 
 class DeliveryKind(Protocol):
