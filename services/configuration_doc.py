@@ -125,7 +125,10 @@ EXPLANATIONS: dict[str, str] = {
         "development: a key ring made once per `var/`. Required in production."
     ),
     "signing_active_key_id": "The key id that signs new access tokens; the others still verify (rotation).",
-    "access_token_ttl": "Lifetime of an access token (ISO 8601 duration or seconds).",
+    "access_token_ttl": (
+        "Lifetime of an access token (ISO 8601 duration or seconds); at most 30 minutes, the least "
+        "billing keeps an ended session (`ADGANG_BILLING_ENDED_SESSIONS_KEPT`)."
+    ),
     "refresh_token_ttl": "Lifetime of a login session and its refresh tokens.",
     "login_challenge_ttl": "How long the second step of a login may take after the password.",
     "otp_ttl": "Lifetime of a one-time code sent by SMS or email; at most 10 minutes.",
@@ -189,9 +192,8 @@ EXPLANATIONS: dict[str, str] = {
     ),
     "ended_sessions_kept": (
         "How long billing refuses the access tokens of a session ended by logout or by a reused "
-        "refresh token (`SessionEnded`). Must exceed identity's access-token lifetime "
-        "(`ADGANG_IDENTITY_ACCESS_TOKEN_TTL`, 5 minutes) plus any clock difference between the "
-        "services; after it the session's row is purged."
+        "refresh token (`SessionEnded`); at least 30 minutes, the longest an access token may live "
+        "(`ADGANG_IDENTITY_ACCESS_TOKEN_TTL`, 5 minutes by default); after it the session's row is purged."
     ),
     "ended_sessions_purge_interval_s": "How often the worker purges ended sessions older than `ENDED_SESSIONS_KEPT`.",
     "invoice_run_enabled": "Whether the worker issues the newest closed month's invoices by itself (S8).",

@@ -24,7 +24,7 @@ class BillingSettings(ServiceSettings):
     jwks_min_refetch_seconds: float = Field(default=30.0, ge=0.0)
     # Sessions identity ended one by one (logout, a reused refresh token) are refused until
     # their access tokens have expired anyway, then forgotten (S12).
-    ended_sessions_kept: timedelta = Field(default=timedelta(hours=1), ge=timedelta(minutes=5))
+    ended_sessions_kept: timedelta = Field(default=timedelta(hours=1), ge=timedelta(minutes=30))
     ended_sessions_purge_interval_s: float = Field(default=600.0, gt=0)
 
     # Invoices (S8): the monthly run issues the newest closed month; payment terms in days.

@@ -25,7 +25,8 @@ class IdentitySettings(ServiceSettings):
     # Tokens (S7): short-lived signed access tokens, rotating refresh tokens.
     signing_keys: SecretStr | None = None
     signing_active_key_id: str | None = None
-    access_token_ttl: timedelta = timedelta(minutes=5)
+    # At most 30 minutes: billing keeps ended sessions at least that long (ENDED_SESSIONS_KEPT).
+    access_token_ttl: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0), le=timedelta(minutes=30))
     refresh_token_ttl: timedelta = timedelta(hours=12)
     # Login with two factors (S7).
     login_challenge_ttl: timedelta = timedelta(minutes=10)
