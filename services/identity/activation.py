@@ -29,10 +29,11 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.identity.credentials import user_details_changed
 from services.identity.domain import code_matches, hash_code, normalise_username
 from services.identity.models import ActivationCode, PendingActivation, User
 from shared.clock import Clock, as_utc
-from shared.events import CredentialChanged, OtpRequested, UserActivated, UserDetailsChanged
+from shared.events import CredentialChanged, OtpRequested, UserActivated
 from shared.messaging import Outbox
 from shared.sealing import Sealer
 
@@ -303,18 +304,7 @@ class Activation:
         user.mobile_confirmed_at = now  # a code sent to it came back (S5.3)
         if details_changed:
             # Other services know the login by the application's details (UserCreated).
-            await self.outbox.add(
-                session,
-                UserDetailsChanged(
-                    user_id=uuid.UUID(user.id),
-                    tenant_cvr=user.tenant_cvr,
-                    name=user.name,
-                    email=user.email,
-                    mobile=user.mobile,
-                    by_user_id=uuid.UUID(user.id),
-                    changed_at=now,
-                ),
-            )
+            await self.outbox.add(session, user_details_changed(user, by_user_id=user.id, at=now))
         await self._make_active(session, user, code, pending.password_hash, now)
         return ConfirmationResult(ConfirmationOutcome.activated, user=user)
 

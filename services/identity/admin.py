@@ -11,7 +11,12 @@ from typing import Literal
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.identity.credentials import issue_activation_code, unique_username, user_created
+from services.identity.credentials import (
+    issue_activation_code,
+    unique_username,
+    user_created,
+    user_details_changed,
+)
 from services.identity.domain import AccessScope
 from services.identity.login import ReauthenticationRequired, end_login_session
 from services.identity.models import (
@@ -33,7 +38,6 @@ from shared.events import (
     LoginCreated,
     SessionEndReason,
     UserDeleted,
-    UserDetailsChanged,
     UserDisabled,
     UserEnabled,
     UserGrantsChanged,
@@ -390,16 +394,7 @@ class Administration:
             user.mobile, user.mobile_confirmed_at = changes.mobile, None
         if (user.name, user.email, user.mobile) != before:
             await self.outbox.add(
-                session,
-                UserDetailsChanged(
-                    user_id=uuid.UUID(user.id),
-                    tenant_cvr=user.tenant_cvr,
-                    name=user.name,
-                    email=user.email,
-                    mobile=user.mobile,
-                    by_user_id=uuid.UUID(caller.id),
-                    changed_at=self.clock.now(),
-                ),
+                session, user_details_changed(user, by_user_id=caller.id, at=self.clock.now())
             )
         if (user.email, user.mobile) != before[1:]:
             # Where the login's codes go has changed: tell the user at the address they had.

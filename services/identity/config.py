@@ -26,7 +26,9 @@ class IdentitySettings(ServiceSettings):
     signing_keys: SecretStr | None = None
     signing_active_key_id: str | None = None
     # At most 30 minutes: billing keeps ended sessions at least that long (ENDED_SESSIONS_KEPT).
-    access_token_ttl: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0), le=timedelta(minutes=30))
+    access_token_ttl: timedelta = Field(
+        default=timedelta(minutes=5), gt=timedelta(0), le=timedelta(minutes=30)
+    )
     refresh_token_ttl: timedelta = timedelta(hours=12)
     # Login with two factors (S7).
     login_challenge_ttl: timedelta = timedelta(minutes=10)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.domain import generate_activation_code, hash_code, new_username
 from services.identity.models import ActivationCode, User, UserGrant
-from shared.events import Grant, UserCreated
+from shared.events import Grant, UserCreated, UserDetailsChanged
 
 
 async def unique_username(session: AsyncSession, cvr: str) -> str:
@@ -61,4 +61,17 @@ def user_created(
         functions=list(user.functions),  # type: ignore[arg-type]
         application_id=application_id,
         created_at=user.created_at,
+    )
+
+
+def user_details_changed(user: User, *, by_user_id: str, at: datetime) -> UserDetailsChanged:
+    """The `UserDetailsChanged` event of a login whose name, email or mobile changed, as stored."""
+    return UserDetailsChanged(
+        user_id=uuid.UUID(user.id),
+        tenant_cvr=user.tenant_cvr,
+        name=user.name,
+        email=user.email,
+        mobile=user.mobile,
+        by_user_id=uuid.UUID(by_user_id),
+        changed_at=at,
     )

@@ -130,6 +130,30 @@ def unsealed_code(sealer: Sealer, event: OtpRequested) -> str:
     return sealer.unseal(event.code, context=OtpRequested.sealing_context(event.challenge_id))
 
 
+async def start_letter_activation(
+    client: httpx.AsyncClient,
+    username: str,
+    code: str,
+    *,
+    email: str = OWN_EMAIL,
+    mobile: str = OWN_MOBILE,
+    name: str | None = None,
+    password: str = PASSWORD,
+) -> httpx.Response:
+    """Step one for the login from the company's letter: the code, a password and one's own
+    email and mobile (and name)."""
+    body = {
+        "username": username,
+        "activation_code": code,
+        "password": password,
+        "email": email,
+        "mobile": mobile,
+    }
+    if name is not None:
+        body["name"] = name
+    return await client.post("/v1/activation", json=body)
+
+
 async def activate_from_letter(
     client: httpx.AsyncClient,
     db: Database,
@@ -144,16 +168,9 @@ async def activate_from_letter(
 ) -> httpx.Response:
     """The login from the company's letter: start with the code and one's own details, then
     confirm with the codes sent by SMS and email. Returns the confirmation's answer."""
-    body = {
-        "username": username,
-        "activation_code": code,
-        "password": password,
-        "email": email,
-        "mobile": mobile,
-    }
-    if name is not None:
-        body["name"] = name
-    started = await client.post("/v1/activation", json=body)
+    started = await start_letter_activation(
+        client, username, code, email=email, mobile=mobile, name=name, password=password
+    )
     assert started.status_code == 202, started.text
     sent = await confirmation_codes(db, sealer, started.json()["activation_id"])
     return await client.post(
@@ -176,16 +193,7 @@ async def test_the_code_from_the_letter_activates_the_administrator_once(db, clo
     first = await activate_from_letter(client, db, sealer, username, code)
     assert first.status_code == 200, first.text
     assert first.json()["status"] == "active"
-    again = await client.post(
-        "/v1/activation",
-        json={
-            "username": username,
-            "activation_code": code,
-            "password": PASSWORD,
-            "email": OWN_EMAIL,
-            "mobile": OWN_MOBILE,
-        },
-    )
+    again = await start_letter_activation(client, username, code)
     assert again.status_code == 409 and problem_type(again) == "already-activated"
 
     async with db.transaction() as session:
@@ -217,16 +225,7 @@ async def test_a_code_that_expires_between_start_and_confirmation_is_refused_wit
 ) -> None:
     username, code = await provision_admin(db, clock, sealer)
     clock.advance(timedelta(days=7) - timedelta(seconds=1))
-    started = await client.post(
-        "/v1/activation",
-        json={
-            "username": username,
-            "activation_code": code,
-            "password": PASSWORD,
-            "email": OWN_EMAIL,
-            "mobile": OWN_MOBILE,
-        },
-    )
+    started = await start_letter_activation(client, username, code)
     assert started.status_code == 202, started.text
     sent = await confirmation_codes(db, sealer, started.json()["activation_id"])
     clock.advance(timedelta(seconds=2))

@@ -52,6 +52,7 @@ from tests.integration.test_activation import (
     confirmation_codes,
     envelope_of,
     problem_type,
+    start_letter_activation,
     unsealed_code,
 )
 from tests.integration.test_login import client, database_url, db, settings  # noqa: F401
@@ -147,16 +148,7 @@ async def test_a_new_application_replaces_an_administrator_login_that_was_never_
     [live] = await live_administrators(db)
     assert live.username == username and live.application_id == str(own.application_id)
 
-    dead = await client.post(
-        "/v1/activation",
-        json={
-            "username": old_username,
-            "activation_code": old_code,
-            "password": PASSWORD,
-            "email": OWN_EMAIL,
-            "mobile": OWN_MOBILE,
-        },
-    )
+    dead = await start_letter_activation(client, old_username, old_code)
     assert dead.status_code == 400 and problem_type(dead) == "invalid-activation-code"
     activated = await activate_from_letter(client, db, sealer, username, code)
     assert activated.status_code == 200, activated.text
@@ -186,16 +178,7 @@ async def test_an_activation_under_way_for_a_replaced_login_can_no_longer_be_con
     first = application(clock)
     await submit(db, clock, sealer, first)
     username, code = await letter_of(db, sealer, first)
-    started = await client.post(
-        "/v1/activation",
-        json={
-            "username": username,
-            "activation_code": code,
-            "password": PASSWORD,
-            "email": OWN_EMAIL,
-            "mobile": OWN_MOBILE,
-        },
-    )
+    started = await start_letter_activation(client, username, code)
     assert started.status_code == 202, started.text
     sent = await confirmation_codes(db, sealer, started.json()["activation_id"])
 
