@@ -13,6 +13,7 @@ from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import KnownAdministrator, KnownCustomer
 from services.registry import SERVICES
 from shared.db import Database, migrate
+from tests.support.asgi import AppTransport
 
 CVR = "22109340"
 
@@ -34,7 +35,7 @@ def database_url(database_factory) -> str:
 
 async def _client(database_url: str, **settings: object) -> httpx.AsyncClient:
     app = create_api(OnboardingSettings(database_url=database_url, **settings))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://onboarding")
+    return httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://onboarding")
 
 
 @pytest.fixture
@@ -112,9 +113,10 @@ async def test_an_application_never_provisioned_fails_at_its_deadline_and_the_co
     from shared.clock import FrozenClock
     from shared.messaging import Outbox
 
-    clock = FrozenClock(datetime.now(UTC))
     async with await _client(database_url, rate_limit_per_minute=0) as client:
         first = (await client.post("/v1/applications", json=body())).json()
+        # After the application: its deadline is then at most 2 hours from the clock's start.
+        clock = FrozenClock(datetime.now(UTC))
         outbox = Outbox(messaging, clock)
         watch = ApplicationDeadlineWatch(db=customer_known, outbox=outbox, clock=clock)
         assert await watch.check() == 0
