@@ -27,6 +27,7 @@ from shared.db import Database, migrate
 from shared.events import Event
 from shared.messaging import Outbox
 from shared.tokens import TokenSigner, generate_signing_key, parse_signing_keys
+from tests.support.asgi import AppTransport
 
 # Demo data is loaded "now": the newest closed month is October 2026.
 NOW = datetime(2026, 11, 10, 9, 0, tzinfo=UTC)
@@ -122,9 +123,7 @@ async def billing(
         identity_jwks_url="http://identity.test/.well-known/jwks.json",
     )
     app = create_api(settings, clock=billing_clock, jwks_client=tokens.jwks_client())
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://billing.test"
-    ) as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://billing.test") as http:
         yield http
 
 

@@ -33,6 +33,7 @@ from shared.events import (
 )
 from shared.messaging import Outbox
 from shared.sealing import Sealer
+from tests.support.asgi import AppTransport
 
 PASSWORD = "Fjordhest-Morgenkaffe-42"
 
@@ -63,7 +64,7 @@ async def client(
     monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)  # the test reads the codes
     settings = IdentitySettings(database_url=database_url, var_dir=tmp_path)
     app = create_api(settings, clock=clock)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity") as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://identity") as http:
         yield http
 
 

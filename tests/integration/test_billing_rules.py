@@ -31,6 +31,7 @@ from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     tokens,
 )
 from tests.integration.test_activation import envelope_of
+from tests.support.asgi import AppTransport
 
 COLLEAGUE_GRANT = [{"cvr": "37826111", "accounts": ["10000021", "10000022"]}]
 NOBODY = "00000000-0000-4000-8000-000000000000"
@@ -325,9 +326,7 @@ async def test_an_order_before_the_catalogue_is_loaded_is_asked_to_wait(
         jwks_client=tokens.jwks_client(),
     )
     caller = tokens.caller([{"cvr": "22109340", "accounts": "all"}], ["orders"])
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://billing.test"
-    ) as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://billing.test") as http:
         response = await http.post(
             "/v1/orders",
             json={"account_number": "10000052", "product_code": "MOBIL-10"},

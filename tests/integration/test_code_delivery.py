@@ -35,6 +35,7 @@ from shared.envelope import Envelope, decode, encode
 from shared.events import OtpRequested
 from shared.messaging import Outbox
 from shared.sealing import Sealer
+from tests.support.asgi import AppTransport
 from tests.support.ports import free_ports
 
 CODE = "482913"
@@ -355,9 +356,7 @@ async def test_in_development_the_api_shows_what_the_sinks_received(
     await dispatcher(db, clock, sealer, sinks).dispatch_due()
 
     api = create_api(NotifierSettings(database_url=database_url, var_dir=sinks.root.parent))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=api), base_url="http://notifier"
-    ) as client:
+    async with httpx.AsyncClient(transport=AppTransport(app=api), base_url="http://notifier") as client:
         sms = (await client.get(f"/dev/sms/{MOBILE}")).json()
         mail = (await client.get(f"/dev/mail/{ADDRESS.upper()}")).json()
         nobody = await client.get("/dev/sms/+4599999999")

@@ -21,6 +21,7 @@ from shared.events import OtpRequested
 from shared.sealing import Sealer
 from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD, activate_from_letter, provision_admin
+from tests.support.asgi import AppTransport
 
 PROBLEM = "application/problem+json"
 
@@ -57,7 +58,7 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)
     app = create_api(settings, clock=clock)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity") as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://identity") as http:
         yield http
 
 

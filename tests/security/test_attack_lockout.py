@@ -24,6 +24,7 @@ from shared.events import OtpRequested
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import database_url, db, settings  # noqa: F401 - fixtures
 from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
+from tests.support.asgi import AppTransport
 
 STRANGER, USER = "203.0.113.66", "198.51.100.7"
 WRONG = "not the password, a guess"
@@ -37,7 +38,7 @@ async def from_address(settings: IdentitySettings, clock, sealer, monkeypatch) -
     clients: list[httpx.AsyncClient] = []
 
     def make(address: str) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=app, client=(address, 40000 + len(clients)))
+        transport = AppTransport(app=app, client=(address, 40000 + len(clients)))
         clients.append(httpx.AsyncClient(transport=transport, base_url="http://identity"))
         return clients[-1]
 

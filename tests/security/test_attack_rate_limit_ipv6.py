@@ -18,6 +18,7 @@ import pytest
 from services.identity.api import create_api
 from services.identity.config import IdentitySettings
 from tests.integration.test_login import database_url, db  # noqa: F401 - fixtures
+from tests.support.asgi import AppTransport
 
 LIMIT = 3
 ADDRESSES = [f"2001:db8:1234:5678::{n:x}" for n in range(1, 9)]  # one household's /64
@@ -36,7 +37,7 @@ async def app(settings: IdentitySettings, clock, sealer, monkeypatch) -> AsyncIt
 
 async def test_password_spraying_from_one_ipv6_network_stays_within_the_limit(app) -> None:
     async def spray(address: str, n: int) -> int:
-        transport = httpx.ASGITransport(app=app, client=(address, 40000 + n))
+        transport = AppTransport(app=app, client=(address, 40000 + n))
         async with httpx.AsyncClient(transport=transport, base_url="http://identity") as client:
             answer = await client.post(
                 "/v1/login", json={"username": f"35657193-u{n:03d}", "password": "Sommer2026!!"}

@@ -12,6 +12,7 @@ import pytest
 
 from services.onboarding.api import create_api
 from services.onboarding.config import OnboardingSettings
+from tests.support.asgi import AppTransport
 
 PROBLEM = "application/problem+json"
 TOKEN = "a-long-metrics-token-for-the-scraper"
@@ -31,9 +32,7 @@ def settings_for(database_factory, tmp_path: Path):  # type: ignore[no-untyped-d
 async def ask(settings: OnboardingSettings, *requests: tuple[str, dict[str, str]]) -> list[httpx.Response]:
     """The requests (path, headers) at once against onboarding's API with these settings."""
     app = create_api(settings)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://onboarding"
-    ) as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://onboarding") as http:
         return list(await asyncio.gather(*(http.get(path, headers=headers) for path, headers in requests)))
 
 

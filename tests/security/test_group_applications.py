@@ -33,6 +33,7 @@ from shared.events import AdministratorProvisioningRejected, CredentialsIssued, 
 from tests.integration.test_activation import activate_from_letter, envelope_of
 from tests.integration.test_login import client, database_url, db, settings  # noqa: F401
 from tests.security.test_reapplication import application, events_of, handlers, letter_of, submit
+from tests.support.asgi import AppTransport
 
 HOLDING, ENERGI, VIND, SERVICE = "35657193", "37826111", "33112874", "41204559"
 GROUP = [  # parent first
@@ -69,9 +70,7 @@ async def onboarding_db(database_factory) -> AsyncIterator[Database]:
 @pytest.fixture
 async def apply_client(onboarding_db: Database) -> AsyncIterator[httpx.AsyncClient]:
     app = create_onboarding_api(OnboardingSettings(database_url=onboarding_db.url, rate_limit_per_minute=0))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://onboarding"
-    ) as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://onboarding") as http:
         yield http
 
 

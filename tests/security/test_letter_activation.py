@@ -36,6 +36,7 @@ from tests.integration.test_activation import (
     unsealed_code,
 )
 from tests.integration.test_login import client, database_url, db, last_code, settings  # noqa: F401
+from tests.support.asgi import AppTransport
 
 E = TypeVar("E", bound=Event)
 APPLICANT_EMAIL = "ida@solsikke.example"  # what provision_admin's application gave
@@ -302,7 +303,7 @@ async def limited_client(
         IdentitySettings(database_url=database_url, var_dir=tmp_path, activation_rate_limit_per_minute=3),
         clock=clock,
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity") as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://identity") as http:
         yield http
 
 

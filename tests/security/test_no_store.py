@@ -32,6 +32,7 @@ from tests.integration.test_login import (  # noqa: F401 - fixtures
     last_code,
     settings,
 )
+from tests.support.asgi import AppTransport
 
 
 def not_stored(response: httpx.Response) -> bool:
@@ -84,9 +85,7 @@ async def billing(billing_url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx
         database_url=url, var_dir=tmp_path, identity_jwks_url="http://identity.test/jwks"
     )
     app = create_billing_api(settings, clock=clock, jwks_client=tokens.jwks_client())
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://billing.test"
-    ) as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://billing.test") as http:
         yield http, tokens
 
 
@@ -111,7 +110,7 @@ async def test_a_route_that_sets_its_own_cache_control_keeps_it(database_factory
         response.headers["Cache-Control"] = "public, max-age=60"
         return {"status": "public"}
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://t") as http:
         public_answer, health = await asyncio.gather(http.get("/public"), http.get("/healthz"))
     assert (
         public_answer.headers["cache-control"] == "public, max-age=60"

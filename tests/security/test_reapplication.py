@@ -56,6 +56,7 @@ from tests.integration.test_activation import (
     unsealed_code,
 )
 from tests.integration.test_login import client, database_url, db, settings  # noqa: F401
+from tests.support.asgi import AppTransport
 
 E = TypeVar("E", bound=Event)
 CVR = "22109340"
@@ -290,9 +291,7 @@ async def apply_client(
     app = create_onboarding_api(
         OnboardingSettings(database_url=onboarding_url, rate_limit_per_minute=0), clock=onboarding_clock
     )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://onboarding"
-    ) as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://onboarding") as http:
         yield http
 
 

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from services.registry import SERVICES
 from shared.db import migrate
 from tests.support.api_process import api_process
+from tests.support.asgi import AppTransport
 
 PROBLEM = "application/problem+json"
 LIMIT = 64 * 1024
@@ -108,9 +109,7 @@ async def test_bodies_over_and_under_the_limit_at_once_get_413_and_their_ordinar
     json_type = {"content-type": "application/json"}
     under = json.dumps({"padding": "x" * (LIMIT - 100)}).encode()  # JSON the route has to read
     path = POSTS[service]
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://api.test"
-    ) as client:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://api.test") as client:
         answers = await asyncio.gather(
             *[client.post(path, content=b"{" * (LIMIT + 1), headers=json_type) for _ in range(3)],
             *[client.post(path, content=chunks(64 * LIMIT), headers=json_type) for _ in range(3)],

@@ -47,6 +47,7 @@ from tests.integration.test_login import (  # noqa: F401 - fixtures
     log_in,
     settings,
 )
+from tests.support.asgi import AppTransport
 
 PROBLEM = "application/problem+json"
 
@@ -124,9 +125,7 @@ async def billing(
             transport=httpx.MockTransport(lambda _: httpx.Response(200, json=jwks))
         ),
     )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://billing.test"
-    ) as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://billing.test") as http:
         yield http
 
 

@@ -253,7 +253,9 @@ def test_every_api_hides_its_documentation_and_serves_metrics_only_with_the_toke
     prefix = SERVICES[container.rpartition("-")[0]].env_prefix
     monkeypatch.setenv(
         f"{prefix}API_DOCS_ENABLED",
-        interpolate(environment_of(container)[f"{prefix}API_DOCS_ENABLED"], {"ADGANG_API_DOCS_ENABLED": "true"}),
+        interpolate(
+            environment_of(container)[f"{prefix}API_DOCS_ENABLED"], {"ADGANG_API_DOCS_ENABLED": "true"}
+        ),
     )
     assert SERVICES[container.rpartition("-")[0]].settings().serves_api_docs is True
 

@@ -17,6 +17,7 @@ from shared.tokens import (
     generate_signing_key,
     parse_signing_keys,
 )
+from tests.support.asgi import AppTransport
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -52,7 +53,7 @@ class JwksServer:
             self.requests += 1
             return self.signer.jwks()
 
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://identity")
+        self.client = httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://identity")
 
 
 async def test_a_token_verifies_and_carries_the_grants_and_the_keys_are_fetched_once() -> None:
