@@ -21,13 +21,30 @@ from services.identity.api import create_api
 from services.identity.config import IdentitySettings
 from services.identity.models import messaging
 from shared.events import OtpRequested
+from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import database_url, db, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import database_url, db  # noqa: F401 - fixtures
 from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
 from tests.support.asgi import AppTransport
 
 STRANGER, USER = "203.0.113.66", "198.51.100.7"
 WRONG = "not the password, a guess"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path) -> IdentitySettings:
+    """A lock after three wrong passwords: the rules are the same, and each lock takes fewer
+    argon2 checks to reach."""
+    return IdentitySettings(
+        database_url=database_url,
+        var_dir=tmp_path,
+        signing_keys=f"t1:{generate_signing_key()}",
+        signing_active_key_id="t1",
+        login_rate_limit_per_minute=0,
+        activation_rate_limit_per_minute=0,
+        login_free_failures=2,
+        login_lock_after_failures=3,
+    )
 
 
 @pytest.fixture

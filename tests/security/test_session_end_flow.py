@@ -6,32 +6,27 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from services.billing.demo import generated_companies
 from services.suite import Suite
-from tests.conftest import start_suite
 from tests.e2e.test_administration_flow import bearer, identity, log_in
 from tests.e2e.test_billing_flow import billing
 from tests.support.flows import activate_letter, apply_once_known, wait_for_letters
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-CVR = "22109340"  # the demo's standalone company
+CVR = generated_companies(5)[4].cvr  # a company of its own in the shared suite (EXTRA_CUSTOMERS)
 MOBILE = "+4520778899"
 ROUNDS = 5
 
 
 @pytest.fixture(scope="module")
-def session_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
-    # Every round logs in again: more logins a minute than the production limit allows.
-    suite = start_suite(
-        tmp_path_factory.mktemp("sessions"), database_factory, ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0"
-    )
-    yield suite
-    suite.stop()
+def session_suite(suite: Suite) -> Suite:
+    """The shared suite: every round logs in again, and it has no per-client login limit."""
+    return suite
 
 
 @pytest.fixture(scope="module")
