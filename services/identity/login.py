@@ -111,6 +111,22 @@ class PasswordTry:
     device_id: str | None
 
 
+def _new_device(user: User, now: datetime, *, lifetime: timedelta, origin: str) -> tuple[TrustedDevice, str]:
+    """A trusted device for the user and its token (256 bits, given once; only its hash is kept)."""
+    token = secrets.token_urlsafe(32)
+    device = TrustedDevice(
+        id=str(uuid.uuid4()),
+        user_id=user.id,
+        token_hash=_digest(token),
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + lifetime,
+        failures=0,
+        origin=origin,
+    )
+    return device, token
+
+
 def _code_context(challenge_id: str) -> str:
     return f"login-code:{challenge_id}"
 
@@ -195,17 +211,7 @@ class Login:
             sent and now - as_utc(sent[0]) < self.settings.login_lock_duration
         ):
             return
-        token = secrets.token_urlsafe(32)
-        device = TrustedDevice(
-            id=str(uuid.uuid4()),
-            user_id=user.id,
-            token_hash=_digest(token),
-            created_at=now,
-            last_used_at=now,
-            expires_at=now + self.settings.unlock_code_ttl,
-            failures=0,
-            origin="email",
-        )
+        device, token = _new_device(user, now, lifetime=self.settings.unlock_code_ttl, origin="email")
         session.add(device)
         device_id = uuid.UUID(device.id)
         await self.outbox.add(
@@ -380,19 +386,8 @@ class Login:
                 device.last_used_at = now
                 device.expires_at = now + self.settings.trusted_device_ttl
                 return None
-        token = secrets.token_urlsafe(32)
-        session.add(
-            TrustedDevice(
-                id=str(uuid.uuid4()),
-                user_id=user.id,
-                token_hash=_digest(token),
-                created_at=now,
-                last_used_at=now,
-                expires_at=now + self.settings.trusted_device_ttl,
-                failures=0,
-                origin="login",
-            )
-        )
+        device, token = _new_device(user, now, lifetime=self.settings.trusted_device_ttl, origin="login")
+        session.add(device)
         await session.flush()
         devices = list(
             await session.scalars(

@@ -24,7 +24,7 @@ from shared.events import OtpRequested
 from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import database_url, db  # noqa: F401 - fixtures
-from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
+from tests.security.world import SUBSIDIARY, add_user, bearer, company_group, group_administrator
 from tests.support.asgi import AppTransport
 
 STRANGER, USER = "203.0.113.66", "198.51.100.7"
@@ -68,13 +68,7 @@ async def test_a_stranger_elsewhere_cannot_keep_a_user_without_a_trusted_device_
     db, clock, settings, sealer, from_address
 ) -> None:
     await company_group(db, clock)
-    admin = await add_user(
-        db,
-        clock,
-        grants={PARENT: "all", SUBSIDIARY: "all"},
-        functions=["invoices", "user_admin"],
-        role="administrator",
-    )
+    admin = await group_administrator(db, clock)
     user = await add_user(db, clock, grants={SUBSIDIARY: "all"}, functions=["invoices"])  # never logged in
     stranger, own = from_address(STRANGER), from_address(USER)
 

@@ -19,7 +19,7 @@ from services.identity.models import AuditEntry
 from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import client, database_url, db, last_code  # noqa: F401 - fixtures
-from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
+from tests.security.world import SUBSIDIARY, add_user, bearer, company_group, group_administrator
 
 LIMIT = 10
 WRONG = "not the password, a guess"
@@ -162,13 +162,7 @@ async def test_an_administrator_unlocks_a_colleague_and_support_unlocks_an_admin
     db, clock, settings, sealer, client
 ) -> None:
     await company_group(db, clock)
-    admin = await add_user(
-        db,
-        clock,
-        grants={PARENT: "all", SUBSIDIARY: "all"},
-        functions=["invoices", "user_admin"],
-        role="administrator",
-    )
+    admin = await group_administrator(db, clock)
     narrow_admin = await add_user(
         db, clock, grants={SUBSIDIARY: ["10000021"]}, functions=["invoices", "user_admin"]
     )

@@ -80,6 +80,17 @@ async def add_user(
     return user
 
 
+async def group_administrator(db: Database, clock: FrozenClock) -> User:
+    """The group's administrator (role `administrator`): the whole group, user administration."""
+    return await add_user(
+        db,
+        clock,
+        grants={PARENT: "all", SUBSIDIARY: "all"},
+        functions=["invoices", "user_admin"],
+        role="administrator",
+    )
+
+
 async def bearer(db: Database, clock: FrozenClock, settings: IdentitySettings, user: User) -> dict[str, str]:
     """An access token for `user` with a live session, as a two-factor login would give."""
     session_id = str(uuid.uuid4())
