@@ -48,6 +48,7 @@ from shared.sealing import Sealer
 from shared.tokens import AccessClaims, TokenSigner
 
 log = logging.getLogger(__name__)
+UNLOCK_EMAIL_WINDOW = timedelta(days=1)  # `unlock_emails_per_day` counts in it
 _hasher = PasswordHasher()
 _DUMMY_PASSWORD_HASH = _hasher.hash("an unguessable dummy password to spend the same time")
 
@@ -202,7 +203,7 @@ class Login:
                 .where(
                     TrustedDevice.user_id == user.id,
                     TrustedDevice.origin == "email",
-                    TrustedDevice.created_at > now - timedelta(days=1),
+                    TrustedDevice.created_at > now - UNLOCK_EMAIL_WINDOW,
                 )
                 .order_by(TrustedDevice.created_at.desc())
             )
@@ -524,7 +525,14 @@ async def forget_old_failures(db: Database, clock: Clock, window: timedelta) -> 
                 or_(LoginThrottle.last_failure_at.is_(None), LoginThrottle.last_failure_at <= now - window),
             )
         )
-        devices = await session.execute(delete(TrustedDevice).where(TrustedDevice.expires_at <= now))
+        devices = await session.execute(
+            delete(TrustedDevice).where(
+                TrustedDevice.expires_at <= now,
+                # An emailed unlock code is kept for a day after it was sent: it counts against
+                # the emails a day (`request_unlock`) also once it has expired.
+                or_(TrustedDevice.origin != "email", TrustedDevice.created_at <= now - UNLOCK_EMAIL_WINDOW),
+            )
+        )
     forgotten: int = counters.rowcount + devices.rowcount  # type: ignore[attr-defined]  # DELETE results
     if forgotten:
         log.info("forgot %d login counters and expired trusted devices", forgotten)

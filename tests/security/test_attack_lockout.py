@@ -146,3 +146,23 @@ async def test_unlock_emails_are_limited_per_day_and_go_only_to_active_locked_lo
         clock.advance(timedelta(seconds=61))
     await stranger.post("/v1/login/unlock", json={"username": user.username})
     assert len(await unlock_codes(db, sealer)) == 4
+
+
+async def test_the_workers_purge_of_expired_devices_does_not_reset_the_days_count_of_unlock_emails(
+    db, clock, settings, sealer, from_address
+) -> None:
+    from services.identity.login import forget_old_failures
+
+    await company_group(db, clock)
+    user = await add_user(db, clock, grants={SUBSIDIARY: "all"}, functions=["invoices"])
+    stranger = from_address(STRANGER)
+    sent = []
+    for _round in range(5):
+        for _ in range(settings.login_lock_after_failures):
+            await stranger.post("/v1/login", json={"username": user.username, "password": WRONG})
+            clock.advance(timedelta(seconds=61))
+        await stranger.post("/v1/login/unlock", json={"username": user.username})
+        sent.append(len(await unlock_codes(db, sealer)))
+        clock.advance(settings.login_lock_duration + settings.unlock_code_ttl)  # the codes expire
+        await forget_old_failures(db, clock, settings.login_lock_duration)  # and the worker tidies up
+    assert sent == [1, 2, 3, 3, 3]  # still at most three a day
