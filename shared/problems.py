@@ -56,11 +56,16 @@ class Problem(Exception):
         return body
 
 
-class InvalidField(Problem):
+class InvalidFields(Problem):
+    """422 naming each field that is not valid (`errors`: field, message), as the validation of
+    a request body does."""
+
     status = 422
     type_suffix = "validation-error"
     title = "A field is not valid"
 
+
+class InvalidField(InvalidFields):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}", errors=[{"field": field, "message": message}])
 
@@ -134,13 +139,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             message = message.removeprefix("Value error, ")
             errors.append({"field": _field_name(tuple(err.get("loc", ()))), "message": message})
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-        problem = Problem(detail, errors=errors)
-        problem.status, problem.type_suffix, problem.title = (
-            422,
-            "validation-error",
-            "A field is not valid",
-        )
-        return problem_response(problem, request)
+        return problem_response(InvalidFields(detail, errors=errors), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

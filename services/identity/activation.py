@@ -25,26 +25,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from argon2 import PasswordHasher
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.identity.credentials import user_details_changed
+from services.identity.credentials import credential_changed, user_details_changed
 from services.identity.domain import code_matches, hash_code, normalise_username
 from services.identity.models import ActivationCode, PendingActivation, User
 from shared.clock import Clock, as_utc
-from shared.events import CredentialChanged, OtpRequested, UserActivated
+from shared.events import OtpRequested, UserActivated
 from shared.messaging import Outbox
 from shared.sealing import Sealer
 
 log = logging.getLogger(__name__)
-
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
 
 _DUMMY_HASH = hash_code("0000-0000-0000-0000-0000")
 
@@ -315,16 +307,7 @@ class Activation:
         user.password_hash = password_hash
         user.status = "active"
         user.activated_at = now
-        await self.outbox.add(
-            session,
-            CredentialChanged(
-                user_id=uuid.UUID(user.id),
-                name=user.name,
-                email=user.email,
-                change="password_set",
-                changed_at=now,
-            ),
-        )
+        await self.outbox.add(session, credential_changed(user, "password_set", now))
         if user.tenant_cvr is not None:  # staff belong to no company: nothing for other services
             await self.outbox.add(
                 session,

@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.credentials import (
+    credential_changed,
     issue_activation_code,
     unique_username,
     user_created,
@@ -20,7 +21,6 @@ from services.identity.credentials import (
 from services.identity.domain import AccessScope
 from services.identity.login import ReauthenticationRequired, end_login_session
 from services.identity.models import (
-    ActivationCode,
     Company,
     LoginSession,
     LoginThrottle,
@@ -29,15 +29,13 @@ from services.identity.models import (
     User,
     UserGrant,
 )
-from services.identity.service import COMPANY_LOCK
+from services.identity.service import COMPANY_LOCK, remove_login
 from shared.clock import Clock, as_utc
 from shared.db import lock_for_transaction
 from shared.events import (
-    CredentialChanged,
     Grant,
     LoginCreated,
     SessionEndReason,
-    UserDeleted,
     UserDisabled,
     UserEnabled,
     UserGrantsChanged,
@@ -90,16 +88,6 @@ class GrantableCompany:
     parent_cvr: str | None
     accounts: list[str]
     all_accounts: bool
-
-
-def credential_changed(user: User, change: str, at: datetime) -> CredentialChanged:
-    return CredentialChanged(
-        user_id=uuid.UUID(user.id),
-        name=user.name,
-        email=user.email,
-        change=change,
-        changed_at=at,  # type: ignore[arg-type]
-    )
 
 
 def _is_live_admin(user: User) -> bool:
@@ -463,26 +451,8 @@ class Administration:
 
     async def remove(self, session: AsyncSession, user: User, *, reason: str) -> None:
         """Delete a login for good: sessions end, codes stop working, the event tells everyone."""
-        now = self.clock.now()
-        user.status = "deleted"
         await self.end_sessions(session, user.id, "deleted")
-        for code in await session.scalars(
-            select(ActivationCode).where(
-                ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None)
-            )
-        ):
-            code.revoked_at = now
-        await self.outbox.add(
-            session,
-            UserDeleted(
-                user_id=uuid.UUID(user.id),
-                tenant_cvr=user.tenant_cvr,
-                role=user.role,  # type: ignore[arg-type]
-                reason=reason,  # type: ignore[arg-type]
-                application_id=uuid.UUID(user.application_id) if user.application_id else None,
-                deleted_at=now,
-            ),
-        )
+        await remove_login(session, self.outbox, user, reason=reason, now=self.clock.now())
 
 
 async def clear_login_failures(session: AsyncSession, user: User) -> None:

@@ -13,12 +13,12 @@ from services.identity.activation import (
     ActivationOutcome,
     ConfirmationOutcome,
     ContactDetails,
-    hash_password,
 )
 from services.identity.admin import Administration
 from services.identity.admin_api import admin_router
 from services.identity.auth import bearer_claims
 from services.identity.config import IdentitySettings
+from services.identity.credentials import hash_password
 from services.identity.domain import password_problem
 from services.identity.login import Login
 from services.identity.login_api import login_router
@@ -30,7 +30,7 @@ from shared.clock import Clock, SystemClock, as_utc
 from shared.db import Database
 from shared.logs import mask_contact
 from shared.messaging import Outbox
-from shared.problems import MEDIA_TYPE, InvalidField, NotFound, Problem, TooManyRequests
+from shared.problems import MEDIA_TYPE, InvalidField, InvalidFields, NotFound, Problem, TooManyRequests
 from shared.ratelimit import SlidingWindowLimiter
 from shared.web import create_app
 
@@ -53,14 +53,6 @@ class AlreadyActivated(Problem):
     status = 409
     type_suffix = "already-activated"
     title = "The login is already activated"
-
-
-class FieldsInvalid(Problem):
-    """422 naming several fields at once, as the validation of the request body does."""
-
-    status = 422
-    type_suffix = "validation-error"
-    title = "A field is not valid"
 
 
 class InvalidConfirmationCode(Problem):
@@ -203,7 +195,7 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                     "username and the password chosen at activation."
                 )
             case ActivationOutcome.details_required:
-                raise FieldsInvalid(
+                raise InvalidFields(
                     "This login comes from the letter in the company's e-Boks. Give your own email and "
                     "Danish mobile number: a code is sent to each to confirm them, and two-factor login "
                     "uses them (S7). The contact details of the application are not used.",
@@ -216,7 +208,7 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                     ],
                 )
             case ActivationOutcome.details_not_accepted:
-                raise FieldsInvalid(
+                raise InvalidFields(
                     "This login's name, email and mobile number were given by the administrator who "
                     "created it; activate with the username, the activation code and a password only, and "
                     "ask that administrator to correct the details if they are wrong.",

@@ -1,16 +1,35 @@
-"""Issuing what a new login needs: a username nobody has, and an activation code (S2, S5)."""
+"""What a login is made of, and the events that tell of it: a username nobody has, an
+activation code (S2, S5), the password's hash (argon2id), and the login's events."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Literal
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.domain import generate_activation_code, hash_code, new_username
 from services.identity.models import ActivationCode, User, UserGrant
-from shared.events import Grant, UserCreated, UserDetailsChanged
+from shared.events import CredentialChanged, Grant, UserCreated, UserDetailsChanged
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+_DUMMY_PASSWORD_HASH = _hasher.hash("an unguessable dummy password to spend the same time")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Always one argon2 verification, whether or not there is a hash (equal timing)."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_PASSWORD_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 async def unique_username(session: AsyncSession, cvr: str) -> str:
@@ -74,4 +93,15 @@ def user_details_changed(user: User, *, by_user_id: str, at: datetime) -> UserDe
         mobile=user.mobile,
         by_user_id=uuid.UUID(by_user_id),
         changed_at=at,
+    )
+
+
+def credential_changed(
+    user: User,
+    change: Literal["password_set", "authenticator_added", "second_factor_reset", "contact_details_changed"],
+    at: datetime,
+) -> CredentialChanged:
+    """The `CredentialChanged` event that tells the user, by email, of a change to their login."""
+    return CredentialChanged(
+        user_id=uuid.UUID(user.id), name=user.name, email=user.email, change=change, changed_at=at
     )

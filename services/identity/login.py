@@ -20,8 +20,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,8 +47,6 @@ from shared.tokens import AccessClaims, TokenSigner
 
 log = logging.getLogger(__name__)
 UNLOCK_EMAIL_WINDOW = timedelta(days=1)  # `unlock_emails_per_day` counts in it
-_hasher = PasswordHasher()
-_DUMMY_PASSWORD_HASH = _hasher.hash("an unguessable dummy password to spend the same time")
 
 
 class InvalidCredentials(Problem):
@@ -90,14 +86,6 @@ class InvalidRefreshToken(Problem):
     status = 401
     type_suffix = "invalid-refresh-token"
     title = "The refresh token is not valid"
-
-
-def verify_password(password_hash: str | None, password: str) -> bool:
-    """Always one argon2 verification, whether or not there is a hash (equal timing)."""
-    try:
-        return _hasher.verify(password_hash or _DUMMY_PASSWORD_HASH, password) and password_hash is not None
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 def _digest(*parts: str) -> str:

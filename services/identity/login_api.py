@@ -11,8 +11,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import select
 
-from services.identity.admin import credential_changed
 from services.identity.auth import Unauthenticated, bearer_claims
+from services.identity.credentials import credential_changed, verify_password
 from services.identity.login import (
     InvalidCode,
     InvalidCredentials,
@@ -20,7 +20,6 @@ from services.identity.login import (
     Login,
     ReauthenticationRequired,
     find_user,
-    verify_password,
 )
 from services.identity.models import User, UserGrant
 from services.identity.totp import (

@@ -206,14 +206,7 @@ class Provisioning:
         # may be a stranger's; the company's own application must not be blocked by it. It is
         # withdrawn, and the new letter goes to the same e-Boks (onboarding limits how often).
         for user in own:
-            await withdraw(
-                session,
-                self.outbox,
-                user,
-                reason="replaced-by-new-application",
-                application_id=uuid.UUID(user.application_id) if user.application_id else None,
-                now=now,
-            )
+            await remove_login(session, self.outbox, user, reason="replaced-by-new-application", now=now)
             log.warning(
                 "withdrew pending login %s of %s: application %s replaces it",
                 user.id,
@@ -284,13 +277,8 @@ class Provisioning:
         )
         if user is None:  # never provisioned, activated after all, or replaced: nothing to withdraw
             return
-        await withdraw(
-            session,
-            self.outbox,
-            user,
-            reason="credentials-undeliverable",
-            application_id=event.application_id,
-            now=self.clock.now(),
+        await remove_login(
+            session, self.outbox, user, reason="credentials-undeliverable", now=self.clock.now()
         )
         log.warning(
             "withdrew pending login %s: application %s failed (%s)",
@@ -300,17 +288,12 @@ class Provisioning:
         )
 
 
-async def withdraw(
-    session: AsyncSession,
-    outbox: Outbox,
-    user: User,
-    *,
-    reason: str,
-    application_id: uuid.UUID | None,
-    now: datetime,
+async def remove_login(
+    session: AsyncSession, outbox: Outbox, user: User, *, reason: str, now: datetime
 ) -> None:
-    """Withdraw a login that was never activated: its codes stop working, an activation under
-    way for it cannot be confirmed, and `UserDeleted` tells the other services."""
+    """Delete a login for good: its codes stop working, an activation under way for it cannot be
+    confirmed, and `UserDeleted` tells the other services. (Its sessions, if it has any, are the
+    caller's to end: `Administration.remove`.)"""
     user.status = "deleted"
     for code in await session.scalars(
         select(ActivationCode).where(ActivationCode.user_id == user.id, ActivationCode.revoked_at.is_(None))
@@ -324,7 +307,7 @@ async def withdraw(
             tenant_cvr=user.tenant_cvr,
             role=user.role,  # type: ignore[arg-type]
             reason=reason,  # type: ignore[arg-type]
-            application_id=application_id,
+            application_id=uuid.UUID(user.application_id) if user.application_id else None,
             deleted_at=now,
         ),
     )

@@ -10,8 +10,8 @@ from typing import Literal
 
 from sqlalchemy import select
 
-from services.identity.activation import hash_password
 from services.identity.config import IdentitySettings
+from services.identity.credentials import hash_password
 from services.identity.models import Company, LoginSession, Tenant, User, UserGrant
 from shared.clock import FrozenClock
 from shared.db import Database
