@@ -8,6 +8,7 @@ administrator or support lifts a lock, audited."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -221,3 +222,34 @@ async def test_failures_a_lock_length_ago_count_no_more_and_the_worker_forgets_t
     async with db.transaction() as session:
         kept = (await session.scalars(select(LoginThrottle.username))).all()
     assert kept == ["35657193-locked-now"]
+
+
+async def test_only_support_staff_unlock_through_the_support_route_also_when_many_try_at_once(
+    db, clock, settings, client
+) -> None:
+    await company_group(db, clock)
+    admin = await group_administrator(db, clock)
+    user = await colleague(db, clock)
+    staff = await add_user(db, clock, grants={}, functions=[], role="support", tenant=None)
+    other_staff = await add_user(db, clock, grants={}, functions=[], role="support", tenant=None)
+    await logins(client, user.username, [WRONG] * LIMIT)
+    as_admin, as_user, as_staff = (
+        await bearer(db, clock, settings, admin),
+        await bearer(db, clock, settings, user),
+        await bearer(db, clock, settings, staff),
+    )
+
+    customers = await asyncio.gather(
+        *[client.post(f"/v1/support/users/{user.id}/unlock", headers=h) for h in [as_admin, as_user] * 5]
+    )
+    assert {a.status_code for a in customers} == {403}
+    assert (await logins(client, user.username, [PASSWORD]))[0].status_code == 429  # still locked
+
+    answers = await asyncio.gather(
+        client.post(f"/v1/support/users/{user.id}/unlock", headers=as_staff),
+        client.post(f"/v1/support/users/{other_staff.id}/unlock", headers=as_staff),  # staff are no customers
+        client.post(f"/v1/support/users/{uuid.uuid4()}/unlock", headers=as_staff),
+        *[client.post(f"/v1/support/users/{user.id}/unlock", headers=as_admin) for _ in range(3)],
+    )
+    assert [a.status_code for a in answers] == [204, 404, 404, 403, 403, 403]
+    assert (await logins(client, user.username, [PASSWORD]))[0].status_code == 200
