@@ -45,6 +45,7 @@ from stdnum.dk import cvr as stdnum_cvr
 from services.billing.demo import DEMO_COMPANIES, NOT_A_CUSTOMER_CVR, DemoCompany
 from services.billing.models import messaging as billing_messaging
 from services.billing.service import register_customer
+from services.registry import SERVICES
 from services.suite import Suite, SuiteConfig
 from shared.clock import SystemClock
 from shared.db import Database
@@ -857,11 +858,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     var_dir = Path(tempfile.mkdtemp(prefix="adgang-bench-"))
-    broker_port, *service_ports = free_ports(5)
+    broker_port, *service_ports = free_ports(1 + len(SERVICES))
     config = SuiteConfig(
         var_dir=var_dir,
         broker_port=broker_port,
-        ports=dict(zip(("onboarding", "identity", "billing", "notifier"), service_ports, strict=True)),
+        ports=dict(zip(SERVICES, service_ports, strict=True)),
         extra_env={"ADGANG_ONBOARDING_RATE_LIMIT_PER_MINUTE": "0"},
     )
     suite = Suite(config)

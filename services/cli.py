@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         shutil.rmtree(var_dir)
     suite = Suite(SuiteConfig(var_dir=var_dir, log_format="text"))
     stop = threading.Event()
-    print("Starting Adgang: embedded broker, four services (SQLite under var/) ...", flush=True)
+    print("Starting Adgang: embedded broker, four services and the portal (SQLite under var/) ...", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -157,7 +157,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     lines = [
         "",
-        "Adgang is running.",
+        "Adgang is running. Open the portal:",
+        "",
+        f"  portal      {suite.url('portal')}   (the website: apply, activate, log in, administer users)",
+        "",
+        "The services behind it:",
         f"  onboarding  {suite.url('onboarding')}/docs   (apply: POST /v1/applications)",
         f"  identity    {suite.url('identity')}/docs   (activate: POST /v1/activation)",
         f"  billing     {suite.url('billing')}/docs",

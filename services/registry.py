@@ -17,6 +17,7 @@ class ServiceParts:
     name: str
     settings_class: str
     has_api: bool = True
+    has_worker: bool = True
 
     def _attr(self, dotted: str) -> Any:
         module, _, attr = dotted.rpartition(".")
@@ -47,10 +48,12 @@ class ServiceParts:
         return SERVICES_DIR / self.name / "migrations"
 
 
-# Start order: billing announces customers, identity and onboarding learn them, notifier delivers.
+# Start order: billing announces customers, identity and onboarding learn them, notifier delivers;
+# the portal, which calls the others' APIs and consumes no topic, comes last.
 SERVICES: dict[str, ServiceParts] = {
     "billing": ServiceParts("billing", "BillingSettings"),
     "identity": ServiceParts("identity", "IdentitySettings"),
     "onboarding": ServiceParts("onboarding", "OnboardingSettings"),
     "notifier": ServiceParts("notifier", "NotifierSettings"),
+    "portal": ServiceParts("portal", "PortalSettings", has_worker=False),
 }

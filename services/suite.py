@@ -39,6 +39,7 @@ class SuiteConfig:
             "identity": 8002,
             "billing": 8003,
             "notifier": 8004,
+            "portal": 8000,
         }
     )
     smtp_port: int = 8025  # the mail sink
@@ -83,6 +84,9 @@ class Suite:
         env["ADGANG_NOTIFIER_EMAIL_SMTP_PORT"] = str(self.config.smtp_port)
         env["ADGANG_NOTIFIER_SMS_GATEWAY_URL"] = self.sms_gateway_url
         env["ADGANG_BILLING_IDENTITY_JWKS_URL"] = f"{self.url('identity')}/.well-known/jwks.json"
+        env["ADGANG_NOTIFIER_PORTAL_URL"] = self.url("portal")
+        for name in ("onboarding", "identity", "billing", "notifier"):
+            env[f"ADGANG_PORTAL_{name.upper()}_URL"] = self.url(name)
         env.update(self.config.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -129,8 +133,9 @@ class Suite:
         for name, parts in SERVICES.items():
             migrate(parts.migrations, self.database_url(name))
         self.wait_ready(deadline_s=deadline_s, names=["sinks"])
-        for name in SERVICES:
-            self._spawn(f"{name}-worker", ["worker", name])
+        for name, parts in SERVICES.items():
+            if parts.has_worker:
+                self._spawn(f"{name}-worker", ["worker", name])
         for name, parts in SERVICES.items():
             if parts.has_api:
                 self._spawn(f"{name}-api", ["api", name])

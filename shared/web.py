@@ -45,11 +45,16 @@ def create_app(
     db: Database,
     on_shutdown: list[Callable[[], Awaitable[None]]] | None = None,
     readiness_checks: dict[str, Callable[[], Awaitable[str]]] | None = None,
+    uses_broker: bool = True,
+    on_startup: list[Callable[[], Awaitable[None]]] | None = None,
 ) -> FastAPI:
-    """`readiness_checks` are extra named checks for `/readyz`, each answering "ok" or why not."""
+    """`readiness_checks` are extra named checks for `/readyz`, each answering "ok" or why not.
+    A service that `uses_broker` is ready only while the broker is reachable."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for hook in on_startup or []:
+            await hook()
         yield
         for hook in on_shutdown or []:
             await hook()
@@ -123,7 +128,9 @@ def create_app(
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        checks["broker"] = "ok" if await broker_reachable(settings.kafka_bootstrap_servers) else "unreachable"
+        if uses_broker:
+            reachable = await broker_reachable(settings.kafka_bootstrap_servers)
+            checks["broker"] = "ok" if reachable else "unreachable"
         for name, check in (readiness_checks or {}).items():
             try:
                 checks[name] = await check()

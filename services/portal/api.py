@@ -1,0 +1,161 @@
+"""The portal: the website people use (S1–S7, S12–S14), in Danish and English.
+
+A backend-for-frontend (docs/portal.md): server-rendered pages that call onboarding and
+identity over their HTTP APIs with the user's token, kept here and never sent to the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.responses import Response
+
+from services.portal.clients import Services, ServiceUnavailable
+from services.portal.config import PortalSettings
+from services.portal.i18n import load_texts
+from services.portal.pages import account, login, public
+from services.portal.sessions import SessionStore
+from services.portal.web import (
+    SECURITY_HEADERS,
+    CsrfRefused,
+    LoginRequired,
+    PageProblem,
+    Portal,
+    login_redirect,
+    render_problem,
+    set_session_cookie,
+    template_environment,
+)
+from shared.clock import Clock, SystemClock
+from shared.db import Database
+from shared.web import create_app
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_STATUS_MESSAGES = {404: "error.not-found", 405: "error.not-found", 413: "error.too-large"}
+
+
+def create_api(
+    settings: PortalSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+) -> FastAPI:
+    """`transports` lets tests put the services in-process (`tests/support/asgi.py`)."""
+    settings = settings or PortalSettings()
+    clock = clock or SystemClock()
+    db = Database(settings.db_url)
+    services = Services.connect(settings, transports)
+    portal = Portal(
+        settings=settings,
+        services=services,
+        sessions=SessionStore(db, settings.sealer(), clock, settings),
+        texts=load_texts(),
+        templates=template_environment(),
+        clock=clock,
+    )
+    purging: list[asyncio.Task[None]] = []
+
+    async def start_purging() -> None:
+        purging.append(asyncio.create_task(_purge_sessions(portal)))
+
+    async def stop() -> None:
+        for task in purging:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await services.close()
+
+    app = create_app(
+        title="Adgang portal",
+        description="The self-service website.",
+        settings=settings,
+        db=db,
+        uses_broker=False,
+        on_startup=[start_purging],
+        on_shutdown=[stop],
+    )
+    app.state.portal = portal
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    for pages in (public, login, account):
+        app.include_router(pages.router)
+    _install_error_pages(app)
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+async def _purge_sessions(portal: Portal) -> None:
+    while True:
+        await asyncio.sleep(portal.settings.sessions_purge_interval_s)
+        try:
+            await portal.sessions.purge()
+        except Exception:
+            log.exception("purging ended browser sessions failed; trying again later")
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    """The headers of every answer (docs/portal.md), and the first visit's session cookie."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "public, max-age=3600"
+            if "pragma" in response.headers:
+                del response.headers["pragma"]
+        new_cookie = getattr(request.state, "new_cookie", None)
+        settings: PortalSettings = request.app.state.portal.settings
+        already = any(
+            value.startswith(settings.session_cookie + "=")
+            for value in response.headers.getlist("set-cookie")
+        )
+        if new_cookie and not already:
+            set_session_cookie(response, settings, new_cookie)
+        return response
+
+
+def _install_error_pages(app: FastAPI) -> None:
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        return login_redirect(exc.next_path)
+
+    @app.exception_handler(PageProblem)
+    async def page_problem(request: Request, exc: PageProblem) -> Response:
+        return await render_problem(request, exc.status, exc.message_id)
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf_refused(request: Request, exc: CsrfRefused) -> Response:
+        return await render_problem(request, 403, "error.csrf")
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(request: Request, exc: ServiceUnavailable) -> Response:
+        log.warning("a service did not answer", extra={"service": exc.service})
+        return await render_problem(request, 503, "error.unavailable")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path in ("/healthz", "/readyz", "/metrics"):
+            raise exc
+        return await render_problem(
+            request, exc.status_code, _STATUS_MESSAGES.get(exc.status_code, "error.not-found")
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        return await render_problem(request, 404, "error.not-found")
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("a page failed")
+        return await render_problem(request, 500, "error.server")

@@ -1,0 +1,209 @@
+"""The portal's clients of the services' HTTP APIs: one method per call a page makes.
+
+The portal owns no business data and decides no rule: every page calls the service that
+owns the rule, with the user's access token, and shows its answer. A refusal arrives as
+problem+json and is raised as `ServiceProblem`, which pages turn into words next to the
+field or a sentence that says what to do next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from services.portal.config import PortalSettings
+
+
+@dataclass
+class ServiceProblem(Exception):
+    """A service said no (RFC 9457 problem+json)."""
+
+    status: int
+    type: str
+    title: str
+    detail: str
+    errors: list[dict[str, str]] = field(default_factory=list)
+    retry_after: int | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """The last part of the problem type, e.g. `admin-exists`."""
+        return self.type.rstrip("/").rsplit("/", 1)[-1] if self.type else ""
+
+    def field_errors(self) -> dict[str, str]:
+        """Field name (dotted, like the form's `name`s) → the service's message."""
+        return {e.get("field", ""): e.get("message", "") for e in self.errors}
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.kind}: {self.detail}"
+
+
+class ServiceUnavailable(Exception):
+    """A service did not answer (down, or too slow): the page says "try again"."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"{service} did not answer")
+        self.service = service
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a call is made for: the browser's address (so the services' per-client limits count
+    the person, where they trust the portal as a proxy) and the user's access token, if any."""
+
+    address: str | None = None
+    access_token: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        headers = {}
+        if self.address:
+            headers["X-Forwarded-For"] = self.address
+        if self.access_token:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        return headers
+
+
+class ServiceClient:
+    """JSON over HTTP to one service; problem+json answers become `ServiceProblem`."""
+
+    def __init__(
+        self, name: str, base_url: str, *, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.name = name
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, transport=transport)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        caller: Caller,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        try:
+            response = await self._http.request(
+                method, path, json=json, params=params, headers=caller.headers()
+            )
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(self.name) from exc
+        if response.status_code >= 500:
+            raise ServiceUnavailable(self.name)
+        if response.status_code >= 400:
+            raise _problem(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+
+def _problem(response: httpx.Response) -> ServiceProblem:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    retry_after = response.headers.get("retry-after")
+    return ServiceProblem(
+        status=response.status_code,
+        type=str(body.get("type", "")),
+        title=str(body.get("title", "")),
+        detail=str(body.get("detail", "")),
+        errors=[e for e in body.get("errors") or [] if isinstance(e, dict)],
+        retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None,
+        body=body,
+    )
+
+
+class Onboarding:
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+    async def apply(self, caller: Caller, application: dict[str, Any]) -> dict[str, Any]:
+        """S1: `{id, status, deliver_by}`."""
+        result: dict[str, Any] = await self.client.call("POST", "/v1/applications", caller, json=application)
+        return result
+
+    async def application(self, caller: Caller, application_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call("GET", f"/v1/applications/{application_id}", caller)
+        return result
+
+
+class Identity:
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+    # --- login (S7) ---------------------------------------------------------------------
+
+    async def login(
+        self, caller: Caller, username: str, password: str, device_token: str | None
+    ) -> dict[str, Any]:
+        body = {"username": username, "password": password}
+        if device_token:
+            body["device_token"] = device_token
+        result: dict[str, Any] = await self.client.call("POST", "/v1/login", caller, json=body)
+        return result
+
+    async def send_code(self, caller: Caller, challenge_id: str, method: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST", f"/v1/login/{challenge_id}/send", caller, json={"method": method}
+        )
+        return result
+
+    async def verify(self, caller: Caller, challenge_id: str, code: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST", f"/v1/login/{challenge_id}/verify", caller, json={"code": code}
+        )
+        return result
+
+    async def unlock(self, caller: Caller, username: str) -> None:
+        await self.client.call("POST", "/v1/login/unlock", caller, json={"username": username})
+
+    async def refresh(self, caller: Caller, refresh_token: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST", "/v1/token/refresh", caller, json={"refresh_token": refresh_token}
+        )
+        return result
+
+    async def logout(self, caller: Caller) -> None:
+        await self.client.call("POST", "/v1/logout", caller)
+
+    async def me(self, caller: Caller) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call("GET", "/v1/me", caller)
+        return result
+
+
+@dataclass
+class Services:
+    """The clients a page may call, built once per process."""
+
+    onboarding: Onboarding
+    identity: Identity
+    _clients: list[ServiceClient]
+
+    @classmethod
+    def connect(
+        cls, settings: PortalSettings, transports: dict[str, httpx.AsyncBaseTransport] | None = None
+    ) -> Services:
+        transports = transports or {}
+
+        def client(name: str, url: str) -> ServiceClient:
+            return ServiceClient(
+                name, url, timeout_s=settings.service_timeout_s, transport=transports.get(name)
+            )
+
+        onboarding = client("onboarding", settings.onboarding_url)
+        identity = client("identity", settings.identity_url)
+        return cls(
+            onboarding=Onboarding(onboarding), identity=Identity(identity), _clients=[onboarding, identity]
+        )
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()

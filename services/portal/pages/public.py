@@ -1,0 +1,42 @@
+"""Pages for everyone: the front page and the language switch."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from services.portal.i18n import LANGUAGES
+from services.portal.web import Page, portal_of, safe_next
+
+router = APIRouter()
+
+ONE_YEAR_S = 365 * 24 * 3600
+
+
+@router.get("/", response_class=HTMLResponse)
+async def front(page: Page) -> HTMLResponse:
+    return page.render("front.html")
+
+
+@router.get("/sprog")
+async def switch_language(
+    page: Page,
+    til: Annotated[str, Query(max_length=5)] = "da",
+    next: Annotated[str, Query(max_length=2000)] = "/",
+) -> RedirectResponse:
+    """The language switch on every page: a preference, remembered in a cookie."""
+    response = page.redirect(safe_next(next, default="/"))
+    if til in LANGUAGES:
+        settings = portal_of(page.request).settings
+        response.set_cookie(
+            settings.language_cookie,
+            til,
+            max_age=ONE_YEAR_S,
+            httponly=True,
+            secure=settings.secure_cookies,
+            samesite="lax",
+            path="/",
+        )
+    return response

@@ -1,0 +1,34 @@
+// Small improvements on pages that work without script.
+"use strict";
+
+// "Send again" waits for the cooldown the server stated (data-wait-until, ISO time).
+document.querySelectorAll("[data-wait-until]").forEach(function (button) {
+  var until = Date.parse(button.getAttribute("data-wait-until"));
+  if (isNaN(until)) { return; }
+  var label = button.textContent;
+  function tick() {
+    var left = Math.ceil((until - Date.now()) / 1000);
+    if (left > 0) {
+      button.disabled = true;
+      button.textContent = label + " (" + left + " s)";
+      window.setTimeout(tick, 1000);
+    } else {
+      button.disabled = false;
+      button.textContent = label;
+    }
+  }
+  tick();
+});
+
+// Buttons that print the page (recovery codes to keep).
+document.querySelectorAll("[data-print]").forEach(function (button) {
+  button.hidden = false;
+  button.addEventListener("click", function () { window.print(); });
+});
+
+// A form with data-confirm asks before it posts (delete, disable).
+document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+  form.addEventListener("submit", function (event) {
+    if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
+  });
+});
