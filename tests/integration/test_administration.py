@@ -39,6 +39,12 @@ OTHER_GROUP = ("22109340", None, ["10000051"])
 
 async def group_admin(db: Database, clock: FrozenClock, sealer: Sealer, client: httpx.AsyncClient) -> dict:
     """The parent's administrator, activated and logged in: returns bearer headers."""
+    username = await activated_group_admin(db, clock, sealer, client)
+    return await log_in_by_email(client, db, sealer, username)
+
+
+async def activated_group_admin(db: Database, clock: FrozenClock, sealer: Sealer, client: httpx.AsyncClient) -> str:
+    """The parent's administrator of the group, activated from the letter: returns the username."""
     provisioning = Provisioning(
         outbox=Outbox(messaging, clock), clock=clock, sealer=sealer, code_ttl=timedelta(days=7)
     )
@@ -78,7 +84,7 @@ async def group_admin(db: Database, clock: FrozenClock, sealer: Sealer, client: 
         client, db, sealer, issued.username, code, email="mette@nordlys.example", mobile="+4520123456"
     )
     assert activated.status_code == 200, activated.text
-    return await log_in_by_email(client, db, sealer, issued.username)
+    return issued.username
 
 
 async def activate_and_log_in(
