@@ -1,0 +1,78 @@
+"""Browser tests: a real headless Chromium, driven by Playwright, against the whole suite.
+
+Playwright cannot download its own browser here, so the tests use the system's Chromium
+(Debian's `chromium` package; `make test` and `.ci/run` install it when missing) through
+`executable_path`. `ADGANG_CHROMIUM` names another binary.
+
+The browser tests start a suite of their own: the stories apply for the demo companies,
+which the shared suite's tests use for other things.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from services.portal.i18n import Texts, load_texts
+from services.suite import Suite
+from tests.conftest import start_suite
+
+
+def chromium_executable() -> str:
+    path = os.environ.get("ADGANG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail(
+            "The browser tests need Chromium: `apt-get install chromium` (make test does this when it "
+            "can), or set ADGANG_CHROMIUM to a Chromium binary."
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    launched = playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="session")
+def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
+    running = start_suite(
+        tmp_path_factory.mktemp("portal-suite"),
+        database_factory,
+        # A story logs in more often a minute than a person would (the limit has tests of its own).
+        ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
+        ADGANG_IDENTITY_ACTIVATION_RATE_LIMIT_PER_MINUTE="0",
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh browser profile: no cookies, Danish like most of the portal's users."""
+    opened = browser.new_context(locale="da-DK", timezone_id="Europe/Copenhagen")
+    opened.set_default_timeout(20_000)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+@pytest.fixture(scope="session")
+def texts() -> dict[str, Texts]:
+    """The portal's own words, so the tests find buttons and links as a person reads them."""
+    return load_texts()
