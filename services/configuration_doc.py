@@ -250,6 +250,17 @@ EXPLANATIONS: dict[str, str] = {
     "operator_cvr": "CVR of the sender of the letters (MeMo `Sender`): the operator of Adgang.",
     "operator_name": "Name of the sender of the letters.",
     "portal_url": "Where the letter tells the administrator to activate the login.",
+    "onboarding_url": "Onboarding's HTTP API, as the portal calls it (the application form, S1).",
+    "identity_url": "Identity's HTTP API, as the portal calls it (activation, login, users).",
+    "billing_url": "Billing's HTTP API, as the portal calls it.",
+    "notifier_url": "The notifier's HTTP API, as the portal calls it (deliveries, for support staff).",
+    "service_timeout_s": "Seconds the portal waits for a service before it shows \"try again\".",
+    "session_idle_timeout": (
+        "A browser session ends after this long without a request; the user logs in again and "
+        "returns to the page they were on."
+    ),
+    "session_max_age": "A browser session ends after this long in any case (identity's refresh token lives 12 hours).",
+    "sessions_purge_interval_s": "Seconds between deletions of browser sessions that ended.",
     "delivery_max_attempts": (
         "Attempts to deliver a letter, mail or SMS before it is given up as failed. A one-time code "
         "is also given up when it expires undelivered."
