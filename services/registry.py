@@ -18,6 +18,7 @@ class ServiceParts:
     settings_class: str
     has_api: bool = True
     has_worker: bool = True
+    uses_broker: bool = True
 
     def _attr(self, dotted: str) -> Any:
         module, _, attr = dotted.rpartition(".")
@@ -55,5 +56,5 @@ SERVICES: dict[str, ServiceParts] = {
     "identity": ServiceParts("identity", "IdentitySettings"),
     "onboarding": ServiceParts("onboarding", "OnboardingSettings"),
     "notifier": ServiceParts("notifier", "NotifierSettings"),
-    "portal": ServiceParts("portal", "PortalSettings", has_worker=False),
+    "portal": ServiceParts("portal", "PortalSettings", has_worker=False, uses_broker=False),
 }

@@ -4,7 +4,7 @@
 # directory, as $POSTGRES_USER; the databases are owned by that user.
 set -euo pipefail
 
-for database in onboarding identity billing notifier; do
+for database in onboarding identity billing notifier portal; do
     psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
         -c "CREATE DATABASE \"${database}\" OWNER \"${POSTGRES_USER}\";"
 done

@@ -33,7 +33,7 @@ COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
 CONTAINERS: dict[str, dict[str, Any]] = COMPOSE["services"]
 # The containers that run the application image built from this repository.
 APP_CONTAINERS = sorted(name for name, spec in CONTAINERS.items() if "build" in spec)
-PROCESS_CONTAINERS = [f"{name}-worker" for name in SERVICES] + [
+PROCESS_CONTAINERS = [f"{name}-worker" for name, parts in SERVICES.items() if parts.has_worker] + [
     f"{name}-api" for name, parts in SERVICES.items() if parts.has_api
 ]
 API_CONTAINERS = [name for name in PROCESS_CONTAINERS if name.endswith("-api")]
@@ -137,7 +137,7 @@ def published_ports(container: str) -> list[tuple[str, int]]:
 # --- the commands ------------------------------------------------------------------------------
 
 
-def test_every_service_has_a_worker_container_and_an_api_container_when_it_has_an_api() -> None:
+def test_every_service_has_a_worker_container_when_it_has_a_worker_and_an_api_container_when_it_has_an_api() -> None:
     missing = [name for name in PROCESS_CONTAINERS if name not in CONTAINERS]
     assert not missing, f"docker-compose.yml lacks {missing}"
 
@@ -193,9 +193,10 @@ def test_every_api_and_worker_runs_in_production_on_postgres_and_the_compose_kaf
         5432,
         f"/{service}",
     )
-    advertised = CONTAINERS["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-    brokers = {urlsplit(listener).netloc for listener in advertised.split(",")}
-    assert env[f"{prefix}KAFKA_BOOTSTRAP_SERVERS"] in brokers
+    if SERVICES[service].uses_broker:
+        advertised = CONTAINERS["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+        brokers = {urlsplit(listener).netloc for listener in advertised.split(",")}
+        assert env[f"{prefix}KAFKA_BOOTSTRAP_SERVERS"] in brokers
 
 
 def test_migrations_run_against_every_services_own_postgres_database() -> None:
