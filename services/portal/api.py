@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 
 import httpx
@@ -104,10 +105,14 @@ async def _purge_sessions(portal: Portal) -> None:
 
 
 class SecurityHeaders(BaseHTTPMiddleware):
-    """The headers of every answer (docs/portal.md), and the first visit's session cookie."""
+    """The headers of every answer (docs/portal.md), the time the answer took, and the first
+    visit's session cookie."""
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        started = time.perf_counter()
         response = await call_next(request)
+        # How long the portal took, the services' calls included (bench/portal_users.py reads it).
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if request.url.path.startswith("/static/"):
