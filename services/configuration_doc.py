@@ -183,10 +183,13 @@ EXPLANATIONS: dict[str, str] = {
         "`small` (the demo group and a standalone company) or `large` (adds a company with 1,300 "
         "accounts and over a million invoice lines, for benchmarks)."
     ),
-    "identity_jwks_url": "Identity's JWKS: the public keys that verify access tokens (S7).",
+    "identity_jwks_url": (
+        "Identity's JWKS: the public keys that verify access tokens (S7). Onboarding and the "
+        "notifier verify support staff's tokens with them on their support routes (S13)."
+    ),
     "jwks_cache_seconds": "How long fetched keys are trusted before they are fetched again.",
     "jwks_min_refetch_seconds": (
-        "A token with a key id the cached keys lack makes billing fetch the keys again (a new "
+        "A token with a key id the cached keys lack makes the service fetch the keys again (a new "
         "signing key), at most once this many seconds after the last fetch; until then such "
         "tokens are refused without a fetch."
     ),

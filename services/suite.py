@@ -82,7 +82,9 @@ class Suite:
                 env[f"{prefix}DATABASE_URL"] = self.config.database_urls[name]
         env["ADGANG_NOTIFIER_EMAIL_SMTP_PORT"] = str(self.config.smtp_port)
         env["ADGANG_NOTIFIER_SMS_GATEWAY_URL"] = self.sms_gateway_url
-        env["ADGANG_BILLING_IDENTITY_JWKS_URL"] = f"{self.url('identity')}/.well-known/jwks.json"
+        # Access tokens are identity's; these services verify them against its published keys.
+        for prefix in ("ADGANG_BILLING_", "ADGANG_ONBOARDING_", "ADGANG_NOTIFIER_"):
+            env[f"{prefix}IDENTITY_JWKS_URL"] = f"{self.url('identity')}/.well-known/jwks.json"
         env.update(self.config.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
         return env
