@@ -173,6 +173,15 @@ EXPLANATIONS: dict[str, str] = {
         "the company's letter stay valid; then the activation starts again with the letter's code. "
         "At most 1 hour."
     ),
+    "letters_per_login_per_day": (
+        "How many letters with the login of a company's first administrator may go to the "
+        "company's e-Boks in 24 hours, the application's letter included: support's "
+        "`POST /v1/support/users/{{id}}/resend-letter` answers 429 past it (S3)."
+    ),
+    "resent_letter_deadline": (
+        "When a letter support sent again is due in the company's e-Boks (`deliver_by`, S2); the "
+        "notifier announces `DeliverySlaBreached` when it is not delivered by then."
+    ),
     # billing
     "seed_demo_data": (
         "Load the demo data (`services/billing/demo.py`: customers, subscriptions, twelve months of "
