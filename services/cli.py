@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"  onboarding  {suite.url('onboarding')}/docs   (apply: POST /v1/applications)",
         f"  identity    {suite.url('identity')}/docs   (activate: POST /v1/activation)",
         f"  billing     {suite.url('billing')}/docs",
-        f"  notifier    {suite.url('notifier')}/docs   (deliveries: GET /v1/deliveries)",
+        f"  notifier    {suite.url('notifier')}/docs   (deliveries: GET /v1/deliveries, support staff's token)",
         f"  broker      {suite.config.bootstrap} (embedded, memory only)",
         f"  mail sink   smtp://127.0.0.1:{suite.config.smtp_port} (accepts every mail)",
         f"  SMS sink    http://127.0.0.1:{suite.config.sms_port}/v1/sms (an SMS gateway)",

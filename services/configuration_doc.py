@@ -173,6 +173,15 @@ EXPLANATIONS: dict[str, str] = {
         "the company's letter stay valid; then the activation starts again with the letter's code. "
         "At most 1 hour."
     ),
+    "letters_per_login_per_day": (
+        "How many letters with the login of a company's first administrator may go to the "
+        "company's e-Boks in 24 hours, the application's letter included: support's "
+        "`POST /v1/support/users/{{id}}/resend-letter` answers 429 past it (S3)."
+    ),
+    "resent_letter_deadline": (
+        "When a letter support sent again is due in the company's e-Boks (`deliver_by`, S2); the "
+        "notifier announces `DeliverySlaBreached` when it is not delivered by then."
+    ),
     # billing
     "seed_demo_data": (
         "Load the demo data (`services/billing/demo.py`: customers, subscriptions, twelve months of "
@@ -183,10 +192,13 @@ EXPLANATIONS: dict[str, str] = {
         "`small` (the demo group and a standalone company) or `large` (adds a company with 1,300 "
         "accounts and over a million invoice lines, for benchmarks)."
     ),
-    "identity_jwks_url": "Identity's JWKS: the public keys that verify access tokens (S7).",
+    "identity_jwks_url": (
+        "Identity's JWKS: the public keys that verify access tokens (S7). Onboarding and the "
+        "notifier verify support staff's tokens with them on their support routes (S13)."
+    ),
     "jwks_cache_seconds": "How long fetched keys are trusted before they are fetched again.",
     "jwks_min_refetch_seconds": (
-        "A token with a key id the cached keys lack makes billing fetch the keys again (a new "
+        "A token with a key id the cached keys lack makes the service fetch the keys again (a new "
         "signing key), at most once this many seconds after the last fetch; until then such "
         "tokens are refused without a fetch."
     ),

@@ -83,7 +83,10 @@ class Suite:
                 env[f"{prefix}DATABASE_URL"] = self.config.database_urls[name]
         env["ADGANG_NOTIFIER_EMAIL_SMTP_PORT"] = str(self.config.smtp_port)
         env["ADGANG_NOTIFIER_SMS_GATEWAY_URL"] = self.sms_gateway_url
-        env["ADGANG_BILLING_IDENTITY_JWKS_URL"] = f"{self.url('identity')}/.well-known/jwks.json"
+        # Access tokens are identity's; these services verify them against its published keys.
+        for prefix in ("ADGANG_BILLING_", "ADGANG_ONBOARDING_", "ADGANG_NOTIFIER_"):
+            env[f"{prefix}IDENTITY_JWKS_URL"] = f"{self.url('identity')}/.well-known/jwks.json"
+        # The letters link to the portal, and the portal calls the services' APIs.
         env["ADGANG_NOTIFIER_PORTAL_URL"] = self.url("portal")
         for name in ("onboarding", "identity", "billing", "notifier"):
             env[f"ADGANG_PORTAL_{name.upper()}_URL"] = self.url(name)

@@ -9,14 +9,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
+import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.sealing import Sealer, SealingError, generate_key, parse_keyring
+from shared.tokens import AccessClaims, TokenVerifier
 
 
 class Environment(StrEnum):
@@ -136,6 +139,28 @@ class ServiceSettings(BaseSettings):
         if self.environment is Environment.production:
             raise SealingError("no sealing keys configured")
         return _development_sealer(self.var_dir)
+
+
+class VerifiesAccessTokens(ServiceSettings):
+    """Settings of a service that verifies identity's access tokens against its JWKS (S7)."""
+
+    identity_jwks_url: str = "http://127.0.0.1:8002/.well-known/jwks.json"
+    jwks_cache_seconds: float = Field(default=300.0, ge=1.0)
+    jwks_min_refetch_seconds: float = Field(default=30.0, ge=0.0)
+
+    def token_verifier(
+        self,
+        *,
+        client: httpx.AsyncClient | None = None,
+        is_revoked: Callable[[AccessClaims], Awaitable[bool]] | None = None,
+    ) -> TokenVerifier:
+        return TokenVerifier(
+            self.identity_jwks_url,
+            cache_seconds=self.jwks_cache_seconds,
+            min_refetch_seconds=self.jwks_min_refetch_seconds,
+            client=client,
+            is_revoked=is_revoked,
+        )
 
 
 def _development_sealer(var_dir: Path) -> Sealer:

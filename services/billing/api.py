@@ -44,7 +44,6 @@ from shared.db import Database
 from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE, InvalidField, NotFound
 from shared.ratelimit import client_address
-from shared.tokens import TokenVerifier
 from shared.validation import CvrNumber, DanishPhone, EmailAddress, Gln, normalise_cvr, normalise_gln
 from shared.web import create_app
 
@@ -936,13 +935,8 @@ def create_api(
     clock = clock or SystemClock()
     db = Database(settings.db_url)
     outbox = Outbox(messaging, clock)
-    verifier = TokenVerifier(
-        settings.identity_jwks_url,
-        cache_seconds=settings.jwks_cache_seconds,
-        min_refetch_seconds=settings.jwks_min_refetch_seconds,
-        client=jwks_client,
-        is_revoked=revocation_check(db),
-    )
+    # Access tokens are identity's; billing verifies them against its JWKS (S7, S12).
+    verifier = settings.token_verifier(client=jwks_client, is_revoked=revocation_check(db))
     current_access = bearer_access(verifier, clock)
     app = create_app(
         title="Adgang billing",

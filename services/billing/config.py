@@ -4,10 +4,10 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import Environment, ServiceSettings
+from shared.settings import Environment, VerifiesAccessTokens
 
 
-class BillingSettings(ServiceSettings):
+class BillingSettings(VerifiesAccessTokens):
     service: ClassVar[str] = "billing"
     default_http_port: ClassVar[int] = 8003
     model_config = SettingsConfigDict(env_prefix="ADGANG_BILLING_", extra="ignore")
@@ -18,10 +18,6 @@ class BillingSettings(ServiceSettings):
         default="small", description="large adds a company with over a million invoice lines (benchmarks)"
     )
 
-    # Access tokens are identity's; billing verifies them against its JWKS (S7, S12).
-    identity_jwks_url: str = "http://127.0.0.1:8002/.well-known/jwks.json"
-    jwks_cache_seconds: float = Field(default=300.0, ge=1.0)
-    jwks_min_refetch_seconds: float = Field(default=30.0, ge=0.0)
     # Sessions identity ended one by one (logout, a reused refresh token) are refused until
     # their access tokens have expired anyway, then forgotten (S12).
     ended_sessions_kept: timedelta = Field(default=timedelta(hours=1), ge=timedelta(minutes=30))

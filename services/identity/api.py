@@ -103,7 +103,12 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
     app.include_router(
         support_router(
             db=db,
-            support=Support(admin=administration, audit=audit),
+            support=Support(
+                admin=administration,
+                audit=audit,
+                letters_per_day=settings.letters_per_login_per_day,
+                letter_deadline=settings.resent_letter_deadline,
+            ),
             current_claims=current_claims,
         )
     )

@@ -21,6 +21,11 @@ class IdentitySettings(ServiceSettings):
     password_min_length: int = Field(default=12, ge=12)
     activation_rate_limit_per_minute: int = Field(default=30, ge=0)
     activation_confirmation_ttl: timedelta = Field(default=timedelta(minutes=15), le=timedelta(hours=1))
+    # Support sends the letter of a company's first administrator again (S3): that many letters
+    # of one login a day at most (the first letter counts), each due in the company's e-Boks in
+    # the time S2 gives the first.
+    letters_per_login_per_day: int = Field(default=3, ge=1, le=10)
+    resent_letter_deadline: timedelta = Field(default=timedelta(hours=2), gt=timedelta(0))
 
     # Tokens (S7): short-lived signed access tokens, rotating refresh tokens.
     signing_keys: SecretStr | None = None

@@ -59,6 +59,10 @@ class User(Base):
     functions: Mapped[list[str]] = mapped_column(JSON)
     password_hash: Mapped[str | None] = mapped_column(String(200))
     application_id: Mapped[str | None] = mapped_column(String(36))
+    # Of a login from an application: its language and when it was made, for the letter
+    # support sends again (S3). Unset for logins made before they were kept: Danish, created_at.
+    language: Mapped[str | None] = mapped_column(String(2))
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     mobile_confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

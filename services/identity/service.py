@@ -21,7 +21,7 @@ from services.identity.models import (
     UserGrant,
     WaitingApplication,
 )
-from shared.clock import Clock
+from shared.clock import Clock, as_utc
 from shared.db import lock_for_transaction
 from shared.envelope import Envelope
 from shared.events import (
@@ -234,34 +234,25 @@ class Provisioning:
             status="pending",
             functions=list(ALL_FUNCTIONS),
             application_id=str(event.application_id),
+            language=event.language,
+            applied_at=event.submitted_at,
             created_at=now,
         )
         user.grants = [UserGrant.of(c.cvr, "all") for c in group]
         session.add(user)
         await session.flush()
 
-        code, expires_at = await issue_activation_code(session, str(user_id), now=now, ttl=self.code_ttl)
         await self.outbox.add(session, user_created(user, user.grants, application_id=event.application_id))
-        await self.outbox.add(
+        await send_credentials_letter(
             session,
-            CredentialsIssued(
-                user_id=user_id,
-                application_id=event.application_id,
-                recipient_cvr=event.cvr,
-                company_name=company.name,
-                username=username,
-                activation_code=self.sealer.seal(code, context=CredentialsIssued.sealing_context(user_id)),
-                expires_at=expires_at,
-                deliver_by=event.deliver_by,
-                language=event.language,
-                # So that a company that did not apply knows who did, and when.
-                applicant=Applicant(
-                    name=event.contact.name,
-                    email=mask_contact(event.contact.email),
-                    mobile=mask_contact(event.contact.mobile),
-                    applied_at=event.submitted_at,
-                ),
-            ),
+            self.outbox,
+            self.sealer,
+            user,
+            company_name=company.name,
+            now=now,
+            code_ttl=self.code_ttl,
+            deliver_by=event.deliver_by,
+            application_id=event.application_id,
         )
         log.info("administrator %s provisioned for application %s", user_id, event.application_id)
 
@@ -286,6 +277,48 @@ class Provisioning:
             event.application_id,
             event.reason,
         )
+
+
+async def send_credentials_letter(
+    session: AsyncSession,
+    outbox: Outbox,
+    sealer: Sealer,
+    user: User,
+    *,
+    company_name: str,
+    now: datetime,
+    code_ttl: timedelta,
+    deliver_by: datetime,
+    application_id: uuid.UUID | None,
+) -> CredentialsIssued:
+    """A new activation code for the company's first administrator, in a letter to the company's
+    e-Boks (S2): `CredentialsIssued` through the outbox, the code sealed. Earlier codes stop
+    working. Provisioning sends the application's letter (`application_id`, so onboarding
+    follows its delivery); support sends it again without one (S3)."""
+    assert user.tenant_cvr is not None  # a letter goes to a company
+    code, expires_at = await issue_activation_code(session, user.id, now=now, ttl=code_ttl)
+    user_id = uuid.UUID(user.id)
+    letter = CredentialsIssued(
+        user_id=user_id,
+        application_id=application_id,
+        recipient_cvr=user.tenant_cvr,
+        company_name=company_name,
+        username=user.username,
+        activation_code=sealer.seal(code, context=CredentialsIssued.sealing_context(user_id)),
+        expires_at=expires_at,
+        deliver_by=deliver_by,
+        language=user.language or "da",  # type: ignore[arg-type]
+        # So that a company that did not apply knows who did, and when. Until the login is
+        # activated, its details are the application's.
+        applicant=Applicant(
+            name=user.name,
+            email=mask_contact(user.email),
+            mobile=mask_contact(user.mobile),
+            applied_at=as_utc(user.applied_at or user.created_at),
+        ),
+    )
+    await outbox.add(session, letter)
+    return letter
 
 
 async def remove_login(

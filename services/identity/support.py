@@ -13,13 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.identity.admin import Administration, NotPermitted, clear_login_failures
 from services.identity.credentials import issue_activation_code
 from services.identity.domain import normalise_username
-from services.identity.models import AuditEntry, User
-from services.identity.service import COMPANY_LOCK
-from shared.clock import Clock
+from services.identity.models import ActivationCode, AuditEntry, Company, User
+from services.identity.service import COMPANY_LOCK, send_credentials_letter
+from shared.clock import Clock, as_utc
 from shared.db import lock_for_transaction
-from shared.events import AuditRecorded
+from shared.events import AuditRecorded, CredentialsIssued
 from shared.messaging import Outbox
-from shared.problems import Conflict, NotFound
+from shared.problems import Conflict, NotFound, TooManyRequests
 from shared.tokens import AccessClaims
 
 
@@ -64,10 +64,25 @@ class AuditTrail:
         )
 
 
+class AlreadyActivated(Conflict):
+    type_suffix = "already-activated"
+    title = "The login is already activated"
+
+
+class NotALetterLogin(Conflict):
+    type_suffix = "not-a-letter-login"
+    title = "The login did not come by letter"
+
+
+LETTER_WINDOW = timedelta(days=1)
+
+
 @dataclass
 class Support:
     admin: Administration
     audit: AuditTrail
+    letters_per_day: int = 3
+    letter_deadline: timedelta = timedelta(hours=2)
 
     async def staff(self, session: AsyncSession, claims: AccessClaims) -> User:
         caller = await session.get(User, claims.sub)
@@ -117,6 +132,62 @@ class Support:
             session, actor=staff, action="support.unlock-user", target=user, client_address=client
         )
         return user
+
+    async def resend_letter(
+        self, session: AsyncSession, staff: User, user_id: str, client: str | None
+    ) -> CredentialsIssued:
+        """S3: the company's first administrator never got, or lost, the letter from its
+        application: a new activation code goes in a new letter to the company's e-Boks, and the
+        old code stops working. Only while the login waits for activation, and at most
+        `letters_per_day` letters of one login a day, the first one included: each is a letter
+        in the company's mailbox."""
+        user = await self.customer_login(session, user_id)
+        if not user.from_application:
+            raise NotALetterLogin(
+                f"{user.name}'s login was made by the company's administrator and its code went by "
+                f"email, not by letter. Its administrator sends a new code: POST /v1/users/{user.id}/resend-activation."
+            )
+        if user.status != "pending":
+            raise AlreadyActivated(
+                f"{user.name}'s login is {user.status}, so there is no letter to send: the activation "
+                "code was used. If nobody at the company knows the login any more, delete it "
+                f"(DELETE /v1/support/users/{user.id}) and let the company apply again."
+            )
+        now = self.admin.clock.now()
+        # Each activation code of a letter login went out in a letter; the company is locked
+        # (customer_login), so letters asked for at the same moment are counted one after another.
+        sent = list(
+            await session.scalars(
+                select(ActivationCode.created_at)
+                .where(ActivationCode.user_id == user.id, ActivationCode.created_at > now - LETTER_WINDOW)
+                .order_by(ActivationCode.created_at.desc())
+                .limit(self.letters_per_day)
+            )
+        )
+        if len(sent) >= self.letters_per_day:
+            again_at = as_utc(sent[-1]) + LETTER_WINDOW
+            raise TooManyRequests(
+                f"{self.letters_per_day} letters with this login were sent to CVR {user.tenant_cvr} in "
+                "the last 24 hours; the newest one's code works. Another can be sent from "
+                f"{again_at:%Y-%m-%d %H:%M} UTC.",
+                retry_after=max(1, int((again_at - now).total_seconds()) + 1),
+            )
+        company = await session.get(Company, user.tenant_cvr)
+        letter = await send_credentials_letter(
+            session,
+            self.admin.outbox,
+            self.admin.sealer,
+            user,
+            company_name=company.name if company else str(user.tenant_cvr),
+            now=now,
+            code_ttl=self.admin.code_ttl,
+            deliver_by=now + self.letter_deadline,
+            application_id=None,
+        )
+        await self.audit.record(
+            session, actor=staff, action="support.resend-letter", target=user, client_address=client
+        )
+        return letter
 
     async def audit_entries(
         self, session: AsyncSession, staff: User, *, cvr: str | None, user_id: str | None, limit: int

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.identity.support import Support
 from shared.clock import as_utc
@@ -28,6 +28,16 @@ class SupportUserOut(BaseModel):
     functions: list[str]
     created_at: datetime
     activated_at: datetime | None
+
+
+class LetterOut(BaseModel):
+    """The new letter, on its way to the company's e-Boks."""
+
+    user_id: str
+    username: str
+    recipient_cvr: str
+    expires_at: datetime = Field(description="When the new activation code expires")
+    deliver_by: datetime = Field(description="When the letter is due in the company's e-Boks (S2)")
 
 
 class AuditOut(BaseModel):
@@ -103,6 +113,37 @@ def support_router(
             staff = await support.staff(session, claims)
             await support.unlock_user(session, staff, user_id, client_address(request))
         return Response(status_code=204)
+
+    @router.post(
+        "/v1/support/users/{user_id}/resend-letter",
+        status_code=202,
+        summary="Send the company's first administrator a new letter with a new activation code (S3; staff only)",
+        description=(
+            "For the login made from a company's application while it waits for activation: a new "
+            "activation code goes to the company's e-Boks in a new letter (`CredentialsIssued`, as "
+            "the first), and the old code stops working. 404 for an unknown id or a staff login; "
+            "409 `already-activated` once the login is active (or disabled), 409 "
+            "`not-a-letter-login` for a login an administrator made; 429 past "
+            "`LETTERS_PER_LOGIN_PER_DAY` letters of the login in 24 hours (the first counts). "
+            "Audited as `support.resend-letter`; `GET /v1/deliveries?recipient=<cvr>` at the "
+            "notifier shows the letter's delivery."
+        ),
+        response_model=LetterOut,
+        responses={404: PROBLEM, 409: PROBLEM, 429: PROBLEM},
+    )
+    async def resend_letter(
+        claims: Claims, user_id: Annotated[str, Path(max_length=36)], request: Request
+    ) -> LetterOut:
+        async with db.transaction() as session:
+            staff = await support.staff(session, claims)
+            letter = await support.resend_letter(session, staff, user_id, client_address(request))
+        return LetterOut(
+            user_id=str(letter.user_id),
+            username=letter.username,
+            recipient_cvr=letter.recipient_cvr,
+            expires_at=letter.expires_at,
+            deliver_by=letter.deliver_by,
+        )
 
     @router.get("/v1/support/audit", response_model=list[AuditOut], summary="The audit trail (staff only)")
     async def audit(

@@ -1,14 +1,14 @@
-"""Notifier's read-only API: delivery records, and in development the local e-Boks, mail and SMS
-sinks."""
+"""Notifier's read-only API: delivery records for support staff (S3, S13), and in development
+the local e-Boks, mail and SMS sinks."""
 
-from __future__ import annotations
-
+# Routes close over local dependencies, so annotations are evaluated eagerly (no __future__ import).
 import asyncio
 import re
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import FastAPI, Path, Query
+import httpx
+from fastapi import Depends, FastAPI, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -18,11 +18,14 @@ from services.notifier.memo import MemoFormatError, parse_memo_message
 from services.notifier.models import Delivery
 from services.notifier.sinks import MAILBOX_PATTERN, MSISDN_PATTERN, read_mail, read_sms
 from services.notifier.transports import SpoolTransport
-from shared.clock import as_utc
+from shared.clock import Clock, SystemClock, as_utc
 from shared.db import Database
-from shared.problems import NotFound
+from shared.problems import MEDIA_TYPE, NotFound
 from shared.settings import Environment
+from shared.staff import staff_bearer
 from shared.web import create_app
+
+PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -72,9 +75,17 @@ class SmsOut(BaseModel):
     received_at: datetime
 
 
-def create_api(settings: NotifierSettings | None = None) -> FastAPI:
+def create_api(
+    settings: NotifierSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    jwks_client: httpx.AsyncClient | None = None,
+) -> FastAPI:
     settings = settings or NotifierSettings()
     db = Database(settings.db_url)
+    # The records name companies, mail addresses and mobile numbers: support staff's only, in
+    # every environment (the portal's support console passes the staff member's token).
+    current_staff = staff_bearer(settings.token_verifier(client=jwks_client), clock or SystemClock())
     app = create_app(
         title="Adgang notifier",
         description="Delivery of letters to e-Boks, email and SMS, and their status.",
@@ -87,23 +98,26 @@ def create_api(settings: NotifierSettings | None = None) -> FastAPI:
         "/v1/deliveries",
         response_model=list[DeliveryOut],
         tags=["deliveries"],
-        summary="Delivery records",
+        summary="Delivery records, newest first: e.g. the letters to a CVR (S3, S13; support staff only)",
+        description=(
+            "`recipient` is a CVR number for letters (`kind=credentials_letter`), a mail address or "
+            "an E.164 mobile number for the rest. 401 without a valid access token, 403 for a login "
+            "that is not support staff's."
+        ),
+        responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM},
+        dependencies=[Depends(current_staff)],
     )
     async def deliveries(
         recipient: Annotated[str | None, Query(max_length=320)] = None,
         kind: Annotated[str | None, Query(max_length=50)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> list[DeliveryOut]:
-        if not development:
-            # Staff authentication arrives with identity's staff accounts; until then the
-            # records (recipients are CVRs and addresses) are not served in production.
-            raise NotFound("Delivery records are not available here.")
-        query = select(Delivery).order_by(Delivery.created_at.desc()).limit(limit)
+        query = select(Delivery).order_by(Delivery.created_at.desc(), Delivery.id.desc()).limit(limit)
         if recipient:
             query = query.where(Delivery.recipient == recipient)
         if kind:
             query = query.where(Delivery.kind == kind)
-        async with db.transaction() as session:
+        async with db.reading() as session:
             rows = list(await session.scalars(query))
         return [
             DeliveryOut(

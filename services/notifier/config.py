@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.notifier.email import SmtpTls, parse_mailbox
 from services.notifier.sms import SENDER_PATTERN
-from shared.settings import Environment, ServiceSettings
+from shared.settings import Environment, VerifiesAccessTokens
 
 # Where `adgang sinks` listens by default: the development stand-ins for a mail server and an
 # SMS gateway (docs/notifications.md).
@@ -22,7 +22,7 @@ DEVELOPMENT_EMAIL_FROM = "Adgang Selvbetjening <no-reply@adgang.localhost>"
 _STANDARD_SMTP_PORTS: dict[str, int] = {"none": 25, "starttls": 587, "tls": 465}
 
 
-class NotifierSettings(ServiceSettings):
+class NotifierSettings(VerifiesAccessTokens):
     service: ClassVar[str] = "notifier"
     uses_sealing: ClassVar[bool] = True
     default_http_port: ClassVar[int] = 8004

@@ -1,22 +1,35 @@
-"""Onboarding's HTTP API: the public application form (S1) and application status (S2)."""
+"""Onboarding's HTTP API: the public application form (S1), application status (S2), and a
+company's applications for support staff (S3, S13)."""
 
-from __future__ import annotations
-
+# Routes close over local dependencies, so annotations are evaluated eagerly (no __future__ import).
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Path
+import httpx
+from fastapi import Depends, FastAPI, Path, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import KnownCustomer, messaging
-from services.onboarding.schemas import ApplicationAccepted, ApplicationIn, ApplicationOut
-from services.onboarding.service import LetterLimit, NewApplication, get_application, submit_application
+from services.onboarding.schemas import (
+    ApplicationAccepted,
+    ApplicationIn,
+    ApplicationOut,
+    SupportApplicationOut,
+)
+from services.onboarding.service import (
+    LetterLimit,
+    NewApplication,
+    company_applications,
+    get_application,
+    submit_application,
+)
 from shared.clock import Clock, SystemClock, as_utc
 from shared.db import Database
 from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE
 from shared.ratelimit import SlidingWindowLimiter
+from shared.staff import staff_bearer
 from shared.web import create_app
 
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
@@ -30,10 +43,16 @@ async def customer_registry_state(db: Database) -> str:
     return "ok" if known else "empty: no customers learned from billing.customers yet"
 
 
-def create_api(settings: OnboardingSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+def create_api(
+    settings: OnboardingSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    jwks_client: httpx.AsyncClient | None = None,
+) -> FastAPI:
     settings = settings or OnboardingSettings()
     db = Database(settings.db_url)
     clock = clock or SystemClock()
+    current_staff = staff_bearer(settings.token_verifier(client=jwks_client), clock)
     outbox = Outbox(messaging, clock)
     letters = LetterLimit(per_cvr=settings.applications_per_cvr, window=settings.applications_per_cvr_window)
     rate_limited = SlidingWindowLimiter(settings.rate_limit_per_minute).dependency("applications")
@@ -105,5 +124,42 @@ def create_api(settings: OnboardingSettings | None = None, *, clock: Clock | Non
             deliver_by=as_utc(application.deliver_by),
             delivered_at=as_utc(application.delivered_at) if application.delivered_at else None,
         )
+
+    @app.get(
+        "/v1/support/applications",
+        response_model=list[SupportApplicationOut],
+        tags=["support"],
+        summary="A company's applications, newest first (S3, S13; support staff only)",
+        description=(
+            "For support: what the company applied for, whether its letter arrived, and whether the "
+            "login from it was withdrawn. 401 without a valid access token, 403 for a login that is "
+            "not support staff's."
+        ),
+        responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM},
+        dependencies=[Depends(current_staff)],
+    )
+    async def support_applications(
+        cvr: Annotated[str, Query(pattern=r"^\d{8}$", description="The company's CVR number, 8 digits")],
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    ) -> list[SupportApplicationOut]:
+        async with db.reading() as session:
+            applications = await company_applications(session, cvr, limit=limit)
+        return [
+            SupportApplicationOut(
+                id=a.id,
+                cvr=a.cvr,
+                company_name=a.company_name,
+                contact_name=a.contact_name,
+                language=a.language,
+                status=a.status,  # type: ignore[arg-type]
+                status_detail=a.status_detail,
+                submitted_at=as_utc(a.submitted_at),
+                deliver_by=as_utc(a.deliver_by),
+                delivered_at=as_utc(a.delivered_at) if a.delivered_at else None,
+                sla_breached_at=as_utc(a.sla_breached_at) if a.sla_breached_at else None,
+                admin_removed_at=as_utc(a.admin_removed_at) if a.admin_removed_at else None,
+            )
+            for a in applications
+        ]
 
     return app

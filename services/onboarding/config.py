@@ -4,10 +4,10 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import VerifiesAccessTokens
 
 
-class OnboardingSettings(ServiceSettings):
+class OnboardingSettings(VerifiesAccessTokens):
     service: ClassVar[str] = "onboarding"
     default_http_port: ClassVar[int] = 8001
     model_config = SettingsConfigDict(env_prefix="ADGANG_ONBOARDING_", extra="ignore")

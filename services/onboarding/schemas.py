@@ -49,3 +49,24 @@ class ApplicationOut(BaseModel):
     submitted_at: datetime
     deliver_by: datetime
     delivered_at: datetime | None = None
+
+
+class SupportApplicationOut(BaseModel):
+    """An application as support sees it (S3, S13): what it says and how far it came."""
+
+    id: str
+    cvr: str
+    company_name: str
+    contact_name: str = Field(description="Who applied, as the form said; not the login's holder")
+    language: str
+    status: Literal["received", "provisioning", "credentials_sent", "failed", "rejected"]
+    status_detail: str | None = None
+    submitted_at: datetime
+    deliver_by: datetime
+    delivered_at: datetime | None = None
+    sla_breached_at: datetime | None = Field(
+        default=None, description="When the letter was found not delivered by `deliver_by` (S2)"
+    )
+    admin_removed_at: datetime | None = Field(
+        default=None, description="When the login from this application was withdrawn or deleted"
+    )

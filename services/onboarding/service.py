@@ -247,6 +247,18 @@ async def get_application(session: AsyncSession, application_id: str) -> Applica
     return application
 
 
+async def company_applications(session: AsyncSession, cvr: str, *, limit: int) -> list[Application]:
+    """A company's applications, newest first, for support (S3, S13)."""
+    return list(
+        await session.scalars(
+            select(Application)
+            .where(Application.cvr == cvr)
+            .order_by(Application.submitted_at.desc(), Application.id.desc())
+            .limit(limit)
+        )
+    )
+
+
 # --- folding events from other services -----------------------------------------------------
 
 

@@ -37,6 +37,7 @@ from shared.messaging import Outbox
 from shared.sealing import Sealer
 from tests.support.asgi import AppTransport
 from tests.support.ports import free_ports
+from tests.support.tokens import IdentityKeys
 
 CODE = "482913"
 MOBILE = "+4520123456"
@@ -348,19 +349,26 @@ async def test_the_code_is_never_written_to_a_log_or_an_error(db, clock, sealer,
     assert all(CODE not in json.dumps(payload) for _, payload in await outcomes(db))
 
 
-async def test_in_development_the_api_shows_what_the_sinks_received(
+async def test_in_development_the_api_shows_what_the_sinks_received_and_staff_the_delivery_records(
     database_url, db, clock, sealer, sinks
 ) -> None:
     await record(db, clock, code_envelope(sealer, clock))
     await record(db, clock, code_envelope(sealer, clock, channel="email", recipient=ADDRESS))
     await dispatcher(db, clock, sealer, sinks).dispatch_due()
 
-    api = create_api(NotifierSettings(database_url=database_url, var_dir=sinks.root.parent))
+    identity = IdentityKeys(clock)
+    settings = NotifierSettings(
+        database_url=database_url, var_dir=sinks.root.parent, identity_jwks_url="http://identity.test/jwks"
+    )
+    api = create_api(settings, clock=clock, jwks_client=identity.jwks_client())
     async with httpx.AsyncClient(transport=AppTransport(app=api), base_url="http://notifier") as client:
         sms = (await client.get(f"/dev/sms/{MOBILE}")).json()
         mail = (await client.get(f"/dev/mail/{ADDRESS.upper()}")).json()
         nobody = await client.get("/dev/sms/+4599999999")
-        deliveries = (await client.get("/v1/deliveries", params={"kind": "otp_login"})).json()
+        # The delivery records are support staff's, in development too (docs/notifications.md).
+        deliveries = (
+            await client.get("/v1/deliveries", params={"kind": "otp_login"}, headers=identity.staff())
+        ).json()
 
     assert [m["to"] for m in sms] == [MOBILE] and CODE in sms[0]["text"] and sms[0]["sender"] == "Adgang"
     assert mail[0]["from"] == "Adgang Selvbetjening <no-reply@adgang.example.dk>"
