@@ -13,10 +13,13 @@ from datetime import timedelta
 import httpx
 import pyotp
 import pytest
+from sqlalchemy import select
 
 from services.portal.api import create_api as create_portal_api
 from services.portal.config import PortalSettings
+from services.portal.models import BrowserSession
 from shared.clock import FrozenClock
+from shared.db import Database
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_administration import (
     activated_group_admin,
@@ -156,11 +159,18 @@ async def test_an_authenticator_app_is_set_up_through_the_pages_and_then_logs_in
 
 
 async def test_a_wrong_confirmation_code_is_told_next_to_the_field_and_the_same_secret_stays(
-    db, clock, sealer, client, portal
+    db, clock, sealer, client, portal, portal_settings
 ) -> None:
     username = await activated_group_admin(db, clock, sealer, client)
     await log_in_through_portal(portal, db, sealer, username)
     secret = await start_set_up(portal)
+    portal_db = Database(portal_settings.db_url)
+    try:
+        async with portal_db.reading() as session:
+            kept = " ".join(await session.scalars(select(BrowserSession.sealed)))
+    finally:
+        await portal_db.dispose()
+    assert kept and secret not in kept, "the session keeps the secret sealed"
     wrong = await post_form(portal, AUTHENTICATOR, {"code": "000000"})
     assert wrong.status_code == 422
     assert 'id="f-code-error"' in wrong.text and "Koden passer ikke" in wrong.text
