@@ -154,6 +154,9 @@ class MeOut(BaseModel):
     tenant_cvr: str | None = Field(description="None for support staff, who belong to no company")
     grants: list[GrantOut]
     functions: list[str]
+    totp_enabled: bool = Field(
+        description="Whether an authenticator app is set up as a second factor (SMS and email always are)"
+    )
 
 
 def login_router(*, db: Database, login: Login) -> APIRouter:
@@ -299,6 +302,7 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
             tenant_cvr=user.tenant_cvr,
             grants=[GrantOut(cvr=g.cvr, accounts=g.accounts) for g in grants],
             functions=list(user.functions),
+            totp_enabled=user.totp_secret is not None,
         )
 
     @router.post(

@@ -178,6 +178,22 @@ class Identity:
         result: dict[str, Any] = await self.client.call("GET", "/v1/me", caller)
         return result
 
+    # --- Min profil: the authenticator app (S7) -------------------------------------------
+
+    async def start_totp(self, caller: Caller, current_code: str | None = None) -> dict[str, Any]:
+        """`{secret, otpauth_uri}`; 403 `reauthentication-required` when the login is older than
+        15 minutes and no (right) `current_code` came — a wrong one also ends the session."""
+        body = {"current_code": current_code} if current_code else {}
+        result: dict[str, Any] = await self.client.call("POST", "/v1/me/totp", caller, json=body)
+        return result
+
+    async def confirm_totp(self, caller: Caller, code: str) -> list[str]:
+        """The ten recovery codes, given once."""
+        result: dict[str, Any] = await self.client.call(
+            "POST", "/v1/me/totp/confirm", caller, json={"code": code}
+        )
+        return list(result["recovery_codes"])
+
 
 @dataclass
 class Services:

@@ -319,6 +319,19 @@ async def test_an_authenticator_app_logs_in_and_the_same_code_is_refused_a_secon
     assert replay.status_code == 401, "a TOTP code must work only once"
 
 
+async def test_me_says_whether_an_authenticator_app_is_set_up_once_it_is_confirmed(
+    db, clock, sealer, client
+) -> None:
+    username = await active_admin(db, clock, sealer, client)
+    bearer = {"Authorization": f"Bearer {(await log_in(client, db, sealer, username))['access_token']}"}
+    assert (await client.get("/v1/me", headers=bearer)).json()["totp_enabled"] is False
+    started = await client.post("/v1/me/totp", headers=bearer)
+    assert started.status_code == 200
+    assert (await client.get("/v1/me", headers=bearer)).json()["totp_enabled"] is False, "not before confirmed"
+    await enrol_totp(client, bearer, clock)
+    assert (await client.get("/v1/me", headers=bearer)).json()["totp_enabled"] is True
+
+
 async def test_a_recovery_code_works_once(db, clock, sealer, client) -> None:
     username = await active_admin(db, clock, sealer, client)
     tokens = await log_in(client, db, sealer, username)

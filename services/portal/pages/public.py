@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from services.portal.config import PortalSettings
 from services.portal.i18n import LANGUAGES
 from services.portal.web import Page, portal_of, safe_next
 
@@ -29,14 +30,18 @@ async def switch_language(
     """The language switch on every page: a preference, remembered in a cookie."""
     response = page.redirect(safe_next(next, default="/"))
     if til in LANGUAGES:
-        settings = portal_of(page.request).settings
-        response.set_cookie(
-            settings.language_cookie,
-            til,
-            max_age=ONE_YEAR_S,
-            httponly=True,
-            secure=settings.secure_cookies,
-            samesite="lax",
-            path="/",
-        )
+        set_language_cookie(response, portal_of(page.request).settings, til)
     return response
+
+
+def set_language_cookie(response: Response, settings: PortalSettings, language: str) -> None:
+    """Remember the chosen language in the browser (before login, and for now after it too)."""
+    response.set_cookie(
+        settings.language_cookie,
+        language,
+        max_age=ONE_YEAR_S,
+        httponly=True,
+        secure=settings.secure_cookies,
+        samesite="lax",
+        path="/",
+    )
