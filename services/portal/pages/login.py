@@ -23,6 +23,7 @@ from services.portal.web import (
     Form,
     Page,
     PageContext,
+    _field_errors,
     clear_session_cookie,
     portal_of,
     safe_next,
@@ -41,11 +42,16 @@ async def login_form(
     page: Page,
     next: Annotated[str, Query(max_length=2000)] = "",
     udloebet: Annotated[str, Query(max_length=1)] = "",
+    username: Annotated[str, Query(max_length=100)] = "",
 ) -> Response:
     if page.user is not None:
         return page.redirect(_landing(page, next))
     return page.render(
-        "login.html", next=safe_next(next, default=""), expired=udloebet == "1", **_empty_login()
+        "login.html",
+        next=safe_next(next, default=""),
+        expired=udloebet == "1",
+        # Filled in by the link at the end of an activation.
+        **{**_empty_login(), "username": username.strip()},
     )
 
 
@@ -102,17 +108,6 @@ def _wait_text(page: PageContext, problem: ServiceProblem) -> str:
     seconds = problem.retry_after or 60
     at = page.texts.time_of_day(page.portal.clock.now() + timedelta(seconds=seconds))
     return page._("login.locked", time=at)
-
-
-def _field_errors(page: PageContext, problem: ServiceProblem, area: str) -> dict[str, str]:
-    """The service's field errors, in this language where the catalogue has words for the
-    field (`<area>.invalid.<field>`), else the service's own message."""
-    errors = {}
-    for name, message in problem.field_errors().items():
-        key = f"{area}.invalid.{name}"
-        text = page._(key)
-        errors[name] = text if text != key else message
-    return errors
 
 
 def _device_token(page: PageContext) -> str | None:
