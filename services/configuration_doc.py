@@ -261,7 +261,11 @@ EXPLANATIONS: dict[str, str] = {
     "sms_sender": "Sender name shown on the phone: 1 to 11 letters, digits or spaces.",
     "operator_cvr": "CVR of the sender of the letters (MeMo `Sender`): the operator of Adgang.",
     "operator_name": "Name of the sender of the letters.",
-    "portal_url": "Where the letter tells the administrator to activate the login.",
+    "portal_url": (
+        "The portal's address: the letter and the colleague's email link to its /aktiver page "
+        "with the username filled in (S2), billing's emails to the portal (unset in development: "
+        "http://127.0.0.1:8000)."
+    ),
     "onboarding_url": "Onboarding's HTTP API, as the portal calls it (the application form, S1).",
     "identity_url": "Identity's HTTP API, as the portal calls it (activation, login, users).",
     "billing_url": "Billing's HTTP API, as the portal calls it.",
@@ -308,7 +312,10 @@ COMPOSE_VARIABLES: dict[str, str] = {
         "`shared.tokens.generate_signing_key()`), *secret*; becomes `ADGANG_IDENTITY_SIGNING_KEYS`."
     ),
     "ADGANG_SIGNING_ACTIVE_KEY_ID": "Becomes `ADGANG_IDENTITY_SIGNING_ACTIVE_KEY_ID`.",
-    "ADGANG_PORTAL_URL": "Public address of the activation page; becomes `ADGANG_NOTIFIER_PORTAL_URL`.",
+    "ADGANG_PORTAL_URL": (
+        "The portal's public address (letters and emails link to its /aktiver page); becomes "
+        "`ADGANG_NOTIFIER_PORTAL_URL`."
+    ),
     "ADGANG_OPERATOR_CVR": "The operator's CVR; becomes `ADGANG_NOTIFIER_OPERATOR_CVR`.",
     "ADGANG_SMTP_HOST": "Mail relay for one-time codes by email; becomes `ADGANG_NOTIFIER_EMAIL_SMTP_HOST`.",
     "ADGANG_EMAIL_FROM": "Sender of those mails, `Name <address>`; becomes `ADGANG_NOTIFIER_EMAIL_FROM`.",

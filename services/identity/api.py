@@ -67,6 +67,19 @@ class ActivationRestartRequired(Problem):
     title = "The activation must be started again"
 
 
+class ContactDetailsRequired(InvalidFields):
+    """A 422 of its own type, so a client (the portal) can tell "this is the letter's login: ask
+    for the person's own email and mobile" from a malformed field without reading words."""
+
+    type_suffix = "contact-details-required"
+    title = "The login from the company's letter needs your own email and mobile number"
+
+
+class ContactDetailsNotAccepted(InvalidFields):
+    type_suffix = "contact-details-not-accepted"
+    title = "This login's contact details were set by its administrator"
+
+
 def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or IdentitySettings()
     db = Database(settings.db_url)
@@ -200,7 +213,7 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                     "username and the password chosen at activation."
                 )
             case ActivationOutcome.details_required:
-                raise InvalidFields(
+                raise ContactDetailsRequired(
                     "This login comes from the letter in the company's e-Boks. Give your own email and "
                     "Danish mobile number: a code is sent to each to confirm them, and two-factor login "
                     "uses them (S7). The contact details of the application are not used.",
@@ -213,7 +226,7 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                     ],
                 )
             case ActivationOutcome.details_not_accepted:
-                raise InvalidFields(
+                raise ContactDetailsNotAccepted(
                     "This login's name, email and mobile number were given by the administrator who "
                     "created it; activate with the username, the activation code and a password only, and "
                     "ask that administrator to correct the details if they are wrong.",

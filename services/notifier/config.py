@@ -150,9 +150,10 @@ class NotifierSettings(VerifiesAccessTokens):
         return self.var_dir / "sinks"
 
     @property
-    def activation_url(self) -> str:
-        """Where a letter sends its reader: the portal, or the local identity API in development."""
-        return self.portal_url or "http://127.0.0.1:8002/docs#/activation"
+    def portal_address(self) -> str:
+        """The portal that letters and emails link to (its `/aktiver` page for activation); the
+        local portal when unset in development (production requires `portal_url`)."""
+        return self.portal_url or "http://127.0.0.1:8000"
 
     @property
     def spool_dir(self) -> Path:

@@ -21,6 +21,7 @@ from services.notifier.codes import render_code_email, render_code_sms
 from services.notifier.email import EmailReceipt, build_email
 from services.notifier.letters import (
     DEFAULT_LANGUAGE,
+    activation_link,
     format_amount,
     format_day,
     format_expiry,
@@ -259,7 +260,7 @@ class LoginEmail(TemplatedEmail):
                 "username": event.username,
                 "activation_code": code,
                 "expires": format_expiry(event.expires_at, language=event.language),
-                "portal_url": self._portal_url,
+                "activation_link": activation_link(self._portal_url, event.username),
             },
         )
 

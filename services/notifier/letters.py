@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -62,6 +63,12 @@ templates = Environment(
 )
 
 
+def activation_link(portal_url: str, username: str) -> str:
+    """The portal's activation page with the username filled in (S2), for the letter and the
+    colleague's email: the reader types only the code and a password."""
+    return f"{portal_url.rstrip('/')}/aktiver?{urlencode({'username': username})}"
+
+
 def render_credentials_letter(
     *,
     language: str = DEFAULT_LANGUAGE,
@@ -91,7 +98,7 @@ def render_credentials_letter(
         username=username,
         activation_code=activation_code,
         expires=format_expiry(expires_at, language=language),
-        portal_url=portal_url,
+        activation_link=activation_link(portal_url, username),
         applicant=applicant,
         applied=format_expiry(applicant.applied_at, language=language) if applicant else "",
     )

@@ -127,7 +127,7 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
         email_from=settings.mail_sender,
         sms=sms_gateway(settings),
         sender=Sender(
-            cvr=settings.operator_cvr, name=settings.operator_name, portal_url=settings.activation_url
+            cvr=settings.operator_cvr, name=settings.operator_name, portal_url=settings.portal_address
         ),
         retry=RetryPolicy(
             max_attempts=settings.delivery_max_attempts,

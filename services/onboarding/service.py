@@ -101,7 +101,13 @@ async def submit_application(
     holder = await group_holder(session, customer)
     if holder is not None:
         group, status = holder
-        raise AdminExists(_held_by_group_detail(app.cvr, group, status), recovery="ask-group-administrator")
+        # The group's company by name and CVR, so a client can say in its own words whom to ask.
+        raise AdminExists(
+            _held_by_group_detail(app.cvr, group, status),
+            recovery="ask-group-administrator",
+            group_cvr=group.cvr,
+            group_name=group.name,
+        )
     pending = await session.scalar(
         select(Application)
         .where(Application.cvr == app.cvr, Application.status.in_(list(IN_FLIGHT)))

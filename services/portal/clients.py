@@ -194,6 +194,26 @@ class Identity:
         )
         return list(result["recovery_codes"])
 
+    # --- activation (S2) ----------------------------------------------------------------
+
+    async def activate(self, caller: Caller, activation: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/activation`: the active login `{user_id, username, status}` (200) for a
+        colleague's or support login; for the letter's, `{activation_id, sms_sent_to,
+        email_sent_to, expires_at}` (202): codes went to the mobile number and the email."""
+        result: dict[str, Any] = await self.client.call("POST", "/v1/activation", caller, json=activation)
+        return result
+
+    async def confirm_activation(
+        self, caller: Caller, activation_id: str, sms_code: str, email_code: str
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST",
+            f"/v1/activation/{activation_id}/confirm",
+            caller,
+            json={"sms_code": sms_code, "email_code": email_code},
+        )
+        return result
+
 
 @dataclass
 class Services:

@@ -176,7 +176,7 @@ def test_a_login_nobody_activated_is_replaced_by_a_new_application_but_one_in_fl
     [first] = wait_for_letters(suite, cvr)
     wait_for_status(suite, accepted.json()["id"], "credentials_sent")  # no longer in flight
     # The letter's login needs the activator's own details (422 naming them), and nothing is used up.
-    body = assert_problem(activate(suite, first.username, first.code), 422, "validation-error")
+    body = assert_problem(activate(suite, first.username, first.code), 422, "contact-details-required")
     assert [e["field"] for e in body["errors"]] == ["email", "mobile"]
 
     # Nobody activated it: a new application is accepted and replaces it with a new letter ...

@@ -260,11 +260,28 @@ async def test_a_support_login_activates_in_one_step_and_keeps_the_details_it_wa
     body = {"username": "support.anna", "activation_code": code, "password": PASSWORD}
     refused = await client.post("/v1/activation", json={**body, "email": "other@example.dk"})
     assert refused.status_code == 422 and [e["field"] for e in refused.json()["errors"]] == ["email"]
+    assert problem_type(refused) == "contact-details-not-accepted"
     activated = await client.post("/v1/activation", json=body)
     assert activated.status_code == 200 and activated.json()["status"] == "active", activated.text
     async with db.transaction() as session:
         staff = await session.scalar(select(User).where(User.username == "support.anna"))
     assert staff is not None and staff.email == "anna@adgang.example"
+
+
+async def test_the_letters_login_without_email_and_mobile_is_a_422_of_its_own_type_and_uses_nothing(
+    db, clock, sealer, client
+) -> None:
+    """A client tells "ask for the person's own email and mobile" from a malformed field by the
+    problem type alone (the portal shows its second step on it)."""
+    username, code = await provision_admin(db, clock, sealer)
+    refused = await client.post(
+        "/v1/activation", json={"username": username, "activation_code": code, "password": PASSWORD}
+    )
+    assert refused.status_code == 422 and problem_type(refused) == "contact-details-required"
+    assert [e["field"] for e in refused.json()["errors"]] == ["email", "mobile"]
+    malformed = await start_letter_activation(client, username, code, email="not an email")
+    assert malformed.status_code == 422 and problem_type(malformed) == "validation-error"
+    assert (await activate_from_letter(client, db, sealer, username, code)).status_code == 200
 
 
 async def test_five_wrong_codes_block_the_right_one(db, clock, sealer, client) -> None:

@@ -122,7 +122,7 @@ def dispatcher(
         clock=clock,
         sealer=sealer,
         eboks=SpoolTransport(sinks.root / "eboks"),
-        sender=Sender(cvr="29311005", name="Adgang Erhverv", portal_url="https://example.dk/aktiver"),
+        sender=Sender(cvr="29311005", name="Adgang Erhverv", portal_url="https://example.dk"),
         email=SmtpTransport(host="127.0.0.1", port=sinks.smtp_port, tls="none", timeout=5),
         email_from=FROM,
         sms=sms

@@ -86,7 +86,7 @@ def dispatcher(db: Database, clock: FrozenClock, sealer: Sealer, eboks, max_atte
         clock=clock,
         sealer=sealer,
         eboks=eboks,
-        sender=Sender(cvr="29311005", name="Adgang Erhverv", portal_url="https://example.dk/aktiver"),
+        sender=Sender(cvr="29311005", name="Adgang Erhverv", portal_url="https://example.dk"),
         retry=RetryPolicy(max_attempts=max_attempts, base_s=2, max_s=60),
         lease=timedelta(seconds=20),
     )

@@ -97,7 +97,7 @@ def test_the_sinks_refuse_to_run_in_production(tmp_path: Path) -> None:
         "DATABASE_URL": "postgresql+asyncpg://adgang@postgres/notifier",
         "SEALING_KEYS": f"k1:{generate_key()}",
         "SEALING_ACTIVE_KEY_ID": "k1",
-        "PORTAL_URL": "https://selvbetjening.example.dk/aktiver",
+        "PORTAL_URL": "https://selvbetjening.example.dk",
         "EMAIL_SMTP_HOST": "smtp.example.dk",
         "EMAIL_FROM": "Adgang <no-reply@example.dk>",
         "SMS_GATEWAY_URL": "https://sms.example.dk/v1/sms",

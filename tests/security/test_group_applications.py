@@ -102,6 +102,8 @@ async def test_subsidiaries_held_by_the_group_administrator_are_refused_naming_t
         assert "Nordlys Holding A/S (CVR 35657193)" in problem["detail"]
         assert "Ask the administrator of Nordlys Holding A/S to create a login" in problem["detail"]
         assert "no application and no call to support is needed" in problem["detail"]
+        # ... and by name and CVR, for a client to say it in its own words (the portal, in Danish).
+        assert (problem["group_cvr"], problem["group_name"]) == (HOLDING, "Nordlys Holding A/S")
     assert await stored_applications(onboarding_db) == []
 
 

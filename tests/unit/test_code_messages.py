@@ -133,7 +133,7 @@ def test_production_refuses_to_start_without_a_mail_server_and_an_sms_gateway() 
         "database_url": "postgresql+asyncpg://adgang@postgres/notifier",
         "sealing_keys": f"k1:{generate_key()}",
         "sealing_active_key_id": "k1",
-        "portal_url": "https://selvbetjening.example.dk/aktiver",
+        "portal_url": "https://selvbetjening.example.dk",
     }
     with pytest.raises(
         ValidationError, match="email_smtp_host, email_from, sms_gateway_url, sms_gateway_token"

@@ -51,7 +51,7 @@ OPERATOR_ENVIRONMENT = {
     "ADGANG_SEALING_ACTIVE_KEY_ID": "k2",
     "ADGANG_SIGNING_KEYS": f"s1:{generate_signing_key()}",
     "ADGANG_SIGNING_ACTIVE_KEY_ID": "s1",
-    "ADGANG_PORTAL_URL": "https://selvbetjening.example.dk/aktiver",
+    "ADGANG_PORTAL_URL": "https://selvbetjening.example.dk",
     "ADGANG_OPERATOR_CVR": "12345678",
     "ADGANG_SMTP_HOST": "smtp.example.dk",
     "ADGANG_EMAIL_FROM": "Adgang Selvbetjening <no-reply@example.dk>",

@@ -52,7 +52,7 @@ def test_the_settings_marked_required_are_all_that_production_needs(service: str
         "database_url": f"postgresql+asyncpg://adgang@postgres:5432/{service}",
         "sealing_keys": f"k1:{generate_key()}",
         "sealing_active_key_id": "k1",
-        "portal_url": "https://selvbetjening.example.dk/aktiver",
+        "portal_url": "https://selvbetjening.example.dk",
         "email_smtp_host": "smtp.example.dk",
         "email_from": "Adgang Selvbetjening <no-reply@example.dk>",
         "sms_gateway_url": "https://sms.example.dk/v1/sms",

@@ -42,11 +42,16 @@ async def login_form(
     page: Page,
     next: Annotated[str, Query(max_length=2000)] = "",
     udloebet: Annotated[str, Query(max_length=1)] = "",
+    username: Annotated[str, Query(max_length=100)] = "",
 ) -> Response:
     if page.user is not None:
         return page.redirect(_landing(page, next))
     return page.render(
-        "login.html", next=safe_next(next, default=""), expired=udloebet == "1", **_empty_login()
+        "login.html",
+        next=safe_next(next, default=""),
+        expired=udloebet == "1",
+        # Filled in by the link at the end of an activation.
+        **{**_empty_login(), "username": username.strip()},
     )
 
 
