@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.datastructures import FormData
 
-from services.portal.clients import Caller, Services, ServiceUnavailable
+from services.portal.clients import Caller, ServiceProblem, Services, ServiceUnavailable
 from services.portal.config import PortalSettings
 from services.portal.i18n import DEFAULT_LANGUAGE, Texts, chosen_language
 from services.portal.sessions import SessionStore, SignedIn, new_cookie_value
@@ -251,6 +251,17 @@ Form = Annotated[FormData, Depends(checked_form)]
 def text_field(form: FormData, name: str, *, max_length: int = 500) -> str:
     value = form.get(name)
     return value.strip()[:max_length] if isinstance(value, str) else ""
+
+
+def _field_errors(page: PageContext, problem: ServiceProblem, area: str) -> dict[str, str]:
+    """The service's field errors, in this language where the catalogue has words for the
+    field (`<area>.invalid.<field>`), else the service's own message."""
+    errors = {}
+    for name, message in problem.field_errors().items():
+        key = f"{area}.invalid.{name}"
+        text = page._(key)
+        errors[name] = text if text != key else message
+    return errors
 
 
 def set_session_cookie(response: Response, settings: PortalSettings, value: str) -> None:

@@ -23,6 +23,7 @@ from services.portal.web import (
     Form,
     Page,
     PageContext,
+    _field_errors,
     clear_session_cookie,
     portal_of,
     safe_next,
@@ -102,17 +103,6 @@ def _wait_text(page: PageContext, problem: ServiceProblem) -> str:
     seconds = problem.retry_after or 60
     at = page.texts.time_of_day(page.portal.clock.now() + timedelta(seconds=seconds))
     return page._("login.locked", time=at)
-
-
-def _field_errors(page: PageContext, problem: ServiceProblem, area: str) -> dict[str, str]:
-    """The service's field errors, in this language where the catalogue has words for the
-    field (`<area>.invalid.<field>`), else the service's own message."""
-    errors = {}
-    for name, message in problem.field_errors().items():
-        key = f"{area}.invalid.{name}"
-        text = page._(key)
-        errors[name] = text if text != key else message
-    return errors
 
 
 def _device_token(page: PageContext) -> str | None:
