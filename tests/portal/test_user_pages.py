@@ -369,6 +369,15 @@ async def test_the_list_shows_each_users_status_in_words_and_finds_them_by_name_
     assert sent.headers["location"] == f"/brugere/{jonas.user_id}?udfoert=send-aktivering"
     assert status_of(await portal.get("/brugere"), "Jonas Berg") == "Venter på aktivering"
 
+    await portal.get("/sprog", params={"til": "en", "next": "/brugere"})
+    english = await portal.get("/brugere")
+    assert (
+        status_of(english, "Jonas Berg") == "Waiting for activation"
+        and "Create self-service user" in english.text
+    )
+    wizard = await portal.get("/brugere/ny")
+    assert current_step(wizard) == "Step 1 of 4: The user's details"
+
 
 async def test_each_action_on_a_users_page_is_done_and_said(
     db, clock, sealer, client, settings, portal, open_browser
