@@ -77,6 +77,11 @@ class UserOut(BaseModel):
         default=None,
         description="Failed passwords have locked the username until then; POST .../unlock lifts the lock",
     )
+    activation_expires_at: datetime | None = Field(
+        default=None,
+        description="A pending user's activation code stops working then; after it, resend-activation "
+        "emails a new one",
+    )
 
 
 class CompanyOut(BaseModel):
@@ -87,7 +92,12 @@ class CompanyOut(BaseModel):
     all_accounts: bool = Field(description="Whether you hold every account, and so may grant 'all'")
 
 
-def _out(user: User, grants: list[UserGrant], locked_until: datetime | None = None) -> UserOut:
+def _out(
+    user: User,
+    grants: list[UserGrant],
+    locked_until: datetime | None = None,
+    activation_expires_at: datetime | None = None,
+) -> UserOut:
     return UserOut(
         id=user.id,
         username=user.username,
@@ -101,6 +111,7 @@ def _out(user: User, grants: list[UserGrant], locked_until: datetime | None = No
         created_at=as_utc(user.created_at),
         activated_at=as_utc(user.activated_at) if user.activated_at else None,
         login_locked_until=locked_until,
+        activation_expires_at=activation_expires_at,
     )
 
 
@@ -136,7 +147,8 @@ def admin_router(
 
     async def out(session: AsyncSession, user: User) -> UserOut:
         locked = await admin.locked_until(session, [user])
-        return _out(user, await grants_of(session, user.id), locked.get(user.username))
+        expiry = await admin.activation_expiry(session, [user])
+        return _out(user, await grants_of(session, user.id), locked.get(user.username), expiry.get(user.id))
 
     async def grants_of(session: AsyncSession, user_id: str) -> list[UserGrant]:
         return list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user_id)))
@@ -158,7 +170,8 @@ def admin_router(
             caller = await admin.administrator(session, claims)
             users = await admin.list_users(session, caller)
             locked = await admin.locked_until(session, [u for u, _ in users])
-        return [_out(u, g, locked.get(u.username)) for u, g in users]
+            expiry = await admin.activation_expiry(session, [u for u, _ in users])
+        return [_out(u, g, locked.get(u.username), expiry.get(u.id)) for u, g in users]
 
     @router.post(
         "/v1/users",
@@ -191,8 +204,9 @@ def admin_router(
                 client_address=client_address(request),
             )
             grants = await grants_of(session, user.id)
+            expiry = await admin.activation_expiry(session, [user])
         response.headers["Location"] = f"/v1/users/{user.id}"
-        return _out(user, grants)
+        return _out(user, grants, activation_expires_at=expiry.get(user.id))
 
     @router.get("/v1/users/{user_id}", response_model=UserOut, summary="One user", responses={404: PROBLEM})
     async def get_user(claims: Claims, user_id: UserId) -> UserOut:

@@ -215,6 +215,41 @@ class Identity:
         return result
 
 
+    # --- self-service users (S4, S5, S12, S14) ------------------------------------------
+
+    async def companies(self, caller: Caller) -> list[dict[str, Any]]:
+        """The companies and accounts the caller may grant (the wizard's steps 4 and 5)."""
+        result: list[dict[str, Any]] = await self.client.call("GET", "/v1/companies", caller)
+        return result
+
+    async def users(self, caller: Caller) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.client.call("GET", "/v1/users", caller)
+        return result
+
+    async def user(self, caller: Caller, user_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call("GET", f"/v1/users/{user_id}", caller)
+        return result
+
+    async def create_user(self, caller: Caller, user: dict[str, Any]) -> dict[str, Any]:
+        """S5: `{name, email, mobile, grants, functions}`; identity emails the user (S6)."""
+        result: dict[str, Any] = await self.client.call("POST", "/v1/users", caller, json=user)
+        return result
+
+    async def change_user(self, caller: Caller, user_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "PATCH", f"/v1/users/{user_id}", caller, json=changes
+        )
+        return result
+
+    async def act_on_user(self, caller: Caller, user_id: str, action: str) -> dict[str, Any]:
+        """`disable`, `enable`, `reset-2fa`, `resend-activation` or `unlock`."""
+        result: dict[str, Any] = await self.client.call("POST", f"/v1/users/{user_id}/{action}", caller)
+        return result
+
+    async def delete_user(self, caller: Caller, user_id: str) -> None:
+        await self.client.call("DELETE", f"/v1/users/{user_id}", caller)
+
+
 @dataclass
 class Services:
     """The clients a page may call, built once per process."""

@@ -26,9 +26,11 @@ document.querySelectorAll("[data-print]").forEach(function (button) {
   button.addEventListener("click", function () { window.print(); });
 });
 
-// A form with data-confirm asks before it posts (delete, disable).
+// A form with data-confirm asks before it posts (delete, disable). Once the dialog said yes,
+// its data-confirmed field says so, and the server skips the page that would ask again.
 document.querySelectorAll("form[data-confirm]").forEach(function (form) {
   form.addEventListener("submit", function (event) {
-    if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
+    if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); return; }
+    form.querySelectorAll("input[data-confirmed]").forEach(function (input) { input.value = "ja"; });
   });
 });
