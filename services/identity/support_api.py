@@ -28,6 +28,10 @@ class SupportUserOut(BaseModel):
     functions: list[str]
     created_at: datetime
     activated_at: datetime | None
+    login_locked_until: datetime | None = Field(
+        default=None,
+        description="Failed passwords have locked the username until then; POST .../unlock lifts the lock",
+    )
 
 
 class LetterOut(BaseModel):
@@ -71,6 +75,7 @@ def support_router(
         async with db.transaction() as session:
             staff = await support.staff(session, claims)
             users = await support.company_users(session, staff, cvr, client_address(request))
+            locked = await support.admin.locked_until(session, users)
         return [
             SupportUserOut(
                 id=u.id,
@@ -82,6 +87,7 @@ def support_router(
                 functions=list(u.functions),
                 created_at=as_utc(u.created_at),
                 activated_at=as_utc(u.activated_at) if u.activated_at else None,
+                login_locked_until=locked.get(u.username),
             )
             for u in users
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -249,6 +250,69 @@ class Identity:
     async def delete_user(self, caller: Caller, user_id: str) -> None:
         await self.client.call("DELETE", f"/v1/users/{user_id}", caller)
 
+    # --- support console (S3, S13) -------------------------------------------------------
+
+    async def company_users(self, caller: Caller, cvr: str) -> list[dict[str, Any]]:
+        """A company's logins, for support staff (audited by identity as `support.list-users`)."""
+        result: list[dict[str, Any]] = await self.client.call(
+            "GET", f"/v1/support/companies/{cvr}/users", caller
+        )
+        return result
+
+    async def delete_user(self, caller: Caller, user_id: str) -> None:
+        await self.client.call("DELETE", f"/v1/support/users/{quote(user_id, safe='')}", caller)
+
+    async def unlock_user(self, caller: Caller, user_id: str) -> None:
+        await self.client.call("POST", f"/v1/support/users/{quote(user_id, safe='')}/unlock", caller)
+
+    async def resend_letter(self, caller: Caller, user_id: str) -> dict[str, Any]:
+        """`{user_id, username, recipient_cvr, expires_at, deliver_by}` of the new letter."""
+        result: dict[str, Any] = await self.client.call(
+            "POST", f"/v1/support/users/{quote(user_id, safe='')}/resend-letter", caller
+        )
+        return result
+
+    async def audit(self, caller: Caller, cvr: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The audit trail of a company, newest first."""
+        result: list[dict[str, Any]] = await self.client.call(
+            "GET", "/v1/support/audit", caller, params={"cvr": cvr, "limit": limit}
+        )
+        return result
+
+
+# --- support console (S3, S13) -------------------------------------------------------------
+
+
+class OnboardingSupport:
+    """Onboarding's read for support staff: a company's applications."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+    async def applications(self, caller: Caller, cvr: str) -> list[dict[str, Any]]:
+        """Newest first: `{id, status, status_detail, submitted_at, deliver_by, delivered_at, ...}`."""
+        result: list[dict[str, Any]] = await self.client.call(
+            "GET", "/v1/support/applications", caller, params={"cvr": cvr}
+        )
+        return result
+
+
+class Notifier:
+    """The notifier's delivery records, for support staff."""
+
+    # A letter's recipient is the company's CVR number (docs/notifications.md).
+    LETTER = "credentials_letter"
+
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+    async def letters(self, caller: Caller, cvr: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The letters to a company's e-Boks, newest first."""
+        result: list[dict[str, Any]] = await self.client.call(
+            "GET", "/v1/deliveries", caller, params={"recipient": cvr, "kind": self.LETTER, "limit": limit}
+        )
+        return result
+
 
 @dataclass
 class Services:
@@ -257,6 +321,9 @@ class Services:
     onboarding: Onboarding
     identity: Identity
     _clients: list[ServiceClient]
+    # --- support console (S3, S13)
+    onboarding_support: OnboardingSupport
+    notifier: Notifier
 
     @classmethod
     def connect(
@@ -271,8 +338,13 @@ class Services:
 
         onboarding = client("onboarding", settings.onboarding_url)
         identity = client("identity", settings.identity_url)
+        notifier = client("notifier", settings.notifier_url)
         return cls(
-            onboarding=Onboarding(onboarding), identity=Identity(identity), _clients=[onboarding, identity]
+            onboarding=Onboarding(onboarding),
+            identity=Identity(identity),
+            _clients=[onboarding, identity, notifier],
+            onboarding_support=OnboardingSupport(onboarding),
+            notifier=Notifier(notifier),
         )
 
     async def close(self) -> None:
