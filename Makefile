@@ -29,7 +29,7 @@ chromium:
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests bench
-	$(BIN)/mypy shared services/*/domain.py
+	$(BIN)/mypy shared services/*/domain.py services/portal
 	$(BIN)/adgang asyncapi --check
 
 bench: $(STAMP)

@@ -259,7 +259,7 @@ class Identity:
         )
         return result
 
-    async def delete_user(self, caller: Caller, user_id: str) -> None:
+    async def support_delete_user(self, caller: Caller, user_id: str) -> None:
         await self.client.call("DELETE", f"/v1/support/users/{quote(user_id, safe='')}", caller)
 
     async def unlock_user(self, caller: Caller, user_id: str) -> None:

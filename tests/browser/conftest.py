@@ -32,13 +32,16 @@ def chromium_executable() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def playwright() -> Iterator[Playwright]:
+@pytest.fixture(scope="module")
+def playwright(portal_suite: Suite) -> Iterator[Playwright]:
+    """Per module, and after the suite has started: Playwright's synchronous API keeps an
+    event loop running in this thread while it is open, and the suite's start, like the
+    asynchronous tests of other modules, runs one of its own."""
     with sync_playwright() as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     launched = playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
     yield launched

@@ -151,7 +151,7 @@ async def confirm_delete(page: StaffPage, cvr: CvrPath, user_id: UserIdPath) -> 
 async def delete(page: StaffPage, form: Form, cvr: CvrPath, user_id: UserIdPath) -> Response:
     """S3: the company's only administrator left and nobody knows the login; once it is
     deleted, the company applies again for a new one."""
-    return await _act(page, cvr, "deleted", page.services.identity.delete_user(page.caller, user_id))
+    return await _act(page, cvr, "deleted", page.services.identity.support_delete_user(page.caller, user_id))
 
 
 @router.post("/support/virksomheder/{cvr}/brugere/{user_id}/laas-op", response_class=HTMLResponse)
