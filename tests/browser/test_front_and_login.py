@@ -39,7 +39,9 @@ def test_the_login_form_is_used_with_the_keyboard_alone_and_says_what_is_wrong(
     assert_accessible(page)
 
 
-def test_a_missing_page_answers_404_in_words_in_both_languages(portal_suite: Suite, page: Page, texts) -> None:
+def test_a_missing_page_answers_404_in_words_in_both_languages(
+    portal_suite: Suite, page: Page, texts
+) -> None:
     answer = page.goto(portal_suite.url("portal") + "/findes-ikke")
     assert answer is not None and answer.status == 404
     expect(page.get_by_role("heading", level=1)).to_have_text(texts["da"].gettext("error.heading-404"))

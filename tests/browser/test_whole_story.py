@@ -284,6 +284,10 @@ def test_the_whole_story_in_the_browser(portal_suite: Suite, browser: Browser, t
     expect(page.get_by_role("main")).to_contain_text(story.colleague_email)
     assert_accessible(page)
     shoot(page, story, "15-oprettet")
+    page.get_by_role("link", name=t.gettext("users-created.to-user")).click()
+    expect(page.locator('[name="functions"][value="invoices"]')).to_be_checked()
+    assert_accessible(page)
+    shoot(page, story, "16-bruger")
     admin_context.close()
 
     # 7. The colleague's email links to the activation (S6); an email code logs in.

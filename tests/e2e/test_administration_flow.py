@@ -5,8 +5,6 @@ only administrator is gone."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -25,6 +23,7 @@ from tests.support.flows import (
     activate,
     activate_letter,
     apply,
+    create_staff,
     one_time_code,
     sinks_dir,
     wait_for_letters,
@@ -151,7 +150,9 @@ def test_the_whole_administration_story(admin_suite: Suite) -> None:
         )
 
     # Support: the only administrator has left; staff delete the login, the company applies again (S3).
-    staff_code = create_staff(suite)
+    staff_code = create_staff(
+        suite, username="support.anna", name="Anna Support", email="anna@adgang.example", mobile="+4520999999"
+    )
     assert activate(suite, "support.anna", staff_code).status_code == 200
     staff = log_in(suite, "support.anna", method="sms", recipient="+4520999999")
     with identity(suite) as http:
@@ -194,37 +195,6 @@ def _next_step_code(secret: str) -> str:
 def http_me(suite: Suite, tokens: dict) -> dict:
     with identity(suite) as http:
         return http.get("/v1/me", headers=bearer(tokens)).json()
-
-
-def create_staff(suite: Suite) -> str:
-    """`adgang staff create`, as an operator runs it against the suite's identity database."""
-    env = suite.service_env()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "staff",
-            "create",
-            "--username",
-            "support.anna",
-            "--name",
-            "Anna Support",
-            "--email",
-            "anna@adgang.example",
-            "--mobile",
-            "+4520999999",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    match = re.search(CODE, done.stdout)
-    assert match, done.stdout
-    return match.group()
 
 
 async def test_no_code_password_or_token_is_readable_on_any_topic_or_in_any_log(admin_suite: Suite) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,4 +190,35 @@ def one_time_code(text: str) -> str:
     """The one-time code in an SMS or mail text."""
     match = ONE_TIME_CODE.search(text)
     assert match, f"no one-time code in:\n{text}"
+    return match.group()
+
+
+def create_staff(suite: Suite, *, username: str, name: str, email: str, mobile: str) -> str:
+    """`adgang staff create`, as an operator runs it against the suite's identity database;
+    returns the activation code it prints once."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "staff",
+            "create",
+            "--username",
+            username,
+            "--name",
+            name,
+            "--email",
+            email,
+            "--mobile",
+            mobile,
+        ],
+        env=suite.service_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    match = CODE.search(done.stdout)
+    assert match, done.stdout
     return match.group()
