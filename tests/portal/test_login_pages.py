@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_administration import activated_group_admin
+from tests.integration.test_administration import activated_group_admin, colleague, group_admin, login_email
 from tests.integration.test_login import last_code
 from tests.portal.conftest import csrf_of, log_in_through_portal, post_form
 
@@ -96,3 +96,49 @@ async def test_forms_posted_without_the_csrf_token_or_with_another_browsers_are_
     assert [a.status_code for a in answers] == [403] * 8
     assert all("Formularen var for gammel" in a.text for a in answers)
     assert "adgang-session" in portal.cookies and (await portal.get("/log-ind/kode")).status_code == 303
+
+
+async def test_a_session_identity_ended_goes_to_the_login_at_once_and_the_login_page_shows(
+    db, clock, sealer, client, portal
+) -> None:
+    """Disabling a login ends its sessions at identity; the portal's next page hears it (the
+    overview asks identity afresh), forgets the session, and the login page is shown, not a
+    loop back to the page."""
+    admin = await group_admin(db, clock, sealer, client)
+    created = (await client.post("/v1/users", headers=admin, json=colleague())).json()
+    event, code = await login_email(db, sealer)
+    activated = await client.post(
+        "/v1/activation", json={"username": event.username, "activation_code": code, "password": PASSWORD}
+    )
+    assert activated.status_code == 200, activated.text
+    await log_in_through_portal(portal, db, sealer, event.username)
+    assert (await portal.get("/oversigt")).status_code == 200
+    assert (await client.post(f"/v1/users/{created['id']}/disable", headers=admin)).status_code == 200
+    away = await portal.get("/oversigt")
+    assert away.status_code == 303 and away.headers["location"].startswith("/log-ind?next=/oversigt")
+    login = await portal.get(away.headers["location"])
+    assert login.status_code == 200 and 'name="password"' in login.text
+
+
+async def test_the_overview_shows_the_access_as_it_is_now_not_as_it_was_at_login(
+    db, clock, sealer, client, portal
+) -> None:
+    admin = await group_admin(db, clock, sealer, client)
+    created = (
+        await client.post("/v1/users", headers=admin, json=colleague(functions=["invoices", "orders"]))
+    ).json()
+    event, code = await login_email(db, sealer)
+    await client.post(
+        "/v1/activation", json={"username": event.username, "activation_code": code, "password": PASSWORD}
+    )
+    await log_in_through_portal(portal, db, sealer, event.username)
+    assert "Bestille og opgradere abonnementer" in (await portal.get("/oversigt")).text
+    narrowed = await client.patch(
+        f"/v1/users/{created['id']}", headers=admin, json={"functions": ["invoices"]}
+    )
+    assert narrowed.status_code == 200, narrowed.text
+    page = await portal.get("/oversigt")
+    if page.status_code == 303:  # narrowing ends the sessions: log in again, and see the new access
+        await log_in_through_portal(portal, db, sealer, event.username)
+        page = await portal.get("/oversigt")
+    assert "Se fakturaer og forbrug" in page.text and "Bestille og opgradere abonnementer" not in page.text

@@ -14,6 +14,8 @@ FUNCTIONS_IN_ORDER = ("invoices", "orders", "master_data", "telephony", "user_ad
 
 @router.get("/oversigt", response_class=HTMLResponse)
 async def overview(page: CustomerPage) -> HTMLResponse:
-    assert page.user is not None
-    functions = [f for f in FUNCTIONS_IN_ORDER if f in page.user.functions]
-    return page.render("overview.html", functions=functions)
+    # Asked afresh, not taken from the login: an administrator may have changed the access
+    # since, and a session identity ended answers 401 (then the login, and back here).
+    me = await page.services.identity.me(page.caller)
+    functions = [f for f in FUNCTIONS_IN_ORDER if f in me["functions"]]
+    return page.render("overview.html", functions=functions, me=me)
