@@ -18,6 +18,8 @@ class PortalSettings(ServiceSettings):
     uses_sealing: ClassVar[bool] = True  # the users' tokens are sealed at rest
     model_config = SettingsConfigDict(env_prefix="ADGANG_PORTAL_", extra="ignore")
 
+    # The portal's routes are pages, not an API to describe: no /docs unless asked for.
+    api_docs_enabled: bool | None = False
     onboarding_url: str = "http://127.0.0.1:8001"
     identity_url: str = "http://127.0.0.1:8002"
     billing_url: str = "http://127.0.0.1:8003"

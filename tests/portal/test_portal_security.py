@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import timedelta
 
 import httpx
@@ -149,3 +150,27 @@ async def test_a_session_idle_longer_than_the_timeout_returns_to_login_and_then_
     page = await portal.get(away.headers["location"])
     assert "Du er blevet logget ud" in page.text and 'name="next" value="/oversigt"' in page.text
     assert (await post_form(portal, "/log-ud", {}, form_on="/log-ind")).status_code == 303
+
+
+async def test_every_get_route_of_the_portal_answers_with_the_csp_signed_in_or_not(
+    db, clock, sealer, client, portal, portal_settings
+) -> None:
+    """Every page the portal has, whatever it answers (a page, a redirect, 403, 404), carries
+    the policy: the routes are read from the app's own description, so a new page cannot be
+    left out."""
+    from services.portal.api import create_api
+
+    app = create_api(portal_settings)
+    paths = sorted(
+        re.sub(r"\{[^}]+\}", "00000000-0000-4000-8000-000000000000", path.replace("{cvr}", "35657193"))
+        for path, operations in app.openapi()["paths"].items()
+        if "get" in operations
+    )
+    assert "/brugere/ny" in paths and "/support" in paths and "/profil" in paths
+    username = await activated_group_admin(db, clock, sealer, client)
+    anonymous = await asyncio.gather(*[portal.get(p) for p in paths])
+    await log_in_through_portal(portal, db, sealer, username)
+    signed_in = await asyncio.gather(*[portal.get(p) for p in paths])
+    for answer in [*anonymous, *signed_in, await portal.get("/static/portal.css")]:
+        assert answer.headers.get("content-security-policy") == CONTENT_SECURITY_POLICY, answer.url
+        assert answer.headers.get("x-content-type-options") == "nosniff", answer.url
