@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -267,10 +267,32 @@ class RequestBodyLimit:
             f"The request body is larger than {self.max_bytes} bytes, the most this API accepts. "
             "Send a smaller body."
         )
-        response = JSONResponse(
-            problem.body(instance=scope.get("path")), status_code=problem.status, media_type=MEDIA_TYPE
-        )
+        response: Response
+        if _wants_html(scope):
+            # A person's browser posting a form (the portal): words, in both languages, since
+            # nothing of the request has been read to know which.
+            response = HTMLResponse(_TOO_LARGE_PAGE, status_code=problem.status)
+        else:
+            response = JSONResponse(
+                problem.body(instance=scope.get("path")), status_code=problem.status, media_type=MEDIA_TYPE
+            )
         await response(scope, _nothing_more, send)
+
+
+_TOO_LARGE_PAGE = """<!doctype html>
+<html lang="da"><head><meta charset="utf-8"><title>For stort / Too large</title></head>
+<body><main><h1>Det, du sendte, er for stort</h1>
+<p>Gå tilbage, og send mindre ad gangen.</p>
+<p lang="en">What you sent is too large. Go back and send less at a time.</p></main></body></html>
+"""
+
+
+def _wants_html(scope: Scope) -> bool:
+    """A browser's request: it asks for HTML first (`Accept: text/html,...`)."""
+    for name, value in scope.get("headers", []):
+        if name == b"accept":
+            return value.split(b",")[0].strip().startswith(b"text/html")
+    return False
 
 
 async def _nothing_more() -> Message:

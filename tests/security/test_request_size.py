@@ -29,6 +29,7 @@ POSTS = {
     "identity": "/v1/login",
     "billing": "/v1/orders",
     "notifier": "/v1/deliveries",
+    "portal": "/log-ind",
 }
 
 
@@ -117,13 +118,15 @@ async def test_bodies_over_and_under_the_limit_at_once_get_413_and_their_ordinar
         )
     over, fitting = answers[:6], answers[6:]
     assert [a.status_code for a in over] == [413] * 6
-    assert all(a.headers["content-type"] == PROBLEM for a in answers)
+    assert all(a.headers["content-type"] == PROBLEM for a in over)
     # Each chunked upload was read up to the chunk that passed the limit, and no further.
     assert produced == [LIMIT + CHUNK] * 3
     # Under the limit, the body reached the route after the checks that read it first.
     assert all(a.status_code != 413 for a in fitting)
     if service in ("onboarding", "identity"):
         assert all(a.status_code == 422 and a.json()["errors"] for a in fitting), fitting[0].text
+    if service == "portal":  # a form without its CSRF token: the portal's page that says so
+        assert all(a.status_code == 403 and "text/html" in a.headers["content-type"] for a in fitting)
 
 
 @pytest.fixture
@@ -194,3 +197,35 @@ def test_a_real_server_does_not_keep_a_chunked_upload_over_the_limit(
     assert response.headers["content-type"] == PROBLEM
     # The limit is 1 MiB; a server that kept the body would have grown by more than all of it.
     assert grown < total // 4, f"the API grew by {grown / 2**20:.0f} MiB for a {total / 2**20:.0f} MiB upload"
+
+
+@pytest.fixture
+def portal_url(database_factory) -> str:
+    url: str = database_factory("portal")
+    migrate(SERVICES["portal"].migrations, url)
+    return url
+
+
+async def test_a_browser_posting_too_much_to_the_portal_gets_a_page_in_words_with_the_portals_headers(
+    portal_url: str, tmp_path: Path
+) -> None:
+    from services.portal.api import create_api
+    from services.portal.config import PortalSettings
+    from services.portal.web import CONTENT_SECURITY_POLICY
+
+    app = create_api(PortalSettings(database_url=portal_url, var_dir=tmp_path, max_request_body_bytes=LIMIT))
+    browser = {
+        "accept": "text/html,application/xhtml+xml,*/*;q=0.8",
+        "content-type": "application/x-www-form-urlencoded",
+    }
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://portal") as client:
+        answers = await asyncio.gather(
+            *[
+                client.post("/ansoeg", content=b"company_name=" + b"x" * LIMIT, headers=browser)
+                for _ in range(3)
+            ]
+        )
+    for answer in answers:
+        assert answer.status_code == 413 and answer.headers["content-type"].startswith("text/html")
+        assert "Det, du sendte, er for stort" in answer.text and "too large" in answer.text
+        assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
