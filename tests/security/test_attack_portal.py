@@ -1,0 +1,128 @@
+"""Attacks on the portal, the self-service website (docs/portal.md): as an outsider, as a
+customer's administrator, as a colleague, as another company's administrator and as support
+staff. Each weakness found has a test here that failed before its fix; the attacks the portal
+already refused are kept where they are cheap, so that they stay refused."""
+
+# ruff: noqa: F811 - fixtures are imported by name
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from services.identity.config import IdentitySettings
+from services.portal.api import create_api as create_portal_api
+from services.portal.config import PortalSettings
+from shared.clock import FrozenClock
+from shared.tokens import generate_signing_key
+from tests.integration.test_activation import PASSWORD
+from tests.integration.test_administration import activated_group_admin
+from tests.integration.test_login import database_url, db  # noqa: F401 - fixtures
+from tests.portal.conftest import (  # noqa: F401 - fixtures
+    client,
+    csrf_of,
+    identity_transport,
+    log_in_through_portal,
+    portal_settings,
+    portal_transports,
+)
+from tests.security.test_attack_lockout import unlock_codes
+from tests.support.asgi import AppTransport
+
+WRONG = "not the password, a guess"
+NOTICE = re.compile(r'<div class="notice [a-z]+" role="[a-z]+"><p>([^<]*)</p>')
+
+Browser = httpx.AsyncClient
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path) -> IdentitySettings:
+    """Identity as everywhere, but locked after three wrong passwords (two free, then the
+    progressive delay): the same rules, reached with fewer argon2 checks."""
+    return IdentitySettings(
+        database_url=database_url,
+        var_dir=tmp_path,
+        signing_keys=f"t1:{generate_signing_key()}",
+        signing_active_key_id="t1",
+        login_rate_limit_per_minute=0,
+        activation_rate_limit_per_minute=0,
+        login_free_failures=2,
+        login_lock_after_failures=3,
+    )
+
+
+@pytest.fixture
+async def open_browser(
+    portal_settings: PortalSettings,
+    portal_transports: dict[str, httpx.AsyncBaseTransport],
+    clock: FrozenClock,
+) -> AsyncIterator[Callable[[], Awaitable[Browser]]]:
+    """A browser of its own (its own cookies) of one portal: a person, a stranger, a colleague."""
+    app = create_portal_api(portal_settings, clock=clock, transports=portal_transports)
+    opened: list[Browser] = []
+
+    async def open_one() -> Browser:
+        # Errors answered as the server would (a 500 page), not raised into the test.
+        transport = AppTransport(app=app, raise_app_exceptions=False)
+        opened.append(httpx.AsyncClient(transport=transport, base_url="http://portal"))
+        return opened[-1]
+
+    yield open_one
+    for browser in opened:
+        await browser.aclose()
+
+
+def notices(page: httpx.Response) -> list[str]:
+    return NOTICE.findall(page.text)
+
+
+# --- a stranger must not keep a user out of the website -----------------------------------
+
+
+async def test_a_stranger_who_locks_a_username_through_the_portal_cannot_keep_its_user_out_of_a_new_browser(
+    db, clock, sealer, client, open_browser
+) -> None:
+    """The lock on a username stops strangers, and identity emails its user an unlock code that
+    passes it. The portal offered that email but had no place to type its code, so anyone who
+    knew a username kept its user out of the website from every new browser."""
+    username = await activated_group_admin(db, clock, sealer, client)
+    stranger, own = await open_browser(), await open_browser()
+    token = await csrf_of(stranger, "/log-ind")
+    guess = {"username": username, "password": WRONG, "csrf_token": token}
+    for _round in range(2):  # wrong passwords, several at once, as the progressive delay allows
+        guesses = await asyncio.gather(*(stranger.post("/log-ind", data=guess) for _ in range(4)))
+        assert {g.status_code for g in guesses} <= {401, 429}
+        clock.advance(timedelta(seconds=61))
+
+    refused = await own.post(
+        "/log-ind", data={"username": username, "password": PASSWORD, "csrf_token": await csrf_of(own, "/log-ind")}
+    )
+    assert refused.status_code == 429 and 'action="/log-ind/laas-op"' in refused.text
+    # The stranger asks for unlock emails too, at once: one goes, to the user's own address.
+    tokens = {browser: await csrf_of(browser, "/log-ind") for browser in (stranger, own)}
+    asked = await asyncio.gather(
+        *(
+            browser.post("/log-ind/laas-op", data={"username": username, "csrf_token": tokens[browser]})
+            for browser in (stranger, stranger, own)
+        )
+    )
+    assert {a.status_code for a in asked} == {200} and len({tuple(notices(a)) for a in asked}) == 1
+    assert 'name="device_token"' in asked[-1].text, "the page has no field for the emailed code"
+    [code] = await unlock_codes(db, sealer)
+
+    # The user types the code from the email with the password, and logs in from this browser.
+    await log_in_through_portal(own, db, sealer, username, unlock_code=code)
+    assert (await own.get("/oversigt")).status_code == 200
+    # The stranger renews the lock; this browser is remembered and not stopped by it.
+    clock.advance(timedelta(minutes=16))
+    for _round in range(2):
+        await asyncio.gather(*(stranger.post("/log-ind", data=guess) for _ in range(4)))
+        clock.advance(timedelta(seconds=61))
+    assert (await stranger.post("/log-ind", data=guess)).status_code == 429
+    await own.post("/log-ud", data={"csrf_token": await csrf_of(own, "/profil")})
+    await log_in_through_portal(own, db, sealer, username)
+    assert (await own.get("/oversigt")).status_code == 200
