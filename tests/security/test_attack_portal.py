@@ -28,7 +28,6 @@ from tests.portal.conftest import (  # noqa: F401 - fixtures
     identity_transport,
     log_in_through_portal,
     portal_settings,
-    portal_transports,
 )
 from tests.security.test_attack_lockout import unlock_codes
 from tests.support.asgi import AppTransport
@@ -53,6 +52,35 @@ def settings(database_url: str, tmp_path) -> IdentitySettings:
         login_free_failures=2,
         login_lock_after_failures=3,
     )
+
+
+class Identity(httpx.AsyncBaseTransport):
+    """Identity's API as the portal reaches it, with what the portal sent it on record; told
+    to, it answers `GET /v1/me` with something that is not JSON (a page then fails: 500)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.forwarded_for: list[str | None] = []
+        self.broken = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.forwarded_for.append(request.headers.get("x-forwarded-for"))
+        if self.broken and request.url.path == "/v1/me":
+            return httpx.Response(200, content=b"<html>not what the portal asked for</html>")
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.fixture
+def identity(identity_transport: AppTransport) -> Identity:
+    return Identity(identity_transport)
+
+
+@pytest.fixture
+def portal_transports(identity: Identity) -> dict[str, httpx.AsyncBaseTransport]:
+    return {"identity": identity}
 
 
 @pytest.fixture
@@ -126,3 +154,27 @@ async def test_a_stranger_who_locks_a_username_through_the_portal_cannot_keep_it
     await own.post("/log-ud", data={"csrf_token": await csrf_of(own, "/profil")})
     await log_in_through_portal(own, db, sealer, username)
     assert (await own.get("/oversigt")).status_code == 200
+
+
+# --- personal pages are never kept by a cache ---------------------------------------------
+
+
+async def test_an_error_page_of_a_signed_in_person_is_not_kept_by_any_cache(
+    db, clock, sealer, client, identity, open_browser
+) -> None:
+    """Error pages show the person's name and carry their form token. A missing file under
+    `/static/` was answered `Cache-Control: public, max-age=3600` (a shared cache would hand
+    one person's page to the next), and a 500 came with no `Cache-Control` at all."""
+    browser = await open_browser()
+    username = await activated_group_admin(db, clock, sealer, client)
+    await log_in_through_portal(browser, db, sealer, username)
+    missing, there = await asyncio.gather(browser.get("/static/ingen.css"), browser.get("/static/portal.css"))
+    assert missing.status_code == 404 and "Mette Holm" in missing.text
+    assert missing.headers["cache-control"] == "no-store", missing.headers
+    assert there.status_code == 200 and there.headers["cache-control"] == "public, max-age=3600"
+
+    identity.broken = True
+    failed = await browser.get("/oversigt")
+    assert failed.status_code == 500 and "Mette Holm" in failed.text
+    assert failed.headers.get("cache-control") == "no-store", failed.headers
+    assert failed.headers["content-security-policy"] and failed.headers["x-frame-options"] == "DENY"
