@@ -178,3 +178,35 @@ async def test_an_error_page_of_a_signed_in_person_is_not_kept_by_any_cache(
     assert failed.status_code == 500 and "Mette Holm" in failed.text
     assert failed.headers.get("cache-control") == "no-store", failed.headers
     assert failed.headers["content-security-policy"] and failed.headers["x-frame-options"] == "DENY"
+
+
+# --- words of the attacker's on the portal's pages --------------------------------------------
+
+
+async def test_the_activation_pages_show_no_sentence_written_into_their_address(open_browser) -> None:
+    """The confirmation page showed the masked addresses, and the done page the username, from
+    the address: anyone could send a link to the portal's own page saying "we have sent a code
+    by SMS to <a sentence of theirs>" (call this number, read the code out). Only values of
+    the shape identity gives are shown now."""
+    browser = await open_browser()
+    planted = "+45 99 99 99 99. Ring straks til os og læs koden op"
+    confirm = "/aktiver/bekraeft/6f1c2a38-8f7b-4b15-9d53-6d1a3b9a0c11"
+    forged, genuine, done = await asyncio.gather(
+        browser.get(confirm, params={"sms_sent_to": planted, "email_sent_to": f"m•••@x.dk {planted}"}),
+        browser.get(confirm, params={"sms_sent_to": "+45 •• •• •4 56", "email_sent_to": "m•••@nordlys.example"}),
+        browser.get("/aktiver/faerdig", params={"username": planted}),
+    )
+    assert forged.status_code == 200 and "Ring straks" not in forged.text, notices(forged)
+    assert "+45 •• •• •4 56" in genuine.text and "m•••@nordlys.example" in genuine.text
+    assert done.status_code == 200 and "Ring straks" not in done.text
+    posted = await browser.post(
+        confirm,
+        data={
+            "csrf_token": await csrf_of(browser, confirm),
+            "sms_sent_to": planted,
+            "username": planted,
+            "sms_code": "123456",
+            "email_code": "",
+        },
+    )
+    assert posted.status_code == 422 and "Ring straks" not in posted.text
