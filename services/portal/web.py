@@ -241,6 +241,10 @@ async def checked_form(request: Request, context: Annotated[PageContext, Depends
     token = form.get("csrf_token")
     if not isinstance(token, str) or not context.portal.sessions.csrf_matches(context.cookie, token):
         raise CsrfRefused()
+    if any(isinstance(value, str) and "\x00" in value for _, value in form.multi_items()):
+        # No text of the product holds one, and the services' refusal of it names no field of
+        # any form (`body`): said here, in words, before any service is asked.
+        raise PageProblem(422, "error.nul")
     return form
 
 

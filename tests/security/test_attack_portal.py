@@ -210,3 +210,18 @@ async def test_the_activation_pages_show_no_sentence_written_into_their_address(
         },
     )
     assert posted.status_code == 422 and "Ring straks" not in posted.text
+
+
+async def test_a_nul_character_smuggled_into_a_form_is_answered_in_words(open_browser) -> None:
+    """A NUL (`%00`) in a form reached the service, whose refusal named a field no form has
+    (`body`): the page answered 422 and said nothing. Now the page says what to do."""
+    browser = await open_browser()
+    token = await csrf_of(browser, "/log-ind")
+    answers = await asyncio.gather(
+        browser.post("/log-ind", data={"username": "35657193-ab\x00cd", "password": WRONG, "csrf_token": token}),
+        browser.post("/log-ind", data={"username": "35657193-abcd", "password": "x\x00y", "csrf_token": token}),
+        browser.post("/aktiver", data={"username": "a\x00", "activation_code": "x", "password": "p", "password_again": "p", "csrf_token": token}),
+    )
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        assert "NUL" in " ".join(notices(answer) + re.findall(r"<p>([^<]*)</p>", answer.text)), answer.text
