@@ -13,11 +13,14 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 
 from services.identity.config import IdentitySettings
 from services.portal.api import create_api as create_portal_api
 from services.portal.config import PortalSettings
+from services.portal.models import BrowserSession
 from shared.clock import FrozenClock
+from shared.db import Database
 from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_administration import activated_group_admin
@@ -225,3 +228,131 @@ async def test_a_nul_character_smuggled_into_a_form_is_answered_in_words(open_br
     for answer in answers:
         assert answer.status_code == 422, answer.text
         assert "NUL" in " ".join(notices(answer) + re.findall(r"<p>([^<]*)</p>", answer.text)), answer.text
+
+
+# --- attacks the portal refuses, kept refused -------------------------------------------------
+
+
+async def test_a_form_without_its_own_browsers_token_is_refused_and_changes_nothing(
+    db, clock, sealer, client, open_browser
+) -> None:
+    """Logout, login and the application, posted with another browser's token, without a
+    cookie (a post from another site: `SameSite=Lax` keeps the cookie back) or with a cookie of
+    the attacker's choosing: all refused, at once, and the signed-in browser stays signed in."""
+    victim, attacker = await open_browser(), await open_browser()
+    username = await activated_group_admin(db, clock, sealer, client)
+    await log_in_through_portal(victim, db, sealer, username)
+    theirs = await csrf_of(attacker, "/log-ind")
+    cookieless, forged = await open_browser(), await open_browser()
+    forged.cookies.set("adgang-session", "chosen-by-me", domain="portal.local")
+    answers = await asyncio.gather(
+        victim.post("/log-ud", data={"csrf_token": theirs}),
+        victim.post("/log-ud", data={}),
+        victim.post("/log-ind", data={"username": username, "password": WRONG, "csrf_token": theirs}),
+        cookieless.post("/log-ud", data={"csrf_token": theirs}),
+        cookieless.post("/ansoeg", data={"cvr": "35657193", "csrf_token": theirs}),
+        forged.post("/log-ud", data={"csrf_token": theirs}),
+        victim.post("/brugere/ny", data={"name": "Mallory", "csrf_token": theirs}),
+    )
+    assert [a.status_code for a in answers] == [403] * len(answers)
+    assert all("genindlæs siden" in a.text for a in answers)
+    assert (await victim.get("/oversigt")).status_code == 200
+
+
+async def test_next_never_leads_off_the_site_however_it_is_written(db, clock, sealer, client, open_browser) -> None:
+    browser = await open_browser()
+    tricks = [
+        "//evil.example",
+        "/\\evil.example",
+        "\\/evil.example",
+        "https://evil.example",
+        "https:evil.example",
+        "%2F%2Fevil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/%5Cevil.example",
+        " //evil.example",
+        "javascript:alert(1)",
+    ]
+    switched = await asyncio.gather(*(browser.get("/sprog", params={"til": "en", "next": t}) for t in tricks))
+    username = await activated_group_admin(db, clock, sealer, client)
+    await log_in_through_portal(browser, db, sealer, username)
+    landed = await asyncio.gather(*(browser.get("/log-ind", params={"next": t}) for t in tricks))
+    for answer in [*switched, *landed]:
+        location = answer.headers["location"]
+        assert answer.status_code == 303 and location.startswith("/") and not location.startswith("//")
+        assert "\\" not in location and "\t" not in location and "\n" not in location
+        assert httpx.URL("https://portal.example").join(location).host == "portal.example", location
+
+
+async def test_the_browser_cannot_choose_the_address_the_portal_gives_the_services(
+    identity, open_browser
+) -> None:
+    """Identity's per-address limits count the address the portal forwards: the portal's own
+    server decides it (`TRUSTED_PROXIES`), and a browser's `X-Forwarded-For` changes nothing."""
+    browser = await open_browser()
+    token = await csrf_of(browser, "/log-ind")
+    await asyncio.gather(
+        *(
+            browser.post(
+                "/log-ind",
+                data={"username": f"35657193-{n:04d}", "password": WRONG, "csrf_token": token},
+                headers={"X-Forwarded-For": f"203.0.113.{n}", "Forwarded": f"for=198.51.100.{n}"},
+            )
+            for n in range(5)
+        )
+    )
+    assert identity.forwarded_for and set(identity.forwarded_for) == {"127.0.0.1"}
+
+
+async def test_a_cookie_after_logout_a_value_planted_before_login_and_swapped_sealed_rows_open_nothing(
+    db, clock, sealer, client, portal_settings, open_browser
+) -> None:
+    planted = "planted-before-the-login"
+    first = await open_browser()
+    first.cookies.set("adgang-session", planted, domain="portal.local")
+    second = await open_browser()
+    username = await activated_group_admin(db, clock, sealer, client)
+    await log_in_through_portal(first, db, sealer, username)
+    await log_in_through_portal(second, db, sealer, username)
+    assert first.cookies["adgang-session"] != planted
+    with_planted = await open_browser()
+    with_planted.cookies.set("adgang-session", planted, domain="portal.local")
+    assert (await with_planted.get("/oversigt")).status_code == 303  # to the login
+
+    # The download of the recovery codes writes codes of their shape only, never the page's input.
+    download = await first.post(
+        "/profil/gendannelseskoder/hent",
+        data={
+            "csrf_token": await csrf_of(first, "/profil"),
+            "recovery_codes": ["ABCDE-12345", "<script>alert(1)</script>", "X" * 5000],
+        },
+    )
+    assert download.status_code == 200 and download.headers["content-type"].startswith("text/plain")
+    assert "ABCDE-12345" in download.text and "script" not in download.text and "XXXXXX" not in download.text
+    assert download.headers["content-disposition"].startswith("attachment;")
+
+    # Sealed rows are bound to their own id: swapped, neither opens.
+    portal_db = Database(portal_settings.db_url)
+    try:
+        async with portal_db.transaction() as session:
+            rows = list(await session.scalars(select(BrowserSession).where(BrowserSession.state == "active")))
+            assert len(rows) == 2
+            blobs = {row.id: row.sealed for row in rows}
+            (one, one_sealed), (other, other_sealed) = blobs.items()
+            await session.execute(update(BrowserSession).where(BrowserSession.id == one).values(sealed=other_sealed))
+            await session.execute(update(BrowserSession).where(BrowserSession.id == other).values(sealed=one_sealed))
+    finally:
+        await portal_db.dispose()
+    swapped = await asyncio.gather(first.get("/oversigt"), second.get("/profil"))
+    assert [s.status_code for s in swapped] == [303, 303]
+    assert all(s.headers["location"].startswith("/log-ind?next=") for s in swapped)
+
+    # Logged out, the old cookie opens nothing.
+    await log_in_through_portal(first, db, sealer, username)
+    old = first.cookies["adgang-session"]
+    out = await first.post("/log-ud", data={"csrf_token": await csrf_of(first, "/profil")})
+    assert out.status_code == 303
+    stolen = await open_browser()
+    stolen.cookies.set("adgang-session", old, domain="portal.local")
+    assert [a.status_code for a in await asyncio.gather(stolen.get("/oversigt"), stolen.get("/brugere"))] == [303, 303]
