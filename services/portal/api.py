@@ -115,7 +115,9 @@ class SecurityHeaders(BaseHTTPMiddleware):
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-        if request.url.path.startswith("/static/"):
+        if request.url.path.startswith("/static/") and response.status_code in (200, 304):
+            # Only the files themselves: an error page there shows the person (their name, their
+            # form token) and stays `no-store` like every page.
             response.headers["Cache-Control"] = "public, max-age=3600"
             if "pragma" in response.headers:
                 del response.headers["pragma"]

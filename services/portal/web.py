@@ -46,6 +46,9 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
 }
 
+# Pages show personal data: no browser or shared cache keeps them (as `NoStoreByDefault`).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
 # The left menu (S5.1): an entry shows only when the user's functions allow it.
 MENU = (
     ("menu.overview", "/oversigt", None),
@@ -238,6 +241,10 @@ async def checked_form(request: Request, context: Annotated[PageContext, Depends
     token = form.get("csrf_token")
     if not isinstance(token, str) or not context.portal.sessions.csrf_matches(context.cookie, token):
         raise CsrfRefused()
+    if any(isinstance(value, str) and "\x00" in value for _, value in form.multi_items()):
+        # No text of the product holds one, and the services' refusal of it names no field of
+        # any form (`body`): said here, in words, before any service is asked.
+        raise PageProblem(422, "error.nul")
     return form
 
 
@@ -300,6 +307,8 @@ async def render_problem(request: Request, status: int, message_id: str) -> HTML
     except Exception:  # an error page must not fail on the session
         context.user = None
     response = context.render("error.html", status=status, message_id=message_id, status_code=status)
-    # A 500 is answered outside the middleware that adds these to every other answer.
+    # A 500 is answered outside the middleware that adds these to every other answer, and it
+    # shows the person as every page does: not to be kept by any cache either.
     response.headers.update(SECURITY_HEADERS)
+    response.headers.update(NO_STORE)
     return response

@@ -82,10 +82,20 @@ async def post_form(
 
 
 async def log_in_through_portal(
-    browser: httpx.AsyncClient, db: Database, sealer: Sealer, username: str, method: str = "email"
+    browser: httpx.AsyncClient,
+    db: Database,
+    sealer: Sealer,
+    username: str,
+    method: str = "email",
+    *,
+    unlock_code: str | None = None,
 ) -> httpx.Response:
-    """Password, a code sent by `method`, the code: answers the redirect after login."""
-    first = await post_form(browser, "/log-ind", {"username": username, "password": PASSWORD})
+    """Password (with the emailed `unlock_code` of a locked login, if given), a code sent by
+    `method`, the code: answers the redirect after login."""
+    typed = {"username": username, "password": PASSWORD}
+    if unlock_code is not None:
+        typed["device_token"] = unlock_code
+    first = await post_form(browser, "/log-ind", typed)
     assert first.status_code == 303 and first.headers["location"] == "/log-ind/kode", first.text
     sent = await post_form(browser, "/log-ind/send", {"method": method}, form_on="/log-ind/kode")
     assert sent.status_code == 303, sent.text

@@ -16,6 +16,7 @@ the activation's id and the masked addresses identity showed, which are not secr
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -31,6 +32,18 @@ router = APIRouter()
 
 CONTACT_FIELDS = ("name", "email", "mobile")
 CODE_FIELDS = ("sms_code", "email_code")
+
+# The confirmation and done pages show what their address carries, and anyone can send a link
+# to them: only values of the shape identity gives are shown (its masked addresses,
+# `shared.logs.mask_contact`, and a username), never a sentence of someone else's.
+MASKED_MOBILE = re.compile(r"^\+?\d{1,3} •• •• •\d \d{2}$|^•••$")
+MASKED_EMAIL = re.compile(r"^[^\s@•]?•••@[^\s@]{1,253}$")
+USERNAME = re.compile(r"^[\w.@-]{1,100}$")
+
+
+def _shaped(value: str, shape: re.Pattern[str]) -> str:
+    """`value` if it has identity's shape, else nothing."""
+    return value if shape.match(value) else ""
 
 
 @router.get("/aktiver", response_class=HTMLResponse)
@@ -179,9 +192,9 @@ def _confirm_page(
         "activate_confirm.html",
         status=status,
         activation_id=activation_id,
-        username=username,
-        sms_sent_to=sms_sent_to,
-        email_sent_to=email_sent_to,
+        username=_shaped(username, USERNAME),
+        sms_sent_to=_shaped(sms_sent_to, MASKED_MOBILE),
+        email_sent_to=_shaped(email_sent_to, MASKED_EMAIL),
         expires_at=_time_of(page, expires_at),
         expires_at_iso=expires_at if _time_of(page, expires_at) else "",
         errors=errors or {},
@@ -252,4 +265,5 @@ async def confirm(page: Page, activation_id: uuid.UUID, form: Form) -> Response:
 
 @router.get("/aktiver/faerdig", response_class=HTMLResponse)
 async def activated(page: Page, username: Annotated[str, Query(max_length=100)] = "") -> Response:
+    username = _shaped(username.strip(), USERNAME)
     return page.render("activate_done.html", username=username, login_link=_login_link(username))

@@ -5,6 +5,10 @@
    code, or a recovery code (`POST /v1/login/{id}/send`, `.../verify`).
 3. The session gets a new cookie value and the tokens; the device token identity gives
    (so a stranger's wrong passwords do not lock this browser out) is kept sealed in a cookie.
+
+A username that strangers' wrong passwords locked: a browser without a device token asks for
+an unlock email (`/log-ind/laas-op`) and types its code with the password (field
+`device_token`, as identity calls it); the code then is this browser's device token.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ async def login_form(
 
 
 def _empty_login() -> dict[str, Any]:
-    return {"username": "", "errors": {}, "problem": None, "locked": False, "message": None}
+    # `unlock`: the field for the emailed unlock code is shown (the username is locked).
+    return {"username": "", "errors": {}, "problem": None, "locked": False, "message": None, "unlock": False}
 
 
 def _landing(page: PageContext, next_path: str) -> str:
@@ -69,7 +74,15 @@ async def login(page: Page, form: Form) -> Response:
     username = text_field(form, "username", max_length=100)
     password = form.get("password") if isinstance(form.get("password"), str) else ""
     next_path = safe_next(text_field(form, "next", max_length=2000), default="")
-    values = {**_empty_login(), "username": username, "next": next_path, "expired": False}
+    # The unlock code from the email, typed as it is read (in groups, with spaces).
+    unlock_code = "".join(text_field(form, "device_token", max_length=200).split())
+    values = {
+        **_empty_login(),
+        "username": username,
+        "next": next_path,
+        "expired": False,
+        "unlock": bool(unlock_code),
+    }
     errors = {}
     if not username:
         errors["username"] = page._("login.username-missing")
@@ -79,12 +92,14 @@ async def login(page: Page, form: Form) -> Response:
         return page.render("login.html", status=422, **{**values, "errors": errors})
     try:
         challenge = await page.services.identity.login(
-            page.anonymous_caller, username, str(password), _device_token(page)
+            page.anonymous_caller, username, str(password), unlock_code or _device_token(page)
         )
     except ServiceProblem as problem:
         if problem.status == 429:
             return page.render(
-                "login.html", status=429, **{**values, "problem": _wait_text(page, problem), "locked": True}
+                "login.html",
+                status=429,
+                **{**values, "problem": _wait_text(page, problem), "locked": True, "unlock": True},
             )
         if problem.status == 422:
             return page.render(
@@ -94,6 +109,10 @@ async def login(page: Page, form: Form) -> Response:
             "login.html", status=problem.status, **{**values, "problem": page._("login.invalid")}
         )
     challenge = {**challenge, "next": next_path, "username": username}
+    if unlock_code:
+        # Identity keeps trusting the device of an unlock code that led to a login and gives no
+        # new token for it: the code becomes this browser's device cookie after the login.
+        challenge["unlock_code"] = unlock_code
     response = page.redirect("/log-ind/kode")
     set_session_cookie(
         response,
@@ -225,8 +244,9 @@ async def verify_code(page: Page, form: Form) -> Response:
     next_path = safe_next(login.challenge.get("next"), default="/support" if staff else "/oversigt")
     response = page.redirect(next_path)
     set_session_cookie(response, settings, cookie)
-    if tokens.get("device_token"):
-        sealed = page.portal.sessions.sealer.seal(tokens["device_token"], context="portal-device")
+    device_token = tokens.get("device_token") or login.challenge.get("unlock_code")
+    if device_token:
+        sealed = page.portal.sessions.sealer.seal(device_token, context="portal-device")
         response.set_cookie(
             settings.device_cookie,
             base64.urlsafe_b64encode(sealed.model_dump_json().encode()).decode(),
@@ -255,6 +275,7 @@ async def unlock(page: Page, form: Form) -> Response:
             "next": "",
             "expired": False,
             "message": page._("login.unlock-sent"),
+            "unlock": True,
         },
     )
 
