@@ -135,18 +135,17 @@ class SecurityHeaders(BaseHTTPMiddleware):
 def _install_error_pages(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
-        # Raised without a session, or after identity refused the session's token (it ended the
-        # session: a logout elsewhere, a disabled login, changed access). The portal's row then
-        # goes too, or the login page would take the browser for signed in and send it back.
-        portal: Portal = request.app.state.portal
-        await portal.sessions.end(request.cookies.get(portal.settings.session_cookie))
+        if exc.ended_at_identity:
+            # Else the login page would take the browser for signed in and send it back here.
+            portal: Portal = request.app.state.portal
+            await portal.sessions.end(request.cookies.get(portal.settings.session_cookie))
         return login_redirect(exc.next_path)
 
     @app.exception_handler(ServiceProblem)
     async def refused(request: Request, exc: ServiceProblem) -> Response:
         """A refusal the page did not put in words itself."""
         if exc.status == 401:
-            return await login_required(request, LoginRequired(request.url.path))
+            return await login_required(request, LoginRequired(request.url.path, ended_at_identity=True))
         if exc.status in (403, 404):
             return await render_problem(
                 request, exc.status, "error.forbidden" if exc.status == 403 else "error.not-found"

@@ -90,11 +90,14 @@ class PageProblem(Exception):
 
 
 class LoginRequired(Exception):
-    """No live session: to the login, and back to this page afterwards."""
+    """No live session: to the login, and back to this page afterwards. `ended_at_identity`:
+    identity refused the session's token (a logout elsewhere, a disabled login, changed
+    access), so the portal forgets the session too."""
 
-    def __init__(self, next_path: str) -> None:
+    def __init__(self, next_path: str, *, ended_at_identity: bool = False) -> None:
         super().__init__(next_path)
         self.next_path = next_path
+        self.ended_at_identity = ended_at_identity
 
 
 class CsrfRefused(Exception):

@@ -356,3 +356,23 @@ async def test_a_cookie_after_logout_a_value_planted_before_login_and_swapped_se
     stolen = await open_browser()
     stolen.cookies.set("adgang-session", old, domain="portal.local")
     assert [a.status_code for a in await asyncio.gather(stolen.get("/oversigt"), stolen.get("/brugere"))] == [303, 303]
+
+
+async def test_a_link_from_another_site_to_a_page_behind_the_login_does_not_end_a_login_under_way(
+    db, clock, sealer, client, open_browser
+) -> None:
+    """A top-level link carries the cookie (SameSite=Lax): following one to the overview in the
+    middle of a login sends the browser to the login page, and the login goes on."""
+    from tests.integration.test_login import last_code
+    from tests.portal.conftest import post_form
+
+    portal = await open_browser()
+    username = await activated_group_admin(db, clock, sealer, client)
+    await post_form(portal, "/log-ind", {"username": username, "password": PASSWORD})
+    away = await portal.get("/oversigt", headers={"sec-fetch-site": "cross-site"})
+    assert away.status_code == 303 and away.headers["location"].startswith("/log-ind")
+    sent = await post_form(portal, "/log-ind/send", {"method": "email"}, form_on="/log-ind/kode")
+    assert sent.status_code == 303 and sent.headers["location"] == "/log-ind/kode"
+    _, code = await last_code(db, sealer)
+    done = await post_form(portal, "/log-ind/kode", {"code": code})
+    assert done.status_code == 303 and done.headers["location"] == "/oversigt"

@@ -73,7 +73,8 @@ async def _ask(page: PageContext, call: Awaitable[T]) -> T:
             # After the login, back to the page this form was on (a GET of the same place).
             path = page.request.url.path
             raise LoginRequired(
-                path if page.request.method == "GET" else "/".join(path.split("/")[:3])
+                path if page.request.method == "GET" else "/".join(path.split("/")[:3]),
+                ended_at_identity=True,
             ) from None
         if problem.status == 404:
             raise PageProblem(404, "error.not-found") from None
