@@ -5,7 +5,8 @@ Playwright cannot download its own browser here, so the tests use the system's C
 `executable_path`. `ADGANG_CHROMIUM` names another binary.
 
 The browser tests start a suite of their own: the stories apply for the demo companies,
-which the shared suite's tests use for other things.
+which the shared suite's tests use for other things. It lives as long as this package's tests
+run, and not after: its idle processes would slow every test after them.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     launched.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
     running = start_suite(
         tmp_path_factory.mktemp("portal-suite"),
