@@ -263,7 +263,7 @@ def text_field(form: FormData, name: str, *, max_length: int = 500) -> str:
     return value.strip()[:max_length] if isinstance(value, str) else ""
 
 
-def _field_errors(page: PageContext, problem: ServiceProblem, area: str) -> dict[str, str]:
+def field_errors(page: PageContext, problem: ServiceProblem, area: str) -> dict[str, str]:
     """The service's field errors, in this language where the catalogue has words for the
     field (`<area>.invalid.<field>`), else the service's own message."""
     errors = {}

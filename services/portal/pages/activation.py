@@ -26,7 +26,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
 from services.portal.clients import ServiceProblem
-from services.portal.web import Form, Page, PageContext, _field_errors, text_field
+from services.portal.web import Form, Page, PageContext, field_errors, text_field
 
 router = APIRouter()
 
@@ -134,7 +134,7 @@ def _refused(page: PageContext, problem: ServiceProblem, values: dict[str, str])
         errors = {name: page._("activate.not-accepted") for name in problem.field_errors()}
         return _form(page, values, status=422, errors=errors, problem=page._("activate.details-set-by-admin"))
     if status == 422 and problem.errors:
-        return _form(page, values, status=422, errors=_field_errors(page, problem, "activate"))
+        return _form(page, values, status=422, errors=field_errors(page, problem, "activate"))
     links: list[tuple[str, str]] = []
     if kind == "already-activated":
         text = page._("activate.already-active")
@@ -240,7 +240,7 @@ async def confirm(page: Page, activation_id: uuid.UUID, form: Form) -> Response:
             wrong = {name: page._(f"activate-confirm.wrong.{name}") for name in problem.field_errors()}
             return again(status=400, errors=wrong, problem=page._("activate-confirm.wrong"))
         if problem.status == 422 and problem.errors:
-            return again(status=422, errors=_field_errors(page, problem, "activate-confirm"))
+            return again(status=422, errors=field_errors(page, problem, "activate-confirm"))
         if problem.status == 429:
             return again(
                 status=429, problem=page._("activate.too-many", time=_again_at(page, problem.retry_after))

@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
 from services.portal.clients import ServiceProblem
-from services.portal.web import Form, Page, PageContext, PageProblem, _field_errors, text_field
+from services.portal.web import Form, Page, PageContext, PageProblem, field_errors, text_field
 
 router = APIRouter()
 
@@ -57,7 +57,7 @@ async def apply(page: Page, form: Form) -> Response:
         accepted = await page.services.onboarding.apply(page.anonymous_caller, application)
     except ServiceProblem as problem:
         if problem.status == 422 and problem.errors:
-            return _form(page, values, status=422, errors=_field_errors(page, problem, "apply"))
+            return _form(page, values, status=422, errors=field_errors(page, problem, "apply"))
         return _form(page, values, status=problem.status, problem=_refusal(page, problem, values["cvr"]))
     return page.redirect(f"/ansoeg/{accepted['id']}")
 

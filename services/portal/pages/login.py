@@ -27,8 +27,8 @@ from services.portal.web import (
     Form,
     Page,
     PageContext,
-    _field_errors,
     clear_session_cookie,
+    field_errors,
     portal_of,
     safe_next,
     set_session_cookie,
@@ -103,7 +103,7 @@ async def login(page: Page, form: Form) -> Response:
             )
         if problem.status == 422:
             return page.render(
-                "login.html", status=422, **{**values, "errors": _field_errors(page, problem, "login")}
+                "login.html", status=422, **{**values, "errors": field_errors(page, problem, "login")}
             )
         return page.render(
             "login.html", status=problem.status, **{**values, "problem": page._("login.invalid")}

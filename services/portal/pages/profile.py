@@ -30,8 +30,8 @@ from services.portal.web import (
     LoginRequired,
     PageContext,
     SignedInPage,
-    _field_errors,
     clear_session_cookie,
+    field_errors,
     portal_of,
     text_field,
 )
@@ -167,7 +167,7 @@ async def start_authenticator(page: SignedInPage, form: Form) -> Response:
                 await _me(page),
                 status=422,
                 reauthenticate=True,
-                errors=_field_errors(page, problem, "authenticator"),
+                errors=field_errors(page, problem, "authenticator"),
             )
         raise
     await page.portal.sessions.remember(
@@ -215,7 +215,7 @@ async def confirm_authenticator(page: SignedInPage, form: Form) -> Response:
         await _ended_at_identity(page, problem)
         if problem.status == 422:
             return _authenticator_page(
-                page, await _me(page), status=422, errors=_field_errors(page, problem, "authenticator")
+                page, await _me(page), status=422, errors=field_errors(page, problem, "authenticator")
             )
         if problem.status == 409:
             # Identity has no enrolment under way (started again elsewhere, or reset): start over.

@@ -31,8 +31,8 @@ from services.portal.web import (
     LoginRequired,
     PageContext,
     PageProblem,
-    _field_errors,
     clear_session_cookie,
+    field_errors,
     needs_function,
     portal_of,
     safe_next,
@@ -323,7 +323,7 @@ def _wizard_errors(
 ) -> tuple[str, dict[str, str]]:
     """Identity's field errors, by the wizard's field names, and the first step that has one."""
     errors: dict[str, str] = {}
-    for name, text in _field_errors(page, problem, "users").items():
+    for name, text in field_errors(page, problem, "users").items():
         grant = _GRANT_FIELD.match(name)
         if grant:
             name, text = f"grants.{grant.group(2)}", page._(f"users.invalid.grants.{grant.group(2)}")
@@ -491,7 +491,7 @@ async def change_access(page: UserAdminPage, form: Form, user_id: uuid.UUID) -> 
 def _access_errors(page: PageContext, problem: ServiceProblem, granted: list[str]) -> dict[str, str]:
     """Identity's field errors of a change of access, by the company they are about."""
     errors: dict[str, str] = {}
-    for name, text in _field_errors(page, problem, "users").items():
+    for name, text in field_errors(page, problem, "users").items():
         grant = _GRANT_FIELD.match(name)
         if grant and int(grant.group(1)) < len(granted):
             errors.setdefault(
