@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint chromium bench bench-invoices bench-portal asyncapi clean
+.PHONY: run test lint chromium fuzz bench bench-invoices bench-portal asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check shared services tests bench
 	$(BIN)/mypy shared services/*/domain.py services/portal
 	$(BIN)/adgang asyncapi --check
+
+# The APIs' contract against many more generated requests than a test run makes.
+fuzz: $(STAMP)
+	ADGANG_FUZZ_EXAMPLES=300 $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_api_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.e2e

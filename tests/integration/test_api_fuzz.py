@@ -1,7 +1,12 @@
 """Whatever a client sends, the public APIs answer with their contract, never with a 500
-(property-based, generated from each API's own OpenAPI document)."""
+(property-based, generated from each API's own OpenAPI document).
+
+Every test run generates `ADGANG_FUZZ_EXAMPLES` requests per operation (25, new ones each run);
+`make fuzz` runs 300 per operation, the long search that would slow every test run."""
 
 from __future__ import annotations
+
+import os
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +19,8 @@ from services.onboarding.api import create_api as onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.registry import SERVICES
 from shared.db import migrate
+
+EXAMPLES = int(os.environ.get("ADGANG_FUZZ_EXAMPLES", "25"))
 
 
 def _onboarding(database_factory) -> object:
@@ -41,7 +48,7 @@ def fuzz(app: object, headers: dict[str, str] | None = None) -> list[str]:
         ) | operation.as_strategy(generation_mode=GenerationMode.NEGATIVE)
 
         @given(case=valid_and_invalid)
-        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
         def run(case) -> None:
             # A schema cannot say "check digit" or "Danish mobile": a request that fits the
             # schema may still be refused (422, naming the field), so that check is left out.
