@@ -79,18 +79,17 @@ def start_suite(var_dir: Path, database_factory, **extra_env: str) -> Suite:
     return suite
 
 
-@pytest.fixture(scope="session")
-def suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
-    """The whole suite for end-to-end tests that do not kill anything."""
-    running = start_suite(
+def start_shared_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Suite:
+    """The suite end-to-end tests share when they kill nothing: `suite` in tests/e2e/, and
+    the session-end tests' own. Started per package, not per session: idle, its processes
+    would slow every test after the last that uses it."""
+    return start_suite(
         tmp_path_factory.mktemp("suite"),
         database_factory,
         ADGANG_BILLING_DEMO_EXTRA_CUSTOMERS=str(EXTRA_CUSTOMERS),
         # The stories log in more often a minute than a person would (the limit has tests of its own).
         ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
     )
-    yield running
-    running.stop()
 
 
 @pytest.fixture

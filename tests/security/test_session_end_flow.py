@@ -6,27 +6,31 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from services.billing.demo import generated_companies
 from services.suite import Suite
+from tests.conftest import start_shared_suite
 from tests.e2e.test_administration_flow import bearer, identity, log_in
 from tests.e2e.test_billing_flow import billing
 from tests.support.flows import activate_letter, apply_once_known, wait_for_letters
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-CVR = generated_companies(5)[4].cvr  # a company of its own in the shared suite (EXTRA_CUSTOMERS)
+CVR = generated_companies(5)[4].cvr  # a company of its own (EXTRA_CUSTOMERS)
 MOBILE = "+4520778899"
 ROUNDS = 5
 
 
 @pytest.fixture(scope="module")
-def session_suite(suite: Suite) -> Suite:
-    """The shared suite: every round logs in again, and it has no per-client login limit."""
-    return suite
+def session_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
+    """A suite for these tests: every round logs in again, and it has no per-client login limit."""
+    running = start_shared_suite(tmp_path_factory, database_factory)
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="module")
