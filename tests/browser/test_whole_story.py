@@ -154,6 +154,11 @@ def test_the_whole_story_in_the_browser(portal_suite: Suite, browser: Browser, t
     shoot(page, story, "01-forside")
     page.get_by_role("main").get_by_role("link", name=t.gettext("front.apply")).click()
     assert_accessible(page)
+    page.locator('[name="cvr"]').fill("12345678")  # a wrong check digit: words next to the field
+    button(page, t, "apply.submit").click()
+    expect(page.locator("#f-cvr-error")).to_be_visible()
+    expect(page.locator('[name="cvr"]')).to_have_attribute("aria-invalid", "true")
+    assert_accessible(page)
     page.locator('[name="cvr"]').fill(story.cvr)
     page.locator('[name="company_name"]').fill(story.company)
     page.locator('[name="contact.name"]').fill(story.admin)
