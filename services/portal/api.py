@@ -43,7 +43,8 @@ from shared.web import create_app
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-_STATUS_MESSAGES = {404: "error.not-found", 405: "error.not-found", 413: "error.too-large"}
+# A body over the limit never reaches these: shared.web.RequestBodyLimit answers it first.
+_STATUS_MESSAGES = {404: "error.not-found", 405: "error.not-found"}
 
 
 def create_api(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
 from services.portal.clients import Caller, Identity, ServiceProblem
 from services.portal.config import PortalSettings
@@ -253,9 +253,6 @@ class SessionStore:
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def count(self) -> int:
-        async with self.db.reading() as session:
-            return len(list(await session.scalars(select(BrowserSession.id))))
 
 
 def _signed_in(cookie: str, data: dict[str, Any]) -> SignedIn:

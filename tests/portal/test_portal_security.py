@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from services.portal.config import PortalSettings
 from services.portal.web import CONTENT_SECURITY_POLICY
@@ -174,3 +175,29 @@ async def test_every_get_route_of_the_portal_answers_with_the_csp_signed_in_or_n
     for answer in [*anonymous, *signed_in, await portal.get("/static/portal.css")]:
         assert answer.headers.get("content-security-policy") == CONTENT_SECURITY_POLICY, answer.url
         assert answer.headers.get("x-content-type-options") == "nosniff", answer.url
+
+
+async def test_the_purge_deletes_idle_and_expired_sessions_and_keeps_live_ones(
+    db, clock, sealer, client, portal, portal_settings
+) -> None:
+    """The portal's background purge: a session idle past the timeout and one past its
+    maximum age go; one in use stays and still opens its pages."""
+    from services.portal.models import BrowserSession
+    from services.portal.sessions import SessionStore
+    from shared.db import Database
+
+    username = await activated_group_admin(db, clock, sealer, client)
+    await log_in_through_portal(portal, db, sealer, username)
+    store = SessionStore(Database(portal_settings.db_url), portal_settings.sealer(), clock, portal_settings)
+    idle = await store.begin_login(None, {"challenge_id": "x"})
+    clock.advance(timedelta(minutes=20))
+    assert (await portal.get("/oversigt")).status_code == 200  # the live one is used
+    clock.advance(timedelta(minutes=20))  # the idle one is now 40 minutes without a request
+    assert await store.purge() == 1
+    assert await store.logging_in(idle) is None
+    assert (await portal.get("/oversigt")).status_code == 200
+    async with store.db.reading() as session:
+        assert len(list(await session.scalars(select(BrowserSession.id)))) == 1
+    clock.advance(portal_settings.session_max_age)
+    assert await store.purge() == 1
+    await store.db.dispose()

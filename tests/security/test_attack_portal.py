@@ -15,13 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from services.identity.config import IdentitySettings
 from services.portal.api import create_api as create_portal_api
 from services.portal.config import PortalSettings
 from services.portal.models import BrowserSession
 from shared.clock import FrozenClock
 from shared.db import Database
-from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_administration import activated_group_admin
 from tests.integration.test_login import database_url, db  # noqa: F401 - fixtures
@@ -32,29 +30,13 @@ from tests.portal.conftest import (  # noqa: F401 - fixtures
     log_in_through_portal,
     portal_settings,
 )
-from tests.security.test_attack_lockout import unlock_codes
+from tests.security.test_attack_lockout import settings, unlock_codes  # noqa: F401 - settings: a fixture
 from tests.support.asgi import AppTransport
 
 WRONG = "not the password, a guess"
 NOTICE = re.compile(r'<div class="notice [a-z]+" role="[a-z]+"><p>([^<]*)</p>')
 
 Browser = httpx.AsyncClient
-
-
-@pytest.fixture
-def settings(database_url: str, tmp_path) -> IdentitySettings:
-    """Identity as everywhere, but locked after three wrong passwords (two free, then the
-    progressive delay): the same rules, reached with fewer argon2 checks."""
-    return IdentitySettings(
-        database_url=database_url,
-        var_dir=tmp_path,
-        signing_keys=f"t1:{generate_signing_key()}",
-        signing_active_key_id="t1",
-        login_rate_limit_per_minute=0,
-        activation_rate_limit_per_minute=0,
-        login_free_failures=2,
-        login_lock_after_failures=3,
-    )
 
 
 class Identity(httpx.AsyncBaseTransport):
