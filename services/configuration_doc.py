@@ -164,6 +164,25 @@ EXPLANATIONS: dict[str, str] = {
         "How recent a login must be to create a login, re-send an activation code, change a login's "
         "mobile or email, or set up a new authenticator app without a code from the current one."
     ),
+    "password_reset_code_ttl": (
+        "How long the code emailed for a forgotten password (`POST /v1/password-reset`) stays valid. "
+        "At most 30 minutes."
+    ),
+    "password_reset_ttl": (
+        "How long a password reset may take from the request to the new password (email code, second "
+        "factor, password); then it starts again. At most 2 hours."
+    ),
+    "password_reset_rate_limit_per_minute": (
+        "Password reset requests (every step) one client address may make per minute; 0 turns the limit off."
+    ),
+    "password_reset_emails_per_day": (
+        "Reset emails one login receives in 24 hours at most, whoever asks; past it the answer is the "
+        "same 202 and nothing is sent."
+    ),
+    "password_reset_email_cooldown": (
+        "The least time between two reset emails to one login; a request sooner sends nothing and "
+        "answers the same 202."
+    ),
     "activation_rate_limit_per_minute": (
         "Activation requests (starts and confirmations) one client address may make per minute; 0 turns "
         "the limit off."

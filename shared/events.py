@@ -388,7 +388,9 @@ class CredentialChanged(Event):
     user_id: UUID
     name: str
     email: str
-    change: Literal["password_set", "authenticator_added", "second_factor_reset", "contact_details_changed"]
+    change: Literal[
+        "password_set", "authenticator_added", "second_factor_reset", "contact_details_changed", "password_reset"
+    ]
     language: Language = "da"
     changed_at: datetime
 
@@ -488,7 +490,9 @@ class UserDeleted(Event):
         return str(self.user_id)
 
 
-SessionEndReason = Literal["logout", "refresh-token-reuse", "reauthentication-failed", "second-factor-reset"]
+SessionEndReason = Literal[
+    "logout", "refresh-token-reuse", "reauthentication-failed", "second-factor-reset", "password-reset"
+]
 
 
 class SessionEnded(Event):
@@ -634,7 +638,9 @@ class OtpRequested(Event):
     `confirm_mobile` and `confirm_email` codes confirm the contact details a person gives when
     activating the login from the company's letter; their `challenge_id` is the activation's id.
     An `unlock_login` code is a device token sent to the user's own email while failed passwords
-    lock their username; its `challenge_id` is the trusted device's id."""
+    lock their username; its `challenge_id` is the trusted device's id. A `reset_password` code
+    resets a forgotten password: first by email, then (the second factor) by SMS; its
+    `challenge_id` is the reset's id."""
 
     TYPE = "dk.adgang.identity.OtpRequested.v1"
     TOPIC = IDENTITY_OTP
@@ -642,7 +648,7 @@ class OtpRequested(Event):
 
     user_id: UUID
     challenge_id: UUID
-    purpose: Literal["login", "confirm_mobile", "confirm_email", "unlock_login"]
+    purpose: Literal["login", "confirm_mobile", "confirm_email", "unlock_login", "reset_password"]
     channel: Literal["sms", "email"]
     recipient: str = Field(description="E.164 mobile number for sms, email address for email")
     code: SealedSecret

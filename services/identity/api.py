@@ -23,6 +23,8 @@ from services.identity.domain import password_problem
 from services.identity.login import Login
 from services.identity.login_api import login_router
 from services.identity.models import messaging
+from services.identity.password_reset import PasswordResets
+from services.identity.password_reset_api import password_reset_router
 from services.identity.schemas import ActivationConfirmIn, ActivationIn, ActivationOut, ActivationStarted
 from services.identity.support import AuditTrail, Support
 from services.identity.support_api import support_router
@@ -124,6 +126,9 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
             ),
             current_claims=current_claims,
         )
+    )
+    app.include_router(
+        password_reset_router(db=db, resets=PasswordResets(settings=settings, login=login, audit=audit))
     )
 
     rate_limited = SlidingWindowLimiter(settings.activation_rate_limit_per_minute).dependency(

@@ -55,6 +55,16 @@ class IdentitySettings(ServiceSettings):
     # Replacing the second factor, creating a login, re-sending an activation code and changing
     # where a login's codes go need a login this recent (or, for the second factor, a current code).
     reauthentication_window: timedelta = timedelta(minutes=15)
+    # A forgotten password (docs/identity.md, "Forgotten password"): the emailed code lives this
+    # long, and the whole reset (email code, second factor, new password) at most this long.
+    password_reset_code_ttl: timedelta = Field(default=timedelta(minutes=10), le=timedelta(minutes=30))
+    password_reset_ttl: timedelta = Field(default=timedelta(minutes=30), le=timedelta(hours=2))
+    # Reset requests (every step) per client address; answered with 429 and Retry-After.
+    password_reset_rate_limit_per_minute: int = Field(default=10, ge=0)
+    # Reset emails per login: at most this many a day, and one per cooldown. Past either, the
+    # answer is the same 202 and nothing is sent, so the limit tells nobody the login exists.
+    password_reset_emails_per_day: int = Field(default=3, ge=1, le=10)
+    password_reset_email_cooldown: timedelta = Field(default=timedelta(minutes=1), le=timedelta(hours=1))
 
     @model_validator(mode="after")
     def _signing_keys_are_configured_in_production(self) -> IdentitySettings:

@@ -98,7 +98,9 @@ def user_details_changed(user: User, *, by_user_id: str, at: datetime) -> UserDe
 
 def credential_changed(
     user: User,
-    change: Literal["password_set", "authenticator_added", "second_factor_reset", "contact_details_changed"],
+    change: Literal[
+        "password_set", "authenticator_added", "second_factor_reset", "contact_details_changed", "password_reset"
+    ],
     at: datetime,
 ) -> CredentialChanged:
     """The `CredentialChanged` event that tells the user, by email, of a change to their login."""

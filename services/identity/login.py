@@ -149,13 +149,34 @@ class Login:
         device = await self._trusted_device(session, key, device_token) if device_token else None
         counter: FailureCounter = device if device is not None else await self._username_counter(session, key)
         self._refuse_while_throttled(counter, now, on_device=device is not None)
+        self.count_failure(counter)
+        return PasswordTry(username=key, device_id=device.id if device is not None else None)
+
+    def count_failure(self, counter: FailureCounter) -> None:
+        """One more failure on the counter; the lock follows at `login_lock_after_failures`."""
+        now = self.clock.now()
         if _failures_are_over(counter, now, self.settings.login_lock_duration):
             counter.failures, counter.locked_until = 0, None
         counter.failures += 1
         counter.last_failure_at = now
         if counter.failures >= self.settings.login_lock_after_failures:
             counter.locked_until = now + self.settings.login_lock_duration
-        return PasswordTry(username=key, device_id=device.id if device is not None else None)
+
+    async def username_counter(self, session: AsyncSession, username: str) -> LoginThrottle:
+        """The username's failure counter, locked for this transaction, for a code that stands in
+        for the password (a password reset): its wrong codes count towards the same lock."""
+        return await self._username_counter(session, normalise_username(username))
+
+    def refuse_while_locked(self, counter: FailureCounter) -> None:
+        """429 while failures lock the counter (no delays: those pace password guesses)."""
+        now = self.clock.now()
+        if counter.locked_until is not None and as_utc(counter.locked_until) > now:
+            wait = max(1, int((as_utc(counter.locked_until) - now).total_seconds() + 0.999))
+            raise TooManyRequests(
+                f"Failed passwords or codes have locked this login for {wait} more seconds. Try again "
+                "then, or ask your administrator to unlock it.",
+                retry_after=wait,
+            )
 
     async def _username_counter(self, session: AsyncSession, username: str) -> LoginThrottle:
         """The username's counter, locked for this transaction (made first if there is none;
@@ -345,17 +366,15 @@ class Login:
         (TOTP), or one of the user's recovery codes."""
         challenge, user = await self._open_challenge(session, challenge_id)
         now = self.clock.now()
-        sent_code_right = (
-            challenge.code_hash is not None
-            and challenge.code_expires_at is not None
-            and as_utc(challenge.code_expires_at) > now
-            and self.sealer.digest_matches(code, challenge.code_hash, context=_code_context(challenge.id))
+        sent_code_right = sent_code_matches(
+            self.sealer,
+            code,
+            challenge.code_hash,
+            challenge.code_expires_at,
+            context=_code_context(challenge.id),
+            now=now,
         )
-        right = (
-            sent_code_right
-            or (code.isdigit() and accept_totp(user, code, self.sealer, now))
-            or (not code.isdigit() and await use_recovery_code(session, user, code, self.sealer, now))
-        )
+        right = sent_code_right or await accept_second_factor(session, user, code, self.sealer, now)
         if not right:
             challenge.failed_attempts += 1
             return challenge, user, False
@@ -493,6 +512,50 @@ async def end_login_session(
             user_id=uuid.UUID(login.user_id), session_id=uuid.UUID(login.id), reason=reason, ended_at=now
         ),
     )
+
+
+def sent_code_matches(
+    sealer: Sealer,
+    code: str,
+    code_hash: str | None,
+    expires_at: datetime | None,
+    *,
+    context: str,
+    now: datetime,
+) -> bool:
+    """Whether `code` is the one-time code that was sent (kept as `code_hash`) and still valid."""
+    return (
+        code_hash is not None
+        and expires_at is not None
+        and as_utc(expires_at) > now
+        and sealer.digest_matches(code, code_hash, context=context)
+    )
+
+
+async def accept_second_factor(
+    session: AsyncSession, user: User, code: str, sealer: Sealer, now: datetime
+) -> bool:
+    """A fresh code of the user's authenticator app (TOTP), or one of their unused recovery
+    codes; either works once (the caller holds the user's row locked)."""
+    if code.isdigit():
+        return accept_totp(user, code, sealer, now)
+    return await use_recovery_code(session, user, code, sealer, now)
+
+
+async def end_all_sessions(
+    session: AsyncSession, outbox: Outbox, user_id: str, reason: SessionEndReason, now: datetime
+) -> int:
+    """End every live session of the user, each announced (`SessionEnded`) for billing (S12)."""
+    live = list(
+        await session.scalars(
+            select(LoginSession)
+            .where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
+            .with_for_update()
+        )
+    )
+    for login in live:
+        await end_login_session(session, outbox, login, reason, now)
+    return len(live)
 
 
 def _failures_are_over(counter: FailureCounter, now: datetime, window: timedelta) -> bool:

@@ -253,3 +253,45 @@ class AuditEntry(Base):
     target_user_id: Mapped[str | None] = mapped_column(String(36), index=True)
     tenant_cvr: Mapped[str | None] = mapped_column(String(8), index=True)
     client_address: Mapped[str | None] = mapped_column(String(64))
+
+
+class PasswordReset(Base):
+    """A forgotten password being reset: the email code, then the second factor and the new
+    password, all bound to this id. One is made for every request, also when no login matches
+    (then no code is sent and no code can ever match), so the answer tells nobody whether the
+    username or email exists."""
+
+    __tablename__ = "password_resets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # The normalised username that was asked for (None when an email was given): wrong codes
+    # count towards its login lockout, whether or not it exists, as wrong passwords do.
+    username: Mapped[str | None] = mapped_column(String(64))
+    # Set by the right email code: the login being reset.
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    email_confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The SMS code of the second step, a keyed digest (`Sealer.digest`).
+    sms_code_hash: Mapped[str | None] = mapped_column(String(200))
+    sms_code_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sms_sends: Mapped[int] = mapped_column(Integer, default=0)
+    sms_last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # completed, replaced (a newer reset of the login), blocked (too many wrong codes)
+    end_reason: Mapped[str | None] = mapped_column(String(20))
+
+
+class PasswordResetCode(Base):
+    """The code emailed to one login for a reset; an email shared by several logins gets one
+    code per login, so the code also says which login is being reset."""
+
+    __tablename__ = "password_reset_codes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    reset_id: Mapped[str] = mapped_column(ForeignKey("password_resets.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(200))  # a keyed digest, never the code
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -12,7 +12,7 @@ from typing import Literal
 
 from services.notifier.letters import LETTER_TIME_ZONE, require_supported, templates
 
-Purpose = Literal["login", "confirm_mobile", "confirm_email", "unlock_login"]
+Purpose = Literal["login", "confirm_mobile", "confirm_email", "unlock_login", "reset_password"]
 
 
 @dataclass(frozen=True)

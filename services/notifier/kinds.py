@@ -59,6 +59,7 @@ CODE_KINDS = {
     "confirm_mobile": "otp_confirm_mobile",
     "confirm_email": "otp_confirm_email",
     "unlock_login": "otp_unlock_login",
+    "reset_password": "otp_reset_password",
 }
 
 

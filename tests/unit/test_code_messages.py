@@ -19,7 +19,7 @@ from shared.sealing import generate_key
 
 EXPIRES = datetime(2026, 11, 25, 13, 5, tzinfo=UTC)  # 14.05 in Copenhagen
 LANGUAGES = ["da", "en"]
-PURPOSES = ["login", "confirm_mobile", "confirm_email"]
+PURPOSES = ["login", "confirm_mobile", "confirm_email", "reset_password"]
 EMAIL_PURPOSES = [*PURPOSES, "unlock_login"]  # an unlock code goes to the user's email only
 SENDER = parse_mailbox("Adgang Selvbetjening <no-reply@adgang.example.dk>")
 
@@ -55,6 +55,15 @@ def test_every_code_email_has_a_subject_and_the_code_in_its_text(language: str, 
     assert mail.subject and "\n" not in mail.subject
     assert "482913" in mail.text and "482913" not in mail.subject
     assert ("14.05" if language == "da" else "14:05") in mail.text
+
+
+@pytest.mark.parametrize(("language", "ignore"), [("da", "se bort fra"), ("en", "ignore this email")])
+def test_a_password_reset_code_says_what_it_is_for_and_what_to_do_if_nobody_asked(language: str, ignore: str) -> None:
+    mail = render_code_email(language=language, purpose="reset_password", code="482913", expires_at=EXPIRES)
+    sms = render_code_sms(language=language, purpose="reset_password", code="482913", expires_at=EXPIRES)
+    assert ("adgangskode" if language == "da" else "password") in mail.subject.lower()
+    assert ignore in mail.text and "482913" in sms
+    assert ("adgangskode" if language == "da" else "password") in sms
 
 
 def test_a_code_email_is_plain_utf8_text_with_every_header_a_mail_needs() -> None:

@@ -1,0 +1,416 @@
+"""A forgotten password (S7): the emailed code, then the second factor, then a new password.
+
+1. A request names a username or an email address. Every request makes a reset and answers
+   alike, whether or not a login matches, and does the same lookups and the same hashing
+   (`_email_code` runs once for nobody when nothing matches): the answer and its work do not
+   tell a stranger which usernames or addresses exist. Sending goes through the outbox, in the
+   same transaction, so no mail server's time shows either. Each matching active customer login
+   gets its own code by email (an address may belong to several logins; the code says which).
+2. The right email code binds the reset to its login.
+3. A second factor — an SMS code to the confirmed mobile, the authenticator's code or a
+   recovery code (the login's own checks, `accept_second_factor`) — with the new password
+   (the activation's policy) completes it: the password changes, every session ends, and the
+   user is told by email.
+
+Wrong codes are counted on the reset (`otp_max_attempts`) and, like wrong passwords, on the
+username's failure counter (`Login.count_failure`); while that counter locks the username, no
+reset code of it is checked. All steps lock the reset's row first, so tries that arrive at
+once are decided one after another.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity.config import IdentitySettings
+from services.identity.credentials import credential_changed
+from services.identity.domain import normalise_username
+from services.identity.login import (
+    Login,
+    accept_second_factor,
+    end_all_sessions,
+    sent_code_matches,
+)
+from services.identity.models import (
+    LoginThrottle,
+    PasswordReset,
+    PasswordResetCode,
+    RecoveryCode,
+    User,
+)
+from services.identity.support import AuditTrail
+from shared.clock import as_utc
+from shared.events import Language, OtpRequested
+from shared.logs import mask_contact
+
+log = logging.getLogger(__name__)
+
+RESET_EMAIL_WINDOW = timedelta(days=1)  # `password_reset_emails_per_day` counts in it
+# The lookups for a request that matched no login are made for this id, which no user has.
+_NOBODY = "00000000-0000-0000-0000-000000000000"
+
+
+def _email_context(reset_id: str, user_id: str) -> str:
+    return f"password-reset:{reset_id}:{user_id}:email"
+
+
+def _sms_context(reset_id: str) -> str:
+    return f"password-reset:{reset_id}:sms"
+
+
+def _one_time_code() -> str:
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+def language_of(user: User) -> Language:
+    """The language of messages to the user: the login's own, else Danish."""
+    return "en" if user.language == "en" else "da"
+
+
+def may_reset_by_email(user: User) -> bool:
+    """Only an active customer login resets its password itself. A pending login activates with
+    its code instead; a disabled one was disabled by its administrator; support staff ask a
+    colleague (`adgang staff`), since a staff login reaches every company."""
+    return user.status == "active" and user.role != "support" and user.tenant_cvr is not None
+
+
+class Step(StrEnum):
+    ok = "ok"
+    wrong = "wrong"
+    unknown = "unknown"
+    expired = "expired"  # the email code's time (or the whole reset's) ran out
+    ended = "ended"  # completed, replaced by a newer reset, or blocked after wrong codes
+    out_of_order = "out_of_order"  # the second factor before the email code, or the email code twice
+    not_possible = "not_possible"  # the login can no longer be reset, or has no such factor
+    too_soon = "too_soon"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: Step
+    user: User | None = None
+    reset: PasswordReset | None = None
+    attempts_left: int = 0
+    end_reason: str | None = None
+    retry_after: int = 0
+    methods: tuple[str, ...] = ()
+    sent_to: str | None = None
+
+
+@dataclass
+class PasswordResets:
+    settings: IdentitySettings
+    login: Login
+    audit: AuditTrail
+
+    # --- 1: the request -----------------------------------------------------------------
+
+    async def request(self, session: AsyncSession, typed: str, *, client_address: str | None) -> PasswordReset:
+        """A new reset for whatever `typed` names; a code goes to each matching login that may
+        reset, within its limits. Returns the reset whatever matched."""
+        now = self.login.clock.now()
+        given = typed.strip()
+        by_email = "@" in given
+        reset = PasswordReset(
+            id=str(uuid.uuid4()),
+            username=None if by_email else normalise_username(given),
+            created_at=now,
+            expires_at=now + self.settings.password_reset_ttl,
+            failed_attempts=0,
+            sms_sends=0,
+        )
+        session.add(reset)
+        matches = (
+            func.lower(User.email) == given.lower() if by_email else User.username == normalise_username(given)
+        )
+        users = list(await session.scalars(select(User).where(matches).order_by(User.id).with_for_update()))
+        candidates: list[User | None] = [*users] or [None]
+        for user in candidates:
+            await self._email_code(session, reset, user, now, client_address)
+        return reset
+
+    async def _email_code(
+        self,
+        session: AsyncSession,
+        reset: PasswordReset,
+        user: User | None,
+        now: datetime,
+        client_address: str | None,
+    ) -> None:
+        user_id = user.id if user is not None else _NOBODY
+        # The same lookups and hashing for every request, a login or none (no enumeration).
+        sent = list(
+            await session.scalars(
+                select(PasswordResetCode.created_at)
+                .where(
+                    PasswordResetCode.user_id == user_id,
+                    PasswordResetCode.created_at > now - RESET_EMAIL_WINDOW,
+                )
+                .order_by(PasswordResetCode.created_at.desc())
+            )
+        )
+        unfinished = list(
+            await session.scalars(
+                select(PasswordReset)
+                .where(
+                    PasswordReset.id.in_(
+                        select(PasswordResetCode.reset_id).where(PasswordResetCode.user_id == user_id)
+                    ),
+                    PasswordReset.ended_at.is_(None),
+                )
+                .with_for_update()
+            )
+        )
+        code = _one_time_code()
+        code_hash = self.login.sealer.digest(code, context=_email_context(reset.id, user_id))
+        sealed = self.login.sealer.seal(code, context=OtpRequested.sealing_context(uuid.UUID(reset.id)))
+        if user is None:
+            return
+        await self.audit.record(
+            session, actor=user, action="password.reset-requested", target=user, client_address=client_address
+        )
+        if not may_reset_by_email(user):
+            log.info("password reset asked for user %s, which may not reset by email (%s)", user.id, user.status)
+            return
+        if len(sent) >= self.settings.password_reset_emails_per_day or (
+            sent and now - as_utc(sent[0]) < self.settings.password_reset_email_cooldown
+        ):
+            log.info("password reset asked for user %s past its email limits: nothing sent", user.id)
+            return
+        for earlier in unfinished:  # a new reset replaces the login's unfinished ones
+            earlier.ended_at, earlier.end_reason = now, "replaced"
+        expires_at = now + self.settings.password_reset_code_ttl
+        session.add(
+            PasswordResetCode(
+                id=str(uuid.uuid4()),
+                reset_id=reset.id,
+                user_id=user.id,
+                code_hash=code_hash,
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+        await self.login.outbox.add(
+            session,
+            OtpRequested(
+                user_id=uuid.UUID(user.id),
+                challenge_id=uuid.UUID(reset.id),
+                purpose="reset_password",
+                channel="email",
+                recipient=user.email,
+                code=sealed,
+                expires_at=expires_at,
+                language=language_of(user),
+            ),
+        )
+
+    # --- 2: the email code --------------------------------------------------------------
+
+    async def _open(self, session: AsyncSession, reset_id: str) -> StepResult:
+        reset = await session.get(PasswordReset, reset_id, with_for_update=True, populate_existing=True)
+        if reset is None:
+            return StepResult(Step.unknown)
+        if reset.ended_at is not None:
+            return StepResult(Step.ended, reset=reset, end_reason=reset.end_reason)
+        if as_utc(reset.expires_at) <= self.login.clock.now():
+            return StepResult(Step.expired, reset=reset)
+        return StepResult(Step.ok, reset=reset)
+
+    async def _counters(self, session: AsyncSession, usernames: list[str]) -> list[LoginThrottle]:
+        """The usernames' failure counters, locked (in one order), refused while one is locked."""
+        counters = [await self.login.username_counter(session, name) for name in sorted(set(usernames))]
+        for counter in counters:
+            self.login.refuse_while_locked(counter)
+        return counters
+
+    def _count_wrong(self, reset: PasswordReset, counters: list[LoginThrottle]) -> StepResult:
+        now = self.login.clock.now()
+        reset.failed_attempts += 1
+        for counter in counters:
+            self.login.count_failure(counter)
+        left = max(0, self.settings.otp_max_attempts - reset.failed_attempts)
+        if left == 0:
+            reset.ended_at, reset.end_reason = now, "blocked"
+            log.warning("password reset %s blocked after wrong codes", reset.id)
+        return StepResult(Step.wrong, reset=reset, attempts_left=left)
+
+    async def confirm_email(self, session: AsyncSession, reset_id: str, code: str) -> StepResult:
+        """The emailed code: right, it binds the reset to its login and names the second factors
+        the login has; wrong, it is counted."""
+        opened = await self._open(session, reset_id)
+        if opened.step is not Step.ok:
+            return opened
+        reset = opened.reset
+        assert reset is not None
+        now = self.login.clock.now()
+        if reset.email_confirmed_at is not None:
+            return StepResult(Step.out_of_order, reset=reset)
+        if now >= as_utc(reset.created_at) + self.settings.password_reset_code_ttl:
+            return StepResult(Step.expired, reset=reset)
+        codes = list(
+            await session.scalars(select(PasswordResetCode).where(PasswordResetCode.reset_id == reset.id))
+        )
+        owners = {
+            u.id: u
+            for u in await session.scalars(select(User).where(User.id.in_([c.user_id for c in codes])))
+        }
+        usernames = [reset.username] if reset.username else [u.username for u in owners.values()]
+        counters = await self._counters(session, usernames)
+        matched = None
+        tried: list[PasswordResetCode | None] = [*codes] or [None]
+        for candidate in tried:
+            # Every code of the reset is tried (one digest for a reset that sent none).
+            right = self.login.sealer.digest_matches(
+                code,
+                candidate.code_hash if candidate else "",
+                context=_email_context(reset.id, candidate.user_id if candidate else _NOBODY),
+            )
+            if right and candidate is not None and as_utc(candidate.expires_at) > now:
+                matched = candidate
+        if matched is None:
+            return self._count_wrong(reset, counters)
+        user = await session.get(User, matched.user_id, with_for_update=True, populate_existing=True)
+        if user is None or not may_reset_by_email(user):
+            reset.ended_at, reset.end_reason = now, "withdrawn"
+            return StepResult(Step.not_possible, reset=reset)
+        reset.user_id, reset.email_confirmed_at = user.id, now
+        return StepResult(
+            Step.ok,
+            reset=reset,
+            user=user,
+            methods=await self.second_factors(session, user),
+            sent_to=mask_contact(user.mobile) if user.mobile_confirmed_at is not None else None,
+        )
+
+    @staticmethod
+    async def second_factors(session: AsyncSession, user: User) -> tuple[str, ...]:
+        """The second factors a reset of this login can use, in the order a client offers them."""
+        unused = await session.scalar(
+            select(func.count())
+            .select_from(RecoveryCode)
+            .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+        )
+        return tuple(
+            method
+            for method, has in (
+                ("sms", user.mobile_confirmed_at is not None),
+                ("totp", user.totp_secret is not None),
+                ("recovery_code", bool(unused)),
+            )
+            if has
+        )
+
+    # --- 3: the second factor and the new password ----------------------------------------
+
+    async def _confirmed(self, session: AsyncSession, reset_id: str) -> StepResult:
+        opened = await self._open(session, reset_id)
+        if opened.step is not Step.ok:
+            return opened
+        reset = opened.reset
+        assert reset is not None
+        if reset.email_confirmed_at is None or reset.user_id is None:
+            return StepResult(Step.out_of_order, reset=reset)
+        return opened
+
+    async def username_of(self, session: AsyncSession, reset_id: str) -> str | None:
+        """The username of the login a reset was bound to by its email code, for the password
+        policy (a password must not contain it); None before that."""
+        return await session.scalar(
+            select(User.username).join(PasswordReset, PasswordReset.user_id == User.id).where(
+                PasswordReset.id == reset_id
+            )
+        )
+
+    async def send_sms(self, session: AsyncSession, reset_id: str) -> StepResult:
+        """A code by SMS to the login's confirmed mobile, as the login sends one (same limits)."""
+        opened = await self._confirmed(session, reset_id)
+        if opened.step is not Step.ok:
+            return opened
+        reset = opened.reset
+        assert reset is not None and reset.user_id is not None
+        now = self.login.clock.now()
+        user = await session.get(User, reset.user_id, with_for_update=True, populate_existing=True)
+        if user is None or not may_reset_by_email(user) or user.mobile_confirmed_at is None:
+            return StepResult(Step.not_possible, reset=reset, user=user)
+        if reset.sms_sends >= self.settings.otp_max_sends:
+            return StepResult(
+                Step.too_soon, reset=reset, retry_after=int((as_utc(reset.expires_at) - now).total_seconds()) + 1
+            )
+        if reset.sms_last_sent_at is not None:
+            ready_at = as_utc(reset.sms_last_sent_at) + self.settings.otp_resend_cooldown
+            if ready_at > now:
+                return StepResult(Step.too_soon, reset=reset, retry_after=int((ready_at - now).total_seconds()) + 1)
+        code = _one_time_code()
+        reset.sms_code_hash = self.login.sealer.digest(code, context=_sms_context(reset.id))
+        reset.sms_code_expires_at = now + self.settings.otp_ttl
+        reset.sms_sends += 1
+        reset.sms_last_sent_at = now
+        await self.login.outbox.add(
+            session,
+            OtpRequested(
+                user_id=uuid.UUID(user.id),
+                challenge_id=uuid.UUID(reset.id),
+                purpose="reset_password",
+                channel="sms",
+                recipient=user.mobile,
+                code=self.login.sealer.seal(code, context=OtpRequested.sealing_context(uuid.UUID(reset.id))),
+                expires_at=reset.sms_code_expires_at,
+                language=language_of(user),
+            ),
+        )
+        return StepResult(Step.ok, reset=reset, user=user, sent_to=mask_contact(user.mobile))
+
+    async def complete(
+        self,
+        session: AsyncSession,
+        reset_id: str,
+        *,
+        code: str,
+        password_hash: str,
+        client_address: str | None,
+    ) -> StepResult:
+        """The second factor right: the new password is the login's, every session of the user
+        ends (announced to billing), the user is told by email, and the username's failures
+        are forgotten. Wrong: counted."""
+        opened = await self._confirmed(session, reset_id)
+        if opened.step is not Step.ok:
+            return opened
+        reset = opened.reset
+        assert reset is not None and reset.user_id is not None
+        now = self.login.clock.now()
+        username = await session.scalar(select(User.username).where(User.id == reset.user_id))
+        counters = await self._counters(session, [username] if username else [])
+        user = await session.get(User, reset.user_id, with_for_update=True, populate_existing=True)
+        if user is None or not may_reset_by_email(user):
+            reset.ended_at, reset.end_reason = now, "withdrawn"
+            return StepResult(Step.not_possible, reset=reset)
+        sms_right = sent_code_matches(
+            self.login.sealer,
+            code,
+            reset.sms_code_hash,
+            reset.sms_code_expires_at,
+            context=_sms_context(reset.id),
+            now=now,
+        )
+        if not (sms_right or await accept_second_factor(session, user, code, self.login.sealer, now)):
+            return self._count_wrong(reset, counters)
+        reset.ended_at, reset.end_reason = now, "completed"
+        user.password_hash = password_hash
+        await end_all_sessions(session, self.login.outbox, user.id, "password-reset", now)
+        # The lock and delays of the username go: its owner has just proved three things.
+        await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
+        notice = credential_changed(user, "password_reset", now).model_copy(update={"language": language_of(user)})
+        await self.login.outbox.add(session, notice)
+        await self.audit.record(
+            session, actor=user, action="password.reset", target=user, client_address=client_address
+        )
+        log.info("password of user %s reset", user.id)
+        return StepResult(Step.ok, reset=reset, user=user)
