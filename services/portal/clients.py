@@ -279,6 +279,37 @@ class Identity:
         )
         return result
 
+    # Forgotten password (docs/identity.md, "Forgotten password")
+
+    async def request_password_reset(self, caller: Caller, username_or_email: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST", "/v1/password-reset", caller, json={"username_or_email": username_or_email}
+        )
+        return result
+
+    async def confirm_password_reset_email(self, caller: Caller, reset_id: str, code: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST", f"/v1/password-reset/{quote(reset_id, safe='')}/email-code", caller, json={"code": code}
+        )
+        return result
+
+    async def send_password_reset_sms(self, caller: Caller, reset_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST", f"/v1/password-reset/{quote(reset_id, safe='')}/send", caller
+        )
+        return result
+
+    async def complete_password_reset(
+        self, caller: Caller, reset_id: str, code: str, password: str
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST",
+            f"/v1/password-reset/{quote(reset_id, safe='')}/complete",
+            caller,
+            json={"code": code, "password": password},
+        )
+        return result
+
 
 # --- support console (S3, S13) -------------------------------------------------------------
 

@@ -57,6 +57,8 @@ def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> 
         # A story logs in more often a minute than a person would (the limit has tests of its own).
         ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
         ADGANG_IDENTITY_ACTIVATION_RATE_LIMIT_PER_MINUTE="0",
+        # A company of its own for the forgotten password's story (test_forgotten_password.py).
+        ADGANG_BILLING_DEMO_EXTRA_CUSTOMERS="1",
     )
     yield running
     running.stop()
