@@ -158,7 +158,8 @@ EXPLANATIONS: dict[str, str] = {
         "whoever asks for them."
     ),
     "login_counters_purge_interval_s": (
-        "How often the identity worker deletes failure counters that count nothing any more, and expired trusted devices."
+        "How often the identity worker deletes failure counters that count nothing any more, expired trusted "
+        "devices, and password resets older than a day."
     ),
     "reauthentication_window": (
         "How recent a login must be to create a login, re-send an activation code, change a login's "

@@ -47,7 +47,8 @@ from services.identity.models import (
     User,
 )
 from services.identity.support import AuditTrail
-from shared.clock import as_utc
+from shared.clock import Clock, as_utc
+from shared.db import Database
 from shared.events import Language, OtpRequested
 from shared.logs import mask_contact
 
@@ -157,18 +158,6 @@ class PasswordResets:
                 .order_by(PasswordResetCode.created_at.desc())
             )
         )
-        unfinished = list(
-            await session.scalars(
-                select(PasswordReset)
-                .where(
-                    PasswordReset.id.in_(
-                        select(PasswordResetCode.reset_id).where(PasswordResetCode.user_id == user_id)
-                    ),
-                    PasswordReset.ended_at.is_(None),
-                )
-                .with_for_update()
-            )
-        )
         code = _one_time_code()
         code_hash = self.login.sealer.digest(code, context=_email_context(reset.id, user_id))
         sealed = self.login.sealer.seal(code, context=OtpRequested.sealing_context(uuid.UUID(reset.id)))
@@ -185,8 +174,6 @@ class PasswordResets:
         ):
             log.info("password reset asked for user %s past its email limits: nothing sent", user.id)
             return
-        for earlier in unfinished:  # a new reset replaces the login's unfinished ones
-            earlier.ended_at, earlier.end_reason = now, "replaced"
         expires_at = now + self.settings.password_reset_code_ttl
         session.add(
             PasswordResetCode(
@@ -223,6 +210,23 @@ class PasswordResets:
         if as_utc(reset.expires_at) <= self.login.clock.now():
             return StepResult(Step.expired, reset=reset)
         return StepResult(Step.ok, reset=reset)
+
+    async def _replaced(self, session: AsyncSession, reset: PasswordReset, user_id: str) -> bool:
+        """Whether a newer reset sent the login a code: it replaces this one. (Told by the newer
+        code, not by marking this reset: a request holds the user's row and must not wait for a
+        reset's, which a step holds while it waits for the user's.)"""
+        newer = await session.scalar(
+            select(PasswordResetCode.id)
+            .where(
+                PasswordResetCode.user_id == user_id,
+                PasswordResetCode.reset_id != reset.id,
+                PasswordResetCode.created_at > reset.created_at,
+            )
+            .limit(1)
+        )
+        if newer is not None:
+            reset.ended_at, reset.end_reason = self.login.clock.now(), "replaced"
+        return newer is not None
 
     async def _counters(self, session: AsyncSession, usernames: list[str]) -> list[LoginThrottle]:
         """The usernames' failure counters, locked (in one order), refused while one is locked."""
@@ -277,6 +281,8 @@ class PasswordResets:
                 matched = candidate
         if matched is None:
             return self._count_wrong(reset, counters)
+        if await self._replaced(session, reset, matched.user_id):
+            return StepResult(Step.ended, reset=reset, end_reason="replaced")
         user = await session.get(User, matched.user_id, with_for_update=True, populate_existing=True)
         if user is None or not may_reset_by_email(user):
             reset.ended_at, reset.end_reason = now, "withdrawn"
@@ -337,6 +343,8 @@ class PasswordResets:
         reset = opened.reset
         assert reset is not None and reset.user_id is not None
         now = self.login.clock.now()
+        if await self._replaced(session, reset, reset.user_id):
+            return StepResult(Step.ended, reset=reset, end_reason="replaced")
         user = await session.get(User, reset.user_id, with_for_update=True, populate_existing=True)
         if user is None or not may_reset_by_email(user) or user.mobile_confirmed_at is None:
             return StepResult(Step.not_possible, reset=reset, user=user)
@@ -386,6 +394,8 @@ class PasswordResets:
         reset = opened.reset
         assert reset is not None and reset.user_id is not None
         now = self.login.clock.now()
+        if await self._replaced(session, reset, reset.user_id):
+            return StepResult(Step.ended, reset=reset, end_reason="replaced")
         username = await session.scalar(select(User.username).where(User.id == reset.user_id))
         counters = await self._counters(session, [username] if username else [])
         user = await session.get(User, reset.user_id, with_for_update=True, populate_existing=True)
@@ -414,3 +424,18 @@ class PasswordResets:
         )
         log.info("password of user %s reset", user.id)
         return StepResult(Step.ok, reset=reset, user=user)
+
+
+async def forget_old_resets(db: Database, clock: Clock) -> int:
+    """Delete resets (and their codes) older than the day the email limit counts in: every
+    request makes one, also for unknown names, so they must not fill the table for ever. A
+    reset lives `password_reset_ttl` (at most 2 hours), so none of these can still be used."""
+    before = clock.now() - RESET_EMAIL_WINDOW
+    async with db.transaction() as session:
+        old = select(PasswordReset.id).where(PasswordReset.created_at <= before)
+        await session.execute(delete(PasswordResetCode).where(PasswordResetCode.reset_id.in_(old)))
+        done = await session.execute(delete(PasswordReset).where(PasswordReset.created_at <= before))
+    forgotten: int = done.rowcount  # type: ignore[attr-defined]  # DELETE results
+    if forgotten:
+        log.info("forgot %d password resets older than a day", forgotten)
+    return forgotten

@@ -9,6 +9,7 @@ import faust
 from services.identity.config import IdentitySettings
 from services.identity.login import forget_old_failures
 from services.identity.models import messaging
+from services.identity.password_reset import forget_old_resets
 from services.identity.service import Provisioning
 from shared.clock import SystemClock
 from shared.db import Database
@@ -51,7 +52,12 @@ def create_worker(settings: IdentitySettings | None = None) -> faust.App:
                     "login-counters-purge",
                     settings.login_counters_purge_interval_s,
                     partial(forget_old_failures, db, clock, settings.login_lock_duration),
-                )
+                ),
+                periodic(
+                    "password-resets-purge",
+                    settings.login_counters_purge_interval_s,
+                    partial(forget_old_resets, db, clock),
+                ),
             ],
         )
     )
