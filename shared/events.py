@@ -358,6 +358,9 @@ class UserCreated(Event):
     functions: list[Function]
     application_id: UUID | None = None
     created_at: datetime
+    language: Language = Field(
+        default="da", description="The language of every message to the user (da when not said)"
+    )
 
     def key(self) -> str:
         return str(self.user_id)
@@ -388,7 +391,9 @@ class CredentialChanged(Event):
     user_id: UUID
     name: str
     email: str
-    change: Literal["password_set", "authenticator_added", "second_factor_reset", "contact_details_changed"]
+    change: Literal[
+        "password_set", "authenticator_added", "second_factor_reset", "contact_details_changed", "password_changed"
+    ]
     language: Language = "da"
     changed_at: datetime
 
@@ -445,7 +450,8 @@ class UserGrantsChanged(Event):
 
 
 class UserDetailsChanged(Event):
-    """A user's name, email or mobile changed (where to reach them, not what they may do)."""
+    """A user's name, email, mobile or language changed (where and how to reach them, not what
+    they may do)."""
 
     TYPE = "dk.adgang.identity.UserDetailsChanged.v1"
     TOPIC = IDENTITY_USERS
@@ -458,6 +464,9 @@ class UserDetailsChanged(Event):
     mobile: str
     by_user_id: UUID | None = None
     changed_at: datetime
+    language: Language = Field(
+        default="da", description="The language of every message to the user (da when not said)"
+    )
 
     def key(self) -> str:
         return str(self.user_id)
@@ -488,7 +497,16 @@ class UserDeleted(Event):
         return str(self.user_id)
 
 
-SessionEndReason = Literal["logout", "refresh-token-reuse", "reauthentication-failed", "second-factor-reset"]
+# `password-changed`: the user changed their password, which ends their other sessions;
+# `ended-by-user`: the user ended the session from their list of sessions.
+SessionEndReason = Literal[
+    "logout",
+    "refresh-token-reuse",
+    "reauthentication-failed",
+    "second-factor-reset",
+    "password-changed",
+    "ended-by-user",
+]
 
 
 class SessionEnded(Event):
@@ -634,7 +652,9 @@ class OtpRequested(Event):
     `confirm_mobile` and `confirm_email` codes confirm the contact details a person gives when
     activating the login from the company's letter; their `challenge_id` is the activation's id.
     An `unlock_login` code is a device token sent to the user's own email while failed passwords
-    lock their username; its `challenge_id` is the trusted device's id."""
+    lock their username; its `challenge_id` is the trusted device's id. `confirm_new_email` and
+    `confirm_new_mobile` codes go to the new address a user gives for their own login, which
+    changes only when the code comes back; their `challenge_id` is the change's id."""
 
     TYPE = "dk.adgang.identity.OtpRequested.v1"
     TOPIC = IDENTITY_OTP
@@ -642,7 +662,9 @@ class OtpRequested(Event):
 
     user_id: UUID
     challenge_id: UUID
-    purpose: Literal["login", "confirm_mobile", "confirm_email", "unlock_login"]
+    purpose: Literal[
+        "login", "confirm_mobile", "confirm_email", "unlock_login", "confirm_new_email", "confirm_new_mobile"
+    ]
     channel: Literal["sms", "email"]
     recipient: str = Field(description="E.164 mobile number for sms, email address for email")
     code: SealedSecret
