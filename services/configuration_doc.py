@@ -164,6 +164,10 @@ EXPLANATIONS: dict[str, str] = {
         "How recent a login must be to create a login, re-send an activation code, change a login's "
         "mobile or email, or set up a new authenticator app without a code from the current one."
     ),
+    "contact_change_ttl": (
+        "How long the code sent to a new email address or mobile number a user gives for their own "
+        "login stays valid; the change takes effect only with it. 1 to 15 minutes."
+    ),
     "activation_rate_limit_per_minute": (
         "Activation requests (starts and confirmations) one client address may make per minute; 0 turns "
         "the limit off."

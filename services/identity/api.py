@@ -23,6 +23,8 @@ from services.identity.domain import password_problem
 from services.identity.login import Login
 from services.identity.login_api import login_router
 from services.identity.models import messaging
+from services.identity.profile import OwnProfile
+from services.identity.profile_api import profile_router
 from services.identity.schemas import ActivationConfirmIn, ActivationIn, ActivationOut, ActivationStarted
 from services.identity.support import AuditTrail, Support
 from services.identity.support_api import support_router
@@ -121,6 +123,23 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                 audit=audit,
                 letters_per_day=settings.letters_per_login_per_day,
                 letter_deadline=settings.resent_letter_deadline,
+            ),
+            current_claims=current_claims,
+        )
+    )
+
+    app.include_router(
+        profile_router(
+            db=db,
+            login=login,
+            profile=OwnProfile(
+                outbox=outbox,
+                clock=clock,
+                sealer=login.sealer,
+                audit=audit,
+                contact_change_ttl=settings.contact_change_ttl,
+                max_attempts=settings.otp_max_attempts,
+                resend_cooldown=settings.otp_resend_cooldown,
             ),
             current_claims=current_claims,
         )

@@ -55,6 +55,10 @@ class IdentitySettings(ServiceSettings):
     # Replacing the second factor, creating a login, re-sending an activation code and changing
     # where a login's codes go need a login this recent (or, for the second factor, a current code).
     reauthentication_window: timedelta = timedelta(minutes=15)
+    # A user's own change of email or mobile: the code sent to the new address lives this long.
+    contact_change_ttl: timedelta = Field(
+        default=timedelta(minutes=15), ge=timedelta(minutes=1), le=timedelta(minutes=15)
+    )
 
     @model_validator(mode="after")
     def _signing_keys_are_configured_in_production(self) -> IdentitySettings:
