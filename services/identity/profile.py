@@ -166,8 +166,12 @@ class OwnProfile:
     ) -> int:
         """End every live session of the user but `current`, each announced (`SessionEnded`)."""
         ended = 0
-        for login in await self.live_sessions(session, user):
-            if login.id == current.id:
+        for listed in await self.live_sessions(session, user):
+            if listed.id == current.id:
+                continue
+            # Locked, as a refresh locks it: a refresh at this moment finds it ended, or comes first.
+            login = await session.get(LoginSession, listed.id, with_for_update=True, populate_existing=True)
+            if login is None or login.ended_at is not None:
                 continue
             await end_login_session(session, self.outbox, login, reason, self.clock.now())
             ended += 1
