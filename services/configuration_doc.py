@@ -184,6 +184,10 @@ EXPLANATIONS: dict[str, str] = {
         "The least time between two reset emails to one login; a request sooner sends nothing and "
         "answers the same 202."
     ),
+    "contact_change_ttl": (
+        "How long the code sent to a new email address or mobile number a user gives for their own "
+        "login stays valid; the change takes effect only with it. 1 to 15 minutes."
+    ),
     "activation_rate_limit_per_minute": (
         "Activation requests (starts and confirmations) one client address may make per minute; 0 turns "
         "the limit off."

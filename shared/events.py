@@ -358,6 +358,9 @@ class UserCreated(Event):
     functions: list[Function]
     application_id: UUID | None = None
     created_at: datetime
+    language: Language = Field(
+        default="da", description="The language of every message to the user (da when not said)"
+    )
 
     def key(self) -> str:
         return str(self.user_id)
@@ -389,7 +392,12 @@ class CredentialChanged(Event):
     name: str
     email: str
     change: Literal[
-        "password_set", "authenticator_added", "second_factor_reset", "contact_details_changed", "password_reset"
+        "password_set",
+        "authenticator_added",
+        "second_factor_reset",
+        "contact_details_changed",
+        "password_reset",
+        "password_changed",
     ]
     language: Language = "da"
     changed_at: datetime
@@ -447,7 +455,8 @@ class UserGrantsChanged(Event):
 
 
 class UserDetailsChanged(Event):
-    """A user's name, email or mobile changed (where to reach them, not what they may do)."""
+    """A user's name, email, mobile or language changed (where and how to reach them, not what
+    they may do)."""
 
     TYPE = "dk.adgang.identity.UserDetailsChanged.v1"
     TOPIC = IDENTITY_USERS
@@ -460,6 +469,9 @@ class UserDetailsChanged(Event):
     mobile: str
     by_user_id: UUID | None = None
     changed_at: datetime
+    language: Language = Field(
+        default="da", description="The language of every message to the user (da when not said)"
+    )
 
     def key(self) -> str:
         return str(self.user_id)
@@ -490,8 +502,16 @@ class UserDeleted(Event):
         return str(self.user_id)
 
 
+# `password-changed`: the user changed their password, which ends their other sessions;
+# `ended-by-user`: the user ended the session from their list of sessions.
 SessionEndReason = Literal[
-    "logout", "refresh-token-reuse", "reauthentication-failed", "second-factor-reset", "password-reset"
+    "logout",
+    "refresh-token-reuse",
+    "reauthentication-failed",
+    "second-factor-reset",
+    "password-reset",
+    "password-changed",
+    "ended-by-user",
 ]
 
 
@@ -640,7 +660,9 @@ class OtpRequested(Event):
     An `unlock_login` code is a device token sent to the user's own email while failed passwords
     lock their username; its `challenge_id` is the trusted device's id. A `reset_password` code
     resets a forgotten password: first by email, then (the second factor) by SMS; its
-    `challenge_id` is the reset's id."""
+    `challenge_id` is the reset's id. `confirm_new_email` and
+    `confirm_new_mobile` codes go to the new address a user gives for their own login, which
+    changes only when the code comes back; their `challenge_id` is the change's id."""
 
     TYPE = "dk.adgang.identity.OtpRequested.v1"
     TOPIC = IDENTITY_OTP
@@ -648,7 +670,15 @@ class OtpRequested(Event):
 
     user_id: UUID
     challenge_id: UUID
-    purpose: Literal["login", "confirm_mobile", "confirm_email", "unlock_login", "reset_password"]
+    purpose: Literal[
+        "login",
+        "confirm_mobile",
+        "confirm_email",
+        "unlock_login",
+        "reset_password",
+        "confirm_new_email",
+        "confirm_new_mobile",
+    ]
     channel: Literal["sms", "email"]
     recipient: str = Field(description="E.164 mobile number for sms, email address for email")
     code: SealedSecret

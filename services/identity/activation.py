@@ -227,6 +227,7 @@ class Activation:
                     recipient=recipient,
                     code=self.sealer.seal(code, context=OtpRequested.sealing_context(challenge_id)),
                     expires_at=pending.expires_at,
+                    language=user.language,  # type: ignore[arg-type]
                 ),
             )
         log.info("activation %s of user %s: confirmation codes sent", activation_id, user.id)

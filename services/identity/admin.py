@@ -289,19 +289,19 @@ class Administration:
             role="user",
             status="pending",
             functions=sorted(set(new.functions)),
+            language=new.language,
             created_at=now,
         )
         user.grants = [UserGrant.of(g.cvr, g.accounts) for g in new.grants]
         session.add(user)
         await session.flush()
         await self.outbox.add(session, user_created(user, user.grants))
-        await self._email_login(session, user, created_by=caller, language=new.language)
+        await self._email_login(session, user, created_by=caller)
         return user
 
-    async def _email_login(
-        self, session: AsyncSession, user: User, *, created_by: User, language: str = "da"
-    ) -> None:
-        """A fresh activation code, sealed into the email that tells the user their login (S6)."""
+    async def _email_login(self, session: AsyncSession, user: User, *, created_by: User) -> None:
+        """A fresh activation code, sealed into the email that tells the user their login (S6),
+        in the user's language."""
         code, expires_at = await issue_activation_code(
             session, user.id, now=self.clock.now(), ttl=self.code_ttl
         )
@@ -319,7 +319,7 @@ class Administration:
                 activation_code=self.sealer.seal(code, context=LoginCreated.sealing_context(user_id)),
                 expires_at=expires_at,
                 created_by_name=created_by.name,
-                language=language,  # type: ignore[arg-type]
+                language=user.language,  # type: ignore[arg-type]
             ),
         )
 

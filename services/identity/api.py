@@ -25,6 +25,8 @@ from services.identity.login_api import login_router
 from services.identity.models import messaging
 from services.identity.password_reset import PasswordResets
 from services.identity.password_reset_api import password_reset_router
+from services.identity.profile import OwnProfile
+from services.identity.profile_api import profile_router
 from services.identity.schemas import ActivationConfirmIn, ActivationIn, ActivationOut, ActivationStarted
 from services.identity.support import AuditTrail, Support
 from services.identity.support_api import support_router
@@ -129,6 +131,23 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
     )
     app.include_router(
         password_reset_router(db=db, resets=PasswordResets(settings=settings, login=login, audit=audit))
+    )
+
+    app.include_router(
+        profile_router(
+            db=db,
+            login=login,
+            profile=OwnProfile(
+                outbox=outbox,
+                clock=clock,
+                sealer=login.sealer,
+                audit=audit,
+                contact_change_ttl=settings.contact_change_ttl,
+                max_attempts=settings.otp_max_attempts,
+                resend_cooldown=settings.otp_resend_cooldown,
+            ),
+            current_claims=current_claims,
+        )
     )
 
     rate_limited = SlidingWindowLimiter(settings.activation_rate_limit_per_minute).dependency(

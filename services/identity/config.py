@@ -65,6 +65,10 @@ class IdentitySettings(ServiceSettings):
     # answer is the same 202 and nothing is sent, so the limit tells nobody the login exists.
     password_reset_emails_per_day: int = Field(default=3, ge=1, le=10)
     password_reset_email_cooldown: timedelta = Field(default=timedelta(minutes=1), le=timedelta(hours=1))
+    # A user's own change of email or mobile: the code sent to the new address lives this long.
+    contact_change_ttl: timedelta = Field(
+        default=timedelta(minutes=15), ge=timedelta(minutes=1), le=timedelta(minutes=15)
+    )
 
     @model_validator(mode="after")
     def _signing_keys_are_configured_in_production(self) -> IdentitySettings:

@@ -80,11 +80,13 @@ def user_created(
         functions=list(user.functions),  # type: ignore[arg-type]
         application_id=application_id,
         created_at=user.created_at,
+        language=user.language or "da",  # type: ignore[arg-type]
     )
 
 
 def user_details_changed(user: User, *, by_user_id: str, at: datetime) -> UserDetailsChanged:
-    """The `UserDetailsChanged` event of a login whose name, email or mobile changed, as stored."""
+    """The `UserDetailsChanged` event of a login whose name, email, mobile or language changed,
+    as stored."""
     return UserDetailsChanged(
         user_id=uuid.UUID(user.id),
         tenant_cvr=user.tenant_cvr,
@@ -93,17 +95,29 @@ def user_details_changed(user: User, *, by_user_id: str, at: datetime) -> UserDe
         mobile=user.mobile,
         by_user_id=uuid.UUID(by_user_id),
         changed_at=at,
+        language=user.language or "da",  # type: ignore[arg-type]
     )
 
 
 def credential_changed(
     user: User,
     change: Literal[
-        "password_set", "authenticator_added", "second_factor_reset", "contact_details_changed", "password_reset"
+        "password_set",
+        "authenticator_added",
+        "second_factor_reset",
+        "contact_details_changed",
+        "password_reset",
+        "password_changed",
     ],
     at: datetime,
 ) -> CredentialChanged:
-    """The `CredentialChanged` event that tells the user, by email, of a change to their login."""
+    """The `CredentialChanged` event that tells the user, by email and in their language, of a
+    change to their login."""
     return CredentialChanged(
-        user_id=uuid.UUID(user.id), name=user.name, email=user.email, change=change, changed_at=at
+        user_id=uuid.UUID(user.id),
+        name=user.name,
+        email=user.email,
+        change=change,
+        changed_at=at,
+        language=user.language or "da",  # type: ignore[arg-type]
     )

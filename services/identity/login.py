@@ -234,6 +234,7 @@ class Login:
                 recipient=user.email,
                 code=self.sealer.seal(token, context=OtpRequested.sealing_context(device_id)),
                 expires_at=device.expires_at,
+                language=user.language,  # type: ignore[arg-type]
             ),
         )
 
@@ -353,6 +354,7 @@ class Login:
                 recipient=recipient,
                 code=self.sealer.seal(code, context=OtpRequested.sealing_context(uuid.UUID(challenge.id))),
                 expires_at=challenge.code_expires_at,
+                language=user.language,  # type: ignore[arg-type]
             ),
         )
         return challenge, mask_contact(recipient)
@@ -414,13 +416,20 @@ class Login:
 
     # --- tokens ---------------------------------------------------------------------------
 
-    async def open_session(self, session: AsyncSession, user: User) -> TokenPair:
+    async def open_session(
+        self, session: AsyncSession, user: User, *, user_agent: str | None = None, client_address: str | None = None
+    ) -> TokenPair:
+        """A new session and its first tokens. The browser's user agent and address are kept
+        so that the user recognises the session in their list of sessions."""
         now = self.clock.now()
         login = LoginSession(
             id=str(uuid.uuid4()),
             user_id=user.id,
             created_at=now,
             expires_at=now + self.settings.refresh_token_ttl,
+            user_agent=user_agent[:500] if user_agent else None,
+            client_address=client_address[:64] if client_address else None,
+            last_used_at=now,
         )
         session.add(login)
         await session.flush()
@@ -474,6 +483,7 @@ class Login:
             login.ended_at, login.end_reason = now, "user-not-active"
             return "ended"
         stored.used_at = now
+        login.last_used_at = now
         return await self._issue(session, user, login)
 
     async def end_session(self, session: AsyncSession, session_id: str, reason: SessionEndReason) -> None:

@@ -6,10 +6,11 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.auth import Unauthenticated, bearer_claims
 from services.identity.credentials import credential_changed, verify_password
@@ -32,7 +33,7 @@ from services.identity.totp import (
 from shared.clock import as_utc
 from shared.db import Database
 from shared.problems import MEDIA_TYPE, InvalidField, Problem
-from shared.ratelimit import SlidingWindowLimiter
+from shared.ratelimit import SlidingWindowLimiter, client_address
 from shared.tokens import AccessClaims
 
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
@@ -157,6 +158,29 @@ class MeOut(BaseModel):
     totp_enabled: bool = Field(
         description="Whether an authenticator app is set up as a second factor (SMS and email always are)"
     )
+    language: Literal["da", "en"] = Field(
+        description="The language of every message to you (codes, notices, order and invoice emails) and "
+        "of the portal; change it with PATCH /v1/me"
+    )
+
+
+async def me_out(session: AsyncSession, user: User) -> MeOut:
+    """The user as `GET /v1/me` shows them."""
+    grants = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))
+    return MeOut(
+        user_id=user.id,
+        username=user.username,
+        name=user.name,
+        email=user.email,
+        mobile=user.mobile,
+        mobile_confirmed=user.mobile_confirmed_at is not None,
+        role=user.role,
+        tenant_cvr=user.tenant_cvr,
+        grants=[GrantOut(cvr=g.cvr, accounts=g.accounts) for g in grants],
+        functions=list(user.functions),
+        totp_enabled=user.totp_secret is not None,
+        language=user.language,  # type: ignore[arg-type]
+    )
 
 
 def login_router(*, db: Database, login: Login) -> APIRouter:
@@ -235,13 +259,20 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
         dependencies=[Depends(rate_limited)],
         responses={401: PROBLEM, 429: PROBLEM},
     )
-    async def verify(challenge_id: Annotated[str, Path(max_length=36)], body: VerifyIn) -> TokensOut:
+    async def verify(
+        challenge_id: Annotated[str, Path(max_length=36)], body: VerifyIn, request: Request
+    ) -> TokensOut:
         async with db.transaction() as session:
             challenge, user, right = await login.verify_code(
                 session, challenge_id, body.code.get_secret_value()
             )
             if right:
-                tokens = await login.open_session(session, user)
+                tokens = await login.open_session(
+                    session,
+                    user,
+                    user_agent=request.headers.get("user-agent"),
+                    client_address=client_address(request),
+                )
                 device_token = await login.trust_device(session, challenge, user)
         if not right:  # the wrong try is committed before it is refused
             raise InvalidCode(
@@ -288,22 +319,9 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
     async def me(claims: Annotated[AccessClaims, Depends(current_claims)]) -> MeOut:
         async with db.transaction() as session:
             user = await session.get(User, claims.sub)
-            grants = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == claims.sub)))
-        if user is None:
-            raise Unauthenticated("The user of this access token no longer exists.")
-        return MeOut(
-            user_id=user.id,
-            username=user.username,
-            name=user.name,
-            email=user.email,
-            mobile=user.mobile,
-            mobile_confirmed=user.mobile_confirmed_at is not None,
-            role=user.role,
-            tenant_cvr=user.tenant_cvr,
-            grants=[GrantOut(cvr=g.cvr, accounts=g.accounts) for g in grants],
-            functions=list(user.functions),
-            totp_enabled=user.totp_secret is not None,
-        )
+            if user is None:
+                raise Unauthenticated("The user of this access token no longer exists.")
+            return await me_out(session, user)
 
     @router.post(
         "/v1/me/totp",

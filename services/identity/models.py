@@ -59,9 +59,13 @@ class User(Base):
     functions: Mapped[list[str]] = mapped_column(JSON)
     password_hash: Mapped[str | None] = mapped_column(String(200))
     application_id: Mapped[str | None] = mapped_column(String(36))
-    # Of a login from an application: its language and when it was made, for the letter
-    # support sends again (S3). Unset for logins made before they were kept: Danish, created_at.
-    language: Mapped[str | None] = mapped_column(String(2))
+    # The language of every message to the user (codes, notices, order and invoice emails) and
+    # of the portal after login: the application's for a letter login (also for the letter
+    # support sends again, S3), the creating administrator's choice for a colleague, the user's
+    # own choice since (`PATCH /v1/me`). Logins made before it was kept are Danish.
+    language: Mapped[str] = mapped_column(String(2), default="da")
+    # Of a login from an application: when it was made, for the letter support sends again (S3).
+    # Unset for logins made before it was kept: created_at.
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -216,6 +220,11 @@ class LoginSession(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     end_reason: Mapped[str | None] = mapped_column(String(50))
+    # What the user sees of it in their list of sessions; unset for sessions opened before
+    # they were kept (last used: when it began).
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RefreshToken(Base):
@@ -238,6 +247,27 @@ class RecoveryCode(Base):
     code_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ContactChange(Base):
+    """A user's own change of email or mobile number, waiting for the code sent to the new
+    address: only the code coming back proves the address is the user's, so nothing about the
+    login changes before it does."""
+
+    __tablename__ = "contact_changes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    field: Mapped[str] = mapped_column(String(10))  # email or mobile
+    new_value: Mapped[str] = mapped_column(String(320))
+    # A keyed digest (`Sealer.digest`), never the code itself.
+    code_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # completed, replaced (a newer change of the same field), blocked (too many wrong codes)
+    end_reason: Mapped[str | None] = mapped_column(String(20))
 
 
 class AuditEntry(Base):

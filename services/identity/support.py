@@ -225,6 +225,7 @@ async def create_staff(
         role="support",
         status="pending",
         functions=[],
+        language="da",
         created_at=now,
     )
     session.add(user)

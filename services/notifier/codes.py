@@ -12,7 +12,15 @@ from typing import Literal
 
 from services.notifier.letters import LETTER_TIME_ZONE, require_supported, templates
 
-Purpose = Literal["login", "confirm_mobile", "confirm_email", "unlock_login", "reset_password"]
+Purpose = Literal[
+    "login",
+    "confirm_mobile",
+    "confirm_email",
+    "unlock_login",
+    "reset_password",
+    "confirm_new_email",
+    "confirm_new_mobile",
+]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The recipient directory: whom the notifier emails about a company's invoices (S8) and
 orders (S9), projected from `identity.users`.
 
-Identity owns the users; the notifier keeps only what it needs to address a message: name and
-email, the companies and accounts a user may act for, their functions, and whether the login
+Identity owns the users; the notifier keeps only what it needs to address a message: name,
+email and language, the companies and accounts a user may act for, their functions, and whether the login
 is active, disabled or deleted. Each handler runs in the consumer's transaction after the inbox
 has set aside a redelivered event, and replaying a user's events in order gives the same row.
 
@@ -54,6 +54,7 @@ async def on_user_created(session: AsyncSession, envelope: Envelope) -> None:
     recipient.tenant_cvr = event.tenant_cvr
     recipient.name = event.name
     recipient.email = event.email
+    recipient.language = event.language
     recipient.functions = list(event.functions)
     recipient.status = ACTIVE
     recipient.updated_at = event.created_at
@@ -74,7 +75,7 @@ async def on_user_grants_changed(session: AsyncSession, envelope: Envelope) -> N
 
 
 async def on_user_details_changed(session: AsyncSession, envelope: Envelope) -> None:
-    """A new name or email: the next message greets and reaches the user there."""
+    """A new name, email or language: the next message greets and reaches the user there, in it."""
     event = envelope.event
     assert isinstance(event, UserDetailsChanged)
     recipient = await _known(session, event.user_id, envelope.type)
@@ -82,6 +83,7 @@ async def on_user_details_changed(session: AsyncSession, envelope: Envelope) -> 
         return
     recipient.name = event.name
     recipient.email = event.email
+    recipient.language = event.language
     recipient.updated_at = event.changed_at
 
 

@@ -60,6 +60,8 @@ CODE_KINDS = {
     "confirm_email": "otp_confirm_email",
     "unlock_login": "otp_unlock_login",
     "reset_password": "otp_reset_password",
+    "confirm_new_email": "otp_confirm_new_email",
+    "confirm_new_mobile": "otp_confirm_new_mobile",
 }
 
 
@@ -287,8 +289,8 @@ class SecurityNotice(TemplatedEmail):
 class OrderConfirmation(TemplatedEmail):
     """Confirms an order of a subscription, or an upgrade, to the person who placed it (S9).
 
-    The address and name are the directory's when the order was recorded (`recipient`,
-    `recipient_name`); identity's events carry no language, so the mail is in Danish.
+    The address, name and language are the directory's when the order was recorded
+    (`recipient`, `recipient_name`, `recipient_language`: the user's own choice in identity).
     """
 
     def __init__(self, *, email: EmailTransport | None, email_from: Address | None, portal_url: str) -> None:
@@ -296,7 +298,7 @@ class OrderConfirmation(TemplatedEmail):
         self._portal_url = portal_url
 
     async def send(self, delivery: Delivery) -> str:
-        language = DEFAULT_LANGUAGE
+        language = delivery.recipient_language or DEFAULT_LANGUAGE
         if delivery.source_event_type == SubscriptionUpgraded.TYPE:
             upgrade = SubscriptionUpgraded.model_validate_json(delivery.source_payload)
             change, product, identifier = "upgraded", upgrade.to_product_name, upgrade.identifier
@@ -325,7 +327,8 @@ class OrderConfirmation(TemplatedEmail):
 
 class InvoiceReady(TemplatedEmail):
     """Tells a user with the `invoices` function that an invoice for an account they may see
-    is issued and can be seen in the portal (S8). In Danish, like `OrderConfirmation`."""
+    is issued and can be seen in the portal (S8). In the recipient's language, like
+    `OrderConfirmation`."""
 
     def __init__(self, *, email: EmailTransport | None, email_from: Address | None, portal_url: str) -> None:
         super().__init__(email=email, email_from=email_from)
@@ -333,7 +336,7 @@ class InvoiceReady(TemplatedEmail):
 
     async def send(self, delivery: Delivery) -> str:
         invoice = InvoiceIssued.model_validate_json(delivery.source_payload)
-        language = DEFAULT_LANGUAGE
+        language = delivery.recipient_language or DEFAULT_LANGUAGE
         return await self.send_email(
             delivery,
             template="invoice_ready",

@@ -40,6 +40,8 @@ class Delivery(Base):
     recipient: Mapped[str] = mapped_column(String(320), index=True)
     # Whom the message greets, when the source event does not say (it came from the directory).
     recipient_name: Mapped[str | None] = mapped_column(String(200))
+    # The language the directory had for the recipient then; None: the source event says (or da).
+    recipient_language: Mapped[str | None] = mapped_column(String(2))
     kind: Mapped[str] = mapped_column(String(50))
     message_id: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20), index=True)
@@ -70,6 +72,8 @@ class Recipient(Base):
     email: Mapped[str] = mapped_column(String(320))
     functions: Mapped[list[str]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20))  # active, disabled or deleted
+    # The user's language in identity: order and invoice emails are written in it.
+    language: Mapped[str] = mapped_column(String(2), default="da", server_default="da")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

@@ -171,6 +171,7 @@ async def record_order_confirmation(session: AsyncSession, envelope: Envelope, c
         channel="email",
         recipient=orderer.email,
         recipient_name=orderer.name,
+        recipient_language=orderer.language,
     )
 
 
@@ -190,6 +191,7 @@ async def record_invoice_ready(session: AsyncSession, envelope: Envelope, clock:
             channel="email",
             recipient=recipient.email,
             recipient_name=recipient.name,
+            recipient_language=recipient.language,
         )
 
 

@@ -28,6 +28,7 @@ from services.portal.pages import (
     activation,
     apply,
     login,
+    myprofile,
     password_reset,
     profile,
     public,
@@ -99,7 +100,7 @@ def create_api(
     )
     app.state.portal = portal
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for pages in (public, login, account, profile, apply, activation, users, support, password_reset):
+    for pages in (public, login, account, profile, apply, activation, users, support, password_reset, myprofile):
         app.include_router(pages.router)
     _install_error_pages(app)
     app.add_middleware(SecurityHeaders)

@@ -57,6 +57,8 @@ class Caller:
 
     address: str | None = None
     access_token: str | None = None
+    # The browser's, so that identity shows the user which browser a session of theirs is.
+    user_agent: str | None = None
 
     def headers(self) -> dict[str, str]:
         headers = {}
@@ -64,6 +66,8 @@ class Caller:
             headers["X-Forwarded-For"] = self.address
         if self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"
+        if self.user_agent:
+            headers["User-Agent"] = self.user_agent
         return headers
 
 
@@ -309,6 +313,46 @@ class Identity:
             json={"code": code, "password": password},
         )
         return result
+
+    # Own profile
+    async def set_language(self, caller: Caller, language: str) -> dict[str, Any]:
+        """The user's own language, for every message to them; answers the new `me`."""
+        result: dict[str, Any] = await self.client.call("PATCH", "/v1/me", caller, json={"language": language})
+        return result
+
+    async def change_password(self, caller: Caller, current_password: str, new_password: str) -> dict[str, Any]:
+        """`{sessions_ended}`: the user's other sessions end, this one goes on."""
+        result: dict[str, Any] = await self.client.call(
+            "POST",
+            "/v1/me/password",
+            caller,
+            json={"current_password": current_password, "new_password": new_password},
+        )
+        return result
+
+    async def start_contact_change(self, caller: Caller, field: str, value: str) -> dict[str, Any]:
+        """`field` is `email` or `mobile`: `{change_id, field, sent_to, expires_at}`; a code went to `value`."""
+        result: dict[str, Any] = await self.client.call("POST", f"/v1/me/{field}", caller, json={field: value})
+        return result
+
+    async def confirm_contact_change(self, caller: Caller, change_id: str, code: str) -> dict[str, Any]:
+        """The new `me`, once the code sent to the new address came back."""
+        result: dict[str, Any] = await self.client.call(
+            "POST", f"/v1/me/contact-changes/{quote(change_id, safe='')}/confirm", caller, json={"code": code}
+        )
+        return result
+
+    async def own_sessions(self, caller: Caller) -> list[dict[str, Any]]:
+        """`{id, device, user_agent, client_address, started_at, last_used_at, current}`, latest use first."""
+        result: list[dict[str, Any]] = await self.client.call("GET", "/v1/me/sessions", caller)
+        return result
+
+    async def end_own_session(self, caller: Caller, session_id: str) -> None:
+        await self.client.call("DELETE", f"/v1/me/sessions/{quote(session_id, safe='')}", caller)
+
+    async def end_other_sessions(self, caller: Caller) -> int:
+        result: dict[str, Any] = await self.client.call("POST", "/v1/me/sessions/end-others", caller)
+        return int(result["sessions_ended"])
 
 
 # --- support console (S3, S13) -------------------------------------------------------------

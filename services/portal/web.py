@@ -136,11 +136,12 @@ class PageContext:
         return Caller(
             address=client_address(self.request),
             access_token=self.user.access_token if self.user else None,
+            user_agent=self.request.headers.get("user-agent"),
         )
 
     @property
     def anonymous_caller(self) -> Caller:
-        return Caller(address=client_address(self.request))
+        return Caller(address=client_address(self.request), user_agent=self.request.headers.get("user-agent"))
 
     def _(self, message_id: str, **values: object) -> str:
         return self.texts.gettext(message_id, **values)

@@ -106,7 +106,7 @@ async def test_the_profile_shows_the_users_details_and_second_factors_and_rememb
     chosen = await post_form(portal, "/profil/sprog", {"language": "en"}, form_on="/profil")
     assert chosen.status_code == 303 and portal.cookies.get("adgang-language") == "en"
     english = await portal.get(chosen.headers["location"])
-    assert "<h1>My profile</h1>" in english.text and "saved in this browser" in english.text
+    assert "<h1>My profile</h1>" in english.text and "saved with your login" in english.text
     refused = await post_form(portal, "/profil/sprog", {"language": "fr"}, form_on="/profil")
     assert refused.status_code == 422 and 'id="f-language-error"' in refused.text
 

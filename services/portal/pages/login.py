@@ -22,6 +22,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.portal.clients import Caller, ServiceProblem
+from services.portal.i18n import LANGUAGES
+from services.portal.pages.public import set_language_cookie
 from services.portal.sessions import LoggingIn
 from services.portal.web import (
     Form,
@@ -236,7 +238,11 @@ async def verify_code(page: Page, form: Form) -> Response:
             return _code_page(page, login, status=problem.status, errors={"code": page._("login-code.wrong")})
         return _code_page(page, login, status=problem.status, problem=page._("login-code.expired"))
     user = await identity.me(
-        Caller(address=page.anonymous_caller.address, access_token=tokens["access_token"])
+        Caller(
+            address=page.anonymous_caller.address,
+            access_token=tokens["access_token"],
+            user_agent=page.anonymous_caller.user_agent,
+        )
     )
     settings = portal_of(page.request).settings
     cookie = await page.portal.sessions.sign_in(page.cookie, tokens, user)
@@ -244,6 +250,9 @@ async def verify_code(page: Page, form: Form) -> Response:
     next_path = safe_next(login.challenge.get("next"), default="/support" if staff else "/oversigt")
     response = page.redirect(next_path)
     set_session_cookie(response, settings, cookie)
+    if user.get("language") in LANGUAGES:
+        # The language the user chose for their login (their profile) from now on in this browser.
+        set_language_cookie(response, settings, user["language"])
     device_token = tokens.get("device_token") or login.challenge.get("unlock_code")
     if device_token:
         sealed = page.portal.sessions.sealer.seal(device_token, context="portal-device")

@@ -65,11 +65,23 @@ async def _ended_at_identity(page: PageContext, problem: ServiceProblem) -> None
 # --- the profile ---------------------------------------------------------------------------
 
 
+# What `/profil?gemt=...` says was saved: the own changes of `myprofile.py`.
+SAVED_NOTICES = {
+    "adgangskode": "myprofile.password-saved",
+    "email": "myprofile.email-saved",
+    "mobil": "myprofile.mobile-saved",
+}
+
+
 @router.get("/profil", response_class=HTMLResponse)
 async def profile(
-    page: SignedInPage, saved: Annotated[str, Query(alias="sprog-gemt", max_length=1)] = ""
+    page: SignedInPage,
+    saved: Annotated[str, Query(alias="sprog-gemt", max_length=1)] = "",
+    changed: Annotated[str, Query(alias="gemt", max_length=20)] = "",
 ) -> HTMLResponse:
-    return _profile_page(page, await _me(page), language_saved=saved == "1")
+    return _profile_page(
+        page, await _me(page), language_saved=saved == "1", saved_notice=SAVED_NOTICES.get(changed)
+    )
 
 
 def _profile_page(
@@ -79,6 +91,7 @@ def _profile_page(
     status: int = 200,
     errors: dict[str, str] | None = None,
     language_saved: bool = False,
+    saved_notice: str | None = None,
 ) -> HTMLResponse:
     return page.render(
         "profile.html",
@@ -87,17 +100,26 @@ def _profile_page(
         languages=LANGUAGES,
         errors=errors or {},
         language_saved=language_saved,
+        saved_notice=page._(saved_notice) if saved_notice else None,
+        chosen_language=me.get("language") or page.language,
     )
 
 
 @router.post("/profil/sprog", response_class=HTMLResponse)
 async def choose_language(page: SignedInPage, form: Form) -> Response:
-    """The language of the pages, remembered in the browser like the switch in the header."""
+    """The user's language, stored with their login by identity: every message to them (codes,
+    notices, order and invoice emails) and the portal after each login use it. This browser
+    switches at once, like the switch in the header."""
     language = text_field(form, "language", max_length=5)
     if language not in LANGUAGES:
         return _profile_page(
             page, await _me(page), status=422, errors={"language": page._("profile.language-missing")}
         )
+    try:
+        await page.services.identity.set_language(page.caller, language)
+    except ServiceProblem as problem:
+        await _ended_at_identity(page, problem)
+        raise
     response = page.redirect("/profil?sprog-gemt=1")
     set_language_cookie(response, portal_of(page.request).settings, language)
     return response

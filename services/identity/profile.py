@@ -1,0 +1,278 @@
+"""A user's own profile: their language, password, email and mobile number, and their sessions.
+
+- The language is used for every message to the user (codes, notices, order and invoice
+  emails) and by the portal after login; other services hear of it in `UserDetailsChanged`.
+- A new password needs the current one; a wrong one counts towards the login lockout like a
+  failed login (`Login.reserve_try`), so a copied access token is no way round it. The other
+  sessions end, the one that changed it goes on, and the user is told by email.
+- A new email or mobile number takes effect only when the code sent to it comes back: a login's
+  codes must not go to an address nobody proved is theirs. The address the login had is told.
+- The sessions list shows the user's live sessions; they end any of them (`SessionEnded`, so
+  billing refuses its tokens at once). Another user's session is never found (404).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from ua_parser import parse as parse_user_agent
+
+from services.identity.credentials import credential_changed, user_details_changed
+from services.identity.login import end_login_session
+from services.identity.models import ContactChange, LoginSession, LoginThrottle, User
+from services.identity.support import AuditTrail
+from shared.clock import Clock, as_utc
+from shared.events import OtpRequested, SessionEndReason
+from shared.messaging import Outbox
+from shared.problems import NotFound, TooManyRequests
+from shared.sealing import Sealer
+
+CONTACT_PURPOSES = {"email": "confirm_new_email", "mobile": "confirm_new_mobile"}
+CONTACT_CHANNELS = {"email": "email", "mobile": "sms"}
+
+
+def describe_device(user_agent: str | None) -> str:
+    """What a person calls the browser or app of a session: "Chrome on Windows", "Mobile Safari
+    on iOS (iPhone)". ua-parser (the maintained uap-core rules) reads the user agent; an agent
+    it does not know is shown as it came, shortened, and a session without one as unknown."""
+    if not user_agent:
+        return "unknown"
+    parsed = parse_user_agent(user_agent)
+    browser = parsed.user_agent.family if parsed.user_agent else None
+    system = parsed.os.family if parsed.os else None
+    device = parsed.device.family if parsed.device and parsed.device.family != "Other" else None
+    if browser is None and system is None:
+        return user_agent[:60]
+    description = " on ".join(part for part in (browser, system) if part)
+    if device and device not in description:
+        description += f" ({device})"
+    return description
+
+
+class ContactChangeOutcome(StrEnum):
+    changed = "changed"
+    wrong = "wrong"
+    unknown = "unknown"
+    replaced = "replaced"
+    blocked = "blocked"
+    expired = "expired"
+    completed = "completed"
+
+
+@dataclass(frozen=True)
+class ContactChangeResult:
+    outcome: ContactChangeOutcome
+    change: ContactChange | None = None
+    attempts_left: int = 0
+
+
+def _code_context(change_id: str) -> str:
+    return f"contact-change:{change_id}"
+
+
+@dataclass
+class OwnProfile:
+    outbox: Outbox
+    clock: Clock
+    sealer: Sealer
+    audit: AuditTrail
+    contact_change_ttl: timedelta
+    max_attempts: int
+    resend_cooldown: timedelta
+
+    # --- language --------------------------------------------------------------------------
+
+    async def set_language(self, session: AsyncSession, user: User, language: str, client: str | None) -> None:
+        if user.language == language:
+            return
+        user.language = language
+        await self._details_changed(session, user)
+        await self.audit.record(
+            session, actor=user, action="profile.language-changed", target=user, client_address=client
+        )
+
+    async def _details_changed(self, session: AsyncSession, user: User) -> None:
+        # Support staff belong to no company, and the other services know only customers' logins.
+        if user.tenant_cvr is not None:
+            await self.outbox.add(session, user_details_changed(user, by_user_id=user.id, at=self.clock.now()))
+
+    # --- password --------------------------------------------------------------------------
+
+    async def set_password(
+        self, session: AsyncSession, user: User, current: LoginSession, password_hash: str, client: str | None
+    ) -> int:
+        """The current password was right: the new one replaces it, the username's failures
+        are forgotten (as a right password at login does), every other session of the user
+        ends, and the user is told by email. Returns how many sessions ended."""
+        now = self.clock.now()
+        await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
+        user.password_hash = password_hash
+        ended = await self.end_other_sessions(session, user, current, reason="password-changed")
+        await self.outbox.add(session, credential_changed(user, "password_changed", now))
+        await self.audit.record(
+            session, actor=user, action="profile.password-changed", target=user, client_address=client
+        )
+        return ended
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def live_sessions(self, session: AsyncSession, user: User) -> list[LoginSession]:
+        """The user's sessions that have not ended, most recently used first."""
+        now = self.clock.now()
+        sessions = list(
+            await session.scalars(
+                select(LoginSession).where(
+                    LoginSession.user_id == user.id,
+                    LoginSession.ended_at.is_(None),
+                    LoginSession.expires_at > now,
+                )
+            )
+        )
+        return sorted(sessions, key=lambda s: as_utc(s.last_used_at or s.created_at), reverse=True)
+
+    async def end_own_session(
+        self, session: AsyncSession, user: User, session_id: str, client: str | None
+    ) -> LoginSession:
+        """End one of the user's own live sessions; any other id, another user's session
+        included, is not found."""
+        login = await session.get(LoginSession, session_id, with_for_update=True)
+        if (
+            login is None
+            or login.user_id != user.id
+            or login.ended_at is not None
+            or as_utc(login.expires_at) <= self.clock.now()
+        ):
+            raise NotFound(f"You have no live session {session_id}. Your sessions: GET /v1/me/sessions.")
+        await end_login_session(session, self.outbox, login, "ended-by-user", self.clock.now())
+        await self.audit.record(
+            session, actor=user, action="profile.session-ended", target=user, client_address=client
+        )
+        return login
+
+    async def end_other_sessions(
+        self,
+        session: AsyncSession,
+        user: User,
+        current: LoginSession,
+        *,
+        reason: SessionEndReason = "ended-by-user",
+        client: str | None = None,
+    ) -> int:
+        """End every live session of the user but `current`, each announced (`SessionEnded`)."""
+        ended = 0
+        for listed in await self.live_sessions(session, user):
+            if listed.id == current.id:
+                continue
+            # Locked, as a refresh locks it: a refresh at this moment finds it ended, or comes first.
+            login = await session.get(LoginSession, listed.id, with_for_update=True, populate_existing=True)
+            if login is None or login.ended_at is not None:
+                continue
+            await end_login_session(session, self.outbox, login, reason, self.clock.now())
+            ended += 1
+        if ended and reason == "ended-by-user":
+            await self.audit.record(
+                session, actor=user, action="profile.session-ended", target=user, client_address=client
+            )
+        return ended
+
+    # --- email and mobile ------------------------------------------------------------------
+
+    async def start_contact_change(
+        self, session: AsyncSession, user: User, field: str, value: str
+    ) -> ContactChange:
+        """Send a code to the new address; nothing changes until it comes back. A new start
+        replaces an unfinished change of the same field, not sooner than the resend cooldown
+        after the last (each start sends an SMS or email)."""
+        now = self.clock.now()
+        started = list(
+            await session.scalars(
+                select(ContactChange)
+                .where(ContactChange.user_id == user.id, ContactChange.field == field)
+                .order_by(ContactChange.created_at.desc())
+            )
+        )
+        if started and as_utc(started[0].created_at) + self.resend_cooldown > now:
+            wait = int((as_utc(started[0].created_at) + self.resend_cooldown - now).total_seconds()) + 1
+            raise TooManyRequests(
+                f"A code was just sent to change your {field}. Use it, or wait {wait} seconds before "
+                "asking for another.",
+                retry_after=wait,
+            )
+        for earlier in started:
+            if earlier.ended_at is None:
+                earlier.ended_at, earlier.end_reason = now, "replaced"
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        change = ContactChange(
+            id=str(uuid.uuid4()),
+            user_id=user.id,
+            field=field,
+            new_value=value,
+            code_hash="",
+            created_at=now,
+            expires_at=now + self.contact_change_ttl,
+            failed_attempts=0,
+        )
+        change.code_hash = self.sealer.digest(code, context=_code_context(change.id))
+        session.add(change)
+        change_id = uuid.UUID(change.id)
+        await self.outbox.add(
+            session,
+            OtpRequested(
+                user_id=uuid.UUID(user.id),
+                challenge_id=change_id,
+                purpose=CONTACT_PURPOSES[field],  # type: ignore[arg-type]
+                channel=CONTACT_CHANNELS[field],  # type: ignore[arg-type]
+                recipient=value,
+                code=self.sealer.seal(code, context=OtpRequested.sealing_context(change_id)),
+                expires_at=change.expires_at,
+                language=user.language,  # type: ignore[arg-type]
+            ),
+        )
+        return change
+
+    async def confirm_contact_change(
+        self, session: AsyncSession, user: User, change_id: str, code: str, client: str | None
+    ) -> ContactChangeResult:
+        """The code sent to the new address: right, and the address is the login's (a mobile
+        number also confirmed, S5.3), the other services hear of it, and the address the login
+        had is told. A wrong code is counted; after too many the change must start again."""
+        now = self.clock.now()
+        change = await session.get(ContactChange, change_id, with_for_update=True)
+        if change is None or change.user_id != user.id:
+            return ContactChangeResult(ContactChangeOutcome.unknown)
+        if change.ended_at is not None:
+            ended = {
+                "completed": ContactChangeOutcome.completed,
+                "replaced": ContactChangeOutcome.replaced,
+                "blocked": ContactChangeOutcome.blocked,
+            }
+            return ContactChangeResult(ended[change.end_reason or "blocked"], change)
+        if as_utc(change.expires_at) <= now:
+            return ContactChangeResult(ContactChangeOutcome.expired, change)
+        if not self.sealer.digest_matches(code, change.code_hash, context=_code_context(change.id)):
+            change.failed_attempts += 1
+            left = max(0, self.max_attempts - change.failed_attempts)
+            if left == 0:
+                change.ended_at, change.end_reason = now, "blocked"
+            return ContactChangeResult(ContactChangeOutcome.wrong, change, attempts_left=left)
+        change.ended_at, change.end_reason = now, "completed"
+        old_email = user.email
+        if change.field == "email":
+            user.email = change.new_value
+        else:
+            user.mobile, user.mobile_confirmed_at = change.new_value, now  # the code came back (S5.3)
+        await self._details_changed(session, user)
+        # Where the login's codes go has changed: tell the user at the address they had.
+        notice = credential_changed(user, "contact_details_changed", now)
+        await self.outbox.add(session, notice.model_copy(update={"email": old_email}))
+        await self.audit.record(
+            session, actor=user, action=f"profile.{change.field}-changed", target=user, client_address=client
+        )
+        return ContactChangeResult(ContactChangeOutcome.changed, change)
+
