@@ -417,7 +417,7 @@ class PasswordResets:
         await end_all_sessions(session, self.login.outbox, user.id, "password-reset", now)
         # The lock and delays of the username go: its owner has just proved three things.
         await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
-        notice = credential_changed(user, "password_reset", now).model_copy(update={"language": language_of(user)})
+        notice = credential_changed(user, "password_reset", now)
         await self.login.outbox.add(session, notice)
         await self.audit.record(
             session, actor=user, action="password.reset", target=user, client_address=client_address
