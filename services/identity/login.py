@@ -94,10 +94,12 @@ def _digest(*parts: str) -> str:
 
 @dataclass(frozen=True)
 class PasswordTry:
-    """A counted password try: the username, and the trusted device whose counter it used."""
+    """A counted password try: the username, the trusted device whose counter it used, and
+    whether this try locks that counter should its password be wrong (the audit's `login.locked`)."""
 
     username: str
     device_id: str | None
+    locks: bool = False
 
 
 def _new_device(user: User, now: datetime, *, lifetime: timedelta, origin: str) -> tuple[TrustedDevice, str]:
@@ -153,9 +155,10 @@ class Login:
             counter.failures, counter.locked_until = 0, None
         counter.failures += 1
         counter.last_failure_at = now
-        if counter.failures >= self.settings.login_lock_after_failures:
+        locks = counter.failures >= self.settings.login_lock_after_failures
+        if locks:
             counter.locked_until = now + self.settings.login_lock_duration
-        return PasswordTry(username=key, device_id=device.id if device is not None else None)
+        return PasswordTry(username=key, device_id=device.id if device is not None else None, locks=locks)
 
     async def _username_counter(self, session: AsyncSession, username: str) -> LoginThrottle:
         """The username's counter, locked for this transaction (made first if there is none;
