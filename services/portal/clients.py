@@ -272,13 +272,6 @@ class Identity:
         )
         return result
 
-    async def audit(self, caller: Caller, cvr: str, limit: int = 50) -> list[dict[str, Any]]:
-        """The audit trail of a company, newest first."""
-        result: list[dict[str, Any]] = await self.client.call(
-            "GET", "/v1/support/audit", caller, params={"cvr": cvr, "limit": limit}
-        )
-        return result
-
     # Audit
 
     async def company_audit(self, caller: Caller, filters: dict[str, str]) -> list[dict[str, Any]]:

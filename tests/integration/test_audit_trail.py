@@ -202,6 +202,27 @@ async def test_the_wrong_password_that_locks_the_username_is_recorded_as_locked_
     }
 
 
+async def test_the_wrong_password_that_locks_a_trusted_device_is_recorded_as_the_devices_lock(
+    db, clock, sealer, client
+) -> None:
+    await company_group(db, clock)
+    user = await add_user(db, clock, grants={SUBSIDIARY: "all"}, functions=["invoices"])
+    challenge = (await password_step(client, user.username)).json()
+    await client.post(f"/v1/login/{challenge['challenge_id']}/send", json={"method": "sms"})
+    _, code = await last_code(db, sealer)
+    tokens = (await client.post(f"/v1/login/{challenge['challenge_id']}/verify", json={"code": code})).json()
+    for n in range(LOCK_AFTER):
+        clock.advance(timedelta(seconds=1))
+        answer = await client.post(
+            "/v1/login",
+            json={"username": user.username, "password": f"guess {n}", "device_token": tokens["device_token"]},
+        )
+        assert answer.status_code == 401
+
+    locks = [e for e in await trail(db) if e.action == "login.locked"]
+    assert [(e.details, e.actor_id, e.tenant_cvr) for e in locks] == [({"counter": "device"}, user.id, PARENT)]
+
+
 async def test_the_right_password_at_the_last_try_locks_nothing_and_records_no_lock(db, clock, sealer, client) -> None:
     await company_group(db, clock)
     user = await add_user(db, clock, grants={SUBSIDIARY: "all"}, functions=["invoices"])

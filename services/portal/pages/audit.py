@@ -15,16 +15,15 @@ from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
 from services.portal.clients import ServiceProblem
 from services.portal.i18n import DANISH_TIME
-from services.portal.web import PageContext, PageProblem, field_errors, needs_function
+from services.portal.pages.users import UserAdminPage
+from services.portal.web import PageContext, PageProblem, field_errors
 
 router = APIRouter()
-
-AuditAdminPage = Annotated[PageContext, Depends(needs_function("user_admin"))]
 
 # Entries on one page, newest first.
 PAGE_SIZE = 25
@@ -148,7 +147,7 @@ def described(page: PageContext, entry: dict[str, Any], names: dict[str, str], m
 
 @router.get("/revision", response_class=HTMLResponse)
 async def trail(
-    page: AuditAdminPage,
+    page: UserAdminPage,
     since: Annotated[str | None, Query(alias="from", max_length=100)] = None,
     until: Annotated[str | None, Query(alias="to", max_length=100)] = None,
     action: Text = None,
