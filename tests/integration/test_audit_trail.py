@@ -140,6 +140,7 @@ async def test_a_wrong_password_and_a_wrong_code_are_recorded_as_failed_saying_w
     await company_group(db, clock)
     user = await add_user(db, clock, grants={SUBSIDIARY: "all"}, functions=["invoices"])
     assert (await password_step(client, user.username, "not the password")).status_code == 401
+    clock.advance(timedelta(seconds=1))  # the trail's order is the order of time
     challenge = (await password_step(client, user.username)).json()
     await client.post(f"/v1/login/{challenge['challenge_id']}/send", json={"method": "email"})
     wrong = await client.post(f"/v1/login/{challenge['challenge_id']}/verify", json={"code": "000000"})
@@ -246,6 +247,7 @@ async def test_setting_up_replacing_and_an_administrators_reset_of_the_authentic
             "/v1/me/totp/confirm", headers=as_user, json={"code": pyotp.TOTP(secret).at(clock.now())}
         )
         assert confirmed.status_code == 200, confirmed.text
+    clock.advance(timedelta(seconds=1))
     reset = await client.post(f"/v1/users/{user.id}/reset-2fa", headers=await bearer(db, clock, settings, admin))
     assert reset.status_code == 200, reset.text
 
