@@ -57,8 +57,11 @@ IDENTITY_USERS = Topic(
 )
 IDENTITY_CREDENTIALS = Topic("identity.credentials", 3, "cvr", "Credentials to deliver (sealed)")
 IDENTITY_OTP = Topic("identity.otp", 3, "user id", "One-time codes to deliver (sealed)")
-IDENTITY_AUDIT = Topic("identity.audit", 3, "tenant cvr", "Audit trail of admin and support actions")
+IDENTITY_AUDIT = Topic(
+    "identity.audit", 3, "tenant cvr", "Audit trail: logins, second factors, admin and support actions"
+)
 NOTIFIER_DELIVERIES = Topic("notifier.deliveries", 3, "recipient", "Outcome of every delivery")
+BILLING_AUDIT = Topic("billing.audit", 3, "cvr", "Audit trail of billing changes: orders, upgrades, settings")
 
 TOPICS: tuple[Topic, ...] = (
     BILLING_CUSTOMERS,
@@ -72,6 +75,7 @@ TOPICS: tuple[Topic, ...] = (
     IDENTITY_OTP,
     IDENTITY_AUDIT,
     NOTIFIER_DELIVERIES,
+    BILLING_AUDIT,
 )
 
 
@@ -630,20 +634,30 @@ class LoginCreated(Event):
 
 
 class AuditRecorded(Event):
-    """Who did what to whom, when and from where: every admin and support action (S13)."""
+    """Who did what to whom, when and from where: every admin and support action (S13), every
+    login's success, failure and lock, and every change of a second factor.
+
+    A failed login with a username nobody has has no actor: `actor_id` and `actor_role` are
+    unset and `subject_username` says which name was tried."""
 
     TYPE = "dk.adgang.identity.AuditRecorded.v1"
     TOPIC = IDENTITY_AUDIT
     SOURCE = "/adgang/identity"
 
     audit_id: UUID
-    actor_id: UUID
-    actor_role: Literal["administrator", "user", "support"]
+    actor_id: UUID | None = None
+    actor_role: Literal["administrator", "user", "support"] | None = None
     action: str
     target_user_id: UUID | None = None
     tenant_cvr: Cvr | None = None
     client_address: str | None = None
     at: datetime
+    subject_username: str | None = Field(
+        default=None, description="The username a login was tried with, when no user has it"
+    )
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="What exactly happened, by action (docs/identity.md, Audit trail)"
+    )
 
     def key(self) -> str:
         return self.tenant_cvr or "staff"
@@ -691,6 +705,33 @@ class OtpRequested(Event):
     @staticmethod
     def sealing_context(challenge_id: UUID) -> str:
         return f"{OtpRequested.TYPE}:{challenge_id}"
+
+
+# --- billing.audit --------------------------------------------------------------------------
+
+
+class BillingAuditRecorded(Event):
+    """Who changed what in billing, for which company and account, when and from where
+    (S9–S11): an order, an upgrade, master data, an invoice format, a subscription's settings.
+    Published in the transaction of the change; identity keeps them in its audit trail so a
+    company's administrators read one trail (`GET /v1/audit`)."""
+
+    TYPE = "dk.adgang.billing.AuditRecorded.v1"
+    TOPIC = BILLING_AUDIT
+    SOURCE = "/adgang/billing"
+
+    audit_id: UUID
+    actor_id: UUID
+    action: str
+    cvr: Cvr
+    account_number: str | None = None
+    target: str = Field(description="What was changed: an order, a subscription, an account or a company")
+    details: dict[str, Any] = Field(default_factory=dict)
+    client_address: str | None = None
+    at: datetime
+
+    def key(self) -> str:
+        return self.cvr
 
 
 # --- notifier.deliveries --------------------------------------------------------------------
@@ -764,5 +805,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DeliverySucceeded,
         DeliveryFailed,
         DeliverySlaBreached,
+        BillingAuditRecorded,
     )
 }

@@ -1,8 +1,13 @@
-"""Billing's audit trail: who changed what, for which company, from where, when (S9–S11)."""
+"""Billing's audit trail: who changed what, for which company, from where, when (S9–S11).
+
+Each entry is kept in billing's own table and published as `BillingAuditRecorded` on
+`billing.audit` through the outbox, in the transaction of the change: identity keeps them in
+the company's audit trail, which the company's administrators read (`GET /v1/audit`)."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -10,10 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.access import Access
 from services.billing.models import AuditEntry
+from shared.events import BillingAuditRecorded
+from shared.messaging import Outbox
 
 
-def audit(
+async def audit(
     session: AsyncSession,
+    outbox: Outbox,
     access: Access,
     action: str,
     cvr: str,
@@ -21,7 +29,12 @@ def audit(
     at: datetime,
     client: str | None,
     details: dict[str, Any],
+    *,
+    account_number: str | None = None,
 ) -> None:
+    """Keep and publish one change; `account_number` names the account it concerns, if one."""
+    # Through JSON once, so the event's details are what the table keeps (dates as text).
+    kept = json.dumps(details, sort_keys=True, default=str)
     session.add(
         AuditEntry(
             actor_id=access.user_id,
@@ -29,7 +42,21 @@ def audit(
             cvr=cvr,
             target=target,
             client_address=client,
-            details=json.dumps(details, sort_keys=True, default=str),
+            details=kept,
             at=at,
         )
+    )
+    await outbox.add(
+        session,
+        BillingAuditRecorded(
+            audit_id=uuid.uuid4(),
+            actor_id=uuid.UUID(access.user_id),
+            action=action,
+            cvr=cvr,
+            account_number=account_number,
+            target=target,
+            details=json.loads(kept),
+            client_address=client,
+            at=at,
+        ),
     )

@@ -114,8 +114,9 @@ class Changes:
     ) -> None:
         """A change is announced and audited in the transaction that makes it."""
         await self.outbox.add(session, event)
-        audit(
+        await audit(
             session,
+            self.outbox,
             access,
             action,
             event.cvr,
@@ -123,6 +124,7 @@ class Changes:
             event.changed_at,
             client,
             {"before": before, "after": after},
+            account_number=getattr(event, "account_number", None),
         )
 
     # --- master data ----------------------------------------------------------------------

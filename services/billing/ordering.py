@@ -247,8 +247,9 @@ class Ordering:
                     ordered_at=now,
                 ),
             )
-            audit(
+            await audit(
                 session,
+                self.outbox,
                 access,
                 "order.placed",
                 account.cvr,
@@ -256,6 +257,7 @@ class Ordering:
                 now,
                 client,
                 {"product": product.code, "account": account.account_number},
+                account_number=account.account_number,
             )
             return order
 
@@ -340,8 +342,9 @@ class Ordering:
                     upgraded_at=now,
                 ),
             )
-            audit(
+            await audit(
                 session,
+                self.outbox,
                 access,
                 "subscription.upgraded",
                 subscription.cvr,
@@ -349,6 +352,7 @@ class Ordering:
                 now,
                 client,
                 {"from": previous, "to": product.code, "order": order.id},
+                account_number=subscription.account_number,
             )
             return order
 

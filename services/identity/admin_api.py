@@ -132,6 +132,7 @@ def admin_router(
         do: Callable[[AsyncSession, User], Awaitable[User]],
         *,
         recent_login_to: str | None = None,
+        details: dict[str, str] | None = None,
     ) -> UserOut:
         """One administrator action on one user: authorised, done, audited, in one transaction.
         `recent_login_to` names an action that needs a recent login (`require_recent_login`)."""
@@ -141,7 +142,12 @@ def admin_router(
                 await admin.require_recent_login(session, claims, recent_login_to)
             user = await do(session, caller)
             await audit.record(
-                session, actor=caller, action=action, target=user, client_address=client_address(request)
+                session,
+                actor=caller,
+                action=action,
+                target=user,
+                client_address=client_address(request),
+                details=details,
             )
             return await out(session, user)
 
@@ -249,8 +255,9 @@ def admin_router(
         return await act(
             claims,
             request,
-            "user.reset-2fa",
+            "second-factor.changed",
             lambda session, caller: admin.reset_second_factor(session, caller, user_id),
+            details={"change": "reset-by-administrator"},
         )
 
     @router.post(

@@ -29,7 +29,7 @@ from services.identity.profile import OwnProfile
 from services.identity.profile_api import profile_router
 from services.identity.schemas import ActivationConfirmIn, ActivationIn, ActivationOut, ActivationStarted
 from services.identity.support import AuditTrail, Support
-from services.identity.support_api import support_router
+from services.identity.support_api import audit_router, support_router
 from shared.clock import Clock, SystemClock, as_utc
 from shared.db import Database
 from shared.logs import mask_contact
@@ -99,7 +99,8 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
     login = Login(
         settings=settings, outbox=outbox, clock=clock, sealer=settings.sealer(), signer=settings.signer()
     )
-    app.include_router(login_router(db=db, login=login))
+    audit = AuditTrail(outbox=outbox, clock=clock)
+    app.include_router(login_router(db=db, login=login, audit=audit))
     administration = Administration(
         outbox=outbox,
         clock=clock,
@@ -107,7 +108,6 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
         code_ttl=settings.activation_code_ttl,
         reauthentication_window=settings.reauthentication_window,
     )
-    audit = AuditTrail(outbox=outbox, clock=clock)
     current_claims = bearer_claims(db, login)
     app.include_router(
         admin_router(
@@ -149,6 +149,8 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
             current_claims=current_claims,
         )
     )
+
+    app.include_router(audit_router(db=db, admin=administration, current_claims=current_claims))
 
     rate_limited = SlidingWindowLimiter(settings.activation_rate_limit_per_minute).dependency(
         "activation attempts"

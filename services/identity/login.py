@@ -94,10 +94,12 @@ def _digest(*parts: str) -> str:
 
 @dataclass(frozen=True)
 class PasswordTry:
-    """A counted password try: the username, and the trusted device whose counter it used."""
+    """A counted password try: the username, the trusted device whose counter it used, and
+    whether this try locks that counter should its password be wrong (the audit's `login.locked`)."""
 
     username: str
     device_id: str | None
+    locks: bool = False
 
 
 def _new_device(user: User, now: datetime, *, lifetime: timedelta, origin: str) -> tuple[TrustedDevice, str]:
@@ -149,18 +151,21 @@ class Login:
         device = await self._trusted_device(session, key, device_token) if device_token else None
         counter: FailureCounter = device if device is not None else await self._username_counter(session, key)
         self._refuse_while_throttled(counter, now, on_device=device is not None)
-        self.count_failure(counter)
-        return PasswordTry(username=key, device_id=device.id if device is not None else None)
+        locks = self.count_failure(counter)
+        return PasswordTry(username=key, device_id=device.id if device is not None else None, locks=locks)
 
-    def count_failure(self, counter: FailureCounter) -> None:
-        """One more failure on the counter; the lock follows at `login_lock_after_failures`."""
+    def count_failure(self, counter: FailureCounter) -> bool:
+        """One more failure on the counter; the lock follows at `login_lock_after_failures`.
+        True when this failure is the one that locks it."""
         now = self.clock.now()
         if _failures_are_over(counter, now, self.settings.login_lock_duration):
             counter.failures, counter.locked_until = 0, None
         counter.failures += 1
         counter.last_failure_at = now
-        if counter.failures >= self.settings.login_lock_after_failures:
+        locks = counter.failures >= self.settings.login_lock_after_failures
+        if locks:
             counter.locked_until = now + self.settings.login_lock_duration
+        return locks
 
     async def username_counter(self, session: AsyncSession, username: str) -> LoginThrottle:
         """The username's failure counter, locked for this transaction, for a code that stands in

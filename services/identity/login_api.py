@@ -23,6 +23,7 @@ from services.identity.login import (
     find_user,
 )
 from services.identity.models import User, UserGrant
+from services.identity.support import AuditTrail
 from services.identity.totp import (
     accept_totp,
     confirm_enrolment,
@@ -183,8 +184,11 @@ async def me_out(session: AsyncSession, user: User) -> MeOut:
     )
 
 
-def login_router(*, db: Database, login: Login) -> APIRouter:
+def login_router(*, db: Database, login: Login, audit: AuditTrail | None = None) -> APIRouter:
     settings = login.settings
+    # Every login's success, failure and lock, and every change of a second factor, is in the
+    # audit trail (docs/identity.md, Audit trail).
+    audit = audit or AuditTrail(outbox=login.outbox, clock=login.clock)
     router = APIRouter(tags=["login"])
     rate_limited = SlidingWindowLimiter(settings.login_rate_limit_per_minute).dependency("login requests")
 
@@ -197,7 +201,7 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
         dependencies=[Depends(rate_limited)],
         responses={401: PROBLEM, 403: PROBLEM, 429: PROBLEM},
     )
-    async def start(body: LoginIn) -> ChallengeOut:
+    async def start(body: LoginIn, request: Request) -> ChallengeOut:
         device_token = body.device_token.get_secret_value() if body.device_token else None
         async with db.transaction() as session:  # the try is counted (and committed) before the check
             attempt = await login.reserve_try(session, body.username, device_token)
@@ -212,6 +216,23 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
                 assert user is not None
                 challenge = await login.start(session, user, attempt)
         else:
+            # The try was committed before the check (argon2 runs outside any transaction), so the
+            # failure is kept in a transaction of its own: the same work for a known username and
+            # an unknown one, which is kept without a user (support sees it, no company does).
+            counter = "device" if attempt.device_id is not None else "username"
+            kept = [("login.failed", {"step": "password"})]
+            kept += [("login.locked", {"counter": counter})] if attempt.locks else []
+            async with db.transaction() as session:
+                for action, details in kept:
+                    await audit.record(
+                        session,
+                        actor=user,
+                        action=action,
+                        target=user,
+                        client_address=client_address(request),
+                        details=details,
+                        subject_username=None if user is not None else attempt.username,
+                    )
             raise InvalidCredentials(
                 "The username or the password is not correct. After "
                 f"{settings.login_lock_after_failures} failed attempts the login is locked for "
@@ -274,6 +295,14 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
                     client_address=client_address(request),
                 )
                 device_token = await login.trust_device(session, challenge, user)
+            await audit.record(
+                session,
+                actor=user,
+                action="login.succeeded" if right else "login.failed",
+                target=user,
+                client_address=client_address(request),
+                details=None if right else {"step": "code", "wrong_codes": challenge.failed_attempts},
+            )
         if not right:  # the wrong try is committed before it is refused
             raise InvalidCode(
                 "The code is not correct or has expired. Check the latest message, or ask for a new code. "
@@ -375,11 +404,12 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
         responses={401: PROBLEM, 409: PROBLEM, 422: PROBLEM},
     )
     async def totp_confirm(
-        claims: Annotated[AccessClaims, Depends(current_claims)], body: TotpConfirmIn
+        claims: Annotated[AccessClaims, Depends(current_claims)], body: TotpConfirmIn, request: Request
     ) -> TotpConfirmOut:
         async with db.transaction() as session:
             user, _ = await login.caller(session, claims)
             pending = user.totp_pending_secret is not None
+            replaced = user.totp_secret is not None
             codes = (
                 await confirm_enrolment(session, user, body.code, login.sealer, login.clock.now())
                 if pending
@@ -388,6 +418,17 @@ def login_router(*, db: Database, login: Login) -> APIRouter:
             if codes is not None:
                 await login.outbox.add(
                     session, credential_changed(user, "authenticator_added", login.clock.now())
+                )
+                await audit.record(
+                    session,
+                    actor=user,
+                    action="second-factor.changed",
+                    target=user,
+                    client_address=client_address(request),
+                    details={
+                        "change": "authenticator-replaced" if replaced else "authenticator-set-up",
+                        "recovery_codes": "regenerated",
+                    },
                 )
         if not pending:
             raise TotpNotStarted("Start the enrolment first: POST /v1/me/totp gives the secret for the app.")

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, MetaData, String
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.messaging import MessagingTables
@@ -271,18 +271,31 @@ class ContactChange(Base):
 
 
 class AuditEntry(Base):
-    """The audit trail, queryable by staff; each entry is also published on identity.audit."""
+    """The audit trail: identity's own entries (each also published on identity.audit) and,
+    kept from `billing.audit`, billing's (`source`). Staff read all of it; a company's
+    administrators read their company's within their grants (`GET /v1/audit`)."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (
+        # Newest first per company, the administrators' and support's usual read.
+        Index("ix_audit_log_tenant_cvr_at", "tenant_cvr", "at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    actor_id: Mapped[str] = mapped_column(String(36), index=True)
-    actor_role: Mapped[str] = mapped_column(String(20))
+    # None for a failed login with a username nobody has.
+    actor_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    actor_role: Mapped[str | None] = mapped_column(String(20))
     action: Mapped[str] = mapped_column(String(50))
     target_user_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    tenant_cvr: Mapped[str | None] = mapped_column(String(8), index=True)
+    # Of an identity entry: the tenant of the user concerned; of a billing entry: the company changed.
+    tenant_cvr: Mapped[str | None] = mapped_column(String(8))
     client_address: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(10), default="identity", server_default="identity")
+    subject_username: Mapped[str | None] = mapped_column(String(64))
+    account_number: Mapped[str | None] = mapped_column(String(12))
+    target: Mapped[str | None] = mapped_column(String(60))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class PasswordReset(Base):

@@ -4,13 +4,15 @@ and every admin and support action is kept in the audit trail."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.admin import Administration, NotPermitted, clear_login_failures
+from services.identity.audit import AuditFilter, all_entries
 from services.identity.credentials import issue_activation_code
 from services.identity.domain import normalise_username
 from services.identity.models import ActivationCode, AuditEntry, Company, User
@@ -32,36 +34,47 @@ class AuditTrail:
         self,
         session: AsyncSession,
         *,
-        actor: User,
+        actor: User | None,
         action: str,
         target: User | None = None,
         tenant_cvr: str | None = None,
         client_address: str | None = None,
-    ) -> None:
+        details: dict[str, Any] | None = None,
+        subject_username: str | None = None,
+    ) -> AuditEntry:
+        """Keep an entry and publish it (`AuditRecorded`) in the caller's transaction: one row
+        and one outbox row, no read. `actor` is None only for a login tried with a username
+        nobody has (`subject_username`): such an entry has no company, so only support sees it."""
         entry = AuditEntry(
             id=str(uuid.uuid4()),
             at=self.clock.now(),
-            actor_id=actor.id,
-            actor_role=actor.role,
+            actor_id=actor.id if actor else None,
+            actor_role=actor.role if actor else None,
             action=action,
             target_user_id=target.id if target else None,
-            tenant_cvr=tenant_cvr or (target.tenant_cvr if target else actor.tenant_cvr),
+            tenant_cvr=tenant_cvr or (target.tenant_cvr if target else actor.tenant_cvr if actor else None),
             client_address=client_address,
+            source="identity",
+            subject_username=subject_username,
+            details=details or None,
         )
         session.add(entry)
         await self.outbox.add(
             session,
             AuditRecorded(
                 audit_id=uuid.UUID(entry.id),
-                actor_id=uuid.UUID(actor.id),
-                actor_role=actor.role,  # type: ignore[arg-type]
+                actor_id=uuid.UUID(actor.id) if actor else None,
+                actor_role=actor.role if actor else None,  # type: ignore[arg-type]
                 action=action,
                 target_user_id=uuid.UUID(target.id) if target else None,
                 tenant_cvr=entry.tenant_cvr,
                 client_address=client_address,
                 at=entry.at,
+                subject_username=subject_username,
+                details=details or {},
             ),
         )
+        return entry
 
 
 class AlreadyActivated(Conflict):
@@ -190,14 +203,18 @@ class Support:
         return letter
 
     async def audit_entries(
-        self, session: AsyncSession, staff: User, *, cvr: str | None, user_id: str | None, limit: int
+        self,
+        session: AsyncSession,
+        staff: User,
+        *,
+        cvr: str | None,
+        user_id: str | None,
+        limit: int,
+        wanted: AuditFilter | None = None,
     ) -> list[AuditEntry]:
-        query = select(AuditEntry).order_by(AuditEntry.at.desc()).limit(limit)
-        if cvr:
-            query = query.where(AuditEntry.tenant_cvr == cvr)
-        if user_id:
-            query = query.where((AuditEntry.target_user_id == user_id) | (AuditEntry.actor_id == user_id))
-        return list(await session.scalars(query))
+        """Every entry (S13), newest first; `wanted` adds a period, an action and a page."""
+        wanted = wanted or AuditFilter(limit=limit)
+        return await all_entries(session, replace(wanted, cvr=cvr, user_id=user_id, limit=limit))
 
 
 async def create_staff(

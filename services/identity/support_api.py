@@ -3,11 +3,14 @@
 # Routes close over local dependencies, so annotations are evaluated eagerly (no __future__ import).
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from services.identity.admin import Administration
+from services.identity.audit import AuditFilter, Cursor, company_entries
+from services.identity.models import AuditEntry
 from services.identity.support import Support
 from shared.clock import as_utc
 from shared.db import Database
@@ -47,12 +50,74 @@ class LetterOut(BaseModel):
 class AuditOut(BaseModel):
     id: str
     at: datetime
-    actor_id: str
-    actor_role: str
-    action: str
+    actor_id: str | None = Field(description="Who acted; none for a login tried with a username nobody has")
+    actor_role: str | None
+    action: str = Field(description="What was done: the actions are listed in docs/identity.md, Audit trail")
     target_user_id: str | None
-    tenant_cvr: str | None
+    tenant_cvr: str | None = Field(
+        description="The company: an identity entry's tenant, a billing entry's company changed"
+    )
     client_address: str | None
+    source: Literal["identity", "billing"] = "identity"
+    subject_username: str | None = Field(
+        default=None, description="The username a login was tried with, when no user has it"
+    )
+    account_number: str | None = Field(default=None, description="The account a billing change concerns")
+    target: str | None = Field(
+        default=None, description="What a billing change changed: an order, a subscription, an account, a company"
+    )
+    details: dict[str, Any] = Field(default_factory=dict)
+    cursor: str = Field(description="Send as `before` for the entries after this one (the next page)")
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> "AuditOut":
+        return cls(
+            id=entry.id,
+            at=as_utc(entry.at),
+            actor_id=entry.actor_id,
+            actor_role=entry.actor_role,
+            action=entry.action,
+            target_user_id=entry.target_user_id,
+            tenant_cvr=entry.tenant_cvr,
+            client_address=entry.client_address,
+            source=entry.source,  # type: ignore[arg-type]
+            subject_username=entry.subject_username,
+            account_number=entry.account_number,
+            target=entry.target,
+            details=entry.details or {},
+            cursor=Cursor.of(entry).encode(),
+        )
+
+
+AUDIT_PAGING = (
+    "Newest first. Filters: `from` (inclusive) and `to` (exclusive), ISO 8601 times (without a "
+    "zone: UTC); `action`, a prefix of the action (`login.` gives every login entry); `user_id`, "
+    "entries where that user acted or was acted on. Paging: at most `limit` entries; the next "
+    "page is `before=` the `cursor` of the last entry. A bad filter is a 422 naming it."
+)
+
+
+class AuditQuery(BaseModel):
+    """The filters and page both audit reads take."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    since: datetime | None = Field(default=None, alias="from")
+    to: datetime | None = None
+    action: str | None = Field(default=None, pattern=r"^[a-z0-9_.-]{1,50}$")
+    user_id: str | None = Field(default=None, max_length=36)
+    before: str | None = Field(default=None, max_length=200)
+
+    def filter(self, *, limit: int, cvr: str | None = None) -> AuditFilter:
+        return AuditFilter.checked(
+            limit=limit,
+            since=self.since,
+            until=self.to,
+            action=self.action,
+            user_id=self.user_id,
+            cvr=cvr,
+            before=self.before,
+        )
 
 
 def support_router(
@@ -151,28 +216,60 @@ def support_router(
             deliver_by=letter.deliver_by,
         )
 
-    @router.get("/v1/support/audit", response_model=list[AuditOut], summary="The audit trail (staff only)")
+    @router.get(
+        "/v1/support/audit",
+        response_model=list[AuditOut],
+        summary="The whole audit trail (staff only)",
+        description=f"Every entry, of every company and of no company. `cvr`: one company's. {AUDIT_PAGING}",
+        responses={422: PROBLEM},
+    )
     async def audit(
         claims: Claims,
+        query: Annotated[AuditQuery, Query()],
         cvr: Annotated[str | None, Query(pattern=r"^\d{8}$")] = None,
-        user_id: Annotated[str | None, Query(max_length=36)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> list[AuditOut]:
+        wanted = query.filter(limit=limit, cvr=cvr)
         async with db.transaction() as session:
             staff = await support.staff(session, claims)
-            entries = await support.audit_entries(session, staff, cvr=cvr, user_id=user_id, limit=limit)
-        return [
-            AuditOut(
-                id=e.id,
-                at=as_utc(e.at),
-                actor_id=e.actor_id,
-                actor_role=e.actor_role,
-                action=e.action,
-                target_user_id=e.target_user_id,
-                tenant_cvr=e.tenant_cvr,
-                client_address=e.client_address,
+            entries = await support.audit_entries(
+                session, staff, cvr=cvr, user_id=wanted.user_id, limit=limit, wanted=wanted
             )
-            for e in entries
-        ]
+        return [AuditOut.of(e) for e in entries]
+
+    return router
+
+
+def audit_router(
+    *,
+    db: Database,
+    admin: Administration,
+    current_claims: Callable[..., Awaitable[AccessClaims]],
+) -> APIRouter:
+    """A company's audit trail for its administrators."""
+    router = APIRouter(tags=["audit"], responses={401: PROBLEM, 403: PROBLEM})
+
+    @router.get(
+        "/v1/audit",
+        response_model=list[AuditOut],
+        summary="Your company's audit trail, within your grants (administrators)",
+        description=(
+            "For a login with the user administration function: logins, failed logins and locks, "
+            "second factors, administration and support's actions concerning the logins you may "
+            "see, and billing's changes of the companies and accounts you hold. "
+            f"{AUDIT_PAGING} Without the function: 403."
+        ),
+        responses={422: PROBLEM},
+    )
+    async def company_audit(
+        claims: Annotated[AccessClaims, Depends(current_claims)],
+        query: Annotated[AuditQuery, Query()],
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> list[AuditOut]:
+        wanted = query.filter(limit=limit)
+        async with db.transaction() as session:
+            caller = await admin.administrator(session, claims)
+            entries = await company_entries(session, admin, caller, wanted)
+        return [AuditOut.of(e) for e in entries]
 
     return router

@@ -1,4 +1,5 @@
-"""Identity's worker: learns the customer registry and provisions administrators (S2)."""
+"""Identity's worker: learns the customer registry, provisions administrators (S2) and keeps
+billing's changes in the audit trail."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from functools import partial
 
 import faust
 
+from services.identity.audit import keep_billing_entry
 from services.identity.config import IdentitySettings
 from services.identity.login import forget_old_failures
 from services.identity.models import messaging
@@ -14,10 +16,12 @@ from services.identity.service import Provisioning
 from shared.clock import SystemClock
 from shared.db import Database
 from shared.events import (
+    BILLING_AUDIT,
     BILLING_CUSTOMERS,
     ONBOARDING_APPLICATIONS,
     ApplicationFailed,
     ApplicationSubmitted,
+    BillingAuditRecorded,
     CustomerRegistered,
 )
 from shared.messaging import Outbox
@@ -45,6 +49,8 @@ def create_worker(settings: IdentitySettings | None = None) -> faust.App:
                     ApplicationSubmitted.TYPE: provisioning.on_application_submitted,
                     ApplicationFailed.TYPE: provisioning.on_application_failed,
                 },
+                # Billing's changes join the company's audit trail (`GET /v1/audit`).
+                BILLING_AUDIT: {BillingAuditRecorded.TYPE: keep_billing_entry},
             },
             clock=clock,
             background=[

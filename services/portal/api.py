@@ -27,6 +27,7 @@ from services.portal.pages import (
     account,
     activation,
     apply,
+    audit,
     login,
     myprofile,
     password_reset,
@@ -100,7 +101,7 @@ def create_api(
     )
     app.state.portal = portal
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for pages in (public, login, account, profile, apply, activation, users, support, password_reset, myprofile):
+    for pages in (public, login, account, profile, apply, activation, users, support, password_reset, myprofile, audit):
         app.include_router(pages.router)
     _install_error_pages(app)
     app.add_middleware(SecurityHeaders)

@@ -276,10 +276,18 @@ class Identity:
         )
         return result
 
-    async def audit(self, caller: Caller, cvr: str, limit: int = 50) -> list[dict[str, Any]]:
-        """The audit trail of a company, newest first."""
+    # Audit
+
+    async def company_audit(self, caller: Caller, filters: dict[str, str]) -> list[dict[str, Any]]:
+        """The caller's company's audit trail within their grants, newest first; `filters` are
+        `GET /v1/audit`'s (`from`, `to`, `action`, `user_id`, `before`, `limit`)."""
+        result: list[dict[str, Any]] = await self.client.call("GET", "/v1/audit", caller, params=filters)
+        return result
+
+    async def support_audit(self, caller: Caller, cvr: str, filters: dict[str, str]) -> list[dict[str, Any]]:
+        """One company's audit trail for support staff, with the same filters."""
         result: list[dict[str, Any]] = await self.client.call(
-            "GET", "/v1/support/audit", caller, params={"cvr": cvr, "limit": limit}
+            "GET", "/v1/support/audit", caller, params={**filters, "cvr": cvr}
         )
         return result
 

@@ -54,6 +54,7 @@ MENU = (
     ("menu.overview", "/oversigt", None),
     ("menu.users", "/brugere", "user_admin"),
     ("menu.profile", "/profil", None),
+    ("menu.audit", "/revision", "user_admin"),
 )
 
 

@@ -223,6 +223,20 @@ def test_billing_as_the_group_administrator_and_a_limited_colleague_use_it(billi
         )
         assert bad_gln["errors"][0]["field"].endswith("gln")
 
+        # S13: billing's changes reach identity's audit trail over billing.audit, where the group
+        # administrator reads them with the logins; the colleague (no user administration) cannot.
+        with identity(suite) as idp:
+            wanted = {"order.placed", "subscription.upgraded", "master_data.changed", "login.succeeded"}
+
+            def trail() -> list[dict] | None:
+                entries = idp.get("/v1/audit", params={"limit": 200}, headers=bearer(admin)).json()
+                return entries if wanted <= {e["action"] for e in entries} else None
+
+            entries = wait_until(trail, deadline_s=60, what="billing's changes in identity's audit trail")
+            order = next(e for e in entries if e["action"] == "order.placed" and e["target"] == order_id)
+            assert (order["source"], order["account_number"], order["tenant_cvr"]) == ("billing", "10000021", "37826111")
+            assert idp.get("/v1/audit", headers=bearer(colleague)).status_code == 403
+
         # S8: the month's invoices are issued; users with the invoices function for an account
         # are told, and nobody else.
         issued = subprocess.run(

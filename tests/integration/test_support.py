@@ -51,7 +51,7 @@ async def test_support_deletes_the_only_administrator_and_the_audit_trail_shows_
     assert [(str(d.user_id), d.reason) for d in deletions] == [(admin_id, "deleted-by-support")]
 
     trail = (await client.get("/v1/support/audit", params={"cvr": "35657193"}, headers=staff)).json()
-    actions = [(e["action"], e["actor_id"]) for e in reversed(trail)]
+    actions = [(e["action"], e["actor_id"]) for e in reversed(trail) if not e["action"].startswith("login.")]
     assert actions == [("support.list-users", staff_id), ("support.delete-user", staff_id)]
     assert all(e["client_address"] for e in trail)
 

@@ -17,6 +17,7 @@ from shared.events import (
     ApplicationFailed,
     ApplicationSubmitted,
     AuditRecorded,
+    BillingAuditRecorded,
     Contact,
     CredentialChanged,
     CredentialsIssued,
@@ -213,6 +214,30 @@ def audit_recorded() -> AuditRecorded:
     )
 
 
+def unknown_username_failed() -> AuditRecorded:
+    return AuditRecorded(
+        audit_id=uuid.uuid4(),
+        action="login.failed",
+        subject_username="35657193-nobody",
+        details={"step": "password"},
+        at=AT,
+    )
+
+
+def billing_audit_recorded() -> BillingAuditRecorded:
+    return BillingAuditRecorded(
+        audit_id=uuid.uuid4(),
+        actor_id=USER_ID,
+        action="invoice_format.changed",
+        cvr="35657193",
+        account_number="100200300",
+        target="100200300",
+        details={"before": {"format": "paper"}, "after": {"format": "pdf_email"}},
+        client_address="192.0.2.7",
+        at=AT,
+    )
+
+
 def credential_changed() -> CredentialChanged:
     return CredentialChanged(
         user_id=USER_ID, name="Mette", email="mette@example.dk", change="password_set", changed_at=AT
@@ -362,6 +387,7 @@ BUILDERS: dict[type[Event], Callable[[], Event]] = {
     DeliverySucceeded: delivery_succeeded,
     DeliveryFailed: delivery_failed,
     DeliverySlaBreached: delivery_sla_breached,
+    BillingAuditRecorded: billing_audit_recorded,
 }
 
 
@@ -551,3 +577,26 @@ def test_a_header_that_is_not_utf8_is_refused_naming_the_header() -> None:
 
     with pytest.raises(EnvelopeError, match="header 'ce_source' is not UTF-8"):
         decode(topic=record.topic, headers=headers, value=record.value)
+
+
+def test_an_audit_entry_of_a_username_nobody_has_has_no_actor_and_survives_a_round_trip() -> None:
+    event = unknown_username_failed()
+    record = encode(event, event_id="e-1", time=AT)
+    decoded = decode(topic=record.topic, headers=record.headers, value=record.value).event
+    assert decoded == event and decoded.actor_id is None and decoded.key() == "staff"
+
+
+def test_an_audit_event_of_the_first_version_without_the_new_fields_still_decodes() -> None:
+    old = AuditRecorded.model_validate_json(
+        json.dumps(
+            {
+                "audit_id": str(uuid.uuid4()),
+                "actor_id": str(USER_ID),
+                "actor_role": "administrator",
+                "action": "user.create",
+                "tenant_cvr": "35657193",
+                "at": AT.isoformat(),
+            }
+        )
+    )
+    assert old.details == {} and old.subject_username is None

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
 from services.portal.clients import ServiceProblem, ServiceUnavailable
+from services.portal.pages.audit import ACTION_GROUPS, TrailFilter, support_trail, trail_filter
 from services.portal.web import Form, PageContext, PageProblem, StaffPage
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ CVR = re.compile(r"^\d{8}$")
 CvrPath = Annotated[str, Path(pattern=r"^\d{8}$")]
 UserIdPath = Annotated[str, Path(max_length=36, pattern=r"^[0-9a-f-]+$")]
 
-# How many audit entries the company page shows, newest first.
-AUDIT_ENTRIES = 50
+# The audit filters (the same as an administrator's, `pages/audit.py`), as query parameters.
+AuditText = Annotated[str | None, Query(max_length=100)]
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Section:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     unavailable: bool = False
+    more: str | None = None  # the link to the next page, where there is one
 
 
 async def _read(service: str, call: Awaitable[list[dict[str, Any]]]) -> Section:
@@ -67,20 +69,40 @@ async def search(page: StaffPage, cvr: Annotated[str | None, Query()] = None) ->
 
 
 @router.get("/support/virksomheder/{cvr}", response_class=HTMLResponse)
-async def company(page: StaffPage, cvr: CvrPath) -> Response:
-    return await _company_page(page, cvr)
+async def company(
+    page: StaffPage,
+    cvr: CvrPath,
+    since: Annotated[str | None, Query(alias="from", max_length=100)] = None,
+    until: Annotated[str | None, Query(alias="to", max_length=100)] = None,
+    action: AuditText = None,
+    user_id: AuditText = None,
+    before: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    wanted = trail_filter(page, since=since, until=until, action=action, user_id=user_id, before=before)
+    return await _company_page(page, cvr, wanted=wanted, status=422 if wanted.errors else 200)
 
 
 async def _company_page(
-    page: PageContext, cvr: str, *, status: int = 200, problem: str | None = None
+    page: PageContext,
+    cvr: str,
+    *,
+    status: int = 200,
+    problem: str | None = None,
+    wanted: TrailFilter | None = None,
 ) -> HTMLResponse:
     identity = page.services.identity
+    wanted = wanted or trail_filter(page, since=None, until=None, action=None, user_id=None, before=None)
 
     async def logins_then_audit() -> tuple[Section, Section]:
         # One after the other, so the trail shows this very look-up (`support.list-users`).
         logins = await _read("identity", identity.company_users(page.caller, cvr))
-        audit = await _read("identity", identity.audit(page.caller, cvr, limit=AUDIT_ENTRIES))
-        return logins, audit
+        names = {login["id"]: login["name"] for login in logins.rows}
+        try:
+            rows, older = await support_trail(page, cvr, wanted, names)
+        except (ServiceUnavailable, ServiceProblem) as exc:
+            log.warning("the audit trail could not be read", extra={"service": "identity", "error": str(exc)})
+            return logins, Section(unavailable=True)
+        return logins, Section(rows=rows, more=older)
 
     (logins, audit), applications, letters = await asyncio.gather(
         logins_then_audit(),
@@ -95,6 +117,8 @@ async def _company_page(
         logins=logins,
         applications=applications,
         audit=audit,
+        wanted=wanted,
+        groups=ACTION_GROUPS,
         letters=letters,
         usernames=usernames,
         me=page.user.user.get("user_id") if page.user else None,

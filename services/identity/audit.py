@@ -1,0 +1,197 @@
+"""The audit trail as its readers see it (S13): support reads all of it, a company's
+administrators read their company's within their grants (`GET /v1/audit`), and billing's
+changes join it from `billing.audit`.
+
+Who sees an entry:
+- identity's own entries (logins, second factors, administration, support's actions) belong to
+  the tenant of the user they concern. An administrator sees one when its target user — or,
+  without a target, its acting user — is a login the administrator may see (`list_users`: of
+  their company, with a whole access within their own), or support acted on the company.
+  Entries of a username nobody has belong to no company: only support sees them.
+- billing's entries belong to the company changed, and to the account where there is one. An
+  administrator sees one when they hold the company; an account's entry only when they hold
+  the account too (all accounts of the company, or that one).
+
+Pages are newest first, at most `limit` entries; each entry's `cursor` asks for the entries
+after it (`before=`). The scope is part of every query, so no cursor reaches past it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import ColumnElement, Select, and_, false, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity.admin import Administration
+from services.identity.models import AuditEntry, User
+from shared.clock import as_utc
+from shared.db import upsert_statement
+from shared.envelope import Envelope
+from shared.events import BillingAuditRecorded
+from shared.problems import InvalidField
+
+
+@dataclass(frozen=True)
+class Cursor:
+    at: datetime
+    id: str
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> Cursor:
+        return cls(as_utc(entry.at), entry.id)
+
+    def encode(self) -> str:
+        raw = f"{self.at.isoformat()}|{self.id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """The cursor of an entry as given out; anything else is a 422 naming `before`."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+            at, entry_id = raw.split("|", 1)
+            moment = datetime.fromisoformat(at)
+            uuid.UUID(entry_id)
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise InvalidField(
+                "before", "not a cursor this service gave out: use the `cursor` of the last entry of a page"
+            ) from None
+        return cls(as_utc(moment), entry_id)
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What a reader asks for: a period (`since` inclusive, `until` exclusive), actions
+    starting with `action`, entries whose actor or target is `user_id`, a company (`cvr`),
+    and the page: `limit` entries older than `before`."""
+
+    limit: int
+    since: datetime | None = None
+    until: datetime | None = None
+    action: str | None = None
+    user_id: str | None = None
+    cvr: str | None = None
+    before: Cursor | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        limit: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        action: str | None = None,
+        user_id: str | None = None,
+        cvr: str | None = None,
+        before: str | None = None,
+    ) -> AuditFilter:
+        """The filter from a request's parameters; a time without a zone is UTC."""
+        since = _utc(since)
+        until = _utc(until)
+        if since is not None and until is not None and since >= until:
+            raise InvalidField("to", "must be later than `from`: the period runs from `from` up to `to`")
+        return cls(
+            limit=limit,
+            since=since,
+            until=until,
+            action=action or None,
+            user_id=user_id or None,
+            cvr=cvr or None,
+            before=Cursor.decode(before) if before else None,
+        )
+
+    def apply(self, query: Select[tuple[AuditEntry]]) -> Select[tuple[AuditEntry]]:
+        if self.since is not None:
+            query = query.where(AuditEntry.at >= self.since)
+        if self.until is not None:
+            query = query.where(AuditEntry.at < self.until)
+        if self.action:
+            # A prefix (`login.`, `order.placed`): LIKE's own wildcards in it are taken literally.
+            escaped = self.action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(AuditEntry.action.like(f"{escaped}%", escape="\\"))
+        if self.user_id:
+            query = query.where(or_(AuditEntry.actor_id == self.user_id, AuditEntry.target_user_id == self.user_id))
+        if self.cvr:
+            query = query.where(AuditEntry.tenant_cvr == self.cvr)
+        if self.before is not None:
+            query = query.where(
+                or_(
+                    AuditEntry.at < self.before.at,
+                    and_(AuditEntry.at == self.before.at, AuditEntry.id < self.before.id),
+                )
+            )
+        return query.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(self.limit)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+async def all_entries(session: AsyncSession, wanted: AuditFilter) -> list[AuditEntry]:
+    """Support's read: every entry (S13)."""
+    return list(await session.scalars(wanted.apply(select(AuditEntry))))
+
+
+async def company_entries(
+    session: AsyncSession, admin: Administration, caller: User, wanted: AuditFilter
+) -> list[AuditEntry]:
+    """An administrator's read: their company's entries within their grants (module docstring)."""
+    visible = [user.id for user, _ in await admin.list_users(session, caller)]
+    held = (await admin.scope(session, caller)).companies
+    identity_entries = and_(
+        AuditEntry.source == "identity",
+        AuditEntry.tenant_cvr == caller.tenant_cvr,
+        or_(
+            AuditEntry.target_user_id.in_(visible),
+            and_(
+                AuditEntry.target_user_id.is_(None),
+                or_(AuditEntry.actor_id.in_(visible), AuditEntry.actor_role == "support"),
+            ),
+        ),
+    )
+    per_company: list[ColumnElement[bool]] = [
+        and_(
+            AuditEntry.tenant_cvr == cvr,
+            true()
+            if accounts == "all"
+            else or_(AuditEntry.account_number.is_(None), AuditEntry.account_number.in_(sorted(accounts))),
+        )
+        for cvr, accounts in held.items()
+    ]
+    billing_entries = and_(AuditEntry.source == "billing", or_(false(), *per_company))
+    query = select(AuditEntry).where(or_(identity_entries, billing_entries))
+    return list(await session.scalars(wanted.apply(query)))
+
+
+async def keep_billing_entry(session: AsyncSession, envelope: Envelope) -> None:
+    """`billing.audit` → the audit trail. Keyed by the entry's `audit_id`, so an event that
+    arrives twice (a relay's retry, a replay of the topic) is kept once."""
+    event = envelope.event
+    assert isinstance(event, BillingAuditRecorded)
+    actor = str(event.actor_id)
+    role = await session.scalar(select(User.role).where(User.id == actor))
+    await session.execute(
+        upsert_statement(session, AuditEntry)
+        .values(
+            id=str(event.audit_id),
+            at=event.at,
+            actor_id=actor,
+            actor_role=role,
+            action=event.action,
+            target_user_id=None,
+            tenant_cvr=event.cvr,
+            client_address=event.client_address,
+            source="billing",
+            account_number=event.account_number,
+            target=event.target[:60],
+            details=event.details,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
