@@ -358,6 +358,11 @@ class UserCreated(Event):
     functions: list[Function]
     application_id: UUID | None = None
     created_at: datetime
+    activation_expires_at: datetime | None = Field(
+        default=None,
+        description="A company's first administrator: when its letter's code expires; past it, the "
+        "login no longer blocks a new application",
+    )
 
     def key(self) -> str:
         return str(self.user_id)

@@ -21,7 +21,6 @@ from services.identity.credentials import (
 from services.identity.domain import AccessScope
 from services.identity.login import ReauthenticationRequired, end_login_session
 from services.identity.models import (
-    ActivationCode,
     Company,
     LoginSession,
     LoginThrottle,
@@ -250,22 +249,6 @@ class Administration:
             for t in throttles
             if t.locked_until is not None and as_utc(t.locked_until) > now
         }
-
-    async def activation_expiry(self, session: AsyncSession, users: list[User]) -> dict[str, datetime]:
-        """When each pending login's activation code (the one emailed last) stops working, so an
-        administrator sees whose code has expired and needs a new one."""
-        pending = [u.id for u in users if u.status == "pending"]
-        if not pending:
-            return {}
-        codes = await session.scalars(
-            select(ActivationCode).where(
-                ActivationCode.user_id.in_(pending),
-                ActivationCode.revoked_at.is_(None),
-                ActivationCode.used_at.is_(None),
-            )
-        )
-        # One live code a login: issuing a new one revokes the ones before it.
-        return {code.user_id: as_utc(code.expires_at) for code in codes}
 
     async def unlock(self, session: AsyncSession, caller: User, user_id: str) -> User:
         """Lift a lock that failed passwords put on the user's login, and forget the failures."""

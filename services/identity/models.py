@@ -65,6 +65,9 @@ class User(Base):
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the newest activation code stops working; a pending login past it is `expired`
+    # (`lifecycle_status`). Set with every code issued, so a new code is a new expiry.
+    activation_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     mobile_confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # TOTP secrets are sealed at rest, like codes on the bus (services/identity/totp.py).
     totp_secret: Mapped[str | None] = mapped_column(String(500))

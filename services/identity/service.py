@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.activation import end_pending_activations
 from services.identity.credentials import issue_activation_code, unique_username, user_created
+from services.identity.domain import lifecycle_status
 from services.identity.models import (
     ActivationCode,
     Company,
@@ -179,8 +180,10 @@ class Provisioning:
             return  # provisioned already (the application came twice)
         own = [u for u in administrators if u.tenant_cvr == event.cvr]
         activated = any(u.status != "pending" for u in own)
-        # The nearest company above this one whose administrator holds it (S14), if any.
-        holder = next((cvr for cvr in ancestors if any(u.tenant_cvr == cvr for u in administrators)), None)
+        # The nearest company above this one whose administrator holds it (S14), if any. A
+        # group's login whose code expired unused holds nothing: nobody can activate it.
+        holding = [u for u in administrators if not is_expired(u, now)]
+        holder = next((cvr for cvr in ancestors if any(u.tenant_cvr == cvr for u in holding)), None)
         if activated or holder is not None:
             # An administrator who has activated (S3: support deletes it first), or the group's
             # administrator, who holds this company already: ask them for a login.
@@ -242,7 +245,15 @@ class Provisioning:
         session.add(user)
         await session.flush()
 
-        await self.outbox.add(session, user_created(user, user.grants, application_id=event.application_id))
+        await self.outbox.add(
+            session,
+            user_created(
+                user,
+                user.grants,
+                application_id=event.application_id,
+                activation_expires_at=now + self.code_ttl,  # the letter's code's, just below
+            ),
+        )
         await send_credentials_letter(
             session,
             self.outbox,
@@ -319,6 +330,12 @@ async def send_credentials_letter(
     )
     await outbox.add(session, letter)
     return letter
+
+
+def is_expired(user: User, now: datetime) -> bool:
+    """A pending login whose activation code expired unused (`lifecycle_status`)."""
+    expires = as_utc(user.activation_expires_at) if user.activation_expires_at else None
+    return lifecycle_status(user.status, expires, now) == "expired"
 
 
 async def remove_login(

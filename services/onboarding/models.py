@@ -76,3 +76,6 @@ class KnownAdministrator(Base):
     status: Mapped[str] = mapped_column(String(20))
     application_id: Mapped[str | None] = mapped_column(String(36))
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # A pending login's letter code expiry: past it, the login holds nothing (nobody can
+    # activate it), so the companies below it in the group may apply.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

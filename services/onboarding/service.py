@@ -21,6 +21,7 @@ from shared.events import (
     ApplicationFailed,
     ApplicationSubmitted,
     Contact,
+    CredentialsIssued,
     CustomerRegistered,
     DeliveryFailed,
     DeliverySlaBreached,
@@ -98,7 +99,7 @@ async def submit_application(
     )
     if active is not None:
         raise AdminExists(_admin_exists_detail(app.cvr), recovery="contact-support")
-    holder = await group_holder(session, customer)
+    holder = await group_holder(session, customer, now=clock.now())
     if holder is not None:
         group, status = holder
         # The group's company by name and CVR, so a client can say in its own words whom to ask.
@@ -174,19 +175,28 @@ async def submit_application(
     return application
 
 
-async def group_holder(session: AsyncSession, customer: KnownCustomer) -> tuple[KnownCustomer, str] | None:
+async def group_holder(
+    session: AsyncSession, customer: KnownCustomer, *, now: datetime
+) -> tuple[KnownCustomer, str] | None:
     """The nearest company above `customer` in its group (parent, grandparent, ...) that has a
-    live administrator, who holds `customer` too (S14), and that administrator's status."""
+    live administrator, who holds `customer` too (S14), and that administrator's status. A
+    pending login whose letter code expired unused holds nothing: nobody can activate it."""
     seen = {customer.cvr}
     parent_cvr = customer.parent_cvr
     while parent_cvr and parent_cvr not in seen:  # a cycle in bad data must not hang the form
         seen.add(parent_cvr)
         parent = await session.get(KnownCustomer, parent_cvr)
-        statuses = set(
-            await session.scalars(
-                select(KnownAdministrator.status).where(KnownAdministrator.cvr == parent_cvr)
+        statuses = {
+            admin.status
+            for admin in await session.scalars(
+                select(KnownAdministrator).where(KnownAdministrator.cvr == parent_cvr)
             )
-        )
+            if not (
+                admin.status == AdministratorStatus.pending
+                and admin.expires_at is not None
+                and as_utc(admin.expires_at) <= now
+            )
+        }
         if statuses:
             group = parent or KnownCustomer(cvr=parent_cvr, name=f"CVR {parent_cvr}", parent_cvr=None)
             status = (
@@ -310,9 +320,23 @@ async def on_user_created(session: AsyncSession, envelope: Envelope) -> None:
                 status=AdministratorStatus.pending,
                 application_id=str(event.application_id) if event.application_id else None,
                 since=event.created_at,
+                expires_at=event.activation_expires_at,
             )
         )
     await _move(session, event.application_id, ApplicationStatus.provisioning, event.created_at)
+
+
+async def on_credentials_issued(session: AsyncSession, envelope: Envelope) -> None:
+    """A new letter for a pending administrator (support sent it again, S3): a new code, with a
+    new expiry. A letter for a login not known here (yet, or any more) changes nothing: its
+    `UserCreated` carries the expiry of its first letter."""
+    event = envelope.event
+    assert isinstance(event, CredentialsIssued)
+    admin = await session.get(KnownAdministrator, str(event.user_id), with_for_update=True)
+    if admin is None or admin.status != AdministratorStatus.pending:
+        return
+    if admin.expires_at is None or as_utc(admin.expires_at) < event.expires_at:
+        admin.expires_at = event.expires_at
 
 
 async def on_user_activated(session: AsyncSession, envelope: Envelope) -> None:

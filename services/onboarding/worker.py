@@ -13,9 +13,11 @@ from shared.clock import SystemClock
 from shared.db import Database
 from shared.events import (
     BILLING_CUSTOMERS,
+    IDENTITY_CREDENTIALS,
     IDENTITY_USERS,
     NOTIFIER_DELIVERIES,
     AdministratorProvisioningRejected,
+    CredentialsIssued,
     CustomerRegistered,
     DeliveryFailed,
     DeliverySlaBreached,
@@ -38,6 +40,7 @@ def subscriptions(outbox: Outbox) -> dict[Topic, dict[str, Handler]]:
             UserDeleted.TYPE: service.on_user_deleted,
             AdministratorProvisioningRejected.TYPE: service.on_provisioning_rejected,
         },
+        IDENTITY_CREDENTIALS: {CredentialsIssued.TYPE: service.on_credentials_issued},
         NOTIFIER_DELIVERIES: {
             DeliverySucceeded.TYPE: service.on_delivery_succeeded,
             DeliveryFailed.TYPE: partial(service.on_delivery_failed, outbox=outbox),
