@@ -182,6 +182,19 @@ EXPLANATIONS: dict[str, str] = {
         "When a letter support sent again is due in the company's e-Boks (`deliver_by`, S2); the "
         "notifier announces `DeliverySlaBreached` when it is not delivered by then."
     ),
+    "takeover_notice_period": (
+        "How long after a takeover of a company's administration is asked for (an application with "
+        "`takeover`) its letter's code can first be used: the company's administrators are told by "
+        "email and SMS and may cancel it meanwhile. The letter states it. At least 1 hour."
+    ),
+    "takeover_expiry_check_interval_s": (
+        "How often the identity worker ends the takeovers whose code was not used in time "
+        "(`TakeoverExpired`; the takeover's login is withdrawn)."
+    ),
+    "cancel_link_rate_limit_per_minute": (
+        "Look-ups and uses of takeover cancel links one client address may make per minute; 0 turns "
+        "the limit off."
+    ),
     # billing
     "seed_demo_data": (
         "Load the demo data (`services/billing/demo.py`: customers, subscriptions, twelve months of "

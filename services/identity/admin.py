@@ -25,6 +25,7 @@ from services.identity.models import (
     LoginSession,
     LoginThrottle,
     RecoveryCode,
+    Takeover,
     TrustedDevice,
     User,
     UserGrant,
@@ -88,6 +89,11 @@ class GrantableCompany:
     parent_cvr: str | None
     accounts: list[str]
     all_accounts: bool
+
+
+# The login of an open takeover is the administrators' to cancel (`/v1/takeovers`), not to
+# manage like a colleague's: a new code by email or a deletion would go round the notice period.
+_TAKING_OVER = select(Takeover.user_id).where(Takeover.status == "open")
 
 
 def _is_live_admin(user: User) -> bool:
@@ -205,7 +211,11 @@ class Administration:
         users = list(
             await session.scalars(
                 select(User)
-                .where(User.tenant_cvr == caller.tenant_cvr, User.status != "deleted")
+                .where(
+                    User.tenant_cvr == caller.tenant_cvr,
+                    User.status != "deleted",
+                    User.id.not_in(_TAKING_OVER),
+                )
                 .order_by(User.name)
             )
         )
@@ -233,6 +243,7 @@ class Administration:
             user is None
             or user.tenant_cvr != caller.tenant_cvr
             or user.status == "deleted"
+            or await session.scalar(select(_TAKING_OVER.exists().where(Takeover.user_id == user.id)))
             or not (await self.scope(session, caller)).covers(await self.scope(session, user))
         ):
             raise NotFound(f"There is no user {user_id} in your company.")

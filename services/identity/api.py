@@ -26,6 +26,7 @@ from services.identity.models import messaging
 from services.identity.schemas import ActivationConfirmIn, ActivationIn, ActivationOut, ActivationStarted
 from services.identity.support import AuditTrail, Support
 from services.identity.support_api import support_router
+from services.identity.takeover_api import takeover_router
 from shared.clock import Clock, SystemClock, as_utc
 from shared.db import Database
 from shared.logs import mask_contact
@@ -65,6 +66,12 @@ class ActivationRestartRequired(Problem):
     status = 410
     type_suffix = "activation-restart-required"
     title = "The activation must be started again"
+
+
+class TakeoverNoticePeriod(Problem):
+    status = 409
+    type_suffix = "takeover-notice-period"
+    title = "The takeover's notice period has not passed"
 
 
 class ContactDetailsRequired(InvalidFields):
@@ -123,6 +130,16 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                 letter_deadline=settings.resent_letter_deadline,
             ),
             current_claims=current_claims,
+        )
+    )
+
+    app.include_router(
+        takeover_router(
+            db=db,
+            admin=administration,
+            sealer=login.sealer,
+            current_claims=current_claims,
+            rate_limit_per_minute=settings.cancel_link_rate_limit_per_minute,
         )
     )
 
@@ -234,6 +251,15 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                         {"field": f, "message": "set by the login's administrator; leave it out"}
                         for f in result.fields
                     ],
+                )
+            case ActivationOutcome.notice_period:
+                assert result.usable_from is not None
+                raise TakeoverNoticePeriod(
+                    "This login takes over the company's administration. Its administrators have been "
+                    "told and may cancel it until the notice period has passed: the code can be used "
+                    f"from {result.usable_from.isoformat()} (the letter says when, in Danish time). "
+                    "Nothing was used up; come back then.",
+                    usable_from=result.usable_from.isoformat(),
                 )
             case ActivationOutcome.too_soon:
                 raise TooManyRequests(

@@ -10,6 +10,7 @@ from services.identity.config import IdentitySettings
 from services.identity.login import forget_old_failures
 from services.identity.models import messaging
 from services.identity.service import Provisioning
+from services.identity.takeover import TakeoverExpiryWatch
 from shared.clock import SystemClock
 from shared.db import Database
 from shared.events import (
@@ -31,8 +32,10 @@ def create_worker(settings: IdentitySettings | None = None) -> faust.App:
         clock=clock,
         sealer=settings.sealer(),
         code_ttl=settings.activation_code_ttl,
+        takeover_notice_period=settings.takeover_notice_period,
     )
     db = Database(settings.db_url)
+    takeover_expiry = TakeoverExpiryWatch(db=db, outbox=Outbox(messaging, clock), clock=clock)
     return build_faust_app(
         WorkerSpec(
             settings=settings,
@@ -51,7 +54,8 @@ def create_worker(settings: IdentitySettings | None = None) -> faust.App:
                     "login-counters-purge",
                     settings.login_counters_purge_interval_s,
                     partial(forget_old_failures, db, clock, settings.login_lock_duration),
-                )
+                ),
+                periodic("takeover-expiry", settings.takeover_expiry_check_interval_s, takeover_expiry.check),
             ],
         )
     )

@@ -45,6 +45,8 @@ class Application(Base):
     contact_mobile: Mapped[str] = mapped_column(String(20))
     language: Mapped[str] = mapped_column(String(2))
     status: Mapped[str] = mapped_column(String(20))
+    # `application` (a first administrator) or `takeover` (of a company with an activated one)
+    kind: Mapped[str] = mapped_column(String(20), default="application", server_default="application")
     status_detail: Mapped[str | None] = mapped_column(String(500))
     submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     deliver_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -60,6 +60,7 @@ class NewApplication:
     contact_email: str
     contact_mobile: str
     language: str
+    takeover: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,11 @@ async def submit_application(
         .where(KnownAdministrator.cvr == app.cvr, KnownAdministrator.status == AdministratorStatus.active)
         .limit(1)
     )
+    kind = "application"
+    if active is not None and not app.takeover:
+        raise AdminExists(_admin_exists_detail(app.cvr), recovery="contact-support", takeover_available=True)
     if active is not None:
-        raise AdminExists(_admin_exists_detail(app.cvr), recovery="contact-support")
+        kind = "takeover"  # whoever reads the company's e-Boks may take over, after a notice period
     holder = await group_holder(session, customer, now=clock.now())
     if holder is not None:
         group, status = holder
@@ -147,6 +151,7 @@ async def submit_application(
         contact_email=app.contact_email,
         contact_mobile=app.contact_mobile,
         language=app.language,
+        kind=kind,
         status=ApplicationStatus.received,
         submitted_at=now,
         deliver_by=now + deadline,
@@ -170,6 +175,7 @@ async def submit_application(
             language=app.language,  # type: ignore[arg-type]
             submitted_at=now,
             deliver_by=application.deliver_by,
+            takeover=kind == "takeover",
         ),
     )
     return application
@@ -213,8 +219,11 @@ def _admin_exists_detail(cvr: str) -> str:
     return (
         f"CVR {cvr} already has an administrator for self-service. Ask that administrator to create "
         "a login for you. If nobody knows that login any more (for example because the only "
-        "administrator has left the company), contact support: support deletes the old login, and "
-        "the company then applies again to get a login for its current administrator."
+        "administrator has left the company), whoever can read the company's e-Boks can take over the "
+        'administration: apply again with "takeover": true. A letter to the e-Boks carries a code that '
+        "works after a notice period, in which the current administrators are told by email and SMS "
+        "and may cancel it; once it is used they are disabled. Or contact support: support deletes the "
+        "old login, and the company then applies again."
     )
 
 
@@ -362,7 +371,13 @@ async def on_provisioning_rejected(session: AsyncSession, envelope: Envelope) ->
     event = envelope.event
     assert isinstance(event, AdministratorProvisioningRejected)
     detail = "The company already has an administrator; contact support to recover the login."
-    if event.group_cvr is not None:
+    if event.reason == "takeover-pending":
+        detail = (
+            "A takeover of the company's administration is already under way; its letter is in the "
+            "company's e-Boks. Only one takeover can be open at a time: use that letter's code once its "
+            "notice period has passed, or apply again after it has been cancelled or has expired."
+        )
+    elif event.group_cvr is not None:
         # Identity saw the group's administrator before this projection did (S14).
         group = await session.get(KnownCustomer, event.group_cvr)
         group = group or KnownCustomer(cvr=event.group_cvr, name=f"CVR {event.group_cvr}", parent_cvr=None)
