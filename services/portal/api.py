@@ -23,7 +23,7 @@ from starlette.responses import Response
 from services.portal.clients import ServiceProblem, Services, ServiceUnavailable
 from services.portal.config import PortalSettings
 from services.portal.i18n import load_texts
-from services.portal.pages import account, activation, apply, login, profile, public, support, users
+from services.portal.pages import account, activation, apply, login, profile, public, support, takeover, users
 from services.portal.sessions import SessionStore
 from services.portal.web import (
     SECURITY_HEADERS,
@@ -89,7 +89,7 @@ def create_api(
     )
     app.state.portal = portal
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for pages in (public, login, account, profile, apply, activation, users, support):
+    for pages in (public, login, account, profile, apply, activation, users, support, takeover):
         app.include_router(pages.router)
     _install_error_pages(app)
     app.add_middleware(SecurityHeaders)
