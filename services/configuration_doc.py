@@ -98,6 +98,11 @@ EXPLANATIONS: dict[str, str] = {
         "In production `/metrics` is served only when this is set; in development without it "
         "`/metrics` is open."
     ),
+    "clock_offset_file": (
+        "Tests only, refused in production: a file holding an offset in seconds that is added to the "
+        "service's clock at every reading, so a test moves the time of every process of a suite at once "
+        "(the browser tests pass a takeover's notice period with it). A missing or empty file is no offset."
+    ),
     # onboarding
     "delivery_deadline": (
         "Time from an application to the deadline for delivering the credentials letter "
@@ -405,6 +410,7 @@ def required_in_production(settings_type: type[ServiceSettings]) -> set[str]:
     complete |= {"signing_keys": f"probe:{generate_signing_key()}", "signing_active_key_id": "probe"}
     complete |= {"email_from": "Probe <probe@example.dk>", "sms_gateway_url": "https://sms.example.dk/v1"}
     complete["environment"] = Environment.production
+    complete.pop("clock_offset_file", None)  # test only: production refuses it
     # model_validate, unlike the constructor, reads no environment variables.
     settings_type.model_validate(complete)
     required = set()

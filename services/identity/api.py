@@ -27,7 +27,7 @@ from services.identity.schemas import ActivationConfirmIn, ActivationIn, Activat
 from services.identity.support import AuditTrail, Support
 from services.identity.support_api import support_router
 from services.identity.takeover_api import takeover_router
-from shared.clock import Clock, SystemClock, as_utc
+from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.logs import mask_contact
 from shared.messaging import Outbox
@@ -90,7 +90,7 @@ class ContactDetailsNotAccepted(InvalidFields):
 def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or IdentitySettings()
     db = Database(settings.db_url)
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     outbox = Outbox(messaging, clock)
     app = create_app(
         title="Adgang identity",

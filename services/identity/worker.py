@@ -11,7 +11,6 @@ from services.identity.login import forget_old_failures
 from services.identity.models import messaging
 from services.identity.service import Provisioning
 from services.identity.takeover import TakeoverExpiryWatch
-from shared.clock import SystemClock
 from shared.db import Database
 from shared.events import (
     BILLING_CUSTOMERS,
@@ -26,7 +25,7 @@ from shared.worker import WorkerSpec, build_faust_app, periodic
 
 def create_worker(settings: IdentitySettings | None = None) -> faust.App:
     settings = settings or IdentitySettings()
-    clock = SystemClock()
+    clock = settings.clock()
     provisioning = Provisioning(
         outbox=Outbox(messaging, clock),
         clock=clock,

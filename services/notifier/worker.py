@@ -28,7 +28,7 @@ from services.notifier.service import (
 )
 from services.notifier.sms import SmsGateway
 from services.notifier.transports import EboksTransport, HttpTransport, SpoolTransport
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.db import Database
 from shared.events import (
     BILLING_INVOICES,
@@ -120,7 +120,7 @@ def subscriptions(clock: Clock) -> dict[Topic, dict[str, Handler]]:
 
 def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | None = None) -> faust.App:
     settings = settings or NotifierSettings()
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     db = Database(settings.db_url)
     outbox = Outbox(messaging, clock)
     dispatcher = Dispatcher(

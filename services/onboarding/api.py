@@ -24,7 +24,7 @@ from services.onboarding.service import (
     get_application,
     submit_application,
 )
-from shared.clock import Clock, SystemClock, as_utc
+from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE
@@ -51,7 +51,7 @@ def create_api(
 ) -> FastAPI:
     settings = settings or OnboardingSettings()
     db = Database(settings.db_url)
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     current_staff = staff_bearer(settings.token_verifier(client=jwks_client), clock)
     outbox = Outbox(messaging, clock)
     letters = LetterLimit(per_cvr=settings.applications_per_cvr, window=settings.applications_per_cvr_window)

@@ -9,7 +9,6 @@ import faust
 from services.onboarding import service
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import messaging
-from shared.clock import SystemClock
 from shared.db import Database
 from shared.events import (
     BILLING_CUSTOMERS,
@@ -52,7 +51,7 @@ def subscriptions(outbox: Outbox) -> dict[Topic, dict[str, Handler]]:
 def create_worker(settings: OnboardingSettings | None = None) -> faust.App:
     settings = settings or OnboardingSettings()
     db = Database(settings.db_url)
-    clock = SystemClock()
+    clock = settings.clock()
     outbox = Outbox(messaging, clock)
     watch = service.ApplicationDeadlineWatch(db=db, outbox=outbox, clock=clock)
     return build_faust_app(

@@ -36,7 +36,7 @@ from services.portal.web import (
     set_session_cookie,
     template_environment,
 )
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.db import Database
 from shared.web import create_app
 
@@ -55,7 +55,7 @@ def create_api(
 ) -> FastAPI:
     """`transports` lets tests put the services in-process (`tests/support/asgi.py`)."""
     settings = settings or PortalSettings()
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     db = Database(settings.db_url)
     services = Services.connect(settings, transports)
     portal = Portal(
