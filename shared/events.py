@@ -313,8 +313,9 @@ class ApplicationSubmitted(Event):
     deliver_by: datetime
     takeover: bool = Field(
         default=False,
-        description="A request to take over the administration of a company that has an activated "
-        "administrator: the letter's code works after a notice period, the administrators are told",
+        description="The applicant asks for a takeover should the company have an activated "
+        "administrator (identity decides with its own data): the letter's code then works after a "
+        "notice period, and the administrators are told",
     )
 
     def key(self) -> str:

@@ -175,7 +175,9 @@ async def submit_application(
             language=app.language,  # type: ignore[arg-type]
             submitted_at=now,
             deliver_by=application.deliver_by,
-            takeover=kind == "takeover",
+            # What was asked for: identity decides again with its own data (this projection may
+            # lag behind an activation), and makes a takeover only of an activated administrator.
+            takeover=app.takeover,
         ),
     )
     return application
