@@ -98,6 +98,11 @@ EXPLANATIONS: dict[str, str] = {
         "In production `/metrics` is served only when this is set; in development without it "
         "`/metrics` is open."
     ),
+    "clock_offset_file": (
+        "Tests only, refused in production: a file holding an offset in seconds that is added to the "
+        "service's clock at every reading, so a test moves the time of every process of a suite at once "
+        "(the browser tests pass a takeover's notice period with it). A missing or empty file is no offset."
+    ),
     # onboarding
     "delivery_deadline": (
         "Time from an application to the deadline for delivering the credentials letter "
@@ -205,6 +210,19 @@ EXPLANATIONS: dict[str, str] = {
     "resent_letter_deadline": (
         "When a letter support sent again is due in the company's e-Boks (`deliver_by`, S2); the "
         "notifier announces `DeliverySlaBreached` when it is not delivered by then."
+    ),
+    "takeover_notice_period": (
+        "How long after a takeover of a company's administration is asked for (an application with "
+        "`takeover`) its letter's code can first be used: the company's administrators are told by "
+        "email and SMS and may cancel it meanwhile. The letter states it. At least 1 hour."
+    ),
+    "takeover_expiry_check_interval_s": (
+        "How often the identity worker ends the takeovers whose code was not used in time "
+        "(`TakeoverExpired`; the takeover's login is withdrawn)."
+    ),
+    "cancel_link_rate_limit_per_minute": (
+        "Look-ups and uses of takeover cancel links one client address may make per minute; 0 turns "
+        "the limit off."
     ),
     # billing
     "seed_demo_data": (
@@ -416,6 +434,7 @@ def required_in_production(settings_type: type[ServiceSettings]) -> set[str]:
     complete |= {"signing_keys": f"probe:{generate_signing_key()}", "signing_active_key_id": "probe"}
     complete |= {"email_from": "Probe <probe@example.dk>", "sms_gateway_url": "https://sms.example.dk/v1"}
     complete["environment"] = Environment.production
+    complete.pop("clock_offset_file", None)  # test only: production refuses it
     # model_validate, unlike the constructor, reads no environment variables.
     settings_type.model_validate(complete)
     required = set()

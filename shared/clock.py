@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 
@@ -13,6 +14,23 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class OffsetFileClock:
+    """Test only: the system's time plus an offset in seconds read from a file at every call, so
+    that a test can move the time of every process of a running suite at once (a takeover's
+    notice period, in the browser tests). A missing or empty file is no offset. The settings
+    refuse it in production (`ServiceSettings.clock_offset_file`)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def now(self) -> datetime:
+        try:
+            text = self._path.read_text().strip()
+        except FileNotFoundError:
+            text = ""
+        return datetime.now(UTC) + timedelta(seconds=float(text or 0))
 
 
 class FrozenClock:

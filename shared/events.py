@@ -315,6 +315,12 @@ class ApplicationSubmitted(Event):
     language: Language = "da"
     submitted_at: datetime
     deliver_by: datetime
+    takeover: bool = Field(
+        default=False,
+        description="The applicant asks for a takeover should the company have an activated "
+        "administrator (identity decides with its own data): the letter's code then works after a "
+        "notice period, and the administrators are told",
+    )
 
     def key(self) -> str:
         return self.cvr
@@ -364,6 +370,11 @@ class UserCreated(Event):
     created_at: datetime
     language: Language = Field(
         default="da", description="The language of every message to the user (da when not said)"
+    )
+    activation_expires_at: datetime | None = Field(
+        default=None,
+        description="A company's first administrator: when its letter's code expires; past it, the "
+        "login no longer blocks a new application",
     )
 
     def key(self) -> str:
@@ -498,6 +509,8 @@ class UserDeleted(Event):
         "deleted-by-support",
         "deleted-by-administrator",
         "replaced-by-new-application",
+        "takeover-cancelled",
+        "takeover-expired",
     ]
     application_id: UUID | None = None
     deleted_at: datetime
@@ -548,13 +561,102 @@ class AdministratorProvisioningRejected(Event):
 
     application_id: UUID
     cvr: Cvr
-    reason: Literal["admin-exists"]
+    # `takeover-pending`: a takeover was asked for while another one of the company is open.
+    reason: Literal["admin-exists", "takeover-pending"]
     group_cvr: Cvr | None = Field(
         default=None,
         description="Set when the administrator who holds the CVR is its group's: the company above it "
         "(parent, grandparent, ...) whose administrator has it (S14)",
     )
     rejected_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+class TakeoverNotified(BaseModel):
+    """An administrator told of a takeover, or disabled by it, and how to reach them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    user_id: UUID
+    name: str
+    email: str
+    language: Language = "da"
+
+
+class TakeoverRequested(Event):
+    """Someone asked, through the company's e-Boks, to take over its administration (S2, beyond
+    S3): a new first-administrator login is pending, usable from `usable_from`; the
+    administrators listed were told by email and SMS, each with a link that cancels it."""
+
+    TYPE = "dk.adgang.identity.TakeoverRequested.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    takeover_id: UUID
+    cvr: Cvr
+    user_id: UUID = Field(description="The new administrator's login, pending")
+    application_id: UUID
+    requested_at: datetime
+    usable_from: datetime
+    expires_at: datetime
+    notified: list[TakeoverNotified]
+
+    def key(self) -> str:
+        return self.cvr
+
+
+class TakeoverCancelled(Event):
+    """An administrator cancelled the takeover (by the link in the notice, or in the portal):
+    its login is withdrawn, the letter's code no longer works."""
+
+    TYPE = "dk.adgang.identity.TakeoverCancelled.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    takeover_id: UUID
+    cvr: Cvr
+    user_id: UUID
+    by_user_id: UUID | None = Field(
+        default=None, description="The administrator who cancelled it; none when support deleted its login"
+    )
+    cancelled_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+class TakeoverExpired(Event):
+    """The takeover's code was not used in time: its login is withdrawn."""
+
+    TYPE = "dk.adgang.identity.TakeoverExpired.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    takeover_id: UUID
+    cvr: Cvr
+    user_id: UUID
+    expired_at: datetime
+
+    def key(self) -> str:
+        return self.cvr
+
+
+class TakeoverCompleted(Event):
+    """The takeover's code was used after the notice period: the new administrator is active,
+    and the company's former administrators (`disabled`) are disabled and told by email."""
+
+    TYPE = "dk.adgang.identity.TakeoverCompleted.v1"
+    TOPIC = IDENTITY_USERS
+    SOURCE = "/adgang/identity"
+
+    takeover_id: UUID
+    cvr: Cvr
+    company_name: str
+    user_id: UUID
+    new_administrator_name: str
+    disabled: list[TakeoverNotified]
+    completed_at: datetime
 
     def key(self) -> str:
         return self.cvr
@@ -593,6 +695,12 @@ class CredentialsIssued(Event):
     channel: Literal["eboks"] = "eboks"
     language: Language = "da"
     applicant: Applicant | None = None
+    takeover_usable_from: datetime | None = Field(
+        default=None,
+        description="Set for a takeover's letter: the code works only from then, after the notice "
+        "period (`takeover_notice_hours`) in which the company's administrators may cancel it",
+    )
+    takeover_notice_hours: int | None = None
 
     def key(self) -> str:
         return self.recipient_cvr
@@ -628,6 +736,37 @@ class LoginCreated(Event):
     @staticmethod
     def sealing_context(user_id: UUID) -> str:
         return f"{LoginCreated.TYPE}:{user_id}"
+
+
+class TakeoverNoticeIssued(Event):
+    """Tell one of the company's administrators, by email and by SMS, that a takeover of its
+    administration was asked for, when it can be used, and how to cancel it: `cancel_token`
+    (sealed) goes into the portal's link."""
+
+    TYPE = "dk.adgang.identity.TakeoverNoticeIssued.v1"
+    TOPIC = IDENTITY_CREDENTIALS
+    SOURCE = "/adgang/identity"
+
+    takeover_id: UUID
+    notice_id: UUID
+    user_id: UUID
+    cvr: Cvr = Field(description="The company whose administration is to be taken over")
+    company_name: str
+    name: str
+    email: str
+    mobile: str = Field(description="E.164")
+    language: Language = "da"
+    requested_at: datetime
+    usable_from: datetime
+    cancel_token: SealedSecret
+    applicant: Applicant | None = None
+
+    def key(self) -> str:
+        return self.cvr
+
+    @staticmethod
+    def sealing_context(notice_id: UUID) -> str:
+        return f"{TakeoverNoticeIssued.TYPE}:{notice_id}"
 
 
 # --- identity.audit -------------------------------------------------------------------------
@@ -798,8 +937,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
         UserDeleted,
         SessionEnded,
         AdministratorProvisioningRejected,
+        TakeoverRequested,
+        TakeoverCancelled,
+        TakeoverExpired,
+        TakeoverCompleted,
         CredentialsIssued,
         LoginCreated,
+        TakeoverNoticeIssued,
         AuditRecorded,
         OtpRequested,
         DeliverySucceeded,

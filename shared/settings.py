@@ -18,6 +18,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.clock import Clock, OffsetFileClock, SystemClock
 from shared.sealing import Sealer, SealingError, generate_key, parse_keyring
 from shared.tokens import AccessClaims, TokenVerifier
 
@@ -58,6 +59,8 @@ class ServiceSettings(BaseSettings):
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     api_docs_enabled: bool | None = None  # unset: on outside production, off in production
     metrics_token: SecretStr | None = None
+    # Test only (refused in production): a file with an offset in seconds added to the clock.
+    clock_offset_file: Path | None = None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -93,6 +96,16 @@ class ServiceSettings(BaseSettings):
                 "whose X-Forwarded-For is believed"
             )
         return self
+
+    @model_validator(mode="after")
+    def _no_moved_clock_in_production(self) -> ServiceSettings:
+        if self.environment is Environment.production and self.clock_offset_file is not None:
+            raise ValueError("clock_offset_file moves the clock for tests; it must not be set in production")
+        return self
+
+    def clock(self) -> Clock:
+        """The system's clock; in tests, moved by the offset in `clock_offset_file` if set."""
+        return OffsetFileClock(self.clock_offset_file) if self.clock_offset_file else SystemClock()
 
     @model_validator(mode="after")
     def _secrets_are_configured_outside_development(self) -> ServiceSettings:

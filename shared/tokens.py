@@ -158,6 +158,9 @@ class TokenSigner:
         return _verify(token, {kid: k.public_key() for kid, k in self._keys.items()}, now=now)
 
 
+ISSUED_AT_LEEWAY_S = 0  # as the library's default: a token issued later than now is refused
+
+
 def _verify(token: str, public_keys: dict[str, Ed25519PublicKey], *, now: datetime) -> AccessClaims:
     try:
         header = jwt.get_unverified_header(token)
@@ -175,12 +178,16 @@ def _verify(token: str, public_keys: dict[str, Ed25519PublicKey], *, now: dateti
             algorithms=[ALGORITHM],
             audience=AUDIENCE,
             issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "sid", "jti"], "verify_exp": False},
+            options={"require": ["exp", "iat", "sub", "sid", "jti"], "verify_exp": False, "verify_iat": False},
         )
     except jwt.PyJWTError as exc:
         raise TokenError(f"the token is not valid: {type(exc).__name__}") from exc
-    if claims["exp"] <= now.timestamp():  # our clock, so tests control expiry
+    # Times by our clock, not the library's, so tests control them (expiry, and a suite whose
+    # clock a test moved ahead issues tokens "in the future" of the real one).
+    if claims["exp"] <= now.timestamp():
         raise TokenError("the token has expired")
+    if not isinstance(claims["iat"], int | float) or claims["iat"] > now.timestamp() + ISSUED_AT_LEEWAY_S:
+        raise TokenError("the token is not valid: ImmatureSignatureError")
     return AccessClaims.model_validate(claims)
 
 

@@ -39,7 +39,7 @@ from services.billing.models import (
 )
 from services.billing.ordering import Ordering, Placed
 from services.billing.telephony import effective_settings
-from shared.clock import Clock, SystemClock, as_utc
+from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE, InvalidField, NotFound
@@ -932,7 +932,7 @@ def create_api(
     jwks_client: httpx.AsyncClient | None = None,
 ) -> FastAPI:
     settings = settings or BillingSettings()
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     db = Database(settings.db_url)
     outbox = Outbox(messaging, clock)
     # Access tokens are identity's; billing verifies them against its JWKS (S7, S12).

@@ -15,7 +15,7 @@ from services.billing.invoicing import Invoicing, IssueResult, last_closed_perio
 from services.billing.models import messaging
 from services.billing.ordering import Ordering
 from services.billing.service import seed_demo_data
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.db import Database
 from shared.events import IDENTITY_USERS
 from shared.messaging import Outbox
@@ -39,7 +39,7 @@ class InvoiceRun:
 def create_worker(settings: BillingSettings | None = None, *, clock: Clock | None = None) -> faust.App:
     settings = settings or BillingSettings()
     db = Database(settings.db_url)
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     outbox = Outbox(messaging, clock)
     invoicing = Invoicing(outbox=outbox, clock=clock, payment_days=settings.invoice_payment_days)
     ordering = Ordering(db=db, outbox=outbox, clock=clock)

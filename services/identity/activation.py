@@ -32,6 +32,7 @@ from services.identity.credentials import credential_changed, user_details_chang
 from services.identity.domain import code_matches, hash_code, normalise_username
 from services.identity.models import ActivationCode, PendingActivation, User
 from shared.clock import Clock, as_utc
+from shared.db import lock_for_transaction
 from shared.events import OtpRequested, UserActivated
 from shared.messaging import Outbox
 from shared.sealing import Sealer
@@ -51,6 +52,7 @@ class ActivationOutcome(StrEnum):
     details_required = "details_required"  # a login from the letter needs the activator's own details
     details_not_accepted = "details_not_accepted"  # another login's details were set by its creator
     too_soon = "too_soon"
+    notice_period = "notice_period"  # a takeover's code, before its notice period has passed
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class ActivationResult:
     pending: PendingActivation | None = None
     fields: tuple[str, ...] = ()
     retry_after: int = 0
+    usable_from: datetime | None = None
 
 
 class ConfirmationOutcome(StrEnum):
@@ -152,10 +155,19 @@ class Activation:
             return ActivationResult(ActivationOutcome.wrong)
         if activation.used_at is not None or user.status != "pending":
             return ActivationResult(ActivationOutcome.already_used)
+        from services.identity import takeover as takeovers  # it builds on provisioning, which imports this
+
+        takeover = await takeovers.open_takeover_of(session, user.id, lock=True)
         if as_utc(activation.expires_at) <= now:
+            if takeover is not None:  # the takeover ends with its code (as the worker would end it)
+                await takeovers.expire(session, self.outbox, takeover, user, now)
             return ActivationResult(
                 ActivationOutcome.expired, expired_at=as_utc(activation.expires_at).isoformat()
             )
+        if takeover is not None and as_utc(takeover.usable_from) > now:
+            # The company's administrators were told and may still cancel it. Said only after
+            # the right code, like everything about the login.
+            return ActivationResult(ActivationOutcome.notice_period, usable_from=as_utc(takeover.usable_from))
         # Only now, with the right code, is it said what kind of login this is: before, the
         # answer would tell a stranger which usernames exist.
         if not user.from_application:
@@ -245,6 +257,11 @@ class Activation:
         )
         if user_id is None:
             return ConfirmationResult(ConfirmationOutcome.unknown)
+        tenant_cvr = await session.scalar(select(User.tenant_cvr).where(User.id == user_id))
+        if tenant_cvr is not None:
+            # A takeover's completion disables the company's administrators: the company first,
+            # then the user, as provisioning and a cancellation take them (no deadlock).
+            await lock_for_transaction(session, "identity.company", tenant_cvr)  # service.COMPANY_LOCK
         user = await session.get(User, user_id, with_for_update=True)
         pending = await session.get(PendingActivation, activation_id, with_for_update=True)
         assert pending is not None  # rows are never deleted while their user is there
@@ -308,6 +325,7 @@ class Activation:
         user.password_hash = password_hash
         user.status = "active"
         user.activated_at = now
+        user.activation_expires_at = None
         await self.outbox.add(session, credential_changed(user, "password_set", now))
         if user.tenant_cvr is not None:  # staff belong to no company: nothing for other services
             await self.outbox.add(
@@ -319,6 +337,13 @@ class Activation:
                     activated_at=now,
                 ),
             )
+        from services.identity import takeover as takeovers  # it builds on provisioning, which imports this
+
+        takeover = await takeovers.open_takeover_of(session, user.id, lock=True)
+        if takeover is not None:
+            if as_utc(takeover.usable_from) > now:  # start refuses this; a guard, not a path
+                raise AssertionError(f"takeover {takeover.id} completed before its notice period passed")
+            await takeovers.complete(session, self.outbox, takeover, user, now)
 
 
 async def end_pending_activations(session: AsyncSession, user_id: str, *, reason: str, at: datetime) -> None:

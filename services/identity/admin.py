@@ -21,11 +21,11 @@ from services.identity.credentials import (
 from services.identity.domain import AccessScope
 from services.identity.login import ReauthenticationRequired, end_login_session
 from services.identity.models import (
-    ActivationCode,
     Company,
     LoginSession,
     LoginThrottle,
     RecoveryCode,
+    Takeover,
     TrustedDevice,
     User,
     UserGrant,
@@ -89,6 +89,11 @@ class GrantableCompany:
     parent_cvr: str | None
     accounts: list[str]
     all_accounts: bool
+
+
+# The login of an open takeover is the administrators' to cancel (`/v1/takeovers`), not to
+# manage like a colleague's: a new code by email or a deletion would go round the notice period.
+_TAKING_OVER = select(Takeover.user_id).where(Takeover.status == "open")
 
 
 def _is_live_admin(user: User) -> bool:
@@ -206,7 +211,11 @@ class Administration:
         users = list(
             await session.scalars(
                 select(User)
-                .where(User.tenant_cvr == caller.tenant_cvr, User.status != "deleted")
+                .where(
+                    User.tenant_cvr == caller.tenant_cvr,
+                    User.status != "deleted",
+                    User.id.not_in(_TAKING_OVER),
+                )
                 .order_by(User.name)
             )
         )
@@ -234,6 +243,7 @@ class Administration:
             user is None
             or user.tenant_cvr != caller.tenant_cvr
             or user.status == "deleted"
+            or await session.scalar(select(_TAKING_OVER.exists().where(Takeover.user_id == user.id)))
             or not (await self.scope(session, caller)).covers(await self.scope(session, user))
         ):
             raise NotFound(f"There is no user {user_id} in your company.")
@@ -250,22 +260,6 @@ class Administration:
             for t in throttles
             if t.locked_until is not None and as_utc(t.locked_until) > now
         }
-
-    async def activation_expiry(self, session: AsyncSession, users: list[User]) -> dict[str, datetime]:
-        """When each pending login's activation code (the one emailed last) stops working, so an
-        administrator sees whose code has expired and needs a new one."""
-        pending = [u.id for u in users if u.status == "pending"]
-        if not pending:
-            return {}
-        codes = await session.scalars(
-            select(ActivationCode).where(
-                ActivationCode.user_id.in_(pending),
-                ActivationCode.revoked_at.is_(None),
-                ActivationCode.used_at.is_(None),
-            )
-        )
-        # One live code a login: issuing a new one revokes the ones before it.
-        return {code.user_id: as_utc(code.expires_at) for code in codes}
 
     async def unlock(self, session: AsyncSession, caller: User, user_id: str) -> User:
         """Lift a lock that failed passwords put on the user's login, and forget the failures."""

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.admin import Administration, NewUser, RequestedGrant, UserChanges
+from services.identity.domain import lifecycle_status
 from services.identity.models import User, UserGrant
 from services.identity.support import AuditTrail
 from shared.clock import as_utc
@@ -68,7 +69,10 @@ class UserOut(BaseModel):
     email: str
     mobile: str
     role: str
-    status: Literal["pending", "active", "disabled"]
+    status: Literal["pending", "active", "disabled", "expired"] = Field(
+        description="`expired`: never activated, and the activation code has expired; "
+        "resend-activation sends a new code with a new expiry"
+    )
     grants: list[GrantOut]
     functions: list[str]
     created_at: datetime
@@ -77,10 +81,13 @@ class UserOut(BaseModel):
         default=None,
         description="Failed passwords have locked the username until then; POST .../unlock lifts the lock",
     )
-    activation_expires_at: datetime | None = Field(
+    expires_at: datetime | None = Field(
         default=None,
-        description="A pending user's activation code stops working then; after it, resend-activation "
-        "emails a new one",
+        description="A login not yet activated (`pending` or `expired`): when its activation code "
+        "stops working (or stopped); resend-activation emails a new code with a new expiry",
+    )
+    activation_expires_at: datetime | None = Field(
+        default=None, deprecated=True, description="The same as `expires_at`; kept for older clients"
     )
 
 
@@ -92,12 +99,9 @@ class CompanyOut(BaseModel):
     all_accounts: bool = Field(description="Whether you hold every account, and so may grant 'all'")
 
 
-def _out(
-    user: User,
-    grants: list[UserGrant],
-    locked_until: datetime | None = None,
-    activation_expires_at: datetime | None = None,
-) -> UserOut:
+def _out(user: User, grants: list[UserGrant], now: datetime, locked_until: datetime | None = None) -> UserOut:
+    not_activated = user.status == "pending" and user.activation_expires_at is not None
+    expires_at = as_utc(user.activation_expires_at) if not_activated and user.activation_expires_at else None
     return UserOut(
         id=user.id,
         username=user.username,
@@ -105,13 +109,14 @@ def _out(
         email=user.email,
         mobile=user.mobile,
         role=user.role,
-        status=user.status,  # type: ignore[arg-type]
+        status=lifecycle_status(user.status, expires_at, now),  # type: ignore[arg-type]
         grants=[GrantOut(cvr=g.cvr, accounts=g.accounts) for g in grants],
         functions=list(user.functions),
         created_at=as_utc(user.created_at),
         activated_at=as_utc(user.activated_at) if user.activated_at else None,
         login_locked_until=locked_until,
-        activation_expires_at=activation_expires_at,
+        expires_at=expires_at,
+        activation_expires_at=expires_at,
     )
 
 
@@ -153,8 +158,7 @@ def admin_router(
 
     async def out(session: AsyncSession, user: User) -> UserOut:
         locked = await admin.locked_until(session, [user])
-        expiry = await admin.activation_expiry(session, [user])
-        return _out(user, await grants_of(session, user.id), locked.get(user.username), expiry.get(user.id))
+        return _out(user, await grants_of(session, user.id), admin.clock.now(), locked.get(user.username))
 
     async def grants_of(session: AsyncSession, user_id: str) -> list[UserGrant]:
         return list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user_id)))
@@ -176,8 +180,8 @@ def admin_router(
             caller = await admin.administrator(session, claims)
             users = await admin.list_users(session, caller)
             locked = await admin.locked_until(session, [u for u, _ in users])
-            expiry = await admin.activation_expiry(session, [u for u, _ in users])
-        return [_out(u, g, locked.get(u.username), expiry.get(u.id)) for u, g in users]
+        now = admin.clock.now()
+        return [_out(u, g, now, locked.get(u.username)) for u, g in users]
 
     @router.post(
         "/v1/users",
@@ -210,9 +214,8 @@ def admin_router(
                 client_address=client_address(request),
             )
             grants = await grants_of(session, user.id)
-            expiry = await admin.activation_expiry(session, [user])
         response.headers["Location"] = f"/v1/users/{user.id}"
-        return _out(user, grants, activation_expires_at=expiry.get(user.id))
+        return _out(user, grants, admin.clock.now())
 
     @router.get("/v1/users/{user_id}", response_model=UserOut, summary="One user", responses={404: PROBLEM})
     async def get_user(claims: Claims, user_id: UserId) -> UserOut:

@@ -30,7 +30,8 @@ from services.identity.profile_api import profile_router
 from services.identity.schemas import ActivationConfirmIn, ActivationIn, ActivationOut, ActivationStarted
 from services.identity.support import AuditTrail, Support
 from services.identity.support_api import audit_router, support_router
-from shared.clock import Clock, SystemClock, as_utc
+from services.identity.takeover_api import takeover_router
+from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.logs import mask_contact
 from shared.messaging import Outbox
@@ -71,6 +72,12 @@ class ActivationRestartRequired(Problem):
     title = "The activation must be started again"
 
 
+class TakeoverNoticePeriod(Problem):
+    status = 409
+    type_suffix = "takeover-notice-period"
+    title = "The takeover's notice period has not passed"
+
+
 class ContactDetailsRequired(InvalidFields):
     """A 422 of its own type, so a client (the portal) can tell "this is the letter's login: ask
     for the person's own email and mobile" from a malformed field without reading words."""
@@ -87,7 +94,7 @@ class ContactDetailsNotAccepted(InvalidFields):
 def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or IdentitySettings()
     db = Database(settings.db_url)
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     outbox = Outbox(messaging, clock)
     app = create_app(
         title="Adgang identity",
@@ -151,6 +158,16 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
     )
 
     app.include_router(audit_router(db=db, admin=administration, current_claims=current_claims))
+
+    app.include_router(
+        takeover_router(
+            db=db,
+            admin=administration,
+            sealer=login.sealer,
+            current_claims=current_claims,
+            rate_limit_per_minute=settings.cancel_link_rate_limit_per_minute,
+        )
+    )
 
     rate_limited = SlidingWindowLimiter(settings.activation_rate_limit_per_minute).dependency(
         "activation attempts"
@@ -260,6 +277,15 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                         {"field": f, "message": "set by the login's administrator; leave it out"}
                         for f in result.fields
                     ],
+                )
+            case ActivationOutcome.notice_period:
+                assert result.usable_from is not None
+                raise TakeoverNoticePeriod(
+                    "This login takes over the company's administration. Its administrators have been "
+                    "told and may cancel it until the notice period has passed: the code can be used "
+                    f"from {result.usable_from.isoformat()} (the letter says when, in Danish time). "
+                    "Nothing was used up; come back then.",
+                    usable_from=result.usable_from.isoformat(),
                 )
             case ActivationOutcome.too_soon:
                 raise TooManyRequests(

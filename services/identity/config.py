@@ -69,6 +69,11 @@ class IdentitySettings(ServiceSettings):
     contact_change_ttl: timedelta = Field(
         default=timedelta(minutes=15), ge=timedelta(minutes=1), le=timedelta(minutes=15)
     )
+    # Taking over a company's administration through its e-Boks: the letter's code works only
+    # after this notice period, in which the company's administrators are told and may cancel.
+    takeover_notice_period: timedelta = Field(default=timedelta(hours=72), ge=timedelta(hours=1))
+    takeover_expiry_check_interval_s: float = Field(default=300.0, gt=0)
+    cancel_link_rate_limit_per_minute: int = Field(default=30, ge=0)
 
     @model_validator(mode="after")
     def _signing_keys_are_configured_in_production(self) -> IdentitySettings:

@@ -43,6 +43,7 @@ async def issue_activation_code(
     session: AsyncSession, user_id: str, *, now: datetime, ttl: timedelta
 ) -> tuple[str, datetime]:
     """A new single-use code for the user, stored only as its hash; earlier codes stop working.
+    The login's `activation_expires_at` becomes the new code's expiry.
 
     Returns the code (to seal for its letter or email, never to store) and when it expires."""
     for old in await session.scalars(
@@ -61,11 +62,18 @@ async def issue_activation_code(
             failed_attempts=0,
         )
     )
+    user = await session.get(User, user_id)
+    if user is not None:
+        user.activation_expires_at = expires_at
     return code, expires_at
 
 
 def user_created(
-    user: User, grants: list[UserGrant], *, application_id: uuid.UUID | None = None
+    user: User,
+    grants: list[UserGrant],
+    *,
+    application_id: uuid.UUID | None = None,
+    activation_expires_at: datetime | None = None,
 ) -> UserCreated:
     """The `UserCreated` event of a new login, as stored."""
     return UserCreated(
@@ -79,6 +87,7 @@ def user_created(
         grants=[Grant(cvr=g.cvr, accounts=g.accounts) for g in grants],
         functions=list(user.functions),  # type: ignore[arg-type]
         application_id=application_id,
+        activation_expires_at=activation_expires_at,
         created_at=user.created_at,
         language=user.language or "da",  # type: ignore[arg-type]
     )

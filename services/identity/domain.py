@@ -7,6 +7,7 @@ import hmac
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import Literal
@@ -75,6 +76,15 @@ def password_problem(password: str, *, username: str, min_length: int) -> str | 
     if len(set(password)) < 4:
         return "must not repeat so few characters"
     return None
+
+
+def lifecycle_status(status: str, activation_expires_at: datetime | None, now: datetime) -> str:
+    """A login's status as people see it: a pending login whose activation code has expired is
+    `expired` (nobody can activate it until a new code is sent; a first administrator's no
+    longer blocks the company, which may apply again)."""
+    if status == "pending" and activation_expires_at is not None and activation_expires_at <= now:
+        return "expired"
+    return status
 
 
 # Who outranks whom among a company's logins. A role not listed here outranks everyone, so an

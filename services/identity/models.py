@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.messaging import MessagingTables
@@ -69,6 +69,9 @@ class User(Base):
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the newest activation code stops working; a pending login past it is `expired`
+    # (`lifecycle_status`). Set with every code issued, so a new code is a new expiry.
+    activation_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     mobile_confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # TOTP secrets are sealed at rest, like codes on the bus (services/identity/totp.py).
     totp_secret: Mapped[str | None] = mapped_column(String(500))
@@ -338,3 +341,52 @@ class PasswordResetCode(Base):
     code_hash: Mapped[str] = mapped_column(String(200))  # a keyed digest, never the code
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+_OPEN_TAKEOVER_SQL = text("status = 'open'")
+
+
+class Takeover(Base):
+    """A request to take over a company's administration through its e-Boks (beyond S3; S2: the
+    letter proves authority for the company). Its login (`user_id`) is a pending first
+    administrator whose letter code works only from `usable_from`, after the company's
+    administrators were told and could cancel it; used, the old administrators are disabled."""
+
+    __tablename__ = "takeovers"
+    __table_args__ = (
+        # One open takeover a company, enforced by the database: a second is refused.
+        Index(
+            "uq_takeovers_open_cvr",
+            "cvr",
+            unique=True,
+            sqlite_where=_OPEN_TAKEOVER_SQL,
+            postgresql_where=_OPEN_TAKEOVER_SQL,
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    cvr: Mapped[str] = mapped_column(String(8), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    application_id: Mapped[str] = mapped_column(String(36))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    usable_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # open, cancelled, expired, completed
+    status: Mapped[str] = mapped_column(String(20))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who cancelled it, where a person did (an administrator, by link or in the portal).
+    ended_by: Mapped[str | None] = mapped_column(String(36))
+
+
+class TakeoverNotice(Base):
+    """The notice of a takeover to one administrator (email and SMS), with its cancel link's
+    token: single use, stored only as a keyed digest (`Sealer.digest`)."""
+
+    __tablename__ = "takeover_notices"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    takeover_id: Mapped[str] = mapped_column(ForeignKey("takeovers.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(String(36), index=True)
+    token_hash: Mapped[str] = mapped_column(String(200))
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -7,15 +7,18 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.activation import end_pending_activations
 from services.identity.credentials import issue_activation_code, unique_username, user_created
+from services.identity.domain import lifecycle_status
 from services.identity.models import (
     ActivationCode,
     Company,
+    Takeover,
     Tenant,
     User,
     UserGrant,
@@ -33,12 +36,16 @@ from shared.events import (
     CredentialsIssued,
     CustomerRegistered,
     Grant,
+    TakeoverCancelled,
     UserDeleted,
     UserGrantsChanged,
 )
 from shared.logs import mask_contact
 from shared.messaging import Outbox
 from shared.sealing import Sealer
+
+if TYPE_CHECKING:
+    from services.identity.takeover import TakeoverTerms
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +56,15 @@ LIVE_STATUSES = ("pending", "active", "disabled")
 
 @dataclass
 class Provisioning:
-    """Creates a company's first administrator from an application (S1, S2)."""
+    """Creates a company's first administrator from an application (S1, S2), or, asked for a
+    takeover of a company whose administrator has activated, one whose code works after a
+    notice period (`services/identity/takeover.py`)."""
 
     outbox: Outbox
     clock: Clock
     sealer: Sealer
     code_ttl: timedelta
+    takeover_notice_period: timedelta = timedelta(hours=72)
 
     async def on_customer_registered(self, session: AsyncSession, envelope: Envelope) -> None:
         event = envelope.event
@@ -179,8 +189,13 @@ class Provisioning:
             return  # provisioned already (the application came twice)
         own = [u for u in administrators if u.tenant_cvr == event.cvr]
         activated = any(u.status != "pending" for u in own)
-        # The nearest company above this one whose administrator holds it (S14), if any.
-        holder = next((cvr for cvr in ancestors if any(u.tenant_cvr == cvr for u in administrators)), None)
+        # The nearest company above this one whose administrator holds it (S14), if any. A
+        # group's login whose code expired unused holds nothing: nobody can activate it.
+        holding = [u for u in administrators if not is_expired(u, now)]
+        holder = next((cvr for cvr in ancestors if any(u.tenant_cvr == cvr for u in holding)), None)
+        if activated and event.takeover:
+            await self._take_over(session, event, company, ancestors, now)
+            return
         if activated or holder is not None:
             # An administrator who has activated (S3: support deletes it first), or the group's
             # administrator, who holds this company already: ask them for a login.
@@ -214,6 +229,99 @@ class Provisioning:
                 event.application_id,
             )
 
+        user = await self._new_first_administrator(session, event, company, now)
+        await self.outbox.add(
+            session,
+            user_created(
+                user,
+                user.grants,
+                application_id=event.application_id,
+                activation_expires_at=now + self.code_ttl,  # the letter's code's, just below
+            ),
+        )
+        await send_credentials_letter(
+            session,
+            self.outbox,
+            self.sealer,
+            user,
+            company_name=company.name,
+            now=now,
+            code_ttl=self.code_ttl,
+            deliver_by=event.deliver_by,
+            application_id=event.application_id,
+        )
+        log.info("administrator %s provisioned for application %s", user.id, event.application_id)
+
+    async def _take_over(
+        self,
+        session: AsyncSession,
+        event: ApplicationSubmitted,
+        company: Company,
+        ancestors: list[str],
+        now: datetime,
+    ) -> None:
+        """A takeover of a company whose administrator has activated (beyond S3): a new
+        first-administrator login whose letter code works after the notice period, while the
+        administrators are told and may cancel it. One open takeover a company."""
+        from services.identity import takeover  # it builds on this module
+
+        open_one = await takeover.open_takeover_of_company(session, event.cvr)
+        if open_one is not None and as_utc(open_one.expires_at) <= now:
+            user = await session.get(User, open_one.user_id, with_for_update=True)
+            assert user is not None
+            await takeover.expire(session, self.outbox, open_one, user, now)
+            open_one = None
+        if open_one is not None:
+            await self.outbox.add(
+                session,
+                AdministratorProvisioningRejected(
+                    application_id=event.application_id,
+                    cvr=event.cvr,
+                    reason="takeover-pending",
+                    rejected_at=now,
+                ),
+            )
+            log.info("takeover of %s refused: takeover %s is open", event.cvr, open_one.id)
+            return
+        terms = takeover.TakeoverTerms(notice_period=self.takeover_notice_period, code_ttl=self.code_ttl)
+        user = await self._new_first_administrator(session, event, company, now)
+        await self.outbox.add(
+            session,
+            user_created(
+                user,
+                user.grants,
+                application_id=event.application_id,
+                activation_expires_at=now + terms.notice_period + terms.code_ttl,
+            ),
+        )
+        await send_credentials_letter(
+            session,
+            self.outbox,
+            self.sealer,
+            user,
+            company_name=company.name,
+            now=now,
+            code_ttl=terms.notice_period + terms.code_ttl,
+            deliver_by=event.deliver_by,
+            application_id=event.application_id,
+            takeover=terms,
+        )
+        await takeover.begin(
+            session,
+            outbox=self.outbox,
+            sealer=self.sealer,
+            now=now,
+            terms=terms,
+            user=user,
+            company=company,
+            application_id=event.application_id,
+            ancestors=ancestors,
+        )
+
+    async def _new_first_administrator(
+        self, session: AsyncSession, event: ApplicationSubmitted, company: Company, now: datetime
+    ) -> User:
+        """The pending login of the company's first administrator, from the application."""
         if await session.get(Tenant, event.cvr) is None:
             session.add(Tenant(cvr=event.cvr, name=company.name, created_at=now))
             await session.flush()
@@ -241,20 +349,7 @@ class Provisioning:
         user.grants = [UserGrant.of(c.cvr, "all") for c in group]
         session.add(user)
         await session.flush()
-
-        await self.outbox.add(session, user_created(user, user.grants, application_id=event.application_id))
-        await send_credentials_letter(
-            session,
-            self.outbox,
-            self.sealer,
-            user,
-            company_name=company.name,
-            now=now,
-            code_ttl=self.code_ttl,
-            deliver_by=event.deliver_by,
-            application_id=event.application_id,
-        )
-        log.info("administrator %s provisioned for application %s", user_id, event.application_id)
+        return user
 
     async def on_application_failed(self, session: AsyncSession, envelope: Envelope) -> None:
         """Withdraw the login whose letter never arrived: nobody can activate it, and while it
@@ -290,6 +385,7 @@ async def send_credentials_letter(
     code_ttl: timedelta,
     deliver_by: datetime,
     application_id: uuid.UUID | None,
+    takeover: TakeoverTerms | None = None,
 ) -> CredentialsIssued:
     """A new activation code for the company's first administrator, in a letter to the company's
     e-Boks (S2): `CredentialsIssued` through the outbox, the code sealed. Earlier codes stop
@@ -316,9 +412,17 @@ async def send_credentials_letter(
             mobile=mask_contact(user.mobile),
             applied_at=as_utc(user.applied_at or user.created_at),
         ),
+        takeover_usable_from=now + takeover.notice_period if takeover else None,
+        takeover_notice_hours=takeover.notice_hours if takeover else None,
     )
     await outbox.add(session, letter)
     return letter
+
+
+def is_expired(user: User, now: datetime) -> bool:
+    """A pending login whose activation code expired unused (`lifecycle_status`)."""
+    expires = as_utc(user.activation_expires_at) if user.activation_expires_at else None
+    return lifecycle_status(user.status, expires, now) == "expired"
 
 
 async def remove_login(
@@ -333,6 +437,21 @@ async def remove_login(
     ):
         code.revoked_at = now
     await end_pending_activations(session, user.id, reason="withdrawn", at=now)
+    if not reason.startswith("takeover-"):
+        # Support deleted a takeover's login: the takeover ends with it.
+        for open_one in await session.scalars(
+            select(Takeover).where(Takeover.user_id == user.id, Takeover.status == "open")
+        ):
+            open_one.status, open_one.ended_at = "cancelled", now
+            await outbox.add(
+                session,
+                TakeoverCancelled(
+                    takeover_id=uuid.UUID(open_one.id),
+                    cvr=open_one.cvr,
+                    user_id=uuid.UUID(user.id),
+                    cancelled_at=now,
+                ),
+            )
     await outbox.add(
         session,
         UserDeleted(

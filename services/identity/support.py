@@ -15,7 +15,7 @@ from services.identity.admin import Administration, NotPermitted, clear_login_fa
 from services.identity.audit import AuditFilter, all_entries
 from services.identity.credentials import issue_activation_code
 from services.identity.domain import normalise_username
-from services.identity.models import ActivationCode, AuditEntry, Company, User
+from services.identity.models import ActivationCode, AuditEntry, Company, Takeover, User
 from services.identity.service import COMPANY_LOCK, send_credentials_letter
 from shared.clock import Clock, as_utc
 from shared.db import lock_for_transaction
@@ -85,6 +85,11 @@ class AlreadyActivated(Conflict):
 class NotALetterLogin(Conflict):
     type_suffix = "not-a-letter-login"
     title = "The login did not come by letter"
+
+
+class TakeoverLogin(Conflict):
+    type_suffix = "takeover-login"
+    title = "The login comes from a takeover"
 
 
 LETTER_WINDOW = timedelta(days=1)
@@ -165,6 +170,14 @@ class Support:
                 f"{user.name}'s login is {user.status}, so there is no letter to send: the activation "
                 "code was used. If nobody at the company knows the login any more, delete it "
                 f"(DELETE /v1/support/users/{user.id}) and let the company apply again."
+            )
+        if await session.scalar(
+            select(Takeover.id).where(Takeover.user_id == user.id, Takeover.status == "open")
+        ):
+            raise TakeoverLogin(
+                f"{user.name}'s login comes from a takeover of the company's administration; its letter is "
+                "not sent again (a new code would go round the notice period the administrators were "
+                "given). Once the takeover is cancelled or has expired, the company may apply again."
             )
         now = self.admin.clock.now()
         # Each activation code of a letter login went out in a letter; the company is locked

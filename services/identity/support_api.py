@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.identity.admin import Administration
 from services.identity.audit import AuditFilter, Cursor, company_entries
-from services.identity.models import AuditEntry
+from services.identity.domain import lifecycle_status
+from services.identity.models import AuditEntry, User
 from services.identity.support import Support
 from shared.clock import as_utc
 from shared.db import Database
@@ -27,10 +28,13 @@ class SupportUserOut(BaseModel):
     name: str
     email: str
     role: str
-    status: str
+    status: str = Field(description="`pending`, `active`, `disabled`, or `expired` (never activated, code expired)")
     functions: list[str]
     created_at: datetime
     activated_at: datetime | None
+    expires_at: datetime | None = Field(
+        default=None, description="A login not yet activated: when its activation code stops (or stopped) working"
+    )
     login_locked_until: datetime | None = Field(
         default=None,
         description="Failed passwords have locked the username until then; POST .../unlock lifts the lock",
@@ -120,6 +124,12 @@ class AuditQuery(BaseModel):
         )
 
 
+def _expiry(user: User) -> datetime | None:
+    if user.status != "pending" or user.activation_expires_at is None:
+        return None
+    return as_utc(user.activation_expires_at)
+
+
 def support_router(
     *,
     db: Database,
@@ -141,6 +151,7 @@ def support_router(
             staff = await support.staff(session, claims)
             users = await support.company_users(session, staff, cvr, client_address(request))
             locked = await support.admin.locked_until(session, users)
+        now = support.admin.clock.now()
         return [
             SupportUserOut(
                 id=u.id,
@@ -148,10 +159,11 @@ def support_router(
                 name=u.name,
                 email=u.email,
                 role=u.role,
-                status=u.status,
+                status=lifecycle_status(u.status, _expiry(u), now),
                 functions=list(u.functions),
                 created_at=as_utc(u.created_at),
                 activated_at=as_utc(u.activated_at) if u.activated_at else None,
+                expires_at=_expiry(u),
                 login_locked_until=locked.get(u.username),
             )
             for u in users

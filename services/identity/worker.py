@@ -13,7 +13,7 @@ from services.identity.login import forget_old_failures
 from services.identity.models import messaging
 from services.identity.password_reset import forget_old_resets
 from services.identity.service import Provisioning
-from shared.clock import SystemClock
+from services.identity.takeover import TakeoverExpiryWatch
 from shared.db import Database
 from shared.events import (
     BILLING_AUDIT,
@@ -30,14 +30,16 @@ from shared.worker import WorkerSpec, build_faust_app, periodic
 
 def create_worker(settings: IdentitySettings | None = None) -> faust.App:
     settings = settings or IdentitySettings()
-    clock = SystemClock()
+    clock = settings.clock()
     provisioning = Provisioning(
         outbox=Outbox(messaging, clock),
         clock=clock,
         sealer=settings.sealer(),
         code_ttl=settings.activation_code_ttl,
+        takeover_notice_period=settings.takeover_notice_period,
     )
     db = Database(settings.db_url)
+    takeover_expiry = TakeoverExpiryWatch(db=db, outbox=Outbox(messaging, clock), clock=clock)
     return build_faust_app(
         WorkerSpec(
             settings=settings,
@@ -64,6 +66,7 @@ def create_worker(settings: IdentitySettings | None = None) -> faust.App:
                     settings.login_counters_purge_interval_s,
                     partial(forget_old_resets, db, clock),
                 ),
+                periodic("takeover-expiry", settings.takeover_expiry_check_interval_s, takeover_expiry.check),
             ],
         )
     )

@@ -18,7 +18,7 @@ from services.notifier.memo import MemoFormatError, parse_memo_message
 from services.notifier.models import Delivery
 from services.notifier.sinks import MAILBOX_PATTERN, MSISDN_PATTERN, read_mail, read_sms
 from services.notifier.transports import SpoolTransport
-from shared.clock import Clock, SystemClock, as_utc
+from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.problems import MEDIA_TYPE, NotFound
 from shared.settings import Environment
@@ -85,7 +85,7 @@ def create_api(
     db = Database(settings.db_url)
     # The records name companies, mail addresses and mobile numbers: support staff's only, in
     # every environment (the portal's support console passes the staff member's token).
-    current_staff = staff_bearer(settings.token_verifier(client=jwks_client), clock or SystemClock())
+    current_staff = staff_bearer(settings.token_verifier(client=jwks_client), clock or settings.clock())
     app = create_app(
         title="Adgang notifier",
         description="Delivery of letters to e-Boks, email and SMS, and their status.",

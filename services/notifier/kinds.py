@@ -22,6 +22,7 @@ from services.notifier.email import EmailReceipt, build_email
 from services.notifier.letters import (
     DEFAULT_LANGUAGE,
     activation_link,
+    cancel_link,
     format_amount,
     format_day,
     format_expiry,
@@ -48,6 +49,8 @@ from shared.events import (
     OtpRequested,
     SubscriptionOrdered,
     SubscriptionUpgraded,
+    TakeoverCompleted,
+    TakeoverNoticeIssued,
 )
 from shared.logs import forget_secret, register_secret
 from shared.sealing import Sealer
@@ -108,6 +111,8 @@ class CredentialsLetter:
             expires_at=event.expires_at,
             portal_url=self._sender.portal_url,
             applicant=event.applicant,
+            takeover_usable_from=event.takeover_usable_from,
+            takeover_notice_hours=event.takeover_notice_hours,
         )
         message_uuid = uuid.UUID(delivery.message_id)
         document = build_memo_message(
@@ -353,6 +358,82 @@ class InvoiceReady(TemplatedEmail):
                 "amount": format_amount(invoice.amount_incl_vat_ore, language=language),
                 "due": format_day(invoice.due_on, language=language),
                 "portal_url": self._portal_url,
+            },
+        )
+
+
+class TakeoverNotice(TemplatedEmail):
+    """Tells one of a company's administrators, by email and by SMS, that a takeover of its
+    administration was asked for through the company's e-Boks, when the letter's code can be
+    used, and the link that cancels it (its token unsealed only here, kept out of logs)."""
+
+    def __init__(
+        self,
+        *,
+        sealer: Sealer,
+        email: EmailTransport | None,
+        email_from: Address | None,
+        sms: SmsTransport | None,
+        portal_url: str,
+    ) -> None:
+        super().__init__(email=email, email_from=email_from)
+        self._sealer = sealer
+        self._sms = sms
+        self._portal_url = portal_url
+
+    async def send(self, delivery: Delivery) -> str:
+        event = TakeoverNoticeIssued.model_validate_json(delivery.source_payload)
+        token = self._sealer.unseal(
+            event.cancel_token, context=TakeoverNoticeIssued.sealing_context(event.notice_id)
+        )
+        context = {
+            "name": event.name,
+            "company_name": event.company_name,
+            "cvr": event.cvr,
+            "requested": format_expiry(event.requested_at, language=event.language),
+            "usable_from": format_expiry(event.usable_from, language=event.language),
+            "applicant": event.applicant.name if event.applicant else "",
+            "cancel_link": cancel_link(self._portal_url, token),
+        }
+        if delivery.channel == "email":
+            return await self.send_email(
+                delivery,
+                template="takeover_notice",
+                language=event.language,
+                to=event.email,
+                context=context,
+                secret=token,
+            )
+        if self._sms is None:
+            raise PermanentDeliveryError("no SMS gateway is configured")
+        require_supported(event.language)
+        text = templates.get_template(f"takeover_notice.{event.language}.sms.txt.j2").render(context).strip()
+        with _kept_out_of_logs(token):
+            try:
+                receipt = await self._sms.send(to=event.mobile, text=text, reference=delivery.message_id)
+            except DeliveryError as exc:
+                raise type(exc)(str(exc).replace(token, "[link]"), status_code=exc.status_code) from None
+        return receipt.location
+
+
+class TakeoverCompletedNotice(TemplatedEmail):
+    """Tells a former administrator, by email, that the company's administration was taken
+    over through its e-Boks and their login is disabled."""
+
+    async def send(self, delivery: Delivery) -> str:
+        event = TakeoverCompleted.model_validate_json(delivery.source_payload)
+        former = next(d for d in event.disabled if d.email == delivery.recipient)
+        return await self.send_email(
+            delivery,
+            template="takeover_completed",
+            language=former.language,
+            to=former.email,
+            context={
+                "name": former.name,
+                "company_name": event.company_name,
+                "cvr": event.cvr,
+                "new_administrator": event.new_administrator_name,
+                "when": format_expiry(event.completed_at, language=former.language),
             },
         )
 

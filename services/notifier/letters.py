@@ -69,6 +69,11 @@ def activation_link(portal_url: str, username: str) -> str:
     return f"{portal_url.rstrip('/')}/aktiver?{urlencode({'username': username})}"
 
 
+def cancel_link(portal_url: str, token: str) -> str:
+    """The portal's page that shows a takeover and cancels it on confirmation."""
+    return f"{portal_url.rstrip('/')}/overtagelse/annuller/{token}"
+
+
 def render_credentials_letter(
     *,
     language: str = DEFAULT_LANGUAGE,
@@ -79,6 +84,8 @@ def render_credentials_letter(
     expires_at: datetime,
     portal_url: str,
     applicant: Applicant | None = None,
+    takeover_usable_from: datetime | None = None,
+    takeover_notice_hours: int | None = None,
 ) -> str:
     """Write the letter that hands a company its first administrator login (S2).
 
@@ -91,8 +98,12 @@ def render_credentials_letter(
     require_supported(language)
     if expires_at.tzinfo is None or expires_at.utcoffset() is None:
         raise ValueError("expires_at must be timezone-aware")
-    template = templates.get_template(f"credentials_letter.{language}.txt.j2")
+    # A takeover's letter says that the code works only after the notice period, and why.
+    name = "takeover_letter" if takeover_usable_from is not None else "credentials_letter"
+    template = templates.get_template(f"{name}.{language}.txt.j2")
     return template.render(
+        usable_from=format_expiry(takeover_usable_from, language=language) if takeover_usable_from else "",
+        notice_hours=takeover_notice_hours or 0,
         company_name=company_name,
         cvr=cvr,
         username=username,

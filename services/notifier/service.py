@@ -43,6 +43,8 @@ from services.notifier.kinds import (
     SecurityNotice,
     Sender,
     SmsTransport,
+    TakeoverCompletedNotice,
+    TakeoverNotice,
 )
 from services.notifier.memo import message_uuid_for
 from services.notifier.models import Delivery
@@ -66,6 +68,8 @@ from shared.events import (
     OtpRequested,
     SubscriptionOrdered,
     SubscriptionUpgraded,
+    TakeoverCompleted,
+    TakeoverNoticeIssued,
 )
 from shared.logs import mask_contact
 from shared.messaging import Outbox
@@ -195,6 +199,41 @@ async def record_invoice_ready(session: AsyncSession, envelope: Envelope, clock:
         )
 
 
+async def record_takeover_notice(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
+    """Handler for `TakeoverNoticeIssued`: an email and an SMS to the administrator, each with
+    the link that cancels the takeover."""
+    event = envelope.event
+    assert isinstance(event, TakeoverNoticeIssued)
+    for channel, recipient in (("email", event.email), ("sms", event.mobile)):
+        await _record(
+            session,
+            envelope,
+            clock,
+            source_event_id=per_recipient_event_id(envelope.id, channel),
+            kind="takeover_notice",
+            channel=channel,
+            recipient=recipient,
+            recipient_name=event.name,
+        )
+
+
+async def record_takeover_completed(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
+    """Handler for `TakeoverCompleted`: an email to each former administrator it disabled."""
+    event = envelope.event
+    assert isinstance(event, TakeoverCompleted)
+    for former in event.disabled:
+        await _record(
+            session,
+            envelope,
+            clock,
+            source_event_id=per_recipient_event_id(envelope.id, str(former.user_id)),
+            kind="takeover_completed",
+            channel="email",
+            recipient=former.email,
+            recipient_name=former.name,
+        )
+
+
 def per_recipient_event_id(event_id: str, user_id: str) -> str:
     """The source id of the delivery of one event to one user: the same for a redelivery."""
     return str(uuid.uuid5(PER_RECIPIENT_NAMESPACE, f"{event_id}/{user_id}"))
@@ -263,6 +302,10 @@ class Dispatcher:
                 email=email, email_from=email_from, portal_url=sender.portal_url
             ),
             "invoice_ready": InvoiceReady(email=email, email_from=email_from, portal_url=sender.portal_url),
+            "takeover_notice": TakeoverNotice(
+                sealer=sealer, email=email, email_from=email_from, sms=sms, portal_url=sender.portal_url
+            ),
+            "takeover_completed": TakeoverCompletedNotice(email=email, email_from=email_from),
         }
         self._retry = retry
         self._lease = lease

@@ -23,10 +23,12 @@ from services.notifier.service import (
     record_invoice_ready,
     record_login_created,
     record_order_confirmation,
+    record_takeover_completed,
+    record_takeover_notice,
 )
 from services.notifier.sms import SmsGateway
 from services.notifier.transports import EboksTransport, HttpTransport, SpoolTransport
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.db import Database
 from shared.events import (
     BILLING_INVOICES,
@@ -41,6 +43,8 @@ from shared.events import (
     OtpRequested,
     SubscriptionOrdered,
     SubscriptionUpgraded,
+    TakeoverCompleted,
+    TakeoverNoticeIssued,
     Topic,
     UserCreated,
     UserDeleted,
@@ -93,6 +97,7 @@ def subscriptions(clock: Clock) -> dict[Topic, dict[str, Handler]]:
         IDENTITY_CREDENTIALS: {
             CredentialsIssued.TYPE: partial(record_credentials, clock=clock),
             LoginCreated.TYPE: partial(record_login_created, clock=clock),
+            TakeoverNoticeIssued.TYPE: partial(record_takeover_notice, clock=clock),
         },
         IDENTITY_OTP: {OtpRequested.TYPE: partial(record_code, clock=clock)},
         IDENTITY_USERS: {
@@ -103,6 +108,7 @@ def subscriptions(clock: Clock) -> dict[Topic, dict[str, Handler]]:
             UserDisabled.TYPE: directory.on_user_disabled,
             UserEnabled.TYPE: directory.on_user_enabled,
             UserDeleted.TYPE: directory.on_user_deleted,
+            TakeoverCompleted.TYPE: partial(record_takeover_completed, clock=clock),
         },
         BILLING_ORDERS: {
             SubscriptionOrdered.TYPE: partial(record_order_confirmation, clock=clock),
@@ -114,7 +120,7 @@ def subscriptions(clock: Clock) -> dict[Topic, dict[str, Handler]]:
 
 def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | None = None) -> faust.App:
     settings = settings or NotifierSettings()
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     db = Database(settings.db_url)
     outbox = Outbox(messaging, clock)
     dispatcher = Dispatcher(

@@ -24,7 +24,7 @@ from services.onboarding.service import (
     get_application,
     submit_application,
 )
-from shared.clock import Clock, SystemClock, as_utc
+from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.messaging import Outbox
 from shared.problems import MEDIA_TYPE
@@ -51,7 +51,7 @@ def create_api(
 ) -> FastAPI:
     settings = settings or OnboardingSettings()
     db = Database(settings.db_url)
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     current_staff = staff_bearer(settings.token_verifier(client=jwks_client), clock)
     outbox = Outbox(messaging, clock)
     letters = LetterLimit(per_cvr=settings.applications_per_cvr, window=settings.applications_per_cvr_window)
@@ -72,7 +72,10 @@ def create_api(
         summary="Apply for self-service access (S1)",
         description=(
             "409 `admin-exists` when the company, or the company above it in its group (S14), has an "
-            "administrator; 409 `application-pending` while an application for the CVR is in flight; "
+            "administrator; where it is the company's own, activated one, the problem says "
+            "`takeover_available: true`, and the same application with `takeover: true` is accepted as a "
+            "takeover (202 with `kind: \"takeover\"`). 409 `application-pending` while an application "
+            "for the CVR is in flight; "
             "429 past the per-client limit or the limit of letters per CVR. An administrator login "
             "that was never activated does not block: a new application replaces it with a new letter."
         ),
@@ -92,12 +95,16 @@ def create_api(
                     contact_email=body.contact.email,
                     contact_mobile=body.contact.mobile,
                     language=body.language,
+                    takeover=body.takeover,
                 ),
                 deadline=settings.delivery_deadline,
                 limit=letters,
             )
         accepted = ApplicationAccepted(
-            id=application.id, status=application.status, deliver_by=application.deliver_by
+            id=application.id,
+            status=application.status,
+            deliver_by=application.deliver_by,
+            kind=application.kind,  # type: ignore[arg-type]
         )
         return JSONResponse(
             accepted.model_dump(mode="json"),
@@ -118,6 +125,7 @@ def create_api(
         return ApplicationOut(
             id=application.id,
             cvr=application.cvr,
+            kind=application.kind,  # type: ignore[arg-type]
             status=application.status,  # type: ignore[arg-type]
             status_detail=application.status_detail,
             submitted_at=as_utc(application.submitted_at),

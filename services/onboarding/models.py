@@ -45,6 +45,8 @@ class Application(Base):
     contact_mobile: Mapped[str] = mapped_column(String(20))
     language: Mapped[str] = mapped_column(String(2))
     status: Mapped[str] = mapped_column(String(20))
+    # `application` (a first administrator) or `takeover` (of a company with an activated one)
+    kind: Mapped[str] = mapped_column(String(20), default="application", server_default="application")
     status_detail: Mapped[str | None] = mapped_column(String(500))
     submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     deliver_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -76,3 +78,6 @@ class KnownAdministrator(Base):
     status: Mapped[str] = mapped_column(String(20))
     application_id: Mapped[str | None] = mapped_column(String(36))
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # A pending login's letter code expiry: past it, the login holds nothing (nobody can
+    # activate it), so the companies below it in the group may apply.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

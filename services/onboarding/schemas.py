@@ -33,17 +33,30 @@ class ApplicationIn(BaseModel):
     company_name: str = Field(min_length=1, max_length=200)
     contact: ContactIn
     language: Literal["da", "en"] = "da"
+    takeover: bool = Field(
+        default=False,
+        description="Take over the administration of a company whose administrator has activated: a "
+        "letter to the company's e-Boks carries a code that works after a notice period, and the "
+        "company's administrators are told and may cancel it. Ask after a 409 `admin-exists` with "
+        "`takeover_available`",
+    )
 
 
 class ApplicationAccepted(BaseModel):
     id: str
     status: str
     deliver_by: datetime
+    kind: Literal["application", "takeover"] = Field(
+        default="application",
+        description="`takeover`: the company has an activated administrator; the letter's code works "
+        "after a notice period, and the administrators are told and may cancel it",
+    )
 
 
 class ApplicationOut(BaseModel):
     id: str
     cvr: str
+    kind: Literal["application", "takeover"] = "application"
     status: Literal["received", "provisioning", "credentials_sent", "failed", "rejected"]
     status_detail: str | None = None
     submitted_at: datetime

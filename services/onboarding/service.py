@@ -21,6 +21,7 @@ from shared.events import (
     ApplicationFailed,
     ApplicationSubmitted,
     Contact,
+    CredentialsIssued,
     CustomerRegistered,
     DeliveryFailed,
     DeliverySlaBreached,
@@ -59,6 +60,7 @@ class NewApplication:
     contact_email: str
     contact_mobile: str
     language: str
+    takeover: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,12 @@ async def submit_application(
         .where(KnownAdministrator.cvr == app.cvr, KnownAdministrator.status == AdministratorStatus.active)
         .limit(1)
     )
+    kind = "application"
+    if active is not None and not app.takeover:
+        raise AdminExists(_admin_exists_detail(app.cvr), recovery="contact-support", takeover_available=True)
     if active is not None:
-        raise AdminExists(_admin_exists_detail(app.cvr), recovery="contact-support")
-    holder = await group_holder(session, customer)
+        kind = "takeover"  # whoever reads the company's e-Boks may take over, after a notice period
+    holder = await group_holder(session, customer, now=clock.now())
     if holder is not None:
         group, status = holder
         # The group's company by name and CVR, so a client can say in its own words whom to ask.
@@ -146,6 +151,7 @@ async def submit_application(
         contact_email=app.contact_email,
         contact_mobile=app.contact_mobile,
         language=app.language,
+        kind=kind,
         status=ApplicationStatus.received,
         submitted_at=now,
         deliver_by=now + deadline,
@@ -169,24 +175,36 @@ async def submit_application(
             language=app.language,  # type: ignore[arg-type]
             submitted_at=now,
             deliver_by=application.deliver_by,
+            # What was asked for: identity decides again with its own data (this projection may
+            # lag behind an activation), and makes a takeover only of an activated administrator.
+            takeover=app.takeover,
         ),
     )
     return application
 
 
-async def group_holder(session: AsyncSession, customer: KnownCustomer) -> tuple[KnownCustomer, str] | None:
+async def group_holder(
+    session: AsyncSession, customer: KnownCustomer, *, now: datetime
+) -> tuple[KnownCustomer, str] | None:
     """The nearest company above `customer` in its group (parent, grandparent, ...) that has a
-    live administrator, who holds `customer` too (S14), and that administrator's status."""
+    live administrator, who holds `customer` too (S14), and that administrator's status. A
+    pending login whose letter code expired unused holds nothing: nobody can activate it."""
     seen = {customer.cvr}
     parent_cvr = customer.parent_cvr
     while parent_cvr and parent_cvr not in seen:  # a cycle in bad data must not hang the form
         seen.add(parent_cvr)
         parent = await session.get(KnownCustomer, parent_cvr)
-        statuses = set(
-            await session.scalars(
-                select(KnownAdministrator.status).where(KnownAdministrator.cvr == parent_cvr)
+        statuses = {
+            admin.status
+            for admin in await session.scalars(
+                select(KnownAdministrator).where(KnownAdministrator.cvr == parent_cvr)
             )
-        )
+            if not (
+                admin.status == AdministratorStatus.pending
+                and admin.expires_at is not None
+                and as_utc(admin.expires_at) <= now
+            )
+        }
         if statuses:
             group = parent or KnownCustomer(cvr=parent_cvr, name=f"CVR {parent_cvr}", parent_cvr=None)
             status = (
@@ -203,8 +221,11 @@ def _admin_exists_detail(cvr: str) -> str:
     return (
         f"CVR {cvr} already has an administrator for self-service. Ask that administrator to create "
         "a login for you. If nobody knows that login any more (for example because the only "
-        "administrator has left the company), contact support: support deletes the old login, and "
-        "the company then applies again to get a login for its current administrator."
+        "administrator has left the company), whoever can read the company's e-Boks can take over the "
+        'administration: apply again with "takeover": true. A letter to the e-Boks carries a code that '
+        "works after a notice period, in which the current administrators are told by email and SMS "
+        "and may cancel it; once it is used they are disabled. Or contact support: support deletes the "
+        "old login, and the company then applies again."
     )
 
 
@@ -310,9 +331,23 @@ async def on_user_created(session: AsyncSession, envelope: Envelope) -> None:
                 status=AdministratorStatus.pending,
                 application_id=str(event.application_id) if event.application_id else None,
                 since=event.created_at,
+                expires_at=event.activation_expires_at,
             )
         )
     await _move(session, event.application_id, ApplicationStatus.provisioning, event.created_at)
+
+
+async def on_credentials_issued(session: AsyncSession, envelope: Envelope) -> None:
+    """A new letter for a pending administrator (support sent it again, S3): a new code, with a
+    new expiry. A letter for a login not known here (yet, or any more) changes nothing: its
+    `UserCreated` carries the expiry of its first letter."""
+    event = envelope.event
+    assert isinstance(event, CredentialsIssued)
+    admin = await session.get(KnownAdministrator, str(event.user_id), with_for_update=True)
+    if admin is None or admin.status != AdministratorStatus.pending:
+        return
+    if admin.expires_at is None or as_utc(admin.expires_at) < event.expires_at:
+        admin.expires_at = event.expires_at
 
 
 async def on_user_activated(session: AsyncSession, envelope: Envelope) -> None:
@@ -338,7 +373,13 @@ async def on_provisioning_rejected(session: AsyncSession, envelope: Envelope) ->
     event = envelope.event
     assert isinstance(event, AdministratorProvisioningRejected)
     detail = "The company already has an administrator; contact support to recover the login."
-    if event.group_cvr is not None:
+    if event.reason == "takeover-pending":
+        detail = (
+            "A takeover of the company's administration is already under way; its letter is in the "
+            "company's e-Boks. Only one takeover can be open at a time: use that letter's code once its "
+            "notice period has passed, or apply again after it has been cancelled or has expired."
+        )
+    elif event.group_cvr is not None:
         # Identity saw the group's administrator before this projection did (S14).
         group = await session.get(KnownCustomer, event.group_cvr)
         group = group or KnownCustomer(cvr=event.group_cvr, name=f"CVR {event.group_cvr}", parent_cvr=None)

@@ -9,13 +9,14 @@ import faust
 from services.onboarding import service
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import messaging
-from shared.clock import SystemClock
 from shared.db import Database
 from shared.events import (
     BILLING_CUSTOMERS,
+    IDENTITY_CREDENTIALS,
     IDENTITY_USERS,
     NOTIFIER_DELIVERIES,
     AdministratorProvisioningRejected,
+    CredentialsIssued,
     CustomerRegistered,
     DeliveryFailed,
     DeliverySlaBreached,
@@ -38,6 +39,7 @@ def subscriptions(outbox: Outbox) -> dict[Topic, dict[str, Handler]]:
             UserDeleted.TYPE: service.on_user_deleted,
             AdministratorProvisioningRejected.TYPE: service.on_provisioning_rejected,
         },
+        IDENTITY_CREDENTIALS: {CredentialsIssued.TYPE: service.on_credentials_issued},
         NOTIFIER_DELIVERIES: {
             DeliverySucceeded.TYPE: service.on_delivery_succeeded,
             DeliveryFailed.TYPE: partial(service.on_delivery_failed, outbox=outbox),
@@ -49,7 +51,7 @@ def subscriptions(outbox: Outbox) -> dict[Topic, dict[str, Handler]]:
 def create_worker(settings: OnboardingSettings | None = None) -> faust.App:
     settings = settings or OnboardingSettings()
     db = Database(settings.db_url)
-    clock = SystemClock()
+    clock = settings.clock()
     outbox = Outbox(messaging, clock)
     watch = service.ApplicationDeadlineWatch(db=db, outbox=outbox, clock=clock)
     return build_faust_app(

@@ -34,6 +34,7 @@ from services.portal.pages import (
     profile,
     public,
     support,
+    takeover,
     users,
 )
 from services.portal.sessions import SessionStore
@@ -48,7 +49,7 @@ from services.portal.web import (
     set_session_cookie,
     template_environment,
 )
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.db import Database
 from shared.web import create_app
 
@@ -67,7 +68,7 @@ def create_api(
 ) -> FastAPI:
     """`transports` lets tests put the services in-process (`tests/support/asgi.py`)."""
     settings = settings or PortalSettings()
-    clock = clock or SystemClock()
+    clock = clock or settings.clock()
     db = Database(settings.db_url)
     services = Services.connect(settings, transports)
     portal = Portal(
@@ -101,7 +102,20 @@ def create_api(
     )
     app.state.portal = portal
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for pages in (public, login, account, profile, apply, activation, users, support, password_reset, myprofile, audit):
+    for pages in (
+        public,
+        login,
+        account,
+        profile,
+        apply,
+        activation,
+        users,
+        support,
+        password_reset,
+        myprofile,
+        audit,
+        takeover,
+    ):
         app.include_router(pages.router)
     _install_error_pages(app)
     app.add_middleware(SecurityHeaders)

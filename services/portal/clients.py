@@ -139,6 +139,15 @@ class Onboarding:
         result: dict[str, Any] = await self.client.call("GET", f"/v1/applications/{application_id}", caller)
         return result
 
+    # Takeover
+
+    async def request_takeover(self, caller: Caller, application: dict[str, Any]) -> dict[str, Any]:
+        """The application with `takeover: true`: `{id, status, deliver_by, kind}`."""
+        result: dict[str, Any] = await self.client.call(
+            "POST", "/v1/applications", caller, json={**application, "takeover": True}
+        )
+        return result
+
 
 class Identity:
     def __init__(self, client: ServiceClient) -> None:
@@ -361,6 +370,31 @@ class Identity:
     async def end_other_sessions(self, caller: Caller) -> int:
         result: dict[str, Any] = await self.client.call("POST", "/v1/me/sessions/end-others", caller)
         return int(result["sessions_ended"])
+
+    # Takeover
+
+    async def takeover_by_link(self, caller: Caller, cancel_token: str) -> dict[str, Any]:
+        """What a takeover notice's cancel link would cancel; nothing changes."""
+        result: dict[str, Any] = await self.client.call(
+            "POST", "/v1/takeovers/lookup", caller, json={"cancel_token": cancel_token}
+        )
+        return result
+
+    async def cancel_takeover_by_link(self, caller: Caller, cancel_token: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST", "/v1/takeovers/cancel", caller, json={"cancel_token": cancel_token}
+        )
+        return result
+
+    async def open_takeovers(self, caller: Caller) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.client.call("GET", "/v1/takeovers", caller)
+        return result
+
+    async def cancel_takeover(self, caller: Caller, takeover_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "POST", f"/v1/takeovers/{quote(takeover_id, safe='')}/cancel", caller
+        )
+        return result
 
 
 # --- support console (S3, S13) -------------------------------------------------------------

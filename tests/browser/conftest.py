@@ -19,6 +19,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from services.portal.i18n import Texts, load_texts
+from services.registry import SERVICES
 from services.suite import Suite
 from tests.conftest import start_suite
 
@@ -49,19 +50,34 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     launched.close()
 
 
+CLOCK_OFFSET_FILE = "clock-offset"
+# Companies of the demo's generated ones for the stories: the first is the forgotten password's
+# (test_forgotten_password.py), the next two the takeover's (test_takeover.py).
+EXTRA_CUSTOMERS = 3
+
+
 @pytest.fixture(scope="package")
 def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
+    var_dir = tmp_path_factory.mktemp("portal-suite")
+    # Every process reads its clock's offset from this file: a story moves the suite's time
+    # (a takeover's notice period) by writing it (`move_clock`).
+    offset = str(var_dir / CLOCK_OFFSET_FILE)
     running = start_suite(
-        tmp_path_factory.mktemp("portal-suite"),
+        var_dir,
         database_factory,
         # A story logs in more often a minute than a person would (the limit has tests of its own).
         ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
         ADGANG_IDENTITY_ACTIVATION_RATE_LIMIT_PER_MINUTE="0",
-        # A company of its own for the forgotten password's story (test_forgotten_password.py).
-        ADGANG_BILLING_DEMO_EXTRA_CUSTOMERS="1",
+        ADGANG_BILLING_DEMO_EXTRA_CUSTOMERS=str(EXTRA_CUSTOMERS),
+        **{f"ADGANG_{service.upper()}_CLOCK_OFFSET_FILE": offset for service in SERVICES},
     )
     yield running
     running.stop()
+
+
+def move_clock(suite: Suite, seconds: float) -> None:
+    """Set how far ahead of the real time every process of the suite is."""
+    (suite.config.var_dir / CLOCK_OFFSET_FILE).write_text(f"{seconds}\n")
 
 
 @pytest.fixture

@@ -168,13 +168,14 @@ async def test_a_company_that_is_no_customer_is_told_to_check_the_cvr_or_contact
 
 
 async def test_a_company_with_an_administrator_is_told_to_ask_them_or_support(portal, onboarding_db) -> None:
+    """Or to request a takeover: tests/portal/test_takeover_pages.py."""
     async with onboarding_db.transaction() as session:
         session.add(KnownAdministrator(user_id="u1", cvr=CUSTOMER, status="active", since=datetime.now(UTC)))
     page = await post_form(portal, "/ansoeg", FORM)
     assert page.status_code == 409
     assert "har allerede en administrator" in page.text
-    assert "Bed administratoren om at oprette et login til dig" in page.text
-    assert "kontakt Erhvervskundeservice: vi sletter det gamle login" in page.text
+    assert "bed hellere om et login til dig" in page.text
+    assert "kontakte Erhvervskundeservice: vi sletter det gamle login" in page.text
     kept(page, FORM)
 
 

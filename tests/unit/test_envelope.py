@@ -37,6 +37,12 @@ from shared.events import (
     SubscriptionOrdered,
     SubscriptionSettingsChanged,
     SubscriptionUpgraded,
+    TakeoverCancelled,
+    TakeoverCompleted,
+    TakeoverExpired,
+    TakeoverNoticeIssued,
+    TakeoverNotified,
+    TakeoverRequested,
     UserActivated,
     UserCreated,
     UserDeleted,
@@ -359,6 +365,61 @@ def user_details_changed() -> UserDetailsChanged:
     )
 
 
+# Takeover of a company's administration (issue 10, item 3)
+TAKEOVER_ID = uuid.UUID("3c8d2f6e-7a41-4b5e-8f0a-9d2c4e6b1a37")
+NOTIFIED = TakeoverNotified(user_id=USER_ID, name="Mette Holm", email="mette@example.dk", language="en")
+SEALED = SealedSecret(kid="k1", nonce="bm9uY2U", ciphertext="Y2lwaGVydGV4dA")
+
+
+def takeover_requested() -> TakeoverRequested:
+    return TakeoverRequested(
+        takeover_id=TAKEOVER_ID,
+        cvr=CVR,
+        user_id=USER_ID,
+        application_id=APPLICATION_ID,
+        requested_at=AT,
+        usable_from=AT + timedelta(hours=72),
+        expires_at=AT + timedelta(days=10),
+        notified=[NOTIFIED],
+    )
+
+
+def takeover_cancelled() -> TakeoverCancelled:
+    return TakeoverCancelled(takeover_id=TAKEOVER_ID, cvr=CVR, user_id=USER_ID, by_user_id=USER_ID, cancelled_at=AT)
+
+
+def takeover_expired() -> TakeoverExpired:
+    return TakeoverExpired(takeover_id=TAKEOVER_ID, cvr=CVR, user_id=USER_ID, expired_at=AT)
+
+
+def takeover_completed() -> TakeoverCompleted:
+    return TakeoverCompleted(
+        takeover_id=TAKEOVER_ID,
+        cvr=CVR,
+        company_name="Eksempel ApS",
+        user_id=USER_ID,
+        new_administrator_name="Ny Chef",
+        disabled=[NOTIFIED],
+        completed_at=AT,
+    )
+
+
+def takeover_notice_issued() -> TakeoverNoticeIssued:
+    return TakeoverNoticeIssued(
+        takeover_id=TAKEOVER_ID,
+        notice_id=APPLICATION_ID,
+        user_id=USER_ID,
+        cvr=CVR,
+        company_name="Eksempel ApS",
+        name="Mette Holm",
+        email="mette@example.dk",
+        mobile="+4520123456",
+        requested_at=AT,
+        usable_from=AT + timedelta(hours=72),
+        cancel_token=SEALED,
+    )
+
+
 BUILDERS: dict[type[Event], Callable[[], Event]] = {
     SubscriptionOrdered: subscription_ordered,
     SubscriptionUpgraded: subscription_upgraded,
@@ -388,6 +449,11 @@ BUILDERS: dict[type[Event], Callable[[], Event]] = {
     DeliveryFailed: delivery_failed,
     DeliverySlaBreached: delivery_sla_breached,
     BillingAuditRecorded: billing_audit_recorded,
+    TakeoverRequested: takeover_requested,
+    TakeoverCancelled: takeover_cancelled,
+    TakeoverExpired: takeover_expired,
+    TakeoverCompleted: takeover_completed,
+    TakeoverNoticeIssued: takeover_notice_issued,
 }
 
 

@@ -136,3 +136,14 @@ def test_signing_keys_refuse_bad_entries_without_echoing_them() -> None:
         parse_signing_keys(f"a:{key},a:{key}")
     with pytest.raises(TokenError, match="Ed25519"):
         parse_signing_keys("a:AAAA")
+
+
+def test_the_issue_time_is_checked_by_our_clock_not_the_real_one() -> None:
+    """A suite whose clock a test moved ahead issues tokens later than the real time; by its own
+    clock they are valid, and a token issued later than the verifier's now is refused."""
+    keys = signer("k1")
+    ahead = datetime.now(UTC) + timedelta(hours=72)
+    issued_ahead = token(keys, at=ahead)
+    assert keys.verify(issued_ahead, now=ahead + timedelta(seconds=1)).role == "user"
+    with pytest.raises(TokenError, match="ImmatureSignatureError"):
+        keys.verify(issued_ahead, now=ahead - timedelta(minutes=1))

@@ -142,6 +142,8 @@ def _refused(page: PageContext, problem: ServiceProblem, values: dict[str, str])
     elif kind == "activation-code-expired":
         text = page._("activate.code-expired")
         links = [("/ansoeg", page._("activate.apply-again"))]
+    elif kind == "takeover-notice-period" and isinstance(problem.body.get("usable_from"), str):
+        text = page._("takeover.activate-too-early", time=page.texts.when(datetime.fromisoformat(problem.body["usable_from"])))
     elif status == 429:
         text = page._("activate.too-many", time=_again_at(page, problem.retry_after))
     elif kind == "invalid-activation-code":

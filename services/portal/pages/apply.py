@@ -43,7 +43,23 @@ def _form(
 @router.post("/ansoeg", response_class=HTMLResponse)
 async def apply(page: Page, form: Form) -> Response:
     values = {name: text_field(form, name, max_length=320) for name in FIELDS}
-    application = {
+    try:
+        accepted = await page.services.onboarding.apply(page.anonymous_caller, application_of(page, values))
+    except ServiceProblem as problem:
+        if problem.status == 422 and problem.errors:
+            return _form(page, values, status=422, errors=field_errors(page, problem, "apply"))
+        if problem.kind == "admin-exists" and problem.body.get("takeover_available") is True:
+            # The company's own administrator exists: a clear choice, to ask for a takeover or not.
+            from services.portal.pages.takeover import offer_takeover  # it builds on this module
+
+            return offer_takeover(page, values)
+        return _form(page, values, status=problem.status, problem=_refusal(page, problem, values["cvr"]))
+    return page.redirect(f"/ansoeg/{accepted['id']}")
+
+
+def application_of(page: PageContext, values: dict[str, str]) -> dict[str, object]:
+    """The form's values as onboarding's application."""
+    return {
         "cvr": values["cvr"],
         "company_name": values["company_name"],
         "contact": {
@@ -53,13 +69,6 @@ async def apply(page: Page, form: Form) -> Response:
         },
         "language": page.language,  # the letter and emails are written in it
     }
-    try:
-        accepted = await page.services.onboarding.apply(page.anonymous_caller, application)
-    except ServiceProblem as problem:
-        if problem.status == 422 and problem.errors:
-            return _form(page, values, status=422, errors=field_errors(page, problem, "apply"))
-        return _form(page, values, status=problem.status, problem=_refusal(page, problem, values["cvr"]))
-    return page.redirect(f"/ansoeg/{accepted['id']}")
 
 
 def _refusal(page: PageContext, problem: ServiceProblem, cvr: str) -> str:

@@ -89,9 +89,10 @@ def _held(page: PageContext) -> set[str]:
 
 
 def _status(user: dict[str, Any], now: datetime) -> str:
-    """Pending, active or disabled as identity says; a pending user whose activation code has
-    passed its expiry is "expired" (a new code must be sent)."""
-    expires = user.get("activation_expires_at")
+    """Pending, active, disabled or expired (never activated, the code expired: a new one must
+    be sent) as identity says; a pending user whose code passed its expiry since identity
+    answered is expired too."""
+    expires = user.get("expires_at")
     if user["status"] == "pending" and expires and datetime.fromisoformat(expires) <= now:
         return "expired"
     return str(user["status"])
