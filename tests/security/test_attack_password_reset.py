@@ -6,6 +6,13 @@ their phone. Each test here is a way through that was found and closed."""
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
+
+from services.identity.config import IdentitySettings
+from services.identity.models import LoginThrottle
+from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import active_admin, client, database_url, db  # noqa: F401 - fixtures
 from tests.integration.test_password_reset import (  # noqa: F401 - fixtures
     EMAIL,
@@ -17,6 +24,40 @@ from tests.integration.test_password_reset import (  # noqa: F401 - fixtures
 )
 
 UNKNOWN_EMAIL = "nobody@nowhere.example"
+
+
+async def wrong_codes_at_once(client: httpx.AsyncClient, reset_id: str, guesses: list[str]) -> list[int]:
+    answers = await asyncio.gather(
+        *(client.post(f"/v1/password-reset/{reset_id}/email-code", json={"code": g}) for g in guesses)
+    )
+    for answer in answers:
+        assert answer.headers["content-type"].startswith("application/problem+json"), answer.text
+    return sorted(a.status_code for a in answers)
+
+
+async def test_wrong_codes_of_resets_by_email_answer_alike_whether_or_not_a_login_has_the_address(
+    db, clock, sealer, client, settings: IdentitySettings
+) -> None:
+    """A stranger who asks for resets by an email address and types wrong codes must not see the
+    login's lock arrive (429) where an unknown address never locks: that told which addresses
+    belong to a login, without knowing its username."""
+    username = await active_admin(db, clock, sealer, client)
+    seen: dict[str, list[list[int]]] = {EMAIL: [], UNKNOWN_EMAIL: []}
+    for _ in range(settings.password_reset_emails_per_day):
+        for address in seen:
+            reset_id = (await request_reset(client, address)).json()["reset_id"]
+            # Never the code that was sent (the only one a stranger cannot type).
+            sent = {code for _, code in await reset_codes(db, sealer)}
+            guesses = [g for g in (f"{n:06d}" for n in range(20)) if g not in sent][: settings.otp_max_attempts]
+            seen[address].append(await wrong_codes_at_once(client, reset_id, guesses))
+        clock.advance(settings.password_reset_email_cooldown)
+    assert seen[EMAIL] == seen[UNKNOWN_EMAIL]
+    assert seen[EMAIL][-1] == [429] * settings.otp_max_attempts  # the address's own lock
+    # The wrong codes still counted towards the login's lock, as wrong passwords do.
+    async with db.transaction() as session:
+        throttle = await session.get(LoginThrottle, username)
+    assert throttle is not None and throttle.failures == settings.login_lock_after_failures
+    assert (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).status_code == 429
 
 
 async def test_a_name_too_long_for_any_login_is_told_next_to_the_field_not_a_server_error(
