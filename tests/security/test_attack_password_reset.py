@@ -9,15 +9,18 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from sqlalchemy import func, select
 
 from services.identity.config import IdentitySettings
-from services.identity.models import LoginThrottle
+from services.identity.models import LoginSession, LoginThrottle
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import active_admin, client, database_url, db  # noqa: F401 - fixtures
+from tests.integration.test_login import active_admin, client, database_url, db, last_code  # noqa: F401 - fixtures
 from tests.integration.test_password_reset import (  # noqa: F401 - fixtures
     EMAIL,
+    NEW_PASSWORD,
     problem_type,
     request_reset,
+    reset_by_email_code,
     reset_codes,
     settings,
     wrong,
@@ -70,3 +73,35 @@ async def test_a_name_too_long_for_any_login_is_told_next_to_the_field_not_a_ser
     # An email address may be longer than a username: it is still answered alike.
     long_email = "a" * 60 + "@" + "b" * 60 + ".example"
     assert (await request_reset(client, long_email)).status_code == 202
+
+
+async def test_a_login_begun_with_the_old_password_cannot_be_finished_after_the_reset(
+    db, clock, sealer, client
+) -> None:
+    """Someone who had the old password and reads the mailbox began a login just before the
+    user reset the password: the login's second step still let them in afterwards, with a new
+    session, although the reset had ended every session."""
+    username = await active_admin(db, clock, sealer, client)
+    begun = await client.post("/v1/login", json={"username": username, "password": PASSWORD})
+    assert begun.status_code == 200, begun.text
+    challenge_id = begun.json()["challenge_id"]
+
+    reset_id = await reset_by_email_code(client, db, sealer, username)
+    await client.post(f"/v1/password-reset/{reset_id}/send")
+    (_, sms_code), = await reset_codes(db, sealer, channel="sms")
+    done = await client.post(f"/v1/password-reset/{reset_id}/complete", json={"code": sms_code, "password": NEW_PASSWORD})
+    assert done.status_code == 200, done.text
+
+    sent = await client.post(f"/v1/login/{challenge_id}/send", json={"method": "email"})
+    if sent.status_code == 202:  # a code to the mailbox the attacker reads
+        _, code = await last_code(db, sealer)
+        finished = await client.post(f"/v1/login/{challenge_id}/verify", json={"code": code})
+        assert finished.status_code != 200, "a login begun with the old password got tokens after the reset"
+    assert sent.status_code == 401 and problem_type(sent) == "invalid-challenge", sent.text
+    assert sent.headers["content-type"].startswith("application/problem+json")
+    assert "Log in again with your password" in sent.json()["detail"]
+    async with db.transaction() as session:
+        live = await session.scalar(
+            select(func.count()).select_from(LoginSession).where(LoginSession.ended_at.is_(None))
+        )
+    assert live == 0
