@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from services.identity.config import IdentitySettings
 from services.identity.models import LoginSession, LoginThrottle
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import active_admin, client, database_url, db, last_code  # noqa: F401 - fixtures
+from tests.integration.test_login import active_admin, database_url, db, last_code  # noqa: F401 - fixtures
 from tests.integration.test_password_reset import (  # noqa: F401 - fixtures
     EMAIL,
     NEW_PASSWORD,
@@ -25,6 +25,15 @@ from tests.integration.test_password_reset import (  # noqa: F401 - fixtures
     settings,
     wrong,
 )
+from tests.portal.conftest import (  # noqa: F401 - fixtures: identity's API and a browser of the portal
+    client,
+    identity_transport,
+    portal,
+    portal_settings,
+    portal_transports,
+    post_form,
+)
+from tests.portal.test_password_reset_pages import field_error
 
 UNKNOWN_EMAIL = "nobody@nowhere.example"
 
@@ -105,3 +114,9 @@ async def test_a_login_begun_with_the_old_password_cannot_be_finished_after_the_
             select(func.count()).select_from(LoginSession).where(LoginSession.ended_at.is_(None))
         )
     assert live == 0
+
+
+async def test_the_portal_tells_a_name_too_long_for_any_login_next_to_the_field(portal) -> None:
+    answer = await post_form(portal, "/glemt-adgangskode", {"username_or_email": "x" * 65})
+    assert answer.status_code == 422
+    assert field_error(answer, "username_or_email") == "Skriv dit brugernavn (højst 64 tegn) eller din e-mailadresse."
