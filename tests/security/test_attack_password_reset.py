@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy import func, select
 
 from services.identity.config import IdentitySettings
-from services.identity.models import LoginSession, LoginThrottle
+from services.identity.models import LoginSession, LoginThrottle, PasswordReset
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import active_admin, database_url, db, last_code  # noqa: F401 - fixtures
 from tests.integration.test_password_reset import (  # noqa: F401 - fixtures
@@ -120,3 +120,33 @@ async def test_the_portal_tells_a_name_too_long_for_any_login_next_to_the_field(
     answer = await post_form(portal, "/glemt-adgangskode", {"username_or_email": "x" * 65})
     assert answer.status_code == 422
     assert field_error(answer, "username_or_email") == "Skriv dit brugernavn (højst 64 tegn) eller din e-mailadresse."
+
+
+async def test_wrong_codes_at_once_over_resets_by_username_and_by_email_lock_the_login_exactly_once(
+    db, clock, sealer, client, settings: IdentitySettings
+) -> None:
+    """The login's lock counts every wrong code of its resets, asked by username or by email,
+    also when they arrive at once, and stops counting once it locks (no lock made longer)."""
+    username = await active_admin(db, clock, sealer, client)
+    resets = []
+    for name in (username, EMAIL, EMAIL.upper()):
+        resets.append((await request_reset(client, name)).json()["reset_id"])
+        clock.advance(settings.password_reset_email_cooldown)
+    sent = {code for _, code in await reset_codes(db, sealer)}
+    assert len(sent) == len(resets)
+    guesses = [g for g in (f"{n:06d}" for n in range(40)) if g not in sent][: settings.otp_max_attempts + 2]
+    answers = await asyncio.gather(
+        *(
+            client.post(f"/v1/password-reset/{reset_id}/email-code", json={"code": guess})
+            for reset_id in resets
+            for guess in guesses
+        )
+    )
+    assert {a.status_code for a in answers} <= {400, 410, 429}
+    assert all(a.headers["content-type"].startswith("application/problem+json") for a in answers)
+    async with db.transaction() as session:
+        throttle = await session.get(LoginThrottle, username)
+        tries = [(await session.get(PasswordReset, r)).failed_attempts for r in resets]  # type: ignore[union-attr]
+    assert throttle is not None and throttle.failures == settings.login_lock_after_failures
+    assert all(t <= settings.otp_max_attempts for t in tries)
+    assert sum(a.status_code == 400 for a in answers) == sum(tries)
