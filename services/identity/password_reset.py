@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.config import IdentitySettings
@@ -45,7 +45,6 @@ from services.identity.login import (
     sent_code_matches,
 )
 from services.identity.models import (
-    LoginChallenge,
     LoginThrottle,
     PasswordReset,
     PasswordResetCode,
@@ -440,17 +439,8 @@ class PasswordResets:
         reset.ended_at, reset.end_reason = now, "completed"
         user.password_hash = password_hash
         await end_all_sessions(session, self.login.outbox, user.id, "password-reset", now)
-        # So do logins begun with the old password and waiting for their second step: whoever
-        # knew that password must not finish one and have a session the reset did not end.
-        await session.execute(
-            update(LoginChallenge)
-            .where(
-                LoginChallenge.user_id == user.id,
-                LoginChallenge.completed_at.is_(None),
-                LoginChallenge.expires_at > now,
-            )
-            .values(expires_at=now)
-        )
+        # Logins begun with the old password and still waiting for their second step end too:
+        # `Login._open_challenge` refuses those begun before a completed reset.
         # The lock and delays of the username go: its owner has just proved three things.
         await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
         notice = credential_changed(user, "password_reset", now).model_copy(update={"language": language_of(user)})

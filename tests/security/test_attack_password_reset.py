@@ -7,6 +7,7 @@ their phone. Each test here is a way through that was found and closed."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import func, select
@@ -94,6 +95,7 @@ async def test_a_login_begun_with_the_old_password_cannot_be_finished_after_the_
     begun = await client.post("/v1/login", json={"username": username, "password": PASSWORD})
     assert begun.status_code == 200, begun.text
     challenge_id = begun.json()["challenge_id"]
+    clock.advance(timedelta(seconds=20))  # the user resets the password a moment later
 
     reset_id = await reset_by_email_code(client, db, sealer, username)
     await client.post(f"/v1/password-reset/{reset_id}/send")
@@ -150,3 +152,37 @@ async def test_wrong_codes_at_once_over_resets_by_username_and_by_email_lock_the
     assert throttle is not None and throttle.failures == settings.login_lock_after_failures
     assert all(t <= settings.otp_max_attempts for t in tries)
     assert sum(a.status_code == 400 for a in answers) == sum(tries)
+
+
+
+async def test_a_login_finished_while_the_reset_completes_either_ends_with_the_reset_or_is_refused(
+    db, clock, sealer, client
+) -> None:
+    """The second step of a login begun with the old password and the reset's last step, at
+    once, many times: neither fails (no deadlock between their locks), and no session the
+    login opened outlives the reset."""
+    username = await active_admin(db, clock, sealer, client)
+    password = PASSWORD
+    for round_ in range(6):
+        begun = await client.post("/v1/login", json={"username": username, "password": password})
+        assert begun.status_code == 200, begun.text
+        challenge_id = begun.json()["challenge_id"]
+        assert (await client.post(f"/v1/login/{challenge_id}/send", json={"method": "email"})).status_code == 202
+        _, login_code = await last_code(db, sealer)
+        clock.advance(timedelta(seconds=20))
+        reset_id = await reset_by_email_code(client, db, sealer, username)
+        assert (await client.post(f"/v1/password-reset/{reset_id}/send")).status_code == 202
+        _, sms_code = (await reset_codes(db, sealer, channel="sms"))[-1]
+        password = f"{NEW_PASSWORD}-{round_}"
+        finished, done = await asyncio.gather(
+            client.post(f"/v1/login/{challenge_id}/verify", json={"code": login_code}),
+            client.post(f"/v1/password-reset/{reset_id}/complete", json={"code": sms_code, "password": password}),
+        )
+        assert done.status_code == 200, done.text
+        assert finished.status_code in (200, 401), finished.text
+        async with db.transaction() as session:
+            live = await session.scalar(
+                select(func.count()).select_from(LoginSession).where(LoginSession.ended_at.is_(None))
+            )
+        assert live == 0
+        clock.advance(timedelta(days=1))  # the login's reset emails of the day
