@@ -186,3 +186,39 @@ async def test_a_login_finished_while_the_reset_completes_either_ends_with_the_r
             )
         assert live == 0
         clock.advance(timedelta(days=1))  # the login's reset emails of the day
+
+
+async def test_the_mailbox_alone_does_not_complete_a_reset(db, clock, sealer, client) -> None:
+    """Held: whoever reads only the mailbox has the emailed codes, and none of them is a second
+    factor, also when tried at once."""
+    username = await active_admin(db, clock, sealer, client)
+    reset_id = (await request_reset(client, username)).json()["reset_id"]
+    _, email_code = (await reset_codes(db, sealer))[-1]
+    assert (
+        await client.post(f"/v1/password-reset/{reset_id}/email-code", json={"code": email_code})
+    ).status_code == 200
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                f"/v1/password-reset/{reset_id}/complete", json={"code": code, "password": NEW_PASSWORD}
+            )
+            for code in [email_code, wrong(email_code), email_code]
+        )
+    )
+    assert sorted(a.status_code for a in answers) == [400, 400, 400]
+    assert await reset_codes(db, sealer, channel="sms") == []
+    clock.advance(timedelta(minutes=1))  # the delay the wrong codes earned, as wrong passwords do
+    assert (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).status_code == 200
+
+
+async def test_the_phone_alone_gets_no_code_sent_and_completes_nothing(db, clock, sealer, client) -> None:
+    """Held: before the emailed code, no SMS is sent and no second factor is looked at."""
+    username = await active_admin(db, clock, sealer, client)
+    reset_id = (await request_reset(client, username)).json()["reset_id"]
+    sent, done = await asyncio.gather(
+        client.post(f"/v1/password-reset/{reset_id}/send"),
+        client.post(f"/v1/password-reset/{reset_id}/complete", json={"code": "123456", "password": NEW_PASSWORD}),
+    )
+    assert (sent.status_code, problem_type(sent)) == (409, "reset-step-out-of-order")
+    assert (done.status_code, problem_type(done)) == (409, "reset-step-out-of-order")
+    assert await reset_codes(db, sealer, channel="sms") == []
