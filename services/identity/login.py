@@ -30,6 +30,7 @@ from services.identity.models import (
     LoginChallenge,
     LoginSession,
     LoginThrottle,
+    PasswordReset,
     RefreshToken,
     TrustedDevice,
     User,
@@ -323,6 +324,22 @@ class Login:
         user = await session.get(User, challenge.user_id, with_for_update=True, populate_existing=True)
         if user is None or user.status != "active":
             raise ChallengeInvalid("This login can no longer be completed. Log in again.")
+        # A password reset after the password step ends the login too, as it ended every
+        # session: whoever knew the old password must not finish it. Checked here rather than
+        # by the reset expiring the challenges, which would take their rows after the user's.
+        reset_since = await session.scalar(
+            select(PasswordReset.id)
+            .where(
+                PasswordReset.user_id == user.id,
+                PasswordReset.end_reason == "completed",
+                PasswordReset.ended_at > challenge.created_at,
+            )
+            .limit(1)
+        )
+        if reset_since is not None:
+            raise ChallengeInvalid(
+                "The password was changed after this login began. Log in again with your password."
+            )
         return challenge, user
 
     async def send_code(

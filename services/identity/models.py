@@ -310,8 +310,9 @@ class PasswordReset(Base):
     __tablename__ = "password_resets"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    # The normalised username that was asked for (None when an email was given): wrong codes
-    # count towards its login lockout, whether or not it exists, as wrong passwords do.
+    # The failure counter of what was asked for (`password_reset.counter_key`): the normalised
+    # username, or `@` and a digest of the email address. Wrong codes count on it, whether or not
+    # a login has it, as wrong passwords do on a username.
     username: Mapped[str | None] = mapped_column(String(64))
     # Set by the right email code: the login being reset.
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

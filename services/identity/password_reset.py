@@ -12,14 +12,19 @@
    (the activation's policy) completes it: the password changes, every session ends, and the
    user is told by email.
 
-Wrong codes are counted on the reset (`otp_max_attempts`) and, like wrong passwords, on the
-username's failure counter (`Login.count_failure`); while that counter locks the username, no
-reset code of it is checked. All steps lock the reset's row first, so tries that arrive at
+Wrong codes are counted on the reset (`otp_max_attempts`) and, like wrong passwords, on a
+failure counter (`Login.count_failure`) of what was asked for, whether or not a login has it:
+the username's, or for an email address the address's own (`counter_key`); while that counter
+is locked, no code of the reset is checked. A reset asked for by email also counts its wrong
+codes on the usernames of the logins that have the address, but their locks do not refuse it:
+that would tell a stranger which addresses belong to a login. The right code of a locked login
+is refused all the same. All steps lock the reset's row first, so tries that arrive at
 once are decided one after another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import uuid
@@ -65,6 +70,16 @@ def _email_context(reset_id: str, user_id: str) -> str:
 
 def _sms_context(reset_id: str) -> str:
     return f"password-reset:{reset_id}:sms"
+
+
+def counter_key(given: str) -> str:
+    """The failure counter the wrong codes of a reset for `given` count on: the normalised
+    username, or for an email address `@` and a digest of it (no username has an `@`, and the
+    digest keeps addresses strangers typed out of the table), so that an address locks alike
+    whether or not a login has it."""
+    if "@" not in given:
+        return normalise_username(given)
+    return "@" + hashlib.blake2b(given.strip().lower().encode(), digest_size=20).hexdigest()
 
 
 def _one_time_code() -> str:
@@ -122,7 +137,7 @@ class PasswordResets:
         by_email = "@" in given
         reset = PasswordReset(
             id=str(uuid.uuid4()),
-            username=None if by_email else normalise_username(given),
+            username=counter_key(given),
             created_at=now,
             expires_at=now + self.settings.password_reset_ttl,
             failed_attempts=0,
@@ -228,12 +243,12 @@ class PasswordResets:
             reset.ended_at, reset.end_reason = self.login.clock.now(), "replaced"
         return newer is not None
 
-    async def _counters(self, session: AsyncSession, usernames: list[str]) -> list[LoginThrottle]:
-        """The usernames' failure counters, locked (in one order), refused while one is locked."""
-        counters = [await self.login.username_counter(session, name) for name in sorted(set(usernames))]
-        for counter in counters:
-            self.login.refuse_while_locked(counter)
-        return counters
+    async def _counters(self, session: AsyncSession, keys: list[str]) -> dict[str, LoginThrottle]:
+        """The failure counters of these keys (usernames or `counter_key`s), locked in one order."""
+        return {key: await self.login.username_counter(session, key) for key in sorted(set(keys))}
+
+    def _locked(self, counter: LoginThrottle) -> bool:
+        return counter.locked_until is not None and as_utc(counter.locked_until) > self.login.clock.now()
 
     def _count_wrong(self, reset: PasswordReset, counters: list[LoginThrottle]) -> StepResult:
         now = self.login.clock.now()
@@ -266,8 +281,11 @@ class PasswordResets:
             u.id: u
             for u in await session.scalars(select(User).where(User.id.in_([c.user_id for c in codes])))
         }
-        usernames = [reset.username] if reset.username else [u.username for u in owners.values()]
-        counters = await self._counters(session, usernames)
+        own = reset.username
+        assert own is not None  # every request sets it (`counter_key`)
+        counters = await self._counters(session, [own, *(u.username for u in owners.values())])
+        # Only the counter of what was asked for refuses: it is there whether or not a login is.
+        self.login.refuse_while_locked(counters[own])
         matched = None
         tried: list[PasswordResetCode | None] = [*codes] or [None]
         for candidate in tried:
@@ -280,7 +298,11 @@ class PasswordResets:
             if right and candidate is not None and as_utc(candidate.expires_at) > now:
                 matched = candidate
         if matched is None:
-            return self._count_wrong(reset, counters)
+            # A locked login's counter is not counted on further: that would only lengthen its lock.
+            counted = [c for key, c in counters.items() if key == own or not self._locked(c)]
+            return self._count_wrong(reset, counted)
+        # The right code says the login exists; a lock of its username refuses it all the same.
+        self.login.refuse_while_locked(counters[owners[matched.user_id].username])
         if await self._replaced(session, reset, matched.user_id):
             return StepResult(Step.ended, reset=reset, end_reason="replaced")
         user = await session.get(User, matched.user_id, with_for_update=True, populate_existing=True)
@@ -397,7 +419,9 @@ class PasswordResets:
         if await self._replaced(session, reset, reset.user_id):
             return StepResult(Step.ended, reset=reset, end_reason="replaced")
         username = await session.scalar(select(User.username).where(User.id == reset.user_id))
-        counters = await self._counters(session, [username] if username else [])
+        counters = list((await self._counters(session, [username] if username else [])).values())
+        for counter in counters:
+            self.login.refuse_while_locked(counter)
         user = await session.get(User, reset.user_id, with_for_update=True, populate_existing=True)
         if user is None or not may_reset_by_email(user):
             reset.ended_at, reset.end_reason = now, "withdrawn"
@@ -415,6 +439,8 @@ class PasswordResets:
         reset.ended_at, reset.end_reason = now, "completed"
         user.password_hash = password_hash
         await end_all_sessions(session, self.login.outbox, user.id, "password-reset", now)
+        # Logins begun with the old password and still waiting for their second step end too:
+        # `Login._open_challenge` refuses those begun before a completed reset.
         # The lock and delays of the username go: its owner has just proved three things.
         await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
         notice = credential_changed(user, "password_reset", now)

@@ -18,6 +18,7 @@ from shared.db import Database
 from shared.problems import MEDIA_TYPE, Conflict, InvalidField, NotFound, Problem, TooManyRequests
 from shared.ratelimit import SlidingWindowLimiter, client_address
 
+USERNAME_MAX_LENGTH = 64  # users.username
 PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
 
 
@@ -60,6 +61,12 @@ class ResetIn(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("give the username or the email address of the login")
+        # Every username fits its column; a longer name is a typing mistake, said as such (the
+        # rule is public, so the answer tells nothing about who exists).
+        if "@" not in value and len(value.strip()) > USERNAME_MAX_LENGTH:
+            raise ValueError(
+                f"a username has at most {USERNAME_MAX_LENGTH} characters: check it, or give the email address"
+            )
         return value.strip()
 
 
