@@ -217,7 +217,8 @@ async def test_the_whole_reset_with_an_sms_code_changes_the_password_ends_sessio
     assert notices[-1].change == "password_reset" and notices[-1].email == EMAIL
     async with db.transaction() as session:
         actions = (await session.scalars(select(AuditEntry.action).order_by(AuditEntry.at))).all()
-    assert actions == ["password.reset-requested", "password.reset"]
+    # The logins around it are audited too (login.*); these are the reset's own entries.
+    assert [a for a in actions if not a.startswith("login.")] == ["password.reset-requested", "password.reset"]
 
 
 async def test_the_emailed_code_expires_after_ten_minutes(db, clock, sealer, client) -> None:
@@ -394,7 +395,7 @@ async def test_logins_that_may_not_reset_by_email_get_the_same_answer_and_no_cod
     assert await reset_codes(db, sealer) == []
     async with db.transaction() as session:  # the request of an existing login is in its trail
         actions = (await session.scalars(select(AuditEntry.action))).all()
-    assert actions == ["password.reset-requested"]
+    assert [a for a in actions if not a.startswith("login.")] == ["password.reset-requested"]
 
 
 async def test_an_email_of_two_logins_sends_a_code_to_each_and_the_code_says_which_login(
