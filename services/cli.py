@@ -229,7 +229,13 @@ def cmd_staff_create(args: argparse.Namespace) -> int:
         try:
             async with db.transaction() as session:
                 user, code = await create_staff(
-                    session, SystemClock(), username=args.username, name=args.name, email=email, mobile=mobile
+                    session,
+                    SystemClock(),
+                    username=args.username,
+                    name=args.name,
+                    email=email,
+                    mobile=mobile,
+                    language=args.language,
                 )
             return user.username, code
         finally:
@@ -326,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--email", required=True)
     p.add_argument("--mobile", required=True, help="Danish mobile number; login codes go here")
+    p.add_argument(
+        "--language", choices=("da", "en"), default="da", help="language of the login's codes and notices"
+    )
     p.set_defaults(func=cmd_staff_create)
 
     p = sub.add_parser("billing", help="billing operations")

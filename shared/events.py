@@ -397,7 +397,9 @@ class UserActivated(Event):
 
 class CredentialChanged(Event):
     """A password or second factor was set or changed: tell the user through another channel
-    (email), so a change they did not make does not go unnoticed."""
+    (email), so a change they did not make does not go unnoticed. A changed email or mobile
+    number (`contact_details_changed`) is told at the email the login had; a changed mobile
+    number also by SMS to the number it had (`old_mobile`)."""
 
     TYPE = "dk.adgang.identity.CredentialChanged.v1"
     TOPIC = IDENTITY_USERS
@@ -416,6 +418,15 @@ class CredentialChanged(Event):
     ]
     language: Language = "da"
     changed_at: datetime
+    old_mobile: str | None = Field(
+        default=None,
+        description="`contact_details_changed` of the mobile number: the number the login had, "
+        "which is told by SMS (absent when the mobile number did not change)",
+    )
+    new_mobile: str | None = Field(
+        default=None,
+        description="With `old_mobile`: the number the login has now, shown masked in that SMS",
+    )
 
     def key(self) -> str:
         return str(self.user_id)

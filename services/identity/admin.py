@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.credentials import (
+    contact_details_changed,
     credential_changed,
     issue_activation_code,
     unique_username,
@@ -384,7 +385,6 @@ class Administration:
         sessions, so their next token carries exactly the new grants."""
         user = await self.get_user(session, caller, user_id)
         before = (user.name, user.email, user.mobile)
-        old_email = user.email
         if changes.name is not None:
             user.name = changes.name
         if changes.email is not None:
@@ -396,9 +396,11 @@ class Administration:
                 session, user_details_changed(user, by_user_id=caller.id, at=self.clock.now())
             )
         if (user.email, user.mobile) != before[1:]:
-            # Where the login's codes go has changed: tell the user at the address they had.
-            notice = credential_changed(user, "contact_details_changed", self.clock.now())
-            await self.outbox.add(session, notice.model_copy(update={"email": old_email}))
+            # Where the login's codes go has changed: tell the user at the addresses they had.
+            await self.outbox.add(
+                session,
+                contact_details_changed(user, old_email=before[1], old_mobile=before[2], at=self.clock.now()),
+            )
         if changes.grants is None and changes.functions is None:
             return user
         current = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))

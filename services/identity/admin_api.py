@@ -43,7 +43,9 @@ class UserIn(BaseModel):
     mobile: DanishMobile = Field(max_length=32, description="Danish mobile number; login codes go here (S7)")
     grants: list[GrantIn] = Field(max_length=200)
     functions: list[Function] = Field(max_length=5)
-    language: Literal["da", "en"] = "da"
+    language: Literal["da", "en"] = Field(
+        default="da", description="The user's codes, notices and emails (the login email too) are in it"
+    )
 
 
 class UserPatch(BaseModel):
@@ -89,6 +91,9 @@ class UserOut(BaseModel):
     activation_expires_at: datetime | None = Field(
         default=None, deprecated=True, description="The same as `expires_at`; kept for older clients"
     )
+    language: Literal["da", "en"] = Field(
+        default="da", description="The language of the user's codes, notices and emails, and of their portal"
+    )
 
 
 class CompanyOut(BaseModel):
@@ -117,6 +122,7 @@ def _out(user: User, grants: list[UserGrant], now: datetime, locked_until: datet
         login_locked_until=locked_until,
         expires_at=expires_at,
         activation_expires_at=expires_at,
+        language=user.language or "da",  # type: ignore[arg-type]
     )
 
 

@@ -130,3 +130,18 @@ def credential_changed(
         changed_at=at,
         language=user.language or "da",  # type: ignore[arg-type]
     )
+
+
+def contact_details_changed(user: User, *, old_email: str, old_mobile: str, at: datetime) -> CredentialChanged:
+    """The notice of a changed email or mobile number, addressed to where the login's codes went
+    before (issue 10): the old email always, and the old mobile number by SMS too when that is
+    what changed, so whoever holds the old number hears that codes no longer come to it."""
+    notice = credential_changed(user, "contact_details_changed", at)
+    mobile_changed = old_mobile != user.mobile
+    return notice.model_copy(
+        update={
+            "email": old_email,
+            "old_mobile": old_mobile if mobile_changed else None,
+            "new_mobile": user.mobile if mobile_changed else None,
+        }
+    )

@@ -6,7 +6,8 @@
   failed login (`Login.reserve_try`), so a copied access token is no way round it. The other
   sessions end, the one that changed it goes on, and the user is told by email.
 - A new email or mobile number takes effect only when the code sent to it comes back: a login's
-  codes must not go to an address nobody proved is theirs. The address the login had is told.
+  codes must not go to an address nobody proved is theirs. The address the login had is told:
+  the old email always, and the old mobile number by SMS when the mobile number changed.
 - The sessions list shows the user's live sessions; they end any of them (`SessionEnded`, so
   billing refuses its tokens at once). Another user's session is never found (404).
 """
@@ -23,7 +24,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from ua_parser import parse as parse_user_agent
 
-from services.identity.credentials import credential_changed, user_details_changed
+from services.identity.credentials import contact_details_changed, credential_changed, user_details_changed
 from services.identity.login import end_login_session
 from services.identity.models import ContactChange, LoginSession, LoginThrottle, User
 from services.identity.support import AuditTrail
@@ -262,15 +263,16 @@ class OwnProfile:
                 change.ended_at, change.end_reason = now, "blocked"
             return ContactChangeResult(ContactChangeOutcome.wrong, change, attempts_left=left)
         change.ended_at, change.end_reason = now, "completed"
-        old_email = user.email
+        old_email, old_mobile = user.email, user.mobile
         if change.field == "email":
             user.email = change.new_value
         else:
             user.mobile, user.mobile_confirmed_at = change.new_value, now  # the code came back (S5.3)
         await self._details_changed(session, user)
-        # Where the login's codes go has changed: tell the user at the address they had.
-        notice = credential_changed(user, "contact_details_changed", now)
-        await self.outbox.add(session, notice.model_copy(update={"email": old_email}))
+        # Where the login's codes go has changed: tell the user at the addresses they had.
+        await self.outbox.add(
+            session, contact_details_changed(user, old_email=old_email, old_mobile=old_mobile, at=now)
+        )
         await self.audit.record(
             session, actor=user, action=f"profile.{change.field}-changed", target=user, client_address=client
         )

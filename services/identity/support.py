@@ -239,8 +239,10 @@ async def create_staff(
     email: str,
     mobile: str,
     code_ttl_days: int = 7,
+    language: str = "da",
 ) -> tuple[User, str]:
-    """A support login (no company), pending activation; returns it and its activation code."""
+    """A support login (no company), pending activation; returns it and its activation code.
+    `language` (da or en) is that of its codes and notices, and of its portal."""
     username = normalise_username(username)
     if await session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"The username {username} is taken.")
@@ -255,7 +257,7 @@ async def create_staff(
         role="support",
         status="pending",
         functions=[],
-        language="da",
+        language=language,
         created_at=now,
     )
     session.add(user)

@@ -52,7 +52,7 @@ from shared.events import (
     TakeoverCompleted,
     TakeoverNoticeIssued,
 )
-from shared.logs import forget_secret, register_secret
+from shared.logs import forget_secret, mask_contact, register_secret
 from shared.sealing import Sealer
 
 log = logging.getLogger(__name__)
@@ -289,6 +289,31 @@ class SecurityNotice(TemplatedEmail):
                 "when": format_expiry(event.changed_at, language=event.language),
             },
         )
+
+
+class MobileChangedNotice:
+    """Tells the mobile number a login had, by SMS, that the login's number was changed and what
+    to do if that was not its owner (issue 10): the old email is told too (`SecurityNotice`),
+    but whoever lost a phone number to someone else may read only that phone. The new number
+    is shown masked as logs mask it (`mask_contact`), since the old number may no longer be
+    the user's; with `*` for its dots, so the text stays in the GSM 7-bit alphabet and one SMS."""
+
+    def __init__(self, *, sms: SmsTransport | None) -> None:
+        self._sms = sms
+
+    async def send(self, delivery: Delivery) -> str:
+        event = CredentialChanged.model_validate_json(delivery.source_payload)
+        if self._sms is None:
+            raise PermanentDeliveryError("no SMS gateway is configured")
+        if not event.old_mobile:
+            raise PermanentDeliveryError("the notice names no mobile number the login had")
+        require_supported(event.language)
+        text = templates.get_template(f"mobile_changed.{event.language}.sms.txt.j2").render(
+            new_mobile=mask_contact(event.new_mobile or "").replace("•", "*"),
+            when=format_expiry(event.changed_at, language=event.language),
+        )
+        receipt = await self._sms.send(to=event.old_mobile, text=text.strip(), reference=delivery.message_id)
+        return receipt.location
 
 
 class OrderConfirmation(TemplatedEmail):

@@ -38,6 +38,7 @@ from services.notifier.kinds import (
     EmailTransport,
     InvoiceReady,
     LoginEmail,
+    MobileChangedNotice,
     OneTimeCodeMessage,
     OrderConfirmation,
     SecurityNotice,
@@ -132,10 +133,23 @@ async def record_login_created(session: AsyncSession, envelope: Envelope, clock:
 
 
 async def record_credential_changed(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
-    """Handler for `CredentialChanged`: an email notice to the user (S7)."""
+    """Handler for `CredentialChanged`: an email notice to the user (S7); when the mobile number
+    changed, an SMS to the number the login had as well (its own source id, so a redelivered
+    event adds neither twice)."""
     event = envelope.event
     assert isinstance(event, CredentialChanged)
     await _record(session, envelope, clock, kind="security_notice", channel="email", recipient=event.email)
+    if event.change == "contact_details_changed" and event.old_mobile:
+        await _record(
+            session,
+            envelope,
+            clock,
+            source_event_id=per_recipient_event_id(envelope.id, "old-mobile"),
+            kind="mobile_changed_sms",
+            channel="sms",
+            recipient=event.old_mobile,
+            recipient_name=event.name,
+        )
 
 
 async def record_code(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
@@ -295,6 +309,7 @@ class Dispatcher:
             "credentials_letter": CredentialsLetter(sealer=sealer, eboks=eboks, sender=sender),
             **{kind: codes for kind in CODE_KINDS.values()},
             "security_notice": SecurityNotice(email=email, email_from=email_from),
+            "mobile_changed_sms": MobileChangedNotice(sms=sms),
             "login_email": LoginEmail(
                 sealer=sealer, email=email, email_from=email_from, portal_url=sender.portal_url
             ),

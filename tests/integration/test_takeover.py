@@ -569,7 +569,7 @@ class SmsTray:
 
     async def send(self, *, to: str, text: str, reference: str) -> SmsReceipt:
         self.sent.append((to, text))
-        return SmsReceipt(message_id=reference, location=f"sms:{to}")
+        return SmsReceipt(reference=reference, location=f"sms:{to}")
 
 
 @dataclass

@@ -48,6 +48,8 @@ T = TypeVar("T")
 # The wizard's steps in the seed's order (S5.3–S5.6); "company" only for an administrator who
 # holds several companies (S5.4, S14).
 STEPS = ("details", "company", "access", "functions")
+# The languages a login's codes, notices and pages can be in (identity's `language`).
+LANGUAGES = ("da", "en")
 
 # What a user's page can do, by the last part of its path: identity's action, and whether it
 # asks first (an action that locks someone out or removes something cannot be undone by a click).
@@ -146,6 +148,7 @@ class Draft:
     access: str = ""
     accounts: list[str] = field(default_factory=list)
     functions: list[str] = field(default_factory=list)
+    language: str = "da"
 
     @classmethod
     def of(cls, form: FormData) -> Draft:
@@ -153,6 +156,7 @@ class Draft:
             name=text_field(form, "name"),
             email=text_field(form, "email", max_length=320),
             mobile=text_field(form, "mobile", max_length=32),
+            language=text_field(form, "language", max_length=8),
             cvr=text_field(form, "grants.cvr", max_length=16),
             access=text_field(form, "access", max_length=4),
             accounts=_values(form, "grants.accounts", max_count=200),
@@ -162,7 +166,12 @@ class Draft:
     def hidden(self, step: str) -> list[tuple[str, str]]:
         """The fields of the other steps, to carry through this one's form."""
         fields: dict[str, list[tuple[str, str]]] = {
-            "details": [("name", self.name), ("email", self.email), ("mobile", self.mobile)],
+            "details": [
+                ("name", self.name),
+                ("email", self.email),
+                ("mobile", self.mobile),
+                ("language", self.language),
+            ],
             "company": [("grants.cvr", self.cvr)],
             "access": [("access", self.access), *(("grants.accounts", a) for a in self.accounts)],
             "functions": [("functions", f) for f in self.functions],
@@ -178,6 +187,7 @@ class Draft:
             "mobile": self.mobile,
             "grants": [{"cvr": self.cvr, "accounts": accounts}],
             "functions": self.functions,
+            "language": self.language,
         }
 
 
@@ -213,6 +223,10 @@ def _check(page: PageContext, step: str, draft: Draft, companies: list[dict[str,
                 check(value)
             except ValueError:
                 errors[name] = page._(f"users.invalid.{name}")
+        if not draft.language:
+            errors["language"] = page._("users.missing.language")
+        elif draft.language not in LANGUAGES:
+            errors["language"] = page._("users.invalid.language")
     elif step == "company":
         if _company(companies, draft.cvr) is None:
             errors["grants.cvr"] = page._("users.missing.cvr")
@@ -261,6 +275,7 @@ def _wizard_page(
         companies=companies,
         company=company,
         functions=[f for f in FUNCTIONS_IN_ORDER if f in _held(page)],
+        languages=LANGUAGES,
         errors=errors or {},
         problem=problem,
     )
@@ -268,9 +283,14 @@ def _wizard_page(
 
 @router.get("/brugere/ny", response_class=HTMLResponse)
 async def new_user(page: UserAdminPage) -> Response:
-    """S5.2: "Opret selvbetjeningsbruger" opens the wizard at its first step."""
+    """S5.2: "Opret selvbetjeningsbruger" opens the wizard at its first step. The colleague's
+    language starts as the one the administrator reads the portal in: the one most likely
+    theirs too, and a choice the administrator sees and can change on the same step."""
     companies = await _ask(page, page.services.identity.companies(page.caller))
-    draft = Draft(cvr=companies[0]["cvr"] if len(companies) == 1 else "")
+    draft = Draft(
+        cvr=companies[0]["cvr"] if len(companies) == 1 else "",
+        language=page.language if page.language in LANGUAGES else "da",
+    )
     return _wizard_page(page, "details", draft, companies)
 
 
@@ -314,7 +334,7 @@ async def new_user_step(page: UserAdminPage, form: Form) -> Response:
     assert page.user is not None
     await page.portal.sessions.remember(
         page.user,
-        created_user={k: created[k] for k in ("id", "username", "name", "email")},
+        created_user={k: created[k] for k in ("id", "username", "name", "email", "language")},
     )
     return page.redirect("/brugere/ny/oprettet")
 
@@ -334,7 +354,7 @@ def _wizard_errors(
             name, text = "functions", page._("users.invalid.functions")
         errors.setdefault(name, text)
     fields_of = {
-        "details": ("name", "email", "mobile"),
+        "details": ("name", "email", "mobile", "language"),
         "company": ("grants.cvr",),
         "access": ("access", "grants.accounts"),
         "functions": ("functions",),
