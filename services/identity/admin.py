@@ -17,6 +17,7 @@ from services.identity.credentials import (
     unique_username,
     user_created,
     user_details_changed,
+    withdraw_contact_changes,
 )
 from services.identity.domain import AccessScope
 from services.identity.login import ReauthenticationRequired, end_login_session
@@ -443,6 +444,7 @@ class Administration:
         # The lost phone may also be a device trusted to pass a lock on the username.
         await session.execute(delete(TrustedDevice).where(TrustedDevice.user_id == user.id))
         await self.end_sessions(session, user.id, "second-factor-reset", announce="second-factor-reset")
+        await withdraw_contact_changes(session, user.id, "second-factor-reset", self.clock.now())
         await self.outbox.add(session, credential_changed(user, "second_factor_reset", self.clock.now()))
         return user
 
