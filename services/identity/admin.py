@@ -20,7 +20,7 @@ from services.identity.credentials import (
     withdraw_contact_changes,
 )
 from services.identity.domain import AccessScope
-from services.identity.login import ReauthenticationRequired, end_login_session
+from services.identity.login import ReauthenticationRequired, end_login_session, withdraw_sent_codes
 from services.identity.models import (
     Company,
     LoginSession,
@@ -400,6 +400,10 @@ class Administration:
             # Where the login's codes go has changed: tell the user at the address they had.
             notice = credential_changed(user, "contact_details_changed", self.clock.now())
             await self.outbox.add(session, notice.model_copy(update={"email": old_email}))
+        if user.email != before[1]:
+            await withdraw_sent_codes(session, user.id, "email")
+        if user.mobile != before[2]:
+            await withdraw_sent_codes(session, user.id, "sms")
         if changes.grants is None and changes.functions is None:
             return user
         current = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))

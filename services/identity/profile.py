@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ua_parser import parse as parse_user_agent
 
 from services.identity.credentials import credential_changed, user_details_changed, withdraw_contact_changes
-from services.identity.login import end_login_session
+from services.identity.login import end_login_session, withdraw_sent_codes
 from services.identity.models import ContactChange, LoginSession, LoginThrottle, User
 from services.identity.support import AuditTrail
 from shared.clock import Clock, as_utc
@@ -271,6 +271,7 @@ class OwnProfile:
             user.email = change.new_value
         else:
             user.mobile, user.mobile_confirmed_at = change.new_value, now  # the code came back (S5.3)
+        await withdraw_sent_codes(session, user.id, CONTACT_CHANNELS[change.field])  # type: ignore[arg-type]
         await self._details_changed(session, user)
         # Where the login's codes go has changed: tell the user at the address they had.
         notice = credential_changed(user, "contact_details_changed", now)

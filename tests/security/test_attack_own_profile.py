@@ -14,6 +14,7 @@ import asyncio
 
 import httpx
 
+from services.identity.models import User
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.sealing import Sealer
@@ -141,3 +142,54 @@ async def test_a_change_of_email_started_with_a_copied_token_dies_when_the_passw
 
     assert {a.status_code for a in answers} == {410}, [a.text for a in answers]
     assert (await client.get("/v1/me", headers=later)).json()["email"] == "ida@solsikke.example"
+
+
+async def test_a_login_code_texted_to_the_old_mobile_neither_logs_in_nor_confirms_the_number_set_meanwhile(
+    db, clock, sealer, client
+) -> None:
+    user_id, username, admin = await colleague_and_admin(db, clock, sealer, client)
+    challenge = await client.post("/v1/login", json={"username": username, "password": PASSWORD})
+    challenge_id = challenge.json()["challenge_id"]
+    assert (await client.post(f"/v1/login/{challenge_id}/send", json={"method": "sms"})).status_code == 202
+    texted, code = await last_code(db, sealer)
+    assert texted.recipient == "+4520304050"
+
+    # The administrator sets another number (the old phone is lost, or the number was wrong).
+    changed = await client.patch(f"/v1/users/{user_id}", json={"mobile": THIEF_MOBILE}, headers=admin)
+    assert changed.status_code == 200, changed.text
+
+    answers = await asyncio.gather(
+        *(client.post(f"/v1/login/{challenge_id}/verify", json={"code": code}) for _ in range(AT_ONCE))
+    )
+
+    assert 200 not in {a.status_code for a in answers}, [a.text for a in answers]
+    async with db.transaction() as session:
+        user = await session.get(User, user_id)
+        assert user is not None and user.mobile == THIEF_MOBILE
+        assert user.mobile_confirmed_at is None, "a code texted to the old number confirmed the new one"
+
+
+async def test_a_login_code_emailed_to_the_old_address_no_longer_logs_in_after_the_own_change_of_email(
+    db, clock, sealer, client
+) -> None:
+    _, username = (await colleague_and_admin(db, clock, sealer, client))[:2]
+    browser = (await sign_in(client, db, sealer, username))["headers"]
+    started = await client.post("/v1/me/email", json={"email": "jonas@ny.example"}, headers=browser)
+    change_id = started.json()["change_id"]
+    _, change_code = await last_code(db, sealer)
+    # Meanwhile a login has a code emailed to the address the login still has.
+    challenge = await client.post("/v1/login", json={"username": username, "password": PASSWORD})
+    challenge_id = challenge.json()["challenge_id"]
+    assert (await client.post(f"/v1/login/{challenge_id}/send", json={"method": "email"})).status_code == 202
+    emailed, code = await last_code(db, sealer)
+    assert emailed.recipient == "jonas@nordlys.example"
+
+    confirmed = await client.post(
+        f"/v1/me/contact-changes/{change_id}/confirm", json={"code": change_code}, headers=browser
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    answers = await asyncio.gather(
+        *(client.post(f"/v1/login/{challenge_id}/verify", json={"code": code}) for _ in range(AT_ONCE))
+    )
+
+    assert 200 not in {a.status_code for a in answers}, [a.text for a in answers]
