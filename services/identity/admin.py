@@ -18,9 +18,10 @@ from services.identity.credentials import (
     unique_username,
     user_created,
     user_details_changed,
+    withdraw_contact_changes,
 )
 from services.identity.domain import AccessScope
-from services.identity.login import ReauthenticationRequired, end_login_session
+from services.identity.login import ReauthenticationRequired, end_login_session, withdraw_sent_codes
 from services.identity.models import (
     Company,
     LoginSession,
@@ -401,6 +402,10 @@ class Administration:
                 session,
                 contact_details_changed(user, old_email=before[1], old_mobile=before[2], at=self.clock.now()),
             )
+        if user.email != before[1]:
+            await withdraw_sent_codes(session, user.id, "email")
+        if user.mobile != before[2]:
+            await withdraw_sent_codes(session, user.id, "sms")
         if changes.grants is None and changes.functions is None:
             return user
         current = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))
@@ -445,6 +450,7 @@ class Administration:
         # The lost phone may also be a device trusted to pass a lock on the username.
         await session.execute(delete(TrustedDevice).where(TrustedDevice.user_id == user.id))
         await self.end_sessions(session, user.id, "second-factor-reset", announce="second-factor-reset")
+        await withdraw_contact_changes(session, user.id, "second-factor-reset", self.clock.now())
         await self.outbox.add(session, credential_changed(user, "second_factor_reset", self.clock.now()))
         return user
 

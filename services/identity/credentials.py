@@ -9,11 +9,11 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.domain import generate_activation_code, hash_code, new_username
-from services.identity.models import ActivationCode, User, UserGrant
+from services.identity.models import ActivationCode, ContactChange, User, UserGrant
 from shared.events import CredentialChanged, Grant, UserCreated, UserDetailsChanged
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -144,4 +144,24 @@ def contact_details_changed(user: User, *, old_email: str, old_mobile: str, at: 
             "old_mobile": old_mobile if mobile_changed else None,
             "new_mobile": user.mobile if mobile_changed else None,
         }
+    )
+
+
+# Why a change of email or mobile still waiting for its code ended without it: the user took
+# the login back (`withdraw_contact_changes`).
+ContactChangeWithdrawal = Literal["password-changed", "password-reset", "second-factor-reset"]
+
+
+async def withdraw_contact_changes(
+    session: AsyncSession, user_id: str, reason: ContactChangeWithdrawal, at: datetime
+) -> None:
+    """End every change of the user's email or mobile still waiting for its code. A new
+    password or a reset second factor is the user taking the login back, perhaps from whoever
+    copied a token of theirs: a change that one started, with its code at an address of their
+    own, must not be confirmable afterwards from any session."""
+    await session.execute(
+        update(ContactChange)
+        .where(ContactChange.user_id == user_id, ContactChange.ended_at.is_(None))
+        .values(ended_at=at, end_reason=reason)
+        .execution_options(synchronize_session=False)
     )

@@ -19,8 +19,9 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.config import IdentitySettings
@@ -572,6 +573,32 @@ async def accept_second_factor(
     if code.isdigit():
         return accept_totp(user, code, sealer, now)
     return await use_recovery_code(session, user, code, sealer, now)
+
+
+async def withdraw_sent_codes(
+    session: AsyncSession, user_id: str, channel: Literal["sms", "email"]
+) -> None:
+    """The codes already sent by `channel` to the user for a login or a password reset not yet
+    finished stop working: they went to a number or address the login no longer has. The old
+    phone may be the lost one, and a code that came back from it must not log in, nor make the
+    new number count as confirmed (S5.3)."""
+    await session.execute(
+        update(LoginChallenge)
+        .where(
+            LoginChallenge.user_id == user_id,
+            LoginChallenge.completed_at.is_(None),
+            LoginChallenge.code_channel == channel,
+        )
+        .values(code_hash=None, code_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if channel == "sms":
+        await session.execute(
+            update(PasswordReset)
+            .where(PasswordReset.user_id == user_id, PasswordReset.ended_at.is_(None))
+            .values(sms_code_hash=None, sms_code_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def end_all_sessions(

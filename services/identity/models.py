@@ -269,7 +269,8 @@ class ContactChange(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # completed, replaced (a newer change of the same field), blocked (too many wrong codes)
+    # completed, replaced (a newer change of the same field), blocked (too many wrong codes), or
+    # password-changed, password-reset, second-factor-reset (the user took the login back)
     end_reason: Mapped[str | None] = mapped_column(String(20))
 
 

@@ -36,7 +36,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.config import IdentitySettings
-from services.identity.credentials import credential_changed
+from services.identity.credentials import credential_changed, withdraw_contact_changes
 from services.identity.domain import normalise_username
 from services.identity.login import (
     Login,
@@ -439,6 +439,7 @@ class PasswordResets:
         reset.ended_at, reset.end_reason = now, "completed"
         user.password_hash = password_hash
         await end_all_sessions(session, self.login.outbox, user.id, "password-reset", now)
+        await withdraw_contact_changes(session, user.id, "password-reset", now)
         # Logins begun with the old password and still waiting for their second step end too:
         # `Login._open_challenge` refuses those begun before a completed reset.
         # The lock and delays of the username go: its owner has just proved three things.

@@ -24,8 +24,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from ua_parser import parse as parse_user_agent
 
-from services.identity.credentials import contact_details_changed, credential_changed, user_details_changed
-from services.identity.login import end_login_session
+from services.identity.credentials import (
+    contact_details_changed,
+    credential_changed,
+    user_details_changed,
+    withdraw_contact_changes,
+)
+from services.identity.login import end_login_session, withdraw_sent_codes
 from services.identity.models import ContactChange, LoginSession, LoginThrottle, User
 from services.identity.support import AuditTrail
 from shared.clock import Clock, as_utc
@@ -64,6 +69,8 @@ class ContactChangeOutcome(StrEnum):
     blocked = "blocked"
     expired = "expired"
     completed = "completed"
+    # The password changed or the second factor was reset after the change began.
+    withdrawn = "withdrawn"
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,7 @@ class OwnProfile:
         await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
         user.password_hash = password_hash
         ended = await self.end_other_sessions(session, user, current, reason="password-changed")
+        await withdraw_contact_changes(session, user.id, "password-changed", now)
         await self.outbox.add(session, credential_changed(user, "password_changed", now))
         await self.audit.record(
             session, actor=user, action="profile.password-changed", target=user, client_address=client
@@ -253,7 +261,8 @@ class OwnProfile:
                 "replaced": ContactChangeOutcome.replaced,
                 "blocked": ContactChangeOutcome.blocked,
             }
-            return ContactChangeResult(ended[change.end_reason or "blocked"], change)
+            outcome = ended.get(change.end_reason or "blocked", ContactChangeOutcome.withdrawn)
+            return ContactChangeResult(outcome, change)
         if as_utc(change.expires_at) <= now:
             return ContactChangeResult(ContactChangeOutcome.expired, change)
         if not self.sealer.digest_matches(code, change.code_hash, context=_code_context(change.id)):
@@ -268,6 +277,7 @@ class OwnProfile:
             user.email = change.new_value
         else:
             user.mobile, user.mobile_confirmed_at = change.new_value, now  # the code came back (S5.3)
+        await withdraw_sent_codes(session, user.id, CONTACT_CHANNELS[change.field])  # type: ignore[arg-type]
         await self._details_changed(session, user)
         # Where the login's codes go has changed: tell the user at the addresses they had.
         await self.outbox.add(

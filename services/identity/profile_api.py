@@ -266,6 +266,11 @@ def profile_router(
                 )
             case ContactChangeOutcome.expired:
                 raise ContactChangeRestartRequired(f"The code has expired. {restart}")
+            case ContactChangeOutcome.withdrawn:
+                raise ContactChangeRestartRequired(
+                    "Your password or second factor changed after this change began, so its code no "
+                    f"longer works: a change you did not start is stopped. {restart}"
+                )
             case ContactChangeOutcome.completed:
                 raise ContactChangeDone("This change is already made: GET /v1/me shows it.")
         raise AssertionError(result.outcome)
