@@ -193,6 +193,11 @@ EXPLANATIONS: dict[str, str] = {
         "How long the code sent to a new email address or mobile number a user gives for their own "
         "login stays valid; the change takes effect only with it. 1 to 15 minutes."
     ),
+    "contact_changes_per_day": (
+        "Codes to a new email address or mobile number (a user's own change) one user may have sent in 24 "
+        "hours, both fields together; past it 429 with Retry-After. Each sends an SMS or email to an "
+        "address the user chooses."
+    ),
     "activation_rate_limit_per_minute": (
         "Activation requests (starts and confirmations) one client address may make per minute; 0 turns "
         "the limit off."

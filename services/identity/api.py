@@ -150,6 +150,7 @@ def create_api(settings: IdentitySettings | None = None, *, clock: Clock | None 
                 sealer=login.sealer,
                 audit=audit,
                 contact_change_ttl=settings.contact_change_ttl,
+                changes_per_day=settings.contact_changes_per_day,
                 max_attempts=settings.otp_max_attempts,
                 resend_cooldown=settings.otp_resend_cooldown,
             ),

@@ -69,6 +69,8 @@ class IdentitySettings(ServiceSettings):
     contact_change_ttl: timedelta = Field(
         default=timedelta(minutes=15), ge=timedelta(minutes=1), le=timedelta(minutes=15)
     )
+    # Codes to new addresses (own changes of email or mobile) one user may have sent a day.
+    contact_changes_per_day: int = Field(default=6, ge=1, le=50)
     # Taking over a company's administration through its e-Boks: the letter's code works only
     # after this notice period, in which the company's administrators are told and may cancel.
     takeover_notice_period: timedelta = Field(default=timedelta(hours=72), ge=timedelta(hours=1))

@@ -17,10 +17,10 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from ua_parser import parse as parse_user_agent
 
@@ -93,6 +93,9 @@ class OwnProfile:
     contact_change_ttl: timedelta
     max_attempts: int
     resend_cooldown: timedelta
+    # Codes to new addresses one user may have sent in 24 hours: each start texts or emails an
+    # address the user chooses, so the cooldown alone would let one login send thousands a day.
+    changes_per_day: int = 6
 
     # --- language --------------------------------------------------------------------------
 
@@ -192,6 +195,25 @@ class OwnProfile:
 
     # --- email and mobile ------------------------------------------------------------------
 
+    async def _refuse_past_daily_limit(self, session: AsyncSession, user: User, now: datetime) -> None:
+        """429 once the user has had `changes_per_day` codes sent to new addresses in 24 hours,
+        either field; the wait is until the oldest of them is a day old."""
+        day_ago = now - timedelta(days=1)
+        count, oldest = (
+            await session.execute(
+                select(func.count(), func.min(ContactChange.created_at)).where(
+                    ContactChange.user_id == user.id, ContactChange.created_at > day_ago
+                )
+            )
+        ).one()
+        if count >= self.changes_per_day:
+            wait = int((as_utc(oldest) + timedelta(days=1) - now).total_seconds()) + 1
+            raise TooManyRequests(
+                f"Codes to a new email or mobile were sent {count} times in the last 24 hours, the most "
+                f"a day. Try again in {wait} seconds, or ask your administrator to change it.",
+                retry_after=wait,
+            )
+
     async def start_contact_change(
         self, session: AsyncSession, user: User, field: str, value: str
     ) -> ContactChange:
@@ -213,6 +235,7 @@ class OwnProfile:
                 "asking for another.",
                 retry_after=wait,
             )
+        await self._refuse_past_daily_limit(session, user, now)
         for earlier in started:
             if earlier.ended_at is None:
                 earlier.ended_at, earlier.end_reason = now, "replaced"

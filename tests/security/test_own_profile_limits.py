@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from services.identity.api import create_api
 from services.identity.config import IdentitySettings
 from services.identity.models import LoginSession, messaging
-from shared.events import CredentialChanged, UserDetailsChanged
+from shared.events import CredentialChanged, OtpRequested, UserDetailsChanged
 from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import database_url, db, last_code  # noqa: F401 - fixtures
@@ -130,7 +131,9 @@ async def test_wrong_current_passwords_at_once_count_towards_the_lock_like_faile
     assert right.status_code == 429
 
 
-async def test_two_password_changes_at_once_leave_exactly_one_new_password(db, clock, settings, client) -> None:
+async def test_two_password_changes_at_once_leave_exactly_one_new_password(
+    db, clock, settings, client
+) -> None:
     user = await a_user(db, clock)
     headers = await bearer(db, clock, settings, user)
     choices = [f"{NEW_PASSWORD}-{n}" for n in range(2)]
@@ -155,7 +158,9 @@ async def test_two_password_changes_at_once_leave_exactly_one_new_password(db, c
     assert logins[0] == 200 and logins[1] != 200
 
 
-async def test_nobody_lists_or_ends_another_users_sessions_even_all_at_once(db, clock, settings, client) -> None:
+async def test_nobody_lists_or_ends_another_users_sessions_even_all_at_once(
+    db, clock, settings, client
+) -> None:
     owner = await a_user(db, clock)
     other = await add_user(db, clock, grants={PARENT: "all"}, functions=["invoices", "user_admin"])
     owner_tokens = [await bearer(db, clock, settings, owner) for _ in range(3)]
@@ -187,3 +192,39 @@ async def live_sessions(db, user_id: str) -> list[LoginSession]:
                 select(LoginSession).where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
             )
         )
+
+
+async def test_codes_to_new_addresses_stop_at_the_daily_limit_whichever_field_and_however_many_ask_at_once(
+    db, clock, settings, client
+) -> None:
+    """Each start texts or emails an address the user chooses: past `contact_changes_per_day`
+    in 24 hours nothing more is sent, also when both fields are asked for at once."""
+    user = await a_user(db, clock)
+    headers = await bearer(db, clock, settings, user)
+    before = await count_events(db, OtpRequested, user.id)
+    rounds = settings.contact_changes_per_day // 2
+    for n in range(rounds):
+        answers = await asyncio.gather(
+            client.post("/v1/me/email", json={"email": f"ny{n}@nordlys.example"}, headers=headers),
+            client.post("/v1/me/mobile", json={"mobile": f"+452099{n:04d}"}, headers=headers),
+        )
+        assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+        clock.advance(settings.otp_resend_cooldown)
+    headers = await bearer(db, clock, settings, user)  # a recent login, still within the day
+    refused = await asyncio.gather(
+        *(
+            client.post(path, json=body, headers=headers)
+            for path, body in [
+                ("/v1/me/email", {"email": "sidst@nordlys.example"}),
+                ("/v1/me/mobile", {"mobile": "+4520990099"}),
+            ]
+            * (AT_ONCE // 2)
+        )
+    )
+    assert {a.status_code for a in refused} == {429}
+    assert all(int(a.headers["Retry-After"]) > 0 for a in refused)
+    assert await count_events(db, OtpRequested, user.id) - before == settings.contact_changes_per_day
+    clock.advance(timedelta(days=1))
+    headers = await bearer(db, clock, settings, user)
+    again = await client.post("/v1/me/email", json={"email": "dagen-efter@nordlys.example"}, headers=headers)
+    assert again.status_code == 202, again.text
