@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 COMPANY_LOCK = "identity.company"  # a customer and the applications waiting for it
 
 LIVE_STATUSES = ("pending", "active", "disabled")
+USER_ADMIN = "user_admin"  # the function that administers the company's logins (S12)
 
 
 @dataclass
@@ -188,7 +189,20 @@ class Provisioning:
         if any(u.application_id == str(event.application_id) for u in administrators):
             return  # provisioned already (the application came twice)
         own = [u for u in administrators if u.tenant_cvr == event.cvr]
-        activated = any(u.status != "pending" for u in own)
+        # Colleagues given the user administration function administer the company's logins as
+        # its first administrator does (S12), and a takeover tells them and disables them. While
+        # one of them is active, a letter whose code works at once would give whoever reads the
+        # e-Boks an administrator behind their backs: only a takeover may, as for an activated
+        # first administrator.
+        user_administrators = await session.scalars(
+            select(User)
+            .where(User.tenant_cvr == event.cvr, User.role != "administrator", User.status == "active")
+            .order_by(User.id)
+            .with_for_update()
+        )
+        activated = any(u.status != "pending" for u in own) or any(
+            USER_ADMIN in (u.functions or []) for u in user_administrators
+        )
         # The nearest company above this one whose administrator holds it (S14), if any. A
         # group's login whose code expired unused holds nothing: nobody can activate it.
         holding = [u for u in administrators if not is_expired(u, now)]

@@ -372,7 +372,9 @@ async def on_user_activated(session: AsyncSession, envelope: Envelope) -> None:
 async def on_provisioning_rejected(session: AsyncSession, envelope: Envelope) -> None:
     event = envelope.event
     assert isinstance(event, AdministratorProvisioningRejected)
-    detail = "The company already has an administrator; contact support to recover the login."
+    # Identity saw an administrator this projection does not know of (an activation not here yet,
+    # or colleagues given user administration): the same way out as the form's 409, a takeover.
+    detail = _admin_exists_detail(event.cvr)
     if event.reason == "takeover-pending":
         detail = (
             "A takeover of the company's administration is already under way; its letter is in the "
