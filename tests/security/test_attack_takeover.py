@@ -7,15 +7,23 @@ database under test; requests that race are fired in parallel."""
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
+from collections.abc import Iterator
 
+import httpx
+import pytest
 from sqlalchemy import select
+from uvicorn.protocols.utils import get_path_with_query_string
 
 from services.identity.models import Takeover, User
+from services.notifier.letters import cancel_link
 from shared.events import (
     AdministratorProvisioningRejected,
     CredentialsIssued,
     TakeoverNoticeIssued,
 )
+from shared.logs import JsonFormatter, install_scrubbing
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_administration import (
     activated_group_admin,
@@ -27,6 +35,7 @@ from tests.integration.test_login import client, database_url, db, settings  # n
 from tests.integration.test_takeover import (
     PARENT,
     events,
+    requested_takeover,
     submit,
     takeover_application,
 )
@@ -85,3 +94,54 @@ async def test_a_company_whose_user_administrators_are_colleagues_gets_no_admini
         open_ones = list(await session.scalars(select(Takeover).where(Takeover.status == "open")))
     assert pending is None
     assert [t.user_id for t in open_ones] == [str(last.user_id)]
+
+
+# --- the cancel link's token --------------------------------------------------------------------
+
+
+@pytest.fixture
+def access_log() -> Iterator[io.StringIO]:
+    """uvicorn's access logger as `adgang api` runs it (access_log on, our JSON lines, every
+    record scrubbed), into a buffer."""
+    previous = logging.getLogRecordFactory()
+    install_scrubbing()
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("uvicorn.access")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield buffer
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logging.setLogRecordFactory(previous)
+
+
+async def test_the_portals_access_log_does_not_keep_the_cancel_links_token(
+    db, clock, sealer, client, access_log
+) -> None:
+    """The link in the notice is a path (`/overtagelse/annuller/<token>`): the portal's access log
+    line for each visit would hand anyone who reads the logs a working cancel link."""
+    setup = await requested_takeover(db, clock, sealer, client)
+    token = setup.tokens[setup.admin_id]
+    link = httpx.URL(cancel_link("https://selvbetjening.example", token))
+    for method in ("GET", "POST"):  # the page, then its button
+        scope = {"type": "http", "method": method, "path": link.path, "query_string": b"", "http_version": "1.1"}
+        # As uvicorn's HTTP protocols log a request.
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "203.0.113.9:51234", method, get_path_with_query_string(scope), "1.1", 200
+        )
+
+    logged = access_log.getvalue()
+    notice_id, _, secret = token.partition(".")
+    assert logged.count("/overtagelse/annuller/") == 2, logged
+    assert secret not in logged
+    assert notice_id in logged  # which notice it was stays readable
+    # And the link still works: the log was masked, not the token.
+    shown = await client.post("/v1/takeovers/lookup", json={"cancel_token": token})
+    assert shown.status_code == 200, shown.text
