@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -18,13 +20,23 @@ from uvicorn.protocols.utils import get_path_with_query_string
 
 from services.identity.models import Takeover, User
 from services.notifier.letters import cancel_link
+from services.onboarding import service as onboarding
+from services.onboarding.api import create_api as create_onboarding_api
+from services.onboarding.config import OnboardingSettings
+from services.onboarding.models import KnownAdministrator, KnownCustomer
+from services.onboarding.models import messaging as onboarding_messaging
+from services.registry import SERVICES
+from shared.clock import SystemClock
+from shared.db import Database, migrate
 from shared.events import (
     AdministratorProvisioningRejected,
     CredentialsIssued,
+    DeliveryFailed,
     TakeoverNoticeIssued,
 )
 from shared.logs import JsonFormatter, install_scrubbing
-from tests.integration.test_activation import PASSWORD
+from shared.messaging import Outbox
+from tests.integration.test_activation import PASSWORD, envelope_of
 from tests.integration.test_administration import (
     activated_group_admin,
     colleague,
@@ -39,6 +51,7 @@ from tests.integration.test_takeover import (
     submit,
     takeover_application,
 )
+from tests.support.asgi import AppTransport
 
 
 async def _user_administrator_colleague(db, sealer, client, admin: dict) -> tuple[str, dict]:
@@ -145,3 +158,66 @@ async def test_the_portals_access_log_does_not_keep_the_cancel_links_token(
     # And the link still works: the log was masked, not the token.
     shown = await client.post("/v1/takeovers/lookup", json={"cancel_token": token})
     assert shown.status_code == 200, shown.text
+
+
+# --- the letters a CVR may have -----------------------------------------------------------------
+
+
+@pytest.fixture
+def onboarding_url(database_factory) -> str:
+    url = database_factory("onboarding")
+    migrate(SERVICES["onboarding"].migrations, url)
+    return url
+
+
+@pytest.fixture
+async def onboarding_api(onboarding_url: str) -> AsyncIterator[tuple[Database, httpx.AsyncClient]]:
+    """Onboarding's real API on its own database, knowing the company and its active administrator."""
+    url = onboarding_url
+    database = Database(url)
+    async with database.transaction() as session:
+        session.add(KnownCustomer(cvr=PARENT, name="Nordlys A/S", parent_cvr=None))
+        session.add(KnownAdministrator(user_id=str(uuid.uuid4()), cvr=PARENT, status="active", since=datetime.now(UTC)))
+    app = create_onboarding_api(OnboardingSettings(database_url=url, rate_limit_per_minute=0))
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://onboarding") as api:
+        yield database, api
+    await database.dispose()
+
+
+async def test_takeovers_whose_letters_fail_still_count_towards_the_cvrs_applications(
+    onboarding_api, clock
+) -> None:
+    """Identity tells the administrators by email and SMS when it records the takeover, before the
+    letter is delivered. A takeover whose letter then fails (a company outside digital post, a
+    slow e-Boks) must count like one delivered, or a stranger could have the administrators
+    texted again and again without end."""
+    database, api = onboarding_api
+    asked = {
+        "cvr": PARENT,
+        "company_name": "Nordlys",
+        "contact": {"name": "Ny Chef", "email": "ny@nordlys.example", "mobile": "+4540506070"},
+        "takeover": True,
+    }
+    for attempt in range(3):
+        accepted = await api.post("/v1/applications", json=asked)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["kind"] == "takeover"
+        failed = DeliveryFailed(
+            delivery_id=uuid.uuid4(),
+            source_event_id=f"e{attempt}",
+            source_event_type="CredentialsIssued",
+            application_id=uuid.UUID(accepted.json()["id"]),
+            channel="eboks",
+            recipient=PARENT,
+            message_id=f"m{attempt}",
+            attempts=8,
+            reason="the company is not registered for digital post",
+            failed_at=clock.now(),
+        )
+        async with database.transaction() as session:
+            await onboarding.on_delivery_failed(
+                session, envelope_of(failed, clock), outbox=Outbox(onboarding_messaging, SystemClock())
+            )
+
+    answers = await asyncio.gather(*(api.post("/v1/applications", json=asked) for _ in range(3)))
+    assert [a.status_code for a in answers] == [429, 429, 429], [a.text for a in answers]
