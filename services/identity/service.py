@@ -101,13 +101,7 @@ class Provisioning:
             await self._provision(session, ApplicationSubmitted.model_validate_json(application.event_json))
 
     async def _ancestors(self, session: AsyncSession, parent_cvr: str | None) -> list[str]:
-        """The parent, its parent and so on, as far as identity knows them."""
-        chain: list[str] = []
-        while parent_cvr and parent_cvr not in chain:
-            chain.append(parent_cvr)
-            parent = await session.get(Company, parent_cvr)
-            parent_cvr = parent.parent_cvr if parent else None
-        return chain
+        return await ancestors_from(session, parent_cvr)
 
     async def _join_groups(self, session: AsyncSession, cvr: str, ancestors: list[str]) -> None:
         """A subsidiary that arrives after its group's tenant was made (it came later on the
@@ -477,6 +471,16 @@ async def remove_login(
             deleted_at=now,
         ),
     )
+
+
+async def ancestors_from(session: AsyncSession, parent_cvr: str | None) -> list[str]:
+    """The parent, its parent and so on, as far as identity knows them."""
+    chain: list[str] = []
+    while parent_cvr and parent_cvr not in chain:
+        chain.append(parent_cvr)
+        parent = await session.get(Company, parent_cvr)
+        parent_cvr = parent.parent_cvr if parent else None
+    return chain
 
 
 async def group_of(session: AsyncSession, root_cvr: str) -> list[Company]:

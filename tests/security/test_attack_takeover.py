@@ -36,7 +36,7 @@ from shared.events import (
 )
 from shared.logs import JsonFormatter, install_scrubbing
 from shared.messaging import Outbox
-from tests.integration.test_activation import PASSWORD, envelope_of
+from tests.integration.test_activation import PASSWORD, envelope_of, problem_type
 from tests.integration.test_administration import (
     activated_group_admin,
     colleague,
@@ -221,3 +221,32 @@ async def test_takeovers_whose_letters_fail_still_count_towards_the_cvrs_applica
 
     answers = await asyncio.gather(*(api.post("/v1/applications", json=asked) for _ in range(3)))
     assert [a.status_code for a in answers] == [429, 429, 429], [a.text for a in answers]
+
+
+# --- a cancel link outliving the authority it was sent for --------------------------------------
+
+
+async def test_a_cancel_link_stops_working_when_its_administrator_no_longer_administers_the_company(
+    db, clock, sealer, client
+) -> None:
+    """Kim was told as a colleague with user administration, then lost it: a disabled login, or
+    one whose user administration was taken away, no longer decides over the company's
+    administration, by the link it kept any more than in the portal."""
+    setup = await requested_takeover(db, clock, sealer, client, with_colleague_admin=True)
+    kim_id = next(user_id for user_id in setup.tokens if user_id != setup.admin_id)
+    disabled = await client.post(f"/v1/users/{kim_id}/disable", headers=setup.admin)
+    assert disabled.status_code == 200, disabled.text
+
+    token = {"cancel_token": setup.tokens[kim_id]}
+    shown, *cancelled = await asyncio.gather(
+        client.post("/v1/takeovers/lookup", json=token),
+        *(client.post("/v1/takeovers/cancel", json=token) for _ in range(3)),
+    )
+    assert [a.status_code for a in (shown, *cancelled)] == [403] * 4, [a.text for a in (shown, *cancelled)]
+    assert {problem_type(a) for a in (shown, *cancelled)} == {"cancel-link-revoked"}
+    async with db.transaction() as session:
+        assert [t.status for t in await session.scalars(select(Takeover))] == ["open"]
+
+    # The administrator who still administers the company cancels with their own link.
+    mine = await client.post("/v1/takeovers/cancel", json={"cancel_token": setup.tokens[setup.admin_id]})
+    assert mine.status_code == 200, mine.text
