@@ -32,7 +32,7 @@ from services.identity.models import (
     User,
     UserGrant,
 )
-from services.identity.service import COMPANY_LOCK, remove_login
+from services.identity.service import COMPANY_LOCK, USER_ADMIN, remove_login
 from shared.clock import Clock, as_utc
 from shared.db import lock_for_transaction
 from shared.events import (
@@ -47,9 +47,6 @@ from shared.messaging import Outbox
 from shared.problems import Conflict, Forbidden, InvalidField, NotFound
 from shared.sealing import Sealer
 from shared.tokens import AccessClaims
-
-USER_ADMIN = "user_admin"
-
 
 NotPermitted = Forbidden
 

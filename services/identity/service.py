@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 COMPANY_LOCK = "identity.company"  # a customer and the applications waiting for it
 
 LIVE_STATUSES = ("pending", "active", "disabled")
+USER_ADMIN = "user_admin"  # the function that administers the company's logins (S12)
 
 
 @dataclass
@@ -100,13 +101,7 @@ class Provisioning:
             await self._provision(session, ApplicationSubmitted.model_validate_json(application.event_json))
 
     async def _ancestors(self, session: AsyncSession, parent_cvr: str | None) -> list[str]:
-        """The parent, its parent and so on, as far as identity knows them."""
-        chain: list[str] = []
-        while parent_cvr and parent_cvr not in chain:
-            chain.append(parent_cvr)
-            parent = await session.get(Company, parent_cvr)
-            parent_cvr = parent.parent_cvr if parent else None
-        return chain
+        return await ancestors_from(session, parent_cvr)
 
     async def _join_groups(self, session: AsyncSession, cvr: str, ancestors: list[str]) -> None:
         """A subsidiary that arrives after its group's tenant was made (it came later on the
@@ -188,7 +183,20 @@ class Provisioning:
         if any(u.application_id == str(event.application_id) for u in administrators):
             return  # provisioned already (the application came twice)
         own = [u for u in administrators if u.tenant_cvr == event.cvr]
-        activated = any(u.status != "pending" for u in own)
+        # Colleagues given the user administration function administer the company's logins as
+        # its first administrator does (S12), and a takeover tells them and disables them. While
+        # one of them is active, a letter whose code works at once would give whoever reads the
+        # e-Boks an administrator behind their backs: only a takeover may, as for an activated
+        # first administrator.
+        user_administrators = await session.scalars(
+            select(User)
+            .where(User.tenant_cvr == event.cvr, User.role != "administrator", User.status == "active")
+            .order_by(User.id)
+            .with_for_update()
+        )
+        activated = any(u.status != "pending" for u in own) or any(
+            USER_ADMIN in (u.functions or []) for u in user_administrators
+        )
         # The nearest company above this one whose administrator holds it (S14), if any. A
         # group's login whose code expired unused holds nothing: nobody can activate it.
         holding = [u for u in administrators if not is_expired(u, now)]
@@ -463,6 +471,16 @@ async def remove_login(
             deleted_at=now,
         ),
     )
+
+
+async def ancestors_from(session: AsyncSession, parent_cvr: str | None) -> list[str]:
+    """The parent, its parent and so on, as far as identity knows them."""
+    chain: list[str] = []
+    while parent_cvr and parent_cvr not in chain:
+        chain.append(parent_cvr)
+        parent = await session.get(Company, parent_cvr)
+        parent_cvr = parent.parent_cvr if parent else None
+    return chain
 
 
 async def group_of(session: AsyncSession, root_cvr: str) -> list[Company]:

@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.models import Company, LoginSession, Takeover, TakeoverNotice, User, UserGrant
-from services.identity.service import COMPANY_LOCK, remove_login
+from services.identity.service import COMPANY_LOCK, ancestors_from, remove_login
 from services.identity.support import AuditTrail
 from shared.clock import Clock, as_utc
 from shared.db import Database, lock_for_transaction
@@ -215,6 +215,15 @@ async def administrators_told(session: AsyncSession, cvr: str, ancestors: list[s
     return [u for u in candidates if u.tenant_cvr == cvr or u.id in holding]
 
 
+async def still_administers(session: AsyncSession, notice: TakeoverNotice, takeover: Takeover) -> bool:
+    """Whether the login a notice went to is still one that would be told: a cancel link carries
+    the authority its administrator had, and no more once that is gone (disabled, deleted, the
+    user administration function or the grant of the company taken away)."""
+    company = await session.get(Company, takeover.cvr)
+    ancestors = await ancestors_from(session, company.parent_cvr if company else None)
+    return notice.user_id in {u.id for u in await administrators_told(session, takeover.cvr, ancestors)}
+
+
 def _notified(user: User) -> TakeoverNotified:
     return TakeoverNotified(
         user_id=uuid.UUID(user.id),
@@ -354,21 +363,26 @@ async def cancel(
     client_address: str | None,
     notice_id: str | None = None,
 ) -> tuple[str, Takeover]:
-    """Cancel the takeover: `cancelled`, or why not — `used` (this link was used already) or
-    `ended` (the takeover's status says how). Locks the company, the new login, the notice and the
-    takeover, in that order."""
+    """Cancel the takeover: `cancelled`, or why not — `used` (this link was used already),
+    `ended` (the takeover's status says how) or `revoked` (the link's administrator no longer
+    administers the company). Locks the company, the new login, the notice and the takeover, in
+    that order."""
     peek = await session.get(Takeover, takeover_id)
     assert peek is not None
     await lock_for_transaction(session, COMPANY_LOCK, peek.cvr)
     user = await session.get(User, peek.user_id, with_for_update=True, populate_existing=True)
+    notice = None
     if notice_id is not None:
         notice = await session.get(TakeoverNotice, notice_id, with_for_update=True, populate_existing=True)
         assert notice is not None
         if notice.used_at is not None:
             return "used", peek
-        notice.used_at = now  # single use, whatever the takeover's state
     takeover = await session.get(Takeover, takeover_id, with_for_update=True, populate_existing=True)
     assert takeover is not None
+    if notice is not None and takeover.status == OPEN and not await still_administers(session, notice, takeover):
+        return "revoked", takeover  # checked under the company's lock: no change of access in between
+    if notice is not None:
+        notice.used_at = now  # single use, whatever the takeover's state
     if takeover.status != OPEN:
         return "ended", takeover
     takeover.status, takeover.ended_at, takeover.ended_by = CANCELLED, now, by.id

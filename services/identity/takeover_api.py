@@ -36,6 +36,12 @@ class CancelLinkUsed(Problem):
     title = "The cancel link has been used"
 
 
+class CancelLinkRevoked(Problem):
+    status = 403
+    type_suffix = "cancel-link-revoked"
+    title = "The cancel link's administrator no longer administers the company"
+
+
 class TakeoverEnded(Conflict):
     type_suffix = "takeover-ended"
     title = "The takeover has already ended"
@@ -103,6 +109,14 @@ def takeover_router(
     Claims = Annotated[AccessClaims, Depends(current_claims)]
     rate_limited = SlidingWindowLimiter(rate_limit_per_minute).dependency("cancel links")
 
+    def revoked(found: takeovers.Found) -> CancelLinkRevoked:
+        return CancelLinkRevoked(
+            f"This link was sent to a login that no longer administers {found.company_name} (CVR "
+            f"{found.takeover.cvr}): it was disabled or deleted, or its user administration or its "
+            "access to the company was taken away. An administrator of the company can cancel the "
+            "takeover with their own link or in the portal."
+        )
+
     def unknown() -> UnknownCancelLink:
         return UnknownCancelLink(
             "This cancel link is not known. Use the whole link from the newest email or SMS about the "
@@ -113,7 +127,7 @@ def takeover_router(
         "/v1/takeovers/lookup",
         response_model=TakeoverOut,
         summary="What a takeover notice's cancel link would cancel (nothing is changed)",
-        responses={404: PROBLEM, 422: PROBLEM, 429: PROBLEM},
+        responses={403: PROBLEM, 404: PROBLEM, 422: PROBLEM, 429: PROBLEM},
         dependencies=[Depends(rate_limited)],
     )
     async def lookup(body: CancelTokenIn) -> TakeoverOut:
@@ -121,6 +135,10 @@ def takeover_router(
             found = await takeovers.find_by_token(session, sealer, body.cancel_token.get_secret_value())
             if found is None:
                 raise unknown()
+            if found.takeover.status == takeovers.OPEN and not await takeovers.still_administers(
+                session, found.notice, found.takeover
+            ):
+                raise revoked(found)
             applicant = await session.get(User, found.takeover.user_id)
             return _out(found.takeover, found.company_name, applicant, found.notice.used_at is not None)
 
@@ -132,9 +150,10 @@ def takeover_router(
             "The takeover's login is withdrawn and the letter's code stops working; `TakeoverCancelled` "
             "and the audit record `takeover.cancelled` name the administrator the link was sent to. 404 "
             "`unknown-cancel-link`; 410 `cancel-link-used` (each link works once); 409 `takeover-ended` "
-            "(`takeover_status`: cancelled, expired or completed)."
+            "(`takeover_status`: cancelled, expired or completed); 403 `cancel-link-revoked` while the "
+            "takeover is open but the link's administrator no longer administers the company."
         ),
-        responses={404: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM, 429: PROBLEM},
+        responses={403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM, 429: PROBLEM},
         dependencies=[Depends(rate_limited)],
     )
     async def cancel_by_link(body: CancelTokenIn, request: Request) -> TakeoverOut:
@@ -158,6 +177,8 @@ def takeover_router(
             result = _out(takeover, found.company_name, applicant, True)
         if outcome == "used":
             raise CancelLinkUsed("This cancel link has been used already; each link works once.")
+        if outcome == "revoked":
+            raise revoked(found)
         if outcome != takeovers.CANCELLED:
             raise _ended(takeover)
         return result

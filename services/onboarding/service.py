@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -122,7 +122,9 @@ async def submit_application(
         raise ApplicationPending(_pending_detail(pending))
 
     now = clock.now()
-    # Applications that may have sent a letter; a failed or rejected one sent none. Racing
+    # Applications that may have sent a letter; a failed or rejected one sent none. A takeover
+    # whose letter failed counts all the same: identity told the administrators by email and
+    # SMS when it recorded it, and a stranger must not have them texted without end. Racing
     # requests cannot both pass: only one application may be in flight (the partial unique index).
     recent = list(
         await session.scalars(
@@ -130,7 +132,10 @@ async def submit_application(
             .where(
                 Application.cvr == app.cvr,
                 Application.submitted_at > now - limit.window,
-                Application.status.not_in([ApplicationStatus.failed, ApplicationStatus.rejected]),
+                or_(
+                    Application.status.not_in([ApplicationStatus.failed, ApplicationStatus.rejected]),
+                    and_(Application.kind == "takeover", Application.status == ApplicationStatus.failed),
+                ),
             )
             .order_by(Application.submitted_at.desc())
             .limit(limit.per_cvr)
@@ -372,7 +377,9 @@ async def on_user_activated(session: AsyncSession, envelope: Envelope) -> None:
 async def on_provisioning_rejected(session: AsyncSession, envelope: Envelope) -> None:
     event = envelope.event
     assert isinstance(event, AdministratorProvisioningRejected)
-    detail = "The company already has an administrator; contact support to recover the login."
+    # Identity saw an administrator this projection does not know of (an activation not here yet,
+    # or colleagues given user administration): the same way out as the form's 409, a takeover.
+    detail = _admin_exists_detail(event.cvr)
     if event.reason == "takeover-pending":
         detail = (
             "A takeover of the company's administration is already under way; its letter is in the "

@@ -85,6 +85,18 @@ async def test_an_unknown_cancel_link_is_a_404_page_in_words(portal, db, clock, 
     assert "Linket til at annullere en overtagelse kendes ikke" in page.text
 
 
+async def test_a_cancel_link_whose_administrator_was_disabled_is_a_403_page_in_words(
+    portal, db, clock, sealer, client
+) -> None:
+    setup = await requested_takeover(db, clock, sealer, client, with_colleague_admin=True)
+    kim_id = next(user_id for user_id in setup.tokens if user_id != setup.admin_id)
+    assert (await client.post(f"/v1/users/{kim_id}/disable", headers=setup.admin)).status_code == 200
+    page = await portal.get(f"/overtagelse/annuller/{setup.tokens[kim_id]}")
+    assert page.status_code == 403
+    assert "ikke længere administrerer virksomheden" in page.text
+    assert await _takeover_statuses(db) == ["open"]
+
+
 async def test_an_administrator_sees_and_cancels_the_open_takeover_and_others_may_not(
     portal, db, clock, sealer, client
 ) -> None:

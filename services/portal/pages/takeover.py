@@ -60,6 +60,8 @@ async def _by_link(page: PageContext, token: str) -> dict[str, Any]:
     except ServiceProblem as problem:
         if problem.status in (404, 422):
             raise PageProblem(404, "takeover.unknown-link") from None
+        if problem.kind == "cancel-link-revoked":
+            raise PageProblem(403, "takeover.revoked-link") from None
         raise
 
 
@@ -78,6 +80,8 @@ async def cancel_by_link(page: Page, form: Form, token: Token) -> Response:
     except ServiceProblem as problem:
         if problem.status in (404, 422):
             raise PageProblem(404, "takeover.unknown-link") from None
+        if problem.kind == "cancel-link-revoked":
+            raise PageProblem(403, "takeover.revoked-link") from None
         if problem.kind in ("cancel-link-used", "takeover-ended"):
             takeover = await _by_link(page, token)
             return page.render("takeover_cancel.html", status=409, takeover=takeover, token=token, done=False)
