@@ -55,13 +55,13 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
             at, entry_id = raw.split("|", 1)
-            moment = datetime.fromisoformat(at)
+            moment = as_utc(datetime.fromisoformat(at))
             uuid.UUID(entry_id)
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
             raise InvalidField(
                 "before", "not a cursor this service gave out: use the `cursor` of the last entry of a page"
             ) from None
-        return cls(as_utc(moment), entry_id)
+        return cls(moment, entry_id)
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,8 @@ class AuditFilter:
         before: str | None = None,
     ) -> AuditFilter:
         """The filter from a request's parameters; a time without a zone is UTC."""
-        since = _utc(since)
-        until = _utc(until)
+        since = _utc("from", since)
+        until = _utc("to", until)
         if since is not None and until is not None and since >= until:
             raise InvalidField("to", "must be later than `from`: the period runs from `from` up to `to`")
         return cls(
@@ -128,10 +128,15 @@ class AuditFilter:
         return query.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(self.limit)
 
 
-def _utc(moment: datetime | None) -> datetime | None:
+def _utc(field: str, moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+14:00 is before the first moment a time can hold in UTC (and
+        # 9999-12-31T23:59-14:00 after the last): no entry is that old or that new.
+        raise InvalidField(field, "must be a time between the years 1 and 9999 in UTC") from None
 
 
 async def all_entries(session: AsyncSession, wanted: AuditFilter) -> list[AuditEntry]:

@@ -1,0 +1,103 @@
+"""The audit trail attacked (S13): what an administrator of narrower access, or a stranger, can
+get out of it or put into it. A period or a cursor at the ends of time is a 422, not a 500."""
+
+# ruff: noqa: F811 - the identity API fixtures are imported from test_login and used by name
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import UTC, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from services.identity.config import IdentitySettings
+from services.identity.models import AuditEntry
+from shared.tokens import generate_signing_key
+from tests.integration.test_login import client, database_url, db  # noqa: F401 - fixtures
+from tests.security.test_audit_scope import world  # noqa: F401 - fixture
+from tests.security.world import bearer
+
+LOCK_AFTER = 3
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path) -> IdentitySettings:
+    return IdentitySettings(
+        database_url=database_url,
+        var_dir=tmp_path,
+        signing_keys=f"t1:{generate_signing_key()}",
+        signing_active_key_id="t1",
+        login_rate_limit_per_minute=0,
+        activation_rate_limit_per_minute=0,
+        password_reset_rate_limit_per_minute=0,
+        login_free_failures=LOCK_AFTER,
+        login_lock_after_failures=LOCK_AFTER,
+        otp_max_attempts=LOCK_AFTER + 2,
+    )
+
+
+async def trail(db) -> list[AuditEntry]:
+    async with db.transaction() as session:
+        return list(await session.scalars(select(AuditEntry).order_by(AuditEntry.at, AuditEntry.id)))
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+EARLIEST = "0001-01-01T00:00:00+14:00"  # before datetime.min once in UTC
+LATEST = "9999-12-31T23:59:59-14:00"  # after datetime.max once in UTC
+
+
+def raw_cursor(text: str) -> str:
+    """A cursor as the service encodes one, around any text."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"from": EARLIEST}, "from"),
+        ({"to": LATEST}, "to"),
+        ({"from": LATEST}, "from"),
+        ({"before": raw_cursor(f"{EARLIEST}|ffffffff-ffff-ffff-ffff-ffffffffffff")}, "before"),
+        ({"before": raw_cursor(f"{LATEST}|ffffffff-ffff-ffff-ffff-ffffffffffff")}, "before"),
+    ],
+)
+async def test_periods_and_cursors_past_the_ends_of_time_are_a_422_naming_them_for_every_reader_at_once(
+    db, clock, settings, client, world, params, field
+) -> None:
+    people, _ = world
+    admin = await bearer(db, clock, settings, people["group"])
+    staff = await bearer(db, clock, settings, people["staff"])
+    answers = await asyncio.gather(
+        *(client.get("/v1/audit", params=params, headers=admin) for _ in range(3)),
+        *(client.get("/v1/support/audit", params=params, headers=staff) for _ in range(3)),
+    )
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in answer.json()["errors"]] == [field], answer.text
+
+
+async def test_a_period_in_a_far_zone_or_without_one_is_the_same_moment_as_in_utc(
+    db, clock, settings, client, world
+) -> None:
+    people, _ = world
+    admin = await bearer(db, clock, settings, people["group"])
+    middle = clock.now() - timedelta(seconds=8)  # some of the world's entries before, some after
+    moments = [
+        middle.astimezone(UTC).isoformat(),
+        middle.astimezone(UTC).replace(tzinfo=None).isoformat(),  # no zone: UTC
+        middle.astimezone(timezone(timedelta(hours=14))).isoformat(),
+        middle.astimezone(timezone(-timedelta(hours=12))).isoformat(),
+    ]
+    answers = await asyncio.gather(
+        *(client.get("/v1/audit", params={"to": m}, headers=admin) for m in moments),
+        *(client.get("/v1/audit", params={"from": m}, headers=admin) for m in moments),
+    )
+    assert {a.status_code for a in answers} == {200}
+    before = [{e["id"] for e in a.json()} for a in answers[: len(moments)]]
+    after = [{e["id"] for e in a.json()} for a in answers[len(moments) :]]
+    assert before[0] and after[0] and not before[0] & after[0]
+    assert all(b == before[0] for b in before) and all(a == after[0] for a in after)
