@@ -12,6 +12,11 @@ Who sees an entry:
   administrator sees one when they hold the company; an account's entry only when they hold
   the account too (all accounts of the company, or that one).
 
+Who acted is shown to an administrator only as far as they may see the login: an entry whose
+actor is a login they may not see — support staff, or an administrator of broader access —
+says the actor's role, but not the login's id nor the address it acted from (`as_seen_by`), and
+asking for such a login's entries (`user_id`) finds none.
+
 Pages are newest first, at most `limit` entries; each entry's `cursor` asks for the entries
 after it (`before=`). The scope is part of every query, so no cursor reaches past it.
 """
@@ -147,8 +152,11 @@ async def all_entries(session: AsyncSession, wanted: AuditFilter) -> list[AuditE
 async def company_entries(
     session: AsyncSession, admin: Administration, caller: User, wanted: AuditFilter
 ) -> list[AuditEntry]:
-    """An administrator's read: their company's entries within their grants (module docstring)."""
+    """An administrator's read: their company's entries within their grants, each as they may
+    see it (module docstring)."""
     visible = [user.id for user, _ in await admin.list_users(session, caller)]
+    if wanted.user_id is not None and wanted.user_id not in visible:
+        return []  # a login they may not see: its entries would name it as the actor
     held = (await admin.scope(session, caller)).companies
     identity_entries = and_(
         AuditEntry.source == "identity",
@@ -172,7 +180,18 @@ async def company_entries(
     ]
     billing_entries = and_(AuditEntry.source == "billing", or_(false(), *per_company))
     query = select(AuditEntry).where(or_(identity_entries, billing_entries))
-    return list(await session.scalars(wanted.apply(query)))
+    return [as_seen_by(entry, set(visible)) for entry in await session.scalars(wanted.apply(query))]
+
+
+def as_seen_by(entry: AuditEntry, visible: set[str]) -> AuditEntry:
+    """The entry as an administrator who may see the logins `visible` reads it: the actor's id
+    and address only when the actor is one of them. Support staff's ids and addresses, and those
+    of administrators of broader access, stay with support. A copy, never added to a session."""
+    if entry.actor_id is None or entry.actor_id in visible:
+        return entry
+    shown = AuditEntry(**{column.key: getattr(entry, column.key) for column in AuditEntry.__table__.columns})
+    shown.actor_id, shown.client_address = None, None
+    return shown
 
 
 async def keep_billing_entry(session: AsyncSession, envelope: Envelope) -> None:

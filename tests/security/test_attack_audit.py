@@ -1,5 +1,7 @@
 """The audit trail attacked (S13): what an administrator of narrower access, or a stranger, can
-get out of it or put into it. A period or a cursor at the ends of time is a 422, not a 500."""
+get out of it or put into it. A period or a cursor at the ends of time is a 422, not a 500;
+an administrator sees that support acted on the company, but not who at support nor from
+where, and of a login they may not see no id or address."""
 
 # ruff: noqa: F811 - the identity API fixtures are imported from test_login and used by name
 
@@ -101,3 +103,40 @@ async def test_a_period_in_a_far_zone_or_without_one_is_the_same_moment_as_in_ut
     after = [{e["id"] for e in a.json()} for a in answers[len(moments) :]]
     assert before[0] and after[0] and not before[0] & after[0]
     assert all(b == before[0] for b in before) and all(a == after[0] for a in after)
+
+
+async def test_an_administrator_sees_that_support_acted_but_not_who_nor_from_where(
+    db, clock, settings, client, world
+) -> None:
+    people, trail_ = world
+    staff_id = people["staff"].id
+    async with db.transaction() as session:
+        # Support's entries, and the group administrator's, carry where they acted from.
+        for entry in await session.scalars(select(AuditEntry)):
+            entry.client_address = f"198.51.100.{len(entry.actor_id or '')}"
+    readers = ("group", "subsidiary", "one-account", "other")
+    headers = {name: await bearer(db, clock, settings, people[name]) for name in readers}
+    answers = await asyncio.gather(
+        *(client.get("/v1/audit", params={"limit": "200"}, headers=headers[name]) for name in readers),
+        # Asking by the staff login's id confirms nothing either.
+        *(client.get("/v1/audit", params={"user_id": staff_id}, headers=headers[name]) for name in readers),
+    )
+    assert {a.status_code for a in answers} == {200}
+    pages = dict(zip(readers, (a.json() for a in answers[: len(readers)]), strict=True))
+    for name, page in pages.items():
+        support_entries = [e for e in page if e["actor_role"] == "support"]
+        assert support_entries, f"{name} should see that support acted on the company"
+        assert all(e["actor_id"] is None and e["client_address"] is None for e in support_entries), name
+    assert all(a.json() == [] for a in answers[len(readers) :])
+    # The one-account administrator sees what the group administrator did to what it holds,
+    # but not the group administrator's login, so neither its id nor its address.
+    broader = [e for e in pages["one-account"] if e["actor_role"] == "administrator"]
+    assert broader and all(e["actor_id"] is None and e["client_address"] is None for e in broader)
+    own = [e for e in pages["group"] if e["actor_id"] == people["group"].id]
+    assert own and all(e["client_address"] for e in own)
+    # Support still sees everything as it was kept.
+    as_staff = await client.get(
+        "/v1/support/audit", params={"limit": "500"}, headers=await bearer(db, clock, settings, people["staff"])
+    )
+    assert {e["actor_id"] for e in as_staff.json() if e["actor_role"] == "support"} == {staff_id}
+    assert all(e["client_address"] for e in as_staff.json() if e["actor_id"])
