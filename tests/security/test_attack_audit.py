@@ -1,7 +1,8 @@
 """The audit trail attacked (S13): what an administrator of narrower access, or a stranger, can
 get out of it or put into it. A period or a cursor at the ends of time is a 422, not a 500;
 an administrator sees that support acted on the company, but not who at support nor from
-where, and of a login they may not see no id or address."""
+where, and of a login they may not see no id or address; a name typed into the username field
+that is no username (a password, often) is not kept as typed."""
 
 # ruff: noqa: F811 - the identity API fixtures are imported from test_login and used by name
 
@@ -15,11 +16,12 @@ import pytest
 from sqlalchemy import select
 
 from services.identity.config import IdentitySettings
-from services.identity.models import AuditEntry
+from services.identity.models import AuditEntry, messaging
+from shared.events import AuditRecorded
 from shared.tokens import generate_signing_key
 from tests.integration.test_login import client, database_url, db  # noqa: F401 - fixtures
 from tests.security.test_audit_scope import world  # noqa: F401 - fixture
-from tests.security.world import bearer
+from tests.security.world import PARENT, bearer
 
 LOCK_AFTER = 3
 
@@ -140,3 +142,36 @@ async def test_an_administrator_sees_that_support_acted_but_not_who_nor_from_whe
     )
     assert {e["actor_id"] for e in as_staff.json() if e["actor_role"] == "support"} == {staff_id}
     assert all(e["client_address"] for e in as_staff.json() if e["actor_id"])
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "Sommer2026!Hemmeligt",  # a password typed into the username field
+        "ida@solsikke.example",  # an email address
+        "35657193 Kodeord123",
+    ],
+)
+async def test_a_name_typed_that_is_no_username_is_not_kept_as_typed(db, clock, settings, client, typed) -> None:
+    answers = await asyncio.gather(
+        *(client.post("/v1/login", json={"username": typed, "password": f"x{n}"}) for n in range(LOCK_AFTER - 1))
+    )
+    assert {a.status_code for a in answers} == {401}
+    entries = await trail(db)
+    assert len(entries) == LOCK_AFTER - 1
+    async with db.transaction() as session:
+        values = list(
+            await session.scalars(
+                select(messaging.outbox.c.value).where(messaging.outbox.c.topic == "identity.audit")
+            )
+        )
+    events = [AuditRecorded.model_validate_json(v) for v in values]
+    kept = {e.subject_username for e in entries} | {e.subject_username for e in events}
+    # Not the text typed, nor the most of it.
+    assert kept and all(k and typed.lower()[1:-1] not in k.lower() for k in kept), kept
+    # A name of a username's shape is kept as typed: support sees who is being tried.
+    await client.post("/v1/login", json={"username": f" {PARENT}-Abcd ", "password": "x"})
+    assert {e.subject_username for e in await trail(db)} - kept == {f"{PARENT}-abcd"}
