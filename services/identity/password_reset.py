@@ -235,18 +235,48 @@ class PasswordResets:
             self.login.refuse_while_locked(counter)
         return counters
 
-    def _count_wrong(self, reset: PasswordReset, counters: list[LoginThrottle]) -> StepResult:
+    async def _count_wrong(
+        self,
+        session: AsyncSession,
+        reset: PasswordReset,
+        counters: list[LoginThrottle],
+        *,
+        step: str,
+        client_address: str | None,
+    ) -> StepResult:
+        """A wrong code: counted on the reset and on the usernames' counters, and in the audit
+        trail as a failed login of each username (and its lock, when this one locks it), as a
+        wrong password at login is."""
         now = self.login.clock.now()
         reset.failed_attempts += 1
+        owners = {
+            u.username: u
+            for u in await session.scalars(select(User).where(User.username.in_([c.username for c in counters])))
+        }
         for counter in counters:
-            self.login.count_failure(counter)
+            locks = self.login.count_failure(counter)
+            user = owners.get(counter.username)
+            kept = [("login.failed", {"step": step})]
+            kept += [("login.locked", {"counter": "username"})] if locks else []
+            for action, details in kept:
+                await self.audit.record(
+                    session,
+                    actor=user,
+                    action=action,
+                    target=user,
+                    client_address=client_address,
+                    details=details,
+                    subject_username=None if user is not None else counter.username,
+                )
         left = max(0, self.settings.otp_max_attempts - reset.failed_attempts)
         if left == 0:
             reset.ended_at, reset.end_reason = now, "blocked"
             log.warning("password reset %s blocked after wrong codes", reset.id)
         return StepResult(Step.wrong, reset=reset, attempts_left=left)
 
-    async def confirm_email(self, session: AsyncSession, reset_id: str, code: str) -> StepResult:
+    async def confirm_email(
+        self, session: AsyncSession, reset_id: str, code: str, *, client_address: str | None = None
+    ) -> StepResult:
         """The emailed code: right, it binds the reset to its login and names the second factors
         the login has; wrong, it is counted."""
         opened = await self._open(session, reset_id)
@@ -280,7 +310,9 @@ class PasswordResets:
             if right and candidate is not None and as_utc(candidate.expires_at) > now:
                 matched = candidate
         if matched is None:
-            return self._count_wrong(reset, counters)
+            return await self._count_wrong(
+                session, reset, counters, step="password-reset-email-code", client_address=client_address
+            )
         if await self._replaced(session, reset, matched.user_id):
             return StepResult(Step.ended, reset=reset, end_reason="replaced")
         user = await session.get(User, matched.user_id, with_for_update=True, populate_existing=True)
@@ -411,7 +443,9 @@ class PasswordResets:
             now=now,
         )
         if not (sms_right or await accept_second_factor(session, user, code, self.login.sealer, now)):
-            return self._count_wrong(reset, counters)
+            return await self._count_wrong(
+                session, reset, counters, step="password-reset-second-factor", client_address=client_address
+            )
         reset.ended_at, reset.end_reason = now, "completed"
         user.password_hash = password_hash
         await end_all_sessions(session, self.login.outbox, user.id, "password-reset", now)

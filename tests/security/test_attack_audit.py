@@ -2,7 +2,8 @@
 get out of it or put into it. A period or a cursor at the ends of time is a 422, not a 500;
 an administrator sees that support acted on the company, but not who at support nor from
 where, and of a login they may not see no id or address; a name typed into the username field
-that is no username (a password, often) is not kept as typed."""
+that is no username (a password, often) is not kept as typed; a wrong current password and
+wrong password-reset codes are failures and locks in the trail like wrong passwords at login."""
 
 # ruff: noqa: F811 - the identity API fixtures are imported from test_login and used by name
 
@@ -18,10 +19,19 @@ from sqlalchemy import select
 from services.identity.config import IdentitySettings
 from services.identity.models import AuditEntry, messaging
 from shared.events import AuditRecorded
+from shared.sealing import Sealer
 from shared.tokens import generate_signing_key
+from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import client, database_url, db  # noqa: F401 - fixtures
+from tests.integration.test_password_reset import (
+    NEW_PASSWORD,
+    request_reset,
+    reset_by_email_code,
+    reset_codes,
+    wrong,
+)
 from tests.security.test_audit_scope import world  # noqa: F401 - fixture
-from tests.security.world import PARENT, bearer
+from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
 
 LOCK_AFTER = 3
 
@@ -175,3 +185,73 @@ async def test_a_name_typed_that_is_no_username_is_not_kept_as_typed(db, clock, 
     # A name of a username's shape is kept as typed: support sees who is being tried.
     await client.post("/v1/login", json={"username": f" {PARENT}-Abcd ", "password": "x"})
     assert {e.subject_username for e in await trail(db)} - kept == {f"{PARENT}-abcd"}
+
+
+async def test_wrong_current_passwords_at_once_are_failures_and_the_lock_is_recorded_once(
+    db, clock, settings, client
+) -> None:
+    await company_group(db, clock)
+    user = await add_user(db, clock, grants={SUBSIDIARY: "all"}, functions=["invoices"])
+    headers = await bearer(db, clock, settings, user)
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/me/password",
+                json={"current_password": f"not it {n}", "new_password": NEW_PASSWORD},
+                headers=headers,
+            )
+            for n in range(LOCK_AFTER + 2)
+        )
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [422] * LOCK_AFTER + [429] * 2, [a.text for a in answers]
+    entries = await trail(db)
+    assert sorted((e.action, str(e.details)) for e in entries) == sorted(
+        [("login.failed", "{'step': 'current-password'}")] * LOCK_AFTER
+        + [("login.locked", "{'counter': 'username'}")]
+    )
+    assert all(
+        (e.actor_id, e.target_user_id, e.tenant_cvr, e.client_address) == (user.id, user.id, PARENT, "127.0.0.1")
+        for e in entries
+    ), [(e.actor_id, e.client_address) for e in entries]
+
+
+async def test_wrong_password_reset_codes_at_once_are_failures_and_the_lock_they_cause_is_recorded(
+    db, clock, settings, sealer: Sealer, client
+) -> None:
+    await company_group(db, clock)
+    user = await add_user(db, clock, grants={SUBSIDIARY: "all"}, functions=["invoices"])
+    asked = await request_reset(client, user.username)
+    assert asked.status_code == 202, asked.text
+    reset_id = asked.json()["reset_id"]
+    (_, code), = await reset_codes(db, sealer)
+    answers = await asyncio.gather(
+        *(
+            client.post(f"/v1/password-reset/{reset_id}/email-code", json={"code": wrong(wrong(code)) if n else wrong(code)})
+            for n in range(LOCK_AFTER + 1)
+        )
+    )
+    assert sorted(a.status_code for a in answers) == [400] * LOCK_AFTER + [429], [a.text for a in answers]
+    entries = [e for e in await trail(db) if e.action.startswith("login.")]
+    assert sorted((e.action, str(e.details)) for e in entries) == sorted(
+        [("login.failed", "{'step': 'password-reset-email-code'}")] * LOCK_AFTER
+        + [("login.locked", "{'counter': 'username'}")]
+    )
+    assert {(e.actor_id, e.target_user_id, e.tenant_cvr) for e in entries} == {(user.id, user.id, PARENT)}
+
+
+async def test_a_wrong_second_factor_in_a_password_reset_is_a_failure(db, clock, settings, sealer: Sealer, client) -> None:
+    await company_group(db, clock)
+    user = await add_user(db, clock, grants={SUBSIDIARY: "all"}, functions=["invoices"])
+    reset_id = await reset_by_email_code(client, db, sealer, user.username)
+    answer = await client.post(
+        f"/v1/password-reset/{reset_id}/complete", json={"code": "000000", "password": NEW_PASSWORD}
+    )
+    assert answer.status_code == 400, answer.text
+    [entry] = [e for e in await trail(db) if e.action.startswith("login.")]
+    assert (entry.action, entry.details, entry.target_user_id) == (
+        "login.failed",
+        {"step": "password-reset-second-factor"},
+        user.id,
+    )
+    assert (await client.post("/v1/login", json={"username": user.username, "password": PASSWORD})).status_code == 200
