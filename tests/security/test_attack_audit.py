@@ -13,14 +13,27 @@ import asyncio
 import base64
 from datetime import UTC, timedelta, timezone
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from services.identity.api import create_api
 from services.identity.config import IdentitySettings
 from services.identity.models import AuditEntry, messaging
-from shared.events import AuditRecorded
+from shared.events import AuditRecorded, BillingAuditRecorded
 from shared.sealing import Sealer
 from shared.tokens import generate_signing_key
+from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
+    Tokens,
+    active_subscription,
+    billing,
+    billing_clock,
+    billing_db,
+    billing_url,
+    events_since,
+    outbox_position,
+    tokens,
+)
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import client, database_url, db  # noqa: F401 - fixtures
 from tests.integration.test_password_reset import (
@@ -32,6 +45,7 @@ from tests.integration.test_password_reset import (
 )
 from tests.security.test_audit_scope import world  # noqa: F401 - fixture
 from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
+from tests.support.asgi import AppTransport
 
 LOCK_AFTER = 3
 
@@ -255,3 +269,54 @@ async def test_a_wrong_second_factor_in_a_password_reset_is_a_failure(db, clock,
         user.id,
     )
     assert (await client.post("/v1/login", json={"username": user.username, "password": PASSWORD})).status_code == 200
+
+
+async def test_a_change_of_telephony_settings_is_a_billing_audit_record_of_the_account(
+    billing, tokens: Tokens, billing_db
+) -> None:
+    """The one billing change issue 10 names that no other test follows into `billing.audit`."""
+    acting = tokens.caller([{"cvr": SUBSIDIARY, "accounts": "all"}], ["telephony"])
+    line = await active_subscription(billing_db, "10000023", "TLF-FAST")
+    path = f"/v1/subscriptions/{line.id}/settings"
+    read = await billing.get(path, headers=acting.headers)
+    start = await outbox_position(billing_db)
+    done = await billing.patch(
+        path, json={"voicemail": {"enabled": False}}, headers={**acting.headers, "If-Match": read.headers["etag"]}
+    )
+    assert done.status_code == 200, done.text
+    [event] = await events_since(billing_db, start, BillingAuditRecorded)
+    assert (event.action, event.cvr, event.account_number, str(event.actor_id), event.target) == (
+        "subscription.settings_changed",
+        SUBSIDIARY,
+        "10000023",
+        acting.user_id,
+        line.id,
+    )
+    assert event.details["before"] != event.details["after"]
+
+
+async def test_a_stranger_adds_at_most_the_per_address_limit_of_entries_a_minute_from_each_address(
+    db, clock, settings, sealer: Sealer, monkeypatch
+) -> None:
+    """The trail's growth under failed logins for random usernames (docs/identity.md, Audit
+    trail: volume): one entry per failed login, so each address (an IPv6 address's /64) adds at
+    most `login_rate_limit_per_minute` entries a minute, however many it sends at once."""
+    limit = 5
+    monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)
+    app = create_api(settings.model_copy(update={"login_rate_limit_per_minute": limit}), clock=clock)
+    transport = AppTransport(app=app)
+    addresses = ["192.0.2.1", "192.0.2.2", "198.51.100.9", "2001:db8:0:1::1", "2001:db8:0:1::2"]
+    async with httpx.AsyncClient(transport=transport, base_url="http://identity") as http:
+        for n, address in enumerate(addresses):
+            transport.client = (address, 40000)  # type: ignore[misc]
+            answers = await asyncio.gather(
+                *(
+                    http.post("/v1/login", json={"username": f"{PARENT}-x{n}y{k}", "password": "gæt"})
+                    for k in range(limit * 3)
+                )
+            )
+            assert {a.status_code for a in answers} <= {401, 429}
+    entries = await trail(db)
+    parties = 4  # the two IPv6 addresses share a /64
+    assert len(entries) == parties * limit
+    assert {e.action for e in entries} == {"login.failed"}
