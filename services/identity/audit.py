@@ -27,15 +27,15 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, false, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, delete, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.admin import Administration
 from services.identity.models import AuditEntry, User
-from shared.clock import as_utc
-from shared.db import upsert_statement
+from shared.clock import Clock, as_utc
+from shared.db import Database, upsert_statement
 from shared.envelope import Envelope
 from shared.events import BillingAuditRecorded
 from shared.problems import InvalidField
@@ -219,3 +219,19 @@ async def keep_billing_entry(session: AsyncSession, envelope: Envelope) -> None:
         )
         .on_conflict_do_nothing(index_elements=["id"])
     )
+
+
+async def forget_unknown_usernames(db: Database, clock: Clock, retention: timedelta) -> int:
+    """Delete the entries of failed logins with usernames nobody has (no actor, no company)
+    older than `retention`: anyone can add them, one per try, from every address they have.
+    Entries of a company, and everything support did, are kept."""
+    async with db.transaction() as session:
+        result = await session.execute(
+            delete(AuditEntry).where(
+                AuditEntry.actor_id.is_(None),
+                AuditEntry.tenant_cvr.is_(None),
+                AuditEntry.source == "identity",
+                AuditEntry.at < clock.now() - retention,
+            )
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

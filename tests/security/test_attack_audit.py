@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from services.identity.api import create_api
+from services.identity.audit import forget_unknown_usernames
 from services.identity.config import IdentitySettings
 from services.identity.models import AuditEntry, messaging
 from shared.events import AuditRecorded, BillingAuditRecorded
@@ -320,3 +321,28 @@ async def test_a_stranger_adds_at_most_the_per_address_limit_of_entries_a_minute
     parties = 4  # the two IPv6 addresses share a /64
     assert len(entries) == parties * limit
     assert {e.action for e in entries} == {"login.failed"}
+
+
+async def test_entries_of_unknown_usernames_are_forgotten_after_the_retention_and_nothing_else_is(
+    db, clock, settings, client, world
+) -> None:
+    people, trail_ = world
+    old_kept = {e.id for e in await trail(db)}
+    answers = await asyncio.gather(
+        *(client.post("/v1/login", json={"username": f"{PARENT}-old{n}", "password": "x"}) for n in range(4))
+    )
+    assert {a.status_code for a in answers} == {401}
+    clock.advance(settings.audit_unknown_usernames_retention)
+    await client.post("/v1/login", json={"username": f"{PARENT}-new", "password": "x"})
+    clock.advance(timedelta(seconds=1))
+
+    forgotten = await asyncio.gather(
+        *(forget_unknown_usernames(db, clock, settings.audit_unknown_usernames_retention) for _ in range(3))
+    )
+    # The world's own entry of a username nobody has is as old as the four: gone with them.
+    assert sum(forgotten) == 5
+    left = await trail(db)
+    assert {e.id for e in left} == (old_kept - trail_.named("nobody")) | {
+        e.id for e in left if e.subject_username == f"{PARENT}-new"
+    }
+    assert [e.subject_username for e in left if e.actor_id is None and e.tenant_cvr is None] == [f"{PARENT}-new"]
