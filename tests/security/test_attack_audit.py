@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import uuid
 from datetime import UTC, timedelta, timezone
 
 import httpx
@@ -18,10 +20,12 @@ import pytest
 from sqlalchemy import select
 
 from services.identity.api import create_api
-from services.identity.audit import forget_unknown_usernames
+from services.identity.audit import forget_unknown_usernames, keep_billing_entry
 from services.identity.config import IdentitySettings
 from services.identity.models import AuditEntry, messaging
+from shared.envelope import encode, new_event_id
 from shared.events import AuditRecorded, BillingAuditRecorded
+from shared.messaging import ConsumedMessage, IdempotentConsumer
 from shared.sealing import Sealer
 from shared.tokens import generate_signing_key
 from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
@@ -47,6 +51,7 @@ from tests.integration.test_password_reset import (
 from tests.security.test_audit_scope import world  # noqa: F401 - fixture
 from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
 from tests.support.asgi import AppTransport
+from tests.unit.test_messaging import FakeDeadLetters
 
 LOCK_AFTER = 3
 
@@ -346,3 +351,51 @@ async def test_entries_of_unknown_usernames_are_forgotten_after_the_retention_an
         e.id for e in left if e.subject_username == f"{PARENT}-new"
     }
     assert [e.subject_username for e in left if e.actor_id is None and e.tenant_cvr is None] == [f"{PARENT}-new"]
+
+
+async def test_a_malformed_billing_audit_event_is_dead_lettered_and_the_next_is_kept_once(db, clock) -> None:
+    """Identity's consumer of `billing.audit`: a message it cannot read goes to the dead letters
+    and the partition moves on; a redelivered event, or the same entry in a new envelope, is
+    kept once."""
+    letters = FakeDeadLetters()
+    consumer = IdempotentConsumer(
+        name="identity-audit-test",
+        db=db,
+        tables=messaging,
+        handlers={BillingAuditRecorded.TYPE: keep_billing_entry},
+        dead_letters=letters,
+        clock=clock,
+        retries=2,
+        backoff=0.0,
+    )
+    event = BillingAuditRecorded(
+        audit_id=uuid.uuid4(),
+        actor_id=uuid.uuid4(),
+        action="invoice_format.changed",
+        cvr=SUBSIDIARY,
+        account_number="10000021",
+        target="10000021",
+        at=clock.now(),
+    )
+
+    def message(value: bytes | None = None, event_id: str | None = None) -> ConsumedMessage:
+        record = encode(event, event_id=event_id or new_event_id(), time=clock.now())
+        return ConsumedMessage(
+            topic=record.topic, key=record.key, value=record.value if value is None else value, headers=record.headers
+        )
+
+    without_cvr = json.loads(message().value or b"")
+    del without_cvr["cvr"]
+    good = message()
+    outcomes = [
+        await consumer.process(message(b"{not json")),
+        await consumer.process(message(json.dumps(without_cvr).encode())),
+        await consumer.process(good),
+        await consumer.process(good),
+        await consumer.process(message()),  # the same entry, published again
+    ]
+    assert outcomes == ["dead-lettered", "dead-lettered", "handled", "duplicate", "handled"]
+    assert len(letters.sent) == 2
+    assert [(e.id, e.source, e.action) for e in await trail(db)] == [
+        (str(event.audit_id), "billing", "invoice_format.changed")
+    ]
