@@ -399,3 +399,23 @@ async def test_a_malformed_billing_audit_event_is_dead_lettered_and_the_next_is_
     assert [(e.id, e.source, e.action) for e in await trail(db)] == [
         (str(event.audit_id), "billing", "invoice_format.changed")
     ]
+
+
+async def test_like_wildcards_in_an_action_prefix_match_only_themselves(db, clock, settings, client, world) -> None:
+    people, trail_ = world
+    headers = await bearer(db, clock, settings, people["staff"])
+    prefixes = ["login_", "_ogin.", "login.succeeded_", "master_data", "master_", "_", "%"]
+    answers = await asyncio.gather(
+        *(client.get("/v1/support/audit", params={"action": p, "limit": "500"}, headers=headers) for p in prefixes)
+    )
+    found = {p: {e["action"] for e in a.json()} for p, a in zip(prefixes, answers, strict=True) if a.status_code == 200}
+    # `%` is no action's character: refused, naming the filter.
+    assert answers[-1].status_code == 422 and answers[-1].json()["errors"][0]["field"] == "action"
+    assert found == {
+        "login_": set(),
+        "_ogin.": set(),
+        "login.succeeded_": set(),
+        "master_data": {"master_data.changed"},
+        "master_": {"master_data.changed"},
+        "_": set(),
+    }
