@@ -164,7 +164,11 @@ EXPLANATIONS: dict[str, str] = {
     ),
     "login_counters_purge_interval_s": (
         "How often the identity worker deletes failure counters that count nothing any more, expired trusted "
-        "devices, and password resets older than a day."
+        "devices, password resets older than a day, and audit entries of unknown usernames past their retention."
+    ),
+    "audit_unknown_usernames_retention": (
+        "How long the audit trail keeps failed logins with usernames nobody has (support's only): anyone can "
+        "add them, up to the per-address login limit a minute from each address."
     ),
     "reauthentication_window": (
         "How recent a login must be to create a login, re-send an activation code, change a login's "

@@ -12,6 +12,11 @@ Who sees an entry:
   administrator sees one when they hold the company; an account's entry only when they hold
   the account too (all accounts of the company, or that one).
 
+Who acted is shown to an administrator only as far as they may see the login: an entry whose
+actor is a login they may not see — support staff, or an administrator of broader access —
+says the actor's role, but not the login's id nor the address it acted from (`as_seen_by`), and
+asking for such a login's entries (`user_id`) finds none.
+
 Pages are newest first, at most `limit` entries; each entry's `cursor` asks for the entries
 after it (`before=`). The scope is part of every query, so no cursor reaches past it.
 """
@@ -22,15 +27,15 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, false, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, delete, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.admin import Administration
 from services.identity.models import AuditEntry, User
-from shared.clock import as_utc
-from shared.db import upsert_statement
+from shared.clock import Clock, as_utc
+from shared.db import Database, upsert_statement
 from shared.envelope import Envelope
 from shared.events import BillingAuditRecorded
 from shared.problems import InvalidField
@@ -55,13 +60,13 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
             at, entry_id = raw.split("|", 1)
-            moment = datetime.fromisoformat(at)
+            moment = as_utc(datetime.fromisoformat(at))
             uuid.UUID(entry_id)
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
             raise InvalidField(
                 "before", "not a cursor this service gave out: use the `cursor` of the last entry of a page"
             ) from None
-        return cls(as_utc(moment), entry_id)
+        return cls(moment, entry_id)
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,8 @@ class AuditFilter:
         before: str | None = None,
     ) -> AuditFilter:
         """The filter from a request's parameters; a time without a zone is UTC."""
-        since = _utc(since)
-        until = _utc(until)
+        since = _utc("from", since)
+        until = _utc("to", until)
         if since is not None and until is not None and since >= until:
             raise InvalidField("to", "must be later than `from`: the period runs from `from` up to `to`")
         return cls(
@@ -128,10 +133,15 @@ class AuditFilter:
         return query.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(self.limit)
 
 
-def _utc(moment: datetime | None) -> datetime | None:
+def _utc(field: str, moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+14:00 is before the first moment a time can hold in UTC (and
+        # 9999-12-31T23:59-14:00 after the last): no entry is that old or that new.
+        raise InvalidField(field, "must be a time between the years 1 and 9999 in UTC") from None
 
 
 async def all_entries(session: AsyncSession, wanted: AuditFilter) -> list[AuditEntry]:
@@ -142,8 +152,11 @@ async def all_entries(session: AsyncSession, wanted: AuditFilter) -> list[AuditE
 async def company_entries(
     session: AsyncSession, admin: Administration, caller: User, wanted: AuditFilter
 ) -> list[AuditEntry]:
-    """An administrator's read: their company's entries within their grants (module docstring)."""
+    """An administrator's read: their company's entries within their grants, each as they may
+    see it (module docstring)."""
     visible = [user.id for user, _ in await admin.list_users(session, caller)]
+    if wanted.user_id is not None and wanted.user_id not in visible:
+        return []  # a login they may not see: its entries would name it as the actor
     held = (await admin.scope(session, caller)).companies
     identity_entries = and_(
         AuditEntry.source == "identity",
@@ -167,7 +180,18 @@ async def company_entries(
     ]
     billing_entries = and_(AuditEntry.source == "billing", or_(false(), *per_company))
     query = select(AuditEntry).where(or_(identity_entries, billing_entries))
-    return list(await session.scalars(wanted.apply(query)))
+    return [as_seen_by(entry, set(visible)) for entry in await session.scalars(wanted.apply(query))]
+
+
+def as_seen_by(entry: AuditEntry, visible: set[str]) -> AuditEntry:
+    """The entry as an administrator who may see the logins `visible` reads it: the actor's id
+    and address only when the actor is one of them. Support staff's ids and addresses, and those
+    of administrators of broader access, stay with support. A copy, never added to a session."""
+    if entry.actor_id is None or entry.actor_id in visible:
+        return entry
+    shown = AuditEntry(**{column.key: getattr(entry, column.key) for column in AuditEntry.__table__.columns})
+    shown.actor_id, shown.client_address = None, None
+    return shown
 
 
 async def keep_billing_entry(session: AsyncSession, envelope: Envelope) -> None:
@@ -195,3 +219,19 @@ async def keep_billing_entry(session: AsyncSession, envelope: Envelope) -> None:
         )
         .on_conflict_do_nothing(index_elements=["id"])
     )
+
+
+async def forget_unknown_usernames(db: Database, clock: Clock, retention: timedelta) -> int:
+    """Delete the entries of failed logins with usernames nobody has (no actor, no company)
+    older than `retention`: anyone can add them, one per try, from every address they have.
+    Entries of a company, and everything support did, are kept."""
+    async with db.transaction() as session:
+        result = await session.execute(
+            delete(AuditEntry).where(
+                AuditEntry.actor_id.is_(None),
+                AuditEntry.tenant_cvr.is_(None),
+                AuditEntry.source == "identity",
+                AuditEntry.at < clock.now() - retention,
+            )
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

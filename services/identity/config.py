@@ -49,6 +49,10 @@ class IdentitySettings(ServiceSettings):
     trusted_device_ttl: timedelta = timedelta(days=90)
     trusted_devices_per_user: int = Field(default=10, ge=1, le=100)
     login_counters_purge_interval_s: float = Field(default=600.0, gt=0)
+    # Audit entries of failed logins with usernames nobody has (no company, support's only) are
+    # deleted this long after: strangers can add them from every address they have
+    # (docs/identity.md, Audit trail), and only recent ones help support see an attack.
+    audit_unknown_usernames_retention: timedelta = Field(default=timedelta(days=30), ge=timedelta(days=1))
     # While the username is locked, the user may have an unlock code (a device token) emailed.
     unlock_code_ttl: timedelta = Field(default=timedelta(hours=1), le=timedelta(hours=24))
     unlock_emails_per_day: int = Field(default=3, ge=1, le=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -54,6 +55,21 @@ def new_username(cvr: str) -> str:
 
 def normalise_username(value: str) -> str:
     return value.strip().lower()
+
+
+# A customer's username as `new_username` makes them (`<cvr>-` and a short suffix).
+_USERNAME_SHAPE = re.compile(r"\d{8}-[a-z0-9]{1,20}")
+
+
+def tried_username_as_kept(typed: str) -> str:
+    """What the audit trail keeps of a username nobody has: the name as typed (normalised) when
+    it has a username's shape, so support sees which names are tried; otherwise only its length.
+    Users type their password, or their email address, into the username field: such text must
+    not stay readable in the trail, its events and its backups."""
+    name = normalise_username(typed)
+    if _USERNAME_SHAPE.fullmatch(name):
+        return name
+    return f"[not a username: {len(name)} characters]"
 
 
 @cache

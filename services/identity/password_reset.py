@@ -72,6 +72,10 @@ def _sms_context(reset_id: str) -> str:
     return f"password-reset:{reset_id}:sms"
 
 
+# The counters of email addresses start with this; no username has it.
+ADDRESS_COUNTER_PREFIX = "@"
+
+
 def counter_key(given: str) -> str:
     """The failure counter the wrong codes of a reset for `given` count on: the normalised
     username, or for an email address `@` and a digest of it (no username has an `@`, and the
@@ -79,7 +83,7 @@ def counter_key(given: str) -> str:
     whether or not a login has it."""
     if "@" not in given:
         return normalise_username(given)
-    return "@" + hashlib.blake2b(given.strip().lower().encode(), digest_size=20).hexdigest()
+    return ADDRESS_COUNTER_PREFIX + hashlib.blake2b(given.strip().lower().encode(), digest_size=20).hexdigest()
 
 
 def _one_time_code() -> str:
@@ -250,18 +254,50 @@ class PasswordResets:
     def _locked(self, counter: LoginThrottle) -> bool:
         return counter.locked_until is not None and as_utc(counter.locked_until) > self.login.clock.now()
 
-    def _count_wrong(self, reset: PasswordReset, counters: list[LoginThrottle]) -> StepResult:
+    async def _count_wrong(
+        self,
+        session: AsyncSession,
+        reset: PasswordReset,
+        counters: list[LoginThrottle],
+        *,
+        step: str,
+        client_address: str | None,
+    ) -> StepResult:
+        """A wrong code: counted on the reset and on the usernames' counters, and in the audit
+        trail as a failed login of each username (and its lock, when this one locks it), as a
+        wrong password at login is."""
         now = self.login.clock.now()
         reset.failed_attempts += 1
+        owners = {
+            u.username: u
+            for u in await session.scalars(select(User).where(User.username.in_([c.username for c in counters])))
+        }
         for counter in counters:
-            self.login.count_failure(counter)
+            locks = self.login.count_failure(counter)
+            if counter.username.startswith(ADDRESS_COUNTER_PREFIX):
+                continue  # an email address's own counter: no login's failure, nothing to audit
+            user = owners.get(counter.username)
+            kept = [("login.failed", {"step": step})]
+            kept += [("login.locked", {"counter": "username"})] if locks else []
+            for action, details in kept:
+                await self.audit.record(
+                    session,
+                    actor=user,
+                    action=action,
+                    target=user,
+                    client_address=client_address,
+                    details=details,
+                    subject_username=None if user is not None else counter.username,
+                )
         left = max(0, self.settings.otp_max_attempts - reset.failed_attempts)
         if left == 0:
             reset.ended_at, reset.end_reason = now, "blocked"
             log.warning("password reset %s blocked after wrong codes", reset.id)
         return StepResult(Step.wrong, reset=reset, attempts_left=left)
 
-    async def confirm_email(self, session: AsyncSession, reset_id: str, code: str) -> StepResult:
+    async def confirm_email(
+        self, session: AsyncSession, reset_id: str, code: str, *, client_address: str | None = None
+    ) -> StepResult:
         """The emailed code: right, it binds the reset to its login and names the second factors
         the login has; wrong, it is counted."""
         opened = await self._open(session, reset_id)
@@ -300,7 +336,9 @@ class PasswordResets:
         if matched is None:
             # A locked login's counter is not counted on further: that would only lengthen its lock.
             counted = [c for key, c in counters.items() if key == own or not self._locked(c)]
-            return self._count_wrong(reset, counted)
+            return await self._count_wrong(
+                session, reset, counted, step="password-reset-email-code", client_address=client_address
+            )
         # The right code says the login exists; a lock of its username refuses it all the same.
         self.login.refuse_while_locked(counters[owners[matched.user_id].username])
         if await self._replaced(session, reset, matched.user_id):
@@ -435,7 +473,9 @@ class PasswordResets:
             now=now,
         )
         if not (sms_right or await accept_second_factor(session, user, code, self.login.sealer, now)):
-            return self._count_wrong(reset, counters)
+            return await self._count_wrong(
+                session, reset, counters, step="password-reset-second-factor", client_address=client_address
+            )
         reset.ended_at, reset.end_reason = now, "completed"
         user.password_hash = password_hash
         await end_all_sessions(session, self.login.outbox, user.id, "password-reset", now)

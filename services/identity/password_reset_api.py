@@ -203,9 +203,13 @@ def password_reset_router(*, db: Database, resets: PasswordResets) -> APIRouter:
         dependencies=[Depends(rate_limited)],
         responses={400: PROBLEM, 404: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM, 429: PROBLEM},
     )
-    async def email_code(reset_id: Annotated[str, Path(max_length=36)], body: EmailCodeIn) -> EmailConfirmed:
+    async def email_code(
+        reset_id: Annotated[str, Path(max_length=36)], body: EmailCodeIn, request: Request
+    ) -> EmailConfirmed:
         async with db.transaction() as session:
-            result = await resets.confirm_email(session, reset_id, body.code.get_secret_value())
+            result = await resets.confirm_email(
+                session, reset_id, body.code.get_secret_value(), client_address=client_address(request)
+            )
         refuse(result, reset_id)  # a wrong code is committed (counted) before it is refused
         assert result.user is not None
         return EmailConfirmed(

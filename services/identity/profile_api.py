@@ -168,10 +168,24 @@ def profile_router(
         # an access token copied from a session left open cannot be used to guess it.
         async with db.transaction() as session:
             user, _ = await login.caller(session, claims)
-            await login.reserve_try(session, user.username, None)
+            attempt = await login.reserve_try(session, user.username, None)
             checked_hash = user.password_hash
         right = await asyncio.to_thread(verify_password, checked_hash, current)
         if not right:
+            # In the audit trail as a failed login, and its lock when this try locks the username.
+            kept = [("login.failed", {"step": "current-password"})]
+            kept += [("login.locked", {"counter": "username"})] if attempt.locks else []
+            async with db.transaction() as session:
+                user, _ = await login.caller(session, claims)
+                for action, details in kept:
+                    await profile.audit.record(
+                        session,
+                        actor=user,
+                        action=action,
+                        target=user,
+                        client_address=client_address(request),
+                        details=details,
+                    )
             raise WrongCurrentPassword(
                 "The current password is not correct. Failed tries count like failed logins: after "
                 f"{settings.login_lock_after_failures} the login is locked for "

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.identity.admin import Administration, NotPermitted, clear_login_failures
 from services.identity.audit import AuditFilter, all_entries
 from services.identity.credentials import issue_activation_code
-from services.identity.domain import normalise_username
+from services.identity.domain import normalise_username, tried_username_as_kept
 from services.identity.models import ActivationCode, AuditEntry, Company, Takeover, User
 from services.identity.service import COMPANY_LOCK, send_credentials_letter
 from shared.clock import Clock, as_utc
@@ -44,7 +44,11 @@ class AuditTrail:
     ) -> AuditEntry:
         """Keep an entry and publish it (`AuditRecorded`) in the caller's transaction: one row
         and one outbox row, no read. `actor` is None only for a login tried with a username
-        nobody has (`subject_username`): such an entry has no company, so only support sees it."""
+        nobody has (`subject_username`): such an entry has no company, so only support sees it.
+        A `subject_username` without a username's shape is kept as its length only
+        (`tried_username_as_kept`): it is often a password typed in the wrong field."""
+        if subject_username is not None:
+            subject_username = tried_username_as_kept(subject_username)
         entry = AuditEntry(
             id=str(uuid.uuid4()),
             at=self.clock.now(),

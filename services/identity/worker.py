@@ -7,7 +7,7 @@ from functools import partial
 
 import faust
 
-from services.identity.audit import keep_billing_entry
+from services.identity.audit import forget_unknown_usernames, keep_billing_entry
 from services.identity.config import IdentitySettings
 from services.identity.login import forget_old_failures
 from services.identity.models import messaging
@@ -65,6 +65,11 @@ def create_worker(settings: IdentitySettings | None = None) -> faust.App:
                     "password-resets-purge",
                     settings.login_counters_purge_interval_s,
                     partial(forget_old_resets, db, clock),
+                ),
+                periodic(
+                    "audit-unknown-usernames-purge",
+                    settings.login_counters_purge_interval_s,
+                    partial(forget_unknown_usernames, db, clock, settings.audit_unknown_usernames_retention),
                 ),
                 periodic("takeover-expiry", settings.takeover_expiry_check_interval_s, takeover_expiry.check),
             ],

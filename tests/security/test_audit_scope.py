@@ -184,18 +184,22 @@ async def test_administrators_of_different_scopes_reading_at_once_each_see_exact
     assert [r.status_code for r in results[len(calls) :]] == [403] * len(refused)
 
 
-async def test_a_narrower_administrator_sees_of_broader_logins_only_what_they_did_to_what_it_holds(
+async def test_a_narrower_administrator_asking_for_broader_logins_entries_finds_none(
     db, clock, settings, client, world
 ) -> None:
     people, trail = world
     as_one_account = await bearer(db, clock, settings, people["one-account"])
     broader = [people[n].id for n in ("group", "subsidiary", "plain", "parent-user")]
     answers = await asyncio.gather(
-        *(client.get("/v1/audit", params={"user_id": user_id}, headers=as_one_account) for user_id in broader)
+        *(client.get("/v1/audit", params={"user_id": user_id}, headers=as_one_account) for user_id in broader),
+        client.get("/v1/audit", headers=as_one_account),
     )
-    assert [a.status_code for a in answers] == [200] * len(broader)
+    assert [a.status_code for a in answers] == [200] * (len(broader) + 1)
     # The group administrator reset the account user's second factor and changed the subsidiary's
     # master data and the held account's invoice format: those are theirs to see, as changes to
-    # what they hold. The broader logins' own logins, and what was done to them, are not.
-    seen = {e["id"] for a in answers for e in a.json()}
-    assert seen == trail.named("reset:account-user", "master:subsidiary", "format:21")
+    # what they hold, but without the group administrator's id, which would name a login they may
+    # not see; asking by that id finds nothing, nor do the broader logins' own logins.
+    assert [a.json() for a in answers[:-1]] == [[]] * len(broader)
+    by_broader = {e["id"]: e for e in answers[-1].json() if e["id"] in trail.named("reset:account-user", "master:subsidiary", "format:21")}
+    assert set(by_broader) == trail.named("reset:account-user", "master:subsidiary", "format:21")
+    assert {(e["actor_id"], e["actor_role"]) for e in by_broader.values()} == {(None, "administrator")}

@@ -115,9 +115,9 @@ def described(page: PageContext, entry: dict[str, Any], names: dict[str, str], m
         if isinstance(value, str)
     ]
     actor_id = entry.get("actor_id")
-    if actor_id is None:
+    if actor_id is None and entry.get("actor_role") is None:
         actor = page._("audit.actor-unknown-username", username=entry.get("subject_username") or "")
-    elif actor_id == me:
+    elif actor_id is not None and actor_id == me:
         actor = page._("audit.actor-you")
     elif actor_id in names:
         actor = names[actor_id]
