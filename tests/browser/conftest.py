@@ -68,6 +68,10 @@ def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> 
         # A story logs in more often a minute than a person would (the limit has tests of its own).
         ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
         ADGANG_IDENTITY_ACTIVATION_RATE_LIMIT_PER_MINUTE="0",
+        # The takeover stories learn that onboarding knows of an activation by applying until it
+        # answers 409; each application still in flight counts towards the limit per CVR (its
+        # own tests are in tests/security/test_reapplication.py and tests/integration/test_takeover.py).
+        ADGANG_ONBOARDING_APPLICATIONS_PER_CVR="50",
         ADGANG_BILLING_DEMO_EXTRA_CUSTOMERS=str(EXTRA_CUSTOMERS),
         **{f"ADGANG_{service.upper()}_CLOCK_OFFSET_FILE": offset for service in SERVICES},
     )
