@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, MetaData, String, text
+from sqlalchemy import DateTime, Index, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.messaging import MessagingTables
@@ -47,7 +47,7 @@ class Application(Base):
     status: Mapped[str] = mapped_column(String(20))
     # `application` (a first administrator) or `takeover` (of a company with an activated one)
     kind: Mapped[str] = mapped_column(String(20), default="application", server_default="application")
-    status_detail: Mapped[str | None] = mapped_column(String(500))
+    status_detail: Mapped[str | None] = mapped_column(Text)
     submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     deliver_by: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

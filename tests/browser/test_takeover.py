@@ -37,6 +37,7 @@ from tests.support.flows import (
     apply_once_known,
     sinks_dir,
     wait_for_letters,
+    wait_for_status,
 )
 from tests.support.waiting import wait_until
 
@@ -73,12 +74,19 @@ def _notice(suite: Suite, *, email: str | None = None, mobile: str | None = None
 
 
 def _takeover_offered(suite: Suite, cvr: str) -> None:
-    """Until onboarding has learnt of the activation, it would take an ordinary application."""
-    wait_until(
-        lambda: (r := apply(suite, cvr)).status_code == 409 and r.json().get("takeover_available"),
-        deadline_s=30,
-        what=f"onboarding to offer a takeover of CVR {cvr}",
-    )
+    """Until onboarding has learnt of the activation, it would take an ordinary application;
+    identity, which knows, rejects those, and a takeover can be asked for once they are done."""
+    accepted_meanwhile: list[str] = []
+
+    def offered() -> bool:
+        response = apply(suite, cvr)
+        if response.status_code == 202:
+            accepted_meanwhile.append(response.json()["id"])
+        return response.status_code == 409 and bool(response.json().get("takeover_available"))
+
+    wait_until(offered, deadline_s=30, what=f"onboarding to offer a takeover of CVR {cvr}")
+    for application_id in accepted_meanwhile:
+        wait_for_status(suite, application_id, "rejected")
 
 
 def _takeover_letter(suite: Suite, cvr: str) -> Letter:
