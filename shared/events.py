@@ -193,9 +193,23 @@ class OrderCompleted(Event):
 # --- billing.invoices -----------------------------------------------------------------------
 
 
+class InvoiceDelivery(BaseModel):
+    """How the account chose to receive its invoices when this one was issued (S10): a format
+    changed later applies from the next invoice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["pdf_email", "oioubl", "peppol", "paper"]
+    email: str | None = Field(default=None, description="pdf_email: where the PDF goes")
+    gln: str | None = Field(default=None, description="oioubl: the buyer's GLN/EAN location number")
+    peppol_scheme: str | None = Field(default=None, description="peppol: the endpoint scheme (0088, 0184, 0198)")
+    peppol_id: str | None = Field(default=None, description="peppol: the endpoint id in that scheme")
+
+
 class InvoiceIssued(Event):
     """An account's invoice for a period is issued; users with the `invoices` function for the
-    account are told by email (S8)."""
+    account are told by email (S8), and the notifier delivers the document as `delivery` says
+    (absent on invoices issued before documents were delivered: only the email then)."""
 
     TYPE = "dk.adgang.billing.InvoiceIssued.v1"
     TOPIC = BILLING_INVOICES
@@ -214,6 +228,9 @@ class InvoiceIssued(Event):
     vat_ore: Ore
     amount_incl_vat_ore: Ore
     currency: Literal["DKK"] = "DKK"
+    delivery: InvoiceDelivery | None = None
+    # The language the company's documents are written in (the customer's, S10).
+    language: Language = "da"
 
     def key(self) -> str:
         return self.cvr
