@@ -90,11 +90,28 @@ class ServiceClient:
         caller: Caller,
         *,
         json: Any = None,
-        params: dict[str, Any] | None = None,
+        params: dict[str, Any] | list[tuple[str, Any]] | None = None,
     ) -> Any:
+        response = await self.exchange(method, path, caller, json=json, params=params)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    async def exchange(
+        self,
+        method: str,
+        path: str,
+        caller: Caller,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """The whole answer (its headers: an ETag, a document's type), for a call whose body is
+        not only JSON or whose request needs headers (`If-Match`, `Idempotency-Key`, `Accept`)."""
         try:
             response = await self._http.request(
-                method, path, json=json, params=params, headers=caller.headers()
+                method, path, json=json, params=params, headers={**caller.headers(), **(headers or {})}
             )
         except httpx.HTTPError as exc:
             raise ServiceUnavailable(self.name) from exc
@@ -102,9 +119,7 @@ class ServiceClient:
             raise ServiceUnavailable(self.name)
         if response.status_code >= 400:
             raise _problem(response)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return response
 
 
 def _problem(response: httpx.Response) -> ServiceProblem:
@@ -431,6 +446,14 @@ class Notifier:
         return result
 
 
+class Billing:
+    """Billing's API (S8–S11, S14): invoices, usage, orders, master data, telephony. Every call
+    carries the user's token; billing answers within its grants and functions."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+
 @dataclass
 class Services:
     """The clients a page may call, built once per process."""
@@ -441,6 +464,8 @@ class Services:
     # --- support console (S3, S13)
     onboarding_support: OnboardingSupport
     notifier: Notifier
+    # --- billing's pages (S8–S11)
+    billing: Billing
 
     @classmethod
     def connect(
@@ -456,12 +481,14 @@ class Services:
         onboarding = client("onboarding", settings.onboarding_url)
         identity = client("identity", settings.identity_url)
         notifier = client("notifier", settings.notifier_url)
+        billing = client("billing", settings.billing_url)
         return cls(
             onboarding=Onboarding(onboarding),
             identity=Identity(identity),
-            _clients=[onboarding, identity, notifier],
+            _clients=[onboarding, identity, notifier, billing],
             onboarding_support=OnboardingSupport(onboarding),
             notifier=Notifier(notifier),
+            billing=Billing(billing),
         )
 
     async def close(self) -> None:

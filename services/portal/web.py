@@ -52,6 +52,11 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # The left menu (S5.1): an entry shows only when the user's functions allow it.
 MENU = (
     ("menu.overview", "/oversigt", None),
+    ("menu.invoices", "/fakturaer", "invoices"),
+    ("menu.usage", "/forbrug", "invoices"),
+    ("menu.orders", "/bestil", "orders"),
+    ("menu.master-data", "/stamdata", "master_data"),
+    ("menu.telephony", "/telefoni", "telephony"),
     ("menu.users", "/brugere", "user_admin"),
     ("menu.profile", "/profil", None),
     ("menu.audit", "/revision", "user_admin"),

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from services.billing.api import create_api as create_billing_api
+from services.billing.config import BillingSettings
 from services.identity.api import create_api as create_identity_api
 from services.identity.config import IdentitySettings
 from services.portal.api import create_api as create_portal_api
@@ -18,6 +20,7 @@ from services.registry import SERVICES
 from shared.clock import FrozenClock
 from shared.db import Database, migrate
 from shared.sealing import Sealer
+from tests.integration.billing_fixtures import billing_url  # noqa: F401 - fixture
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import database_url, db, last_code, settings  # noqa: F401 - fixtures
 from tests.support.asgi import AppTransport
@@ -51,6 +54,23 @@ def portal_settings(database_factory, tmp_path) -> PortalSettings:
 def portal_transports(identity_transport: AppTransport) -> dict[str, httpx.AsyncBaseTransport]:
     """The services the portal calls, by name; a test may add onboarding's."""
     return {"identity": identity_transport}
+
+
+@pytest.fixture
+async def billing_transport(
+    billing_url: str, identity_transport: AppTransport, clock: FrozenClock, tmp_path
+) -> AsyncIterator[AppTransport]:
+    """Billing's real API on a database with the demo data (the identity fixtures' group and
+    accounts are the demo group's), trusting the tokens identity signs. A billing page's test
+    adds it to `portal_transports` as `"billing"`; the database is the module's, so a test that
+    changes something reads it back rather than assuming a fresh start."""
+    settings = BillingSettings(
+        database_url=billing_url,
+        var_dir=tmp_path / "billing",
+        identity_jwks_url="http://identity/.well-known/jwks.json",
+    )
+    async with httpx.AsyncClient(transport=identity_transport, base_url="http://identity") as jwks:
+        yield AppTransport(app=create_billing_api(settings, clock=clock, jwks_client=jwks))
 
 
 @pytest.fixture
