@@ -28,12 +28,12 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.identity.credentials import credential_changed, user_details_changed
+from services.identity.credentials import code_requested, credential_changed, user_details_changed
 from services.identity.domain import code_matches, hash_code, normalise_username
 from services.identity.models import ActivationCode, PendingActivation, User
 from shared.clock import Clock, as_utc
 from shared.db import lock_for_transaction
-from shared.events import OtpRequested, UserActivated
+from shared.events import UserActivated
 from shared.messaging import Outbox
 from shared.sealing import Sealer
 
@@ -231,15 +231,15 @@ class Activation:
         ):
             await self.outbox.add(
                 session,
-                OtpRequested(
-                    user_id=uuid.UUID(user.id),
+                code_requested(
+                    user,
+                    self.sealer,
                     challenge_id=challenge_id,
-                    purpose=purpose,  # type: ignore[arg-type]
-                    channel=channel,  # type: ignore[arg-type]
+                    purpose=purpose,
+                    channel=channel,
                     recipient=recipient,
-                    code=self.sealer.seal(code, context=OtpRequested.sealing_context(challenge_id)),
+                    code=code,
                     expires_at=pending.expires_at,
-                    language=user.language,  # type: ignore[arg-type]
                 ),
             )
         log.info("activation %s of user %s: confirmation codes sent", activation_id, user.id)

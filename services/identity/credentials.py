@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.domain import generate_activation_code, hash_code, new_username
 from services.identity.models import ActivationCode, ContactChange, User, UserGrant
-from shared.events import CredentialChanged, Grant, UserCreated, UserDetailsChanged
+from shared.events import CredentialChanged, Grant, OtpRequested, UserCreated, UserDetailsChanged
+from shared.sealing import SealedSecret, Sealer
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 _DUMMY_PASSWORD_HASH = _hasher.hash("an unguessable dummy password to spend the same time")
@@ -104,6 +105,36 @@ def user_details_changed(user: User, *, by_user_id: str, at: datetime) -> UserDe
         mobile=user.mobile,
         by_user_id=uuid.UUID(by_user_id),
         changed_at=at,
+        language=user.language or "da",  # type: ignore[arg-type]
+    )
+
+
+def code_requested(
+    user: User,
+    sealer: Sealer,
+    *,
+    challenge_id: uuid.UUID,
+    purpose: str,
+    channel: str,
+    recipient: str,
+    code: str | SealedSecret,
+    expires_at: datetime,
+) -> OtpRequested:
+    """The `OtpRequested` event that has the notifier send `code` to `recipient` by `channel`, in
+    the user's language (S7). The code is sealed for this challenge only: the bus and the
+    notifier's store never hold it in the clear, and a sealed code replayed under another
+    challenge does not open. A code already sealed for the challenge (a password reset seals
+    before it knows whether a login matched, to do the same work either way) is taken as is."""
+    if isinstance(code, str):
+        code = sealer.seal(code, context=OtpRequested.sealing_context(challenge_id))
+    return OtpRequested(
+        user_id=uuid.UUID(user.id),
+        challenge_id=challenge_id,
+        purpose=purpose,  # type: ignore[arg-type]  # the event validates it
+        channel=channel,  # type: ignore[arg-type]
+        recipient=recipient,
+        code=code,
+        expires_at=expires_at,
         language=user.language or "da",  # type: ignore[arg-type]
     )
 

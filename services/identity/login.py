@@ -25,6 +25,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.config import IdentitySettings
+from services.identity.credentials import code_requested
 from services.identity.domain import normalise_username
 from services.identity.models import (
     FailureCounter,
@@ -40,7 +41,7 @@ from services.identity.models import (
 from services.identity.totp import accept_totp, use_recovery_code
 from shared.clock import Clock, as_utc
 from shared.db import Database, upsert_statement
-from shared.events import OtpRequested, SessionEnded, SessionEndReason
+from shared.events import SessionEnded, SessionEndReason
 from shared.logs import mask_contact
 from shared.messaging import Outbox
 from shared.problems import Problem, TooManyRequests, Unauthenticated
@@ -233,15 +234,15 @@ class Login:
         device_id = uuid.UUID(device.id)
         await self.outbox.add(
             session,
-            OtpRequested(
-                user_id=uuid.UUID(user.id),
+            code_requested(
+                user,
+                self.sealer,
                 challenge_id=device_id,
                 purpose="unlock_login",
                 channel="email",
                 recipient=user.email,
-                code=self.sealer.seal(token, context=OtpRequested.sealing_context(device_id)),
+                code=token,
                 expires_at=device.expires_at,
-                language=user.language,  # type: ignore[arg-type]
             ),
         )
 
@@ -369,15 +370,15 @@ class Login:
         challenge.last_sent_at = now
         await self.outbox.add(
             session,
-            OtpRequested(
-                user_id=uuid.UUID(user.id),
+            code_requested(
+                user,
+                self.sealer,
                 challenge_id=uuid.UUID(challenge.id),
                 purpose="login",
-                channel=channel,  # type: ignore[arg-type]
+                channel=channel,
                 recipient=recipient,
-                code=self.sealer.seal(code, context=OtpRequested.sealing_context(uuid.UUID(challenge.id))),
+                code=code,
                 expires_at=challenge.code_expires_at,
-                language=user.language,  # type: ignore[arg-type]
             ),
         )
         return challenge, mask_contact(recipient)

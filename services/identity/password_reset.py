@@ -36,7 +36,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.config import IdentitySettings
-from services.identity.credentials import credential_changed, withdraw_contact_changes
+from services.identity.credentials import code_requested, credential_changed, withdraw_contact_changes
 from services.identity.domain import normalise_username
 from services.identity.login import (
     Login,
@@ -54,7 +54,7 @@ from services.identity.models import (
 from services.identity.support import AuditTrail
 from shared.clock import Clock, as_utc
 from shared.db import Database
-from shared.events import Language, OtpRequested
+from shared.events import OtpRequested
 from shared.logs import mask_contact
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,6 @@ def counter_key(given: str) -> str:
 
 def _one_time_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
-
-
-def language_of(user: User) -> Language:
-    """The language of messages to the user: the login's own, else Danish."""
-    return "en" if user.language == "en" else "da"
 
 
 def may_reset_by_email(user: User) -> bool:
@@ -206,15 +201,15 @@ class PasswordResets:
         )
         await self.login.outbox.add(
             session,
-            OtpRequested(
-                user_id=uuid.UUID(user.id),
+            code_requested(
+                user,
+                self.login.sealer,
                 challenge_id=uuid.UUID(reset.id),
                 purpose="reset_password",
                 channel="email",
                 recipient=user.email,
                 code=sealed,
                 expires_at=expires_at,
-                language=language_of(user),
             ),
         )
 
@@ -423,15 +418,15 @@ class PasswordResets:
         reset.sms_last_sent_at = now
         await self.login.outbox.add(
             session,
-            OtpRequested(
-                user_id=uuid.UUID(user.id),
+            code_requested(
+                user,
+                self.login.sealer,
                 challenge_id=uuid.UUID(reset.id),
                 purpose="reset_password",
                 channel="sms",
                 recipient=user.mobile,
-                code=self.login.sealer.seal(code, context=OtpRequested.sealing_context(uuid.UUID(reset.id))),
+                code=code,
                 expires_at=reset.sms_code_expires_at,
-                language=language_of(user),
             ),
         )
         return StepResult(Step.ok, reset=reset, user=user, sent_to=mask_contact(user.mobile))

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ua_parser import parse as parse_user_agent
 
 from services.identity.credentials import (
+    code_requested,
     contact_details_changed,
     credential_changed,
     user_details_changed,
@@ -34,7 +35,7 @@ from services.identity.login import end_login_session, withdraw_sent_codes
 from services.identity.models import ContactChange, LoginSession, LoginThrottle, User
 from services.identity.support import AuditTrail
 from shared.clock import Clock, as_utc
-from shared.events import OtpRequested, SessionEndReason
+from shared.events import SessionEndReason
 from shared.messaging import Outbox
 from shared.problems import NotFound, TooManyRequests
 from shared.sealing import Sealer
@@ -255,15 +256,15 @@ class OwnProfile:
         change_id = uuid.UUID(change.id)
         await self.outbox.add(
             session,
-            OtpRequested(
-                user_id=uuid.UUID(user.id),
+            code_requested(
+                user,
+                self.sealer,
                 challenge_id=change_id,
-                purpose=CONTACT_PURPOSES[field],  # type: ignore[arg-type]
-                channel=CONTACT_CHANNELS[field],  # type: ignore[arg-type]
+                purpose=CONTACT_PURPOSES[field],
+                channel=CONTACT_CHANNELS[field],
                 recipient=value,
-                code=self.sealer.seal(code, context=OtpRequested.sealing_context(change_id)),
+                code=code,
                 expires_at=change.expires_at,
-                language=user.language,  # type: ignore[arg-type]
             ),
         )
         return change
