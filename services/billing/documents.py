@@ -20,8 +20,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from babel import Locale
 from babel.dates import format_date
-from babel.numbers import format_decimal
+from babel.numbers import parse_pattern
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from lxml import etree
@@ -287,17 +288,27 @@ def words(language: str) -> dict[str, str]:
     return WORDS.get(language, WORDS["da"])
 
 
+# Parsed once: a long invoice formats thousands of numbers.
+BABEL_LOCALES = {language: Locale.parse(code) for language, code in LOCALES.items()}
+MONEY_PATTERN = parse_pattern("#,##0.00")
+COUNT_PATTERN = parse_pattern("#,##0")
+
+
+def _locale(language: str) -> Locale:
+    return BABEL_LOCALES.get(language, BABEL_LOCALES["da"])
+
+
 def money(ore: int, language: str) -> str:
     """Kroner with two decimals the language's way: 1.234,56 in Danish, 1,234.56 in English."""
-    return format_decimal(Decimal(ore).scaleb(-2), format="#,##0.00", locale=LOCALES.get(language, "da_DK"))
+    return MONEY_PATTERN.apply(Decimal(ore).scaleb(-2), _locale(language))
 
 
 def day(value: date, language: str) -> str:
-    return format_date(value, "long", locale=LOCALES.get(language, "da_DK"))
+    return format_date(value, "long", locale=_locale(language))
 
 
 def quantity(value: int, language: str) -> str:
-    return format_decimal(value, format="#,##0", locale=LOCALES.get(language, "da_DK"))
+    return COUNT_PATTERN.apply(value, _locale(language))
 
 
 def line_text(line: DocumentLine, language: str) -> str:
@@ -338,8 +349,8 @@ class _InvoicePdf(FPDF):
         self.words = words(document.language)
         self.set_margins(15, 15, 15)
         self.set_auto_page_break(True, margin=22)
-        self.add_font("DejaVu", "", str(FONTS / "DejaVuSans.ttf"))
-        self.add_font("DejaVu", "B", str(FONTS / "DejaVuSans-Bold.ttf"))
+        self.add_font("DejaVu", "", str(FONTS / "DejaVuSans-Latin.ttf"))
+        self.add_font("DejaVu", "B", str(FONTS / "DejaVuSans-Bold-Latin.ttf"))
         self.set_title(f"{self.words['invoice']} {document.number}")
         self.set_author(SELLER.name)
         self.set_lang(document.language)
