@@ -583,7 +583,7 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
                 raise NotAcceptable(
                     f"Invoice {document.number} was issued to an account that receives no e-invoice "
                     f"(its format was {document.delivery_format}). Ask for Accept: application/pdf, or "
-                    f"use /v1/invoices/{invoice_id}/document?format=pdf|oioubl|peppol."
+                    f"use /v1/invoices/{invoice_id}/document?format=pdf."
                 )
             return document_response(render(document, document.e_invoice_format))  # type: ignore[return-value]
         access.require("invoices")
