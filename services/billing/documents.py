@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from stdnum import luhn
 
-from services.billing.invoicing import VAT_PERCENT
+from services.billing.invoicing import VAT_PERCENT, vat_of
 from services.billing.models import Invoice, InvoiceLine
 from shared.problems import Problem
 
@@ -543,6 +543,7 @@ class _Ubl:
         postal_code: str,
         city: str,
         cvr: str,
+        contact: str | None = None,
     ) -> None:
         party = self.aggregate(parent, "Party")
         scheme, endpoint_id = endpoint
@@ -573,6 +574,9 @@ class _Ubl:
             self.basic(legal, "CompanyID", f"DK{cvr}", schemeID="DK:CVR")
         else:
             self.basic(legal, "CompanyID", cvr, schemeID="0184")
+        if contact is not None and self.profile == "oioubl":
+            # OIOUBL's buyer reference (personreference): the account the invoice is for.
+            self.basic(self.aggregate(party, "Contact"), "ID", contact)
 
     def tax_scheme(self, parent: Any) -> None:
         scheme = self.aggregate(parent, "TaxScheme")
@@ -662,6 +666,7 @@ def render_ubl(document: InvoiceDocument, profile: DocumentFormat) -> bytes:
         postal_code=document.buyer_postal_code,
         city=document.buyer_city,
         cvr=document.cvr,
+        contact=document.account_number,
     )
 
     if profile == "oioubl":
@@ -682,13 +687,18 @@ def render_ubl(document: InvoiceDocument, profile: DocumentFormat) -> bytes:
         ubl.basic(account, "ID", SELLER.bank_account)
         ubl.basic(ubl.aggregate(account, "FinancialInstitutionBranch"), "ID", SELLER.bank_registration)
     else:
-        # A credit transfer to the IBAN, the invoice number as the payment id (BT-83).
-        means = ubl.aggregate(root, "PaymentMeans")
-        ubl.basic(means, "PaymentMeansCode", "30")
-        ubl.basic(means, "PaymentID", document.number)
-        account = ubl.aggregate(means, "PayeeFinancialAccount")
-        ubl.basic(account, "ID", SELLER.iban)
-        ubl.basic(ubl.aggregate(account, "FinancialInstitutionBranch"), "ID", SELLER.bic)
+        # A transfer to the Danish bank account (42: the Danish rules' code with reg.nr. and
+        # account), or to the IBAN (58), the invoice number as the payment id (BT-83).
+        for code, account_id, branch_id in (
+            ("42", SELLER.bank_account, SELLER.bank_registration),
+            ("58", SELLER.iban, SELLER.bic),
+        ):
+            means = ubl.aggregate(root, "PaymentMeans")
+            ubl.basic(means, "PaymentMeansCode", code)
+            ubl.basic(means, "PaymentID", document.number)
+            account = ubl.aggregate(means, "PayeeFinancialAccount")
+            ubl.basic(account, "ID", account_id)
+            ubl.basic(ubl.aggregate(account, "FinancialInstitutionBranch"), "ID", branch_id)
 
     line_total = sum(line.amount_ore for line in document.lines)
     tax_total = ubl.aggregate(root, "TaxTotal")
@@ -712,6 +722,14 @@ def render_ubl(document: InvoiceDocument, profile: DocumentFormat) -> bytes:
         unit = UNIT_CODES.get(line.unit, "C62")
         ubl.basic(element, "InvoicedQuantity", str(line.quantity), unitCode=unit)
         ubl.money(element, "LineExtensionAmount", line.amount_ore)
+        if profile == "oioubl":
+            # OIOUBL wants each line's VAT too (Peppol forbids it: its VAT is the document's).
+            line_tax = ubl.aggregate(element, "TaxTotal")
+            ubl.money(line_tax, "TaxAmount", vat_of(line.amount_ore))
+            line_subtotal = ubl.aggregate(line_tax, "TaxSubtotal")
+            ubl.money(line_subtotal, "TaxableAmount", line.amount_ore)
+            ubl.money(line_subtotal, "TaxAmount", vat_of(line.amount_ore))
+            ubl.tax_category(line_subtotal, "TaxCategory")
         item = ubl.aggregate(element, "Item")
         if line.identifier:
             ubl.basic(item, "Description", line.identifier)

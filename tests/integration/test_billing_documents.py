@@ -317,13 +317,18 @@ def check_ubl(content: bytes, invoice: Invoice, lines: list[InvoiceLine], profil
     assert required(buyer, "cac:PartyLegalEntity/cbc:RegistrationName") == invoice.buyer_name
     assert required(buyer, "cac:PostalAddress/cbc:StreetName") == invoice.buyer_street
 
-    means = root.find("cac:PaymentMeans", namespaces=NS)
-    assert means is not None
-    required(means, "cbc:PaymentMeansCode")
-    required(means, "cac:PayeeFinancialAccount/cbc:ID")
-    assert invoice.number in (means.findtext("cbc:PaymentID", namespaces=NS) or "") + (
-        means.findtext("cbc:InstructionNote", namespaces=NS) or ""
-    )
+    payment_means = root.findall("cac:PaymentMeans", namespaces=NS)
+    # Danish suppliers pay by bank account (42: reg.nr. and account); Peppol also names the IBAN.
+    codes = [required(means, "cbc:PaymentMeansCode") for means in payment_means]
+    assert codes == (["42", "58"] if profile == "peppol" else ["42"])
+    for means in payment_means:
+        required(means, "cac:PayeeFinancialAccount/cbc:ID")
+        required(means, "cac:PayeeFinancialAccount/cac:FinancialInstitutionBranch/cbc:ID")
+        assert invoice.number in (means.findtext("cbc:PaymentID", namespaces=NS) or "") + (
+            means.findtext("cbc:InstructionNote", namespaces=NS) or ""
+        )
+    if profile == "oioubl":
+        assert required(buyer, "cac:Contact/cbc:ID") == invoice.account_number
 
     xml_lines = root.findall("cac:InvoiceLine", namespaces=NS)
     assert len(xml_lines) == len(lines)
@@ -340,6 +345,15 @@ def check_ubl(content: bytes, invoice: Invoice, lines: list[InvoiceLine], profil
         required(line, "cac:Item/cbc:Name")
         assert required(line, "cac:Item/cac:ClassifiedTaxCategory/cbc:ID") == category
         assert Decimal(required(line, "cac:Item/cac:ClassifiedTaxCategory/cbc:Percent")) == 25
+        line_taxes = line.findall("cac:TaxTotal", namespaces=NS)
+        if profile == "peppol":
+            assert line_taxes == []  # Peppol's VAT is the document's only
+        else:
+            [line_tax] = line_taxes
+            assert amount(line_tax, "cbc:TaxAmount") == (line_amount * Decimal("0.25")).quantize(
+                Decimal("0.01"), rounding="ROUND_HALF_UP"
+            )
+            assert amount(line_tax, "cac:TaxSubtotal/cbc:TaxableAmount") == line_amount
         line_sum += line_amount
     assert sorted(amount(line, "cbc:LineExtensionAmount") for line in xml_lines) == sorted(
         kroner(line.amount_ore) for line in lines
