@@ -28,7 +28,7 @@ from services.billing.access import Access, bearer_access, revocation_check
 from services.billing.catalogue import BY_CODE, PRODUCTS, upgrades_from
 from services.billing.changes import Changes, InvoiceFormat, MasterDataChange, etag, format_of
 from services.billing.config import BillingSettings
-from services.billing.documents import DocumentFormat, load_document, render
+from services.billing.documents import DocumentFormat, document_formats, load_document, render
 from services.billing.invoicing import month_start
 from services.billing.models import (
     Customer,
@@ -195,6 +195,11 @@ class InvoiceOut(BaseModel):
     vat_ore: int
     amount_incl_vat_ore: int
     currency: str
+    language: Literal["da", "en"] = Field(description="The language of its documents")
+    documents: list[DocumentFormat] = Field(
+        description="The formats of GET /v1/invoices/{id}/document?format= this invoice has: pdf, and "
+        "oioubl or peppol when it was issued to that e-invoice format"
+    )
 
 
 class InvoiceLineOut(BaseModel):
@@ -508,6 +513,8 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
             vat_ore=invoice.vat_ore,
             amount_incl_vat_ore=invoice.amount_incl_vat_ore,
             currency=invoice.currency,
+            language=invoice.language,  # type: ignore[arg-type]
+            documents=document_formats(invoice),
         )
 
     @router.get(

@@ -159,11 +159,18 @@ class InvoiceDocument:
     @property
     def e_invoice_format(self) -> DocumentFormat | None:
         """The XML format the account received its invoices in when this one was issued."""
-        if self.delivery_format == "oioubl" and self.delivery_gln:
-            return "oioubl"
-        if self.delivery_format == "peppol" and self.delivery_peppol_scheme and self.delivery_peppol_id:
-            return "peppol"
-        return None
+        formats = document_formats(self)
+        return formats[1] if len(formats) > 1 else None
+
+
+def document_formats(invoice: Invoice | InvoiceDocument) -> list[DocumentFormat]:
+    """The documents an issued invoice has: the PDF, and the e-invoice of the format it was
+    issued to, if any."""
+    if invoice.delivery_format == "oioubl" and invoice.delivery_gln:
+        return ["pdf", "oioubl"]
+    if invoice.delivery_format == "peppol" and invoice.delivery_peppol_scheme and invoice.delivery_peppol_id:
+        return ["pdf", "peppol"]
+    return ["pdf"]
 
 
 async def load_document(

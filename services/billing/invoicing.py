@@ -103,15 +103,14 @@ def snapshot(account: Any) -> dict[str, Any]:
     }
 
 
-def delivery_of(invoice: Any) -> InvoiceDelivery:
-    """`InvoiceIssued.delivery` from an invoice's snapshot (a row dict or an `Invoice`)."""
-    get = invoice.get if isinstance(invoice, dict) else lambda name: getattr(invoice, name)
+def delivery_of(row: dict[str, Any]) -> InvoiceDelivery:
+    """`InvoiceIssued.delivery` from an invoice row's snapshot."""
     return InvoiceDelivery(
-        format=get("delivery_format"),
-        email=get("delivery_email"),
-        gln=get("delivery_gln"),
-        peppol_scheme=get("delivery_peppol_scheme"),
-        peppol_id=get("delivery_peppol_id"),
+        format=row["delivery_format"],
+        email=row["delivery_email"],
+        gln=row["delivery_gln"],
+        peppol_scheme=row["delivery_peppol_scheme"],
+        peppol_id=row["delivery_peppol_id"],
     )
 
 

@@ -522,6 +522,17 @@ async def test_accept_chooses_json_the_pdf_or_the_xml(
     assert answer.headers["content-type"].startswith(kind)
     if kind == "application/json":
         assert answer.json()["number"] == f"202610-{OIOUBL_ACCOUNT}"
+        assert answer.json()["documents"] == ["pdf", "oioubl"] and answer.json()["language"] == "da"
+
+
+async def test_the_invoice_list_says_which_documents_each_invoice_has(reader: httpx.AsyncClient, tokens: Tokens) -> None:
+    admin = tokens.group_admin()
+    page = await reader.get("/v1/invoices", params={"from": "2026-10-01", "to": "2026-10-01", "limit": 200}, headers=admin.headers)
+    assert page.status_code == 200, page.text
+    documents = {i["account_number"]: i["documents"] for i in page.json()["items"]}
+    assert documents[OIOUBL_ACCOUNT] == ["pdf", "oioubl"]
+    assert documents[PEPPOL_ACCOUNT] == ["pdf", "peppol"]
+    assert documents[EMAIL_ACCOUNT] == documents[PAPER_ACCOUNT] == ["pdf"]
 
 
 async def test_documents_need_the_invoices_function(reader: httpx.AsyncClient, tokens: Tokens) -> None:
