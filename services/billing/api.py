@@ -28,7 +28,14 @@ from services.billing.access import Access, bearer_access, revocation_check
 from services.billing.catalogue import BY_CODE, PRODUCTS, upgrades_from
 from services.billing.changes import Changes, InvoiceFormat, MasterDataChange, etag, format_of
 from services.billing.config import BillingSettings
-from services.billing.documents import DocumentFormat, document_formats, load_document, render
+from services.billing.documents import (
+    DocumentFormat,
+    InvoiceDocument,
+    Rendered,
+    document_formats,
+    load_document,
+    render,
+)
 from services.billing.invoicing import month_start
 from services.billing.models import (
     Customer,
@@ -166,7 +173,7 @@ def wanted_representation(accept: str | None) -> Literal["json", "pdf", "xml"]:
     return best[2]
 
 
-def document_response(rendered: Any) -> Response:
+def document_response(rendered: Rendered) -> Response:
     return Response(
         rendered.content,
         media_type=rendered.media_type,
@@ -554,7 +561,7 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
             items=[invoice_out(invoice, name) for invoice, name in page], next_cursor=next_cursor
         )
 
-    async def granted_document(access: Access, invoice_id: str) -> Any:
+    async def granted_document(access: Access, invoice_id: str) -> InvoiceDocument:
         """The invoice's document data, within the caller's grants; 404 as for a missing id."""
         access.require("invoices")
         async with db.reading() as session:

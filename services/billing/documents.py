@@ -35,7 +35,6 @@ from services.billing.models import Invoice, InvoiceLine
 from shared.problems import Problem
 
 DocumentFormat = Literal["pdf", "oioubl", "peppol"]
-FORMATS: tuple[DocumentFormat, ...] = ("pdf", "oioubl", "peppol")
 FONTS = Path(__file__).parent / "fonts"
 
 
