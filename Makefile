@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint chromium fuzz bench bench-invoices bench-portal asyncapi clean
+.PHONY: run test lint chromium fuzz bench bench-invoices bench-documents bench-portal asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench: $(STAMP)
 
 bench-invoices: $(STAMP)
 	$(BIN)/python -m bench.invoices $(BENCH_ARGS)
+
+bench-documents: $(STAMP)
+	$(BIN)/python -m bench.documents $(BENCH_ARGS)
 
 bench-portal: $(STAMP)
 	$(BIN)/python -m bench.portal_users $(BENCH_ARGS)
