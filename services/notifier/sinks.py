@@ -125,6 +125,13 @@ def mailbox_folder(address: str) -> str:
 
 
 @dataclass(frozen=True)
+class ReceivedAttachment:
+    filename: str
+    content_type: str
+    content: bytes
+
+
+@dataclass(frozen=True)
 class ReceivedMail:
     message_id: str
     sender: str
@@ -132,6 +139,7 @@ class ReceivedMail:
     subject: str
     date: datetime | None
     text: str
+    attachments: tuple[ReceivedAttachment, ...] = ()
 
 
 def read_mail(root: Path, address: str) -> list[ReceivedMail]:
@@ -152,6 +160,14 @@ def read_mail(root: Path, address: str) -> list[ReceivedMail]:
                 subject=str(message["Subject"] or ""),
                 date=date,
                 text=body.get_content() if isinstance(body, EmailMessage) else "",
+                attachments=tuple(
+                    ReceivedAttachment(
+                        filename=part.get_filename() or "",
+                        content_type=part.get_content_type(),
+                        content=part.get_payload(decode=True) or b"",
+                    )
+                    for part in message.iter_attachments()
+                ),
             )
         )
     return mails
