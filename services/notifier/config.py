@@ -156,16 +156,6 @@ class NotifierSettings(VerifiesAccessTokens):
                 raise ValueError("einvoice_http_url, an http(s) URL, is required for the http e-invoice transport")
         return self
 
-    @model_validator(mode="after")
-    def _billing_documents_are_readable_in_production(self) -> NotifierSettings:
-        # Without it no invoice document is delivered (S10); billing would refuse every one.
-        if self.environment is Environment.production and self.billing_document_token is None:
-            raise ValueError(
-                "billing_document_token must be set in production (billing's DOCUMENT_READER_TOKEN): "
-                "invoice documents are fetched from billing with it"
-            )
-        return self
-
     @field_validator("sms_gateway_url")
     @classmethod
     def _sms_gateway_url_is_http(cls, value: str | None) -> str | None:
@@ -188,6 +178,16 @@ class NotifierSettings(VerifiesAccessTokens):
                 raise ValueError(
                     f"{', '.join(missing)} must be set in production (S7: codes by email and SMS)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _billing_documents_are_readable_in_production(self) -> NotifierSettings:
+        # Without it no invoice document is delivered (S10); billing would refuse every one.
+        if self.environment is Environment.production and self.billing_document_token is None:
+            raise ValueError(
+                "billing_document_token must be set in production (billing's DOCUMENT_READER_TOKEN): "
+                "invoice documents are fetched from billing with it"
+            )
         return self
 
     def lease_seconds(self, channel: str) -> float:
