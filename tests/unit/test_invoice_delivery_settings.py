@@ -16,7 +16,9 @@ from pydantic import ValidationError
 
 from services.notifier.config import NotifierSettings
 from services.notifier.email import Attachment, build_email, parse_mailbox
+from services.notifier.invoice_transports import EinvoiceHttpTransport, EinvoiceSpool
 from services.notifier.kinds import invoice_filename
+from services.notifier.worker import einvoice_transport
 from shared.events import InvoiceIssued
 from shared.sealing import generate_key
 
@@ -123,3 +125,16 @@ def test_the_attached_pdf_is_named_by_the_invoice_number_in_the_companys_languag
         language=language,  # type: ignore[arg-type]
     )
     assert invoice_filename(invoice) == filename
+
+
+async def test_the_worker_takes_the_e_invoice_transport_the_settings_choose(tmp_path: Path) -> None:
+    spool = einvoice_transport(NotifierSettings.model_validate({"var_dir": tmp_path}))
+    assert isinstance(spool, EinvoiceSpool) and spool.directory == tmp_path / "einvoice"
+
+    http = einvoice_transport(
+        NotifierSettings.model_validate(
+            {"einvoice_transport": "http", "einvoice_http_url": "https://ap.example.dk/v1/invoices"}
+        )
+    )
+    assert isinstance(http, EinvoiceHttpTransport)
+    await http.aclose()
