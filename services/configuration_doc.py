@@ -374,9 +374,9 @@ COMPOSE_VARIABLES: dict[str, str] = {
     "ADGANG_SMS_GATEWAY_TOKEN": "The SMS gateway's bearer token, *secret*; becomes `ADGANG_NOTIFIER_SMS_GATEWAY_TOKEN`.",
     "ADGANG_BILLING_SEED_DEMO_DATA": "`true` seeds the demo customers, for a demonstration.",
     "ADGANG_BILLING_DOCUMENT_TOKEN": (
-        "The token the notifier reads issued invoices' documents from billing with, *secret* "
-        "(`secrets.token_urlsafe(32)`); becomes `ADGANG_BILLING_DOCUMENT_READER_TOKEN` and "
-        "`ADGANG_NOTIFIER_BILLING_DOCUMENT_TOKEN`."
+        "The token the notifier reads issued invoices' documents from billing with, *secret*, 32 "
+        "characters or more (`secrets.token_urlsafe(32)`); becomes "
+        "`ADGANG_BILLING_DOCUMENT_READER_TOKEN` and `ADGANG_NOTIFIER_BILLING_DOCUMENT_TOKEN`."
     ),
     "ADGANG_TRUSTED_PROXIES": (
         "The reverse proxy (or proxies) in front of the APIs, as the API containers see it: IP "
@@ -447,7 +447,7 @@ def required_in_production(settings_type: type[ServiceSettings]) -> set[str]:
     complete |= {"sealing_keys": f"probe:{generate_key()}", "sealing_active_key_id": "probe"}
     complete |= {"signing_keys": f"probe:{generate_signing_key()}", "signing_active_key_id": "probe"}
     complete |= {"email_from": "Probe <probe@example.dk>", "sms_gateway_url": "https://sms.example.dk/v1"}
-    complete |= {"document_reader_token": "probe-" + "x" * 32}  # billing wants 32 characters or more
+    complete |= {"document_reader_token": "probe-" + "x" * 32}  # 32 characters at least
     complete["environment"] = Environment.production
     complete.pop("clock_offset_file", None)  # test only: production refuses it
     # model_validate, unlike the constructor, reads no environment variables.

@@ -30,7 +30,8 @@ class BillingSettings(VerifiesAccessTokens):
     # The notifier fetches the documents it delivers (PDF, OIOUBL, Peppol) from
     # /internal/v1/invoices/{id}/document with this bearer token; unset, that path answers 404.
     document_reader_token: SecretStr | None = Field(
-        default=None, min_length=32, description="Bearer token of the notifier's document reads (32+ chars)"
+        default=None, min_length=32, description="Bearer token (32 characters or more) with which the notifier reads invoice documents "
+        "at /internal/v1/invoices/<id>/document; unset, that path answers 404."
     )
     # Orders (S9): how often received orders are provisioned.
     order_fulfilment_interval_s: float = Field(default=2.0, gt=0)
