@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import signal
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from services.notifier.transports import write_once
 from shared.logs import mask_contact
 
 log = logging.getLogger(__name__)
@@ -335,20 +335,8 @@ async def run_sinks(
 
 
 def _write_once(folder: Path, name: str, content: bytes) -> bool:
-    """Write `folder/name` complete or not at all, never over an existing one; whether it wrote."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / name
-    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as temp_file:
-            temp_file.write(content)
-        try:
-            os.link(temp_name, final)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        os.unlink(temp_name)
+    """Keep `folder/name` as the spools keep a document (`write_once`); whether it was new."""
+    return write_once(folder, Path(), name, content)[1]
 
 
 def _write_marker(path: Path) -> None:
