@@ -171,6 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"  SMS sink    http://127.0.0.1:{suite.config.sms_port}/v1/sms (an SMS gateway)",
         "",
         f"Letters land in {var_dir / 'eboks'}/<cvr>/ and at {suite.url('notifier')}/dev/eboks/<cvr>",
+        f"Invoices as chosen per account (S10): e-invoices in {var_dir / 'einvoice'}/<oioubl|peppol>/<endpoint>/, "
+        f"paper in {var_dir / 'print'}/, PDFs by mail to the sink",
         f"Mail lands in {var_dir / 'sinks' / 'mail'}/<address>/ and at {suite.url('notifier')}/dev/mail/<address>",
         f"SMS land in {var_dir / 'sinks' / 'sms'}/<+45…>/ and at {suite.url('notifier')}/dev/sms/<+45…>",
         f"Logs: {suite.log_dir}/",

@@ -373,6 +373,11 @@ COMPOSE_VARIABLES: dict[str, str] = {
     "ADGANG_SMS_GATEWAY_URL": "The SMS gateway's send endpoint; becomes `ADGANG_NOTIFIER_SMS_GATEWAY_URL`.",
     "ADGANG_SMS_GATEWAY_TOKEN": "The SMS gateway's bearer token, *secret*; becomes `ADGANG_NOTIFIER_SMS_GATEWAY_TOKEN`.",
     "ADGANG_BILLING_SEED_DEMO_DATA": "`true` seeds the demo customers, for a demonstration.",
+    "ADGANG_BILLING_DOCUMENT_TOKEN": (
+        "The token the notifier reads issued invoices' documents from billing with, *secret*, 32 "
+        "characters or more (`secrets.token_urlsafe(32)`); becomes "
+        "`ADGANG_BILLING_DOCUMENT_READER_TOKEN` and `ADGANG_NOTIFIER_BILLING_DOCUMENT_TOKEN`."
+    ),
     "ADGANG_TRUSTED_PROXIES": (
         "The reverse proxy (or proxies) in front of the APIs, as the API containers see it: IP "
         "addresses or networks, comma-separated; becomes every API's `TRUSTED_PROXIES`, with "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -47,6 +48,9 @@ class SuiteConfig:
     database_urls: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
     log_format: str = "json"
+    # The notifier reads invoice documents from billing with it (S10); one per suite, made up
+    # when it is configured, like the development sealing keys are made up per `var/`.
+    billing_document_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @property
     def bootstrap(self) -> str:
@@ -86,6 +90,10 @@ class Suite:
         # Access tokens are identity's; these services verify them against its published keys.
         for prefix in ("ADGANG_BILLING_", "ADGANG_ONBOARDING_", "ADGANG_NOTIFIER_"):
             env[f"{prefix}IDENTITY_JWKS_URL"] = f"{self.url('identity')}/.well-known/jwks.json"
+        # The notifier fetches invoice documents from billing, with a token both know.
+        env["ADGANG_NOTIFIER_BILLING_URL"] = self.url("billing")
+        env["ADGANG_BILLING_DOCUMENT_READER_TOKEN"] = self.config.billing_document_token
+        env["ADGANG_NOTIFIER_BILLING_DOCUMENT_TOKEN"] = self.config.billing_document_token
         # The letters link to the portal, and the portal calls the services' APIs.
         env["ADGANG_NOTIFIER_PORTAL_URL"] = self.url("portal")
         for name in ("onboarding", "identity", "billing", "notifier"):

@@ -905,7 +905,8 @@ class BillingAuditRecorded(Event):
 
 # --- notifier.deliveries --------------------------------------------------------------------
 
-Channel = Literal["eboks", "email", "sms"]
+# einvoice: an OIOUBL or Peppol invoice to the buyer's endpoint; print: a PDF for paper (S10).
+Channel = Literal["eboks", "email", "sms", "einvoice", "print"]
 
 
 class _DeliveryOutcome(Event):

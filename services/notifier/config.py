@@ -36,6 +36,67 @@ class NotifierSettings(VerifiesAccessTokens):
     eboks_ca_bundle: Path | None = None
     eboks_http_timeout_s: float = 10.0
 
+    # Invoice documents (S10): fetched from billing, handed over as each account chose.
+    billing_url: str = Field(
+        default="http://127.0.0.1:8003",
+        description=(
+            "Billing's HTTP API, where the worker fetches an issued invoice's PDF, OIOUBL or Peppol "
+            "document to deliver it (`/internal/v1/invoices/<id>/document`, docs/notifications.md)."
+        ),
+    )
+    billing_document_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token for billing's internal document route; billing's "
+            "`ADGANG_BILLING_DOCUMENT_READER_TOKEN` must be the same. `adgang run` generates one "
+            "for both. Unset (in development): invoice documents are not delivered, and say why."
+        ),
+    )
+    billing_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout of one request for a document to billing, in seconds."
+    )
+    einvoice_transport: Literal["spool", "http"] = Field(
+        default="spool",
+        description=(
+            "How OIOUBL and Peppol invoices leave: `spool` writes them as files for a separate upload "
+            "job, `http` posts them to the contracted access point (docs/notifications.md)."
+        ),
+    )
+    einvoice_spool_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Directory the `spool` transport writes `<format>/<endpoint>/<invoice id>.xml` into. "
+            "Unset: `<var_dir>/einvoice`."
+        ),
+    )
+    einvoice_http_url: str | None = Field(
+        default=None, description="The access point's endpoint for invoices; required when the transport is `http`."
+    )
+    einvoice_http_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the access point, if it wants one."
+    )
+    einvoice_client_cert: Path | None = Field(
+        default=None,
+        description="Client certificate (PEM) for mutual TLS with the access point; give with the key.",
+    )
+    einvoice_client_key: Path | None = Field(
+        default=None, description="Private key (PEM) of the access point's client certificate."
+    )
+    einvoice_ca_bundle: Path | None = Field(
+        default=None,
+        description="CA certificates that verify the access point. Unset: certifi's trust store, or `SSL_CERT_FILE`.",
+    )
+    einvoice_http_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout of one request to the access point, in seconds."
+    )
+    print_spool_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Directory invoices on paper are written into as `<invoice id>.pdf`, for the print "
+            "provider's pickup. Unset: `<var_dir>/print`."
+        ),
+    )
+
     email_smtp_host: str | None = None
     email_smtp_port: int | None = Field(default=None, ge=1, le=65535)
     email_smtp_username: str | None = None
@@ -74,6 +135,27 @@ class NotifierSettings(VerifiesAccessTokens):
             parse_mailbox(value)
         return value
 
+    @field_validator("billing_document_token", "einvoice_http_token")
+    @classmethod
+    def _an_empty_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty token would be sent as `Authorization: Bearer `, which nobody should accept.
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("billing_url")
+    @classmethod
+    def _billing_url_is_http(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname:
+            raise ValueError("billing_url must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _the_einvoice_access_point_is_named(self) -> NotifierSettings:
+        if self.einvoice_transport == "http":
+            url = self.einvoice_http_url or ""
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+                raise ValueError("einvoice_http_url, an http(s) URL, is required for the http e-invoice transport")
+        return self
+
     @field_validator("sms_gateway_url")
     @classmethod
     def _sms_gateway_url_is_http(cls, value: str | None) -> str | None:
@@ -98,6 +180,16 @@ class NotifierSettings(VerifiesAccessTokens):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _billing_documents_are_readable_in_production(self) -> NotifierSettings:
+        # Without it no invoice document is delivered (S10); billing would refuse every one.
+        if self.environment is Environment.production and self.billing_document_token is None:
+            raise ValueError(
+                "billing_document_token must be set in production (billing's DOCUMENT_READER_TOKEN): "
+                "invoice documents are fetched from billing with it"
+            )
+        return self
+
     def lease_seconds(self, channel: str) -> float:
         """How long an attempt may hold a delivery on a channel: longer than that channel's worst
         case, so another worker never takes over a message that is still being sent, and no
@@ -105,10 +197,14 @@ class NotifierSettings(VerifiesAccessTokens):
         if self.delivery_lease_s is not None:
             return self.delivery_lease_s
         # HttpRetry's worst case: 4 attempts that time out, 3 waits of at most 8 s; then a margin.
+        # An invoice's document is fetched from billing first (one request), then handed over.
         worst = {
             "sms": 4 * self.sms_gateway_timeout_s + 8 * 3,
-            "email": 4 * self.email_smtp_timeout_s,
+            "email": 4 * self.email_smtp_timeout_s + self.billing_timeout_s,
             "eboks": 4 * self.eboks_http_timeout_s + 8 * 3 if self.eboks_transport == "http" else 0.0,
+            "einvoice": self.billing_timeout_s
+            + (4 * self.einvoice_http_timeout_s + 8 * 3 if self.einvoice_transport == "http" else 0.0),
+            "print": self.billing_timeout_s,
         }
         return worst[channel] + 20
 
@@ -158,3 +254,11 @@ class NotifierSettings(VerifiesAccessTokens):
     @property
     def spool_dir(self) -> Path:
         return self.eboks_spool_dir or self.var_dir / "eboks"
+
+    @property
+    def einvoice_dir(self) -> Path:
+        return self.einvoice_spool_dir or self.var_dir / "einvoice"
+
+    @property
+    def print_dir(self) -> Path:
+        return self.print_spool_dir or self.var_dir / "print"

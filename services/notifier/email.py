@@ -1,6 +1,7 @@
-"""Email: building the message and handing it to an SMTP server (one-time codes, S7).
+"""Email: building the message and handing it to an SMTP server (one-time codes, S7; invoices, S8, S10).
 
-Every message is plain text in UTF-8. Its Message-ID is derived from the delivery's id, which
+Every message is plain text in UTF-8, with documents attached where it carries any (an
+invoice's PDF). Its Message-ID is derived from the delivery's id, which
 is derived from the source event, so a redelivered event or a retry after a crash sends a mail
 the receiving side recognises as the same one.
 """
@@ -8,6 +9,7 @@ the receiving side recognises as the same one.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
@@ -37,6 +39,16 @@ def message_id_header(message_id: str, *, domain: str) -> str:
     return f"<{message_id}@{domain}>"
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A document attached to a mail: `application/pdf` unless told."""
+
+    filename: str
+    content: bytes
+    maintype: str = "application"
+    subtype: str = "pdf"
+
+
 def build_email(
     *,
     message_id: str,
@@ -46,8 +58,10 @@ def build_email(
     text: str,
     date: datetime,
     language: str,
+    attachments: Sequence[Attachment] = (),
 ) -> EmailMessage:
-    """A text/plain UTF-8 message; `date` must be timezone-aware."""
+    """A text/plain UTF-8 message, multipart/mixed with `attachments` when there are any;
+    `date` must be timezone-aware."""
     if date.tzinfo is None:
         raise ValueError("date must be timezone-aware")
     message = EmailMessage()
@@ -60,7 +74,16 @@ def build_email(
     # Quoted-printable keeps the text (and the code) readable in the raw mail, and needs no
     # 8BITMIME from the server.
     message.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    message["Content-Language"] = language  # after set_content, which clears Content-* headers
+    for attachment in attachments:
+        # Makes the message multipart/mixed, the text its first part; base64 for the bytes.
+        message.add_attachment(
+            attachment.content,
+            maintype=attachment.maintype,
+            subtype=attachment.subtype,
+            filename=attachment.filename,
+        )
+    # Last: set_content clears the Content-* headers, and add_attachment moves them to the text part.
+    message["Content-Language"] = language
     return message
 
 

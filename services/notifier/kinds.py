@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from email.message import EmailMessage
 from typing import Protocol
 
 from services.notifier.codes import render_code_email, render_code_sms
-from services.notifier.email import EmailReceipt, build_email
+from services.notifier.documents import BillingDocuments
+from services.notifier.email import Attachment, EmailReceipt, build_email
+from services.notifier.invoice_transports import EinvoiceTransport, PrintSpool
 from services.notifier.letters import (
     DEFAULT_LANGUAGE,
     activation_link,
@@ -218,6 +221,7 @@ class TemplatedEmail:
         to: str,
         context: dict[str, str],
         secret: str = "",
+        attachments: tuple[Attachment, ...] = (),
     ) -> str:
         """Render and send; `secret` (a code in the text) is kept out of logs and error messages."""
         if self._email is None or self._email_from is None:
@@ -232,6 +236,7 @@ class TemplatedEmail:
             text=str(module).strip() + "\n",
             date=as_utc(delivery.created_at),
             language=language,
+            attachments=attachments,
         )
         if not secret:
             return (await self._email.send(message)).location
@@ -374,17 +379,111 @@ class InvoiceReady(TemplatedEmail):
             to=delivery.recipient,
             context={
                 "name": delivery.recipient_name or "",
-                "company_name": invoice.company_name,
-                "cvr": invoice.cvr,
-                "account_number": invoice.account_number,
-                "invoice_number": invoice.invoice_number,
-                "period_start": format_day(invoice.period_start, language=language),
-                "period_end": format_day(invoice.period_end, language=language),
-                "amount": format_amount(invoice.amount_incl_vat_ore, language=language),
-                "due": format_day(invoice.due_on, language=language),
-                "portal_url": self._portal_url,
+                **invoice_context(invoice, language=language, portal_url=self._portal_url),
             },
         )
+
+
+def invoice_context(invoice: InvoiceIssued, *, language: str, portal_url: str) -> dict[str, str]:
+    """What an email about an invoice says of it, written in `language`."""
+    return {
+        "company_name": invoice.company_name,
+        "cvr": invoice.cvr,
+        "account_number": invoice.account_number,
+        "invoice_number": invoice.invoice_number,
+        "period_start": format_day(invoice.period_start, language=language),
+        "period_end": format_day(invoice.period_end, language=language),
+        "amount": format_amount(invoice.amount_incl_vat_ore, language=language),
+        "due": format_day(invoice.due_on, language=language),
+        "portal_url": portal_url,
+    }
+
+
+def invoice_filename(invoice: InvoiceIssued) -> str:
+    """The attached PDF's name: `faktura-<number>.pdf` (`invoice-…` in English)."""
+    number = re.sub(r"[^A-Za-z0-9-]+", "-", invoice.invoice_number).strip("-") or str(invoice.invoice_id)
+    return f"{'faktura' if invoice.language == 'da' else 'invoice'}-{number}.pdf"
+
+
+class InvoiceDocumentEmail(TemplatedEmail):
+    """The invoice's PDF, attached to an email to the address the company chose for it
+    (format `pdf_email`, S10), in the company's language. The PDF is billing's (`documents.py`)."""
+
+    def __init__(
+        self,
+        *,
+        documents: BillingDocuments | None,
+        email: EmailTransport | None,
+        email_from: Address | None,
+        sender: Sender,
+    ) -> None:
+        super().__init__(email=email, email_from=email_from)
+        self._documents = documents
+        self._sender = sender
+
+    async def send(self, delivery: Delivery) -> str:
+        invoice = InvoiceIssued.model_validate_json(delivery.source_payload)
+        if invoice.delivery is None or not invoice.delivery.email:
+            raise PermanentDeliveryError("the invoice's delivery names no email address for its PDF")
+        if self._documents is None:
+            raise PermanentDeliveryError("no billing to fetch invoice documents from is configured")
+        pdf = await self._documents.fetch(invoice.invoice_id, "pdf")
+        filename = invoice_filename(invoice)
+        return await self.send_email(
+            delivery,
+            template="invoice_document",
+            language=invoice.language,
+            to=invoice.delivery.email,
+            context={
+                **invoice_context(invoice, language=invoice.language, portal_url=self._sender.portal_url),
+                "seller": self._sender.name,
+                "filename": filename,
+            },
+            attachments=(Attachment(filename=filename, content=pdf),),
+        )
+
+
+class InvoiceDocumentDelivery:
+    """The invoice's document handed over as the company chose (S10): an OIOUBL or Peppol
+    e-invoice to the buyer's endpoint through the e-invoice transport, or a PDF to the print
+    spool for paper. The delivery's recipient is the endpoint (`<gln>`, `<scheme>:<id>`) or,
+    for paper, the company's CVR number."""
+
+    def __init__(
+        self,
+        *,
+        documents: BillingDocuments | None,
+        einvoice: EinvoiceTransport | None,
+        printer: PrintSpool | None,
+    ) -> None:
+        self._documents = documents
+        self._einvoice = einvoice
+        self._printer = printer
+
+    async def send(self, delivery: Delivery) -> str:
+        invoice = InvoiceIssued.model_validate_json(delivery.source_payload)
+        if invoice.delivery is None:
+            raise PermanentDeliveryError("the invoice names no way to deliver its document")
+        if self._documents is None:
+            raise PermanentDeliveryError("no billing to fetch invoice documents from is configured")
+        chosen = invoice.delivery.format
+        if chosen in ("oioubl", "peppol"):
+            if self._einvoice is None:
+                raise PermanentDeliveryError("no e-invoice transport is configured")
+            document = await self._documents.fetch(invoice.invoice_id, chosen)
+            receipt = await self._einvoice.deliver(
+                format=chosen, endpoint=delivery.recipient, invoice_id=invoice.invoice_id, document=document
+            )
+        elif chosen == "paper":
+            if self._printer is None:
+                raise PermanentDeliveryError("no print spool is configured")
+            document = await self._documents.fetch(invoice.invoice_id, "pdf")
+            receipt = await self._printer.deliver(invoice_id=invoice.invoice_id, document=document)
+        else:
+            raise PermanentDeliveryError(f"invoices as {chosen} are not delivered by this kind")
+        if receipt.already_delivered:
+            log.info("invoice %s was already delivered as %s; not again", invoice.invoice_id, chosen)
+        return receipt.location
 
 
 class TakeoverNotice(TemplatedEmail):

@@ -11,6 +11,10 @@ expiry instead: a code not delivered by then is useless, so its delivery fails.
 
 Billing's events name a company or a user id, not an address: their emails (S8, S9) are
 addressed through the recipient directory (`directory.py`) when they are recorded.
+
+An issued invoice's document is delivered as the event's `delivery` says (S10): a PDF by
+email, an OIOUBL or Peppol e-invoice, or a PDF to the print spool; one delivery per invoice,
+its source id derived from the invoice id and the kind (`invoice_document_id`).
 """
 
 from __future__ import annotations
@@ -31,11 +35,15 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier.directory import ACTIVE, find_orderer, invoice_recipients
+from services.notifier.documents import BillingDocuments
+from services.notifier.invoice_transports import EinvoiceTransport, PrintSpool
 from services.notifier.kinds import (
     CODE_KINDS,
     CredentialsLetter,
     DeliveryKind,
     EmailTransport,
+    InvoiceDocumentDelivery,
+    InvoiceDocumentEmail,
     InvoiceReady,
     LoginEmail,
     MobileChangedNotice,
@@ -83,6 +91,8 @@ __all__ = [
     "SlaWatch",
     "record_code",
     "record_credentials",
+    "record_invoice_document",
+    "record_invoice_issued",
     "record_invoice_ready",
     "record_order_confirmation",
 ]
@@ -93,6 +103,16 @@ EXPIRED = "expired before delivery"
 
 # Names the delivery of one event to one of several people (an invoice, S8).
 PER_RECIPIENT_NAMESPACE = uuid.UUID("6f1c3a52-8d0e-4b7a-9c55-2e4f8a7d1b93")
+# Names the delivery of an invoice's document (S10): one per invoice and kind.
+INVOICE_DOCUMENT_NAMESPACE = uuid.UUID("b0d7e3a4-51c2-4f96-8e1b-7a3c9d245f60")
+
+# How an invoice's document travels, by the format the account chose (S10): kind and channel.
+INVOICE_DOCUMENT_KINDS: dict[str, tuple[str, str]] = {
+    "pdf_email": ("invoice_pdf_email", "email"),
+    "oioubl": ("invoice_oioubl", "einvoice"),
+    "peppol": ("invoice_peppol", "einvoice"),
+    "paper": ("invoice_paper", "print"),
+}
 
 
 @dataclass(frozen=True)
@@ -213,6 +233,59 @@ async def record_invoice_ready(session: AsyncSession, envelope: Envelope, clock:
         )
 
 
+async def record_invoice_document(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
+    """Handler for `InvoiceIssued` with a `delivery`: one delivery of the invoice's document
+    as the account chose when the invoice was issued (S10; the event carries that choice, so a
+    format changed later applies from the next invoice). Its source id is derived from the
+    invoice id and the kind, so a redelivered event, or the same invoice announced again,
+    adds none. An invoice without `delivery` (issued before documents were delivered) gets
+    only the `invoice_ready` emails."""
+    event = envelope.event
+    assert isinstance(event, InvoiceIssued)
+    if event.delivery is None:
+        return
+    kind, channel = INVOICE_DOCUMENT_KINDS[event.delivery.format]
+    recipient = invoice_document_recipient(event)
+    await _record(
+        session,
+        envelope,
+        clock,
+        source_event_id=invoice_document_id(event.invoice_id, kind),
+        kind=kind,
+        channel=channel,
+        recipient=recipient,
+        recipient_name=event.company_name,
+        recipient_language=event.language,
+    )
+
+
+async def record_invoice_issued(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
+    """Handler for `InvoiceIssued`: the emails to the users who may see it (S8) and the
+    document as the account chose (S10), in one transaction."""
+    await record_invoice_ready(session, envelope, clock)
+    await record_invoice_document(session, envelope, clock)
+
+
+def invoice_document_id(invoice_id: uuid.UUID, kind: str) -> str:
+    """The source id of the delivery of an invoice's document by `kind`."""
+    return str(uuid.uuid5(INVOICE_DOCUMENT_NAMESPACE, f"{invoice_id}/{kind}"))
+
+
+def invoice_document_recipient(event: InvoiceIssued) -> str:
+    """Where the document goes: the email address, the GLN, the Peppol participant
+    `<scheme>:<id>`, or for paper the company's CVR number. The company's CVR number when the
+    delivery lacks what its format needs; the delivery then fails with the reason."""
+    delivery = event.delivery
+    assert delivery is not None
+    if delivery.format == "pdf_email" and delivery.email:
+        return delivery.email
+    if delivery.format == "oioubl" and delivery.gln:
+        return delivery.gln
+    if delivery.format == "peppol" and delivery.peppol_scheme and delivery.peppol_id:
+        return f"{delivery.peppol_scheme}:{delivery.peppol_id}"
+    return event.cvr
+
+
 async def record_takeover_notice(session: AsyncSession, envelope: Envelope, clock: Clock) -> None:
     """Handler for `TakeoverNoticeIssued`: an email and an SMS to the administrator, each with
     the link that cancels the takeover."""
@@ -299,6 +372,9 @@ class Dispatcher:
         email: EmailTransport | None = None,
         email_from: Address | None = None,
         sms: SmsTransport | None = None,
+        documents: BillingDocuments | None = None,
+        einvoice: EinvoiceTransport | None = None,
+        printer: PrintSpool | None = None,
         concurrency: int = 8,
     ) -> None:
         self._db = db
@@ -321,6 +397,13 @@ class Dispatcher:
                 sealer=sealer, email=email, email_from=email_from, sms=sms, portal_url=sender.portal_url
             ),
             "takeover_completed": TakeoverCompletedNotice(email=email, email_from=email_from),
+            "invoice_pdf_email": InvoiceDocumentEmail(
+                documents=documents, email=email, email_from=email_from, sender=sender
+            ),
+            **dict.fromkeys(
+                ("invoice_oioubl", "invoice_peppol", "invoice_paper"),
+                InvoiceDocumentDelivery(documents=documents, einvoice=einvoice, printer=printer),
+            ),
         }
         self._retry = retry
         self._lease = lease
@@ -471,17 +554,21 @@ class Dispatcher:
         )
 
 
+# Whose recipients are public (a CVR number in the CVR register; a GLN or Peppol participant
+# in the e-invoicing registries), and so are logged as they are, so an operator can follow them.
+_PUBLIC_RECIPIENTS = frozenset({"eboks", "einvoice", "print"})
+
+
 def _shown(delivery: Delivery) -> str:
     """The recipient as logs show it: an email address or a mobile number masked
-    (`shared.logs.mask_contact`); a letter's recipient, a company's CVR number, which the CVR
-    register publishes, as it is, so that an operator can follow a letter."""
-    return delivery.recipient if delivery.channel == "eboks" else mask_contact(delivery.recipient)
+    (`shared.logs.mask_contact`); a company's CVR number or e-invoice endpoint as it is."""
+    return delivery.recipient if delivery.channel in _PUBLIC_RECIPIENTS else mask_contact(delivery.recipient)
 
 
 def _masked_in(delivery: Delivery, text: str) -> str:
     """`text`, a reason for a failure, with the recipient masked: mail servers and gateways
     quote the address or number they refused, the gateway without the `+`."""
-    if delivery.channel == "eboks":
+    if delivery.channel in _PUBLIC_RECIPIENTS:
         return text
     shown = mask_contact(delivery.recipient)
     for written in dict.fromkeys((delivery.recipient, delivery.recipient.removeprefix("+"))):

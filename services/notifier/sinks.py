@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import signal
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from services.notifier.transports import write_once
 from shared.logs import mask_contact
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,13 @@ def mailbox_folder(address: str) -> str:
 
 
 @dataclass(frozen=True)
+class ReceivedAttachment:
+    filename: str
+    content_type: str
+    content: bytes
+
+
+@dataclass(frozen=True)
 class ReceivedMail:
     message_id: str
     sender: str
@@ -132,6 +139,7 @@ class ReceivedMail:
     subject: str
     date: datetime | None
     text: str
+    attachments: tuple[ReceivedAttachment, ...] = ()
 
 
 def read_mail(root: Path, address: str) -> list[ReceivedMail]:
@@ -152,6 +160,14 @@ def read_mail(root: Path, address: str) -> list[ReceivedMail]:
                 subject=str(message["Subject"] or ""),
                 date=date,
                 text=body.get_content() if isinstance(body, EmailMessage) else "",
+                attachments=tuple(
+                    ReceivedAttachment(
+                        filename=part.get_filename() or "",
+                        content_type=part.get_content_type(),
+                        content=part.get_payload(decode=True) or b"",
+                    )
+                    for part in message.iter_attachments()
+                ),
             )
         )
     return mails
@@ -319,20 +335,8 @@ async def run_sinks(
 
 
 def _write_once(folder: Path, name: str, content: bytes) -> bool:
-    """Write `folder/name` complete or not at all, never over an existing one; whether it wrote."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / name
-    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as temp_file:
-            temp_file.write(content)
-        try:
-            os.link(temp_name, final)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        os.unlink(temp_name)
+    """Keep `folder/name` as the spools keep a document (`write_once`); whether it was new."""
+    return write_once(folder, Path(), name, content)[1]
 
 
 def _write_marker(path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Ways of handing a MeMo letter to the company's e-Boks (S2).
+"""Ways of handing a MeMo letter to the company's e-Boks (S2), and what every transport shares:
+the errors, the write-once spool file and the HTTP retries (`invoice_transports.py` uses them).
 
 Every transport keeps one promise: a given ``message_uuid`` reaches the mailbox at most once,
 and a second attempt is reported as ``already_delivered`` rather than as a new letter. That
@@ -93,48 +94,50 @@ class SpoolTransport:
         return sorted(letters, key=lambda path: (path.stat().st_mtime_ns, path.name))
 
     def _write_once(self, cvr: str, message_uuid: UUID, document: bytes) -> DeliveryReceipt:
-        folder = self._directory / cvr
-        final = folder / f"{message_uuid}.xml"
-
-        def receipt(*, already_delivered: bool) -> DeliveryReceipt:
-            return DeliveryReceipt(
-                message_uuid=message_uuid,
-                location=str(final),
-                already_delivered=already_delivered,
-            )
-
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if final.exists():
-                return receipt(already_delivered=True)
-            temp_name: str | None = None
-            try:
-                # The temp name neither ends in .xml nor looks like a letter, so a reader
-                # listing letters never sees a half-written one.
-                fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{message_uuid}.", suffix=".tmp")
-                with os.fdopen(fd, "wb") as temp_file:
-                    temp_file.write(document)
-                    temp_file.flush()
-                    os.fsync(temp_file.fileno())
-                # link() refuses to replace an existing name, atomically, across processes:
-                # exactly one writer of a given message_uuid wins; rename() would overwrite.
-                try:
-                    os.link(temp_name, final)
-                except FileExistsError:
-                    return receipt(already_delivered=True)
-            finally:
-                if temp_name is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(temp_name)
-            _fsync_directory(folder)
-            _fsync_directory(self._directory)
+            final, written = write_once(self._directory, Path(cvr), f"{message_uuid}.xml", document)
         except OSError as exc:
             raise TransientDeliveryError(f"could not spool letter {message_uuid}: {exc}") from exc
-        return receipt(already_delivered=False)
+        return DeliveryReceipt(message_uuid=message_uuid, location=str(final), already_delivered=not written)
+
+
+def write_once(root: Path, folder: Path, name: str, document: bytes) -> tuple[Path, bool]:
+    """Write `root/folder/name` complete or not at all, and never over an existing file, even
+    with several processes sharing the directory; the path, and whether this call wrote it.
+
+    The spools' promise (e-Boks letters, e-invoices, print): a document handed over twice is
+    one file. `folder` and `name` must already be safe names; OSError if the disk fails."""
+    directory = root / folder
+    final = directory / name
+    directory.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        return final, False
+    temp_name: str | None = None
+    try:
+        # The temp name neither ends in the document's suffix nor looks like a document, so a
+        # reader listing them never sees a half-written one.
+        fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as temp_file:
+            temp_file.write(document)
+            temp_file.flush()
+            os.fsync(temp_file.fileno())
+        # link() refuses to replace an existing name, atomically, across processes: exactly
+        # one writer of a given name wins; rename() would overwrite.
+        try:
+            os.link(temp_name, final)
+        except FileExistsError:
+            return final, False
+    finally:
+        if temp_name is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_name)
+    # Without this a power loss can forget the new directory entries after we reported success.
+    for relative in (folder, *folder.parents):
+        _fsync_directory(root / relative)
+    return final, True
 
 
 def _fsync_directory(directory: Path) -> None:
-    # Without this a power loss can forget the new directory entry after we reported success.
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -173,7 +176,7 @@ class HttpTransport:
             max_attempts=max_attempts, backoff_base=backoff_base, backoff_max=backoff_max, sleep=sleep
         )
         self._client = httpx.AsyncClient(
-            verify=_tls_context(client_cert, client_key, ca_bundle),
+            verify=tls_context(client_cert, client_key, ca_bundle),
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
@@ -282,7 +285,9 @@ class HttpRetry:
         return self.max_attempts * timeout + (self.max_attempts - 1) * self._backoff_max
 
 
-def _tls_context(client_cert: Path | None, client_key: Path | None, ca_bundle: Path | None) -> ssl.SSLContext:
+def tls_context(client_cert: Path | None, client_key: Path | None, ca_bundle: Path | None) -> ssl.SSLContext:
+    """The TLS context of an HTTP transport: the system's (or `ca_bundle`'s) CAs, and the
+    operator's client certificate where the receiver asks for mutual TLS."""
     if ca_bundle is not None:
         context = ssl.create_default_context(cafile=str(ca_bundle))
     else:

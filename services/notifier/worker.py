@@ -1,5 +1,5 @@
 """Notifier's worker: records deliveries from events (letters, one-time codes, order and invoice
-emails), keeps the recipient directory, dispatches deliveries by channel, watches deadlines."""
+emails, invoice documents), keeps the recipient directory, dispatches deliveries by channel, watches deadlines."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import faust
 
 from services.notifier import directory
 from services.notifier.config import NotifierSettings
+from services.notifier.documents import BillingDocuments
 from services.notifier.email import SmtpTransport
+from services.notifier.invoice_transports import (
+    EinvoiceHttpTransport,
+    EinvoiceSpool,
+    EinvoiceTransport,
+    PrintSpool,
+)
 from services.notifier.models import messaging
 from services.notifier.service import (
     Dispatcher,
@@ -20,7 +27,7 @@ from services.notifier.service import (
     record_code,
     record_credential_changed,
     record_credentials,
-    record_invoice_ready,
+    record_invoice_issued,
     record_login_created,
     record_order_confirmation,
     record_takeover_completed,
@@ -71,6 +78,27 @@ def eboks_transport(settings: NotifierSettings) -> EboksTransport:
     return SpoolTransport(settings.spool_dir)
 
 
+def einvoice_transport(settings: NotifierSettings) -> EinvoiceTransport:
+    """The access point over HTTP, or the spool (`ADGANG_NOTIFIER_EINVOICE_TRANSPORT`)."""
+    if settings.einvoice_transport == "http":
+        assert settings.einvoice_http_url is not None  # the settings require it
+        return EinvoiceHttpTransport(
+            url=settings.einvoice_http_url,
+            token=settings.einvoice_http_token,
+            client_cert=settings.einvoice_client_cert,
+            client_key=settings.einvoice_client_key,
+            ca_bundle=settings.einvoice_ca_bundle,
+            timeout=settings.einvoice_http_timeout_s,
+        )
+    return EinvoiceSpool(settings.einvoice_dir)
+
+
+def billing_documents(settings: NotifierSettings) -> BillingDocuments:
+    return BillingDocuments(
+        url=settings.billing_url, token=settings.billing_document_token, timeout=settings.billing_timeout_s
+    )
+
+
 def smtp_transport(settings: NotifierSettings) -> SmtpTransport:
     return SmtpTransport(
         host=settings.smtp_host,
@@ -114,7 +142,7 @@ def subscriptions(clock: Clock) -> dict[Topic, dict[str, Handler]]:
             SubscriptionOrdered.TYPE: partial(record_order_confirmation, clock=clock),
             SubscriptionUpgraded.TYPE: partial(record_order_confirmation, clock=clock),
         },
-        BILLING_INVOICES: {InvoiceIssued.TYPE: partial(record_invoice_ready, clock=clock)},
+        BILLING_INVOICES: {InvoiceIssued.TYPE: partial(record_invoice_issued, clock=clock)},
     }
 
 
@@ -132,6 +160,9 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
         email=smtp_transport(settings),
         email_from=settings.mail_sender,
         sms=sms_gateway(settings),
+        documents=billing_documents(settings),
+        einvoice=einvoice_transport(settings),
+        printer=PrintSpool(settings.print_dir),
         sender=Sender(
             cvr=settings.operator_cvr, name=settings.operator_name, portal_url=settings.portal_address
         ),
@@ -142,7 +173,7 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
         ),
         lease={
             channel: timedelta(seconds=settings.lease_seconds(channel))
-            for channel in ("eboks", "email", "sms")
+            for channel in ("eboks", "email", "sms", "einvoice", "print")
         },
         concurrency=settings.delivery_concurrency,
     )

@@ -102,6 +102,7 @@ def test_the_sinks_refuse_to_run_in_production(tmp_path: Path) -> None:
         "EMAIL_FROM": "Adgang <no-reply@example.dk>",
         "SMS_GATEWAY_URL": "https://sms.example.dk/v1/sms",
         "SMS_GATEWAY_TOKEN": "token",
+        "BILLING_DOCUMENT_TOKEN": "token",
     }
     env.update({f"ADGANG_NOTIFIER_{name}": value for name, value in production.items()})
     result = subprocess.run(

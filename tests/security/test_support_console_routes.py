@@ -199,6 +199,7 @@ async def notifier_client(
             "email_from": "Adgang <no-reply@example.dk>",
             "sms_gateway_url": "https://sms.example.dk/v1/sms",
             "sms_gateway_token": "a-gateway-token",
+            "billing_document_token": "a-document-token",
             "sealing_keys": f"k1:{generate_key()}",
             "sealing_active_key_id": "k1",
         }

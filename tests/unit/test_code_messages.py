@@ -155,6 +155,7 @@ def test_production_refuses_to_start_without_a_mail_server_and_an_sms_gateway() 
             "email_from": "Adgang <no-reply@example.dk>",
             "sms_gateway_url": "https://gatewayapi.example/rest/mtsms",
             "sms_gateway_token": "secret",
+            "billing_document_token": "a-document-token",
         }
     )
     assert (settings.smtp_port, settings.smtp_tls) == (587, "starttls")

@@ -57,6 +57,7 @@ OPERATOR_ENVIRONMENT = {
     "ADGANG_EMAIL_FROM": "Adgang Selvbetjening <no-reply@example.dk>",
     "ADGANG_SMS_GATEWAY_URL": "https://sms.example.dk/v1/sms",
     "ADGANG_SMS_GATEWAY_TOKEN": "a-gateway-token",
+    "ADGANG_BILLING_DOCUMENT_TOKEN": "a-document-token-of-at-least-32-characters",
     "ADGANG_TRUSTED_PROXIES": "172.18.0.1",
     "ADGANG_METRICS_TOKEN": "a-metrics-token",
 }

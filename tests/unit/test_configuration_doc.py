@@ -57,6 +57,7 @@ def test_the_settings_marked_required_are_all_that_production_needs(service: str
         "email_from": "Adgang Selvbetjening <no-reply@example.dk>",
         "sms_gateway_url": "https://sms.example.dk/v1/sms",
         "sms_gateway_token": "a-gateway-token",
+        "billing_document_token": "a-document-token",
         "signing_keys": f"s1:{generate_signing_key()}",
         "signing_active_key_id": "s1",
     }
