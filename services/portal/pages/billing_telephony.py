@@ -134,11 +134,12 @@ class Shown:
         return shown
 
     def offered(self) -> None:
-        """One empty row to type into: a member, and an interval on each open day."""
-        if len(self.members) < MAX_MEMBERS:
+        """An empty row to type into at the end of the members and of each day, if there is
+        room and the last row is not empty already."""
+        if len(self.members) < MAX_MEMBERS and (not self.members or any(self.members[-1].values())):
             self.members.append({"number": "", "label": ""})
         for rows in self.days.values():
-            if len(rows) < MAX_ROWS_PER_DAY:
+            if len(rows) < MAX_ROWS_PER_DAY and (not rows or rows[-1]["opens"] or rows[-1]["closes"]):
                 rows.append({"opens": "", "closes": ""})
 
 
@@ -160,7 +161,6 @@ def _render(page: PageContext, shown: Shown, *, status: int = 200, **values: Any
         status=status,
         shown=shown,
         s=shown.settings,
-        kind=kind,
         parts=_KIND_PARTS.get(kind, _PN_PARTS),
         weekdays=WEEKDAYS,
         **{"done": None, "stale": None, **values},
@@ -192,7 +192,8 @@ async def change_settings(
     typed = _typed(part, form)
     typed.apply(shown)
     if form.get("add_row") is not None:
-        # More rows to type into; nothing is sent, the typed values stay.
+        # One more row to type into than the page has; nothing is sent, the typed values stay.
+        shown.offered()
         typed.add_rows(shown)
         return _render(page, shown)
     if typed.errors:
