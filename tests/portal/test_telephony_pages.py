@@ -19,6 +19,7 @@ import pytest
 
 from services.portal.api import create_api as create_portal_api
 from services.portal.i18n import load_texts
+from services.portal.pages import billing_telephony
 from tests.portal.conftest import csrf_of, log_in_through_portal, post_form
 from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
 from tests.support.asgi import AppTransport
@@ -529,3 +530,64 @@ async def test_users_without_the_function_or_the_grant_are_refused_in_words_whil
         "no_answer_seconds": 20,
     }
     assert await settings_of(other_billing, foreign["id"]) == foreign_before
+
+
+async def test_the_list_is_shown_a_page_of_billings_list_at_a_time_and_the_pages_cover_every_subscription_once(
+    db, clock, sealer, portal, billing_api, monkeypatch
+) -> None:
+    monkeypatch.setattr(billing_telephony, "PAGE_SIZE", 2)
+    await company_group(db, clock)
+    user = await telephony_user(db, clock)
+    billing = await billing_api(user)
+    await log_in_through_portal(portal, db, sealer, user.username)
+    listed = (await billing.get("/v1/subscriptions", params={"limit": 500})).json()["items"]
+    seen: list[str] = []
+    path: str | None = "/telefoni"
+    pages = 0
+    while path:
+        shown = await portal.get(html.unescape(path))
+        assert shown.status_code == 200, shown.text
+        pages += 1
+        seen += re.findall(r'href="/telefoni/([0-9a-f-]{36})"', shown.text)
+        following = re.search(
+            rf'<a href="(/telefoni\?side=[^"]+)">{words("telephony.next-page")}</a>', shown.text
+        )
+        path = following.group(1) if following else None
+    assert sorted(seen) == sorted(s["id"] for s in listed) and pages == 3
+
+
+async def test_two_users_changing_the_same_line_at_the_same_time_store_one_change_and_the_other_gets_the_changed_meanwhile_page(
+    db, clock, sealer, browsers, billing_api
+) -> None:
+    await company_group(db, clock)
+    first_user, second_user = await telephony_user(db, clock), await telephony_user(db, clock)
+    billing = await billing_api(first_user)
+    line = await subscription_of(billing, "10000021", "mobile", nth=3)
+    before = await settings_of(billing, line["id"])
+    path = f"/telefoni/{line['id']}"
+    first, second = browsers(), browsers()
+    await log_in_through_portal(first, db, sealer, first_user.username)
+    await log_in_through_portal(second, db, sealer, second_user.username)
+    forms = []
+    for browser, target in ((first, "20 11 11 11"), (second, "20 22 22 22")):
+        shown = await browser.get(path)
+        forms.append(
+            {
+                "csrf_token": await csrf_of(browser, path),
+                "version": version_on(shown, "indstillinger"),
+                "call_forwarding.mode": "always",
+                "call_forwarding.target": target,
+                "voicemail.enabled": "true",
+                "caller_id.presentation": "own_number",
+            }
+        )
+    answers = await asyncio.gather(
+        first.post(f"{path}/indstillinger", data=forms[0]),
+        second.post(f"{path}/indstillinger", data=forms[1]),
+    )
+    assert sorted(answer.status_code for answer in answers) == [303, 409], [a.status_code for a in answers]
+    stored = await settings_of(billing, line["id"])
+    assert stored["version"] == before["version"] + 1
+    winner = 0 if answers[0].status_code == 303 else 1
+    assert stored["settings"]["call_forwarding"]["target"] == ("+4520111111", "+4520222222")[winner]
+    assert words("telephony.stale") in answers[1 - winner].text
