@@ -13,7 +13,9 @@ package's suite leaves to the whole story.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -39,6 +41,14 @@ def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> 
     )
     yield running
     running.stop()
+
+
+def shoot(page: Page, name: str) -> None:
+    """With `ADGANG_PORTAL_SCREENSHOTS=<dir>`, the page as it looks (for docs/portal/)."""
+    target = os.environ.get("ADGANG_PORTAL_SCREENSHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
 
 
 def type_time(page: Page, selector: str, hours_minutes: str) -> None:
@@ -75,6 +85,7 @@ def test_opening_hours_with_an_overlap_are_refused_in_words_and_a_valid_change_i
     for kind in ("mobile", "telephony", "personal_number"):
         expect(page.get_by_role("table", name=da.gettext(f"telephony.kind.{kind}"))).to_be_visible()
     assert_accessible(page)
+    shoot(page, "telefoni")
     personal_numbers = page.get_by_role("table", name=da.gettext("telephony.kind.personal_number"))
     number = personal_numbers.get_by_role("link").first.inner_text()
     personal_numbers.get_by_role("link", name=number, exact=True).click()
@@ -103,6 +114,7 @@ def test_opening_hours_with_an_overlap_are_refused_in_words_and_a_valid_change_i
     expect(page.locator("#f-schedule-1-opens")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#f-schedule-1-opens")).to_have_value("11:30")
     assert_accessible(page)
+    shoot(page, "telefoni-aabningstider-overlap")
     stored = context.new_page()
     stored.goto(settings_url)
     expect(stored.locator("#f-hours-always")).to_be_checked()

@@ -81,12 +81,14 @@ def _refuse(problem: ServiceProblem) -> None:
 
 @router.get("/telefoni", response_class=HTMLResponse)
 async def subscriptions(page: TelephonyPage, side: Annotated[str, Query(max_length=100)] = "") -> Response:
-    """The subscriptions with settings, grouped by kind; a page of billing's list at a time."""
+    """The subscriptions with settings, grouped by kind and in each by account and number; a
+    page of billing's list at a time."""
     # Billing's cursor is the last id of the page before: it only narrows, whatever it says.
     listed = await _ask(
         page.services.billing.subscriptions(page.caller, cursor=side or None, limit=PAGE_SIZE)
     )
-    groups = {kind: [s for s in listed["items"] if s["product"]["kind"] == kind] for kind in KINDS}
+    by_account = sorted(listed["items"], key=lambda s: (s["account_number"], s["identifier"]))
+    groups = {kind: [s for s in by_account if s["product"]["kind"] == kind] for kind in KINDS}
     return page.render(
         "telephony.html",
         groups=[(kind, items) for kind, items in groups.items() if items],
