@@ -24,7 +24,7 @@ from tests.portal.conftest import csrf_of, log_in_through_portal, post_form
 from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
 from tests.support.asgi import AppTransport
 
-DANISH = load_texts()["da"]
+DANISH, ENGLISH = load_texts()["da"], load_texts()["en"]
 Browser = httpx.AsyncClient
 
 
@@ -132,6 +132,12 @@ async def test_the_list_groups_the_subscriptions_on_the_users_accounts_by_kind_e
     linked = set(re.findall(r'href="/telefoni/([0-9a-f-]{36})"', page.text))
     assert linked == {s["id"] for s in listed if s["product"]["kind"] in ("mobile", "personal_number")}
     assert len(linked) == 5
+
+    switched = await portal.get("/sprog", params={"til": "en", "next": "/telefoni"})
+    assert switched.status_code == 303, switched.text
+    english = await portal.get("/telefoni")
+    assert f"<caption>{html.escape(ENGLISH.gettext('telephony.kind.mobile'))}</caption>" in english.text
+    assert f"<h1>{html.escape(ENGLISH.gettext('telephony.heading'))}</h1>" in english.text
 
 
 async def test_each_line_setting_changed_through_the_page_reaches_billing(
@@ -375,9 +381,7 @@ async def test_opening_hours_with_an_overlap_are_refused_in_words_next_to_the_in
         portal, f"{path}/aabningstider", hours_form(version, {"wed": [("16:00", "08:00")]}), form_on=path
     )
     assert backwards.status_code == 422
-    wednesday = re.search(
-        r'<fieldset class="day" id="day-wed">(.*?)</fieldset>', backwards.text, re.S
-    )
+    wednesday = re.search(r'<fieldset class="day" id="day-wed">(.*?)</fieldset>', backwards.text, re.S)
     assert wednesday, "the error is not with Wednesday"
     error = re.search(r'<p class="error" id="f-schedule-\d+-closes-error">([^<]+)</p>', wednesday.group(1))
     assert error and error.group(1) == words("telephony.invalid.schedule.item.closes")
@@ -470,6 +474,33 @@ async def test_a_change_made_meanwhile_in_another_tab_gives_the_second_tab_the_c
     )
     assert redone.status_code == 303, redone.text
     assert (await settings_of(billing, pn["id"]))["settings"]["ring_strategy"] == "simultaneous"
+
+    # The same with opening hours: the second tab's intervals come back to be saved again.
+    first_tab, second_tab = await portal.get(path), await portal.get(path)
+    first = await portal.post(
+        f"{path}/aabningstider",
+        data={
+            "csrf_token": token,
+            **hours_form(version_on(first_tab, "aabningstider"), {"fri": [("09:00", "15:00")]}),
+        },
+    )
+    assert first.status_code == 303, first.text
+    stored = await settings_of(billing, pn["id"])
+    second = await portal.post(
+        f"{path}/aabningstider",
+        data={
+            "csrf_token": token,
+            **hours_form(version_on(second_tab, "aabningstider"), {"thu": [("10:00", "14:00")]}),
+        },
+    )
+    assert second.status_code == 409 and words("telephony.stale") in second.text
+    assert await settings_of(billing, pn["id"]) == stored
+    assert (
+        f"{words('telephony.day.fri')} 09:00–15:00</td><td>{words('telephony.day.thu')} 10:00–14:00"
+        in second.text
+    )
+    thursday = re.search(r'<fieldset class="day" id="day-thu">(.*?)</fieldset>', second.text, re.S)
+    assert thursday and 'value="10:00"' in thursday.group(1) and 'value="14:00"' in thursday.group(1)
 
 
 async def test_users_without_the_function_or_the_grant_are_refused_in_words_while_another_changes_settings_at_the_same_time(

@@ -20,6 +20,7 @@ The forms work without JS: the member list and each weekday always offer an empt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from starlette.datastructures import FormData
 
 from services.portal.clients import ServiceProblem
 from services.portal.web import Form, PageContext, PageProblem, needs_function, text_field
+from shared.validation import normalise_danish_phone
 
 router = APIRouter()
 T = TypeVar("T")
@@ -229,17 +231,24 @@ async def _stale(page: PageContext, subscription_id: str, part: str, typed: Type
 
 
 def _comparable(value: Any) -> Any:
-    """A value as billing would store it, for telling what differs (numbers normalised by
-    billing are compared by digits)."""
+    """A value as billing stores it, for telling what differs: numbers as billing normalises
+    them, times without seconds, opening hours as (day, opens, closes) whatever entries hold
+    several days."""
     if isinstance(value, dict):
         return {k: _comparable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list) and all(isinstance(h, dict) and "days" in h for h in value):
+        return sorted(
+            (day, _comparable(h.get("opens")), _comparable(h.get("closes")))
+            for h in value
+            for day in h["days"]
+        )
     if isinstance(value, list):
         return [_comparable(v) for v in value]
-    if isinstance(value, str) and re.fullmatch(r"[+\d][\d ]*", value):
-        digits = value.replace(" ", "").removeprefix("+")
-        return digits[2:] if digits.startswith("45") and len(digits) == 10 else digits
     if isinstance(value, str) and re.fullmatch(r"\d\d:\d\d(:\d\d)?", value):
         return value[:5]
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return normalise_danish_phone(value)
     return value
 
 
