@@ -12,7 +12,15 @@ from __future__ import annotations
 from datetime import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from services.billing.catalogue import TELEPHONY_KINDS
 from shared.validation import DanishPhone
@@ -85,11 +93,14 @@ class OpeningHours(BaseModel):
             raise ValueError("give the local Danish time without an offset, e.g. 08:00")
         return value
 
-    @model_validator(mode="after")
-    def _opens_before_closing(self) -> OpeningHours:
-        if self.opens >= self.closes:
-            raise ValueError("opens must be before closes (an interval within one day)")
-        return self
+    @field_validator("closes")
+    @classmethod
+    def _closes_after_opening(cls, closes: time, info: ValidationInfo) -> time:
+        # On `closes` (not the whole interval), so the error names the field to correct.
+        opens = info.data.get("opens")
+        if opens is not None and closes <= opens:
+            raise ValueError("closes must be after opens (an interval within one day)")
+        return closes
 
 
 class PersonalNumberSettings(BaseModel):
@@ -113,21 +124,37 @@ class PersonalNumberSettings(BaseModel):
             raise ValueError("a phone number is a member twice")
         return members
 
-    @field_validator("schedule")
-    @classmethod
-    def _no_overlaps(cls, schedule: list[OpeningHours]) -> list[OpeningHours]:
+    def rule_errors(self) -> list[dict[str, str]]:
+        """The rules across fields, each error naming the field to correct (a validator of the
+        model could only name the whole list, or no field): an interval that overlaps an
+        earlier one on a day is `schedule.<its index>`, a missing forwarding target
+        `outside_hours_target`."""
+        errors = []
+        overlapping: set[int] = set()
         for day in WEEKDAYS:
-            intervals = sorted((h.opens, h.closes) for h in schedule if day in h.days)
-            for (_, closes), (opens, _) in zip(intervals, intervals[1:], strict=False):
-                if opens < closes:
-                    raise ValueError(f"opening hours overlap on {day}")
-        return schedule
-
-    @model_validator(mode="after")
-    def _target_when_forwarding(self) -> PersonalNumberSettings:
+            intervals = sorted(
+                (h.opens, h.closes, index) for index, h in enumerate(self.schedule) if day in h.days
+            )
+            for (opens, closes, _), (later_opens, later_closes, later) in zip(
+                intervals, intervals[1:], strict=False
+            ):
+                if later_opens < closes and later not in overlapping:
+                    overlapping.add(later)
+                    errors.append(
+                        {
+                            "field": f"schedule.{later}",
+                            "message": f"opening hours overlap on {day}: {opens:%H:%M}–{closes:%H:%M} "
+                            f"and {later_opens:%H:%M}–{later_closes:%H:%M}",
+                        }
+                    )
         if self.outside_hours == "forward" and self.outside_hours_target is None:
-            raise ValueError("outside_hours_target is required when outside_hours is 'forward'")
-        return self
+            errors.append(
+                {
+                    "field": "outside_hours_target",
+                    "message": "a number is required when outside_hours is 'forward'",
+                }
+            )
+        return errors
 
 
 class SettingsError(ValueError):
@@ -178,6 +205,8 @@ def merged_settings(
             [{"field": "call_forwarding.target", "message": "a line cannot forward to itself"}]
         )
     if isinstance(result, PersonalNumberSettings):
+        if errors := result.rule_errors():
+            raise SettingsError(errors)
         if any(m.number == own_number for m in result.members):
             raise SettingsError([{"field": "members", "message": "the personal number cannot ring itself"}])
         if result.outside_hours_target == own_number:

@@ -453,6 +453,44 @@ class Billing:
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
 
+    # --- telephony
+    async def subscriptions(self, caller: Caller, *, cursor: str | None = None, limit: int = 500) -> dict[str, Any]:
+        """One page of the subscriptions on the accounts the user may use."""
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        result: dict[str, Any] = await self.client.call("GET", "/v1/subscriptions", caller, params=params)
+        return result
+
+    async def subscription(self, caller: Caller, subscription_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call(
+            "GET", f"/v1/subscriptions/{quote(subscription_id, safe='')}", caller
+        )
+        return result
+
+    async def settings(self, caller: Caller, subscription_id: str) -> dict[str, Any]:
+        """A subscription's telephony or Personligt Nummer settings (S11), with `version`."""
+        response = await self.client.exchange(
+            "GET", f"/v1/subscriptions/{quote(subscription_id, safe='')}/settings", caller
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def change_settings(
+        self, caller: Caller, subscription_id: str, patch: dict[str, Any], *, version: int
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the settings, sent with the version read as `If-Match`, so a
+        change made meanwhile is a 412 rather than overwritten."""
+        response = await self.client.exchange(
+            "PATCH",
+            f"/v1/subscriptions/{quote(subscription_id, safe='')}/settings",
+            caller,
+            json=patch,
+            headers={"If-Match": f'"{version}"'},
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
 
 @dataclass
 class Services:

@@ -392,7 +392,7 @@ async def test_personal_number_members_strategy_and_opening_hours(
         ],
     }
     refused = await billing.patch(path, json=overlapping, headers={**caller.headers, "If-Match": tag})
-    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "schedule"
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "schedule.1"
     assert "tue" in refused.json()["errors"][0]["message"]
     twice = {"members": [{"number": "+4520123456"}, {"number": "20123456"}]}
     assert (

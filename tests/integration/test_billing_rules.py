@@ -197,11 +197,40 @@ async def test_opening_hours_are_local_times_and_never_forward_to_the_number_its
     for patch, field in (
         ({"schedule": [{"days": ["mon"], "opens": "08:00+01:00", "closes": "16:00"}]}, "schedule.0.opens"),
         ({"outside_hours": "forward", "outside_hours_target": pn.identifier}, "outside_hours_target"),
-        ({"outside_hours": "forward"}, "body"),
+        ({"outside_hours": "forward"}, "outside_hours_target"),
     ):
         response = await billing.patch(path, json=patch, headers={**caller.headers, "If-Match": "*"})
         assert response.status_code == 422, response.text
         assert response.json()["errors"][0]["field"] == field
+
+
+async def test_a_refused_opening_hours_change_names_the_interval_to_correct_and_stores_nothing(
+    billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database
+) -> None:
+    """S11: a page puts the words next to the interval that overlaps, or the time to correct,
+    so the problem names that entry of `schedule` rather than the whole list."""
+    caller = tokens.caller([{"cvr": "37826111", "accounts": "all"}], ["telephony"])
+    pn = await active_subscription(billing_db, "10000023", "PN-")
+    path = f"/v1/subscriptions/{pn.id}/settings"
+    before = await billing.get(path, headers=caller.headers)
+    overlapping = [
+        {"days": ["mon", "tue"], "opens": "08:00", "closes": "12:00"},
+        {"days": ["wed"], "opens": "09:00", "closes": "10:00"},
+        {"days": ["tue"], "opens": "11:30", "closes": "16:00"},
+    ]
+    backwards = [{"days": ["mon"], "opens": "16:00", "closes": "08:00"}]
+    for schedule, field, words in (
+        (overlapping, "schedule.2", "overlap on tue: 08:00–12:00 and 11:30–16:00"),
+        (backwards, "schedule.0.closes", "closes must be after opens"),
+    ):
+        response = await billing.patch(
+            path, json={"schedule": schedule}, headers={**caller.headers, "If-Match": before.headers["etag"]}
+        )
+        assert response.status_code == 422, response.text
+        [error] = response.json()["errors"]
+        assert error["field"] == field and words in error["message"], error
+    after = await billing.get(path, headers=caller.headers)
+    assert after.headers["etag"] == before.headers["etag"] and after.json() == before.json()
 
 
 async def test_the_month_ends_at_midnight_danish_time_and_upgrades_do_not_reprice_it(
