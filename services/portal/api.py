@@ -28,6 +28,7 @@ from services.portal.pages import (
     activation,
     apply,
     audit,
+    billing_orders,
     login,
     myprofile,
     password_reset,
@@ -115,6 +116,7 @@ def create_api(
         myprofile,
         audit,
         takeover,
+        billing_orders,
     ):
         app.include_router(pages.router)
     _install_error_pages(app)
