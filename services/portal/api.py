@@ -28,6 +28,7 @@ from services.portal.pages import (
     activation,
     apply,
     audit,
+    billing_master_data,
     billing_orders,
     login,
     myprofile,
@@ -117,6 +118,7 @@ def create_api(
         audit,
         takeover,
         billing_orders,
+        billing_master_data,
     ):
         app.include_router(pages.router)
     _install_error_pages(app)
