@@ -240,3 +240,29 @@ async def test_who_may_order_is_decided_for_each_user_at_the_same_time(
     assert posts[3].status_code == 403
     counts = [len(await orders_of(billing_db, u.id)) for u in users]
     assert counts == [1, 0, 0]
+
+
+async def test_an_order_or_subscription_outside_the_grants_is_a_not_found_page_for_that_user_only(
+    db, clock, sealer, browsers: Browsers, billing_db
+) -> None:
+    await company_group(db, clock)
+    owner, outsider = browsers(), browsers()
+    await signed_in(owner, db, clock, sealer, grants={PARENT: "all"}, functions=["orders"])
+    other = await signed_in(outsider, db, clock, sealer, grants={SUBSIDIARY: ["10000021"]}, functions=["orders"])
+    form = form_fields((await owner.get("/bestil")).text, "/bestil")
+    placed = await owner.post("/bestil", data={**form, "account_number": "10000011", "product_code": "PN-PLUS"})
+    receipt = placed.headers["location"]
+    foreign = await active_subscription(billing_db, "10000011", "MOBIL")
+    outsider_form = form_fields((await outsider.get("/bestil")).text, "/bestil")
+    seen, refused_receipt, refused_upgrade = await asyncio.gather(
+        owner.get(receipt),
+        outsider.get(receipt),
+        outsider.post(f"/bestil/opgrader/{foreign.id}", data={**outsider_form, "product_code": "MOBIL-FRI"}),
+    )
+    assert seen.status_code == 200
+    for refused in (refused_receipt, refused_upgrade):
+        assert refused.status_code == 404
+        assert "Vi kan ikke finde siden" in text_of(refused.text)
+    assert await orders_of(billing_db, other.id) == []
+    async with billing_db.transaction() as session:
+        assert (await session.get(Subscription, foreign.id)).product_code == foreign.product_code
