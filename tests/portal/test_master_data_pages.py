@@ -79,15 +79,23 @@ async def test_master_data_changed_through_the_page_is_saved_in_billing(
     assert form["etag"] == f'"{before.master_data_version}"'
     saved = await portal.post(
         f"/stamdata/{SUBSIDIARY}",
-        data={**form, "city": "Odense C", "postal_code": "5000", "contact_phone": "+45 66 12 34 56"},
+        data={
+            **form,
+            "city": "Odense C",
+            "postal_code": "5000",
+            "contact_phone": "+45 66 12 34 56",
+            "language": "en",
+        },
     )
     assert saved.status_code == 303 and saved.headers["location"] == "/stamdata?gemt=stamdata", text_of(
         saved.text
     )
     after = await customer(billing_db, SUBSIDIARY)
     assert (after.city, after.postal_code, after.contact_phone) == ("Odense C", "5000", "+4566123456")
+    assert after.language == "en"  # the invoices' language, from the next invoice on
     assert after.master_data_version == before.master_data_version + 1
-    assert "Stamdata er gemt." in text_of((await portal.get(saved.headers["location"])).text)
+    overview = text_of((await portal.get(saved.headers["location"])).text)
+    assert "Stamdata er gemt." in overview and "Sprog på fakturaer Engelsk" in overview
 
 
 async def test_wrong_master_data_is_refused_in_words_next_to_each_field(

@@ -28,7 +28,16 @@ router = APIRouter()
 
 MasterDataPage = Annotated[PageContext, Depends(needs_function("master_data"))]
 
-MASTER_DATA_FIELDS = ("street", "postal_code", "city", "contact_name", "contact_email", "contact_phone")
+MASTER_DATA_FIELDS = (
+    "street",
+    "postal_code",
+    "city",
+    "contact_name",
+    "contact_email",
+    "contact_phone",
+    "language",  # of the company's invoices, from the next invoice on
+)
+LANGUAGES = ("da", "en")
 FORMATS = ("pdf_email", "oioubl", "peppol", "paper")
 # What each format sends beside `format` (billing's `PUT /v1/accounts/{n}/invoice-format`).
 FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -106,6 +115,12 @@ def _typed_master_data(form: FormData) -> dict[str, str]:
     return {name: text_field(form, name, max_length=320) for name in MASTER_DATA_FIELDS}
 
 
+def _master_data_change(typed: dict[str, str]) -> dict[str, str]:
+    """Billing's PATCH body: every field as typed; the language only when one is chosen (a
+    radio group sends nothing when none is ticked)."""
+    return {name: value for name, value in typed.items() if name != "language" or value}
+
+
 def _read_at(form: FormData, names: tuple[str, ...]) -> dict[str, str]:
     """The values the form was rendered with (hidden `was.<name>`), to show what changed since."""
     return {name: text_field(form, f"was.{name}", max_length=320) for name in names}
@@ -119,7 +134,9 @@ async def master_data_form(page: MasterDataPage, cvr: str) -> Response:
         raise PageProblem(403, "masterdata.refused.whole-company")
     data, etag = await page.services.billing.master_data(page.caller, cvr)
     values = {f: data[f] for f in MASTER_DATA_FIELDS}
-    return page.render("masterdata_edit.html", company=data, etag=etag, typed=values, was=values, errors={})
+    return page.render(
+        "masterdata_edit.html", company=data, etag=etag, typed=values, was=values, errors={}, languages=LANGUAGES
+    )
 
 
 @router.post("/stamdata/{cvr}", response_class=HTMLResponse)
@@ -131,7 +148,7 @@ async def change_master_data(page: MasterDataPage, cvr: str, form: Form) -> Resp
     typed = _typed_master_data(form)
     etag = text_field(form, "etag", max_length=200)
     try:
-        await page.services.billing.change_master_data(page.caller, cvr, etag, typed)
+        await page.services.billing.change_master_data(page.caller, cvr, etag, _master_data_change(typed))
     except ServiceProblem as problem:
         _refused(problem, "masterdata.refused.whole-company")
         if problem.status in (412, 428):
@@ -147,6 +164,7 @@ async def change_master_data(page: MasterDataPage, cvr: str, form: Form) -> Resp
             typed=typed,
             was=_read_at(form, MASTER_DATA_FIELDS),
             errors=field_errors(page, problem, "masterdata"),
+            languages=LANGUAGES,
         )
     return page.redirect("/stamdata?gemt=stamdata")
 
@@ -174,6 +192,7 @@ async def _master_data_changed(page: PageContext, cvr: str, typed: dict[str, str
         typed=typed,
         was={f: current[f] for f in MASTER_DATA_FIELDS},
         errors={},
+        languages=LANGUAGES,
     )
 
 
