@@ -14,6 +14,7 @@ invoice format. The overview says so instead of offering a form billing would re
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -84,13 +85,16 @@ async def overview(
         for subscription in await page.services.billing.all_subscriptions(page.caller):
             listed.setdefault(subscription["cvr"], set()).add(subscription["account_number"])
     companies = []
-    for grant in grants:
-        try:
-            data, _ = await page.services.billing.master_data(page.caller, grant["cvr"])
-        except ServiceProblem as problem:
-            if problem.status == 404:  # a company billing has no customer for (yet)
-                continue
-            raise
+    # The companies' reads at once: a group administrator holds the parent and its subsidiaries.
+    answers = await asyncio.gather(
+        *(page.services.billing.master_data(page.caller, g["cvr"]) for g in grants), return_exceptions=True
+    )
+    for grant, answer in zip(grants, answers, strict=True):
+        if isinstance(answer, ServiceProblem) and answer.status == 404:
+            continue  # a company billing has no customer for (yet)
+        if isinstance(answer, BaseException):
+            raise answer
+        data, _ = answer
         whole = grant["accounts"] == "all"
         accounts = sorted(listed.get(grant["cvr"], set()) | (set() if whole else set(grant["accounts"])))
         companies.append({**data, "whole": whole, "accounts": accounts})
