@@ -158,6 +158,9 @@ def test_an_order_and_an_upgrade_each_give_one_confirmation_and_a_stale_edit_in_
     # The invoice format form: one fieldset of formats, words next to a wrong GLN.
     second_tab.get_by_role("link", name=re.compile(t.gettext("masterdata.account-format", account="").strip())).first.click()
     second_tab.get_by_label(t.gettext("masterdata.format.oioubl")).check()
+    # With script, only the chosen format's fields show.
+    expect(second_tab.locator('[name="email"]')).to_be_hidden()
+    expect(second_tab.locator('[name="gln"]')).to_be_visible()
     second_tab.locator('[name="gln"]').fill("5790000435967")
     button(second_tab, t, "masterdata.format-save").click()
     expect(second_tab.locator("#f-gln-error")).to_have_text(t.gettext("masterdata.invalid.gln"))
