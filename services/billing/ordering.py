@@ -64,6 +64,11 @@ class SubscriptionNotActive(Conflict):
     title = "The subscription is not active"
 
 
+class _TwinPlaced(Exception):
+    """A concurrent request with the same key placed its order while this one waited for the
+    row lock; its order is the answer (read again in a transaction of its own)."""
+
+
 @dataclass(frozen=True)
 class Placed:
     order: Order
@@ -173,7 +178,7 @@ class Ordering:
                 if (existing := await self._replay(session, access, key, fingerprint)) is not None:
                     return Placed(existing, replayed=True)
                 return Placed(await place(session), replayed=False)
-        except IntegrityError:
+        except (IntegrityError, _TwinPlaced):
             async with self.db.transaction() as session:
                 existing = await self._replay(session, access, key, fingerprint)
             if existing is None:
@@ -295,6 +300,10 @@ class Ordering:
             subscription = await granted(session, access, Subscription, subscription_id, for_update=True)
             if subscription is None:
                 raise NotFound("There is no subscription with this id among the accounts you may use.")
+            # A twin of this request (a double click) may have upgraded it while this one waited
+            # for the lock: the subscription's product has changed, and its order is the answer.
+            if await self._replay(session, access, key, fingerprint) is not None:
+                raise _TwinPlaced()
             if subscription.status != "active":
                 raise SubscriptionNotActive(
                     f"The subscription is {subscription.status}; it can be upgraded once it is active."

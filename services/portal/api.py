@@ -28,6 +28,8 @@ from services.portal.pages import (
     activation,
     apply,
     audit,
+    billing_master_data,
+    billing_orders,
     billing_telephony,
     login,
     myprofile,
@@ -117,6 +119,8 @@ def create_api(
         audit,
         takeover,
         billing_telephony,
+        billing_orders,
+        billing_master_data,
     ):
         app.include_router(pages.router)
     _install_error_pages(app)

@@ -491,6 +491,95 @@ class Billing:
         result: dict[str, Any] = response.json()
         return result
 
+    # --- orders and master data (S9, S10) ---------------------------------------------------
+
+    async def products(self, caller: Caller) -> list[dict[str, Any]]:
+        """The catalogue: each product's code, name, kind, monthly fee and `upgrades_to`."""
+        result: list[dict[str, Any]] = await self.client.call("GET", "/v1/products", caller)
+        return result
+
+    async def all_subscriptions(self, caller: Caller) -> list[dict[str, Any]]:
+        """Every subscription on the accounts the caller may use, all pages of them."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = await self.client.call("GET", "/v1/subscriptions", caller, params=params)
+            items.extend(page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return items
+
+    async def orders(
+        self, caller: Caller, *, cursor: str | None = None, status: str | None = None, limit: int = 20
+    ) -> dict[str, Any]:
+        """A page of orders and upgrades, newest first: `{items, next_cursor}`."""
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        if status:
+            params["status"] = status
+        result: dict[str, Any] = await self.client.call("GET", "/v1/orders", caller, params=params)
+        return result
+
+    async def order(self, caller: Caller, order_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call("GET", f"/v1/orders/{quote(order_id, safe='')}", caller)
+        return result
+
+    async def place_order(self, caller: Caller, key: str, order: dict[str, Any]) -> dict[str, Any]:
+        """A new subscription; a second call with the same `key` answers the first order."""
+        response = await self.client.exchange(
+            "POST", "/v1/orders", caller, json=order, headers={"Idempotency-Key": key}
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def upgrade(self, caller: Caller, key: str, subscription_id: str, product_code: str) -> dict[str, Any]:
+        response = await self.client.exchange(
+            "POST",
+            f"/v1/subscriptions/{quote(subscription_id, safe='')}/upgrade",
+            caller,
+            json={"product_code": product_code},
+            headers={"Idempotency-Key": key},
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def master_data(self, caller: Caller, cvr: str) -> tuple[dict[str, Any], str]:
+        """A company's master data and its ETag, to send back as `If-Match` with a change."""
+        response = await self.client.exchange("GET", f"/v1/companies/{quote(cvr, safe='')}/master-data", caller)
+        return response.json(), response.headers.get("etag", "")
+
+    async def change_master_data(
+        self, caller: Caller, cvr: str, etag: str, changes: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        response = await self.client.exchange(
+            "PATCH",
+            f"/v1/companies/{quote(cvr, safe='')}/master-data",
+            caller,
+            json=changes,
+            headers={"If-Match": etag},
+        )
+        return response.json(), response.headers.get("etag", "")
+
+    async def invoice_format(self, caller: Caller, account_number: str) -> tuple[dict[str, Any], str]:
+        response = await self.client.exchange(
+            "GET", f"/v1/accounts/{quote(account_number, safe='')}/invoice-format", caller
+        )
+        return response.json(), response.headers.get("etag", "")
+
+    async def set_invoice_format(
+        self, caller: Caller, account_number: str, etag: str, invoice_format: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        response = await self.client.exchange(
+            "PUT",
+            f"/v1/accounts/{quote(account_number, safe='')}/invoice-format",
+            caller,
+            json=invoice_format,
+            headers={"If-Match": etag},
+        )
+        return response.json(), response.headers.get("etag", "")
+
 
 @dataclass
 class Services:

@@ -407,3 +407,27 @@ async def test_orders_are_listed_newest_first_within_the_grants(
         "/v1/orders", params={"cursor": "WyJub3QgYSB0aW1lIiwgIngiXQ"}, headers=colleague.headers
     )
     assert bad.status_code == 422
+
+
+async def test_two_concurrent_twins_of_one_upgrade_answer_the_same_order(
+    billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database
+) -> None:
+    """A double click on an upgrade: the twin that waited for the subscription's row lock finds
+    the order its key already placed, instead of taking the upgraded product for a path not
+    allowed (S9)."""
+    caller = tokens.caller([{"cvr": "37826111", "accounts": "all"}], ["orders"])
+    mobile = await active_subscription(billing_db, "10000021", "MOBIL-10")
+    headers = {**caller.headers, **idempotency_key()}
+    first, second = await asyncio.gather(
+        *(
+            billing.post(f"/v1/subscriptions/{mobile.id}/upgrade", json={"product_code": "MOBIL-50"}, headers=headers)
+            for _ in range(2)
+        )
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 201], (first.text, second.text)
+    assert first.json()["id"] == second.json()["id"]
+    async with billing_db.transaction() as session:
+        orders = await session.scalar(
+            select(func.count()).select_from(Order).where(Order.user_id == caller.user_id)
+        )
+    assert orders == 1

@@ -34,3 +34,17 @@ document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.querySelectorAll("input[data-confirmed]").forEach(function (input) { input.value = "ja"; });
   });
 });
+
+// The invoice format form shows only the chosen format's fields (without script, all of them).
+document.querySelectorAll("form.invoice-format").forEach(function (form) {
+  function show() {
+    var chosen = form.querySelector('input[name="format"]:checked');
+    form.querySelectorAll("[data-format-fields]").forEach(function (fields) {
+      fields.hidden = !chosen || fields.getAttribute("data-format-fields") !== chosen.value;
+    });
+  }
+  form.querySelectorAll('input[name="format"]').forEach(function (radio) {
+    radio.addEventListener("change", show);
+  });
+  show();
+});
