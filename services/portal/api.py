@@ -28,6 +28,8 @@ from services.portal.pages import (
     activation,
     apply,
     audit,
+    billing_invoices,
+    billing_usage,
     login,
     myprofile,
     password_reset,
@@ -115,6 +117,8 @@ def create_api(
         myprofile,
         audit,
         takeover,
+        billing_invoices,
+        billing_usage,
     ):
         app.include_router(pages.router)
     _install_error_pages(app)
