@@ -442,6 +442,7 @@ def required_in_production(settings_type: type[ServiceSettings]) -> set[str]:
     complete |= {"sealing_keys": f"probe:{generate_key()}", "sealing_active_key_id": "probe"}
     complete |= {"signing_keys": f"probe:{generate_signing_key()}", "signing_active_key_id": "probe"}
     complete |= {"email_from": "Probe <probe@example.dk>", "sms_gateway_url": "https://sms.example.dk/v1"}
+    complete |= {"document_reader_token": "probe-" + "x" * 32}  # 32 characters at least
     complete["environment"] = Environment.production
     complete.pop("clock_offset_file", None)  # test only: production refuses it
     # model_validate, unlike the constructor, reads no environment variables.

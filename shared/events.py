@@ -253,6 +253,8 @@ class MasterDataChanged(Event):
     contact_name: str
     contact_email: str
     contact_phone: str
+    # The language of the company's invoices and documents (from the next invoice on).
+    language: Language = "da"
     version: int
     changed_by: UUID
     changed_at: datetime

@@ -9,6 +9,7 @@ exactly as an id that does not exist, so nothing tells a user what they may not 
 # Routes close over local dependencies, so annotations are evaluated eagerly (no __future__ import).
 import base64
 import csv
+import hmac
 import io
 import json
 import re
@@ -27,6 +28,7 @@ from services.billing.access import Access, bearer_access, revocation_check
 from services.billing.catalogue import BY_CODE, PRODUCTS, upgrades_from
 from services.billing.changes import Changes, InvoiceFormat, MasterDataChange, etag, format_of
 from services.billing.config import BillingSettings
+from services.billing.documents import DocumentFormat, load_document, render
 from services.billing.invoicing import month_start
 from services.billing.models import (
     Customer,
@@ -42,7 +44,7 @@ from services.billing.telephony import effective_settings
 from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.messaging import Outbox
-from shared.problems import MEDIA_TYPE, InvalidField, NotFound
+from shared.problems import MEDIA_TYPE, InvalidField, NotFound, Problem, Unauthenticated
 from shared.ratelimit import client_address
 from shared.validation import CvrNumber, DanishPhone, EmailAddress, Gln, normalise_cvr, normalise_gln
 from shared.web import create_app
@@ -122,6 +124,54 @@ def _kroner(ore: int) -> str:
 def check_period(start: date | None, end: date | None) -> None:
     if start is not None and end is not None and start > end:
         raise InvalidField("from", "must not be after 'to'")
+
+
+class NotAcceptable(Problem):
+    status = 406
+    type_suffix = "not-acceptable"
+    title = "No representation in the media type asked for"
+
+
+DOCUMENT_TYPES = {"application/pdf": "pdf", "application/xml": "xml", "text/xml": "xml"}
+DOCUMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/pdf": {}, "application/xml": {}},
+        "description": "The invoice's document, as an attachment",
+    },
+    404: PROBLEM,
+    409: {**PROBLEM, "description": "The invoice has no document in this e-invoice format"},
+}
+INVOICE_NOT_FOUND = "There is no invoice with this id among the accounts you may see."
+
+
+def wanted_representation(accept: str | None) -> Literal["json", "pdf", "xml"]:
+    """What `Accept` prefers of JSON, PDF and XML (by q-value, then order); JSON when it names
+    none of them, as before documents existed."""
+    best: tuple[float, int, Literal["json", "pdf", "xml"]] = (0.0, 0, "json")
+    for position, part in enumerate((accept or "").split(",")):
+        media_type, *parameters = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        kind = DOCUMENT_TYPES.get(media_type.lower())
+        if media_type.lower() in ("application/json", "application/*", "*/*"):
+            kind = "json"
+        if kind is not None and quality > 0 and (quality, -position) > (best[0], best[1]):
+            best = (quality, -position, kind)  # type: ignore[assignment]
+    return best[2]
+
+
+def document_response(rendered: Any) -> Response:
+    return Response(
+        rendered.content,
+        media_type=rendered.media_type,
+        headers={"Content-Disposition": rendered.disposition},
+    )
 
 
 # --- response models --------------------------------------------------------------------------
@@ -249,6 +299,7 @@ class MasterDataOut(BaseModel):
     contact_name: str
     contact_email: str
     contact_phone: str
+    language: Literal["da", "en"] = Field(description="The language of the company's invoices")
     version: int
     changed_at: datetime | None
 
@@ -263,6 +314,9 @@ class MasterDataPatch(BaseModel):
     contact_name: str | None = Field(default=None, min_length=1, max_length=200)
     contact_email: EmailAddress | None = Field(default=None, max_length=320)
     contact_phone: DanishPhone | None = Field(default=None, max_length=20)
+    language: Literal["da", "en"] | None = Field(
+        default=None, description="The language of the company's invoices, from the next invoice on"
+    )
 
 
 class PdfByEmail(BaseModel):
@@ -397,6 +451,7 @@ def _master_data(c: Customer) -> MasterDataOut:
         contact_name=c.contact_name,
         contact_email=c.contact_email,
         contact_phone=c.contact_phone,
+        language=c.language,  # type: ignore[arg-type]
         version=c.master_data_version,
         changed_at=as_utc(c.master_data_changed_at) if c.master_data_changed_at else None,
     )
@@ -492,19 +547,51 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
             items=[invoice_out(invoice, name) for invoice, name in page], next_cursor=next_cursor
         )
 
+    async def granted_document(access: Access, invoice_id: str) -> Any:
+        """The invoice's document data, within the caller's grants; 404 as for a missing id."""
+        access.require("invoices")
+        async with db.reading() as session:
+            document = await load_document(
+                session, invoice_id, access.rows(Invoice.cvr, Invoice.account_number)
+            )
+        if document is None:
+            raise NotFound(INVOICE_NOT_FOUND)
+        return document
+
     @router.get(
         "/v1/invoices/{invoice_id}",
         tags=["invoices and usage"],
-        summary="One invoice with its lines",
-        responses={404: PROBLEM},
+        summary="One invoice with its lines; `Accept: application/pdf` or `application/xml` "
+        "answers its document (S8, S10)",
+        responses={
+            **DOCUMENT_RESPONSES,
+            200: {"content": {"application/json": {}, "application/pdf": {}, "application/xml": {}}},
+            406: {**PROBLEM, "description": "XML asked for, but the account receives no e-invoices"},
+        },
     )
-    async def get_invoice(access: Caller, invoice_id: Id) -> InvoiceDetail:
+    async def get_invoice(
+        access: Caller,
+        invoice_id: Id,
+        accept: Annotated[str | None, Header(max_length=1000)] = None,
+    ) -> InvoiceDetail:
+        wanted = wanted_representation(accept)
+        if wanted != "json":
+            document = await granted_document(access, invoice_id)
+            if wanted == "pdf":
+                return document_response(render(document, "pdf"))  # type: ignore[return-value]
+            if document.e_invoice_format is None:
+                raise NotAcceptable(
+                    f"Invoice {document.number} was issued to an account that receives no e-invoice "
+                    f"(its format was {document.delivery_format}). Ask for Accept: application/pdf, or "
+                    f"use /v1/invoices/{invoice_id}/document?format=pdf|oioubl|peppol."
+                )
+            return document_response(render(document, document.e_invoice_format))  # type: ignore[return-value]
         access.require("invoices")
         async with db.reading() as session:
             query = invoice_query(Invoice.id == invoice_id, access.rows(Invoice.cvr, Invoice.account_number))
             row = (await session.execute(query)).first()
             if row is None:
-                raise NotFound("There is no invoice with this id among the accounts you may see.")
+                raise NotFound(INVOICE_NOT_FOUND)
             lines = await session.scalars(
                 select(InvoiceLine).where(InvoiceLine.invoice_id == invoice_id).order_by(InvoiceLine.id)
             )
@@ -524,6 +611,24 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
                     for line in lines
                 ],
             )
+
+    @router.get(
+        "/v1/invoices/{invoice_id}/document",
+        tags=["invoices and usage"],
+        summary="The invoice's document as issued: PDF, OIOUBL 2.1 or Peppol BIS Billing 3.0 (S8, S10)",
+        response_class=Response,
+        responses=DOCUMENT_RESPONSES,
+    )
+    async def get_invoice_document(
+        access: Caller,
+        invoice_id: Id,
+        format: Annotated[
+            DocumentFormat,
+            Query(description="pdf, or oioubl/peppol for an invoice issued to that e-invoice format"),
+        ] = "pdf",
+    ) -> Response:
+        document = await granted_document(access, invoice_id)
+        return document_response(render(document, format))
 
     def usage_where(
         access: Access,
@@ -925,6 +1030,44 @@ def writing_router(
     return router
 
 
+def internal_router(db: Database, token: str | None) -> APIRouter:
+    """What other services of the platform read from billing, with a bearer token of their own
+    (not a user's): the notifier fetches the documents it delivers."""
+    router = APIRouter(tags=["internal"], responses={401: PROBLEM, 404: PROBLEM})
+
+    @router.get(
+        "/internal/v1/invoices/{invoice_id}/document",
+        summary="An invoice's document as issued, for the notifier's delivery (S10); "
+        "Authorization: Bearer with the document reader token",
+        response_class=Response,
+        responses=DOCUMENT_RESPONSES,
+    )
+    async def read_document(
+        request: Request,
+        invoice_id: Id,
+        format: Annotated[DocumentFormat, Query(description="pdf, oioubl or peppol")] = "pdf",
+    ) -> Response:
+        if token is None:
+            raise NotFound(
+                "internal document reading is not enabled: set ADGANG_BILLING_DOCUMENT_READER_TOKEN "
+                "on billing to let the notifier read invoice documents."
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Constant time, so the answer's timing does not tell how much of a guess was right.
+        if not (scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())):
+            raise Unauthenticated(
+                "Send billing's document reader token as 'Authorization: Bearer <token>' "
+                "(ADGANG_BILLING_DOCUMENT_READER_TOKEN)."
+            )
+        async with db.reading() as session:
+            document = await load_document(session, invoice_id)
+        if document is None:
+            raise NotFound(f"There is no invoice {invoice_id}.")
+        return document_response(render(document, format))
+
+    return router
+
+
 def create_api(
     settings: BillingSettings | None = None,
     *,
@@ -946,6 +1089,8 @@ def create_api(
         db=db,
     )
     app.include_router(reading_router(db, current_access))
+    reader_token = settings.document_reader_token
+    app.include_router(internal_router(db, reader_token.get_secret_value() if reader_token else None))
     app.include_router(
         writing_router(
             db,

@@ -71,6 +71,7 @@ class MasterDataChange:
     contact_name: str | None = None
     contact_email: str | None = None
     contact_phone: str | None = None
+    language: str | None = None  # da or en: the language of the company's invoices
 
     def set_fields(self) -> dict[str, str]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -176,6 +177,7 @@ class Changes:
                 contact_name=customer.contact_name,
                 contact_email=customer.contact_email,
                 contact_phone=customer.contact_phone,
+                language=customer.language,  # type: ignore[arg-type]
                 version=customer.master_data_version,
                 changed_by=uuid.UUID(access.user_id),
                 changed_at=now,

@@ -1,7 +1,7 @@
 from datetime import timedelta
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import Environment, VerifiesAccessTokens
@@ -27,6 +27,12 @@ class BillingSettings(VerifiesAccessTokens):
     invoice_run_enabled: bool = True
     invoice_run_interval_s: float = Field(default=3600.0, gt=0)
     invoice_payment_days: int = Field(default=14, ge=0, le=90)
+    # The notifier fetches the documents it delivers (PDF, OIOUBL, Peppol) from
+    # /internal/v1/invoices/{id}/document with this bearer token; unset, that path answers 404.
+    document_reader_token: SecretStr | None = Field(
+        default=None, min_length=32, description="Bearer token (32 characters or more) with which the notifier reads invoice documents "
+        "at /internal/v1/invoices/<id>/document; unset, that path answers 404."
+    )
     # Orders (S9): how often received orders are provisioned.
     order_fulfilment_interval_s: float = Field(default=2.0, gt=0)
 

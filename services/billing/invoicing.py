@@ -33,7 +33,7 @@ from services.billing.models import (
 )
 from shared.clock import Clock
 from shared.db import upsert_statement
-from shared.events import InvoiceIssued
+from shared.events import InvoiceDelivery, InvoiceIssued
 from shared.messaging import Outbox
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,37 @@ def invoice_number_for(account_number: str, period: date) -> str:
     return f"{period:%Y%m}-{account_number}"
 
 
+def snapshot(account: Any) -> dict[str, Any]:
+    """The invoice's columns that keep what its document says: the buyer's master data, the
+    language and how the account receives invoices, as they are at issue (S8, S10). Only the
+    chosen format's fields are kept, so a format changed later applies from the next invoice."""
+    chosen = account.invoice_format
+    return {
+        "buyer_name": account.name,
+        "buyer_street": account.street,
+        "buyer_postal_code": account.postal_code,
+        "buyer_city": account.city,
+        "language": account.language,
+        "delivery_format": chosen,
+        "delivery_email": account.invoice_email if chosen == "pdf_email" else None,
+        "delivery_gln": account.invoice_gln if chosen == "oioubl" else None,
+        "delivery_peppol_scheme": account.peppol_scheme if chosen == "peppol" else None,
+        "delivery_peppol_id": account.peppol_id if chosen == "peppol" else None,
+    }
+
+
+def delivery_of(invoice: Any) -> InvoiceDelivery:
+    """`InvoiceIssued.delivery` from an invoice's snapshot (a row dict or an `Invoice`)."""
+    get = invoice.get if isinstance(invoice, dict) else lambda name: getattr(invoice, name)
+    return InvoiceDelivery(
+        format=get("delivery_format"),
+        email=get("delivery_email"),
+        gln=get("delivery_gln"),
+        peppol_scheme=get("delivery_peppol_scheme"),
+        peppol_id=get("delivery_peppol_id"),
+    )
+
+
 @dataclass(frozen=True)
 class IssueResult:
     period: date
@@ -118,7 +149,20 @@ class Invoicing:
             Invoice.account_number == Account.account_number, Invoice.period_start == period
         )
         account_query = (
-            select(Account.account_number, Account.cvr, Customer.name)
+            select(
+                Account.account_number,
+                Account.cvr,
+                Customer.name,
+                Customer.street,
+                Customer.postal_code,
+                Customer.city,
+                Customer.language,
+                Account.invoice_format,
+                Account.invoice_email,
+                Account.invoice_gln,
+                Account.peppol_scheme,
+                Account.peppol_id,
+            )
             .join(Customer, Customer.cvr == Account.cvr)
             .where(~invoiced)
             .order_by(Account.account_number)
@@ -137,6 +181,7 @@ class Invoicing:
                 if not account_lines:
                     continue  # nothing to bill this month
                 excl = sum(line["amount_ore"] for line in account_lines)
+                account = candidates[number]
                 invoice_rows.append(
                     {
                         "id": invoice_id_for(number, period),
@@ -152,6 +197,7 @@ class Invoicing:
                         "amount_incl_vat_ore": excl + vat_of(excl),
                         "currency": "DKK",
                         "created_at": self.clock.now(),
+                        **snapshot(account),
                     }
                 )
             created = await self._insert_new(session, invoice_rows)
@@ -175,6 +221,8 @@ class Invoicing:
                             amount_excl_vat_ore=row["amount_excl_vat_ore"],
                             vat_ore=row["vat_ore"],
                             amount_incl_vat_ore=row["amount_incl_vat_ore"],
+                            delivery=delivery_of(row),
+                            language=row["language"],
                         ),
                     )
             for start in range(0, len(line_rows), BATCH):

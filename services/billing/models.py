@@ -55,6 +55,8 @@ class Customer(Base):
     contact_name: Mapped[str] = mapped_column(String(200), default="")
     contact_email: Mapped[str] = mapped_column(String(320), default="")
     contact_phone: Mapped[str] = mapped_column(String(20), default="")
+    # The language the company's invoices and documents are written in (S10).
+    language: Mapped[str] = mapped_column(String(2), default="da", server_default="da")
     master_data_version: Mapped[int] = mapped_column(Integer, default=1)
     master_data_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -170,6 +172,18 @@ class Invoice(Base):
     amount_incl_vat_ore: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3), default="DKK")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # What the document says, as it was when the invoice was issued: master data and the
+    # invoice format may change later, an issued invoice does not (S8, S10).
+    buyer_name: Mapped[str] = mapped_column(String(200))
+    buyer_street: Mapped[str] = mapped_column(String(200))
+    buyer_postal_code: Mapped[str] = mapped_column(String(4))
+    buyer_city: Mapped[str] = mapped_column(String(100))
+    language: Mapped[str] = mapped_column(String(2))
+    delivery_format: Mapped[str] = mapped_column(String(20))  # pdf_email, oioubl, peppol, paper
+    delivery_email: Mapped[str | None] = mapped_column(String(320))
+    delivery_gln: Mapped[str | None] = mapped_column(String(13))
+    delivery_peppol_scheme: Mapped[str | None] = mapped_column(String(4))
+    delivery_peppol_id: Mapped[str | None] = mapped_column(String(50))
 
 
 class InvoiceLine(Base):
