@@ -23,14 +23,18 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from lxml import html as lxml_html
+from pypdf import PdfReader
+from sqlalchemy import update
 
-from services.billing.invoicing import invoice_id_for
+from services.billing.invoicing import Invoicing, invoice_id_for
+from services.billing.models import Account, messaging
 from services.identity.config import IdentitySettings
 from services.identity.models import User
 from services.portal.api import create_api as create_portal_api
 from services.portal.config import PortalSettings
 from shared.clock import FrozenClock
 from shared.db import Database
+from shared.messaging import Outbox
 from shared.sealing import Sealer
 from tests.integration.billing_fixtures import NOW
 from tests.portal.conftest import log_in_through_portal
@@ -50,6 +54,38 @@ LIMITED_ACCOUNTS = ["10000021", "10000022"]
 # The demo data's months with invoices, seen from NOW (November 2026): the newest closed
 # month, October, is left to the monthly run.
 NEWEST_INVOICED = date(2026, 9, 1)
+
+
+# October 2026, the newest closed month, is left by the demo data to the monthly run: this
+# module issues it for one account after that account chose OIOUBL, for the XML download.
+OCTOBER = date(2026, 10, 1)
+OIOUBL_ACCOUNT = "10000012"
+GLN = "5790000123457"
+
+
+@pytest.fixture(scope="module")
+def october_as_oioubl(billing_url: str) -> str:
+    """The id of the OIOUBL account's October invoice, issued once for the module."""
+
+    async def issue() -> None:
+        db = Database(billing_url)
+        clock = FrozenClock(NOW)
+        try:
+            async with db.transaction() as session:
+                await session.execute(
+                    update(Account)
+                    .where(Account.account_number == OIOUBL_ACCOUNT)
+                    .values(invoice_format="oioubl", invoice_gln=GLN)
+                )
+                outbox = Outbox(messaging, clock)
+                await Invoicing(outbox=outbox, clock=clock, payment_days=14).issue(
+                    session, OCTOBER, accounts=[OIOUBL_ACCOUNT]
+                )
+        finally:
+            await db.dispose()
+
+    asyncio.run(issue())
+    return invoice_id_for(OIOUBL_ACCOUNT, OCTOBER)
 
 
 @pytest.fixture
@@ -360,6 +396,53 @@ async def test_an_invoice_shows_its_lines_by_subscription_and_category_with_vat_
     assert tree.xpath("//a[@href=$href]", href=f"/fakturaer/{invoice_id}/pdf")
 
 
+async def test_the_pdf_download_is_billings_document_with_its_type_and_file_name(
+    db, clock, sealer, portal, billing_as
+) -> None:
+    await company_group(db, clock)
+    admin = await group_administrator(db, clock)
+    billing = await billing_as(admin)
+    invoice_id = invoice_id_for("10000021", NEWEST_INVOICED)
+    invoice = (await billing.http.get(f"/v1/invoices/{invoice_id}")).json()
+    straight = await billing.http.get(f"/v1/invoices/{invoice_id}/document", params={"format": "pdf"})
+    await logged_in(portal, db, sealer, admin)
+
+    download = await portal.get(f"/fakturaer/{invoice_id}/pdf")
+
+    assert download.status_code == 200, download.text
+    assert download.content.startswith(b"%PDF")
+    assert download.headers["content-type"] == straight.headers["content-type"] == "application/pdf"
+    assert download.headers["content-disposition"] == straight.headers["content-disposition"]
+    assert download.headers["cache-control"] == "no-store"
+    words = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(download.content)).pages)
+    assert invoice["number"] in words
+    total = invoice["amount_incl_vat_ore"]
+    assert f"{total // 100:,}".replace(",", ".") + f",{total % 100:02d}" in words
+
+
+async def test_an_e_invoice_is_passed_on_as_billing_wrote_it_and_a_paper_invoice_has_none_in_words(
+    db, clock, sealer, portal, billing_as, october_as_oioubl
+) -> None:
+    await company_group(db, clock)
+    admin = await group_administrator(db, clock)
+    billing = await billing_as(admin)
+    straight = await billing.http.get(
+        f"/v1/invoices/{october_as_oioubl}/document", params={"format": "oioubl"}
+    )
+    assert straight.status_code == 200, straight.text
+    await logged_in(portal, db, sealer, admin)
+
+    xml = await portal.get(f"/fakturaer/{october_as_oioubl}/oioubl")
+    paper = await portal.get(f"/fakturaer/{invoice_id_for('10000021', NEWEST_INVOICED)}/oioubl")
+
+    assert xml.status_code == 200
+    assert xml.headers["content-type"] == straight.headers["content-type"]
+    assert xml.headers["content-disposition"] == straight.headers["content-disposition"]
+    assert xml.content.startswith(b"<?xml") and GLN.encode() in xml.content
+    assert paper.status_code == 409
+    assert "Denne faktura findes ikke som e-faktura i det format. Hent den som PDF i stedet." in paper.text
+
+
 async def test_a_foreign_or_unknown_invoice_is_the_404_page_and_so_is_its_pdf(
     db, clock, sealer, portal
 ) -> None:
@@ -596,9 +679,7 @@ async def test_many_users_at_once_each_get_exactly_what_their_grants_and_functio
         (name, invoice, suffix)
         for name in browsers
         for invoice in invoices
-        # Their own invoice's page, and every foreign invoice's page and PDF.
         for suffix in ("", "/pdf")
-        if not (suffix and invoice in allowed[name])
         for _ in range(2)
     ] + [(name, None, "") for name in browsers]
 
@@ -626,6 +707,9 @@ async def test_many_users_at_once_each_get_exactly_what_their_grants_and_functio
                     "outsider": {"10000051", "10000052"},
                 }[name]
             )
+        elif invoice in allowed[name] and suffix == "/pdf":
+            assert answer.status_code == 200, (name, invoice, suffix)
+            assert answer.content.startswith(b"%PDF")
         elif invoice in allowed[name]:
             assert answer.status_code == 200, (name, invoice, suffix)
             assert invoices[invoice] in answer.text
