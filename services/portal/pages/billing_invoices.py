@@ -74,9 +74,11 @@ def number(page: PageContext, value: int) -> str:
     return format_decimal(value, locale=_BABEL_LOCALES[page.language])
 
 
-def day(page: PageContext, value: str | date) -> str:
+def day(page: PageContext, value: str | date, *, short: bool = False) -> str:
+    """`1. november 2026` (or `1. nov. 2026` in a table), `1 November 2026` in English."""
     when = date.fromisoformat(value) if isinstance(value, str) else value
-    pattern = "d. MMMM y" if page.language == "da" else "d MMMM y"
+    month_part = "MMM" if short else "MMMM"
+    pattern = f"d. {month_part} y" if page.language == "da" else f"d {month_part} y"
     return format_date(when, pattern, locale=_BABEL_LOCALES[page.language])
 
 
@@ -237,8 +239,8 @@ def _listed(page: PageContext, row: dict[str, Any]) -> dict[str, Any]:
         "cvr": row["cvr"],
         "account": row["account_number"],
         "period": month(page, row["period_start"]),
-        "issued_on": day(page, row["issued_on"]),
-        "due_on": day(page, row["due_on"]),
+        "issued_on": day(page, row["issued_on"], short=True),
+        "due_on": day(page, row["due_on"], short=True),
         "excl_vat": kroner(page, row["amount_excl_vat_ore"]),
         "incl_vat": kroner(page, row["amount_incl_vat_ore"]),
     }
@@ -255,6 +257,8 @@ async def invoice(page: InvoicesPage, invoice_id: InvoiceId) -> Response:
             **_listed(page, found),
             "period_start": day(page, found["period_start"]),
             "period_end": day(page, found["period_end"]),
+            "issued_on": day(page, found["issued_on"]),
+            "due_on": day(page, found["due_on"]),
             "vat": kroner(page, found["vat_ore"]),
         },
         groups=_grouped(page, found["lines"]),
