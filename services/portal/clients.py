@@ -510,6 +510,13 @@ class Billing:
             params={"format": document_format},
         )
 
+    async def account_invoice_format(self, caller: Caller, account_number: str) -> dict[str, Any]:
+        """How the account receives its invoices (`{format, …}`); needs the `master_data` function."""
+        result: dict[str, Any] = await self.client.call(
+            "GET", f"/v1/accounts/{quote(account_number, safe='')}/invoice-format", caller
+        )
+        return result
+
     async def usage(self, caller: Caller, params: list[tuple[str, str]]) -> dict[str, Any]:
         """`GET /v1/usage`: one page of rows per subscription, category and month, newest first."""
         result: dict[str, Any] = await self.client.call("GET", "/v1/usage", caller, params=params)

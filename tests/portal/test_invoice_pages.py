@@ -441,6 +441,34 @@ async def test_an_e_invoice_is_passed_on_as_billing_wrote_it_and_a_paper_invoice
     assert "Denne faktura findes ikke som e-faktura i det format. Hent den som PDF i stedet." in paper.text
 
 
+async def test_the_xml_link_shows_for_an_account_that_receives_e_invoices_to_a_user_who_may_read_its_format(
+    db, clock, sealer, portal_transport, october_as_oioubl
+) -> None:
+    await company_group(db, clock)
+    reader = await add_user(db, clock, grants={PARENT: "all"}, functions=["invoices", "master_data"])
+    invoices_only = await add_user(db, clock, grants={PARENT: "all"}, functions=["invoices"])
+    paper = invoice_id_for("10000011", NEWEST_INVOICED)
+    link = f"/fakturaer/{october_as_oioubl}/oioubl"
+    async with browser_of(portal_transport) as browser, browser_of(portal_transport) as other:
+        await logged_in(browser, db, sealer, reader)
+        await logged_in(other, db, sealer, invoices_only)
+        e_invoice, on_paper, without = await asyncio.gather(
+            browser.get(f"/fakturaer/{october_as_oioubl}"),
+            browser.get(f"/fakturaer/{paper}"),
+            other.get(f"/fakturaer/{october_as_oioubl}"),
+        )
+        followed = await browser.get(link)
+
+    assert document(e_invoice).xpath("//a[@href=$href]/text()", href=link) == [
+        "Hent e-fakturaen (OIOUBL, XML)"
+    ]
+    assert followed.status_code == 200 and followed.content.startswith(b"<?xml")
+    for page in (on_paper, without):
+        assert page.status_code == 200
+        assert not document(page).xpath("//a[contains(@href, '/oioubl') or contains(@href, '/peppol')]")
+        assert document(page).xpath("//a[contains(@href, '/pdf')]")
+
+
 async def test_a_foreign_or_unknown_invoice_is_the_404_page_and_so_is_its_pdf(
     db, clock, sealer, portal
 ) -> None:

@@ -250,7 +250,7 @@ def _listed(page: PageContext, row: dict[str, Any]) -> dict[str, Any]:
 async def invoice(page: InvoicesPage, invoice_id: InvoiceId) -> Response:
     # An id outside the grants is billing's 404, answered as the portal's 404 page.
     found = await page.services.billing.invoice(page.caller, invoice_id)
-    e_invoice = _e_invoice_format(found)
+    e_invoice = await _e_invoice_format(page, found)
     return page.render(
         "faktura.html",
         invoice={
@@ -266,12 +266,22 @@ async def invoice(page: InvoicesPage, invoice_id: InvoiceId) -> Response:
     )
 
 
-def _e_invoice_format(invoice: dict[str, Any]) -> str | None:
-    """`oioubl` or `peppol` when the invoice went to the account as an e-invoice."""
-    delivery = invoice.get("delivery") or {}
-    chosen = delivery.get("format") if isinstance(delivery, dict) else None
-    chosen = chosen or invoice.get("delivery_format")
-    return chosen if chosen in E_INVOICE_FORMATS else None
+async def _e_invoice_format(page: PageContext, invoice: dict[str, Any]) -> str | None:
+    """`oioubl` or `peppol` when the invoice's account receives e-invoices. The invoice's own
+    delivery is the truth where billing's JSON carries it; else the account's format, which a
+    user with `master_data` may read. A format changed since the invoice was issued makes the
+    download a 409 page in words (billing renders the invoice as issued)."""
+    delivery = invoice.get("delivery")
+    if isinstance(delivery, dict) or "delivery_format" in invoice:
+        issued = delivery.get("format") if isinstance(delivery, dict) else invoice.get("delivery_format")
+        return issued if issued in E_INVOICE_FORMATS else None
+    if page.user is None or "master_data" not in page.user.functions:
+        return None
+    try:
+        chosen = await page.services.billing.account_invoice_format(page.caller, invoice["account_number"])
+    except ServiceProblem:
+        return None  # the link is a convenience; the invoice is shown without it
+    return chosen.get("format") if chosen.get("format") in E_INVOICE_FORMATS else None
 
 
 def _grouped(page: PageContext, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
