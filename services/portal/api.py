@@ -28,9 +28,11 @@ from services.portal.pages import (
     activation,
     apply,
     audit,
+    billing_invoices,
     billing_master_data,
     billing_orders,
     billing_telephony,
+    billing_usage,
     login,
     myprofile,
     password_reset,
@@ -121,6 +123,8 @@ def create_api(
         billing_telephony,
         billing_orders,
         billing_master_data,
+        billing_invoices,
+        billing_usage,
     ):
         app.include_router(pages.router)
     _install_error_pages(app)

@@ -8,6 +8,8 @@ field or a sentence that says what to do next.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -120,6 +122,36 @@ class ServiceClient:
         if response.status_code >= 400:
             raise _problem(response)
         return response
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        caller: Caller,
+        *,
+        params: dict[str, Any] | list[tuple[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """The answer with its body still to be read (`aiter_bytes`), for a download passed on to
+        the browser as it arrives (a CSV export of every row) rather than held whole in memory.
+        Refusals are raised before the body is read, as `exchange` raises them."""
+        request = self._http.build_request(
+            method, path, params=params, headers={**caller.headers(), **(headers or {})}
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(self.name) from exc
+        try:
+            if response.status_code >= 500:
+                raise ServiceUnavailable(self.name)
+            if response.status_code >= 400:
+                await response.aread()
+                raise _problem(response)
+            yield response
+        finally:
+            await response.aclose()
 
 
 def _problem(response: httpx.Response) -> ServiceProblem:
@@ -579,6 +611,48 @@ class Billing:
             headers={"If-Match": etag},
         )
         return response.json(), response.headers.get("etag", "")
+    # --- invoices and usage (S8, S14) ------------------------------------------------------
+
+    async def invoices(self, caller: Caller, params: list[tuple[str, str]]) -> dict[str, Any]:
+        """`GET /v1/invoices` (`cvr`, `account`, `from`, `to`, `cursor`, `limit`): `{items, next_cursor}`,
+        newest first."""
+        result: dict[str, Any] = await self.client.call("GET", "/v1/invoices", caller, params=params)
+        return result
+
+    async def invoice(self, caller: Caller, invoice_id: str) -> dict[str, Any]:
+        """One invoice with its lines; 404 for an id outside the caller's grants."""
+        result: dict[str, Any] = await self.client.call(
+            "GET", f"/v1/invoices/{quote(invoice_id, safe='')}", caller
+        )
+        return result
+
+    async def invoice_document(self, caller: Caller, invoice_id: str, document_format: str) -> httpx.Response:
+        """The invoice as a document (`pdf`, `oioubl`, `peppol`): its bytes, content type and
+        `Content-Disposition`, as billing rendered it."""
+        return await self.client.exchange(
+            "GET",
+            f"/v1/invoices/{quote(invoice_id, safe='')}/document",
+            caller,
+            params={"format": document_format},
+        )
+
+    async def account_invoice_format(self, caller: Caller, account_number: str) -> dict[str, Any]:
+        """How the account receives its invoices (`{format, …}`); needs the `master_data` function."""
+        result: dict[str, Any] = await self.client.call(
+            "GET", f"/v1/accounts/{quote(account_number, safe='')}/invoice-format", caller
+        )
+        return result
+
+    async def usage(self, caller: Caller, params: list[tuple[str, str]]) -> dict[str, Any]:
+        """`GET /v1/usage`: one page of rows per subscription, category and month, newest first."""
+        result: dict[str, Any] = await self.client.call("GET", "/v1/usage", caller, params=params)
+        return result
+
+    def usage_csv(
+        self, caller: Caller, params: list[tuple[str, str]]
+    ) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
+        """Every row of `GET /v1/usage` as CSV, streamed (`format=csv`)."""
+        return self.client.stream("GET", "/v1/usage", caller, params=[*params, ("format", "csv")])
 
 
 @dataclass
