@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -360,6 +360,9 @@ class _InvoicePdf(FPDF):
         self.set_title(f"{self.words['invoice']} {document.number}")
         self.set_author(SELLER.name)
         self.set_lang(document.language)
+        # The document's date, not the moment of rendering: an invoice renders to the same
+        # bytes every time, so a document sent again after a crash is the one sent before.
+        self.set_creation_date(datetime.combine(document.issued_on, time(), tzinfo=UTC))
 
     def header(self) -> None:
         if self.page_no() > 1:  # continuation pages say whose invoice they continue

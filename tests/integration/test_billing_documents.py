@@ -440,6 +440,22 @@ async def test_the_pdf_says_the_invoice_s_lines_and_totals_in_danish_with_danish
     assert line_rows(text, "da") == expected_rows(lines, "da")
 
 
+async def test_an_invoice_renders_to_the_same_pdf_every_time_dated_its_issue_day(
+    reader: httpx.AsyncClient, tokens: Tokens, billing_db: Database
+) -> None:
+    """A document sent again (a delivery retried after a crash) is byte for byte the one the
+    customer may already have, and it is dated the day the invoice was issued."""
+    invoice, _ = await invoice_and_lines(billing_db, october(SOLSIKKE_ACCOUNT))
+    caller = tokens.caller([{"cvr": invoice.cvr, "accounts": "all"}], ["invoices"])
+    path = f"/v1/invoices/{invoice.id}/document"
+    first = await reader.get(path, params={"format": "pdf"}, headers=caller.headers)
+    assert first.status_code == 200, first.text
+    created = PdfReader(io.BytesIO(first.content)).metadata.creation_date
+    assert created is not None and created.date() == invoice.issued_on
+    again = await reader.get(path, params={"format": "pdf"}, headers=caller.headers)
+    assert again.content == first.content
+
+
 async def test_the_pdf_of_an_english_speaking_company_is_in_english(
     reader: httpx.AsyncClient, tokens: Tokens, billing_db: Database
 ) -> None:
