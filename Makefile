@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint chromium fuzz bench bench-invoices bench-documents bench-portal asyncapi clean
+.PHONY: run test lint chromium fuzz bench bench-invoices bench-documents bench-portal bench-portal-invoices asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench-documents: $(STAMP)
 
 bench-portal: $(STAMP)
 	$(BIN)/python -m bench.portal_users $(BENCH_ARGS)
+
+bench-portal-invoices: $(STAMP)
+	$(BIN)/python -m bench.portal_invoices $(BENCH_ARGS)
 
 asyncapi: $(STAMP)
 	$(BIN)/adgang asyncapi
