@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +35,7 @@ from services.billing.documents import (
     document_formats,
     load_document,
     render,
+    unprintable,
 )
 from services.billing.invoicing import month_start
 from services.billing.models import (
@@ -329,6 +330,21 @@ class MasterDataPatch(BaseModel):
     language: Literal["da", "en"] | None = Field(
         default=None, description="The language of the company's invoices, from the next invoice on"
     )
+
+    @field_validator("street", "city")
+    @classmethod
+    def _printable_on_invoices(cls, value: str | None) -> str | None:
+        # Street and city are printed on every invoice and sent in its e-invoice (S10): a
+        # control character would make the e-invoice impossible to render, a format character
+        # (U+202E) would show the reader other text than was stored, and a character outside
+        # the invoice font would print as a gap.
+        character = unprintable(value) if value is not None else None
+        if character is not None:
+            raise ValueError(
+                f"the character {character!r} (U+{ord(character):04X}) cannot be printed on the "
+                "company's invoices; use letters, digits and punctuation of Latin script"
+            )
+        return value
 
 
 class PdfByEmail(BaseModel):

@@ -1,0 +1,109 @@
+"""Attacks on billing's invoice documents (S8, S10, S14): master data that would break or
+garble the documents, and documents that hold up the rest of billing while they render."""
+
+# ruff: noqa: F811 - fixtures are imported from billing_fixtures and used by name
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+import httpx
+import pytest
+from lxml import etree
+from sqlalchemy import update
+
+from services.billing.invoicing import invoice_id_for
+from services.billing.models import Invoice
+from shared.db import Database
+from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
+    Tokens,
+    billing,
+    billing_clock,
+    billing_db,
+    billing_url,
+    tokens,
+)
+from tests.integration.test_billing_documents import (  # noqa: F401 - fixtures
+    NS,
+    OIOUBL_ACCOUNT,
+    PEPPOL_ACCOUNT,
+    READER_TOKEN,
+    bearer,
+    issued,
+    reader,
+    xml_schema,
+)
+
+OCTOBER = date(2026, 10, 1)
+NORDLYS = "37826111"  # the company of the OIOUBL and Peppol accounts
+
+# Text an invoice cannot carry: XML 1.0 refuses control characters outright (the e-invoice
+# could not be rendered at all), a right-to-left override reorders what the PDF shows, and
+# characters outside the shipped font print as gaps.
+UNPRINTABLE = [
+    ("street", "Vestergade\x01 1"),
+    ("city", "Odense\x1b[2J"),
+    ("street", "Vestergade 1\u202e0001 .rn otnoK"),
+    ("city", "Odense \u200b C"),
+    ("street", "公司路 1"),
+    ("city", "Odense 🚀"),
+]
+
+
+async def test_master_data_an_invoice_cannot_print_fired_in_parallel_is_each_refused_naming_the_field(
+    billing: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    admin = tokens.group_admin()
+    read = await billing.get(f"/v1/companies/{NORDLYS}/master-data", headers=admin.headers)
+    assert read.status_code == 200, read.text
+    headers = {**admin.headers, "If-Match": read.headers["etag"]}
+
+    answers = await asyncio.gather(
+        *(
+            billing.patch(f"/v1/companies/{NORDLYS}/master-data", json={field: value}, headers=headers)
+            for field, value in UNPRINTABLE
+        )
+    )
+    for (field, value), answer in zip(UNPRINTABLE, answers, strict=True):
+        assert answer.status_code == 422, (value, answer.text)
+        problem = answer.json()
+        assert problem["errors"][0]["field"] == field, problem
+        assert "cannot be printed on the company's invoices" in problem["errors"][0]["message"], problem
+    after = await billing.get(f"/v1/companies/{NORDLYS}/master-data", headers=admin.headers)
+    assert after.json() == read.json()
+
+    # Danish and other Latin letters, dashes and quotes are printed, so they are taken.
+    fine = await billing.patch(
+        f"/v1/companies/{NORDLYS}/master-data",
+        json={"street": "Ærøvej 2–4, “Gården”", "city": "Łódź-Åbyhøj"},
+        headers=headers,
+    )
+    assert fine.status_code == 200, fine.text
+
+
+@pytest.mark.parametrize(("account", "format"), [(OIOUBL_ACCOUNT, "oioubl"), (PEPPOL_ACCOUNT, "peppol")])
+async def test_an_invoice_stored_with_control_characters_still_renders_valid_e_invoices(
+    reader: httpx.AsyncClient, billing_db: Database, account: str, format: str
+) -> None:
+    """Master data stored before the rule above (migration 0004 copied it into the snapshots)
+    must not make the e-invoice impossible to render: the characters XML cannot carry are left out."""
+    invoice_id = invoice_id_for(account, OCTOBER)
+    async with billing_db.transaction() as session:
+        await session.execute(
+            update(Invoice)
+            .where(Invoice.id == invoice_id)
+            .values(buyer_street="Vestergade\x01 1\x0b", buyer_city="Odense\x1b C")
+        )
+    path = f"/internal/v1/invoices/{invoice_id}/document"
+    answers = await asyncio.gather(
+        *(reader.get(path, params={"format": format}, headers=bearer(READER_TOKEN)) for _ in range(4))
+    )
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        root = etree.fromstring(answer.content)
+        assert xml_schema().validate(root)
+        buyer = root.find("cac:AccountingCustomerParty/cac:Party/cac:PostalAddress", namespaces=NS)
+        assert buyer is not None
+        assert buyer.findtext("cbc:StreetName", namespaces=NS) == "Vestergade 1"
+        assert buyer.findtext("cbc:CityName", namespaces=NS) == "Odense C"
