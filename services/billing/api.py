@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+import anyio
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -34,7 +35,7 @@ from services.billing.documents import (
     Rendered,
     document_formats,
     load_document,
-    render,
+    render_beside_the_loop,
     unprintable,
 )
 from services.billing.invoicing import month_start
@@ -509,7 +510,9 @@ def _settings(s: Subscription) -> SettingsOut:
 # --- routers ----------------------------------------------------------------------------------
 
 
-def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]]) -> APIRouter:
+def reading_router(
+    db: Database, current_access: Callable[..., Awaitable[Access]], renders: anyio.CapacityLimiter
+) -> APIRouter:
     router = APIRouter(responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM})
     Caller = Annotated[Access, Depends(current_access)]
 
@@ -608,14 +611,16 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
         if wanted != "json":
             document = await granted_document(access, invoice_id)
             if wanted == "pdf":
-                return document_response(render(document, "pdf"))  # type: ignore[return-value]
+                return document_response(await render_beside_the_loop(document, "pdf", renders))  # type: ignore[return-value]
             if document.e_invoice_format is None:
                 raise NotAcceptable(
                     f"Invoice {document.number} was issued to an account that receives no e-invoice "
                     f"(its format was {document.delivery_format}). Ask for Accept: application/pdf, or "
                     f"use /v1/invoices/{invoice_id}/document?format=pdf."
                 )
-            return document_response(render(document, document.e_invoice_format))  # type: ignore[return-value]
+            return document_response(  # type: ignore[return-value]
+                await render_beside_the_loop(document, document.e_invoice_format, renders)
+            )
         access.require("invoices")
         async with db.reading() as session:
             query = invoice_query(Invoice.id == invoice_id, access.rows(Invoice.cvr, Invoice.account_number))
@@ -658,7 +663,7 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
         ] = "pdf",
     ) -> Response:
         document = await granted_document(access, invoice_id)
-        return document_response(render(document, format))
+        return document_response(await render_beside_the_loop(document, format, renders))
 
     def usage_where(
         access: Access,
@@ -1060,7 +1065,7 @@ def writing_router(
     return router
 
 
-def internal_router(db: Database, token: str | None) -> APIRouter:
+def internal_router(db: Database, token: str | None, renders: anyio.CapacityLimiter) -> APIRouter:
     """What other services of the platform read from billing, with a bearer token of their own
     (not a user's): the notifier fetches the documents it delivers."""
     router = APIRouter(tags=["internal"], responses={401: PROBLEM, 404: PROBLEM})
@@ -1093,7 +1098,7 @@ def internal_router(db: Database, token: str | None) -> APIRouter:
             document = await load_document(session, invoice_id)
         if document is None:
             raise NotFound(f"There is no invoice {invoice_id}.")
-        return document_response(render(document, format))
+        return document_response(await render_beside_the_loop(document, format, renders))
 
     return router
 
@@ -1118,9 +1123,13 @@ def create_api(
         settings=settings,
         db=db,
     )
-    app.include_router(reading_router(db, current_access))
+    # One limit for users' and the notifier's documents: together they take at most this many threads.
+    renders = anyio.CapacityLimiter(settings.document_render_concurrency)
+    app.include_router(reading_router(db, current_access, renders))
     reader_token = settings.document_reader_token
-    app.include_router(internal_router(db, reader_token.get_secret_value() if reader_token else None))
+    app.include_router(
+        internal_router(db, reader_token.get_secret_value() if reader_token else None, renders)
+    )
     app.include_router(
         writing_router(
             db,

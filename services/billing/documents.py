@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 from babel import Locale
 from babel.dates import format_date
 from babel.numbers import parse_pattern
@@ -230,6 +231,15 @@ def render(document: InvoiceDocument, format: DocumentFormat) -> Rendered:
             + (f", or format={document.e_invoice_format}." if document.e_invoice_format else ".")
         )
     return Rendered(render_ubl(document, format), "application/xml", f"faktura-{document.number}.xml")
+
+
+async def render_beside_the_loop(
+    document: InvoiceDocument, format: DocumentFormat, limiter: anyio.CapacityLimiter
+) -> Rendered:
+    """`render` in a worker thread, at most `limiter`'s number at once. A long invoice's PDF
+    takes seconds of CPU; rendered on the event loop it would stop billing answering anyone
+    else meanwhile, and a user asking for it in parallel could stop billing altogether."""
+    return await anyio.to_thread.run_sync(render, document, format, limiter=limiter)
 
 
 # --- words and numbers --------------------------------------------------------------------

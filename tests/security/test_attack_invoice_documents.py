@@ -6,6 +6,7 @@ garble the documents, and documents that hold up the rest of billing while they 
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import date
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from lxml import etree
 from sqlalchemy import update
 
+from services.billing import documents
 from services.billing.invoicing import invoice_id_for
 from services.billing.models import Invoice
 from shared.db import Database
@@ -27,6 +29,7 @@ from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
 from tests.integration.test_billing_documents import (  # noqa: F401 - fixtures
     NS,
     OIOUBL_ACCOUNT,
+    PAPER_ACCOUNT,
     PEPPOL_ACCOUNT,
     READER_TOKEN,
     bearer,
@@ -107,3 +110,80 @@ async def test_an_invoice_stored_with_control_characters_still_renders_valid_e_i
         assert buyer is not None
         assert buyer.findtext("cbc:StreetName", namespaces=NS) == "Vestergade 1"
         assert buyer.findtext("cbc:CityName", namespaces=NS) == "Odense C"
+
+
+async def test_documents_rendering_in_parallel_leave_billing_answering_meanwhile(
+    reader: httpx.AsyncClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PDF of a long invoice takes seconds to render (about a second per thousand lines): a
+    user asking for it again and again in parallel must not stop billing answering anyone else.
+    Each render here waits until billing has answered /healthz and a user's invoice list,
+    which it can only do while the renders run beside its event loop, not on it."""
+    answered = threading.Event()
+    waited: list[bool] = []
+    real_render_pdf = documents.render_pdf
+
+    def render_pdf_held_until_billing_answered(document: documents.InvoiceDocument) -> bytes:
+        waited.append(answered.wait(timeout=20))  # a deadline, not a pause: set as soon as answered
+        return real_render_pdf(document)
+
+    monkeypatch.setattr(documents, "render_pdf", render_pdf_held_until_billing_answered)
+    admin = tokens.group_admin()
+    invoice_id = invoice_id_for(PAPER_ACCOUNT, OCTOBER)
+
+    async def others_meanwhile() -> None:
+        health = await reader.get("/healthz")
+        listed = await reader.get("/v1/invoices", params={"limit": 5}, headers=admin.headers)
+        assert health.status_code == 200 and listed.status_code == 200, listed.text
+        answered.set()
+
+    pdfs = [
+        reader.get(f"/v1/invoices/{invoice_id}", headers={**admin.headers, "Accept": "application/pdf"}),
+        reader.get(f"/v1/invoices/{invoice_id}/document", params={"format": "pdf"}, headers=admin.headers),
+        reader.get(
+            f"/internal/v1/invoices/{invoice_id}/document", params={"format": "pdf"}, headers=bearer(READER_TOKEN)
+        ),
+    ]
+    *answers, _ = await asyncio.gather(*pdfs, others_meanwhile())
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert answer.content.startswith(b"%PDF-")
+    assert waited == [True, True, True], "a render held billing's event loop: nobody else was answered"
+
+
+async def test_documents_asked_for_in_parallel_render_at_most_the_configured_number_at_once(
+    reader: httpx.AsyncClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve PDFs asked for at once by a user and the notifier: two render side by side (the
+    default `document_render_concurrency`), the others wait their turn, all are answered."""
+    lock = threading.Lock()
+    running: list[int] = [0]
+    most: list[int] = [0]
+    two_at_once = threading.Event()
+    real_render_pdf = documents.render_pdf
+
+    def render_pdf_counted(document: documents.InvoiceDocument) -> bytes:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            if running[0] == 2:
+                two_at_once.set()
+        try:
+            two_at_once.wait(timeout=20)  # the limit lets two run together: they do not queue in one
+            return real_render_pdf(document)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(documents, "render_pdf", render_pdf_counted)
+    admin = tokens.group_admin()
+    invoice_id = invoice_id_for(PAPER_ACCOUNT, OCTOBER)
+    asked = [
+        reader.get(f"/v1/invoices/{invoice_id}/document", headers=admin.headers) for _ in range(6)
+    ] + [
+        reader.get(f"/internal/v1/invoices/{invoice_id}/document", headers=bearer(READER_TOKEN))
+        for _ in range(6)
+    ]
+    answers = await asyncio.gather(*asked)
+    assert [answer.status_code for answer in answers] == [200] * 12
+    assert two_at_once.is_set() and most[0] == 2
