@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from datetime import date
 
 import httpx
@@ -187,3 +188,54 @@ async def test_documents_asked_for_in_parallel_render_at_most_the_configured_num
     answers = await asyncio.gather(*asked)
     assert [answer.status_code for answer in answers] == [200] * 12
     assert two_at_once.is_set() and most[0] == 2
+
+
+ACCEPT_TRICKS = [
+    "application/pdf;q=0",
+    "application/pdf;q=0, application/json;q=0",
+    "*/*",
+    "application/*",
+    "application/pdf;q=inf",
+    "application/pdf;q=nan, application/xml;q=1e309",
+    "application/pdf; charset=\"x, application/json\"",
+    "APPLICATION/PDF ; Q=1",
+    "text/xml;profile=peppol",
+    ",,,;;;=,application/pdf",
+    "a" * 1000,
+]
+
+
+async def test_accept_tricks_and_several_accept_headers_fired_in_parallel_never_open_a_foreign_invoice(
+    reader: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    """S14: whatever `Accept` says, however often it is sent, a colleague limited to two accounts
+    is told of any other invoice exactly what they are told of an id that does not exist."""
+    colleague = tokens.caller([{"cvr": NORDLYS, "accounts": [OIOUBL_ACCOUNT, PEPPOL_ACCOUNT]}], ["invoices"])
+    foreign = [invoice_id_for(PAPER_ACCOUNT, OCTOBER), invoice_id_for("10000051", OCTOBER), str(uuid.uuid4())]
+    planned: list[tuple[str, list[tuple[str, str]]]] = []
+    for invoice_id in foreign:
+        for accept in ACCEPT_TRICKS:
+            planned.append((invoice_id, [("Accept", accept)]))
+        planned.append((invoice_id, [("Accept", "application/json"), ("Accept", "application/pdf")]))
+        planned.append((invoice_id, [("Accept", "application/pdf"), ("Accept", "application/xml")]))
+    answers = await asyncio.gather(
+        *(
+            reader.get(f"/v1/invoices/{invoice_id}", headers=[*colleague.headers.items(), *accepts])
+            for invoice_id, accepts in planned
+        )
+    )
+    bodies = set()
+    for (invoice_id, accepts), answer in zip(planned, answers, strict=True):
+        assert answer.status_code in (404, 422), (invoice_id, accepts, answer.text)
+        assert not answer.content.startswith((b"%PDF", b"<?xml")), (invoice_id, accepts)
+        if answer.status_code == 404:
+            body = answer.json()
+            body.pop("instance")
+            bodies.add(tuple(sorted(body.items())))
+    assert len(bodies) == 1  # a foreign invoice says exactly what a missing one says
+
+    own = invoice_id_for(OIOUBL_ACCOUNT, OCTOBER)
+    refused_pdf = await reader.get(
+        f"/v1/invoices/{own}", headers={**colleague.headers, "Accept": "application/pdf;q=0, application/json"}
+    )
+    assert refused_pdf.status_code == 200 and refused_pdf.json()["id"] == own
