@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from datetime import date
+from datetime import date, timedelta
 
 import httpx
 import pytest
@@ -16,9 +16,12 @@ from lxml import etree
 from sqlalchemy import update
 
 from services.billing import documents
+from services.billing.access import revocation_handlers
 from services.billing.invoicing import invoice_id_for
 from services.billing.models import Invoice
+from shared.clock import FrozenClock
 from shared.db import Database
+from shared.events import UserDisabled, UserGrantsChanged
 from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     Tokens,
     billing,
@@ -27,6 +30,7 @@ from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     billing_url,
     tokens,
 )
+from tests.integration.test_activation import envelope_of
 from tests.integration.test_billing_documents import (  # noqa: F401 - fixtures
     NS,
     OIOUBL_ACCOUNT,
@@ -239,3 +243,47 @@ async def test_accept_tricks_and_several_accept_headers_fired_in_parallel_never_
         f"/v1/invoices/{own}", headers={**colleague.headers, "Accept": "application/pdf;q=0, application/json"}
     )
     assert refused_pdf.status_code == 200 and refused_pdf.json()["id"] == own
+
+
+async def test_tokens_of_a_disabled_or_narrowed_user_open_no_document_however_many_are_fired_at_once(
+    reader: httpx.AsyncClient, tokens: Tokens, billing_db: Database, billing_clock: FrozenClock
+) -> None:
+    """S12, S14: an access token is valid for minutes; a user disabled, or narrowed to fewer
+    accounts, meanwhile reads no document with the token they still hold."""
+    disabled_id, narrowed_id = str(uuid.uuid4()), str(uuid.uuid4())
+    grant = [{"cvr": NORDLYS, "accounts": [OIOUBL_ACCOUNT, PEPPOL_ACCOUNT]}]
+    disabled = tokens.caller(grant, ["invoices"], user_id=disabled_id)
+    narrowed = tokens.caller(grant, ["invoices"], user_id=narrowed_id)
+    invoice_id = invoice_id_for(PEPPOL_ACCOUNT, OCTOBER)
+    handlers = revocation_handlers(billing_clock)
+    billing_clock.advance(timedelta(seconds=2))
+    for event in (
+        UserDisabled(user_id=uuid.UUID(disabled_id), tenant_cvr=NORDLYS, disabled_at=billing_clock.now()),
+        UserGrantsChanged(
+            user_id=uuid.UUID(narrowed_id),
+            tenant_cvr=NORDLYS,
+            grants=[{"cvr": NORDLYS, "accounts": [OIOUBL_ACCOUNT]}],
+            functions=["invoices"],
+            changed_at=billing_clock.now(),
+        ),
+    ):
+        envelope = envelope_of(event, billing_clock)
+        async with billing_db.transaction() as session:
+            await handlers[envelope.type](session, envelope)
+
+    requests = [
+        (f"/v1/invoices/{invoice_id}", {"Accept": "application/pdf"}, {}),
+        (f"/v1/invoices/{invoice_id}", {"Accept": "application/xml"}, {}),
+        (f"/v1/invoices/{invoice_id}/document", {}, {"format": "pdf"}),
+        (f"/v1/invoices/{invoice_id}/document", {}, {"format": "peppol"}),
+    ]
+    planned = [(caller, *request) for caller in (disabled, narrowed) for request in requests] * 3
+    answers = await asyncio.gather(
+        *(
+            reader.get(path, headers={**caller.headers, **headers}, params=params)
+            for caller, path, headers, params in planned
+        )
+    )
+    for (_, path, headers, params), answer in zip(planned, answers, strict=True):
+        assert answer.status_code == 401, (path, headers, params, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
