@@ -1,5 +1,8 @@
 """Attacks on the notifier's delivery of invoice documents (S10): what billing (or whoever
-answers at its address) sends back is taken only within bounds."""
+answers at its address) sends back is taken only within bounds, and an invoice announced again
+with another delivery is not delivered a second time."""
+
+# ruff: noqa: F811 - fixtures are imported from test_invoice_delivery and used by name
 
 from __future__ import annotations
 
@@ -12,7 +15,23 @@ import pytest
 from pydantic import SecretStr
 
 from services.notifier.documents import BillingDocuments
+from services.notifier.sinks import read_mail
 from services.notifier.transports import PermanentDeliveryError
+from shared.events import InvoiceDelivery
+from tests.integration.test_invoice_delivery import (  # noqa: F401 - fixtures
+    OIOUBL,
+    PAPER,
+    PDF_EMAIL,
+    BillingStandIn,
+    Notifier,
+    billing,
+    database_url,
+    db,
+    issued,
+    mail_root,
+    notifier,
+    spooled,
+)
 
 MIB = 1024 * 1024
 TOKEN = SecretStr("document-reader-" + "x" * 32)
@@ -74,3 +93,32 @@ async def test_a_document_within_the_limit_is_taken_whole() -> None:
     ) as documents:
         pdf = await documents.fetch(uuid.uuid4(), "pdf")
     assert pdf.startswith(b"%PDF-") and len(pdf) == 3 * MIB + 9
+
+
+@pytest.mark.parametrize("first", [OIOUBL, PAPER, PDF_EMAIL], ids=["oioubl", "paper", "pdf_email"])
+async def test_an_invoice_announced_again_with_another_delivery_is_delivered_once_as_first_announced(
+    notifier: Notifier, billing: BillingStandIn, mail_root: tuple, first: InvoiceDelivery
+) -> None:
+    """An issued invoice's delivery never changes (billing keeps it in the invoice's snapshot),
+    so an InvoiceIssued for the same invoice with another delivery is a forgery or a mistake:
+    mailing the invoice's PDF to the address it names would send the company's invoice to a
+    stranger. The copies arrive at once, at two workers; one delivery, as first announced."""
+    invoice = issued(first)
+    billing.issue(invoice)
+    await notifier.receive(invoice)
+    stranger = InvoiceDelivery(format="pdf_email", email="stranger@evil.example")
+    others = [
+        invoice.model_copy(update={"delivery": delivery})
+        for delivery in (stranger, OIOUBL, PAPER, PDF_EMAIL)
+        if delivery != first
+    ]
+    other_worker = notifier.restarted()
+    await asyncio.gather(*(worker.receive(copy) for worker, copy in zip([notifier, other_worker, notifier], others, strict=True)))
+
+    [delivery] = await notifier.deliveries()
+    assert delivery.kind == f"invoice_{first.format}"
+    await notifier.dispatcher.dispatch_due()
+    assert read_mail(mail_root[0], "stranger@evil.example") == []
+    expected_mail = 1 if first.format == "pdf_email" else 0
+    assert len(read_mail(mail_root[0], "bogholderi@solsikke.example.dk")) == expected_mail
+    assert len(spooled(notifier)) == 1 - expected_mail
