@@ -53,7 +53,7 @@ from services.billing.telephony import effective_settings
 from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.messaging import Outbox
-from shared.problems import MEDIA_TYPE, InvalidField, NotFound, Problem, Unauthenticated
+from shared.problems import MEDIA_TYPE, Forbidden, InvalidField, NotFound, Problem, Unauthenticated
 from shared.ratelimit import client_address
 from shared.validation import CvrNumber, DanishPhone, EmailAddress, Gln, normalise_cvr, normalise_gln
 from shared.web import create_app
@@ -1068,7 +1068,7 @@ def writing_router(
 def internal_router(db: Database, token: str | None, renders: anyio.CapacityLimiter) -> APIRouter:
     """What other services of the platform read from billing, with a bearer token of their own
     (not a user's): the notifier fetches the documents it delivers."""
-    router = APIRouter(tags=["internal"], responses={401: PROBLEM, 404: PROBLEM})
+    router = APIRouter(tags=["internal"], responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM})
 
     @router.get(
         "/internal/v1/invoices/{invoice_id}/document",
@@ -1086,6 +1086,14 @@ def internal_router(db: Database, token: str | None, renders: anyio.CapacityLimi
             raise NotFound(
                 "internal document reading is not enabled: set ADGANG_BILLING_DOCUMENT_READER_TOKEN "
                 "on billing to let the notifier read invoice documents."
+            )
+        if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+            # Only the reverse proxy in front of the APIs adds these, and through it the internet
+            # reaches billing: a reader token that leaked must not open every company's invoices
+            # from there. The notifier calls billing directly (ADGANG_NOTIFIER_BILLING_URL).
+            raise Forbidden(
+                "Invoice documents are read on this path only inside the platform's network, not "
+                "through the reverse proxy: point ADGANG_NOTIFIER_BILLING_URL at billing directly."
             )
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         # Constant time, so the answer's timing does not tell how much of a guess was right.

@@ -287,3 +287,30 @@ async def test_tokens_of_a_disabled_or_narrowed_user_open_no_document_however_ma
     for (_, path, headers, params), answer in zip(planned, answers, strict=True):
         assert answer.status_code == 401, (path, headers, params, answer.text)
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+PROXIED = [
+    {"X-Forwarded-For": "203.0.113.7"},
+    {"x-forwarded-for": "10.0.0.2, 203.0.113.7"},
+    {"Forwarded": "for=203.0.113.7;proto=https"},
+    {"X-Forwarded-For": ""},
+]
+
+
+async def test_the_internal_document_route_refuses_requests_through_the_reverse_proxy_even_with_the_token(
+    reader: httpx.AsyncClient,
+) -> None:
+    """The notifier calls billing inside the platform's network; the reverse proxy in front of
+    the APIs (which adds X-Forwarded-For or Forwarded) is how the internet reaches billing. A
+    reader token that leaked must not open every company's invoices from there."""
+    path = f"/internal/v1/invoices/{invoice_id_for(PAPER_ACCOUNT, OCTOBER)}/document"
+    planned = [{**bearer(READER_TOKEN), **headers} for headers in PROXIED] * 3 + [bearer(READER_TOKEN)] * 3
+    answers = await asyncio.gather(*(reader.get(path, headers=headers) for headers in planned))
+    for headers, answer in zip(planned, answers, strict=True):
+        if len(headers) == 1:
+            assert answer.status_code == 200 and answer.content.startswith(b"%PDF-"), answer.text
+            continue
+        assert answer.status_code == 403, (headers, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "inside the platform's network" in answer.json()["detail"]
+        assert not answer.content.startswith(b"%PDF")
