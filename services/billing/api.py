@@ -1131,12 +1131,14 @@ def create_api(
         settings=settings,
         db=db,
     )
-    # One limit for users' and the notifier's documents: together they take at most this many threads.
-    renders = anyio.CapacityLimiter(settings.document_render_concurrency)
-    app.include_router(reading_router(db, current_access, renders))
+    # Users' documents and the notifier's each have their own render slots: a user asking for
+    # long invoices in parallel must not hold up the delivery of every company's invoices.
+    user_renders = anyio.CapacityLimiter(settings.document_render_concurrency)
+    notifier_renders = anyio.CapacityLimiter(settings.document_render_concurrency)
+    app.include_router(reading_router(db, current_access, user_renders))
     reader_token = settings.document_reader_token
     app.include_router(
-        internal_router(db, reader_token.get_secret_value() if reader_token else None, renders)
+        internal_router(db, reader_token.get_secret_value() if reader_token else None, notifier_renders)
     )
     app.include_router(
         writing_router(

@@ -42,6 +42,7 @@ from tests.integration.test_billing_documents import (  # noqa: F401 - fixtures
     reader,
     xml_schema,
 )
+from tests.support.waiting import wait_until_async
 
 OCTOBER = date(2026, 10, 1)
 NORDLYS = "37826111"  # the company of the OIOUBL and Peppol accounts
@@ -159,8 +160,8 @@ async def test_documents_rendering_in_parallel_leave_billing_answering_meanwhile
 async def test_documents_asked_for_in_parallel_render_at_most_the_configured_number_at_once(
     reader: httpx.AsyncClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Twelve PDFs asked for at once by a user and the notifier: two render side by side (the
-    default `document_render_concurrency`), the others wait their turn, all are answered."""
+    """Twelve PDFs asked for at once by a user: two render side by side (the default
+    `document_render_concurrency`), the others wait their turn, all are answered."""
     lock = threading.Lock()
     running: list[int] = [0]
     most: list[int] = [0]
@@ -183,10 +184,8 @@ async def test_documents_asked_for_in_parallel_render_at_most_the_configured_num
     monkeypatch.setattr(documents, "render_pdf", render_pdf_counted)
     admin = tokens.group_admin()
     invoice_id = invoice_id_for(PAPER_ACCOUNT, OCTOBER)
-    asked = [
-        reader.get(f"/v1/invoices/{invoice_id}/document", headers=admin.headers) for _ in range(6)
-    ] + [
-        reader.get(f"/internal/v1/invoices/{invoice_id}/document", headers=bearer(READER_TOKEN))
+    asked = [reader.get(f"/v1/invoices/{invoice_id}/document", headers=admin.headers) for _ in range(6)] + [
+        reader.get(f"/v1/invoices/{invoice_id}", headers={**admin.headers, "Accept": "application/pdf"})
         for _ in range(6)
     ]
     answers = await asyncio.gather(*asked)
@@ -314,3 +313,50 @@ async def test_the_internal_document_route_refuses_requests_through_the_reverse_
         assert answer.headers["content-type"] == "application/problem+json"
         assert "inside the platform's network" in answer.json()["detail"]
         assert not answer.content.startswith(b"%PDF")
+
+
+async def test_a_user_flooding_billing_with_document_requests_does_not_hold_up_the_notifiers_deliveries(
+    reader: httpx.AsyncClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user may keep every render slot busy with long invoices asked for in parallel; the
+    notifier's reads, which deliver every company's invoices, have slots of their own. Here
+    the user's renders wait until the notifier has its document, which it only gets if it did
+    not have to wait for them."""
+    notifier_served = threading.Event()
+    lock = threading.Lock()
+    user_renders: list[bool] = []
+    real_render_pdf = documents.render_pdf
+
+    def user_renders_wait_for_the_notifier(document: documents.InvoiceDocument) -> bytes:
+        if document.account_number == PAPER_ACCOUNT:  # the user's; the notifier's is another
+            with lock:
+                user_renders.append(False)
+            served = notifier_served.wait(timeout=20)  # a deadline: set once the notifier is served
+            with lock:
+                user_renders[user_renders.index(False)] = served
+        return real_render_pdf(document)
+
+    monkeypatch.setattr(documents, "render_pdf", user_renders_wait_for_the_notifier)
+    admin = tokens.group_admin()
+    flood = [
+        reader.get(f"/v1/invoices/{invoice_id_for(PAPER_ACCOUNT, OCTOBER)}/document", headers=admin.headers)
+        for _ in range(6)
+    ]
+
+    async def notifier_reads() -> httpx.Response:
+        # Once the user's requests hold the render slots they can take (two, by default).
+        async def slots_taken() -> bool:
+            return len(user_renders) >= 2
+
+        await wait_until_async(slots_taken, deadline_s=20, what="the user's renders to take the slots")
+        answer = await reader.get(
+            f"/internal/v1/invoices/{invoice_id_for(OIOUBL_ACCOUNT, OCTOBER)}/document",
+            headers=bearer(READER_TOKEN),
+        )
+        notifier_served.set()
+        return answer
+
+    *answers, notifier_answer = await asyncio.gather(*flood, notifier_reads())
+    assert notifier_answer.status_code == 200 and notifier_answer.content.startswith(b"%PDF-")
+    assert [answer.status_code for answer in answers] == [200] * 6
+    assert len(user_renders) == 6 and all(user_renders), "the notifier's document waited behind the user's"
