@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+import anyio
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,7 +35,8 @@ from services.billing.documents import (
     Rendered,
     document_formats,
     load_document,
-    render,
+    render_beside_the_loop,
+    unprintable,
 )
 from services.billing.invoicing import month_start
 from services.billing.models import (
@@ -51,7 +53,7 @@ from services.billing.telephony import effective_settings
 from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.messaging import Outbox
-from shared.problems import MEDIA_TYPE, InvalidField, NotFound, Problem, Unauthenticated
+from shared.problems import MEDIA_TYPE, Forbidden, InvalidField, NotFound, Problem, Unauthenticated
 from shared.ratelimit import client_address
 from shared.validation import CvrNumber, DanishPhone, EmailAddress, Gln, normalise_cvr, normalise_gln
 from shared.web import create_app
@@ -330,6 +332,21 @@ class MasterDataPatch(BaseModel):
         default=None, description="The language of the company's invoices, from the next invoice on"
     )
 
+    @field_validator("street", "city")
+    @classmethod
+    def _printable_on_invoices(cls, value: str | None) -> str | None:
+        # Street and city are printed on every invoice and sent in its e-invoice (S10): a
+        # control character would make the e-invoice impossible to render, a format character
+        # (U+202E) would show the reader other text than was stored, and a character outside
+        # the invoice font would print as a gap.
+        character = unprintable(value) if value is not None else None
+        if character is not None:
+            raise ValueError(
+                f"the character {character!r} (U+{ord(character):04X}) cannot be printed on the "
+                "company's invoices; use letters, digits and punctuation of Latin script"
+            )
+        return value
+
 
 class PdfByEmail(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -493,7 +510,9 @@ def _settings(s: Subscription) -> SettingsOut:
 # --- routers ----------------------------------------------------------------------------------
 
 
-def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]]) -> APIRouter:
+def reading_router(
+    db: Database, current_access: Callable[..., Awaitable[Access]], renders: anyio.CapacityLimiter
+) -> APIRouter:
     router = APIRouter(responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM})
     Caller = Annotated[Access, Depends(current_access)]
 
@@ -592,14 +611,16 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
         if wanted != "json":
             document = await granted_document(access, invoice_id)
             if wanted == "pdf":
-                return document_response(render(document, "pdf"))  # type: ignore[return-value]
+                return document_response(await render_beside_the_loop(document, "pdf", renders))  # type: ignore[return-value]
             if document.e_invoice_format is None:
                 raise NotAcceptable(
                     f"Invoice {document.number} was issued to an account that receives no e-invoice "
                     f"(its format was {document.delivery_format}). Ask for Accept: application/pdf, or "
                     f"use /v1/invoices/{invoice_id}/document?format=pdf."
                 )
-            return document_response(render(document, document.e_invoice_format))  # type: ignore[return-value]
+            return document_response(  # type: ignore[return-value]
+                await render_beside_the_loop(document, document.e_invoice_format, renders)
+            )
         access.require("invoices")
         async with db.reading() as session:
             query = invoice_query(Invoice.id == invoice_id, access.rows(Invoice.cvr, Invoice.account_number))
@@ -642,7 +663,7 @@ def reading_router(db: Database, current_access: Callable[..., Awaitable[Access]
         ] = "pdf",
     ) -> Response:
         document = await granted_document(access, invoice_id)
-        return document_response(render(document, format))
+        return document_response(await render_beside_the_loop(document, format, renders))
 
     def usage_where(
         access: Access,
@@ -1044,10 +1065,10 @@ def writing_router(
     return router
 
 
-def internal_router(db: Database, token: str | None) -> APIRouter:
+def internal_router(db: Database, token: str | None, renders: anyio.CapacityLimiter) -> APIRouter:
     """What other services of the platform read from billing, with a bearer token of their own
     (not a user's): the notifier fetches the documents it delivers."""
-    router = APIRouter(tags=["internal"], responses={401: PROBLEM, 404: PROBLEM})
+    router = APIRouter(tags=["internal"], responses={401: PROBLEM, 403: PROBLEM, 404: PROBLEM})
 
     @router.get(
         "/internal/v1/invoices/{invoice_id}/document",
@@ -1066,6 +1087,14 @@ def internal_router(db: Database, token: str | None) -> APIRouter:
                 "internal document reading is not enabled: set ADGANG_BILLING_DOCUMENT_READER_TOKEN "
                 "on billing to let the notifier read invoice documents."
             )
+        if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+            # Only the reverse proxy in front of the APIs adds these, and through it the internet
+            # reaches billing: a reader token that leaked must not open every company's invoices
+            # from there. The notifier calls billing directly (ADGANG_NOTIFIER_BILLING_URL).
+            raise Forbidden(
+                "Invoice documents are read on this path only inside the platform's network, not "
+                "through the reverse proxy: point ADGANG_NOTIFIER_BILLING_URL at billing directly."
+            )
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         # Constant time, so the answer's timing does not tell how much of a guess was right.
         if not (scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())):
@@ -1077,7 +1106,7 @@ def internal_router(db: Database, token: str | None) -> APIRouter:
             document = await load_document(session, invoice_id)
         if document is None:
             raise NotFound(f"There is no invoice {invoice_id}.")
-        return document_response(render(document, format))
+        return document_response(await render_beside_the_loop(document, format, renders))
 
     return router
 
@@ -1102,9 +1131,15 @@ def create_api(
         settings=settings,
         db=db,
     )
-    app.include_router(reading_router(db, current_access))
+    # Users' documents and the notifier's each have their own render slots: a user asking for
+    # long invoices in parallel must not hold up the delivery of every company's invoices.
+    user_renders = anyio.CapacityLimiter(settings.document_render_concurrency)
+    notifier_renders = anyio.CapacityLimiter(settings.document_render_concurrency)
+    app.include_router(reading_router(db, current_access, user_renders))
     reader_token = settings.document_reader_token
-    app.include_router(internal_router(db, reader_token.get_secret_value() if reader_token else None))
+    app.include_router(
+        internal_router(db, reader_token.get_secret_value() if reader_token else None, notifier_renders)
+    )
     app.include_router(
         writing_router(
             db,

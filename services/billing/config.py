@@ -33,6 +33,16 @@ class BillingSettings(VerifiesAccessTokens):
         default=None, min_length=32, description="Bearer token (32 characters or more) with which the notifier reads invoice documents "
         "at /internal/v1/invoices/<id>/document; unset, that path answers 404."
     )
+    # Documents render in worker threads beside the event loop, this many at once for users and
+    # as many for the notifier: more asking at the same time wait their turn instead of taking
+    # all threads (and the CPU) from the API, and users never hold up the notifier's deliveries.
+    document_render_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="How many invoice documents (PDF, OIOUBL, Peppol) billing renders at once for "
+        "users, and as many for the notifier; about the number of CPU cores billing may use for each.",
+    )
     # Orders (S9): how often received orders are provisioned.
     order_fulfilment_interval_s: float = Field(default=2.0, gt=0)
 

@@ -12,6 +12,8 @@ cairo), embeds and subsets TrueType fonts, so the shipped DejaVu Sans renders æ
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,9 +22,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 from babel import Locale
 from babel.dates import format_date
 from babel.numbers import parse_pattern
+from fontTools.ttLib import TTFont
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from lxml import etree
@@ -36,6 +40,23 @@ from shared.problems import Problem
 
 DocumentFormat = Literal["pdf", "oioubl", "peppol"]
 FONTS = Path(__file__).parent / "fonts"
+FONT_FILES = ("DejaVuSans-Latin.ttf", "DejaVuSans-Bold-Latin.ttf")
+# The characters both shipped fonts have glyphs for; any other would print as a gap.
+PRINTABLE = frozenset.intersection(
+    *(frozenset(TTFont(FONTS / name).getBestCmap()) for name in FONT_FILES)
+)
+# What XML 1.0 cannot carry at all (lxml refuses the whole document if a text holds one).
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def unprintable(text: str) -> str | None:
+    """The first character of `text` an invoice cannot carry, None if there is none: a control
+    or format character (XML refuses the former; the latter, like U+202E, reorders what a
+    reader sees) or one the shipped fonts have no glyph for."""
+    for character in text:
+        if unicodedata.category(character).startswith("C") or ord(character) not in PRINTABLE:
+            return character
+    return None
 
 
 @dataclass(frozen=True)
@@ -212,6 +233,15 @@ def render(document: InvoiceDocument, format: DocumentFormat) -> Rendered:
     return Rendered(render_ubl(document, format), "application/xml", f"faktura-{document.number}.xml")
 
 
+async def render_beside_the_loop(
+    document: InvoiceDocument, format: DocumentFormat, limiter: anyio.CapacityLimiter
+) -> Rendered:
+    """`render` in a worker thread, at most `limiter`'s number at once. A long invoice's PDF
+    takes seconds of CPU; rendered on the event loop it would stop billing answering anyone
+    else meanwhile, and a user asking for it in parallel could stop billing altogether."""
+    return await anyio.to_thread.run_sync(render, document, format, limiter=limiter)
+
+
 # --- words and numbers --------------------------------------------------------------------
 
 LOCALES = {"da": "da_DK", "en": "en_GB"}
@@ -355,8 +385,9 @@ class _InvoicePdf(FPDF):
         self.words = words(document.language)
         self.set_margins(15, 15, 15)
         self.set_auto_page_break(True, margin=22)
-        self.add_font("DejaVu", "", str(FONTS / "DejaVuSans-Latin.ttf"))
-        self.add_font("DejaVu", "B", str(FONTS / "DejaVuSans-Bold-Latin.ttf"))
+        regular, bold = FONT_FILES
+        self.add_font("DejaVu", "", str(FONTS / regular))
+        self.add_font("DejaVu", "B", str(FONTS / bold))
         self.set_title(f"{self.words['invoice']} {document.number}")
         self.set_author(SELLER.name)
         self.set_lang(document.language)
@@ -533,7 +564,9 @@ class _Ubl:
 
     def basic(self, parent: Any, name: str, text: str, **attributes: str) -> Any:
         element = etree.SubElement(parent, f"{{{CBC}}}{name}", {k: v for k, v in attributes.items() if v})
-        element.text = text
+        # Master data stored before it was checked (`unprintable`) may hold characters XML
+        # cannot carry; left out, the rest of the e-invoice is still the invoice as issued.
+        element.text = NOT_XML.sub("", text)
         return element
 
     def money(self, parent: Any, name: str, ore: int) -> Any:

@@ -55,6 +55,14 @@ class NotifierSettings(VerifiesAccessTokens):
     billing_timeout_s: float = Field(
         default=10.0, gt=0, description="Timeout of one request for a document to billing, in seconds."
     )
+    billing_document_max_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024 * 1024,
+        description=(
+            "The largest invoice document taken from billing, in bytes; a larger answer is read no "
+            "further and its delivery fails, saying so."
+        ),
+    )
     einvoice_transport: Literal["spool", "http"] = Field(
         default="spool",
         description=(

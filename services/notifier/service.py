@@ -13,8 +13,9 @@ Billing's events name a company or a user id, not an address: their emails (S8, 
 addressed through the recipient directory (`directory.py`) when they are recorded.
 
 An issued invoice's document is delivered as the event's `delivery` says (S10): a PDF by
-email, an OIOUBL or Peppol e-invoice, or a PDF to the print spool; one delivery per invoice,
-its source id derived from the invoice id and the kind (`invoice_document_id`).
+email, an OIOUBL or Peppol e-invoice, or a PDF to the print spool; one delivery per invoice
+whatever its announcements say, its source id derived from the invoice id alone
+(`invoice_document_id`).
 """
 
 from __future__ import annotations
@@ -237,8 +238,8 @@ async def record_invoice_document(session: AsyncSession, envelope: Envelope, clo
     """Handler for `InvoiceIssued` with a `delivery`: one delivery of the invoice's document
     as the account chose when the invoice was issued (S10; the event carries that choice, so a
     format changed later applies from the next invoice). Its source id is derived from the
-    invoice id and the kind, so a redelivered event, or the same invoice announced again,
-    adds none. An invoice without `delivery` (issued before documents were delivered) gets
+    invoice id alone, so a redelivered event, or the same invoice announced again (with any
+    delivery), adds none. An invoice without `delivery` (issued before documents were delivered) gets
     only the `invoice_ready` emails."""
     event = envelope.event
     assert isinstance(event, InvoiceIssued)
@@ -246,11 +247,31 @@ async def record_invoice_document(session: AsyncSession, envelope: Envelope, clo
         return
     kind, channel = INVOICE_DOCUMENT_KINDS[event.delivery.format]
     recipient = invoice_document_recipient(event)
+    source_event_id = invoice_document_id(event.invoice_id)
+    # An issued invoice's delivery never changes (billing keeps it in the invoice's snapshot):
+    # an announcement of it with another one is a mistake or a forgery, and following it would
+    # send the company's invoice to whoever it names. Its first delivery stands.
+    first = (
+        await session.execute(
+            select(Delivery.kind, Delivery.recipient).where(Delivery.source_event_id == source_event_id)
+        )
+    ).first()
+    if first is not None and tuple(first) != (kind, recipient):
+        log.warning(
+            "invoice %s was announced again with another delivery (%s to %s); its document is "
+            "delivered once, as first announced (%s to %s)",
+            event.invoice_id,
+            kind,
+            recipient,
+            first.kind,
+            first.recipient,
+        )
+        return
     await _record(
         session,
         envelope,
         clock,
-        source_event_id=invoice_document_id(event.invoice_id, kind),
+        source_event_id=source_event_id,
         kind=kind,
         channel=channel,
         recipient=recipient,
@@ -266,9 +287,10 @@ async def record_invoice_issued(session: AsyncSession, envelope: Envelope, clock
     await record_invoice_document(session, envelope, clock)
 
 
-def invoice_document_id(invoice_id: uuid.UUID, kind: str) -> str:
-    """The source id of the delivery of an invoice's document by `kind`."""
-    return str(uuid.uuid5(INVOICE_DOCUMENT_NAMESPACE, f"{invoice_id}/{kind}"))
+def invoice_document_id(invoice_id: uuid.UUID) -> str:
+    """The source id of the delivery of an invoice's document: one per invoice, however it is
+    announced (the database's unique source id keeps racing announcements to one)."""
+    return str(uuid.uuid5(INVOICE_DOCUMENT_NAMESPACE, f"{invoice_id}/document"))
 
 
 def invoice_document_recipient(event: InvoiceIssued) -> str:

@@ -95,7 +95,10 @@ def einvoice_transport(settings: NotifierSettings) -> EinvoiceTransport:
 
 def billing_documents(settings: NotifierSettings) -> BillingDocuments:
     return BillingDocuments(
-        url=settings.billing_url, token=settings.billing_document_token, timeout=settings.billing_timeout_s
+        url=settings.billing_url,
+        token=settings.billing_document_token,
+        timeout=settings.billing_timeout_s,
+        max_bytes=settings.billing_document_max_bytes,
     )
 
 
