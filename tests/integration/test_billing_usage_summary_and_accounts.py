@@ -123,12 +123,13 @@ async def test_the_usage_summary_refuses_what_the_usage_list_refuses_in_the_same
     assert refused.status_code == 403 and "'invoices'" in refused.json()["detail"]
 
 
-async def test_the_usage_summary_is_planned_on_the_usage_index_of_the_company_or_of_the_accounts(
+async def test_the_usage_summary_is_planned_on_a_usage_index_of_the_company_or_of_the_accounts(
     billing_db: Database,
 ) -> None:
-    """The summary's own statement, explained: a whole company's by `ix_usage_records_cvr_period`,
-    a few accounts' by `ix_usage_records_account_period`. (PostgreSQL would scan the small demo
-    table whole; with sequential scans off, its plan shows the index serves the query.)"""
+    """The summary's own statement, explained: a whole company's by the covering
+    `ix_usage_records_cvr_period_sums` (migration 0005), a few accounts' by
+    `ix_usage_records_account_period`. (PostgreSQL would scan the small demo table whole; with
+    sequential scans off, its plan shows the index serves the query.)"""
     whole = Access("u", frozenset({"invoices"}), frozenset(GROUP), {})
     limited = Access("u", frozenset({"invoices"}), frozenset(), {SUBSIDIARY: frozenset(COLLEAGUE_ACCOUNTS)})
     plans = {}
@@ -143,7 +144,7 @@ async def test_the_usage_summary_is_planned_on_the_usage_index_of_the_company_or
             statement = usage_sums(where).compile(connection.sync_connection, compile_kwargs={"literal_binds": True})
             explain = ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + str(statement)
             plans[name] = "\n".join(str(row) for row in (await session.execute(text(explain))).all())
-    assert "ix_usage_records_cvr_period" in plans["whole"], plans["whole"]
+    assert "ix_usage_records_cvr_period_sums" in plans["whole"], plans["whole"]
     assert "ix_usage_records_account_period" in plans["limited"], plans["limited"]
 
 
