@@ -22,7 +22,7 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
-from sqlalchemy import ColumnElement, select, tuple_
+from sqlalchemy import ColumnElement, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.access import Access, bearer_access, revocation_check
@@ -40,6 +40,7 @@ from services.billing.documents import (
 )
 from services.billing.invoicing import month_start
 from services.billing.models import (
+    Account,
     Customer,
     Invoice,
     InvoiceLine,
@@ -244,6 +245,43 @@ class UsageOut(BaseModel):
 
 class UsagePage(Page):
     items: list[UsageOut]
+
+
+class UsageSumOut(BaseModel):
+    period: date = Field(description="The first day of the month")
+    category: str
+    unit: str
+    quantity: int = Field(description="The sum of the month's rows of this category")
+    amount_ore: int = Field(description="The sum of the month's rows of this category")
+
+
+class UsageSummary(BaseModel):
+    items: list[UsageSumOut] = Field(description="Oldest month first, then by category and unit")
+
+
+class InvoiceAddressOut(BaseModel):
+    """Where the account's invoices go: only the chosen format's fields are set."""
+
+    email: str | None = None
+    gln: str | None = None
+    scheme: str | None = None
+    endpoint_id: str | None = None
+
+
+class AccountOut(BaseModel):
+    account_number: str
+    name: str
+    cvr: str
+    company_name: str
+    invoice_format: Literal["pdf_email", "oioubl", "peppol", "paper"]
+    invoice_address: InvoiceAddressOut | None = Field(
+        description="Only with the `master_data` function (an invoice email names a person or a "
+        "mailbox of the company); null otherwise"
+    )
+
+
+class AccountPage(Page):
+    items: list[AccountOut]
 
 
 class ProductOut(BaseModel):
@@ -507,6 +545,23 @@ def _settings(s: Subscription) -> SettingsOut:
     )
 
 
+def usage_sums(where: Sequence[ColumnElement[bool]]) -> Any:
+    """(period, category, unit, quantity, øre) of the usage rows `where` keeps (which must carry
+    the grants), summed per month, category and unit, oldest month first."""
+    return (
+        select(
+            UsageRecord.period,
+            UsageRecord.category,
+            UsageRecord.unit,
+            func.sum(UsageRecord.quantity),
+            func.sum(UsageRecord.amount_ore),
+        )
+        .where(*where)
+        .group_by(UsageRecord.period, UsageRecord.category, UsageRecord.unit)
+        .order_by(UsageRecord.period, UsageRecord.category, UsageRecord.unit)
+    )
+
+
 # --- routers ----------------------------------------------------------------------------------
 
 
@@ -745,6 +800,36 @@ def reading_router(
         page, next_cursor = cut(rows, limit, lambda r: (r.period, r.id))
         return UsagePage(items=[usage_out(r) for r in page], next_cursor=next_cursor)
 
+    @router.get(
+        "/v1/usage/summary",
+        tags=["invoices and usage"],
+        summary="Usage (forbrug) summed per month, category and unit, oldest month first (S8, S14)",
+    )
+    async def usage_summary(
+        access: Caller,
+        cvr: Annotated[CvrNumber | None, Query(max_length=16)] = None,
+        account: AccountFilter = None,
+        period_from: Annotated[
+            IsoDate | None, Query(alias="from", description="Months from this date's month")
+        ] = None,
+        period_to: Annotated[
+            IsoDate | None, Query(alias="to", description="Months starting on or before")
+        ] = None,
+    ) -> UsageSummary:
+        """The sums of exactly the rows `GET /v1/usage` lists for the same filters: one GROUP BY
+        over the usage index of the company (or the accounts) the grants name."""
+        access.require("invoices")
+        where = usage_where(access, cvr, account, None, period_from, period_to)
+        async with db.reading() as session:
+            rows = (await session.execute(usage_sums(where))).all()
+        # PostgreSQL sums bigint as numeric: back to whole units and øre.
+        return UsageSummary(
+            items=[
+                UsageSumOut(period=p, category=c, unit=u, quantity=int(q), amount_ore=int(a))
+                for p, c, u, q, a in rows
+            ]
+        )
+
     async def usage_csv(where: list[ColumnElement[bool]]) -> AsyncIterator[str]:
         header = [
             "period",
@@ -786,6 +871,52 @@ def reading_router(
             if len(rows) < CsvRows:
                 return
             after = (rows[-1].period, rows[-1].id)
+
+    @router.get(
+        "/v1/accounts",
+        tags=["subscriptions and orders"],
+        summary="The accounts you may use, with their company and invoice format (S9, S10, S14)",
+    )
+    async def list_accounts(
+        access: Caller,
+        cvr: Annotated[CvrNumber | None, Query(max_length=16, description="Only this company")] = None,
+        cursor: Annotated[
+            str | None,
+            Query(pattern=r"^\d{6,12}$", description="The last account number of the previous page"),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> AccountPage:
+        """By account number. Every function of billing needs to know the accounts, so any of
+        them lists them; the invoice address only with `master_data`, which may read and change
+        it anyway."""
+        access.require("orders", "master_data", "telephony", "invoices")
+        query = (
+            select(Account, Customer.name)
+            .join(Customer, Customer.cvr == Account.cvr)
+            .where(*access.narrowed(Account.cvr, Account.account_number, cvr=cvr))
+        )
+        if cursor is not None:
+            query = query.where(Account.account_number > cursor)
+        query = query.order_by(Account.account_number).limit(limit + 1)
+        async with db.reading() as session:
+            rows = (await session.execute(query)).all()
+        addresses = "master_data" in access.functions
+        items = [
+            AccountOut(
+                account_number=a.account_number,
+                name=a.name,
+                cvr=a.cvr,
+                company_name=company_name,
+                invoice_format=a.invoice_format,
+                invoice_address=InvoiceAddressOut(
+                    **{k: v for k, v in format_of(a).items() if k != "format"}
+                )
+                if addresses
+                else None,
+            )
+            for a, company_name in rows[:limit]
+        ]
+        return AccountPage(items=items, next_cursor=items[-1].account_number if len(rows) > limit else None)
 
     @router.get(
         "/v1/subscriptions",

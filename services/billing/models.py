@@ -212,6 +212,12 @@ class UsageRecord(Base):
         ),
         Index("ix_usage_records_account_period", "account_number", "period", "id"),
         Index("ix_usage_records_cvr_period", "cvr", "period", "id"),
+        # A company's usage summed per month, category and unit (GET /v1/usage/summary) from
+        # the index alone: a large company's six months are some 400,000 rows, and reading each
+        # from the table took five times as long (migration 0005).
+        Index(
+            "ix_usage_records_cvr_period_sums", "cvr", "period", "category", "unit", "quantity", "amount_ore"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -530,18 +530,6 @@ class Billing:
         result: list[dict[str, Any]] = await self.client.call("GET", "/v1/products", caller)
         return result
 
-    async def all_subscriptions(self, caller: Caller) -> list[dict[str, Any]]:
-        """Every subscription on the accounts the caller may use, all pages of them."""
-        items: list[dict[str, Any]] = []
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
-            page = await self.client.call("GET", "/v1/subscriptions", caller, params=params)
-            items.extend(page["items"])
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return items
-
     async def orders(
         self, caller: Caller, *, cursor: str | None = None, status: str | None = None, limit: int = 20
     ) -> dict[str, Any]:
@@ -636,23 +624,32 @@ class Billing:
             params={"format": document_format},
         )
 
-    async def account_invoice_format(self, caller: Caller, account_number: str) -> dict[str, Any]:
-        """How the account receives its invoices (`{format, …}`); needs the `master_data` function."""
-        result: dict[str, Any] = await self.client.call(
-            "GET", f"/v1/accounts/{quote(account_number, safe='')}/invoice-format", caller
-        )
-        return result
-
-    async def usage(self, caller: Caller, params: list[tuple[str, str]]) -> dict[str, Any]:
-        """`GET /v1/usage`: one page of rows per subscription, category and month, newest first."""
-        result: dict[str, Any] = await self.client.call("GET", "/v1/usage", caller, params=params)
-        return result
-
     def usage_csv(
         self, caller: Caller, params: list[tuple[str, str]]
     ) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
         """Every row of `GET /v1/usage` as CSV, streamed (`format=csv`)."""
         return self.client.stream("GET", "/v1/usage", caller, params=[*params, ("format", "csv")])
+
+    # --- usage sums and the accounts list (S8–S10)
+
+    async def usage_summary(self, caller: Caller, params: list[tuple[str, str]]) -> dict[str, Any]:
+        """`GET /v1/usage/summary` (`cvr`, `account`, `from`, `to`): `{items}` of quantity and
+        amount per month, category and unit, oldest month first."""
+        result: dict[str, Any] = await self.client.call("GET", "/v1/usage/summary", caller, params=params)
+        return result
+
+    async def all_accounts(self, caller: Caller) -> list[dict[str, Any]]:
+        """Every account the caller may use (`GET /v1/accounts`, all pages), by account number:
+        its company and invoice format, and with `master_data` its invoice address."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = await self.client.call("GET", "/v1/accounts", caller, params=params)
+            items.extend(page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return items
 
 
 @dataclass

@@ -441,32 +441,60 @@ async def test_an_e_invoice_is_passed_on_as_billing_wrote_it_and_a_paper_invoice
     assert "Denne faktura findes ikke som e-faktura i det format. Hent den som PDF i stedet." in paper.text
 
 
-async def test_the_xml_link_shows_for_an_account_that_receives_e_invoices_to_a_user_who_may_read_its_format(
-    db, clock, sealer, portal_transport, october_as_oioubl
+async def set_invoice_format(billing_url: str, account: str, **values: str | None) -> None:
+    db = Database(billing_url)
+    try:
+        async with db.transaction() as session:
+            await session.execute(update(Account).where(Account.account_number == account).values(**values))
+    finally:
+        await db.dispose()
+
+
+async def test_an_invoice_issued_as_oioubl_offers_its_xml_to_everyone_who_sees_it_also_after_the_format_changed(
+    db, clock, sealer, portal_transport, billing_url, october_as_oioubl
 ) -> None:
+    """The link follows the documents billing names for the invoice as issued, not the
+    account's format today, and needs no `master_data`."""
     await company_group(db, clock)
-    reader = await add_user(db, clock, grants={PARENT: "all"}, functions=["invoices", "master_data"])
     invoices_only = await add_user(db, clock, grants={PARENT: "all"}, functions=["invoices"])
+    one_account = await add_user(db, clock, grants={PARENT: [OIOUBL_ACCOUNT]}, functions=["invoices"])
     paper = invoice_id_for("10000011", NEWEST_INVOICED)
     link = f"/fakturaer/{october_as_oioubl}/oioubl"
     async with browser_of(portal_transport) as browser, browser_of(portal_transport) as other:
-        await logged_in(browser, db, sealer, reader)
-        await logged_in(other, db, sealer, invoices_only)
-        e_invoice, on_paper, without = await asyncio.gather(
-            browser.get(f"/fakturaer/{october_as_oioubl}"),
-            browser.get(f"/fakturaer/{paper}"),
-            other.get(f"/fakturaer/{october_as_oioubl}"),
-        )
-        followed = await browser.get(link)
+        await logged_in(browser, db, sealer, invoices_only)
+        await logged_in(other, db, sealer, one_account)
 
-    assert document(e_invoice).xpath("//a[@href=$href]/text()", href=link) == [
-        "Hent e-fakturaen (OIOUBL, XML)"
-    ]
+        async def look() -> list[httpx.Response]:
+            return list(
+                await asyncio.gather(
+                    browser.get(f"/fakturaer/{october_as_oioubl}"),
+                    other.get(f"/fakturaer/{october_as_oioubl}"),
+                    browser.get(f"/fakturaer/{paper}"),
+                )
+            )
+
+        issued = await look()
+        # The account takes PDF by email from now on; the invoice was issued as OIOUBL.
+        await set_invoice_format(
+            billing_url, OIOUBL_ACCOUNT, invoice_format="pdf_email", invoice_email="faktura@example.dk", invoice_gln=None
+        )
+        try:
+            changed = await look()
+            followed = await other.get(link)
+        finally:
+            await set_invoice_format(
+                billing_url, OIOUBL_ACCOUNT, invoice_format="oioubl", invoice_email=None, invoice_gln=GLN
+            )
+
+    for e_invoice, limited, on_paper in (issued, changed):
+        for page in (e_invoice, limited):
+            assert page.status_code == 200
+            assert document(page).xpath("//a[@href=$href]/text()", href=link) == ["Hent e-fakturaen (OIOUBL, XML)"]
+        assert on_paper.status_code == 200
+        assert not document(on_paper).xpath("//a[contains(@href, '/oioubl') or contains(@href, '/peppol')]")
+        assert document(on_paper).xpath("//a[contains(@href, '/pdf')]")
     assert followed.status_code == 200 and followed.content.startswith(b"<?xml")
-    for page in (on_paper, without):
-        assert page.status_code == 200
-        assert not document(page).xpath("//a[contains(@href, '/oioubl') or contains(@href, '/peppol')]")
-        assert document(page).xpath("//a[contains(@href, '/pdf')]")
+    assert b"OIOUBL-2.1" in followed.content
 
 
 async def test_a_foreign_or_unknown_invoice_is_the_404_page_and_so_is_its_pdf(
@@ -647,25 +675,38 @@ async def test_usage_filters_narrow_the_sums_and_the_csv_is_billings_for_the_sam
     assert field_error(await portal.get(refused.headers["location"]), "account")
 
 
-async def test_usage_beyond_the_cap_shows_the_whole_months_and_says_which_are_left_out(
-    db, clock, sealer, portal, billing_as, monkeypatch
-) -> None:
-    from services.portal.pages import billing_usage
+class Recording(httpx.AsyncBaseTransport):
+    """A transport that notes the path of every request before passing it on."""
 
-    monkeypatch.setattr(billing_usage, "ROWS_PER_CALL", 50)
-    monkeypatch.setattr(billing_usage, "MAX_ROWS", 100)
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_usage_over_any_period_is_one_call_for_billings_sums_whatever_the_number_of_rows(
+    db, clock, sealer, portal_settings, identity_transport, billing_transport, billing_as
+) -> None:
     await company_group(db, clock)
     admin = await group_administrator(db, clock)
-    rows = await (await billing_as(admin)).every("/v1/usage", [("from", "2026-05-01"), ("to", "2026-10-01")])
-    cut = rows[99]["period"]
-    await logged_in(portal, db, sealer, admin)
+    rows = await (await billing_as(admin)).every("/v1/usage", [("from", "2025-01-01")])
+    recording = Recording(billing_transport)
+    app = create_portal_api(
+        portal_settings, clock=clock, transports={"identity": identity_transport, "billing": recording}
+    )
+    async with AppTransport(app=app) as transport, browser_of(transport) as browser:
+        await logged_in(browser, db, sealer, admin)
+        recording.paths.clear()
+        page = await browser.get("/forbrug", params={"from": "2025-01", "to": "2026-12"})
 
-    page = await portal.get("/forbrug")
-
-    assert page.status_code == 200
-    whole = [row for row in rows if row["period"] > cut]
-    assert whole and usage_table(page) == summed(whole)
-    assert f"{danish_month(cut)} og månederne før er ikke vist" in page.text
+    assert page.status_code == 200, page.text
+    assert rows and usage_table(page) == summed(rows)
+    assert len({month for month, _ in usage_table(page)}) == 12
+    assert recording.paths == ["/v1/usage/summary"]
+    assert "ikke vist" not in page.text
 
 
 # --- who gets what, all at once -----------------------------------------------------------------

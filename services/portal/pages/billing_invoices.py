@@ -1,6 +1,6 @@
 """Fakturaer (S8, S14): the invoices of the companies and accounts the user may see, one
-invoice with its lines, and its documents (PDF, and the e-invoice XML where the account
-receives one).
+invoice with its lines, and its documents (PDF, and the e-invoice XML where it was issued
+as one).
 
 The portal decides nothing: billing answers within the user's grants (`GET /v1/invoices`),
 an invoice outside them is the same 404 as one that does not exist, and a document is passed
@@ -250,7 +250,6 @@ def _listed(page: PageContext, row: dict[str, Any]) -> dict[str, Any]:
 async def invoice(page: InvoicesPage, invoice_id: InvoiceId) -> Response:
     # An id outside the grants is billing's 404, answered as the portal's 404 page.
     found = await page.services.billing.invoice(page.caller, invoice_id)
-    e_invoice = await _e_invoice_format(page, found)
     return page.render(
         "faktura.html",
         invoice={
@@ -262,26 +261,14 @@ async def invoice(page: InvoicesPage, invoice_id: InvoiceId) -> Response:
             "vat": kroner(page, found["vat_ore"]),
         },
         groups=_grouped(page, found["lines"]),
-        e_invoice=e_invoice,
+        e_invoice=_e_invoice_format(found),
     )
 
 
-async def _e_invoice_format(page: PageContext, invoice: dict[str, Any]) -> str | None:
-    """`oioubl` or `peppol` when the invoice's account receives e-invoices. The invoice's own
-    delivery is the truth where billing's JSON carries it; else the account's format, which a
-    user with `master_data` may read. A format changed since the invoice was issued makes the
-    download a 409 page in words (billing renders the invoice as issued)."""
-    delivery = invoice.get("delivery")
-    if isinstance(delivery, dict) or "delivery_format" in invoice:
-        issued = delivery.get("format") if isinstance(delivery, dict) else invoice.get("delivery_format")
-        return issued if issued in E_INVOICE_FORMATS else None
-    if page.user is None or "master_data" not in page.user.functions:
-        return None
-    try:
-        chosen = await page.services.billing.account_invoice_format(page.caller, invoice["account_number"])
-    except ServiceProblem:
-        return None  # the link is a convenience; the invoice is shown without it
-    return chosen.get("format") if chosen.get("format") in E_INVOICE_FORMATS else None
+def _e_invoice_format(invoice: dict[str, Any]) -> str | None:
+    """`oioubl` or `peppol` when the invoice was issued as that e-invoice: billing names the
+    documents each invoice has, as issued, for every user who may see the invoice."""
+    return next((d for d in invoice.get("documents") or [] if d in E_INVOICE_FORMATS), None)
 
 
 def _grouped(page: PageContext, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -49,8 +49,6 @@ FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 FORMAT_INPUTS = ("email", "gln", "scheme", "endpoint_id")
 PEPPOL_SCHEMES = ("0088", "0184", "0198")
-# Functions with which billing lists subscriptions, and so the accounts of a company granted whole.
-LISTING_FUNCTIONS = {"orders", "telephony", "invoices"}
 CVR = r"^\d{8}$"
 ACCOUNT = r"^\d{6,12}$"
 
@@ -80,32 +78,34 @@ async def overview(
     """Every company the user may see, its master data, whether they may change it, and the
     accounts whose invoice format they may set."""
     grants = granted_companies(page)
-    listed: dict[str, set[str]] = {g["cvr"]: set() for g in grants}
-    if page.user is not None and page.user.functions & LISTING_FUNCTIONS:
-        for subscription in await page.services.billing.all_subscriptions(page.caller):
-            listed.setdefault(subscription["cvr"], set()).add(subscription["account_number"])
-    companies = []
-    # The companies' reads at once: a group administrator holds the parent and its subsidiaries.
-    answers = await asyncio.gather(
-        *(page.services.billing.master_data(page.caller, g["cvr"]) for g in grants), return_exceptions=True
+    # The companies' reads at once (a group administrator holds the parent and its
+    # subsidiaries), and the accounts billing says the user may use, by account number.
+    accounts, *answers = await asyncio.gather(
+        page.services.billing.all_accounts(page.caller),
+        *(page.services.billing.master_data(page.caller, g["cvr"]) for g in grants),
+        return_exceptions=True,
     )
+    if isinstance(accounts, BaseException):
+        raise accounts
+    listed: dict[str, list[dict[str, Any]]] = {}
+    for account in accounts:
+        listed.setdefault(account["cvr"], []).append(account)
+    companies = []
     for grant, answer in zip(grants, answers, strict=True):
         if isinstance(answer, ServiceProblem) and answer.status == 404:
             continue  # a company billing has no customer for (yet)
         if isinstance(answer, BaseException):
             raise answer
         data, _ = answer
-        whole = grant["accounts"] == "all"
-        accounts = sorted(listed.get(grant["cvr"], set()) | (set() if whole else set(grant["accounts"])))
-        companies.append({**data, "whole": whole, "accounts": accounts})
+        companies.append({**data, "whole": grant["accounts"] == "all", "accounts": listed.get(grant["cvr"], [])})
     saved = {"stamdata": "masterdata.saved", "format": "masterdata.format-saved"}.get(gemt)
     return page.render("masterdata.html", companies=companies, saved=page._(saved) if saved else None)
 
 
 @router.get("/stamdata/konto", response_class=HTMLResponse)
 async def open_account(page: MasterDataPage, konto: Annotated[str, Query(max_length=20)] = "") -> Response:
-    """The overview's "open an account" field (for a company granted whole, whose accounts
-    billing cannot list for a user without a listing function)."""
+    """The overview's "open an account" field: straight to one account's format, however many
+    accounts the company has."""
     number = konto.strip().replace(" ", "")
     if not number.isdigit() or not 6 <= len(number) <= 12:
         raise PageProblem(404, "masterdata.error.account-number")

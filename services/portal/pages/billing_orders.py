@@ -19,6 +19,7 @@ order, and billing keeps keys per user, so no one's key can touch another user's
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from decimal import Decimal
 from typing import Annotated, Any
@@ -48,6 +49,9 @@ OPTIONS_BY_KIND: dict[str, tuple[str, ...]] = {
 SIM_TYPES = ("physical", "esim")
 ORDER_STATUSES = ("received", "completed")
 ORDERS_PER_PAGE = 20
+# Subscriptions listed per page of /bestil (billing's keyset pages; a large company has tens of
+# thousands).
+SUBSCRIPTIONS_PER_PAGE = 100
 _BABEL_LOCALES = {"da": "da_DK", "en": "en_GB"}
 
 
@@ -61,14 +65,6 @@ def granted_companies(page: PageContext) -> list[dict[str, Any]]:
     a list of account numbers (S5.4, S14)."""
     assert page.user is not None
     return list(page.user.user.get("grants") or [])
-
-
-def usable_accounts(page: PageContext, subscriptions: list[dict[str, Any]]) -> list[str]:
-    """The accounts the user may order on: those named in their grants, and those of a company
-    granted whole that billing listed subscriptions on."""
-    accounts = {a for g in granted_companies(page) if g["accounts"] != "all" for a in g["accounts"]}
-    accounts |= {s["account_number"] for s in subscriptions}
-    return sorted(accounts)
 
 
 def _new_key(page: PageContext) -> dict[str, str]:
@@ -105,11 +101,24 @@ async def _render_order_page(
     errors: dict[str, str] | None = None,
     problem: str | None = None,
     upgrade_errors: dict[str, str] | None = None,
+    side: str = "",
 ) -> HTMLResponse:
+    """The page with one page of the subscriptions (`side`: billing's cursor, which can only
+    narrow what the grants allow) and every account the user may order on."""
     products = await _catalogue(page)
     by_code = {p["code"]: p for p in products}
-    subscriptions = await page.services.billing.all_subscriptions(page.caller)
-    subscriptions.sort(key=lambda s: (s["cvr"], s["account_number"], s["identifier"] or "~", s["id"]))
+    try:
+        listed, accounts = await asyncio.gather(
+            page.services.billing.subscriptions(page.caller, cursor=side or None, limit=SUBSCRIPTIONS_PER_PAGE),
+            page.services.billing.all_accounts(page.caller),
+        )
+    except ServiceProblem as refused:
+        if refused.status == 422:  # a page address that billing did not give out
+            raise PageProblem(404, "error.not-found") from None
+        raise
+    subscriptions = sorted(
+        listed["items"], key=lambda s: (s["cvr"], s["account_number"], s["identifier"] or "~", s["id"])
+    )
     rows = [
         {
             **s,
@@ -125,7 +134,9 @@ async def _render_order_page(
         products=products,
         orderable=[p for p in products if p["orderable"]],
         subscriptions=rows,
-        accounts=usable_accounts(page, subscriptions),
+        next_cursor=listed.get("next_cursor"),
+        side=side,
+        accounts=accounts,
         mobiles=mobiles,
         sim_types=SIM_TYPES,
         typed=typed or {},
@@ -137,9 +148,10 @@ async def _render_order_page(
 
 
 @router.get("/bestil", response_class=HTMLResponse)
-async def orders_page(page: OrdersPage) -> Response:
-    """The catalogue, the user's subscriptions with their upgrades, and the order form (S9)."""
-    return await _render_order_page(page)
+async def orders_page(page: OrdersPage, side: Annotated[str, Query(max_length=100)] = "") -> Response:
+    """The catalogue, a page of the user's subscriptions with their upgrades, and the order
+    form (S9)."""
+    return await _render_order_page(page, side=side)
 
 
 def _typed_order(form: FormData) -> dict[str, str]:
@@ -155,6 +167,7 @@ async def place_order(page: OrdersPage, form: Form) -> Response:
     """Order a subscription on an account; a second post of the same form finds the first order."""
     key = _posted_key(page, form)
     typed = _typed_order(form)
+    side = text_field(form, "side", max_length=100)
     products = {p["code"]: p for p in await page.services.billing.products(page.caller)}
     chosen = products.get(typed["product_code"])
     wanted = OPTIONS_BY_KIND.get(chosen["kind"], ()) if chosen else ()
@@ -169,7 +182,7 @@ async def place_order(page: OrdersPage, form: Form) -> Response:
     if not typed["product_code"]:
         errors["product_code"] = page._("orders.missing.product_code")
     if errors:
-        return await _render_order_page(page, status=422, typed=typed, errors=errors)
+        return await _render_order_page(page, status=422, typed=typed, errors=errors, side=side)
     try:
         placed = await page.services.billing.place_order(page.caller, key, order)
     except ServiceProblem as problem:
@@ -178,7 +191,7 @@ async def place_order(page: OrdersPage, form: Form) -> Response:
         if problem.kind == "idempotency-key-reused":
             # Back, changed and sent again: the form's key belongs to the first order.
             return await _render_order_page(
-                page, status=422, typed=typed, problem=page._("orders.refused.key-reused")
+                page, status=422, typed=typed, problem=page._("orders.refused.key-reused"), side=side
             )
         return await _render_order_page(
             page,
@@ -186,6 +199,7 @@ async def place_order(page: OrdersPage, form: Form) -> Response:
             typed=typed,
             errors=field_errors(page, problem, "orders"),
             problem=page._("orders.refused.invalid"),
+            side=side,
         )
     return page.redirect(f"/bestil/ordrer/{placed['id']}")
 
@@ -195,9 +209,10 @@ async def upgrade(page: OrdersPage, subscription_id: str, form: Form) -> Respons
     """Upgrade a subscription to one of the products its catalogue entry allows (S9)."""
     key = _posted_key(page, form)
     product_code = text_field(form, "product_code", max_length=40)
+    side = text_field(form, "side", max_length=100)
     if not product_code:
         return await _render_order_page(
-            page, status=422, upgrade_errors={subscription_id: page._("orders.missing.upgrade")}
+            page, status=422, upgrade_errors={subscription_id: page._("orders.missing.upgrade")}, side=side
         )
     try:
         placed = await page.services.billing.upgrade(page.caller, key, subscription_id[:36], product_code)
@@ -209,7 +224,9 @@ async def upgrade(page: OrdersPage, subscription_id: str, form: Form) -> Respons
         }.get(problem.kind)
         if problem.status not in (409, 422) or words is None:
             raise
-        return await _render_order_page(page, status=problem.status, upgrade_errors={subscription_id: page._(words)})
+        return await _render_order_page(
+            page, status=problem.status, upgrade_errors={subscription_id: page._(words)}, side=side
+        )
     return page.redirect(f"/bestil/ordrer/{placed['id']}")
 
 

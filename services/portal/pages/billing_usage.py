@@ -1,10 +1,9 @@
 """Forbrug (S8, S14): usage per month and category for a period — a chart drawn on the server
 as SVG, the same figures in a table, and every row as CSV.
 
-Billing keeps usage per subscription, category and month (`GET /v1/usage`); it has no sums,
-so the portal adds the rows up per month and category, walking billing's pages up to
-`MAX_ROWS`. Past that (a company with tens of thousands of subscriptions) the page shows the
-months it could sum whole and says which it could not; the CSV export always has every row.
+Billing keeps usage per subscription, category and month and sums it per month and category
+for the page (`GET /v1/usage/summary`: one query within the user's grants, however many
+subscriptions a company has); the CSV export has every row (`GET /v1/usage?format=csv`).
 """
 
 from __future__ import annotations
@@ -39,9 +38,6 @@ from services.portal.web import PageContext, PageProblem
 
 router = APIRouter()
 
-# Rows asked for per call (billing's largest page), and the most the page sums.
-ROWS_PER_CALL = 1_000
-MAX_ROWS = 20_000
 # The default period: the last six months that have ended.
 DEFAULT_MONTHS = 6
 # The most months the chart shows side by side (a longer period shows the months with usage).
@@ -78,38 +74,18 @@ class Summed:
     """Usage summed per month and category: `cells[(month, category)] = (quantity, unit, øre)`."""
 
     cells: dict[tuple[str, str], tuple[int, str, int]]
-    rows: int
-    # The oldest month read only in part when the rows ran out of `MAX_ROWS`: it and every
-    # older month are left out.
-    cut_at: str | None = None
 
 
 async def summed_usage(page: PageContext, wanted: BillingFilter) -> Summed:
-    """Billing's rows, page after page (newest month first), summed per month and category."""
+    """Billing's sums per month, category and unit for the filter, keyed by month and category."""
+    answer = await page.services.billing.usage_summary(page.caller, wanted.params)
     sums: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, "", 0])
-    rows = 0
-    cursor: str | None = None
-    cut_at = None
-    while True:
-        params = [*wanted.params, ("limit", str(ROWS_PER_CALL))]
-        if cursor:
-            params.append(("cursor", cursor))
-        answer = await page.services.billing.usage(page.caller, params)
-        for row in answer["items"]:
-            cell = sums[(row["period"][:7], row["category"])]
-            cell[0] += row["quantity"]
-            cell[1] = row["unit"]
-            cell[2] += row["amount_ore"]
-        rows += len(answer["items"])
-        cursor = answer.get("next_cursor")
-        if not cursor:
-            break
-        if rows >= MAX_ROWS:
-            # Rows come newest month first: the last one read may have more rows to come.
-            cut_at = answer["items"][-1]["period"][:7]
-            break
-    cells = {key: (q, unit, ore) for key, (q, unit, ore) in sums.items() if cut_at is None or key[0] > cut_at}
-    return Summed(cells=cells, rows=rows, cut_at=cut_at)
+    for row in answer["items"]:
+        cell = sums[(row["period"][:7], row["category"])]
+        cell[0] += row["quantity"]
+        cell[1] = row["unit"]
+        cell[2] += row["amount_ore"]
+    return Summed(cells={key: (q, unit, ore) for key, (q, unit, ore) in sums.items()})
 
 
 def _months(wanted: BillingFilter, summed: Summed) -> list[str]:
@@ -125,7 +101,7 @@ def _months(wanted: BillingFilter, summed: Summed) -> list[str]:
             months.append(month_value(first))
             first = _next_month(first)
         if len(months) <= MAX_CHART_MONTHS:
-            return [m for m in months if summed.cut_at is None or m > summed.cut_at]
+            return months
     return sorted(with_usage)
 
 
@@ -239,7 +215,7 @@ async def usage(
     page: InvoicesPage, cvr: Text = None, account: Text = None, since: Since = None, until: Until = None
 ) -> Response:
     wanted = _usage_filter(page, cvr, account, since, until)
-    summed = Summed(cells={}, rows=0)
+    summed = Summed(cells={})
     if not wanted.errors:
         try:
             summed = await summed_usage(page, wanted)
@@ -261,7 +237,6 @@ async def usage(
         categories=[(c, category_name(page, c)) for c in categories],
         table=_table(page, months, categories, summed),
         period_total=kroner(page, period_total),
-        cut_at=month(page, summed.cut_at + "-01") if summed.cut_at else None,
         csv=wanted.link("/forbrug.csv"),
     )
 
