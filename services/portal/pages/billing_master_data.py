@@ -15,6 +15,7 @@ invoice format. The overview says so instead of offering a form billing would re
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -51,8 +52,10 @@ FORMAT_INPUTS = ("email", "gln", "scheme", "endpoint_id")
 PEPPOL_SCHEMES = ("0088", "0184", "0198")
 # Functions with which billing lists subscriptions, and so the accounts of a company granted whole.
 LISTING_FUNCTIONS = {"orders", "telephony", "invoices"}
-CVR = r"^\d{8}$"
-ACCOUNT = r"^\d{6,12}$"
+# Digits 0–9 only: `str.isdigit` also takes "²" or "١", which billing refuses (a 422 no page
+# puts in words) or reads as another number.
+CVR = re.compile(r"[0-9]{8}")
+ACCOUNT = re.compile(r"[0-9]{6,12}")
 
 
 def _grant(page: PageContext, cvr: str) -> dict[str, Any]:
@@ -107,7 +110,7 @@ async def open_account(page: MasterDataPage, konto: Annotated[str, Query(max_len
     """The overview's "open an account" field (for a company granted whole, whose accounts
     billing cannot list for a user without a listing function)."""
     number = konto.strip().replace(" ", "")
-    if not number.isdigit() or not 6 <= len(number) <= 12:
+    if not ACCOUNT.fullmatch(number):
         raise PageProblem(404, "masterdata.error.account-number")
     return page.redirect(f"/stamdata/konto/{number}")
 
@@ -132,7 +135,7 @@ def _read_at(form: FormData, names: tuple[str, ...]) -> dict[str, str]:
 
 @router.get("/stamdata/{cvr}", response_class=HTMLResponse)
 async def master_data_form(page: MasterDataPage, cvr: str) -> Response:
-    if not cvr.isdigit() or len(cvr) != 8:
+    if not CVR.fullmatch(cvr):
         raise PageProblem(404, "error.not-found")
     if _grant(page, cvr)["accounts"] != "all":
         raise PageProblem(403, "masterdata.refused.whole-company")
@@ -146,7 +149,7 @@ async def master_data_form(page: MasterDataPage, cvr: str) -> Response:
 @router.post("/stamdata/{cvr}", response_class=HTMLResponse)
 async def change_master_data(page: MasterDataPage, cvr: str, form: Form) -> Response:
     """Send the change with the ETag the form was read at; a stale one shows what changed."""
-    if not cvr.isdigit() or len(cvr) != 8:
+    if not CVR.fullmatch(cvr):
         raise PageProblem(404, "error.not-found")
     _grant(page, cvr)
     typed = _typed_master_data(form)
@@ -254,7 +257,7 @@ def _render_format(
 
 @router.get("/stamdata/konto/{account_number}", response_class=HTMLResponse)
 async def invoice_format_form(page: MasterDataPage, account_number: str) -> Response:
-    if not account_number.isdigit() or not 6 <= len(account_number) <= 12:
+    if not ACCOUNT.fullmatch(account_number):
         raise PageProblem(404, "error.not-found")
     current, etag = await page.services.billing.invoice_format(page.caller, account_number)
     values = _format_values(current)
@@ -264,7 +267,7 @@ async def invoice_format_form(page: MasterDataPage, account_number: str) -> Resp
 @router.post("/stamdata/konto/{account_number}", response_class=HTMLResponse)
 async def change_invoice_format(page: MasterDataPage, account_number: str, form: Form) -> Response:
     """Set the account's invoice format from the next invoice on, with the form's ETag."""
-    if not account_number.isdigit() or not 6 <= len(account_number) <= 12:
+    if not ACCOUNT.fullmatch(account_number):
         raise PageProblem(404, "error.not-found")
     typed = _typed_format(form)
     etag = text_field(form, "etag", max_length=200)

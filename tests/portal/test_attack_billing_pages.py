@@ -1,0 +1,113 @@
+"""Attacks on billing's pages in the portal (S8–S11, S14), as an outsider and as each kind of
+user: odd path and query values answered in words (never a server error, never another
+resource), forms posted without their CSRF token or with another browser's, an order form's
+idempotency key posted by someone it was not given to, and users reaching, through a page's
+form or a document's address, what their function or grants do not cover — each fired in
+parallel by several browsers at once."""
+
+# ruff: noqa: F811 - fixtures are imported and used by name
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from services.identity.config import IdentitySettings
+from services.portal.i18n import load_texts
+from shared.clock import FrozenClock
+from shared.db import Database
+from shared.sealing import Sealer
+from tests.portal.billing_forms import browsers, form_fields, signed_in  # noqa: F401 - fixture
+from tests.portal.conftest import csrf_of
+from tests.security.world import PARENT, SUBSIDIARY, bearer, company_group
+
+DANISH = load_texts()["da"]
+ALL_FUNCTIONS = ["invoices", "orders", "master_data", "telephony"]
+LIMITED = {SUBSIDIARY: ["10000021"]}
+# Digits of other scripts: `str.isdigit` says yes to all of them, `int` to only some, and
+# billing (like the forms' words) means 0–9.
+SUPERSCRIPT_TWOS = "²" * 8
+ARABIC_INDIC = "١٢٣٤٥٦٧٨"
+
+Browsers = Callable[[], httpx.AsyncClient]
+
+
+@pytest.fixture
+def portal_transports(identity_transport, billing_transport) -> dict[str, httpx.AsyncBaseTransport]:
+    return {"identity": identity_transport, "billing": billing_transport}
+
+
+@pytest.fixture
+async def billing_as(
+    db: Database, clock: FrozenClock, settings: IdentitySettings, billing_transport: httpx.AsyncBaseTransport
+) -> AsyncIterator[Callable[[Any], Any]]:
+    """Billing's API as a given user, to read back what the pages stored (or did not)."""
+    opened: list[httpx.AsyncClient] = []
+
+    async def as_user(user: Any) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            transport=billing_transport, base_url="http://billing", headers=await bearer(db, clock, settings, user)
+        )
+        opened.append(client)
+        return client
+
+    yield as_user
+    for client in opened:
+        await client.aclose()
+
+
+def words(message_id: str) -> str:
+    """A catalogue text as a page shows it (escaped for HTML)."""
+    return html.escape(DANISH.gettext(message_id), quote=True)
+
+
+def not_a_server_error(answer: httpx.Response) -> None:
+    assert answer.status_code < 500, (answer.request.url, answer.status_code)
+    assert words("error.server") not in answer.text, answer.request.url
+
+
+async def user_in(browser: httpx.AsyncClient, db: Database, clock: FrozenClock, sealer: Sealer, **access: Any) -> Any:
+    return await signed_in(
+        browser,
+        db,
+        clock,
+        sealer,
+        grants=access.get("grants", LIMITED),
+        functions=access.get("functions", ALL_FUNCTIONS),
+    )
+
+
+# --- odd values in paths, queries and forms: words, never a server error ----------------------
+
+
+async def test_an_account_number_or_cvr_in_digits_other_than_0_to_9_is_the_not_found_page_in_words(
+    db, clock, sealer, browsers
+) -> None:
+    await company_group(db, clock)
+    administrator, colleague = browsers(), browsers()
+    await user_in(administrator, db, clock, sealer, grants={PARENT: "all", SUBSIDIARY: "all"})
+    await user_in(colleague, db, clock, sealer)
+    token = {browser: await csrf_of(browser, "/stamdata") for browser in (administrator, colleague)}
+
+    def attempts(browser: httpx.AsyncClient) -> list[Any]:
+        form = {"csrf_token": token[browser], "format": "paper", "etag": '"1"', "street": "Gade 1"}
+        return [
+            browser.get(f"/stamdata/konto/{SUPERSCRIPT_TWOS}"),
+            browser.get(f"/stamdata/konto/{ARABIC_INDIC}"),
+            browser.get(f"/stamdata/{SUPERSCRIPT_TWOS}"),
+            browser.get(f"/stamdata/{ARABIC_INDIC}"),
+            browser.get("/stamdata/konto", params={"konto": SUPERSCRIPT_TWOS}, follow_redirects=True),
+            browser.post(f"/stamdata/konto/{SUPERSCRIPT_TWOS}", data=form),
+            browser.post(f"/stamdata/{SUPERSCRIPT_TWOS}", data=form),
+        ]
+
+    answers = await asyncio.gather(*attempts(administrator), *attempts(colleague))
+    for answer in answers:
+        not_a_server_error(answer)
+        assert answer.status_code == 404, (answer.request.url, answer.status_code)
+        assert words("error.not-found") in answer.text or words("masterdata.error.account-number") in answer.text
