@@ -111,3 +111,36 @@ async def test_an_account_number_or_cvr_in_digits_other_than_0_to_9_is_the_not_f
         not_a_server_error(answer)
         assert answer.status_code == 404, (answer.request.url, answer.status_code)
         assert words("error.not-found") in answer.text or words("masterdata.error.account-number") in answer.text
+
+
+async def test_a_settings_form_with_a_version_or_seconds_in_other_digits_is_answered_in_words(
+    db, clock, sealer, browsers, billing_as
+) -> None:
+    await company_group(db, clock)
+    one, other = browsers(), browsers()
+    user = await user_in(one, db, clock, sealer, functions=["telephony"])
+    await user_in(other, db, clock, sealer, functions=["telephony"])
+    billing = await billing_as(user)
+    listed = (await billing.get("/v1/subscriptions", params={"account": "10000021", "limit": 500})).json()
+    line = next(s for s in listed["items"] if s["product"]["kind"] == "mobile" and s["status"] == "active")
+    before = (await billing.get(f"/v1/subscriptions/{line['id']}/settings")).json()
+    action = f"/telefoni/{line['id']}/indstillinger"
+
+    async def post(browser: httpx.AsyncClient, **changes: str) -> httpx.Response:
+        fields = form_fields((await browser.get(f"/telefoni/{line['id']}")).text, action)
+        return await browser.post(action, data={**fields, **changes})
+
+    answers = await asyncio.gather(
+        post(one, version=SUPERSCRIPT_TWOS[:1]),
+        post(other, version=ARABIC_INDIC[:1]),
+        post(one, **{"call_forwarding.mode": "no_answer", "call_forwarding.target": "+4520123456",
+                     "call_forwarding.no_answer_seconds": SUPERSCRIPT_TWOS[:2]}),
+        post(other, **{"call_forwarding.mode": "no_answer", "call_forwarding.target": "+4520123456",
+                       "call_forwarding.no_answer_seconds": ARABIC_INDIC[:2]}),
+    )
+    for answer in answers:
+        not_a_server_error(answer)
+        assert answer.status_code in (409, 422), (answer.request.url, answer.status_code)
+    # A form whose version is not a version is the changed-meanwhile page: nothing is stored.
+    assert answers[0].status_code == answers[1].status_code == 409
+    assert (await billing.get(f"/v1/subscriptions/{line['id']}/settings")).json() == before
