@@ -144,3 +144,35 @@ async def test_a_settings_form_with_a_version_or_seconds_in_other_digits_is_answ
     # A form whose version is not a version is the changed-meanwhile page: nothing is stored.
     assert answers[0].status_code == answers[1].status_code == 409
     assert (await billing.get(f"/v1/subscriptions/{line['id']}/settings")).json() == before
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"from": "0000-01"},
+        {"to": "0000-12"},
+        {"from": "9999-12", "to": "9999-12"},
+        {"from": "٢٠٢٦-٠١", "to": "٢٠٢٦-٠٣"},
+    ],
+)
+async def test_a_month_filter_outside_the_calendar_or_in_other_digits_is_refused_next_to_the_field(
+    db, clock, sealer, browsers, query
+) -> None:
+    await company_group(db, clock)
+    group, colleague = browsers(), browsers()
+    await user_in(group, db, clock, sealer, grants={PARENT: "all", SUBSIDIARY: "all"}, functions=["invoices"])
+    await user_in(colleague, db, clock, sealer, functions=["invoices"])
+    answers = await asyncio.gather(
+        *(browser.get(path, params=query) for browser in (group, colleague) for path in ("/fakturaer", "/forbrug")),
+        *(browser.get("/forbrug.csv", params=query) for browser in (group, colleague)),
+    )
+    pages, downloads = answers[:4], answers[4:]
+    for answer in pages:
+        not_a_server_error(answer)
+        assert answer.status_code == 422, (answer.request.url, answer.status_code)
+        name = next(iter(query))
+        assert words(f"invoices.invalid.{name}") in answer.text
+    for answer in downloads:
+        # The CSV of a filter the page refuses is the page, which says why.
+        assert answer.status_code == 303, (answer.request.url, answer.status_code)
+        assert answer.headers["location"].startswith("/forbrug?")
