@@ -16,12 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from services.billing.models import Order, Subscription
 from services.identity.config import IdentitySettings
 from services.portal.i18n import load_texts
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.sealing import Sealer
+from tests.integration.billing_fixtures import active_subscription, billing_db  # noqa: F401 - fixture
 from tests.portal.billing_forms import browsers, form_fields, signed_in  # noqa: F401 - fixture
 from tests.portal.conftest import csrf_of
 from tests.security.world import PARENT, SUBSIDIARY, bearer, company_group
@@ -176,3 +179,36 @@ async def test_a_month_filter_outside_the_calendar_or_in_other_digits_is_refused
         # The CSV of a filter the page refuses is the page, which says why.
         assert answer.status_code == 303, (answer.request.url, answer.status_code)
         assert answer.headers["location"].startswith("/forbrug?")
+
+
+async def test_an_order_or_subscription_address_with_more_after_its_id_is_not_found_and_upgrades_nothing(
+    db, clock, sealer, browsers, billing_db
+) -> None:
+    """An address is one resource or none: `/bestil/ordrer/<id>zzz` was the receipt of `<id>`, and
+    a post to `/bestil/opgrader/<id>zzz` upgraded subscription `<id>`."""
+    await company_group(db, clock)
+    one, other = browsers(), browsers()
+    user = await user_in(one, db, clock, sealer, grants={PARENT: "all"}, functions=["orders"])
+    await user_in(other, db, clock, sealer, grants={PARENT: "all"}, functions=["orders"])
+    order_form = form_fields((await one.get("/bestil")).text, "/bestil")
+    placed = await one.post("/bestil", data={**order_form, "account_number": "10000011", "product_code": "PN-BASIS"})
+    assert placed.status_code == 303, placed.text
+    receipt = placed.headers["location"]
+    subscription = await active_subscription(billing_db, "10000012", "MOBIL-10")
+    action = f"/bestil/opgrader/{subscription.id}"
+    forms = {b: form_fields((await b.get("/bestil")).text, action) for b in (one, other)}
+    answers = await asyncio.gather(
+        one.get(receipt + "zzz"),
+        other.get(receipt + "-0"),
+        one.post(action + "zzz", data={**forms[one], "product_code": "MOBIL-FRI"}),
+        other.post(action + "0", data={**forms[other], "product_code": "MOBIL-50"}),
+    )
+    for answer in answers:
+        not_a_server_error(answer)
+        assert answer.status_code == 404, (answer.request.url, answer.status_code)
+        assert "Tak for din bestilling" not in answer.text
+    async with billing_db.transaction() as session:
+        assert (await session.get(Subscription, subscription.id)).product_code == "MOBIL-10"
+        upgrades = await session.scalars(select(Order).where(Order.kind == "upgrade", Order.user_id == user.id))
+        assert list(upgrades) == []
+    assert (await one.get(receipt)).status_code == 200
