@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from services.billing.models import Order, Subscription
+from services.billing.models import Account, Customer, Order, Subscription
 from services.identity.config import IdentitySettings
 from services.portal.i18n import load_texts
 from shared.clock import FrozenClock
@@ -26,7 +27,7 @@ from shared.db import Database
 from shared.sealing import Sealer
 from tests.integration.billing_fixtures import active_subscription, billing_db  # noqa: F401 - fixture
 from tests.portal.billing_forms import browsers, form_fields, signed_in  # noqa: F401 - fixture
-from tests.portal.conftest import csrf_of
+from tests.portal.conftest import csrf_of, log_in_through_portal, post_form
 from tests.security.world import PARENT, SUBSIDIARY, bearer, company_group
 
 DANISH = load_texts()["da"]
@@ -212,3 +213,203 @@ async def test_an_order_or_subscription_address_with_more_after_its_id_is_not_fo
         upgrades = await session.scalars(select(Order).where(Order.kind == "upgrade", Order.user_id == user.id))
         assert list(upgrades) == []
     assert (await one.get(receipt)).status_code == 200
+
+
+# --- forms posted without their token, with another's, or after the session ended -------------
+
+
+async def billing_state(billing_db: Database, user_ids: list[str], line_id: str) -> tuple[Any, ...]:
+    """What the billing forms change: master data, an account's format, a line's settings,
+    the users' orders."""
+    async with billing_db.transaction() as session:
+        customer = await session.get(Customer, SUBSIDIARY)
+        account = await session.get(Account, "10000021")
+        line = await session.get(Subscription, line_id)
+        orders = list(await session.scalars(select(Order.id).where(Order.user_id.in_(user_ids))))
+        assert customer is not None and account is not None and line is not None
+        return (customer.contact_name, account.invoice_format, line.settings_version, line.product_code, orders)
+
+
+async def test_no_billing_form_changes_anything_without_the_browsers_own_csrf_token_or_by_a_get(
+    db, clock, sealer, browsers, billing_db
+) -> None:
+    """S8–S11: every post of billing's pages, fired at once by two users of the whole company,
+    without a token, with the other browser's, with a visitor's, and as a GET with the form's
+    fields in the address: the 403 page in words for the posts, the page for the GETs, and
+    billing unchanged."""
+    await company_group(db, clock)
+    one, two, visitor = browsers(), browsers(), browsers()
+    users = [
+        await user_in(browser, db, clock, sealer, grants={SUBSIDIARY: "all"}) for browser in (one, two)
+    ]
+    line = await active_subscription(billing_db, "10000021", "MOBIL-10")
+    visitor_token = await csrf_of(visitor, "/log-ind")
+    before = await billing_state(billing_db, [u.id for u in users], line.id)
+
+    async def forms(browser: httpx.AsyncClient) -> dict[str, dict[str, str]]:
+        order_page = (await browser.get("/bestil")).text
+        return {
+            "/bestil": {
+                **form_fields(order_page, "/bestil"),
+                "account_number": "10000021",
+                "product_code": "PN-BASIS",
+            },
+            f"/bestil/opgrader/{line.id}": {
+                **form_fields(order_page, f"/bestil/opgrader/{line.id}"),
+                "product_code": "MOBIL-FRI",
+            },
+            f"/stamdata/{SUBSIDIARY}": {
+                **form_fields((await browser.get(f"/stamdata/{SUBSIDIARY}")).text, f"/stamdata/{SUBSIDIARY}"),
+                "contact_name": "Falsk Kontakt",
+            },
+            "/stamdata/konto/10000021": {
+                **form_fields((await browser.get("/stamdata/konto/10000021")).text, "/stamdata/konto/10000021"),
+                "format": "paper",
+            },
+            f"/telefoni/{line.id}/indstillinger": {
+                **form_fields((await browser.get(f"/telefoni/{line.id}")).text, f"/telefoni/{line.id}/indstillinger"),
+                "call_forwarding.mode": "always",
+                "call_forwarding.target": "+4520123456",
+            },
+        }
+
+    mine, theirs = await forms(one), await forms(two)
+    attempts = []
+    for action, fields in mine.items():
+        without = {k: v for k, v in fields.items() if k != "csrf_token"}
+        attempts += [
+            one.post(action, data=without),
+            one.post(action, data={**without, "csrf_token": theirs[action]["csrf_token"]}),
+            one.post(action, data={**without, "csrf_token": visitor_token}),
+            one.post(action, data={**without, "csrf_token": ""}),
+            two.post(action, data=fields),  # the first browser's whole form, token included
+        ]
+    refused = await asyncio.gather(*attempts)
+    for answer in refused:
+        assert answer.status_code == 403, (answer.request.url, answer.status_code)
+        assert words("error.csrf") in answer.text
+    read = await asyncio.gather(
+        *(one.get(action, params=fields) for action, fields in mine.items() if not action.startswith("/bestil/"))
+    )
+    for answer in read:
+        assert answer.status_code in (200, 405), (answer.request.url, answer.status_code)
+    assert await billing_state(billing_db, [u.id for u in users], line.id) == before
+
+
+async def test_an_order_form_from_before_a_logout_orders_nothing_after_logging_in_again(
+    db, clock, sealer, browsers, billing_db
+) -> None:
+    """The form's key is bound to the browser's session: after a logout and a new login in the
+    same browser (a new session cookie), the old form is stale even with the new page's token,
+    while the same user's other browser orders with its own form at the same time."""
+    await company_group(db, clock)
+    browser, elsewhere = browsers(), browsers()
+    user = await user_in(browser, db, clock, sealer, grants={PARENT: "all"}, functions=["orders"])
+    await log_in_through_portal(elsewhere, db, sealer, user.username)
+    old = form_fields((await browser.get("/bestil")).text, "/bestil")
+    assert (await post_form(browser, "/log-ud", {}, form_on="/oversigt")).status_code == 303
+    await log_in_through_portal(browser, db, sealer, user.username)
+    new_token = form_fields((await browser.get("/bestil")).text, "/bestil")["csrf_token"]
+    typed = {"account_number": "10000011", "product_code": "PN-BASIS"}
+    other_form = form_fields((await elsewhere.get("/bestil")).text, "/bestil")
+    stale, borrowed, placed = await asyncio.gather(
+        browser.post("/bestil", data={**old, **typed, "csrf_token": new_token}),
+        elsewhere.post("/bestil", data={**old, **typed, "csrf_token": other_form["csrf_token"]}),
+        elsewhere.post("/bestil", data={**other_form, **typed}),
+    )
+    for answer in (stale, borrowed):
+        assert answer.status_code == 400, answer.status_code
+        assert words("orders.error.stale-form") in answer.text
+    assert placed.status_code == 303
+    async with billing_db.transaction() as session:
+        orders = list(await session.scalars(select(Order).where(Order.user_id == user.id)))
+    assert len(orders) == 1
+
+
+# --- another company's or account's things, through a form's hidden fields or the address -----
+
+
+async def test_a_limited_colleague_reaches_no_other_accounts_things_by_editing_a_forms_address_or_fields(
+    db, clock, sealer, browsers, billing_db
+) -> None:
+    """S10, S11, S14, in parallel with the administrator changing the same things: a colleague
+    limited to 10000021 takes their own forms (token, ETag, version, idempotency key) and posts
+    them to the addresses of 10000022 (same company) and 10000011 (the parent); each is the 404
+    page (or the whole-company 403) in words, shows nothing of the other account or company,
+    and billing keeps what the administrator saved."""
+    await company_group(db, clock)
+    administrator, colleague, outsider = browsers(), browsers(), browsers()
+    await user_in(administrator, db, clock, sealer, grants={PARENT: "all", SUBSIDIARY: "all"})
+    await user_in(colleague, db, clock, sealer)
+    own_line = await active_subscription(billing_db, "10000021", "MOBIL-10")
+    foreign_lines = [
+        await active_subscription(billing_db, "10000022", ""),
+        await active_subscription(billing_db, "10000011", "MOBIL"),
+    ]
+    own_format = form_fields((await colleague.get("/stamdata/konto/10000021")).text, "/stamdata/konto/10000021")
+    own_settings = form_fields(
+        (await colleague.get(f"/telefoni/{own_line.id}")).text, f"/telefoni/{own_line.id}/indstillinger"
+    )
+    own_order = form_fields((await colleague.get("/bestil")).text, "/bestil")
+    admin_format = {
+        n: form_fields((await administrator.get(f"/stamdata/konto/{n}")).text, f"/stamdata/konto/{n}")
+        for n in ("10000022", "10000011")
+    }
+    async with billing_db.transaction() as session:
+        parent_before = (await session.get(Customer, PARENT)).contact_name  # type: ignore[union-attr]
+        foreign_versions = [(await session.get(Subscription, s.id)).settings_version for s in foreign_lines]  # type: ignore[union-attr]
+
+    attempts = [
+        colleague.post(
+            f"/stamdata/konto/{n}",
+            data={**own_format, "format": "pdf_email", "email": "angriber@example.com", "etag": etag},
+        )
+        for n in ("10000022", "10000011")
+        for etag in (own_format["etag"], admin_format[n]["etag"], '"999"')
+    ]
+    attempts += [
+        colleague.post(
+            f"/telefoni/{line.id}/indstillinger",
+            data={**own_settings, "call_forwarding.mode": "always", "call_forwarding.target": "+4520999999"},
+        )
+        for line in foreign_lines
+    ]
+    attempts += [colleague.get(f"/telefoni/{line.id}") for line in foreign_lines]
+    attempts += [
+        colleague.post(f"/bestil/opgrader/{line.id}", data={**own_order, "product_code": "MOBIL-FRI"})
+        for line in foreign_lines
+    ]
+    attempts += [
+        colleague.get(f"/stamdata/{PARENT}"),
+        colleague.post(f"/stamdata/{PARENT}", data={**own_format, "contact_name": "Angriber"}),
+    ]
+    changes = [
+        administrator.post(
+            f"/stamdata/konto/{n}", data={**admin_format[n], "format": "pdf_email", "email": f"faktura-{n}@example.com"}
+        )
+        for n in ("10000022", "10000011")
+    ]
+    answers = await asyncio.gather(*attempts, *changes)
+    refused, saved = answers[: len(attempts)], answers[len(attempts) :]
+    for answer in refused:
+        not_a_server_error(answer)
+        assert answer.status_code == 404, (answer.request.url, answer.status_code)
+        assert "angriber@example.com" not in answer.text and "faktura-100000" not in answer.text
+    assert [a.status_code for a in saved] == [303, 303], [a.text[:300] for a in saved]
+    # Nobody outside the portal reaches a document or the CSV: to the login, with nothing else.
+    invoice_ids = re.findall(r'href="/fakturaer/([0-9a-f-]{36})"', (await administrator.get("/fakturaer")).text)
+    outside = await asyncio.gather(
+        *(outsider.get(f"/fakturaer/{i}/pdf") for i in invoice_ids[:3]), outsider.get("/forbrug.csv")
+    )
+    for answer in outside:
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/log-ind?"), answer.status_code
+        assert not answer.content.startswith(b"%PDF") and b"period,cvr" not in answer.content
+    async with billing_db.transaction() as session:
+        for n in ("10000022", "10000011"):
+            account = await session.get(Account, n)
+            assert account is not None and account.invoice_format == "pdf_email"
+            assert account.invoice_email == f"faktura-{n}@example.com"
+        assert (await session.get(Customer, PARENT)).contact_name == parent_before  # type: ignore[union-attr]
+        assert [
+            (await session.get(Subscription, s.id)).settings_version for s in foreign_lines  # type: ignore[union-attr]
+        ] == foreign_versions
