@@ -21,11 +21,13 @@ from sqlalchemy import select
 
 from services.billing.models import Account, Customer, Order, Subscription
 from services.identity.config import IdentitySettings
+from services.identity.support import create_staff
 from services.portal.i18n import load_texts
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.sealing import Sealer
 from tests.integration.billing_fixtures import active_subscription, billing_db  # noqa: F401 - fixture
+from tests.integration.test_activation import PASSWORD
 from tests.portal.billing_forms import browsers, form_fields, signed_in  # noqa: F401 - fixture
 from tests.portal.conftest import csrf_of, log_in_through_portal, post_form
 from tests.security.world import PARENT, SUBSIDIARY, bearer, company_group
@@ -413,3 +415,75 @@ async def test_a_limited_colleague_reaches_no_other_accounts_things_by_editing_a
         assert [
             (await session.get(Subscription, s.id)).settings_version for s in foreign_lines  # type: ignore[union-attr]
         ] == foreign_versions
+
+
+# --- who reaches billing's pages at all ----------------------------------------------------------
+
+
+async def test_staff_a_user_without_the_function_and_a_visitor_reach_no_billing_page_document_or_csv(
+    db, clock, sealer, browsers, billing_db, client
+) -> None:
+    """S5.6, S8–S11, in parallel with a user who may: every billing address, its documents and
+    the CSV are the 403 page in words to support staff and to a user of the whole group without
+    the page's function, and the login to a visitor; their posts (with their own valid token)
+    are refused the same way. What the user who may sees is never kept by a cache."""
+    await company_group(db, clock)
+    allowed, lacking, staff, visitor = browsers(), browsers(), browsers(), browsers()
+    await user_in(allowed, db, clock, sealer, grants={PARENT: "all", SUBSIDIARY: "all"})
+    await user_in(lacking, db, clock, sealer, grants={PARENT: "all", SUBSIDIARY: "all"}, functions=[])
+    async with db.transaction() as session:
+        _, code = await create_staff(
+            session, clock, username="support.bo", name="Bo Support", email="bo@adgang.example", mobile="+4520999998"
+        )
+    activated = await client.post(
+        "/v1/activation", json={"username": "support.bo", "activation_code": code, "password": PASSWORD}
+    )
+    assert activated.status_code == 200, activated.text
+    await log_in_through_portal(staff, db, sealer, "support.bo")
+    line = await active_subscription(billing_db, "10000021", "MOBIL-10")
+    invoice_id = re.findall(r'href="/fakturaer/([0-9a-f-]{36})"', (await allowed.get("/fakturaer")).text)[0]
+    order = form_fields((await allowed.get("/bestil")).text, "/bestil")
+    placed = await allowed.post("/bestil", data={**order, "account_number": "10000011", "product_code": "PN-BASIS"})
+    needs = {
+        "/fakturaer": "invoices",
+        f"/fakturaer/{invoice_id}": "invoices",
+        f"/fakturaer/{invoice_id}/pdf": "invoices",
+        "/forbrug": "invoices",
+        "/forbrug.csv": "invoices",
+        "/bestil": "orders",
+        "/bestil/ordrer": "orders",
+        placed.headers["location"]: "orders",
+        "/stamdata": "master_data",
+        f"/stamdata/{SUBSIDIARY}": "master_data",
+        "/stamdata/konto/10000021": "master_data",
+        "/telefoni": "telephony",
+        f"/telefoni/{line.id}": "telephony",
+    }
+    posts = ["/bestil", f"/bestil/opgrader/{line.id}", f"/stamdata/{SUBSIDIARY}", "/stamdata/konto/10000021",
+             f"/telefoni/{line.id}/indstillinger"]
+    tokens = {b: await csrf_of(b, "/profil" if b is not visitor else "/log-ind") for b in (lacking, staff, visitor)}
+    paths = list(needs)
+    answers = await asyncio.gather(
+        *(allowed.get(path) for path in paths),
+        *(b.get(path) for b in (lacking, staff, visitor) for path in paths),
+        *(b.post(path, data={"csrf_token": tokens[b], "product_code": "MOBIL-FRI", "format": "paper"})
+          for b in (lacking, staff) for path in posts),
+        *(visitor.post(path, data={"csrf_token": tokens[visitor]}) for path in posts),
+    )
+    n = len(paths)
+    for path, answer in zip(paths, answers[:n], strict=True):
+        assert answer.status_code == 200, (path, answer.status_code)
+        assert answer.headers["cache-control"] == "no-store", path
+    for path, answer in zip(paths, answers[n : 2 * n], strict=True):
+        assert answer.status_code == 403, (path, answer.status_code)
+        assert words(f"error.needs-{needs[path]}") in answer.text, path
+    for path, answer in zip(paths, answers[2 * n : 3 * n], strict=True):
+        assert answer.status_code == 403, (path, answer.status_code)
+        assert words("error.customers-only") in answer.text, path
+    for path, answer in zip(paths, answers[3 * n : 4 * n], strict=True):
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/log-ind?"), path
+    for answer in answers[4 * n : 4 * n + 2 * len(posts)]:
+        # A form of a page the user may not open: refused before anything is read from it.
+        assert answer.status_code == 403, (answer.request.url, answer.status_code)
+    for answer in answers[4 * n + 2 * len(posts) :]:
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/log-ind?"), answer.status_code
