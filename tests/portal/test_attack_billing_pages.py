@@ -417,6 +417,48 @@ async def test_a_limited_colleague_reaches_no_other_accounts_things_by_editing_a
         ] == foreign_versions
 
 
+async def test_an_etag_field_edited_to_match_any_version_does_not_overwrite_a_change_made_meanwhile(
+    db, clock, sealer, browsers, billing_db
+) -> None:
+    """S10: the forms carry the ETag they were read at in a hidden field; edited to `*` or to a
+    list of tags (which match any version), the change would overwrite one made meanwhile. Posted
+    at once from two browsers after another user saved, each is the changed-meanwhile page."""
+    await company_group(db, clock)
+    saver, one, two = browsers(), browsers(), browsers()
+    for browser in (saver, one, two):
+        await user_in(browser, db, clock, sealer, grants={SUBSIDIARY: "all"}, functions=["master_data"])
+    company, account = f"/stamdata/{SUBSIDIARY}", "/stamdata/konto/10000021"
+    read = {
+        b: (form_fields((await b.get(company)).text, company), form_fields((await b.get(account)).text, account))
+        for b in (one, two)
+    }
+    saver_company = form_fields((await saver.get(company)).text, company)
+    saver_account = form_fields((await saver.get(account)).text, account)
+    saved = await asyncio.gather(
+        saver.post(company, data={**saver_company, "contact_name": "Gemt Først"}),
+        saver.post(account, data={**saver_account, "format": "pdf_email", "email": "gemt@example.com"}),
+    )
+    assert [a.status_code for a in saved] == [303, 303]
+    any_version = ["*", '"1", "2", "3", "4", "5", "6", "7", "8", "9"', 'W/"1", *']
+    answers = await asyncio.gather(
+        *(
+            b.post(company, data={**read[b][0], "etag": etag, "contact_name": "Overskrevet"})
+            for b in (one, two)
+            for etag in any_version
+        ),
+        *(
+            b.post(account, data={**read[b][1], "etag": etag, "format": "paper"})
+            for b in (one, two)
+            for etag in any_version
+        ),
+    )
+    for answer in answers:
+        assert answer.status_code == 409, (answer.request.url, answer.status_code)
+    async with billing_db.transaction() as session:
+        assert (await session.get(Customer, SUBSIDIARY)).contact_name == "Gemt Først"  # type: ignore[union-attr]
+        assert (await session.get(Account, "10000021")).invoice_format == "pdf_email"  # type: ignore[union-attr]
+
+
 # --- who reaches billing's pages at all ----------------------------------------------------------
 
 

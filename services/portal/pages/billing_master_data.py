@@ -56,6 +56,9 @@ LISTING_FUNCTIONS = {"orders", "telephony", "invoices"}
 # puts in words) or reads as another number.
 CVR = re.compile(r"[0-9]{8}")
 ACCOUNT = re.compile(r"[0-9]{6,12}")
+# One entity tag as billing writes them (RFC 9110 §8.8.3); not `*` or a list, which would match
+# any version and overwrite a change made meanwhile.
+ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e]*"')
 
 
 def _grant(page: PageContext, cvr: str) -> dict[str, Any]:
@@ -128,6 +131,13 @@ def _master_data_change(typed: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in typed.items() if name != "language" or value}
 
 
+def _read_version(form: FormData) -> str:
+    """The ETag the form was read at, for `If-Match`; anything else is sent as no ETag, which
+    billing answers 428 and the page as changed meanwhile."""
+    etag = text_field(form, "etag", max_length=200)
+    return etag if ENTITY_TAG.fullmatch(etag) else ""
+
+
 def _read_at(form: FormData, names: tuple[str, ...]) -> dict[str, str]:
     """The values the form was rendered with (hidden `was.<name>`), to show what changed since."""
     return {name: text_field(form, f"was.{name}", max_length=320) for name in names}
@@ -153,7 +163,7 @@ async def change_master_data(page: MasterDataPage, cvr: str, form: Form) -> Resp
         raise PageProblem(404, "error.not-found")
     _grant(page, cvr)
     typed = _typed_master_data(form)
-    etag = text_field(form, "etag", max_length=200)
+    etag = _read_version(form)
     try:
         await page.services.billing.change_master_data(page.caller, cvr, etag, _master_data_change(typed))
     except ServiceProblem as problem:
@@ -270,7 +280,7 @@ async def change_invoice_format(page: MasterDataPage, account_number: str, form:
     if not ACCOUNT.fullmatch(account_number):
         raise PageProblem(404, "error.not-found")
     typed = _typed_format(form)
-    etag = text_field(form, "etag", max_length=200)
+    etag = _read_version(form)
     was = {name: text_field(form, f"was.{name}", max_length=320) for name in ("format", *FORMAT_INPUTS)}
     if typed["format"] not in FORMATS:
         current, _ = await page.services.billing.invoice_format(page.caller, account_number)
