@@ -10,7 +10,9 @@ parallel by several browsers at once."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import html
+import io
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -529,3 +531,42 @@ async def test_staff_a_user_without_the_function_and_a_visitor_reach_no_billing_
         assert answer.status_code == 403, (answer.request.url, answer.status_code)
     for answer in answers[4 * n + 2 * len(posts) :]:
         assert answer.status_code == 303 and answer.headers["location"].startswith("/log-ind?"), answer.status_code
+
+
+async def test_the_usage_csv_and_invoice_filters_give_a_limited_colleague_only_their_accounts_whatever_is_asked(
+    db, clock, sealer, browsers
+) -> None:
+    """S8, S14, at once with a group administrator asking the same: the colleague limited to
+    10000021 asks the CSV and the invoice list for the parent, another account, repeated
+    accounts and a CVR with an account of another company — and gets only 10000021's rows, or
+    none."""
+    await company_group(db, clock)
+    administrator, colleague = browsers(), browsers()
+    await user_in(administrator, db, clock, sealer, grants={PARENT: "all", SUBSIDIARY: "all"}, functions=["invoices"])
+    await user_in(colleague, db, clock, sealer, functions=["invoices"])
+    asked: list[list[tuple[str, str]]] = [
+        [("cvr", PARENT)],
+        [("account", "10000011")],
+        [("account", "10000022")],
+        [("account", "10000021"), ("account", "10000011")],
+        [("account", "10000011"), ("account", "10000021")],
+        [("cvr", SUBSIDIARY), ("account", "10000011")],
+        [("cvr", PARENT), ("cvr", SUBSIDIARY)],
+        [],
+    ]
+    period = [("from", "2025-01"), ("to", "2026-12")]
+    answers = await asyncio.gather(
+        *(b.get("/forbrug.csv", params=[*q, *period]) for b in (colleague, administrator) for q in asked),
+        *(b.get("/fakturaer", params=q) for b in (colleague, administrator) for q in asked),
+    )
+    downloads, pages = answers[: 2 * len(asked)], answers[2 * len(asked) :]
+    colleague_rows = [list(csv.DictReader(io.StringIO(a.text))) for a in downloads[: len(asked)]]
+    for query, rows in zip(asked, colleague_rows, strict=True):
+        assert {row["account_number"] for row in rows} <= {"10000021"}, query
+    assert colleague_rows[-1], "the colleague's own usage is in the CSV"
+    administrator_all = list(csv.DictReader(io.StringIO(downloads[2 * len(asked) - 1].text)))
+    assert {row["cvr"] for row in administrator_all} == {PARENT, SUBSIDIARY}
+    for query, page in zip(asked, pages[: len(asked)], strict=True):
+        assert page.status_code in (200, 422), (query, page.status_code)
+        shown = set(re.findall(r"\b1000001[12]\b|\b1000002[23]\b", re.sub(r"<(select|datalist|form).*?</\1>", "", page.text, flags=re.S)))
+        assert shown == set(), (query, shown)
