@@ -39,7 +39,10 @@ InvoicesPage = Annotated[PageContext, Depends(needs_function("invoices"))]
 Text = Annotated[str | None, Query(max_length=100)]
 InvoiceId = Annotated[str, Path(max_length=36)]
 
-MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+# Digits 0–9 (`\d` also takes "٢٠٢٦", which the pages cannot count months of).
+MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
+# The last month whose next month a date can hold (a period is counted month by month).
+LAST_MONTH = date.max.replace(day=1)
 # The order a subscription's lines are shown in: its fee, then its usage.
 CATEGORY_ORDER = ("subscription", "calls", "sms", "data")
 E_INVOICE_FORMATS = ("oioubl", "peppol")
@@ -120,10 +123,13 @@ class BillingFilter:
 
 
 def _month(text: str) -> date | None:
-    found = MONTH.match(text)
-    if found is None or not 1 <= int(found.group(2)) <= 12:
+    """The month's first day, or None for what is not a month of the calendar (`0000-01`,
+    `2026-13`, `9999-12`)."""
+    found = MONTH.fullmatch(text)
+    if found is None or not 1 <= int(found.group(2)) <= 12 or int(found.group(1)) < 1:
         return None
-    return date(int(found.group(1)), int(found.group(2)), 1)
+    first_day = date(int(found.group(1)), int(found.group(2)), 1)
+    return first_day if first_day < LAST_MONTH else None
 
 
 def billing_filter(

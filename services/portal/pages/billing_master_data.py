@@ -15,6 +15,7 @@ invoice format. The overview says so instead of offering a form billing would re
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -49,8 +50,13 @@ FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 FORMAT_INPUTS = ("email", "gln", "scheme", "endpoint_id")
 PEPPOL_SCHEMES = ("0088", "0184", "0198")
-CVR = r"^\d{8}$"
-ACCOUNT = r"^\d{6,12}$"
+# Digits 0–9 only: `str.isdigit` also takes "²" or "١", which billing refuses (a 422 no page
+# puts in words) or reads as another number.
+CVR = re.compile(r"[0-9]{8}")
+ACCOUNT = re.compile(r"[0-9]{6,12}")
+# One entity tag as billing writes them (RFC 9110 §8.8.3); not `*` or a list, which would match
+# any version and overwrite a change made meanwhile.
+ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e]*"')
 
 
 def _grant(page: PageContext, cvr: str) -> dict[str, Any]:
@@ -107,7 +113,7 @@ async def open_account(page: MasterDataPage, konto: Annotated[str, Query(max_len
     """The overview's "open an account" field: straight to one account's format, however many
     accounts the company has."""
     number = konto.strip().replace(" ", "")
-    if not number.isdigit() or not 6 <= len(number) <= 12:
+    if not ACCOUNT.fullmatch(number):
         raise PageProblem(404, "masterdata.error.account-number")
     return page.redirect(f"/stamdata/konto/{number}")
 
@@ -125,6 +131,13 @@ def _master_data_change(typed: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in typed.items() if name != "language" or value}
 
 
+def _read_version(form: FormData) -> str:
+    """The ETag the form was read at, for `If-Match`; anything else is sent as no ETag, which
+    billing answers 428 and the page as changed meanwhile."""
+    etag = text_field(form, "etag", max_length=200)
+    return etag if ENTITY_TAG.fullmatch(etag) else ""
+
+
 def _read_at(form: FormData, names: tuple[str, ...]) -> dict[str, str]:
     """The values the form was rendered with (hidden `was.<name>`), to show what changed since."""
     return {name: text_field(form, f"was.{name}", max_length=320) for name in names}
@@ -132,7 +145,7 @@ def _read_at(form: FormData, names: tuple[str, ...]) -> dict[str, str]:
 
 @router.get("/stamdata/{cvr}", response_class=HTMLResponse)
 async def master_data_form(page: MasterDataPage, cvr: str) -> Response:
-    if not cvr.isdigit() or len(cvr) != 8:
+    if not CVR.fullmatch(cvr):
         raise PageProblem(404, "error.not-found")
     if _grant(page, cvr)["accounts"] != "all":
         raise PageProblem(403, "masterdata.refused.whole-company")
@@ -146,11 +159,11 @@ async def master_data_form(page: MasterDataPage, cvr: str) -> Response:
 @router.post("/stamdata/{cvr}", response_class=HTMLResponse)
 async def change_master_data(page: MasterDataPage, cvr: str, form: Form) -> Response:
     """Send the change with the ETag the form was read at; a stale one shows what changed."""
-    if not cvr.isdigit() or len(cvr) != 8:
+    if not CVR.fullmatch(cvr):
         raise PageProblem(404, "error.not-found")
     _grant(page, cvr)
     typed = _typed_master_data(form)
-    etag = text_field(form, "etag", max_length=200)
+    etag = _read_version(form)
     try:
         await page.services.billing.change_master_data(page.caller, cvr, etag, _master_data_change(typed))
     except ServiceProblem as problem:
@@ -254,7 +267,7 @@ def _render_format(
 
 @router.get("/stamdata/konto/{account_number}", response_class=HTMLResponse)
 async def invoice_format_form(page: MasterDataPage, account_number: str) -> Response:
-    if not account_number.isdigit() or not 6 <= len(account_number) <= 12:
+    if not ACCOUNT.fullmatch(account_number):
         raise PageProblem(404, "error.not-found")
     current, etag = await page.services.billing.invoice_format(page.caller, account_number)
     values = _format_values(current)
@@ -264,10 +277,10 @@ async def invoice_format_form(page: MasterDataPage, account_number: str) -> Resp
 @router.post("/stamdata/konto/{account_number}", response_class=HTMLResponse)
 async def change_invoice_format(page: MasterDataPage, account_number: str, form: Form) -> Response:
     """Set the account's invoice format from the next invoice on, with the form's ETag."""
-    if not account_number.isdigit() or not 6 <= len(account_number) <= 12:
+    if not ACCOUNT.fullmatch(account_number):
         raise PageProblem(404, "error.not-found")
     typed = _typed_format(form)
-    etag = text_field(form, "etag", max_length=200)
+    etag = _read_version(form)
     was = {name: text_field(form, f"was.{name}", max_length=320) for name in ("format", *FORMAT_INPUTS)}
     if typed["format"] not in FORMATS:
         current, _ = await page.services.billing.invoice_format(page.caller, account_number)

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from babel.numbers import format_currency
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
@@ -35,6 +35,9 @@ from services.portal.web import Form, PageContext, PageProblem, field_errors, ne
 router = APIRouter()
 
 OrdersPage = Annotated[PageContext, Depends(needs_function("orders"))]
+# Billing's ids are UUIDs: a longer path part is no order or subscription (the 404 page), never
+# the one its first 36 characters name.
+BillingId = Annotated[str, Path(max_length=36)]
 
 # Which of the order form's options each kind of product takes (billing's `POST /v1/orders`
 # contract, docs/billing.md): only those are sent, so a field filled in for another product
@@ -205,7 +208,7 @@ async def place_order(page: OrdersPage, form: Form) -> Response:
 
 
 @router.post("/bestil/opgrader/{subscription_id}", response_class=HTMLResponse)
-async def upgrade(page: OrdersPage, subscription_id: str, form: Form) -> Response:
+async def upgrade(page: OrdersPage, subscription_id: BillingId, form: Form) -> Response:
     """Upgrade a subscription to one of the products its catalogue entry allows (S9)."""
     key = _posted_key(page, form)
     product_code = text_field(form, "product_code", max_length=40)
@@ -215,7 +218,7 @@ async def upgrade(page: OrdersPage, subscription_id: str, form: Form) -> Respons
             page, status=422, upgrade_errors={subscription_id: page._("orders.missing.upgrade")}, side=side
         )
     try:
-        placed = await page.services.billing.upgrade(page.caller, key, subscription_id[:36], product_code)
+        placed = await page.services.billing.upgrade(page.caller, key, subscription_id, product_code)
     except ServiceProblem as problem:
         words = {
             "upgrade-not-allowed": "orders.refused.upgrade-not-allowed",
@@ -260,9 +263,9 @@ async def order_list(
 
 
 @router.get("/bestil/ordrer/{order_id}", response_class=HTMLResponse)
-async def receipt(page: OrdersPage, order_id: str) -> Response:
+async def receipt(page: OrdersPage, order_id: BillingId) -> Response:
     """The order's receipt and status, as billing has it now."""
-    order = await page.services.billing.order(page.caller, order_id[:36])
+    order = await page.services.billing.order(page.caller, order_id)
     products = {p["code"]: p for p in await _catalogue(page)}
     return page.render(
         "orders_receipt.html",

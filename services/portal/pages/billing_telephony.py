@@ -62,6 +62,8 @@ _PN_PARTS = ("medlemmer", "ringning", "aabningstider")
 # A settings error that names a whole object whose rule concerns one of its fields: the words
 # go next to that field.
 _FIELD_OF = {"call_forwarding": "call_forwarding.target", "caller_id": "caller_id.main_number"}
+# Digits 0–9: `str.isdigit` also takes "²", which `int` refuses.
+WHOLE_NUMBER = re.compile(r"[0-9]+")
 _INDEXED = re.compile(r"^(members|schedule)\.(\d+)(\..+)?$")
 
 
@@ -285,8 +287,10 @@ def _describe(page: PageContext, key: str, value: Any) -> str:
 
 
 def _version(form: FormData) -> int:
+    """The version the form showed; anything else is 0, which billing answers as changed
+    meanwhile (412)."""
     value = text_field(form, "version", max_length=20)
-    return int(value) if value.isdigit() else 0
+    return int(value) if WHOLE_NUMBER.fullmatch(value) else 0
 
 
 def _errors(page: PageContext, problem: ServiceProblem, typed: Typed) -> dict[str, str]:
@@ -383,7 +387,7 @@ def _number(value: str) -> int | str | None:
     """A whole number as billing expects it; anything else is sent as typed, for billing to name."""
     if not value:
         return None
-    return int(value) if value.isdigit() else value
+    return int(value) if WHOLE_NUMBER.fullmatch(value) else value
 
 
 def _indexed_rows(form: FormData, prefix: str) -> list[int]:
