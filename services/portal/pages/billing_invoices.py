@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
+import httpx
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal
 from fastapi import APIRouter, Depends, Path, Query
@@ -326,6 +327,15 @@ def quantity(page: PageContext, value: int, unit: str) -> str:
     return text if not text.startswith("invoices.unit.") else f"{number(page, value)} {unit}"
 
 
+def download_headers(answer: httpx.Response, file_name: str) -> dict[str, str]:
+    """A download passed on from billing is always an attachment, under billing's file name: a
+    document or CSV never opens inline on the portal's own site, whatever billing answers."""
+    disposition = answer.headers.get("content-disposition", "")
+    if not disposition.lower().startswith("attachment"):
+        disposition = f'attachment; filename="{file_name}"'
+    return {"Content-Disposition": disposition}
+
+
 @router.get("/fakturaer/{invoice_id}/{document_format}")
 async def invoice_document(
     page: InvoicesPage, invoice_id: InvoiceId, document_format: Literal["pdf", "oioubl", "peppol"]
@@ -338,11 +348,9 @@ async def invoice_document(
         if problem.status == 409:  # no e-invoice address on this invoice
             raise PageProblem(409, "invoices.document-not-available") from None
         raise
-    headers = {}
-    if disposition := answer.headers.get("content-disposition"):
-        headers["Content-Disposition"] = disposition
+    extension = "pdf" if document_format == "pdf" else "xml"
     return Response(
         answer.content,
         media_type=answer.headers.get("content-type", "application/octet-stream"),
-        headers=headers,
+        headers=download_headers(answer, f"{invoice_id}.{extension}"),
     )

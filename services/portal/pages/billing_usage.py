@@ -27,6 +27,7 @@ from services.portal.pages.billing_invoices import (
     Text,
     billing_filter,
     category_name,
+    download_headers,
     kroner,
     month,
     month_value,
@@ -267,9 +268,8 @@ async def usage_csv(
             async for chunk in answer.aiter_bytes():
                 yield chunk
 
-    headers = {}
-    if disposition := answer.headers.get("content-disposition"):
-        headers["Content-Disposition"] = disposition
     return StreamingResponse(
-        passed_on(), media_type=answer.headers.get("content-type", "text/csv"), headers=headers
+        passed_on(),
+        media_type=answer.headers.get("content-type", "text/csv"),
+        headers=download_headers(answer, "usage.csv"),
     )
