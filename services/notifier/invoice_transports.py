@@ -14,8 +14,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Literal, Protocol
 from uuid import UUID
 
 import httpx
@@ -24,9 +23,10 @@ from pydantic import SecretStr
 from services.notifier.transports import (
     DeliveryReceipt,
     HttpRetry,
+    OwnsHttpClient,
     PermanentDeliveryError,
     TransientDeliveryError,
-    excerpt,
+    receipt_of,
     tls_context,
     write_once,
 )
@@ -91,7 +91,7 @@ class EinvoiceSpool:
         return _oldest_first(folder, "*.xml")
 
 
-class EinvoiceHttpTransport:
+class EinvoiceHttpTransport(OwnsHttpClient):
     """POSTs the invoice XML to the access point named in the operator's contract.
 
     ``Idempotency-Key`` is the invoice id, so the access point recognises an invoice it
@@ -148,30 +148,9 @@ class EinvoiceHttpTransport:
             content=document,
             headers=headers,
         )
-        status = response.status_code
-        location = response.headers.get("location", self._url)
-        if 200 <= status < 300:
-            return DeliveryReceipt(invoice_id, location, already_delivered=False)
-        if status == 409:
-            return DeliveryReceipt(invoice_id, location, already_delivered=True)
-        raise PermanentDeliveryError(
-            f"the access point refused e-invoice {invoice_id} with HTTP {status}: {excerpt(response.text)}",
-            status_code=status,
+        return receipt_of(
+            response, invoice_id, url=self._url, refused=f"the access point refused e-invoice {invoice_id}"
         )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class PrintSpool:

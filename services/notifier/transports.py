@@ -145,7 +145,40 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-class HttpTransport:
+class OwnsHttpClient:
+    """A transport that owns an HTTP client (`_client`) and closes it when done with."""
+
+    _client: httpx.AsyncClient
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def receipt_of(response: httpx.Response, message_uuid: UUID, *, url: str, refused: str) -> DeliveryReceipt:
+    """What an idempotent receiver's final answer means: 2xx delivered now, 409 delivered
+    before (it already holds this id: the success we wanted), anything else a refusal that
+    sending the same message again will not change."""
+    status = response.status_code
+    location = response.headers.get("location", url)
+    if 200 <= status < 300:
+        return DeliveryReceipt(message_uuid, location, already_delivered=False)
+    if status == 409:
+        return DeliveryReceipt(message_uuid, location, already_delivered=True)
+    raise PermanentDeliveryError(f"{refused} with HTTP {status}: {excerpt(response.text)}", status_code=status)
+
+
+class HttpTransport(OwnsHttpClient):
     """POSTs the MeMo XML to the e-Boks sender endpoint named in the operator's contract.
 
     Retries what may pass (connection errors, timeouts, 429, 5xx) with exponential backoff
@@ -199,30 +232,7 @@ class HttpTransport:
             content=document,
             headers=headers,
         )
-        status = response.status_code
-        location = response.headers.get("location", self._url)
-        if 200 <= status < 300:
-            return DeliveryReceipt(message_uuid, location, already_delivered=False)
-        if status == 409:
-            return DeliveryReceipt(message_uuid, location, already_delivered=True)
-        raise PermanentDeliveryError(
-            f"e-Boks refused letter {message_uuid} with HTTP {status}: {excerpt(response.text)}",
-            status_code=status,
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        return receipt_of(response, message_uuid, url=self._url, refused=f"e-Boks refused letter {message_uuid}")
 
 
 class HttpRetry:
