@@ -239,6 +239,7 @@ async def test_an_invoice_format_changed_meanwhile_shows_both_and_can_be_redone(
     assert sorted(a.status_code for a in answers) == [303, 409]
     loser = next(a for a in answers if a.status_code == 409)
     assert "Din ændring af fakturaformatet for konto 10000011 er ikke gemt" in text_of(loser.text)
+    assert "pdf_email" not in text_of(loser.text) and "oioubl" not in text_of(loser.text)  # formats in words
     redo = form_fields(loser.text, path)
     assert (await portal.post(path, data=redo)).status_code == 303
     final = await account(billing_db, "10000011")
