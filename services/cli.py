@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "",
         "Adgang is running. Open the portal:",
         "",
-        f"  portal      {suite.url('portal')}   (the website: apply, activate, log in, administer users)",
+        f"  portal      {suite.url('portal')}   (the website: apply, activate, log in, users, invoices, orders, telephony)",
         "",
         "The services behind it:",
         f"  onboarding  {suite.url('onboarding')}/docs   (apply: POST /v1/applications)",
