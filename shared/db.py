@@ -8,6 +8,7 @@ processes then queue for the write lock instead of failing on a lock upgrade.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -26,6 +27,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
+
+from shared.problems import Problem
 
 
 def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngine:
@@ -65,6 +68,20 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
     return engine
 
 
+# Constraint names every service's tables share, so that migrations name what models declare.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def service_metadata() -> MetaData:
+    """A service's own metadata, with the shared naming convention (`Base.metadata`)."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -81,13 +98,23 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One session, one transaction: committed when the block ends, rolled back on error."""
-        if self._sqlite_writer is None:
-            async with self.sessions() as session, session.begin():
-                yield session
-            return
-        async with self._sqlite_writer, self.sessions() as session, session.begin():
-            yield session
+        """One session, one transaction: committed when the block ends, rolled back on error,
+        except for a `Problem` raised `.committing()`: that refusal keeps what the transaction
+        recorded (a failed try counted) and is raised after the commit."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._sqlite_writer is not None:
+                await stack.enter_async_context(self._sqlite_writer)
+            session = await stack.enter_async_context(self.sessions())
+            refusal: Problem | None = None
+            async with session.begin():
+                try:
+                    yield session
+                except Problem as problem:
+                    if not problem.commits:
+                        raise
+                    refusal = problem
+            if refusal is not None:
+                raise refusal
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:

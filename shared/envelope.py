@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -26,14 +27,20 @@ class EnvelopeError(ValueError):
     """A message that cannot be decoded into a known, valid event."""
 
 
+E_co = TypeVar("E_co", bound=Event, covariant=True)
+
+
 @dataclass(frozen=True)
-class Envelope:
+class Envelope(Generic[E_co]):
+    """A decoded message: its CloudEvents attributes and its typed event. Handlers declare the
+    event they take (`Envelope[CustomerRegistered]`), so `envelope.event` needs no check."""
+
     id: str
     source: str
     type: str
     time: datetime
     subject: str
-    event: Event
+    event: E_co
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ def _headers(raw: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:
     return result
 
 
-def decode(*, topic: str, headers: Sequence[tuple[str, bytes]] | None, value: bytes | None) -> Envelope:
+def decode(*, topic: str, headers: Sequence[tuple[str, bytes]] | None, value: bytes | None) -> Envelope[Event]:
     attrs = _headers(headers)
     missing = [name for name in REQUIRED if not attrs.get(name)]
     if missing:

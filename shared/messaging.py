@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.clock import Clock
 from shared.db import Database
 from shared.envelope import Envelope, EnvelopeError, KafkaRecord, decode, encode, new_event_id
-from shared.events import Event
+from shared.events import Event, Topic
 from shared.logs import redact
 
 log = logging.getLogger(__name__)
@@ -189,9 +189,19 @@ class OutboxRelay:
                     wake.clear()
 
 
-Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+# A handler takes the session of the consumer's transaction and the envelope of the one event
+# class it is registered for: `{CustomerRegistered: registry.on_customer_registered}`.
+Handler = Callable[[AsyncSession, Envelope[Any]], Awaitable[None]]
+Handlers = Mapping[type[Event], Handler]
 
-RELAY_LOCK = 0x4144_4741  # "ADGA": with the database, the advisory lock of the active outbox relay
+
+def by_topic(handlers: Handlers) -> dict[Topic, dict[type[Event], Handler]]:
+    """The handlers of a worker grouped by the topic their event is published on: one
+    consumer (and one inbox name, `<service>:<topic>`) per topic."""
+    grouped: dict[Topic, dict[type[Event], Handler]] = {}
+    for event_class, handler in handlers.items():
+        grouped.setdefault(event_class.TOPIC, {})[event_class] = handler
+    return grouped
 
 # Errors that say the database cannot be reached or is busy, not that the message is bad.
 UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
@@ -220,7 +230,7 @@ class IdempotentConsumer:
         name: str,
         db: Database,
         tables: MessagingTables,
-        handlers: Mapping[str, Handler],
+        handlers: Handlers,
         dead_letters: DeadLetters,
         clock: Clock,
         retries: int = 5,
@@ -230,7 +240,7 @@ class IdempotentConsumer:
         self.name = name
         self._db = db
         self._inbox = tables.inbox
-        self._handlers = dict(handlers)
+        self._handlers = {event_class.TYPE: handler for event_class, handler in handlers.items()}
         self._dead_letters = dead_letters
         self._clock = clock
         self._retries = retries
@@ -274,7 +284,7 @@ class IdempotentConsumer:
                     self._after_commit()
                 return outcome
 
-    async def _handle_once(self, handler: Handler, envelope: Envelope) -> str:
+    async def _handle_once(self, handler: Handler, envelope: Envelope[Event]) -> str:
         try:
             async with self._db.transaction() as session:
                 seen = await session.scalar(

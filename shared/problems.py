@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Self
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 
 PROBLEM_BASE = "https://adgang.dk/problems/"
 MEDIA_TYPE = "application/problem+json"
+# An OpenAPI response entry for a route's documented problems: `responses={404: PROBLEM}`.
+PROBLEM: dict[str, Any] = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
 
 
 class Problem(Exception):
@@ -22,6 +24,9 @@ class Problem(Exception):
     status: int = 400
     type_suffix: str = "bad-request"
     title: str = "Bad request"
+    # A refusal that keeps what its transaction recorded (a failed try counted, a lock taken):
+    # `Database.transaction` commits, then raises it. Set with `.committing()`.
+    commits: bool = False
 
     def __init__(
         self,
@@ -36,6 +41,12 @@ class Problem(Exception):
         self.errors = errors
         self.headers = headers or {}
         self.extra = extra
+
+    def committing(self) -> Self:
+        """This refusal commits what its transaction recorded before it is raised:
+        `raise Unauthenticated("...").committing()` keeps the failed try it refuses."""
+        self.commits = True
+        return self
 
     @property
     def type(self) -> str:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import faust
@@ -19,10 +19,11 @@ from shared.kafka import KafkaPublisher, ensure_topics
 from shared.logs import install_scrubbing, logging_config
 from shared.messaging import (
     ConsumedMessage,
-    Handler,
+    Handlers,
     IdempotentConsumer,
     MessagingTables,
     OutboxRelay,
+    by_topic,
     headers_list,
 )
 from shared.settings import ServiceSettings
@@ -54,7 +55,8 @@ class WorkerSpec:
     settings: ServiceSettings
     db: Database
     tables: MessagingTables
-    subscriptions: Mapping[Topic, Mapping[str, Handler]]
+    # Keyed by event class; the worker runs one consumer per topic of those events.
+    handlers: Handlers
     clock: Clock = field(default_factory=SystemClock)
     background: list[Background] = field(default_factory=list)
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -93,7 +95,7 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
         for wake in wakes:
             wake.set()
 
-    for topic, handlers in spec.subscriptions.items():
+    for topic, handlers in by_topic(spec.handlers).items():
         consumer = IdempotentConsumer(
             name=f"{settings.service}:{topic.name}",
             db=spec.db,

@@ -41,6 +41,7 @@ from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.envelope import Envelope
 from shared.events import SessionEnded, UserDeleted, UserDisabled, UserEnabled, UserGrantsChanged
+from shared.messaging import Handlers
 from shared.problems import Forbidden, Unauthenticated
 from shared.tokens import AccessClaims, TokenError, TokenVerifier, bearer_token
 
@@ -225,7 +226,7 @@ async def _record(
     row.updated_at = clock.now()
 
 
-def revocation_handlers(clock: Clock) -> dict[str, Callable[[AsyncSession, Envelope], Awaitable[None]]]:
+def revocation_handlers(clock: Clock) -> Handlers:
     """Handlers for `identity.users`: what ends a user's tokens in billing."""
 
     async def disabled(session: AsyncSession, envelope: Envelope) -> None:
@@ -260,9 +261,9 @@ def revocation_handlers(clock: Clock) -> dict[str, Callable[[AsyncSession, Envel
             )
 
     return {
-        UserDisabled.TYPE: disabled,
-        UserEnabled.TYPE: enabled,
-        UserGrantsChanged.TYPE: grants_changed,
-        UserDeleted.TYPE: deleted,
-        SessionEnded.TYPE: session_ended,
+        UserDisabled: disabled,
+        UserEnabled: enabled,
+        UserGrantsChanged: grants_changed,
+        UserDeleted: deleted,
+        SessionEnded: session_ended,
     }

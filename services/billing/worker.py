@@ -17,7 +17,6 @@ from services.billing.ordering import Ordering
 from services.billing.service import seed_demo_data
 from shared.clock import Clock
 from shared.db import Database
-from shared.events import IDENTITY_USERS
 from shared.messaging import Outbox
 from shared.worker import Background, WorkerSpec, build_faust_app, periodic
 
@@ -75,7 +74,7 @@ def create_worker(settings: BillingSettings | None = None, *, clock: Clock | Non
             settings=settings,
             db=db,
             tables=messaging,
-            subscriptions={IDENTITY_USERS: revocation_handlers(clock)},
+            handlers=revocation_handlers(clock),
             clock=clock,
             on_start=[prepare],
             background=background,

@@ -16,9 +16,6 @@ from services.identity.service import Provisioning
 from services.identity.takeover import TakeoverExpiryWatch
 from shared.db import Database
 from shared.events import (
-    BILLING_AUDIT,
-    BILLING_CUSTOMERS,
-    ONBOARDING_APPLICATIONS,
     ApplicationFailed,
     ApplicationSubmitted,
     BillingAuditRecorded,
@@ -45,14 +42,12 @@ def create_worker(settings: IdentitySettings | None = None) -> faust.App:
             settings=settings,
             db=db,
             tables=messaging,
-            subscriptions={
-                BILLING_CUSTOMERS: {CustomerRegistered.TYPE: provisioning.on_customer_registered},
-                ONBOARDING_APPLICATIONS: {
-                    ApplicationSubmitted.TYPE: provisioning.on_application_submitted,
-                    ApplicationFailed.TYPE: provisioning.on_application_failed,
-                },
+            handlers={
+                CustomerRegistered: provisioning.on_customer_registered,
+                ApplicationSubmitted: provisioning.on_application_submitted,
+                ApplicationFailed: provisioning.on_application_failed,
                 # Billing's changes join the company's audit trail (`GET /v1/audit`).
-                BILLING_AUDIT: {BillingAuditRecorded.TYPE: keep_billing_entry},
+                BillingAuditRecorded: keep_billing_entry,
             },
             clock=clock,
             background=[

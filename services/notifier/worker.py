@@ -38,11 +38,6 @@ from services.notifier.transports import EboksTransport, HttpTransport, SpoolTra
 from shared.clock import Clock
 from shared.db import Database
 from shared.events import (
-    BILLING_INVOICES,
-    BILLING_ORDERS,
-    IDENTITY_CREDENTIALS,
-    IDENTITY_OTP,
-    IDENTITY_USERS,
     CredentialChanged,
     CredentialsIssued,
     InvoiceIssued,
@@ -52,7 +47,6 @@ from shared.events import (
     SubscriptionUpgraded,
     TakeoverCompleted,
     TakeoverNoticeIssued,
-    Topic,
     UserCreated,
     UserDeleted,
     UserDetailsChanged,
@@ -60,7 +54,7 @@ from shared.events import (
     UserEnabled,
     UserGrantsChanged,
 )
-from shared.messaging import Handler, Outbox
+from shared.messaging import Handlers, Outbox
 from shared.worker import Background, WorkerSpec, build_faust_app, periodic
 
 
@@ -122,30 +116,24 @@ def sms_gateway(settings: NotifierSettings) -> SmsGateway:
     )
 
 
-def subscriptions(clock: Clock) -> dict[Topic, dict[str, Handler]]:
-    """What the worker consumes, and the handler of each event type."""
+def handlers(clock: Clock) -> Handlers:
+    """What the worker consumes: the handler of each event class."""
     return {
-        IDENTITY_CREDENTIALS: {
-            CredentialsIssued.TYPE: partial(record_credentials, clock=clock),
-            LoginCreated.TYPE: partial(record_login_created, clock=clock),
-            TakeoverNoticeIssued.TYPE: partial(record_takeover_notice, clock=clock),
-        },
-        IDENTITY_OTP: {OtpRequested.TYPE: partial(record_code, clock=clock)},
-        IDENTITY_USERS: {
-            CredentialChanged.TYPE: partial(record_credential_changed, clock=clock),
-            UserCreated.TYPE: directory.on_user_created,
-            UserGrantsChanged.TYPE: directory.on_user_grants_changed,
-            UserDetailsChanged.TYPE: directory.on_user_details_changed,
-            UserDisabled.TYPE: directory.on_user_disabled,
-            UserEnabled.TYPE: directory.on_user_enabled,
-            UserDeleted.TYPE: directory.on_user_deleted,
-            TakeoverCompleted.TYPE: partial(record_takeover_completed, clock=clock),
-        },
-        BILLING_ORDERS: {
-            SubscriptionOrdered.TYPE: partial(record_order_confirmation, clock=clock),
-            SubscriptionUpgraded.TYPE: partial(record_order_confirmation, clock=clock),
-        },
-        BILLING_INVOICES: {InvoiceIssued.TYPE: partial(record_invoice_issued, clock=clock)},
+        CredentialsIssued: partial(record_credentials, clock=clock),
+        LoginCreated: partial(record_login_created, clock=clock),
+        TakeoverNoticeIssued: partial(record_takeover_notice, clock=clock),
+        OtpRequested: partial(record_code, clock=clock),
+        CredentialChanged: partial(record_credential_changed, clock=clock),
+        UserCreated: directory.on_user_created,
+        UserGrantsChanged: directory.on_user_grants_changed,
+        UserDetailsChanged: directory.on_user_details_changed,
+        UserDisabled: directory.on_user_disabled,
+        UserEnabled: directory.on_user_enabled,
+        UserDeleted: directory.on_user_deleted,
+        TakeoverCompleted: partial(record_takeover_completed, clock=clock),
+        SubscriptionOrdered: partial(record_order_confirmation, clock=clock),
+        SubscriptionUpgraded: partial(record_order_confirmation, clock=clock),
+        InvoiceIssued: partial(record_invoice_issued, clock=clock),
     }
 
 
@@ -187,7 +175,7 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
             settings=settings,
             db=db,
             tables=messaging,
-            subscriptions=subscriptions(clock),
+            handlers=handlers(clock),
             clock=clock,
             background=[
                 Background("dispatcher", lambda: dispatcher.run_forever(settings.dispatch_interval_s)),

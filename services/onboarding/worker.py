@@ -11,40 +11,31 @@ from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import messaging
 from shared.db import Database
 from shared.events import (
-    BILLING_CUSTOMERS,
-    IDENTITY_CREDENTIALS,
-    IDENTITY_USERS,
-    NOTIFIER_DELIVERIES,
     AdministratorProvisioningRejected,
     CredentialsIssued,
     CustomerRegistered,
     DeliveryFailed,
     DeliverySlaBreached,
     DeliverySucceeded,
-    Topic,
     UserActivated,
     UserCreated,
     UserDeleted,
 )
-from shared.messaging import Handler, Outbox
+from shared.messaging import Handlers, Outbox
 from shared.worker import WorkerSpec, build_faust_app, periodic
 
 
-def subscriptions(outbox: Outbox) -> dict[Topic, dict[str, Handler]]:
+def handlers(outbox: Outbox) -> Handlers:
     return {
-        BILLING_CUSTOMERS: {CustomerRegistered.TYPE: service.on_customer_registered},
-        IDENTITY_USERS: {
-            UserCreated.TYPE: service.on_user_created,
-            UserActivated.TYPE: service.on_user_activated,
-            UserDeleted.TYPE: service.on_user_deleted,
-            AdministratorProvisioningRejected.TYPE: service.on_provisioning_rejected,
-        },
-        IDENTITY_CREDENTIALS: {CredentialsIssued.TYPE: service.on_credentials_issued},
-        NOTIFIER_DELIVERIES: {
-            DeliverySucceeded.TYPE: service.on_delivery_succeeded,
-            DeliveryFailed.TYPE: partial(service.on_delivery_failed, outbox=outbox),
-            DeliverySlaBreached.TYPE: service.on_delivery_sla_breached,
-        },
+        CustomerRegistered: service.on_customer_registered,
+        UserCreated: service.on_user_created,
+        UserActivated: service.on_user_activated,
+        UserDeleted: service.on_user_deleted,
+        AdministratorProvisioningRejected: service.on_provisioning_rejected,
+        CredentialsIssued: service.on_credentials_issued,
+        DeliverySucceeded: service.on_delivery_succeeded,
+        DeliveryFailed: partial(service.on_delivery_failed, outbox=outbox),
+        DeliverySlaBreached: service.on_delivery_sla_breached,
     }
 
 
@@ -59,7 +50,7 @@ def create_worker(settings: OnboardingSettings | None = None) -> faust.App:
             settings=settings,
             db=db,
             tables=messaging,
-            subscriptions=subscriptions(outbox),
+            handlers=handlers(outbox),
             clock=clock,
             background=[periodic("deadline-watch", settings.deadline_check_interval_s, watch.check)],
         )

@@ -33,13 +33,13 @@ from services.notifier.models import Delivery, messaging
 from services.notifier.service import Dispatcher, RetryPolicy, Sender
 from services.notifier.sinks import MailSink, read_mail
 from services.notifier.transports import SpoolTransport
-from services.notifier.worker import subscriptions
+from services.notifier.worker import handlers
 from services.registry import SERVICES
 from shared.clock import FrozenClock
 from shared.db import Database, migrate
 from shared.envelope import KafkaRecord, encode, new_event_id
 from shared.events import InvoiceDelivery, InvoiceIssued
-from shared.messaging import ConsumedMessage, IdempotentConsumer, Outbox
+from shared.messaging import ConsumedMessage, IdempotentConsumer, Outbox, by_topic
 from shared.sealing import Sealer
 from tests.support.ports import free_ports
 
@@ -143,13 +143,13 @@ class Notifier:
                 name=f"notifier:{topic.name}",
                 db=db,
                 tables=messaging,
-                handlers=handlers,
+                handlers=topic_handlers,
                 dead_letters=NoDeadLetters(),
                 clock=clock,
                 retries=0,
                 backoff=0,
             )
-            for topic, handlers in subscriptions(clock).items()
+            for topic, topic_handlers in by_topic(handlers(clock)).items()
         }
         self.dispatcher = Dispatcher(
             db=db,

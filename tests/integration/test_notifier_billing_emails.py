@@ -28,7 +28,7 @@ from services.notifier.service import (
     record_order_confirmation,
 )
 from services.notifier.transports import SpoolTransport
-from services.notifier.worker import subscriptions
+from services.notifier.worker import handlers
 from services.registry import SERVICES
 from shared.clock import FrozenClock
 from shared.db import Database, migrate
@@ -47,7 +47,7 @@ from shared.events import (
     UserEnabled,
     UserGrantsChanged,
 )
-from shared.messaging import ConsumedMessage, IdempotentConsumer, Outbox
+from shared.messaging import ConsumedMessage, IdempotentConsumer, Outbox, by_topic
 from shared.sealing import Sealer
 
 CVR = "22109340"
@@ -91,13 +91,13 @@ class Notifier:
                 name=f"notifier:{topic.name}",
                 db=db,
                 tables=messaging,
-                handlers=handlers,
+                handlers=topic_handlers,
                 dead_letters=self.dead_letters,
                 clock=clock,
                 retries=2,
                 backoff=0,
             )
-            for topic, handlers in subscriptions(clock).items()
+            for topic, topic_handlers in by_topic(handlers(clock)).items()
         }
         self.dispatcher = Dispatcher(
             db=db,

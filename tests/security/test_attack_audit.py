@@ -362,7 +362,7 @@ async def test_a_malformed_billing_audit_event_is_dead_lettered_and_the_next_is_
         name="identity-audit-test",
         db=db,
         tables=messaging,
-        handlers={BillingAuditRecorded.TYPE: keep_billing_entry},
+        handlers={BillingAuditRecorded: keep_billing_entry},
         dead_letters=letters,
         clock=clock,
         retries=2,

@@ -28,15 +28,15 @@ from services.billing.models import EndedSession
 from services.billing.models import messaging as billing_messaging
 from services.identity.models import messaging as identity_messaging
 from services.notifier.models import messaging as notifier_messaging
-from services.notifier.worker import subscriptions as notifier_subscriptions
+from services.notifier.worker import handlers as notifier_handlers
 from services.onboarding.models import messaging as onboarding_messaging
-from services.onboarding.worker import subscriptions as onboarding_subscriptions
+from services.onboarding.worker import handlers as onboarding_handlers
 from services.registry import SERVICES
 from shared.clock import FrozenClock
 from shared.db import Database, alembic_config, migrate
 from shared.envelope import KafkaRecord, encode
 from shared.events import IDENTITY_USERS, SessionEnded
-from shared.messaging import ConsumedMessage, IdempotentConsumer, MessagingTables, Outbox
+from shared.messaging import ConsumedMessage, IdempotentConsumer, MessagingTables, Outbox, by_topic
 from tests.integration.billing_fixtures import billing_url  # noqa: F401 - fixture
 from tests.integration.test_activation import envelope_of
 from tests.integration.test_login import (  # noqa: F401 - fixtures
@@ -284,7 +284,7 @@ async def test_billing_forgets_an_ended_session_once_its_tokens_can_no_longer_be
             SessionEnded(user_id=user, session_id=session_id, reason="logout", ended_at=ended_at), clock
         )
         async with billing_db.transaction() as session:
-            await handlers[SessionEnded.TYPE](session, envelope)
+            await handlers[SessionEnded](session, envelope)
 
     kept = BillingSettings.model_fields["ended_sessions_kept"].default
     assert kept == timedelta(hours=1)
@@ -343,10 +343,10 @@ async def test_the_other_consumers_of_identity_users_ignore_a_session_end(
     url = database_factory(service)
     await asyncio.to_thread(migrate, SERVICES[service].migrations, url)
     tables: MessagingTables = notifier_messaging if service == "notifier" else onboarding_messaging
-    handlers = (
-        notifier_subscriptions(clock)
+    handlers = by_topic(
+        notifier_handlers(clock)
         if service == "notifier"
-        else onboarding_subscriptions(Outbox(onboarding_messaging, clock))
+        else onboarding_handlers(Outbox(onboarding_messaging, clock))
     )[IDENTITY_USERS]
     database = Database(url)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from shared.messaging import (
     OutboxRelay,
     dead_letter_record,
 )
+from shared.problems import Unauthenticated
 
 AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CONSUMER = "test-consumer"
@@ -89,7 +91,7 @@ class Harness:
             name=CONSUMER,
             db=self.db,
             tables=self.tables,
-            handlers={CustomerRegistered.TYPE: handler},
+            handlers={CustomerRegistered: handler},
             dead_letters=dead_letters,
             clock=self.clock,
             retries=kwargs.pop("retries", 2),
@@ -117,9 +119,43 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         await db.dispose()
 
 
-async def record_effect(session: AsyncSession, envelope: Envelope, effects: Table) -> None:
-    assert isinstance(envelope.event, CustomerRegistered)
+async def record_effect(session: AsyncSession, envelope: Envelope[CustomerRegistered], effects: Table) -> None:
     await session.execute(insert(effects).values(cvr=envelope.event.cvr))
+
+
+# --- a refusal that keeps what it recorded ----------------------------------------------------
+
+
+async def test_a_refusal_raised_committing_keeps_what_its_transaction_recorded(harness: Harness) -> None:
+    """A failed try is counted, then refused: the count must survive the refusal."""
+    with pytest.raises(Unauthenticated, match="wrong password") as refused:
+        async with harness.db.transaction() as session:
+            await session.execute(insert(harness.effects).values(cvr="10000000"))
+            raise Unauthenticated("wrong password").committing()
+
+    assert refused.value.status == 401
+    assert await harness.count(harness.effects) == 1
+
+
+async def test_a_plain_refusal_rolls_back_what_its_transaction_recorded(harness: Harness) -> None:
+    with pytest.raises(Unauthenticated):
+        async with harness.db.transaction() as session:
+            await session.execute(insert(harness.effects).values(cvr="10000000"))
+            raise Unauthenticated("wrong password")
+
+    assert await harness.count(harness.effects) == 0
+
+
+async def test_refusals_committing_in_parallel_each_keep_their_own_record(harness: Harness) -> None:
+    async def refuse(n: int) -> None:
+        async with harness.db.transaction() as session:
+            await session.execute(insert(harness.effects).values(cvr=f"{n:08d}"))
+            raise Unauthenticated(f"try {n}").committing()
+
+    outcomes = await asyncio.gather(*(refuse(n) for n in range(20)), return_exceptions=True)
+
+    assert all(isinstance(outcome, Unauthenticated) for outcome in outcomes)
+    assert await harness.count(harness.effects) == 20
 
 
 # --- the outbox -------------------------------------------------------------------------------
