@@ -1,7 +1,7 @@
 """Ways of handing an issued invoice's document to where the company chose to receive it (S10):
 an e-invoice (OIOUBL or Peppol BIS) to an access point, or a PDF to a print provider.
 
-They keep the e-Boks transports' promise (`transports.py`): a given invoice reaches its
+They keep the transports' promise (`transport_base.py`): a given invoice reaches its
 receiver at most once, and a second attempt is reported as ``already_delivered`` rather than
 as a new invoice, so the notifier may retry after a crash or a redelivered event. The spools
 write each invoice's file once (`write_once`); the HTTP transport names the invoice in an
@@ -20,14 +20,12 @@ from uuid import UUID
 import httpx
 from pydantic import SecretStr
 
-from services.notifier.transports import (
+from services.notifier.transport_base import (
     DeliveryReceipt,
-    HttpRetry,
     OwnsHttpClient,
     PermanentDeliveryError,
     TransientDeliveryError,
     receipt_of,
-    tls_context,
     write_once,
 )
 
@@ -115,19 +113,19 @@ class EinvoiceHttpTransport(OwnsHttpClient):
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if (client_cert is None) != (client_key is None):
-            raise ValueError("client_cert and client_key must be given together")
+        super().__init__(
+            client_cert=client_cert,
+            client_key=client_key,
+            ca_bundle=ca_bundle,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            transport=transport,
+            sleep=sleep,
+        )
         self._url = url
         self._token = token
-        self._retry = HttpRetry(
-            max_attempts=max_attempts, backoff_base=backoff_base, backoff_max=backoff_max, sleep=sleep
-        )
-        self._client = httpx.AsyncClient(
-            verify=tls_context(client_cert, client_key, ca_bundle),
-            timeout=timeout,
-            transport=transport,
-            follow_redirects=False,
-        )
 
     async def deliver(
         self, *, format: EinvoiceFormat, endpoint: str, invoice_id: UUID, document: bytes
