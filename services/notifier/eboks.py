@@ -9,22 +9,23 @@ new letter.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
-
-import httpx
 
 from services.notifier.memo import ensure_cvr
 from services.notifier.transport_base import (
     DeliveryReceipt,
+    HttpClientOptions,
     OwnsHttpClient,
     PermanentDeliveryError,
     TransientDeliveryError,
     receipt_of,
     write_once,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.12
 
 
 class EboksTransport(Protocol):
@@ -87,31 +88,8 @@ class HttpTransport(OwnsHttpClient):
 
     name = "http"
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        client_cert: Path | None = None,
-        client_key: Path | None = None,
-        ca_bundle: Path | None = None,
-        timeout: float = 10.0,
-        max_attempts: int = 4,
-        backoff_base: float = 0.5,
-        backoff_max: float = 8.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        super().__init__(
-            client_cert=client_cert,
-            client_key=client_key,
-            ca_bundle=ca_bundle,
-            timeout=timeout,
-            max_attempts=max_attempts,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            transport=transport,
-            sleep=sleep,
-        )
+    def __init__(self, *, url: str, **client: Unpack[HttpClientOptions]) -> None:
+        super().__init__(**client)
         self._url = url
 
     async def deliver(self, *, recipient_cvr: str, message_uuid: UUID, document: bytes) -> DeliveryReceipt:

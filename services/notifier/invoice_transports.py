@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from uuid import UUID
 
-import httpx
 from pydantic import SecretStr
 
 from services.notifier.transport_base import (
     DeliveryReceipt,
+    HttpClientOptions,
     OwnsHttpClient,
     PermanentDeliveryError,
     TransientDeliveryError,
@@ -38,6 +37,9 @@ _ENDPOINTS: dict[str, re.Pattern[str]] = {
     "oioubl": re.compile(r"^[0-9]{13}$"),
     "peppol": re.compile(r"^[0-9]{4}:[A-Za-z0-9][A-Za-z0-9._-]{0,49}$"),
 }
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.12
 
 
 def ensure_endpoint(format: EinvoiceFormat, endpoint: str) -> str:
@@ -98,32 +100,8 @@ class EinvoiceHttpTransport(OwnsHttpClient):
 
     name = "http"
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        token: SecretStr | None = None,
-        client_cert: Path | None = None,
-        client_key: Path | None = None,
-        ca_bundle: Path | None = None,
-        timeout: float = 10.0,
-        max_attempts: int = 4,
-        backoff_base: float = 0.5,
-        backoff_max: float = 8.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        super().__init__(
-            client_cert=client_cert,
-            client_key=client_key,
-            ca_bundle=ca_bundle,
-            timeout=timeout,
-            max_attempts=max_attempts,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            transport=transport,
-            sleep=sleep,
-        )
+    def __init__(self, *, url: str, token: SecretStr | None = None, **client: Unpack[HttpClientOptions]) -> None:
+        super().__init__(**client)
         self._url = url
         self._token = token
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 from uuid import UUID
 
 import httpx
@@ -92,6 +92,20 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class HttpClientOptions(TypedDict, total=False):
+    """How an `OwnsHttpClient` reaches its receiver: TLS, timeout and retries (see there)."""
+
+    client_cert: Path | None
+    client_key: Path | None
+    ca_bundle: Path | None
+    timeout: float
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    transport: httpx.AsyncBaseTransport | None
+    sleep: Callable[[float], Awaitable[None]]
 
 
 class OwnsHttpClient:

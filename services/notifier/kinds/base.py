@@ -124,6 +124,10 @@ class TemplatedEmail(Kind[E]):
         self._email = email
         self._email_from = email_from
 
+    @classmethod
+    def of(cls, outlets: Outlets) -> Self:
+        return cls(email=outlets.email, email_from=outlets.email_from)
+
     async def send_email(
         self,
         delivery: Delivery,
@@ -157,6 +161,18 @@ class TemplatedEmail(Kind[E]):
                 return (await self._email.send(message)).location
             except DeliveryError as exc:
                 raise type(exc)(str(exc).replace(secret, "[code]"), status_code=exc.status_code) from None
+
+
+class PortalEmail(TemplatedEmail[E]):
+    """A templated email that links to the portal."""
+
+    def __init__(self, *, email: EmailTransport | None, email_from: Address | None, portal_url: str) -> None:
+        super().__init__(email=email, email_from=email_from)
+        self._portal_url = portal_url
+
+    @classmethod
+    def of(cls, outlets: Outlets) -> Self:
+        return cls(email=outlets.email, email_from=outlets.email_from, portal_url=outlets.sender.portal_url)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from services.notifier.kinds.base import (
     Kind,
     Outlets,
     Planned,
+    PortalEmail,
     Sender,
     TemplatedEmail,
     per_recipient_event_id,
@@ -55,7 +56,7 @@ INVOICE_DOCUMENT_KINDS: dict[str, tuple[str, Channel]] = {
 }
 
 
-class OrderConfirmation(TemplatedEmail[SubscriptionOrdered | SubscriptionUpgraded]):
+class OrderConfirmation(PortalEmail[SubscriptionOrdered | SubscriptionUpgraded]):
     """Confirms an order of a subscription, or an upgrade, to the person who placed it (S9).
 
     The address, name and language are the directory's when the order was recorded
@@ -87,14 +88,6 @@ class OrderConfirmation(TemplatedEmail[SubscriptionOrdered | SubscriptionUpgrade
             )
         ]
 
-    @classmethod
-    def of(cls, outlets: Outlets) -> Self:
-        return cls(email=outlets.email, email_from=outlets.email_from, portal_url=outlets.sender.portal_url)
-
-    def __init__(self, *, email: EmailTransport | None, email_from: Address | None, portal_url: str) -> None:
-        super().__init__(email=email, email_from=email_from)
-        self._portal_url = portal_url
-
     async def send(self, delivery: Delivery) -> str:
         language = delivery.recipient_language or DEFAULT_LANGUAGE
         if delivery.source_event_type == SubscriptionUpgraded.TYPE:
@@ -123,7 +116,7 @@ class OrderConfirmation(TemplatedEmail[SubscriptionOrdered | SubscriptionUpgrade
         )
 
 
-class InvoiceReady(TemplatedEmail[InvoiceIssued]):
+class InvoiceReady(PortalEmail[InvoiceIssued]):
     """Tells a user with the `invoices` function that an invoice for an account they may see
     is issued and can be seen in the portal (S8). In the recipient's language, like
     `OrderConfirmation`."""
@@ -150,14 +143,6 @@ class InvoiceReady(TemplatedEmail[InvoiceIssued]):
                 session, cvr=event.cvr, account_number=event.account_number
             )
         ]
-
-    @classmethod
-    def of(cls, outlets: Outlets) -> Self:
-        return cls(email=outlets.email, email_from=outlets.email_from, portal_url=outlets.sender.portal_url)
-
-    def __init__(self, *, email: EmailTransport | None, email_from: Address | None, portal_url: str) -> None:
-        super().__init__(email=email, email_from=email_from)
-        self._portal_url = portal_url
 
     async def send(self, delivery: Delivery) -> str:
         invoice = InvoiceIssued.model_validate_json(delivery.source_payload)

@@ -275,10 +275,6 @@ class SecurityNotice(TemplatedEmail[CredentialChanged]):
     async def plan(cls, session: AsyncSession, envelope: Envelope[CredentialChanged]) -> Sequence[Planned]:
         return [Planned(kind="security_notice", channel="email", recipient=envelope.event.email)]
 
-    @classmethod
-    def of(cls, outlets: Outlets) -> Self:
-        return cls(email=outlets.email, email_from=outlets.email_from)
-
     async def send(self, delivery: Delivery) -> str:
         event = CredentialChanged.model_validate_json(delivery.source_payload)
         return await self.send_email(

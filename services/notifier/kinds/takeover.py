@@ -130,10 +130,6 @@ class TakeoverCompletedNotice(TemplatedEmail[TakeoverCompleted]):
             for former in envelope.event.disabled
         ]
 
-    @classmethod
-    def of(cls, outlets: Outlets) -> Self:
-        return cls(email=outlets.email, email_from=outlets.email_from)
-
     async def send(self, delivery: Delivery) -> str:
         event = TakeoverCompleted.model_validate_json(delivery.source_payload)
         former = next(d for d in event.disabled if d.email == delivery.recipient)
