@@ -10,12 +10,11 @@ disabled, deleted or re-granted, or when one session ends (logout, a reused refr
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, TypeVar
+from typing import TypeVar
 
-from fastapi import Header
 from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
@@ -41,9 +40,8 @@ from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.envelope import Envelope
 from shared.events import SessionEnded, UserDeleted, UserDisabled, UserEnabled, UserGrantsChanged
-from shared.messaging import Handlers
-from shared.problems import Forbidden, Unauthenticated
-from shared.tokens import AccessClaims, TokenError, TokenVerifier, bearer_token
+from shared.problems import Forbidden
+from shared.tokens import AccessClaims
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -146,20 +144,6 @@ async def granted(
     return row
 
 
-def bearer_access(verifier: TokenVerifier, clock: Clock) -> Callable[..., Awaitable[Access]]:
-    """A FastAPI dependency: the caller's `Access`, or 401 (also for a revoked session)."""
-
-    async def current_access(authorization: Annotated[str | None, Header()] = None) -> Access:
-        token = bearer_token(authorization)
-        try:
-            claims = await verifier.verify(token, now=clock.now())
-        except TokenError as exc:
-            raise Unauthenticated(f"The access token is not accepted: {exc}. Log in again.") from exc
-        return Access.of(claims)
-
-    return current_access
-
-
 # --- revocations from identity.users ---------------------------------------------------------
 
 
@@ -176,12 +160,20 @@ def revocation_query(user_id: str, session_id: str) -> CompoundSelect[str, datet
     return union_all(user, session_ended)
 
 
-def revocation_check(db: Database) -> Callable[[AccessClaims], Awaitable[bool]]:
-    """`TokenVerifier.is_revoked`: one read per request (`revocation_query`) for the user's row
-    (disabled, deleted, re-granted) and the token's session (ended on its own)."""
+class Revocations:
+    """What ends a user's tokens in billing: the handlers of `identity.users` record disabled,
+    deleted and re-granted users and ended sessions; `is_revoked` is the token verifier's
+    check against them, and `purge_ended_sessions` forgets the sessions whose tokens expired."""
 
-    async def is_revoked(claims: AccessClaims) -> bool:
-        async with db.reading() as session:
+    def __init__(self, *, db: Database, clock: Clock, ended_sessions_kept: timedelta) -> None:
+        self.db = db
+        self.clock = clock
+        self.ended_sessions_kept = ended_sessions_kept
+
+    async def is_revoked(self, claims: AccessClaims) -> bool:
+        """`TokenVerifier.is_revoked`: one read per request (`revocation_query`) for the user's
+        row (disabled, deleted, re-granted) and the token's session (ended on its own)."""
+        async with self.db.reading() as session:
             rows = (await session.execute(revocation_query(claims.sub, claims.sid))).all()
         for status, revoked_before in rows:
             if status != "active":  # disabled, deleted, or this session ended
@@ -191,68 +183,41 @@ def revocation_check(db: Database) -> Callable[[AccessClaims], Awaitable[bool]]:
                 return True
         return False
 
-    return is_revoked
+    async def purge_ended_sessions(self) -> int:
+        """Forget the sessions that ended more than `ended_sessions_kept` ago: every access
+        token of them has expired by then (identity's live 5 minutes), so their rows refuse
+        nothing any more."""
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                delete(EndedSession).where(
+                    EndedSession.ended_at < self.clock.now() - self.ended_sessions_kept
+                )
+            )
+        purged: int = result.rowcount  # type: ignore[attr-defined]  # a DELETE's result is a CursorResult
+        if purged:
+            log.info("purged %d ended sessions whose tokens have expired", purged)
+        return purged
 
-
-async def purge_ended_sessions(db: Database, clock: Clock, kept: timedelta) -> int:
-    """Forget the sessions that ended more than `kept` ago: every access token of them has
-    expired by then (identity's live 5 minutes), so their rows refuse nothing any more."""
-    async with db.transaction() as session:
-        result = await session.execute(delete(EndedSession).where(EndedSession.ended_at < clock.now() - kept))
-    purged: int = result.rowcount  # type: ignore[attr-defined]  # a DELETE's result is a CursorResult
-    if purged:
-        log.info("purged %d ended sessions whose tokens have expired", purged)
-    return purged
-
-
-async def _record(
-    session: AsyncSession,
-    user_id: str,
-    clock: Clock,
-    *,
-    status: str | None,
-    revoke_at: datetime | None = None,
-) -> None:
-    row = await session.get(UserAccess, user_id, with_for_update=True)
-    if row is None:
-        row = UserAccess(user_id=user_id, status="active", revoked_before=None)
-        session.add(row)
-    if row.status == "deleted":  # a deleted login never comes back
-        status = None
-    if status is not None:
-        row.status = status
-    if revoke_at is not None and (row.revoked_before is None or as_utc(row.revoked_before) < revoke_at):
-        row.revoked_before = revoke_at
-    row.updated_at = clock.now()
-
-
-def revocation_handlers(clock: Clock) -> Handlers:
-    """Handlers for `identity.users`: what ends a user's tokens in billing."""
-
-    async def disabled(session: AsyncSession, envelope: Envelope) -> None:
+    async def on_user_disabled(self, session: AsyncSession, envelope: Envelope[UserDisabled]) -> None:
         event = envelope.event
-        assert isinstance(event, UserDisabled)
-        await _record(session, str(event.user_id), clock, status="disabled", revoke_at=event.disabled_at)
+        await self._record(session, str(event.user_id), status="disabled", revoke_at=event.disabled_at)
 
-    async def enabled(session: AsyncSession, envelope: Envelope) -> None:
-        event = envelope.event
-        assert isinstance(event, UserEnabled)
+    async def on_user_enabled(self, session: AsyncSession, envelope: Envelope[UserEnabled]) -> None:
         # Tokens from before the disabling stay refused: they were ended then.
-        await _record(session, str(event.user_id), clock, status="active")
+        await self._record(session, str(envelope.event.user_id), status="active")
 
-    async def grants_changed(session: AsyncSession, envelope: Envelope) -> None:
+    async def on_user_grants_changed(
+        self, session: AsyncSession, envelope: Envelope[UserGrantsChanged]
+    ) -> None:
         event = envelope.event
-        assert isinstance(event, UserGrantsChanged)
-        await _record(session, str(event.user_id), clock, status=None, revoke_at=event.changed_at)
+        await self._record(session, str(event.user_id), status=None, revoke_at=event.changed_at)
 
-    async def deleted(session: AsyncSession, envelope: Envelope) -> None:
+    async def on_user_deleted(self, session: AsyncSession, envelope: Envelope[UserDeleted]) -> None:
         event = envelope.event
-        assert isinstance(event, UserDeleted)
-        await _record(session, str(event.user_id), clock, status="deleted", revoke_at=event.deleted_at)
+        await self._record(session, str(event.user_id), status="deleted", revoke_at=event.deleted_at)
 
-    async def session_ended(session: AsyncSession, envelope: Envelope) -> None:
+    async def on_session_ended(self, session: AsyncSession, envelope: Envelope[SessionEnded]) -> None:
         event = envelope.event
-        assert isinstance(event, SessionEnded)
         if await session.get(EndedSession, str(event.session_id)) is None:
             session.add(
                 EndedSession(
@@ -260,10 +225,22 @@ def revocation_handlers(clock: Clock) -> Handlers:
                 )
             )
 
-    return {
-        UserDisabled: disabled,
-        UserEnabled: enabled,
-        UserGrantsChanged: grants_changed,
-        UserDeleted: deleted,
-        SessionEnded: session_ended,
-    }
+    async def _record(
+        self,
+        session: AsyncSession,
+        user_id: str,
+        *,
+        status: str | None,
+        revoke_at: datetime | None = None,
+    ) -> None:
+        row = await session.get(UserAccess, user_id, with_for_update=True)
+        if row is None:
+            row = UserAccess(user_id=user_id, status="active", revoked_before=None)
+            session.add(row)
+        if row.status == "deleted":  # a deleted login never comes back
+            status = None
+        if status is not None:
+            row.status = status
+        if revoke_at is not None and (row.revoked_before is None or as_utc(row.revoked_before) < revoke_at):
+            row.revoked_before = revoke_at
+        row.updated_at = self.clock.now()

@@ -16,9 +16,10 @@ from lxml import etree
 from sqlalchemy import update
 
 from services.billing import documents
-from services.billing.access import revocation_handlers
+from services.billing.bootstrap import BillingParts
 from services.billing.invoicing import invoice_id_for
 from services.billing.models import Invoice
+from services.billing.worker import handlers as billing_handlers
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.events import UserDisabled, UserGrantsChanged
@@ -27,6 +28,7 @@ from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     billing,
     billing_clock,
     billing_db,
+    billing_parts,
     billing_url,
     tokens,
 )
@@ -245,7 +247,11 @@ async def test_accept_tricks_and_several_accept_headers_fired_in_parallel_never_
 
 
 async def test_tokens_of_a_disabled_or_narrowed_user_open_no_document_however_many_are_fired_at_once(
-    reader: httpx.AsyncClient, tokens: Tokens, billing_db: Database, billing_clock: FrozenClock
+    reader: httpx.AsyncClient,
+    tokens: Tokens,
+    billing_db: Database,
+    billing_clock: FrozenClock,
+    billing_parts: BillingParts,
 ) -> None:
     """S12, S14: an access token is valid for minutes; a user disabled, or narrowed to fewer
     accounts, meanwhile reads no document with the token they still hold."""
@@ -254,7 +260,7 @@ async def test_tokens_of_a_disabled_or_narrowed_user_open_no_document_however_ma
     disabled = tokens.caller(grant, ["invoices"], user_id=disabled_id)
     narrowed = tokens.caller(grant, ["invoices"], user_id=narrowed_id)
     invoice_id = invoice_id_for(PEPPOL_ACCOUNT, OCTOBER)
-    handlers = revocation_handlers(billing_clock)
+    handlers = billing_handlers(billing_parts)
     billing_clock.advance(timedelta(seconds=2))
     for event in (
         UserDisabled(user_id=uuid.UUID(disabled_id), tenant_cvr=NORDLYS, disabled_at=billing_clock.now()),
@@ -268,7 +274,7 @@ async def test_tokens_of_a_disabled_or_narrowed_user_open_no_document_however_ma
     ):
         envelope = envelope_of(event, billing_clock)
         async with billing_db.transaction() as session:
-            await handlers[envelope.type](session, envelope)
+            await handlers[type(event)](session, envelope)
 
     requests = [
         (f"/v1/invoices/{invoice_id}", {"Accept": "application/pdf"}, {}),
