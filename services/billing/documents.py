@@ -49,6 +49,21 @@ PRINTABLE = frozenset.intersection(
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+def _printable_pattern() -> str:
+    """A pattern of the texts `unprintable` lets through (for the OpenAPI document)."""
+    allowed = sorted(c for c in PRINTABLE if not unicodedata.category(chr(c)).startswith("C"))
+    ranges: list[tuple[int, int]] = []
+    for c in allowed:
+        if ranges and ranges[-1][1] == c - 1:
+            ranges[-1] = (ranges[-1][0], c)
+        else:
+            ranges.append((c, c))
+    return "^[" + "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges) + "]*$"
+
+
+PRINTABLE_PATTERN = _printable_pattern()
+
+
 def unprintable(text: str) -> str | None:
     """The first character of `text` an invoice cannot carry, None if there is none: a control
     or format character (XML refuses the former; the latter, like U+202E, reorders what a

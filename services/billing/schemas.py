@@ -9,11 +9,13 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Header, Path, Query
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, TypeAdapter, field_validator
 
-from services.billing.documents import DocumentFormat, unprintable
+from services.billing.catalogue import PRODUCTS
+from services.billing.documents import PRINTABLE_PATTERN, DocumentFormat, unprintable
 from services.billing.domain import PEPPOL_SCHEMES
-from shared.validation import DanishPhone, EmailAddress, Gln
+from services.billing.ordering import OPTION_FIELDS
+from shared.validation import CvrNumber, DanishPhone, EmailAddress, Gln
 
 # --- parameters -------------------------------------------------------------------------------
 
@@ -174,10 +176,53 @@ class SubscriptionPage(Page):
     items: list[SubscriptionOut]
 
 
+def _option_schemas() -> list[JsonValue]:
+    """Which options an order of each kind of product takes, as `checked_options` checks them:
+    one alternative per kind, chosen by the product code."""
+    phone = {**TypeAdapter(DanishPhone).json_schema(), "description": OPTION_FIELDS["mobile"]["port_number"]}
+    options: dict[str, tuple[dict[str, Any], list[str]]] = {
+        "mobile": ({"port_number": phone, "sim": {"enum": ["esim", "physical"]}}, []),
+        "telephony": ({"port_number": phone}, []),
+        "personal_number": ({"port_number": phone}, []),
+        "broadband": (
+            # 5 to 200 characters once trimmed: it starts and ends with a visible character.
+            {"installation_address": {"type": "string", "pattern": r"^\S.{3,198}\S$"}},
+            ["installation_address"],
+        ),
+        "addon": (
+            {"attach_to": {"type": "string", "description": OPTION_FIELDS["addon"]["attach_to"]}},
+            ["attach_to"],
+        ),
+    }
+    alternatives: list[JsonValue] = []
+    for kind, (properties, required) in options.items():
+        codes: list[JsonValue] = [p.code for p in PRODUCTS if p.kind == kind and p.orderable]
+        if not codes:
+            continue
+        options_schema: dict[str, Any] = {
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": False,
+        }
+        if required:
+            options_schema["required"] = required
+        alternatives.append(
+            {
+                "properties": {"product_code": {"enum": codes}, "options": options_schema},
+                "required": ["options"] if required else [],
+            }
+        )
+    return alternatives
+
+
 class OrderIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": _option_schemas()})
     account_number: str = Field(pattern=r"^\d{6,12}$", description="One of the accounts you may use")
-    product_code: str = Field(max_length=40, description="A product of GET /v1/products")
+    product_code: str = Field(
+        max_length=40,
+        description="A product of GET /v1/products",
+        json_schema_extra={"enum": [p.code for p in PRODUCTS if p.orderable]},
+    )
     options: dict[str, str | None] = Field(
         default_factory=dict, max_length=5, description="Product options, e.g. port_number, sim"
     )
@@ -225,9 +270,14 @@ class MasterDataPatch(BaseModel):
     """Change any of these; absent fields stay as they are."""
 
     model_config = ConfigDict(extra="forbid")
-    street: str | None = Field(default=None, min_length=2, max_length=200)
+    # Printed on every invoice: only the characters `_printable_on_invoices` lets through.
+    street: str | None = Field(
+        default=None, min_length=2, max_length=200, json_schema_extra={"pattern": PRINTABLE_PATTERN}
+    )
     postal_code: str | None = Field(default=None, pattern=r"^[0-9]{4}$", description="Danish postal code")
-    city: str | None = Field(default=None, min_length=2, max_length=100)
+    city: str | None = Field(
+        default=None, min_length=2, max_length=100, json_schema_extra={"pattern": PRINTABLE_PATTERN}
+    )
     contact_name: str | None = Field(default=None, min_length=1, max_length=200)
     contact_email: EmailAddress | None = Field(default=None, max_length=320)
     contact_phone: DanishPhone | None = Field(default=None, max_length=20)
@@ -264,7 +314,22 @@ class Oioubl(BaseModel):
 
 
 class Peppol(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The endpoint id each scheme takes, as `domain.peppol_endpoint` checks it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"scheme": {"const": "0088"}, "endpoint_id": TypeAdapter(Gln).json_schema()}},
+                {
+                    "properties": {
+                        "scheme": {"const": "0184"},
+                        "endpoint_id": TypeAdapter(CvrNumber).json_schema(),
+                    }
+                },
+                {"properties": {"scheme": {"const": "0198"}, "endpoint_id": {"pattern": r"^(?:DK)?\d{8}$"}}},
+            ]
+        },
+    )
     format: Literal["peppol"]
     scheme: Literal["0088", "0184", "0198"] = Field(
         description="Peppol endpoint scheme: " + str(PEPPOL_SCHEMES)
