@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from services.billing.deps import DbDep, PartsDep
-from services.billing.documents import DocumentFormat, load_document, render_beside_the_loop
+from services.billing.documents import DocumentFormat, load_document
 from services.billing.invoices_api import DOCUMENT_RESPONSES, document_response
+from services.billing.rendering import render_beside_the_loop
 from services.billing.schemas import Id
 from shared.problems import PROBLEM, Forbidden, NotFound, Unauthenticated
 

@@ -16,14 +16,13 @@ from services.billing.deps import Caller, DbDep, UserRendersDep
 from services.billing.documents import (
     DocumentFormat,
     InvoiceDocument,
-    Rendered,
     document_formats,
     load_document,
-    render_beside_the_loop,
 )
 from services.billing.invoicing import month_start
 from services.billing.models import Customer, Invoice, InvoiceLine
 from services.billing.paging import check_period, cut, decode_cursor, newest_first
+from services.billing.rendering import Rendered, render_beside_the_loop
 from services.billing.schemas import (
     AccountFilter,
     Id,

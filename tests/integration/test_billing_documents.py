@@ -23,7 +23,9 @@ from sqlalchemy import select, update
 from services.billing.api import create_api
 from services.billing.bootstrap import BillingParts, build
 from services.billing.config import BillingSettings
-from services.billing.documents import DocumentLine, InvoiceDocument, money, render_pdf, render_ubl
+from services.billing.documents import DocumentLine, InvoiceDocument, money
+from services.billing.invoice_pdf import render_pdf
+from services.billing.invoice_ubl import render_ubl
 from services.billing.invoicing import invoice_id_for, vat_of
 from services.billing.models import Account, Customer, Invoice, InvoiceLine
 from shared.clock import FrozenClock

@@ -15,7 +15,7 @@ import pytest
 from lxml import etree
 from sqlalchemy import update
 
-from services.billing import documents
+from services.billing import documents, rendering
 from services.billing.bootstrap import BillingParts
 from services.billing.invoicing import invoice_id_for
 from services.billing.models import Invoice
@@ -129,13 +129,13 @@ async def test_documents_rendering_in_parallel_leave_billing_answering_meanwhile
     which it can only do while the renders run beside its event loop, not on it."""
     answered = threading.Event()
     waited: list[bool] = []
-    real_render_pdf = documents.render_pdf
+    real_render_pdf = rendering.render_pdf
 
     def render_pdf_held_until_billing_answered(document: documents.InvoiceDocument) -> bytes:
         waited.append(answered.wait(timeout=20))  # a deadline, not a pause: set as soon as answered
         return real_render_pdf(document)
 
-    monkeypatch.setattr(documents, "render_pdf", render_pdf_held_until_billing_answered)
+    monkeypatch.setattr(rendering, "render_pdf", render_pdf_held_until_billing_answered)
     admin = tokens.group_admin()
     invoice_id = invoice_id_for(PAPER_ACCOUNT, OCTOBER)
 
@@ -168,7 +168,7 @@ async def test_documents_asked_for_in_parallel_render_at_most_the_configured_num
     running: list[int] = [0]
     most: list[int] = [0]
     two_at_once = threading.Event()
-    real_render_pdf = documents.render_pdf
+    real_render_pdf = rendering.render_pdf
 
     def render_pdf_counted(document: documents.InvoiceDocument) -> bytes:
         with lock:
@@ -183,7 +183,7 @@ async def test_documents_asked_for_in_parallel_render_at_most_the_configured_num
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(documents, "render_pdf", render_pdf_counted)
+    monkeypatch.setattr(rendering, "render_pdf", render_pdf_counted)
     admin = tokens.group_admin()
     invoice_id = invoice_id_for(PAPER_ACCOUNT, OCTOBER)
     asked = [reader.get(f"/v1/invoices/{invoice_id}/document", headers=admin.headers) for _ in range(6)] + [
@@ -331,7 +331,7 @@ async def test_a_user_flooding_billing_with_document_requests_does_not_hold_up_t
     notifier_served = threading.Event()
     lock = threading.Lock()
     user_renders: list[bool] = []
-    real_render_pdf = documents.render_pdf
+    real_render_pdf = rendering.render_pdf
 
     def user_renders_wait_for_the_notifier(document: documents.InvoiceDocument) -> bytes:
         if document.account_number == PAPER_ACCOUNT:  # the user's; the notifier's is another
@@ -342,7 +342,7 @@ async def test_a_user_flooding_billing_with_document_requests_does_not_hold_up_t
                 user_renders[user_renders.index(False)] = served
         return real_render_pdf(document)
 
-    monkeypatch.setattr(documents, "render_pdf", user_renders_wait_for_the_notifier)
+    monkeypatch.setattr(rendering, "render_pdf", user_renders_wait_for_the_notifier)
     admin = tokens.group_admin()
     flood = [
         reader.get(f"/v1/invoices/{invoice_id_for(PAPER_ACCOUNT, OCTOBER)}/document", headers=admin.headers)
