@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
-from services.billing.access import Revocations
 from services.billing.catalogue import Catalogue
 from services.billing.changes import Changes
 from services.billing.config import BillingSettings
@@ -17,6 +16,7 @@ from services.billing.invoicing import InvoiceRun, Invoicing
 from services.billing.models import messaging
 from services.billing.ordering import Ordering
 from services.billing.registry import Registry
+from services.billing.revocations import Revocations
 from shared.clock import Clock
 from shared.db import Database
 from shared.messaging import Outbox

@@ -21,12 +21,12 @@ from sqlalchemy import event, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.billing.access import revocation_query
 from services.billing.api import create_api as create_billing_api
 from services.billing.bootstrap import BillingParts, build
 from services.billing.config import BillingSettings
 from services.billing.models import EndedSession
 from services.billing.models import messaging as billing_messaging
+from services.billing.revocations import revocation_query
 from services.billing.worker import handlers as billing_handlers
 from services.identity.models import messaging as identity_messaging
 from services.notifier.models import messaging as notifier_messaging
