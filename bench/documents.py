@@ -57,7 +57,9 @@ from bench.invoices import (
 from services.billing.api import create_api
 from services.billing.config import BillingSettings
 from services.billing.demo import LARGE_COMPANY_CVR, large_company
-from services.billing.documents import load_document, render_pdf, render_ubl
+from services.billing.documents import load_document
+from services.billing.invoice_pdf import render_pdf
+from services.billing.invoice_ubl import render_ubl
 from services.billing.models import Invoice
 from services.registry import SERVICES
 from shared.clock import FrozenClock

@@ -42,14 +42,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from stdnum.dk import cvr as stdnum_cvr
 
+from services.billing.bootstrap import build as build_billing
+from services.billing.config import BillingSettings
 from services.billing.demo import DEMO_COMPANIES, NOT_A_CUSTOMER_CVR, DemoCompany
-from services.billing.models import messaging as billing_messaging
-from services.billing.service import register_customer
 from services.registry import SERVICES
 from services.suite import Suite, SuiteConfig
 from shared.clock import SystemClock
-from shared.db import Database
-from shared.messaging import Outbox
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 POLL_S = 0.02  # the only sleeps: short polling intervals, always under a deadline
@@ -310,16 +308,12 @@ async def raw_broker_rate(
 async def register_bench_customers(suite: Suite, cvrs: Sequence[str]) -> None:
     """Insert customers through billing's own use case, into billing's database: billing's
     worker relays the outbox to `billing.customers`, and onboarding and identity learn them."""
-    db = Database(suite.database_url("billing"))
-    clock = SystemClock()
-    outbox = Outbox(billing_messaging, clock)
+    billing = build_billing(BillingSettings(database_url=suite.database_url("billing")), clock=SystemClock())
     try:
-        async with db.transaction() as session:
+        async with billing.db.transaction() as session:
             for cvr in cvrs:
-                await register_customer(
+                await billing.registry.register(
                     session,
-                    outbox,
-                    clock,
                     DemoCompany(
                         cvr,
                         f"Bench {cvr} ApS",
@@ -332,7 +326,7 @@ async def register_bench_customers(suite: Suite, cvrs: Sequence[str]) -> None:
                     ),
                 )
     finally:
-        await db.dispose()
+        await billing.db.dispose()
 
 
 async def wait_customers_known(suite: Suite, cvrs: Sequence[str], deadline_s: float) -> float:

@@ -53,16 +53,14 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import Engine, make_url
 
 from services.billing.api import create_api
+from services.billing.bootstrap import build
 from services.billing.catalogue import sync_catalogue
 from services.billing.config import BillingSettings
 from services.billing.demo import LARGE_COMPANY_CVR, large_company
-from services.billing.invoicing import Invoicing
-from services.billing.models import Invoice, InvoiceLine, UsageRecord, UserAccess, messaging
-from services.billing.service import seed_demo_data
+from services.billing.models import Invoice, InvoiceLine, UsageRecord, UserAccess
 from services.registry import SERVICES
 from shared.clock import FrozenClock
 from shared.db import Database, migrate
-from shared.messaging import Outbox
 from shared.tokens import TokenSigner, generate_signing_key, parse_signing_keys
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -375,15 +373,13 @@ class Case:
 async def load(url: str) -> dict[str, Any]:
     """Billing's demo data with the large company, in one transaction, as the service seeds it."""
     clock = FrozenClock(NOW)
-    db = Database(url)
-    outbox = Outbox(messaging, clock)
+    parts = build(BillingSettings(database_url=url, seed_demo_data=False), clock=clock)
+    db = parts.db
     try:
         started = time.perf_counter()
         async with db.transaction() as session:
             await sync_catalogue(session)
-            await seed_demo_data(
-                session, outbox, Invoicing(outbox=outbox, clock=clock, payment_days=14), clock, size="large"
-            )
+            await parts.demo.seed(session, size="large")
         load_s = time.perf_counter() - started
         async with db.reading() as session:
             tables = [

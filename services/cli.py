@@ -255,9 +255,8 @@ def cmd_staff_create(args: argparse.Namespace) -> int:
 
 def cmd_billing_issue_invoices(args: argparse.Namespace) -> int:
     """Issue a month's invoices (S8) now, as the worker's monthly run does; idempotent."""
-    from services.billing.invoicing import Invoicing, last_closed_period, local_today, month_start
+    from services.billing.invoicing import Invoicing, last_closed_period, local_today, month_start, period_of
     from services.billing.models import messaging
-    from services.billing.service import period_of
     from shared.clock import SystemClock
     from shared.db import Database, migrate
     from shared.messaging import Outbox
