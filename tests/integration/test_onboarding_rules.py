@@ -108,8 +108,8 @@ async def test_an_application_never_provisioned_fails_at_its_deadline_and_the_co
 
     from sqlalchemy import select
 
+    from services.onboarding.deadline import ApplicationDeadlineWatch
     from services.onboarding.models import messaging
-    from services.onboarding.service import ApplicationDeadlineWatch
     from shared.clock import FrozenClock
     from shared.messaging import Outbox
 
@@ -150,18 +150,20 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
 
     from sqlalchemy import select
 
-    from services.onboarding import service
     from services.onboarding.models import messaging
+    from services.onboarding.projections import Projections
     from shared.clock import SystemClock
     from shared.events import DeliveryFailed, UserCreated, UserDeleted
     from shared.messaging import Outbox
+
+    projections = Projections(outbox=Outbox(messaging, SystemClock()))
 
     async with await _client(database_url, rate_limit_per_minute=0) as client:
         accepted = (await client.post("/v1/applications", json=body())).json()
         user_id = _uuid.uuid4()
         now = datetime.now(UTC)
         async with customer_known.transaction() as session:
-            await service.on_user_created(
+            await projections.on_user_created(
                 session,
                 _envelope(
                     UserCreated(
@@ -179,7 +181,7 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
                     )
                 ),
             )
-            await service.on_delivery_failed(
+            await projections.on_delivery_failed(
                 session,
                 _envelope(
                     DeliveryFailed(
@@ -195,7 +197,6 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
                         failed_at=now,
                     )
                 ),
-                outbox=Outbox(messaging, SystemClock()),
             )
         status = (await client.get(f"/v1/applications/{accepted['id']}")).json()
         assert status["status"] == "failed" and "apply again" in status["status_detail"]
@@ -203,7 +204,7 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
         async with customer_known.transaction() as session:
             values = (await session.execute(select(messaging.outbox.c.value))).scalars().all()
             assert any('"reason":"delivery-failed"' in v for v in values)
-            await service.on_user_deleted(
+            await projections.on_user_deleted(
                 session,
                 _envelope(
                     UserDeleted(
@@ -226,21 +227,26 @@ async def test_a_deleted_administrator_whose_letter_was_delivered_no_longer_bloc
     """S3: support deletes the orphaned, activated login; the company then applies again."""
     import uuid as _uuid
 
-    from services.onboarding import service
+    from services.onboarding.models import messaging
+    from services.onboarding.projections import Projections
+    from shared.clock import SystemClock
     from shared.events import DeliverySucceeded, UserActivated, UserDeleted
+    from shared.messaging import Outbox
+
+    projections = Projections(outbox=Outbox(messaging, SystemClock()))
 
     async with await _client(database_url, rate_limit_per_minute=0) as client:
         accepted = (await client.post("/v1/applications", json=body())).json()
         now = datetime.now(UTC)
         user_id = _uuid.uuid4()
         async with customer_known.transaction() as session:
-            await service.on_user_activated(
+            await projections.on_user_activated(
                 session,
                 _envelope(
                     UserActivated(user_id=user_id, tenant_cvr=CVR, role="administrator", activated_at=now)
                 ),
             )
-            await service.on_delivery_succeeded(
+            await projections.on_delivery_succeeded(
                 session,
                 _envelope(
                     DeliverySucceeded(
@@ -258,7 +264,7 @@ async def test_a_deleted_administrator_whose_letter_was_delivered_no_longer_bloc
             )
         assert (await client.post("/v1/applications", json=body())).status_code == 409
         async with customer_known.transaction() as session:
-            await service.on_user_deleted(
+            await projections.on_user_deleted(
                 session,
                 _envelope(
                     UserDeleted(
