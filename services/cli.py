@@ -255,6 +255,7 @@ def cmd_staff_create(args: argparse.Namespace) -> int:
 
 def cmd_billing_issue_invoices(args: argparse.Namespace) -> int:
     """Issue a month's invoices (S8) now, as the worker's monthly run does; idempotent."""
+    from services.billing.config import BillingSettings
     from services.billing.invoicing import Invoicing, last_closed_period, local_today, month_start
     from services.billing.models import messaging
     from services.billing.service import period_of
@@ -274,9 +275,8 @@ def cmd_billing_issue_invoices(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    parts = SERVICES["billing"]
-    settings = parts.settings()
-    migrate(parts.migrations, settings.db_url)
+    settings = BillingSettings()
+    migrate(SERVICES["billing"].migrations, settings.db_url)
 
     async def issue() -> tuple[int, int]:
         db = Database(settings.db_url)
