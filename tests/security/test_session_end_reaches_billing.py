@@ -27,6 +27,8 @@ from services.billing.config import BillingSettings
 from services.billing.models import EndedSession
 from services.billing.models import messaging as billing_messaging
 from services.identity.models import messaging as identity_messaging
+from services.notifier.bootstrap import build as build_notifier
+from services.notifier.config import NotifierSettings
 from services.notifier.models import messaging as notifier_messaging
 from services.notifier.worker import handlers as notifier_handlers
 from services.onboarding.bootstrap import build as build_onboarding
@@ -340,13 +342,13 @@ async def test_the_revocation_check_is_one_statement_that_reads_both_tables_by_p
 
 @pytest.mark.parametrize("service", ["notifier", "onboarding"])
 async def test_the_other_consumers_of_identity_users_ignore_a_session_end(
-    service: str, database_factory, clock: FrozenClock
+    service: str, database_factory, clock: FrozenClock, tmp_path: Path
 ) -> None:
     url = database_factory(service)
     await asyncio.to_thread(migrate, SERVICES[service].migrations, url)
     tables: MessagingTables = notifier_messaging if service == "notifier" else onboarding_messaging
     handlers = by_topic(
-        notifier_handlers(clock)
+        notifier_handlers(build_notifier(NotifierSettings(database_url=url, var_dir=tmp_path), clock=clock))
         if service == "notifier"
         else onboarding_handlers(build_onboarding(OnboardingSettings(database_url=url), clock=clock))
     )[IDENTITY_USERS]
