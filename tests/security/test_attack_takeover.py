@@ -20,11 +20,11 @@ from uvicorn.protocols.utils import get_path_with_query_string
 
 from services.identity.models import Takeover, User
 from services.notifier.letters import cancel_link
-from services.onboarding import service as onboarding
 from services.onboarding.api import create_api as create_onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import KnownAdministrator, KnownCustomer
 from services.onboarding.models import messaging as onboarding_messaging
+from services.onboarding.projections import Projections
 from services.registry import SERVICES
 from shared.clock import SystemClock
 from shared.db import Database, migrate
@@ -215,8 +215,8 @@ async def test_takeovers_whose_letters_fail_still_count_towards_the_cvrs_applica
             failed_at=clock.now(),
         )
         async with database.transaction() as session:
-            await onboarding.on_delivery_failed(
-                session, envelope_of(failed, clock), outbox=Outbox(onboarding_messaging, SystemClock())
+            await Projections(outbox=Outbox(onboarding_messaging, SystemClock())).on_delivery_failed(
+                session, envelope_of(failed, clock)
             )
 
     answers = await asyncio.gather(*(api.post("/v1/applications", json=asked) for _ in range(3)))

@@ -33,6 +33,8 @@ from services.notifier.bootstrap import build as build_notifier
 from services.notifier.config import NotifierSettings
 from services.notifier.models import messaging as notifier_messaging
 from services.notifier.worker import handlers as notifier_handlers
+from services.onboarding.bootstrap import build as build_onboarding
+from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import messaging as onboarding_messaging
 from services.onboarding.worker import handlers as onboarding_handlers
 from services.registry import SERVICES
@@ -40,7 +42,7 @@ from shared.clock import FrozenClock
 from shared.db import Database, alembic_config, migrate
 from shared.envelope import KafkaRecord, encode
 from shared.events import IDENTITY_USERS, SessionEnded
-from shared.messaging import ConsumedMessage, IdempotentConsumer, MessagingTables, Outbox, by_topic
+from shared.messaging import ConsumedMessage, IdempotentConsumer, MessagingTables, by_topic
 from tests.integration.billing_fixtures import billing_url  # noqa: F401 - fixture
 from tests.integration.test_activation import envelope_of
 from tests.integration.test_login import (  # noqa: F401 - fixtures
@@ -361,7 +363,7 @@ async def test_the_other_consumers_of_identity_users_ignore_a_session_end(
     handlers = by_topic(
         notifier_handlers(build_notifier(NotifierSettings(database_url=url, var_dir=tmp_path), clock=clock))
         if service == "notifier"
-        else onboarding_handlers(Outbox(onboarding_messaging, clock))
+        else onboarding_handlers(build_onboarding(OnboardingSettings(database_url=url), clock=clock))
     )[IDENTITY_USERS]
     database = Database(url)
     try:
