@@ -11,7 +11,12 @@ allows (schemathesis's `positive_data_acceptance`): the schema states the rules 
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import schemathesis
@@ -70,9 +75,17 @@ def _identity(database_factory) -> object:
     return identity_api(IdentitySettings(database_url=url, activation_rate_limit_per_minute=0))
 
 
-def fuzz(app: object, headers: dict[str, str] | None = None) -> list[str]:
-    """Every operation of the app's OpenAPI document, many generated requests each."""
+def fuzz(
+    app: object,
+    headers: dict[str, str] | None = None,
+    *,
+    hooks: Callable[[Any], None] | None = None,
+) -> list[str]:
+    """Every operation of the app's OpenAPI document, many generated requests each. `hooks`
+    registers the schema's own hooks: the few rules of state that no schema can state."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG)
+    if hooks is not None:
+        hooks(schema)
     exercised = []
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -126,9 +139,64 @@ def test_billing_answers_every_generated_request_by_its_contract(database_factor
         BillingSettings(database_url=url, var_dir=tmp_path, identity_jwks_url="http://identity.test/jwks"),
         jwks_client=tokens.jwks_client(),
     )
-    exercised = fuzz(app, headers=tokens.group_admin().headers)
+    granted_account = "10000021"
+    mobile_line = asyncio.run(_mobile_line_of(url, granted_account))
+
+    def rules_of_state(schema: Any) -> None:
+        @schema.hook
+        def filter_query(ctx: Any, query: Any) -> bool:
+            # A cursor is one a page gave out, and a period starts before it ends.
+            if not isinstance(query, dict):
+                return True
+            if "cursor" in query and ctx.operation.path in ("/v1/invoices", "/v1/usage", "/v1/orders"):
+                return False
+            start, end = query.get("from"), query.get("to")
+            return not (isinstance(start, str) and isinstance(end, str) and start > end)
+
+        @schema.hook
+        def map_body(ctx: Any, body: Any) -> Any:
+            # An order goes on an account within the caller's grants; an add-on onto its mobile line.
+            if ctx.operation.label == "POST /v1/orders" and isinstance(body, dict):
+                if re.fullmatch(r"\d{6,12}", str(body.get("account_number"))):
+                    body["account_number"] = granted_account
+                options = body.get("options")
+                if isinstance(options, dict) and isinstance(options.get("attach_to"), str):
+                    options["attach_to"] = mobile_line
+            return body
+
+        @schema.hook
+        def map_headers(ctx: Any, headers: Any) -> Any:
+            # A key reused for another order is refused (422), as it should be: a new key each.
+            if isinstance(headers, dict) and isinstance(headers.get("Idempotency-Key"), str):
+                headers["Idempotency-Key"] = str(uuid.uuid4())
+            return headers
+
+    exercised = fuzz(app, headers=tokens.group_admin().headers, hooks=rules_of_state)
     assert {
         "GET /v1/invoices",
         "POST /v1/orders",
         "PATCH /v1/subscriptions/{subscription_id}/settings",
     } <= set(exercised)
+
+
+async def _mobile_line_of(url: str, account: str) -> str:
+    """An active mobile subscription of the account: what an add-on is attached to."""
+    from sqlalchemy import select
+
+    from services.billing.models import Subscription
+    from shared.db import Database
+
+    db = Database(url)
+    try:
+        async with db.reading() as session:
+            found = await session.scalar(
+                select(Subscription.id).where(
+                    Subscription.account_number == account,
+                    Subscription.product_code.startswith("MOBIL"),
+                    Subscription.status == "active",
+                )
+            )
+    finally:
+        await db.dispose()
+    assert found is not None, f"the seeded account {account} has no mobile line"
+    return str(found)
