@@ -67,9 +67,8 @@ class Provisioning:
     code_ttl: timedelta
     takeover_notice_period: timedelta = timedelta(hours=72)
 
-    async def on_customer_registered(self, session: AsyncSession, envelope: Envelope) -> None:
+    async def on_customer_registered(self, session: AsyncSession, envelope: Envelope[CustomerRegistered]) -> None:
         event = envelope.event
-        assert isinstance(event, CustomerRegistered)
         await lock_for_transaction(session, COMPANY_LOCK, event.cvr)  # see on_application_submitted
         ancestors = await self._ancestors(session, event.parent_cvr)
         for cvr in ancestors:  # child to parent, always in that order: no deadlock
@@ -139,9 +138,8 @@ class Provisioning:
             )
             log.info("administrator %s now also holds %s, new in the group", user.id, [g.cvr for g in new])
 
-    async def on_application_submitted(self, session: AsyncSession, envelope: Envelope) -> None:
+    async def on_application_submitted(self, session: AsyncSession, envelope: Envelope[ApplicationSubmitted]) -> None:
         event = envelope.event
-        assert isinstance(event, ApplicationSubmitted)
         # The customer may be arriving on billing.customers at this very moment, in another
         # consumer's transaction: without the lock both could miss each other, and the
         # application would wait for a company that is already there.
@@ -359,11 +357,10 @@ class Provisioning:
         await session.flush()
         return user
 
-    async def on_application_failed(self, session: AsyncSession, envelope: Envelope) -> None:
+    async def on_application_failed(self, session: AsyncSession, envelope: Envelope[ApplicationFailed]) -> None:
         """Withdraw the login whose letter never arrived: nobody can activate it, and while it
         stands the company could not apply again (S2, S3)."""
         event = envelope.event
-        assert isinstance(event, ApplicationFailed)
         user = await session.scalar(
             select(User)
             .where(User.application_id == str(event.application_id), User.status == "pending")
@@ -464,7 +461,7 @@ async def remove_login(
         session,
         UserDeleted(
             user_id=uuid.UUID(user.id),
-            tenant_cvr=user.tenant_cvr,
+            tenant_cvr=user.customer_cvr,
             role=user.role,  # type: ignore[arg-type]
             reason=reason,  # type: ignore[arg-type]
             application_id=uuid.UUID(user.application_id) if user.application_id else None,
