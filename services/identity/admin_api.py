@@ -186,7 +186,12 @@ async def change_user(
     responses={404: PROBLEM},
 )
 async def reset_2fa(
-    claims: Claims, user_id: PathId, db: DbDep, admin: AdministrationDep, audit: AuditDep, client: ClientAddress
+    claims: Claims,
+    user_id: PathId,
+    db: DbDep,
+    admin: AdministrationDep,
+    audit: AuditDep,
+    client: ClientAddress,
 ) -> UserOut:
     return await _act(
         db,
@@ -207,7 +212,12 @@ async def reset_2fa(
     responses={404: PROBLEM, 409: PROBLEM},
 )
 async def resend_activation(
-    claims: Claims, user_id: PathId, db: DbDep, admin: AdministrationDep, audit: AuditDep, client: ClientAddress
+    claims: Claims,
+    user_id: PathId,
+    db: DbDep,
+    admin: AdministrationDep,
+    audit: AuditDep,
+    client: ClientAddress,
 ) -> UserOut:
     return await _act(
         db,
@@ -228,7 +238,12 @@ async def resend_activation(
     responses={404: PROBLEM, 409: PROBLEM},
 )
 async def delete_user(
-    claims: Claims, user_id: PathId, db: DbDep, admin: AdministrationDep, audit: AuditDep, client: ClientAddress
+    claims: Claims,
+    user_id: PathId,
+    db: DbDep,
+    admin: AdministrationDep,
+    audit: AuditDep,
+    client: ClientAddress,
 ) -> Response:
     async with db.transaction() as session:
         caller = await admin.administrator(session, claims, for_change=True)
@@ -244,10 +259,21 @@ async def delete_user(
     responses={404: PROBLEM, 409: PROBLEM},
 )
 async def disable(
-    claims: Claims, user_id: PathId, db: DbDep, admin: AdministrationDep, audit: AuditDep, client: ClientAddress
+    claims: Claims,
+    user_id: PathId,
+    db: DbDep,
+    admin: AdministrationDep,
+    audit: AuditDep,
+    client: ClientAddress,
 ) -> UserOut:
     return await _act(
-        db, admin, audit, claims, client, "user.disable", lambda session, caller: admin.disable(session, caller, user_id)
+        db,
+        admin,
+        audit,
+        claims,
+        client,
+        "user.disable",
+        lambda session, caller: admin.disable(session, caller, user_id),
     )
 
 
@@ -258,10 +284,21 @@ async def disable(
     responses={404: PROBLEM, 409: PROBLEM},
 )
 async def enable(
-    claims: Claims, user_id: PathId, db: DbDep, admin: AdministrationDep, audit: AuditDep, client: ClientAddress
+    claims: Claims,
+    user_id: PathId,
+    db: DbDep,
+    admin: AdministrationDep,
+    audit: AuditDep,
+    client: ClientAddress,
 ) -> UserOut:
     return await _act(
-        db, admin, audit, claims, client, "user.enable", lambda session, caller: admin.enable(session, caller, user_id)
+        db,
+        admin,
+        audit,
+        claims,
+        client,
+        "user.enable",
+        lambda session, caller: admin.enable(session, caller, user_id),
     )
 
 
@@ -272,8 +309,19 @@ async def enable(
     responses={404: PROBLEM},
 )
 async def unlock(
-    claims: Claims, user_id: PathId, db: DbDep, admin: AdministrationDep, audit: AuditDep, client: ClientAddress
+    claims: Claims,
+    user_id: PathId,
+    db: DbDep,
+    admin: AdministrationDep,
+    audit: AuditDep,
+    client: ClientAddress,
 ) -> UserOut:
     return await _act(
-        db, admin, audit, claims, client, "user.unlock", lambda session, caller: admin.unlock(session, caller, user_id)
+        db,
+        admin,
+        audit,
+        claims,
+        client,
+        "user.unlock",
+        lambda session, caller: admin.unlock(session, caller, user_id),
     )

@@ -95,12 +95,15 @@ class SupportUserOut(BaseModel):
     name: str
     email: str
     role: str
-    status: str = Field(description="`pending`, `active`, `disabled`, or `expired` (never activated, code expired)")
+    status: str = Field(
+        description="`pending`, `active`, `disabled`, or `expired` (never activated, code expired)"
+    )
     functions: list[str]
     created_at: datetime
     activated_at: datetime | None
     expires_at: datetime | None = Field(
-        default=None, description="A login not yet activated: when its activation code stops (or stopped) working"
+        default=None,
+        description="A login not yet activated: when its activation code stops (or stopped) working",
     )
     login_locked_until: datetime | None = Field(
         default=None,
@@ -135,7 +138,8 @@ class AuditOut(BaseModel):
     )
     account_number: str | None = Field(default=None, description="The account a billing change concerns")
     target: str | None = Field(
-        default=None, description="What a billing change changed: an order, a subscription, an account, a company"
+        default=None,
+        description="What a billing change changed: an order, a subscription, an account, a company",
     )
     details: dict[str, Any] = Field(default_factory=dict)
     cursor: str = Field(description="Send as `before` for the entries after this one (the next page)")

@@ -57,9 +57,7 @@ ClientAddress = Annotated[str, Depends(client_address)]
 PathId = Annotated[str, Path(max_length=36)]
 
 
-async def current_claims(
-    parts: Parts, authorization: Annotated[str | None, Header()] = None
-) -> AccessClaims:
+async def current_claims(parts: Parts, authorization: Annotated[str | None, Header()] = None) -> AccessClaims:
     """The caller's claims, from a bearer token identity signed, of a session still live; else
     401 (also for a session that has ended)."""
     token = bearer_token(authorization)

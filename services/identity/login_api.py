@@ -155,7 +155,9 @@ async def logout(claims: Claims, db: DbDep, login: LoginDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/v1/me", response_model=MeOut, summary="Who the access token belongs to", responses={401: PROBLEM})
+@router.get(
+    "/v1/me", response_model=MeOut, summary="Who the access token belongs to", responses={401: PROBLEM}
+)
 async def me(claims: Claims, db: DbDep) -> MeOut:
     async with db.transaction() as session:
         user = await session.get(User, claims.sub)

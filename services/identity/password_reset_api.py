@@ -69,7 +69,9 @@ async def email_code(
     reset_id: PathId, body: EmailCodeIn, db: DbDep, resets: ResetsDep, client: ClientAddress
 ) -> EmailConfirmed:
     async with db.transaction() as session:
-        accepted = await resets.confirm_email(session, reset_id, body.code.get_secret_value(), client_address=client)
+        accepted = await resets.confirm_email(
+            session, reset_id, body.code.get_secret_value(), client_address=client
+        )
     return EmailConfirmed(
         username=accepted.user.username,
         methods=list(accepted.methods),  # type: ignore[arg-type]

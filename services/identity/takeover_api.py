@@ -25,7 +25,9 @@ from shared.problems import PROBLEM, NotFound
 router = APIRouter(tags=["takeover"])
 
 
-def _out(takeover: Takeover, company_name: str, applicant: User | None, used: bool | None = None) -> TakeoverOut:
+def _out(
+    takeover: Takeover, company_name: str, applicant: User | None, used: bool | None = None
+) -> TakeoverOut:
     return TakeoverOut(
         id=takeover.id,
         cvr=takeover.cvr,
