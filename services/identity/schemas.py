@@ -14,17 +14,34 @@ from services.identity.models import User, UserGrant
 from services.identity.totp import normalise_recovery_code
 from shared.validation import DanishMobile, EmailAddress
 
+# What the contract states about the codes and names the validators check, so that a client
+# generated from it sends what the API accepts (email, mobile and CVR fields are documented by
+# their shared types, `shared/validation.py`). The API forgives more than it states (case, spaces
+# and dashes in codes), and checks what no pattern can say (a password's policy).
+SIX_DIGITS = r"^[0-9]{6}$"
+_CODE_CHARACTER = "[0-9A-HJKMNP-TV-Z]"  # domain.CODE_ALPHABET
+ACTIVATION_CODE = rf"^{_CODE_CHARACTER}{{4}}(-{_CODE_CHARACTER}{{4}}){{4}}$"
+ONE_TIME_CODE = rf"^([0-9]{{6}}|{_CODE_CHARACTER}{{5}}-{_CODE_CHARACTER}{{5}})$"  # or a recovery code
+
 
 class ActivationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     username: str = Field(min_length=1, max_length=64)
-    activation_code: SecretStr = Field(description="As printed in the letter; case and dashes are forgiven")
-    password: SecretStr = Field(description="The new password: at least 12 characters, not a common one")
+    activation_code: SecretStr = Field(
+        description="As printed in the letter; case and dashes are forgiven",
+        json_schema_extra={"pattern": ACTIVATION_CODE},
+    )
+    password: SecretStr = Field(
+        description="The new password: at least 12 characters, not a common one, not containing the "
+        "username, and more than three different characters",
+        json_schema_extra={"minLength": 12, "maxLength": 256},
+    )
     name: str | None = Field(
         default=None,
         min_length=1,
         max_length=200,
+        json_schema_extra={"pattern": r"\S"},
         description="Only for the login from the company's letter: your name, if the application gave "
         "another; left out, the application's name is kept",
     )
@@ -80,8 +97,13 @@ class ActivationStarted(BaseModel):
 class ActivationConfirmIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sms_code: SecretStr = Field(description="The 6 digits sent by SMS to the mobile number given")
-    email_code: SecretStr = Field(description="The 6 digits sent to the email given")
+    sms_code: SecretStr = Field(
+        description="The 6 digits sent by SMS to the mobile number given",
+        json_schema_extra={"pattern": SIX_DIGITS},
+    )
+    email_code: SecretStr = Field(
+        description="The 6 digits sent to the email given", json_schema_extra={"pattern": SIX_DIGITS}
+    )
 
     @field_validator("sms_code", "email_code")
     @classmethod
@@ -132,7 +154,10 @@ class SentOut(BaseModel):
 
 class VerifyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    code: SecretStr = Field(description="6 digits (SMS, email or authenticator app), or a recovery code")
+    code: SecretStr = Field(
+        description="6 digits (SMS, email or authenticator app), or a recovery code",
+        json_schema_extra={"pattern": ONE_TIME_CODE},
+    )
 
     @field_validator("code")
     @classmethod
@@ -240,7 +265,8 @@ class PasswordIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     current_password: SecretStr = Field(max_length=256, description="Your password now")
     new_password: SecretStr = Field(
-        max_length=256, description="At least 12 characters, not a common password, not containing the username"
+        max_length=256,
+        description="At least 12 characters, not a common password, not containing the username",
     )
 
 
@@ -255,7 +281,9 @@ class EmailIn(BaseModel):
 
 class MobileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    mobile: DanishMobile = Field(max_length=32, description="The new Danish mobile number; a code is sent to it")
+    mobile: DanishMobile = Field(
+        max_length=32, description="The new Danish mobile number; a code is sent to it"
+    )
 
 
 class ContactChangeOut(BaseModel):
@@ -267,7 +295,12 @@ class ContactChangeOut(BaseModel):
 
 class ConfirmIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    code: SecretStr = Field(min_length=6, max_length=6, description="The 6-digit code sent to the new address")
+    code: SecretStr = Field(
+        min_length=6,
+        max_length=6,
+        description="The 6-digit code sent to the new address",
+        json_schema_extra={"pattern": SIX_DIGITS},
+    )
 
 
 class SessionOut(BaseModel):
@@ -290,7 +323,11 @@ USERNAME_MAX_LENGTH = 64  # users.username
 class ResetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username_or_email: str = Field(
-        min_length=1, max_length=320, description="The login's username, or the email address on the login"
+        min_length=1,
+        max_length=320,
+        description="The login's username, or the email address on the login",
+        # Not blank; a username has at most USERNAME_MAX_LENGTH characters.
+        json_schema_extra={"pattern": rf"^[^\s@]{{1,{USERNAME_MAX_LENGTH}}}$|^[^\s@]+@[^\s@]+$"},
     )
 
     @field_validator("username_or_email")
@@ -315,7 +352,9 @@ class ResetRequested(BaseModel):
 
 class EmailCodeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    code: SecretStr = Field(description="The 6-digit code from the email")
+    code: SecretStr = Field(
+        description="The 6-digit code from the email", json_schema_extra={"pattern": SIX_DIGITS}
+    )
 
     @field_validator("code")
     @classmethod
@@ -348,5 +387,3 @@ class CompleteIn(VerifyIn):
 class ResetDone(BaseModel):
     username: str
     detail: str
-
-
