@@ -259,24 +259,23 @@ def as_seen_by(entry: AuditEntry, visible: set[str]) -> AuditEntry:
 async def keep_billing_entry(session: AsyncSession, envelope: Envelope[BillingAuditRecorded]) -> None:
     """`billing.audit` → the audit trail. Keyed by the entry's `audit_id`, so an event that
     arrives twice (a relay's retry, a replay of the topic) is kept once."""
-    event = envelope.event
-    actor = str(event.actor_id)
+    actor = str(envelope.event.actor_id)
     role = await session.scalar(select(User.role).where(User.id == actor))
     await session.execute(
         upsert_statement(session, AuditEntry)
         .values(
-            id=str(event.audit_id),
-            at=event.at,
+            id=str(envelope.event.audit_id),
+            at=envelope.event.at,
             actor_id=actor,
             actor_role=role,
-            action=event.action,
+            action=envelope.event.action,
             target_user_id=None,
-            tenant_cvr=event.cvr,
-            client_address=event.client_address,
+            tenant_cvr=envelope.event.cvr,
+            client_address=envelope.event.client_address,
             source="billing",
-            account_number=event.account_number,
-            target=event.target[:60],
-            details=event.details,
+            account_number=envelope.event.account_number,
+            target=envelope.event.target[:60],
+            details=envelope.event.details,
         )
         .on_conflict_do_nothing(index_elements=["id"])
     )
