@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from services.identity.models import User, messaging
-from services.identity.service import Provisioning
+from services.identity.provisioning import Provisioning
 from services.notifier.letters import render_credentials_letter
 from services.onboarding.api import create_api as create_onboarding_api
 from services.onboarding.config import OnboardingSettings

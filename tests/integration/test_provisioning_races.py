@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, text
 
 from services.identity.models import User, UserGrant, WaitingApplication, messaging
-from services.identity.service import Provisioning
+from services.identity.provisioning import Provisioning
 from services.registry import SERVICES
 from shared.clock import FrozenClock
 from shared.db import Database, migrate

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from services.identity.models import AuditEntry, Takeover, messaging
-from services.identity.service import Provisioning
+from services.identity.provisioning import Provisioning
 from services.identity.takeover import TakeoverExpiryWatch
 from services.notifier.dispatch import Dispatcher, RetryPolicy
 from services.notifier.eboks import SpoolTransport
@@ -463,7 +463,7 @@ async def test_activation_answers_the_same_for_a_takeovers_login_and_an_unknown_
     """A wrong code for a takeover's username and any code for an unknown username: one answer,
     and the same work (one password hash and one code check each)."""
     import services.identity.activation as activation_module
-    import services.identity.api as api_module
+    import services.identity.activation_api as api_module
 
     setup = await requested_takeover(db, clock, sealer, client)
     work: list[str] = []

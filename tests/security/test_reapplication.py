@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 
 from services.identity.models import User
 from services.identity.models import messaging as identity_messaging
-from services.identity.service import Provisioning
+from services.identity.provisioning import Provisioning
 from services.onboarding.api import create_api as create_onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
