@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from shared.asyncapi import build_asyncapi
 from shared.events import EVENT_TYPES, TOPICS, AuditRecorded, Event
 
 # class name, TYPE, TOPIC.name, SOURCE, the field whose value is the key
@@ -89,3 +90,9 @@ def test_every_concrete_event_class_is_registered() -> None:
 
     concrete = {cls for cls in subclasses(Event) if "TYPE" in vars(cls)}
     assert concrete == set(EVENT_TYPES.values())
+
+
+def test_the_topic_families_are_no_part_of_the_published_schemas() -> None:
+    components = build_asyncapi()["components"]
+    assert not [name for name in (*components["schemas"], *components["messages"]) if name.startswith("_")]
+    assert not [cls for cls in EVENT_TYPES.values() if cls.__name__.startswith("_")]
