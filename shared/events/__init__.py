@@ -5,29 +5,16 @@ id for user streams) so that one aggregate's events stay in order. Payloads are 
 with downstream subscribers: add optional fields freely, change a field only with a new
 version of the type (`.v2`).
 
-Events are declared by topic family (`base.py` says how), one module a service: `billing`,
-`onboarding`, `identity`, `notifier`. Importing this package declares them all, so
-`EVENT_TYPES` holds every event type.
+One module a service (`billing`, `onboarding`, `identity`, `notifier`) declares its topics and
+its events, by topic family (`base.Event` says how). Importing this package declares them all,
+so `EVENT_TYPES` holds every event type; `TOPICS` is every topic, in the documents' order.
 """
 
 from __future__ import annotations
 
 from shared.events.base import (
     ALL_FUNCTIONS,
-    BILLING_AUDIT,
-    BILLING_CUSTOMERS,
-    BILLING_INVOICES,
-    BILLING_MASTERDATA,
-    BILLING_ORDERS,
-    BILLING_SUBSCRIPTIONS,
     EVENT_TYPES,
-    IDENTITY_AUDIT,
-    IDENTITY_CREDENTIALS,
-    IDENTITY_OTP,
-    IDENTITY_USERS,
-    NOTIFIER_DELIVERIES,
-    ONBOARDING_APPLICATIONS,
-    TOPICS,
     Cvr,
     Event,
     Function,
@@ -35,6 +22,12 @@ from shared.events.base import (
     Topic,
 )
 from shared.events.billing import (
+    BILLING_AUDIT,
+    BILLING_CUSTOMERS,
+    BILLING_INVOICES,
+    BILLING_MASTERDATA,
+    BILLING_ORDERS,
+    BILLING_SUBSCRIPTIONS,
     AccountRef,
     BillingAuditRecorded,
     CustomerRegistered,
@@ -49,6 +42,10 @@ from shared.events.billing import (
     SubscriptionUpgraded,
 )
 from shared.events.identity import (
+    IDENTITY_AUDIT,
+    IDENTITY_CREDENTIALS,
+    IDENTITY_OTP,
+    IDENTITY_USERS,
     AdministratorProvisioningRejected,
     Applicant,
     AuditRecorded,
@@ -74,15 +71,32 @@ from shared.events.identity import (
     UserGrantsChanged,
 )
 from shared.events.notifier import (
+    NOTIFIER_DELIVERIES,
     Channel,
     DeliveryFailed,
     DeliverySlaBreached,
     DeliverySucceeded,
 )
 from shared.events.onboarding import (
+    ONBOARDING_APPLICATIONS,
     ApplicationFailed,
     ApplicationSubmitted,
     Contact,
+)
+
+TOPICS: tuple[Topic, ...] = (
+    BILLING_CUSTOMERS,
+    BILLING_ORDERS,
+    BILLING_INVOICES,
+    BILLING_MASTERDATA,
+    BILLING_SUBSCRIPTIONS,
+    ONBOARDING_APPLICATIONS,
+    IDENTITY_USERS,
+    IDENTITY_CREDENTIALS,
+    IDENTITY_OTP,
+    IDENTITY_AUDIT,
+    NOTIFIER_DELIVERIES,
+    BILLING_AUDIT,
 )
 
 __all__ = [

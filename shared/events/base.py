@@ -1,4 +1,4 @@
-"""The topics, the `Event` base and the registry of event types.
+"""What every topic and event is: `Topic`, the `Event` base and the registry of event types.
 
 An event names its topic family by its base class; the family states the topic and the field
 that keys it, and the event gets the rest from them (`Event` says how).
@@ -40,42 +40,6 @@ class Topic:
         """The service that publishes on the topic: the first part of its name."""
         return self.name.split(".", 1)[0]
 
-
-BILLING_CUSTOMERS = Topic(
-    "billing.customers", 3, "cvr", "Customers, their group structure and accounts", compacted=True
-)
-BILLING_ORDERS = Topic("billing.orders", 3, "cvr", "Orders and upgrades of subscriptions")
-BILLING_INVOICES = Topic("billing.invoices", 3, "cvr", "Invoices issued")
-BILLING_MASTERDATA = Topic("billing.masterdata", 3, "cvr", "Master data and invoice format changes")
-BILLING_SUBSCRIPTIONS = Topic(
-    "billing.subscriptions", 3, "cvr", "Settings of subscriptions: telephony and Personligt Nummer"
-)
-ONBOARDING_APPLICATIONS = Topic("onboarding.applications", 3, "cvr", "Applications for self-service access")
-IDENTITY_USERS = Topic(
-    "identity.users", 3, "user id (cvr for tenant-level events)", "Users and their lifecycle"
-)
-IDENTITY_CREDENTIALS = Topic("identity.credentials", 3, "cvr", "Credentials to deliver (sealed)")
-IDENTITY_OTP = Topic("identity.otp", 3, "user id", "One-time codes to deliver (sealed)")
-IDENTITY_AUDIT = Topic(
-    "identity.audit", 3, "tenant cvr", "Audit trail: logins, second factors, admin and support actions"
-)
-NOTIFIER_DELIVERIES = Topic("notifier.deliveries", 3, "recipient", "Outcome of every delivery")
-BILLING_AUDIT = Topic("billing.audit", 3, "cvr", "Audit trail of billing changes: orders, upgrades, settings")
-
-TOPICS: tuple[Topic, ...] = (
-    BILLING_CUSTOMERS,
-    BILLING_ORDERS,
-    BILLING_INVOICES,
-    BILLING_MASTERDATA,
-    BILLING_SUBSCRIPTIONS,
-    ONBOARDING_APPLICATIONS,
-    IDENTITY_USERS,
-    IDENTITY_CREDENTIALS,
-    IDENTITY_OTP,
-    IDENTITY_AUDIT,
-    NOTIFIER_DELIVERIES,
-    BILLING_AUDIT,
-)
 
 # Every event type, by its CloudEvents type; filled as the event classes are declared.
 EVENT_TYPES: dict[str, type[Event]] = {}

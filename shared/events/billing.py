@@ -8,17 +8,19 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events.base import (
-    BILLING_AUDIT,
-    BILLING_CUSTOMERS,
-    BILLING_INVOICES,
-    BILLING_MASTERDATA,
-    BILLING_ORDERS,
-    BILLING_SUBSCRIPTIONS,
-    Cvr,
-    Event,
-    Language,
+from shared.events.base import Cvr, Event, Language, Topic
+
+BILLING_CUSTOMERS = Topic(
+    "billing.customers", 3, "cvr", "Customers, their group structure and accounts", compacted=True
 )
+BILLING_ORDERS = Topic("billing.orders", 3, "cvr", "Orders and upgrades of subscriptions")
+BILLING_INVOICES = Topic("billing.invoices", 3, "cvr", "Invoices issued")
+BILLING_MASTERDATA = Topic("billing.masterdata", 3, "cvr", "Master data and invoice format changes")
+BILLING_SUBSCRIPTIONS = Topic(
+    "billing.subscriptions", 3, "cvr", "Settings of subscriptions: telephony and Personligt Nummer"
+)
+BILLING_AUDIT = Topic("billing.audit", 3, "cvr", "Audit trail of billing changes: orders, upgrades, settings")
+
 
 # --- billing.customers ----------------------------------------------------------------------
 

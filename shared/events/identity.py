@@ -8,17 +8,18 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events.base import (
-    IDENTITY_AUDIT,
-    IDENTITY_CREDENTIALS,
-    IDENTITY_OTP,
-    IDENTITY_USERS,
-    Cvr,
-    Event,
-    Function,
-    Language,
-)
+from shared.events.base import Cvr, Event, Function, Language, Topic
 from shared.sealing import SealedSecret
+
+IDENTITY_USERS = Topic(
+    "identity.users", 3, "user id (cvr for tenant-level events)", "Users and their lifecycle"
+)
+IDENTITY_CREDENTIALS = Topic("identity.credentials", 3, "cvr", "Credentials to deliver (sealed)")
+IDENTITY_OTP = Topic("identity.otp", 3, "user id", "One-time codes to deliver (sealed)")
+IDENTITY_AUDIT = Topic(
+    "identity.audit", 3, "tenant cvr", "Audit trail: logins, second factors, admin and support actions"
+)
+
 
 # --- identity.users -------------------------------------------------------------------------
 

@@ -6,7 +6,10 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from shared.events.base import NOTIFIER_DELIVERIES, Event
+from shared.events.base import Event, Topic
+
+NOTIFIER_DELIVERIES = Topic("notifier.deliveries", 3, "recipient", "Outcome of every delivery")
+
 
 # --- notifier.deliveries --------------------------------------------------------------------
 

@@ -8,12 +8,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events.base import (
-    ONBOARDING_APPLICATIONS,
-    Cvr,
-    Event,
-    Language,
-)
+from shared.events.base import Cvr, Event, Language, Topic
+
+ONBOARDING_APPLICATIONS = Topic("onboarding.applications", 3, "cvr", "Applications for self-service access")
+
 
 # --- onboarding.applications ----------------------------------------------------------------
 

@@ -61,6 +61,7 @@ def _distinct_values(model: type[Event]) -> dict[str, Any]:
 def test_the_registry_holds_exactly_the_declared_events() -> None:
     assert sorted(cls.__name__ for cls in EVENT_TYPES.values()) == sorted(row[0] for row in DECLARED)
     assert all(EVENT_TYPES[cls.TYPE] is cls for cls in EVENT_TYPES.values())
+    assert {cls.TOPIC for cls in EVENT_TYPES.values()} <= set(TOPICS)
 
 
 @pytest.mark.parametrize(("name", "type_", "topic", "source", "key_field"), DECLARED, ids=[r[0] for r in DECLARED])
