@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
@@ -18,9 +17,8 @@ from services.notifier.memo import parse_memo_message
 from services.notifier.models import Delivery, messaging
 from services.notifier.service import Dispatcher, RetryPolicy, Sender, SlaWatch, record_credentials
 from services.notifier.transports import DeliveryReceipt, SpoolTransport, TransientDeliveryError
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.envelope import decode, encode
 from shared.events import CredentialsIssued
 from shared.messaging import Outbox
@@ -50,17 +48,8 @@ class FlakyEboks:
 
 
 @pytest.fixture
-def database_url(database_factory) -> str:
-    url = database_factory("notifier")
-    migrate(SERVICES["notifier"].migrations, url)  # synchronous: Alembic runs its own loop
-    return url
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
+def database_url(notifier_url: str) -> str:
+    return notifier_url
 
 
 def credentials_envelope(sealer: Sealer, clock: FrozenClock, event_id: str | None = None):

@@ -22,7 +22,7 @@ from shared.db import Database, migrate
 from shared.sealing import Sealer
 from tests.integration.billing_fixtures import billing_url  # noqa: F401 - fixture
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import database_url, db, last_code, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import database_url, last_code, settings  # noqa: F401 - fixtures
 from tests.support.asgi import AppTransport
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

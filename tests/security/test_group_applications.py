@@ -26,12 +26,11 @@ from services.onboarding import service as onboarding
 from services.onboarding.api import create_api as create_onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.events import AdministratorProvisioningRejected, CredentialsIssued, CustomerRegistered
 from tests.integration.test_activation import activate_from_letter, envelope_of
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401
+from tests.integration.test_login import client, database_url, settings  # noqa: F401
 from tests.security.test_reapplication import application, events_of, handlers, letter_of, submit
 from tests.support.asgi import AppTransport
 
@@ -56,10 +55,8 @@ def form(cvr: str) -> dict:
 
 
 @pytest.fixture
-async def onboarding_db(database_factory) -> AsyncIterator[Database]:
-    url = database_factory("onboarding")
-    await asyncio.to_thread(migrate, SERVICES["onboarding"].migrations, url)
-    database = Database(url)
+async def onboarding_db(onboarding_url: str) -> AsyncIterator[Database]:
+    database = Database(onboarding_url)
     async with database.transaction() as session:
         for cvr, name, parent in GROUP:
             session.add(KnownCustomer(cvr=cvr, name=name, parent_cvr=parent))
