@@ -29,7 +29,7 @@ chromium:
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests bench
-	$(BIN)/mypy shared services/*/domain.py services/portal
+	$(BIN)/mypy shared services bench
 	$(BIN)/adgang asyncapi --check
 
 # The APIs' contract against many more generated requests than a test run makes.

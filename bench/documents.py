@@ -26,11 +26,9 @@ import asyncio
 import dataclasses
 import io
 import json
-import shutil
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,23 +39,14 @@ import httpx
 from pypdf import PdfReader
 from sqlalchemy import select
 
-from bench.invoices import (
-    BASE_URL,
-    JWKS_URL,
-    NOW,
-    BenchError,
-    Tokens,
-    git_state,
-    load,
-    log,
-    machine_info,
-    percentile,
-    summary_ms,
-)
+from bench.invoices import BASE_URL, JWKS_URL, NOW, Tokens, load
+from bench.measuring import BenchError, git_state, log, machine_info, over_backends, percentile, summary_ms
 from services.billing.api import create_api
 from services.billing.config import BillingSettings
 from services.billing.demo import LARGE_COMPANY_CVR, large_company
-from services.billing.documents import load_document, render_pdf, render_ubl
+from services.billing.documents import load_document
+from services.billing.invoice_pdf import render_pdf
+from services.billing.invoice_ubl import render_ubl
 from services.billing.models import Invoice
 from services.registry import SERVICES
 from shared.clock import FrozenClock
@@ -91,14 +80,16 @@ async def render_documents(url: str, count: int) -> dict[str, Any]:
             if len(ids) < count:
                 raise BenchError(f"the large company has only {len(ids)} invoices")
             started = time.perf_counter()
-            documents = [await load_document(session, invoice_id) for invoice_id in ids]
+            loaded = [await load_document(session, invoice_id) for invoice_id in ids]
             load_s = time.perf_counter() - started
+            documents = [document for document in loaded if document is not None]
+            if len(documents) != len(loaded):
+                raise BenchError("an invoice listed a moment ago could not be loaded")
     finally:
         await db.dispose()
     pdf_times, pages, sizes = [], [], []
     render_pdf(documents[0])  # warm-up: imports, font files into the page cache
     for document in documents:
-        assert document is not None
         started = time.perf_counter()
         content = render_pdf(document)
         pdf_times.append(time.perf_counter() - started)
@@ -260,37 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "options": {k: v for k, v in dataclasses.asdict(opts).items() if k != "output"},
         "backends": {},
     }
-    failed = False
-    for backend in opts.backends:
-        try:
-            if backend == "sqlite":
-                tmp = Path(tempfile.mkdtemp(prefix="adgang-bench-documents-"))
-                try:
-                    results["backends"]["sqlite"] = run_backend(
-                        "sqlite", f"sqlite+aiosqlite:///{tmp / 'billing.db'}", opts
-                    )
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                from tests.support.postgres import PostgresUnavailable, ThrowawayPostgres
-
-                try:
-                    server = ThrowawayPostgres()
-                    server.start()
-                except PostgresUnavailable as exc:
-                    results["backends"]["postgres"] = {"skipped": str(exc)}
-                    continue
-                try:
-                    url = server.create_database("billing_bench")
-                    results["backends"]["postgres"] = run_backend("postgres", url, opts)
-                finally:
-                    server.stop()
-        except Exception as exc:
-            failed = True
-            print(f"[bench] {backend} FAILED: {exc}", file=sys.stderr, flush=True)
-            if not isinstance(exc, BenchError):
-                traceback.print_exc()
-            results["backends"][backend] = {"error": f"{type(exc).__name__}: {exc}"}
+    results["backends"], failed = over_backends(
+        opts.backends,
+        lambda backend, url, _db_file: run_backend(backend, url, opts),
+        prefix="adgang-bench-documents-",
+    )
     results["total_s"] = round(time.monotonic() - started, 1)
     print_summary(results)
     opts.output.parent.mkdir(parents=True, exist_ok=True)

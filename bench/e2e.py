@@ -23,9 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import shutil
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -42,38 +40,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from stdnum.dk import cvr as stdnum_cvr
 
+from bench.measuring import BenchError, free_ports, machine_info, summary_ms
+from services.billing.bootstrap import build as build_billing
+from services.billing.config import BillingSettings
 from services.billing.demo import DEMO_COMPANIES, NOT_A_CUSTOMER_CVR, DemoCompany
-from services.billing.models import messaging as billing_messaging
-from services.billing.service import register_customer
 from services.registry import SERVICES
 from services.suite import Suite, SuiteConfig
 from shared.clock import SystemClock
-from shared.db import Database
-from shared.messaging import Outbox
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 POLL_S = 0.02  # the only sleeps: short polling intervals, always under a deadline
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 # --- helpers ------------------------------------------------------------------------------
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports the kernel hands out for port 0; all sockets are held until all are chosen."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def bench_cvrs(count: int, start: int = 60_000_000) -> list[str]:
@@ -89,30 +68,6 @@ def bench_cvrs(count: int, start: int = 60_000_000) -> list[str]:
         if candidate > 99_999_999:
             raise BenchError("ran out of CVR numbers")
     return found
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summary_ms(values_s: Sequence[float]) -> dict[str, float]:
-    ms = [v * 1000.0 for v in values_s]
-    return {
-        "n": len(ms),
-        "min_ms": round(min(ms), 1) if ms else float("nan"),
-        "p50_ms": round(percentile(ms, 50), 1),
-        "p95_ms": round(percentile(ms, 95), 1),
-        "p99_ms": round(percentile(ms, 99), 1),
-        "max_ms": round(max(ms), 1) if ms else float("nan"),
-        "mean_ms": round(sum(ms) / len(ms), 1) if ms else float("nan"),
-    }
 
 
 async def wait_until(predicate: Any, *, deadline_s: float, what: str) -> float:
@@ -310,16 +265,12 @@ async def raw_broker_rate(
 async def register_bench_customers(suite: Suite, cvrs: Sequence[str]) -> None:
     """Insert customers through billing's own use case, into billing's database: billing's
     worker relays the outbox to `billing.customers`, and onboarding and identity learn them."""
-    db = Database(suite.database_url("billing"))
-    clock = SystemClock()
-    outbox = Outbox(billing_messaging, clock)
+    billing = build_billing(BillingSettings(database_url=suite.database_url("billing")), clock=SystemClock())
     try:
-        async with db.transaction() as session:
+        async with billing.db.transaction() as session:
             for cvr in cvrs:
-                await register_customer(
+                await billing.registry.register(
                     session,
-                    outbox,
-                    clock,
                     DemoCompany(
                         cvr,
                         f"Bench {cvr} ApS",
@@ -332,7 +283,7 @@ async def register_bench_customers(suite: Suite, cvrs: Sequence[str]) -> None:
                     ),
                 )
     finally:
-        await db.dispose()
+        await billing.db.dispose()
 
 
 async def wait_customers_known(suite: Suite, cvrs: Sequence[str], deadline_s: float) -> float:
@@ -807,16 +758,6 @@ def print_table(results: dict[str, Any]) -> None:
         "-" * 78,
     ]
     print("\n".join(lines), flush=True)
-
-
-def machine_info() -> dict[str, Any]:
-    cores = os.cpu_count()
-    return {
-        "cores": cores,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "summary": f"({cores} cores, {platform.machine()}, Python {platform.python_version()})",
-    }
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:

@@ -30,16 +30,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import re
-import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,17 +47,16 @@ import httpx
 from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import Engine, make_url
 
+from bench.measuring import BenchError, git_state, log, machine_info, over_backends, percentile, summary_ms
 from services.billing.api import create_api
+from services.billing.bootstrap import build
 from services.billing.catalogue import sync_catalogue
 from services.billing.config import BillingSettings
 from services.billing.demo import LARGE_COMPANY_CVR, large_company
-from services.billing.invoicing import Invoicing
-from services.billing.models import Invoice, InvoiceLine, UsageRecord, UserAccess, messaging
-from services.billing.service import seed_demo_data
+from services.billing.models import Invoice, InvoiceLine, UsageRecord, UserAccess
 from services.registry import SERVICES
 from shared.clock import FrozenClock
 from shared.db import Database, migrate
-from shared.messaging import Outbox
 from shared.tokens import TokenSigner, generate_signing_key, parse_signing_keys
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -75,71 +69,7 @@ SLOW_P50_MS = 50.0
 SQL_RUNS = 50  # direct executions of each captured statement, to separate SQL time from the rest
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 # --- helpers ------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), as bench/e2e.py."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summary_ms(values_s: Sequence[float]) -> dict[str, float]:
-    ms = [v * 1000.0 for v in values_s]
-    return {
-        "n": len(ms),
-        "min_ms": round(min(ms), 2),
-        "p50_ms": round(percentile(ms, 50), 2),
-        "p95_ms": round(percentile(ms, 95), 2),
-        "p99_ms": round(percentile(ms, 99), 2),
-        "max_ms": round(max(ms), 2),
-        "mean_ms": round(sum(ms) / len(ms), 2),
-    }
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and whether services/ or shared/ had uncommitted changes (the code
-    is imported once, at the start of the run)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "services", "shared"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split("\n")
-    except (OSError, subprocess.CalledProcessError) as exc:
-        return {"error": str(exc)}
-    return {"commit": commit, "uncommitted_in_services_or_shared": [line for line in dirty if line]}
-
-
-def machine_info() -> dict[str, Any]:
-    cores = os.cpu_count()
-    return {
-        "cores": cores,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "summary": f"({cores} cores, {platform.machine()}, Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version})",
-    }
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", flush=True)
 
 
 class Tokens:
@@ -375,15 +305,13 @@ class Case:
 async def load(url: str) -> dict[str, Any]:
     """Billing's demo data with the large company, in one transaction, as the service seeds it."""
     clock = FrozenClock(NOW)
-    db = Database(url)
-    outbox = Outbox(messaging, clock)
+    parts = build(BillingSettings(database_url=url, seed_demo_data=False), clock=clock)
+    db = parts.db
     try:
         started = time.perf_counter()
         async with db.transaction() as session:
             await sync_catalogue(session)
-            await seed_demo_data(
-                session, outbox, Invoicing(outbox=outbox, clock=clock, payment_days=14), clock, size="large"
-            )
+            await parts.demo.seed(session, size="large")
         load_s = time.perf_counter() - started
         async with db.reading() as session:
             tables = [
@@ -835,43 +763,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "backends": {},
     }
-    failed = False
-    for backend in opts.backends:
-        try:
-            if backend == "sqlite":
-                tmp = Path(tempfile.mkdtemp(prefix="adgang-bench-invoices-"))
-                db_file = tmp / "billing.db"
-                try:
-                    results["backends"]["sqlite"] = run_backend(
-                        "sqlite", f"sqlite+aiosqlite:///{db_file}", opts, db_file
-                    )
-                finally:
-                    if opts.keep_db:
-                        log(f"sqlite database kept: {db_file}")
-                    else:
-                        shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                from tests.support.postgres import PostgresUnavailable, ThrowawayPostgres
-
-                try:
-                    server = ThrowawayPostgres(shared_buffers=opts.pg_shared_buffers)
-                    server.start()
-                except PostgresUnavailable as exc:
-                    log(f"postgres skipped: {exc}")
-                    results["backends"]["postgres"] = {"skipped": str(exc)}
-                    continue
-                try:
-                    log(f"postgres: throwaway server on port {server.port} ({server.bin_dir})")
-                    url = server.create_database("billing_bench")
-                    results["backends"]["postgres"] = run_backend("postgres", url, opts, None)
-                finally:
-                    server.stop()
-        except Exception as exc:
-            failed = True
-            print(f"[bench] {backend} FAILED: {exc}", file=sys.stderr, flush=True)
-            if not isinstance(exc, BenchError):
-                traceback.print_exc()
-            results["backends"][backend] = {"error": f"{type(exc).__name__}: {exc}"}
+    results["backends"], failed = over_backends(
+        opts.backends,
+        lambda backend, url, db_file: run_backend(backend, url, opts, db_file),
+        prefix="adgang-bench-invoices-",
+        keep_sqlite=opts.keep_db,
+        postgres_options={"shared_buffers": opts.pg_shared_buffers},
+    )
     results["total_s"] = round(time.monotonic() - started, 1)
     print_summary(results)
     opts.output.parent.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,11 +22,9 @@ from typing import Any
 
 import httpx
 
-from bench.e2e import free_ports, machine_info, percentile
+from bench.measuring import machine_info, p50_p99, running_suite
 from bench.portal_users import ADMIN_EMAIL, ADMIN_MOBILE, log_in_through_portal, server_ms
 from services.billing.demo import LARGE_COMPANY_CVR
-from services.registry import SERVICES
-from services.suite import Suite, SuiteConfig
 from tests.support.flows import activate_letter, apply, wait_for_letters
 from tests.support.waiting import wait_until
 
@@ -50,14 +45,7 @@ def measure(http: httpx.Client, pages: dict[str, str], rounds: dict[str, int], w
         if n >= warmup:
             times["healthz"].append(server_ms(alive))
 
-    def summary(values: Sequence[float]) -> dict[str, float]:
-        return {
-            "n": len(values),
-            "p50_ms": round(percentile(values, 50), 2),
-            "p99_ms": round(percentile(values, 99), 2),
-        }
-
-    result: dict[str, Any] = {name: summary(values) for name, values in times.items()}
+    result: dict[str, Any] = {name: p50_p99(values) for name, values in times.items()}
     health = result["healthz"]
     for name in pages:
         result[name]["ratio_p50"] = round(result[name]["p50_ms"] / health["p50_ms"], 1)
@@ -66,24 +54,12 @@ def measure(http: httpx.Client, pages: dict[str, str], rounds: dict[str, int], w
 
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
-    var_dir = Path(tempfile.mkdtemp(prefix="adgang-bench-portal-invoices-"))
-    broker, smtp, sms, *ports = free_ports(3 + len(SERVICES))
-    suite = Suite(
-        SuiteConfig(
-            var_dir=var_dir,
-            broker_port=broker,
-            smtp_port=smtp,
-            sms_port=sms,
-            ports=dict(zip(SERVICES, ports, strict=True)),
-            extra_env={
-                "ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE": "0",
-                "ADGANG_BILLING_INVOICE_RUN_ENABLED": "false",
-                "ADGANG_BILLING_DEMO_SIZE": "large",
-            },
-        )
-    )
-    ok = False
-    try:
+    extra_env = {
+        "ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE": "0",
+        "ADGANG_BILLING_INVOICE_RUN_ENABLED": "false",
+        "ADGANG_BILLING_DEMO_SIZE": "large",
+    }
+    with running_suite("adgang-bench-portal-invoices-", extra_env, keep_var=opts.keep_var) as suite:
         # Billing's worker is ready, and announces the large company, once its demo data is
         # loaded (a minute or more).
         suite.start(deadline_s=opts.load_deadline)
@@ -122,14 +98,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             machine=machine_info(),
             at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
-        ok = True
         return result
-    finally:
-        suite.stop()
-        if ok and not opts.keep_var:
-            shutil.rmtree(var_dir, ignore_errors=True)
-        elif not ok:
-            print(f"kept {var_dir} for its logs", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

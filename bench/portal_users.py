@@ -15,9 +15,6 @@ import argparse
 import asyncio
 import json
 import re
-import shutil
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,10 +22,9 @@ from typing import Any
 
 import httpx
 
-from bench.e2e import free_ports, machine_info, percentile
+from bench.measuring import machine_info, p50_p99, running_suite
 from services.billing.demo import GROUP_PARENT_CVR
-from services.registry import SERVICES
-from services.suite import Suite, SuiteConfig
+from services.suite import Suite
 from tests.support.flows import (
     STRONG_PASSWORD,
     activate_letter,
@@ -130,17 +126,10 @@ def measure(http: httpx.Client, identity: httpx.Client, requests: int, warmup: i
             api.append(elapsed_ms)
     listed = page.text.count("<tr") - 1  # the rows of the table of users, without its head
 
-    def summary(values: Sequence[float]) -> dict[str, float]:
-        return {
-            "n": len(values),
-            "p50_ms": round(percentile(values, 50), 2),
-            "p99_ms": round(percentile(values, 99), 2),
-        }
-
-    result = {
-        "users_page": summary(users),
-        "healthz": summary(health),
-        "identity_users_api": summary(api),
+    result: dict[str, Any] = {
+        "users_page": p50_p99(users),
+        "healthz": p50_p99(health),
+        "identity_users_api": p50_p99(api),
         "rows_on_page": listed,
     }
     result["ratio_p50"] = round(result["users_page"]["p50_ms"] / result["healthz"]["p50_ms"], 1)
@@ -149,23 +138,11 @@ def measure(http: httpx.Client, identity: httpx.Client, requests: int, warmup: i
 
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
-    var_dir = Path(tempfile.mkdtemp(prefix="adgang-bench-portal-"))
-    broker, smtp, sms, *ports = free_ports(3 + len(SERVICES))
-    suite = Suite(
-        SuiteConfig(
-            var_dir=var_dir,
-            broker_port=broker,
-            smtp_port=smtp,
-            sms_port=sms,
-            ports=dict(zip(SERVICES, ports, strict=True)),
-            extra_env={
-                "ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE": "0",
-                "ADGANG_BILLING_INVOICE_RUN_ENABLED": "false",
-            },
-        )
-    )
-    ok = False
-    try:
+    extra_env = {
+        "ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE": "0",
+        "ADGANG_BILLING_INVOICE_RUN_ENABLED": "false",
+    }
+    with running_suite("adgang-bench-portal-", extra_env, keep_var=opts.keep_var) as suite:
         suite.start(deadline_s=120)
         application = apply_once_known(suite, GROUP_PARENT_CVR, email=ADMIN_EMAIL, mobile=ADMIN_MOBILE)
         if application.status_code != 202:
@@ -191,14 +168,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             machine=machine_info(),
             at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
-        ok = True
         return result
-    finally:
-        suite.stop()
-        if ok and not opts.keep_var:
-            shutil.rmtree(var_dir, ignore_errors=True)
-        elif not ok:
-            print(f"kept {var_dir} for its logs", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -255,12 +255,11 @@ def cmd_staff_create(args: argparse.Namespace) -> int:
 
 def cmd_billing_issue_invoices(args: argparse.Namespace) -> int:
     """Issue a month's invoices (S8) now, as the worker's monthly run does; idempotent."""
-    from services.billing.invoicing import Invoicing, last_closed_period, local_today, month_start
-    from services.billing.models import messaging
-    from services.billing.service import period_of
+    from services.billing.bootstrap import build
+    from services.billing.config import BillingSettings
+    from services.billing.invoicing import last_closed_period, local_today, month_start, period_of
     from shared.clock import SystemClock
-    from shared.db import Database, migrate
-    from shared.messaging import Outbox
+    from shared.db import migrate
 
     clock = SystemClock()
     try:
@@ -274,21 +273,17 @@ def cmd_billing_issue_invoices(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    parts = SERVICES["billing"]
-    settings = parts.settings()
-    migrate(parts.migrations, settings.db_url)
+    settings = BillingSettings()
+    migrate(SERVICES["billing"].migrations, settings.db_url)
 
     async def issue() -> tuple[int, int]:
-        db = Database(settings.db_url)
-        invoicing = Invoicing(
-            outbox=Outbox(messaging, clock), clock=clock, payment_days=settings.invoice_payment_days
-        )
+        parts = build(settings, clock=clock)
         try:
-            async with db.transaction() as session:
-                result = await invoicing.issue(session, period)
+            async with parts.db.transaction() as session:
+                result = await parts.invoicing.issue(session, period)
             return result.invoices, result.lines
         finally:
-            await db.dispose()
+            await parts.db.dispose()
 
     invoices, lines = asyncio.run(issue())
     print(f"Issued {invoices} invoices ({lines} lines) for {period:%Y-%m}.")

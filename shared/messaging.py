@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     insert,
     select,
     update,
@@ -107,6 +108,10 @@ class Publisher(Protocol):
     async def publish(self, records: list[KafkaRecord]) -> None: ...
 
 
+# The transaction-scoped advisory lock held by the publishing outbox relay (PostgreSQL): "ADGA".
+RELAY_LOCK = 0x4144_4741
+
+
 class OutboxRelay:
     """Publishes unpublished outbox rows in order, then marks them published."""
 
@@ -126,13 +131,14 @@ class OutboxRelay:
 
     async def run_once(self) -> int:
         if self._db.engine.dialect.name == "postgresql":
-            # Rows stay locked while they are published, so several relays share the work.
+            # One relay per database publishes at a time: a second one taking the next rows
+            # while the first waits for the broker would put a key's later event on the bus
+            # before its earlier one. The others find the lock taken and stand by until their
+            # next turn, so sequence order is bus order.
             async with self._db.transaction() as session:
-                rows = (
-                    (await session.execute(self._pending().with_for_update(skip_locked=True)))
-                    .mappings()
-                    .all()
-                )
+                if not await session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK))):
+                    return 0
+                rows = (await session.execute(self._pending())).mappings().all()
                 if rows:
                     await self._publisher.publish([self._record(row) for row in rows])
                     await self._mark_published(session, rows)

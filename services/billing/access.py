@@ -4,49 +4,31 @@ and applied in the SQL itself, so a row outside the caller's grants is never rea
 A grant is a company (CVR) with either all its accounts or a list of them. The token's grants
 are the truth for its five minutes; `identity.users` tells billing at once when a user is
 disabled, deleted or re-granted, or when one session ends (logout, a reused refresh token), and
-`is_revoked` then refuses the older tokens, or the session's (S12).
+`revocations.py` then refuses the older tokens, or the session's (S12).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Annotated, TypeVar
+from typing import TypeVar
 
-from fastapi import Header
 from sqlalchemy import (
     ColumnElement,
-    CompoundSelect,
-    DateTime,
     SQLColumnExpression,
-    String,
     and_,
-    cast,
-    delete,
     false,
     func,
-    literal,
-    null,
     or_,
     select,
-    union_all,
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.billing.models import EndedSession, UserAccess
-from shared.clock import Clock, as_utc
-from shared.db import Database
-from shared.envelope import Envelope
-from shared.events import SessionEnded, UserDeleted, UserDisabled, UserEnabled, UserGrantsChanged
-from shared.messaging import Handlers
-from shared.problems import Forbidden, Unauthenticated
-from shared.tokens import AccessClaims, TokenError, TokenVerifier, bearer_token
+from shared.problems import Forbidden
+from shared.tokens import AccessClaims
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 FUNCTION_TITLES = {
     "invoices": "see invoices and usage",
@@ -144,126 +126,3 @@ async def granted(
         query = query.with_for_update()
     row: T | None = await session.scalar(query)
     return row
-
-
-def bearer_access(verifier: TokenVerifier, clock: Clock) -> Callable[..., Awaitable[Access]]:
-    """A FastAPI dependency: the caller's `Access`, or 401 (also for a revoked session)."""
-
-    async def current_access(authorization: Annotated[str | None, Header()] = None) -> Access:
-        token = bearer_token(authorization)
-        try:
-            claims = await verifier.verify(token, now=clock.now())
-        except TokenError as exc:
-            raise Unauthenticated(f"The access token is not accepted: {exc}. Log in again.") from exc
-        return Access.of(claims)
-
-    return current_access
-
-
-# --- revocations from identity.users ---------------------------------------------------------
-
-
-ENDED = "ended"  # the status of the token's own session, once identity has ended it
-
-
-def revocation_query(user_id: str, session_id: str) -> CompoundSelect[str, datetime | None]:
-    """(status, revoked_before) of the user, if billing heard of them, and ("ended", None) if
-    the session has ended: one statement, two primary-key lookups."""
-    user = select(UserAccess.status, UserAccess.revoked_before).where(UserAccess.user_id == user_id)
-    session_ended = select(literal(ENDED, String(10)), cast(null(), DateTime(timezone=True))).where(
-        EndedSession.session_id == session_id
-    )
-    return union_all(user, session_ended)
-
-
-def revocation_check(db: Database) -> Callable[[AccessClaims], Awaitable[bool]]:
-    """`TokenVerifier.is_revoked`: one read per request (`revocation_query`) for the user's row
-    (disabled, deleted, re-granted) and the token's session (ended on its own)."""
-
-    async def is_revoked(claims: AccessClaims) -> bool:
-        async with db.reading() as session:
-            rows = (await session.execute(revocation_query(claims.sub, claims.sid))).all()
-        for status, revoked_before in rows:
-            if status != "active":  # disabled, deleted, or this session ended
-                return True
-            # iat is whole seconds: a token from the second of the change is refused too (log in again).
-            if revoked_before is not None and claims.iat <= as_utc(revoked_before).timestamp():
-                return True
-        return False
-
-    return is_revoked
-
-
-async def purge_ended_sessions(db: Database, clock: Clock, kept: timedelta) -> int:
-    """Forget the sessions that ended more than `kept` ago: every access token of them has
-    expired by then (identity's live 5 minutes), so their rows refuse nothing any more."""
-    async with db.transaction() as session:
-        result = await session.execute(delete(EndedSession).where(EndedSession.ended_at < clock.now() - kept))
-    purged: int = result.rowcount  # type: ignore[attr-defined]  # a DELETE's result is a CursorResult
-    if purged:
-        log.info("purged %d ended sessions whose tokens have expired", purged)
-    return purged
-
-
-async def _record(
-    session: AsyncSession,
-    user_id: str,
-    clock: Clock,
-    *,
-    status: str | None,
-    revoke_at: datetime | None = None,
-) -> None:
-    row = await session.get(UserAccess, user_id, with_for_update=True)
-    if row is None:
-        row = UserAccess(user_id=user_id, status="active", revoked_before=None)
-        session.add(row)
-    if row.status == "deleted":  # a deleted login never comes back
-        status = None
-    if status is not None:
-        row.status = status
-    if revoke_at is not None and (row.revoked_before is None or as_utc(row.revoked_before) < revoke_at):
-        row.revoked_before = revoke_at
-    row.updated_at = clock.now()
-
-
-def revocation_handlers(clock: Clock) -> Handlers:
-    """Handlers for `identity.users`: what ends a user's tokens in billing."""
-
-    async def disabled(session: AsyncSession, envelope: Envelope) -> None:
-        event = envelope.event
-        assert isinstance(event, UserDisabled)
-        await _record(session, str(event.user_id), clock, status="disabled", revoke_at=event.disabled_at)
-
-    async def enabled(session: AsyncSession, envelope: Envelope) -> None:
-        event = envelope.event
-        assert isinstance(event, UserEnabled)
-        # Tokens from before the disabling stay refused: they were ended then.
-        await _record(session, str(event.user_id), clock, status="active")
-
-    async def grants_changed(session: AsyncSession, envelope: Envelope) -> None:
-        event = envelope.event
-        assert isinstance(event, UserGrantsChanged)
-        await _record(session, str(event.user_id), clock, status=None, revoke_at=event.changed_at)
-
-    async def deleted(session: AsyncSession, envelope: Envelope) -> None:
-        event = envelope.event
-        assert isinstance(event, UserDeleted)
-        await _record(session, str(event.user_id), clock, status="deleted", revoke_at=event.deleted_at)
-
-    async def session_ended(session: AsyncSession, envelope: Envelope) -> None:
-        event = envelope.event
-        assert isinstance(event, SessionEnded)
-        if await session.get(EndedSession, str(event.session_id)) is None:
-            session.add(
-                EndedSession(
-                    session_id=str(event.session_id), user_id=str(event.user_id), ended_at=event.ended_at
-                )
-            )
-
-    return {
-        UserDisabled: disabled,
-        UserEnabled: enabled,
-        UserGrantsChanged: grants_changed,
-        UserDeleted: deleted,
-        SessionEnded: session_ended,
-    }

@@ -2,7 +2,7 @@
 which settings each kind of product has, and the only ways a subscription may be upgraded.
 
 The catalogue is reference data owned by billing; the worker writes it to the database at
-start (`sync_catalogue`), so subscriptions and orders refer to products by key. A product is
+start (`Catalogue.load`), so subscriptions and orders refer to products by key. A product is
 never removed from `PRODUCTS` while subscriptions use it: it is made `orderable=False`.
 """
 
@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.models import Product, UpgradePath
+from shared.db import Database
 
 ProductKind = Literal["mobile", "broadband", "telephony", "personal_number", "addon"]
 # Kinds whose subscriptions have telephony settings (call forwarding, voicemail, caller id).
@@ -86,3 +87,13 @@ async def sync_catalogue(session: AsyncSession) -> None:
     await session.execute(delete(UpgradePath))
     session.add_all(UpgradePath(from_code=f, to_code=t) for f, t in UPGRADE_PATHS)
     await session.flush()
+
+
+class Catalogue:
+    def __init__(self, *, db: Database) -> None:
+        self.db = db
+
+    async def load(self) -> None:
+        """At the worker's start: the catalogue of this module into the database."""
+        async with self.db.transaction() as session:
+            await sync_catalogue(session)

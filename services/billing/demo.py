@@ -1,5 +1,7 @@
 """Deterministic demo data: one group of four companies and one standalone company, with
-their accounts, subscriptions and twelve months of usage; and a large company for benchmarks.
+their accounts, subscriptions and twelve months of usage and the invoices of all but the
+newest month; and a large company for benchmarks. Loaded only where settings allow
+(`DemoData.load`, when the worker starts).
 
 Every CVR here passes the modulus-11 check. `NOT_A_CUSTOMER_CVR` is valid too but is not a
 customer, so a newcomer can see the 403 of S1's application form. Everything generated is
@@ -8,11 +10,29 @@ derived from a fixed seed and the account number, so two runs give the same data
 
 from __future__ import annotations
 
+import logging
 import random
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import phonenumbers
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.billing.catalogue import BY_CODE
+from services.billing.invoicing import COPENHAGEN, Invoicing, last_closed_period, next_month, previous_month
+from services.billing.models import Subscription, UsageRecord
+from services.billing.registry import Registry
+from shared.clock import Clock
+from shared.db import Database
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION_NAMESPACE = uuid.UUID("8f7b7b2e-2f0e-4c55-8d0b-5a2f7e9c1d34")
+HISTORY_MONTHS = 12
 
 
 @dataclass(frozen=True)
@@ -204,3 +224,129 @@ def monthly_usage(subscription_id: str, kind: str, period_key: str) -> Iterator[
     for tariff in TARIFFS.get(kind, ()):
         quantity = rng.randint(tariff.low, tariff.high)
         yield tariff.category, quantity, tariff.unit, quantity * tariff.ore_per_unit
+
+
+def subscription_id_for(account_number: str, identifier: str) -> str:
+    return str(uuid.uuid5(SUBSCRIPTION_NAMESPACE, f"{account_number}:{identifier}"))
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+class DemoData:
+    """Loads the demo data through the registry and the invoicing, idempotently."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        registry: Registry,
+        invoicing: Invoicing,
+        clock: Clock,
+        enabled: bool,
+        extra: int = 0,
+        size: Literal["small", "large"] = "small",
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.invoicing = invoicing
+        self.clock = clock
+        self.enabled = enabled
+        self.extra = extra
+        self.size = size
+
+    async def load(self) -> None:
+        """At the worker's start: all demo data, where the settings allow it."""
+        if self.enabled:
+            async with self.db.transaction() as session:
+                await self.seed(session, extra=self.extra, size=self.size)
+
+    async def seed(self, session: AsyncSession, *, extra: int = 0, size: str = "small") -> None:
+        """All demo data, idempotently: the small set always, the large company for `size=large`."""
+        await self.seed_customers(session, extra=extra)
+        for company in DEMO_COMPANIES:
+            await self.seed_activity(session, company)
+        if size == "large":
+            company = large_company()
+            await self.registry.register(session, company)
+            if await self.seed_activity(
+                session, company, per_account=LARGE_COMPANY_SUBSCRIPTIONS_PER_ACCOUNT
+            ):
+                log.info("loaded the large demo company %s", company.cvr)
+
+    async def seed_customers(self, session: AsyncSession, *, extra: int = 0) -> int:
+        """Idempotent: registers the demo companies that are not there yet (parents first), and
+        `extra` generated standalone companies for benchmarks and load tests."""
+        created = 0
+        for company in (*DEMO_COMPANIES, *generated_companies(extra)):
+            if await self.registry.register(session, company):
+                created += 1
+        if created:
+            log.info("registered %d demo customers", created)
+        return created
+
+    async def seed_activity(
+        self, session: AsyncSession, company: DemoCompany, *, per_account: int | None = None
+    ) -> bool:
+        """A company's subscriptions, twelve months of usage and the invoices of all months but
+        the newest closed one (the monthly run issues that). False if already there."""
+        if await session.scalar(
+            select(func.count()).select_from(Subscription).where(Subscription.cvr == company.cvr)
+        ):
+            return False
+        newest = last_closed_period(self.clock)
+        periods = [newest]
+        while len(periods) < HISTORY_MONTHS:
+            periods.append(previous_month(periods[-1]))
+        first = periods[-1]
+        activated = (datetime(first.year, first.month, 1, tzinfo=COPENHAGEN) - timedelta(days=30)).astimezone(
+            UTC
+        )
+        subscriptions: list[dict[str, Any]] = [
+            {
+                "id": subscription_id_for(s.account_number, s.identifier),
+                "cvr": company.cvr,
+                "account_number": s.account_number,
+                "identifier": s.identifier,
+                "product_code": s.product_code,
+                "status": "active",
+                "settings": "{}",
+                "settings_version": 1,
+                "created_at": activated,
+                "activated_at": activated,
+            }
+            for s in demo_subscriptions(company, per_account=per_account)
+        ]
+        await _insert_batched(session, Subscription, subscriptions)
+        usage = [
+            {
+                "subscription_id": s["id"],
+                "identifier": s["identifier"],
+                "cvr": company.cvr,
+                "account_number": s["account_number"],
+                "period": period,
+                "category": category,
+                "quantity": quantity,
+                "unit": unit,
+                "amount_ore": amount,
+            }
+            for period in periods
+            for s in subscriptions
+            for category, quantity, unit, amount in monthly_usage(
+                s["id"], BY_CODE[s["product_code"]].kind, f"{period:%Y-%m}"
+            )
+        ]
+        await _insert_batched(session, UsageRecord, usage)
+        accounts = [number for number, _ in company.accounts]
+        for period in reversed(periods[1:]):
+            await self.invoicing.issue(
+                session, period, accounts=accounts, announce=False, issued_on=next_month(period)
+            )
+        return True
+
+
+async def _insert_batched(
+    session: AsyncSession, model: type, rows: list[dict[str, Any]], batch: int = 5_000
+) -> None:
+    for start in range(0, len(rows), batch):
+        await session.execute(insert(model), rows[start : start + batch])

@@ -4,7 +4,7 @@ monthly fee and a line per subscription and category of metered usage, 25 % VAT 
 An invoice's usage lines are exactly that account's usage records of the period, so the usage
 view and its CSV export agree with the invoice. Issuing is idempotent: an account already
 invoiced for the period is skipped (and a unique key guards a race), so the worker's periodic
-run and the command can both run without issuing twice.
+run (`InvoiceRun`) and the command can both run without issuing twice.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from services.billing.models import (
     UsageRecord,
 )
 from shared.clock import Clock
-from shared.db import upsert_statement
+from shared.db import Database, upsert_statement
 from shared.events import InvoiceDelivery, InvoiceIssued
 from shared.messaging import Outbox
 
@@ -60,6 +60,12 @@ def next_month(period: date) -> date:
 
 def previous_month(period: date) -> date:
     return (period.replace(day=1) - timedelta(days=1)).replace(day=1)
+
+
+def period_of(text: str) -> date:
+    """`YYYY-MM` into the first day of that month."""
+    year, _, month = text.partition("-")
+    return date(int(year), int(month), 1)
 
 
 def local_today(clock: Clock) -> date:
@@ -325,6 +331,20 @@ class Invoicing:
         for start in range(0, len(rows), BATCH):
             created |= set((await session.scalars(statement, rows[start : start + BATCH])).all())
         return created
+
+
+class InvoiceRun:
+    """The monthly run: issues the newest closed month's invoices of every account not yet
+    invoiced for it. Run often; it does the work once."""
+
+    def __init__(self, *, db: Database, invoicing: Invoicing, clock: Clock) -> None:
+        self.db = db
+        self.invoicing = invoicing
+        self.clock = clock
+
+    async def run_once(self) -> IssueResult:
+        async with self.db.transaction() as session:
+            return await self.invoicing.issue(session, last_closed_period(self.clock))
 
 
 def _midnight(day: date) -> datetime:

@@ -32,7 +32,7 @@ from services.identity.models import (
     User,
     UserGrant,
 )
-from services.identity.service import COMPANY_LOCK, USER_ADMIN, remove_login
+from services.identity.provisioning import COMPANY_LOCK, USER_ADMIN, remove_login
 from shared.clock import Clock, as_utc
 from shared.db import lock_for_transaction
 from shared.events import (
@@ -271,7 +271,7 @@ class Administration:
         await self._check_grants(session, caller, new.grants, new.functions)
         now = self.clock.now()
         user_id = uuid.uuid4()
-        username = await unique_username(session, caller.tenant_cvr)
+        username = await unique_username(session, caller.customer_cvr)
         user = User(
             id=str(user_id),
             tenant_cvr=caller.tenant_cvr,
@@ -304,7 +304,7 @@ class Administration:
             session,
             LoginCreated(
                 user_id=user_id,
-                tenant_cvr=user.tenant_cvr,
+                tenant_cvr=user.customer_cvr,
                 company_name=company.name if company else str(user.tenant_cvr),
                 name=user.name,
                 recipient_email=user.email,
@@ -355,7 +355,7 @@ class Administration:
             session,
             UserDisabled(
                 user_id=uuid.UUID(user.id),
-                tenant_cvr=user.tenant_cvr,
+                tenant_cvr=user.customer_cvr,
                 by_user_id=uuid.UUID(caller.id),
                 disabled_at=self.clock.now(),
             ),
@@ -371,7 +371,7 @@ class Administration:
             session,
             UserEnabled(
                 user_id=uuid.UUID(user.id),
-                tenant_cvr=user.tenant_cvr,
+                tenant_cvr=user.customer_cvr,
                 by_user_id=uuid.UUID(caller.id),
                 enabled_at=self.clock.now(),
             ),
@@ -428,7 +428,7 @@ class Administration:
             session,
             UserGrantsChanged(
                 user_id=uuid.UUID(user.id),
-                tenant_cvr=user.tenant_cvr,
+                tenant_cvr=user.customer_cvr,
                 grants=[Grant(cvr=g.cvr, accounts=g.accounts) for g in grants],
                 functions=user.functions,  # type: ignore[arg-type]
                 by_user_id=uuid.UUID(caller.id),

@@ -28,17 +28,79 @@ import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Select, and_, delete, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.identity.admin import Administration
+from services.identity.domain import tried_username_as_kept
 from services.identity.models import AuditEntry, User
 from shared.clock import Clock, as_utc
 from shared.db import Database, upsert_statement
 from shared.envelope import Envelope
-from shared.events import BillingAuditRecorded
+from shared.events import AuditRecorded, BillingAuditRecorded
+from shared.messaging import Outbox
 from shared.problems import InvalidField
+
+if TYPE_CHECKING:
+    from services.identity.admin import Administration
+
+
+@dataclass
+class AuditTrail:
+    outbox: Outbox
+    clock: Clock
+
+    async def record(
+        self,
+        session: AsyncSession,
+        *,
+        actor: User | None,
+        action: str,
+        target: User | None = None,
+        tenant_cvr: str | None = None,
+        client_address: str | None = None,
+        details: dict[str, Any] | None = None,
+        subject_username: str | None = None,
+    ) -> AuditEntry:
+        """Keep an entry and publish it (`AuditRecorded`) in the caller's transaction: one row
+        and one outbox row, no read. `actor` is None only for a login tried with a username
+        nobody has (`subject_username`): such an entry has no company, so only support sees it.
+        A `subject_username` without a username's shape is kept as its length only
+        (`tried_username_as_kept`): it is often a password typed in the wrong field."""
+        if subject_username is not None:
+            subject_username = tried_username_as_kept(subject_username)
+        entry = AuditEntry(
+            id=str(uuid.uuid4()),
+            at=self.clock.now(),
+            actor_id=actor.id if actor else None,
+            actor_role=actor.role if actor else None,
+            action=action,
+            target_user_id=target.id if target else None,
+            tenant_cvr=tenant_cvr or (target.tenant_cvr if target else actor.tenant_cvr if actor else None),
+            client_address=client_address,
+            source="identity",
+            subject_username=subject_username,
+            details=details or None,
+        )
+        session.add(entry)
+        await self.outbox.add(
+            session,
+            AuditRecorded(
+                audit_id=uuid.UUID(entry.id),
+                actor_id=uuid.UUID(actor.id) if actor else None,
+                actor_role=actor.role if actor else None,  # type: ignore[arg-type]
+                action=action,
+                target_user_id=uuid.UUID(target.id) if target else None,
+                tenant_cvr=entry.tenant_cvr,
+                client_address=client_address,
+                at=entry.at,
+                subject_username=subject_username,
+                details=details or {},
+            ),
+        )
+        return entry
+
 
 
 @dataclass(frozen=True)
@@ -110,7 +172,7 @@ class AuditFilter:
             before=Cursor.decode(before) if before else None,
         )
 
-    def apply(self, query: Select[tuple[AuditEntry]]) -> Select[tuple[AuditEntry]]:
+    def apply(self, query: Select[AuditEntry]) -> Select[AuditEntry]:
         if self.since is not None:
             query = query.where(AuditEntry.at >= self.since)
         if self.until is not None:
@@ -194,28 +256,26 @@ def as_seen_by(entry: AuditEntry, visible: set[str]) -> AuditEntry:
     return shown
 
 
-async def keep_billing_entry(session: AsyncSession, envelope: Envelope) -> None:
+async def keep_billing_entry(session: AsyncSession, envelope: Envelope[BillingAuditRecorded]) -> None:
     """`billing.audit` → the audit trail. Keyed by the entry's `audit_id`, so an event that
     arrives twice (a relay's retry, a replay of the topic) is kept once."""
-    event = envelope.event
-    assert isinstance(event, BillingAuditRecorded)
-    actor = str(event.actor_id)
+    actor = str(envelope.event.actor_id)
     role = await session.scalar(select(User.role).where(User.id == actor))
     await session.execute(
         upsert_statement(session, AuditEntry)
         .values(
-            id=str(event.audit_id),
-            at=event.at,
+            id=str(envelope.event.audit_id),
+            at=envelope.event.at,
             actor_id=actor,
             actor_role=role,
-            action=event.action,
+            action=envelope.event.action,
             target_user_id=None,
-            tenant_cvr=event.cvr,
-            client_address=event.client_address,
+            tenant_cvr=envelope.event.cvr,
+            client_address=envelope.event.client_address,
             source="billing",
-            account_number=event.account_number,
-            target=event.target[:60],
-            details=event.details,
+            account_number=envelope.event.account_number,
+            target=envelope.event.target[:60],
+            details=envelope.event.details,
         )
         .on_conflict_do_nothing(index_elements=["id"])
     )

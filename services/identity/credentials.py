@@ -79,7 +79,7 @@ def user_created(
     """The `UserCreated` event of a new login, as stored."""
     return UserCreated(
         user_id=uuid.UUID(user.id),
-        tenant_cvr=user.tenant_cvr,
+        tenant_cvr=user.customer_cvr,
         username=user.username,
         name=user.name,
         email=user.email,
@@ -99,7 +99,7 @@ def user_details_changed(user: User, *, by_user_id: str, at: datetime) -> UserDe
     as stored."""
     return UserDetailsChanged(
         user_id=uuid.UUID(user.id),
-        tenant_cvr=user.tenant_cvr,
+        tenant_cvr=user.customer_cvr,
         name=user.name,
         email=user.email,
         mobile=user.mobile,

@@ -24,6 +24,7 @@ from typing import Literal
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.identity.audit import AuditTrail
 from services.identity.config import IdentitySettings
 from services.identity.credentials import code_requested
 from services.identity.domain import normalise_username
@@ -49,6 +50,7 @@ from shared.sealing import Sealer
 from shared.tokens import AccessClaims, TokenSigner
 
 log = logging.getLogger(__name__)
+SecondFactor = Literal["sms", "email", "totp"]  # what a login's second step may use
 UNLOCK_EMAIL_WINDOW = timedelta(days=1)  # `unlock_emails_per_day` counts in it
 
 
@@ -140,6 +142,8 @@ class Login:
     clock: Clock
     sealer: Sealer
     signer: TokenSigner
+    # Every login's success, failure and lock is in the audit trail (docs/identity.md, Audit trail).
+    audit: AuditTrail
 
     # --- step 1: the password ---------------------------------------------------------
 
@@ -285,6 +289,43 @@ class Login:
                     retry_after=wait,
                 )
 
+    async def password_hash(self, session: AsyncSession, attempt: PasswordTry) -> str | None:
+        """The hash the try's password is checked against: None for a username nobody has, or
+        a login that cannot log in (the check then fails, with the same work)."""
+        user = await find_user(session, attempt.username)
+        return user.password_hash if user is not None and user.status in ("active", "disabled") else None
+
+    async def password_checked(
+        self, session: AsyncSession, attempt: PasswordTry, right: bool, *, client_address: str | None
+    ) -> tuple[User, LoginChallenge]:
+        """After the password was checked (argon2 runs outside any transaction, the try already
+        counted): right, the second step opens; wrong, the failure, and the lock it may have put
+        on its counter, are kept in the audit trail and the try is refused. The same work for a
+        known username and an unknown one, which is kept without a user (support sees it, no
+        company does)."""
+        user = await find_user(session, attempt.username)
+        if right:
+            assert user is not None
+            return user, await self.start(session, user, attempt)
+        counter = "device" if attempt.device_id is not None else "username"
+        kept = [("login.failed", {"step": "password"})]
+        kept += [("login.locked", {"counter": counter})] if attempt.locks else []
+        for action, details in kept:
+            await self.audit.record(
+                session,
+                actor=user,
+                action=action,
+                target=user,
+                client_address=client_address,
+                details=details,
+                subject_username=None if user is not None else attempt.username,
+            )
+        raise InvalidCredentials(
+            "The username or the password is not correct. After "
+            f"{self.settings.login_lock_after_failures} failed attempts the login is locked for "
+            f"{int(self.settings.login_lock_duration.total_seconds() // 60)} minutes."
+        ).committing()
+
     async def start(self, session: AsyncSession, user: User, attempt: PasswordTry) -> LoginChallenge:
         """The password was right: forget the try (and the failures before it) and open the
         second step."""
@@ -383,10 +424,30 @@ class Login:
         )
         return challenge, mask_contact(recipient)
 
+    async def complete(
+        self,
+        session: AsyncSession,
+        challenge_id: str,
+        code: str,
+        *,
+        user_agent: str | None,
+        client_address: str | None,
+    ) -> tuple[TokenPair, str | None]:
+        """The one-time code right: a new session and its tokens, and a device token when the
+        login came from a device not trusted yet (`trust_device`)."""
+        challenge, user = await self.verify_code(session, challenge_id, code, client_address=client_address)
+        tokens = await self.open_session(session, user, user_agent=user_agent, client_address=client_address)
+        device_token = await self.trust_device(session, challenge, user)
+        await self.audit.record(
+            session, actor=user, action="login.succeeded", target=user, client_address=client_address
+        )
+        return tokens, device_token
+
     async def verify_code(
-        self, session: AsyncSession, challenge_id: str, code: str
-    ) -> tuple[LoginChallenge, User, bool]:
-        """Returns the challenge, the user and whether the code was right; a wrong code is counted.
+        self, session: AsyncSession, challenge_id: str, code: str, *, client_address: str | None = None
+    ) -> tuple[LoginChallenge, User]:
+        """The challenge and its user when the code is right; a wrong code is counted, kept in
+        the audit trail and refused.
 
         The code may be the one sent by SMS or email, one from the user's authenticator app
         (TOTP), or one of the user's recovery codes."""
@@ -403,11 +464,22 @@ class Login:
         right = sent_code_right or await accept_second_factor(session, user, code, self.sealer, now)
         if not right:
             challenge.failed_attempts += 1
-            return challenge, user, False
+            await self.audit.record(
+                session,
+                actor=user,
+                action="login.failed",
+                target=user,
+                client_address=client_address,
+                details={"step": "code", "wrong_codes": challenge.failed_attempts},
+            )
+            raise InvalidCode(
+                "The code is not correct or has expired. Check the latest message, or ask for a new code. "
+                f"After {self.settings.otp_max_attempts} wrong codes you must log in again."
+            ).committing()
         challenge.completed_at = now
         if sent_code_right and challenge.code_channel == "sms" and user.mobile_confirmed_at is None:
             user.mobile_confirmed_at = now  # the number is right: a code sent to it came back (S5.3)
-        return challenge, user, True
+        return challenge, user
 
     async def trust_device(self, session: AsyncSession, challenge: LoginChallenge, user: User) -> str | None:
         """After a two-factor login: the device it came from stays trusted, or a new device
@@ -435,8 +507,9 @@ class Login:
         return token
 
     @staticmethod
-    def methods(user: User) -> list[str]:
-        return ["sms", "email", *(["totp"] if user.totp_secret else [])]
+    def methods(user: User) -> list[SecondFactor]:
+        methods: list[SecondFactor] = ["sms", "email"]
+        return [*methods, "totp"] if user.totp_secret else methods
 
     # --- tokens ---------------------------------------------------------------------------
 
@@ -483,29 +556,32 @@ class Login:
         )
         return TokenPair(access, refresh, int(self.settings.access_token_ttl.total_seconds()))
 
-    async def refresh(self, session: AsyncSession, refresh_token: str) -> TokenPair | str:
-        """A new pair for a valid refresh token; a reused one ends its whole session.
-
-        Returns the pair, or the reason it was refused (the caller commits, then refuses)."""
+    async def refresh(self, session: AsyncSession, refresh_token: str) -> TokenPair:
+        """A new pair for a valid refresh token; a reused one ends its whole session (kept,
+        though the refresh is refused)."""
         now = self.clock.now()
         stored = await session.get(RefreshToken, _digest(refresh_token), with_for_update=True)
         if stored is None:
-            return "unknown"
+            raise InvalidRefreshToken("The refresh token is not known. Log in again.")
         login = await session.get(LoginSession, stored.session_id, with_for_update=True)
         assert login is not None
         if stored.used_at is not None:
             # Someone presents a token that was already exchanged: it leaked. End the session.
             if login.ended_at is None:
                 await end_login_session(session, self.outbox, login, "refresh-token-reuse", now)
-            return "reused"
+            raise InvalidRefreshToken(
+                "The refresh token was already used, so it may have been copied: the session has been "
+                "ended for safety. Log in again."
+            ).committing()
+        ended = InvalidRefreshToken("The session has ended. Log in again.")
         if login.ended_at is not None or as_utc(stored.expires_at) <= now:
-            return "ended"
+            raise ended
         user = await session.get(User, login.user_id)
         if user is None or user.status != "active":
             # Not announced: disabling or deleting a user ends all their sessions and says so
             # (UserDisabled, UserDeleted), and billing then refuses every token of the user.
             login.ended_at, login.end_reason = now, "user-not-active"
-            return "ended"
+            raise ended.committing()
         stored.used_at = now
         login.last_used_at = now
         return await self._issue(session, user, login)

@@ -76,6 +76,14 @@ class User(Base):
     grants: Mapped[list[UserGrant]] = relationship(lazy="raise", cascade="all, delete-orphan")
 
     @property
+    def customer_cvr(self) -> str:
+        """The company of a customer's login, as the events about it carry it. Support staff's
+        logins belong to none, and no such event is ever about one."""
+        if self.tenant_cvr is None:
+            raise ValueError(f"the login {self.id} belongs to no company")
+        return self.tenant_cvr
+
+    @property
     def from_application(self) -> bool:
         """The company's first administrator, made from an application: its code came by letter
         to the company's e-Boks (S2), and its contact details from a public form anyone can fill in."""

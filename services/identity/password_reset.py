@@ -30,11 +30,12 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
+from typing import NoReturn
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.identity.audit import AuditTrail
 from services.identity.config import IdentitySettings
 from services.identity.credentials import code_requested, credential_changed, withdraw_contact_changes
 from services.identity.domain import normalise_username
@@ -51,11 +52,11 @@ from services.identity.models import (
     RecoveryCode,
     User,
 )
-from services.identity.support import AuditTrail
 from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.events import OtpRequested
 from shared.logs import mask_contact
+from shared.problems import Conflict, NotFound, Problem, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -97,27 +98,80 @@ def may_reset_by_email(user: User) -> bool:
     return user.status == "active" and user.role != "support" and user.tenant_cvr is not None
 
 
-class Step(StrEnum):
-    ok = "ok"
-    wrong = "wrong"
-    unknown = "unknown"
-    expired = "expired"  # the email code's time (or the whole reset's) ran out
-    ended = "ended"  # completed, replaced by a newer reset, or blocked after wrong codes
-    out_of_order = "out_of_order"  # the second factor before the email code, or the email code twice
-    not_possible = "not_possible"  # the login can no longer be reset, or has no such factor
-    too_soon = "too_soon"
+class InvalidResetCode(Problem):
+    status = 400
+    type_suffix = "invalid-reset-code"
+    title = "The code is not correct"
+
+
+class ResetRestartRequired(Problem):
+    status = 410
+    type_suffix = "reset-restart-required"
+    title = "The password reset must be started again"
+
+
+class ResetCompleted(Problem):
+    status = 410
+    type_suffix = "reset-completed"
+    title = "The password was already changed with this reset"
+
+
+class ResetStepOutOfOrder(Conflict):
+    type_suffix = "reset-step-out-of-order"
+    title = "This step of the password reset is not the next one"
+
+
+class ResetNotPossible(Conflict):
+    type_suffix = "reset-not-possible"
+    title = "This login cannot reset its password this way"
+
+
+RESTART = "Ask for a new code: POST /v1/password-reset (the portal's page Forgotten password)."
 
 
 @dataclass(frozen=True)
-class StepResult:
-    step: Step
-    user: User | None = None
-    reset: PasswordReset | None = None
-    attempts_left: int = 0
-    end_reason: str | None = None
-    retry_after: int = 0
-    methods: tuple[str, ...] = ()
-    sent_to: str | None = None
+class EmailCodeAccepted:
+    """The emailed code was right: the login it bound the reset to, and its second factors."""
+
+    user: User
+    methods: tuple[str, ...]
+    sms_to: str | None
+
+
+def _ended(end_reason: str | None, max_attempts: int) -> Problem:
+    """The refusal of a reset that has ended (completed, replaced, blocked or withdrawn)."""
+    if end_reason == "completed":
+        return ResetCompleted("The password was already changed with this reset: log in with it.")
+    why = {
+        "replaced": "A newer reset of this login was asked for: use the code in the newest email.",
+        "blocked": f"The code was entered wrongly {max_attempts} times. {RESTART}",
+    }
+    return ResetRestartRequired(why.get(end_reason or "", f"This reset has ended. {RESTART}"))
+
+
+def _out_of_order(reset: PasswordReset) -> ResetStepOutOfOrder:
+    if reset.email_confirmed_at is not None:
+        return ResetStepOutOfOrder(
+            "The emailed code was already accepted: go on with the second factor and the new "
+            f"password (POST /v1/password-reset/{reset.id}/complete)."
+        )
+    return ResetStepOutOfOrder(
+        f"Type the code from the email first (POST /v1/password-reset/{reset.id}/email-code)."
+    )
+
+
+def _not_possible() -> ResetNotPossible:
+    return ResetNotPossible(
+        "This login cannot reset its password by itself now (it is not active, or has no "
+        "confirmed mobile number for an SMS code). Use the authenticator app or a recovery "
+        "code, or ask the company's administrator."
+    )
+
+
+def _too_soon(retry_after: int) -> TooManyRequests:
+    return TooManyRequests(
+        f"A code was just sent, or as many as allowed. Wait {retry_after} seconds.", retry_after=retry_after
+    )
 
 
 @dataclass
@@ -215,18 +269,19 @@ class PasswordResets:
 
     # --- 2: the email code --------------------------------------------------------------
 
-    async def _open(self, session: AsyncSession, reset_id: str) -> StepResult:
+    async def _open(self, session: AsyncSession, reset_id: str) -> PasswordReset:
+        """The reset, locked, while it may still be used; else refused."""
         reset = await session.get(PasswordReset, reset_id, with_for_update=True, populate_existing=True)
         if reset is None:
-            return StepResult(Step.unknown)
+            raise NotFound(f"There is no password reset {reset_id}. {RESTART}")
         if reset.ended_at is not None:
-            return StepResult(Step.ended, reset=reset, end_reason=reset.end_reason)
+            raise _ended(reset.end_reason, self.settings.otp_max_attempts)
         if as_utc(reset.expires_at) <= self.login.clock.now():
-            return StepResult(Step.expired, reset=reset)
-        return StepResult(Step.ok, reset=reset)
+            raise ResetRestartRequired(f"The code or the reset has expired. {RESTART}")
+        return reset
 
-    async def _replaced(self, session: AsyncSession, reset: PasswordReset, user_id: str) -> bool:
-        """Whether a newer reset sent the login a code: it replaces this one. (Told by the newer
+    async def _refuse_if_replaced(self, session: AsyncSession, reset: PasswordReset, user_id: str) -> None:
+        """Refuse (and end) this reset when a newer one sent the login a code: it replaces this one. (Told by the newer
         code, not by marking this reset: a request holds the user's row and must not wait for a
         reset's, which a step holds while it waits for the user's.)"""
         newer = await session.scalar(
@@ -240,7 +295,7 @@ class PasswordResets:
         )
         if newer is not None:
             reset.ended_at, reset.end_reason = self.login.clock.now(), "replaced"
-        return newer is not None
+            raise _ended("replaced", self.settings.otp_max_attempts).committing()
 
     async def _counters(self, session: AsyncSession, keys: list[str]) -> dict[str, LoginThrottle]:
         """The failure counters of these keys (usernames or `counter_key`s), locked in one order."""
@@ -257,10 +312,10 @@ class PasswordResets:
         *,
         step: str,
         client_address: str | None,
-    ) -> StepResult:
+    ) -> NoReturn:
         """A wrong code: counted on the reset and on the usernames' counters, and in the audit
         trail as a failed login of each username (and its lock, when this one locks it), as a
-        wrong password at login is."""
+        wrong password at login is; then refused."""
         now = self.login.clock.now()
         reset.failed_attempts += 1
         owners = {
@@ -288,23 +343,27 @@ class PasswordResets:
         if left == 0:
             reset.ended_at, reset.end_reason = now, "blocked"
             log.warning("password reset %s blocked after wrong codes", reset.id)
-        return StepResult(Step.wrong, reset=reset, attempts_left=left)
+        then = (
+            f"{left} more tries are allowed."
+            if left
+            else f"That was the last try: this reset no longer works. {RESTART}"
+        )
+        raise InvalidResetCode(
+            f"The code is not correct or has expired. Check the newest message. {then}",
+            errors=[{"field": "code", "message": "not the code that was sent"}],
+        ).committing()
 
     async def confirm_email(
         self, session: AsyncSession, reset_id: str, code: str, *, client_address: str | None = None
-    ) -> StepResult:
+    ) -> EmailCodeAccepted:
         """The emailed code: right, it binds the reset to its login and names the second factors
         the login has; wrong, it is counted."""
-        opened = await self._open(session, reset_id)
-        if opened.step is not Step.ok:
-            return opened
-        reset = opened.reset
-        assert reset is not None
+        reset = await self._open(session, reset_id)
         now = self.login.clock.now()
         if reset.email_confirmed_at is not None:
-            return StepResult(Step.out_of_order, reset=reset)
+            raise _out_of_order(reset)
         if now >= as_utc(reset.created_at) + self.settings.password_reset_code_ttl:
-            return StepResult(Step.expired, reset=reset)
+            raise ResetRestartRequired(f"The code or the reset has expired. {RESTART}")
         codes = list(
             await session.scalars(select(PasswordResetCode).where(PasswordResetCode.reset_id == reset.id))
         )
@@ -331,24 +390,21 @@ class PasswordResets:
         if matched is None:
             # A locked login's counter is not counted on further: that would only lengthen its lock.
             counted = [c for key, c in counters.items() if key == own or not self._locked(c)]
-            return await self._count_wrong(
+            await self._count_wrong(
                 session, reset, counted, step="password-reset-email-code", client_address=client_address
             )
         # The right code says the login exists; a lock of its username refuses it all the same.
         self.login.refuse_while_locked(counters[owners[matched.user_id].username])
-        if await self._replaced(session, reset, matched.user_id):
-            return StepResult(Step.ended, reset=reset, end_reason="replaced")
+        await self._refuse_if_replaced(session, reset, matched.user_id)
         user = await session.get(User, matched.user_id, with_for_update=True, populate_existing=True)
         if user is None or not may_reset_by_email(user):
             reset.ended_at, reset.end_reason = now, "withdrawn"
-            return StepResult(Step.not_possible, reset=reset)
+            raise _not_possible().committing()
         reset.user_id, reset.email_confirmed_at = user.id, now
-        return StepResult(
-            Step.ok,
-            reset=reset,
+        return EmailCodeAccepted(
             user=user,
             methods=await self.second_factors(session, user),
-            sent_to=mask_contact(user.mobile) if user.mobile_confirmed_at is not None else None,
+            sms_to=mask_contact(user.mobile) if user.mobile_confirmed_at is not None else None,
         )
 
     @staticmethod
@@ -371,15 +427,12 @@ class PasswordResets:
 
     # --- 3: the second factor and the new password ----------------------------------------
 
-    async def _confirmed(self, session: AsyncSession, reset_id: str) -> StepResult:
-        opened = await self._open(session, reset_id)
-        if opened.step is not Step.ok:
-            return opened
-        reset = opened.reset
-        assert reset is not None
+    async def _confirmed(self, session: AsyncSession, reset_id: str) -> tuple[PasswordReset, str]:
+        """The reset and the login its email code bound it to; refused before that step."""
+        reset = await self._open(session, reset_id)
         if reset.email_confirmed_at is None or reset.user_id is None:
-            return StepResult(Step.out_of_order, reset=reset)
-        return opened
+            raise _out_of_order(reset)
+        return reset, reset.user_id
 
     async def username_of(self, session: AsyncSession, reset_id: str) -> str | None:
         """The username of the login a reset was bound to by its email code, for the password
@@ -390,30 +443,24 @@ class PasswordResets:
             )
         )
 
-    async def send_sms(self, session: AsyncSession, reset_id: str) -> StepResult:
-        """A code by SMS to the login's confirmed mobile, as the login sends one (same limits)."""
-        opened = await self._confirmed(session, reset_id)
-        if opened.step is not Step.ok:
-            return opened
-        reset = opened.reset
-        assert reset is not None and reset.user_id is not None
+    async def send_sms(self, session: AsyncSession, reset_id: str) -> tuple[str, datetime]:
+        """A code by SMS to the login's confirmed mobile, as the login sends one (same limits).
+        Returns the masked number and when the code expires."""
+        reset, user_id = await self._confirmed(session, reset_id)
         now = self.login.clock.now()
-        if await self._replaced(session, reset, reset.user_id):
-            return StepResult(Step.ended, reset=reset, end_reason="replaced")
-        user = await session.get(User, reset.user_id, with_for_update=True, populate_existing=True)
+        await self._refuse_if_replaced(session, reset, user_id)
+        user = await session.get(User, user_id, with_for_update=True, populate_existing=True)
         if user is None or not may_reset_by_email(user) or user.mobile_confirmed_at is None:
-            return StepResult(Step.not_possible, reset=reset, user=user)
+            raise _not_possible()
         if reset.sms_sends >= self.settings.otp_max_sends:
-            return StepResult(
-                Step.too_soon, reset=reset, retry_after=int((as_utc(reset.expires_at) - now).total_seconds()) + 1
-            )
+            raise _too_soon(int((as_utc(reset.expires_at) - now).total_seconds()) + 1)
         if reset.sms_last_sent_at is not None:
             ready_at = as_utc(reset.sms_last_sent_at) + self.settings.otp_resend_cooldown
             if ready_at > now:
-                return StepResult(Step.too_soon, reset=reset, retry_after=int((ready_at - now).total_seconds()) + 1)
+                raise _too_soon(int((ready_at - now).total_seconds()) + 1)
         code = _one_time_code()
         reset.sms_code_hash = self.login.sealer.digest(code, context=_sms_context(reset.id))
-        reset.sms_code_expires_at = now + self.settings.otp_ttl
+        reset.sms_code_expires_at = expires_at = now + self.settings.otp_ttl
         reset.sms_sends += 1
         reset.sms_last_sent_at = now
         await self.login.outbox.add(
@@ -429,7 +476,7 @@ class PasswordResets:
                 expires_at=reset.sms_code_expires_at,
             ),
         )
-        return StepResult(Step.ok, reset=reset, user=user, sent_to=mask_contact(user.mobile))
+        return mask_contact(user.mobile), expires_at
 
     async def complete(
         self,
@@ -439,26 +486,21 @@ class PasswordResets:
         code: str,
         password_hash: str,
         client_address: str | None,
-    ) -> StepResult:
+    ) -> User:
         """The second factor right: the new password is the login's, every session of the user
         ends (announced to billing), the user is told by email, and the username's failures
         are forgotten. Wrong: counted."""
-        opened = await self._confirmed(session, reset_id)
-        if opened.step is not Step.ok:
-            return opened
-        reset = opened.reset
-        assert reset is not None and reset.user_id is not None
+        reset, user_id = await self._confirmed(session, reset_id)
         now = self.login.clock.now()
-        if await self._replaced(session, reset, reset.user_id):
-            return StepResult(Step.ended, reset=reset, end_reason="replaced")
-        username = await session.scalar(select(User.username).where(User.id == reset.user_id))
+        await self._refuse_if_replaced(session, reset, user_id)
+        username = await session.scalar(select(User.username).where(User.id == user_id))
         counters = list((await self._counters(session, [username] if username else [])).values())
         for counter in counters:
             self.login.refuse_while_locked(counter)
-        user = await session.get(User, reset.user_id, with_for_update=True, populate_existing=True)
+        user = await session.get(User, user_id, with_for_update=True, populate_existing=True)
         if user is None or not may_reset_by_email(user):
             reset.ended_at, reset.end_reason = now, "withdrawn"
-            return StepResult(Step.not_possible, reset=reset)
+            raise _not_possible().committing()
         sms_right = sent_code_matches(
             self.login.sealer,
             code,
@@ -468,7 +510,7 @@ class PasswordResets:
             now=now,
         )
         if not (sms_right or await accept_second_factor(session, user, code, self.login.sealer, now)):
-            return await self._count_wrong(
+            await self._count_wrong(
                 session, reset, counters, step="password-reset-second-factor", client_address=client_address
             )
         reset.ended_at, reset.end_reason = now, "completed"
@@ -485,7 +527,7 @@ class PasswordResets:
             session, actor=user, action="password.reset", target=user, client_address=client_address
         )
         log.info("password of user %s reset", user.id)
-        return StepResult(Step.ok, reset=reset, user=user)
+        return user
 
 
 async def forget_old_resets(db: Database, clock: Clock) -> int:

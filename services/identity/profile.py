@@ -18,12 +18,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
+from typing import NoReturn
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from ua_parser import parse as parse_user_agent
 
+from services.identity.audit import AuditTrail
 from services.identity.credentials import (
     code_requested,
     contact_details_changed,
@@ -31,17 +32,46 @@ from services.identity.credentials import (
     user_details_changed,
     withdraw_contact_changes,
 )
-from services.identity.login import end_login_session, withdraw_sent_codes
+from services.identity.login import PasswordTry, end_login_session, withdraw_sent_codes
 from services.identity.models import ContactChange, LoginSession, LoginThrottle, User
-from services.identity.support import AuditTrail
 from shared.clock import Clock, as_utc
 from shared.events import SessionEndReason
 from shared.messaging import Outbox
-from shared.problems import NotFound, TooManyRequests
+from shared.problems import Conflict, InvalidFields, NotFound, Problem, TooManyRequests
 from shared.sealing import Sealer
 
 CONTACT_PURPOSES = {"email": "confirm_new_email", "mobile": "confirm_new_mobile"}
 CONTACT_CHANNELS = {"email": "email", "mobile": "sms"}
+
+
+
+class WrongCurrentPassword(InvalidFields):
+    """A 422 of its own type: the field is well formed, but not the login's password."""
+
+    type_suffix = "wrong-current-password"
+    title = "The current password is not correct"
+
+
+class PasswordChangedMeanwhile(Conflict):
+    type_suffix = "password-changed-meanwhile"
+    title = "The password was changed meanwhile"
+
+
+class InvalidConfirmationCode(Problem):
+    status = 400
+    type_suffix = "invalid-confirmation-code"
+    title = "The confirmation code is not correct"
+
+
+class ContactChangeRestartRequired(Problem):
+    status = 410
+    type_suffix = "contact-change-restart-required"
+    title = "The change must be started again"
+
+
+class ContactChangeDone(Conflict):
+    type_suffix = "contact-change-done"
+    title = "The change is already made"
 
 
 def describe_device(user_agent: str | None) -> str:
@@ -62,25 +92,6 @@ def describe_device(user_agent: str | None) -> str:
     return description
 
 
-class ContactChangeOutcome(StrEnum):
-    changed = "changed"
-    wrong = "wrong"
-    unknown = "unknown"
-    replaced = "replaced"
-    blocked = "blocked"
-    expired = "expired"
-    completed = "completed"
-    # The password changed or the second factor was reset after the change began.
-    withdrawn = "withdrawn"
-
-
-@dataclass(frozen=True)
-class ContactChangeResult:
-    outcome: ContactChangeOutcome
-    change: ContactChange | None = None
-    attempts_left: int = 0
-
-
 def _code_context(change_id: str) -> str:
     return f"contact-change:{change_id}"
 
@@ -94,6 +105,9 @@ class OwnProfile:
     contact_change_ttl: timedelta
     max_attempts: int
     resend_cooldown: timedelta
+    # A wrong current password counts as a failed login: these two say the lock in its refusal.
+    lock_after_failures: int
+    lock_duration: timedelta
     # Codes to new addresses one user may have sent in 24 hours: each start texts or emails an
     # address the user chooses, so the cooldown alone would let one login send thousands a day.
     changes_per_day: int = 6
@@ -116,12 +130,42 @@ class OwnProfile:
 
     # --- password --------------------------------------------------------------------------
 
+    async def refuse_wrong_password(
+        self, session: AsyncSession, user: User, attempt: PasswordTry, client: str | None
+    ) -> NoReturn:
+        """The current password given was wrong (its try counted already, `Login.reserve_try`):
+        in the audit trail as a failed login, and its lock when this try locks the username."""
+        kept = [("login.failed", {"step": "current-password"})]
+        kept += [("login.locked", {"counter": "username"})] if attempt.locks else []
+        for action, details in kept:
+            await self.audit.record(
+                session, actor=user, action=action, target=user, client_address=client, details=details
+            )
+        raise WrongCurrentPassword(
+            "The current password is not correct. Failed tries count like failed logins: after "
+            f"{self.lock_after_failures} the login is locked for "
+            f"{int(self.lock_duration.total_seconds() // 60)} minutes.",
+            errors=[{"field": "current_password", "message": "not your current password"}],
+        ).committing()
+
     async def set_password(
-        self, session: AsyncSession, user: User, current: LoginSession, password_hash: str, client: str | None
+        self,
+        session: AsyncSession,
+        user: User,
+        current: LoginSession,
+        checked_hash: str | None,
+        password_hash: str,
+        client: str | None,
     ) -> int:
-        """The current password was right: the new one replaces it, the username's failures
-        are forgotten (as a right password at login does), every other session of the user
-        ends, and the user is told by email. Returns how many sessions ended."""
+        """The current password was right (checked against `checked_hash`): the new one replaces
+        it, the username's failures are forgotten (as a right password at login does), every
+        other session of the user ends, and the user is told by email. Returns how many
+        sessions ended."""
+        if user.password_hash != checked_hash:
+            raise PasswordChangedMeanwhile(
+                "Your password was changed by another request at the same moment. Log in with the "
+                "password you chose last, or change it again."
+            )
         now = self.clock.now()
         await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
         user.password_hash = password_hash
@@ -271,30 +315,49 @@ class OwnProfile:
 
     async def confirm_contact_change(
         self, session: AsyncSession, user: User, change_id: str, code: str, client: str | None
-    ) -> ContactChangeResult:
+    ) -> ContactChange:
         """The code sent to the new address: right, and the address is the login's (a mobile
         number also confirmed, S5.3), the other services hear of it, and the address the login
-        had is told. A wrong code is counted; after too many the change must start again."""
+        had is told. A wrong code is counted (and refused); after too many the change must start
+        again."""
         now = self.clock.now()
+        restart = "Start the change again: a new code is sent to the new address."
         change = await session.get(ContactChange, change_id, with_for_update=True)
         if change is None or change.user_id != user.id:
-            return ContactChangeResult(ContactChangeOutcome.unknown)
+            raise NotFound(f"You have no change {change_id}. {restart}")
         if change.ended_at is not None:
-            ended = {
-                "completed": ContactChangeOutcome.completed,
-                "replaced": ContactChangeOutcome.replaced,
-                "blocked": ContactChangeOutcome.blocked,
-            }
-            outcome = ended.get(change.end_reason or "blocked", ContactChangeOutcome.withdrawn)
-            return ContactChangeResult(outcome, change)
+            match change.end_reason or "blocked":
+                case "completed":
+                    raise ContactChangeDone("This change is already made: GET /v1/me shows it.")
+                case "replaced":
+                    raise ContactChangeRestartRequired(
+                        "A newer change was started: use the code sent for that one. This code no longer works."
+                    )
+                case "blocked":
+                    raise ContactChangeRestartRequired(
+                        f"The code was entered wrongly {self.max_attempts} times and no longer works. {restart}"
+                    )
+            # The password changed or the second factor was reset after the change began.
+            raise ContactChangeRestartRequired(
+                "Your password or second factor changed after this change began, so its code no "
+                f"longer works: a change you did not start is stopped. {restart}"
+            )
         if as_utc(change.expires_at) <= now:
-            return ContactChangeResult(ContactChangeOutcome.expired, change)
+            raise ContactChangeRestartRequired(f"The code has expired. {restart}")
         if not self.sealer.digest_matches(code, change.code_hash, context=_code_context(change.id)):
             change.failed_attempts += 1
             left = max(0, self.max_attempts - change.failed_attempts)
             if left == 0:
                 change.ended_at, change.end_reason = now, "blocked"
-            return ContactChangeResult(ContactChangeOutcome.wrong, change, attempts_left=left)
+            then = (
+                f"{left} more tries are allowed."
+                if left
+                else "That was the last try: the code no longer works. " + restart
+            )
+            raise InvalidConfirmationCode(
+                f"The code is not correct. Check the latest message to the new address. {then}",
+                errors=[{"field": "code", "message": "not the code that was sent"}],
+            ).committing()
         change.ended_at, change.end_reason = now, "completed"
         old_email, old_mobile = user.email, user.mobile
         if change.field == "email":
@@ -310,5 +373,4 @@ class OwnProfile:
         await self.audit.record(
             session, actor=user, action=f"profile.{change.field}-changed", target=user, client_address=client
         )
-        return ContactChangeResult(ContactChangeOutcome.changed, change)
-
+        return change

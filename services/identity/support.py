@@ -6,79 +6,21 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.admin import Administration, NotPermitted, clear_login_failures
-from services.identity.audit import AuditFilter, all_entries
+from services.identity.audit import AuditFilter, AuditTrail, all_entries
 from services.identity.credentials import issue_activation_code
-from services.identity.domain import normalise_username, tried_username_as_kept
+from services.identity.domain import normalise_username
 from services.identity.models import ActivationCode, AuditEntry, Company, Takeover, User
-from services.identity.service import COMPANY_LOCK, send_credentials_letter
+from services.identity.provisioning import COMPANY_LOCK, send_credentials_letter
 from shared.clock import Clock, as_utc
 from shared.db import lock_for_transaction
-from shared.events import AuditRecorded, CredentialsIssued
-from shared.messaging import Outbox
+from shared.events import CredentialsIssued
 from shared.problems import Conflict, NotFound, TooManyRequests
 from shared.tokens import AccessClaims
-
-
-@dataclass
-class AuditTrail:
-    outbox: Outbox
-    clock: Clock
-
-    async def record(
-        self,
-        session: AsyncSession,
-        *,
-        actor: User | None,
-        action: str,
-        target: User | None = None,
-        tenant_cvr: str | None = None,
-        client_address: str | None = None,
-        details: dict[str, Any] | None = None,
-        subject_username: str | None = None,
-    ) -> AuditEntry:
-        """Keep an entry and publish it (`AuditRecorded`) in the caller's transaction: one row
-        and one outbox row, no read. `actor` is None only for a login tried with a username
-        nobody has (`subject_username`): such an entry has no company, so only support sees it.
-        A `subject_username` without a username's shape is kept as its length only
-        (`tried_username_as_kept`): it is often a password typed in the wrong field."""
-        if subject_username is not None:
-            subject_username = tried_username_as_kept(subject_username)
-        entry = AuditEntry(
-            id=str(uuid.uuid4()),
-            at=self.clock.now(),
-            actor_id=actor.id if actor else None,
-            actor_role=actor.role if actor else None,
-            action=action,
-            target_user_id=target.id if target else None,
-            tenant_cvr=tenant_cvr or (target.tenant_cvr if target else actor.tenant_cvr if actor else None),
-            client_address=client_address,
-            source="identity",
-            subject_username=subject_username,
-            details=details or None,
-        )
-        session.add(entry)
-        await self.outbox.add(
-            session,
-            AuditRecorded(
-                audit_id=uuid.UUID(entry.id),
-                actor_id=uuid.UUID(actor.id) if actor else None,
-                actor_role=actor.role if actor else None,  # type: ignore[arg-type]
-                action=action,
-                target_user_id=uuid.UUID(target.id) if target else None,
-                tenant_cvr=entry.tenant_cvr,
-                client_address=client_address,
-                at=entry.at,
-                subject_username=subject_username,
-                details=details or {},
-            ),
-        )
-        return entry
 
 
 class AlreadyActivated(Conflict):

@@ -34,9 +34,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.identity.audit import AuditTrail
 from services.identity.models import Company, LoginSession, Takeover, TakeoverNotice, User, UserGrant
-from services.identity.service import COMPANY_LOCK, ancestors_from, remove_login
-from services.identity.support import AuditTrail
+from services.identity.provisioning import COMPANY_LOCK, ancestors_from, remove_login
 from shared.clock import Clock, as_utc
 from shared.db import Database, lock_for_transaction
 from shared.events import (
@@ -51,6 +51,7 @@ from shared.events import (
 )
 from shared.logs import mask_contact
 from shared.messaging import Outbox
+from shared.problems import Conflict, Problem
 from shared.sealing import Sealer
 
 log = logging.getLogger(__name__)
@@ -327,6 +328,59 @@ async def complete(
 # --- cancelling -------------------------------------------------------------------------------
 
 
+class UnknownCancelLink(Problem):
+    status = 404
+    type_suffix = "unknown-cancel-link"
+    title = "The cancel link is not known"
+
+
+class CancelLinkUsed(Problem):
+    status = 410
+    type_suffix = "cancel-link-used"
+    title = "The cancel link has been used"
+
+
+class CancelLinkRevoked(Problem):
+    status = 403
+    type_suffix = "cancel-link-revoked"
+    title = "The cancel link's administrator no longer administers the company"
+
+
+class TakeoverEnded(Conflict):
+    type_suffix = "takeover-ended"
+    title = "The takeover has already ended"
+
+
+def unknown_link() -> UnknownCancelLink:
+    return UnknownCancelLink(
+        "This cancel link is not known. Use the whole link from the newest email or SMS about the "
+        "takeover; or log in to the portal, where an administrator can cancel it."
+    )
+
+
+def revoked_link(company_name: str, cvr: str) -> CancelLinkRevoked:
+    return CancelLinkRevoked(
+        f"This link was sent to a login that no longer administers {company_name} (CVR "
+        f"{cvr}): it was disabled or deleted, or its user administration or its "
+        "access to the company was taken away. An administrator of the company can cancel the "
+        "takeover with their own link or in the portal."
+    )
+
+
+def ended(takeover: Takeover) -> TakeoverEnded:
+    what = {
+        CANCELLED: "was cancelled",
+        EXPIRED: "expired: its code was not used in time",
+        COMPLETED: "was completed: the new administrator is active and the former ones are "
+        "disabled. If this was not your company's wish, contact support at once",
+    }[takeover.status]
+    return TakeoverEnded(
+        f"The takeover of the administration of CVR {takeover.cvr} {what}; there is nothing to cancel.",
+        takeover_status=takeover.status,
+    )
+
+
+
 @dataclass(frozen=True)
 class Found:
     """A cancel link's notice and its takeover."""
@@ -362,11 +416,11 @@ async def cancel(
     now: datetime,
     client_address: str | None,
     notice_id: str | None = None,
-) -> tuple[str, Takeover]:
-    """Cancel the takeover: `cancelled`, or why not — `used` (this link was used already),
-    `ended` (the takeover's status says how) or `revoked` (the link's administrator no longer
-    administers the company). Locks the company, the new login, the notice and the takeover, in
-    that order."""
+) -> Takeover:
+    """Cancel the takeover, or refuse: the link was used already (`CancelLinkUsed`), the
+    takeover has ended (`TakeoverEnded`, its status says how; the link is used up all the same)
+    or the link's administrator no longer administers the company (`CancelLinkRevoked`). Locks
+    the company, the new login, the notice and the takeover, in that order."""
     peek = await session.get(Takeover, takeover_id)
     assert peek is not None
     await lock_for_transaction(session, COMPANY_LOCK, peek.cvr)
@@ -376,15 +430,17 @@ async def cancel(
         notice = await session.get(TakeoverNotice, notice_id, with_for_update=True, populate_existing=True)
         assert notice is not None
         if notice.used_at is not None:
-            return "used", peek
+            raise CancelLinkUsed("This cancel link has been used already; each link works once.")
     takeover = await session.get(Takeover, takeover_id, with_for_update=True, populate_existing=True)
     assert takeover is not None
     if notice is not None and takeover.status == OPEN and not await still_administers(session, notice, takeover):
-        return "revoked", takeover  # checked under the company's lock: no change of access in between
+        # Checked under the company's lock: no change of access in between.
+        company = await session.get(Company, takeover.cvr)
+        raise revoked_link(company.name if company else f"CVR {takeover.cvr}", takeover.cvr)
     if notice is not None:
         notice.used_at = now  # single use, whatever the takeover's state
     if takeover.status != OPEN:
-        return "ended", takeover
+        raise ended(takeover).committing()
     takeover.status, takeover.ended_at, takeover.ended_by = CANCELLED, now, by.id
     if user is not None and user.status != "deleted":
         await remove_login(session, outbox, user, reason="takeover-cancelled", now=now)
@@ -407,7 +463,7 @@ async def cancel(
         client_address=client_address,
     )
     log.warning("takeover %s of %s cancelled by %s", takeover.id, takeover.cvr, by.id)
-    return CANCELLED, takeover
+    return takeover
 
 
 async def held_open_takeovers(session: AsyncSession, caller: User) -> list[tuple[Takeover, str]]:

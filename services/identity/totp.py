@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.domain import CODE_ALPHABET
 from services.identity.models import RecoveryCode, User
+from shared.problems import Problem
 from shared.sealing import SealedSecret, Sealer
 
 ISSUER = "Adgang Selvbetjening"
@@ -128,3 +129,9 @@ async def use_recovery_code(
             candidate.used_at = now
             return True
     return False
+
+
+class TotpNotStarted(Problem):
+    status = 409
+    type_suffix = "totp-not-started"
+    title = "No authenticator enrolment is under way"

@@ -42,10 +42,9 @@ class UnknownRecipient(LookupError):
     """The user is not in the directory (yet): the event that needs them is to be tried again."""
 
 
-async def on_user_created(session: AsyncSession, envelope: Envelope) -> None:
+async def on_user_created(session: AsyncSession, envelope: Envelope[UserCreated]) -> None:
     """A new login (S4–S6): where to reach the user, and what they may see and do."""
     event = envelope.event
-    assert isinstance(event, UserCreated)
     user_id = str(event.user_id)
     recipient = await session.get(Recipient, user_id)
     if recipient is None:
@@ -62,10 +61,9 @@ async def on_user_created(session: AsyncSession, envelope: Envelope) -> None:
     await _replace_grants(session, user_id, event.grants)
 
 
-async def on_user_grants_changed(session: AsyncSession, envelope: Envelope) -> None:
+async def on_user_grants_changed(session: AsyncSession, envelope: Envelope[UserGrantsChanged]) -> None:
     """The companies, accounts or functions of a user changed: so do the invoices they hear of."""
     event = envelope.event
-    assert isinstance(event, UserGrantsChanged)
     recipient = await _known(session, event.user_id, envelope.type)
     if recipient is None or recipient.status == DELETED:
         return
@@ -74,10 +72,9 @@ async def on_user_grants_changed(session: AsyncSession, envelope: Envelope) -> N
     await _replace_grants(session, recipient.user_id, event.grants)
 
 
-async def on_user_details_changed(session: AsyncSession, envelope: Envelope) -> None:
+async def on_user_details_changed(session: AsyncSession, envelope: Envelope[UserDetailsChanged]) -> None:
     """A new name, email or language: the next message greets and reaches the user there, in it."""
     event = envelope.event
-    assert isinstance(event, UserDetailsChanged)
     recipient = await _known(session, event.user_id, envelope.type)
     if recipient is None or recipient.status == DELETED:
         return
@@ -87,24 +84,21 @@ async def on_user_details_changed(session: AsyncSession, envelope: Envelope) -> 
     recipient.updated_at = event.changed_at
 
 
-async def on_user_disabled(session: AsyncSession, envelope: Envelope) -> None:
+async def on_user_disabled(session: AsyncSession, envelope: Envelope[UserDisabled]) -> None:
     """A disabled login is told nothing until it is enabled again."""
     event = envelope.event
-    assert isinstance(event, UserDisabled)
     await _set_status(session, event.user_id, DISABLED, event.disabled_at, envelope.type)
 
 
-async def on_user_enabled(session: AsyncSession, envelope: Envelope) -> None:
+async def on_user_enabled(session: AsyncSession, envelope: Envelope[UserEnabled]) -> None:
     event = envelope.event
-    assert isinstance(event, UserEnabled)
     await _set_status(session, event.user_id, ACTIVE, event.enabled_at, envelope.type)
 
 
-async def on_user_deleted(session: AsyncSession, envelope: Envelope) -> None:
+async def on_user_deleted(session: AsyncSession, envelope: Envelope[UserDeleted]) -> None:
     """A login gone for good: its name, email and grants are forgotten; the row stays, marked
     deleted, so that an order the user placed earlier is known to need no confirmation."""
     event = envelope.event
-    assert isinstance(event, UserDeleted)
     recipient = await _known(session, event.user_id, envelope.type)
     if recipient is None:
         return

@@ -21,7 +21,7 @@ from uuid import UUID
 import httpx
 from pydantic import SecretStr
 
-from services.notifier.transports import PermanentDeliveryError, TransientDeliveryError, excerpt
+from services.notifier.transport_base import PermanentDeliveryError, TransientDeliveryError, excerpt
 
 DocumentFormat = Literal["pdf", "oioubl", "peppol"]
 

@@ -20,7 +20,7 @@ from typing import Literal
 import aiosmtplib
 from pydantic import SecretStr
 
-from services.notifier.transports import PermanentDeliveryError, TransientDeliveryError
+from services.notifier.transport_base import PermanentDeliveryError, TransientDeliveryError
 
 SmtpTls = Literal["none", "starttls", "tls"]
 

@@ -1,7 +1,7 @@
 """Ways of handing an issued invoice's document to where the company chose to receive it (S10):
 an e-invoice (OIOUBL or Peppol BIS) to an access point, or a PDF to a print provider.
 
-They keep the e-Boks transports' promise (`transports.py`): a given invoice reaches its
+They keep the transports' promise (`transport_base.py`): a given invoice reaches its
 receiver at most once, and a second attempt is reported as ``already_delivered`` rather than
 as a new invoice, so the notifier may retry after a crash or a redelivered event. The spools
 write each invoice's file once (`write_once`); the HTTP transport names the invoice in an
@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from uuid import UUID
 
-import httpx
 from pydantic import SecretStr
 
-from services.notifier.transports import (
+from services.notifier.transport_base import (
     DeliveryReceipt,
-    HttpRetry,
+    HttpClientOptions,
     OwnsHttpClient,
     PermanentDeliveryError,
     TransientDeliveryError,
     receipt_of,
-    tls_context,
     write_once,
 )
 
@@ -40,6 +37,9 @@ _ENDPOINTS: dict[str, re.Pattern[str]] = {
     "oioubl": re.compile(r"^[0-9]{13}$"),
     "peppol": re.compile(r"^[0-9]{4}:[A-Za-z0-9][A-Za-z0-9._-]{0,49}$"),
 }
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.12
 
 
 def ensure_endpoint(format: EinvoiceFormat, endpoint: str) -> str:
@@ -100,34 +100,10 @@ class EinvoiceHttpTransport(OwnsHttpClient):
 
     name = "http"
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        token: SecretStr | None = None,
-        client_cert: Path | None = None,
-        client_key: Path | None = None,
-        ca_bundle: Path | None = None,
-        timeout: float = 10.0,
-        max_attempts: int = 4,
-        backoff_base: float = 0.5,
-        backoff_max: float = 8.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        if (client_cert is None) != (client_key is None):
-            raise ValueError("client_cert and client_key must be given together")
+    def __init__(self, *, url: str, token: SecretStr | None = None, **client: Unpack[HttpClientOptions]) -> None:
+        super().__init__(**client)
         self._url = url
         self._token = token
-        self._retry = HttpRetry(
-            max_attempts=max_attempts, backoff_base=backoff_base, backoff_max=backoff_max, sleep=sleep
-        )
-        self._client = httpx.AsyncClient(
-            verify=tls_context(client_cert, client_key, ca_bundle),
-            timeout=timeout,
-            transport=transport,
-            follow_redirects=False,
-        )
 
     async def deliver(
         self, *, format: EinvoiceFormat, endpoint: str, invoice_id: UUID, document: bytes

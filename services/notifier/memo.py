@@ -3,6 +3,13 @@
 MeMo ("Meddelelsesmodel") is the Danish digital-post message model. We build the small
 subset a plain letter needs: one ``MessageHeader`` naming sender and recipient by CVR, and
 one ``MessageBody`` with a single main document whose bytes travel base64-encoded.
+
+Version 1.2: the root element states its version in ``memoVersion`` alone. MeMo 1.2 dropped the
+``memoSchVersion`` attribute along with the published XSD and Schematron, which the Agency for
+Digital Government does not update beyond 1.1 (its rules are checked by its own library and test
+environment instead). So nothing here validates against a schema: the elements come in the order
+MeMo 1.2's published examples give them, and tests/unit/test_memo.py checks that order, the
+namespace and the required elements of what we build (docs/eboks.md).
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from lxml import etree
 MEMO_NAMESPACE = "https://DigitalPost.dk/MeMo-1"
 MEMO_PREFIX = "memo"
 MEMO_VERSION = "1.2"
-MEMO_SCHEMA_VERSION = "1.2.0"
 MESSAGE_TYPE = "DIGITALPOST"
 CVR_ID_TYPE = "CVR"
 
@@ -111,14 +117,10 @@ def build_memo_message(
         raise ValueError(f"encoding_format must be a MIME type, got {encoding_format!r}")
 
     message_id = str(message_uuid)
-    root = etree.Element(
-        _tag("Message"),
-        nsmap=_NS,
-        memoVersion=MEMO_VERSION,
-        memoSchVersion=MEMO_SCHEMA_VERSION,
-    )
+    root = etree.Element(_tag("Message"), nsmap=_NS, memoVersion=MEMO_VERSION)
 
-    # Element order follows the MeMo schema sequence; receivers validate against it.
+    # Element order: the sequence of MeMo 1.2's published examples (no XSD exists for 1.2; what
+    # the receiver checks is its own). tests/unit/test_memo.py holds us to it.
     header = _child(root, "MessageHeader")
     _child(header, "messageType", MESSAGE_TYPE)
     _child(header, "messageUUID", message_id)
@@ -152,6 +154,10 @@ def build_memo_message(
 
 def parse_memo_message(xml: bytes) -> MemoMessage:
     """Read a MeMo 1.2 digital-post letter; raise MemoFormatError if it is not one.
+
+    It checks what it reads (namespace, version, message type, CVR parties, the elements it
+    takes, once each), not the whole message model. A ``memoSchVersion`` attribute, which letters
+    spooled before MeMo 1.2 was followed carry, is ignored.
 
     The parser never touches the network, never resolves entities and refuses any DOCTYPE:
     MeMo has no DTD, so a DOCTYPE can only be an attempt at XXE or entity expansion.

@@ -44,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services.notifier.transports import write_once
+from services.notifier.transport_base import write_once
 from shared.logs import mask_contact
 
 log = logging.getLogger(__name__)
@@ -164,13 +164,19 @@ def read_mail(root: Path, address: str) -> list[ReceivedMail]:
                     ReceivedAttachment(
                         filename=part.get_filename() or "",
                         content_type=part.get_content_type(),
-                        content=part.get_payload(decode=True) or b"",
+                        content=_decoded(part),
                     )
                     for part in message.iter_attachments()
                 ),
             )
         )
     return mails
+
+
+def _decoded(part: EmailMessage) -> bytes:
+    """An attachment's bytes, its transfer encoding undone."""
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
 
 
 # --- the SMS gateway ----------------------------------------------------------------------------

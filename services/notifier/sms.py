@@ -18,7 +18,7 @@ from typing import Self
 import httpx
 from pydantic import SecretStr
 
-from services.notifier.transports import HttpRetry, PermanentDeliveryError, excerpt
+from services.notifier.transport_base import HttpRetry, PermanentDeliveryError, excerpt
 
 # An alphanumeric sender id: what a phone shows instead of a number; 11 characters at most.
 SENDER_PATTERN = r"^[A-Za-z0-9 ]{1,11}$"

@@ -1,38 +1,19 @@
-"""Onboarding's HTTP API: the public application form (S1), application status (S2), and a
-company's applications for support staff (S3, S13)."""
+"""Onboarding's HTTP API: the app, built from onboarding's parts (`bootstrap.build`); the routes
+are in `applications_api.py`."""
 
-# Routes close over local dependencies, so annotations are evaluated eagerly (no __future__ import).
-from typing import Annotated
+from __future__ import annotations
 
 import httpx
-from fastapi import Depends, FastAPI, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from services.onboarding import applications_api
+from services.onboarding.bootstrap import build
 from services.onboarding.config import OnboardingSettings
-from services.onboarding.models import KnownCustomer, messaging
-from services.onboarding.schemas import (
-    ApplicationAccepted,
-    ApplicationIn,
-    ApplicationOut,
-    SupportApplicationOut,
-)
-from services.onboarding.service import (
-    LetterLimit,
-    NewApplication,
-    company_applications,
-    get_application,
-    submit_application,
-)
-from shared.clock import Clock, as_utc
+from services.onboarding.models import KnownCustomer
+from shared.clock import Clock
 from shared.db import Database
-from shared.messaging import Outbox
-from shared.problems import MEDIA_TYPE
-from shared.ratelimit import SlidingWindowLimiter
-from shared.staff import staff_bearer
 from shared.web import create_app
-
-PROBLEM = {"content": {MEDIA_TYPE: {}}, "description": "problem+json"}
 
 
 async def customer_registry_state(db: Database) -> str:
@@ -49,125 +30,14 @@ def create_api(
     clock: Clock | None = None,
     jwks_client: httpx.AsyncClient | None = None,
 ) -> FastAPI:
-    settings = settings or OnboardingSettings()
-    db = Database(settings.db_url)
-    clock = clock or settings.clock()
-    current_staff = staff_bearer(settings.token_verifier(client=jwks_client), clock)
-    outbox = Outbox(messaging, clock)
-    letters = LetterLimit(per_cvr=settings.applications_per_cvr, window=settings.applications_per_cvr_window)
-    rate_limited = SlidingWindowLimiter(settings.rate_limit_per_minute).dependency("applications")
+    parts = build(settings, clock=clock, jwks_client=jwks_client)
     app = create_app(
         title="Adgang onboarding",
         description="Apply for self-service access (S1); the login arrives in the company's e-Boks (S2).",
-        settings=settings,
-        db=db,
-        readiness_checks={"customer_registry": lambda: customer_registry_state(db)},
+        settings=parts.settings,
+        db=parts.db,
+        readiness_checks={"customer_registry": lambda: customer_registry_state(parts.db)},
     )
-
-    @app.post(
-        "/v1/applications",
-        status_code=202,
-        response_model=ApplicationAccepted,
-        tags=["applications"],
-        summary="Apply for self-service access (S1)",
-        description=(
-            "409 `admin-exists` when the company, or the company above it in its group (S14), has an "
-            "administrator; where it is the company's own, activated one, the problem says "
-            "`takeover_available: true`, and the same application with `takeover: true` is accepted as a "
-            "takeover (202 with `kind: \"takeover\"`). 409 `application-pending` while an application "
-            "for the CVR is in flight; "
-            "429 past the per-client limit or the limit of letters per CVR. An administrator login "
-            "that was never activated does not block: a new application replaces it with a new letter."
-        ),
-        responses={403: PROBLEM, 409: PROBLEM, 422: PROBLEM, 429: PROBLEM},
-        dependencies=[Depends(rate_limited)],
-    )
-    async def apply(body: ApplicationIn) -> JSONResponse:
-        async with db.transaction() as session:
-            application = await submit_application(
-                session,
-                outbox,
-                clock,
-                NewApplication(
-                    cvr=body.cvr,
-                    company_name=body.company_name,
-                    contact_name=body.contact.name,
-                    contact_email=body.contact.email,
-                    contact_mobile=body.contact.mobile,
-                    language=body.language,
-                    takeover=body.takeover,
-                ),
-                deadline=settings.delivery_deadline,
-                limit=letters,
-            )
-        accepted = ApplicationAccepted(
-            id=application.id,
-            status=application.status,
-            deliver_by=application.deliver_by,
-            kind=application.kind,  # type: ignore[arg-type]
-        )
-        return JSONResponse(
-            accepted.model_dump(mode="json"),
-            status_code=202,
-            headers={"Location": f"/v1/applications/{application.id}"},
-        )
-
-    @app.get(
-        "/v1/applications/{application_id}",
-        response_model=ApplicationOut,
-        tags=["applications"],
-        summary="An application's status",
-        responses={404: PROBLEM},
-    )
-    async def status(application_id: Annotated[str, Path(max_length=36)]) -> ApplicationOut:
-        async with db.transaction() as session:
-            application = await get_application(session, application_id)
-        return ApplicationOut(
-            id=application.id,
-            cvr=application.cvr,
-            kind=application.kind,  # type: ignore[arg-type]
-            status=application.status,  # type: ignore[arg-type]
-            status_detail=application.status_detail,
-            submitted_at=as_utc(application.submitted_at),
-            deliver_by=as_utc(application.deliver_by),
-            delivered_at=as_utc(application.delivered_at) if application.delivered_at else None,
-        )
-
-    @app.get(
-        "/v1/support/applications",
-        response_model=list[SupportApplicationOut],
-        tags=["support"],
-        summary="A company's applications, newest first (S3, S13; support staff only)",
-        description=(
-            "For support: what the company applied for, whether its letter arrived, and whether the "
-            "login from it was withdrawn. 401 without a valid access token, 403 for a login that is "
-            "not support staff's."
-        ),
-        responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM},
-        dependencies=[Depends(current_staff)],
-    )
-    async def support_applications(
-        cvr: Annotated[str, Query(pattern=r"^\d{8}$", description="The company's CVR number, 8 digits")],
-        limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    ) -> list[SupportApplicationOut]:
-        async with db.reading() as session:
-            applications = await company_applications(session, cvr, limit=limit)
-        return [
-            SupportApplicationOut(
-                id=a.id,
-                cvr=a.cvr,
-                company_name=a.company_name,
-                contact_name=a.contact_name,
-                language=a.language,
-                status=a.status,  # type: ignore[arg-type]
-                status_detail=a.status_detail,
-                submitted_at=as_utc(a.submitted_at),
-                deliver_by=as_utc(a.deliver_by),
-                delivered_at=as_utc(a.delivered_at) if a.delivered_at else None,
-                sla_breached_at=as_utc(a.sla_breached_at) if a.sla_breached_at else None,
-                admin_removed_at=as_utc(a.admin_removed_at) if a.admin_removed_at else None,
-            )
-            for a in applications
-        ]
-
+    app.state.parts = parts
+    app.include_router(applications_api.router)
     return app

@@ -7,11 +7,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.validation import CvrNumber, DanishMobile, EmailAddress
 
+# Some character that is not white space (as `str.split` sees it), said so that ECMAScript and
+# Python read it alike: a name of spaces alone is refused.
+NOT_ONLY_SPACE = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
 
 class ContactIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200, description="The administrator-to-be")
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        description="The administrator-to-be",
+        json_schema_extra={"pattern": NOT_ONLY_SPACE},
+    )
     email: EmailAddress = Field(max_length=320)
     mobile: DanishMobile = Field(max_length=32, description="Danish mobile number; login codes go here (S7)")
 

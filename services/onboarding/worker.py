@@ -1,15 +1,13 @@
-"""Onboarding's worker: learns customers and administrators, folds deliveries into status."""
+"""Onboarding's worker: learns customers and administrators, folds deliveries into status, and
+fails applications that miss their deadline."""
 
 from __future__ import annotations
 
-from functools import partial
-
 import faust
 
-from services.onboarding import service
+from services.onboarding.bootstrap import OnboardingParts, build
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import messaging
-from shared.db import Database
 from shared.events import (
     AdministratorProvisioningRejected,
     CredentialsIssued,
@@ -21,37 +19,38 @@ from shared.events import (
     UserCreated,
     UserDeleted,
 )
-from shared.messaging import Handlers, Outbox
+from shared.messaging import Handlers
 from shared.worker import WorkerSpec, build_faust_app, periodic
 
 
-def handlers(outbox: Outbox) -> Handlers:
+def handlers(parts: OnboardingParts) -> Handlers:
+    projections = parts.projections
     return {
-        CustomerRegistered: service.on_customer_registered,
-        UserCreated: service.on_user_created,
-        UserActivated: service.on_user_activated,
-        UserDeleted: service.on_user_deleted,
-        AdministratorProvisioningRejected: service.on_provisioning_rejected,
-        CredentialsIssued: service.on_credentials_issued,
-        DeliverySucceeded: service.on_delivery_succeeded,
-        DeliveryFailed: partial(service.on_delivery_failed, outbox=outbox),
-        DeliverySlaBreached: service.on_delivery_sla_breached,
+        CustomerRegistered: projections.on_customer_registered,
+        UserCreated: projections.on_user_created,
+        UserActivated: projections.on_user_activated,
+        UserDeleted: projections.on_user_deleted,
+        AdministratorProvisioningRejected: projections.on_provisioning_rejected,
+        CredentialsIssued: projections.on_credentials_issued,
+        DeliverySucceeded: projections.on_delivery_succeeded,
+        DeliveryFailed: projections.on_delivery_failed,
+        DeliverySlaBreached: projections.on_delivery_sla_breached,
     }
 
 
 def create_worker(settings: OnboardingSettings | None = None) -> faust.App:
-    settings = settings or OnboardingSettings()
-    db = Database(settings.db_url)
-    clock = settings.clock()
-    outbox = Outbox(messaging, clock)
-    watch = service.ApplicationDeadlineWatch(db=db, outbox=outbox, clock=clock)
+    parts = build(settings)
     return build_faust_app(
         WorkerSpec(
-            settings=settings,
-            db=db,
+            settings=parts.settings,
+            db=parts.db,
             tables=messaging,
-            handlers=handlers(outbox),
-            clock=clock,
-            background=[periodic("deadline-watch", settings.deadline_check_interval_s, watch.check)],
+            handlers=handlers(parts),
+            clock=parts.clock,
+            background=[
+                periodic(
+                    "deadline-watch", parts.settings.deadline_check_interval_s, parts.deadline_watch.check
+                )
+            ],
         )
     )

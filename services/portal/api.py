@@ -2,6 +2,8 @@
 
 A backend-for-frontend (docs/portal.md): server-rendered pages that call onboarding and
 identity over their HTTP APIs with the user's token, kept here and never sent to the browser.
+This builds the app from the portal's parts (`bootstrap.build`); the pages are the routers in
+`pages/`, what they share is in `web.py` and `deps.py`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
-from services.portal.clients import ServiceProblem, Services, ServiceUnavailable
+from services.portal.bootstrap import PortalParts, build
+from services.portal.clients import ServiceProblem, ServiceUnavailable
 from services.portal.config import PortalSettings
-from services.portal.i18n import load_texts
 from services.portal.pages import (
     account,
     activation,
@@ -42,20 +44,17 @@ from services.portal.pages import (
     takeover,
     users,
 )
-from services.portal.sessions import SessionStore
 from services.portal.web import (
     SECURITY_HEADERS,
     CsrfRefused,
     LoginRequired,
     PageProblem,
-    Portal,
     login_redirect,
+    parts_of,
     render_problem,
     set_session_cookie,
-    template_environment,
 )
 from shared.clock import Clock
-from shared.db import Database
 from shared.web import create_app
 
 log = logging.getLogger(__name__)
@@ -72,40 +71,29 @@ def create_api(
     transports: dict[str, httpx.AsyncBaseTransport] | None = None,
 ) -> FastAPI:
     """`transports` lets tests put the services in-process (`tests/support/asgi.py`)."""
-    settings = settings or PortalSettings()
-    clock = clock or settings.clock()
-    db = Database(settings.db_url)
-    services = Services.connect(settings, transports)
-    portal = Portal(
-        settings=settings,
-        services=services,
-        sessions=SessionStore(db, settings.sealer(), clock, settings),
-        texts=load_texts(),
-        templates=template_environment(),
-        clock=clock,
-    )
+    parts = build(settings, clock=clock, transports=transports)
     purging: list[asyncio.Task[None]] = []
 
     async def start_purging() -> None:
-        purging.append(asyncio.create_task(_purge_sessions(portal)))
+        purging.append(asyncio.create_task(_purge_sessions(parts)))
 
     async def stop() -> None:
         for task in purging:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await services.close()
+        await parts.services.close()
 
     app = create_app(
         title="Adgang portal",
         description="The self-service website.",
-        settings=settings,
-        db=db,
+        settings=parts.settings,
+        db=parts.db,
         uses_broker=False,
         on_startup=[start_purging],
         on_shutdown=[stop],
     )
-    app.state.portal = portal
+    app.state.parts = parts
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for pages in (
         public,
@@ -132,11 +120,11 @@ def create_api(
     return app
 
 
-async def _purge_sessions(portal: Portal) -> None:
+async def _purge_sessions(parts: PortalParts) -> None:
     while True:
-        await asyncio.sleep(portal.settings.sessions_purge_interval_s)
+        await asyncio.sleep(parts.settings.sessions_purge_interval_s)
         try:
-            await portal.sessions.purge()
+            await parts.sessions.purge()
         except Exception:
             log.exception("purging ended browser sessions failed; trying again later")
 
@@ -159,7 +147,7 @@ class SecurityHeaders(BaseHTTPMiddleware):
             if "pragma" in response.headers:
                 del response.headers["pragma"]
         new_cookie = getattr(request.state, "new_cookie", None)
-        settings: PortalSettings = request.app.state.portal.settings
+        settings = parts_of(request).settings
         already = any(
             value.startswith(settings.session_cookie + "=")
             for value in response.headers.getlist("set-cookie")
@@ -174,8 +162,8 @@ def _install_error_pages(app: FastAPI) -> None:
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         if exc.ended_at_identity:
             # Else the login page would take the browser for signed in and send it back here.
-            portal: Portal = request.app.state.portal
-            await portal.sessions.end(request.cookies.get(portal.settings.session_cookie))
+            parts = parts_of(request)
+            await parts.sessions.end(request.cookies.get(parts.settings.session_cookie))
         return login_redirect(exc.next_path)
 
     @app.exception_handler(ServiceProblem)

@@ -1,35 +1,30 @@
-"""What every page of the portal shares: the language, the browser's session and its CSRF
-token, rendering, the security headers, and the pages for errors.
+"""What every page of the portal shares: one request as a page sees it (`PageContext`),
+rendering, the cookies, the security headers, and the pages for errors.
 
 Pages are thin (docs/portal.md): a route parses the form, calls one client method, and
-renders one template named after the route. The dependencies below are `Annotated` aliases,
-so a route says what it needs (`Page`, `Customer`, `Staff`, `Form`) and nothing more.
+renders one template named after the route. What a route depends on is in `deps.py`
+(`Page`, `CustomerPage`, `StaffPage`, `Form`, ...).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.datastructures import FormData
 
-from services.portal.clients import Caller, ServiceProblem, Services, ServiceUnavailable
+from services.portal.bootstrap import PortalParts
+from services.portal.clients import Caller, ServiceProblem, Services
 from services.portal.config import PortalSettings
 from services.portal.i18n import DEFAULT_LANGUAGE, Texts, chosen_language
-from services.portal.sessions import SessionStore, SignedIn, new_cookie_value
-from shared.clock import Clock
+from services.portal.sessions import SignedIn, new_cookie_value
 from shared.ratelimit import client_address
 
 log = logging.getLogger(__name__)
-
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 # No inline script or style, nothing from another origin, no framing, forms post only here.
 CONTENT_SECURITY_POLICY = (
@@ -61,29 +56,6 @@ MENU = (
     ("menu.profile", "/profil", None),
     ("menu.audit", "/revision", "user_admin"),
 )
-
-
-@dataclass
-class Portal:
-    """The parts a page uses, built once per process (`services.portal.api.create_api`)."""
-
-    settings: PortalSettings
-    services: Services
-    sessions: SessionStore
-    texts: dict[str, Texts]
-    templates: Environment
-    clock: Clock
-
-
-def template_environment() -> Environment:
-    environment = Environment(
-        loader=FileSystemLoader(TEMPLATES_DIR),
-        autoescape=select_autoescape(["html"]),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return environment
 
 
 class PageProblem(Exception):
@@ -123,7 +95,7 @@ class PageContext:
     """One request as a page sees it."""
 
     request: Request
-    portal: Portal
+    portal: PortalParts
     cookie: str
     language: str
     user: SignedIn | None
@@ -171,7 +143,7 @@ class PageContext:
             user=self.user,
             menu=menu,
             path=self.request.url.path,
-            here=_here(self.request),
+            here=here(self.request),
             **values,
         )
         return HTMLResponse(page, status_code=status)
@@ -180,89 +152,14 @@ class PageContext:
         return RedirectResponse(path, status_code=303)
 
 
-def _here(request: Request) -> str:
+def here(request: Request) -> str:
     query = request.url.query
     return request.url.path + (f"?{query}" if query else "")
 
 
-def portal_of(request: Request) -> Portal:
-    portal: Portal = request.app.state.portal
-    return portal
-
-
-async def page_context(request: Request) -> PageContext:
-    portal = portal_of(request)
-    cookie = request.cookies.get(portal.settings.session_cookie) or ""
-    if not cookie:
-        # A first visit: a fresh value, set on the answer (`SessionCookieMiddleware`), so the
-        # page's forms carry a CSRF token bound to it. No row is stored for a visitor.
-        cookie = new_cookie_value()
-        request.state.new_cookie = cookie
-    context = PageContext(
-        request=request,
-        portal=portal,
-        cookie=cookie,
-        language=chosen_language(request.cookies.get(portal.settings.language_cookie)),
-        user=None,
-    )
-    try:
-        context.user = await portal.sessions.signed_in(
-            cookie, portal.services.identity, context.anonymous_caller
-        )
-    except ServiceUnavailable:
-        raise PageProblem(503, "error.unavailable") from None
-    return context
-
-
-async def signed_in_context(context: Annotated[PageContext, Depends(page_context)]) -> PageContext:
-    if context.user is None:
-        raise LoginRequired(_here(context.request))
-    return context
-
-
-async def customer_context(context: Annotated[PageContext, Depends(signed_in_context)]) -> PageContext:
-    """A customer's pages; support staff, who belong to no company, have the console instead."""
-    if context.user is not None and context.user.is_staff:
-        raise PageProblem(403, "error.customers-only")
-    return context
-
-
-async def staff_context(context: Annotated[PageContext, Depends(signed_in_context)]) -> PageContext:
-    if context.user is not None and not context.user.is_staff:
-        raise PageProblem(403, "error.staff-only")
-    return context
-
-
-def needs_function(function: str) -> Callable[[PageContext], Awaitable[PageContext]]:
-    """A page for users with `function` (S5.6); others get a 403 that says so in words. The
-    service behind the page decides again with the token."""
-
-    async def check(context: Annotated[PageContext, Depends(customer_context)]) -> PageContext:
-        if context.user is not None and function not in context.user.functions:
-            raise PageProblem(403, f"error.needs-{function}")
-        return context
-
-    return check
-
-
-async def checked_form(request: Request, context: Annotated[PageContext, Depends(page_context)]) -> FormData:
-    """The posted form, once its CSRF token matched the browser's cookie."""
-    form = await request.form()
-    token = form.get("csrf_token")
-    if not isinstance(token, str) or not context.portal.sessions.csrf_matches(context.cookie, token):
-        raise CsrfRefused()
-    if any(isinstance(value, str) and "\x00" in value for _, value in form.multi_items()):
-        # No text of the product holds one, and the services' refusal of it names no field of
-        # any form (`body`): said here, in words, before any service is asked.
-        raise PageProblem(422, "error.nul")
-    return form
-
-
-Page = Annotated[PageContext, Depends(page_context)]
-SignedInPage = Annotated[PageContext, Depends(signed_in_context)]
-CustomerPage = Annotated[PageContext, Depends(customer_context)]
-StaffPage = Annotated[PageContext, Depends(staff_context)]
-Form = Annotated[FormData, Depends(checked_form)]
+def parts_of(request: Request) -> PortalParts:
+    parts: PortalParts = request.app.state.parts
+    return parts
 
 
 def text_field(form: FormData, name: str, *, max_length: int = 500) -> str:
@@ -304,7 +201,7 @@ def login_redirect(next_path: str) -> RedirectResponse:
 
 async def render_problem(request: Request, status: int, message_id: str) -> HTMLResponse:
     """An error page in the visitor's language, with one `h1` and a way on."""
-    portal = portal_of(request)
+    portal = parts_of(request)
     language = chosen_language(request.cookies.get(portal.settings.language_cookie)) or DEFAULT_LANGUAGE
     cookie = request.cookies.get(portal.settings.session_cookie) or getattr(request.state, "new_cookie", "")
     context = PageContext(

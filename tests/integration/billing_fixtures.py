@@ -16,16 +16,14 @@ import pytest
 from sqlalchemy import func, select
 
 from services.billing.api import create_api
+from services.billing.bootstrap import BillingParts, build
 from services.billing.catalogue import sync_catalogue
 from services.billing.config import BillingSettings
-from services.billing.invoicing import Invoicing
 from services.billing.models import Subscription, messaging
-from services.billing.service import seed_demo_data
 from services.registry import SERVICES
 from shared.clock import FrozenClock
 from shared.db import Database, migrate
 from shared.events import Event
-from shared.messaging import Outbox
 from shared.tokens import TokenSigner, generate_signing_key, parse_signing_keys
 from tests.support.asgi import AppTransport
 
@@ -71,20 +69,25 @@ class Tokens:
         )
 
 
+def billing_settings(url: str, var_dir: Path | None = None) -> BillingSettings:
+    return BillingSettings(
+        database_url=url,
+        identity_jwks_url="http://identity.test/.well-known/jwks.json",
+        **({"var_dir": var_dir} if var_dir is not None else {}),
+    )
+
+
 def seeded_billing_database(url: str, clock: FrozenClock, *, size: str = "small") -> None:
     migrate(SERVICES["billing"].migrations, url)
 
     async def seed() -> None:
-        db = Database(url)
-        outbox = Outbox(messaging, clock)
+        parts = build(billing_settings(url), clock=clock)
         try:
-            async with db.transaction() as session:
+            async with parts.db.transaction() as session:
                 await sync_catalogue(session)
-                await seed_demo_data(
-                    session, outbox, Invoicing(outbox=outbox, clock=clock, payment_days=14), clock, size=size
-                )
+                await parts.demo.seed(session, size=size)
         finally:
-            await db.dispose()
+            await parts.db.dispose()
 
     asyncio.run(seed())
 
@@ -107,6 +110,18 @@ def tokens(billing_clock: FrozenClock) -> Tokens:
 
 
 @pytest.fixture
+async def billing_parts(
+    billing_url: str, tokens: Tokens, billing_clock: FrozenClock, tmp_path: Path
+) -> AsyncIterator[BillingParts]:
+    """Billing's parts as its API and worker build them, on the test's clock and tokens."""
+    parts = build(
+        billing_settings(billing_url, tmp_path), clock=billing_clock, jwks_client=tokens.jwks_client()
+    )
+    yield parts
+    await parts.db.dispose()
+
+
+@pytest.fixture
 async def billing_db(billing_url: str) -> AsyncIterator[Database]:
     db = Database(billing_url)
     yield db
@@ -117,11 +132,7 @@ async def billing_db(billing_url: str) -> AsyncIterator[Database]:
 async def billing(
     billing_url: str, tokens: Tokens, billing_clock: FrozenClock, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = BillingSettings(
-        database_url=billing_url,
-        var_dir=tmp_path,
-        identity_jwks_url="http://identity.test/.well-known/jwks.json",
-    )
+    settings = billing_settings(billing_url, tmp_path)
     app = create_api(settings, clock=billing_clock, jwks_client=tokens.jwks_client())
     async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://billing.test") as http:
         yield http

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from services.identity.api import create_api
 from services.identity.config import IdentitySettings
 from services.identity.models import User, messaging
-from services.identity.service import Provisioning
+from services.identity.provisioning import Provisioning
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.envelope import decode, encode

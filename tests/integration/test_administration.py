@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from services.identity.models import LoginSession, messaging
-from services.identity.service import Provisioning
+from services.identity.provisioning import Provisioning
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.events import (

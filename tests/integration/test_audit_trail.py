@@ -17,10 +17,9 @@ import pytest
 from sqlalchemy import func, select
 
 from services.identity.api import create_api
-from services.identity.audit import keep_billing_entry
+from services.identity.audit import AuditTrail, keep_billing_entry
 from services.identity.config import IdentitySettings
 from services.identity.models import AuditEntry, messaging
-from services.identity.support import AuditTrail
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.envelope import Envelope

@@ -13,21 +13,19 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from services.billing.access import revocation_handlers
-from services.billing.invoicing import Invoicing
+from services.billing.bootstrap import BillingParts
 from services.billing.models import (
     AuditEntry,
     Invoice,
     InvoiceLine,
     Order,
     UsageRecord,
-    messaging,
 )
-from services.billing.ordering import Ordering
-from services.billing.worker import InvoiceRun
+from services.billing.worker import handlers as billing_handlers
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.events import (
+    Event,
     InvoiceFormatChanged,
     InvoiceIssued,
     MasterDataChanged,
@@ -39,7 +37,6 @@ from shared.events import (
     UserEnabled,
     UserGrantsChanged,
 )
-from shared.messaging import Outbox
 from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     NOW,
     Tokens,
@@ -47,6 +44,7 @@ from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     billing,
     billing_clock,
     billing_db,
+    billing_parts,
     billing_url,
     events_since,
     idempotency_key,
@@ -62,7 +60,11 @@ COLLEAGUE_GRANT = [{"cvr": "37826111", "accounts": ["10000021", "10000022"]}]
 
 
 async def test_an_order_is_received_then_completed_and_announced(
-    billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database, billing_clock: FrozenClock
+    billing: httpx.AsyncClient,
+    tokens: Tokens,
+    billing_db: Database,
+    billing_clock: FrozenClock,
+    billing_parts: BillingParts,
 ) -> None:
     caller = tokens.caller(COLLEAGUE_GRANT, ["orders"])
     start = await outbox_position(billing_db)
@@ -87,9 +89,7 @@ async def test_an_order_is_received_then_completed_and_announced(
     assert str(ordered.order_id) == order["id"] and str(ordered.ordered_by) == caller.user_id
     assert ordered.monthly_fee_ore == 14_900
 
-    await Ordering(
-        db=billing_db, outbox=Outbox(messaging, billing_clock), clock=billing_clock
-    ).fulfil_pending()
+    await billing_parts.ordering.fulfil_pending()
     done = (await billing.get(f"/v1/orders/{order['id']}", headers=caller.headers)).json()
     assert done["status"] == "completed"
     subscription = (
@@ -437,17 +437,21 @@ async def test_settings_need_the_telephony_function_and_a_product_that_has_them(
 
 
 async def test_a_disabled_users_token_is_refused_at_once_and_grant_changes_end_older_tokens(
-    billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database, billing_clock: FrozenClock
+    billing: httpx.AsyncClient,
+    tokens: Tokens,
+    billing_db: Database,
+    billing_clock: FrozenClock,
+    billing_parts: BillingParts,
 ) -> None:
     user_id = str(uuid.uuid4())
     before = tokens.caller(COLLEAGUE_GRANT, ["invoices"], user_id=user_id)
     assert (await billing.get("/v1/invoices", headers=before.headers)).status_code == 200
-    handlers = revocation_handlers(billing_clock)
+    handlers = billing_handlers(billing_parts)
 
-    async def handle(event: object) -> None:
-        envelope = envelope_of(event, billing_clock)  # type: ignore[arg-type]
+    async def handle(event: Event) -> None:
+        envelope = envelope_of(event, billing_clock)
         async with billing_db.transaction() as session:
-            await handlers[envelope.type](session, envelope)
+            await handlers[type(event)](session, envelope)
 
     billing_clock.advance(timedelta(seconds=2))
     await handle(
@@ -484,13 +488,9 @@ async def test_a_disabled_users_token_is_refused_at_once_and_grant_changes_end_o
 
 
 async def test_the_monthly_run_issues_the_closed_month_once_and_announces_it(
-    billing_db: Database, billing_clock: FrozenClock
+    billing_db: Database, billing_parts: BillingParts
 ) -> None:
-    run = InvoiceRun(
-        db=billing_db,
-        invoicing=Invoicing(outbox=Outbox(messaging, billing_clock), clock=billing_clock, payment_days=14),
-        clock=billing_clock,
-    )
+    run = billing_parts.invoice_run
     start = await outbox_position(billing_db)
     first = await run.run_once()
     assert first.period.isoformat() == "2026-10-01" and first.invoices > 0

@@ -21,20 +21,24 @@ from pypdf import PdfReader
 from sqlalchemy import select, update
 
 from services.billing.api import create_api
+from services.billing.bootstrap import BillingParts, build
 from services.billing.config import BillingSettings
-from services.billing.documents import DocumentLine, InvoiceDocument, money, render_pdf, render_ubl
-from services.billing.invoicing import Invoicing, invoice_id_for, vat_of
-from services.billing.models import Account, Customer, Invoice, InvoiceLine, messaging
+from services.billing.documents import DocumentLine, InvoiceDocument, money
+from services.billing.invoice_pdf import render_pdf
+from services.billing.invoice_ubl import render_ubl
+from services.billing.invoicing import invoice_id_for, vat_of
+from services.billing.models import Account, Customer, Invoice, InvoiceLine
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.events import InvoiceDelivery, InvoiceIssued
-from shared.messaging import Outbox
 from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     NOW,
     Tokens,
     billing,
     billing_clock,
     billing_db,
+    billing_parts,
+    billing_settings,
     billing_url,
     events_since,
     outbox_position,
@@ -69,8 +73,8 @@ def issued(billing_url: str) -> str:
     """October's invoices of the module's database, issued after the accounts chose formats."""
 
     async def issue() -> None:
-        db = Database(billing_url)
-        clock = FrozenClock(NOW)
+        parts = build(billing_settings(billing_url), clock=FrozenClock(NOW))
+        db = parts.db
         try:
             async with db.transaction() as session:
                 formats = {
@@ -87,8 +91,7 @@ def issued(billing_url: str) -> str:
                         update(Account).where(Account.account_number == account).values(**columns)
                     )
                 await session.execute(update(Customer).where(Customer.cvr == ENGLISH_CVR).values(language="en"))
-                outbox = Outbox(messaging, clock)
-                await Invoicing(outbox=outbox, clock=clock, payment_days=14).issue(session, OCTOBER)
+                await parts.invoicing.issue(session, OCTOBER)
         finally:
             await db.dispose()
 
@@ -628,7 +631,7 @@ async def test_each_issued_invoice_announces_its_delivery_and_language_from_its_
 
 
 async def test_master_data_language_and_format_changed_after_issue_apply_from_the_next_invoice(
-    reader: httpx.AsyncClient, tokens: Tokens, billing_db: Database
+    reader: httpx.AsyncClient, tokens: Tokens, billing_db: Database, billing_parts: BillingParts
 ) -> None:
     admin = tokens.group_admin()
     read = await reader.get("/v1/companies/37826111/master-data", headers=admin.headers)
@@ -667,10 +670,7 @@ async def test_master_data_language_and_format_changed_after_issue_apply_from_th
     november = date(2026, 11, 1)
     start = await outbox_position(billing_db)
     async with billing_db.transaction() as session:
-        clock = FrozenClock(NOW)
-        await Invoicing(outbox=Outbox(messaging, clock), clock=clock, payment_days=14).issue(
-            session, november, accounts=[PEPPOL_ACCOUNT]
-        )
+        await billing_parts.invoicing.issue(session, november, accounts=[PEPPOL_ACCOUNT])
     [event] = await events_since(billing_db, start, InvoiceIssued)
     assert event.delivery == InvoiceDelivery(format="oioubl", gln=GLN) and event.language == "en"
     new_id = invoice_id_for(PEPPOL_ACCOUNT, november)

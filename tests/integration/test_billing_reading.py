@@ -201,9 +201,9 @@ async def test_subscriptions_are_listed_within_the_grants(billing: httpx.AsyncCl
 async def test_csv_export_streams_past_its_batches(
     billing: httpx.AsyncClient, tokens: Tokens, monkeypatch
 ) -> None:
-    import services.billing.api as billing_api
+    from services.billing import usage_api
 
-    monkeypatch.setattr(billing_api, "CsvRows", 7)  # many batches of the keyset walk
+    monkeypatch.setattr(usage_api, "CsvRows", 7)  # many batches of the keyset walk
     admin = tokens.group_admin()
     rows = await all_pages(billing, "/v1/usage", admin.headers, limit=1000)
     export = await billing.get("/v1/usage", params={"format": "csv"}, headers=admin.headers)

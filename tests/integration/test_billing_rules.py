@@ -12,20 +12,20 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 from sqlalchemy import func, select
 
-from services.billing.access import revocation_handlers
-from services.billing.invoicing import Invoicing
-from services.billing.models import Invoice, InvoiceLine, Order, Subscription, messaging
-from services.billing.service import subscription_id_for
+from services.billing.bootstrap import BillingParts
+from services.billing.demo import subscription_id_for
+from services.billing.models import Invoice, InvoiceLine, Order, Subscription
+from services.billing.worker import handlers as billing_handlers
 from shared.clock import FrozenClock
 from shared.db import Database
-from shared.events import UserDeleted, UserDisabled, UserEnabled
-from shared.messaging import Outbox
+from shared.events import Event, UserDeleted, UserDisabled, UserEnabled
 from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     Tokens,
     active_subscription,
     billing,
     billing_clock,
     billing_db,
+    billing_parts,
     billing_url,
     idempotency_key,
     tokens,
@@ -119,14 +119,18 @@ async def test_a_replayed_order_is_not_shown_once_the_account_left_the_grants(
 
 
 async def test_deleted_users_stay_refused_and_a_token_of_the_second_of_a_change_is_refused(
-    billing: httpx.AsyncClient, tokens: Tokens, billing_db: Database, billing_clock: FrozenClock
+    billing: httpx.AsyncClient,
+    tokens: Tokens,
+    billing_db: Database,
+    billing_clock: FrozenClock,
+    billing_parts: BillingParts,
 ) -> None:
-    handlers = revocation_handlers(billing_clock)
+    handlers = billing_handlers(billing_parts)
 
-    async def handle(event: object) -> None:
-        envelope = envelope_of(event, billing_clock)  # type: ignore[arg-type]
+    async def handle(event: Event) -> None:
+        envelope = envelope_of(event, billing_clock)
         async with billing_db.transaction() as session:
-            await handlers[envelope.type](session, envelope)
+            await handlers[type(event)](session, envelope)
 
     user = uuid.uuid4()
     billing_clock.advance(timedelta(milliseconds=700))  # the change happens within a second
@@ -234,7 +238,7 @@ async def test_a_refused_opening_hours_change_names_the_interval_to_correct_and_
 
 
 async def test_the_month_ends_at_midnight_danish_time_and_upgrades_do_not_reprice_it(
-    billing_db: Database, billing_clock: FrozenClock
+    billing_db: Database, billing_clock: FrozenClock, billing_parts: BillingParts
 ) -> None:
     account, period = "10000052", date(2026, 10, 1)
     copenhagen_midnight = datetime(2026, 10, 31, 23, 0, tzinfo=UTC)  # 1 November 00:00 in Copenhagen
@@ -282,7 +286,7 @@ async def test_the_month_ends_at_midnight_danish_time_and_upgrades_do_not_repric
                 completed_at=billing_clock.now(),
             )
         )
-    invoicing = Invoicing(outbox=Outbox(messaging, billing_clock), clock=billing_clock, payment_days=14)
+    invoicing = billing_parts.invoicing
     async with billing_db.transaction() as session:
         await invoicing.issue(session, period, accounts=[account])
         lines = list(
@@ -303,10 +307,10 @@ async def test_the_month_ends_at_midnight_danish_time_and_upgrades_do_not_repric
 
 
 async def test_two_invoice_runs_at_once_issue_each_invoice_once(
-    billing_db: Database, billing_clock: FrozenClock
+    billing_db: Database, billing_parts: BillingParts
 ) -> None:
     period = date(2026, 10, 1)
-    invoicing = Invoicing(outbox=Outbox(messaging, billing_clock), clock=billing_clock, payment_days=14)
+    invoicing = billing_parts.invoicing
 
     async def run() -> int:
         async with billing_db.transaction() as session:
@@ -337,23 +341,22 @@ async def test_an_order_before_the_catalogue_is_loaded_is_asked_to_wait(
     database_factory, tokens: Tokens, billing_clock: FrozenClock, tmp_path
 ) -> None:
     from services.billing.api import create_api
+    from services.billing.bootstrap import build
     from services.billing.config import BillingSettings
     from services.billing.demo import DEMO_COMPANIES
-    from services.billing.service import register_customer
     from services.registry import SERVICES
     from shared.db import migrate
 
     url = database_factory("billing")
     await asyncio.to_thread(migrate, SERVICES["billing"].migrations, url)  # it runs its own loop
-    db = Database(url)
-    async with db.transaction() as session:  # the worker has not started: no catalogue yet
-        await register_customer(session, Outbox(messaging, billing_clock), billing_clock, DEMO_COMPANIES[4])
-    await db.dispose()
-    app = create_api(
-        BillingSettings(database_url=url, var_dir=tmp_path, identity_jwks_url="http://identity.test/jwks"),
-        clock=billing_clock,
-        jwks_client=tokens.jwks_client(),
+    settings = BillingSettings(
+        database_url=url, var_dir=tmp_path, identity_jwks_url="http://identity.test/jwks"
     )
+    parts = build(settings, clock=billing_clock)
+    async with parts.db.transaction() as session:  # the worker has not started: no catalogue yet
+        await parts.registry.register(session, DEMO_COMPANIES[4])
+    await parts.db.dispose()
+    app = create_api(settings, clock=billing_clock, jwks_client=tokens.jwks_client())
     caller = tokens.caller([{"cvr": "22109340", "accounts": "all"}], ["orders"])
     async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://billing.test") as http:
         response = await http.post(
@@ -420,7 +423,9 @@ async def test_two_concurrent_twins_of_one_upgrade_answer_the_same_order(
     headers = {**caller.headers, **idempotency_key()}
     first, second = await asyncio.gather(
         *(
-            billing.post(f"/v1/subscriptions/{mobile.id}/upgrade", json={"product_code": "MOBIL-50"}, headers=headers)
+            billing.post(
+                f"/v1/subscriptions/{mobile.id}/upgrade", json={"product_code": "MOBIL-50"}, headers=headers
+            )
             for _ in range(2)
         )
     )

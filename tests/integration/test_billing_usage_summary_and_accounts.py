@@ -16,9 +16,9 @@ import httpx
 from sqlalchemy import select, text, update
 
 from services.billing.access import Access
-from services.billing.api import usage_sums
 from services.billing.changes import format_of
 from services.billing.models import Account, Customer, Subscription, UsageRecord
+from services.billing.usage_api import usage_sums
 from shared.db import Database
 from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     GROUP,

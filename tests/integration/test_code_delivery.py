@@ -22,12 +22,15 @@ from sqlalchemy import select
 
 from services.notifier.api import create_api
 from services.notifier.config import NotifierSettings
+from services.notifier.dispatch import EXPIRED, Dispatcher, RetryPolicy
+from services.notifier.eboks import SpoolTransport
 from services.notifier.email import SmtpTransport, parse_mailbox
+from services.notifier.kinds import Sender
 from services.notifier.models import Delivery, messaging
-from services.notifier.service import EXPIRED, Dispatcher, RetryPolicy, Sender, record_code
+from services.notifier.recording import Recorder
 from services.notifier.sinks import MailSink, SmsSink, read_mail, read_sms
 from services.notifier.sms import SmsGateway, SmsReceipt
-from services.notifier.transports import HttpRetry, SpoolTransport, TransientDeliveryError
+from services.notifier.transport_base import HttpRetry, TransientDeliveryError
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.envelope import Envelope, decode, encode
@@ -126,7 +129,7 @@ def dispatcher(
 
 async def record(db: Database, clock: FrozenClock, envelope: Envelope) -> None:
     async with db.transaction() as session:
-        await record_code(session, envelope, clock)
+        await Recorder(clock).record(session, envelope)
 
 
 async def the_delivery(db: Database) -> Delivery:

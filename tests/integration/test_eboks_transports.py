@@ -23,14 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from services.notifier.transports import (
-    DeliveryError,
-    EboksTransport,
-    HttpTransport,
-    PermanentDeliveryError,
-    SpoolTransport,
-    TransientDeliveryError,
-)
+from services.notifier.eboks import EboksTransport, HttpTransport, SpoolTransport
+from services.notifier.transport_base import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 
 COMPANY_CVR = "87654321"
 SERVER_START_DEADLINE_S = 5.0

@@ -21,7 +21,7 @@ from services.notifier.invoice_transports import (
     EinvoiceTransport,
     PrintSpool,
 )
-from services.notifier.transports import PermanentDeliveryError, TransientDeliveryError
+from services.notifier.transport_base import PermanentDeliveryError, TransientDeliveryError
 from tests.integration.test_eboks_transports import (
     FakeEboksEndpoint,
     RecordedSleeps,

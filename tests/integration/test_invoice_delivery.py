@@ -26,13 +26,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from services.notifier.bootstrap import build
+from services.notifier.config import NotifierSettings
+from services.notifier.dispatch import Dispatcher, RetryPolicy
 from services.notifier.documents import BillingDocuments
+from services.notifier.eboks import SpoolTransport
 from services.notifier.email import SmtpTransport, parse_mailbox
 from services.notifier.invoice_transports import EinvoiceSpool, PrintSpool
+from services.notifier.kinds import Sender
 from services.notifier.models import Delivery, messaging
-from services.notifier.service import Dispatcher, RetryPolicy, Sender
 from services.notifier.sinks import MailSink, read_mail
-from services.notifier.transports import SpoolTransport
 from services.notifier.worker import handlers
 from shared.clock import FrozenClock
 from shared.db import Database
@@ -148,7 +151,9 @@ class Notifier:
                 retries=0,
                 backoff=0,
             )
-            for topic, topic_handlers in by_topic(handlers(clock)).items()
+            for topic, topic_handlers in by_topic(
+                handlers(build(NotifierSettings(database_url=db.url, var_dir=root), clock=clock, sealer=sealer))
+            ).items()
         }
         self.dispatcher = Dispatcher(
             db=db,

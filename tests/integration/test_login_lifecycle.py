@@ -15,12 +15,13 @@ import httpx
 from sqlalchemy import select
 
 from services.identity.models import User, messaging
-from services.identity.service import Provisioning
+from services.identity.provisioning import Provisioning
 from services.notifier.letters import render_credentials_letter
 from services.onboarding.api import create_api as create_onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import KnownCustomer
-from services.onboarding.service import on_credentials_issued, on_user_created
+from services.onboarding.models import messaging as onboarding_messaging
+from services.onboarding.projections import Projections
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.events import (
@@ -218,6 +219,7 @@ async def test_onboarding_lets_a_subsidiary_apply_once_the_groups_pending_login_
     onboarding_url, clock, sealer
 ) -> None:
     onboarding_db, onboarding = await _onboarding(onboarding_url, clock)
+    onboarding_events = Projections(outbox=Outbox(onboarding_messaging, clock))
     user_id = uuid.uuid4()
     created = UserCreated(
         user_id=user_id,
@@ -234,7 +236,7 @@ async def test_onboarding_lets_a_subsidiary_apply_once_the_groups_pending_login_
         activation_expires_at=clock.now() + CODE_TTL,
     )
     async with onboarding_db.transaction() as session:
-        await on_user_created(session, envelope_of(created, clock))
+        await onboarding_events.on_user_created(session, envelope_of(created, clock))
     async with onboarding:
         held = await onboarding.post("/v1/applications", json=_form(SUBSIDIARY))
         assert held.status_code == 409 and held.json()["recovery"] == "ask-group-administrator", held.text
@@ -254,7 +256,7 @@ async def test_onboarding_lets_a_subsidiary_apply_once_the_groups_pending_login_
             deliver_by=clock.now() + timedelta(hours=2),
         )
         async with onboarding_db.transaction() as session:
-            await on_credentials_issued(session, envelope_of(letter, clock))
+            await onboarding_events.on_credentials_issued(session, envelope_of(letter, clock))
         assert (await onboarding.post("/v1/applications", json=_form(GROUP[2][0]))).status_code == 409
     await onboarding_db.dispose()
 

@@ -17,17 +17,15 @@ from uuid import UUID
 import pytest
 from sqlalchemy import select
 
+from services.notifier.bootstrap import build
+from services.notifier.config import NotifierSettings
 from services.notifier.directory import UnknownRecipient
+from services.notifier.dispatch import Dispatcher, RetryPolicy
+from services.notifier.eboks import SpoolTransport
 from services.notifier.email import EmailReceipt, parse_mailbox
+from services.notifier.kinds import InvoiceReady, Sender
 from services.notifier.models import Delivery, Recipient, RecipientGrant, messaging
-from services.notifier.service import (
-    Dispatcher,
-    RetryPolicy,
-    Sender,
-    record_invoice_ready,
-    record_order_confirmation,
-)
-from services.notifier.transports import SpoolTransport
+from services.notifier.recording import Recorder
 from services.notifier.worker import handlers
 from shared.clock import FrozenClock
 from shared.db import Database
@@ -96,7 +94,9 @@ class Notifier:
                 retries=2,
                 backoff=0,
             )
-            for topic, topic_handlers in by_topic(handlers(clock)).items()
+            for topic, topic_handlers in by_topic(
+                handlers(build(NotifierSettings(database_url=db.url, var_dir=spool.parent), clock=clock, sealer=sealer))
+            ).items()
         }
         self.dispatcher = Dispatcher(
             db=db,
@@ -431,7 +431,7 @@ async def test_a_redelivered_invoice_event_creates_no_second_email(
     record = encode(event, event_id=event_id, time=clock.now())
     envelope = decode(topic=record.topic, headers=record.headers, value=record.value)
     async with db.transaction() as session:
-        await record_invoice_ready(session, envelope, clock)
+        await Recorder(clock, kinds=(InvoiceReady,)).record(session, envelope)
 
     deliveries = await notifier.deliveries()
     assert [d.recipient for d in deliveries] == ["jonas@example.dk", "mette@example.dk"]
@@ -533,7 +533,7 @@ async def test_an_order_by_a_user_the_directory_does_not_know_yet_is_tried_again
 
     with pytest.raises(UnknownRecipient):
         async with db.transaction() as session:
-            await record_order_confirmation(session, envelope, clock)
+            await Recorder(clock).record(session, envelope)
     # The consumer retries the handler, then dead-letters the event, remembering nothing of it.
     assert await notifier.receive(order, event_id=event_id) == "dead-lettered"
     assert notifier.dead_letters.reasons == ["handler failed: UnknownRecipient"]

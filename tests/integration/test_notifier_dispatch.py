@@ -13,10 +13,14 @@ from uuid import UUID
 import pytest
 from sqlalchemy import select
 
+from services.notifier.dispatch import Dispatcher, RetryPolicy
+from services.notifier.eboks import SpoolTransport
+from services.notifier.kinds import Sender
 from services.notifier.memo import parse_memo_message
 from services.notifier.models import Delivery, messaging
-from services.notifier.service import Dispatcher, RetryPolicy, Sender, SlaWatch, record_credentials
-from services.notifier.transports import DeliveryReceipt, SpoolTransport, TransientDeliveryError
+from services.notifier.recording import Recorder
+from services.notifier.sla import SlaWatch
+from services.notifier.transport_base import DeliveryReceipt, TransientDeliveryError
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.envelope import decode, encode
@@ -91,7 +95,7 @@ async def outbox_types(db: Database) -> list[str]:
 
 async def record(db: Database, clock: FrozenClock, envelope) -> None:
     async with db.transaction() as session:
-        await record_credentials(session, envelope, clock)
+        await Recorder(clock).record(session, envelope)
 
 
 async def test_a_transient_failure_is_retried_after_a_backoff_and_then_delivered(

@@ -12,7 +12,7 @@ import uuid
 from sqlalchemy import select
 
 from services.notifier.models import Delivery
-from services.notifier.service import record_credential_changed
+from services.notifier.recording import Recorder
 from services.notifier.sms import sms_segments
 from shared.clock import FrozenClock
 from shared.db import Database
@@ -44,7 +44,7 @@ async def contact_notices(db: Database, user_id: str) -> list[CredentialChanged]
 async def delivered(notifier: NotifierUnderTest, notices: list[CredentialChanged]) -> None:
     """The notices recorded and sent by the notifier's real kinds; every delivery succeeded."""
     for notice in notices:
-        await notifier.receive(notice, record_credential_changed)
+        await notifier.receive(notice)
     await notifier.dispatcher.dispatch_due()
     async with notifier.db.transaction() as session:
         deliveries = list(await session.scalars(select(Delivery)))
@@ -161,7 +161,7 @@ async def test_a_notice_received_twice_is_sent_once_to_each_address(
     for _ in range(2):
         async with notifier.db.transaction() as session:
             envelope = decode(topic=record.topic, headers=record.headers, value=record.value)
-            await record_credential_changed(session, envelope, clock)
+            await Recorder(clock).record(session, envelope)
     await notifier.dispatcher.dispatch_due()
     assert [m["To"] for m in notifier.mail.sent] == ["jonas@nordlys.example"]
     assert [to for to, _ in notifier.sms.sent] == [OLD_MOBILE]

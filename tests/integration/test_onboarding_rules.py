@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from services.onboarding.api import create_api
+from services.onboarding.bootstrap import OnboardingParts, build
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import KnownAdministrator, KnownCustomer
 from shared.db import Database
@@ -42,6 +43,14 @@ async def customer_known(database_url: str) -> AsyncIterator[Database]:
         session.add(KnownCustomer(cvr=CVR, name="Bageriet Solsikke ApS", parent_cvr=None))
     yield db
     await db.dispose()
+
+
+@pytest.fixture
+async def worker(database_url: str) -> AsyncIterator[OnboardingParts]:
+    """Onboarding's parts as its worker builds them."""
+    parts = build(OnboardingSettings(database_url=database_url))
+    yield parts
+    await parts.db.dispose()
 
 
 async def test_a_second_application_while_the_first_is_in_flight_is_refused(
@@ -106,20 +115,20 @@ async def test_an_application_never_provisioned_fails_at_its_deadline_and_the_co
     from sqlalchemy import select
 
     from services.onboarding.models import messaging
-    from services.onboarding.service import ApplicationDeadlineWatch
     from shared.clock import FrozenClock
-    from shared.messaging import Outbox
 
     async with await _client(database_url, rate_limit_per_minute=0) as client:
         first = (await client.post("/v1/applications", json=body())).json()
         # After the application: its deadline is then at most 2 hours from the clock's start.
         clock = FrozenClock(datetime.now(UTC))
-        outbox = Outbox(messaging, clock)
-        watch = ApplicationDeadlineWatch(db=customer_known, outbox=outbox, clock=clock)
-        assert await watch.check() == 0
-        clock.advance(timedelta(hours=2, seconds=1))
-        assert await watch.check() == 1
-        assert await watch.check() == 0
+        parts = build(OnboardingSettings(database_url=database_url), clock=clock)  # as the worker's
+        try:
+            assert await parts.deadline_watch.check() == 0
+            clock.advance(timedelta(hours=2, seconds=1))
+            assert await parts.deadline_watch.check() == 1
+            assert await parts.deadline_watch.check() == 0
+        finally:
+            await parts.db.dispose()
         status = (await client.get(f"/v1/applications/{first['id']}")).json()
         again = await client.post("/v1/applications", json=body())
     assert status["status"] == "failed" and "apply again" in status["status_detail"]
@@ -139,7 +148,7 @@ def _envelope(event):
 
 
 async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withdraws_its_login(
-    database_url, customer_known
+    database_url, customer_known, worker
 ) -> None:
     """The application fails with advice, ApplicationFailed goes out (identity withdraws the
     pending login), and the company can apply again: a login never activated blocks nobody."""
@@ -147,18 +156,18 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
 
     from sqlalchemy import select
 
-    from services.onboarding import service
     from services.onboarding.models import messaging
-    from shared.clock import SystemClock
+    from services.onboarding.worker import handlers
     from shared.events import DeliveryFailed, UserCreated, UserDeleted
-    from shared.messaging import Outbox
+
+    on = handlers(worker)  # what the worker calls for each event
 
     async with await _client(database_url, rate_limit_per_minute=0) as client:
         accepted = (await client.post("/v1/applications", json=body())).json()
         user_id = _uuid.uuid4()
         now = datetime.now(UTC)
         async with customer_known.transaction() as session:
-            await service.on_user_created(
+            await on[UserCreated](
                 session,
                 _envelope(
                     UserCreated(
@@ -176,7 +185,7 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
                     )
                 ),
             )
-            await service.on_delivery_failed(
+            await on[DeliveryFailed](
                 session,
                 _envelope(
                     DeliveryFailed(
@@ -192,7 +201,6 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
                         failed_at=now,
                     )
                 ),
-                outbox=Outbox(messaging, SystemClock()),
             )
         status = (await client.get(f"/v1/applications/{accepted['id']}")).json()
         assert status["status"] == "failed" and "apply again" in status["status_detail"]
@@ -200,7 +208,7 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
         async with customer_known.transaction() as session:
             values = (await session.execute(select(messaging.outbox.c.value))).scalars().all()
             assert any('"reason":"delivery-failed"' in v for v in values)
-            await service.on_user_deleted(
+            await on[UserDeleted](
                 session,
                 _envelope(
                     UserDeleted(
@@ -218,26 +226,28 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
 
 
 async def test_a_deleted_administrator_whose_letter_was_delivered_no_longer_blocks_the_company(
-    database_url, customer_known
+    database_url, customer_known, worker
 ) -> None:
     """S3: support deletes the orphaned, activated login; the company then applies again."""
     import uuid as _uuid
 
-    from services.onboarding import service
+    from services.onboarding.worker import handlers
     from shared.events import DeliverySucceeded, UserActivated, UserDeleted
+
+    on = handlers(worker)  # what the worker calls for each event
 
     async with await _client(database_url, rate_limit_per_minute=0) as client:
         accepted = (await client.post("/v1/applications", json=body())).json()
         now = datetime.now(UTC)
         user_id = _uuid.uuid4()
         async with customer_known.transaction() as session:
-            await service.on_user_activated(
+            await on[UserActivated](
                 session,
                 _envelope(
                     UserActivated(user_id=user_id, tenant_cvr=CVR, role="administrator", activated_at=now)
                 ),
             )
-            await service.on_delivery_succeeded(
+            await on[DeliverySucceeded](
                 session,
                 _envelope(
                     DeliverySucceeded(
@@ -255,7 +265,7 @@ async def test_a_deleted_administrator_whose_letter_was_delivered_no_longer_bloc
             )
         assert (await client.post("/v1/applications", json=body())).status_code == 409
         async with customer_known.transaction() as session:
-            await service.on_user_deleted(
+            await on[UserDeleted](
                 session,
                 _envelope(
                     UserDeleted(

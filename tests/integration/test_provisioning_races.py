@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, text
 
 from services.identity.models import User, UserGrant, WaitingApplication, messaging
-from services.identity.service import Provisioning
+from services.identity.provisioning import Provisioning
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.events import AccountRef, ApplicationSubmitted, Contact, CustomerRegistered, UserGrantsChanged

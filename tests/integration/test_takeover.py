@@ -16,20 +16,16 @@ import httpx
 from sqlalchemy import select
 
 from services.identity.models import AuditEntry, Takeover, messaging
-from services.identity.service import Provisioning
+from services.identity.provisioning import Provisioning
 from services.identity.takeover import TakeoverExpiryWatch
+from services.notifier.dispatch import Dispatcher, RetryPolicy
+from services.notifier.eboks import SpoolTransport
 from services.notifier.email import EmailReceipt, parse_mailbox
 from services.notifier.kinds import Sender
 from services.notifier.letters import render_credentials_letter
 from services.notifier.models import messaging as notifier_messaging
-from services.notifier.service import (
-    Dispatcher,
-    RetryPolicy,
-    record_takeover_completed,
-    record_takeover_notice,
-)
+from services.notifier.recording import Recorder
 from services.notifier.sms import SmsReceipt
-from services.notifier.transports import SpoolTransport
 from services.onboarding.api import create_api as create_onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
@@ -261,8 +257,8 @@ async def test_the_old_administrators_are_told_by_email_and_sms_and_the_disabled
     [completed] = await events(db, TakeoverCompleted)
     notifier = NotifierUnderTest.start(notifier_url, clock, sealer, tmp_path)
     for notice in setup.notices:
-        await notifier.receive(notice, record_takeover_notice)
-    await notifier.receive(completed, record_takeover_completed)
+        await notifier.receive(notice)
+    await notifier.receive(completed)
     await notifier.dispatcher.dispatch_due()
 
     link = f"https://selvbetjening.example.dk/overtagelse/annuller/{setup.tokens[setup.admin_id]}"
@@ -458,7 +454,7 @@ async def test_activation_answers_the_same_for_a_takeovers_login_and_an_unknown_
     """A wrong code for a takeover's username and any code for an unknown username: one answer,
     and the same work (one password hash and one code check each)."""
     import services.identity.activation as activation_module
-    import services.identity.api as api_module
+    import services.identity.activation_api as api_module
 
     setup = await requested_takeover(db, clock, sealer, client)
     work: list[str] = []
@@ -583,7 +579,7 @@ class NotifierUnderTest:
         )
         return cls(db, clock, dispatcher, mail, sms)
 
-    async def receive(self, event: Event, handler) -> None:
+    async def receive(self, event: Event) -> None:
         async with self.db.transaction() as session:
-            await handler(session, envelope_of(event, self.clock), self.clock)
+            await Recorder(self.clock).record(session, envelope_of(event, self.clock))
 

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from services.identity.audit import AuditTrail
 from services.identity.models import messaging
-from services.identity.support import AuditTrail
 from services.portal.i18n import load_texts
 from shared.clock import FrozenClock
 from shared.db import Database

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from services.notifier.documents import BillingDocuments
 from services.notifier.sinks import read_mail
-from services.notifier.transports import PermanentDeliveryError
+from services.notifier.transport_base import PermanentDeliveryError
 from shared.events import InvoiceDelivery
 from tests.integration.test_invoice_delivery import (  # noqa: F401 - fixtures
     OIOUBL,

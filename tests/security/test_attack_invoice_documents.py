@@ -15,10 +15,11 @@ import pytest
 from lxml import etree
 from sqlalchemy import update
 
-from services.billing import documents
-from services.billing.access import revocation_handlers
+from services.billing import documents, rendering
+from services.billing.bootstrap import BillingParts
 from services.billing.invoicing import invoice_id_for
 from services.billing.models import Invoice
+from services.billing.worker import handlers as billing_handlers
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.events import UserDisabled, UserGrantsChanged
@@ -27,6 +28,7 @@ from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     billing,
     billing_clock,
     billing_db,
+    billing_parts,
     billing_url,
     tokens,
 )
@@ -127,13 +129,13 @@ async def test_documents_rendering_in_parallel_leave_billing_answering_meanwhile
     which it can only do while the renders run beside its event loop, not on it."""
     answered = threading.Event()
     waited: list[bool] = []
-    real_render_pdf = documents.render_pdf
+    real_render_pdf = rendering.render_pdf
 
     def render_pdf_held_until_billing_answered(document: documents.InvoiceDocument) -> bytes:
         waited.append(answered.wait(timeout=20))  # a deadline, not a pause: set as soon as answered
         return real_render_pdf(document)
 
-    monkeypatch.setattr(documents, "render_pdf", render_pdf_held_until_billing_answered)
+    monkeypatch.setattr(rendering, "render_pdf", render_pdf_held_until_billing_answered)
     admin = tokens.group_admin()
     invoice_id = invoice_id_for(PAPER_ACCOUNT, OCTOBER)
 
@@ -166,7 +168,7 @@ async def test_documents_asked_for_in_parallel_render_at_most_the_configured_num
     running: list[int] = [0]
     most: list[int] = [0]
     two_at_once = threading.Event()
-    real_render_pdf = documents.render_pdf
+    real_render_pdf = rendering.render_pdf
 
     def render_pdf_counted(document: documents.InvoiceDocument) -> bytes:
         with lock:
@@ -181,7 +183,7 @@ async def test_documents_asked_for_in_parallel_render_at_most_the_configured_num
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(documents, "render_pdf", render_pdf_counted)
+    monkeypatch.setattr(rendering, "render_pdf", render_pdf_counted)
     admin = tokens.group_admin()
     invoice_id = invoice_id_for(PAPER_ACCOUNT, OCTOBER)
     asked = [reader.get(f"/v1/invoices/{invoice_id}/document", headers=admin.headers) for _ in range(6)] + [
@@ -245,7 +247,11 @@ async def test_accept_tricks_and_several_accept_headers_fired_in_parallel_never_
 
 
 async def test_tokens_of_a_disabled_or_narrowed_user_open_no_document_however_many_are_fired_at_once(
-    reader: httpx.AsyncClient, tokens: Tokens, billing_db: Database, billing_clock: FrozenClock
+    reader: httpx.AsyncClient,
+    tokens: Tokens,
+    billing_db: Database,
+    billing_clock: FrozenClock,
+    billing_parts: BillingParts,
 ) -> None:
     """S12, S14: an access token is valid for minutes; a user disabled, or narrowed to fewer
     accounts, meanwhile reads no document with the token they still hold."""
@@ -254,7 +260,7 @@ async def test_tokens_of_a_disabled_or_narrowed_user_open_no_document_however_ma
     disabled = tokens.caller(grant, ["invoices"], user_id=disabled_id)
     narrowed = tokens.caller(grant, ["invoices"], user_id=narrowed_id)
     invoice_id = invoice_id_for(PEPPOL_ACCOUNT, OCTOBER)
-    handlers = revocation_handlers(billing_clock)
+    handlers = billing_handlers(billing_parts)
     billing_clock.advance(timedelta(seconds=2))
     for event in (
         UserDisabled(user_id=uuid.UUID(disabled_id), tenant_cvr=NORDLYS, disabled_at=billing_clock.now()),
@@ -268,7 +274,7 @@ async def test_tokens_of_a_disabled_or_narrowed_user_open_no_document_however_ma
     ):
         envelope = envelope_of(event, billing_clock)
         async with billing_db.transaction() as session:
-            await handlers[envelope.type](session, envelope)
+            await handlers[type(event)](session, envelope)
 
     requests = [
         (f"/v1/invoices/{invoice_id}", {"Accept": "application/pdf"}, {}),
@@ -325,7 +331,7 @@ async def test_a_user_flooding_billing_with_document_requests_does_not_hold_up_t
     notifier_served = threading.Event()
     lock = threading.Lock()
     user_renders: list[bool] = []
-    real_render_pdf = documents.render_pdf
+    real_render_pdf = rendering.render_pdf
 
     def user_renders_wait_for_the_notifier(document: documents.InvoiceDocument) -> bytes:
         if document.account_number == PAPER_ACCOUNT:  # the user's; the notifier's is another
@@ -336,7 +342,7 @@ async def test_a_user_flooding_billing_with_document_requests_does_not_hold_up_t
                 user_renders[user_renders.index(False)] = served
         return real_render_pdf(document)
 
-    monkeypatch.setattr(documents, "render_pdf", user_renders_wait_for_the_notifier)
+    monkeypatch.setattr(rendering, "render_pdf", user_renders_wait_for_the_notifier)
     admin = tokens.group_admin()
     flood = [
         reader.get(f"/v1/invoices/{invoice_id_for(PAPER_ACCOUNT, OCTOBER)}/document", headers=admin.headers)

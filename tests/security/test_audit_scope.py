@@ -14,9 +14,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from services.identity.audit import Cursor, keep_billing_entry
+from services.identity.audit import AuditTrail, Cursor, keep_billing_entry
 from services.identity.models import User, messaging
-from services.identity.support import AuditTrail
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.envelope import Envelope

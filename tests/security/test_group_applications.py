@@ -22,19 +22,24 @@ import pytest
 from sqlalchemy import select
 
 from services.identity.models import User, UserGrant
-from services.onboarding import service as onboarding
 from services.onboarding.api import create_api as create_onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
-from shared.clock import FrozenClock
+from services.onboarding.models import messaging as onboarding_messaging
+from services.onboarding.projections import Projections
+from shared.clock import FrozenClock, SystemClock
 from shared.db import Database
 from shared.events import AdministratorProvisioningRejected, CredentialsIssued, CustomerRegistered
+from shared.messaging import Outbox
 from tests.integration.test_activation import activate_from_letter, envelope_of
 from tests.integration.test_login import client, database_url, settings  # noqa: F401
 from tests.security.test_reapplication import application, events_of, handlers, letter_of, submit
 from tests.support.asgi import AppTransport
 
 HOLDING, ENERGI, VIND, SERVICE = "35657193", "37826111", "33112874", "41204559"
+
+# Onboarding's event handlers, as its worker calls them.
+onboarding = Projections(outbox=Outbox(onboarding_messaging, SystemClock()))
 GROUP = [  # parent first
     (HOLDING, "Nordlys Holding A/S", None),
     (ENERGI, "Nordlys Energi A/S", HOLDING),

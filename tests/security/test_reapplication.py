@@ -24,12 +24,13 @@ from sqlalchemy import select, update
 
 from services.identity.models import User
 from services.identity.models import messaging as identity_messaging
-from services.identity.service import Provisioning
-from services.onboarding import service as onboarding
+from services.identity.provisioning import Provisioning
 from services.onboarding.api import create_api as create_onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
-from shared.clock import FrozenClock
+from services.onboarding.models import messaging as onboarding_messaging
+from services.onboarding.projections import Projections
+from shared.clock import FrozenClock, SystemClock
 from shared.db import Database
 from shared.events import (
     AccountRef,
@@ -59,6 +60,9 @@ from tests.support.asgi import AppTransport
 
 E = TypeVar("E", bound=Event)
 CVR = "22109340"
+
+# Onboarding's event handlers, as its worker calls them.
+onboarding = Projections(outbox=Outbox(onboarding_messaging, SystemClock()))
 
 
 # --- identity -------------------------------------------------------------------------------

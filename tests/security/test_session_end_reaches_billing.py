@@ -21,14 +21,20 @@ from sqlalchemy import event, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.billing.access import purge_ended_sessions, revocation_handlers, revocation_query
 from services.billing.api import create_api as create_billing_api
+from services.billing.bootstrap import BillingParts, build
 from services.billing.config import BillingSettings
 from services.billing.models import EndedSession
 from services.billing.models import messaging as billing_messaging
+from services.billing.revocations import revocation_query
+from services.billing.worker import handlers as billing_handlers
 from services.identity.models import messaging as identity_messaging
+from services.notifier.bootstrap import build as build_notifier
+from services.notifier.config import NotifierSettings
 from services.notifier.models import messaging as notifier_messaging
 from services.notifier.worker import handlers as notifier_handlers
+from services.onboarding.bootstrap import build as build_onboarding
+from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import messaging as onboarding_messaging
 from services.onboarding.worker import handlers as onboarding_handlers
 from services.registry import SERVICES
@@ -36,7 +42,7 @@ from shared.clock import FrozenClock
 from shared.db import Database, alembic_config, migrate
 from shared.envelope import KafkaRecord, encode
 from shared.events import IDENTITY_USERS, SessionEnded
-from shared.messaging import ConsumedMessage, IdempotentConsumer, MessagingTables, Outbox, by_topic
+from shared.messaging import ConsumedMessage, IdempotentConsumer, MessagingTables, by_topic
 from tests.integration.billing_fixtures import billing_url  # noqa: F401 - fixture
 from tests.integration.test_activation import envelope_of
 from tests.integration.test_login import (  # noqa: F401 - fixtures
@@ -100,10 +106,21 @@ def bearer(tokens: dict) -> dict[str, str]:
 
 
 @pytest.fixture
-async def billing_db(billing_url: str) -> AsyncIterator[Database]:
-    database = Database(billing_url)
-    yield database
-    await database.dispose()
+async def billing_parts(billing_url: str, clock: FrozenClock, tmp_path: Path) -> AsyncIterator[BillingParts]:
+    """Billing's parts, as its worker builds them."""
+    settings = BillingSettings(
+        database_url=billing_url,
+        var_dir=tmp_path,
+        identity_jwks_url="http://identity.test/.well-known/jwks.json",
+    )
+    parts = build(settings, clock=clock)
+    yield parts
+    await parts.db.dispose()
+
+
+@pytest.fixture
+def billing_db(billing_parts: BillingParts) -> Database:
+    return billing_parts.db
 
 
 @pytest.fixture
@@ -129,13 +146,13 @@ async def billing(
 
 
 @pytest.fixture
-def billing_consumer(billing_db: Database, clock: FrozenClock) -> IdempotentConsumer:
+def billing_consumer(billing_parts: BillingParts, clock: FrozenClock) -> IdempotentConsumer:
     """Billing's worker's consumer of `identity.users`."""
     return IdempotentConsumer(
         name="billing:identity.users",
-        db=billing_db,
+        db=billing_parts.db,
         tables=billing_messaging,
-        handlers=revocation_handlers(clock),
+        handlers=billing_handlers(billing_parts),
         dead_letters=NoDeadLetters(),
         clock=clock,
     )
@@ -270,9 +287,10 @@ async def test_a_session_ended_by_many_requests_at_once_is_announced_once_and_re
 
 
 async def test_billing_forgets_an_ended_session_once_its_tokens_can_no_longer_be_valid(
-    billing_db: Database, clock: FrozenClock
+    billing_db: Database, clock: FrozenClock, billing_parts: BillingParts
 ) -> None:
-    handlers = revocation_handlers(clock)
+    handlers = billing_handlers(billing_parts)
+    revocations = billing_parts.revocations
     user = uuid.uuid4()
     ended_long_ago, ended_lately = uuid.uuid4(), uuid.uuid4()
     for session_id, ended_at in (
@@ -285,9 +303,8 @@ async def test_billing_forgets_an_ended_session_once_its_tokens_can_no_longer_be
         async with billing_db.transaction() as session:
             await handlers[SessionEnded](session, envelope)
 
-    kept = BillingSettings.model_fields["ended_sessions_kept"].default
-    assert kept == timedelta(hours=1)
-    assert await purge_ended_sessions(billing_db, clock, kept) == 1
+    assert revocations.ended_sessions_kept == timedelta(hours=1)  # the default
+    assert await revocations.purge_ended_sessions() == 1
 
     async def remembered(session_id: uuid.UUID) -> bool:
         async with billing_db.reading() as session:
@@ -295,9 +312,9 @@ async def test_billing_forgets_an_ended_session_once_its_tokens_can_no_longer_be
 
     assert not await remembered(ended_long_ago) and await remembered(ended_lately)
     clock.advance(timedelta(minutes=1, seconds=1))
-    assert await purge_ended_sessions(billing_db, clock, kept) == 1
+    assert await revocations.purge_ended_sessions() == 1
     assert not await remembered(ended_lately)
-    assert await purge_ended_sessions(billing_db, clock, kept) == 0
+    assert await revocations.purge_ended_sessions() == 0
 
 
 async def test_the_revocation_check_is_one_statement_that_reads_both_tables_by_primary_key(
@@ -337,15 +354,15 @@ async def test_the_revocation_check_is_one_statement_that_reads_both_tables_by_p
 
 @pytest.mark.parametrize("service", ["notifier", "onboarding"])
 async def test_the_other_consumers_of_identity_users_ignore_a_session_end(
-    service: str, database_factory, clock: FrozenClock
+    service: str, database_factory, clock: FrozenClock, tmp_path: Path
 ) -> None:
     url = database_factory(service)
     await asyncio.to_thread(migrate, SERVICES[service].migrations, url)
     tables: MessagingTables = notifier_messaging if service == "notifier" else onboarding_messaging
     handlers = by_topic(
-        notifier_handlers(clock)
+        notifier_handlers(build_notifier(NotifierSettings(database_url=url, var_dir=tmp_path), clock=clock))
         if service == "notifier"
-        else onboarding_handlers(Outbox(onboarding_messaging, clock))
+        else onboarding_handlers(build_onboarding(OnboardingSettings(database_url=url), clock=clock))
     )[IDENTITY_USERS]
     database = Database(url)
     try:

@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy import select
 
 from services.identity.models import AuditEntry, User, messaging
-from services.identity.service import Provisioning
+from services.identity.provisioning import Provisioning
 from shared.db import Database
 from shared.events import AccountRef, ApplicationSubmitted, Contact, CredentialsIssued, CustomerRegistered
 from shared.messaging import Outbox

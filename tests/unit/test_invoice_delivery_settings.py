@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from services.notifier.bootstrap import einvoice_transport
 from services.notifier.config import NotifierSettings
 from services.notifier.email import Attachment, build_email, parse_mailbox
 from services.notifier.invoice_transports import EinvoiceHttpTransport, EinvoiceSpool
 from services.notifier.kinds import invoice_filename
-from services.notifier.worker import einvoice_transport
 from shared.events import InvoiceIssued
 from shared.sealing import generate_key
 

@@ -100,13 +100,33 @@ def test_the_letter_is_a_memo_1_2_digital_post_from_the_operator_to_the_company_
     assert base64.b64decode(only(root, f"{file}/memo:content")) == LETTER
 
 
-def test_header_elements_come_in_the_memo_schema_order() -> None:
+def test_the_root_element_states_its_version_in_memo_version_alone() -> None:
+    """MeMo 1.2 dropped `memoSchVersion` from `memo:Message` (with the XSD it named)."""
+    root = etree.fromstring(build_memo_message(**memo_kwargs()))
+
+    assert dict(root.attrib) == {"memoVersion": "1.2"}
+    assert root.nsmap == {"memo": MEMO_NAMESPACE}
+
+
+def test_every_element_is_in_the_memo_namespace() -> None:
     root = etree.fromstring(build_memo_message(**memo_kwargs(recipient_label="Acme ApS")))
 
+    assert {etree.QName(element).namespace for element in root.iter()} == {MEMO_NAMESPACE}
+
+
+def children(element: etree._Element | None) -> list[str]:
+    assert element is not None
+    return [etree.QName(child).localname for child in element]
+
+
+def test_elements_come_in_the_order_memo_1_2_gives_them() -> None:
+    """No XSD exists for MeMo 1.2: this is the structure we produce, in the sequence of MeMo
+    1.2's published full example, with the elements it requires (docs/eboks.md)."""
+    root = etree.fromstring(build_memo_message(**memo_kwargs(recipient_label="Acme ApS")))
+
+    assert children(root) == ["MessageHeader", "MessageBody"]
     header = root.find("memo:MessageHeader", NS)
-    assert header is not None
-    names = [etree.QName(child).localname for child in header]
-    assert names == [
+    assert children(header) == [
         "messageType",
         "messageUUID",
         "messageID",
@@ -116,13 +136,31 @@ def test_header_elements_come_in_the_memo_schema_order() -> None:
         "Sender",
         "Recipient",
     ]
-    recipient = header.find("memo:Recipient", NS)
-    assert recipient is not None
-    assert [etree.QName(child).localname for child in recipient] == [
-        "recipientID",
-        "idType",
-        "label",
+    assert children(root.find("memo:MessageHeader/memo:Sender", NS)) == ["senderID", "idType", "label"]
+    assert children(root.find("memo:MessageHeader/memo:Recipient", NS)) == ["recipientID", "idType", "label"]
+    assert children(root.find("memo:MessageBody", NS)) == ["createdDateTime", "MainDocument"]
+    main_document = "memo:MessageBody/memo:MainDocument"
+    assert children(root.find(main_document, NS)) == ["mainDocumentID", "label", "File"]
+    assert children(root.find(f"{main_document}/memo:File", NS)) == [
+        "encodingFormat",
+        "filename",
+        "language",
+        "content",
     ]
+
+
+def test_a_recipient_without_a_name_has_no_label() -> None:
+    root = etree.fromstring(build_memo_message(**memo_kwargs()))
+
+    assert children(root.find("memo:MessageHeader/memo:Recipient", NS)) == ["recipientID", "idType"]
+
+
+def test_a_letter_spooled_with_the_old_schema_version_attribute_still_reads() -> None:
+    xml = build_memo_message(**memo_kwargs()).replace(
+        b'memoVersion="1.2"', b'memoVersion="1.2" memoSchVersion="1.2.0"'
+    )
+
+    assert parse_memo_message(xml).message_uuid == uuid.UUID("6f1c1a52-55f4-4b39-9a8e-0d8f0f3c2b71")
 
 
 def test_the_same_event_always_gives_the_same_letter_id() -> None:

@@ -12,7 +12,7 @@ import pytest
 from services.notifier.kinds import MobileChangedNotice
 from services.notifier.models import Delivery
 from services.notifier.sms import SmsReceipt, gsm7_septets, sms_segments
-from services.notifier.transports import PermanentDeliveryError
+from services.notifier.transport_base import PermanentDeliveryError
 from shared.events import CredentialChanged
 
 LONGEST_DATE = datetime(2026, 9, 30, 10, 59, tzinfo=UTC)  # "september", two-digit day and hour

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from services.portal.web import CustomerPage
+from services.portal.deps import CustomerPage
 
 router = APIRouter()
 

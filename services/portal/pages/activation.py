@@ -26,7 +26,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
 from services.portal.clients import ServiceProblem
-from services.portal.web import Form, Page, PageContext, field_errors, text_field
+from services.portal.deps import Form, Page
+from services.portal.web import PageContext, field_errors, text_field
 
 router = APIRouter()
 

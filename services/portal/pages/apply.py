@@ -16,7 +16,8 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
 from services.portal.clients import ServiceProblem
-from services.portal.web import Form, Page, PageContext, PageProblem, field_errors, text_field
+from services.portal.deps import Form, Page
+from services.portal.web import PageContext, PageProblem, field_errors, text_field
 
 router = APIRouter()
 

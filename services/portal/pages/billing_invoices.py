@@ -27,8 +27,9 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
 from services.portal.clients import ServiceProblem
+from services.portal.deps import needs_function
 from services.portal.i18n import _BABEL_LOCALES
-from services.portal.web import PageContext, PageProblem, field_errors, needs_function
+from services.portal.web import PageContext, PageProblem, field_errors
 
 router = APIRouter()
 

@@ -23,8 +23,9 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
 from services.portal.clients import ServiceProblem
+from services.portal.deps import Form, needs_function
 from services.portal.pages.billing_orders import granted_companies
-from services.portal.web import Form, PageContext, PageProblem, field_errors, needs_function, text_field
+from services.portal.web import PageContext, PageProblem, field_errors, text_field
 
 router = APIRouter()
 

@@ -30,7 +30,8 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
 from services.portal.clients import ServiceProblem
-from services.portal.web import Form, PageContext, PageProblem, field_errors, needs_function, text_field
+from services.portal.deps import Form, needs_function
+from services.portal.web import PageContext, PageProblem, field_errors, text_field
 
 router = APIRouter()
 

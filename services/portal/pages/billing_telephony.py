@@ -31,7 +31,8 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
 from services.portal.clients import ServiceProblem
-from services.portal.web import Form, PageContext, PageProblem, needs_function, text_field
+from services.portal.deps import Form, needs_function
+from services.portal.web import PageContext, PageProblem, text_field
 from shared.validation import normalise_danish_phone
 
 router = APIRouter()

@@ -22,16 +22,14 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.portal.clients import Caller, ServiceProblem
+from services.portal.deps import Form, Page
 from services.portal.i18n import LANGUAGES
 from services.portal.pages.public import set_language_cookie
 from services.portal.sessions import LoggingIn
 from services.portal.web import (
-    Form,
-    Page,
     PageContext,
     clear_session_cookie,
     field_errors,
-    portal_of,
     safe_next,
     set_session_cookie,
     text_field,
@@ -118,7 +116,7 @@ async def login(page: Page, form: Form) -> Response:
     response = page.redirect("/log-ind/kode")
     set_session_cookie(
         response,
-        portal_of(page.request).settings,
+        page.portal.settings,
         await page.portal.sessions.begin_login(page.cookie, challenge),
     )
     return response
@@ -132,7 +130,7 @@ def _wait_text(page: PageContext, problem: ServiceProblem) -> str:
 
 
 def _device_token(page: PageContext) -> str | None:
-    settings = portal_of(page.request).settings
+    settings = page.portal.settings
     sealed = page.request.cookies.get(settings.device_cookie)
     if not sealed:
         return None
@@ -244,7 +242,7 @@ async def verify_code(page: Page, form: Form) -> Response:
             user_agent=page.anonymous_caller.user_agent,
         )
     )
-    settings = portal_of(page.request).settings
+    settings = page.portal.settings
     cookie = await page.portal.sessions.sign_in(page.cookie, tokens, user)
     staff = user.get("tenant_cvr") is None
     next_path = safe_next(login.challenge.get("next"), default="/support" if staff else "/oversigt")
@@ -298,5 +296,5 @@ async def logout(page: Page, form: Form) -> RedirectResponse:
             await page.services.identity.logout(page.caller)
     await page.portal.sessions.end(page.cookie)
     response = page.redirect("/?logget-ud=1")
-    clear_session_cookie(response, portal_of(page.request).settings)
+    clear_session_cookie(response, page.portal.settings)
     return response

@@ -24,14 +24,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from services.portal.clients import ServiceProblem
+from services.portal.deps import Form, SignedInPage
 from services.portal.web import (
-    Form,
     LoginRequired,
     PageContext,
-    SignedInPage,
     clear_session_cookie,
     field_errors,
-    portal_of,
     safe_next,
     text_field,
 )
@@ -306,5 +304,5 @@ async def log_in_again(page: SignedInPage, form: Form) -> RedirectResponse:
         await page.services.identity.logout(page.caller)
     await page.portal.sessions.end(page.cookie)
     response = page.redirect(f"/log-ind?next={next_path}")
-    clear_session_cookie(response, portal_of(page.request).settings)
+    clear_session_cookie(response, page.portal.settings)
     return response

@@ -24,8 +24,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
 from services.portal.clients import ServiceProblem
+from services.portal.deps import Form, Page
 from services.portal.pages.activation import MASKED_MOBILE, USERNAME
-from services.portal.web import Form, Page, PageContext, field_errors, text_field
+from services.portal.web import PageContext, field_errors, text_field
 
 router = APIRouter()
 

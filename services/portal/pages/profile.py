@@ -23,18 +23,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from services.portal.clients import ServiceProblem
+from services.portal.deps import Form, SignedInPage
 from services.portal.i18n import LANGUAGES
 from services.portal.pages.public import set_language_cookie
-from services.portal.web import (
-    Form,
-    LoginRequired,
-    PageContext,
-    SignedInPage,
-    clear_session_cookie,
-    field_errors,
-    portal_of,
-    text_field,
-)
+from services.portal.web import LoginRequired, PageContext, clear_session_cookie, field_errors, text_field
 
 router = APIRouter()
 
@@ -121,7 +113,7 @@ async def choose_language(page: SignedInPage, form: Form) -> Response:
         await _ended_at_identity(page, problem)
         raise
     response = page.redirect("/profil?sprog-gemt=1")
-    set_language_cookie(response, portal_of(page.request).settings, language)
+    set_language_cookie(response, page.portal.settings, language)
     return response
 
 
@@ -202,7 +194,7 @@ async def _logged_out_for_safety(page: PageContext) -> HTMLResponse:
     await page.portal.sessions.end(page.cookie)
     page.user = None
     response = page.render("authenticator_logged_out.html", status=403, next=AUTHENTICATOR_PATH)
-    clear_session_cookie(response, portal_of(page.request).settings)
+    clear_session_cookie(response, page.portal.settings)
     return response
 
 
@@ -216,7 +208,7 @@ async def log_in_again(page: SignedInPage, form: Form) -> RedirectResponse:
     # Not `login_redirect`: its "your session ended" notice is not what happened; the page
     # before said why (`authenticator.reauthenticate`).
     response = page.redirect(f"/log-ind?next={AUTHENTICATOR_PATH}")
-    clear_session_cookie(response, portal_of(page.request).settings)
+    clear_session_cookie(response, page.portal.settings)
     return response
 
 

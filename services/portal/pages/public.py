@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.portal.config import PortalSettings
+from services.portal.deps import Page
 from services.portal.i18n import LANGUAGES
-from services.portal.web import Page, portal_of, safe_next
+from services.portal.web import safe_next
 
 router = APIRouter()
 
@@ -30,7 +31,7 @@ async def switch_language(
     """The language switch on every page: a preference, remembered in a cookie."""
     response = page.redirect(safe_next(next, default="/"))
     if til in LANGUAGES:
-        set_language_cookie(response, portal_of(page.request).settings, til)
+        set_language_cookie(response, page.portal.settings, til)
     return response
 
 

@@ -21,8 +21,9 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
 from services.portal.clients import ServiceProblem, ServiceUnavailable
+from services.portal.deps import Form, StaffPage
 from services.portal.pages.audit import ACTION_GROUPS, TrailFilter, support_trail, trail_filter
-from services.portal.web import Form, PageContext, PageProblem, StaffPage
+from services.portal.web import PageContext, PageProblem
 
 log = logging.getLogger(__name__)
 

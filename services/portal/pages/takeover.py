@@ -17,15 +17,9 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
 from services.portal.clients import ServiceProblem
+from services.portal.deps import Form, Page, needs_function
 from services.portal.pages.apply import FIELDS, application_of
-from services.portal.web import (
-    Form,
-    Page,
-    PageContext,
-    PageProblem,
-    needs_function,
-    text_field,
-)
+from services.portal.web import PageContext, PageProblem, text_field
 
 router = APIRouter()
 

@@ -25,16 +25,14 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
 from services.portal.clients import ServiceProblem
+from services.portal.deps import Form, needs_function
 from services.portal.pages.account import FUNCTIONS_IN_ORDER
 from services.portal.web import (
-    Form,
     LoginRequired,
     PageContext,
     PageProblem,
     clear_session_cookie,
     field_errors,
-    needs_function,
-    portal_of,
     safe_next,
     text_field,
 )
@@ -395,7 +393,7 @@ async def log_in_again(page: UserAdminPage, form: Form) -> Response:
         await page.services.identity.logout(page.caller)
     await page.portal.sessions.end(page.cookie)
     response = page.redirect(f"/log-ind?next={quote(back_to, safe='/')}")
-    clear_session_cookie(response, portal_of(page.request).settings)
+    clear_session_cookie(response, page.portal.settings)
     return response
 
 

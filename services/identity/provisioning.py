@@ -67,35 +67,37 @@ class Provisioning:
     code_ttl: timedelta
     takeover_notice_period: timedelta = timedelta(hours=72)
 
-    async def on_customer_registered(self, session: AsyncSession, envelope: Envelope) -> None:
-        event = envelope.event
-        assert isinstance(event, CustomerRegistered)
-        await lock_for_transaction(session, COMPANY_LOCK, event.cvr)  # see on_application_submitted
-        ancestors = await self._ancestors(session, event.parent_cvr)
+    async def on_customer_registered(
+        self, session: AsyncSession, envelope: Envelope[CustomerRegistered]
+    ) -> None:
+        await lock_for_transaction(session, COMPANY_LOCK, envelope.event.cvr)  # see on_application_submitted
+        ancestors = await self._ancestors(session, envelope.event.parent_cvr)
         for cvr in ancestors:  # child to parent, always in that order: no deadlock
             await lock_for_transaction(session, COMPANY_LOCK, cvr)
-        company = await session.get(Company, event.cvr)
-        numbers = [a.account_number for a in event.accounts]
+        company = await session.get(Company, envelope.event.cvr)
+        numbers = [a.account_number for a in envelope.event.accounts]
         is_new = company is None
         if company is None:
             session.add(
                 Company(
-                    cvr=event.cvr,
-                    name=event.name,
-                    parent_cvr=event.parent_cvr,
+                    cvr=envelope.event.cvr,
+                    name=envelope.event.name,
+                    parent_cvr=envelope.event.parent_cvr,
                     account_numbers=numbers,
                 )
             )
         else:
             company.name, company.parent_cvr, company.account_numbers = (
-                event.name,
-                event.parent_cvr,
+                envelope.event.name,
+                envelope.event.parent_cvr,
                 numbers,
             )
         await session.flush()
         if is_new and ancestors:
-            await self._join_groups(session, event.cvr, ancestors)
-        waiting = await session.scalars(select(WaitingApplication).where(WaitingApplication.cvr == event.cvr))
+            await self._join_groups(session, envelope.event.cvr, ancestors)
+        waiting = await session.scalars(
+            select(WaitingApplication).where(WaitingApplication.cvr == envelope.event.cvr)
+        )
         for application in list(waiting):
             await session.delete(application)
             await self._provision(session, ApplicationSubmitted.model_validate_json(application.event_json))
@@ -139,25 +141,25 @@ class Provisioning:
             )
             log.info("administrator %s now also holds %s, new in the group", user.id, [g.cvr for g in new])
 
-    async def on_application_submitted(self, session: AsyncSession, envelope: Envelope) -> None:
-        event = envelope.event
-        assert isinstance(event, ApplicationSubmitted)
+    async def on_application_submitted(
+        self, session: AsyncSession, envelope: Envelope[ApplicationSubmitted]
+    ) -> None:
         # The customer may be arriving on billing.customers at this very moment, in another
         # consumer's transaction: without the lock both could miss each other, and the
         # application would wait for a company that is already there.
-        await lock_for_transaction(session, COMPANY_LOCK, event.cvr)
-        if await session.get(Company, event.cvr) is None:
+        await lock_for_transaction(session, COMPANY_LOCK, envelope.event.cvr)
+        if await session.get(Company, envelope.event.cvr) is None:
             # Onboarding saw the customer on billing.customers before we did; wait for it.
             session.add(
                 WaitingApplication(
-                    application_id=str(event.application_id),
-                    cvr=event.cvr,
-                    event_json=event.model_dump_json(),
+                    application_id=str(envelope.event.application_id),
+                    cvr=envelope.event.cvr,
+                    event_json=envelope.event.model_dump_json(),
                     received_at=self.clock.now(),
                 )
             )
             return
-        await self._provision(session, event)
+        await self._provision(session, envelope.event)
 
     async def _provision(self, session: AsyncSession, event: ApplicationSubmitted) -> None:
         now = self.clock.now()
@@ -359,14 +361,14 @@ class Provisioning:
         await session.flush()
         return user
 
-    async def on_application_failed(self, session: AsyncSession, envelope: Envelope) -> None:
+    async def on_application_failed(
+        self, session: AsyncSession, envelope: Envelope[ApplicationFailed]
+    ) -> None:
         """Withdraw the login whose letter never arrived: nobody can activate it, and while it
         stands the company could not apply again (S2, S3)."""
-        event = envelope.event
-        assert isinstance(event, ApplicationFailed)
         user = await session.scalar(
             select(User)
-            .where(User.application_id == str(event.application_id), User.status == "pending")
+            .where(User.application_id == str(envelope.event.application_id), User.status == "pending")
             .with_for_update()
         )
         if user is None:  # never provisioned, activated after all, or replaced: nothing to withdraw
@@ -377,8 +379,8 @@ class Provisioning:
         log.warning(
             "withdrew pending login %s: application %s failed (%s)",
             user.id,
-            event.application_id,
-            event.reason,
+            envelope.event.application_id,
+            envelope.event.reason,
         )
 
 
@@ -464,7 +466,7 @@ async def remove_login(
         session,
         UserDeleted(
             user_id=uuid.UUID(user.id),
-            tenant_cvr=user.tenant_cvr,
+            tenant_cvr=user.customer_cvr,
             role=user.role,  # type: ignore[arg-type]
             reason=reason,  # type: ignore[arg-type]
             application_id=uuid.UUID(user.application_id) if user.application_id else None,

@@ -1,9 +1,10 @@
-"""Ways of handing a MeMo letter to the company's e-Boks (S2), and what every transport shares:
-the errors, the write-once spool file and the HTTP retries (`invoice_transports.py` uses them).
+"""What the notifier's transports share: the delivery errors and receipt, the write-once
+spool file (e-Boks letters, e-invoices, print, the development sinks), and an owned HTTP client
+with TLS and retries (`OwnsHttpClient`, used by the e-Boks and e-invoice HTTP transports).
 
-Every transport keeps one promise: a given ``message_uuid`` reaches the mailbox at most once,
-and a second attempt is reported as ``already_delivered`` rather than as a new letter. That
-is what makes it safe for the notifier to retry after a crash or a redelivered event.
+Every transport keeps one promise: a given message id reaches its receiver at most once, and a
+second attempt is reported as ``already_delivered`` rather than as a new message. That is what
+makes it safe for the notifier to retry after a crash or a redelivered event.
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self, TypedDict
 from uuid import UUID
 
 import httpx
-
-from services.notifier.memo import ensure_cvr
 
 _BODY_EXCERPT_CHARS = 200
 
@@ -49,56 +48,6 @@ class DeliveryReceipt:
     message_uuid: UUID
     location: str
     already_delivered: bool
-
-
-class EboksTransport(Protocol):
-    name: str
-
-    async def deliver(
-        self, *, recipient_cvr: str, message_uuid: UUID, document: bytes
-    ) -> DeliveryReceipt: ...
-
-
-class SpoolTransport:
-    """Delivers letters as files ``<directory>/<cvr>/<message_uuid>.xml``.
-
-    Used where no e-Boks endpoint is contracted (development, demos, tests) and as a
-    hand-off directory for a separate upload job. A letter file appears complete or not
-    at all, and is never overwritten, even by several processes sharing the directory.
-    """
-
-    name = "spool"
-
-    def __init__(self, directory: Path) -> None:
-        self._directory = Path(directory)
-
-    @property
-    def directory(self) -> Path:
-        return self._directory
-
-    async def deliver(self, *, recipient_cvr: str, message_uuid: UUID, document: bytes) -> DeliveryReceipt:
-        try:
-            ensure_cvr(recipient_cvr, field="recipient_cvr")
-        except ValueError as exc:
-            raise PermanentDeliveryError(str(exc)) from exc
-        # Normalise so that only the canonical UUID spelling can ever reach the file name.
-        canonical_uuid = UUID(str(message_uuid))
-        return await asyncio.to_thread(self._write_once, recipient_cvr, canonical_uuid, document)
-
-    def list_letters(self, cvr: str) -> list[Path]:
-        """The letters delivered to ``cvr``, oldest first."""
-        folder = self._directory / ensure_cvr(cvr)
-        if not folder.is_dir():
-            return []
-        letters = [path for path in folder.glob("*.xml") if path.is_file()]
-        return sorted(letters, key=lambda path: (path.stat().st_mtime_ns, path.name))
-
-    def _write_once(self, cvr: str, message_uuid: UUID, document: bytes) -> DeliveryReceipt:
-        try:
-            final, written = write_once(self._directory, Path(cvr), f"{message_uuid}.xml", document)
-        except OSError as exc:
-            raise TransientDeliveryError(f"could not spool letter {message_uuid}: {exc}") from exc
-        return DeliveryReceipt(message_uuid=message_uuid, location=str(final), already_delivered=not written)
 
 
 def write_once(root: Path, folder: Path, name: str, document: bytes) -> tuple[Path, bool]:
@@ -145,10 +94,55 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+class HttpClientOptions(TypedDict, total=False):
+    """How an `OwnsHttpClient` reaches its receiver: TLS, timeout and retries (see there)."""
+
+    client_cert: Path | None
+    client_key: Path | None
+    ca_bundle: Path | None
+    timeout: float
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    transport: httpx.AsyncBaseTransport | None
+    sleep: Callable[[float], Awaitable[None]]
+
+
 class OwnsHttpClient:
-    """A transport that owns an HTTP client (`_client`) and closes it when done with."""
+    """A transport that owns an HTTP client (`_client`), retries what may pass through it
+    (`_retry`, `HttpRetry`) and closes it when done with.
+
+    The client verifies the receiver with the system's CAs (or `ca_bundle`'s), presents the
+    operator's client certificate where the receiver asks for mutual TLS, and never follows a
+    redirect."""
 
     _client: httpx.AsyncClient
+    _retry: HttpRetry
+
+    def __init__(
+        self,
+        *,
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
+        ca_bundle: Path | None = None,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if (client_cert is None) != (client_key is None):
+            raise ValueError("client_cert and client_key must be given together")
+        self._retry = HttpRetry(
+            max_attempts=max_attempts, backoff_base=backoff_base, backoff_max=backoff_max, sleep=sleep
+        )
+        self._client = httpx.AsyncClient(
+            verify=tls_context(client_cert, client_key, ca_bundle),
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -176,63 +170,6 @@ def receipt_of(response: httpx.Response, message_uuid: UUID, *, url: str, refuse
     if status == 409:
         return DeliveryReceipt(message_uuid, location, already_delivered=True)
     raise PermanentDeliveryError(f"{refused} with HTTP {status}: {excerpt(response.text)}", status_code=status)
-
-
-class HttpTransport(OwnsHttpClient):
-    """POSTs the MeMo XML to the e-Boks sender endpoint named in the operator's contract.
-
-    Retries what may pass (connection errors, timeouts, 429, 5xx) with exponential backoff
-    and jitter; any other refusal is permanent. HTTP 409 means the receiver already holds
-    this ``X-Message-UUID``, which is the success we wanted.
-    """
-
-    name = "http"
-
-    def __init__(
-        self,
-        *,
-        url: str,
-        client_cert: Path | None = None,
-        client_key: Path | None = None,
-        ca_bundle: Path | None = None,
-        timeout: float = 10.0,
-        max_attempts: int = 4,
-        backoff_base: float = 0.5,
-        backoff_max: float = 8.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        if (client_cert is None) != (client_key is None):
-            raise ValueError("client_cert and client_key must be given together")
-        self._url = url
-        self._retry = HttpRetry(
-            max_attempts=max_attempts, backoff_base=backoff_base, backoff_max=backoff_max, sleep=sleep
-        )
-        self._client = httpx.AsyncClient(
-            verify=tls_context(client_cert, client_key, ca_bundle),
-            timeout=timeout,
-            transport=transport,
-            follow_redirects=False,
-        )
-
-    async def deliver(self, *, recipient_cvr: str, message_uuid: UUID, document: bytes) -> DeliveryReceipt:
-        try:
-            ensure_cvr(recipient_cvr, field="recipient_cvr")
-        except ValueError as exc:
-            raise PermanentDeliveryError(str(exc)) from exc
-        headers = {
-            "Content-Type": "application/xml",
-            "X-Message-UUID": str(message_uuid),
-            "X-Recipient-CVR": recipient_cvr,
-        }
-        response = await self._retry.post(
-            self._client,
-            self._url,
-            what=f"e-Boks did not accept letter {message_uuid}",
-            content=document,
-            headers=headers,
-        )
-        return receipt_of(response, message_uuid, url=self._url, refused=f"e-Boks refused letter {message_uuid}")
 
 
 class HttpRetry:

@@ -1,0 +1,89 @@
+"""What identity's routes take: the parts `bootstrap.build` made (`app.state.parts`), the
+caller's verified claims, the calling address and the rate limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Path, Request
+
+from services.identity.activation import Activation
+from services.identity.admin import Administration
+from services.identity.audit import AuditTrail
+from services.identity.bootstrap import IdentityParts
+from services.identity.config import IdentitySettings
+from services.identity.login import Login
+from services.identity.password_reset import PasswordResets
+from services.identity.profile import OwnProfile
+from services.identity.support import Support
+from shared.clock import Clock
+from shared.db import Database
+from shared.problems import Unauthenticated
+from shared.ratelimit import client_address, limited_party
+from shared.sealing import Sealer
+from shared.tokens import AccessClaims, TokenError, bearer_token
+
+
+def _parts(request: Request) -> IdentityParts:
+    parts: IdentityParts = request.app.state.parts
+    return parts
+
+
+Parts = Annotated[IdentityParts, Depends(_parts)]
+
+
+def _part(name: str) -> Any:
+    def part(parts: Parts) -> Any:
+        return getattr(parts, name)
+
+    part.__name__ = f"identity_{name}"
+    return Depends(part)
+
+
+DbDep = Annotated[Database, _part("db")]
+SettingsDep = Annotated[IdentitySettings, _part("settings")]
+ClockDep = Annotated[Clock, _part("clock")]
+SealerDep = Annotated[Sealer, _part("sealer")]
+AuditDep = Annotated[AuditTrail, _part("audit")]
+LoginDep = Annotated[Login, _part("login")]
+ActivationDep = Annotated[Activation, _part("activation")]
+AdministrationDep = Annotated[Administration, _part("administration")]
+SupportDep = Annotated[Support, _part("support")]
+ProfileDep = Annotated[OwnProfile, _part("profile")]
+ResetsDep = Annotated[PasswordResets, _part("resets")]
+ClientAddress = Annotated[str, Depends(client_address)]
+# The id of a challenge, a reset, a change, a user, a session or a takeover in a route's path.
+PathId = Annotated[str, Path(max_length=36)]
+
+
+async def current_claims(parts: Parts, authorization: Annotated[str | None, Header()] = None) -> AccessClaims:
+    """The caller's claims, from a bearer token identity signed, of a session still live; else
+    401 (also for a session that has ended)."""
+    token = bearer_token(authorization)
+    try:
+        claims = parts.signer.verify(token, now=parts.clock.now())
+    except TokenError as exc:
+        raise Unauthenticated(f"The access token is not accepted: {exc}.") from exc
+    async with parts.db.transaction() as session:
+        if not await parts.login.session_is_live(session, claims.sid):
+            raise Unauthenticated("The session of this access token has ended. Log in again.")
+    return claims
+
+
+Claims = Annotated[AccessClaims, Depends(current_claims)]
+
+
+def _rate_limited(limit: str, what: str) -> Callable[[Request], None]:
+    def rate_limited(request: Request) -> None:
+        limiter = getattr(_parts(request).limits, limit)
+        limiter.check(limited_party(client_address(request)), what)
+
+    return rate_limited
+
+
+# For a route's `dependencies=[...]`: each counts the calling address against its own limit.
+LoginRateLimit = Depends(_rate_limited("login", "login requests"))
+ActivationRateLimit = Depends(_rate_limited("activation", "activation attempts"))
+PasswordResetRateLimit = Depends(_rate_limited("password_reset", "password reset requests"))
+CancelLinkRateLimit = Depends(_rate_limited("cancel_link", "cancel links"))

@@ -1,0 +1,245 @@
+"""Delivering what was recorded: the dispatcher attempts each pending delivery with retries.
+
+It claims what is due (on PostgreSQL several workers claim at once, each skipping the rows
+another holds), gives up one-time codes that expired undelivered (a code not delivered by then is
+useless), and hands each delivery to the kind that sends it (`kinds/`, by the delivery's kind
+name). A transient failure is tried again after an exponential backoff with jitter; a permanent
+one, or the last attempt, ends the delivery as failed. Each outcome is announced through the
+outbox (`DeliverySucceeded`, `DeliveryFailed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.headerregistry import Address
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifier.documents import BillingDocuments
+from services.notifier.eboks import EboksTransport
+from services.notifier.invoice_transports import EinvoiceTransport, PrintSpool
+from services.notifier.kinds import KINDS, AnyKind, EmailTransport, Outlets, Sender, SmsTransport
+from services.notifier.models import Delivery
+from services.notifier.outcomes import masked_in, outcome_fields, shown
+from services.notifier.transport_base import (
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from shared.clock import Clock, as_utc
+from shared.db import Database
+from shared.events import DeliveryFailed, DeliverySucceeded
+from shared.messaging import Outbox
+from shared.sealing import Sealer, SealingError
+
+log = logging.getLogger(__name__)
+
+EXPIRED = "expired before delivery"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    base_s: float
+    max_s: float
+
+    def delay(self, attempts: int) -> timedelta:
+        """Exponential backoff with full jitter after `attempts` failed attempts."""
+        ceiling = min(self.max_s, self.base_s * 2 ** (attempts - 1))
+        return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+class Dispatcher:
+    """Attempts the pending deliveries, each by the kind named in it (`KINDS`), with retries."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        outbox: Outbox,
+        clock: Clock,
+        sealer: Sealer,
+        eboks: EboksTransport | None,
+        sender: Sender,
+        retry: RetryPolicy,
+        lease: timedelta | Mapping[str, timedelta],
+        email: EmailTransport | None = None,
+        email_from: Address | None = None,
+        sms: SmsTransport | None = None,
+        documents: BillingDocuments | None = None,
+        einvoice: EinvoiceTransport | None = None,
+        printer: PrintSpool | None = None,
+        concurrency: int = 8,
+        kinds: Iterable[type[AnyKind]] = KINDS,
+    ) -> None:
+        self._db = db
+        self._outbox = outbox
+        self._clock = clock
+        outlets = Outlets(
+            sealer=sealer,
+            sender=sender,
+            eboks=eboks,
+            email=email,
+            email_from=email_from,
+            sms=sms,
+            documents=documents,
+            einvoice=einvoice,
+            printer=printer,
+        )
+        self._kinds: dict[str, AnyKind] = {
+            name: kind for kind in (declared.of(outlets) for declared in kinds) for name in kind.names
+        }
+        self._retry = retry
+        self._lease = lease
+        self._concurrency = concurrency
+        self.wake = asyncio.Event()
+
+    async def run_forever(self, interval: float) -> None:
+        while True:
+            handled = await self.dispatch_due()
+            if handled == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=interval)
+                self.wake.clear()
+
+    async def dispatch_due(self) -> int:
+        """Give up the codes that expired undelivered, then attempt what is due; how many of
+        either there were."""
+        # Claim no more than can be sent at once, so a lease never runs out while a claimed
+        # message waits its turn.
+        expired, claimed = await self._claim(self._concurrency)
+        await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
+        return expired + len(claimed)
+
+    async def _claim(self, batch: int) -> tuple[int, list[Delivery]]:
+        now = self._clock.now()
+        not_leased = or_(Delivery.lease_until.is_(None), Delivery.lease_until < now)
+        async with self._db.transaction() as session:
+            # On PostgreSQL several workers claim at once; each skips the rows another holds.
+            lock = session.get_bind().dialect.name == "postgresql"
+            expired_query = select(Delivery).where(
+                Delivery.status == "pending",
+                Delivery.expires_at.is_not(None),
+                Delivery.expires_at <= now,
+                not_leased,  # one being attempted right now is settled by its attempt
+            )
+            if lock:
+                expired_query = expired_query.with_for_update(skip_locked=True)
+            expired = list(await session.scalars(expired_query))
+            for delivery in expired:
+                await self._give_up(session, delivery, EXPIRED, now)
+            query = (
+                select(Delivery)
+                .where(Delivery.status == "pending", Delivery.next_attempt_at <= now, not_leased)
+                .order_by(Delivery.next_attempt_at)
+                .limit(batch)
+            )
+            if lock:
+                query = query.with_for_update(skip_locked=True)
+            deliveries = list(await session.scalars(query))
+            for delivery in deliveries:
+                lease = self._lease if isinstance(self._lease, timedelta) else self._lease[delivery.channel]
+                delivery.lease_until = now + lease
+            return len(expired), deliveries
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        if delivery.expires_at is not None and as_utc(delivery.expires_at) <= self._clock.now():
+            await self._failed_attempt(delivery, EXPIRED, permanent=True, attempted=False)
+            return
+        try:
+            location = await self._send(delivery)
+        except TransientDeliveryError as exc:
+            await self._failed_attempt(delivery, str(exc), permanent=False)
+        except (PermanentDeliveryError, SealingError, ValueError) as exc:
+            await self._failed_attempt(delivery, f"{type(exc).__name__}: {exc}", permanent=True)
+        except DeliveryError as exc:
+            await self._failed_attempt(delivery, str(exc), permanent=False)
+        except Exception as exc:  # a bug or an outage must still count as an attempt
+            log.exception("delivery %s attempt failed unexpectedly", delivery.id)
+            await self._failed_attempt(delivery, f"unexpected {type(exc).__name__}", permanent=False)
+        else:
+            await self._succeeded(delivery, location)
+
+    async def _send(self, delivery: Delivery) -> str:
+        kind = self._kinds.get(delivery.kind)
+        if kind is None:
+            raise PermanentDeliveryError(f"no way to send a {delivery.kind!r}")
+        return await kind.send(delivery)
+
+    async def _succeeded(self, delivery: Delivery, location: str) -> None:
+        now = self._clock.now()
+        async with self._db.transaction() as session:
+            current = await session.get(Delivery, delivery.id, with_for_update=True)
+            assert current is not None
+            if current.status == "delivered":
+                return
+            current.status = "delivered"
+            current.attempts += 1
+            current.delivered_at = now
+            current.location = location
+            current.lease_until = None
+            current.last_error = None
+            await self._outbox.add(
+                session,
+                DeliverySucceeded(
+                    **outcome_fields(current),
+                    delivered_at=now,
+                ),
+            )
+        log.info(
+            "delivered %s to %s %s (attempt %d)",
+            current.kind,
+            current.channel,
+            shown(current),
+            current.attempts,
+        )
+
+    async def _failed_attempt(
+        self, delivery: Delivery, reason: str, *, permanent: bool, attempted: bool = True
+    ) -> None:
+        now = self._clock.now()
+        async with self._db.transaction() as session:
+            current = await session.get(Delivery, delivery.id, with_for_update=True)
+            assert current is not None
+            if current.status != "pending":
+                return
+            if attempted:
+                current.attempts += 1
+            if permanent or current.attempts >= self._retry.max_attempts:
+                await self._give_up(session, current, reason, now)
+            else:
+                current.last_error = reason[:1000]
+                current.lease_until = None
+                current.next_attempt_at = now + self._retry.delay(current.attempts)
+                log.warning(
+                    "delivery %s attempt %d failed, next at %s: %s",
+                    current.id,
+                    current.attempts,
+                    current.next_attempt_at.isoformat(),
+                    masked_in(current, reason),
+                )
+
+    async def _give_up(self, session: AsyncSession, delivery: Delivery, reason: str, now: datetime) -> None:
+        delivery.status = "failed"
+        delivery.failed_at = now
+        delivery.last_error = reason[:1000]
+        delivery.lease_until = None
+        await self._outbox.add(
+            session,
+            DeliveryFailed(**outcome_fields(delivery), reason=reason[:500], failed_at=now),
+        )
+        log.error(
+            "delivery %s (%s by %s) failed for good after %d attempts: %s",
+            delivery.id,
+            delivery.kind,
+            delivery.channel,
+            delivery.attempts,
+            masked_in(delivery, reason),
+        )
