@@ -15,7 +15,6 @@ import pytest
 from fastapi import FastAPI
 
 from services.registry import SERVICES
-from shared.db import migrate
 from tests.support.api_process import api_process
 from tests.support.asgi import AppTransport
 
@@ -34,12 +33,11 @@ POSTS = {
 
 
 @pytest.fixture(params=list(SERVICES))
-def api(request: pytest.FixtureRequest, database_factory, tmp_path: Path) -> tuple[str, FastAPI]:
+def api(request: pytest.FixtureRequest, migrated_database, tmp_path: Path) -> tuple[str, FastAPI]:
     """Each service's API in this process, with the limit at 64 KiB."""
     service = request.param
     parts = SERVICES[service]
-    url = database_factory(service)
-    migrate(parts.migrations, url)
+    url = migrated_database(service)
     settings = parts.settings_type()(database_url=url, var_dir=tmp_path, max_request_body_bytes=LIMIT)
     module = __import__(f"services.{service}.api", fromlist=["create_api"])
     return service, module.create_api(settings)
