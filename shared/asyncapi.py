@@ -12,13 +12,6 @@ import yaml
 
 from shared.events import EVENT_TYPES, TOPICS, Event
 
-_PRODUCERS = {
-    "billing": "billing",
-    "onboarding": "onboarding",
-    "identity": "identity",
-    "notifier": "notifier",
-}
-
 
 def _message_name(model: type[Event]) -> str:
     return model.__name__
@@ -89,7 +82,7 @@ def build_asyncapi() -> dict[str, Any]:
             },
         }
         if models:
-            producer = _PRODUCERS[topic.name.split(".")[0]]
+            producer = topic.service
             operations[f"{producer}_publishes_{channel_id}"] = {
                 "action": "send",
                 "channel": {"$ref": f"#/channels/{channel_id}"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from services.registry import SERVICES
 from services.suite import Suite, SuiteConfig
 from shared.clock import FrozenClock
+from shared.db import Database, migrate
 from shared.sealing import Sealer, generate_key, parse_keyring
 from tests.support.ports import free_ports
 
@@ -50,6 +51,47 @@ def database_factory(postgres: object | None, tmp_path_factory: pytest.TempPathF
         return postgres.create_database(f"{service}_{n}")  # type: ignore[attr-defined]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def migrated_database(database_factory) -> Callable[[str], str]:
+    """Makes a fresh database for a service on the backend under test, migrated to its head."""
+
+    def make(service: str) -> str:
+        url: str = database_factory(service)
+        migrate(SERVICES[service].migrations, url)  # synchronous: Alembic runs its own loop
+        return url
+
+    return make
+
+
+@pytest.fixture
+def identity_url(migrated_database: Callable[[str], str]) -> str:
+    return migrated_database("identity")
+
+
+@pytest.fixture
+def onboarding_url(migrated_database: Callable[[str], str]) -> str:
+    return migrated_database("onboarding")
+
+
+@pytest.fixture
+def notifier_url(migrated_database: Callable[[str], str]) -> str:
+    return migrated_database("notifier")
+
+
+@pytest.fixture
+def portal_url(migrated_database: Callable[[str], str]) -> str:
+    return migrated_database("portal")
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The database of the service a test module is about: the module names it with a
+    `database_url` fixture, e.g. `def database_url(identity_url: str) -> str`."""
+    database = Database(database_url)
+    yield database
+    await database.dispose()
 
 
 def start_suite(var_dir: Path, database_factory, **extra_env: str) -> Suite:

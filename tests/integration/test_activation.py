@@ -18,9 +18,8 @@ from services.identity.api import create_api
 from services.identity.config import IdentitySettings
 from services.identity.models import User, messaging
 from services.identity.provisioning import Provisioning
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.envelope import decode, encode
 from shared.events import (
     AccountRef,
@@ -44,17 +43,8 @@ def envelope_of(event: Event, clock: FrozenClock):
 
 
 @pytest.fixture
-def database_url(database_factory) -> str:
-    url = database_factory("identity")
-    migrate(SERVICES["identity"].migrations, url)
-    return url
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
+def database_url(identity_url: str) -> str:
+    return identity_url
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from shared.events import (
 from shared.messaging import Outbox
 from shared.sealing import Sealer
 from tests.integration.test_activation import PASSWORD, activate_from_letter, envelope_of
-from tests.integration.test_login import client, database_url, db, last_code, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, last_code, settings  # noqa: F401 - fixtures
 
 GROUP = [
     ("35657193", None, ["10000011", "10000012"]),

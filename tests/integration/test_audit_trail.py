@@ -39,7 +39,7 @@ from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     tokens,
 )
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import database_url, db, last_code  # noqa: F401 - fixtures
+from tests.integration.test_login import database_url, last_code  # noqa: F401 - fixtures
 from tests.security.world import (
     PARENT,
     SUBSIDIARY,

@@ -31,9 +31,8 @@ from services.notifier.recording import Recorder
 from services.notifier.sinks import MailSink, SmsSink, read_mail, read_sms
 from services.notifier.sms import SmsGateway, SmsReceipt
 from services.notifier.transport_base import HttpRetry, TransientDeliveryError
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.envelope import Envelope, decode, encode
 from shared.events import OtpRequested
 from shared.messaging import Outbox
@@ -61,17 +60,8 @@ class Sinks:
 
 
 @pytest.fixture
-def database_url(database_factory) -> str:
-    url = database_factory("notifier")
-    migrate(SERVICES["notifier"].migrations, url)
-    return url
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
+def database_url(notifier_url: str) -> str:
+    return notifier_url
 
 
 @pytest.fixture

@@ -37,9 +37,8 @@ from services.notifier.kinds import Sender
 from services.notifier.models import Delivery, messaging
 from services.notifier.sinks import MailSink, read_mail
 from services.notifier.worker import handlers
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.envelope import KafkaRecord, encode, new_event_id
 from shared.events import InvoiceDelivery, InvoiceIssued
 from shared.messaging import ConsumedMessage, IdempotentConsumer, Outbox, by_topic
@@ -201,17 +200,8 @@ class Notifier:
 
 
 @pytest.fixture
-def database_url(database_factory) -> str:
-    url = database_factory("notifier")
-    migrate(SERVICES["notifier"].migrations, url)
-    return url
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
+def database_url(notifier_url: str) -> str:
+    return notifier_url
 
 
 @pytest.fixture

@@ -14,9 +14,8 @@ from sqlalchemy import select
 from services.identity.api import create_api
 from services.identity.config import IdentitySettings
 from services.identity.models import messaging
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.events import OtpRequested
 from shared.sealing import Sealer
 from shared.tokens import generate_signing_key
@@ -27,17 +26,8 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def database_url(database_factory) -> str:
-    url = database_factory("identity")
-    migrate(SERVICES["identity"].migrations, url)
-    return url
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
+def database_url(identity_url: str) -> str:
+    return identity_url
 
 
 @pytest.fixture

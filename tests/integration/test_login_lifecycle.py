@@ -12,7 +12,6 @@ import uuid
 from datetime import datetime, timedelta
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from services.identity.models import User, messaging
@@ -23,9 +22,8 @@ from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import KnownCustomer
 from services.onboarding.models import messaging as onboarding_messaging
 from services.onboarding.projections import Projections
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.events import (
     AccountRef,
     AdministratorProvisioningRejected,
@@ -46,7 +44,7 @@ from tests.integration.test_administration import (
     log_in_by_email,
     login_email,
 )
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, settings  # noqa: F401 - fixtures
 from tests.integration.test_support import staff_login
 from tests.support.asgi import AppTransport
 
@@ -198,13 +196,6 @@ async def test_the_groups_first_administrator_holds_a_subsidiary_until_its_code_
 
 
 # --- onboarding's own check agrees ------------------------------------------------------------
-
-
-@pytest.fixture
-def onboarding_url(database_factory) -> str:
-    url = database_factory("onboarding")
-    migrate(SERVICES["onboarding"].migrations, url)
-    return url
 
 
 async def _onboarding(url: str, clock: FrozenClock) -> tuple[Database, httpx.AsyncClient]:

@@ -6,7 +6,7 @@ idempotent consumer, as they would from the topics."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
@@ -27,9 +27,8 @@ from services.notifier.kinds import InvoiceReady, Sender
 from services.notifier.models import Delivery, Recipient, RecipientGrant, messaging
 from services.notifier.recording import Recorder
 from services.notifier.worker import handlers
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.envelope import KafkaRecord, decode, encode, new_event_id
 from shared.events import (
     Event,
@@ -138,17 +137,8 @@ class Notifier:
 
 
 @pytest.fixture
-def database_url(database_factory) -> str:
-    url = database_factory("notifier")
-    migrate(SERVICES["notifier"].migrations, url)
-    return url
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
+def database_url(notifier_url: str) -> str:
+    return notifier_url
 
 
 @pytest.fixture

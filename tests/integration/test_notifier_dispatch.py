@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
@@ -22,9 +21,8 @@ from services.notifier.models import Delivery, messaging
 from services.notifier.recording import Recorder
 from services.notifier.sla import SlaWatch
 from services.notifier.transport_base import DeliveryReceipt, TransientDeliveryError
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.envelope import decode, encode
 from shared.events import CredentialsIssued
 from shared.messaging import Outbox
@@ -54,17 +52,8 @@ class FlakyEboks:
 
 
 @pytest.fixture
-def database_url(database_factory) -> str:
-    url = database_factory("notifier")
-    migrate(SERVICES["notifier"].migrations, url)  # synchronous: Alembic runs its own loop
-    return url
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    yield database
-    await database.dispose()
+def database_url(notifier_url: str) -> str:
+    return notifier_url
 
 
 def credentials_envelope(sealer: Sealer, clock: FrozenClock, event_id: str | None = None):

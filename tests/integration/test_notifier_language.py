@@ -11,7 +11,6 @@ from tests.integration.test_notifier_billing_emails import (  # noqa: F401 - fix
     CVR,
     Notifier,
     database_url,
-    db,
     invoice,
     notifier,
     ordered,

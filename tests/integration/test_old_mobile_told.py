@@ -25,9 +25,9 @@ from tests.integration.test_administration import (
     group_admin,
     login_email,
 )
-from tests.integration.test_login import client, database_url, db, last_code, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, last_code, settings  # noqa: F401 - fixtures
 from tests.integration.test_own_profile import a_colleague, events_of, sign_in
-from tests.integration.test_takeover import NotifierUnderTest, notifier_url  # noqa: F401 - fixture
+from tests.integration.test_takeover import NotifierUnderTest
 
 OLD_MOBILE = "+4520304050"  # the colleague's, as created
 NEW_MOBILE = "+4531323334"

@@ -12,8 +12,7 @@ from services.onboarding.api import create_api
 from services.onboarding.bootstrap import OnboardingParts, build
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import KnownAdministrator, KnownCustomer
-from services.registry import SERVICES
-from shared.db import Database, migrate
+from shared.db import Database
 from tests.support.asgi import AppTransport
 
 CVR = "22109340"
@@ -28,10 +27,8 @@ def body(cvr: str = CVR) -> dict:
 
 
 @pytest.fixture
-def database_url(database_factory) -> str:
-    url = database_factory("onboarding")
-    migrate(SERVICES["onboarding"].migrations, url)
-    return url
+def database_url(onboarding_url: str) -> str:
+    return onboarding_url
 
 
 async def _client(database_url: str, **settings: object) -> httpx.AsyncClient:

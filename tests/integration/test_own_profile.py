@@ -24,7 +24,7 @@ from tests.integration.test_administration import (
     group_admin,
     login_email,
 )
-from tests.integration.test_login import client, database_url, db, last_code, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, last_code, settings  # noqa: F401 - fixtures
 
 NEW_PASSWORD = "Havørn-Aftensol-Kringle-77"
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"

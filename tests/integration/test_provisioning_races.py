@@ -13,9 +13,8 @@ from sqlalchemy import select, text
 
 from services.identity.models import User, UserGrant, WaitingApplication, messaging
 from services.identity.provisioning import Provisioning
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.events import AccountRef, ApplicationSubmitted, Contact, CustomerRegistered, UserGrantsChanged
 from shared.messaging import Outbox
 from shared.sealing import Sealer
@@ -24,12 +23,8 @@ from tests.support.waiting import wait_until_async
 
 
 @pytest.fixture
-async def db(database_factory) -> Database:
-    url = database_factory("identity")
-    await asyncio.to_thread(migrate, SERVICES["identity"].migrations, url)
-    database = Database(url)
-    yield database
-    await database.dispose()
+def database_url(identity_url: str) -> str:
+    return identity_url
 
 
 def customer(cvr: str, parent: str | None, clock: FrozenClock) -> CustomerRegistered:

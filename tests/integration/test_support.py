@@ -13,7 +13,7 @@ from shared.events import UserDeleted
 from tests.integration.test_administration import activate_and_log_in, colleague, group_admin
 
 # ruff: noqa: F811 - the identity API fixtures are imported from test_login and used by name
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401
+from tests.integration.test_login import client, database_url, settings  # noqa: F401
 
 
 async def staff_login(db, clock, sealer, client) -> tuple[dict, str]:

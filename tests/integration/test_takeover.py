@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from services.identity.models import AuditEntry, Takeover, messaging
@@ -31,9 +30,8 @@ from services.onboarding.api import create_api as create_onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
 from services.onboarding.models import messaging as onboarding_messaging
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.events import (
     AdministratorProvisioningRejected,
     ApplicationSubmitted,
@@ -63,7 +61,7 @@ from tests.integration.test_administration import (
     log_in_by_email,
     login_email,
 )
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, settings  # noqa: F401 - fixtures
 from tests.integration.test_support import staff_login
 from tests.support.asgi import AppTransport
 
@@ -244,13 +242,6 @@ async def test_completion_activates_the_new_administrator_and_disables_the_old_o
     actions = await audit_actions(db)
     assert ("takeover.completed", new_id, new_id) in actions
     assert ("user.disabled-by-takeover", new_id, setup.admin_id) in actions
-
-
-@pytest.fixture
-def notifier_url(database_factory) -> str:
-    url = database_factory("notifier")
-    migrate(SERVICES["notifier"].migrations, url)
-    return url
 
 
 async def test_the_old_administrators_are_told_by_email_and_sms_and_the_disabled_ones_by_email(
@@ -482,13 +473,6 @@ async def test_activation_answers_the_same_for_a_takeovers_login_and_an_unknown_
 
 
 # --- onboarding's contract --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def onboarding_url(database_factory) -> str:
-    url = database_factory("onboarding")
-    migrate(SERVICES["onboarding"].migrations, url)
-    return url
 
 
 def _form(cvr: str = PARENT, **extra: object) -> dict:

@@ -16,13 +16,12 @@ from services.identity.api import create_api as create_identity_api
 from services.identity.config import IdentitySettings
 from services.portal.api import create_api as create_portal_api
 from services.portal.config import PortalSettings
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.sealing import Sealer
 from tests.integration.billing_fixtures import billing_url  # noqa: F401 - fixture
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import database_url, db, last_code, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import database_url, last_code, settings  # noqa: F401 - fixtures
 from tests.support.asgi import AppTransport
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -44,10 +43,8 @@ async def client(identity_transport: AppTransport) -> AsyncIterator[httpx.AsyncC
 
 
 @pytest.fixture
-def portal_settings(database_factory, tmp_path) -> PortalSettings:
-    url = database_factory("portal")
-    migrate(SERVICES["portal"].migrations, url)
-    return PortalSettings(database_url=url, var_dir=tmp_path / "portal", identity_url="http://identity")
+def portal_settings(portal_url: str, tmp_path) -> PortalSettings:
+    return PortalSettings(database_url=portal_url, var_dir=tmp_path / "portal", identity_url="http://identity")
 
 
 @pytest.fixture

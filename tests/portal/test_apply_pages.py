@@ -19,8 +19,7 @@ from services.onboarding.api import create_api as create_onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
 from services.portal.i18n import load_texts
-from services.registry import SERVICES
-from shared.db import Database, migrate
+from shared.db import Database
 from tests.portal.conftest import post_form
 from tests.support.asgi import AppTransport
 
@@ -39,10 +38,8 @@ TEXTS = load_texts()
 
 
 @pytest.fixture
-async def onboarding_db(database_factory) -> AsyncIterator[Database]:
-    url = database_factory("onboarding")
-    await asyncio.to_thread(migrate, SERVICES["onboarding"].migrations, url)
-    database = Database(url)
+async def onboarding_db(onboarding_url: str) -> AsyncIterator[Database]:
+    database = Database(onboarding_url)
     async with database.transaction() as session:
         session.add(KnownCustomer(cvr=CUSTOMER, name="Bageriet Solsikke ApS", parent_cvr=None))
         session.add(KnownCustomer(cvr=HOLDING, name="Nordlys Holding A/S", parent_cvr=None))

@@ -55,15 +55,10 @@ def portal_transports(recording: RecordingTransport) -> dict[str, httpx.AsyncBas
 
 
 @pytest.fixture
-def portal_settings(database_factory, tmp_path, sealer) -> PortalSettings:
+def portal_settings(portal_url: str, tmp_path, sealer) -> PortalSettings:
     """As outside development: HTTPS only, so `Secure` and the `__Host-` prefix."""
-    from services.registry import SERVICES
-    from shared.db import migrate
-
-    url = database_factory("portal")
-    migrate(SERVICES["portal"].migrations, url)
     return PortalSettings(
-        environment="test", database_url=url, var_dir=tmp_path / "portal", identity_url="http://identity"
+        environment="test", database_url=portal_url, var_dir=tmp_path / "portal", identity_url="http://identity"
     )
 
 

@@ -26,9 +26,8 @@ from services.onboarding.api import create_api as onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.portal.api import create_api as create_portal_api
 from services.portal.config import PortalSettings
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.sealing import generate_key
 from shared.settings import Environment
 from tests.integration.test_activation import PASSWORD
@@ -61,20 +60,6 @@ class Borrowed(httpx.AsyncBaseTransport):
 def jwks_client(identity_transport: AppTransport) -> httpx.AsyncClient:
     """Onboarding's and the notifier's way to identity's public keys."""
     return httpx.AsyncClient(transport=Borrowed(identity_transport))
-
-
-@pytest.fixture
-def onboarding_url(database_factory) -> str:
-    url = database_factory("onboarding")
-    migrate(SERVICES["onboarding"].migrations, url)
-    return url
-
-
-@pytest.fixture
-def notifier_url(database_factory) -> str:
-    url = database_factory("notifier")
-    migrate(SERVICES["notifier"].migrations, url)
-    return url
 
 
 @pytest.fixture

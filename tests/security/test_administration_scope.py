@@ -15,7 +15,7 @@ import httpx
 from sqlalchemy import select
 
 from services.identity.models import AuditEntry, User, UserGrant, messaging
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, settings  # noqa: F401 - fixtures
 from tests.security.world import (
     ACCOUNTS,
     OTHER_TENANT,

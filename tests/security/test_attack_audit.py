@@ -40,7 +40,7 @@ from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     tokens,
 )
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import client, database_url, db  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url  # noqa: F401 - fixtures
 from tests.integration.test_password_reset import (
     NEW_PASSWORD,
     request_reset,

@@ -20,7 +20,6 @@ from tests.integration.test_login import (  # noqa: F401 - fixtures
     active_admin,
     client,
     database_url,
-    db,
     log_in,
     settings,
 )

@@ -25,7 +25,7 @@ from services.identity.login import forget_old_failures
 from services.identity.models import LoginThrottle
 from shared.db import Database
 from tests.conftest import BACKEND
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, settings  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.skipif(BACKEND != "postgres", reason="SQLite serialises write transactions")
 

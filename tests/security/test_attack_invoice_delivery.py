@@ -26,7 +26,6 @@ from tests.integration.test_invoice_delivery import (  # noqa: F401 - fixtures
     Notifier,
     billing,
     database_url,
-    db,
     issued,
     mail_root,
     notifier,

@@ -23,7 +23,7 @@ from services.identity.models import messaging
 from shared.events import OtpRequested
 from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import database_url, db  # noqa: F401 - fixtures
+from tests.integration.test_login import database_url  # noqa: F401 - fixtures
 from tests.security.world import SUBSIDIARY, add_user, bearer, company_group, group_administrator
 from tests.support.asgi import AppTransport
 

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from services.identity.config import IdentitySettings
 from services.identity.models import LoginSession, LoginThrottle, PasswordReset
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import active_admin, database_url, db, last_code  # noqa: F401 - fixtures
+from tests.integration.test_login import active_admin, database_url, last_code  # noqa: F401 - fixtures
 from tests.integration.test_password_reset import (  # noqa: F401 - fixtures
     EMAIL,
     NEW_PASSWORD,

@@ -22,7 +22,7 @@ from shared.clock import FrozenClock
 from shared.db import Database
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_administration import activated_group_admin
-from tests.integration.test_login import database_url, db  # noqa: F401 - fixtures
+from tests.integration.test_login import database_url  # noqa: F401 - fixtures
 from tests.portal.conftest import (  # noqa: F401 - fixtures
     client,
     csrf_of,

@@ -25,9 +25,8 @@ from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import KnownAdministrator, KnownCustomer
 from services.onboarding.models import messaging as onboarding_messaging
 from services.onboarding.projections import Projections
-from services.registry import SERVICES
 from shared.clock import SystemClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.events import (
     AdministratorProvisioningRejected,
     CredentialsIssued,
@@ -43,7 +42,7 @@ from tests.integration.test_administration import (
     log_in_by_email,
     login_email,
 )
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, settings  # noqa: F401 - fixtures
 from tests.integration.test_takeover import (
     PARENT,
     events,
@@ -168,13 +167,6 @@ async def test_the_portals_access_log_does_not_keep_the_cancel_links_token(
 
 
 # --- the letters a CVR may have -----------------------------------------------------------------
-
-
-@pytest.fixture
-def onboarding_url(database_factory) -> str:
-    url = database_factory("onboarding")
-    migrate(SERVICES["onboarding"].migrations, url)
-    return url
 
 
 @pytest.fixture

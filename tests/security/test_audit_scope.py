@@ -21,7 +21,7 @@ from shared.db import Database
 from shared.envelope import Envelope
 from shared.events import BillingAuditRecorded
 from shared.messaging import Outbox
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, settings  # noqa: F401 - fixtures
 from tests.security.world import (
     OTHER_TENANT,
     PARENT,

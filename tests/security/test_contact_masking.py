@@ -18,7 +18,6 @@ from tests.integration.test_code_delivery import (  # noqa: F401 - fixtures
     EchoingGateway,
     code_envelope,
     database_url,
-    db,
     dispatcher,
     record,
     sink_ports,

@@ -19,18 +19,14 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from services.onboarding.config import OnboardingSettings
-from services.registry import SERVICES
-from shared.db import migrate
 from tests.support.api_process import ApiProcess, api_process
 
 LIMIT = 3
 
 
 @pytest.fixture
-def database_url(database_factory) -> str:
-    url: str = database_factory("onboarding")
-    migrate(SERVICES["onboarding"].migrations, url)
-    return url
+def database_url(onboarding_url: str) -> str:
+    return onboarding_url
 
 
 async def apply_from(api: ApiProcess, forwarded_for: list[str]) -> Counter[int]:

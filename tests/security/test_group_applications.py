@@ -27,13 +27,12 @@ from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
 from services.onboarding.models import messaging as onboarding_messaging
 from services.onboarding.projections import Projections
-from services.registry import SERVICES
 from shared.clock import FrozenClock, SystemClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.events import AdministratorProvisioningRejected, CredentialsIssued, CustomerRegistered
 from shared.messaging import Outbox
 from tests.integration.test_activation import activate_from_letter, envelope_of
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401
+from tests.integration.test_login import client, database_url, settings  # noqa: F401
 from tests.security.test_reapplication import application, events_of, handlers, letter_of, submit
 from tests.support.asgi import AppTransport
 
@@ -61,10 +60,8 @@ def form(cvr: str) -> dict:
 
 
 @pytest.fixture
-async def onboarding_db(database_factory) -> AsyncIterator[Database]:
-    url = database_factory("onboarding")
-    await asyncio.to_thread(migrate, SERVICES["onboarding"].migrations, url)
-    database = Database(url)
+async def onboarding_db(onboarding_url: str) -> AsyncIterator[Database]:
+    database = Database(onboarding_url)
     async with database.transaction() as session:
         for cvr, name, parent in GROUP:
             session.add(KnownCustomer(cvr=cvr, name=name, parent_cvr=parent))

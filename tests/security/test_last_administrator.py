@@ -11,7 +11,7 @@ import asyncio
 from sqlalchemy import select, update
 
 from services.identity.models import User
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, settings  # noqa: F401 - fixtures
 from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
 
 EVERYTHING = {PARENT: "all", SUBSIDIARY: "all"}

@@ -35,7 +35,7 @@ from tests.integration.test_activation import (
     provision_admin,
     unsealed_code,
 )
-from tests.integration.test_login import client, database_url, db, last_code, settings  # noqa: F401
+from tests.integration.test_login import client, database_url, last_code, settings  # noqa: F401
 from tests.support.asgi import AppTransport
 
 E = TypeVar("E", bound=Event)

@@ -19,7 +19,7 @@ from services.identity.config import IdentitySettings
 from services.identity.models import AuditEntry
 from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import client, database_url, db, last_code  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, last_code  # noqa: F401 - fixtures
 from tests.security.world import SUBSIDIARY, add_user, bearer, company_group, group_administrator
 
 LIMIT = 10

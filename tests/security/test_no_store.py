@@ -28,7 +28,6 @@ from tests.integration.test_login import (  # noqa: F401 - fixtures
     active_admin,
     client,
     database_url,
-    db,
     last_code,
     settings,
 )

@@ -22,7 +22,7 @@ from services.identity.models import LoginSession, messaging
 from shared.events import CredentialChanged, OtpRequested, UserDetailsChanged
 from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import database_url, db, last_code  # noqa: F401 - fixtures
+from tests.integration.test_login import database_url, last_code  # noqa: F401 - fixtures
 from tests.security.world import PARENT, add_user, bearer, company_group
 from tests.support.asgi import AppTransport
 

@@ -18,7 +18,7 @@ from services.identity.config import IdentitySettings
 from services.identity.models import LoginThrottle, PasswordReset
 from shared.events import CredentialChanged, SessionEnded
 from tests.integration.test_activation import PASSWORD
-from tests.integration.test_login import active_admin, client, database_url, db, log_in  # noqa: F401 - fixtures
+from tests.integration.test_login import active_admin, client, database_url, log_in  # noqa: F401 - fixtures
 from tests.integration.test_password_reset import (  # noqa: F401 - fixtures
     NEW_PASSWORD,
     outbox_events,

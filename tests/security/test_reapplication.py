@@ -30,9 +30,8 @@ from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
 from services.onboarding.models import messaging as onboarding_messaging
 from services.onboarding.projections import Projections
-from services.registry import SERVICES
 from shared.clock import FrozenClock, SystemClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.events import (
     AccountRef,
     AdministratorProvisioningRejected,
@@ -56,7 +55,7 @@ from tests.integration.test_activation import (
     start_letter_activation,
     unsealed_code,
 )
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401
+from tests.integration.test_login import client, database_url, settings  # noqa: F401
 from tests.support.asgi import AppTransport
 
 E = TypeVar("E", bound=Event)
@@ -265,13 +264,6 @@ def form(cvr: str = CVR, name: str = "Ida") -> dict:
         "company_name": "Bageriet",
         "contact": {"name": name, "email": "ida@example.dk", "mobile": "20304050"},
     }
-
-
-@pytest.fixture
-def onboarding_url(database_factory) -> str:
-    url = database_factory("onboarding")
-    migrate(SERVICES["onboarding"].migrations, url)
-    return url
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import pytest
 from fastapi import FastAPI
 
 from services.registry import SERVICES
-from shared.db import migrate
 from tests.support.api_process import api_process
 from tests.support.asgi import AppTransport
 
@@ -34,12 +33,11 @@ POSTS = {
 
 
 @pytest.fixture(params=list(SERVICES))
-def api(request: pytest.FixtureRequest, database_factory, tmp_path: Path) -> tuple[str, FastAPI]:
+def api(request: pytest.FixtureRequest, migrated_database, tmp_path: Path) -> tuple[str, FastAPI]:
     """Each service's API in this process, with the limit at 64 KiB."""
     service = request.param
     parts = SERVICES[service]
-    url = database_factory(service)
-    migrate(parts.migrations, url)
+    url = migrated_database(service)
     settings = parts.settings_type()(database_url=url, var_dir=tmp_path, max_request_body_bytes=LIMIT)
     module = __import__(f"services.{service}.api", fromlist=["create_api"])
     return service, module.create_api(settings)
@@ -129,13 +127,6 @@ async def test_bodies_over_and_under_the_limit_at_once_get_413_and_their_ordinar
         assert all(a.status_code == 403 and "text/html" in a.headers["content-type"] for a in fitting)
 
 
-@pytest.fixture
-def onboarding_url(database_factory) -> str:
-    url: str = database_factory("onboarding")
-    migrate(SERVICES["onboarding"].migrations, url)
-    return url
-
-
 def test_a_real_server_answers_413_at_once_to_a_content_length_over_the_limit(
     onboarding_url: str, tmp_path: Path
 ) -> None:
@@ -197,13 +188,6 @@ def test_a_real_server_does_not_keep_a_chunked_upload_over_the_limit(
     assert response.headers["content-type"] == PROBLEM
     # The limit is 1 MiB; a server that kept the body would have grown by more than all of it.
     assert grown < total // 4, f"the API grew by {grown / 2**20:.0f} MiB for a {total / 2**20:.0f} MiB upload"
-
-
-@pytest.fixture
-def portal_url(database_factory) -> str:
-    url: str = database_factory("portal")
-    migrate(SERVICES["portal"].migrations, url)
-    return url
 
 
 async def test_a_browser_posting_too_much_to_the_portal_gets_a_page_in_words_with_the_portals_headers(

@@ -17,9 +17,8 @@ from services.notifier.models import Delivery
 from services.onboarding.api import create_api as onboarding_api
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import Application
-from services.registry import SERVICES
 from shared.clock import FrozenClock
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.sealing import generate_key
 from shared.settings import Environment
 from tests.support.asgi import AppTransport
@@ -82,13 +81,6 @@ async def knock_at_once(
 
 
 # --- onboarding --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def onboarding_url(database_factory) -> str:
-    url = database_factory("onboarding")
-    migrate(SERVICES["onboarding"].migrations, url)
-    return url
 
 
 async def onboarding_client(
@@ -175,13 +167,6 @@ async def test_support_sees_the_companys_applications_newest_first_and_no_other_
 
 
 # --- notifier ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def notifier_url(database_factory) -> str:
-    url = database_factory("notifier")
-    migrate(SERVICES["notifier"].migrations, url)
-    return url
 
 
 async def notifier_client(

@@ -25,7 +25,7 @@ from tests.integration.test_activation import (
 )
 
 # ruff: noqa: F811 - the identity API fixtures are imported from test_login and used by name
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401
+from tests.integration.test_login import client, database_url, settings  # noqa: F401
 from tests.security.world import PARENT, add_user, bearer, company_group, group_administrator
 
 LETTER_CVR = "41204559"  # a company of its own, outside the world's group

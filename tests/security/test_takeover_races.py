@@ -22,7 +22,7 @@ from tests.integration.test_activation import (
     start_letter_activation,
     unsealed_code,
 )
-from tests.integration.test_login import client, database_url, db, settings  # noqa: F401 - fixtures
+from tests.integration.test_login import client, database_url, settings  # noqa: F401 - fixtures
 from tests.integration.test_takeover import (
     NEW_EMAIL,
     NEW_MOBILE,
