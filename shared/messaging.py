@@ -41,6 +41,7 @@ from shared.db import Database
 from shared.envelope import Envelope, EnvelopeError, KafkaRecord, decode, encode, new_event_id
 from shared.events import Event, Topic
 from shared.logs import redact
+from shared.problems import Problem
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,14 @@ class IdempotentConsumer:
                         processed_at=self._clock.now(),
                     )
                 )
-                await handler(session, envelope)
+                try:
+                    await handler(session, envelope)
+                except Problem as refusal:
+                    # `.committing()` keeps an API's failed try; here it would commit the inbox
+                    # row with half the handler's work, and the retry would skip the event as a
+                    # duplicate. A handler's refusal rolls back like any other failure.
+                    refusal.commits = False
+                    raise
         except IntegrityError:
             # A concurrent instance recorded the same ce_id first: the unique key decides.
             async with self._db.transaction() as session:

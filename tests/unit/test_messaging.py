@@ -359,6 +359,29 @@ async def test_a_failing_handlers_writes_and_its_inbox_row_are_rolled_back(harne
     assert await harness.count(harness.tables.inbox) == 0
 
 
+async def test_a_handlers_refusal_raised_committing_keeps_nothing_and_is_not_taken_for_a_duplicate(
+    harness: Harness,
+) -> None:
+    """`.committing()` is for an API's refusal that keeps a failed try; in a consumer's
+    transaction it would commit the inbox row with half the handler's work, and the retry would
+    then skip the event as a duplicate: it is rolled back like any other failure."""
+    attempts: list[str] = []
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        attempts.append(envelope.id)
+        await record_effect(session, envelope, harness.effects)
+        raise Unauthenticated("a use case's refusal, raised committing").committing()
+
+    dead_letters = FakeDeadLetters()
+    consumer = harness.consumer(handler, dead_letters, retries=2)
+
+    assert await consumer.process(consumed(customer())) == "dead-lettered"
+
+    assert len(attempts) == 2
+    assert await harness.count(harness.effects) == 0
+    assert await harness.count(harness.tables.inbox) == 0
+
+
 async def test_a_retry_after_a_failure_is_handled_not_taken_for_a_duplicate(harness: Harness) -> None:
     attempts: list[str] = []
 
