@@ -18,7 +18,7 @@ import pytest
 
 from services.identity.api import create_api
 from services.identity.config import IdentitySettings
-from tests.integration.test_login import database_url, db  # noqa: F401 - fixtures
+from tests.integration.test_login import database_url  # noqa: F401 - fixtures
 from tests.support.asgi import AppTransport
 
 LIMIT = 3
