@@ -15,8 +15,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.access import Access
 from services.billing.models import AuditEntry
-from shared.events import BillingAuditRecorded
+from shared.events import (
+    BillingAuditRecorded,
+    InvoiceFormatChanged,
+    MasterDataChanged,
+    SubscriptionOrdered,
+    SubscriptionSettingsChanged,
+    SubscriptionUpgraded,
+)
 from shared.messaging import Outbox
+
+# The events of a customer's own change: each is announced together with its audit entry.
+Change = (
+    MasterDataChanged
+    | InvoiceFormatChanged
+    | SubscriptionSettingsChanged
+    | SubscriptionOrdered
+    | SubscriptionUpgraded
+)
 
 
 async def audit(
@@ -59,4 +75,33 @@ async def audit(
             client_address=client,
             at=at,
         ),
+    )
+
+
+async def announce(
+    session: AsyncSession,
+    outbox: Outbox,
+    access: Access,
+    event: Change,
+    *,
+    action: str,
+    target: str,
+    at: datetime,
+    client: str | None,
+    details: dict[str, Any],
+) -> None:
+    """A change is announced and audited in the transaction that makes it: its event, then its
+    audit entry, for the event's company and account (if the change concerns one)."""
+    await outbox.add(session, event)
+    await audit(
+        session,
+        outbox,
+        access,
+        action,
+        event.cvr,
+        target,
+        at,
+        client,
+        details,
+        account_number=getattr(event, "account_number", None),
     )

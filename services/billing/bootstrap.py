@@ -75,7 +75,7 @@ def build(
         invoicing=invoicing,
         invoice_run=InvoiceRun(db=db, invoicing=invoicing, clock=clock),
         ordering=Ordering(db=db, outbox=outbox, clock=clock),
-        changes=Changes(outbox=outbox, clock=clock),
+        changes=Changes(db=db, outbox=outbox, clock=clock),
         demo=DemoData(
             db=db,
             registry=registry,

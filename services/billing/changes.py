@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,11 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.access import Access, granted
-from services.billing.audit import audit
+from services.billing.audit import announce
 from services.billing.catalogue import BY_CODE
 from services.billing.models import Account, Customer, Subscription
 from services.billing.telephony import SettingsError, effective_settings, merged_settings
 from shared.clock import Clock
+from shared.db import Database
 from shared.events import InvoiceFormatChanged, MasterDataChanged, SubscriptionSettingsChanged
 from shared.messaging import Outbox
 from shared.problems import Forbidden, NotFound, Problem
@@ -96,41 +98,28 @@ class InvoiceFormat:
         }
 
 
+def _apply(row: Customer | Account, columns: Mapping[str, Any]) -> dict[str, Any]:
+    """Give `row` the values of `columns` that differ from what it holds; what those columns held
+    before (empty when nothing changes)."""
+    before = {name: getattr(row, name) for name, value in columns.items() if getattr(row, name) != value}
+    for name in before:
+        setattr(row, name, columns[name])
+    return before
+
+
 class Changes:
-    def __init__(self, *, outbox: Outbox, clock: Clock) -> None:
+    """Each change is one transaction: the row is locked, the version the caller read is checked
+    (`If-Match`), and a change that changes something gets a new version, its event and its
+    audit entry; one that changes nothing gets none of them."""
+
+    def __init__(self, *, db: Database, outbox: Outbox, clock: Clock) -> None:
+        self.db = db
         self.outbox = outbox
         self.clock = clock
 
-    async def _announce(
-        self,
-        session: AsyncSession,
-        access: Access,
-        event: MasterDataChanged | InvoiceFormatChanged | SubscriptionSettingsChanged,
-        *,
-        action: str,
-        target: str,
-        client: str | None,
-        before: dict[str, Any],
-        after: dict[str, Any],
-    ) -> None:
-        """A change is announced and audited in the transaction that makes it."""
-        await self.outbox.add(session, event)
-        await audit(
-            session,
-            self.outbox,
-            access,
-            action,
-            event.cvr,
-            target,
-            event.changed_at,
-            client,
-            {"before": before, "after": after},
-            account_number=getattr(event, "account_number", None),
-        )
-
     # --- master data ----------------------------------------------------------------------
 
-    async def company(
+    async def _company(
         self, session: AsyncSession, access: Access, cvr: str, *, for_update: bool = False
     ) -> Customer:
         access.require("master_data")
@@ -140,59 +129,55 @@ class Changes:
             raise NotFound(f"There is no company {cvr} among the companies you may see.")
         return customer
 
+    async def company(self, access: Access, cvr: str) -> Customer:
+        async with self.db.reading() as session:
+            return await self._company(session, access, cvr)
+
     async def change_master_data(
-        self,
-        session: AsyncSession,
-        access: Access,
-        cvr: str,
-        change: MasterDataChange,
-        *,
-        if_match: str | None,
-        client: str | None,
+        self, access: Access, cvr: str, change: MasterDataChange, *, if_match: str | None, client: str | None
     ) -> Customer:
-        customer = await self.company(session, access, cvr, for_update=True)
-        if cvr not in access.whole:
-            raise Forbidden(
-                "Changing a company's master data needs access to all of its accounts; "
-                "your login covers only some of them."
+        async with self.db.transaction() as session:
+            customer = await self._company(session, access, cvr, for_update=True)
+            if cvr not in access.whole:
+                raise Forbidden(
+                    "Changing a company's master data needs access to all of its accounts; "
+                    "your login covers only some of them."
+                )
+            check_if_match(if_match, customer.master_data_version)
+            before = _apply(customer, change.set_fields())
+            if not before:
+                return customer  # nothing changes: no new version, event or audit entry
+            now = self.clock.now()
+            customer.master_data_version += 1
+            customer.master_data_changed_at = now
+            await announce(
+                session,
+                self.outbox,
+                access,
+                MasterDataChanged(
+                    cvr=customer.cvr,
+                    street=customer.street,
+                    postal_code=customer.postal_code,
+                    city=customer.city,
+                    contact_name=customer.contact_name,
+                    contact_email=customer.contact_email,
+                    contact_phone=customer.contact_phone,
+                    language=customer.language,  # type: ignore[arg-type]
+                    version=customer.master_data_version,
+                    changed_by=uuid.UUID(access.user_id),
+                    changed_at=now,
+                ),
+                action="master_data.changed",
+                target=cvr,
+                at=now,
+                client=client,
+                details={"before": before, "after": {name: getattr(customer, name) for name in before}},
             )
-        check_if_match(if_match, customer.master_data_version)
-        fields = {k: v for k, v in change.set_fields().items() if getattr(customer, k) != v}
-        if not fields:
-            return customer  # nothing changes: no new version, event or audit entry
-        before = {k: getattr(customer, k) for k in fields}
-        for name, value in fields.items():
-            setattr(customer, name, value)
-        now = self.clock.now()
-        customer.master_data_version += 1
-        customer.master_data_changed_at = now
-        await self._announce(
-            session,
-            access,
-            MasterDataChanged(
-                cvr=customer.cvr,
-                street=customer.street,
-                postal_code=customer.postal_code,
-                city=customer.city,
-                contact_name=customer.contact_name,
-                contact_email=customer.contact_email,
-                contact_phone=customer.contact_phone,
-                language=customer.language,  # type: ignore[arg-type]
-                version=customer.master_data_version,
-                changed_by=uuid.UUID(access.user_id),
-                changed_at=now,
-            ),
-            action="master_data.changed",
-            target=cvr,
-            client=client,
-            before=before,
-            after=fields,
-        )
-        return customer
+            return customer
 
     # --- invoice format -------------------------------------------------------------------
 
-    async def account(
+    async def _account(
         self, session: AsyncSession, access: Access, account_number: str, *, for_update: bool = False
     ) -> Account:
         access.require("master_data")
@@ -201,9 +186,12 @@ class Changes:
             raise NotFound(f"There is no account {account_number} among the accounts you may use.")
         return account
 
+    async def account(self, access: Access, account_number: str) -> Account:
+        async with self.db.reading() as session:
+            return await self._account(session, access, account_number)
+
     async def change_invoice_format(
         self,
-        session: AsyncSession,
         access: Access,
         account_number: str,
         wanted: InvoiceFormat,
@@ -211,43 +199,42 @@ class Changes:
         if_match: str | None,
         client: str | None,
     ) -> Account:
-        account = await self.account(session, access, account_number, for_update=True)
-        check_if_match(if_match, account.invoice_format_version)
-        before = format_of(account)
-        columns = wanted.columns()
-        if all(getattr(account, name) == value for name, value in columns.items()):
-            return account  # nothing changes: no new version, event or audit entry
-        for name, value in columns.items():
-            setattr(account, name, value)
-        now = self.clock.now()
-        account.invoice_format_version += 1
-        account.invoice_format_changed_at = now
-        await self._announce(
-            session,
-            access,
-            InvoiceFormatChanged(
-                cvr=account.cvr,
-                account_number=account.account_number,
-                format=wanted.format,
-                email=wanted.email,
-                gln=wanted.gln,
-                peppol_scheme=wanted.peppol_scheme,
-                peppol_id=wanted.peppol_id,
-                version=account.invoice_format_version,
-                changed_by=uuid.UUID(access.user_id),
-                changed_at=now,
-            ),
-            action="invoice_format.changed",
-            target=account.account_number,
-            client=client,
-            before=before,
-            after=format_of(account),
-        )
-        return account
+        async with self.db.transaction() as session:
+            account = await self._account(session, access, account_number, for_update=True)
+            check_if_match(if_match, account.invoice_format_version)
+            before = format_of(account)
+            if not _apply(account, wanted.columns()):
+                return account  # nothing changes: no new version, event or audit entry
+            now = self.clock.now()
+            account.invoice_format_version += 1
+            account.invoice_format_changed_at = now
+            await announce(
+                session,
+                self.outbox,
+                access,
+                InvoiceFormatChanged(
+                    cvr=account.cvr,
+                    account_number=account.account_number,
+                    format=wanted.format,
+                    email=wanted.email,
+                    gln=wanted.gln,
+                    peppol_scheme=wanted.peppol_scheme,
+                    peppol_id=wanted.peppol_id,
+                    version=account.invoice_format_version,
+                    changed_by=uuid.UUID(access.user_id),
+                    changed_at=now,
+                ),
+                action="invoice_format.changed",
+                target=account.account_number,
+                at=now,
+                client=client,
+                details={"before": before, "after": format_of(account)},
+            )
+            return account
 
     # --- subscription settings (S11) ------------------------------------------------------
 
-    async def subscription(
+    async def _subscription(
         self, session: AsyncSession, access: Access, subscription_id: str, *, for_update: bool = False
     ) -> Subscription:
         access.require("telephony")
@@ -256,9 +243,12 @@ class Changes:
             raise NotFound("There is no subscription with this id among the accounts you may use.")
         return subscription
 
+    async def subscription(self, access: Access, subscription_id: str) -> Subscription:
+        async with self.db.reading() as session:
+            return await self._subscription(session, access, subscription_id)
+
     async def change_settings(
         self,
-        session: AsyncSession,
         access: Access,
         subscription_id: str,
         patch: dict[str, Any],
@@ -266,42 +256,44 @@ class Changes:
         if_match: str | None,
         client: str | None,
     ) -> Subscription:
-        subscription = await self.subscription(session, access, subscription_id, for_update=True)
-        kind = BY_CODE[subscription.product_code].kind
-        check_if_match(if_match, subscription.settings_version)
-        try:
-            settings = merged_settings(
-                kind, json.loads(subscription.settings), patch, subscription.identifier
+        async with self.db.transaction() as session:
+            subscription = await self._subscription(session, access, subscription_id, for_update=True)
+            kind = BY_CODE[subscription.product_code].kind
+            check_if_match(if_match, subscription.settings_version)
+            try:
+                settings = merged_settings(
+                    kind, json.loads(subscription.settings), patch, subscription.identifier
+                )
+            except SettingsError as exc:
+                raise InvalidSettings(str(exc), errors=exc.errors) from None
+            before = effective_settings(kind, json.loads(subscription.settings))
+            if settings == before:
+                return subscription  # nothing changes: no new version, event or audit entry
+            subscription.settings = json.dumps(settings, sort_keys=True)
+            subscription.settings_version += 1
+            now = self.clock.now()
+            await announce(
+                session,
+                self.outbox,
+                access,
+                SubscriptionSettingsChanged(
+                    subscription_id=uuid.UUID(subscription.id),
+                    cvr=subscription.cvr,
+                    account_number=subscription.account_number,
+                    identifier=subscription.identifier,
+                    product_kind=kind,
+                    settings=settings,
+                    version=subscription.settings_version,
+                    changed_by=uuid.UUID(access.user_id),
+                    changed_at=now,
+                ),
+                action="subscription.settings_changed",
+                target=subscription.id,
+                at=now,
+                client=client,
+                details={"before": before, "after": settings},
             )
-        except SettingsError as exc:
-            raise InvalidSettings(str(exc), errors=exc.errors) from None
-        before = effective_settings(kind, json.loads(subscription.settings))
-        if settings == before:
-            return subscription  # nothing changes: no new version, event or audit entry
-        subscription.settings = json.dumps(settings, sort_keys=True)
-        subscription.settings_version += 1
-        now = self.clock.now()
-        await self._announce(
-            session,
-            access,
-            SubscriptionSettingsChanged(
-                subscription_id=uuid.UUID(subscription.id),
-                cvr=subscription.cvr,
-                account_number=subscription.account_number,
-                identifier=subscription.identifier,
-                product_kind=kind,
-                settings=settings,
-                version=subscription.settings_version,
-                changed_by=uuid.UUID(access.user_id),
-                changed_at=now,
-            ),
-            action="subscription.settings_changed",
-            target=subscription.id,
-            client=client,
-            before=before,
-            after=settings,
-        )
-        return subscription
+            return subscription
 
 
 def format_of(account: Account) -> dict[str, Any]:

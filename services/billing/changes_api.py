@@ -3,10 +3,10 @@ an ETag, changed with `If-Match`, so two administrators never overwrite each oth
 
 from typing import TypeVar
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from services.billing.changes import InvoiceFormat, MasterDataChange, etag, format_of
-from services.billing.deps import Caller, ChangesDep, DbDep
+from services.billing.deps import Caller, ChangesDep, ClientAddress
 from services.billing.domain import peppol_endpoint
 from services.billing.models import Account, Customer
 from services.billing.schemas import (
@@ -24,7 +24,6 @@ from services.billing.schemas import (
 )
 from shared.clock import as_utc
 from shared.problems import PROBLEM
-from shared.ratelimit import client_address
 
 router = APIRouter(
     tags=["master data and invoice format"],
@@ -84,11 +83,9 @@ def wanted_format(body: PdfByEmail | Oioubl | Peppol | object) -> InvoiceFormat:
     "/v1/companies/{cvr}/master-data", summary="A company's master data (stamdata, S10), with its ETag"
 )
 async def get_master_data(
-    access: Caller, db: DbDep, changes: ChangesDep, cvr: CompanyCvr, response: Response
+    access: Caller, changes: ChangesDep, cvr: CompanyCvr, response: Response
 ) -> MasterDataOut:
-    async with db.reading() as session:
-        customer = await changes.company(session, access, cvr)
-    return tagged(response, master_data_out(customer))
+    return tagged(response, master_data_out(await changes.company(access, cvr)))
 
 
 @router.patch(
@@ -98,23 +95,15 @@ async def get_master_data(
 )
 async def patch_master_data(
     access: Caller,
-    db: DbDep,
     changes: ChangesDep,
     cvr: CompanyCvr,
     body: MasterDataPatch,
-    request: Request,
+    client: ClientAddress,
     response: Response,
     if_match: IfMatch = None,
 ) -> MasterDataOut:
-    async with db.transaction() as session:
-        customer = await changes.change_master_data(
-            session,
-            access,
-            cvr,
-            MasterDataChange(**body.model_dump(exclude_none=True)),
-            if_match=if_match,
-            client=client_address(request),
-        )
+    change = MasterDataChange(**body.model_dump(exclude_none=True))
+    customer = await changes.change_master_data(access, cvr, change, if_match=if_match, client=client)
     return tagged(response, master_data_out(customer))
 
 
@@ -123,11 +112,9 @@ async def patch_master_data(
     summary="How the account's invoices are sent (S10), with its ETag",
 )
 async def get_invoice_format(
-    access: Caller, db: DbDep, changes: ChangesDep, account_number: AccountNumber, response: Response
+    access: Caller, changes: ChangesDep, account_number: AccountNumber, response: Response
 ) -> InvoiceFormatOut:
-    async with db.reading() as session:
-        account = await changes.account(session, access, account_number)
-    return tagged(response, invoice_format_out(account))
+    return tagged(response, invoice_format_out(await changes.account(access, account_number)))
 
 
 @router.put(
@@ -137,17 +124,15 @@ async def get_invoice_format(
 )
 async def put_invoice_format(
     access: Caller,
-    db: DbDep,
     changes: ChangesDep,
     account_number: AccountNumber,
     body: InvoiceFormatIn,
-    request: Request,
+    client: ClientAddress,
     response: Response,
     if_match: IfMatch = None,
 ) -> InvoiceFormatOut:
     wanted = wanted_format(body)
-    async with db.transaction() as session:
-        account = await changes.change_invoice_format(
-            session, access, account_number, wanted, if_match=if_match, client=client_address(request)
-        )
+    account = await changes.change_invoice_format(
+        access, account_number, wanted, if_match=if_match, client=client
+    )
     return tagged(response, invoice_format_out(account))

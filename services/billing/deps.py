@@ -12,6 +12,7 @@ from services.billing.changes import Changes
 from services.billing.ordering import Ordering
 from shared.db import Database
 from shared.problems import Unauthenticated
+from shared.ratelimit import client_address
 from shared.tokens import TokenError, bearer_token
 
 
@@ -54,3 +55,5 @@ OrderingDep = Annotated[Ordering, Depends(_ordering)]
 ChangesDep = Annotated[Changes, Depends(_changes)]
 UserRendersDep = Annotated[anyio.CapacityLimiter, Depends(_user_renders)]
 Caller = Annotated[Access, Depends(current_access)]
+# Where the request came from, for the audit trail (the proxy's client, where it is trusted).
+ClientAddress = Annotated[str, Depends(client_address)]

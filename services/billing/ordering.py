@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.access import Access, granted
-from services.billing.audit import audit
+from services.billing.audit import announce
 from services.billing.catalogue import BY_CODE, upgrades_from
 from services.billing.models import Account, Order, Product, Subscription
 from shared.clock import Clock
@@ -117,6 +117,17 @@ def checked_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
             raise InvalidField("options.attach_to", known["attach_to"])
         result["attach_to"] = target
     return result
+
+
+def named(order: Order) -> dict[str, Any]:
+    """The fields by which each event of an order names it: the order, its company, account and
+    subscription."""
+    return {
+        "order_id": uuid.UUID(order.id),
+        "cvr": order.cvr,
+        "account_number": order.account_number,
+        "subscription_id": uuid.UUID(order.subscription_id),
+    }
 
 
 def request_hash(payload: dict[str, Any]) -> str:
@@ -237,13 +248,12 @@ class Ordering:
                 options=json.dumps(checked),
                 status="received",
             )
-            await self.outbox.add(
+            await announce(
                 session,
+                self.outbox,
+                access,
                 SubscriptionOrdered(
-                    order_id=uuid.UUID(order.id),
-                    cvr=account.cvr,
-                    account_number=account.account_number,
-                    subscription_id=uuid.UUID(subscription.id),
+                    **named(order),
                     product_code=product.code,
                     product_name=product.name,
                     monthly_fee_ore=product.monthly_fee_ore,
@@ -251,18 +261,11 @@ class Ordering:
                     ordered_by=uuid.UUID(access.user_id),
                     ordered_at=now,
                 ),
-            )
-            await audit(
-                session,
-                self.outbox,
-                access,
-                "order.placed",
-                account.cvr,
-                order.id,
-                now,
-                client,
-                {"product": product.code, "account": account.account_number},
-                account_number=account.account_number,
+                action="order.placed",
+                target=order.id,
+                at=now,
+                client=client,
+                details={"product": product.code, "account": account.account_number},
             )
             return order
 
@@ -335,13 +338,12 @@ class Ordering:
                 status="completed",
                 completed_at=now,
             )
-            await self.outbox.add(
+            await announce(
                 session,
+                self.outbox,
+                access,
                 SubscriptionUpgraded(
-                    order_id=uuid.UUID(order.id),
-                    cvr=subscription.cvr,
-                    account_number=subscription.account_number,
-                    subscription_id=uuid.UUID(subscription.id),
+                    **named(order),
                     identifier=subscription.identifier,
                     from_product_code=previous,
                     to_product_code=product.code,
@@ -350,18 +352,11 @@ class Ordering:
                     ordered_by=uuid.UUID(access.user_id),
                     upgraded_at=now,
                 ),
-            )
-            await audit(
-                session,
-                self.outbox,
-                access,
-                "subscription.upgraded",
-                subscription.cvr,
-                subscription.id,
-                now,
-                client,
-                {"from": previous, "to": product.code, "order": order.id},
-                account_number=subscription.account_number,
+                action="subscription.upgraded",
+                target=subscription.id,
+                at=now,
+                client=client,
+                details={"from": previous, "to": product.code, "order": order.id},
             )
             return order
 
@@ -391,10 +386,7 @@ class Ordering:
                 await self.outbox.add(
                     session,
                     OrderCompleted(
-                        order_id=uuid.UUID(order.id),
-                        cvr=order.cvr,
-                        account_number=order.account_number,
-                        subscription_id=uuid.UUID(subscription.id),
+                        **named(order),
                         identifier=subscription.identifier,
                         completed_at=now,
                     ),

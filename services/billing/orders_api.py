@@ -6,11 +6,11 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
 from services.billing.catalogue import BY_CODE, PRODUCTS, upgrades_from
-from services.billing.deps import Caller, DbDep, OrderingDep
+from services.billing.deps import Caller, ClientAddress, DbDep, OrderingDep
 from services.billing.models import Order, Subscription
 from services.billing.ordering import Placed
 from services.billing.paging import cut, decode_cursor, newest_first
@@ -28,7 +28,6 @@ from services.billing.schemas import (
 )
 from shared.clock import as_utc
 from shared.problems import PROBLEM, NotFound
-from shared.ratelimit import client_address
 from shared.validation import CvrNumber
 
 router = APIRouter(responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM})
@@ -181,7 +180,7 @@ async def place_order(
     ordering: OrderingDep,
     body: OrderIn,
     key: IdempotencyKey,
-    request: Request,
+    client: ClientAddress,
     response: Response,
 ) -> OrderOut:
     result = await ordering.order(
@@ -190,7 +189,7 @@ async def place_order(
         account_number=body.account_number,
         product_code=body.product_code,
         options={k: v for k, v in body.options.items() if v is not None},
-        client=client_address(request),
+        client=client,
     )
     return placed(result, response)
 
@@ -208,7 +207,7 @@ async def upgrade(
     subscription_id: Id,
     body: UpgradeIn,
     key: IdempotencyKey,
-    request: Request,
+    client: ClientAddress,
     response: Response,
 ) -> OrderOut:
     result = await ordering.upgrade(
@@ -216,6 +215,6 @@ async def upgrade(
         key=key,
         subscription_id=subscription_id,
         product_code=body.product_code,
-        client=client_address(request),
+        client=client,
     )
     return placed(result, response)

@@ -4,16 +4,15 @@ changed with a JSON merge patch and `If-Match`."""
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from services.billing.catalogue import BY_CODE
 from services.billing.changes_api import tagged
-from services.billing.deps import Caller, ChangesDep, DbDep
+from services.billing.deps import Caller, ChangesDep, ClientAddress
 from services.billing.models import Subscription
 from services.billing.schemas import Id, IfMatch, SettingsOut
 from services.billing.telephony import effective_settings
 from shared.problems import PROBLEM
-from shared.ratelimit import client_address
 
 router = APIRouter(
     tags=["telephony and Personligt Nummer"],
@@ -37,11 +36,9 @@ def settings_out(s: Subscription) -> SettingsOut:
     summary="A subscription's telephony or Personligt Nummer settings (S11), with its ETag",
 )
 async def get_settings(
-    access: Caller, db: DbDep, changes: ChangesDep, subscription_id: Id, response: Response
+    access: Caller, changes: ChangesDep, subscription_id: Id, response: Response
 ) -> SettingsOut:
-    async with db.reading() as session:
-        subscription = await changes.subscription(session, access, subscription_id)
-    return tagged(response, settings_out(subscription))
+    return tagged(response, settings_out(await changes.subscription(access, subscription_id)))
 
 
 @router.patch(
@@ -51,16 +48,14 @@ async def get_settings(
 )
 async def patch_settings(
     access: Caller,
-    db: DbDep,
     changes: ChangesDep,
     subscription_id: Id,
     body: dict[str, Any],
-    request: Request,
+    client: ClientAddress,
     response: Response,
     if_match: IfMatch = None,
 ) -> SettingsOut:
-    async with db.transaction() as session:
-        subscription = await changes.change_settings(
-            session, access, subscription_id, body, if_match=if_match, client=client_address(request)
-        )
+    subscription = await changes.change_settings(
+        access, subscription_id, body, if_match=if_match, client=client
+    )
     return tagged(response, settings_out(subscription))
