@@ -14,7 +14,6 @@ package's suite leaves to the whole story.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,8 @@ from playwright.sync_api import Browser, Page, expect
 
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.test_whole_story import button, heading, new_sms_code, seen_ids, tab_to
-from tests.conftest import start_suite
-from tests.support.flows import STRONG_PASSWORD, activate_letter, apply_once_known, wait_for_letters
+from tests.browser.steps import heading, log_in, new_page, tab_to
+from tests.support.flows import activate_letter, apply_once_known, wait_for_letters
 
 GROUP_CVR = "35657193"
 EMAIL = "mette.holm@nordlys.example"
@@ -32,15 +30,8 @@ MOBILE = "+4520123456"
 
 
 @pytest.fixture(scope="module")
-def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
-    running = start_suite(
-        tmp_path_factory.mktemp("telephony-suite"),
-        database_factory,
-        ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
-        ADGANG_IDENTITY_ACTIVATION_RATE_LIMIT_PER_MINUTE="0",
-    )
-    yield running
-    running.stop()
+def portal_suite(own_suite: Suite) -> Suite:
+    return own_suite
 
 
 def shoot(page: Page, name: str) -> None:
@@ -68,17 +59,9 @@ def test_opening_hours_with_an_overlap_are_refused_in_words_and_a_valid_change_i
     letter = wait_for_letters(suite, GROUP_CVR)[0]
     assert activate_letter(suite, letter, mobile=MOBILE, email=EMAIL).status_code == 200
 
-    context = browser.new_context(locale="da-DK", timezone_id="Europe/Copenhagen")
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    page.goto(suite.url("portal") + "/log-ind?next=/telefoni")
-    page.locator('[name="username"]').fill(letter.username)
-    page.locator('[name="password"]').fill(STRONG_PASSWORD)
-    button(page, da, "login.submit").click()
-    sms_seen = seen_ids(suite, mobile=MOBILE)
-    button(page, da, "login-code.send-sms").click()
-    page.locator('[name="code"]').fill(new_sms_code(suite, MOBILE, sms_seen))
-    button(page, da, "login-code.submit").click()
+    page = new_page(browser)
+    context = page.context
+    log_in(page, suite, da, letter.username, sms_to=MOBILE, path="/log-ind?next=/telefoni")
 
     # The list, by kind; the menu marks where we are.
     expect(heading(page)).to_have_text(da.gettext("telephony.heading"))
