@@ -4,12 +4,23 @@ makes it."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from services.notifier.sinks import read_mail, read_sms
 from services.portal.i18n import Texts
 from services.suite import Suite
-from tests.support.flows import ONE_TIME_CODE, STRONG_PASSWORD, sinks_dir
+from tests.support.flows import (
+    ONE_TIME_CODE,
+    STRONG_PASSWORD,
+    Letter,
+    activate_letter,
+    apply_once_known,
+    sinks_dir,
+    wait_for_letters,
+)
 from tests.support.waiting import wait_until
 
 
@@ -23,6 +34,24 @@ def new_context(browser: Browser, **options: object) -> BrowserContext:
 def new_page(browser: Browser, **options: object) -> Page:
     """A page of a fresh browser profile (`new_context`); close it with `page.context.close()`."""
     return new_context(browser, **options).new_page()
+
+
+def shoot(page: Page, name: str) -> None:
+    """With `ADGANG_PORTAL_SCREENSHOTS=<dir>`, the page as it looks (for docs/portal/)."""
+    target = os.environ.get("ADGANG_PORTAL_SCREENSHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
+
+
+def activated_administrator(suite: Suite, cvr: str, *, email: str, mobile: str) -> Letter:
+    """The company applies with this contact, and its administrator activates the login from
+    the letter in the company's e-Boks: the letter (its username)."""
+    applied = apply_once_known(suite, cvr, email=email, mobile=mobile)
+    assert applied.status_code in (201, 202), applied.text
+    letter = wait_for_letters(suite, cvr)[0]
+    assert activate_letter(suite, letter, mobile=mobile, email=email).status_code == 200
+    return letter
 
 
 def new_sms_code(suite: Suite, mobile: str, seen: set[str]) -> str:

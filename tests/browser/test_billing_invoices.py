@@ -15,8 +15,6 @@ story does in the package's suite.
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 
 import httpx
 import pytest
@@ -26,7 +24,7 @@ from pypdf import PdfReader
 from services.billing.demo import GROUP_PARENT_CVR
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.steps import button, heading, new_page
+from tests.browser.steps import button, heading, new_page, shoot
 from tests.browser.steps import log_in as log_in_in_browser
 from tests.e2e.test_administration_flow import bearer, identity, log_in
 from tests.support.flows import (
@@ -56,13 +54,6 @@ COLLEAGUE_ACCOUNTS = {"10000021", "10000022"}
 @pytest.fixture(scope="module")
 def portal_suite(own_suite: Suite) -> Suite:
     return own_suite
-
-
-def shoot(page: Page, name: str) -> None:
-    target = os.environ.get("ADGANG_PORTAL_SCREENSHOTS")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
 
 
 def invoice_rows(page: Page) -> list[dict[str, str]]:

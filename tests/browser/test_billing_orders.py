@@ -23,12 +23,9 @@ from services.billing.demo import STANDALONE_CVR
 from services.notifier.sinks import read_mail
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.steps import button, heading, log_in, new_page
+from tests.browser.steps import activated_administrator, button, heading, log_in, new_page
 from tests.support.flows import (
-    activate_letter,
-    apply_once_known,
     sinks_dir,
-    wait_for_letters,
 )
 from tests.support.waiting import wait_until
 
@@ -61,10 +58,7 @@ def test_an_order_and_an_upgrade_each_give_one_confirmation_and_a_stale_edit_in_
     portal_suite: Suite, browser: Browser, texts
 ) -> None:
     suite, t = portal_suite, texts["da"]
-    applied = apply_once_known(suite, STANDALONE_CVR, email=EMAIL, mobile=MOBILE)
-    assert applied.status_code in (201, 202), applied.text
-    letter = wait_for_letters(suite, STANDALONE_CVR)[0]
-    assert activate_letter(suite, letter, mobile=MOBILE, email=EMAIL).status_code == 200
+    letter = activated_administrator(suite, STANDALONE_CVR, email=EMAIL, mobile=MOBILE)
 
     page = new_page(browser)
     context = page.context

@@ -13,16 +13,12 @@ package's suite leaves to the whole story.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.steps import heading, log_in, new_page, tab_to
-from tests.support.flows import activate_letter, apply_once_known, wait_for_letters
+from tests.browser.steps import activated_administrator, heading, log_in, new_page, shoot, tab_to
 
 GROUP_CVR = "35657193"
 EMAIL = "mette.holm@nordlys.example"
@@ -32,14 +28,6 @@ MOBILE = "+4520123456"
 @pytest.fixture(scope="module")
 def portal_suite(own_suite: Suite) -> Suite:
     return own_suite
-
-
-def shoot(page: Page, name: str) -> None:
-    """With `ADGANG_PORTAL_SCREENSHOTS=<dir>`, the page as it looks (for docs/portal/)."""
-    target = os.environ.get("ADGANG_PORTAL_SCREENSHOTS")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
 
 
 def type_time(page: Page, selector: str, hours_minutes: str) -> None:
@@ -54,10 +42,7 @@ def test_opening_hours_with_an_overlap_are_refused_in_words_and_a_valid_change_i
     portal_suite: Suite, browser: Browser, texts
 ) -> None:
     suite, da = portal_suite, texts["da"]
-    applied = apply_once_known(suite, GROUP_CVR, email=EMAIL, mobile=MOBILE)
-    assert applied.status_code in (201, 202), applied.text
-    letter = wait_for_letters(suite, GROUP_CVR)[0]
-    assert activate_letter(suite, letter, mobile=MOBILE, email=EMAIL).status_code == 200
+    letter = activated_administrator(suite, GROUP_CVR, email=EMAIL, mobile=MOBILE)
 
     page = new_page(browser)
     context = page.context
