@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from services.identity.config import IdentitySettings
 from services.registry import SERVICES
 from services.suite import Suite, SuiteConfig
 from shared.clock import FrozenClock
 from shared.db import Database, migrate
 from shared.sealing import Sealer, generate_key, parse_keyring
+from shared.tokens import generate_signing_key
 from tests.support.ports import free_ports
 
 # Generated standalone customers, for tests that need a company of their own (the demo group's
@@ -144,3 +147,23 @@ def clock() -> FrozenClock:
 def sealer() -> Sealer:
     """A key ring of one fresh key, as identity and notifier would be configured."""
     return Sealer(parse_keyring(f"k1:{generate_key()}"), "k1")
+
+
+@pytest.fixture
+def identity_settings(database_url: str, tmp_path: Path) -> Callable[..., IdentitySettings]:
+    """Identity's settings on the module's database, as the login tests use them: a fresh
+    signing key, and the per-address limits off (tests/security fires those). A module's
+    `settings` fixture passes the rules it is about, e.g. `login_lock_after_failures=3`."""
+
+    def make(**rules: object) -> IdentitySettings:
+        return IdentitySettings(
+            database_url=database_url,
+            var_dir=tmp_path,
+            signing_keys=SecretStr(f"t1:{generate_signing_key()}"),
+            signing_active_key_id="t1",
+            login_rate_limit_per_minute=0,
+            activation_rate_limit_per_minute=0,
+            **rules,  # type: ignore[arg-type]
+        )
+
+    return make

@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 from services.portal.i18n import Texts, load_texts
 from services.registry import SERVICES
 from services.suite import Suite
+from tests.browser.steps import new_context
 from tests.conftest import start_suite
 
 
@@ -79,6 +80,22 @@ def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> 
     running.stop()
 
 
+@pytest.fixture(scope="module")
+def own_suite(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, database_factory
+) -> Iterator[Suite]:
+    """A suite for one module's stories alone, for a module whose story needs a demo company
+    the package's suite gives to another: the module names it its `portal_suite`."""
+    running = start_suite(
+        tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2].removeprefix("test_") + "-suite"),
+        database_factory,
+        ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
+        ADGANG_IDENTITY_ACTIVATION_RATE_LIMIT_PER_MINUTE="0",
+    )
+    yield running
+    running.stop()
+
+
 def move_clock(suite: Suite, seconds: float) -> None:
     """Set how far ahead of the real time every process of the suite is."""
     (suite.config.var_dir / CLOCK_OFFSET_FILE).write_text(f"{seconds}\n")
@@ -87,8 +104,7 @@ def move_clock(suite: Suite, seconds: float) -> None:
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
     """A fresh browser profile: no cookies, Danish like most of the portal's users."""
-    opened = browser.new_context(locale="da-DK", timezone_id="Europe/Copenhagen")
-    opened.set_default_timeout(20_000)
+    opened = new_context(browser)
     yield opened
     opened.close()
 

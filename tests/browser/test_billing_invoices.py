@@ -15,25 +15,20 @@ story does in the package's suite.
 from __future__ import annotations
 
 import io
-import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, Page, expect
 from pypdf import PdfReader
 
 from services.billing.demo import GROUP_PARENT_CVR
-from services.portal.i18n import Texts
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.test_whole_story import button, heading, new_mail_code, new_sms_code, seen_ids
-from tests.conftest import start_suite
+from tests.browser.steps import button, heading, new_page, shoot
+from tests.browser.steps import log_in as log_in_in_browser
 from tests.e2e.test_administration_flow import bearer, identity, log_in
 from tests.support.flows import (
     CODE,
-    STRONG_PASSWORD,
     USERNAME,
     activate,
     activate_letter,
@@ -57,50 +52,8 @@ COLLEAGUE_ACCOUNTS = {"10000021", "10000022"}
 
 
 @pytest.fixture(scope="module")
-def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
-    running = start_suite(
-        tmp_path_factory.mktemp("billing-invoices-suite"),
-        database_factory,
-        ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
-        ADGANG_IDENTITY_ACTIVATION_RATE_LIMIT_PER_MINUTE="0",
-    )
-    yield running
-    running.stop()
-
-
-def shoot(page: Page, name: str) -> None:
-    target = os.environ.get("ADGANG_PORTAL_SCREENSHOTS")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
-
-
-def new_context(browser: Browser) -> BrowserContext:
-    opened = browser.new_context(locale="da-DK", timezone_id="Europe/Copenhagen", accept_downloads=True)
-    opened.set_default_timeout(20_000)
-    return opened
-
-
-def log_in_in_browser(
-    page: Page, suite: Suite, t: Texts, username: str, name: str, *, sms_to: str = "", email_to: str = ""
-) -> None:
-    """Password, then a code by SMS (`sms_to`) or email (`email_to`), as a person logs in."""
-    page.goto(suite.url("portal") + "/log-ind")
-    page.locator('[name="username"]').fill(username)
-    page.locator('[name="password"]').fill(STRONG_PASSWORD)
-    button(page, t, "login.submit").click()
-    expect(heading(page)).to_have_text(t.gettext("login-code.heading"))
-    if sms_to:
-        seen = seen_ids(suite, mobile=sms_to)
-        button(page, t, "login-code.send-sms").click()
-        code = new_sms_code(suite, sms_to, seen)
-    else:
-        seen = seen_ids(suite, address=email_to)
-        button(page, t, "login-code.send-email").click()
-        code = new_mail_code(suite, email_to, seen)
-    page.locator('[name="code"]').fill(code)
-    button(page, t, "login-code.submit").click()
-    expect(heading(page)).to_have_text(t.gettext("overview.heading", name=name))
+def portal_suite(own_suite: Suite) -> Suite:
+    return own_suite
 
 
 def invoice_rows(page: Page) -> list[dict[str, str]]:
@@ -159,9 +112,10 @@ def test_the_group_administrator_downloads_a_pdf_and_a_limited_colleague_sees_on
     assert activate(suite, username.group(), code.group()).status_code == 200
 
     # 1. The administrator: the parent's and the subsidiaries' invoices.
-    admin_context = new_context(browser)
-    page = admin_context.new_page()
-    log_in_in_browser(page, suite, t, letter.username, ADMIN, sms_to=ADMIN_MOBILE)
+    page = new_page(browser, accept_downloads=True)
+    admin_context = page.context
+    log_in_in_browser(page, suite, t, letter.username, sms_to=ADMIN_MOBILE)
+    expect(heading(page)).to_have_text(t.gettext("overview.heading", name=ADMIN))
     page.get_by_role("navigation").get_by_role("link", name=t.gettext("menu.invoices")).click()
     expect(heading(page)).to_have_text(t.gettext("invoices.heading"))
     assert_accessible(page)
@@ -213,9 +167,10 @@ def test_the_group_administrator_downloads_a_pdf_and_a_limited_colleague_sees_on
     admin_context.close()
 
     # 4. The colleague: only the two accounts; another account's invoice is the 404 page.
-    colleague_context = new_context(browser)
-    page = colleague_context.new_page()
-    log_in_in_browser(page, suite, t, username.group(), COLLEAGUE, email_to=COLLEAGUE_EMAIL)
+    page = new_page(browser, accept_downloads=True)
+    colleague_context = page.context
+    log_in_in_browser(page, suite, t, username.group(), email_to=COLLEAGUE_EMAIL)
+    expect(heading(page)).to_have_text(t.gettext("overview.heading", name=COLLEAGUE))
     page.get_by_role("navigation").get_by_role("link", name=t.gettext("menu.invoices")).click()
     expect(heading(page)).to_have_text(t.gettext("invoices.heading"))
     seen = invoice_rows(page)

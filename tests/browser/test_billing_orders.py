@@ -15,7 +15,6 @@ the package's shared suite gives to other stories.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Route, expect
@@ -24,14 +23,9 @@ from services.billing.demo import STANDALONE_CVR
 from services.notifier.sinks import read_mail
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.test_whole_story import button, heading, new_sms_code, seen_ids
-from tests.conftest import start_suite
+from tests.browser.steps import activated_administrator, button, heading, log_in, new_page
 from tests.support.flows import (
-    STRONG_PASSWORD,
-    activate_letter,
-    apply_once_known,
     sinks_dir,
-    wait_for_letters,
 )
 from tests.support.waiting import wait_until
 
@@ -41,15 +35,8 @@ RECEIPT = re.compile(r"/bestil/ordrer/([0-9a-f-]{36})$")
 
 
 @pytest.fixture(scope="module")
-def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
-    running = start_suite(
-        tmp_path_factory.mktemp("billing-orders-suite"),
-        database_factory,
-        ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
-        ADGANG_IDENTITY_ACTIVATION_RATE_LIMIT_PER_MINUTE="0",
-    )
-    yield running
-    running.stop()
+def portal_suite(own_suite: Suite) -> Suite:
+    return own_suite
 
 
 def sent_twice(route: Route) -> None:
@@ -71,22 +58,11 @@ def test_an_order_and_an_upgrade_each_give_one_confirmation_and_a_stale_edit_in_
     portal_suite: Suite, browser: Browser, texts
 ) -> None:
     suite, t = portal_suite, texts["da"]
-    applied = apply_once_known(suite, STANDALONE_CVR, email=EMAIL, mobile=MOBILE)
-    assert applied.status_code in (201, 202), applied.text
-    letter = wait_for_letters(suite, STANDALONE_CVR)[0]
-    assert activate_letter(suite, letter, mobile=MOBILE, email=EMAIL).status_code == 200
+    letter = activated_administrator(suite, STANDALONE_CVR, email=EMAIL, mobile=MOBILE)
 
-    context = browser.new_context(locale="da-DK", timezone_id="Europe/Copenhagen")
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    page.goto(suite.url("portal") + "/log-ind")
-    page.locator('[name="username"]').fill(letter.username)
-    page.locator('[name="password"]').fill(STRONG_PASSWORD)
-    button(page, t, "login.submit").click()
-    sms_seen = seen_ids(suite, mobile=MOBILE)
-    button(page, t, "login-code.send-sms").click()
-    page.locator('[name="code"]').fill(new_sms_code(suite, MOBILE, sms_seen))
-    button(page, t, "login-code.submit").click()
+    page = new_page(browser)
+    context = page.context
+    log_in(page, suite, t, letter.username, sms_to=MOBILE)
     expect(page.get_by_role("navigation").get_by_role("link", name=t.gettext("menu.orders"))).to_be_visible()
 
     # Order a subscription, the form sent twice.

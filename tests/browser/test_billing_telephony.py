@@ -13,18 +13,12 @@ package's suite leaves to the whole story.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.test_whole_story import button, heading, new_sms_code, seen_ids, tab_to
-from tests.conftest import start_suite
-from tests.support.flows import STRONG_PASSWORD, activate_letter, apply_once_known, wait_for_letters
+from tests.browser.steps import activated_administrator, heading, log_in, new_page, shoot, tab_to
 
 GROUP_CVR = "35657193"
 EMAIL = "mette.holm@nordlys.example"
@@ -32,23 +26,8 @@ MOBILE = "+4520123456"
 
 
 @pytest.fixture(scope="module")
-def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
-    running = start_suite(
-        tmp_path_factory.mktemp("telephony-suite"),
-        database_factory,
-        ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
-        ADGANG_IDENTITY_ACTIVATION_RATE_LIMIT_PER_MINUTE="0",
-    )
-    yield running
-    running.stop()
-
-
-def shoot(page: Page, name: str) -> None:
-    """With `ADGANG_PORTAL_SCREENSHOTS=<dir>`, the page as it looks (for docs/portal/)."""
-    target = os.environ.get("ADGANG_PORTAL_SCREENSHOTS")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
+def portal_suite(own_suite: Suite) -> Suite:
+    return own_suite
 
 
 def type_time(page: Page, selector: str, hours_minutes: str) -> None:
@@ -63,22 +42,11 @@ def test_opening_hours_with_an_overlap_are_refused_in_words_and_a_valid_change_i
     portal_suite: Suite, browser: Browser, texts
 ) -> None:
     suite, da = portal_suite, texts["da"]
-    applied = apply_once_known(suite, GROUP_CVR, email=EMAIL, mobile=MOBILE)
-    assert applied.status_code in (201, 202), applied.text
-    letter = wait_for_letters(suite, GROUP_CVR)[0]
-    assert activate_letter(suite, letter, mobile=MOBILE, email=EMAIL).status_code == 200
+    letter = activated_administrator(suite, GROUP_CVR, email=EMAIL, mobile=MOBILE)
 
-    context = browser.new_context(locale="da-DK", timezone_id="Europe/Copenhagen")
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    page.goto(suite.url("portal") + "/log-ind?next=/telefoni")
-    page.locator('[name="username"]').fill(letter.username)
-    page.locator('[name="password"]').fill(STRONG_PASSWORD)
-    button(page, da, "login.submit").click()
-    sms_seen = seen_ids(suite, mobile=MOBILE)
-    button(page, da, "login-code.send-sms").click()
-    page.locator('[name="code"]').fill(new_sms_code(suite, MOBILE, sms_seen))
-    button(page, da, "login-code.submit").click()
+    page = new_page(browser)
+    context = page.context
+    log_in(page, suite, da, letter.username, sms_to=MOBILE, path="/log-ind?next=/telefoni")
 
     # The list, by kind; the menu marks where we are.
     expect(heading(page)).to_have_text(da.gettext("telephony.heading"))

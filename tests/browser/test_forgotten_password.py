@@ -10,7 +10,7 @@ from services.billing.demo import generated_companies
 from services.notifier.sinks import read_mail
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.test_whole_story import button, heading, new_mail_code, new_sms_code, seen_ids
+from tests.browser.steps import button, heading, new_mail_code, new_page, new_sms_code, seen_ids
 from tests.support.flows import (
     STRONG_PASSWORD,
     activate_letter,
@@ -35,9 +35,8 @@ def test_a_forgotten_password_is_reset_with_the_email_and_an_sms_code_and_the_ne
     letter = wait_for_letters(suite, CVR)[0]
     assert activate_letter(suite, letter, mobile=MOBILE, email=EMAIL).status_code == 200
 
-    context = browser.new_context(locale="da-DK", timezone_id="Europe/Copenhagen")
-    context.set_default_timeout(20_000)
-    page = context.new_page()
+    page = new_page(browser)
+    context = page.context
     page.goto(suite.url("portal") + "/log-ind")
     page.get_by_role("link", name=t.gettext("reset.link")).click()
     expect(heading(page)).to_have_text(t.gettext("reset.heading"))

@@ -13,8 +13,6 @@ get an administrator, so this story cannot share that suite.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from playwright.sync_api import Browser, expect
 
@@ -22,10 +20,8 @@ from services.billing.demo import STANDALONE_CVR
 from services.notifier.sinks import read_mail, read_sms
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.test_whole_story import button, heading, new_sms_code, seen_ids
-from tests.conftest import start_suite
+from tests.browser.steps import button, heading, log_in, new_page, new_sms_code, seen_ids
 from tests.support.flows import (
-    STRONG_PASSWORD,
     activate_letter,
     apply_once_known,
     sinks_dir,
@@ -39,15 +35,8 @@ NEW_MOBILE = "+4531323334"
 
 
 @pytest.fixture(scope="module")
-def portal_suite(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Suite]:
-    running = start_suite(
-        tmp_path_factory.mktemp("own-profile-suite"),
-        database_factory,
-        ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
-        ADGANG_IDENTITY_ACTIVATION_RATE_LIMIT_PER_MINUTE="0",
-    )
-    yield running
-    running.stop()
+def portal_suite(own_suite: Suite) -> Suite:
+    return own_suite
 
 
 def mail_with_subject(suite: Suite, address: str, subject: str, seen: set[str]):  # noqa: ANN201 - ReceivedMail
@@ -78,21 +67,11 @@ def test_an_english_user_gets_english_messages_and_changes_the_mobile_with_the_c
     mail_seen.add(notice.message_id)
 
     # A browser that knows nothing of the user: the login pages are Danish.
-    context = browser.new_context(locale="da-DK", timezone_id="Europe/Copenhagen")
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    page.goto(suite.url("portal") + "/log-ind")
-    page.locator('[name="username"]').fill(letter.username)
-    page.locator('[name="password"]').fill(STRONG_PASSWORD)
-    button(page, da, "login.submit").click()
-    expect(heading(page)).to_have_text(da.gettext("login-code.heading"))
-    sms_seen = seen_ids(suite, mobile=MOBILE)
-    button(page, da, "login-code.send-sms").click()
-    code = new_sms_code(suite, MOBILE, sms_seen)
+    page = new_page(browser)
+    context = page.context
+    code = log_in(page, suite, da, letter.username, sms_to=MOBILE)
     [login_sms] = [m for m in read_sms(sinks_dir(suite), MOBILE) if code in m.text]
     assert login_sms.text.startswith(f"{code} is your one-time code for Self-service"), login_sms.text
-    page.locator('[name="code"]').fill(code)
-    button(page, da, "login-code.submit").click()
 
     # The login's language from now on.
     expect(page.locator("html")).to_have_attribute("lang", "en")

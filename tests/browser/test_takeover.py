@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from services.billing.demo import generated_companies
 from services.notifier.sinks import read_mail, read_sms
@@ -27,7 +27,7 @@ from services.portal.i18n import Texts
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
 from tests.browser.conftest import EXTRA_CUSTOMERS, move_clock
-from tests.browser.test_whole_story import button, heading, new_mail_code, new_sms_code, seen_ids
+from tests.browser.steps import button, heading, new_mail_code, new_page, new_sms_code, seen_ids
 from tests.support.flows import (
     STRONG_PASSWORD,
     Letter,
@@ -95,12 +95,6 @@ def _takeover_letter(suite: Suite, cvr: str) -> Letter:
     return next(letter for letter in letters if "Varslingsperiode" in letter.text)
 
 
-def _page(browser: Browser) -> Page:
-    context = browser.new_context(locale="da-DK", timezone_id="Europe/Copenhagen")
-    context.set_default_timeout(20_000)
-    return context.new_page()
-
-
 def test_a_cancelled_takeover_in_the_browser(portal_suite: Suite, browser: Browser, texts: dict[str, Texts]) -> None:
     suite, t = portal_suite, texts["da"]
     old_email, old_mobile = "gitte@firma1.example", "+4522110011"
@@ -112,7 +106,7 @@ def test_a_cancelled_takeover_in_the_browser(portal_suite: Suite, browser: Brows
     assert link, f"the notice has no cancel link:\n{notice.text}"
     letter = _takeover_letter(suite, CANCELLED_CVR)
 
-    page = _page(browser)
+    page = new_page(browser)
     page.goto(link.group())
     expect(heading(page)).to_contain_text(t.gettext("takeover.cancel-heading", company="").strip())
     expect(page.get_by_role("main")).to_contain_text(CANCELLED_CVR)
@@ -137,7 +131,7 @@ def test_a_takeover_end_to_end_in_the_browser(
     old_username = _company_with_an_administrator(suite, TAKEN_OVER_CVR, email=old_email, mobile=old_mobile)
 
     # 1. The form offers a takeover, with what it means, and asks for it.
-    page = _page(browser)
+    page = new_page(browser)
     page.goto(suite.url("portal") + "/ansoeg")
     page.locator('[name="cvr"]').fill(TAKEN_OVER_CVR)
     page.locator('[name="company_name"]').fill("Firma 2")

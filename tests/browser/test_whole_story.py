@@ -23,11 +23,11 @@ import pyotp
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from services.notifier.sinks import read_mail, read_sms
-from services.portal.i18n import Texts
+from services.notifier.sinks import read_mail
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.support.flows import CODE, ONE_TIME_CODE, STRONG_PASSWORD, sinks_dir, wait_for_letters
+from tests.browser.steps import button, heading, new_mail_code, new_page, new_sms_code, seen_ids, tab_to
+from tests.support.flows import CODE, STRONG_PASSWORD, sinks_dir, wait_for_letters
 from tests.support.waiting import wait_until
 
 ACTIVATION_LINK = re.compile(r"https?://\S+/aktiver\?username=\S+")
@@ -87,65 +87,13 @@ def shoot(page: Page, story: Story, name: str) -> None:
         page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
 
 
-def new_sms_code(suite: Suite, mobile: str, seen: set[str]) -> str:
-    return _new_code(
-        lambda: [(m.id, m.text) for m in read_sms(sinks_dir(suite), mobile)], seen, f"an SMS to {mobile}"
-    )
-
-
-def new_mail_code(suite: Suite, address: str, seen: set[str]) -> str:
-    return _new_code(
-        lambda: [(m.message_id, m.text) for m in read_mail(sinks_dir(suite), address)],
-        seen,
-        f"a mail to {address}",
-    )
-
-
-def _new_code(read, seen: set[str], what: str) -> str:
-    message = wait_until(
-        lambda: next(((i, t) for i, t in read() if i not in seen and ONE_TIME_CODE.search(t)), None),
-        deadline_s=60,
-        what=f"{what} with a one-time code",
-    )
-    seen.add(message[0])
-    found = ONE_TIME_CODE.search(message[1])
-    assert found
-    return found.group()
-
-
-def seen_ids(suite: Suite, mobile: str | None = None, address: str | None = None) -> set[str]:
-    if mobile:
-        return {m.id for m in read_sms(sinks_dir(suite), mobile)}
-    return {m.message_id for m in read_mail(sinks_dir(suite), address or "")}
-
-
-def tab_to(page: Page, selector: str, *, most: int = 40) -> None:
-    """Press Tab until an element `selector` has the focus (one of a radio group: Tab stops
-    once in a group), as a keyboard user would."""
-    target = page.locator(selector)
-    for _ in range(most):
-        if target.evaluate_all("elements => elements.includes(document.activeElement)"):
-            return
-        page.keyboard.press("Tab")
-    raise AssertionError(f"{selector} never got the focus by Tab")
-
-
-def button(page: Page, t: Texts, message_id: str, **values: object):
-    return page.get_by_role("button", name=t.gettext(message_id, **values), exact=True)
-
-
-def heading(page: Page):
-    return page.get_by_role("heading", level=1)
-
-
 @pytest.mark.parametrize("language", ["da", "en"])
 def test_the_whole_story_in_the_browser(portal_suite: Suite, browser: Browser, texts, language: str) -> None:
     story = STORIES[language]
     t = texts[language]
     suite = portal_suite
-    admin_context = browser.new_context(locale="da-DK", timezone_id="Europe/Copenhagen")
-    admin_context.set_default_timeout(20_000)
-    page = admin_context.new_page()
+    page = new_page(browser)
+    admin_context = page.context
 
     # 1. Apply (S1).
     page.goto(suite.url("portal"))
@@ -307,9 +255,8 @@ def test_the_whole_story_in_the_browser(portal_suite: Suite, browser: Browser, t
     link = ACTIVATION_LINK.search(mail.text)
     code = CODE.search(mail.text)
     assert link and code, f"the email has no link or code:\n{mail.text}"
-    colleague = browser.new_context(locale="da-DK", timezone_id="Europe/Copenhagen")
-    colleague.set_default_timeout(20_000)
-    page = colleague.new_page()
+    page = new_page(browser)
+    colleague = page.context
     page.goto(link.group())
     if language == "en":
         page.get_by_role("link", name=texts["da"].gettext("site.switch-language")).click()

@@ -8,7 +8,7 @@ with filters and pages (`GET /v1/audit`, `GET /v1/support/audit`)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import httpx
@@ -26,7 +26,6 @@ from shared.envelope import Envelope
 from shared.events import AuditRecorded, BillingAuditRecorded
 from shared.messaging import Outbox
 from shared.sealing import Sealer
-from shared.tokens import generate_signing_key
 from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     Tokens,
     billing,
@@ -55,17 +54,8 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path) -> IdentitySettings:
-    return IdentitySettings(
-        database_url=database_url,
-        var_dir=tmp_path,
-        signing_keys=f"t1:{generate_signing_key()}",
-        signing_active_key_id="t1",
-        login_rate_limit_per_minute=0,
-        activation_rate_limit_per_minute=0,
-        login_free_failures=LOCK_AFTER,
-        login_lock_after_failures=LOCK_AFTER,
-    )
+def settings(identity_settings: Callable[..., IdentitySettings]) -> IdentitySettings:
+    return identity_settings(login_free_failures=LOCK_AFTER, login_lock_after_failures=LOCK_AFTER)
 
 
 @pytest.fixture

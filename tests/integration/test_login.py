@@ -4,7 +4,7 @@ real API on the database under test, with a clock the test controls."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import httpx
@@ -31,15 +31,8 @@ def database_url(identity_url: str) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str, sealer: Sealer, tmp_path) -> IdentitySettings:
-    return IdentitySettings(
-        database_url=database_url,
-        var_dir=tmp_path,
-        signing_keys=f"t1:{generate_signing_key()}",
-        signing_active_key_id="t1",
-        login_rate_limit_per_minute=0,
-        activation_rate_limit_per_minute=0,
-    )
+def settings(identity_settings: Callable[..., IdentitySettings], sealer: Sealer) -> IdentitySettings:
+    return identity_settings()
 
 
 @pytest.fixture

@@ -147,6 +147,43 @@ def _envelope(event):
     return decode(topic=record.topic, headers=record.headers, value=record.value)
 
 
+def _eboks_letter(outcome, application_id: str, **details):
+    """The notifier's `outcome` (DeliverySucceeded, DeliveryFailed) of the company's e-Boks
+    letter for the application, in its envelope."""
+    import uuid as _uuid
+
+    return _envelope(
+        outcome(
+            delivery_id=_uuid.uuid4(),
+            source_event_id="e1",
+            source_event_type="t",
+            application_id=_uuid.UUID(application_id),
+            channel="eboks",
+            recipient=CVR,
+            message_id="m1",
+            **details,
+        )
+    )
+
+
+def _administrator_deleted(user_id, application_id: str, reason: str, deleted_at: datetime):
+    """Identity's word that the application's administrator was deleted, in its envelope."""
+    import uuid as _uuid
+
+    from shared.events import UserDeleted
+
+    return _envelope(
+        UserDeleted(
+            user_id=user_id,
+            tenant_cvr=CVR,
+            role="administrator",
+            reason=reason,
+            application_id=_uuid.UUID(application_id),
+            deleted_at=deleted_at,
+        )
+    )
+
+
 async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withdraws_its_login(
     database_url, customer_known, worker
 ) -> None:
@@ -187,20 +224,7 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
             )
             await on[DeliveryFailed](
                 session,
-                _envelope(
-                    DeliveryFailed(
-                        delivery_id=_uuid.uuid4(),
-                        source_event_id="e1",
-                        source_event_type="t",
-                        application_id=_uuid.UUID(accepted["id"]),
-                        channel="eboks",
-                        recipient=CVR,
-                        message_id="m1",
-                        attempts=8,
-                        reason="503",
-                        failed_at=now,
-                    )
-                ),
+                _eboks_letter(DeliveryFailed, accepted["id"], attempts=8, reason="503", failed_at=now),
             )
         status = (await client.get(f"/v1/applications/{accepted['id']}")).json()
         assert status["status"] == "failed" and "apply again" in status["status_detail"]
@@ -209,17 +233,7 @@ async def test_a_letter_that_cannot_be_delivered_fails_the_application_and_withd
             values = (await session.execute(select(messaging.outbox.c.value))).scalars().all()
             assert any('"reason":"delivery-failed"' in v for v in values)
             await on[UserDeleted](
-                session,
-                _envelope(
-                    UserDeleted(
-                        user_id=user_id,
-                        tenant_cvr=CVR,
-                        role="administrator",
-                        reason="credentials-undeliverable",
-                        application_id=_uuid.UUID(accepted["id"]),
-                        deleted_at=now,
-                    )
-                ),
+                session, _administrator_deleted(user_id, accepted["id"], "credentials-undeliverable", now)
             )
         again = await client.post("/v1/applications", json=body())
     assert again.status_code == 202, again.text
@@ -248,35 +262,12 @@ async def test_a_deleted_administrator_whose_letter_was_delivered_no_longer_bloc
                 ),
             )
             await on[DeliverySucceeded](
-                session,
-                _envelope(
-                    DeliverySucceeded(
-                        delivery_id=_uuid.uuid4(),
-                        source_event_id="e1",
-                        source_event_type="t",
-                        application_id=_uuid.UUID(accepted["id"]),
-                        channel="eboks",
-                        recipient=CVR,
-                        message_id="m1",
-                        attempts=1,
-                        delivered_at=now,
-                    )
-                ),
+                session, _eboks_letter(DeliverySucceeded, accepted["id"], attempts=1, delivered_at=now)
             )
         assert (await client.post("/v1/applications", json=body())).status_code == 409
         async with customer_known.transaction() as session:
             await on[UserDeleted](
-                session,
-                _envelope(
-                    UserDeleted(
-                        user_id=user_id,
-                        tenant_cvr=CVR,
-                        role="administrator",
-                        reason="deleted-by-support",
-                        application_id=_uuid.UUID(accepted["id"]),
-                        deleted_at=now,
-                    )
-                ),
+                session, _administrator_deleted(user_id, accepted["id"], "deleted-by-support", now)
             )
         again = await client.post("/v1/applications", json=body())
     assert again.status_code == 202, again.text

@@ -5,7 +5,7 @@ identity's real API on the database under test, with a clock the test controls."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -28,7 +28,6 @@ from services.identity.password_reset import forget_old_resets
 from shared.db import Database
 from shared.events import CredentialChanged, OtpRequested, SessionEnded
 from shared.sealing import Sealer
-from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD, activate_from_letter, provision_admin
 from tests.integration.test_login import (  # noqa: F401 - fixtures
     active_admin,
@@ -39,17 +38,9 @@ from tests.integration.test_login import (  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path) -> IdentitySettings:
+def settings(identity_settings: Callable[..., IdentitySettings]) -> IdentitySettings:
     """The login tests' settings, with the per-address limits off (tests/security fires them)."""
-    return IdentitySettings(
-        database_url=database_url,
-        var_dir=tmp_path,
-        signing_keys=f"t1:{generate_signing_key()}",
-        signing_active_key_id="t1",
-        login_rate_limit_per_minute=0,
-        activation_rate_limit_per_minute=0,
-        password_reset_rate_limit_per_minute=0,
-    )
+    return identity_settings(password_reset_rate_limit_per_minute=0)
 
 
 NEW_PASSWORD = "Havtorn-Solnedgang-Vinter-77"

@@ -234,16 +234,24 @@ async def logged_in(portal: httpx.AsyncClient, db: Database, sealer: Sealer, use
     return portal
 
 
+async def logged_in_group_administrator(
+    portal: httpx.AsyncClient, db: Database, clock: FrozenClock, sealer: Sealer
+) -> User:
+    """The demo group, and its administrator logged in through `portal`."""
+    await company_group(db, clock)
+    admin = await group_administrator(db, clock)
+    await logged_in(portal, db, sealer, admin)
+    return admin
+
+
 # --- Fakturaer ---------------------------------------------------------------------------------
 
 
 async def test_a_group_administrator_sees_the_parents_and_the_subsidiarys_invoices_newest_first_in_kroner(
     db, clock, sealer, portal, billing_as
 ) -> None:
-    await company_group(db, clock)
-    admin = await group_administrator(db, clock)
+    admin = await logged_in_group_administrator(portal, db, clock, sealer)
     expected = await (await billing_as(admin)).every("/v1/invoices", [])
-    await logged_in(portal, db, sealer, admin)
 
     page = await portal.get("/fakturaer")
 
@@ -272,10 +280,8 @@ async def test_a_group_administrator_sees_the_parents_and_the_subsidiarys_invoic
 async def test_the_older_invoices_link_pages_through_every_invoice_exactly_once(
     db, clock, sealer, portal, billing_as
 ) -> None:
-    await company_group(db, clock)
-    admin = await group_administrator(db, clock)
+    admin = await logged_in_group_administrator(portal, db, clock, sealer)
     expected = await (await billing_as(admin)).every("/v1/invoices", [])
-    await logged_in(portal, db, sealer, admin)
 
     seen: list[str] = []
     path: str | None = "/fakturaer"
@@ -297,10 +303,8 @@ async def test_the_older_invoices_link_pages_through_every_invoice_exactly_once(
 async def test_the_filters_narrow_to_a_company_an_account_and_a_period_of_months(
     db, clock, sealer, portal, billing_as
 ) -> None:
-    await company_group(db, clock)
-    admin = await group_administrator(db, clock)
+    admin = await logged_in_group_administrator(portal, db, clock, sealer)
     billing = await billing_as(admin)
-    await logged_in(portal, db, sealer, admin)
 
     by_company = listed(await portal.get("/fakturaer", params={"cvr": SUBSIDIARY}))
     assert by_company and {row["company"] for row in by_company} == {"Nordlys Energi A/S"}
@@ -318,9 +322,7 @@ async def test_the_filters_narrow_to_a_company_an_account_and_a_period_of_months
 
 
 async def test_wrong_filter_values_are_words_next_to_their_fields(db, clock, sealer, portal) -> None:
-    await company_group(db, clock)
-    admin = await group_administrator(db, clock)
-    await logged_in(portal, db, sealer, admin)
+    await logged_in_group_administrator(portal, db, clock, sealer)
 
     # Billing refuses these (422 naming the field); the portal says it in its own words.
     account = await portal.get("/fakturaer", params={"account": "12ab"})
@@ -351,13 +353,11 @@ async def test_wrong_filter_values_are_words_next_to_their_fields(db, clock, sea
 async def test_an_invoice_shows_its_lines_by_subscription_and_category_with_vat_and_totals_as_billing_has_them(
     db, clock, sealer, portal, billing_as
 ) -> None:
-    await company_group(db, clock)
-    admin = await group_administrator(db, clock)
+    admin = await logged_in_group_administrator(portal, db, clock, sealer)
     invoice_id = invoice_id_for("10000021", NEWEST_INVOICED)
     answer = await (await billing_as(admin)).http.get(f"/v1/invoices/{invoice_id}")
     assert answer.status_code == 200, answer.text
     invoice = answer.json()
-    await logged_in(portal, db, sealer, admin)
 
     page = await portal.get(f"/fakturaer/{invoice_id}")
 
@@ -397,13 +397,11 @@ async def test_an_invoice_shows_its_lines_by_subscription_and_category_with_vat_
 async def test_the_pdf_download_is_billings_document_with_its_type_and_file_name(
     db, clock, sealer, portal, billing_as
 ) -> None:
-    await company_group(db, clock)
-    admin = await group_administrator(db, clock)
+    admin = await logged_in_group_administrator(portal, db, clock, sealer)
     billing = await billing_as(admin)
     invoice_id = invoice_id_for("10000021", NEWEST_INVOICED)
     invoice = (await billing.http.get(f"/v1/invoices/{invoice_id}")).json()
     straight = await billing.http.get(f"/v1/invoices/{invoice_id}/document", params={"format": "pdf"})
-    await logged_in(portal, db, sealer, admin)
 
     download = await portal.get(f"/fakturaer/{invoice_id}/pdf")
 
@@ -421,14 +419,12 @@ async def test_the_pdf_download_is_billings_document_with_its_type_and_file_name
 async def test_an_e_invoice_is_passed_on_as_billing_wrote_it_and_a_paper_invoice_has_none_in_words(
     db, clock, sealer, portal, billing_as, october_as_oioubl
 ) -> None:
-    await company_group(db, clock)
-    admin = await group_administrator(db, clock)
+    admin = await logged_in_group_administrator(portal, db, clock, sealer)
     billing = await billing_as(admin)
     straight = await billing.http.get(
         f"/v1/invoices/{october_as_oioubl}/document", params={"format": "oioubl"}
     )
     assert straight.status_code == 200, straight.text
-    await logged_in(portal, db, sealer, admin)
 
     xml = await portal.get(f"/fakturaer/{october_as_oioubl}/oioubl")
     paper = await portal.get(f"/fakturaer/{invoice_id_for('10000021', NEWEST_INVOICED)}/oioubl")
@@ -606,11 +602,9 @@ def summed(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, str]]
 async def test_usage_is_the_last_six_closed_months_in_a_chart_and_a_table_that_sum_billings_rows(
     db, clock, sealer, portal, billing_as
 ) -> None:
-    await company_group(db, clock)
-    admin = await group_administrator(db, clock)
+    admin = await logged_in_group_administrator(portal, db, clock, sealer)
     # NOW is in November 2026: the last six closed months are May to October.
     rows = await (await billing_as(admin)).every("/v1/usage", [("from", "2026-05-01"), ("to", "2026-10-01")])
-    await logged_in(portal, db, sealer, admin)
 
     page = await portal.get("/forbrug")
 
@@ -648,10 +642,8 @@ async def test_usage_is_the_last_six_closed_months_in_a_chart_and_a_table_that_s
 async def test_usage_filters_narrow_the_sums_and_the_csv_is_billings_for_the_same_filters(
     db, clock, sealer, portal, billing_as
 ) -> None:
-    await company_group(db, clock)
-    admin = await group_administrator(db, clock)
+    admin = await logged_in_group_administrator(portal, db, clock, sealer)
     billing = await billing_as(admin)
-    await logged_in(portal, db, sealer, admin)
     chosen = {"cvr": SUBSIDIARY, "account": "10000023", "from": "2026-01", "to": "2026-03"}
     params = [("cvr", SUBSIDIARY), ("account", "10000023"), ("from", "2026-01-01"), ("to", "2026-03-01")]
 

@@ -17,12 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from services.portal.api import create_api as create_portal_api
 from services.portal.i18n import load_texts
 from services.portal.pages import billing_telephony
+from tests.portal.billing_forms import browsers  # noqa: F401 - fixture
 from tests.portal.conftest import csrf_of, log_in_through_portal, post_form
 from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
-from tests.support.asgi import AppTransport
 
 DANISH, ENGLISH = load_texts()["da"], load_texts()["en"]
 Browser = httpx.AsyncClient
@@ -36,22 +35,6 @@ def words(message_id: str, **values: object) -> str:
 @pytest.fixture
 def portal_transports(identity_transport, billing_transport) -> dict[str, httpx.AsyncBaseTransport]:
     return {"identity": identity_transport, "billing": billing_transport}
-
-
-@pytest.fixture
-async def browsers(portal_settings, portal_transports, clock) -> AsyncIterator[Callable[[], Browser]]:
-    """More browsers of the same portal, each with its own cookies (several users at once)."""
-    app = create_portal_api(portal_settings, clock=clock, transports=portal_transports)
-    opened: list[Browser] = []
-
-    def open_browser() -> Browser:
-        browser = httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://portal")
-        opened.append(browser)
-        return browser
-
-    yield open_browser
-    for browser in opened:
-        await browser.aclose()
 
 
 @pytest.fixture
@@ -84,6 +67,15 @@ async def telephony_user(db, clock, grants: dict[str, Any] | None = None, functi
     )
 
 
+async def logged_in_telephony_user(portal: Browser, db, clock, sealer, grants: dict[str, Any] | None = None):
+    """The demo group, and a user with the telephony function (on one account unless `grants`
+    says otherwise) logged in through `portal`."""
+    await company_group(db, clock)
+    user = await telephony_user(db, clock, grants)
+    await log_in_through_portal(portal, db, sealer, user.username)
+    return user
+
+
 async def subscription_of(
     billing: httpx.AsyncClient, account: str, kind: str, nth: int = 0
 ) -> dict[str, Any]:
@@ -105,6 +97,33 @@ def version_on(page: httpx.Response, part: str) -> str:
     return form.group(1)
 
 
+async def post_on(browser: Browser, path: str, part: str, data: dict[str, Any]) -> httpx.Response:
+    """Post the form `part` (indstillinger, medlemmer, ringning, aabningstider) of the settings
+    page `path`, as that page does."""
+    return await post_form(browser, f"{path}/{part}", data, form_on=path)
+
+
+def members_form(version: str, *rows: tuple[str, ...], **extra: str) -> dict[str, str]:
+    """The members form as a browser posts it: each row's number, and its label where the row
+    has one."""
+    data = {"version": version}
+    for k, row in enumerate(rows):
+        data[f"members.{k}.number"] = row[0]
+        if len(row) > 1:
+            data[f"members.{k}.label"] = row[1]
+    return data | extra
+
+
+def ringing_from(tab: httpx.Response, token: str, strategy: str, seconds: str) -> dict[str, str]:
+    """The ringing form as posted from `tab`: with the version that tab was shown."""
+    return {
+        "csrf_token": token,
+        "version": version_on(tab, "ringning"),
+        "ring_strategy": strategy,
+        "ring_seconds_per_member": seconds,
+    }
+
+
 def hours_form(version: str, days: dict[str, list[tuple[str, str]]], **extra: str) -> dict[str, Any]:
     """The opening-hours form as a browser posts it: rows numbered across the week."""
     data: dict[str, Any] = {"version": version, "hours": "scheduled", "outside_hours": "voicemail", **extra}
@@ -119,10 +138,8 @@ def hours_form(version: str, days: dict[str, list[tuple[str, str]]], **extra: st
 async def test_the_list_groups_the_subscriptions_on_the_users_accounts_by_kind_each_linking_to_its_settings(
     db, clock, sealer, portal, billing_api
 ) -> None:
-    await company_group(db, clock)
-    user = await telephony_user(db, clock)
+    user = await logged_in_telephony_user(portal, db, clock, sealer)
     billing = await billing_api(user)
-    await log_in_through_portal(portal, db, sealer, user.username)
     page = await portal.get("/telefoni")
     assert page.status_code == 200, page.text
     listed = (await billing.get("/v1/subscriptions", params={"limit": 500})).json()["items"]
@@ -143,11 +160,9 @@ async def test_the_list_groups_the_subscriptions_on_the_users_accounts_by_kind_e
 async def test_each_line_setting_changed_through_the_page_reaches_billing(
     db, clock, sealer, portal, billing_api
 ) -> None:
-    await company_group(db, clock)
-    user = await telephony_user(db, clock)
+    user = await logged_in_telephony_user(portal, db, clock, sealer)
     billing = await billing_api(user)
     line = await subscription_of(billing, "10000021", "mobile", nth=0)
-    await log_in_through_portal(portal, db, sealer, user.username)
     path = f"/telefoni/{line['id']}"
     shown = await portal.get(path)
     assert shown.status_code == 200, shown.text
@@ -163,9 +178,10 @@ async def test_each_line_setting_changed_through_the_page_reaches_billing(
         assert f'name="{name}"' in shown.text, name
     before = await settings_of(billing, line["id"])
 
-    saved = await post_form(
+    saved = await post_on(
         portal,
-        f"{path}/indstillinger",
+        path,
+        "indstillinger",
         {
             "version": version_on(shown, "indstillinger"),
             "call_forwarding.mode": "no_answer",
@@ -176,7 +192,6 @@ async def test_each_line_setting_changed_through_the_page_reaches_billing(
             "caller_id.presentation": "main_number",
             "caller_id.main_number": "+45 33 12 34 56",
         },
-        form_on=path,
     )
     assert saved.status_code == 303 and saved.headers["location"] == f"{path}?gemt=indstillinger", saved.text
     after = await settings_of(billing, line["id"])
@@ -190,16 +205,16 @@ async def test_each_line_setting_changed_through_the_page_reaches_billing(
     assert words("telephony.saved.indstillinger") in confirmed.text
     assert 'value="+4520123456"' in confirmed.text
 
-    hidden = await post_form(
+    hidden = await post_on(
         portal,
-        f"{path}/indstillinger",
+        path,
+        "indstillinger",
         {
             "version": str(after["version"]),
             "call_forwarding.mode": "off",
             "voicemail.enabled": "true",
             "caller_id.presentation": "hidden",
         },
-        form_on=path,
     )
     assert hidden.status_code == 303, hidden.text
     assert (await settings_of(billing, line["id"]))["settings"]["caller_id"]["presentation"] == "hidden"
@@ -208,11 +223,9 @@ async def test_each_line_setting_changed_through_the_page_reaches_billing(
 async def test_a_refused_line_setting_is_said_in_words_next_to_its_field_and_nothing_is_stored(
     db, clock, sealer, portal, billing_api
 ) -> None:
-    await company_group(db, clock)
-    user = await telephony_user(db, clock)
+    user = await logged_in_telephony_user(portal, db, clock, sealer)
     billing = await billing_api(user)
     line = await subscription_of(billing, "10000021", "mobile", nth=1)
-    await log_in_through_portal(portal, db, sealer, user.username)
     path = f"/telefoni/{line['id']}"
     before = await settings_of(billing, line["id"])
     for typed, field, message_id in (
@@ -238,9 +251,7 @@ async def test_a_refused_line_setting_is_said_in_words_next_to_its_field_and_not
             "telephony.invalid.caller_id",
         ),
     ):
-        refused = await post_form(
-            portal, f"{path}/indstillinger", {"version": str(before["version"]), **typed}, form_on=path
-        )
+        refused = await post_on(portal, path, "indstillinger", {"version": str(before["version"]), **typed})
         assert refused.status_code == 422, refused.text
         field_id = "f-" + field.replace(".", "-")
         error = re.search(rf'<p class="error" id="{field_id}-error">([^<]+)</p>', refused.text)
@@ -254,40 +265,27 @@ async def test_a_refused_line_setting_is_said_in_words_next_to_its_field_and_not
 async def test_members_are_added_and_removed_and_ring_in_the_chosen_order_through_the_page(
     db, clock, sealer, portal, billing_api
 ) -> None:
-    await company_group(db, clock)
-    user = await telephony_user(db, clock)
+    user = await logged_in_telephony_user(portal, db, clock, sealer)
     billing = await billing_api(user)
     pn = await subscription_of(billing, "10000021", "personal_number")
-    await log_in_through_portal(portal, db, sealer, user.username)
     path = f"/telefoni/{pn['id']}"
     shown = await portal.get(path)
     assert shown.status_code == 200, shown.text
     version = version_on(shown, "medlemmer")
 
     # "Add a row" (no JS) shows one more empty row and keeps what was typed; nothing is stored.
-    more = await post_form(
-        portal,
-        f"{path}/medlemmer",
-        {"version": version, "members.0.number": "20 11 22 33", "members.0.label": "Mobil", "add_row": "1"},
-        form_on=path,
+    more = await post_on(
+        portal, path, "medlemmer", members_form(version, ("20 11 22 33", "Mobil"), add_row="1")
     )
     assert more.status_code == 200, more.text
     assert 'value="20 11 22 33"' in more.text and 'name="members.2.number"' in more.text
     assert str((await settings_of(billing, pn["id"]))["version"]) == version
 
-    added = await post_form(
+    added = await post_on(
         portal,
-        f"{path}/medlemmer",
-        {
-            "version": version,
-            "members.0.number": "20 11 22 33",
-            "members.0.label": "Mobil",
-            "members.1.number": "+4533445566",
-            "members.1.label": "Kontor",
-            "members.2.number": "",
-            "members.2.label": "",
-        },
-        form_on=path,
+        path,
+        "medlemmer",
+        members_form(version, ("20 11 22 33", "Mobil"), ("+4533445566", "Kontor"), ("", "")),
     )
     assert added.status_code == 303, added.text
     stored = await settings_of(billing, pn["id"])
@@ -296,51 +294,36 @@ async def test_members_are_added_and_removed_and_ring_in_the_chosen_order_throug
         {"number": "+4533445566", "label": "Kontor"},
     ]
 
-    twice = await post_form(
+    twice = await post_on(
         portal,
-        f"{path}/medlemmer",
-        {
-            "version": str(stored["version"]),
-            "members.0.number": "+4520112233",
-            "members.1.number": "+4533445566",
-            "members.2.number": "33 44 55 66",
-        },
-        form_on=path,
+        path,
+        "medlemmer",
+        members_form(str(stored["version"]), ("+4520112233",), ("+4533445566",), ("33 44 55 66",)),
     )
     assert twice.status_code == 422 and words("telephony.invalid.members") in twice.text
-    itself = await post_form(
-        portal,
-        f"{path}/medlemmer",
-        {"version": str(stored["version"]), "members.0.number": "20112233", "members.1.number": "12"},
-        form_on=path,
+    itself = await post_on(
+        portal, path, "medlemmer", members_form(str(stored["version"]), ("20112233",), ("12",))
     )
     assert itself.status_code == 422
     error = re.search(r'<p class="error" id="f-members-1-number-error">([^<]+)</p>', itself.text)
     assert error and error.group(1) == words("telephony.invalid.members.item.number")
     assert await settings_of(billing, pn["id"]) == stored
 
-    removed = await post_form(
+    removed = await post_on(
         portal,
-        f"{path}/medlemmer",
-        {
-            "version": str(stored["version"]),
-            "members.0.number": "+4520112233",
-            "members.0.label": "Mobil",
-            "members.1.number": "+4533445566",
-            "members.1.label": "Kontor",
-            "remove": "0",
-        },
-        form_on=path,
+        path,
+        "medlemmer",
+        members_form(str(stored["version"]), ("+4520112233", "Mobil"), ("+4533445566", "Kontor"), remove="0"),
     )
     assert removed.status_code == 303, removed.text
     stored = await settings_of(billing, pn["id"])
     assert stored["settings"]["members"] == [{"number": "+4533445566", "label": "Kontor"}]
 
-    ringing = await post_form(
+    ringing = await post_on(
         portal,
-        f"{path}/ringning",
+        path,
+        "ringning",
         {"version": str(stored["version"]), "ring_strategy": "in_order", "ring_seconds_per_member": "12"},
-        form_on=path,
     )
     assert ringing.status_code == 303, ringing.text
     stored = await settings_of(billing, pn["id"])
@@ -353,11 +336,9 @@ async def test_members_are_added_and_removed_and_ring_in_the_chosen_order_throug
 async def test_opening_hours_with_an_overlap_are_refused_in_words_next_to_the_interval_and_nothing_is_stored(
     db, clock, sealer, portal, billing_api
 ) -> None:
-    await company_group(db, clock)
-    user = await telephony_user(db, clock, grants={PARENT: ["10000011"]})
+    user = await logged_in_telephony_user(portal, db, clock, sealer, grants={PARENT: ["10000011"]})
     billing = await billing_api(user)
     pn = await subscription_of(billing, "10000011", "personal_number")
-    await log_in_through_portal(portal, db, sealer, user.username)
     path = f"/telefoni/{pn['id']}"
     shown = await portal.get(path)
     before = await settings_of(billing, pn["id"])
@@ -367,7 +348,7 @@ async def test_opening_hours_with_an_overlap_are_refused_in_words_next_to_the_in
         version,
         {"mon": [("08:00", "12:00"), ("11:30", "16:00")], "tue": [("08:00", "16:00")]},
     )
-    refused = await post_form(portal, f"{path}/aabningstider", overlapping, form_on=path)
+    refused = await post_on(portal, path, "aabningstider", overlapping)
     assert refused.status_code == 422, refused.text
     # Next to Monday's second interval (row 1), tied to its opening time for screen readers.
     error = re.search(r'<p class="error" id="f-schedule-1-error">([^<]+)</p>', refused.text)
@@ -377,8 +358,8 @@ async def test_opening_hours_with_an_overlap_are_refused_in_words_next_to_the_in
     assert 'value="11:30"' in refused.text
     assert await settings_of(billing, pn["id"]) == before
 
-    backwards = await post_form(
-        portal, f"{path}/aabningstider", hours_form(version, {"wed": [("16:00", "08:00")]}), form_on=path
+    backwards = await post_on(
+        portal, path, "aabningstider", hours_form(version, {"wed": [("16:00", "08:00")]})
     )
     assert backwards.status_code == 422
     wednesday = re.search(r'<fieldset class="day" id="day-wed">(.*?)</fieldset>', backwards.text, re.S)
@@ -386,9 +367,7 @@ async def test_opening_hours_with_an_overlap_are_refused_in_words_next_to_the_in
     error = re.search(r'<p class="error" id="f-schedule-\d+-closes-error">([^<]+)</p>', wednesday.group(1))
     assert error and error.group(1) == words("telephony.invalid.schedule.item.closes")
 
-    nothing_open = await post_form(
-        portal, f"{path}/aabningstider", hours_form(version, {}, closed="mon"), form_on=path
-    )
+    nothing_open = await post_on(portal, path, "aabningstider", hours_form(version, {}, closed="mon"))
     assert nothing_open.status_code == 422 and words("telephony.invalid.schedule-empty") in nothing_open.text
     assert await settings_of(billing, pn["id"]) == before
 
@@ -403,7 +382,7 @@ async def test_opening_hours_with_an_overlap_are_refused_in_words_next_to_the_in
         outside_hours_target="70 10 20 30",
         closed="sat",  # a closed day's rows are not sent
     )
-    saved = await post_form(portal, f"{path}/aabningstider", valid, form_on=path)
+    saved = await post_on(portal, path, "aabningstider", valid)
     assert saved.status_code == 303, saved.text
     stored = (await settings_of(billing, pn["id"]))["settings"]
     assert stored["schedule"] == [
@@ -420,35 +399,17 @@ async def test_opening_hours_with_an_overlap_are_refused_in_words_next_to_the_in
 async def test_a_change_made_meanwhile_in_another_tab_gives_the_second_tab_the_changed_meanwhile_page(
     db, clock, sealer, portal, billing_api
 ) -> None:
-    await company_group(db, clock)
-    user = await telephony_user(db, clock, grants={PARENT: ["10000012"]})
+    user = await logged_in_telephony_user(portal, db, clock, sealer, grants={PARENT: ["10000012"]})
     billing = await billing_api(user)
     pn = await subscription_of(billing, "10000012", "personal_number")
-    await log_in_through_portal(portal, db, sealer, user.username)
     path = f"/telefoni/{pn['id']}"
     first_tab, second_tab = await portal.get(path), await portal.get(path)
     token = await csrf_of(portal, path)
 
-    first = await portal.post(
-        f"{path}/ringning",
-        data={
-            "csrf_token": token,
-            "version": version_on(first_tab, "ringning"),
-            "ring_strategy": "in_order",
-            "ring_seconds_per_member": "20",
-        },
-    )
+    first = await portal.post(f"{path}/ringning", data=ringing_from(first_tab, token, "in_order", "20"))
     assert first.status_code == 303, first.text
     stored = await settings_of(billing, pn["id"])
-    second = await portal.post(
-        f"{path}/ringning",
-        data={
-            "csrf_token": token,
-            "version": version_on(second_tab, "ringning"),
-            "ring_strategy": "simultaneous",
-            "ring_seconds_per_member": "30",
-        },
-    )
+    second = await portal.post(f"{path}/ringning", data=ringing_from(second_tab, token, "simultaneous", "30"))
     assert second.status_code == 409, second.text
     assert words("telephony.stale") in second.text and words("telephony.stale-redo") in second.text
     assert await settings_of(billing, pn["id"]) == stored, "the second tab's change overwrote the first's"
@@ -463,15 +424,7 @@ async def test_a_change_made_meanwhile_in_another_tab_gives_the_second_tab_the_c
     )
     assert version_on(second, "ringning") == str(stored["version"])
 
-    redone = await portal.post(
-        f"{path}/ringning",
-        data={
-            "csrf_token": token,
-            "version": version_on(second, "ringning"),
-            "ring_strategy": "simultaneous",
-            "ring_seconds_per_member": "30",
-        },
-    )
+    redone = await portal.post(f"{path}/ringning", data=ringing_from(second, token, "simultaneous", "30"))
     assert redone.status_code == 303, redone.text
     assert (await settings_of(billing, pn["id"]))["settings"]["ring_strategy"] == "simultaneous"
 
@@ -567,10 +520,8 @@ async def test_the_list_is_shown_a_page_of_billings_list_at_a_time_and_the_pages
     db, clock, sealer, portal, billing_api, monkeypatch
 ) -> None:
     monkeypatch.setattr(billing_telephony, "PAGE_SIZE", 2)
-    await company_group(db, clock)
-    user = await telephony_user(db, clock)
+    user = await logged_in_telephony_user(portal, db, clock, sealer)
     billing = await billing_api(user)
-    await log_in_through_portal(portal, db, sealer, user.username)
     listed = (await billing.get("/v1/subscriptions", params={"limit": 500})).json()["items"]
     seen: list[str] = []
     path: str | None = "/telefoni"

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, timedelta, timezone
 
 import httpx
@@ -27,7 +28,6 @@ from shared.envelope import encode, new_event_id
 from shared.events import AuditRecorded, BillingAuditRecorded
 from shared.messaging import ConsumedMessage, IdempotentConsumer
 from shared.sealing import Sealer
-from shared.tokens import generate_signing_key
 from tests.integration.billing_fixtures import (  # noqa: F401 - fixtures
     Tokens,
     active_subscription,
@@ -57,14 +57,8 @@ LOCK_AFTER = 3
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path) -> IdentitySettings:
-    return IdentitySettings(
-        database_url=database_url,
-        var_dir=tmp_path,
-        signing_keys=f"t1:{generate_signing_key()}",
-        signing_active_key_id="t1",
-        login_rate_limit_per_minute=0,
-        activation_rate_limit_per_minute=0,
+def settings(identity_settings: Callable[..., IdentitySettings]) -> IdentitySettings:
+    return identity_settings(
         password_reset_rate_limit_per_minute=0,
         login_free_failures=LOCK_AFTER,
         login_lock_after_failures=LOCK_AFTER,

@@ -10,7 +10,7 @@ Such a user has an unlock code emailed to their own address, which only they can
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import httpx
@@ -21,7 +21,6 @@ from services.identity.api import create_api
 from services.identity.config import IdentitySettings
 from services.identity.models import messaging
 from shared.events import OtpRequested
-from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import database_url  # noqa: F401 - fixtures
 from tests.security.world import SUBSIDIARY, add_user, bearer, company_group, group_administrator
@@ -32,19 +31,10 @@ WRONG = "not the password, a guess"
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path) -> IdentitySettings:
+def settings(identity_settings: Callable[..., IdentitySettings]) -> IdentitySettings:
     """A lock after three wrong passwords: the rules are the same, and each lock takes fewer
     argon2 checks to reach."""
-    return IdentitySettings(
-        database_url=database_url,
-        var_dir=tmp_path,
-        signing_keys=f"t1:{generate_signing_key()}",
-        signing_active_key_id="t1",
-        login_rate_limit_per_minute=0,
-        activation_rate_limit_per_minute=0,
-        login_free_failures=2,
-        login_lock_after_failures=3,
-    )
+    return identity_settings(login_free_failures=2, login_lock_after_failures=3)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,6 @@ from sqlalchemy import select
 from services.identity import login_api
 from services.identity.config import IdentitySettings
 from services.identity.models import AuditEntry
-from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import client, database_url, last_code  # noqa: F401 - fixtures
 from tests.security.world import SUBSIDIARY, add_user, bearer, company_group, group_administrator
@@ -27,19 +27,10 @@ WRONG = "not the password, a guess"
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path) -> IdentitySettings:
+def settings(identity_settings: Callable[..., IdentitySettings]) -> IdentitySettings:
     """No progressive delay before the lock, so that only the lock limits how many tries are
     checked: the count is then exact."""
-    return IdentitySettings(
-        database_url=database_url,
-        var_dir=tmp_path,
-        signing_keys=f"t1:{generate_signing_key()}",
-        signing_active_key_id="t1",
-        login_rate_limit_per_minute=0,
-        activation_rate_limit_per_minute=0,
-        login_free_failures=LIMIT,
-        login_lock_after_failures=LIMIT,
-    )
+    return identity_settings(login_free_failures=LIMIT, login_lock_after_failures=LIMIT)
 
 
 @pytest.fixture

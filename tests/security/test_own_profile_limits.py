@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import httpx
@@ -20,7 +20,6 @@ from services.identity.api import create_api
 from services.identity.config import IdentitySettings
 from services.identity.models import LoginSession, messaging
 from shared.events import CredentialChanged, OtpRequested, UserDetailsChanged
-from shared.tokens import generate_signing_key
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import database_url, last_code  # noqa: F401 - fixtures
 from tests.security.world import PARENT, add_user, bearer, company_group
@@ -31,18 +30,9 @@ NEW_PASSWORD = "Havørn-Aftensol-Kringle-77"
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path) -> IdentitySettings:
+def settings(identity_settings: Callable[..., IdentitySettings]) -> IdentitySettings:
     """The lockout tests' settings: a delay after two wrong passwords, a lock after three."""
-    return IdentitySettings(
-        database_url=database_url,
-        var_dir=tmp_path,
-        signing_keys=f"t1:{generate_signing_key()}",
-        signing_active_key_id="t1",
-        login_rate_limit_per_minute=0,
-        activation_rate_limit_per_minute=0,
-        login_free_failures=2,
-        login_lock_after_failures=3,
-    )
+    return identity_settings(login_free_failures=2, login_lock_after_failures=3)
 
 
 @pytest.fixture
