@@ -16,13 +16,15 @@ from services.identity.config import IdentitySettings
 from services.identity.login import Login
 from services.identity.password_reset import PasswordResets
 from services.identity.profile import OwnProfile
+from services.identity.sessions import Sessions
 from services.identity.support import Support
 from shared.clock import Clock
 from shared.db import Database
+from shared.messaging import Outbox
 from shared.problems import Unauthenticated
 from shared.ratelimit import client_address, limited_party
 from shared.sealing import Sealer
-from shared.tokens import AccessClaims, TokenError, bearer_token
+from shared.tokens import AccessClaims, TokenError, TokenSigner, bearer_token
 
 
 def _parts(request: Request) -> IdentityParts:
@@ -45,7 +47,10 @@ DbDep = Annotated[Database, _part("db")]
 SettingsDep = Annotated[IdentitySettings, _part("settings")]
 ClockDep = Annotated[Clock, _part("clock")]
 SealerDep = Annotated[Sealer, _part("sealer")]
+SignerDep = Annotated[TokenSigner, _part("signer")]
+OutboxDep = Annotated[Outbox, _part("outbox")]
 AuditDep = Annotated[AuditTrail, _part("audit")]
+SessionsDep = Annotated[Sessions, _part("sessions")]
 LoginDep = Annotated[Login, _part("login")]
 ActivationDep = Annotated[Activation, _part("activation")]
 AdministrationDep = Annotated[Administration, _part("administration")]
@@ -66,7 +71,7 @@ async def current_claims(parts: Parts, authorization: Annotated[str | None, Head
     except TokenError as exc:
         raise Unauthenticated(f"The access token is not accepted: {exc}.") from exc
     async with parts.db.transaction() as session:
-        if not await parts.login.session_is_live(session, claims.sid):
+        if not await parts.sessions.is_live(session, claims.sid):
             raise Unauthenticated("The session of this access token has ended. Log in again.")
     return claims
 

@@ -13,7 +13,6 @@ does not lock out the user on their own device.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import uuid
@@ -27,27 +26,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.identity.audit import AuditTrail
 from services.identity.config import IdentitySettings
 from services.identity.credentials import code_requested
-from services.identity.domain import normalise_username
+from services.identity.domain import normalise_username, token_digest
 from services.identity.models import (
     FailureCounter,
     LoginChallenge,
-    LoginSession,
     LoginThrottle,
     PasswordReset,
-    RefreshToken,
     TrustedDevice,
     User,
-    UserGrant,
 )
+from services.identity.sessions import Sessions, TokenPair
 from services.identity.totp import accept_totp, use_recovery_code
 from shared.clock import Clock, as_utc
 from shared.db import Database, upsert_statement
-from shared.events import SessionEnded, SessionEndReason
 from shared.logs import mask_contact
 from shared.messaging import Outbox
-from shared.problems import Problem, TooManyRequests, Unauthenticated
+from shared.problems import Problem, TooManyRequests
 from shared.sealing import Sealer
-from shared.tokens import AccessClaims, TokenSigner
 
 log = logging.getLogger(__name__)
 SecondFactor = Literal["sms", "email", "totp"]  # what a login's second step may use
@@ -78,25 +73,6 @@ class InvalidCode(Problem):
     title = "The one-time code is not correct"
 
 
-class ReauthenticationRequired(Problem):
-    """Changes that hand a login's codes or a new login to someone need a recent login: an
-    access token copied from a session left open must not be enough."""
-
-    status = 403
-    type_suffix = "reauthentication-required"
-    title = "Log in again to do this"
-
-
-class InvalidRefreshToken(Problem):
-    status = 401
-    type_suffix = "invalid-refresh-token"
-    title = "The refresh token is not valid"
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256(":".join(parts).encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class PasswordTry:
     """A counted password try: the username, the trusted device whose counter it used, and
@@ -113,7 +89,7 @@ def _new_device(user: User, now: datetime, *, lifetime: timedelta, origin: str) 
     device = TrustedDevice(
         id=str(uuid.uuid4()),
         user_id=user.id,
-        token_hash=_digest(token),
+        token_hash=token_digest(token),
         created_at=now,
         last_used_at=now,
         expires_at=now + lifetime,
@@ -127,21 +103,13 @@ def _code_context(challenge_id: str) -> str:
     return f"login-code:{challenge_id}"
 
 
-@dataclass(frozen=True)
-class TokenPair:
-    access_token: str
-    refresh_token: str
-    expires_in: int
-    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
-
-
 @dataclass
 class Login:
     settings: IdentitySettings
     outbox: Outbox
     clock: Clock
     sealer: Sealer
-    signer: TokenSigner
+    sessions: Sessions  # a completed login opens one
     # Every login's success, failure and lock is in the audit trail (docs/identity.md, Audit trail).
     audit: AuditTrail
 
@@ -255,7 +223,7 @@ class Login:
         device = await session.scalar(
             select(TrustedDevice)
             .join(User, User.id == TrustedDevice.user_id)
-            .where(TrustedDevice.token_hash == _digest(token), User.username == username)
+            .where(TrustedDevice.token_hash == token_digest(token), User.username == username)
             .with_for_update(of=TrustedDevice)
         )
         if device is None or as_utc(device.expires_at) <= self.clock.now():
@@ -436,7 +404,7 @@ class Login:
         """The one-time code right: a new session and its tokens, and a device token when the
         login came from a device not trusted yet (`trust_device`)."""
         challenge, user = await self.verify_code(session, challenge_id, code, client_address=client_address)
-        tokens = await self.open_session(session, user, user_agent=user_agent, client_address=client_address)
+        tokens = await self.sessions.open(session, user, user_agent=user_agent, client_address=client_address)
         device_token = await self.trust_device(session, challenge, user)
         await self.audit.record(
             session, actor=user, action="login.succeeded", target=user, client_address=client_address
@@ -511,118 +479,6 @@ class Login:
         methods: list[SecondFactor] = ["sms", "email"]
         return [*methods, "totp"] if user.totp_secret else methods
 
-    # --- tokens ---------------------------------------------------------------------------
-
-    async def open_session(
-        self, session: AsyncSession, user: User, *, user_agent: str | None = None, client_address: str | None = None
-    ) -> TokenPair:
-        """A new session and its first tokens. The browser's user agent and address are kept
-        so that the user recognises the session in their list of sessions."""
-        now = self.clock.now()
-        login = LoginSession(
-            id=str(uuid.uuid4()),
-            user_id=user.id,
-            created_at=now,
-            expires_at=now + self.settings.refresh_token_ttl,
-            user_agent=user_agent[:500] if user_agent else None,
-            client_address=client_address[:64] if client_address else None,
-            last_used_at=now,
-        )
-        session.add(login)
-        await session.flush()
-        return await self._issue(session, user, login)
-
-    async def _issue(self, session: AsyncSession, user: User, login: LoginSession) -> TokenPair:
-        now = self.clock.now()
-        refresh = secrets.token_urlsafe(32)
-        session.add(
-            RefreshToken(
-                token_hash=_digest(refresh),
-                session_id=login.id,
-                created_at=now,
-                expires_at=min(now + self.settings.refresh_token_ttl, as_utc(login.expires_at)),
-            )
-        )
-        grants = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))
-        access = self.signer.sign(
-            subject=user.id,
-            session_id=login.id,
-            tenant=user.tenant_cvr,
-            role=user.role,
-            grants=[{"cvr": g.cvr, "accounts": g.accounts} for g in grants],
-            functions=list(user.functions),
-            now=now,
-            lifetime=self.settings.access_token_ttl,
-        )
-        return TokenPair(access, refresh, int(self.settings.access_token_ttl.total_seconds()))
-
-    async def refresh(self, session: AsyncSession, refresh_token: str) -> TokenPair:
-        """A new pair for a valid refresh token; a reused one ends its whole session (kept,
-        though the refresh is refused)."""
-        now = self.clock.now()
-        stored = await session.get(RefreshToken, _digest(refresh_token), with_for_update=True)
-        if stored is None:
-            raise InvalidRefreshToken("The refresh token is not known. Log in again.")
-        login = await session.get(LoginSession, stored.session_id, with_for_update=True)
-        assert login is not None
-        if stored.used_at is not None:
-            # Someone presents a token that was already exchanged: it leaked. End the session.
-            if login.ended_at is None:
-                await end_login_session(session, self.outbox, login, "refresh-token-reuse", now)
-            raise InvalidRefreshToken(
-                "The refresh token was already used, so it may have been copied: the session has been "
-                "ended for safety. Log in again."
-            ).committing()
-        ended = InvalidRefreshToken("The session has ended. Log in again.")
-        if login.ended_at is not None or as_utc(stored.expires_at) <= now:
-            raise ended
-        user = await session.get(User, login.user_id)
-        if user is None or user.status != "active":
-            # Not announced: disabling or deleting a user ends all their sessions and says so
-            # (UserDisabled, UserDeleted), and billing then refuses every token of the user.
-            login.ended_at, login.end_reason = now, "user-not-active"
-            raise ended.committing()
-        stored.used_at = now
-        login.last_used_at = now
-        return await self._issue(session, user, login)
-
-    async def end_session(self, session: AsyncSession, session_id: str, reason: SessionEndReason) -> None:
-        login = await session.get(LoginSession, session_id, with_for_update=True)
-        if login is not None and login.ended_at is None:
-            await end_login_session(session, self.outbox, login, reason, self.clock.now())
-
-    async def session_is_live(self, session: AsyncSession, session_id: str) -> bool:
-        login = await session.get(LoginSession, session_id)
-        return login is not None and login.ended_at is None and as_utc(login.expires_at) > self.clock.now()
-
-    async def caller(self, session: AsyncSession, claims: AccessClaims) -> tuple[User, LoginSession]:
-        """The token's user and session, both locked for this transaction (user first, as every
-        change of a user does), and the session still live: requests that arrive at once with
-        one token are decided one after another, each seeing what the one before did."""
-        user = await session.get(User, claims.sub, with_for_update=True, populate_existing=True)
-        login = await session.get(LoginSession, claims.sid, with_for_update=True, populate_existing=True)
-        if user is None or login is None or login.ended_at is not None or login.user_id != user.id:
-            raise Unauthenticated("The session of this access token has ended. Log in again.")
-        return user, login
-
-    def logged_in_recently(self, login: LoginSession) -> bool:
-        """Whether the session's two-factor login was within `reauthentication_window`."""
-        return self.clock.now() - as_utc(login.created_at) <= self.settings.reauthentication_window
-
-
-async def end_login_session(
-    session: AsyncSession, outbox: Outbox, login: LoginSession, reason: SessionEndReason, now: datetime
-) -> None:
-    """End one live session and announce it in the same transaction (`SessionEnded`), so that
-    billing refuses the session's access tokens at once rather than when they expire (S12)."""
-    login.ended_at, login.end_reason = now, reason
-    await outbox.add(
-        session,
-        SessionEnded(
-            user_id=uuid.UUID(login.user_id), session_id=uuid.UUID(login.id), reason=reason, ended_at=now
-        ),
-    )
-
 
 def sent_code_matches(
     sealer: Sealer,
@@ -678,22 +534,6 @@ async def withdraw_sent_codes(
         )
 
 
-async def end_all_sessions(
-    session: AsyncSession, outbox: Outbox, user_id: str, reason: SessionEndReason, now: datetime
-) -> int:
-    """End every live session of the user, each announced (`SessionEnded`) for billing (S12)."""
-    live = list(
-        await session.scalars(
-            select(LoginSession)
-            .where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
-            .with_for_update()
-        )
-    )
-    for login in live:
-        await end_login_session(session, outbox, login, reason, now)
-    return len(live)
-
-
 def _failures_are_over(counter: FailureCounter, now: datetime, window: timedelta) -> bool:
     """A lock that has run out, or failures a whole lock's length ago, count no more."""
     if counter.locked_until is not None:
@@ -729,6 +569,3 @@ async def forget_old_failures(db: Database, clock: Clock, window: timedelta) -> 
 def find_user(session: AsyncSession, username: str):  # noqa: ANN201 - an awaitable of User | None
     return session.scalar(select(User).where(User.username == normalise_username(username)))
 
-
-def expires_at_iso(moment: datetime) -> str:
-    return as_utc(moment).isoformat()

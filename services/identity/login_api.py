@@ -12,13 +12,17 @@ from services.identity.deps import (
     AuditDep,
     Claims,
     ClientAddress,
+    ClockDep,
     DbDep,
     LoginDep,
     LoginRateLimit,
+    OutboxDep,
     PathId,
-    SettingsDep,
+    SealerDep,
+    SessionsDep,
+    SignerDep,
 )
-from services.identity.login import Login, ReauthenticationRequired
+from services.identity.login import Login
 from services.identity.models import User
 from services.identity.queries import grants_of
 from services.identity.schemas import (
@@ -37,6 +41,7 @@ from services.identity.schemas import (
     UnlockOut,
     VerifyIn,
 )
+from services.identity.sessions import ReauthenticationRequired
 from services.identity.totp import (
     TotpNotStarted,
     accept_totp,
@@ -135,9 +140,9 @@ async def verify(
     summary="Exchange a refresh token for new tokens (each refresh token works once)",
     responses={401: PROBLEM},
 )
-async def refresh(body: RefreshIn, db: DbDep, login: LoginDep) -> TokensOut:
+async def refresh(body: RefreshIn, db: DbDep, sessions: SessionsDep) -> TokensOut:
     async with db.transaction() as session:
-        tokens = await login.refresh(session, body.refresh_token.get_secret_value())
+        tokens = await sessions.refresh(session, body.refresh_token.get_secret_value())
     return TokensOut(**tokens.__dict__)
 
 
@@ -147,9 +152,9 @@ async def refresh(body: RefreshIn, db: DbDep, login: LoginDep) -> TokensOut:
     summary="End the session of this access token",
     responses={401: PROBLEM},
 )
-async def logout(claims: Claims, db: DbDep, login: LoginDep) -> Response:
+async def logout(claims: Claims, db: DbDep, sessions: SessionsDep) -> Response:
     async with db.transaction() as session:
-        await login.end_session(session, claims.sid, "logout")
+        await sessions.end_session(session, claims.sid, "logout")
     # No body at all: a 204 with one breaks the HTTP framing, and the server then drops
     # the client's kept-alive connection.
     return Response(status_code=204)
@@ -174,31 +179,36 @@ async def me(claims: Claims, db: DbDep) -> MeOut:
     responses={401: PROBLEM, 403: PROBLEM},
 )
 async def totp_start(
-    claims: Claims, db: DbDep, login: LoginDep, settings: SettingsDep, body: TotpStartIn | None = None
+    claims: Claims,
+    db: DbDep,
+    sessions: SessionsDep,
+    sealer: SealerDep,
+    clock: ClockDep,
+    body: TotpStartIn | None = None,
 ) -> TotpStartOut:
     """An access token alone does not replace the second factor: a token copied from a
     session left open must not let anyone put their own authenticator in the user's place."""
     current_code = body.current_code.get_secret_value() if body and body.current_code else None
     async with db.transaction() as session:
-        user, live = await login.caller(session, claims)
-        now = login.clock.now()
-        if login.logged_in_recently(live):
-            secret, uri = start_enrolment(user, login.sealer)
+        user, live = await sessions.caller(session, claims)
+        now = clock.now()
+        if sessions.logged_in_recently(live):
+            secret, uri = start_enrolment(user, sealer)
             return TotpStartOut(secret=secret, otpauth_uri=uri)
         if current_code is None:
-            minutes = int(settings.reauthentication_window.total_seconds() // 60)
+            minutes = sessions.reauthentication_minutes
             raise ReauthenticationRequired(
                 f"Your login is more than {minutes} minutes old. Log in again and then set up the "
                 "authenticator app, or send a code from your current authenticator app (or a recovery "
                 "code) as current_code."
             )
-        if accept_totp(user, current_code, login.sealer, now) or await use_recovery_code(
-            session, user, current_code, login.sealer, now
+        if accept_totp(user, current_code, sealer, now) or await use_recovery_code(
+            session, user, current_code, sealer, now
         ):
-            secret, uri = start_enrolment(user, login.sealer)
+            secret, uri = start_enrolment(user, sealer)
             return TotpStartOut(secret=secret, otpauth_uri=uri)
         # Guessing codes with a copied token gets one try: the session ends.
-        await login.end_session(session, claims.sid, "reauthentication-failed")
+        await sessions.end_session(session, claims.sid, "reauthentication-failed")
         raise ReauthenticationRequired(
             "The code is not right, so this session has been ended for safety. Log in again, "
             "then set up the authenticator app."
@@ -213,20 +223,28 @@ async def totp_start(
     responses={401: PROBLEM, 409: PROBLEM, 422: PROBLEM},
 )
 async def totp_confirm(
-    claims: Claims, body: TotpConfirmIn, db: DbDep, login: LoginDep, audit: AuditDep, client: ClientAddress
+    claims: Claims,
+    body: TotpConfirmIn,
+    db: DbDep,
+    sessions: SessionsDep,
+    sealer: SealerDep,
+    clock: ClockDep,
+    outbox: OutboxDep,
+    audit: AuditDep,
+    client: ClientAddress,
 ) -> TotpConfirmOut:
     async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+        user, _ = await sessions.caller(session, claims)
         if user.totp_pending_secret is None:
             raise TotpNotStarted("Start the enrolment first: POST /v1/me/totp gives the secret for the app.")
         replaced = user.totp_secret is not None
-        codes = await confirm_enrolment(session, user, body.code, login.sealer, login.clock.now())
+        codes = await confirm_enrolment(session, user, body.code, sealer, clock.now())
         if codes is None:
             raise InvalidField(
                 "code",
                 "this code does not fit the new authenticator; check the app's clock and try the next code",
             )
-        await login.outbox.add(session, credential_changed(user, "authenticator_added", login.clock.now()))
+        await outbox.add(session, credential_changed(user, "authenticator_added", clock.now()))
         await audit.record(
             session,
             actor=user,
@@ -242,5 +260,5 @@ async def totp_confirm(
 
 
 @router.get("/.well-known/jwks.json", tags=["keys"], summary="The public keys that verify access tokens")
-async def jwks(login: LoginDep) -> dict[str, list[dict[str, str]]]:
-    return login.signer.jwks()
+async def jwks(signer: SignerDep) -> dict[str, list[dict[str, str]]]:
+    return signer.jwks()

@@ -39,12 +39,7 @@ from services.identity.audit import AuditTrail
 from services.identity.config import IdentitySettings
 from services.identity.credentials import code_requested, credential_changed, withdraw_contact_changes
 from services.identity.domain import normalise_username
-from services.identity.login import (
-    Login,
-    accept_second_factor,
-    end_all_sessions,
-    sent_code_matches,
-)
+from services.identity.login import Login, accept_second_factor, sent_code_matches
 from services.identity.models import (
     LoginThrottle,
     PasswordReset,
@@ -52,6 +47,7 @@ from services.identity.models import (
     RecoveryCode,
     User,
 )
+from services.identity.sessions import Sessions
 from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.events import OtpRequested
@@ -178,6 +174,7 @@ def _too_soon(retry_after: int) -> TooManyRequests:
 class PasswordResets:
     settings: IdentitySettings
     login: Login
+    sessions: Sessions
     audit: AuditTrail
 
     # --- 1: the request -----------------------------------------------------------------
@@ -515,7 +512,7 @@ class PasswordResets:
             )
         reset.ended_at, reset.end_reason = now, "completed"
         user.password_hash = password_hash
-        await end_all_sessions(session, self.login.outbox, user.id, "password-reset", now)
+        await self.sessions.end_all(session, user.id, "password-reset")
         await withdraw_contact_changes(session, user.id, "password-reset", now)
         # Logins begun with the old password and still waiting for their second step end too:
         # `Login._open_challenge` refuses those begun before a completed reset.

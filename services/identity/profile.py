@@ -32,8 +32,9 @@ from services.identity.credentials import (
     user_details_changed,
     withdraw_contact_changes,
 )
-from services.identity.login import PasswordTry, end_login_session, withdraw_sent_codes
+from services.identity.login import PasswordTry, withdraw_sent_codes
 from services.identity.models import ContactChange, LoginSession, LoginThrottle, User
+from services.identity.sessions import Sessions
 from shared.clock import Clock, as_utc
 from shared.events import SessionEndReason
 from shared.messaging import Outbox
@@ -102,6 +103,7 @@ class OwnProfile:
     clock: Clock
     sealer: Sealer
     audit: AuditTrail
+    sessions: Sessions
     contact_change_ttl: timedelta
     max_attempts: int
     resend_cooldown: timedelta
@@ -206,7 +208,7 @@ class OwnProfile:
             or as_utc(login.expires_at) <= self.clock.now()
         ):
             raise NotFound(f"You have no live session {session_id}. Your sessions: GET /v1/me/sessions.")
-        await end_login_session(session, self.outbox, login, "ended-by-user", self.clock.now())
+        await self.sessions.end(session, login, "ended-by-user")
         await self.audit.record(
             session, actor=user, action="profile.session-ended", target=user, client_address=client
         )
@@ -230,7 +232,7 @@ class OwnProfile:
             login = await session.get(LoginSession, listed.id, with_for_update=True, populate_existing=True)
             if login is None or login.ended_at is not None:
                 continue
-            await end_login_session(session, self.outbox, login, reason, self.clock.now())
+            await self.sessions.end(session, login, reason)
             ended += 1
         if ended and reason == "ended-by-user":
             await self.audit.record(

@@ -10,9 +10,17 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from services.identity.credentials import hash_password, verify_password
-from services.identity.deps import Claims, ClientAddress, DbDep, LoginDep, PathId, ProfileDep, SettingsDep
+from services.identity.deps import (
+    Claims,
+    ClientAddress,
+    DbDep,
+    LoginDep,
+    PathId,
+    ProfileDep,
+    SessionsDep,
+    SettingsDep,
+)
 from services.identity.domain import password_problem
-from services.identity.login import Login, ReauthenticationRequired
 from services.identity.models import LoginSession
 from services.identity.profile import OwnProfile, describe_device
 from services.identity.queries import grants_of
@@ -28,6 +36,7 @@ from services.identity.schemas import (
     SessionOut,
     SessionsEndedOut,
 )
+from services.identity.sessions import ReauthenticationRequired, Sessions
 from shared.clock import as_utc
 from shared.db import Database
 from shared.logs import mask_contact
@@ -56,10 +65,10 @@ def _session_out(login: LoginSession, current_sid: str) -> SessionOut:
     responses={422: PROBLEM},
 )
 async def change_language(
-    claims: Claims, body: LanguageIn, db: DbDep, login: LoginDep, profile: ProfileDep, client: ClientAddress
+    claims: Claims, body: LanguageIn, db: DbDep, sessions: SessionsDep, profile: ProfileDep, client: ClientAddress
 ) -> MeOut:
     async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+        user, _ = await sessions.caller(session, claims)
         await profile.set_language(session, user, body.language, client)
         return MeOut.of(user, await grants_of(session, user.id))
 
@@ -74,6 +83,7 @@ async def change_password(
     claims: Claims,
     body: PasswordIn,
     db: DbDep,
+    sessions: SessionsDep,
     login: LoginDep,
     profile: ProfileDep,
     settings: SettingsDep,
@@ -81,7 +91,7 @@ async def change_password(
 ) -> PasswordChangedOut:
     current, new = body.current_password.get_secret_value(), body.new_password.get_secret_value()
     async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+        user, _ = await sessions.caller(session, claims)
         username = user.username
     # The new password is checked first: a refusal of it spends no try of the current one.
     if problem := password_problem(new, username=username, min_length=settings.password_min_length):
@@ -91,33 +101,33 @@ async def change_password(
     # Counted before checked, as at login: a wrong current password is a failed login, so
     # an access token copied from a session left open cannot be used to guess it.
     async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+        user, _ = await sessions.caller(session, claims)
         attempt = await login.reserve_try(session, user.username, None)
         checked_hash = user.password_hash
     right = await asyncio.to_thread(verify_password, checked_hash, current)
     if not right:
         async with db.transaction() as session:
-            user, _ = await login.caller(session, claims)
+            user, _ = await sessions.caller(session, claims)
             await profile.refuse_wrong_password(session, user, attempt, client)
     new_hash = await asyncio.to_thread(hash_password, new)
     async with db.transaction() as session:
-        user, live = await login.caller(session, claims)
+        user, live = await sessions.caller(session, claims)
         ended = await profile.set_password(session, user, live, checked_hash, new_hash, client)
     return PasswordChangedOut(sessions_ended=ended)
 
 
 async def _start_change(
     db: Database,
-    login: Login,
+    sessions: Sessions,
     profile: OwnProfile,
     claims: AccessClaims,
     field: Literal["email", "mobile"],
     value: str,
 ) -> ContactChangeOut:
     async with db.transaction() as session:
-        user, live = await login.caller(session, claims)
-        if not login.logged_in_recently(live):
-            minutes = int(login.settings.reauthentication_window.total_seconds() // 60)
+        user, live = await sessions.caller(session, claims)
+        if not sessions.logged_in_recently(live):
+            minutes = sessions.reauthentication_minutes
             raise ReauthenticationRequired(
                 f"To change where your login codes go, your login must be less than {minutes} minutes "
                 "old. Log in again with your password and a one-time code, then try again."
@@ -138,9 +148,9 @@ async def _start_change(
     responses={403: PROBLEM, 422: PROBLEM, 429: PROBLEM},
 )
 async def change_email(
-    claims: Claims, body: EmailIn, db: DbDep, login: LoginDep, profile: ProfileDep
+    claims: Claims, body: EmailIn, db: DbDep, sessions: SessionsDep, profile: ProfileDep
 ) -> ContactChangeOut:
-    return await _start_change(db, login, profile, claims, "email", body.email)
+    return await _start_change(db, sessions, profile, claims, "email", body.email)
 
 
 @router.post(
@@ -151,9 +161,9 @@ async def change_email(
     responses={403: PROBLEM, 422: PROBLEM, 429: PROBLEM},
 )
 async def change_mobile(
-    claims: Claims, body: MobileIn, db: DbDep, login: LoginDep, profile: ProfileDep
+    claims: Claims, body: MobileIn, db: DbDep, sessions: SessionsDep, profile: ProfileDep
 ) -> ContactChangeOut:
-    return await _start_change(db, login, profile, claims, "mobile", body.mobile)
+    return await _start_change(db, sessions, profile, claims, "mobile", body.mobile)
 
 
 @router.post(
@@ -167,12 +177,12 @@ async def confirm_change(
     change_id: PathId,
     body: ConfirmIn,
     db: DbDep,
-    login: LoginDep,
+    sessions: SessionsDep,
     profile: ProfileDep,
     client: ClientAddress,
 ) -> MeOut:
     async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+        user, _ = await sessions.caller(session, claims)
         await profile.confirm_contact_change(session, user, change_id, body.code.get_secret_value(), client)
         return MeOut.of(user, await grants_of(session, user.id))
 
@@ -182,9 +192,9 @@ async def confirm_change(
     response_model=list[SessionOut],
     summary="Your live sessions: device, address, when they began and were last used",
 )
-async def sessions(claims: Claims, db: DbDep, login: LoginDep, profile: ProfileDep) -> list[SessionOut]:
+async def sessions(claims: Claims, db: DbDep, sessions: SessionsDep, profile: ProfileDep) -> list[SessionOut]:
     async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+        user, _ = await sessions.caller(session, claims)
         return [_session_out(s, claims.sid) for s in await profile.live_sessions(session, user)]
 
 
@@ -195,10 +205,10 @@ async def sessions(claims: Claims, db: DbDep, login: LoginDep, profile: ProfileD
     responses={404: PROBLEM},
 )
 async def end_session(
-    claims: Claims, session_id: PathId, db: DbDep, login: LoginDep, profile: ProfileDep, client: ClientAddress
+    claims: Claims, session_id: PathId, db: DbDep, sessions: SessionsDep, profile: ProfileDep, client: ClientAddress
 ) -> Response:
     async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+        user, _ = await sessions.caller(session, claims)
         await profile.end_own_session(session, user, session_id, client)
     return Response(status_code=204)
 
@@ -209,9 +219,9 @@ async def end_session(
     summary="End all your sessions but this one",
 )
 async def end_others(
-    claims: Claims, db: DbDep, login: LoginDep, profile: ProfileDep, client: ClientAddress
+    claims: Claims, db: DbDep, sessions: SessionsDep, profile: ProfileDep, client: ClientAddress
 ) -> SessionsEndedOut:
     async with db.transaction() as session:
-        user, live = await login.caller(session, claims)
+        user, live = await sessions.caller(session, claims)
         ended = await profile.end_other_sessions(session, user, live, client=client)
     return SessionsEndedOut(sessions_ended=ended)
