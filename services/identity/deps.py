@@ -3,10 +3,13 @@ caller's verified claims, the calling address and the rate limits."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.activation import Activation
 from services.identity.admin import Administration
@@ -14,6 +17,7 @@ from services.identity.audit import AuditTrail
 from services.identity.bootstrap import IdentityParts
 from services.identity.config import IdentitySettings
 from services.identity.login import Login
+from services.identity.models import LoginSession, User
 from services.identity.password_reset import PasswordResets
 from services.identity.profile import OwnProfile
 from services.identity.sessions import Sessions
@@ -77,6 +81,29 @@ async def current_claims(parts: Parts, authorization: Annotated[str | None, Head
 
 
 Claims = Annotated[AccessClaims, Depends(current_claims)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """For a route where the caller acts on their own login: in each transaction, their user
+    and their session, both locked and the session live (`Sessions.caller`)."""
+
+    claims: AccessClaims
+    db: Database
+    sessions: Sessions
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[tuple[AsyncSession, User, LoginSession]]:
+        async with self.db.transaction() as session:
+            user, live = await self.sessions.caller(session, self.claims)
+            yield session, user, live
+
+
+def _caller(claims: Claims, parts: Parts) -> Caller:
+    return Caller(claims, parts.db, parts.sessions)
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
 
 
 def _rate_limited(limit: str, what: str) -> Callable[[Request], None]:

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from services.identity.credentials import credential_changed, verify_password
 from services.identity.deps import (
     AuditDep,
+    CallerDep,
     Claims,
     ClientAddress,
     ClockDep,
@@ -179,24 +180,18 @@ async def me(claims: Claims, db: DbDep) -> MeOut:
     responses={401: PROBLEM, 403: PROBLEM},
 )
 async def totp_start(
-    claims: Claims,
-    db: DbDep,
-    sessions: SessionsDep,
-    sealer: SealerDep,
-    clock: ClockDep,
-    body: TotpStartIn | None = None,
+    caller: CallerDep, sealer: SealerDep, clock: ClockDep, body: TotpStartIn | None = None
 ) -> TotpStartOut:
     """An access token alone does not replace the second factor: a token copied from a
     session left open must not let anyone put their own authenticator in the user's place."""
     current_code = body.current_code.get_secret_value() if body and body.current_code else None
-    async with db.transaction() as session:
-        user, live = await sessions.caller(session, claims)
+    async with caller.transaction() as (session, user, live):
         now = clock.now()
-        if sessions.logged_in_recently(live):
+        if caller.sessions.logged_in_recently(live):
             secret, uri = start_enrolment(user, sealer)
             return TotpStartOut(secret=secret, otpauth_uri=uri)
         if current_code is None:
-            minutes = sessions.reauthentication_minutes
+            minutes = caller.sessions.reauthentication_minutes
             raise ReauthenticationRequired(
                 f"Your login is more than {minutes} minutes old. Log in again and then set up the "
                 "authenticator app, or send a code from your current authenticator app (or a recovery "
@@ -208,7 +203,7 @@ async def totp_start(
             secret, uri = start_enrolment(user, sealer)
             return TotpStartOut(secret=secret, otpauth_uri=uri)
         # Guessing codes with a copied token gets one try: the session ends.
-        await sessions.end_session(session, claims.sid, "reauthentication-failed")
+        await caller.sessions.end_session(session, caller.claims.sid, "reauthentication-failed")
         raise ReauthenticationRequired(
             "The code is not right, so this session has been ended for safety. Log in again, "
             "then set up the authenticator app."
@@ -223,18 +218,15 @@ async def totp_start(
     responses={401: PROBLEM, 409: PROBLEM, 422: PROBLEM},
 )
 async def totp_confirm(
-    claims: Claims,
     body: TotpConfirmIn,
-    db: DbDep,
-    sessions: SessionsDep,
+    caller: CallerDep,
     sealer: SealerDep,
     clock: ClockDep,
     outbox: OutboxDep,
     audit: AuditDep,
     client: ClientAddress,
 ) -> TotpConfirmOut:
-    async with db.transaction() as session:
-        user, _ = await sessions.caller(session, claims)
+    async with caller.transaction() as (session, user, _):
         if user.totp_pending_secret is None:
             raise TotpNotStarted("Start the enrolment first: POST /v1/me/totp gives the secret for the app.")
         replaced = user.totp_secret is not None
