@@ -106,6 +106,27 @@ def _caller(claims: Claims, parts: Parts) -> Caller:
 CallerDep = Annotated[Caller, Depends(_caller)]
 
 
+@dataclass(frozen=True)
+class StaffCaller:
+    """For a support route: in each transaction, the calling staff member (`Support.staff`)."""
+
+    claims: AccessClaims
+    db: Database
+    support: Support
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[tuple[AsyncSession, User]]:
+        async with self.db.transaction() as session:
+            yield session, await self.support.staff(session, self.claims)
+
+
+def _staff_caller(claims: Claims, parts: Parts) -> StaffCaller:
+    return StaffCaller(claims, parts.db, parts.support)
+
+
+StaffDep = Annotated[StaffCaller, Depends(_staff_caller)]
+
+
 def _rate_limited(limit: str, what: str) -> Callable[[Request], None]:
     def rate_limited(request: Request) -> None:
         limiter = getattr(_parts(request).limits, limit)
