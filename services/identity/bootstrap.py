@@ -10,6 +10,7 @@ from services.identity.activation import Activation
 from services.identity.admin import Administration
 from services.identity.audit import AuditTrail
 from services.identity.config import IdentitySettings
+from services.identity.lockout import Lockout
 from services.identity.login import Login
 from services.identity.models import messaging
 from services.identity.password_reset import PasswordResets
@@ -47,6 +48,7 @@ class IdentityParts:
     limits: RateLimits
     audit: AuditTrail
     sessions: Sessions
+    lockout: Lockout
     login: Login
     activation: Activation
     administration: Administration
@@ -74,7 +76,10 @@ def build(
     # administrator's and support's action is in the audit trail (docs/identity.md, Audit trail).
     audit = AuditTrail(outbox=outbox, clock=clock)
     sessions = Sessions(settings=settings, outbox=outbox, clock=clock, signer=signer)
-    login = Login(settings=settings, outbox=outbox, clock=clock, sealer=sealer, sessions=sessions, audit=audit)
+    lockout = Lockout(settings=settings, outbox=outbox, clock=clock, sealer=sealer)
+    login = Login(
+        settings=settings, outbox=outbox, clock=clock, sealer=sealer, lockout=lockout, sessions=sessions, audit=audit
+    )
     administration = Administration(
         outbox=outbox, clock=clock, sealer=sealer, code_ttl=settings.activation_code_ttl, sessions=sessions
     )
@@ -93,6 +98,7 @@ def build(
         ),
         audit=audit,
         sessions=sessions,
+        lockout=lockout,
         login=login,
         activation=Activation(
             outbox=outbox,
@@ -123,7 +129,15 @@ def build(
             lock_after_failures=settings.login_lock_after_failures,
             lock_duration=settings.login_lock_duration,
         ),
-        resets=PasswordResets(settings=settings, login=login, sessions=sessions, audit=audit),
+        resets=PasswordResets(
+            settings=settings,
+            outbox=outbox,
+            clock=clock,
+            sealer=sealer,
+            lockout=lockout,
+            sessions=sessions,
+            audit=audit,
+        ),
         provisioning=Provisioning(
             outbox=outbox,
             clock=clock,

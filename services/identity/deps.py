@@ -16,6 +16,7 @@ from services.identity.admin import Administration
 from services.identity.audit import AuditTrail
 from services.identity.bootstrap import IdentityParts
 from services.identity.config import IdentitySettings
+from services.identity.lockout import Lockout
 from services.identity.login import Login
 from services.identity.models import LoginSession, User
 from services.identity.password_reset import PasswordResets
@@ -55,6 +56,7 @@ SignerDep = Annotated[TokenSigner, _part("signer")]
 OutboxDep = Annotated[Outbox, _part("outbox")]
 AuditDep = Annotated[AuditTrail, _part("audit")]
 SessionsDep = Annotated[Sessions, _part("sessions")]
+LockoutDep = Annotated[Lockout, _part("lockout")]
 LoginDep = Annotated[Login, _part("login")]
 ActivationDep = Annotated[Activation, _part("activation")]
 AdministrationDep = Annotated[Administration, _part("administration")]

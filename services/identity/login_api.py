@@ -15,6 +15,7 @@ from services.identity.deps import (
     ClientAddress,
     ClockDep,
     DbDep,
+    LockoutDep,
     LoginDep,
     LoginRateLimit,
     OutboxDep,
@@ -63,10 +64,12 @@ router = APIRouter(tags=["login"])
     dependencies=[LoginRateLimit],
     responses={401: PROBLEM, 403: PROBLEM, 429: PROBLEM},
 )
-async def start(body: LoginIn, db: DbDep, login: LoginDep, client: ClientAddress) -> ChallengeOut:
+async def start(
+    body: LoginIn, db: DbDep, lockout: LockoutDep, login: LoginDep, client: ClientAddress
+) -> ChallengeOut:
     device_token = body.device_token.get_secret_value() if body.device_token else None
     async with db.transaction() as session:  # the try is counted (and committed) before the check
-        attempt = await login.reserve_try(session, body.username, device_token)
+        attempt = await lockout.reserve_try(session, body.username, device_token)
         password_hash = await login.password_hash(session, attempt)
     right = await asyncio.to_thread(verify_password, password_hash, body.password.get_secret_value())
     async with db.transaction() as session:
@@ -84,9 +87,9 @@ async def start(body: LoginIn, db: DbDep, login: LoginDep, client: ClientAddress
     dependencies=[LoginRateLimit],
     responses={429: PROBLEM},
 )
-async def unlock(body: UnlockIn, db: DbDep, login: LoginDep) -> UnlockOut:
+async def unlock(body: UnlockIn, db: DbDep, lockout: LockoutDep) -> UnlockOut:
     async with db.transaction() as session:
-        await login.request_unlock(session, body.username)
+        await lockout.request_unlock(session, body.username)
     # The same answer whatever happened: it tells no one whether the username exists.
     return UnlockOut(
         detail="If this username belongs to an active login that failed passwords have locked, an "

@@ -3,7 +3,7 @@
 - The language is used for every message to the user (codes, notices, order and invoice
   emails) and by the portal after login; other services hear of it in `UserDetailsChanged`.
 - A new password needs the current one; a wrong one counts towards the login lockout like a
-  failed login (`Login.reserve_try`), so a copied access token is no way round it. The other
+  failed login (`Lockout.reserve_try`), so a copied access token is no way round it. The other
   sessions end, the one that changed it goes on, and the user is told by email.
 - A new email or mobile number takes effect only when the code sent to it comes back: a login's
   codes must not go to an address nobody proved is theirs. The address the login had is told:
@@ -32,7 +32,8 @@ from services.identity.credentials import (
     user_details_changed,
     withdraw_contact_changes,
 )
-from services.identity.login import PasswordTry, withdraw_sent_codes
+from services.identity.lockout import PasswordTry
+from services.identity.login import withdraw_sent_codes
 from services.identity.models import ContactChange, LoginSession, LoginThrottle, User
 from services.identity.sessions import Sessions
 from shared.clock import Clock, as_utc
@@ -135,7 +136,7 @@ class OwnProfile:
     async def refuse_wrong_password(
         self, session: AsyncSession, user: User, attempt: PasswordTry, client: str | None
     ) -> NoReturn:
-        """The current password given was wrong (its try counted already, `Login.reserve_try`):
+        """The current password given was wrong (its try counted already, `Lockout.reserve_try`):
         in the audit trail as a failed login, and its lock when this try locks the username."""
         kept = [("login.failed", {"step": "current-password"})]
         kept += [("login.locked", {"counter": "username"})] if attempt.locks else []

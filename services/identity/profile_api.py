@@ -14,7 +14,7 @@ from services.identity.deps import (
     Caller,
     CallerDep,
     ClientAddress,
-    LoginDep,
+    LockoutDep,
     PathId,
     ProfileDep,
     SettingsDep,
@@ -78,7 +78,7 @@ async def change_language(
 async def change_password(
     body: PasswordIn,
     caller: CallerDep,
-    login: LoginDep,
+    lockout: LockoutDep,
     profile: ProfileDep,
     settings: SettingsDep,
     client: ClientAddress,
@@ -94,7 +94,7 @@ async def change_password(
     # Counted before checked, as at login: a wrong current password is a failed login, so
     # an access token copied from a session left open cannot be used to guess it.
     async with caller.transaction() as (session, user, _):
-        attempt = await login.reserve_try(session, user.username, None)
+        attempt = await lockout.reserve_try(session, user.username, None)
         checked_hash = user.password_hash
     right = await asyncio.to_thread(verify_password, checked_hash, current)
     if not right:
