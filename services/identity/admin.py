@@ -21,7 +21,7 @@ from services.identity.credentials import (
     withdraw_contact_changes,
 )
 from services.identity.domain import AccessScope
-from services.identity.login import ReauthenticationRequired, end_login_session, withdraw_sent_codes
+from services.identity.login import withdraw_sent_codes
 from services.identity.models import (
     Company,
     LoginSession,
@@ -33,12 +33,12 @@ from services.identity.models import (
     UserGrant,
 )
 from services.identity.provisioning import COMPANY_LOCK, USER_ADMIN, remove_login
+from services.identity.sessions import ReauthenticationRequired, Sessions
 from shared.clock import Clock, as_utc
 from shared.db import lock_for_transaction
 from shared.events import (
     Grant,
     LoginCreated,
-    SessionEndReason,
     UserDisabled,
     UserEnabled,
     UserGrantsChanged,
@@ -105,7 +105,7 @@ class Administration:
     clock: Clock
     sealer: Sealer
     code_ttl: timedelta
-    reauthentication_window: timedelta
+    sessions: Sessions
 
     async def require_recent_login(self, session: AsyncSession, claims: AccessClaims, what: str) -> None:
         """Refuse `what` unless the caller's two-factor login is within the re-authentication
@@ -113,8 +113,8 @@ class Administration:
         codes go hand a login to whoever chose the address, so a token copied from a session
         left open must not be enough for them."""
         login = await session.get(LoginSession, claims.sid)
-        if login is None or self.clock.now() - as_utc(login.created_at) > self.reauthentication_window:
-            minutes = int(self.reauthentication_window.total_seconds() // 60)
+        if login is None or not self.sessions.logged_in_recently(login):
+            minutes = self.sessions.reauthentication_minutes
             raise ReauthenticationRequired(
                 f"To {what}, your login must be less than {minutes} minutes old. Log in again with "
                 "your password and a one-time code, then try again."
@@ -330,27 +330,13 @@ class Administration:
                 "self-service. Give another user the user administration function first, or contact support."
             )
 
-    async def end_sessions(
-        self, session: AsyncSession, user_id: str, reason: str, *, announce: SessionEndReason | None = None
-    ) -> None:
-        """End every live session of the user. `announce` names the reason when no other event
-        of the change tells the services that verify tokens to refuse them (`SessionEnded`)."""
-        live = await session.scalars(
-            select(LoginSession).where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
-        )
-        for login in live:
-            if announce is not None:
-                await end_login_session(session, self.outbox, login, announce, self.clock.now())
-            else:
-                login.ended_at, login.end_reason = self.clock.now(), reason
-
     async def disable(self, session: AsyncSession, caller: User, user_id: str) -> User:
         user = await self.get_user(session, caller, user_id)
         if user.status == "disabled":
             return user
         await self._ensure_not_last_admin(session, user, "disabled")
         user.status = "disabled"
-        await self.end_sessions(session, user.id, "disabled")
+        await self.sessions.end_all_unannounced(session, user.id, "disabled")
         await self.outbox.add(
             session,
             UserDisabled(
@@ -423,7 +409,7 @@ class Administration:
             row.user_id = user.id
             session.add(row)
         user.functions = sorted(set(functions))
-        await self.end_sessions(session, user.id, "grants-changed")
+        await self.sessions.end_all_unannounced(session, user.id, "grants-changed")
         await self.outbox.add(
             session,
             UserGrantsChanged(
@@ -446,7 +432,7 @@ class Administration:
         await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         # The lost phone may also be a device trusted to pass a lock on the username.
         await session.execute(delete(TrustedDevice).where(TrustedDevice.user_id == user.id))
-        await self.end_sessions(session, user.id, "second-factor-reset", announce="second-factor-reset")
+        await self.sessions.end_all(session, user.id, "second-factor-reset")
         await withdraw_contact_changes(session, user.id, "second-factor-reset", self.clock.now())
         await self.outbox.add(session, credential_changed(user, "second_factor_reset", self.clock.now()))
         return user
@@ -467,7 +453,7 @@ class Administration:
 
     async def remove(self, session: AsyncSession, user: User, *, reason: str) -> None:
         """Delete a login for good: sessions end, codes stop working, the event tells everyone."""
-        await self.end_sessions(session, user.id, "deleted")
+        await self.sessions.end_all_unannounced(session, user.id, "deleted")
         await remove_login(session, self.outbox, user, reason=reason, now=self.clock.now())
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.admin import Administration, NewUser, RequestedGrant, UserChanges
@@ -51,29 +53,43 @@ async def _user_out(session: AsyncSession, admin: Administration, user: User) ->
     return _out(user, await grants_of(session, user.id), admin.clock.now(), locked.get(user.username))
 
 
-async def _act(
-    db: Database,
-    admin: Administration,
-    audit: AuditTrail,
-    claims: AccessClaims,
-    client: str,
-    action: str,
-    do: Callable[[AsyncSession, User], Awaitable[User]],
-    *,
-    recent_login_to: str | None = None,
-    details: dict[str, str] | None = None,
-) -> UserOut:
-    """One administrator action on one user: authorised, done, audited, in one transaction.
-    `recent_login_to` names an action that needs a recent login (`require_recent_login`)."""
-    async with db.transaction() as session:
-        caller = await admin.administrator(session, claims, for_change=True)
-        if recent_login_to is not None:
-            await admin.require_recent_login(session, claims, recent_login_to)
-        user = await do(session, caller)
-        await audit.record(
-            session, actor=caller, action=action, target=user, client_address=client, details=details
-        )
-        return await _user_out(session, admin, user)
+@dataclass(frozen=True)
+class UserAction:
+    """One administrator action on one user: authorised, done, audited, in one transaction."""
+
+    claims: AccessClaims
+    db: Database
+    admin: Administration
+    audit: AuditTrail
+    client: str
+
+    async def __call__(
+        self,
+        action: str,
+        do: Callable[[AsyncSession, User], Awaitable[User]],
+        *,
+        recent_login_to: str | None = None,
+        details: dict[str, str] | None = None,
+    ) -> UserOut:
+        """`recent_login_to` names an action that needs a recent login (`require_recent_login`)."""
+        async with self.db.transaction() as session:
+            caller = await self.admin.administrator(session, self.claims, for_change=True)
+            if recent_login_to is not None:
+                await self.admin.require_recent_login(session, self.claims, recent_login_to)
+            user = await do(session, caller)
+            await self.audit.record(
+                session, actor=caller, action=action, target=user, client_address=self.client, details=details
+            )
+            return await _user_out(session, self.admin, user)
+
+
+def _user_action(
+    claims: Claims, db: DbDep, admin: AdministrationDep, audit: AuditDep, client: ClientAddress
+) -> UserAction:
+    return UserAction(claims, db, admin, audit, client)
+
+
+ActOnUser = Annotated[UserAction, Depends(_user_action)]
 
 
 @router.get(
@@ -150,13 +166,7 @@ async def get_user(claims: Claims, user_id: PathId, db: DbDep, admin: Administra
     responses={404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
 )
 async def change_user(
-    claims: Claims,
-    user_id: PathId,
-    body: UserPatch,
-    db: DbDep,
-    admin: AdministrationDep,
-    audit: AuditDep,
-    client: ClientAddress,
+    user_id: PathId, body: UserPatch, act: ActOnUser, admin: AdministrationDep
 ) -> UserOut:
     changes = UserChanges(
         name=" ".join(body.name.split()) if body.name else None,
@@ -165,12 +175,7 @@ async def change_user(
         grants=None if body.grants is None else [RequestedGrant(g.cvr, g.accounts) for g in body.grants],
         functions=None if body.functions is None else list(body.functions),
     )
-    return await _act(
-        db,
-        admin,
-        audit,
-        claims,
-        client,
+    return await act(
         "user.change",
         lambda session, caller: admin.change(session, caller, user_id, changes),
         recent_login_to="change where a login's codes go (mobile or email)"
@@ -185,20 +190,8 @@ async def change_user(
     summary="Remove the user's authenticator app and recovery codes (lost phone)",
     responses={404: PROBLEM},
 )
-async def reset_2fa(
-    claims: Claims,
-    user_id: PathId,
-    db: DbDep,
-    admin: AdministrationDep,
-    audit: AuditDep,
-    client: ClientAddress,
-) -> UserOut:
-    return await _act(
-        db,
-        admin,
-        audit,
-        claims,
-        client,
+async def reset_2fa(user_id: PathId, act: ActOnUser, admin: AdministrationDep) -> UserOut:
+    return await act(
         "second-factor.changed",
         lambda session, caller: admin.reset_second_factor(session, caller, user_id),
         details={"change": "reset-by-administrator"},
@@ -211,20 +204,8 @@ async def reset_2fa(
     summary="Email a new activation code to a user who has not activated yet",
     responses={404: PROBLEM, 409: PROBLEM},
 )
-async def resend_activation(
-    claims: Claims,
-    user_id: PathId,
-    db: DbDep,
-    admin: AdministrationDep,
-    audit: AuditDep,
-    client: ClientAddress,
-) -> UserOut:
-    return await _act(
-        db,
-        admin,
-        audit,
-        claims,
-        client,
+async def resend_activation(user_id: PathId, act: ActOnUser, admin: AdministrationDep) -> UserOut:
+    return await act(
         "user.resend-activation",
         lambda session, caller: admin.resend_activation(session, caller, user_id),
         recent_login_to="send a new activation code",
@@ -258,23 +239,8 @@ async def delete_user(
     summary="Disable a user; their sessions end at once",
     responses={404: PROBLEM, 409: PROBLEM},
 )
-async def disable(
-    claims: Claims,
-    user_id: PathId,
-    db: DbDep,
-    admin: AdministrationDep,
-    audit: AuditDep,
-    client: ClientAddress,
-) -> UserOut:
-    return await _act(
-        db,
-        admin,
-        audit,
-        claims,
-        client,
-        "user.disable",
-        lambda session, caller: admin.disable(session, caller, user_id),
-    )
+async def disable(user_id: PathId, act: ActOnUser, admin: AdministrationDep) -> UserOut:
+    return await act("user.disable", lambda session, caller: admin.disable(session, caller, user_id))
 
 
 @router.post(
@@ -283,23 +249,8 @@ async def disable(
     summary="Enable a disabled user",
     responses={404: PROBLEM, 409: PROBLEM},
 )
-async def enable(
-    claims: Claims,
-    user_id: PathId,
-    db: DbDep,
-    admin: AdministrationDep,
-    audit: AuditDep,
-    client: ClientAddress,
-) -> UserOut:
-    return await _act(
-        db,
-        admin,
-        audit,
-        claims,
-        client,
-        "user.enable",
-        lambda session, caller: admin.enable(session, caller, user_id),
-    )
+async def enable(user_id: PathId, act: ActOnUser, admin: AdministrationDep) -> UserOut:
+    return await act("user.enable", lambda session, caller: admin.enable(session, caller, user_id))
 
 
 @router.post(
@@ -308,20 +259,5 @@ async def enable(
     summary="Lift the lock that failed passwords put on a user's login",
     responses={404: PROBLEM},
 )
-async def unlock(
-    claims: Claims,
-    user_id: PathId,
-    db: DbDep,
-    admin: AdministrationDep,
-    audit: AuditDep,
-    client: ClientAddress,
-) -> UserOut:
-    return await _act(
-        db,
-        admin,
-        audit,
-        claims,
-        client,
-        "user.unlock",
-        lambda session, caller: admin.unlock(session, caller, user_id),
-    )
+async def unlock(user_id: PathId, act: ActOnUser, admin: AdministrationDep) -> UserOut:
+    return await act("user.unlock", lambda session, caller: admin.unlock(session, caller, user_id))

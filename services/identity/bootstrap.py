@@ -10,11 +10,13 @@ from services.identity.activation import Activation
 from services.identity.admin import Administration
 from services.identity.audit import AuditTrail
 from services.identity.config import IdentitySettings
+from services.identity.lockout import Lockout
 from services.identity.login import Login
 from services.identity.models import messaging
 from services.identity.password_reset import PasswordResets
 from services.identity.profile import OwnProfile
 from services.identity.provisioning import Provisioning
+from services.identity.sessions import Sessions
 from services.identity.support import Support
 from services.identity.takeover import TakeoverExpiryWatch
 from shared.clock import Clock
@@ -45,6 +47,8 @@ class IdentityParts:
     signer: TokenSigner
     limits: RateLimits
     audit: AuditTrail
+    sessions: Sessions
+    lockout: Lockout
     login: Login
     activation: Activation
     administration: Administration
@@ -71,13 +75,13 @@ def build(
     # Every login's success, failure and lock, every change of a second factor and every
     # administrator's and support's action is in the audit trail (docs/identity.md, Audit trail).
     audit = AuditTrail(outbox=outbox, clock=clock)
-    login = Login(settings=settings, outbox=outbox, clock=clock, sealer=sealer, signer=signer, audit=audit)
+    sessions = Sessions(settings=settings, outbox=outbox, clock=clock, signer=signer)
+    lockout = Lockout(settings=settings, outbox=outbox, clock=clock, sealer=sealer)
+    login = Login(
+        settings=settings, outbox=outbox, clock=clock, sealer=sealer, lockout=lockout, sessions=sessions, audit=audit
+    )
     administration = Administration(
-        outbox=outbox,
-        clock=clock,
-        sealer=sealer,
-        code_ttl=settings.activation_code_ttl,
-        reauthentication_window=settings.reauthentication_window,
+        outbox=outbox, clock=clock, sealer=sealer, code_ttl=settings.activation_code_ttl, sessions=sessions
     )
     return IdentityParts(
         settings=settings,
@@ -93,6 +97,8 @@ def build(
             cancel_link=SlidingWindowLimiter(settings.cancel_link_rate_limit_per_minute),
         ),
         audit=audit,
+        sessions=sessions,
+        lockout=lockout,
         login=login,
         activation=Activation(
             outbox=outbox,
@@ -115,6 +121,7 @@ def build(
             clock=clock,
             sealer=sealer,
             audit=audit,
+            sessions=sessions,
             contact_change_ttl=settings.contact_change_ttl,
             changes_per_day=settings.contact_changes_per_day,
             max_attempts=settings.otp_max_attempts,
@@ -122,7 +129,15 @@ def build(
             lock_after_failures=settings.login_lock_after_failures,
             lock_duration=settings.login_lock_duration,
         ),
-        resets=PasswordResets(settings=settings, login=login, audit=audit),
+        resets=PasswordResets(
+            settings=settings,
+            outbox=outbox,
+            clock=clock,
+            sealer=sealer,
+            lockout=lockout,
+            sessions=sessions,
+            audit=audit,
+        ),
         provisioning=Provisioning(
             outbox=outbox,
             clock=clock,

@@ -3,26 +3,33 @@ caller's verified claims, the calling address and the rate limits."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.activation import Activation
 from services.identity.admin import Administration
 from services.identity.audit import AuditTrail
 from services.identity.bootstrap import IdentityParts
 from services.identity.config import IdentitySettings
+from services.identity.lockout import Lockout
 from services.identity.login import Login
+from services.identity.models import LoginSession, User
 from services.identity.password_reset import PasswordResets
 from services.identity.profile import OwnProfile
+from services.identity.sessions import Sessions
 from services.identity.support import Support
 from shared.clock import Clock
 from shared.db import Database
+from shared.messaging import Outbox
 from shared.problems import Unauthenticated
 from shared.ratelimit import client_address, limited_party
 from shared.sealing import Sealer
-from shared.tokens import AccessClaims, TokenError, bearer_token
+from shared.tokens import AccessClaims, TokenError, TokenSigner, bearer_token
 
 
 def _parts(request: Request) -> IdentityParts:
@@ -45,7 +52,11 @@ DbDep = Annotated[Database, _part("db")]
 SettingsDep = Annotated[IdentitySettings, _part("settings")]
 ClockDep = Annotated[Clock, _part("clock")]
 SealerDep = Annotated[Sealer, _part("sealer")]
+SignerDep = Annotated[TokenSigner, _part("signer")]
+OutboxDep = Annotated[Outbox, _part("outbox")]
 AuditDep = Annotated[AuditTrail, _part("audit")]
+SessionsDep = Annotated[Sessions, _part("sessions")]
+LockoutDep = Annotated[Lockout, _part("lockout")]
 LoginDep = Annotated[Login, _part("login")]
 ActivationDep = Annotated[Activation, _part("activation")]
 AdministrationDep = Annotated[Administration, _part("administration")]
@@ -66,12 +77,56 @@ async def current_claims(parts: Parts, authorization: Annotated[str | None, Head
     except TokenError as exc:
         raise Unauthenticated(f"The access token is not accepted: {exc}.") from exc
     async with parts.db.transaction() as session:
-        if not await parts.login.session_is_live(session, claims.sid):
+        if not await parts.sessions.is_live(session, claims.sid):
             raise Unauthenticated("The session of this access token has ended. Log in again.")
     return claims
 
 
 Claims = Annotated[AccessClaims, Depends(current_claims)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """For a route where the caller acts on their own login: in each transaction, their user
+    and their session, both locked and the session live (`Sessions.caller`)."""
+
+    claims: AccessClaims
+    db: Database
+    sessions: Sessions
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[tuple[AsyncSession, User, LoginSession]]:
+        async with self.db.transaction() as session:
+            user, live = await self.sessions.caller(session, self.claims)
+            yield session, user, live
+
+
+def _caller(claims: Claims, parts: Parts) -> Caller:
+    return Caller(claims, parts.db, parts.sessions)
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+
+
+@dataclass(frozen=True)
+class StaffCaller:
+    """For a support route: in each transaction, the calling staff member (`Support.staff`)."""
+
+    claims: AccessClaims
+    db: Database
+    support: Support
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[tuple[AsyncSession, User]]:
+        async with self.db.transaction() as session:
+            yield session, await self.support.staff(session, self.claims)
+
+
+def _staff_caller(claims: Claims, parts: Parts) -> StaffCaller:
+    return StaffCaller(claims, parts.db, parts.support)
+
+
+StaffDep = Annotated[StaffCaller, Depends(_staff_caller)]
 
 
 def _rate_limited(limit: str, what: str) -> Callable[[Request], None]:

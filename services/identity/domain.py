@@ -47,6 +47,11 @@ def code_matches(code: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_code(code), stored_hash)
 
 
+def token_digest(token: str) -> str:
+    """What is kept of a 256-bit token (a refresh token, a trusted device's): its SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def new_username(cvr: str) -> str:
     """`<cvr>-<four letters>`: readable, tied to the company, and not guessable from the CVR alone."""
     suffix = "".join(secrets.choice("abcdefghjkmnpqrstvwxyz23456789") for _ in range(4))

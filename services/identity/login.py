@@ -4,54 +4,36 @@ The password step answers the same for an unknown username and a wrong password,
 long (a real argon2 verification either way), and counts failures per username whether it
 exists or not, so the answers never tell a stranger which usernames exist.
 
-A try is counted before its password is checked, in a transaction that locks the counter, and
-forgotten only when the password was right: however many tries arrive at once, no more wrong
-passwords are ever checked than the limits allow. A device that completed a two-factor login
-before (its `device_token`) has a counter of its own, so a stranger who locks the username
-does not lock out the user on their own device.
+Each try is counted, and refused while its counter is locked, by `lockout.py` before its
+password is checked; a completed login opens a session (`sessions.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.audit import AuditTrail
 from services.identity.config import IdentitySettings
 from services.identity.credentials import code_requested
 from services.identity.domain import normalise_username
-from services.identity.models import (
-    FailureCounter,
-    LoginChallenge,
-    LoginSession,
-    LoginThrottle,
-    PasswordReset,
-    RefreshToken,
-    TrustedDevice,
-    User,
-    UserGrant,
-)
+from services.identity.lockout import Lockout, PasswordTry
+from services.identity.models import LoginChallenge, PasswordReset, User
+from services.identity.sessions import Sessions, TokenPair
 from services.identity.totp import accept_totp, use_recovery_code
 from shared.clock import Clock, as_utc
-from shared.db import Database, upsert_statement
-from shared.events import SessionEnded, SessionEndReason
 from shared.logs import mask_contact
 from shared.messaging import Outbox
-from shared.problems import Problem, TooManyRequests, Unauthenticated
+from shared.problems import Problem, TooManyRequests
 from shared.sealing import Sealer
-from shared.tokens import AccessClaims, TokenSigner
 
-log = logging.getLogger(__name__)
 SecondFactor = Literal["sms", "email", "totp"]  # what a login's second step may use
-UNLOCK_EMAIL_WINDOW = timedelta(days=1)  # `unlock_emails_per_day` counts in it
 
 
 class InvalidCredentials(Problem):
@@ -78,61 +60,8 @@ class InvalidCode(Problem):
     title = "The one-time code is not correct"
 
 
-class ReauthenticationRequired(Problem):
-    """Changes that hand a login's codes or a new login to someone need a recent login: an
-    access token copied from a session left open must not be enough."""
-
-    status = 403
-    type_suffix = "reauthentication-required"
-    title = "Log in again to do this"
-
-
-class InvalidRefreshToken(Problem):
-    status = 401
-    type_suffix = "invalid-refresh-token"
-    title = "The refresh token is not valid"
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256(":".join(parts).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class PasswordTry:
-    """A counted password try: the username, the trusted device whose counter it used, and
-    whether this try locks that counter should its password be wrong (the audit's `login.locked`)."""
-
-    username: str
-    device_id: str | None
-    locks: bool = False
-
-
-def _new_device(user: User, now: datetime, *, lifetime: timedelta, origin: str) -> tuple[TrustedDevice, str]:
-    """A trusted device for the user and its token (256 bits, given once; only its hash is kept)."""
-    token = secrets.token_urlsafe(32)
-    device = TrustedDevice(
-        id=str(uuid.uuid4()),
-        user_id=user.id,
-        token_hash=_digest(token),
-        created_at=now,
-        last_used_at=now,
-        expires_at=now + lifetime,
-        failures=0,
-        origin=origin,
-    )
-    return device, token
-
-
 def _code_context(challenge_id: str) -> str:
     return f"login-code:{challenge_id}"
-
-
-@dataclass(frozen=True)
-class TokenPair:
-    access_token: str
-    refresh_token: str
-    expires_in: int
-    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
 
 
 @dataclass
@@ -141,153 +70,12 @@ class Login:
     outbox: Outbox
     clock: Clock
     sealer: Sealer
-    signer: TokenSigner
+    lockout: Lockout  # counts the password tries
+    sessions: Sessions  # a completed login opens one
     # Every login's success, failure and lock is in the audit trail (docs/identity.md, Audit trail).
     audit: AuditTrail
 
     # --- step 1: the password ---------------------------------------------------------
-
-    async def reserve_try(
-        self, session: AsyncSession, username: str, device_token: str | None
-    ) -> PasswordTry:
-        """Count a password try before it is checked, or refuse it (429) while its counter is
-        locked or must wait. The counter is the trusted device's when the login comes with a
-        valid `device_token` of this username's user, else the username's."""
-        now = self.clock.now()
-        key = normalise_username(username)
-        device = await self._trusted_device(session, key, device_token) if device_token else None
-        counter: FailureCounter = device if device is not None else await self._username_counter(session, key)
-        self._refuse_while_throttled(counter, now, on_device=device is not None)
-        locks = self.count_failure(counter)
-        return PasswordTry(username=key, device_id=device.id if device is not None else None, locks=locks)
-
-    def count_failure(self, counter: FailureCounter) -> bool:
-        """One more failure on the counter; the lock follows at `login_lock_after_failures`.
-        True when this failure is the one that locks it."""
-        now = self.clock.now()
-        if _failures_are_over(counter, now, self.settings.login_lock_duration):
-            counter.failures, counter.locked_until = 0, None
-        counter.failures += 1
-        counter.last_failure_at = now
-        locks = counter.failures >= self.settings.login_lock_after_failures
-        if locks:
-            counter.locked_until = now + self.settings.login_lock_duration
-        return locks
-
-    async def username_counter(self, session: AsyncSession, username: str) -> LoginThrottle:
-        """The username's failure counter, locked for this transaction, for a code that stands in
-        for the password (a password reset): its wrong codes count towards the same lock."""
-        return await self._username_counter(session, normalise_username(username))
-
-    def refuse_while_locked(self, counter: FailureCounter) -> None:
-        """429 while failures lock the counter (no delays: those pace password guesses)."""
-        now = self.clock.now()
-        if counter.locked_until is not None and as_utc(counter.locked_until) > now:
-            wait = max(1, int((as_utc(counter.locked_until) - now).total_seconds() + 0.999))
-            raise TooManyRequests(
-                f"Failed passwords or codes have locked this login for {wait} more seconds. Try again "
-                "then, or ask your administrator to unlock it.",
-                retry_after=wait,
-            )
-
-    async def _username_counter(self, session: AsyncSession, username: str) -> LoginThrottle:
-        """The username's counter, locked for this transaction (made first if there is none;
-        concurrent first tries make it once)."""
-        # DO UPDATE, not DO NOTHING: it locks an existing counter at once, so the worker's purge
-        # of counters that count nothing cannot delete it before the SELECT below locks it.
-        await session.execute(
-            upsert_statement(session, LoginThrottle)
-            .values(username=username, failures=0)
-            .on_conflict_do_update(index_elements=["username"], set_={"username": username})
-        )
-        throttle = await session.get(LoginThrottle, username, with_for_update=True, populate_existing=True)
-        assert throttle is not None
-        return throttle
-
-    async def request_unlock(self, session: AsyncSession, username: str) -> None:
-        """While failed passwords lock an active user's username, email the user an unlock code:
-        a device token of its own, valid `unlock_code_ttl`, that passes the lock with the right
-        password (and then the second factor). Only the user's mailbox gets it, so a stranger who
-        keeps renewing the lock cannot keep the user out. At most one email per lock duration and
-        `unlock_emails_per_day`, whoever asks; nothing is said about whether one was sent."""
-        now = self.clock.now()
-        key = normalise_username(username)
-        throttle = await session.get(LoginThrottle, key, with_for_update=True)
-        if throttle is None or throttle.locked_until is None or as_utc(throttle.locked_until) <= now:
-            return
-        user = await session.scalar(select(User).where(User.username == key).with_for_update())
-        if user is None or user.status != "active":
-            return
-        sent = list(
-            await session.scalars(
-                select(TrustedDevice.created_at)
-                .where(
-                    TrustedDevice.user_id == user.id,
-                    TrustedDevice.origin == "email",
-                    TrustedDevice.created_at > now - UNLOCK_EMAIL_WINDOW,
-                )
-                .order_by(TrustedDevice.created_at.desc())
-            )
-        )
-        if len(sent) >= self.settings.unlock_emails_per_day or (
-            sent and now - as_utc(sent[0]) < self.settings.login_lock_duration
-        ):
-            return
-        device, token = _new_device(user, now, lifetime=self.settings.unlock_code_ttl, origin="email")
-        session.add(device)
-        device_id = uuid.UUID(device.id)
-        await self.outbox.add(
-            session,
-            code_requested(
-                user,
-                self.sealer,
-                challenge_id=device_id,
-                purpose="unlock_login",
-                channel="email",
-                recipient=user.email,
-                code=token,
-                expires_at=device.expires_at,
-            ),
-        )
-
-    async def _trusted_device(self, session: AsyncSession, username: str, token: str) -> TrustedDevice | None:
-        """The live trusted device of this token, if it belongs to this username's user."""
-        device = await session.scalar(
-            select(TrustedDevice)
-            .join(User, User.id == TrustedDevice.user_id)
-            .where(TrustedDevice.token_hash == _digest(token), User.username == username)
-            .with_for_update(of=TrustedDevice)
-        )
-        if device is None or as_utc(device.expires_at) <= self.clock.now():
-            return None
-        return device
-
-    def _refuse_while_throttled(self, counter: FailureCounter, now: datetime, *, on_device: bool) -> None:
-        if counter.locked_until and as_utc(counter.locked_until) > now:
-            wait = int((as_utc(counter.locked_until) - now).total_seconds()) + 1
-            if on_device:
-                raise TooManyRequests(
-                    "Too many failed logins from this device. It is locked; try again in "
-                    f"{(wait + 59) // 60} minutes, or ask your administrator to unlock your login.",
-                    retry_after=wait,
-                )
-            raise TooManyRequests(
-                f"Too many failed logins for this username. The login is locked; try again in "
-                f"{(wait + 59) // 60} minutes. A browser or app you have logged in with before is not "
-                "stopped by this lock; from another, have an unlock code emailed to the login's address "
-                "(POST /v1/login/unlock) or ask your administrator to unlock it.",
-                retry_after=wait,
-            )
-        free = self.settings.login_free_failures
-        if counter.failures >= free and counter.last_failure_at is not None:
-            delay = timedelta(seconds=min(60, 2 ** (counter.failures - free)))
-            ready_at = as_utc(counter.last_failure_at) + delay
-            if ready_at > now:
-                wait = max(1, int((ready_at - now).total_seconds() + 0.999))
-                raise TooManyRequests(
-                    f"Several failed logins for this username: wait {wait} seconds before trying again.",
-                    retry_after=wait,
-                )
 
     async def password_hash(self, session: AsyncSession, attempt: PasswordTry) -> str | None:
         """The hash the try's password is checked against: None for a username nobody has, or
@@ -330,12 +118,7 @@ class Login:
         """The password was right: forget the try (and the failures before it) and open the
         second step."""
         now = self.clock.now()
-        if attempt.device_id is not None:
-            device = await session.get(TrustedDevice, attempt.device_id, with_for_update=True)
-            if device is not None:
-                device.failures, device.last_failure_at, device.locked_until = 0, None, None
-        else:
-            await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
+        await self.lockout.forget_try(session, user, attempt)
         if user.status == "disabled":
             raise LoginDisabled("This login has been disabled by the company's administrator.")
         challenge = LoginChallenge(
@@ -434,10 +217,10 @@ class Login:
         client_address: str | None,
     ) -> tuple[TokenPair, str | None]:
         """The one-time code right: a new session and its tokens, and a device token when the
-        login came from a device not trusted yet (`trust_device`)."""
+        login came from a device not trusted yet (`Lockout.trust_device`)."""
         challenge, user = await self.verify_code(session, challenge_id, code, client_address=client_address)
-        tokens = await self.open_session(session, user, user_agent=user_agent, client_address=client_address)
-        device_token = await self.trust_device(session, challenge, user)
+        tokens = await self.sessions.open(session, user, user_agent=user_agent, client_address=client_address)
+        device_token = await self.lockout.trust_device(session, challenge, user)
         await self.audit.record(
             session, actor=user, action="login.succeeded", target=user, client_address=client_address
         )
@@ -481,147 +264,10 @@ class Login:
             user.mobile_confirmed_at = now  # the number is right: a code sent to it came back (S5.3)
         return challenge, user
 
-    async def trust_device(self, session: AsyncSession, challenge: LoginChallenge, user: User) -> str | None:
-        """After a two-factor login: the device it came from stays trusted, or a new device
-        token is issued (returned once; only its hash is kept). A user keeps at most
-        `trusted_devices_per_user`; the least recently used go first."""
-        now = self.clock.now()
-        if challenge.device_id is not None:
-            device = await session.get(TrustedDevice, challenge.device_id)
-            if device is not None:  # trusted on: it is in use
-                device.last_used_at = now
-                device.expires_at = now + self.settings.trusted_device_ttl
-                return None
-        device, token = _new_device(user, now, lifetime=self.settings.trusted_device_ttl, origin="login")
-        session.add(device)
-        await session.flush()
-        devices = list(
-            await session.scalars(
-                select(TrustedDevice)
-                .where(TrustedDevice.user_id == user.id)
-                .order_by(TrustedDevice.last_used_at.desc(), TrustedDevice.created_at.desc())
-            )
-        )
-        for stale in devices[self.settings.trusted_devices_per_user :]:
-            await session.delete(stale)
-        return token
-
     @staticmethod
     def methods(user: User) -> list[SecondFactor]:
         methods: list[SecondFactor] = ["sms", "email"]
         return [*methods, "totp"] if user.totp_secret else methods
-
-    # --- tokens ---------------------------------------------------------------------------
-
-    async def open_session(
-        self, session: AsyncSession, user: User, *, user_agent: str | None = None, client_address: str | None = None
-    ) -> TokenPair:
-        """A new session and its first tokens. The browser's user agent and address are kept
-        so that the user recognises the session in their list of sessions."""
-        now = self.clock.now()
-        login = LoginSession(
-            id=str(uuid.uuid4()),
-            user_id=user.id,
-            created_at=now,
-            expires_at=now + self.settings.refresh_token_ttl,
-            user_agent=user_agent[:500] if user_agent else None,
-            client_address=client_address[:64] if client_address else None,
-            last_used_at=now,
-        )
-        session.add(login)
-        await session.flush()
-        return await self._issue(session, user, login)
-
-    async def _issue(self, session: AsyncSession, user: User, login: LoginSession) -> TokenPair:
-        now = self.clock.now()
-        refresh = secrets.token_urlsafe(32)
-        session.add(
-            RefreshToken(
-                token_hash=_digest(refresh),
-                session_id=login.id,
-                created_at=now,
-                expires_at=min(now + self.settings.refresh_token_ttl, as_utc(login.expires_at)),
-            )
-        )
-        grants = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))
-        access = self.signer.sign(
-            subject=user.id,
-            session_id=login.id,
-            tenant=user.tenant_cvr,
-            role=user.role,
-            grants=[{"cvr": g.cvr, "accounts": g.accounts} for g in grants],
-            functions=list(user.functions),
-            now=now,
-            lifetime=self.settings.access_token_ttl,
-        )
-        return TokenPair(access, refresh, int(self.settings.access_token_ttl.total_seconds()))
-
-    async def refresh(self, session: AsyncSession, refresh_token: str) -> TokenPair:
-        """A new pair for a valid refresh token; a reused one ends its whole session (kept,
-        though the refresh is refused)."""
-        now = self.clock.now()
-        stored = await session.get(RefreshToken, _digest(refresh_token), with_for_update=True)
-        if stored is None:
-            raise InvalidRefreshToken("The refresh token is not known. Log in again.")
-        login = await session.get(LoginSession, stored.session_id, with_for_update=True)
-        assert login is not None
-        if stored.used_at is not None:
-            # Someone presents a token that was already exchanged: it leaked. End the session.
-            if login.ended_at is None:
-                await end_login_session(session, self.outbox, login, "refresh-token-reuse", now)
-            raise InvalidRefreshToken(
-                "The refresh token was already used, so it may have been copied: the session has been "
-                "ended for safety. Log in again."
-            ).committing()
-        ended = InvalidRefreshToken("The session has ended. Log in again.")
-        if login.ended_at is not None or as_utc(stored.expires_at) <= now:
-            raise ended
-        user = await session.get(User, login.user_id)
-        if user is None or user.status != "active":
-            # Not announced: disabling or deleting a user ends all their sessions and says so
-            # (UserDisabled, UserDeleted), and billing then refuses every token of the user.
-            login.ended_at, login.end_reason = now, "user-not-active"
-            raise ended.committing()
-        stored.used_at = now
-        login.last_used_at = now
-        return await self._issue(session, user, login)
-
-    async def end_session(self, session: AsyncSession, session_id: str, reason: SessionEndReason) -> None:
-        login = await session.get(LoginSession, session_id, with_for_update=True)
-        if login is not None and login.ended_at is None:
-            await end_login_session(session, self.outbox, login, reason, self.clock.now())
-
-    async def session_is_live(self, session: AsyncSession, session_id: str) -> bool:
-        login = await session.get(LoginSession, session_id)
-        return login is not None and login.ended_at is None and as_utc(login.expires_at) > self.clock.now()
-
-    async def caller(self, session: AsyncSession, claims: AccessClaims) -> tuple[User, LoginSession]:
-        """The token's user and session, both locked for this transaction (user first, as every
-        change of a user does), and the session still live: requests that arrive at once with
-        one token are decided one after another, each seeing what the one before did."""
-        user = await session.get(User, claims.sub, with_for_update=True, populate_existing=True)
-        login = await session.get(LoginSession, claims.sid, with_for_update=True, populate_existing=True)
-        if user is None or login is None or login.ended_at is not None or login.user_id != user.id:
-            raise Unauthenticated("The session of this access token has ended. Log in again.")
-        return user, login
-
-    def logged_in_recently(self, login: LoginSession) -> bool:
-        """Whether the session's two-factor login was within `reauthentication_window`."""
-        return self.clock.now() - as_utc(login.created_at) <= self.settings.reauthentication_window
-
-
-async def end_login_session(
-    session: AsyncSession, outbox: Outbox, login: LoginSession, reason: SessionEndReason, now: datetime
-) -> None:
-    """End one live session and announce it in the same transaction (`SessionEnded`), so that
-    billing refuses the session's access tokens at once rather than when they expire (S12)."""
-    login.ended_at, login.end_reason = now, reason
-    await outbox.add(
-        session,
-        SessionEnded(
-            user_id=uuid.UUID(login.user_id), session_id=uuid.UUID(login.id), reason=reason, ended_at=now
-        ),
-    )
 
 
 def sent_code_matches(
@@ -678,57 +324,6 @@ async def withdraw_sent_codes(
         )
 
 
-async def end_all_sessions(
-    session: AsyncSession, outbox: Outbox, user_id: str, reason: SessionEndReason, now: datetime
-) -> int:
-    """End every live session of the user, each announced (`SessionEnded`) for billing (S12)."""
-    live = list(
-        await session.scalars(
-            select(LoginSession)
-            .where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
-            .with_for_update()
-        )
-    )
-    for login in live:
-        await end_login_session(session, outbox, login, reason, now)
-    return len(live)
-
-
-def _failures_are_over(counter: FailureCounter, now: datetime, window: timedelta) -> bool:
-    """A lock that has run out, or failures a whole lock's length ago, count no more."""
-    if counter.locked_until is not None:
-        return as_utc(counter.locked_until) <= now
-    return counter.last_failure_at is not None and now - as_utc(counter.last_failure_at) >= window
-
-
-async def forget_old_failures(db: Database, clock: Clock, window: timedelta) -> int:
-    """Delete the username counters that count nothing any more, and expired trusted devices:
-    tries at unknown usernames must not fill the table for ever."""
-    now = clock.now()
-    async with db.transaction() as session:
-        counters = await session.execute(
-            delete(LoginThrottle).where(
-                or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until <= now),
-                or_(LoginThrottle.last_failure_at.is_(None), LoginThrottle.last_failure_at <= now - window),
-            )
-        )
-        devices = await session.execute(
-            delete(TrustedDevice).where(
-                TrustedDevice.expires_at <= now,
-                # An emailed unlock code is kept for a day after it was sent: it counts against
-                # the emails a day (`request_unlock`) also once it has expired.
-                or_(TrustedDevice.origin != "email", TrustedDevice.created_at <= now - UNLOCK_EMAIL_WINDOW),
-            )
-        )
-    forgotten: int = counters.rowcount + devices.rowcount  # type: ignore[attr-defined]  # DELETE results
-    if forgotten:
-        log.info("forgot %d login counters and expired trusted devices", forgotten)
-    return forgotten
-
-
 def find_user(session: AsyncSession, username: str):  # noqa: ANN201 - an awaitable of User | None
     return session.scalar(select(User).where(User.username == normalise_username(username)))
 
-
-def expires_at_iso(moment: datetime) -> str:
-    return as_utc(moment).isoformat()

@@ -10,15 +10,21 @@ from fastapi.responses import Response
 from services.identity.credentials import credential_changed, verify_password
 from services.identity.deps import (
     AuditDep,
+    CallerDep,
     Claims,
     ClientAddress,
+    ClockDep,
     DbDep,
+    LockoutDep,
     LoginDep,
     LoginRateLimit,
+    OutboxDep,
     PathId,
-    SettingsDep,
+    SealerDep,
+    SessionsDep,
+    SignerDep,
 )
-from services.identity.login import Login, ReauthenticationRequired
+from services.identity.login import Login
 from services.identity.models import User
 from services.identity.queries import grants_of
 from services.identity.schemas import (
@@ -37,6 +43,7 @@ from services.identity.schemas import (
     UnlockOut,
     VerifyIn,
 )
+from services.identity.sessions import ReauthenticationRequired
 from services.identity.totp import (
     TotpNotStarted,
     accept_totp,
@@ -57,10 +64,12 @@ router = APIRouter(tags=["login"])
     dependencies=[LoginRateLimit],
     responses={401: PROBLEM, 403: PROBLEM, 429: PROBLEM},
 )
-async def start(body: LoginIn, db: DbDep, login: LoginDep, client: ClientAddress) -> ChallengeOut:
+async def start(
+    body: LoginIn, db: DbDep, lockout: LockoutDep, login: LoginDep, client: ClientAddress
+) -> ChallengeOut:
     device_token = body.device_token.get_secret_value() if body.device_token else None
     async with db.transaction() as session:  # the try is counted (and committed) before the check
-        attempt = await login.reserve_try(session, body.username, device_token)
+        attempt = await lockout.reserve_try(session, body.username, device_token)
         password_hash = await login.password_hash(session, attempt)
     right = await asyncio.to_thread(verify_password, password_hash, body.password.get_secret_value())
     async with db.transaction() as session:
@@ -78,9 +87,9 @@ async def start(body: LoginIn, db: DbDep, login: LoginDep, client: ClientAddress
     dependencies=[LoginRateLimit],
     responses={429: PROBLEM},
 )
-async def unlock(body: UnlockIn, db: DbDep, login: LoginDep) -> UnlockOut:
+async def unlock(body: UnlockIn, db: DbDep, lockout: LockoutDep) -> UnlockOut:
     async with db.transaction() as session:
-        await login.request_unlock(session, body.username)
+        await lockout.request_unlock(session, body.username)
     # The same answer whatever happened: it tells no one whether the username exists.
     return UnlockOut(
         detail="If this username belongs to an active login that failed passwords have locked, an "
@@ -135,9 +144,9 @@ async def verify(
     summary="Exchange a refresh token for new tokens (each refresh token works once)",
     responses={401: PROBLEM},
 )
-async def refresh(body: RefreshIn, db: DbDep, login: LoginDep) -> TokensOut:
+async def refresh(body: RefreshIn, db: DbDep, sessions: SessionsDep) -> TokensOut:
     async with db.transaction() as session:
-        tokens = await login.refresh(session, body.refresh_token.get_secret_value())
+        tokens = await sessions.refresh(session, body.refresh_token.get_secret_value())
     return TokensOut(**tokens.__dict__)
 
 
@@ -147,9 +156,9 @@ async def refresh(body: RefreshIn, db: DbDep, login: LoginDep) -> TokensOut:
     summary="End the session of this access token",
     responses={401: PROBLEM},
 )
-async def logout(claims: Claims, db: DbDep, login: LoginDep) -> Response:
+async def logout(claims: Claims, db: DbDep, sessions: SessionsDep) -> Response:
     async with db.transaction() as session:
-        await login.end_session(session, claims.sid, "logout")
+        await sessions.end_session(session, claims.sid, "logout")
     # No body at all: a 204 with one breaks the HTTP framing, and the server then drops
     # the client's kept-alive connection.
     return Response(status_code=204)
@@ -174,31 +183,30 @@ async def me(claims: Claims, db: DbDep) -> MeOut:
     responses={401: PROBLEM, 403: PROBLEM},
 )
 async def totp_start(
-    claims: Claims, db: DbDep, login: LoginDep, settings: SettingsDep, body: TotpStartIn | None = None
+    caller: CallerDep, sealer: SealerDep, clock: ClockDep, body: TotpStartIn | None = None
 ) -> TotpStartOut:
     """An access token alone does not replace the second factor: a token copied from a
     session left open must not let anyone put their own authenticator in the user's place."""
     current_code = body.current_code.get_secret_value() if body and body.current_code else None
-    async with db.transaction() as session:
-        user, live = await login.caller(session, claims)
-        now = login.clock.now()
-        if login.logged_in_recently(live):
-            secret, uri = start_enrolment(user, login.sealer)
+    async with caller.transaction() as (session, user, live):
+        now = clock.now()
+        if caller.sessions.logged_in_recently(live):
+            secret, uri = start_enrolment(user, sealer)
             return TotpStartOut(secret=secret, otpauth_uri=uri)
         if current_code is None:
-            minutes = int(settings.reauthentication_window.total_seconds() // 60)
+            minutes = caller.sessions.reauthentication_minutes
             raise ReauthenticationRequired(
                 f"Your login is more than {minutes} minutes old. Log in again and then set up the "
                 "authenticator app, or send a code from your current authenticator app (or a recovery "
                 "code) as current_code."
             )
-        if accept_totp(user, current_code, login.sealer, now) or await use_recovery_code(
-            session, user, current_code, login.sealer, now
+        if accept_totp(user, current_code, sealer, now) or await use_recovery_code(
+            session, user, current_code, sealer, now
         ):
-            secret, uri = start_enrolment(user, login.sealer)
+            secret, uri = start_enrolment(user, sealer)
             return TotpStartOut(secret=secret, otpauth_uri=uri)
         # Guessing codes with a copied token gets one try: the session ends.
-        await login.end_session(session, claims.sid, "reauthentication-failed")
+        await caller.sessions.end_session(session, caller.claims.sid, "reauthentication-failed")
         raise ReauthenticationRequired(
             "The code is not right, so this session has been ended for safety. Log in again, "
             "then set up the authenticator app."
@@ -213,20 +221,25 @@ async def totp_start(
     responses={401: PROBLEM, 409: PROBLEM, 422: PROBLEM},
 )
 async def totp_confirm(
-    claims: Claims, body: TotpConfirmIn, db: DbDep, login: LoginDep, audit: AuditDep, client: ClientAddress
+    body: TotpConfirmIn,
+    caller: CallerDep,
+    sealer: SealerDep,
+    clock: ClockDep,
+    outbox: OutboxDep,
+    audit: AuditDep,
+    client: ClientAddress,
 ) -> TotpConfirmOut:
-    async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+    async with caller.transaction() as (session, user, _):
         if user.totp_pending_secret is None:
             raise TotpNotStarted("Start the enrolment first: POST /v1/me/totp gives the secret for the app.")
         replaced = user.totp_secret is not None
-        codes = await confirm_enrolment(session, user, body.code, login.sealer, login.clock.now())
+        codes = await confirm_enrolment(session, user, body.code, sealer, clock.now())
         if codes is None:
             raise InvalidField(
                 "code",
                 "this code does not fit the new authenticator; check the app's clock and try the next code",
             )
-        await login.outbox.add(session, credential_changed(user, "authenticator_added", login.clock.now()))
+        await outbox.add(session, credential_changed(user, "authenticator_added", clock.now()))
         await audit.record(
             session,
             actor=user,
@@ -242,5 +255,5 @@ async def totp_confirm(
 
 
 @router.get("/.well-known/jwks.json", tags=["keys"], summary="The public keys that verify access tokens")
-async def jwks(login: LoginDep) -> dict[str, list[dict[str, str]]]:
-    return login.signer.jwks()
+async def jwks(signer: SignerDep) -> dict[str, list[dict[str, str]]]:
+    return signer.jwks()

@@ -13,7 +13,7 @@
    user is told by email.
 
 Wrong codes are counted on the reset (`otp_max_attempts`) and, like wrong passwords, on a
-failure counter (`Login.count_failure`) of what was asked for, whether or not a login has it:
+failure counter (`Lockout.count_failure`) of what was asked for, whether or not a login has it:
 the username's, or for an email address the address's own (`counter_key`); while that counter
 is locked, no code of the reset is checked. A reset asked for by email also counts its wrong
 codes on the usernames of the logins that have the address, but their locks do not refuse it:
@@ -39,12 +39,8 @@ from services.identity.audit import AuditTrail
 from services.identity.config import IdentitySettings
 from services.identity.credentials import code_requested, credential_changed, withdraw_contact_changes
 from services.identity.domain import normalise_username
-from services.identity.login import (
-    Login,
-    accept_second_factor,
-    end_all_sessions,
-    sent_code_matches,
-)
+from services.identity.lockout import Lockout
+from services.identity.login import accept_second_factor, sent_code_matches
 from services.identity.models import (
     LoginThrottle,
     PasswordReset,
@@ -52,11 +48,14 @@ from services.identity.models import (
     RecoveryCode,
     User,
 )
+from services.identity.sessions import Sessions
 from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.events import OtpRequested
 from shared.logs import mask_contact
+from shared.messaging import Outbox
 from shared.problems import Conflict, NotFound, Problem, TooManyRequests
+from shared.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +176,11 @@ def _too_soon(retry_after: int) -> TooManyRequests:
 @dataclass
 class PasswordResets:
     settings: IdentitySettings
-    login: Login
+    outbox: Outbox
+    clock: Clock
+    sealer: Sealer
+    lockout: Lockout
+    sessions: Sessions
     audit: AuditTrail
 
     # --- 1: the request -----------------------------------------------------------------
@@ -185,7 +188,7 @@ class PasswordResets:
     async def request(self, session: AsyncSession, typed: str, *, client_address: str | None) -> PasswordReset:
         """A new reset for whatever `typed` names; a code goes to each matching login that may
         reset, within its limits. Returns the reset whatever matched."""
-        now = self.login.clock.now()
+        now = self.clock.now()
         given = typed.strip()
         by_email = "@" in given
         reset = PasswordReset(
@@ -227,8 +230,8 @@ class PasswordResets:
             )
         )
         code = _one_time_code()
-        code_hash = self.login.sealer.digest(code, context=_email_context(reset.id, user_id))
-        sealed = self.login.sealer.seal(code, context=OtpRequested.sealing_context(uuid.UUID(reset.id)))
+        code_hash = self.sealer.digest(code, context=_email_context(reset.id, user_id))
+        sealed = self.sealer.seal(code, context=OtpRequested.sealing_context(uuid.UUID(reset.id)))
         if user is None:
             return
         await self.audit.record(
@@ -253,11 +256,11 @@ class PasswordResets:
                 expires_at=expires_at,
             )
         )
-        await self.login.outbox.add(
+        await self.outbox.add(
             session,
             code_requested(
                 user,
-                self.login.sealer,
+                self.sealer,
                 challenge_id=uuid.UUID(reset.id),
                 purpose="reset_password",
                 channel="email",
@@ -276,7 +279,7 @@ class PasswordResets:
             raise NotFound(f"There is no password reset {reset_id}. {RESTART}")
         if reset.ended_at is not None:
             raise _ended(reset.end_reason, self.settings.otp_max_attempts)
-        if as_utc(reset.expires_at) <= self.login.clock.now():
+        if as_utc(reset.expires_at) <= self.clock.now():
             raise ResetRestartRequired(f"The code or the reset has expired. {RESTART}")
         return reset
 
@@ -294,15 +297,15 @@ class PasswordResets:
             .limit(1)
         )
         if newer is not None:
-            reset.ended_at, reset.end_reason = self.login.clock.now(), "replaced"
+            reset.ended_at, reset.end_reason = self.clock.now(), "replaced"
             raise _ended("replaced", self.settings.otp_max_attempts).committing()
 
     async def _counters(self, session: AsyncSession, keys: list[str]) -> dict[str, LoginThrottle]:
         """The failure counters of these keys (usernames or `counter_key`s), locked in one order."""
-        return {key: await self.login.username_counter(session, key) for key in sorted(set(keys))}
+        return {key: await self.lockout.username_counter(session, key) for key in sorted(set(keys))}
 
     def _locked(self, counter: LoginThrottle) -> bool:
-        return counter.locked_until is not None and as_utc(counter.locked_until) > self.login.clock.now()
+        return counter.locked_until is not None and as_utc(counter.locked_until) > self.clock.now()
 
     async def _count_wrong(
         self,
@@ -316,14 +319,14 @@ class PasswordResets:
         """A wrong code: counted on the reset and on the usernames' counters, and in the audit
         trail as a failed login of each username (and its lock, when this one locks it), as a
         wrong password at login is; then refused."""
-        now = self.login.clock.now()
+        now = self.clock.now()
         reset.failed_attempts += 1
         owners = {
             u.username: u
             for u in await session.scalars(select(User).where(User.username.in_([c.username for c in counters])))
         }
         for counter in counters:
-            locks = self.login.count_failure(counter)
+            locks = self.lockout.count_failure(counter)
             if counter.username.startswith(ADDRESS_COUNTER_PREFIX):
                 continue  # an email address's own counter: no login's failure, nothing to audit
             user = owners.get(counter.username)
@@ -359,7 +362,7 @@ class PasswordResets:
         """The emailed code: right, it binds the reset to its login and names the second factors
         the login has; wrong, it is counted."""
         reset = await self._open(session, reset_id)
-        now = self.login.clock.now()
+        now = self.clock.now()
         if reset.email_confirmed_at is not None:
             raise _out_of_order(reset)
         if now >= as_utc(reset.created_at) + self.settings.password_reset_code_ttl:
@@ -375,12 +378,12 @@ class PasswordResets:
         assert own is not None  # every request sets it (`counter_key`)
         counters = await self._counters(session, [own, *(u.username for u in owners.values())])
         # Only the counter of what was asked for refuses: it is there whether or not a login is.
-        self.login.refuse_while_locked(counters[own])
+        self.lockout.refuse_while_locked(counters[own])
         matched = None
         tried: list[PasswordResetCode | None] = [*codes] or [None]
         for candidate in tried:
             # Every code of the reset is tried (one digest for a reset that sent none).
-            right = self.login.sealer.digest_matches(
+            right = self.sealer.digest_matches(
                 code,
                 candidate.code_hash if candidate else "",
                 context=_email_context(reset.id, candidate.user_id if candidate else _NOBODY),
@@ -394,7 +397,7 @@ class PasswordResets:
                 session, reset, counted, step="password-reset-email-code", client_address=client_address
             )
         # The right code says the login exists; a lock of its username refuses it all the same.
-        self.login.refuse_while_locked(counters[owners[matched.user_id].username])
+        self.lockout.refuse_while_locked(counters[owners[matched.user_id].username])
         await self._refuse_if_replaced(session, reset, matched.user_id)
         user = await session.get(User, matched.user_id, with_for_update=True, populate_existing=True)
         if user is None or not may_reset_by_email(user):
@@ -447,7 +450,7 @@ class PasswordResets:
         """A code by SMS to the login's confirmed mobile, as the login sends one (same limits).
         Returns the masked number and when the code expires."""
         reset, user_id = await self._confirmed(session, reset_id)
-        now = self.login.clock.now()
+        now = self.clock.now()
         await self._refuse_if_replaced(session, reset, user_id)
         user = await session.get(User, user_id, with_for_update=True, populate_existing=True)
         if user is None or not may_reset_by_email(user) or user.mobile_confirmed_at is None:
@@ -459,15 +462,15 @@ class PasswordResets:
             if ready_at > now:
                 raise _too_soon(int((ready_at - now).total_seconds()) + 1)
         code = _one_time_code()
-        reset.sms_code_hash = self.login.sealer.digest(code, context=_sms_context(reset.id))
+        reset.sms_code_hash = self.sealer.digest(code, context=_sms_context(reset.id))
         reset.sms_code_expires_at = expires_at = now + self.settings.otp_ttl
         reset.sms_sends += 1
         reset.sms_last_sent_at = now
-        await self.login.outbox.add(
+        await self.outbox.add(
             session,
             code_requested(
                 user,
-                self.login.sealer,
+                self.sealer,
                 challenge_id=uuid.UUID(reset.id),
                 purpose="reset_password",
                 channel="sms",
@@ -491,38 +494,38 @@ class PasswordResets:
         ends (announced to billing), the user is told by email, and the username's failures
         are forgotten. Wrong: counted."""
         reset, user_id = await self._confirmed(session, reset_id)
-        now = self.login.clock.now()
+        now = self.clock.now()
         await self._refuse_if_replaced(session, reset, user_id)
         username = await session.scalar(select(User.username).where(User.id == user_id))
         counters = list((await self._counters(session, [username] if username else [])).values())
         for counter in counters:
-            self.login.refuse_while_locked(counter)
+            self.lockout.refuse_while_locked(counter)
         user = await session.get(User, user_id, with_for_update=True, populate_existing=True)
         if user is None or not may_reset_by_email(user):
             reset.ended_at, reset.end_reason = now, "withdrawn"
             raise _not_possible().committing()
         sms_right = sent_code_matches(
-            self.login.sealer,
+            self.sealer,
             code,
             reset.sms_code_hash,
             reset.sms_code_expires_at,
             context=_sms_context(reset.id),
             now=now,
         )
-        if not (sms_right or await accept_second_factor(session, user, code, self.login.sealer, now)):
+        if not (sms_right or await accept_second_factor(session, user, code, self.sealer, now)):
             await self._count_wrong(
                 session, reset, counters, step="password-reset-second-factor", client_address=client_address
             )
         reset.ended_at, reset.end_reason = now, "completed"
         user.password_hash = password_hash
-        await end_all_sessions(session, self.login.outbox, user.id, "password-reset", now)
+        await self.sessions.end_all(session, user.id, "password-reset")
         await withdraw_contact_changes(session, user.id, "password-reset", now)
         # Logins begun with the old password and still waiting for their second step end too:
         # `Login._open_challenge` refuses those begun before a completed reset.
         # The lock and delays of the username go: its owner has just proved three things.
         await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
         notice = credential_changed(user, "password_reset", now)
-        await self.login.outbox.add(session, notice)
+        await self.outbox.add(session, notice)
         await self.audit.record(
             session, actor=user, action="password.reset", target=user, client_address=client_address
         )

@@ -3,7 +3,7 @@
 - The language is used for every message to the user (codes, notices, order and invoice
   emails) and by the portal after login; other services hear of it in `UserDetailsChanged`.
 - A new password needs the current one; a wrong one counts towards the login lockout like a
-  failed login (`Login.reserve_try`), so a copied access token is no way round it. The other
+  failed login (`Lockout.reserve_try`), so a copied access token is no way round it. The other
   sessions end, the one that changed it goes on, and the user is told by email.
 - A new email or mobile number takes effect only when the code sent to it comes back: a login's
   codes must not go to an address nobody proved is theirs. The address the login had is told:
@@ -32,8 +32,10 @@ from services.identity.credentials import (
     user_details_changed,
     withdraw_contact_changes,
 )
-from services.identity.login import PasswordTry, end_login_session, withdraw_sent_codes
+from services.identity.lockout import PasswordTry
+from services.identity.login import withdraw_sent_codes
 from services.identity.models import ContactChange, LoginSession, LoginThrottle, User
+from services.identity.sessions import Sessions
 from shared.clock import Clock, as_utc
 from shared.events import SessionEndReason
 from shared.messaging import Outbox
@@ -102,6 +104,7 @@ class OwnProfile:
     clock: Clock
     sealer: Sealer
     audit: AuditTrail
+    sessions: Sessions
     contact_change_ttl: timedelta
     max_attempts: int
     resend_cooldown: timedelta
@@ -133,7 +136,7 @@ class OwnProfile:
     async def refuse_wrong_password(
         self, session: AsyncSession, user: User, attempt: PasswordTry, client: str | None
     ) -> NoReturn:
-        """The current password given was wrong (its try counted already, `Login.reserve_try`):
+        """The current password given was wrong (its try counted already, `Lockout.reserve_try`):
         in the audit trail as a failed login, and its lock when this try locks the username."""
         kept = [("login.failed", {"step": "current-password"})]
         kept += [("login.locked", {"counter": "username"})] if attempt.locks else []
@@ -206,7 +209,7 @@ class OwnProfile:
             or as_utc(login.expires_at) <= self.clock.now()
         ):
             raise NotFound(f"You have no live session {session_id}. Your sessions: GET /v1/me/sessions.")
-        await end_login_session(session, self.outbox, login, "ended-by-user", self.clock.now())
+        await self.sessions.end(session, login, "ended-by-user")
         await self.audit.record(
             session, actor=user, action="profile.session-ended", target=user, client_address=client
         )
@@ -230,7 +233,7 @@ class OwnProfile:
             login = await session.get(LoginSession, listed.id, with_for_update=True, populate_existing=True)
             if login is None or login.ended_at is not None:
                 continue
-            await end_login_session(session, self.outbox, login, reason, self.clock.now())
+            await self.sessions.end(session, login, reason)
             ended += 1
         if ended and reason == "ended-by-user":
             await self.audit.record(

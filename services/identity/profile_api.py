@@ -10,9 +10,16 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from services.identity.credentials import hash_password, verify_password
-from services.identity.deps import Claims, ClientAddress, DbDep, LoginDep, PathId, ProfileDep, SettingsDep
+from services.identity.deps import (
+    Caller,
+    CallerDep,
+    ClientAddress,
+    LockoutDep,
+    PathId,
+    ProfileDep,
+    SettingsDep,
+)
 from services.identity.domain import password_problem
-from services.identity.login import Login, ReauthenticationRequired
 from services.identity.models import LoginSession
 from services.identity.profile import OwnProfile, describe_device
 from services.identity.queries import grants_of
@@ -28,11 +35,10 @@ from services.identity.schemas import (
     SessionOut,
     SessionsEndedOut,
 )
+from services.identity.sessions import ReauthenticationRequired
 from shared.clock import as_utc
-from shared.db import Database
 from shared.logs import mask_contact
 from shared.problems import PROBLEM, InvalidField
-from shared.tokens import AccessClaims
 
 router = APIRouter(tags=["own profile"], responses={401: PROBLEM})
 
@@ -56,10 +62,9 @@ def _session_out(login: LoginSession, current_sid: str) -> SessionOut:
     responses={422: PROBLEM},
 )
 async def change_language(
-    claims: Claims, body: LanguageIn, db: DbDep, login: LoginDep, profile: ProfileDep, client: ClientAddress
+    body: LanguageIn, caller: CallerDep, profile: ProfileDep, client: ClientAddress
 ) -> MeOut:
-    async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+    async with caller.transaction() as (session, user, _):
         await profile.set_language(session, user, body.language, client)
         return MeOut.of(user, await grants_of(session, user.id))
 
@@ -71,17 +76,15 @@ async def change_language(
     responses={409: PROBLEM, 422: PROBLEM, 429: PROBLEM},
 )
 async def change_password(
-    claims: Claims,
     body: PasswordIn,
-    db: DbDep,
-    login: LoginDep,
+    caller: CallerDep,
+    lockout: LockoutDep,
     profile: ProfileDep,
     settings: SettingsDep,
     client: ClientAddress,
 ) -> PasswordChangedOut:
     current, new = body.current_password.get_secret_value(), body.new_password.get_secret_value()
-    async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+    async with caller.transaction() as (session, user, _):
         username = user.username
     # The new password is checked first: a refusal of it spends no try of the current one.
     if problem := password_problem(new, username=username, min_length=settings.password_min_length):
@@ -90,34 +93,25 @@ async def change_password(
         raise InvalidField("new_password", "must differ from your current password")
     # Counted before checked, as at login: a wrong current password is a failed login, so
     # an access token copied from a session left open cannot be used to guess it.
-    async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
-        attempt = await login.reserve_try(session, user.username, None)
+    async with caller.transaction() as (session, user, _):
+        attempt = await lockout.reserve_try(session, user.username, None)
         checked_hash = user.password_hash
     right = await asyncio.to_thread(verify_password, checked_hash, current)
     if not right:
-        async with db.transaction() as session:
-            user, _ = await login.caller(session, claims)
+        async with caller.transaction() as (session, user, _):
             await profile.refuse_wrong_password(session, user, attempt, client)
     new_hash = await asyncio.to_thread(hash_password, new)
-    async with db.transaction() as session:
-        user, live = await login.caller(session, claims)
+    async with caller.transaction() as (session, user, live):
         ended = await profile.set_password(session, user, live, checked_hash, new_hash, client)
     return PasswordChangedOut(sessions_ended=ended)
 
 
 async def _start_change(
-    db: Database,
-    login: Login,
-    profile: OwnProfile,
-    claims: AccessClaims,
-    field: Literal["email", "mobile"],
-    value: str,
+    caller: Caller, profile: OwnProfile, field: Literal["email", "mobile"], value: str
 ) -> ContactChangeOut:
-    async with db.transaction() as session:
-        user, live = await login.caller(session, claims)
-        if not login.logged_in_recently(live):
-            minutes = int(login.settings.reauthentication_window.total_seconds() // 60)
+    async with caller.transaction() as (session, user, live):
+        if not caller.sessions.logged_in_recently(live):
+            minutes = caller.sessions.reauthentication_minutes
             raise ReauthenticationRequired(
                 f"To change where your login codes go, your login must be less than {minutes} minutes "
                 "old. Log in again with your password and a one-time code, then try again."
@@ -137,10 +131,8 @@ async def _start_change(
     summary="Change your email: a code goes to the new address; confirm it to make the change",
     responses={403: PROBLEM, 422: PROBLEM, 429: PROBLEM},
 )
-async def change_email(
-    claims: Claims, body: EmailIn, db: DbDep, login: LoginDep, profile: ProfileDep
-) -> ContactChangeOut:
-    return await _start_change(db, login, profile, claims, "email", body.email)
+async def change_email(body: EmailIn, caller: CallerDep, profile: ProfileDep) -> ContactChangeOut:
+    return await _start_change(caller, profile, "email", body.email)
 
 
 @router.post(
@@ -150,10 +142,8 @@ async def change_email(
     summary="Change your mobile number: a code goes to the new number by SMS; confirm it to make the change",
     responses={403: PROBLEM, 422: PROBLEM, 429: PROBLEM},
 )
-async def change_mobile(
-    claims: Claims, body: MobileIn, db: DbDep, login: LoginDep, profile: ProfileDep
-) -> ContactChangeOut:
-    return await _start_change(db, login, profile, claims, "mobile", body.mobile)
+async def change_mobile(body: MobileIn, caller: CallerDep, profile: ProfileDep) -> ContactChangeOut:
+    return await _start_change(caller, profile, "mobile", body.mobile)
 
 
 @router.post(
@@ -163,16 +153,9 @@ async def change_mobile(
     responses={400: PROBLEM, 404: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM},
 )
 async def confirm_change(
-    claims: Claims,
-    change_id: PathId,
-    body: ConfirmIn,
-    db: DbDep,
-    login: LoginDep,
-    profile: ProfileDep,
-    client: ClientAddress,
+    change_id: PathId, body: ConfirmIn, caller: CallerDep, profile: ProfileDep, client: ClientAddress
 ) -> MeOut:
-    async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+    async with caller.transaction() as (session, user, _):
         await profile.confirm_contact_change(session, user, change_id, body.code.get_secret_value(), client)
         return MeOut.of(user, await grants_of(session, user.id))
 
@@ -182,10 +165,9 @@ async def confirm_change(
     response_model=list[SessionOut],
     summary="Your live sessions: device, address, when they began and were last used",
 )
-async def sessions(claims: Claims, db: DbDep, login: LoginDep, profile: ProfileDep) -> list[SessionOut]:
-    async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
-        return [_session_out(s, claims.sid) for s in await profile.live_sessions(session, user)]
+async def sessions(caller: CallerDep, profile: ProfileDep) -> list[SessionOut]:
+    async with caller.transaction() as (session, user, _):
+        return [_session_out(s, caller.claims.sid) for s in await profile.live_sessions(session, user)]
 
 
 @router.delete(
@@ -194,11 +176,8 @@ async def sessions(claims: Claims, db: DbDep, login: LoginDep, profile: ProfileD
     summary="End one of your sessions (ending this one logs you out)",
     responses={404: PROBLEM},
 )
-async def end_session(
-    claims: Claims, session_id: PathId, db: DbDep, login: LoginDep, profile: ProfileDep, client: ClientAddress
-) -> Response:
-    async with db.transaction() as session:
-        user, _ = await login.caller(session, claims)
+async def end_session(session_id: PathId, caller: CallerDep, profile: ProfileDep, client: ClientAddress) -> Response:
+    async with caller.transaction() as (session, user, _):
         await profile.end_own_session(session, user, session_id, client)
     return Response(status_code=204)
 
@@ -208,10 +187,7 @@ async def end_session(
     response_model=SessionsEndedOut,
     summary="End all your sessions but this one",
 )
-async def end_others(
-    claims: Claims, db: DbDep, login: LoginDep, profile: ProfileDep, client: ClientAddress
-) -> SessionsEndedOut:
-    async with db.transaction() as session:
-        user, live = await login.caller(session, claims)
+async def end_others(caller: CallerDep, profile: ProfileDep, client: ClientAddress) -> SessionsEndedOut:
+    async with caller.transaction() as (session, user, live):
         ended = await profile.end_other_sessions(session, user, live, client=client)
     return SessionsEndedOut(sessions_ended=ended)

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from services.identity.admin_schemas import AUDIT_PAGING, AuditOut, AuditQuery, LetterOut, SupportUserOut
-from services.identity.deps import Claims, ClientAddress, DbDep, PathId, SupportDep
+from services.identity.deps import ClientAddress, PathId, StaffDep, SupportDep
 from services.identity.domain import lifecycle_status
 from services.identity.models import User
 from shared.clock import as_utc
@@ -29,14 +29,9 @@ def _expiry(user: User) -> datetime | None:
     summary="A company's logins, to find an orphaned administrator (S3; staff only)",
 )
 async def company_users(
-    claims: Claims,
-    cvr: Annotated[str, Path(pattern=r"^\d{8}$")],
-    db: DbDep,
-    support: SupportDep,
-    client: ClientAddress,
+    cvr: Annotated[str, Path(pattern=r"^\d{8}$")], caller: StaffDep, support: SupportDep, client: ClientAddress
 ) -> list[SupportUserOut]:
-    async with db.transaction() as session:
-        staff = await support.staff(session, claims)
+    async with caller.transaction() as (session, staff):
         users = await support.company_users(session, staff, cvr, client)
         locked = await support.admin.locked_until(session, users)
     now = support.admin.clock.now()
@@ -64,11 +59,8 @@ async def company_users(
     summary="Delete a customer's login, e.g. the orphaned only administrator (S3; staff only)",
     responses={404: PROBLEM},
 )
-async def delete_user(
-    claims: Claims, user_id: PathId, db: DbDep, support: SupportDep, client: ClientAddress
-) -> Response:
-    async with db.transaction() as session:
-        staff = await support.staff(session, claims)
+async def delete_user(user_id: PathId, caller: StaffDep, support: SupportDep, client: ClientAddress) -> Response:
+    async with caller.transaction() as (session, staff):
         await support.delete_user(session, staff, user_id, client)
     return Response(status_code=204)
 
@@ -79,11 +71,8 @@ async def delete_user(
     summary="Lift the lock that failed passwords put on a customer's login (staff only)",
     responses={404: PROBLEM},
 )
-async def unlock_user(
-    claims: Claims, user_id: PathId, db: DbDep, support: SupportDep, client: ClientAddress
-) -> Response:
-    async with db.transaction() as session:
-        staff = await support.staff(session, claims)
+async def unlock_user(user_id: PathId, caller: StaffDep, support: SupportDep, client: ClientAddress) -> Response:
+    async with caller.transaction() as (session, staff):
         await support.unlock_user(session, staff, user_id, client)
     return Response(status_code=204)
 
@@ -105,11 +94,8 @@ async def unlock_user(
     response_model=LetterOut,
     responses={404: PROBLEM, 409: PROBLEM, 429: PROBLEM},
 )
-async def resend_letter(
-    claims: Claims, user_id: PathId, db: DbDep, support: SupportDep, client: ClientAddress
-) -> LetterOut:
-    async with db.transaction() as session:
-        staff = await support.staff(session, claims)
+async def resend_letter(user_id: PathId, caller: StaffDep, support: SupportDep, client: ClientAddress) -> LetterOut:
+    async with caller.transaction() as (session, staff):
         letter = await support.resend_letter(session, staff, user_id, client)
     return LetterOut(
         user_id=str(letter.user_id),
@@ -128,16 +114,14 @@ async def resend_letter(
     responses={422: PROBLEM},
 )
 async def audit(
-    claims: Claims,
     query: Annotated[AuditQuery, Query()],
-    db: DbDep,
+    caller: StaffDep,
     support: SupportDep,
     cvr: Annotated[str | None, Query(pattern=r"^\d{8}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AuditOut]:
     wanted = query.filter(limit=limit, cvr=cvr)
-    async with db.transaction() as session:
-        staff = await support.staff(session, claims)
+    async with caller.transaction() as (session, staff):
         entries = await support.audit_entries(
             session, staff, cvr=cvr, user_id=wanted.user_id, limit=limit, wanted=wanted
         )

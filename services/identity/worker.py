@@ -9,7 +9,7 @@ import faust
 from services.identity.audit import forget_unknown_usernames, keep_billing_entry
 from services.identity.bootstrap import IdentityParts, build
 from services.identity.config import IdentitySettings
-from services.identity.login import forget_old_failures
+from services.identity.lockout import forget_old_failures
 from services.identity.models import messaging
 from services.identity.password_reset import forget_old_resets
 from shared.events import (

@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.identity.login import forget_old_failures
+from services.identity.lockout import forget_old_failures
 from services.identity.models import LoginThrottle
 from shared.db import Database
 from tests.conftest import BACKEND

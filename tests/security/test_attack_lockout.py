@@ -141,7 +141,7 @@ async def test_unlock_emails_are_limited_per_day_and_go_only_to_active_locked_lo
 async def test_the_workers_purge_of_expired_devices_does_not_reset_the_days_count_of_unlock_emails(
     db, clock, settings, sealer, from_address
 ) -> None:
-    from services.identity.login import forget_old_failures
+    from services.identity.lockout import forget_old_failures
 
     await company_group(db, clock)
     user = await add_user(db, clock, grants={SUBSIDIARY: "all"}, functions=["invoices"])

@@ -197,7 +197,7 @@ async def test_an_administrator_unlocks_a_colleague_and_support_unlocks_an_admin
 async def test_failures_a_lock_length_ago_count_no_more_and_the_worker_forgets_them(
     db, clock, settings, client, checked
 ) -> None:
-    from services.identity.login import forget_old_failures
+    from services.identity.lockout import forget_old_failures
     from services.identity.models import LoginThrottle
 
     await logins(client, "35657193-nobody", [WRONG] * (LIMIT - 1))
