@@ -6,8 +6,9 @@ import ipaddress
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from shared.problems import TooManyRequests
 
@@ -24,6 +25,10 @@ def client_address(request: Request) -> str:
     from any peer, which is how a rotating `X-Forwarded-For` escaped the limits.
     """
     return request.client.host if request.client else "unknown"
+
+
+# The caller's address as a route dependency (audit entries and per-address limits name it).
+ClientAddress = Annotated[str, Depends(client_address)]
 
 
 def limited_party(address: str) -> str:

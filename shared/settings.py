@@ -59,6 +59,8 @@ class ServiceSettings(BaseSettings):
     max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     api_docs_enabled: bool | None = None  # unset: on outside production, off in production
     metrics_token: SecretStr | None = None
+    # A worker serves its /metrics (and /healthz) on this port when set (docs/operations.md).
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # Test only (refused in production): a file with an offset in seconds added to the clock.
     clock_offset_file: Path | None = None
 

@@ -6,7 +6,7 @@ from typing import TypeVar
 from fastapi import APIRouter, Response
 
 from services.billing.changes import InvoiceFormat, MasterDataChange, etag, format_of
-from services.billing.deps import Caller, ChangesDep, ClientAddress
+from services.billing.deps import Caller, ChangesDep
 from services.billing.domain import peppol_endpoint
 from services.billing.models import Account, Customer
 from services.billing.schemas import (
@@ -24,6 +24,7 @@ from services.billing.schemas import (
 )
 from shared.clock import as_utc
 from shared.problems import PROBLEM
+from shared.ratelimit import ClientAddress
 
 router = APIRouter(
     tags=["master data and invoice format"],

@@ -12,7 +12,6 @@ from services.billing.changes import Changes
 from services.billing.ordering import Ordering
 from shared.db import Database
 from shared.problems import Unauthenticated
-from shared.ratelimit import client_address
 from shared.tokens import TokenError, bearer_token
 
 
@@ -56,4 +55,3 @@ ChangesDep = Annotated[Changes, Depends(_changes)]
 UserRendersDep = Annotated[anyio.CapacityLimiter, Depends(_user_renders)]
 Caller = Annotated[Access, Depends(current_access)]
 # Where the request came from, for the audit trail (the proxy's client, where it is trusted).
-ClientAddress = Annotated[str, Depends(client_address)]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 
 from services.billing.catalogue import BY_CODE, PRODUCTS, upgrades_from
-from services.billing.deps import Caller, ClientAddress, DbDep, OrderingDep
+from services.billing.deps import Caller, DbDep, OrderingDep
 from services.billing.models import Order, Subscription
 from services.billing.ordering import Placed
 from services.billing.paging import cut, decode_cursor, newest_first
@@ -28,6 +28,7 @@ from services.billing.schemas import (
 )
 from shared.clock import as_utc
 from shared.problems import PROBLEM, NotFound
+from shared.ratelimit import ClientAddress
 from shared.validation import CvrNumber
 
 router = APIRouter(responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM})

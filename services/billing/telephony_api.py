@@ -8,11 +8,12 @@ from fastapi import APIRouter, Response
 
 from services.billing.catalogue import BY_CODE
 from services.billing.changes_api import tagged
-from services.billing.deps import Caller, ChangesDep, ClientAddress
+from services.billing.deps import Caller, ChangesDep
 from services.billing.models import Subscription
 from services.billing.schemas import Id, IfMatch, SettingsOut
 from services.billing.telephony import effective_settings
 from shared.problems import PROBLEM
+from shared.ratelimit import ClientAddress
 
 router = APIRouter(
     tags=["telephony and Personligt Nummer"],

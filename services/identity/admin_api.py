@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.identity.admin import Administration, NewUser, RequestedGrant, UserChanges
 from services.identity.admin_schemas import CompanyOut, UserIn, UserOut, UserPatch
 from services.identity.audit import AuditTrail
-from services.identity.deps import AdministrationDep, AuditDep, Claims, ClientAddress, DbDep, PathId
+from services.identity.deps import AdministrationDep, AuditDep, Claims, DbDep, PathId
 from services.identity.domain import lifecycle_status
 from services.identity.models import User, UserGrant
 from services.identity.queries import grants_of
@@ -21,6 +21,7 @@ from services.identity.schemas import GrantOut
 from shared.clock import as_utc
 from shared.db import Database
 from shared.problems import PROBLEM
+from shared.ratelimit import ClientAddress
 from shared.tokens import AccessClaims
 
 router = APIRouter(tags=["self-service users"], responses={401: PROBLEM, 403: PROBLEM})

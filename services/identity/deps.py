@@ -63,7 +63,6 @@ AdministrationDep = Annotated[Administration, _part("administration")]
 SupportDep = Annotated[Support, _part("support")]
 ProfileDep = Annotated[OwnProfile, _part("profile")]
 ResetsDep = Annotated[PasswordResets, _part("resets")]
-ClientAddress = Annotated[str, Depends(client_address)]
 # The id of a challenge, a reset, a change, a user, a session or a takeover in a route's path.
 PathId = Annotated[str, Path(max_length=36)]
 

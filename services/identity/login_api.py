@@ -12,7 +12,6 @@ from services.identity.deps import (
     AuditDep,
     CallerDep,
     Claims,
-    ClientAddress,
     ClockDep,
     DbDep,
     LockoutDep,
@@ -53,6 +52,7 @@ from services.identity.totp import (
 )
 from shared.clock import as_utc
 from shared.problems import PROBLEM, InvalidField, Unauthenticated
+from shared.ratelimit import ClientAddress
 
 router = APIRouter(tags=["login"])
 

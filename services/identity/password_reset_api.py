@@ -8,7 +8,6 @@ from fastapi import APIRouter
 
 from services.identity.credentials import hash_password
 from services.identity.deps import (
-    ClientAddress,
     DbDep,
     PasswordResetRateLimit,
     PathId,
@@ -27,6 +26,7 @@ from services.identity.schemas import (
 )
 from shared.clock import as_utc
 from shared.problems import PROBLEM, InvalidField
+from shared.ratelimit import ClientAddress
 
 router = APIRouter(tags=["forgotten password"], dependencies=[PasswordResetRateLimit])
 

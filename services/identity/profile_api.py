@@ -13,7 +13,6 @@ from services.identity.credentials import hash_password, verify_password
 from services.identity.deps import (
     Caller,
     CallerDep,
-    ClientAddress,
     LockoutDep,
     PathId,
     ProfileDep,
@@ -39,6 +38,7 @@ from services.identity.sessions import ReauthenticationRequired
 from shared.clock import as_utc
 from shared.logs import mask_contact
 from shared.problems import PROBLEM, InvalidField
+from shared.ratelimit import ClientAddress
 
 router = APIRouter(tags=["own profile"], responses={401: PROBLEM})
 

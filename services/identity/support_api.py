@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from services.identity.admin_schemas import AUDIT_PAGING, AuditOut, AuditQuery, LetterOut, SupportUserOut
-from services.identity.deps import ClientAddress, PathId, StaffDep, SupportDep
+from services.identity.deps import PathId, StaffDep, SupportDep
 from services.identity.domain import lifecycle_status
 from services.identity.models import User
 from shared.clock import as_utc
 from shared.problems import PROBLEM
+from shared.ratelimit import ClientAddress
 
 router = APIRouter(tags=["support"], responses={401: PROBLEM, 403: PROBLEM})
 

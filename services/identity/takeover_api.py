@@ -13,7 +13,6 @@ from services.identity.deps import (
     AdministrationDep,
     CancelLinkRateLimit,
     Claims,
-    ClientAddress,
     DbDep,
     PathId,
     SealerDep,
@@ -21,6 +20,7 @@ from services.identity.deps import (
 from services.identity.models import Company, Takeover, User, UserGrant
 from shared.clock import as_utc
 from shared.problems import PROBLEM, NotFound
+from shared.ratelimit import ClientAddress
 
 router = APIRouter(tags=["takeover"])
 
