@@ -101,8 +101,8 @@ async def broker_reachable(bootstrap: str, wait_s: float = 1.0) -> bool:
                     request_timeout_ms=max(1, int(remaining * 1000)),
                 )
             return True
-        except Exception:  # refused, timed out, a malformed address or answer: not this one
-            continue
+        except Exception as exc:  # refused, timed out, a malformed address or answer: not this one
+            log.debug("broker %s did not answer: %s", address, type(exc).__name__)
         finally:
             if conn is not None:
                 conn.close()
