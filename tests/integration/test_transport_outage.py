@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier.config import NotifierSettings
 from services.notifier.dispatch import Dispatcher, RetryPolicy
@@ -303,3 +305,70 @@ async def test_a_channel_down_for_a_minute_is_retried_with_back_off_and_delivers
         if channel == "email":  # no tries of its own: the wait is the dispatcher's alone
             assert gap <= ceiling, (attempt, gaps)
     assert gaps == sorted(gaps), gaps
+
+
+class DatabaseAway(Database):
+    """The service's database, which goes away for the next `away` transactions when told."""
+
+    away = 0
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        if self.away:
+            self.away -= 1
+            raise ConnectionRefusedError(111, "Connect call failed")
+        async with super().transaction() as session:
+            yield session
+
+
+@dataclass
+class MailThenDatabaseAway:
+    """The mail goes out; the database is away just as the notifier would record that."""
+
+    transport: SmtpTransport
+    db: DatabaseAway
+
+    async def send(self, message: EmailMessage) -> EmailReceipt:
+        receipt = await self.transport.send(message)
+        self.db.away = 3
+        return receipt
+
+
+async def test_a_message_sent_while_the_database_went_away_is_recorded_once_it_is_back_and_not_sent_again(
+    database_url: str, clock: FrozenClock, sealer: Sealer, tmp_path: Path, mail_sink: MailSink
+) -> None:
+    db = DatabaseAway(database_url)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    dispatcher = Dispatcher(
+        db=db,
+        outbox=Outbox(messaging, clock),
+        clock=clock,
+        sealer=sealer,
+        eboks=None,
+        sender=Sender(cvr="29311005", name="Adgang Erhverv", portal_url="https://example.dk"),
+        email=MailThenDatabaseAway(SmtpTransport(host="127.0.0.1", port=mail_sink.port, tls="none", timeout=5), db),
+        email_from=parse_mailbox("Adgang <no-reply@adgang.example.dk>"),
+        retry=RetryPolicy(max_attempts=8, base_s=2, max_s=300),
+        lease=timedelta(seconds=20),
+        sleep=sleep,
+    )
+    try:
+        await mail_sink.start()
+        async with db.transaction() as session:
+            await Recorder(clock).record(session, envelope(events(sealer, clock)["email"], clock))
+
+        assert await dispatcher.dispatch_due() == 1  # waits for the database instead of failing
+        assert len(waits) == 3 and waits == sorted(waits)
+        clock.advance(timedelta(minutes=5))  # long past the lease
+        assert await dispatcher.dispatch_due() == 0
+
+        async with db.transaction() as session:
+            [delivery] = list(await session.scalars(select(Delivery)))
+        assert (delivery.status, delivery.attempts) == ("delivered", 1)
+        assert len(read_mail(tmp_path / "sinks", ADDRESS)) == 1
+    finally:
+        await db.dispose()
