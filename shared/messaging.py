@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -279,7 +279,9 @@ class IdempotentConsumer:
     async def process(self, message: ConsumedMessage) -> str:
         """Returns what happened: handled, duplicate, ignored or dead-lettered."""
         try:
-            envelope = decode(topic=message.topic, headers=message.headers, value=message.value, key=message.key)
+            envelope = decode(
+                topic=message.topic, headers=message.headers, value=message.value, key=message.key
+            )
         except EnvelopeError as exc:
             await self._dead_letter(message, str(exc), exc.kind)
             return "dead-lettered"
@@ -453,7 +455,13 @@ def dead_letter_record(
         dlq.append((DLQ_VALUE_DROPPED, str(len(value))))
         value = b""
     headers += [(name, text.encode()) for name, text in dlq]
-    return KafkaRecord(topic=f"{record.topic}.dlq", key=record.key, value=value, headers=headers)
+    # A header without a value (None) is sent as one: the producer takes it as Kafka does.
+    return KafkaRecord(
+        topic=f"{record.topic}.dlq",
+        key=record.key,
+        value=value,
+        headers=cast(list[tuple[str, bytes]], headers),
+    )
 
 
 def headers_list(headers: Any) -> list[tuple[str, bytes]]:
