@@ -318,10 +318,11 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     """Move dead letters back to their topic after a fix; a second run moves only newer ones."""
     from shared.clock import SystemClock
-    from shared.deadletters import DeadLetterError, replay, topic_of
+    from shared.deadletters import DeadLetterError, check_reason_kind, replay, topic_of
 
     try:
         topic = topic_of(args.topic)
+        check_reason_kind(args.reason_kind)
         result = asyncio.run(
             replay(
                 _bootstrap(args),

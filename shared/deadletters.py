@@ -55,6 +55,11 @@ def topic_of(name: str) -> Topic:
     raise DeadLetterError(f"unknown topic {name!r}; one of {', '.join(t.name for t in TOPICS)}")
 
 
+def check_reason_kind(kind: str | None) -> None:
+    if kind is not None and kind not in set(ReasonKind):
+        raise DeadLetterError(f"unknown reason kind {kind!r}; one of {', '.join(ReasonKind)}")
+
+
 def replay_group(topic: Topic, *, reason_kind: str | None = None, consumer: str | None = None) -> str:
     """The consumer group whose committed offset on `<topic>.dlq` is a replay's progress: one
     per filter, so a replay of one kind does not pass over the records of another."""
@@ -222,8 +227,7 @@ async def replay(
 ) -> Replay:
     """Republish the dead letters of `topic` not replayed before (by this filter) to `topic`,
     then commit the progress. A dry run reads the same records and changes nothing."""
-    if reason_kind is not None and reason_kind not in set(ReasonKind):
-        raise DeadLetterError(f"unknown reason kind {reason_kind!r}; one of {', '.join(ReasonKind)}")
+    check_reason_kind(reason_kind)
     result = Replay(group=replay_group(topic, reason_kind=reason_kind, consumer=consumer))
     reader = await _start_consumer(bootstrap, result.group)
     try:
