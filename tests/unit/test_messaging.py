@@ -516,3 +516,56 @@ async def test_an_unreachable_database_is_waited_for_not_dead_lettered(harness: 
     consumer = harness.consumer(flaky, dead_letters, retries=2, backoff=0)
     assert await consumer.process(consumed(customer())) == "handled"
     assert len(handled) == 1 and dead_letters.sent == []
+
+
+def dead_letters_counted(kind: str, topic: str = "billing.customers") -> float:
+    from shared.metrics import REGISTRY
+
+    labels = {"topic": topic, "consumer": CONSUMER, "reason": kind}
+    return REGISTRY.get_sample_value("adgang_dead_letters_total", labels) or 0.0
+
+
+async def test_a_handler_failure_is_counted_by_its_kind(harness: Harness) -> None:
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        raise LookupError("down")
+
+    before = dead_letters_counted("handler-failed")
+    consumer = harness.consumer(handler, FakeDeadLetters(), retries=1)
+
+    assert await consumer.process(consumed(customer())) == "dead-lettered"
+    assert dead_letters_counted("handler-failed") - before == 1
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        pytest.param([(b"\xff\xfe", b"x")], id="a header name that is not UTF-8"),
+        pytest.param([("ce_type", b"\xff")], id="an envelope header that is not UTF-8"),
+        pytest.param([("lonely",)], id="a header that is no pair"),
+        pytest.param([("ce_id", b"another id")], id="ce_id twice, differently"),
+    ],
+)
+async def test_headers_in_odd_shapes_are_dead_lettered_as_bad_headers_in_a_record_that_can_be_sent(
+    harness: Harness, odd: list
+) -> None:
+    calls: list[str] = []
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        calls.append(envelope.id)
+
+    dead_letters = FakeDeadLetters()
+    consumer = harness.consumer(handler, dead_letters)
+    good = consumed(customer())
+    message = ConsumedMessage(
+        topic=good.topic, key=good.key, value=good.value, headers=[*good.headers, *odd], partition=0, offset=9
+    )
+    before = dead_letters_counted("bad-header")
+
+    assert await consumer.process(message) == "dead-lettered"
+
+    assert calls == []
+    [letter] = dead_letters.sent
+    assert letter.kind == ReasonKind.BAD_HEADER
+    assert dead_letters_counted("bad-header") - before == 1
+    dead = dead_letter_record(letter.record, reason=letter.reason, kind=letter.kind, consumer=CONSUMER, at=AT)
+    assert all(isinstance(name, str) and isinstance(value, bytes | None) for name, value in dead.headers)
