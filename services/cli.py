@@ -305,13 +305,13 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
         print(f"adgang dlq list: {exc}", file=sys.stderr)
         return 2
     print(f"{topic.dlq}: {len(letters)} dead letter(s)")
+    row = "{:<17} {:<16} {:<34} {:<33} {}"
     if letters:
-        print("partition:offset  kind              consumer                             at                                type / reason")
+        print(row.format("partition:offset", "kind", "consumer", "at", "type / reason"))
     for letter in letters:
-        print(
-            f"{letter.partition}:{letter.offset:<15} {letter.kind:<17} {letter.consumer:<36} {letter.at:<33} "
-            f"{letter.event_type or '-'} / {letter.reason}"
-        )
+        where = f"{letter.partition}:{letter.offset}"
+        what = f"{letter.event_type or '-'} / {letter.reason}"
+        print(row.format(where, letter.kind, letter.consumer, letter.at, what))
     return 0
 
 
