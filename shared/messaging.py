@@ -426,9 +426,9 @@ def dead_letter_record(
     record: KafkaRecord,
     *,
     reason: str,
+    kind: ReasonKind,
     consumer: str,
     at: datetime,
-    kind: ReasonKind = ReasonKind.HANDLER_FAILED,
     partition: int = -1,
     offset: int = -1,
 ) -> KafkaRecord:
