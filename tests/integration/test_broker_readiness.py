@@ -10,12 +10,14 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from shared.broker import EmbeddedBroker
 from shared.kafka import broker_reachable
 from tests.support.ports import free_ports
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -40,6 +42,15 @@ async def test_a_closed_port_or_a_malformed_address_is_not_reachable() -> None:
     assert await broker_reachable("127.0.0.1:not-a-port", wait_s=0.5) is False
 
 
+def stopped(pid: int) -> bool:
+    """Whether every thread of `pid` has stopped (SIGSTOP reaches each thread on its own)."""
+    states = [
+        Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        for task in os.listdir(f"/proc/{pid}/task")
+    ]
+    return all(state == "T" for state in states)
+
+
 @pytest.fixture
 def broker(tmp_path) -> Iterator[EmbeddedBroker]:
     (port,) = free_ports(1)
@@ -61,6 +72,7 @@ async def test_a_stopped_broker_is_reported_at_once_and_found_again_when_it_cont
     assert await broker_reachable(broker.bootstrap, wait_s=2.0) is True
 
     os.kill(broker.process.pid, signal.SIGSTOP)
+    wait_until(lambda: stopped(broker.process.pid), deadline_s=5, what="the broker's threads to stop", poll_s=0.01)
     # Its port still completes a handshake: the old check (a TCP connect) called this reachable.
     with socket.create_connection((broker.host, broker.port), timeout=2.0):
         pass
