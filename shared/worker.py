@@ -126,26 +126,28 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
     @app.task
     async def start_background() -> None:
         await metrics_server.start()
+        refreshers = [
+            asyncio.create_task(refresh_forever("outbox", outbox_gauges.refresh)),
+            asyncio.create_task(refresh_forever("consumer lag", lag.refresh)),
+        ]
         await ensure_topics(settings.kafka_bootstrap_servers)
         for hook in spec.on_start:
             await hook()
         tasks = [asyncio.create_task(relay.run_forever(settings.outbox_poll_interval_s, outbox_wake))]
         tasks += [asyncio.create_task(_supervised(job)) for job in spec.background]
-        tasks += [
-            asyncio.create_task(refresh_forever("outbox", outbox_gauges.refresh)),
-            asyncio.create_task(refresh_forever("consumer lag", lag.refresh)),
-        ]
         marker = settings.var_dir / "run" / f"{settings.service}-worker.ready"
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(os.getpid()))  # read by the supervisor (`adgang run`, tests)
         log.info("%s worker ready", settings.service)
-        ready.set()
         try:
+            ready.set()  # /healthz answers ok from now on
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
             await publisher.stop()
+            for task in refreshers:
+                task.cancel()
             await metrics_server.stop()
 
     return app
