@@ -104,8 +104,14 @@ class ConsumerLag:
         self._reported: set[tuple[str, str, str]] = set()
 
     async def refresh(self) -> dict[tuple[str, int], int]:
+        from faust.exceptions import ConsumerNotStarted  # only workers measure lag
+
         consumer = self._app.consumer
-        assigned = [tp for tp in consumer.assignment() if tp.topic in self._names]
+        try:
+            assignment = consumer.assignment()
+        except ConsumerNotStarted:
+            assignment = set()  # the worker is starting: nothing is assigned yet
+        assigned = [tp for tp in assignment if tp.topic in self._names]
         lags: dict[tuple[str, int], int] = {}
         if assigned:
             highwaters = await consumer.highwaters(*assigned)

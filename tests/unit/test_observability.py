@@ -292,3 +292,11 @@ def test_only_a_short_plain_correlation_id_is_taken_from_outside(given: str, kep
     assert (correlation.well_formed(given) == given) is kept
     headers = [("ce_id", b"evt-1"), (correlation.CORRELATION_HEADER, given.encode())]
     assert correlation.from_headers(headers) == ((given if kept else "evt-1"), "evt-1")
+
+
+def test_the_portal_passes_its_requests_correlation_id_on_to_the_services() -> None:
+    from services.portal.clients.http import Caller
+
+    assert correlation.HEADER not in Caller(address="192.0.2.1").headers()
+    with correlation.correlated("browser-request-1"):
+        assert Caller(address="192.0.2.1").headers()[correlation.HEADER] == "browser-request-1"
