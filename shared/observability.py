@@ -63,7 +63,7 @@ class OutboxGauges:
 
     async def refresh(self) -> tuple[int, float]:
         table = self._outbox
-        async with self._db.transaction() as session:
+        async with self._db.reading() as session:  # on SQLite it takes no write lock
             backlog, oldest = (
                 await session.execute(
                     select(func.count(), func.min(table.c.created_at)).where(table.c.published_at.is_(None))
