@@ -98,6 +98,11 @@ EXPLANATIONS: dict[str, str] = {
         "In production `/metrics` is served only when this is set; in development without it "
         "`/metrics` is open."
     ),
+    "worker_metrics_port": (
+        "Port on which the service's worker serves `/metrics` (the same token rule as the API's) "
+        "and `/healthz`; unset, the worker serves none. Each instance of a worker on one host needs "
+        "its own port (docs/operations.md)."
+    ),
     "clock_offset_file": (
         "Tests only, refused in production: a file holding an offset in seconds that is added to the "
         "service's clock at every reading, so a test moves the time of every process of a suite at once "

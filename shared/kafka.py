@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from shared.clock import Clock
-from shared.envelope import KafkaRecord
+from shared.envelope import KafkaRecord, ReasonKind
 from shared.events import TOPICS, Topic
 from shared.messaging import dead_letter_record
 
@@ -118,8 +118,24 @@ class KafkaPublisher:
         futures = [await producer.send(r.topic, key=r.key, value=r.value, headers=r.headers) for r in records]
         await asyncio.gather(*futures)
 
-    async def send(self, record: KafkaRecord, *, reason: str, consumer: str) -> None:
-        """Dead-letter a record to `<topic>.dlq` with the reason in a header."""
-        await self.publish(
-            [dead_letter_record(record, reason=reason, consumer=consumer, at=self._clock.now())]
+    async def send(
+        self,
+        record: KafkaRecord,
+        *,
+        reason: str,
+        kind: ReasonKind,
+        consumer: str,
+        partition: int = -1,
+        offset: int = -1,
+    ) -> None:
+        """Dead-letter a record to `<topic>.dlq` with the reason and its kind in headers."""
+        letter = dead_letter_record(
+            record,
+            reason=reason,
+            kind=kind,
+            consumer=consumer,
+            at=self._clock.now(),
+            partition=partition,
+            offset=offset,
         )
+        await self.publish([letter])
