@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -76,14 +76,19 @@ def extension_headers(event_id: str) -> list[tuple[str, str]]:
     return headers
 
 
-def from_headers(headers: list[tuple[str, bytes]]) -> tuple[str | None, str | None]:
-    """The correlation id a consumed message carries (when well formed) and its own `ce_id`."""
+def from_headers(headers: Iterable[object]) -> tuple[str | None, str | None]:
+    """The correlation id a consumed message carries (when well formed) and its own `ce_id`.
+    Headers in odd shapes are passed over here: decoding the envelope judges them."""
     found: dict[str, str | None] = {}
-    for name, value in headers:
-        if name in (CORRELATION_HEADER, "ce_id"):
+    for header in headers or ():
+        if not isinstance(header, tuple | list) or len(header) != 2:
+            continue
+        name, value = header
+        if name in (CORRELATION_HEADER, "ce_id") and name not in found:
             try:
-                found[name] = well_formed(value.decode() if isinstance(value, bytes | bytearray) else str(value))
+                text = value.decode() if isinstance(value, bytes | bytearray) else None
             except UnicodeDecodeError:
-                found[name] = None
+                text = None
+            found[name] = well_formed(text)
     event_id = found.get("ce_id")
     return found.get(CORRELATION_HEADER) or event_id, event_id
