@@ -183,7 +183,15 @@ class WorkerMetricsServer:
             return
         self._runner = web.AppRunner(self.application(), handle_signals=False, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._settings.http_host, port).start()
+        try:
+            await web.TCPSite(self._runner, self._settings.http_host, port).start()
+        except OSError as exc:
+            await self.stop()
+            raise OSError(
+                exc.errno,
+                f"the worker cannot serve /metrics on {self._settings.http_host}:{port} "
+                f"(worker_metrics_port): {exc.strerror}",
+            ) from exc
         log.info("%s worker serves /metrics on %s:%d", self._settings.service, self._settings.http_host, port)
 
     async def stop(self) -> None:

@@ -300,3 +300,14 @@ def test_the_portal_passes_its_requests_correlation_id_on_to_the_services() -> N
     assert correlation.HEADER not in Caller(address="192.0.2.1").headers()
     with correlation.correlated("browser-request-1"):
         assert Caller(address="192.0.2.1").headers()[correlation.HEADER] == "browser-request-1"
+
+
+async def test_a_metrics_port_already_taken_stops_the_worker_with_a_clear_error(worker_settings) -> None:
+    settings = worker_settings()
+    first = WorkerMetricsServer(settings)
+    await first.start()
+    try:
+        with pytest.raises(OSError, match=f"cannot serve /metrics on 127.0.0.1:{settings.worker_metrics_port}"):
+            await WorkerMetricsServer(settings).start()
+    finally:
+        await first.stop()
