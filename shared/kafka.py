@@ -92,7 +92,9 @@ async def broker_reachable(bootstrap: str, wait_s: float = 1.0) -> bool:
 _PARTITIONER = DefaultPartitioner()
 
 
-async def _publish_run(producer: AIOKafkaProducer, topic: str, partition: int, records: list[KafkaRecord]) -> None:
+async def _publish_run(
+    producer: AIOKafkaProducer, topic: str, partition: int, records: list[KafkaRecord]
+) -> None:
     """One partition's records in order, a batch at a time: the next batch is handed to the
     producer only once the broker has acknowledged the one before."""
     rest = records
@@ -100,7 +102,10 @@ async def _publish_run(producer: AIOKafkaProducer, topic: str, partition: int, r
         batch = producer.create_batch()
         taken = 0
         for record in rest:  # the first record always fits; the batch is full when one does not
-            if batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers) is None:
+            appended = batch.append(
+                timestamp=None, key=record.key, value=record.value, headers=record.headers
+            )
+            if appended is None:
                 break
             taken += 1
         batch.close()

@@ -161,7 +161,9 @@ async def unpublished(relay_db: RelayDb) -> int:
         return int(await session.scalar(select(func.count()).where(outbox.c.published_at.is_(None))) or 0)
 
 
-async def sequences_on_the_topic(bootstrap: str, relay_db: RelayDb) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+async def sequences_on_the_topic(
+    bootstrap: str, relay_db: RelayDb
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """Per key: the outbox sequence numbers of the events as the topic holds them, and as
     they were committed. Only this test's events count (the broker is the module's)."""
     outbox = relay_db.tables.outbox
@@ -217,6 +219,7 @@ async def test_a_second_relay_never_overtakes_the_first_with_a_later_event_of_th
     second = OutboxRelay(relay_db.database(), tables, PromptPublisher(bus), clock, batch=2)
 
     first_run = asyncio.create_task(first.run_once())
+
     # The first relay has its batch and waits for the broker's acknowledgement.
     async def publishing() -> int | None:
         return held.calls or None
@@ -290,7 +293,10 @@ async def test_relays_of_several_processes_put_each_keys_events_on_the_topic_in_
     clock = FrozenClock(AT)
     publishers = [KafkaPublisher(broker, clock) for _ in range(3)]
     databases = [relay_db.database() for _ in range(3)]
-    relays = [OutboxRelay(db, relay_db.tables, p, clock, batch=5) for db, p in zip(databases, publishers, strict=True)]
+    relays = [
+        OutboxRelay(db, relay_db.tables, p, clock, batch=5)
+        for db, p in zip(databases, publishers, strict=True)
+    ]
     versions = itertools.count(1)
     try:
         with relay_process(relay_db.url, broker, tmp_path / "other", batch=5) as other:
@@ -340,10 +346,15 @@ async def test_a_relay_killed_while_it_holds_the_turn_holds_up_no_one_and_loses_
     take over from the first unmarked row."""
     clock = FrozenClock(AT)
     versions = itertools.count(1)
-    await write(relay_db.db, relay_db.tables, [changed(KEYS[i % len(KEYS)], next(versions)) for i in range(30)])
+    await write(
+        relay_db.db, relay_db.tables, [changed(KEYS[i % len(KEYS)], next(versions)) for i in range(30)]
+    )
     publishers = [KafkaPublisher(broker, clock) for _ in range(3)]
     databases = [relay_db.database() for _ in range(3)]
-    relays = [OutboxRelay(db, relay_db.tables, p, clock, batch=10) for db, p in zip(databases, publishers, strict=True)]
+    relays = [
+        OutboxRelay(db, relay_db.tables, p, clock, batch=10)
+        for db, p in zip(databases, publishers, strict=True)
+    ]
     try:
         with relay_process(relay_db.url, broker, tmp_path / "stuck", batch=20, stall_after=8) as stuck:
 
@@ -353,7 +364,11 @@ async def test_a_relay_killed_while_it_holds_the_turn_holds_up_no_one_and_loses_
             await wait_until_async(stalled, deadline_s=60, what="the other relay stalled mid-batch")
             # While it lives it has the turn: the others stand by, and writers go on.
             assert [await relay.run_once() for relay in relays] == [0, 0, 0]
-            await write(relay_db.db, relay_db.tables, [changed(KEYS[i % len(KEYS)], next(versions)) for i in range(15)])
+            await write(
+                relay_db.db,
+                relay_db.tables,
+                [changed(KEYS[i % len(KEYS)], next(versions)) for i in range(15)],
+            )
             assert await unpublished(relay_db) == 45
             stuck.kill()
 
@@ -381,7 +396,9 @@ async def test_a_relay_killed_while_it_holds_the_turn_holds_up_no_one_and_loses_
 
 
 def test_the_relay_lock_file_sits_beside_the_sqlite_file_and_in_memory_needs_none(tmp_path: Path) -> None:
-    assert sqlite_file(f"sqlite+aiosqlite:///{tmp_path}/a/../identity.db") == tmp_path.resolve() / "identity.db"
+    assert (
+        sqlite_file(f"sqlite+aiosqlite:///{tmp_path}/a/../identity.db") == tmp_path.resolve() / "identity.db"
+    )
     assert sqlite_file("sqlite+aiosqlite:///:memory:") is None
     assert sqlite_file("sqlite+aiosqlite://") is None
     assert sqlite_file("sqlite+aiosqlite:///file:shared?mode=memory&uri=true") is None
