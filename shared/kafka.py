@@ -150,14 +150,17 @@ class KafkaPublisher:
         refused it) is dropped while the partition's later batches are still sent: a key's
         later event would be on the bus before the earlier one the relay sends again next
         turn. So each partition's records go in explicit batches, one at a time, and a
-        partition stops at its first failure: what reaches the bus of one publish is, per
-        partition, a prefix of `records`.
+        partition stops at its first failure: of one call, what reaches the bus is, per
+        partition, a prefix of that partition's records (a batch that timed out may still have
+        been written, but nothing after it is sent).
         """
         producer = await self.start()
+        partitions: dict[str, list[int]] = {}
         runs: dict[tuple[str, int], list[KafkaRecord]] = {}
         for record in records:
-            partitions = sorted(await producer.partitions_for(record.topic))
-            partition = _PARTITIONER(record.key, partitions, partitions)
+            if record.topic not in partitions:
+                partitions[record.topic] = sorted(await producer.partitions_for(record.topic))
+            partition = _PARTITIONER(record.key, partitions[record.topic], partitions[record.topic])
             runs.setdefault((record.topic, partition), []).append(record)
         outcomes = await asyncio.gather(
             *(_publish_run(producer, topic, partition, run) for (topic, partition), run in runs.items()),
