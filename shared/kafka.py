@@ -9,8 +9,14 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from shared.clock import Clock
 from shared.envelope import KafkaRecord, ReasonKind
@@ -88,6 +94,8 @@ async def broker_reachable(bootstrap: str, wait_s: float = 1.0) -> bool:
     return True
 
 
+# The largest record the publisher sends: the producer's `max_request_size` (its default, 1 MiB).
+MAX_REQUEST_SIZE = 1024 * 1024
 # The producer's own default (murmur2 of the key, as the Java client), so keys keep their partitions.
 _PARTITIONER = DefaultPartitioner()
 
@@ -129,6 +137,7 @@ class KafkaPublisher:
                 enable_idempotence=False,  # the embedded broker has no idempotent producer
                 linger_ms=2,
                 request_timeout_ms=15000,
+                max_request_size=MAX_REQUEST_SIZE,
             )
             await producer.start()
             self._producer = producer
@@ -154,6 +163,12 @@ class KafkaPublisher:
         partition, a prefix of that partition's records (a batch that timed out may still have
         been written, but nothing after it is sent).
         """
+        for record in records:  # as `AIOKafkaProducer.send` checks, before anything is sent
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, record.headers)
+            if size > MAX_REQUEST_SIZE:
+                raise MessageSizeTooLargeError(
+                    f"a record for {record.topic} is {size} bytes, more than {MAX_REQUEST_SIZE}"
+                )
         producer = await self.start()
         partitions: dict[str, list[int]] = {}
         runs: dict[tuple[str, int], list[KafkaRecord]] = {}
