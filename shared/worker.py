@@ -104,9 +104,9 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
 
     consumer_names: dict[str, str] = {}
     for topic, handlers in by_topic(spec.handlers).items():
-        consumer_names[topic.name] = f"{settings.service}:{topic.name}"
+        consumer_names[topic.name] = name = f"{settings.service}:{topic.name}"
         consumer = IdempotentConsumer(
-            name=f"{settings.service}:{topic.name}",
+            name=name,
             db=spec.db,
             tables=spec.tables,
             handlers=handlers,
