@@ -28,9 +28,11 @@ from services.identity.config import IdentitySettings
 from services.identity.models import rate_limit_hits
 from services.onboarding.api import create_api as onboarding_api
 from services.onboarding.config import OnboardingSettings
+from shared import ratelimit
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.metrics import REGISTRY
+from shared.ratelimit import RateLimit
 from tests.support.asgi import AppTransport
 
 LIMIT = 4
@@ -175,6 +177,27 @@ async def test_rows_that_no_longer_count_are_purged(instances, clock: FrozenCloc
         # A new instance purges at its first request; the others within a minute of their last purge.
         assert (await post(instances()[0], "/v1/login", "192.0.2.200")).status_code == 422
         assert await _rows(db) == 1
+    finally:
+        await db.dispose()
+
+
+async def test_a_purge_that_fills_its_batch_runs_again_at_the_next_request(
+    database_url: str, clock: FrozenClock, monkeypatch
+) -> None:
+    """A flood of addresses leaves more expired rows than one purge deletes: the next requests
+    go on purging, a batch each, until none is left; then purges wait a minute again."""
+    monkeypatch.setattr(ratelimit, "PURGE_BATCH", 4)
+    db = Database(database_url)
+    try:
+        limit = RateLimit("login", LIMIT, db=db, table=rate_limit_hits, clock=clock)
+        for n in range(10):
+            await limit.check(f"192.0.2.{n}")
+        clock.advance(timedelta(minutes=2))
+        rows = []
+        for n in range(4):
+            await limit.check(f"198.51.100.{n}")
+            rows.append(await _rows(db))
+        assert rows == [11 - 4, 8 - 4, 5 - 2, 4]  # 10 expired: 4, 4, 2, then no purge within the minute
     finally:
         await db.dispose()
 
