@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import correlation
 from shared.clock import Clock
 from shared.db import Database
 from shared.envelope import (
@@ -52,7 +53,7 @@ from shared.envelope import (
 )
 from shared.events import Event, Topic
 from shared.logs import redact
-from shared.metrics import DEAD_LETTERS
+from shared.metrics import CONSUMED, DEAD_LETTERS
 from shared.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -103,12 +104,14 @@ class Outbox:
         event_id = new_event_id()
         now = self._clock.now()
         record = encode(event, event_id=event_id, time=now)
+        # The request's or the consumed event's correlation id travels on (shared.correlation).
+        headers = [(k, v.decode()) for k, v in record.headers] + correlation.extension_headers(event_id)
         await session.execute(
             insert(self._table).values(
                 event_id=event_id,
                 topic=record.topic,
                 key=record.key.decode(),
-                headers=json.dumps([(k, v.decode()) for k, v in record.headers]),
+                headers=json.dumps(headers),
                 value=record.value.decode(),
                 created_at=now,
                 published_at=None,
@@ -316,7 +319,16 @@ class IdempotentConsumer:
         self._after_commit = after_commit
 
     async def process(self, message: ConsumedMessage) -> str:
-        """Returns what happened: handled, duplicate, ignored or dead-lettered."""
+        """Returns what happened: handled, duplicate, ignored or dead-lettered (counted in
+        `adgang_consumed_messages_total`). The handler runs in the message's correlation chain:
+        its log lines and the events it adds carry the message's correlation id."""
+        correlation_id, event_id = correlation.from_headers(message.headers)
+        with correlation.correlated(correlation_id, event_id):
+            outcome = await self._process(message)
+        CONSUMED.labels(self.name, outcome).inc()
+        return outcome
+
+    async def _process(self, message: ConsumedMessage) -> str:
         try:
             envelope = decode(
                 topic=message.topic, headers=message.headers, value=message.value, key=message.key
