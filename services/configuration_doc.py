@@ -114,8 +114,9 @@ EXPLANATIONS: dict[str, str] = {
         "(`deliver_by`; S2 says 2 hours)."
     ),
     "rate_limit_per_minute": (
-        "Applications accepted from one client address per minute, counted per API process; more "
-        "are answered 429. `0` turns the limit off."
+        "Applications accepted from one client address (an IPv6 address's /64) in any 60 seconds, "
+        "counted in onboarding's database, so across every instance of the API; more are answered 429 "
+        "with `Retry-After`. `0` turns the limit off."
     ),
     "applications_per_cvr": (
         "Applications (so letters to the company's e-Boks) accepted for one CVR within "

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import os
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
@@ -37,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import correlation
 from shared.clock import Clock
 from shared.db import Database, database_unavailable
 from shared.envelope import (
@@ -50,7 +53,7 @@ from shared.envelope import (
 )
 from shared.events import Event, Topic
 from shared.logs import redact
-from shared.metrics import DEAD_LETTERS
+from shared.metrics import CONSUMED, DEAD_LETTERS
 from shared.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -101,12 +104,14 @@ class Outbox:
         event_id = new_event_id()
         now = self._clock.now()
         record = encode(event, event_id=event_id, time=now)
+        # The request's or the consumed event's correlation id travels on (shared.correlation).
+        headers = [(k, v.decode()) for k, v in record.headers] + correlation.extension_headers(event_id)
         await session.execute(
             insert(self._table).values(
                 event_id=event_id,
                 topic=record.topic,
                 key=record.key.decode(),
-                headers=json.dumps([(k, v.decode()) for k, v in record.headers]),
+                headers=json.dumps(headers),
                 value=record.value.decode(),
                 created_at=now,
                 published_at=None,
@@ -130,7 +135,16 @@ RELAY_LOCK = 0x4144_4741
 
 
 class OutboxRelay:
-    """Publishes unpublished outbox rows in order, then marks them published."""
+    """Publishes unpublished outbox rows in sequence order, then marks them published.
+
+    One relay per database publishes at a time, however many processes run one (every worker of
+    a service does): a second relay taking rows while the first waits for the broker would put a
+    key's later event on the bus before its earlier one, or send a batch again after it. The
+    others find the turn taken and stand by until their next poll. PostgreSQL: a
+    transaction-scoped advisory lock (`RELAY_LOCK`). SQLite: an exclusive `flock` on a file
+    beside the database (`<database file>.relay.lock`). Either is released by the server or the
+    kernel when its holder dies, so a crashed relay never blocks the others.
+    """
 
     def __init__(
         self,
@@ -145,13 +159,17 @@ class OutboxRelay:
         self._publisher = publisher
         self._clock = clock
         self._batch = batch
+        self._lock_file = None if db.file is None else db.file.with_name(f"{db.file.name}.relay.lock")
 
     async def run_once(self) -> int:
+        """Publish the next batch if this relay has the turn; returns how many rows it sent.
+
+        A batch is marked only after the broker has acknowledged all of it, and only the rows
+        read for it are marked. If publishing fails nothing is marked: the next turn (this
+        relay's or another's) sends the batch again, from its first row, and the consumers'
+        inbox drops what had arrived already.
+        """
         if self._db.engine.dialect.name == "postgresql":
-            # One relay per database publishes at a time: a second one taking the next rows
-            # while the first waits for the broker would put a key's later event on the bus
-            # before its earlier one. The others find the lock taken and stand by until their
-            # next turn, so sequence order is bus order.
             async with self._db.transaction() as session:
                 if not await session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK))):
                     return 0
@@ -160,17 +178,41 @@ class OutboxRelay:
                     await self._publisher.publish([self._record(row) for row in rows])
                     await self._mark_published(session, rows)
                 return len(rows)
-        # SQLite has one write lock per database: holding it while the broker acknowledges
-        # would stall the API behind the broker. Read, publish, then mark, in short steps; a
-        # crash in between publishes again, which the consumers' inbox absorbs.
-        async with self._db.transaction() as session:
-            rows = (await session.execute(self._pending())).mappings().all()
-        if not rows:
-            return 0
-        await self._publisher.publish([self._record(row) for row in rows])
-        async with self._db.transaction() as session:
-            await self._mark_published(session, rows)
-        return len(rows)
+        with self._sqlite_turn() as mine:
+            if not mine:
+                return 0
+            # SQLite has one write lock per database: holding it while the broker acknowledges
+            # would stall the API behind the broker. Read, publish, then mark, in short steps,
+            # all within the turn, so the next relay reads after the marks are committed.
+            async with self._db.transaction() as session:
+                rows = (await session.execute(self._pending())).mappings().all()
+            if not rows:
+                return 0
+            await self._publisher.publish([self._record(row) for row in rows])
+            async with self._db.transaction() as session:
+                await self._mark_published(session, rows)
+            return len(rows)
+
+    @contextlib.contextmanager
+    def _sqlite_turn(self) -> Iterator[bool]:
+        """SQLite: whether this relay has the turn, held until the block ends. The turn is an
+        exclusive, non-blocking `flock` on the lock file; an in-memory database, which no other
+        process sees, needs none. `flock` locks belong to the open file, so two relays of one
+        process exclude each other too, and the kernel drops the lock with the descriptor when
+        the process dies, even by SIGKILL."""
+        if self._lock_file is None:
+            yield True
+            return
+        fd = os.open(self._lock_file, os.O_RDONLY | os.O_CREAT, 0o644)  # not inherited by children
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+            else:
+                yield True
+        finally:
+            os.close(fd)  # releases the lock
 
     def _pending(self) -> Select[Any]:
         return (
@@ -290,7 +332,16 @@ class IdempotentConsumer:
         self._after_commit = after_commit
 
     async def process(self, message: ConsumedMessage) -> str:
-        """Returns what happened: handled, duplicate, ignored or dead-lettered."""
+        """Returns what happened: handled, duplicate, ignored or dead-lettered (counted in
+        `adgang_consumed_messages_total`). The handler runs in the message's correlation chain:
+        its log lines and the events it adds carry the message's correlation id."""
+        correlation_id, event_id = correlation.from_headers(message.headers)
+        with correlation.correlated(correlation_id, event_id):
+            outcome = await self._process(message)
+        CONSUMED.labels(self.name, outcome).inc()
+        return outcome
+
+    async def _process(self, message: ConsumedMessage) -> str:
         try:
             envelope = decode(
                 topic=message.topic, headers=message.headers, value=message.value, key=message.key
