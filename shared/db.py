@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import MetaData, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -77,6 +77,52 @@ def sqlite_file(url: str) -> Path | None:
     if parsed.query.get("mode") == "memory":  # `file:name?mode=memory&uri=true`
         return None
     return Path(parsed.database).resolve()
+
+
+def _driver_unavailable_errors() -> tuple[type[BaseException], ...]:
+    """asyncpg's own errors that say the server is away, shutting down, starting up or full:
+    raised as they are when a connection is opened, wrapped by SQLAlchemy on a live one."""
+    try:
+        from asyncpg import exceptions as pg
+    except ImportError:  # an SQLite-only installation
+        return ()
+    return (
+        pg.PostgresConnectionError,  # the connection is gone or could not be made
+        pg.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 cannot connect now, ...
+        pg.InsufficientResourcesError,  # 53300 too many connections
+    )
+
+
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    exc.OperationalError,  # the driver's "cannot reach / locked / gone" (SQLite: database is locked)
+    exc.InterfaceError,
+    exc.DisconnectionError,
+    exc.TimeoutError,  # the pool had no connection to give within its timeout
+    ConnectionError,  # asyncpg's connect() raises ConnectionRefusedError as it is
+    TimeoutError,  # asyncpg's connect timeout
+    *_driver_unavailable_errors(),
+)
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database cannot be reached now (stopped, restarting, out of
+    connections, locked), rather than that the statement or the data is wrong: the caller
+    should wait and try again, and an API answers 503 with `Retry-After` (`shared.web`).
+
+    SQLAlchemy wraps what the driver raised on a live connection (`DBAPIError.orig`, whose
+    cause is the driver's own error) and marks a connection that broke as invalidated; what
+    the driver raises while connecting comes through unwrapped. Each is looked at."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, UNAVAILABLE_ERRORS):
+            return True
+        orig = current.orig if isinstance(current, exc.DBAPIError) else None
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
 
 
 # Constraint names every service's tables share, so that migrations name what models declare.

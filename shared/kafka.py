@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -85,13 +86,34 @@ async def _connect_admin(bootstrap: str, deadline_s: float) -> AIOKafkaAdminClie
 
 
 async def broker_reachable(bootstrap: str, wait_s: float = 1.0) -> bool:
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host or "127.0.0.1", int(port)), wait_s)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    return True
+    """Whether a broker of `bootstrap` answers a Kafka request (ApiVersions) within `wait_s`.
+
+    An open TCP port is not enough: the kernel completes the handshake for a process that is
+    stopped (SIGSTOP), hung or swapping, so only an answer shows that the broker is working.
+    Each address of `bootstrap` is asked in turn; one answer is enough."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return False
+        conn = None
+        try:
+            # create_conn asks the broker for its API versions before it returns.
+            async with asyncio.timeout(remaining):
+                conn = await create_conn(
+                    host or "127.0.0.1",
+                    int(port),
+                    client_id="adgang-readiness",
+                    request_timeout_ms=max(1, int(remaining * 1000)),
+                )
+            return True
+        except Exception as exc:  # refused, timed out, a malformed address or answer: not this one
+            log.debug("broker %s did not answer: %s", address, type(exc).__name__)
+        finally:
+            if conn is not None:
+                conn.close()
+    return False
 
 
 # The largest record the publisher sends: the producer's `max_request_size` (its default, 1 MiB).

@@ -36,12 +36,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import correlation
 from shared.clock import Clock
-from shared.db import Database
+from shared.db import Database, database_unavailable
 from shared.envelope import (
     Envelope,
     EnvelopeError,
@@ -118,6 +118,12 @@ class Outbox:
             )
         )
         return event_id
+
+
+# The longest wait between two tries while the database or the broker is away (a consumer's
+# message, the relay, a worker's background job): short, so that work moves again within
+# seconds of their return.
+OUTAGE_BACKOFF_MAX_S = 5.0
 
 
 class Publisher(Protocol):
@@ -233,12 +239,21 @@ class OutboxRelay:
         )
 
     async def run_forever(self, interval: float, wake: asyncio.Event | None = None) -> None:
+        failures = 0
         while True:
             try:
                 sent = await self.run_once()
-            except Exception:
-                log.exception("outbox relay failed; will retry")
-                sent = 0
+                failures = 0
+            except Exception as exc:
+                # Wait a little longer after each failure in a row (the database or the broker
+                # away), at most OUTAGE_BACKOFF_MAX_S: the outbox keeps every event meanwhile.
+                failures += 1
+                if database_unavailable(exc):
+                    log.warning("outbox relay: database unavailable (%s); will retry", type(exc).__name__)
+                else:
+                    log.exception("outbox relay failed; will retry")
+                await asyncio.sleep(min(OUTAGE_BACKOFF_MAX_S, interval * 2 ** min(failures - 1, 6)))
+                continue
             if sent == 0:
                 if wake is None:
                     await asyncio.sleep(interval)
@@ -262,8 +277,6 @@ def by_topic(handlers: Handlers) -> dict[Topic, dict[type[Event], Handler]]:
         grouped.setdefault(event_class.TOPIC, {})[event_class] = handler
     return grouped
 
-# Errors that say the database cannot be reached or is busy, not that the message is bad.
-UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 
 
 class DeadLetters(Protocol):
@@ -339,20 +352,28 @@ class IdempotentConsumer:
         handler = self._handlers.get(envelope.type)
         if handler is None:
             return "ignored"
-        attempt = 0
+        attempt = 0  # failures of the handler: the message's budget before the dead-letter topic
+        waits = 0  # the database's outages: they never count against the message
         while True:
-            attempt += 1
             try:
                 outcome = await self._handle_once(handler, envelope)
-            except UNAVAILABLE as exc:
-                # The database is away: the message is fine, so wait for the database rather
-                # than dead-letter a valid event. The partition waits, and nothing is lost.
-                delay = min(30.0, self._backoff * 2 ** min(attempt - 1, 6))
-                log.warning(
-                    "database unavailable (%s); retrying %s in %.1fs", type(exc).__name__, envelope.id, delay
-                )
-                await asyncio.sleep(delay)
             except Exception as exc:
+                if database_unavailable(exc):
+                    # The database is away: the message is fine, so wait for the database
+                    # rather than dead-letter a valid event. The partition waits, and nothing
+                    # is lost; a connection cut in the middle (a server shutting down) counts
+                    # as this too, not as a failure of the handler.
+                    waits += 1
+                    delay = min(OUTAGE_BACKOFF_MAX_S, self._backoff * 2 ** min(waits - 1, 6))
+                    log.warning(
+                        "database unavailable (%s); retrying %s in %.1fs",
+                        type(exc).__name__,
+                        envelope.id,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                attempt += 1
                 if attempt >= self._retries:
                     log.exception("handler failed %d times, dead-lettering %s", attempt, envelope.id)
                     # The reason names the error type only: messages of database errors can

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,11 +18,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import correlation
-from shared.db import Database
+from shared.db import UNAVAILABLE_ERRORS, Database, database_unavailable
 from shared.kafka import broker_reachable
 from shared.messaging import MessagingTables
 from shared.observability import OutboxGauges, metrics_text, refresh_forever
@@ -29,11 +31,17 @@ from shared.problems import (
     MEDIA_TYPE,
     InvalidField,
     RequestTooLarge,
+    ServiceUnavailable,
     Unauthenticated,
     install_problem_handlers,
     problem_response,
 )
 from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+# What a 503 asks a client to wait before sending the request again while the database is away.
+DATABASE_RETRY_AFTER_S = 5
 
 
 def create_app(
@@ -80,6 +88,7 @@ def create_app(
         openapi_url="/openapi.json" if docs else None,
     )
     install_problem_handlers(app)
+    _answer_database_outages(app)
 
     registry = CollectorRegistry()
     requests = Counter(
@@ -178,6 +187,29 @@ def create_app(
     app.add_middleware(CorrelationId)  # outermost: every log line of the request carries it
     _describe_errors_as_problems(app)
     return app
+
+
+def _answer_database_outages(app: FastAPI) -> None:
+    """While the database cannot be reached (stopped, restarting, out of connections), every
+    route answers 503 problem+json with `Retry-After`, not a 500 with a stack trace in the log:
+    the request was fine, and the same request will work once the database is back. Any other
+    database error stays a 500 (`shared.problems`)."""
+
+    async def unavailable(request: Request, error: Exception) -> Response:
+        if not database_unavailable(error):
+            raise error  # not an outage: the 500 handler logs it with its trace
+        log.warning(
+            "database unavailable on %s %s: %s", request.method, request.url.path, type(error).__name__
+        )
+        problem = ServiceUnavailable(
+            "The database is not reachable at the moment, so the request could not be completed. "
+            f"Send it again in {DATABASE_RETRY_AFTER_S} seconds.",
+            retry_after=DATABASE_RETRY_AFTER_S,
+        )
+        return problem_response(problem, request)
+
+    for error_class in (*UNAVAILABLE_ERRORS, DBAPIError):
+        app.add_exception_handler(error_class, unavailable)
 
 
 def server_config(settings: ServiceSettings, app: ASGIApp) -> uvicorn.Config:

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 import faust
 
 from shared.clock import Clock, SystemClock
-from shared.db import Database
+from shared.db import Database, database_unavailable
 from shared.events import Topic
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.logs import install_scrubbing, logging_config
 from shared.messaging import (
+    OUTAGE_BACKOFF_MAX_S,
     ConsumedMessage,
     Handlers,
     IdempotentConsumer,
@@ -178,16 +179,31 @@ def _register_agent(app: faust.App, topic: Topic, consumer: IdempotentConsumer) 
 
 
 async def _supervised(job: Background) -> None:
-    """Keep a background job alive: log a crash and start it again."""
+    """Keep a background job alive: log a crash and start it again. While the database is
+    away the job waits for it, a little longer each time (at most `OUTAGE_BACKOFF_MAX_S`),
+    with a warning rather than a trace every second."""
+    outages = 0
     while True:
         try:
             await job.run()
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("background job %s crashed; restarting", job.name)
-            await asyncio.sleep(1.0)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                outages = 0
+                log.exception("background job %s crashed; restarting", job.name)
+                await asyncio.sleep(1.0)
+                continue
+            outages += 1
+            delay = min(OUTAGE_BACKOFF_MAX_S, 0.5 * 2 ** min(outages - 1, 6))
+            log.warning(
+                "background job %s: database unavailable (%s); starting again in %.1fs",
+                job.name,
+                type(exc).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
 
 
 def run_worker(app: faust.App, *, log_level: str = "info") -> None:

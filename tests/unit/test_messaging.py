@@ -518,6 +518,35 @@ async def test_an_unreachable_database_is_waited_for_not_dead_lettered(harness: 
     assert len(handled) == 1 and dead_letters.sent == []
 
 
+async def test_a_connection_cut_by_a_server_shutting_down_is_waited_for_and_does_not_spend_the_retries(
+    harness: Harness,
+) -> None:
+    """PostgreSQL stopping cuts the live connection: SQLAlchemy raises its generic DBAPIError
+    (marked invalidated), then the reconnects are refused. Both are the database being away; the
+    handler's own failure after them still has its whole budget of retries."""
+    from asyncpg.exceptions import AdminShutdownError
+    from sqlalchemy.exc import DBAPIError
+
+    cut = AdminShutdownError("terminating connection due to administrator command")
+    faults: list[BaseException] = [
+        DBAPIError("SELECT 1", {}, cut, connection_invalidated=True),
+        ConnectionRefusedError(111, "Connect call failed"),
+        ConnectionRefusedError(111, "Connect call failed"),
+        LookupError("the handler's own failure, once"),
+    ]
+    handled: list[str] = []
+
+    async def flaky(session: AsyncSession, envelope: Envelope) -> None:
+        if faults:
+            raise faults.pop(0)
+        handled.append(envelope.id)
+
+    dead_letters = FakeDeadLetters()
+    consumer = harness.consumer(flaky, dead_letters, retries=2, backoff=0)
+    assert await consumer.process(consumed(customer())) == "handled"
+    assert len(handled) == 1 and dead_letters.sent == []
+
+
 def dead_letters_counted(kind: str, topic: str = "billing.customers") -> float:
     from shared.metrics import REGISTRY
 
