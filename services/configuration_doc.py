@@ -41,8 +41,8 @@ EXPLANATIONS: dict[str, str] = {
     ),
     "var_dir": (
         "Directory for the process's local files: the SQLite database and the development key "
-        "ring when those are not configured, and `run/{service}-worker.ready`, which the worker "
-        "writes with its process id once it has started. Must be writable."
+        "ring when those are not configured, and `run/{service}-worker.ready` (`run/{service}-api.ready`), "
+        "which the worker (the API) writes with its process id once it has started. Must be writable."
     ),
     "database_url": (
         "SQLAlchemy async URL of the {service} database, e.g. "
@@ -61,6 +61,18 @@ EXPLANATIONS: dict[str, str] = {
     "kafka_heartbeat_interval_s": "Seconds between a worker's heartbeats; well below the session timeout.",
     "http_host": "Address the API listens on; `0.0.0.0` inside a container.",
     "http_port": "Port the API listens on.",
+    "http_reuse_port": (
+        "`true`: the API binds its port with SO_REUSEPORT, so that several API processes of "
+        "{service} on one host serve the same port and the kernel spreads connections among "
+        "them (every one of them sets it; `adgang run --instances N` does). Where the system has "
+        "no SO_REUSEPORT the API refuses to start; give each process its own `HTTP_PORT` instead."
+    ),
+    "instance": (
+        "Which of {service}'s API or worker processes on this host this is, from 1: process n "
+        "writes `run/{service}-worker.<n>.ready` (`.<n>` left out for 1) and keeps faust's data "
+        "in `faust/{service}-worker.<n>` under `var_dir`. Set it when several run on one host and "
+        "share a `var_dir`; in containers, where each has its own, leave it at 1."
+    ),
     "log_level": "Logging level: `DEBUG`, `INFO`, `WARNING` or `ERROR`.",
     "log_format": (
         "`json` (one object per line) or `text`, for the API process. Workers log in faust's format."
