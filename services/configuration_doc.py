@@ -385,6 +385,22 @@ COMPOSE_VARIABLES: dict[str, str] = {
     "ADGANG_SMS_GATEWAY_URL": "The SMS gateway's send endpoint; becomes `ADGANG_NOTIFIER_SMS_GATEWAY_URL`.",
     "ADGANG_SMS_GATEWAY_TOKEN": "The SMS gateway's bearer token, *secret*; becomes `ADGANG_NOTIFIER_SMS_GATEWAY_TOKEN`.",
     "ADGANG_BILLING_SEED_DEMO_DATA": "`true` seeds the demo customers, for a demonstration.",
+    "ADGANG_WORKER_REPLICAS": (
+        "Containers of every service's worker (`deploy.replicas`); `docker compose up --scale "
+        "<service>-worker=N` sets one service's. A service's workers share its topics' partitions "
+        "(3 each): a fourth waits as a standby (docs/operations.md)."
+    ),
+    "ADGANG_API_REPLICAS": (
+        "Containers of every service's API (`deploy.replicas`). Above 1, set each "
+        "`ADGANG_<SERVICE>_API_HOST_PORTS` to a range of as many host ports."
+    ),
+    **{
+        f"ADGANG_{name.upper()}_API_HOST_PORTS": (
+            f"Host port, or range of host ports (`18001-18002`), the {name} API's containers are "
+            "published on, one port per replica; the reverse proxy balances over them."
+        )
+        for name in ("onboarding", "identity", "billing", "notifier", "portal")
+    },
     "ADGANG_BILLING_DOCUMENT_TOKEN": (
         "The token the notifier reads issued invoices' documents from billing with, *secret*, 32 "
         "characters or more (`secrets.token_urlsafe(32)`); becomes "

@@ -6,6 +6,9 @@ import asyncio
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.events import TOPICS
 
 
 @dataclass(frozen=True)
@@ -60,3 +63,28 @@ async def produce(
         await producer.send_and_wait(topic, key=key, value=value, headers=headers)
     finally:
         await producer.stop()
+
+
+async def group_lag(bootstrap: str, group: str, topics: set[str]) -> dict[tuple[str, int], int]:
+    """Per partition of `topics`: the group's committed offset subtracted from the partition's end
+    offset, read from the broker itself (a partition the group never committed counts from 0)."""
+    partitions = [
+        TopicPartition(topic.name, p) for topic in TOPICS if topic.name in topics for p in range(topic.partitions)
+    ]
+    assert len({tp.topic for tp in partitions}) == len(topics), f"unknown topics in {sorted(topics)}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        end = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    lag: dict[tuple[str, int], int] = {}
+    for tp in partitions:
+        done = committed.get(tp)
+        offset = done.offset if done is not None and done.offset >= 0 else 0
+        lag[(tp.topic, tp.partition)] = end[tp] - offset
+    return lag
