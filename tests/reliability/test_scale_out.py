@@ -176,8 +176,12 @@ def test_three_workers_and_two_apis_per_service_lose_nothing_and_double_nothing_
 
     # The group's administrator, who logs in and orders while the applications flow.
     with httpx.Client(base_url=suite.url("onboarding"), timeout=30) as http:
-        applied = http.post(
-            "/v1/applications", json=application_body(GROUP_PARENT_CVR, mobile=ADMIN_MOBILE, email=ADMIN_EMAIL)
+        body = application_body(GROUP_PARENT_CVR, mobile=ADMIN_MOBILE, email=ADMIN_EMAIL)
+        applied = wait_until(  # 403 until onboarding has learned the customer from billing
+            lambda: r if (r := http.post("/v1/applications", json=body)).status_code != 403 else None,
+            deadline_s=120,
+            what=f"onboarding to learn customer {GROUP_PARENT_CVR}",
+            poll_s=0.5,
         )
         assert applied.status_code == 202, applied.text
     [letter] = wait_for_letters(suite, GROUP_PARENT_CVR, deadline_s=120)
