@@ -98,7 +98,13 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 def start_suite(
-    var_dir: Path, database_factory, *, worker_instances: int = 1, api_instances: int = 1, **extra_env: str
+    var_dir: Path,
+    database_factory,
+    *,
+    worker_instances: int = 1,
+    api_instances: int = 1,
+    start_deadline_s: float = 120,
+    **extra_env: str,
 ) -> Suite:
     broker, smtp, sms, *ports = free_ports(3 + len(SERVICES))
     config = SuiteConfig(
@@ -121,7 +127,7 @@ def start_suite(
     )
     suite = Suite(config)
     try:
-        suite.start(deadline_s=120)
+        suite.start(deadline_s=start_deadline_s)
     except BaseException:
         suite.stop()
         raise

@@ -27,7 +27,9 @@ def test_billing_workers_starting_together_sync_the_catalogue_and_seed_the_custo
 
 
 async def start_together(url: str) -> None:
-    settings = billing_settings(url).model_copy(update={"demo_extra_customers": EXTRA, "seed_demo_data": True})
+    settings = billing_settings(url).model_copy(
+        update={"demo_extra_customers": EXTRA, "seed_demo_data": True}
+    )
     # One engine each, as separate processes have.
     workers = [build(settings) for _ in range(WORKERS)]
     try:
