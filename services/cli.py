@@ -274,7 +274,7 @@ def _instances_lines(suite: Suite) -> list[str]:
         f"Instances: {apis};",
         f"  {config.worker_instances} processes of every worker, one consumer group per service "
         f"(worker metrics ports: {metrics})",
-        f"  Logs per process: {suite.log_dir}/<service>-worker.<n>.log, <service>-api.<n>.log",
+        f"  Logs per process: {suite.log_dir}/<service>-worker.log, <service>-worker.2.log, … (APIs alike)",
         "",
     ]
 
