@@ -376,6 +376,63 @@ def cmd_billing_issue_invoices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bootstrap(args: argparse.Namespace) -> str:
+    return str(args.bootstrap or SERVICES["billing"].settings().kafka_bootstrap_servers)
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    """What is on a topic's dead-letter topic: where, why, whose; never the value (personal data)."""
+    from shared.deadletters import DeadLetterError, list_dead_letters, topic_of
+
+    try:
+        topic = topic_of(args.topic)
+        letters = asyncio.run(list_dead_letters(_bootstrap(args), topic))
+    except DeadLetterError as exc:
+        print(f"adgang dlq list: {exc}", file=sys.stderr)
+        return 2
+    print(f"{topic.dlq}: {len(letters)} dead letter(s)")
+    row = "{:<17} {:<16} {:<34} {:<33} {}"
+    if letters:
+        print(row.format("partition:offset", "kind", "consumer", "at", "type / reason"))
+    for letter in letters:
+        where = f"{letter.partition}:{letter.offset}"
+        what = f"{letter.event_type or '-'} / {letter.reason}"
+        print(row.format(where, letter.kind, letter.consumer, letter.at, what))
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    """Move dead letters back to their topic after a fix; a second run moves only newer ones."""
+    from shared.clock import SystemClock
+    from shared.deadletters import DeadLetterError, check_reason_kind, replay, topic_of
+
+    try:
+        topic = topic_of(args.topic)
+        check_reason_kind(args.reason_kind)
+        result = asyncio.run(
+            replay(
+                _bootstrap(args),
+                topic,
+                SystemClock(),
+                reason_kind=args.reason_kind,
+                consumer=args.consumer,
+                dry_run=args.dry_run,
+            )
+        )
+    except DeadLetterError as exc:
+        print(f"adgang dlq replay: {exc}", file=sys.stderr)
+        return 2
+    verb = "would move" if args.dry_run else "moved"
+    for letter in result.moved:
+        print(f"{verb} {letter.where} -> {topic.name} ({letter.kind}, {letter.consumer}, {letter.event_type or '-'})")
+    for letter, why in result.skipped:
+        print(f"left {letter.where} ({letter.kind}, {letter.consumer}): {why}")
+    print(f"{topic.dlq}: {verb} {len(result.moved)}, left {len(result.skipped)} (progress: group {result.group})")
+    if args.dry_run:
+        print("dry run: nothing published, progress not committed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adgang", description="Adgang: self-service access for business customers."
@@ -410,6 +467,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", help="broker address (default: from settings)")
     p.add_argument("--replication-factor", type=int, default=1)
     p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("dlq", help="dead letters: list them, replay them after a fix")
+    dlq = p.add_subparsers(dest="dlq_command", required=True)
+    p = dlq.add_parser("list", help="what is on <topic>.dlq: offset, reason kind, reason, consumer, time")
+    p.add_argument("topic", help="a topic (e.g. identity.users) or its .dlq")
+    p.add_argument("--bootstrap", help="broker address (default: from settings)")
+    p.set_defaults(func=cmd_dlq_list)
+    p = dlq.add_parser(
+        "replay", help="republish dead letters to their topic; a second run moves only newer ones"
+    )
+    p.add_argument("topic", help="a topic (e.g. identity.users) or its .dlq")
+    p.add_argument(
+        "--reason-kind", metavar="KIND", help="only this kind (invalid-json, handler-failed, ...: see `dlq list`)"
+    )
+    p.add_argument("--consumer", help="only those this consumer dead-lettered (e.g. billing:identity.users)")
+    p.add_argument("--dry-run", action="store_true", help="show what would move; publish and commit nothing")
+    p.add_argument("--bootstrap", help="broker address (default: from settings)")
+    p.set_defaults(func=cmd_dlq_replay)
 
     p = sub.add_parser("broker", help="run the embedded broker alone")
     p.add_argument("--port", type=int, default=9092)

@@ -110,6 +110,11 @@ EXPLANATIONS: dict[str, str] = {
         "In production `/metrics` is served only when this is set; in development without it "
         "`/metrics` is open."
     ),
+    "worker_metrics_port": (
+        "Port on which the service's worker serves `/metrics` (the same token rule as the API's) "
+        "and `/healthz`; unset, the worker serves none. Each instance of a worker on one host needs "
+        "its own port (docs/operations.md)."
+    ),
     "clock_offset_file": (
         "Tests only, refused in production: a file holding an offset in seconds that is added to the "
         "service's clock at every reading, so a test moves the time of every process of a suite at once "
@@ -121,8 +126,9 @@ EXPLANATIONS: dict[str, str] = {
         "(`deliver_by`; S2 says 2 hours)."
     ),
     "rate_limit_per_minute": (
-        "Applications accepted from one client address per minute, counted per API process; more "
-        "are answered 429. `0` turns the limit off."
+        "Applications accepted from one client address (an IPv6 address's /64) in any 60 seconds, "
+        "counted in onboarding's database, so across every instance of the API; more are answered 429 "
+        "with `Retry-After`. `0` turns the limit off."
     ),
     "applications_per_cvr": (
         "Applications (so letters to the company's e-Boks) accepted for one CVR within "

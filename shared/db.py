@@ -68,6 +68,17 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
     return engine
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL, resolved (links followed), so that every process of a
+    service names it alike; None for PostgreSQL and for in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    if parsed.query.get("mode") == "memory":  # `file:name?mode=memory&uri=true`
+        return None
+    return Path(parsed.database).resolve()
+
+
 # Constraint names every service's tables share, so that migrations name what models declare.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -85,6 +96,9 @@ def service_metadata() -> MetaData:
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
+        # The database file on SQLite (None on PostgreSQL and in memory): processes sharing it
+        # coordinate through lock files beside it (the outbox relay's, `shared.messaging`).
+        self.file = sqlite_file(url)
         self.engine = create_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time. Tasks of one process queue here, in order, instead

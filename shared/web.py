@@ -4,6 +4,8 @@ documentation and metrics only where configured, and the server that runs it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import socket
 import time
@@ -14,19 +16,16 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, Field
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import correlation
 from shared.db import Database
 from shared.kafka import broker_reachable
+from shared.messaging import MessagingTables
+from shared.observability import OutboxGauges, metrics_text, refresh_forever
 from shared.problems import (
     MEDIA_TYPE,
     InvalidField,
@@ -48,15 +47,25 @@ def create_app(
     readiness_checks: dict[str, Callable[[], Awaitable[str]]] | None = None,
     uses_broker: bool = True,
     on_startup: list[Callable[[], Awaitable[None]]] | None = None,
+    messaging: MessagingTables | None = None,
 ) -> FastAPI:
     """`readiness_checks` are extra named checks for `/readyz`, each answering "ok" or why not.
-    A service that `uses_broker` is ready only while the broker is reachable."""
+    A service that `uses_broker` is ready only while the broker is reachable. A service with an
+    outbox passes its `messaging` tables: its backlog is then measured for `/metrics`."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for hook in on_startup or []:
             await hook()
+        gauges = None
+        if messaging is not None:
+            outbox = OutboxGauges(db, messaging.outbox, settings.service, settings.clock())
+            gauges = asyncio.create_task(refresh_forever("outbox", outbox.refresh))
         yield
+        if gauges is not None:
+            gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gauges
         for hook in on_shutdown or []:
             await hook()
         await db.dispose()
@@ -160,12 +169,14 @@ def create_app(
         async def metrics(request: Request) -> Response:
             if token is not None:
                 _require_bearer(request, token.get_secret_value())
-            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+            # The HTTP metrics of this app, then the domain metrics of the process.
+            return Response(metrics_text(registry), media_type=CONTENT_TYPE_LATEST)
 
     # Added last, so outermost: the limit applies before anything reads the body, and every
     # answer, the limit's 413 too, gets its Cache-Control.
     app.add_middleware(RequestBodyLimit, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(NoStoreByDefault)
+    app.add_middleware(CorrelationId)  # outermost: every log line of the request carries it
     _describe_errors_as_problems(app)
     return app
 
@@ -234,6 +245,35 @@ def _require_bearer(request: Request, expected: str) -> None:
         raise Unauthenticated(
             "Send the metrics token as 'Authorization: Bearer <token>' (the service's METRICS_TOKEN setting)."
         )
+
+
+class CorrelationId:
+    """Gives each request a correlation id (`shared.correlation`): the caller's
+    `X-Correlation-ID` when it is well formed, else a new one; echoed in the response's
+    `X-Correlation-ID`. It is set for the request's own task and not reset afterwards, so the
+    server's access line and an error logged on the way out carry it too (uvicorn runs each
+    request in a task of its own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next(
+            (value for name, value in scope["headers"] if name == b"x-correlation-id"), None
+        )
+        correlation_id = correlation.well_formed(given.decode("latin-1") if given else None)
+        correlation_id = correlation_id or correlation.new_correlation_id()
+        correlation.set_current(correlation_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[correlation.HEADER] = correlation_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 class _BodyTooLarge(Exception):

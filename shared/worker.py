@@ -26,6 +26,13 @@ from shared.messaging import (
     by_topic,
     headers_list,
 )
+from shared.observability import (
+    ConsumerLag,
+    CountingPublisher,
+    OutboxGauges,
+    WorkerMetricsServer,
+    refresh_forever,
+)
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -96,9 +103,11 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
         for wake in wakes:
             wake.set()
 
+    consumer_names: dict[str, str] = {}
     for topic, handlers in by_topic(spec.handlers).items():
+        consumer_names[topic.name] = name = f"{settings.service}:{topic.name}"
         consumer = IdempotentConsumer(
-            name=f"{settings.service}:{topic.name}",
+            name=name,
             db=spec.db,
             tables=spec.tables,
             handlers=handlers,
@@ -108,10 +117,20 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
         )
         _register_agent(app, topic, consumer)
 
-    relay = OutboxRelay(spec.db, spec.tables, publisher, spec.clock)
+    relay = OutboxRelay(spec.db, spec.tables, CountingPublisher(publisher, settings.service), spec.clock)
+    ready = asyncio.Event()
+    # /metrics and /healthz on `worker_metrics_port` (docs/operations.md, "Metrics").
+    metrics_server = WorkerMetricsServer(settings, alive=ready.is_set)
+    outbox_gauges = OutboxGauges(spec.db, spec.tables.outbox, settings.service, spec.clock)
+    lag = ConsumerLag(app, consumer_names)
 
     @app.task
     async def start_background() -> None:
+        await metrics_server.start()
+        refreshers = [
+            asyncio.create_task(refresh_forever("outbox", outbox_gauges.refresh)),
+            asyncio.create_task(refresh_forever("consumer lag", lag.refresh)),
+        ]
         await ensure_topics(settings.kafka_bootstrap_servers)
         for hook in spec.on_start:
             await hook()
@@ -122,11 +141,15 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
         marker.write_text(str(os.getpid()))  # read by the supervisor (`adgang run`, tests)
         log.info("%s ready", settings.process_name("worker"))
         try:
+            ready.set()  # /healthz answers ok from now on
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
             await publisher.stop()
+            for task in refreshers:
+                task.cancel()
+            await metrics_server.stop()
 
     return app
 

@@ -33,10 +33,12 @@ from services.notifier.transport_base import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from shared import correlation
 from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.events import DeliveryFailed, DeliverySucceeded
 from shared.messaging import Outbox
+from shared.metrics import DELIVERIES, DELIVERY_LATENCY
 from shared.sealing import Sealer, SealingError
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,7 @@ class Dispatcher:
         # Claim no more than can be sent at once, so a lease never runs out while a claimed
         # message waits its turn.
         expired, claimed = await self._claim(self._concurrency)
-        await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
+        await asyncio.gather(*(self._attempt_correlated(delivery) for delivery in claimed))
         return expired + len(claimed)
 
     async def _claim(self, batch: int) -> tuple[int, list[Delivery]]:
@@ -148,6 +150,12 @@ class Dispatcher:
                 lease = self._lease if isinstance(self._lease, timedelta) else self._lease[delivery.channel]
                 delivery.lease_until = now + lease
             return len(expired), deliveries
+
+    async def _attempt_correlated(self, delivery: Delivery) -> None:
+        """An attempt in the chain of the event that asked for it: its log lines and its outcome
+        event carry that event's correlation id."""
+        with correlation.correlated(delivery.correlation_id):
+            await self._attempt(delivery)
 
     async def _attempt(self, delivery: Delivery) -> None:
         if delivery.expires_at is not None and as_utc(delivery.expires_at) <= self._clock.now():
@@ -193,6 +201,9 @@ class Dispatcher:
                     delivered_at=now,
                 ),
             )
+        DELIVERIES.labels(current.channel, "delivered").inc()
+        asked_at = as_utc(current.source_event_time or current.created_at)
+        DELIVERY_LATENCY.labels(current.channel).observe(max(0.0, (now - asked_at).total_seconds()))
         log.info(
             "delivered %s to %s %s (attempt %d)",
             current.kind,
@@ -218,6 +229,7 @@ class Dispatcher:
                 current.last_error = reason[:1000]
                 current.lease_until = None
                 current.next_attempt_at = now + self._retry.delay(current.attempts)
+                DELIVERIES.labels(current.channel, "retry").inc()
                 log.warning(
                     "delivery %s attempt %d failed, next at %s: %s",
                     current.id,
@@ -231,6 +243,7 @@ class Dispatcher:
         delivery.failed_at = now
         delivery.last_error = reason[:1000]
         delivery.lease_until = None
+        DELIVERIES.labels(delivery.channel, "failed").inc()
         await self._outbox.add(
             session,
             DeliveryFailed(**outcome_fields(delivery), reason=reason[:500], failed_at=now),

@@ -432,7 +432,39 @@ def test_every_worker_is_healthy_when_its_own_ready_marker_names_a_live_process(
     check = " ".join(CONTAINERS[container]["healthcheck"]["test"])
     assert f"{var_dir}/run/{service}-worker.ready" in check
     assert "os.kill" in check
-    assert not published_ports(container), "a worker serves no HTTP"
+    assert not published_ports(container), "a worker publishes no port (its metrics are exposed only)"
+
+
+@pytest.mark.parametrize("container", WORKER_CONTAINERS)
+def test_every_worker_serves_metrics_to_the_compose_network_with_the_token(
+    container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = compose_settings(container, monkeypatch)
+    assert settings.worker_metrics_port is not None
+    assert settings.http_host == "0.0.0.0"  # noqa: S104 - reachable by Prometheus in the network
+    assert settings.serves_metrics
+    assert settings.metrics_token.get_secret_value() == OPERATOR_ENVIRONMENT["ADGANG_METRICS_TOKEN"]
+    assert [str(port) for port in CONTAINERS[container].get("expose") or []] == [
+        str(settings.worker_metrics_port)
+    ]
+    assert not published_ports(container), "a worker's metrics stay inside the compose network"
+
+
+def test_prometheus_scrapes_every_api_and_worker_of_the_compose_file_with_the_token() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    scraped: set[tuple[str, int]] = set()
+    for job in config["scrape_configs"]:
+        assert job["authorization"]["type"] == "Bearer"
+        assert job["authorization"]["credentials_file"]
+        for dns in job["dns_sd_configs"]:
+            scraped |= {(name, int(dns["port"])) for name in dns["names"]}
+    expected = set()
+    for container in API_CONTAINERS:
+        parts = SERVICES[container.rpartition("-")[0]]
+        expected.add((container, parts.settings_type().default_http_port))
+    for container in WORKER_CONTAINERS:
+        expected.add((container, int(CONTAINERS[container]["expose"][0])))
+    assert scraped == expected
 
 
 # --- infrastructure ----------------------------------------------------------------------------
