@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -232,6 +233,40 @@ def server_config(settings: ServiceSettings, app: ASGIApp) -> uvicorn.Config:
         proxy_headers=trusted,
         forwarded_allow_ips=list(settings.trusted_proxies) if trusted else [],
     )
+
+
+def reuse_port_supported() -> bool:
+    """Whether this system lets several processes listen on one port (SO_REUSEPORT: Linux 3.9+,
+    the BSDs, macOS); where it does not, instances serve alternative ports."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return False
+    with socket.socket() as probe:
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        except OSError:
+            return False
+    return True
+
+
+def shared_port_socket(settings: ServiceSettings) -> socket.socket:
+    """The API's listening socket, bound with SO_REUSEPORT so that every instance of the
+    service binds the same port and the kernel spreads new connections among them; clients
+    need no load balancer. Listening starts only once the app has started (uvicorn), so a
+    starting instance receives no connection. Raises OSError when the port is taken by a
+    process that did not set SO_REUSEPORT, or when the system has no SO_REUSEPORT."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("SO_REUSEPORT is not available on this system; give each instance its own port")
+    family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((settings.http_host, settings.port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def _require_bearer(request: Request, expected: str) -> None:

@@ -73,7 +73,8 @@ class WorkerSpec:
 
 def build_faust_app(spec: WorkerSpec) -> faust.App:
     settings = spec.settings
-    datadir = settings.var_dir / "faust" / settings.service
+    # One per process: instances of a worker on one host must not share faust's directory.
+    datadir = settings.var_dir / "faust" / settings.process_name("worker")
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     app = faust.App(
         f"adgang-{settings.service}",
@@ -136,10 +137,10 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
             await hook()
         tasks = [asyncio.create_task(relay.run_forever(settings.outbox_poll_interval_s, outbox_wake))]
         tasks += [asyncio.create_task(_supervised(job)) for job in spec.background]
-        marker = settings.var_dir / "run" / f"{settings.service}-worker.ready"
+        marker = settings.ready_marker("worker")
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(os.getpid()))  # read by the supervisor (`adgang run`, tests)
-        log.info("%s worker ready", settings.service)
+        log.info("%s ready", settings.process_name("worker"))
         try:
             ready.set()  # /healthz answers ok from now on
             await asyncio.gather(*tasks)

@@ -97,10 +97,20 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-def start_suite(var_dir: Path, database_factory, **extra_env: str) -> Suite:
+def start_suite(
+    var_dir: Path,
+    database_factory,
+    *,
+    worker_instances: int = 1,
+    api_instances: int = 1,
+    start_deadline_s: float = 120,
+    **extra_env: str,
+) -> Suite:
     broker, smtp, sms, *ports = free_ports(3 + len(SERVICES))
     config = SuiteConfig(
         var_dir=var_dir,
+        worker_instances=worker_instances,
+        api_instances=api_instances,
         broker_port=broker,
         smtp_port=smtp,
         sms_port=sms,
@@ -117,7 +127,7 @@ def start_suite(var_dir: Path, database_factory, **extra_env: str) -> Suite:
     )
     suite = Suite(config)
     try:
-        suite.start(deadline_s=120)
+        suite.start(deadline_s=start_deadline_s)
     except BaseException:
         suite.stop()
         raise
