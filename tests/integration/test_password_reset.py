@@ -69,8 +69,14 @@ async def reset_codes(db: Database, sealer: Sealer, channel: str = "email") -> l
     return [(e, sealer.unseal(e.code, context=OtpRequested.sealing_context(e.challenge_id))) for e in sent]
 
 
+# One correlation id for every request: the answer echoes it, and the tests compare whole answers.
+SAME_CORRELATION = {"X-Correlation-ID": "password-reset-test"}
+
+
 async def request_reset(client: httpx.AsyncClient, name: str) -> httpx.Response:
-    return await client.post("/v1/password-reset", json={"username_or_email": name})
+    return await client.post(
+        "/v1/password-reset", json={"username_or_email": name}, headers=SAME_CORRELATION
+    )
 
 
 async def reset_by_email_code(client: httpx.AsyncClient, db: Database, sealer: Sealer, name: str) -> str:
