@@ -31,6 +31,7 @@ from shared.kafka import KafkaPublisher
 from shared.messaging import (
     DLQ_AT,
     DLQ_CONSUMER,
+    DLQ_HEADERS_DROPPED,
     DLQ_ORIGINAL_OFFSET,
     DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
@@ -87,6 +88,7 @@ class DeadLetter:
     event_type: str
     value_dropped: bool
     record: KafkaRecord = field(repr=False)
+    headers_dropped: bool = False  # its headers were too large to keep: not the record it was
 
     @property
     def where(self) -> str:
@@ -134,6 +136,7 @@ def _dead_letter(
         event_type=_text(headers, "ce_type"),
         value_dropped=DLQ_VALUE_DROPPED in headers,
         record=KafkaRecord(topic=topic.dlq, key=key or b"", value=value or b"", headers=list(raw)),  # type: ignore[arg-type]
+        headers_dropped=DLQ_HEADERS_DROPPED in headers,
     )
 
 
@@ -251,6 +254,8 @@ async def replay(
                 result.skipped.append((letter, f"from another topic ({letter.original_topic})"))
             elif letter.value_dropped:
                 result.skipped.append((letter, "its value was too large to keep"))
+            elif letter.headers_dropped:
+                result.skipped.append((letter, "its headers were too large to keep"))
             elif letter.original is not None and letter.original in seen:
                 # Two consumers of the topic dead-lettered the same record: it goes back once,
                 # and reaches both.

@@ -598,3 +598,40 @@ async def test_headers_in_odd_shapes_are_dead_lettered_as_bad_headers_in_a_recor
     assert dead_letters_counted("bad-header") - before == 1
     dead = dead_letter_record(letter.record, reason=letter.reason, kind=letter.kind, consumer=CONSUMER, at=AT)
     assert all(isinstance(name, str) and isinstance(value, bytes | None) for name, value in dead.headers)
+
+
+@pytest.mark.parametrize(
+    ("value_bytes", "header_bytes"),
+    [(900 * 1024, 200 * 1024), (1024, 1100 * 1024)],
+    ids=["value-and-headers-together-too-large", "headers-alone-too-large"],
+)
+def test_a_dead_letter_always_fits_in_a_record_the_producer_sends(value_bytes: int, header_bytes: int) -> None:
+    """A poison record whose headers are large (a value under the limit beside them, or headers
+    filling the record alone) still makes a dead letter the producer can send: else the send
+    fails and the consumer cannot move past the record."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    from shared.kafka import MAX_REQUEST_SIZE
+
+    chunk = 50 * 1024
+    record = KafkaRecord(
+        topic="billing.customers",
+        key=b"k",
+        value=b"{" * value_bytes,
+        headers=[(f"h{n}", b"x" * chunk) for n in range(header_bytes // chunk)],
+    )
+
+    dead = dead_letter_record(record, reason="x", kind=ReasonKind.OVERSIZED, consumer=CONSUMER, at=AT)
+
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(dead.key, dead.value, dead.headers)
+    assert size <= MAX_REQUEST_SIZE
+    headers = dict(dead.headers)
+    assert headers["dlq_original_topic"] == b"billing.customers"
+    assert headers["dlq_reason_kind"] == b"oversized"
+    if header_bytes < MAX_REQUEST_SIZE:  # the value goes, the headers stay
+        assert dead.value == b"" and headers["dlq_value_dropped"] == str(value_bytes).encode()
+        assert len([name for name in headers if name.startswith("h")]) == header_bytes // chunk
+    else:  # headers that could never be sent go, counted; the value stays
+        assert dead.value == record.value and "dlq_value_dropped" not in headers
+        assert headers["dlq_headers_dropped"] == str(header_bytes // chunk).encode()
+        assert not [name for name in headers if name.startswith("h")]
