@@ -155,3 +155,23 @@ async def test_a_missing_table_is_a_500_not_a_503(tmp_path: Path, caplog: pytest
     assert answer.status_code == 500, answer.text
     assert "retry-after" not in answer.headers
     assert any(r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize("service", ["portal"])
+async def test_the_portal_shows_a_person_a_page_asking_to_try_again(service: str, unreachable, tmp_path: Path) -> None:
+    """The portal answers people, in their language: while its database is away a page asks
+    them to try again (503 with Retry-After), as when a service does not answer, never a
+    problem+json document in a browser."""
+    url, fault = unreachable
+    settings = SERVICES[service].settings_type()(database_url=url, var_dir=tmp_path / "var")
+    app = importlib.import_module("services.portal.api").create_api(settings)
+    fault()
+    transport = AppTransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal") as browser:
+        browser.cookies.set(settings.session_cookie, "a-session-cookie")
+        answers = await asyncio.gather(*(browser.get("/", headers={"Accept": "text/html"}) for _ in range(3)))
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+        assert answer.headers["retry-after"] == "5"
+        assert answer.headers["cache-control"] == "no-store"
