@@ -118,6 +118,11 @@ def _sqlite_statement_error(error: BaseException | None) -> bool:
     return code is not None and code & 0xFF not in _SQLITE_UNAVAILABLE_CODES
 
 
+# Clients of other peers (HTTP, SMTP): their errors are ConnectionError or TimeoutError, or
+# carry one as their cause, yet they say a peer did not answer, never that the database is away.
+_OUTBOUND_CLIENTS = frozenset({"httpx", "httpcore", "aiosmtplib", "aiohttp"})
+
+
 def database_unavailable(error: BaseException) -> bool:
     """Whether `error` says the database cannot be reached now (stopped, restarting, out of
     connections, locked), rather than that the statement or the data is wrong: the caller
@@ -130,6 +135,8 @@ def database_unavailable(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if type(current).__module__.partition(".")[0] in _OUTBOUND_CLIENTS:
+            return False
         if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
             return True
         if isinstance(current, exc.DBAPIError) and _sqlite_statement_error(current.orig):

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +29,7 @@ from shared.messaging import (
     dead_letter_record,
 )
 from shared.problems import Unauthenticated
+from tests.support.ports import free_ports
 
 AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CONSUMER = "test-consumer"
@@ -635,3 +637,63 @@ def test_a_dead_letter_always_fits_in_a_record_the_producer_sends(value_bytes: i
         assert dead.value == record.value and "dlq_value_dropped" not in headers
         assert headers["dlq_headers_dropped"] == str(header_bytes // chunk).encode()
         assert not [name for name in headers if name.startswith("h")]
+
+
+async def _refused_http_call() -> httpx.HTTPError:
+    """What an outbound HTTP call to a port nobody listens on raises (its causes include the
+    socket's ConnectionRefusedError)."""
+    (port,) = free_ports(1)
+    async with httpx.AsyncClient() as client:
+        try:
+            await client.get(f"http://127.0.0.1:{port}/")
+        except httpx.HTTPError as error:
+            return error
+    raise AssertionError("nothing should listen on a free port")
+
+
+async def test_a_failed_outbound_call_is_not_the_database_being_away() -> None:
+    """An HTTP or SMTP peer that does not answer is not a database outage, however the error
+    was wrapped: the consumer would otherwise wait for ever, logging the database as away."""
+    import aiosmtplib
+
+    from shared.db import database_unavailable
+
+    import httpcore
+
+    refused = await _refused_http_call()
+    assert not database_unavailable(refused)
+    # A connect timeout, chained as httpcore and httpx chain it, down to the builtin TimeoutError.
+    try:
+        try:
+            try:
+                raise TimeoutError
+            except TimeoutError as timeout:
+                raise httpcore.ConnectTimeout("timed out") from timeout
+        except httpcore.ConnectTimeout as core:
+            raise httpx.ConnectTimeout("timed out") from core
+    except httpx.ConnectTimeout as timed_out:
+        assert not database_unavailable(timed_out)
+    try:
+        raise RuntimeError("billing did not answer") from refused
+    except RuntimeError as wrapped:
+        assert not database_unavailable(wrapped)
+    assert not database_unavailable(aiosmtplib.SMTPConnectError("mail server refused"))
+    assert not database_unavailable(aiosmtplib.SMTPTimeoutError("mail server timed out"))
+    assert database_unavailable(ConnectionRefusedError(111, "Connect call failed"))  # asyncpg connecting
+
+
+async def test_a_handler_whose_outbound_call_fails_spends_its_retries(harness: Harness) -> None:
+    import aiosmtplib
+
+    refused = aiosmtplib.SMTPConnectError("mail server refused")
+    calls = {"n": 0}
+
+    async def calls_out(session: AsyncSession, envelope: Envelope) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 3:  # more than the retries: its failures must count
+            raise RuntimeError("the peer did not answer") from refused
+
+    dead_letters = FakeDeadLetters()
+    consumer = harness.consumer(calls_out, dead_letters, retries=2, backoff=0)
+    assert await consumer.process(consumed(customer())) == "dead-lettered"
+    assert len(dead_letters.sent) == 1
