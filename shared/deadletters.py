@@ -101,9 +101,18 @@ class DeadLetter:
         return (self.original_topic, self.original_partition, self.original_offset)
 
 
+# The most of one header a dead letter shows (the reason a consumer writes is at most 4000).
+SHOWN_HEADER_CHARS = 4000
+
+
 def _text(headers: dict[str, bytes | None], name: str) -> str:
+    """A header as text that is safe to print: whoever produced the record chose it, so control
+    characters (terminal escapes, line breaks) are escaped and a huge one is cut short."""
     value = headers.get(name)
-    return value.decode(errors="replace") if value is not None else ""
+    if value is None:
+        return ""
+    text = value.decode(errors="replace")[:SHOWN_HEADER_CHARS]
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _number(headers: dict[str, bytes | None], name: str) -> int | None:
