@@ -655,10 +655,9 @@ async def test_a_failed_outbound_call_is_not_the_database_being_away() -> None:
     """An HTTP or SMTP peer that does not answer is not a database outage, however the error
     was wrapped: the consumer would otherwise wait for ever, logging the database as away."""
     import aiosmtplib
+    import httpcore
 
     from shared.db import database_unavailable
-
-    import httpcore
 
     refused = await _refused_http_call()
     assert not database_unavailable(refused)
