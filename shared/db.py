@@ -106,9 +106,11 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 # SQLite's primary result codes that say the database cannot be used now, not that the
-# statement is wrong: SQLITE_IOERR, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CANTOPEN. SQLAlchemy calls
-# "no such table" (SQLITE_ERROR) an OperationalError too, and that is a bug to see, not to wait out.
-_SQLITE_UNAVAILABLE_CODES = frozenset({5, 6, 10, 14})
+# statement is wrong: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY, SQLITE_IOERR,
+# SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL (as PostgreSQL's disk full and out of memory
+# are). SQLAlchemy calls "no such table" (SQLITE_ERROR) an OperationalError too, and that is a
+# bug to see, not to wait out.
+_SQLITE_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
 
 
 def _sqlite_statement_error(error: BaseException | None) -> bool:

@@ -127,6 +127,9 @@ def test_an_sqlite_error_in_the_statement_is_not_an_outage() -> None:
     assert not database_unavailable(OperationalError("SELECT", None, missing_table))
     missing_file = sqlite_error("SELECT 1", "/nonexistent-directory/service.db")
     assert database_unavailable(OperationalError("SELECT", None, missing_file))
+    disk_full = sqlite3.OperationalError("database or disk is full")
+    disk_full.sqlite_errorcode = 13  # type: ignore[attr-defined]  # SQLITE_FULL: waits, as on PostgreSQL
+    assert database_unavailable(OperationalError("INSERT", None, disk_full))
 
 
 async def test_a_missing_table_is_a_500_not_a_503(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
