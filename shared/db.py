@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -104,6 +105,26 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLite's primary result codes that say the database cannot be used now, not that the
+# statement is wrong: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY, SQLITE_IOERR,
+# SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL (as PostgreSQL's disk full and out of memory
+# are). SQLAlchemy calls "no such table" (SQLITE_ERROR) an OperationalError too, and that is a
+# bug to see, not to wait out.
+_SQLITE_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+
+
+def _sqlite_statement_error(error: BaseException | None) -> bool:
+    """An SQLite error about the statement or the schema (a missing table or column), however
+    SQLAlchemy classed it."""
+    code = getattr(error, "sqlite_errorcode", None) if isinstance(error, sqlite3.Error) else None
+    return code is not None and code & 0xFF not in _SQLITE_UNAVAILABLE_CODES
+
+
+# Clients of other peers (HTTP, SMTP): their errors are ConnectionError or TimeoutError, or
+# carry one as their cause, yet they say a peer did not answer, never that the database is away.
+_OUTBOUND_CLIENTS = frozenset({"httpx", "httpcore", "aiosmtplib", "aiohttp"})
+
+
 def database_unavailable(error: BaseException) -> bool:
     """Whether `error` says the database cannot be reached now (stopped, restarting, out of
     connections, locked), rather than that the statement or the data is wrong: the caller
@@ -116,8 +137,12 @@ def database_unavailable(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if type(current).__module__.partition(".")[0] in _OUTBOUND_CLIENTS:
+            return False
         if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
             return True
+        if isinstance(current, exc.DBAPIError) and _sqlite_statement_error(current.orig):
+            return False
         if isinstance(current, UNAVAILABLE_ERRORS):
             return True
         orig = current.orig if isinstance(current, exc.DBAPIError) else None

@@ -31,6 +31,7 @@ from shared.kafka import KafkaPublisher
 from shared.messaging import (
     DLQ_AT,
     DLQ_CONSUMER,
+    DLQ_HEADERS_DROPPED,
     DLQ_ORIGINAL_OFFSET,
     DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
@@ -87,6 +88,7 @@ class DeadLetter:
     event_type: str
     value_dropped: bool
     record: KafkaRecord = field(repr=False)
+    headers_dropped: bool = False  # its headers were too large to keep: not the record it was
 
     @property
     def where(self) -> str:
@@ -99,9 +101,18 @@ class DeadLetter:
         return (self.original_topic, self.original_partition, self.original_offset)
 
 
+# The most of one header a dead letter shows (the reason a consumer writes is at most 4000).
+SHOWN_HEADER_CHARS = 4000
+
+
 def _text(headers: dict[str, bytes | None], name: str) -> str:
+    """A header as text that is safe to print: whoever produced the record chose it, so control
+    characters (terminal escapes, line breaks) are escaped and a huge one is cut short."""
     value = headers.get(name)
-    return value.decode(errors="replace") if value is not None else ""
+    if value is None:
+        return ""
+    text = value.decode(errors="replace")[:SHOWN_HEADER_CHARS]
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _number(headers: dict[str, bytes | None], name: str) -> int | None:
@@ -134,6 +145,7 @@ def _dead_letter(
         event_type=_text(headers, "ce_type"),
         value_dropped=DLQ_VALUE_DROPPED in headers,
         record=KafkaRecord(topic=topic.dlq, key=key or b"", value=value or b"", headers=list(raw)),  # type: ignore[arg-type]
+        headers_dropped=DLQ_HEADERS_DROPPED in headers,
     )
 
 
@@ -251,6 +263,8 @@ async def replay(
                 result.skipped.append((letter, f"from another topic ({letter.original_topic})"))
             elif letter.value_dropped:
                 result.skipped.append((letter, "its value was too large to keep"))
+            elif letter.headers_dropped:
+                result.skipped.append((letter, "its headers were too large to keep"))
             elif letter.original is not None and letter.original in seen:
                 # Two consumers of the topic dead-lettered the same record: it goes back once,
                 # and reaches both.

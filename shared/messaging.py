@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
 
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -464,7 +465,9 @@ DLQ_ORIGINAL_PARTITION = "dlq_original_partition"
 DLQ_ORIGINAL_OFFSET = "dlq_original_offset"
 DLQ_AT = "dlq_at"
 DLQ_VALUE_DROPPED = "dlq_value_dropped"
+DLQ_HEADERS_DROPPED = "dlq_headers_dropped"
 DLQ_HEADERS = (
+    DLQ_HEADERS_DROPPED,
     DLQ_REASON,
     DLQ_REASON_KIND,
     DLQ_CONSUMER,
@@ -492,6 +495,10 @@ def _header_value(value: object) -> bytes | None:
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
     return str(value).encode()
+
+
+def _dlq_encoded(dlq: list[tuple[str, str]]) -> list[tuple[str, bytes | None]]:
+    return [(name, text.encode()) for name, text in dlq]
 
 
 def dead_letter_record(
@@ -523,10 +530,20 @@ def dead_letter_record(
     ]
     if partition >= 0 and offset >= 0:
         dlq += [(DLQ_ORIGINAL_PARTITION, str(partition)), (DLQ_ORIGINAL_OFFSET, str(offset))]
-    if len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
+    # The whole record must fit, its headers too: a poison record's headers can fill it alone.
+    # The value goes first (the headers say what it was); headers that would not fit even
+    # without it go instead, counted, and the value stays if it then fits.
+    def fits(value: bytes, headers: list[tuple[str, bytes | None]]) -> bool:
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, value, headers + _dlq_encoded(dlq))
+        return bool(size <= MAX_DEAD_LETTER_VALUE_BYTES)
+
+    if not fits(b"", headers):
+        dlq.append((DLQ_HEADERS_DROPPED, str(len(headers))))
+        headers = []
+    if len(value) > MAX_DEAD_LETTER_VALUE_BYTES or not fits(value, headers):
         dlq.append((DLQ_VALUE_DROPPED, str(len(value))))
         value = b""
-    headers += [(name, text.encode()) for name, text in dlq]
+    headers += _dlq_encoded(dlq)
     # A header without a value (None) is sent as one: the producer takes it as Kafka does.
     return KafkaRecord(
         topic=f"{record.topic}.dlq",

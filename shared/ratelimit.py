@@ -37,6 +37,7 @@ RATE_LIMIT_WINDOW = timedelta(seconds=60)
 PURGE_INTERVAL = timedelta(seconds=60)  # how often each process deletes the rows that no longer count
 PURGE_BATCH = 1000  # rows a purge deletes at most, so that it never holds the database long
 PARTY_LENGTH = 64
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix
 
 
 def client_address(request: Request) -> str:
@@ -66,8 +67,15 @@ def limited_party(address: str) -> str:
     except ValueError:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv6 address that carries an IPv4 one is that IPv4 party: mapped, 6to4 (whose
+        # /48 would give one IPv4 address 65,536 budgets) and NAT64's well-known prefix
+        # (whose /64 would put every IPv4 client in one budget).
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
+        if ip.sixtofour is not None:
+            return str(ip.sixtofour)
+        if ip in _NAT64:
+            return str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 

@@ -41,6 +41,10 @@ from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
+# The methods the HTTP metrics name; any other a client sends is counted as `other`, so that a
+# client cannot add label values (series) at will.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 # What a 503 asks a client to wait before sending the request again while the database is away.
 DATABASE_RETRY_AFTER_S = 5
 
@@ -105,8 +109,9 @@ def create_app(
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        requests.labels(request.method, path, str(response.status_code)).inc()
-        latency.labels(request.method, path).observe(time.perf_counter() - started)
+        method = request.method if request.method in _KNOWN_METHODS else "other"
+        requests.labels(method, path, str(response.status_code)).inc()
+        latency.labels(method, path).observe(time.perf_counter() - started)
         return response
 
     @app.middleware("http")

@@ -18,6 +18,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
@@ -55,7 +56,8 @@ from services.portal.web import (
     set_session_cookie,
 )
 from shared.clock import Clock
-from shared.web import create_app
+from shared.db import UNAVAILABLE_ERRORS, database_unavailable
+from shared.web import DATABASE_RETRY_AFTER_S, create_app
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,19 @@ def _install_error_pages(app: FastAPI) -> None:
     async def unavailable(request: Request, exc: ServiceUnavailable) -> Response:
         log.warning("a service did not answer", extra={"service": exc.service})
         return await render_problem(request, 503, "error.unavailable")
+
+    async def database_away(request: Request, exc: Exception) -> Response:
+        """The portal's own database away: the page asks the person to try again, as when a
+        service does not answer (shared.web answers the APIs' clients with problem+json)."""
+        if not database_unavailable(exc):
+            raise exc  # not an outage: the 500 page, with the trace in the log
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        response = await render_problem(request, 503, "error.unavailable")
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return response
+
+    for error_class in (*UNAVAILABLE_ERRORS, DBAPIError):
+        app.add_exception_handler(error_class, database_away)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

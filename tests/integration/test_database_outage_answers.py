@@ -5,6 +5,7 @@ be opened any more (its directory gone from under the process)."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import shutil
@@ -107,3 +108,73 @@ def test_what_counts_as_the_database_being_away() -> None:
     assert not database_unavailable(IntegrityError("INSERT", None, Exception("duplicate key")))
     assert not database_unavailable(ProgrammingError("SELECT", None, Exception("syntax error")))
     assert not database_unavailable(ValueError("bad input"))
+
+
+def test_an_sqlite_error_in_the_statement_is_not_an_outage() -> None:
+    # SQLAlchemy calls every sqlite3.OperationalError an OperationalError, whether the database
+    # cannot be opened or is busy (an outage) or the statement names a table or column that
+    # does not exist (a bug, or a migration not run): only the first kind is an outage.
+    import sqlite3
+
+    def sqlite_error(sql: str, path: str = ":memory:") -> sqlite3.Error:
+        try:
+            sqlite3.connect(path).execute(sql)
+        except sqlite3.Error as error:
+            return error
+        raise AssertionError("the statement did not fail")
+
+    missing_table = sqlite_error("SELECT * FROM rate_limit_hits")
+    assert not database_unavailable(OperationalError("SELECT", None, missing_table))
+    missing_file = sqlite_error("SELECT 1", "/nonexistent-directory/service.db")
+    assert database_unavailable(OperationalError("SELECT", None, missing_file))
+    disk_full = sqlite3.OperationalError("database or disk is full")
+    disk_full.sqlite_errorcode = 13  # type: ignore[attr-defined]  # SQLITE_FULL: waits, as on PostgreSQL
+    assert database_unavailable(OperationalError("INSERT", None, disk_full))
+
+
+async def test_a_missing_table_is_a_500_not_a_503(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug must not hide behind "try again in 5 seconds": a table the code needs and the
+    database lacks (a migration not run) is a 500 logged with its trace."""
+    if BACKEND == "postgres":
+        pytest.skip("PostgreSQL reports a missing table as a ProgrammingError, covered above")
+    import sqlite3
+
+    directory = tmp_path / "onboarding"
+    directory.mkdir()
+    url = f"sqlite+aiosqlite:///{directory / 'service.db'}"
+    await asyncio.to_thread(migrate, SERVICES["onboarding"].migrations, url)
+
+    def drop_table() -> None:
+        with sqlite3.connect(directory / "service.db") as connection:
+            connection.execute("DROP TABLE applications")
+
+    settings = SERVICES["onboarding"].settings_type()(database_url=url, var_dir=tmp_path / "var")
+    app = importlib.import_module("services.onboarding.api").create_api(settings)
+    drop_table()
+    transport = AppTransport(app=app, raise_app_exceptions=False)
+    with caplog.at_level(logging.INFO):
+        async with httpx.AsyncClient(transport=transport, base_url="http://onboarding") as http:
+            answer = await http.get(f"/v1/applications/{uuid.uuid4()}")
+    assert answer.status_code == 500, answer.text
+    assert "retry-after" not in answer.headers
+    assert any(r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize("service", ["portal"])
+async def test_the_portal_shows_a_person_a_page_asking_to_try_again(service: str, unreachable, tmp_path: Path) -> None:
+    """The portal answers people, in their language: while its database is away a page asks
+    them to try again (503 with Retry-After), as when a service does not answer, never a
+    problem+json document in a browser."""
+    url, fault = unreachable
+    settings = SERVICES[service].settings_type()(database_url=url, var_dir=tmp_path / "var")
+    app = importlib.import_module("services.portal.api").create_api(settings)
+    fault()
+    transport = AppTransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal") as browser:
+        browser.cookies.set(settings.session_cookie, "a-session-cookie")
+        answers = await asyncio.gather(*(browser.get("/", headers={"Accept": "text/html"}) for _ in range(3)))
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+        assert answer.headers["retry-after"] == "5"
+        assert answer.headers["cache-control"] == "no-store"

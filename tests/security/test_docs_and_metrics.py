@@ -5,6 +5,7 @@ token, which it then requires. Development keeps all of them open, as the README
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import httpx
@@ -81,3 +82,18 @@ async def test_metrics_with_a_token_answer_only_the_right_bearer(settings_for, e
 def test_an_empty_metrics_token_is_no_token(settings_for) -> None:
     settings = settings_for(environment="production", metrics_token="  ")
     assert settings.metrics_token is None and not settings.serves_metrics
+
+
+async def test_a_stranger_cannot_make_the_metrics_grow_with_methods_of_their_own(settings_for) -> None:
+    """The HTTP metrics' labels stay few whatever a client sends: a method the APIs do not know
+    (HTTP allows any token; uvicorn's h11 parser passes each on) counts as `other`, so a
+    stranger cannot add a series per request until the process and the scraper choke."""
+    app = create_api(settings_for())
+    invented = [f"X{n}" for n in range(40)]
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://onboarding") as http:
+        answers = await asyncio.gather(*(http.request(method, "/v1/applications") for method in invented))
+        assert all(a.status_code in (404, 405) for a in answers), {a.status_code for a in answers}
+        text = (await http.get("/metrics")).text
+    methods = set(re.findall(r'http_requests_total\{method="([^"]*)"', text))
+    assert not methods & set(invented), sorted(methods)
+    assert "other" in methods

@@ -132,6 +132,30 @@ async def test_one_ipv6_network_is_one_party_across_instances(instances) -> None
     assert (await post(apps[0], "/v1/login", "2001:db8:77:2::1")).status_code == 422  # the next /64
 
 
+@pytest.mark.parametrize(
+    ("addresses", "another"),
+    [
+        # 6to4: one IPv4 address owns 2002:<address>::/48, 65,536 /64 networks.
+        ([f"2002:c000:0207:{n:x}::1" for n in range(1, 2 * LIMIT + 1)], "2002:c000:0208::1"),
+        # NAT64's well-known prefix: the IPv4 address is the last 32 bits, and each is one party.
+        (["64:ff9b::c000:207"] * (LIMIT + 1) + ["::ffff:192.0.2.7"] * (LIMIT - 1), "64:ff9b::c000:208"),
+    ],
+    ids=["6to4", "nat64"],
+)
+async def test_an_ipv4_address_inside_an_ipv6_one_is_that_ipv4_party(
+    instances, addresses: list[str], another: str
+) -> None:
+    """An IPv6 address that carries an IPv4 one counts as that IPv4 address: 6to4 gives one IPv4
+    address 65,536 /64 networks (as many budgets), and NAT64 puts every IPv4 client in one /64
+    (one budget for all of them)."""
+    apps = instances()
+
+    answers = await at_once(apps, "/v1/login", addresses)
+
+    assert Counter(a.status_code for a in answers) == {422: LIMIT, 429: LIMIT}
+    assert (await post(apps[0], "/v1/login", another)).status_code == 422  # another IPv4 address
+
+
 async def test_every_limit_of_identity_holds_across_instances(instances) -> None:
     apps = instances(
         activation_rate_limit_per_minute=LIMIT,

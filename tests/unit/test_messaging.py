@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +29,7 @@ from shared.messaging import (
     dead_letter_record,
 )
 from shared.problems import Unauthenticated
+from tests.support.ports import free_ports
 
 AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CONSUMER = "test-consumer"
@@ -598,3 +600,99 @@ async def test_headers_in_odd_shapes_are_dead_lettered_as_bad_headers_in_a_recor
     assert dead_letters_counted("bad-header") - before == 1
     dead = dead_letter_record(letter.record, reason=letter.reason, kind=letter.kind, consumer=CONSUMER, at=AT)
     assert all(isinstance(name, str) and isinstance(value, bytes | None) for name, value in dead.headers)
+
+
+@pytest.mark.parametrize(
+    ("value_bytes", "header_bytes"),
+    [(900 * 1024, 200 * 1024), (1024, 1100 * 1024)],
+    ids=["value-and-headers-together-too-large", "headers-alone-too-large"],
+)
+def test_a_dead_letter_always_fits_in_a_record_the_producer_sends(value_bytes: int, header_bytes: int) -> None:
+    """A poison record whose headers are large (a value under the limit beside them, or headers
+    filling the record alone) still makes a dead letter the producer can send: else the send
+    fails and the consumer cannot move past the record."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    from shared.kafka import MAX_REQUEST_SIZE
+
+    chunk = 50 * 1024
+    record = KafkaRecord(
+        topic="billing.customers",
+        key=b"k",
+        value=b"{" * value_bytes,
+        headers=[(f"h{n}", b"x" * chunk) for n in range(header_bytes // chunk)],
+    )
+
+    dead = dead_letter_record(record, reason="x", kind=ReasonKind.OVERSIZED, consumer=CONSUMER, at=AT)
+
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(dead.key, dead.value, dead.headers)
+    assert size <= MAX_REQUEST_SIZE
+    headers = dict(dead.headers)
+    assert headers["dlq_original_topic"] == b"billing.customers"
+    assert headers["dlq_reason_kind"] == b"oversized"
+    if header_bytes < MAX_REQUEST_SIZE:  # the value goes, the headers stay
+        assert dead.value == b"" and headers["dlq_value_dropped"] == str(value_bytes).encode()
+        assert len([name for name in headers if name.startswith("h")]) == header_bytes // chunk
+    else:  # headers that could never be sent go, counted; the value stays
+        assert dead.value == record.value and "dlq_value_dropped" not in headers
+        assert headers["dlq_headers_dropped"] == str(header_bytes // chunk).encode()
+        assert not [name for name in headers if name.startswith("h")]
+
+
+async def _refused_http_call() -> httpx.HTTPError:
+    """What an outbound HTTP call to a port nobody listens on raises (its causes include the
+    socket's ConnectionRefusedError)."""
+    (port,) = free_ports(1)
+    async with httpx.AsyncClient() as client:
+        try:
+            await client.get(f"http://127.0.0.1:{port}/")
+        except httpx.HTTPError as error:
+            return error
+    raise AssertionError("nothing should listen on a free port")
+
+
+async def test_a_failed_outbound_call_is_not_the_database_being_away() -> None:
+    """An HTTP or SMTP peer that does not answer is not a database outage, however the error
+    was wrapped: the consumer would otherwise wait for ever, logging the database as away."""
+    import aiosmtplib
+    import httpcore
+
+    from shared.db import database_unavailable
+
+    refused = await _refused_http_call()
+    assert not database_unavailable(refused)
+    # A connect timeout, chained as httpcore and httpx chain it, down to the builtin TimeoutError.
+    try:
+        try:
+            try:
+                raise TimeoutError
+            except TimeoutError as timeout:
+                raise httpcore.ConnectTimeout("timed out") from timeout
+        except httpcore.ConnectTimeout as core:
+            raise httpx.ConnectTimeout("timed out") from core
+    except httpx.ConnectTimeout as timed_out:
+        assert not database_unavailable(timed_out)
+    try:
+        raise RuntimeError("billing did not answer") from refused
+    except RuntimeError as wrapped:
+        assert not database_unavailable(wrapped)
+    assert not database_unavailable(aiosmtplib.SMTPConnectError("mail server refused"))
+    assert not database_unavailable(aiosmtplib.SMTPTimeoutError("mail server timed out"))
+    assert database_unavailable(ConnectionRefusedError(111, "Connect call failed"))  # asyncpg connecting
+
+
+async def test_a_handler_whose_outbound_call_fails_spends_its_retries(harness: Harness) -> None:
+    import aiosmtplib
+
+    refused = aiosmtplib.SMTPConnectError("mail server refused")
+    calls = {"n": 0}
+
+    async def calls_out(session: AsyncSession, envelope: Envelope) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 3:  # more than the retries: its failures must count
+            raise RuntimeError("the peer did not answer") from refused
+
+    dead_letters = FakeDeadLetters()
+    consumer = harness.consumer(calls_out, dead_letters, retries=2, backoff=0)
+    assert await consumer.process(consumed(customer())) == "dead-lettered"
+    assert len(dead_letters.sent) == 1
