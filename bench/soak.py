@@ -94,6 +94,9 @@ MEASURES = (
     "healthz (reference)",
 )
 POOL_BURST = 12
+# The embedded development broker (Tansu) keeps every record in memory, so its RSS grows with
+# the records the run sends: reported, not judged (production runs Apache Kafka, on disk).
+UNJUDGED = "broker"
 REFERENCE = "healthz (reference)"  # not a soak operation: the machine's noise, beside them
 
 
@@ -618,6 +621,8 @@ def checks(results: dict[str, Any], opts: Options) -> list[str]:
     """What failed; empty when the soak passed."""
     failed: list[str] = []
     for name, p in results["processes"].items():
+        if name == UNJUDGED:
+            continue
         if not p["rss_growth_pct"] <= opts.rss_limit_pct:
             failed.append(f"{name}: RSS grew {p['rss_growth_pct']} % (limit {opts.rss_limit_pct} %)")
         if not p["fds_growth_pct"] <= opts.fd_limit_pct:
@@ -824,7 +829,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for name, p in results["processes"].items():
         lines.append(
-            f"| {name} | {p['rss_mb_first']} | {p['rss_mb_last']} | **{p['rss_growth_pct']:+} %** | "
+            f"| {name + (' (not judged: memory-only)' if name == UNJUDGED else '')} | {p['rss_mb_first']} | {p['rss_mb_last']} | **{p['rss_growth_pct']:+} %** | "
             f"{p['rss_mb_median_first']} / {p['rss_mb_median_last']} | {p['rss_mb_per_minute']:+} | "
             f"{p['fds_first']:g} | {p['fds_last']:g} | **{p['fds_growth_pct']:+} %** | "
             f"{p['fds_median_first']:g} / {p['fds_median_last']:g} |"
