@@ -10,8 +10,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.registry import SERVICES
+
+if TYPE_CHECKING:
+    from services.suite import Suite
 
 
 def _service(name: str) -> str:
@@ -21,18 +25,51 @@ def _service(name: str) -> str:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    import socket
+
     import uvicorn
     from uvicorn.main import STARTUP_FAILURE
 
     from shared.logs import configure_logging
-    from shared.web import server_config
+    from shared.web import server_config, shared_port_socket
 
     parts = SERVICES[args.service]
     settings = parts.settings()
     configure_logging(service=args.service, level=settings.log_level, fmt=settings.log_format)
-    server = uvicorn.Server(server_config(settings, parts.create_api()))
-    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: a second Ctrl-C stops at once
-        server.run()
+    log = logging.getLogger("adgang.api")
+    marker = settings.ready_marker("api")
+    marker.unlink(missing_ok=True)
+    sockets: list[socket.socket] | None = None
+    if settings.http_reuse_port:
+        try:
+            sockets = [shared_port_socket(settings)]
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", settings.http_host, settings.port, exc)
+            return STARTUP_FAILURE
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                # Per process: with a shared port, a request to it may reach any instance.
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(str(os.getpid()))
+                if sockets:
+                    log.info(
+                        "%s serving http://%s:%d (port shared with the service's other instances)",
+                        settings.process_name("api"),
+                        settings.http_host,
+                        settings.port,
+                    )
+
+    server = Server(server_config(settings, parts.create_api()))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: a second Ctrl-C stops at once
+            server.run(sockets=sockets)
+    finally:
+        marker.unlink(missing_ok=True)
     return 0 if server.started else STARTUP_FAILURE  # e.g. the port is taken
 
 
@@ -137,7 +174,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.keep_data and var_dir.exists():
         # The embedded broker keeps nothing across restarts, so neither do the databases.
         shutil.rmtree(var_dir)
-    suite = Suite(SuiteConfig(var_dir=var_dir, log_format="text"))
+    suite = Suite(
+        SuiteConfig(
+            var_dir=var_dir,
+            log_format="text",
+            worker_instances=args.instances,
+            api_instances=args.instances,
+            worker_metrics_base_port=WORKER_METRICS_BASE_PORT,
+        )
+    )
     stop = threading.Event()
     print("Starting Adgang: embedded broker, four services and the portal (SQLite under var/) ...", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -192,6 +237,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "",
         "Ctrl-C stops everything.",
     ]
+    if args.instances > 1:
+        lines[-1:-1] = _instances_lines(suite)
     print("\n".join(lines), flush=True)
     while not stop.is_set():
         for name, child in suite.children.items():
@@ -203,6 +250,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite.stop()
     print("Stopped.")
     return 0
+
+
+# `adgang run`: worker n of the k-th service with a worker serves its metrics on 9400 + 10·k + n - 1.
+WORKER_METRICS_BASE_PORT = 9400
+
+
+def _instances_lines(suite: Suite) -> list[str]:
+    config = suite.config
+    if suite.shares_api_ports:
+        apis = f"{config.api_instances} processes of every API, sharing its port (SO_REUSEPORT)"
+    else:
+        apis = (
+            f"{config.api_instances} processes of every API; without SO_REUSEPORT here, "
+            "instance n listens on the port + 100·(n-1)"
+        )
+    metrics = ", ".join(
+        f"{name} {suite.worker_metrics_port(name, 1)}-{suite.worker_metrics_port(name, config.worker_instances)}"
+        for name, parts in SERVICES.items()
+        if parts.has_worker
+    )
+    return [
+        f"Instances: {apis};",
+        f"  {config.worker_instances} processes of every worker, one consumer group per service "
+        f"(worker metrics ports: {metrics})",
+        f"  Logs per process: {suite.log_dir}/<service>-worker.log, <service>-worker.2.log, … (APIs alike)",
+        "",
+    ]
+
+
+def _instances(value: str) -> int:
+    from services.suite import MAX_INSTANCES
+
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number, not {value!r}") from None
+    if not 1 <= count <= MAX_INSTANCES:
+        raise argparse.ArgumentTypeError(f"between 1 and {MAX_INSTANCES}, not {count}")
+    return count
 
 
 def cmd_staff_create(args: argparse.Namespace) -> int:
@@ -290,6 +376,63 @@ def cmd_billing_issue_invoices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bootstrap(args: argparse.Namespace) -> str:
+    return str(args.bootstrap or SERVICES["billing"].settings().kafka_bootstrap_servers)
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    """What is on a topic's dead-letter topic: where, why, whose; never the value (personal data)."""
+    from shared.deadletters import DeadLetterError, list_dead_letters, topic_of
+
+    try:
+        topic = topic_of(args.topic)
+        letters = asyncio.run(list_dead_letters(_bootstrap(args), topic))
+    except DeadLetterError as exc:
+        print(f"adgang dlq list: {exc}", file=sys.stderr)
+        return 2
+    print(f"{topic.dlq}: {len(letters)} dead letter(s)")
+    row = "{:<17} {:<16} {:<34} {:<33} {}"
+    if letters:
+        print(row.format("partition:offset", "kind", "consumer", "at", "type / reason"))
+    for letter in letters:
+        where = f"{letter.partition}:{letter.offset}"
+        what = f"{letter.event_type or '-'} / {letter.reason}"
+        print(row.format(where, letter.kind, letter.consumer, letter.at, what))
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    """Move dead letters back to their topic after a fix; a second run moves only newer ones."""
+    from shared.clock import SystemClock
+    from shared.deadletters import DeadLetterError, check_reason_kind, replay, topic_of
+
+    try:
+        topic = topic_of(args.topic)
+        check_reason_kind(args.reason_kind)
+        result = asyncio.run(
+            replay(
+                _bootstrap(args),
+                topic,
+                SystemClock(),
+                reason_kind=args.reason_kind,
+                consumer=args.consumer,
+                dry_run=args.dry_run,
+            )
+        )
+    except DeadLetterError as exc:
+        print(f"adgang dlq replay: {exc}", file=sys.stderr)
+        return 2
+    verb = "would move" if args.dry_run else "moved"
+    for letter in result.moved:
+        print(f"{verb} {letter.where} -> {topic.name} ({letter.kind}, {letter.consumer}, {letter.event_type or '-'})")
+    for letter, why in result.skipped:
+        print(f"left {letter.where} ({letter.kind}, {letter.consumer}): {why}")
+    print(f"{topic.dlq}: {verb} {len(result.moved)}, left {len(result.skipped)} (progress: group {result.group})")
+    if args.dry_run:
+        print("dry run: nothing published, progress not committed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adgang", description="Adgang: self-service access for business customers."
@@ -299,6 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="start the whole suite on the embedded defaults")
     p.add_argument("--var-dir", default="var", help="where databases, letters and logs go (default: var)")
     p.add_argument("--keep-data", action="store_true", help="keep the databases of the last run")
+    p.add_argument(
+        "--instances",
+        type=_instances,
+        default=1,
+        metavar="N",
+        help="processes of every worker and every API (default: 1); a service's APIs share its port",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("api", help="run one service's HTTP API")
@@ -317,6 +467,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", help="broker address (default: from settings)")
     p.add_argument("--replication-factor", type=int, default=1)
     p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("dlq", help="dead letters: list them, replay them after a fix")
+    dlq = p.add_subparsers(dest="dlq_command", required=True)
+    p = dlq.add_parser("list", help="what is on <topic>.dlq: offset, reason kind, reason, consumer, time")
+    p.add_argument("topic", help="a topic (e.g. identity.users) or its .dlq")
+    p.add_argument("--bootstrap", help="broker address (default: from settings)")
+    p.set_defaults(func=cmd_dlq_list)
+    p = dlq.add_parser(
+        "replay", help="republish dead letters to their topic; a second run moves only newer ones"
+    )
+    p.add_argument("topic", help="a topic (e.g. identity.users) or its .dlq")
+    p.add_argument(
+        "--reason-kind", metavar="KIND", help="only this kind (invalid-json, handler-failed, ...: see `dlq list`)"
+    )
+    p.add_argument("--consumer", help="only those this consumer dead-lettered (e.g. billing:identity.users)")
+    p.add_argument("--dry-run", action="store_true", help="show what would move; publish and commit nothing")
+    p.add_argument("--bootstrap", help="broker address (default: from settings)")
+    p.set_defaults(func=cmd_dlq_replay)
 
     p = sub.add_parser("broker", help="run the embedded broker alone")
     p.add_argument("--port", type=int, default=9092)

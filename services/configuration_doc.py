@@ -41,8 +41,8 @@ EXPLANATIONS: dict[str, str] = {
     ),
     "var_dir": (
         "Directory for the process's local files: the SQLite database and the development key "
-        "ring when those are not configured, and `run/{service}-worker.ready`, which the worker "
-        "writes with its process id once it has started. Must be writable."
+        "ring when those are not configured, and `run/{service}-worker.ready` (`run/{service}-api.ready`), "
+        "which the worker (the API) writes with its process id once it has started. Must be writable."
     ),
     "database_url": (
         "SQLAlchemy async URL of the {service} database, e.g. "
@@ -61,6 +61,18 @@ EXPLANATIONS: dict[str, str] = {
     "kafka_heartbeat_interval_s": "Seconds between a worker's heartbeats; well below the session timeout.",
     "http_host": "Address the API listens on; `0.0.0.0` inside a container.",
     "http_port": "Port the API listens on.",
+    "http_reuse_port": (
+        "`true`: the API binds its port with SO_REUSEPORT, so that several API processes of "
+        "{service} on one host serve the same port and the kernel spreads connections among "
+        "them (every one of them sets it; `adgang run --instances N` does). Where the system has "
+        "no SO_REUSEPORT the API refuses to start; give each process its own `HTTP_PORT` instead."
+    ),
+    "instance": (
+        "Which of {service}'s API or worker processes on this host this is, from 1: process n "
+        "writes `run/{service}-worker.<n>.ready` (`.<n>` left out for 1) and keeps faust's data "
+        "in `faust/{service}-worker.<n>` under `var_dir`. Set it when several run on one host and "
+        "share a `var_dir`; in containers, where each has its own, leave it at 1."
+    ),
     "log_level": "Logging level: `DEBUG`, `INFO`, `WARNING` or `ERROR`.",
     "log_format": (
         "`json` (one object per line) or `text`, for the API process. Workers log in faust's format."
@@ -98,6 +110,11 @@ EXPLANATIONS: dict[str, str] = {
         "In production `/metrics` is served only when this is set; in development without it "
         "`/metrics` is open."
     ),
+    "worker_metrics_port": (
+        "Port on which the service's worker serves `/metrics` (the same token rule as the API's) "
+        "and `/healthz`; unset, the worker serves none. Each instance of a worker on one host needs "
+        "its own port (docs/operations.md)."
+    ),
     "clock_offset_file": (
         "Tests only, refused in production: a file holding an offset in seconds that is added to the "
         "service's clock at every reading, so a test moves the time of every process of a suite at once "
@@ -109,8 +126,9 @@ EXPLANATIONS: dict[str, str] = {
         "(`deliver_by`; S2 says 2 hours)."
     ),
     "rate_limit_per_minute": (
-        "Applications accepted from one client address per minute, counted per API process; more "
-        "are answered 429. `0` turns the limit off."
+        "Applications accepted from one client address (an IPv6 address's /64) in any 60 seconds, "
+        "counted in onboarding's database, so across every instance of the API; more are answered 429 "
+        "with `Retry-After`. `0` turns the limit off."
     ),
     "applications_per_cvr": (
         "Applications (so letters to the company's e-Boks) accepted for one CVR within "
@@ -373,6 +391,22 @@ COMPOSE_VARIABLES: dict[str, str] = {
     "ADGANG_SMS_GATEWAY_URL": "The SMS gateway's send endpoint; becomes `ADGANG_NOTIFIER_SMS_GATEWAY_URL`.",
     "ADGANG_SMS_GATEWAY_TOKEN": "The SMS gateway's bearer token, *secret*; becomes `ADGANG_NOTIFIER_SMS_GATEWAY_TOKEN`.",
     "ADGANG_BILLING_SEED_DEMO_DATA": "`true` seeds the demo customers, for a demonstration.",
+    "ADGANG_WORKER_REPLICAS": (
+        "Containers of every service's worker (`deploy.replicas`); `docker compose up --scale "
+        "<service>-worker=N` sets one service's. A service's workers share its topics' partitions "
+        "(3 each): a fourth waits as a standby (docs/operations.md)."
+    ),
+    "ADGANG_API_REPLICAS": (
+        "Containers of every service's API (`deploy.replicas`). Above 1, set each "
+        "`ADGANG_<SERVICE>_API_HOST_PORTS` to a range of as many host ports."
+    ),
+    **{
+        f"ADGANG_{name.upper()}_API_HOST_PORTS": (
+            f"Host port, or range of host ports (`18001-18002`), the {name} API's containers are "
+            "published on, one port per replica; the reverse proxy balances over them."
+        )
+        for name in ("onboarding", "identity", "billing", "notifier", "portal")
+    },
     "ADGANG_BILLING_DOCUMENT_TOKEN": (
         "The token the notifier reads issued invoices' documents from billing with, *secret*, 32 "
         "characters or more (`secrets.token_urlsafe(32)`); becomes "

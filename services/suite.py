@@ -1,6 +1,11 @@
 """Runs the whole suite as processes on one machine: the embedded broker, the local mail and SMS
-sinks, then each service's worker and API. `adgang run` uses it, and so do the end-to-end and
-reliability tests."""
+sinks, then each service's workers and APIs, one or more instances of each. `adgang run` uses
+it, and so do the end-to-end, reliability and scale tests.
+
+Instance 1 of a service's worker is the child `<service>-worker`, further ones
+`<service>-worker.2`, `<service>-worker.3`…; likewise `<service>-api`, `<service>-api.2`. All
+workers of a service form one consumer group. All APIs of a service listen on its one port
+(SO_REUSEPORT) where the system allows it, otherwise instance n on the port + 100·(n-1)."""
 
 from __future__ import annotations
 
@@ -22,6 +27,11 @@ from services.registry import SERVICES
 from shared.broker import EmbeddedBroker, wait_for_port
 from shared.db import migrate
 from shared.kafka import ensure_topics
+from shared.settings import process_name
+from shared.web import reuse_port_supported
+
+MAX_INSTANCES = 10  # per service and role: the worker metrics ports leave room for ten
+ALTERNATIVE_PORT_STEP = 100  # without SO_REUSEPORT, API instance n listens on port + 100·(n-1)
 
 
 class SuiteError(RuntimeError):
@@ -51,6 +61,17 @@ class SuiteConfig:
     # The notifier reads invoice documents from billing with it (S10); one per suite, made up
     # when it is configured, like the development sealing keys are made up per `var/`.
     billing_document_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # How many processes of every service's worker and of every service's API start.
+    worker_instances: int = 1
+    api_instances: int = 1
+    # Worker n of the k-th service with a worker serves its metrics on base + 10·k + n - 1
+    # (`worker_metrics_port`); None: no worker metrics port is set.
+    worker_metrics_base_port: int | None = None
+
+    def __post_init__(self) -> None:
+        for what, count in (("workers", self.worker_instances), ("APIs", self.api_instances)):
+            if not 1 <= count <= MAX_INSTANCES:
+                raise ValueError(f"instances of the {what}: between 1 and {MAX_INSTANCES}, not {count}")
 
     @property
     def bootstrap(self) -> str:
@@ -64,6 +85,11 @@ class Child:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
+    # A service's API or worker: which, and which instance (None for the sinks).
+    service: str | None = None
+    role: str | None = None
+    instance: int = 1
+    env: dict[str, str] = field(default_factory=dict)  # this process's own settings
 
 
 class Suite:
@@ -107,8 +133,30 @@ class Suite:
             service, f"sqlite+aiosqlite:///{self.config.var_dir / (service + '.db')}"
         )
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.config.ports[service]}"
+    def url(self, service: str, instance: int = 1) -> str:
+        """The service's API; with a shared port, whichever instance the kernel picks."""
+        return f"http://127.0.0.1:{self.api_port(service, instance)}"
+
+    @property
+    def shares_api_ports(self) -> bool:
+        """Every API instance of a service listens on the service's port (SO_REUSEPORT)."""
+        return self.config.api_instances > 1 and reuse_port_supported()
+
+    def api_port(self, service: str, instance: int = 1) -> int:
+        port = self.config.ports[service]
+        return port if self.shares_api_ports else port + ALTERNATIVE_PORT_STEP * (instance - 1)
+
+    def worker_metrics_port(self, service: str, instance: int = 1) -> int | None:
+        base = self.config.worker_metrics_base_port
+        if base is None:
+            return None
+        with_worker = [name for name, parts in SERVICES.items() if parts.has_worker]
+        return base + 10 * with_worker.index(service) + instance - 1
+
+    def instances(self, service: str, role: str) -> list[str]:
+        """The names of a service's API or worker children, instance 1 first."""
+        found = [c for c in self.children.values() if c.service == service and c.role == role]
+        return [c.name for c in sorted(found, key=lambda c: c.instance)]
 
     @property
     def sms_gateway_url(self) -> str:
@@ -120,18 +168,7 @@ class Suite:
         self.config.var_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # First, so that it starts while the broker does; the notifier's worker waits for it.
-        self._spawn(
-            "sinks",
-            [
-                "sinks",
-                "--var-dir",
-                str(self.config.var_dir),
-                "--smtp-port",
-                str(self.config.smtp_port),
-                "--sms-port",
-                str(self.config.sms_port),
-            ],
-        )
+        self._spawn_sinks()
         if self.config.embedded_broker:
             broker_log = (self.log_dir / "broker.log").open("ab")
             self.broker = EmbeddedBroker(
@@ -146,28 +183,68 @@ class Suite:
         self.wait_ready(deadline_s=deadline_s, names=["sinks"])
         for name, parts in SERVICES.items():
             if parts.has_worker:
-                self._spawn(f"{name}-worker", ["worker", name])
+                for instance in range(1, self.config.worker_instances + 1):
+                    self._spawn(self._service_child(name, "worker", instance))
         for name, parts in SERVICES.items():
             if parts.has_api:
-                self._spawn(f"{name}-api", ["api", name])
+                for instance in range(1, self.config.api_instances + 1):
+                    self._spawn(self._service_child(name, "api", instance))
         self.wait_ready(deadline_s=deadline_s)
 
-    def _spawn(self, name: str, args: list[str]) -> Child:
-        child = self.children.get(name) or Child(
+    def _service_child(self, service: str, role: str, instance: int) -> Child:
+        if not 1 <= instance <= MAX_INSTANCES:
+            raise SuiteError(f"instance {instance} of {service}-{role}: at most {MAX_INSTANCES} instances")
+        name = process_name(service, role, instance)
+        prefix = SERVICES[service].env_prefix
+        env = {f"{prefix}INSTANCE": str(instance)}
+        if role == "api":
+            env[f"{prefix}HTTP_PORT"] = str(self.api_port(service, instance))
+            env[f"{prefix}HTTP_REUSE_PORT"] = "true" if self.shares_api_ports else "false"
+        elif (metrics_port := self.worker_metrics_port(service, instance)) is not None:
+            env[f"{prefix}WORKER_METRICS_PORT"] = str(metrics_port)
+        return Child(
             name=name,
-            argv=[sys.executable, "-m", "services.cli", *args],
+            argv=[sys.executable, "-m", "services.cli", role, service],
             log_path=self.log_dir / f"{name}.log",
+            service=service,
+            role=role,
+            instance=instance,
+            env=env,
         )
+
+    def _spawn_sinks(self) -> Child:
+        return self._spawn(
+            Child(
+                name="sinks",
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "services.cli",
+                    "sinks",
+                    "--var-dir",
+                    str(self.config.var_dir),
+                    "--smtp-port",
+                    str(self.config.smtp_port),
+                    "--sms-port",
+                    str(self.config.sms_port),
+                ],
+                log_path=self.log_dir / "sinks.log",
+            )
+        )
+
+    def _spawn(self, child: Child) -> Child:
+        if child.log_file:
+            child.log_file.close()
         child.log_file = child.log_path.open("ab")
         child.process = subprocess.Popen(
             child.argv,
-            env=self.service_env(),
+            env={**self.service_env(), **child.env},
             stdout=child.log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.children[name] = child
+        self.children[child.name] = child
         return child
 
     def ready_marker(self, name: str) -> Path:
@@ -193,19 +270,25 @@ class Suite:
                 time.sleep(0.1)
 
     def _is_ready(self, name: str) -> bool:
-        service, _, role = name.rpartition("-")
-        if role in ("worker", "sinks"):
-            marker = self.ready_marker(name)
-            child = self.children[name]
-            return (
-                marker.exists()
-                and child.process is not None
-                and marker.read_text().strip() == str(child.process.pid)
-            )
+        """A process is ready once it has written its own pid into its ready marker (an API
+        does so when it listens: with a shared port, a request to it may reach any instance)
+        and, for an API, once its service answers /readyz."""
+        child = self.children[name]
+        marker = self.ready_marker(name)
         try:
-            return httpx.get(f"{self.url(service)}/readyz", timeout=1.0).status_code == 200
+            written = marker.read_text().strip()
+        except OSError:
+            return False
+        if child.process is None or written != str(child.process.pid):
+            return False
+        if child.role != "api":
+            return True
+        assert child.service is not None
+        try:
+            response = httpx.get(f"{self.url(child.service, child.instance)}/readyz", timeout=1.0)
         except httpx.HTTPError:
             return False
+        return response.status_code == 200
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         child = self.children[name]
@@ -215,17 +298,28 @@ class Suite:
 
     def restart(self, name: str, *, deadline_s: float = 90.0) -> None:
         self.kill(name, signal.SIGTERM)
-        self.ready_marker(name).unlink(missing_ok=True)
-        service, _, role = name.rpartition("-")
-        self._spawn(name, [role, service])
-        self.wait_ready(deadline_s=deadline_s, names=[name])
+        self.start_again(name, deadline_s=deadline_s)
 
     def start_again(self, name: str, *, deadline_s: float = 90.0) -> None:
-        """Start a child that was killed."""
+        """Start a child that was killed, as the same instance."""
+        child = self.children[name]
+        if child.process is not None and child.process.poll() is None:
+            raise SuiteError(f"{name} is still running (pid {child.process.pid})")
         self.ready_marker(name).unlink(missing_ok=True)
-        service, _, role = name.rpartition("-")
-        self._spawn(name, [role, service])
+        self._spawn(child)
         self.wait_ready(deadline_s=deadline_s, names=[name])
+
+    def add_instance(self, service: str, role: str, *, deadline_s: float = 90.0) -> str:
+        """Start one more instance of a service's worker or API (the next free number); returns
+        its name. A new worker joins the consumer group, which rebalances its partitions."""
+        if role not in ("api", "worker"):
+            raise SuiteError(f"role must be api or worker, not {role!r}")
+        taken = [self.children[name].instance for name in self.instances(service, role)]
+        child = self._service_child(service, role, max(taken, default=0) + 1)
+        self.ready_marker(child.name).unlink(missing_ok=True)
+        self._spawn(child)
+        self.wait_ready(deadline_s=deadline_s, names=[child.name])
+        return child.name
 
     def stop(self, timeout: float = 15.0) -> None:
         for child in self.children.values():

@@ -60,6 +60,18 @@ def build_asyncapi() -> dict[str, Any]:
             "ce_specversion": {"const": "1.0"},
             "ce_time": {"type": "string", "format": "date-time"},
             "ce_subject": {"type": "string"},
+            "ce_correlationid": {
+                "type": "string",
+                "maxLength": 64,
+                "description": "Extension attribute: the same on every event one HTTP request caused "
+                "(its X-Correlation-ID), through every service; an event no request caused starts a "
+                "chain with its own ce_id (docs/operations.md, following one application)",
+            },
+            "ce_causationid": {
+                "type": "string",
+                "description": "Extension attribute: the ce_id of the consumed event whose handler "
+                "added this one; absent on events an HTTP request or a periodic job added",
+            },
             "content-type": {"const": "application/json"},
         },
     }

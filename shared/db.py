@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import MetaData, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -68,6 +68,63 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
     return engine
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL, resolved (links followed), so that every process of a
+    service names it alike; None for PostgreSQL and for in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    if parsed.query.get("mode") == "memory":  # `file:name?mode=memory&uri=true`
+        return None
+    return Path(parsed.database).resolve()
+
+
+def _driver_unavailable_errors() -> tuple[type[BaseException], ...]:
+    """asyncpg's own errors that say the server is away, shutting down, starting up or full:
+    raised as they are when a connection is opened, wrapped by SQLAlchemy on a live one."""
+    try:
+        from asyncpg import exceptions as pg
+    except ImportError:  # an SQLite-only installation
+        return ()
+    return (
+        pg.PostgresConnectionError,  # the connection is gone or could not be made
+        pg.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 cannot connect now, ...
+        pg.InsufficientResourcesError,  # 53300 too many connections
+    )
+
+
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    exc.OperationalError,  # the driver's "cannot reach / locked / gone" (SQLite: database is locked)
+    exc.InterfaceError,
+    exc.DisconnectionError,
+    exc.TimeoutError,  # the pool had no connection to give within its timeout
+    ConnectionError,  # asyncpg's connect() raises ConnectionRefusedError as it is
+    TimeoutError,  # asyncpg's connect timeout
+    *_driver_unavailable_errors(),
+)
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database cannot be reached now (stopped, restarting, out of
+    connections, locked), rather than that the statement or the data is wrong: the caller
+    should wait and try again, and an API answers 503 with `Retry-After` (`shared.web`).
+
+    SQLAlchemy wraps what the driver raised on a live connection (`DBAPIError.orig`, whose
+    cause is the driver's own error) and marks a connection that broke as invalidated; what
+    the driver raises while connecting comes through unwrapped. Each is looked at."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, UNAVAILABLE_ERRORS):
+            return True
+        orig = current.orig if isinstance(current, exc.DBAPIError) else None
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
+
+
 # Constraint names every service's tables share, so that migrations name what models declare.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -85,6 +142,9 @@ def service_metadata() -> MetaData:
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
+        # The database file on SQLite (None on PostgreSQL and in memory): processes sharing it
+        # coordinate through lock files beside it (the outbox relay's, `shared.messaging`).
+        self.file = sqlite_file(url)
         self.engine = create_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time. Tasks of one process queue here, in order, instead

@@ -9,10 +9,18 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    TopicAlreadyExistsError,
+)
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from shared.clock import Clock
-from shared.envelope import KafkaRecord
+from shared.envelope import KafkaRecord, ReasonKind
 from shared.events import TOPICS, Topic
 from shared.messaging import dead_letter_record
 
@@ -78,13 +86,61 @@ async def _connect_admin(bootstrap: str, deadline_s: float) -> AIOKafkaAdminClie
 
 
 async def broker_reachable(bootstrap: str, wait_s: float = 1.0) -> bool:
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host or "127.0.0.1", int(port)), wait_s)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    return True
+    """Whether a broker of `bootstrap` answers a Kafka request (ApiVersions) within `wait_s`.
+
+    An open TCP port is not enough: the kernel completes the handshake for a process that is
+    stopped (SIGSTOP), hung or swapping, so only an answer shows that the broker is working.
+    Each address of `bootstrap` is asked in turn; one answer is enough."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return False
+        conn = None
+        try:
+            # create_conn asks the broker for its API versions before it returns.
+            async with asyncio.timeout(remaining):
+                conn = await create_conn(
+                    host or "127.0.0.1",
+                    int(port),
+                    client_id="adgang-readiness",
+                    request_timeout_ms=max(1, int(remaining * 1000)),
+                )
+            return True
+        except Exception as exc:  # refused, timed out, a malformed address or answer: not this one
+            log.debug("broker %s did not answer: %s", address, type(exc).__name__)
+        finally:
+            if conn is not None:
+                conn.close()
+    return False
+
+
+# The largest record the publisher sends: the producer's `max_request_size` (its default, 1 MiB).
+MAX_REQUEST_SIZE = 1024 * 1024
+# The producer's own default (murmur2 of the key, as the Java client), so keys keep their partitions.
+_PARTITIONER = DefaultPartitioner()
+
+
+async def _publish_run(
+    producer: AIOKafkaProducer, topic: str, partition: int, records: list[KafkaRecord]
+) -> None:
+    """One partition's records in order, a batch at a time: the next batch is handed to the
+    producer only once the broker has acknowledged the one before."""
+    rest = records
+    while rest:
+        batch = producer.create_batch()
+        taken = 0
+        for record in rest:  # the first record always fits; the batch is full when one does not
+            appended = batch.append(
+                timestamp=None, key=record.key, value=record.value, headers=record.headers
+            )
+            if appended is None:
+                break
+            taken += 1
+        batch.close()
+        await (await producer.send_batch(batch, topic, partition=partition))
+        rest = rest[taken:]
 
 
 class KafkaPublisher:
@@ -103,6 +159,7 @@ class KafkaPublisher:
                 enable_idempotence=False,  # the embedded broker has no idempotent producer
                 linger_ms=2,
                 request_timeout_ms=15000,
+                max_request_size=MAX_REQUEST_SIZE,
             )
             await producer.start()
             self._producer = producer
@@ -114,12 +171,60 @@ class KafkaPublisher:
             self._producer = None
 
     async def publish(self, records: list[KafkaRecord]) -> None:
-        producer = await self.start()
-        futures = [await producer.send(r.topic, key=r.key, value=r.value, headers=r.headers) for r in records]
-        await asyncio.gather(*futures)
+        """Publish `records`, each partition's in the order given; raises if any failed.
 
-    async def send(self, record: KafkaRecord, *, reason: str, consumer: str) -> None:
-        """Dead-letter a record to `<topic>.dlq` with the reason in a header."""
-        await self.publish(
-            [dead_letter_record(record, reason=reason, consumer=consumer, at=self._clock.now())]
+        The outbox relay needs more than aiokafka's own order. Without idempotence aiokafka
+        keeps one batch per partition in flight and puts a batch it retries back at the head of
+        the partition's queue (`Sender._muted_partitions`, `MessageAccumulator.reenqueue` in
+        aiokafka 0.14), so what succeeds arrives in order. But a batch that fails for good (it
+        expired while the partition had no leader or the broker did not answer, or the broker
+        refused it) is dropped while the partition's later batches are still sent: a key's
+        later event would be on the bus before the earlier one the relay sends again next
+        turn. So each partition's records go in explicit batches, one at a time, and a
+        partition stops at its first failure: of one call, what reaches the bus is, per
+        partition, a prefix of that partition's records (a batch that timed out may still have
+        been written, but nothing after it is sent).
+        """
+        for record in records:  # as `AIOKafkaProducer.send` checks, before anything is sent
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, record.headers)
+            if size > MAX_REQUEST_SIZE:
+                raise MessageSizeTooLargeError(
+                    f"a record for {record.topic} is {size} bytes, more than {MAX_REQUEST_SIZE}"
+                )
+        producer = await self.start()
+        partitions: dict[str, list[int]] = {}
+        runs: dict[tuple[str, int], list[KafkaRecord]] = {}
+        for record in records:
+            if record.topic not in partitions:
+                partitions[record.topic] = sorted(await producer.partitions_for(record.topic))
+            partition = _PARTITIONER(record.key, partitions[record.topic], partitions[record.topic])
+            runs.setdefault((record.topic, partition), []).append(record)
+        outcomes = await asyncio.gather(
+            *(_publish_run(producer, topic, partition, run) for (topic, partition), run in runs.items()),
+            return_exceptions=True,  # every partition's batch in flight ends before this returns
         )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def send(
+        self,
+        record: KafkaRecord,
+        *,
+        reason: str,
+        kind: ReasonKind,
+        consumer: str,
+        partition: int = -1,
+        offset: int = -1,
+    ) -> None:
+        """Dead-letter a record to `<topic>.dlq` with the reason and its kind in headers."""
+        letter = dead_letter_record(
+            record,
+            reason=reason,
+            kind=kind,
+            consumer=consumer,
+            at=self._clock.now(),
+            partition=partition,
+            offset=offset,
+        )
+        await self.publish([letter])

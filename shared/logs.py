@@ -15,6 +15,8 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from shared import correlation
+
 # Activation codes as printed (grouped) and as people type them (any case, no dashes).
 _ACTIVATION_CODE = re.compile(
     r"\b(?:[0-9A-HJKMNP-TV-Z]{4}(?:[- ][0-9A-HJKMNP-TV-Z]{4}){4}|[0-9A-HJKMNP-TV-Z]{20})\b", re.IGNORECASE
@@ -94,6 +96,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            # On every line, null outside a request or a consumed event (shared.correlation).
+            "correlation_id": correlation.current(),
         }
         for key in ("service", "event_id", "event_type", "topic", "application_id"):
             if hasattr(record, key):

@@ -4,19 +4,22 @@ Producers never talk to Kafka on a request path: they add the event to the outbo
 same transaction as the state change, and a relay publishes it afterwards. Consumers record
 each processed `ce_id` in an inbox table in the same transaction as the handler's effects, so a
 redelivered message does nothing. What cannot be decoded or validated goes to `<topic>.dlq`
-with the reason in a header, and the consumer goes on.
+with the reason and its kind in headers, and the consumer goes on; `shared.deadletters` lists
+and replays what is there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import os
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -33,14 +36,24 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import correlation
 from shared.clock import Clock
-from shared.db import Database
-from shared.envelope import Envelope, EnvelopeError, KafkaRecord, decode, encode, new_event_id
+from shared.db import Database, database_unavailable
+from shared.envelope import (
+    Envelope,
+    EnvelopeError,
+    KafkaRecord,
+    ReasonKind,
+    decode,
+    encode,
+    new_event_id,
+)
 from shared.events import Event, Topic
 from shared.logs import redact
+from shared.metrics import CONSUMED, DEAD_LETTERS
 from shared.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -91,18 +104,26 @@ class Outbox:
         event_id = new_event_id()
         now = self._clock.now()
         record = encode(event, event_id=event_id, time=now)
+        # The request's or the consumed event's correlation id travels on (shared.correlation).
+        headers = [(k, v.decode()) for k, v in record.headers] + correlation.extension_headers(event_id)
         await session.execute(
             insert(self._table).values(
                 event_id=event_id,
                 topic=record.topic,
                 key=record.key.decode(),
-                headers=json.dumps([(k, v.decode()) for k, v in record.headers]),
+                headers=json.dumps(headers),
                 value=record.value.decode(),
                 created_at=now,
                 published_at=None,
             )
         )
         return event_id
+
+
+# The longest wait between two tries while the database or the broker is away (a consumer's
+# message, the relay, a worker's background job): short, so that work moves again within
+# seconds of their return.
+OUTAGE_BACKOFF_MAX_S = 5.0
 
 
 class Publisher(Protocol):
@@ -114,7 +135,16 @@ RELAY_LOCK = 0x4144_4741
 
 
 class OutboxRelay:
-    """Publishes unpublished outbox rows in order, then marks them published."""
+    """Publishes unpublished outbox rows in sequence order, then marks them published.
+
+    One relay per database publishes at a time, however many processes run one (every worker of
+    a service does): a second relay taking rows while the first waits for the broker would put a
+    key's later event on the bus before its earlier one, or send a batch again after it. The
+    others find the turn taken and stand by until their next poll. PostgreSQL: a
+    transaction-scoped advisory lock (`RELAY_LOCK`). SQLite: an exclusive `flock` on a file
+    beside the database (`<database file>.relay.lock`). Either is released by the server or the
+    kernel when its holder dies, so a crashed relay never blocks the others.
+    """
 
     def __init__(
         self,
@@ -129,13 +159,17 @@ class OutboxRelay:
         self._publisher = publisher
         self._clock = clock
         self._batch = batch
+        self._lock_file = None if db.file is None else db.file.with_name(f"{db.file.name}.relay.lock")
 
     async def run_once(self) -> int:
+        """Publish the next batch if this relay has the turn; returns how many rows it sent.
+
+        A batch is marked only after the broker has acknowledged all of it, and only the rows
+        read for it are marked. If publishing fails nothing is marked: the next turn (this
+        relay's or another's) sends the batch again, from its first row, and the consumers'
+        inbox drops what had arrived already.
+        """
         if self._db.engine.dialect.name == "postgresql":
-            # One relay per database publishes at a time: a second one taking the next rows
-            # while the first waits for the broker would put a key's later event on the bus
-            # before its earlier one. The others find the lock taken and stand by until their
-            # next turn, so sequence order is bus order.
             async with self._db.transaction() as session:
                 if not await session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK))):
                     return 0
@@ -144,17 +178,41 @@ class OutboxRelay:
                     await self._publisher.publish([self._record(row) for row in rows])
                     await self._mark_published(session, rows)
                 return len(rows)
-        # SQLite has one write lock per database: holding it while the broker acknowledges
-        # would stall the API behind the broker. Read, publish, then mark, in short steps; a
-        # crash in between publishes again, which the consumers' inbox absorbs.
-        async with self._db.transaction() as session:
-            rows = (await session.execute(self._pending())).mappings().all()
-        if not rows:
-            return 0
-        await self._publisher.publish([self._record(row) for row in rows])
-        async with self._db.transaction() as session:
-            await self._mark_published(session, rows)
-        return len(rows)
+        with self._sqlite_turn() as mine:
+            if not mine:
+                return 0
+            # SQLite has one write lock per database: holding it while the broker acknowledges
+            # would stall the API behind the broker. Read, publish, then mark, in short steps,
+            # all within the turn, so the next relay reads after the marks are committed.
+            async with self._db.transaction() as session:
+                rows = (await session.execute(self._pending())).mappings().all()
+            if not rows:
+                return 0
+            await self._publisher.publish([self._record(row) for row in rows])
+            async with self._db.transaction() as session:
+                await self._mark_published(session, rows)
+            return len(rows)
+
+    @contextlib.contextmanager
+    def _sqlite_turn(self) -> Iterator[bool]:
+        """SQLite: whether this relay has the turn, held until the block ends. The turn is an
+        exclusive, non-blocking `flock` on the lock file; an in-memory database, which no other
+        process sees, needs none. `flock` locks belong to the open file, so two relays of one
+        process exclude each other too, and the kernel drops the lock with the descriptor when
+        the process dies, even by SIGKILL."""
+        if self._lock_file is None:
+            yield True
+            return
+        fd = os.open(self._lock_file, os.O_RDONLY | os.O_CREAT, 0o644)  # not inherited by children
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+            else:
+                yield True
+        finally:
+            os.close(fd)  # releases the lock
 
     def _pending(self) -> Select[Any]:
         return (
@@ -181,12 +239,21 @@ class OutboxRelay:
         )
 
     async def run_forever(self, interval: float, wake: asyncio.Event | None = None) -> None:
+        failures = 0
         while True:
             try:
                 sent = await self.run_once()
-            except Exception:
-                log.exception("outbox relay failed; will retry")
-                sent = 0
+                failures = 0
+            except Exception as exc:
+                # Wait a little longer after each failure in a row (the database or the broker
+                # away), at most OUTAGE_BACKOFF_MAX_S: the outbox keeps every event meanwhile.
+                failures += 1
+                if database_unavailable(exc):
+                    log.warning("outbox relay: database unavailable (%s); will retry", type(exc).__name__)
+                else:
+                    log.exception("outbox relay failed; will retry")
+                await asyncio.sleep(min(OUTAGE_BACKOFF_MAX_S, interval * 2 ** min(failures - 1, 6)))
+                continue
             if sent == 0:
                 if wake is None:
                     await asyncio.sleep(interval)
@@ -210,12 +277,22 @@ def by_topic(handlers: Handlers) -> dict[Topic, dict[type[Event], Handler]]:
         grouped.setdefault(event_class.TOPIC, {})[event_class] = handler
     return grouped
 
-# Errors that say the database cannot be reached or is busy, not that the message is bad.
-UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 
 
 class DeadLetters(Protocol):
-    async def send(self, record: KafkaRecord, *, reason: str, consumer: str) -> None: ...
+    """Where a consumer's dead letters go (`KafkaPublisher` sends them to `<topic>.dlq`). The
+    partition and offset say where the record was read (-1: not known)."""
+
+    async def send(
+        self,
+        record: KafkaRecord,
+        *,
+        reason: str,
+        kind: ReasonKind,
+        consumer: str,
+        partition: int = -1,
+        offset: int = -1,
+    ) -> None: ...
 
 
 @dataclass
@@ -255,34 +332,55 @@ class IdempotentConsumer:
         self._after_commit = after_commit
 
     async def process(self, message: ConsumedMessage) -> str:
-        """Returns what happened: handled, duplicate, ignored or dead-lettered."""
+        """Returns what happened: handled, duplicate, ignored or dead-lettered (counted in
+        `adgang_consumed_messages_total`). The handler runs in the message's correlation chain:
+        its log lines and the events it adds carry the message's correlation id."""
+        correlation_id, event_id = correlation.from_headers(message.headers)
+        with correlation.correlated(correlation_id, event_id):
+            outcome = await self._process(message)
+        CONSUMED.labels(self.name, outcome).inc()
+        return outcome
+
+    async def _process(self, message: ConsumedMessage) -> str:
         try:
-            envelope = decode(topic=message.topic, headers=message.headers, value=message.value)
+            envelope = decode(
+                topic=message.topic, headers=message.headers, value=message.value, key=message.key
+            )
         except EnvelopeError as exc:
-            await self._dead_letter(message, str(exc))
+            await self._dead_letter(message, str(exc), exc.kind)
             return "dead-lettered"
         handler = self._handlers.get(envelope.type)
         if handler is None:
             return "ignored"
-        attempt = 0
+        attempt = 0  # failures of the handler: the message's budget before the dead-letter topic
+        waits = 0  # the database's outages: they never count against the message
         while True:
-            attempt += 1
             try:
                 outcome = await self._handle_once(handler, envelope)
-            except UNAVAILABLE as exc:
-                # The database is away: the message is fine, so wait for the database rather
-                # than dead-letter a valid event. The partition waits, and nothing is lost.
-                delay = min(30.0, self._backoff * 2 ** min(attempt - 1, 6))
-                log.warning(
-                    "database unavailable (%s); retrying %s in %.1fs", type(exc).__name__, envelope.id, delay
-                )
-                await asyncio.sleep(delay)
             except Exception as exc:
+                if database_unavailable(exc):
+                    # The database is away: the message is fine, so wait for the database
+                    # rather than dead-letter a valid event. The partition waits, and nothing
+                    # is lost; a connection cut in the middle (a server shutting down) counts
+                    # as this too, not as a failure of the handler.
+                    waits += 1
+                    delay = min(OUTAGE_BACKOFF_MAX_S, self._backoff * 2 ** min(waits - 1, 6))
+                    log.warning(
+                        "database unavailable (%s); retrying %s in %.1fs",
+                        type(exc).__name__,
+                        envelope.id,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                attempt += 1
                 if attempt >= self._retries:
                     log.exception("handler failed %d times, dead-lettering %s", attempt, envelope.id)
                     # The reason names the error type only: messages of database errors can
                     # carry personal data from the event.
-                    await self._dead_letter(message, f"handler failed: {type(exc).__name__}")
+                    await self._dead_letter(
+                        message, f"handler failed: {type(exc).__name__}", ReasonKind.HANDLER_FAILED
+                    )
                     return "dead-lettered"
                 log.warning("handler failed (attempt %d), retrying: %s", attempt, type(exc).__name__)
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
@@ -330,32 +428,112 @@ class IdempotentConsumer:
             raise
         return "handled"
 
-    async def _dead_letter(self, message: ConsumedMessage, reason: str) -> None:
+    async def _dead_letter(self, message: ConsumedMessage, reason: str, kind: ReasonKind) -> None:
         log.warning(
-            "dead-lettering message from %s[%d]@%d: %s",
+            "dead-lettering message from %s[%d]@%d (%s): %s",
             message.topic,
             message.partition,
             message.offset,
+            kind,
             reason,
         )
         record = KafkaRecord(
             topic=message.topic,
             key=message.key or b"",
             value=message.value or b"",
-            headers=list(message.headers),
+            headers=list(message.headers or ()),
         )
-        await self._dead_letters.send(record, reason=reason, consumer=self.name)
+        await self._dead_letters.send(
+            record,
+            reason=reason,
+            kind=kind,
+            consumer=self.name,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        DEAD_LETTERS.labels(topic=message.topic, consumer=self.name, reason=kind.value).inc()
 
 
-def dead_letter_record(record: KafkaRecord, *, reason: str, consumer: str, at: datetime) -> KafkaRecord:
-    headers = [(k, v) for k, v in record.headers if not k.startswith("dlq_")]
-    headers += [
-        ("dlq_reason", redact(reason).encode()[:4000]),
-        ("dlq_consumer", consumer.encode()),
-        ("dlq_original_topic", record.topic.encode()),
-        ("dlq_at", at.isoformat().encode()),
+# The headers a dead letter gets (a replay takes them off again; `dlq_replayed_from` stays, so a
+# record that fails again after a replay still says where it was replayed from).
+DLQ_REASON = "dlq_reason"
+DLQ_REASON_KIND = "dlq_reason_kind"
+DLQ_CONSUMER = "dlq_consumer"
+DLQ_ORIGINAL_TOPIC = "dlq_original_topic"
+DLQ_ORIGINAL_PARTITION = "dlq_original_partition"
+DLQ_ORIGINAL_OFFSET = "dlq_original_offset"
+DLQ_AT = "dlq_at"
+DLQ_VALUE_DROPPED = "dlq_value_dropped"
+DLQ_HEADERS = (
+    DLQ_REASON,
+    DLQ_REASON_KIND,
+    DLQ_CONSUMER,
+    DLQ_ORIGINAL_TOPIC,
+    DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_OFFSET,
+    DLQ_AT,
+    DLQ_VALUE_DROPPED,
+)
+# A dead letter carries the value it was given unless that would not fit in a record the
+# producer sends (1 MiB, `max.request.size`): a topic configured for larger records would
+# otherwise leave the consumer unable to dead-letter, and stuck.
+MAX_DEAD_LETTER_VALUE_BYTES = 1024 * 1024 - 64 * 1024
+
+
+def _header_name(name: object) -> str:
+    if isinstance(name, bytes | bytearray):
+        return bytes(name).decode(errors="replace")
+    return str(name)
+
+
+def _header_value(value: object) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
+
+
+def dead_letter_record(
+    record: KafkaRecord,
+    *,
+    reason: str,
+    kind: ReasonKind,
+    consumer: str,
+    at: datetime,
+    partition: int = -1,
+    offset: int = -1,
+) -> KafkaRecord:
+    """The record for `<topic>.dlq`: the original key, value and headers (names as text, so any
+    header the broker delivered can be sent again) plus the reason, its kind and where it came from."""
+    headers: list[tuple[str, bytes | None]] = []
+    for item in record.headers:
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            continue  # not a header the broker could carry
+        name = _header_name(item[0])
+        if name not in DLQ_HEADERS:
+            headers.append((name, _header_value(item[1])))
+    value = record.value
+    dlq: list[tuple[str, str]] = [
+        (DLQ_REASON, redact(reason)[:4000]),
+        (DLQ_REASON_KIND, str(kind)),
+        (DLQ_CONSUMER, consumer),
+        (DLQ_ORIGINAL_TOPIC, record.topic),
+        (DLQ_AT, at.isoformat()),
     ]
-    return KafkaRecord(topic=f"{record.topic}.dlq", key=record.key, value=record.value, headers=headers)
+    if partition >= 0 and offset >= 0:
+        dlq += [(DLQ_ORIGINAL_PARTITION, str(partition)), (DLQ_ORIGINAL_OFFSET, str(offset))]
+    if len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
+        dlq.append((DLQ_VALUE_DROPPED, str(len(value))))
+        value = b""
+    headers += [(name, text.encode()) for name, text in dlq]
+    # A header without a value (None) is sent as one: the producer takes it as Kafka does.
+    return KafkaRecord(
+        topic=f"{record.topic}.dlq",
+        key=record.key,
+        value=value,
+        headers=cast(list[tuple[str, bytes]], headers),
+    )
 
 
 def headers_list(headers: Any) -> list[tuple[str, bytes]]:

@@ -12,8 +12,15 @@ an id, an address or a CVR.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import gc_collector, platform_collector, process_collector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    gc_collector,
+    platform_collector,
+    process_collector,
+)
 
 # One registry per process for the domain metrics (the HTTP metrics are per app).
 REGISTRY = CollectorRegistry()

@@ -123,6 +123,18 @@ class TooManyRequests(Problem):
         super().__init__(detail, headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
 
 
+class ServiceUnavailable(Problem):
+    """503: something this request needs (the database) cannot be reached now; nothing was
+    changed, and the same request may be sent again after `Retry-After` seconds."""
+
+    status = 503
+    type_suffix = "service-unavailable"
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
+
+
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
     return JSONResponse(
         problem.body(instance=request.url.path),

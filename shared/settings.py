@@ -46,6 +46,12 @@ class ServiceSettings(BaseSettings):
     kafka_heartbeat_interval_s: float = 1.0
     http_host: str = "127.0.0.1"
     http_port: int | None = None
+    # Several API processes of a service serve one port, the kernel spreading connections
+    # among them (SO_REUSEPORT, docs/operations.md "Scaling each part"); every one sets it.
+    http_reuse_port: bool = False
+    # Which of a service's API or worker processes this is: 1 for the first. Names its ready
+    # marker (`run/<service>-worker.<n>.ready` from 2 on) and its faust data directory.
+    instance: int = Field(default=1, ge=1, le=99)
     log_level: str = "INFO"
     log_format: str = "json"
     sealing_keys: SecretStr | None = None
@@ -129,6 +135,16 @@ class ServiceSettings(BaseSettings):
             return self.database_url
         return f"sqlite+aiosqlite:///{self.var_dir / (self.service + '.db')}"
 
+    def process_name(self, role: str) -> str:
+        """`<service>-<role>` for instance 1 and `<service>-<role>.<n>` for the others: the name
+        of its ready marker and, in `adgang run`, of its log."""
+        return process_name(self.service, role, self.instance)
+
+    def ready_marker(self, role: str) -> Path:
+        """The file the process writes its pid into once it has started (`adgang run`, tests and
+        the compose health checks read it)."""
+        return self.var_dir / "run" / f"{self.process_name(role)}.ready"
+
     @property
     def port(self) -> int:
         return self.http_port or self.default_http_port
@@ -176,6 +192,11 @@ class VerifiesAccessTokens(ServiceSettings):
             client=client,
             is_revoked=is_revoked,
         )
+
+
+def process_name(service: str, role: str, instance: int = 1) -> str:
+    """The name of a service's process: `identity-worker`, `identity-worker.2`, `billing-api.3`."""
+    return f"{service}-{role}" + (f".{instance}" if instance > 1 else "")
 
 
 def _development_sealer(var_dir: Path) -> Sealer:

@@ -4,7 +4,11 @@ documentation and metrics only where configured, and the server that runs it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,28 +17,32 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.db import Database
+from shared import correlation
+from shared.db import UNAVAILABLE_ERRORS, Database, database_unavailable
 from shared.kafka import broker_reachable
+from shared.messaging import MessagingTables
+from shared.observability import OutboxGauges, metrics_text, refresh_forever
 from shared.problems import (
     MEDIA_TYPE,
     InvalidField,
     RequestTooLarge,
+    ServiceUnavailable,
     Unauthenticated,
     install_problem_handlers,
     problem_response,
 )
 from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+# What a 503 asks a client to wait before sending the request again while the database is away.
+DATABASE_RETRY_AFTER_S = 5
 
 
 def create_app(
@@ -47,15 +55,25 @@ def create_app(
     readiness_checks: dict[str, Callable[[], Awaitable[str]]] | None = None,
     uses_broker: bool = True,
     on_startup: list[Callable[[], Awaitable[None]]] | None = None,
+    messaging: MessagingTables | None = None,
 ) -> FastAPI:
     """`readiness_checks` are extra named checks for `/readyz`, each answering "ok" or why not.
-    A service that `uses_broker` is ready only while the broker is reachable."""
+    A service that `uses_broker` is ready only while the broker is reachable. A service with an
+    outbox passes its `messaging` tables: its backlog is then measured for `/metrics`."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for hook in on_startup or []:
             await hook()
+        gauges = None
+        if messaging is not None:
+            outbox = OutboxGauges(db, messaging.outbox, settings.service, settings.clock())
+            gauges = asyncio.create_task(refresh_forever("outbox", outbox.refresh))
         yield
+        if gauges is not None:
+            gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gauges
         for hook in on_shutdown or []:
             await hook()
         await db.dispose()
@@ -71,6 +89,7 @@ def create_app(
         openapi_url="/openapi.json" if docs else None,
     )
     install_problem_handlers(app)
+    _answer_database_outages(app)
 
     registry = CollectorRegistry()
     requests = Counter(
@@ -159,14 +178,39 @@ def create_app(
         async def metrics(request: Request) -> Response:
             if token is not None:
                 _require_bearer(request, token.get_secret_value())
-            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+            # The HTTP metrics of this app, then the domain metrics of the process.
+            return Response(metrics_text(registry), media_type=CONTENT_TYPE_LATEST)
 
     # Added last, so outermost: the limit applies before anything reads the body, and every
     # answer, the limit's 413 too, gets its Cache-Control.
     app.add_middleware(RequestBodyLimit, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(NoStoreByDefault)
+    app.add_middleware(CorrelationId)  # outermost: every log line of the request carries it
     _describe_errors_as_problems(app)
     return app
+
+
+def _answer_database_outages(app: FastAPI) -> None:
+    """While the database cannot be reached (stopped, restarting, out of connections), every
+    route answers 503 problem+json with `Retry-After`, not a 500 with a stack trace in the log:
+    the request was fine, and the same request will work once the database is back. Any other
+    database error stays a 500 (`shared.problems`)."""
+
+    async def unavailable(request: Request, error: Exception) -> Response:
+        if not database_unavailable(error):
+            raise error  # not an outage: the 500 handler logs it with its trace
+        log.warning(
+            "database unavailable on %s %s: %s", request.method, request.url.path, type(error).__name__
+        )
+        problem = ServiceUnavailable(
+            "The database is not reachable at the moment, so the request could not be completed. "
+            f"Send it again in {DATABASE_RETRY_AFTER_S} seconds.",
+            retry_after=DATABASE_RETRY_AFTER_S,
+        )
+        return problem_response(problem, request)
+
+    for error_class in (*UNAVAILABLE_ERRORS, DBAPIError):
+        app.add_exception_handler(error_class, unavailable)
 
 
 def server_config(settings: ServiceSettings, app: ASGIApp) -> uvicorn.Config:
@@ -191,6 +235,40 @@ def server_config(settings: ServiceSettings, app: ASGIApp) -> uvicorn.Config:
     )
 
 
+def reuse_port_supported() -> bool:
+    """Whether this system lets several processes listen on one port (SO_REUSEPORT: Linux 3.9+,
+    the BSDs, macOS); where it does not, instances serve alternative ports."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return False
+    with socket.socket() as probe:
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        except OSError:
+            return False
+    return True
+
+
+def shared_port_socket(settings: ServiceSettings) -> socket.socket:
+    """The API's listening socket, bound with SO_REUSEPORT so that every instance of the
+    service binds the same port and the kernel spreads new connections among them; clients
+    need no load balancer. Listening starts only once the app has started (uvicorn), so a
+    starting instance receives no connection. Raises OSError when the port is taken by a
+    process that did not set SO_REUSEPORT, or when the system has no SO_REUSEPORT."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("SO_REUSEPORT is not available on this system; give each instance its own port")
+    family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((settings.http_host, settings.port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def _require_bearer(request: Request, expected: str) -> None:
     """401 unless the request carries `Authorization: Bearer <expected>`; compared in constant
     time, so the answer's timing does not tell how much of a guess was right."""
@@ -199,6 +277,35 @@ def _require_bearer(request: Request, expected: str) -> None:
         raise Unauthenticated(
             "Send the metrics token as 'Authorization: Bearer <token>' (the service's METRICS_TOKEN setting)."
         )
+
+
+class CorrelationId:
+    """Gives each request a correlation id (`shared.correlation`): the caller's
+    `X-Correlation-ID` when it is well formed, else a new one; echoed in the response's
+    `X-Correlation-ID`. It is set for the request's own task and not reset afterwards, so the
+    server's access line and an error logged on the way out carry it too (uvicorn runs each
+    request in a task of its own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next(
+            (value for name, value in scope["headers"] if name == b"x-correlation-id"), None
+        )
+        correlation_id = correlation.well_formed(given.decode("latin-1") if given else None)
+        correlation_id = correlation_id or correlation.new_correlation_id()
+        correlation.set_current(correlation_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[correlation.HEADER] = correlation_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 class _BodyTooLarge(Exception):

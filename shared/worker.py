@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 import faust
 
 from shared.clock import Clock, SystemClock
-from shared.db import Database
+from shared.db import Database, database_unavailable
 from shared.events import Topic
 from shared.kafka import KafkaPublisher, ensure_topics
 from shared.logs import install_scrubbing, logging_config
 from shared.messaging import (
+    OUTAGE_BACKOFF_MAX_S,
     ConsumedMessage,
     Handlers,
     IdempotentConsumer,
@@ -25,6 +26,13 @@ from shared.messaging import (
     OutboxRelay,
     by_topic,
     headers_list,
+)
+from shared.observability import (
+    ConsumerLag,
+    CountingPublisher,
+    OutboxGauges,
+    WorkerMetricsServer,
+    refresh_forever,
 )
 from shared.settings import ServiceSettings
 
@@ -65,7 +73,8 @@ class WorkerSpec:
 
 def build_faust_app(spec: WorkerSpec) -> faust.App:
     settings = spec.settings
-    datadir = settings.var_dir / "faust" / settings.service
+    # One per process: instances of a worker on one host must not share faust's directory.
+    datadir = settings.var_dir / "faust" / settings.process_name("worker")
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     app = faust.App(
         f"adgang-{settings.service}",
@@ -95,9 +104,11 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
         for wake in wakes:
             wake.set()
 
+    consumer_names: dict[str, str] = {}
     for topic, handlers in by_topic(spec.handlers).items():
+        consumer_names[topic.name] = name = f"{settings.service}:{topic.name}"
         consumer = IdempotentConsumer(
-            name=f"{settings.service}:{topic.name}",
+            name=name,
             db=spec.db,
             tables=spec.tables,
             handlers=handlers,
@@ -107,25 +118,39 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
         )
         _register_agent(app, topic, consumer)
 
-    relay = OutboxRelay(spec.db, spec.tables, publisher, spec.clock)
+    relay = OutboxRelay(spec.db, spec.tables, CountingPublisher(publisher, settings.service), spec.clock)
+    ready = asyncio.Event()
+    # /metrics and /healthz on `worker_metrics_port` (docs/operations.md, "Metrics").
+    metrics_server = WorkerMetricsServer(settings, alive=ready.is_set)
+    outbox_gauges = OutboxGauges(spec.db, spec.tables.outbox, settings.service, spec.clock)
+    lag = ConsumerLag(app, consumer_names)
 
     @app.task
     async def start_background() -> None:
+        await metrics_server.start()
+        refreshers = [
+            asyncio.create_task(refresh_forever("outbox", outbox_gauges.refresh)),
+            asyncio.create_task(refresh_forever("consumer lag", lag.refresh)),
+        ]
         await ensure_topics(settings.kafka_bootstrap_servers)
         for hook in spec.on_start:
             await hook()
         tasks = [asyncio.create_task(relay.run_forever(settings.outbox_poll_interval_s, outbox_wake))]
         tasks += [asyncio.create_task(_supervised(job)) for job in spec.background]
-        marker = settings.var_dir / "run" / f"{settings.service}-worker.ready"
+        marker = settings.ready_marker("worker")
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(os.getpid()))  # read by the supervisor (`adgang run`, tests)
-        log.info("%s worker ready", settings.service)
+        log.info("%s ready", settings.process_name("worker"))
         try:
+            ready.set()  # /healthz answers ok from now on
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
             await publisher.stop()
+            for task in refreshers:
+                task.cancel()
+            await metrics_server.stop()
 
     return app
 
@@ -155,16 +180,31 @@ def _register_agent(app: faust.App, topic: Topic, consumer: IdempotentConsumer) 
 
 
 async def _supervised(job: Background) -> None:
-    """Keep a background job alive: log a crash and start it again."""
+    """Keep a background job alive: log a crash and start it again. While the database is
+    away the job waits for it, a little longer each time (at most `OUTAGE_BACKOFF_MAX_S`),
+    with a warning rather than a trace every second."""
+    outages = 0
     while True:
         try:
             await job.run()
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("background job %s crashed; restarting", job.name)
-            await asyncio.sleep(1.0)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                outages = 0
+                log.exception("background job %s crashed; restarting", job.name)
+                await asyncio.sleep(1.0)
+                continue
+            outages += 1
+            delay = min(OUTAGE_BACKOFF_MAX_S, 0.5 * 2 ** min(outages - 1, 6))
+            log.warning(
+                "background job %s: database unavailable (%s); starting again in %.1fs",
+                job.name,
+                type(exc).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
 
 
 def run_worker(app: faust.App, *, log_level: str = "info") -> None:

@@ -22,7 +22,7 @@ from tests.support.ports import free_ports
 
 # Generated standalone customers, for tests that need a company of their own (the demo group's
 # subsidiaries are held by the group's administrator once one applies): 0 test_no_secret_leaks,
-# 1 test_dead_letters, 2 and 3 test_apply_and_activate.
+# 1 test_dead_letters, 2 and 3 test_apply_and_activate, 4 test_observability.
 EXTRA_CUSTOMERS = 5
 BACKEND = os.environ.get("ADGANG_TEST_DATABASE", "sqlite").lower()
 _database_numbers = itertools.count(1)
@@ -97,10 +97,20 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-def start_suite(var_dir: Path, database_factory, **extra_env: str) -> Suite:
+def start_suite(
+    var_dir: Path,
+    database_factory,
+    *,
+    worker_instances: int = 1,
+    api_instances: int = 1,
+    start_deadline_s: float = 120,
+    **extra_env: str,
+) -> Suite:
     broker, smtp, sms, *ports = free_ports(3 + len(SERVICES))
     config = SuiteConfig(
         var_dir=var_dir,
+        worker_instances=worker_instances,
+        api_instances=api_instances,
         broker_port=broker,
         smtp_port=smtp,
         sms_port=sms,
@@ -117,7 +127,7 @@ def start_suite(var_dir: Path, database_factory, **extra_env: str) -> Suite:
     )
     suite = Suite(config)
     try:
-        suite.start(deadline_s=120)
+        suite.start(deadline_s=start_deadline_s)
     except BaseException:
         suite.stop()
         raise
@@ -134,7 +144,22 @@ def start_shared_suite(tmp_path_factory: pytest.TempPathFactory, database_factor
         ADGANG_BILLING_DEMO_EXTRA_CUSTOMERS=str(EXTRA_CUSTOMERS),
         # The stories log in more often a minute than a person would (the limit has tests of its own).
         ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE="0",
+        **worker_metrics_ports(),
     )
+
+
+def worker_metrics_ports() -> dict[str, str]:
+    """Each worker serves its /metrics on a port of its own (`worker_metrics_port`)."""
+    workers = [parts for parts in SERVICES.values() if parts.has_worker]
+    return {
+        f"{parts.env_prefix}WORKER_METRICS_PORT": str(port)
+        for parts, port in zip(workers, free_ports(len(workers)), strict=True)
+    }
+
+
+def worker_metrics_url(suite: Suite, service: str) -> str:
+    port = suite.config.extra_env[f"{SERVICES[service].env_prefix}WORKER_METRICS_PORT"]
+    return f"http://127.0.0.1:{port}/metrics"
 
 
 @pytest.fixture

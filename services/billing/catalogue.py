@@ -15,7 +15,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.billing.models import Product, UpgradePath
-from shared.db import Database
+from shared.db import Database, lock_for_transaction
+
+# What a billing worker writes at its start (the catalogue, the demo data) is written by one
+# worker at a time: several start together when scaled out (docs/operations.md).
+STARTUP_LOCK = "worker-start"
 
 ProductKind = Literal["mobile", "broadband", "telephony", "personal_number", "addon"]
 # Kinds whose subscriptions have telephony settings (call forwarding, voicemail, caller id).
@@ -94,6 +98,8 @@ class Catalogue:
         self.db = db
 
     async def load(self) -> None:
-        """At the worker's start: the catalogue of this module into the database."""
+        """At the worker's start: the catalogue of this module into the database. Workers that
+        start together take turns (each would insert the same products)."""
         async with self.db.transaction() as session:
+            await lock_for_transaction(session, "billing", STARTUP_LOCK)
             await sync_catalogue(session)

@@ -22,12 +22,12 @@ import phonenumbers
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.billing.catalogue import BY_CODE
+from services.billing.catalogue import BY_CODE, STARTUP_LOCK
 from services.billing.invoicing import COPENHAGEN, Invoicing, last_closed_period, next_month, previous_month
 from services.billing.models import Subscription, UsageRecord
 from services.billing.registry import Registry
 from shared.clock import Clock
-from shared.db import Database
+from shared.db import Database, lock_for_transaction
 
 log = logging.getLogger(__name__)
 
@@ -256,9 +256,11 @@ class DemoData:
         self.size = size
 
     async def load(self) -> None:
-        """At the worker's start: all demo data, where the settings allow it."""
+        """At the worker's start: all demo data, where the settings allow it. Workers that start
+        together take turns: the first seeds, the others find it there."""
         if self.enabled:
             async with self.db.transaction() as session:
+                await lock_for_transaction(session, "billing", STARTUP_LOCK)
                 await self.seed(session, extra=self.extra, size=self.size)
 
     async def seed(self, session: AsyncSession, *, extra: int = 0, size: str = "small") -> None:

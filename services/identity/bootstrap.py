@@ -12,7 +12,7 @@ from services.identity.audit import AuditTrail
 from services.identity.config import IdentitySettings
 from services.identity.lockout import Lockout
 from services.identity.login import Login
-from services.identity.models import messaging
+from services.identity.models import messaging, rate_limit_hits
 from services.identity.password_reset import PasswordResets
 from services.identity.profile import OwnProfile
 from services.identity.provisioning import Provisioning
@@ -22,19 +22,20 @@ from services.identity.takeover import TakeoverExpiryWatch
 from shared.clock import Clock
 from shared.db import Database
 from shared.messaging import Outbox
-from shared.ratelimit import SlidingWindowLimiter
+from shared.ratelimit import RateLimit
 from shared.sealing import Sealer
 from shared.tokens import TokenSigner
 
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Per-address limits of the public routes (in memory, per API process)."""
+    """Per-address limits of the public routes, counted in identity's database, so that they
+    hold across every instance of the API (`shared.ratelimit.RateLimit`)."""
 
-    login: SlidingWindowLimiter
-    activation: SlidingWindowLimiter
-    password_reset: SlidingWindowLimiter
-    cancel_link: SlidingWindowLimiter
+    login: RateLimit
+    activation: RateLimit
+    password_reset: RateLimit
+    cancel_link: RateLimit
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,22 @@ class IdentityParts:
     resets: PasswordResets
     provisioning: Provisioning
     takeover_expiry: TakeoverExpiryWatch
+
+
+def rate_limits(settings: IdentitySettings, db: Database, clock: Clock) -> RateLimits:
+    """Each group of routes has a budget of its own; the steps of one flow share it."""
+
+    def limit(name: str, per_minute: int, what: str) -> RateLimit:
+        return RateLimit(name, per_minute, db=db, table=rate_limit_hits, clock=clock, what=what)
+
+    return RateLimits(
+        login=limit("login", settings.login_rate_limit_per_minute, "login requests"),
+        activation=limit("activation", settings.activation_rate_limit_per_minute, "activation attempts"),
+        password_reset=limit(
+            "password_reset", settings.password_reset_rate_limit_per_minute, "password reset requests"
+        ),
+        cancel_link=limit("cancel_link", settings.cancel_link_rate_limit_per_minute, "cancel links"),
+    )
 
 
 def build(
@@ -90,12 +107,7 @@ def build(
         clock=clock,
         sealer=sealer,
         signer=signer,
-        limits=RateLimits(
-            login=SlidingWindowLimiter(settings.login_rate_limit_per_minute),
-            activation=SlidingWindowLimiter(settings.activation_rate_limit_per_minute),
-            password_reset=SlidingWindowLimiter(settings.password_reset_rate_limit_per_minute),
-            cancel_link=SlidingWindowLimiter(settings.cancel_link_rate_limit_per_minute),
-        ),
+        limits=rate_limits(settings, db, clock),
         audit=audit,
         sessions=sessions,
         lockout=lockout,

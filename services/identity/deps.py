@@ -3,7 +3,7 @@ caller's verified claims, the calling address and the rate limits."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -27,7 +27,7 @@ from shared.clock import Clock
 from shared.db import Database
 from shared.messaging import Outbox
 from shared.problems import Unauthenticated
-from shared.ratelimit import client_address, limited_party
+from shared.ratelimit import RateLimit, client_address, limited_party
 from shared.sealing import Sealer
 from shared.tokens import AccessClaims, TokenError, TokenSigner, bearer_token
 
@@ -128,16 +128,18 @@ def _staff_caller(claims: Claims, parts: Parts) -> StaffCaller:
 StaffDep = Annotated[StaffCaller, Depends(_staff_caller)]
 
 
-def _rate_limited(limit: str, what: str) -> Callable[[Request], None]:
-    def rate_limited(request: Request) -> None:
-        limiter = getattr(_parts(request).limits, limit)
-        limiter.check(limited_party(client_address(request)), what)
+def _rate_limited(limit: str) -> Callable[[Request], Awaitable[None]]:
+    async def rate_limited(request: Request) -> None:
+        limiter: RateLimit = getattr(_parts(request).limits, limit)
+        await limiter.check(limited_party(client_address(request)))
 
+    rate_limited.__name__ = f"identity_rate_limited_{limit}"
     return rate_limited
 
 
-# For a route's `dependencies=[...]`: each counts the calling address against its own limit.
-LoginRateLimit = Depends(_rate_limited("login", "login requests"))
-ActivationRateLimit = Depends(_rate_limited("activation", "activation attempts"))
-PasswordResetRateLimit = Depends(_rate_limited("password_reset", "password reset requests"))
-CancelLinkRateLimit = Depends(_rate_limited("cancel_link", "cancel links"))
+# For a route's `dependencies=[...]`: each counts the calling address against its own limit
+# (in identity's database: every instance of the API counts against the same budget).
+LoginRateLimit = Depends(_rate_limited("login"))
+ActivationRateLimit = Depends(_rate_limited("activation"))
+PasswordResetRateLimit = Depends(_rate_limited("password_reset"))
+CancelLinkRateLimit = Depends(_rate_limited("cancel_link"))

@@ -30,6 +30,7 @@ from services.identity.totp import accept_totp, use_recovery_code
 from shared.clock import Clock, as_utc
 from shared.logs import mask_contact
 from shared.messaging import Outbox
+from shared.metrics import LOGINS
 from shared.problems import Problem, TooManyRequests
 from shared.sealing import Sealer
 
@@ -94,7 +95,11 @@ class Login:
         user = await find_user(session, attempt.username)
         if right:
             assert user is not None
-            return user, await self.start(session, user, attempt)
+            challenge = await self.start(session, user, attempt)
+            LOGINS.labels("password", "success").inc()
+            return user, challenge
+        # A wrong password that locks its counter is a lockout; any other, a failure.
+        LOGINS.labels("password", "lockout" if attempt.locks else "failure").inc()
         counter = "device" if attempt.device_id is not None else "username"
         kept = [("login.failed", {"step": "password"})]
         kept += [("login.locked", {"counter": counter})] if attempt.locks else []
@@ -224,6 +229,7 @@ class Login:
         await self.audit.record(
             session, actor=user, action="login.succeeded", target=user, client_address=client_address
         )
+        LOGINS.labels("second_factor", "success").inc()
         return tokens, device_token
 
     async def verify_code(
@@ -247,6 +253,9 @@ class Login:
         right = sent_code_right or await accept_second_factor(session, user, code, self.sealer, now)
         if not right:
             challenge.failed_attempts += 1
+            # The wrong code that uses up the login's tries ends it: a lockout of this login.
+            ended = challenge.failed_attempts >= self.settings.otp_max_attempts
+            LOGINS.labels("second_factor", "lockout" if ended else "failure").inc()
             await self.audit.record(
                 session,
                 actor=user,

@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.headerregistry import Address
+from functools import partial
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,10 +34,12 @@ from services.notifier.transport_base import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from shared import correlation
 from shared.clock import Clock, as_utc
-from shared.db import Database
+from shared.db import Database, database_unavailable
 from shared.events import DeliveryFailed, DeliverySucceeded
-from shared.messaging import Outbox
+from shared.messaging import OUTAGE_BACKOFF_MAX_S, Outbox
+from shared.metrics import DELIVERIES, DELIVERY_LATENCY
 from shared.sealing import Sealer, SealingError
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ class Dispatcher:
         printer: PrintSpool | None = None,
         concurrency: int = 8,
         kinds: Iterable[type[AnyKind]] = KINDS,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._db = db
         self._outbox = outbox
@@ -99,6 +103,7 @@ class Dispatcher:
         self._retry = retry
         self._lease = lease
         self._concurrency = concurrency
+        self._sleep = sleep
         self.wake = asyncio.Event()
 
     async def run_forever(self, interval: float) -> None:
@@ -115,7 +120,7 @@ class Dispatcher:
         # Claim no more than can be sent at once, so a lease never runs out while a claimed
         # message waits its turn.
         expired, claimed = await self._claim(self._concurrency)
-        await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
+        await asyncio.gather(*(self._attempt_correlated(delivery) for delivery in claimed))
         return expired + len(claimed)
 
     async def _claim(self, batch: int) -> tuple[int, list[Delivery]]:
@@ -149,23 +154,54 @@ class Dispatcher:
                 delivery.lease_until = now + lease
             return len(expired), deliveries
 
+    async def _attempt_correlated(self, delivery: Delivery) -> None:
+        """An attempt in the chain of the event that asked for it: its log lines and its outcome
+        event carry that event's correlation id."""
+        with correlation.correlated(delivery.correlation_id):
+            await self._attempt(delivery)
+
     async def _attempt(self, delivery: Delivery) -> None:
+        outcome: Callable[[], Awaitable[None]]
         if delivery.expires_at is not None and as_utc(delivery.expires_at) <= self._clock.now():
-            await self._failed_attempt(delivery, EXPIRED, permanent=True, attempted=False)
+            outcome = partial(self._failed_attempt, delivery, EXPIRED, permanent=True, attempted=False)
+            await self._settle(delivery, outcome)
             return
         try:
             location = await self._send(delivery)
         except TransientDeliveryError as exc:
-            await self._failed_attempt(delivery, str(exc), permanent=False)
+            outcome = partial(self._failed_attempt, delivery, str(exc), permanent=False)
         except (PermanentDeliveryError, SealingError, ValueError) as exc:
-            await self._failed_attempt(delivery, f"{type(exc).__name__}: {exc}", permanent=True)
+            outcome = partial(self._failed_attempt, delivery, f"{type(exc).__name__}: {exc}", permanent=True)
         except DeliveryError as exc:
-            await self._failed_attempt(delivery, str(exc), permanent=False)
+            outcome = partial(self._failed_attempt, delivery, str(exc), permanent=False)
         except Exception as exc:  # a bug or an outage must still count as an attempt
             log.exception("delivery %s attempt failed unexpectedly", delivery.id)
-            await self._failed_attempt(delivery, f"unexpected {type(exc).__name__}", permanent=False)
+            outcome = partial(self._failed_attempt, delivery, f"unexpected {type(exc).__name__}", permanent=False)
         else:
-            await self._succeeded(delivery, location)
+            outcome = partial(self._succeeded, delivery, location)
+        await self._settle(delivery, outcome)
+
+    async def _settle(self, delivery: Delivery, outcome: Callable[[], Awaitable[None]]) -> None:
+        """Record an attempt's outcome, waiting for the database while it is away: a message
+        that went out must be recorded as sent, or it would be sent again once its lease ran
+        out (a mail server or an SMS gateway need not recognise it)."""
+        waits = 0
+        while True:
+            try:
+                await outcome()
+                return
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                waits += 1
+                delay = min(OUTAGE_BACKOFF_MAX_S, 0.5 * 2 ** min(waits - 1, 6))
+                log.warning(
+                    "delivery %s: database unavailable (%s) while recording the attempt; again in %.1fs",
+                    delivery.id,
+                    type(exc).__name__,
+                    delay,
+                )
+                await self._sleep(delay)
 
     async def _send(self, delivery: Delivery) -> str:
         kind = self._kinds.get(delivery.kind)
@@ -193,6 +229,9 @@ class Dispatcher:
                     delivered_at=now,
                 ),
             )
+        DELIVERIES.labels(current.channel, "delivered").inc()
+        asked_at = as_utc(current.source_event_time or current.created_at)
+        DELIVERY_LATENCY.labels(current.channel).observe(max(0.0, (now - asked_at).total_seconds()))
         log.info(
             "delivered %s to %s %s (attempt %d)",
             current.kind,
@@ -218,6 +257,7 @@ class Dispatcher:
                 current.last_error = reason[:1000]
                 current.lease_until = None
                 current.next_attempt_at = now + self._retry.delay(current.attempts)
+                DELIVERIES.labels(current.channel, "retry").inc()
                 log.warning(
                     "delivery %s attempt %d failed, next at %s: %s",
                     current.id,
@@ -231,6 +271,7 @@ class Dispatcher:
         delivery.failed_at = now
         delivery.last_error = reason[:1000]
         delivery.lease_until = None
+        DELIVERIES.labels(delivery.channel, "failed").inc()
         await self._outbox.add(
             session,
             DeliveryFailed(**outcome_fields(delivery), reason=reason[:500], failed_at=now),

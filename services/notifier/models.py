@@ -48,6 +48,11 @@ class Delivery(Base):
     # A one-time code is useless after this: the delivery then fails instead of being attempted.
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The source event's time (its ce_time) and correlation id: the delivery latency is measured
+    # from the first, and the dispatcher's log lines and outcome events carry the second
+    # (docs/operations.md). None for deliveries recorded before they were kept.
+    source_event_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sla_breached_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notifier.kinds import KINDS, AnyKind, Planned
 from services.notifier.memo import message_uuid_for
 from services.notifier.models import Delivery
+from shared import correlation
 from shared.clock import Clock
 from shared.envelope import Envelope
 from shared.events import Event
@@ -74,5 +75,7 @@ class Recorder:
                 attempts=0,
                 next_attempt_at=now,
                 created_at=now,
+                source_event_time=envelope.time,
+                correlation_id=correlation.current(),
             )
         )

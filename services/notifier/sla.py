@@ -8,10 +8,12 @@ from sqlalchemy import select
 
 from services.notifier.models import Delivery
 from services.notifier.outcomes import outcome_fields, shown
+from shared import correlation
 from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.events import DeliverySlaBreached
 from shared.messaging import Outbox
+from shared.metrics import SLA_BREACHES
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +45,23 @@ class SlaWatch:
             for delivery in late:
                 delivery.sla_breached_at = now
                 assert delivery.deliver_by is not None
-                await self._outbox.add(
-                    session,
-                    DeliverySlaBreached(
-                        **outcome_fields(delivery),
-                        deliver_by=as_utc(delivery.deliver_by),
-                        detected_at=now,
-                    ),
-                )
-                log.error(
-                    "delivery deadline breached: %s to %s %s was due %s and is %s",
-                    delivery.kind,
-                    delivery.channel,
-                    shown(delivery),
-                    as_utc(delivery.deliver_by).isoformat(),
-                    delivery.status,
-                )
+                with correlation.correlated(delivery.correlation_id):  # the letter's chain
+                    await self._outbox.add(
+                        session,
+                        DeliverySlaBreached(
+                            **outcome_fields(delivery),
+                            deliver_by=as_utc(delivery.deliver_by),
+                            detected_at=now,
+                        ),
+                    )
+                    log.error(
+                        "delivery deadline breached: %s to %s %s was due %s and is %s",
+                        delivery.kind,
+                        delivery.channel,
+                        shown(delivery),
+                        as_utc(delivery.deliver_by).isoformat(),
+                        delivery.status,
+                    )
+        for delivery in late:  # counted once the mark is committed, so never twice
+            SLA_BREACHES.labels(delivery.kind).inc()
         return len(late)

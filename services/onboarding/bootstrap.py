@@ -13,13 +13,13 @@ from fastapi import Request
 
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.deadline import ApplicationDeadlineWatch
-from services.onboarding.models import messaging
+from services.onboarding.models import messaging, rate_limit_hits
 from services.onboarding.projections import Projections
 from services.onboarding.service import Applications, LetterLimit
 from shared.clock import Clock
 from shared.db import Database
 from shared.messaging import Outbox
-from shared.ratelimit import SlidingWindowLimiter
+from shared.ratelimit import RateLimit
 from shared.staff import staff_bearer
 from shared.tokens import AccessClaims
 
@@ -31,9 +31,10 @@ class OnboardingParts:
     outbox: Outbox
     clock: Clock
     # FastAPI dependencies (`services.onboarding.deps`): a support login's verified token (S13),
-    # and the per-address limit of the public form.
+    # and the per-address limit of the public form (counted in onboarding's database, so it
+    # holds across every instance of the API).
     current_staff: Callable[..., Awaitable[AccessClaims]]
-    rate_limited: Callable[[Request], None]
+    rate_limited: Callable[[Request], Awaitable[None]]
     applications: Applications
     projections: Projections
     deadline_watch: ApplicationDeadlineWatch
@@ -55,7 +56,14 @@ def build(
         outbox=outbox,
         clock=clock,
         current_staff=staff_bearer(settings.token_verifier(client=jwks_client), clock),
-        rate_limited=SlidingWindowLimiter(settings.rate_limit_per_minute).dependency("applications"),
+        rate_limited=RateLimit(
+            "applications",
+            settings.rate_limit_per_minute,
+            db=db,
+            table=rate_limit_hits,
+            clock=clock,
+            what="applications",
+        ).dependency(),
         applications=Applications(
             db=db,
             outbox=outbox,

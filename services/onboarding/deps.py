@@ -28,9 +28,9 @@ async def current_staff(
     return await parts_of(request).current_staff(request, authorization)
 
 
-def rate_limited(request: Request) -> None:
+async def rate_limited(request: Request) -> None:
     """The public form's per-address limit: 429 with `Retry-After` past it."""
-    parts_of(request).rate_limited(request)
+    await parts_of(request).rate_limited(request)
 
 
 ApplicationsDep = Annotated[Applications, Depends(applications)]

@@ -7,6 +7,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import service_metadata
 from shared.messaging import MessagingTables
+from shared.ratelimit import rate_limit_table
 
 
 class Base(DeclarativeBase):
@@ -14,6 +15,8 @@ class Base(DeclarativeBase):
 
 
 messaging = MessagingTables.define(Base.metadata)
+# The per-address limits of the public routes, shared by every instance of the API.
+rate_limit_hits = rate_limit_table(Base.metadata)
 
 _IN_FLIGHT_SQL = text("status IN ('received', 'provisioning')")
 

@@ -51,7 +51,7 @@ def identity(suite: Suite) -> httpx.Client:
     return httpx.Client(base_url=suite.url("identity"), timeout=15)
 
 
-def log_in(suite: Suite, username: str, *, method: str, recipient: str) -> dict:
+def log_in(suite: Suite, username: str, *, method: str, recipient: str, deadline_s: float = 60) -> dict:
     """Password, then a code by SMS or email read from the local sink; returns the tokens."""
     from services.notifier.sinks import read_mail, read_sms
 
@@ -67,7 +67,7 @@ def log_in(suite: Suite, username: str, *, method: str, recipient: str) -> dict:
         assert http.post(f"/v1/login/{challenge_id}/send", json={"method": method}).status_code == 202
         text = wait_until(
             lambda: next((t for t in messages() if t not in before and ONE_TIME_CODE.search(t)), None),
-            deadline_s=60,
+            deadline_s=deadline_s,
             what=f"a one-time code by {method} to {recipient}",
         )
         tokens = http.post(f"/v1/login/{challenge_id}/verify", json={"code": one_time_code(text)})

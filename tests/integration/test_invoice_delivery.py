@@ -39,7 +39,7 @@ from services.notifier.sinks import MailSink, read_mail
 from services.notifier.worker import handlers
 from shared.clock import FrozenClock
 from shared.db import Database
-from shared.envelope import KafkaRecord, encode, new_event_id
+from shared.envelope import KafkaRecord, ReasonKind, encode, new_event_id
 from shared.events import InvoiceDelivery, InvoiceIssued
 from shared.messaging import ConsumedMessage, IdempotentConsumer, Outbox, by_topic
 from shared.sealing import Sealer
@@ -116,7 +116,9 @@ def _problem(status: int, detail: str, kind: str = "about:blank") -> JSONRespons
 
 
 class NoDeadLetters:
-    async def send(self, record: KafkaRecord, *, reason: str, consumer: str) -> None:
+    async def send(
+        self, record: KafkaRecord, *, reason: str, kind: ReasonKind, consumer: str, partition: int, offset: int
+    ) -> None:
         raise AssertionError(f"dead-lettered: {reason}")
 
 

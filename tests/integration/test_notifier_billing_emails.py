@@ -29,7 +29,7 @@ from services.notifier.recording import Recorder
 from services.notifier.worker import handlers
 from shared.clock import FrozenClock
 from shared.db import Database
-from shared.envelope import KafkaRecord, decode, encode, new_event_id
+from shared.envelope import KafkaRecord, ReasonKind, decode, encode, new_event_id
 from shared.events import (
     Event,
     Function,
@@ -71,7 +71,9 @@ class MailTray:
 class FakeDeadLetters:
     reasons: list[str] = field(default_factory=list)
 
-    async def send(self, record: KafkaRecord, *, reason: str, consumer: str) -> None:
+    async def send(
+        self, record: KafkaRecord, *, reason: str, kind: ReasonKind, consumer: str, partition: int, offset: int
+    ) -> None:
         self.reasons.append(reason)
 
 

@@ -76,10 +76,3 @@ async def test_each_group_of_routes_shares_one_budget_per_address_and_spends_no_
                 assert await post(app, other_paths[0], address) != 429, (spent, other)
         assert await post(app, paths[0], "198.51.100.7") != 429, spent  # another address
 
-
-async def test_two_apps_do_not_share_a_budget(settings: IdentitySettings, clock, sealer, monkeypatch) -> None:
-    monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)
-    first, second = create_api(settings, clock=clock), create_api(settings, clock=clock)
-    statuses = [await post(first, "/v1/login", "192.0.2.99") for _ in range(LIMIT + 1)]
-    assert statuses[-1] == 429, statuses
-    assert await post(second, "/v1/login", "192.0.2.99") != 429

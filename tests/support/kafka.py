@@ -6,6 +6,9 @@ import asyncio
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.events import TOPICS
 
 
 @dataclass(frozen=True)
@@ -60,3 +63,49 @@ async def produce(
         await producer.send_and_wait(topic, key=key, value=value, headers=headers)
     finally:
         await producer.stop()
+
+
+async def group_lag(bootstrap: str, group: str, topics: set[str]) -> dict[tuple[str, int], int]:
+    """Per partition of `topics`: the partition's end offset less the group's committed offset,
+    read from the broker itself (a partition the group never committed counts from 0)."""
+    partitions = [
+        TopicPartition(topic.name, p)
+        for topic in TOPICS
+        if topic.name in topics
+        for p in range(topic.partitions)
+    ]
+    assert len({tp.topic for tp in partitions}) == len(topics), f"unknown topics in {sorted(topics)}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        end = await end_offsets(consumer, partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    lag: dict[tuple[str, int], int] = {}
+    for tp in partitions:
+        done = committed.get(tp)
+        offset = done.offset if done is not None and done.offset >= 0 else 0
+        lag[(tp.topic, tp.partition)] = end[tp] - offset
+    return lag
+
+
+async def end_offsets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The offset after each partition's last record. The embedded broker (Tansu) answers
+    ListOffsets with its last batch's first offset + 1, short of the end by the rest of that
+    batch, so the last batch is read to find the end (Kafka's answer is the end already, and
+    reading from one before it finds the same)."""
+    reported = await consumer.end_offsets(partitions)
+    consumer.assign(partitions)
+    for tp in partitions:
+        consumer.seek(tp, max(0, reported[tp] - 1))
+    end = dict(reported)
+    while batch := await consumer.getmany(timeout_ms=1000):
+        for tp, records in batch.items():
+            end[tp] = max(end[tp], records[-1].offset + 1)
+    return end

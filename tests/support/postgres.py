@@ -263,6 +263,46 @@ class ThrowawayPostgres:
                 self._base_dir = None
                 self._runner = None
 
+    def stop_server(self) -> None:
+        """Stop the server as an operator would (``pg_ctl stop -m fast``: open connections are
+        cut, nothing is lost) and keep its data and port for ``start_server()``."""
+        with self._lock:
+            if self._base_dir is None or self._runner is None or self._bin_dir is None:
+                raise RuntimeError("ThrowawayPostgres is not running; call start() first")
+            data = self._base_dir / _DATA_DIR
+            self._runner.run(
+                [str(self._bin_dir / "pg_ctl"), "stop", "-m", "fast", "-w", "-t", "30", "-D", str(data)],
+                cwd=self._base_dir,
+                timeout=45.0,
+                what="pg_ctl stop",
+            )
+
+    def accepts_connections(self) -> bool:
+        """Whether the server is up (not stopped by ``stop_server()``)."""
+        return self._base_dir is not None and _postmaster_alive(self._base_dir / _DATA_DIR)
+
+    def start_server(self) -> None:
+        """Start the server stopped by ``stop_server()`` again, on the same port and data, and
+        wait until it accepts connections."""
+        with self._lock:
+            if self._base_dir is None or self._runner is None or self._bin_dir is None:
+                raise RuntimeError("ThrowawayPostgres is not running; call start() first")
+            port = self.port
+            deadline = time.monotonic() + self._startup_timeout
+            self._runner.run(
+                [
+                    str(self._bin_dir / "pg_ctl"), "start",
+                    "-w", "-t", str(max(1, int(self._startup_timeout))),
+                    "-D", str(self._base_dir / _DATA_DIR),
+                    "-l", str(self._base_dir / _LOG_FILE),
+                    "-o", f"-p {port}",
+                ],
+                cwd=self._base_dir,
+                timeout=self._startup_timeout + 15.0,
+                what="pg_ctl start",
+            )  # fmt: skip
+            _run_async(functools.partial(_wait_until_accepting, port, deadline))
+
     # -- databases -------------------------------------------------------------------
 
     def url_for(self, name: str) -> str:

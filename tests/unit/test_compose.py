@@ -127,18 +127,26 @@ def mount_targets(container: str) -> dict[str, str]:
     return targets
 
 
-def published_ports(container: str) -> list[tuple[str, int]]:
+def published_ports(container: str, env: dict[str, str] | None = None) -> list[tuple[str, int]]:
+    """(host port or range, container port) as compose publishes them with `env` exported."""
     ports = []
     for port in CONTAINERS[container].get("ports") or []:
-        published, _, target = str(port).rpartition(":")
+        published, _, target = interpolate(str(port), env or OPERATOR_ENVIRONMENT).rpartition(":")
         ports.append((published, int(target)))
     return ports
+
+
+def replicas(container: str, env: dict[str, str]) -> int:
+    deploy = CONTAINERS[container].get("deploy") or {}
+    return int(interpolate(str(deploy.get("replicas", 1)), env))
 
 
 # --- the commands ------------------------------------------------------------------------------
 
 
-def test_every_service_has_a_worker_container_when_it_has_a_worker_and_an_api_container_when_it_has_an_api() -> None:
+def test_every_service_has_a_worker_container_when_it_has_a_worker_and_an_api_container_when_it_has_an_api() -> (
+    None
+):
     missing = [name for name in PROCESS_CONTAINERS if name not in CONTAINERS]
     assert not missing, f"docker-compose.yml lacks {missing}"
 
@@ -373,6 +381,50 @@ def test_every_api_publishes_and_checks_its_services_default_port(container: str
     assert f"http://127.0.0.1:{port}/healthz" in check
 
 
+@pytest.mark.parametrize("container", PROCESS_CONTAINERS)
+def test_every_api_and_worker_runs_one_container_unless_scaled_and_can_be(container: str) -> None:
+    """`deploy.replicas` (docs/operations.md "Scaling each part"): one by default, more with
+    ADGANG_WORKER_REPLICAS / ADGANG_API_REPLICAS; nothing pins a container to one copy."""
+    variable = "ADGANG_API_REPLICAS" if container.endswith("-api") else "ADGANG_WORKER_REPLICAS"
+    assert replicas(container, OPERATOR_ENVIRONMENT) == 1
+    assert replicas(container, {**OPERATOR_ENVIRONMENT, variable: "3"}) == 3
+    spec = CONTAINERS[container]
+    assert "container_name" not in spec, "a fixed container name allows one replica only"
+    assert "hostname" not in spec
+    # Each replica has its own var_dir (a tmpfs): instance 1, its own ready marker.
+    assert (
+        mount_targets(container)[
+            environment_of(container)[f"{SERVICES[container.rpartition('-')[0]].env_prefix}VAR_DIR"]
+        ]
+        == "tmpfs"
+    )
+    assert not any(name.endswith("_INSTANCE") for name in environment_of(container))
+
+
+@pytest.mark.parametrize("container", API_CONTAINERS)
+def test_scaled_apis_are_published_on_a_host_port_range_with_a_port_per_replica(container: str) -> None:
+    parts = SERVICES[container.rpartition("-")[0]]
+    port = parts.settings_type().default_http_port
+    scaled = {
+        **OPERATOR_ENVIRONMENT,
+        "ADGANG_API_REPLICAS": "2",
+        f"ADGANG_{parts.name.upper()}_API_HOST_PORTS": f"1{port}-1{port + 1}",
+    }
+    [(published, target)] = published_ports(container, scaled)
+    first, _, last = published.partition("-")
+    assert target == port
+    assert int(last) - int(first) + 1 == replicas(container, scaled)
+
+
+def test_the_workers_consumer_groups_can_use_three_workers_a_service() -> None:
+    """Every topic a worker consumes has at least as many partitions as the replicas the
+    documentation scales to, so that none of three workers waits idle."""
+    from shared.events import TOPICS
+
+    assert all(topic.partitions >= 3 for topic in TOPICS)
+    assert "ADGANG_WORKER_REPLICAS=3" in COMPOSE_FILE.read_text()
+
+
 @pytest.mark.parametrize("container", WORKER_CONTAINERS)
 def test_every_worker_is_healthy_when_its_own_ready_marker_names_a_live_process(container: str) -> None:
     service = container.rpartition("-")[0]
@@ -380,7 +432,39 @@ def test_every_worker_is_healthy_when_its_own_ready_marker_names_a_live_process(
     check = " ".join(CONTAINERS[container]["healthcheck"]["test"])
     assert f"{var_dir}/run/{service}-worker.ready" in check
     assert "os.kill" in check
-    assert not published_ports(container), "a worker serves no HTTP"
+    assert not published_ports(container), "a worker publishes no port (its metrics are exposed only)"
+
+
+@pytest.mark.parametrize("container", WORKER_CONTAINERS)
+def test_every_worker_serves_metrics_to_the_compose_network_with_the_token(
+    container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = compose_settings(container, monkeypatch)
+    assert settings.worker_metrics_port is not None
+    assert settings.http_host == "0.0.0.0"  # noqa: S104 - reachable by Prometheus in the network
+    assert settings.serves_metrics
+    assert settings.metrics_token.get_secret_value() == OPERATOR_ENVIRONMENT["ADGANG_METRICS_TOKEN"]
+    assert [str(port) for port in CONTAINERS[container].get("expose") or []] == [
+        str(settings.worker_metrics_port)
+    ]
+    assert not published_ports(container), "a worker's metrics stay inside the compose network"
+
+
+def test_prometheus_scrapes_every_api_and_worker_of_the_compose_file_with_the_token() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    scraped: set[tuple[str, int]] = set()
+    for job in config["scrape_configs"]:
+        assert job["authorization"]["type"] == "Bearer"
+        assert job["authorization"]["credentials_file"]
+        for dns in job["dns_sd_configs"]:
+            scraped |= {(name, int(dns["port"])) for name in dns["names"]}
+    expected = set()
+    for container in API_CONTAINERS:
+        parts = SERVICES[container.rpartition("-")[0]]
+        expected.add((container, parts.settings_type().default_http_port))
+    for container in WORKER_CONTAINERS:
+        expected.add((container, int(CONTAINERS[container]["expose"][0])))
+    assert scraped == expected
 
 
 # --- infrastructure ----------------------------------------------------------------------------

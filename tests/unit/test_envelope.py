@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from shared.envelope import EnvelopeError, KafkaRecord, decode, encode
+from shared.envelope import MAX_VALUE_BYTES, EnvelopeError, KafkaRecord, ReasonKind, decode, encode
 from shared.events import (
     EVENT_TYPES,
     AccountRef,
@@ -667,3 +667,85 @@ def test_an_audit_event_of_the_first_version_without_the_new_fields_still_decode
         )
     )
     assert old.details == {} and old.subject_username is None
+
+
+# --- the kind of each refusal (the dead-letter metric's label, docs/operations.md) -----------
+
+
+def _refusal_cases() -> list[object]:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+    ok = {"topic": record.topic, "headers": record.headers, "value": record.value, "key": record.key}
+    payload = json.loads(record.value)
+    return [
+        pytest.param(ok | {"value": b"{not json"}, ReasonKind.INVALID_JSON, id="not JSON"),
+        pytest.param(ok | {"value": b'{"cvr": "\xff"}'}, ReasonKind.INVALID_JSON, id="not UTF-8"),
+        pytest.param(ok | {"value": b"[]"}, ReasonKind.INVALID_PAYLOAD, id="JSON, not an object"),
+        pytest.param(
+            ok | {"value": json.dumps(payload | {"cvr": "1"}).encode()}, ReasonKind.INVALID_PAYLOAD, id="bad field"
+        ),
+        pytest.param(ok | {"value": None}, ReasonKind.NO_VALUE, id="no value"),
+        pytest.param(
+            ok | {"value": b" " * MAX_VALUE_BYTES + record.value}, ReasonKind.OVERSIZED, id="valid but oversized"
+        ),
+        pytest.param(ok | {"headers": None}, ReasonKind.MISSING_HEADER, id="no headers"),
+        pytest.param(
+            ok | {"headers": with_headers(record, ce_type=None) + [("ce_type", None)]},
+            ReasonKind.MISSING_HEADER,
+            id="a header without a value",
+        ),
+        pytest.param(
+            ok | {"headers": with_headers(record, ce_type="dk.adgang.billing.Unheard.v1")},
+            ReasonKind.UNKNOWN_TYPE,
+            id="unknown type",
+        ),
+        pytest.param(ok | {"topic": "identity.users"}, ReasonKind.WRONG_TOPIC, id="wrong topic"),
+        pytest.param(ok | {"key": b"\xff\xfe"}, ReasonKind.BAD_KEY, id="key not UTF-8"),
+        pytest.param(
+            ok | {"headers": [*record.headers, ("ce_type", CredentialsIssued.TYPE.encode())]},
+            ReasonKind.BAD_HEADER,
+            id="a header twice, differently",
+        ),
+        pytest.param(
+            ok | {"headers": [*record.headers, (b"\xff", b"x")]}, ReasonKind.BAD_HEADER, id="a name not UTF-8"
+        ),
+        pytest.param(ok | {"headers": [*record.headers, ("odd",)]}, ReasonKind.BAD_HEADER, id="not a pair"),
+        pytest.param(
+            ok | {"headers": with_headers(record, ce_id="x" * 65)}, ReasonKind.BAD_HEADER, id="ce_id too long"
+        ),
+        pytest.param(
+            ok | {"headers": with_headers(record, ce_id="a\x00b")}, ReasonKind.BAD_HEADER, id="ce_id with NUL"
+        ),
+        pytest.param(
+            ok | {"headers": with_headers(record, ce_specversion="0.3")}, ReasonKind.BAD_HEADER, id="version"
+        ),
+        pytest.param(
+            ok | {"headers": with_headers(record, ce_time="yesterday")}, ReasonKind.BAD_HEADER, id="time"
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("message", "kind"), _refusal_cases())
+def test_every_refusal_says_its_kind(message: dict, kind: ReasonKind) -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        decode(**message)
+
+    assert caught.value.kind == kind
+
+
+def test_the_size_limit_is_checked_before_the_value_is_parsed_and_a_value_at_the_limit_is_taken() -> None:
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+    at_limit = record.value + b" " * (MAX_VALUE_BYTES - len(record.value))
+
+    assert decode(topic=record.topic, headers=record.headers, value=at_limit).event == customer_registered()
+    with pytest.raises(EnvelopeError, match=f"over the limit of {MAX_VALUE_BYTES} bytes"):
+        decode(topic=record.topic, headers=record.headers, value=at_limit + b" ")
+
+
+def test_headers_that_are_not_the_envelopes_may_hold_anything_and_a_repeated_equal_header_is_fine() -> None:
+    """Tracing or tooling may add binary headers; they are not ours to refuse."""
+    record = encode(customer_registered(), event_id=EVENT_ID, time=AT)
+    headers = [*record.headers, ("trace-bin", b"\xff\x00"), ("empty", None), ("ce_id", EVENT_ID.encode())]
+
+    envelope = decode(topic=record.topic, headers=headers, value=record.value, key=record.key)
+
+    assert envelope.id == EVENT_ID and envelope.event == customer_registered()

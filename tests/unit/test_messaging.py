@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import FrozenClock
 from shared.db import Database
-from shared.envelope import Envelope, KafkaRecord, encode, new_event_id
+from shared.envelope import Envelope, KafkaRecord, ReasonKind, encode, new_event_id
 from shared.events import AccountRef, CustomerRegistered
 from shared.messaging import (
     ConsumedMessage,
@@ -65,14 +65,19 @@ class DeadLetter:
     record: KafkaRecord
     reason: str
     consumer: str
+    kind: ReasonKind
+    partition: int = -1
+    offset: int = -1
 
 
 @dataclass
 class FakeDeadLetters:
     sent: list[DeadLetter] = field(default_factory=list)
 
-    async def send(self, record: KafkaRecord, *, reason: str, consumer: str) -> None:
-        self.sent.append(DeadLetter(record, reason, consumer))
+    async def send(
+        self, record: KafkaRecord, *, reason: str, kind: ReasonKind, consumer: str, partition: int, offset: int
+    ) -> None:
+        self.sent.append(DeadLetter(record, reason, consumer, kind, partition, offset))
 
 
 @dataclass
@@ -320,6 +325,8 @@ async def test_a_message_that_is_not_json_is_dead_lettered_with_the_reason_and_n
     assert calls == []
     [letter] = dead_letters.sent
     assert letter.reason.startswith("not valid JSON")
+    assert letter.kind == ReasonKind.INVALID_JSON
+    assert (letter.partition, letter.offset) == (0, 7)
     assert letter.consumer == CONSUMER
     assert letter.record == KafkaRecord(
         topic=good.topic, key=good.key or b"", value=b"{not json", headers=good.headers
@@ -343,6 +350,7 @@ async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered(harnes
     assert len(attempts) == 2
     [letter] = dead_letters.sent
     assert letter.reason == "handler failed: LookupError"  # the type only: messages may carry personal data
+    assert letter.kind == ReasonKind.HANDLER_FAILED
     assert letter.record.value == message.value
 
 
@@ -429,15 +437,66 @@ async def test_a_message_redelivered_after_being_dead_lettered_by_its_handler_is
 def test_a_dead_letter_record_goes_to_the_dlq_topic_with_the_reason_in_its_headers() -> None:
     record = encode(customer(), event_id="e-1", time=AT)
 
-    dead = dead_letter_record(record, reason="not valid JSON: x", consumer=CONSUMER, at=AT)
+    dead = dead_letter_record(
+        record,
+        reason="not valid JSON: x",
+        kind=ReasonKind.INVALID_JSON,
+        consumer=CONSUMER,
+        at=AT,
+        partition=2,
+        offset=41,
+    )
 
     assert dead.topic == "billing.customers.dlq"
     assert (dead.key, dead.value) == (record.key, record.value)
     headers = dict(dead.headers)
     assert headers["ce_id"] == b"e-1"
     assert headers["dlq_reason"] == b"not valid JSON: x"
+    assert headers["dlq_reason_kind"] == b"invalid-json"
     assert headers["dlq_consumer"] == CONSUMER.encode()
     assert headers["dlq_original_topic"] == b"billing.customers"
+    assert (headers["dlq_original_partition"], headers["dlq_original_offset"]) == (b"2", b"41")
+    assert headers["dlq_at"] == AT.isoformat().encode()
+
+
+def test_a_dead_letter_of_a_dead_letter_carries_one_set_of_dlq_headers_and_keeps_where_it_was_replayed_from() -> None:
+    record = encode(customer(), event_id="e-1", time=AT)
+    first = dead_letter_record(record, reason="r1", kind=ReasonKind.HANDLER_FAILED, consumer=CONSUMER, at=AT)
+    replayed = KafkaRecord(
+        topic=record.topic,
+        key=record.key,
+        value=record.value,
+        headers=[*first.headers, ("dlq_replayed_from", b"billing.customers.dlq:0:3")],
+    )
+
+    again = dead_letter_record(replayed, reason="r2", kind=ReasonKind.INVALID_PAYLOAD, consumer=CONSUMER, at=AT)
+
+    names = [name for name, _ in again.headers]
+    assert names.count("dlq_reason") == names.count("dlq_reason_kind") == names.count("dlq_at") == 1
+    headers = dict(again.headers)
+    assert (headers["dlq_reason"], headers["dlq_reason_kind"]) == (b"r2", b"invalid-payload")
+    assert headers["dlq_replayed_from"] == b"billing.customers.dlq:0:3"
+
+
+def test_a_dead_letter_sends_any_header_the_broker_delivered_and_drops_a_value_too_large_to_send() -> None:
+    """Header names as text and values as bytes or null, so the producer can send them; a value
+    the producer could not send is dropped with its size noted, rather than failing the send."""
+    from shared.messaging import MAX_DEAD_LETTER_VALUE_BYTES
+
+    record = KafkaRecord(
+        topic="billing.customers",
+        key=b"\xff\xfe",
+        value=b" " * (MAX_DEAD_LETTER_VALUE_BYTES + 1),
+        headers=[(b"raw-name", b"v"), ("null", None), ("text", "t"), ("odd",)],  # type: ignore[list-item]
+    )
+
+    dead = dead_letter_record(record, reason="x", kind=ReasonKind.OVERSIZED, consumer=CONSUMER, at=AT)
+
+    assert dead.key == b"\xff\xfe" and dead.value == b""
+    headers = dict(dead.headers)
+    assert headers["raw-name"] == b"v" and headers["null"] is None and headers["text"] == b"t"
+    assert "odd" not in headers
+    assert headers["dlq_value_dropped"] == str(MAX_DEAD_LETTER_VALUE_BYTES + 1).encode()
 
 
 async def test_an_unreachable_database_is_waited_for_not_dead_lettered(harness: Harness) -> None:
@@ -457,3 +516,85 @@ async def test_an_unreachable_database_is_waited_for_not_dead_lettered(harness: 
     consumer = harness.consumer(flaky, dead_letters, retries=2, backoff=0)
     assert await consumer.process(consumed(customer())) == "handled"
     assert len(handled) == 1 and dead_letters.sent == []
+
+
+async def test_a_connection_cut_by_a_server_shutting_down_is_waited_for_and_does_not_spend_the_retries(
+    harness: Harness,
+) -> None:
+    """PostgreSQL stopping cuts the live connection: SQLAlchemy raises its generic DBAPIError
+    (marked invalidated), then the reconnects are refused. Both are the database being away; the
+    handler's own failure after them still has its whole budget of retries."""
+    from asyncpg.exceptions import AdminShutdownError
+    from sqlalchemy.exc import DBAPIError
+
+    cut = AdminShutdownError("terminating connection due to administrator command")
+    faults: list[BaseException] = [
+        DBAPIError("SELECT 1", {}, cut, connection_invalidated=True),
+        ConnectionRefusedError(111, "Connect call failed"),
+        ConnectionRefusedError(111, "Connect call failed"),
+        LookupError("the handler's own failure, once"),
+    ]
+    handled: list[str] = []
+
+    async def flaky(session: AsyncSession, envelope: Envelope) -> None:
+        if faults:
+            raise faults.pop(0)
+        handled.append(envelope.id)
+
+    dead_letters = FakeDeadLetters()
+    consumer = harness.consumer(flaky, dead_letters, retries=2, backoff=0)
+    assert await consumer.process(consumed(customer())) == "handled"
+    assert len(handled) == 1 and dead_letters.sent == []
+
+
+def dead_letters_counted(kind: str, topic: str = "billing.customers") -> float:
+    from shared.metrics import REGISTRY
+
+    labels = {"topic": topic, "consumer": CONSUMER, "reason": kind}
+    return REGISTRY.get_sample_value("adgang_dead_letters_total", labels) or 0.0
+
+
+async def test_a_handler_failure_is_counted_by_its_kind(harness: Harness) -> None:
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        raise LookupError("down")
+
+    before = dead_letters_counted("handler-failed")
+    consumer = harness.consumer(handler, FakeDeadLetters(), retries=1)
+
+    assert await consumer.process(consumed(customer())) == "dead-lettered"
+    assert dead_letters_counted("handler-failed") - before == 1
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        pytest.param([(b"\xff\xfe", b"x")], id="a header name that is not UTF-8"),
+        pytest.param([("ce_type", b"\xff")], id="an envelope header that is not UTF-8"),
+        pytest.param([("lonely",)], id="a header that is no pair"),
+        pytest.param([("ce_id", b"another id")], id="ce_id twice, differently"),
+    ],
+)
+async def test_headers_in_odd_shapes_are_dead_lettered_as_bad_headers_in_a_record_that_can_be_sent(
+    harness: Harness, odd: list
+) -> None:
+    calls: list[str] = []
+
+    async def handler(session: AsyncSession, envelope: Envelope) -> None:
+        calls.append(envelope.id)
+
+    dead_letters = FakeDeadLetters()
+    consumer = harness.consumer(handler, dead_letters)
+    good = consumed(customer())
+    message = ConsumedMessage(
+        topic=good.topic, key=good.key, value=good.value, headers=[*good.headers, *odd], partition=0, offset=9
+    )
+    before = dead_letters_counted("bad-header")
+
+    assert await consumer.process(message) == "dead-lettered"
+
+    assert calls == []
+    [letter] = dead_letters.sent
+    assert letter.kind == ReasonKind.BAD_HEADER
+    assert dead_letters_counted("bad-header") - before == 1
+    dead = dead_letter_record(letter.record, reason=letter.reason, kind=letter.kind, consumer=CONSUMER, at=AT)
+    assert all(isinstance(name, str) and isinstance(value, bytes | None) for name, value in dead.headers)

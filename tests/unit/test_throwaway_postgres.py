@@ -183,3 +183,21 @@ def test_context_manager_starts_and_stops() -> None:
         _skip_unavailable(exc)
     assert not server.is_running
     assert data_dir is not None and not data_dir.exists()
+
+
+async def test_a_stopped_server_refuses_connections_and_starts_again_with_its_data(pg: ThrowawayPostgres) -> None:
+    url = pg.create_database(f"kept_{uuid.uuid4().hex[:8]}")
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE kept (id integer PRIMARY KEY)"))
+            await conn.execute(text("INSERT INTO kept VALUES (1)"))
+        await asyncio.to_thread(pg.stop_server)
+        with pytest.raises(OSError):  # ConnectionRefusedError
+            await asyncpg.connect(host="127.0.0.1", port=pg.port, user="postgres", ssl=False, timeout=5)
+        await asyncio.to_thread(pg.start_server)
+        await engine.dispose()  # the old connections were cut by the stop
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT id FROM kept"))).scalar_one() == 1
+    finally:
+        await engine.dispose()

@@ -11,6 +11,8 @@ from typing import Any, TypedDict, Unpack
 
 import httpx
 
+from shared import correlation
+
 
 @dataclass
 class ServiceProblem(Exception):
@@ -63,6 +65,8 @@ class Caller:
             headers["Authorization"] = f"Bearer {self.access_token}"
         if self.user_agent:
             headers["User-Agent"] = self.user_agent
+        if correlation_id := correlation.current():  # the browser's request's, on to the service
+            headers[correlation.HEADER] = correlation_id
         return headers
 
 

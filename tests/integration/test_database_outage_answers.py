@@ -1,0 +1,109 @@
+"""While the database cannot be reached, every API answers 503 problem+json with `Retry-After`
+and its readiness names the database (issue 13, outages): never a 500, never a stack trace in
+the log. On PostgreSQL the server is gone (a closed port); on SQLite the database file cannot
+be opened any more (its directory gone from under the process)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+
+from services.registry import SERVICES
+from shared.db import database_unavailable, migrate
+from tests.conftest import BACKEND
+from tests.support.asgi import AppTransport
+from tests.support.flows import application_body
+from tests.support.ports import free_ports
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def unreachable(service: str, tmp_path: Path) -> tuple[str, Callable[[], None]]:
+    """The service's database URL and the fault that makes it unreachable once the app is built."""
+    if BACKEND == "postgres":
+        (port,) = free_ports(1)
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{service}", lambda: None
+    directory = tmp_path / service
+    url = f"sqlite+aiosqlite:///{directory / 'service.db'}"
+    migrate(SERVICES[service].migrations, url)
+
+    def take_away() -> None:  # the disk the database lives on is gone
+        shutil.rmtree(directory)
+        directory.write_text("not a directory")
+
+    return url, take_away
+
+
+async def answers(
+    service: str, url: str, fault: Callable[[], None], tmp_path: Path, requests: list[tuple[str, str, object]]
+) -> list[httpx.Response]:
+    parts = SERVICES[service]
+    settings = parts.settings_type()(database_url=url, var_dir=tmp_path / f"var-{service}")
+    app = importlib.import_module(f"services.{service}.api").create_api(settings)
+    fault()
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url=f"http://{service}") as http:
+        return [await http.request(method, path, json=body) for method, path, body in requests]
+
+
+DATABASE_ROUTES: dict[str, list[tuple[str, str, object]]] = {
+    "onboarding": [
+        ("GET", f"/v1/applications/{uuid.uuid4()}", None),
+        ("POST", "/v1/applications", application_body("22109340")),
+    ],
+    "identity": [("POST", "/v1/login/unlock", {"username": "22109340-abcd"})],
+}
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+async def test_every_api_answers_503_with_retry_after_and_readiness_names_the_database(
+    service: str, unreachable, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, fault = unreachable
+    routes = DATABASE_ROUTES.get(service, [])
+    with caplog.at_level(logging.INFO):
+        *refused, ready = await answers(service, url, fault, tmp_path, [*routes, ("GET", "/readyz", None)])
+
+    for answer in refused:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == PROBLEM
+        assert answer.headers["retry-after"] == "5"
+        problem = answer.json()
+        assert problem["type"].endswith("/service-unavailable")
+        assert problem["retry_after"] == 5
+        assert "database" in problem["detail"]
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"].startswith("unreachable")
+    # An outage is a warning without a trace, not an unhandled error.
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+    if refused:
+        assert any("database unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_what_counts_as_the_database_being_away() -> None:
+    # A live connection cut by a server shutting down: SQLAlchemy's generic DBAPIError, marked
+    # invalidated, around the driver's adapted error, around asyncpg's AdminShutdownError.
+    from asyncpg.exceptions import AdminShutdownError, CannotConnectNowError, TooManyConnectionsError
+
+    adapted = AsyncAdapt_asyncpg_dbapi.Error("terminating connection due to administrator command")
+    adapted.__cause__ = AdminShutdownError("terminating connection due to administrator command")
+    assert database_unavailable(DBAPIError("SELECT 1", None, adapted, connection_invalidated=True))
+    assert database_unavailable(DBAPIError("SELECT 1", None, adapted, connection_invalidated=False))
+    # Raised as they are while a connection is opened.
+    assert database_unavailable(ConnectionRefusedError(111, "Connect call failed"))
+    assert database_unavailable(CannotConnectNowError("the database system is starting up"))
+    assert database_unavailable(TooManyConnectionsError("sorry, too many clients already"))
+    assert database_unavailable(OperationalError("BEGIN", None, Exception("database is locked")))
+    # What retrying will not mend is not an outage.
+    assert not database_unavailable(IntegrityError("INSERT", None, Exception("duplicate key")))
+    assert not database_unavailable(ProgrammingError("SELECT", None, Exception("syntax error")))
+    assert not database_unavailable(ValueError("bad input"))
