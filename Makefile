@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint chromium fuzz bench bench-invoices bench-documents bench-portal bench-portal-invoices asyncapi clean
+.PHONY: run test lint chromium fuzz bench bench-invoices bench-documents bench-portal bench-portal-invoices bench-soak asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-portal: $(STAMP)
 
 bench-portal-invoices: $(STAMP)
 	$(BIN)/python -m bench.portal_invoices $(BENCH_ARGS)
+
+bench-soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(BENCH_ARGS)
 
 asyncapi: $(STAMP)
 	$(BIN)/adgang asyncapi

@@ -160,9 +160,16 @@ def over_backends(
 
 
 @contextmanager
-def running_suite(prefix: str, extra_env: Mapping[str, str], *, keep_var: bool = False) -> Iterator[Suite]:
+def running_suite(
+    prefix: str,
+    extra_env: Mapping[str, str],
+    *,
+    keep_var: bool = False,
+    database_urls: Mapping[str, str] | None = None,
+) -> Iterator[Suite]:
     """The whole suite on free ports in a temporary var dir, stopped afterwards; the var dir
-    is kept for its logs when the run fails (or when asked)."""
+    is kept for its logs when the run fails (or when asked). Each service's database is a
+    SQLite file in the var dir unless `database_urls` names another (a PostgreSQL database)."""
     var_dir = Path(tempfile.mkdtemp(prefix=prefix))
     broker, smtp, sms, *ports = free_ports(3 + len(SERVICES))
     suite = Suite(
@@ -172,6 +179,7 @@ def running_suite(prefix: str, extra_env: Mapping[str, str], *, keep_var: bool =
             smtp_port=smtp,
             sms_port=sms,
             ports=dict(zip(SERVICES, ports, strict=True)),
+            database_urls=dict(database_urls or {}),
             extra_env=dict(extra_env),
         )
     )
