@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,20 @@ def _driver_unavailable_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _driver_statement_errors() -> tuple[type[BaseException], ...]:
+    """asyncpg's errors that look like an operator's intervention but are about the statement:
+    57014, a query cancelled by `statement_timeout` or `pg_cancel_backend`. Waiting would run
+    the same query into the same timeout for ever; it fails like any other error."""
+    try:
+        from asyncpg import exceptions as pg
+    except ImportError:
+        return ()
+    return (pg.QueryCanceledError,)
+
+
+_STATEMENT_ERRORS = _driver_statement_errors()
+
+
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     exc.OperationalError,  # the driver's "cannot reach / locked / gone" (SQLite: database is locked)
     exc.InterfaceError,
@@ -133,10 +147,10 @@ def database_unavailable(error: BaseException) -> bool:
     SQLAlchemy wraps what the driver raised on a live connection (`DBAPIError.orig`, whose
     cause is the driver's own error) and marks a connection that broke as invalidated; what
     the driver raises while connecting comes through unwrapped. Each is looked at."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    chain = list(_causes(error))
+    if any(isinstance(cause, _STATEMENT_ERRORS) for cause in chain):
+        return False  # SQLAlchemy calls a cancelled query an OperationalError too
+    for current in chain:
         if type(current).__module__.partition(".")[0] in _OUTBOUND_CLIENTS:
             return False
         if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
@@ -145,9 +159,18 @@ def database_unavailable(error: BaseException) -> bool:
             return False
         if isinstance(current, UNAVAILABLE_ERRORS):
             return True
+    return False
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then what it wraps: SQLAlchemy's `orig` (the driver's error), else `__cause__`."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
         orig = current.orig if isinstance(current, exc.DBAPIError) else None
         current = orig if isinstance(orig, BaseException) else current.__cause__
-    return False
 
 
 # Constraint names every service's tables share, so that migrations name what models declare.

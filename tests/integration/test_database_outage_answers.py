@@ -178,3 +178,18 @@ async def test_the_portal_shows_a_person_a_page_asking_to_try_again(service: str
         assert answer.headers["content-type"].startswith("text/html")
         assert answer.headers["retry-after"] == "5"
         assert answer.headers["cache-control"] == "no-store"
+
+
+def test_a_cancelled_query_is_not_an_outage() -> None:
+    # 57014 (statement_timeout, pg_cancel_backend) is an OperatorInterventionError to asyncpg and
+    # an OperationalError to SQLAlchemy, yet the same query would time out again for ever: it
+    # fails like any other error, while a server shutting down (57P01) is still waited out.
+    from asyncpg.exceptions import AdminShutdownError, QueryCanceledError
+
+    cancelled = Exception("adapted")
+    cancelled.__cause__ = QueryCanceledError("canceling statement due to statement timeout")
+    assert not database_unavailable(OperationalError("SELECT", None, cancelled))
+    assert not database_unavailable(DBAPIError("SELECT", None, cancelled, connection_invalidated=False))
+    shutting_down = Exception("adapted")
+    shutting_down.__cause__ = AdminShutdownError("terminating connection due to administrator command")
+    assert database_unavailable(OperationalError("SELECT", None, shutting_down))
