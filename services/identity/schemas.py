@@ -4,6 +4,7 @@ login, tokens, the second factor, the own profile and a forgotten password
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -318,6 +319,9 @@ class SessionsEndedOut(BaseModel):
 
 
 USERNAME_MAX_LENGTH = 64  # users.username
+# A username, or an email address; neither has a space or a line break inside. Spaces typed
+# around it are forgiven (they are stripped), so the published pattern allows them there too.
+USERNAME_OR_EMAIL = rf"[^\s@]{{1,{USERNAME_MAX_LENGTH}}}|[^\s@]+@[^\s@]+"
 
 
 class ResetIn(BaseModel):
@@ -327,7 +331,7 @@ class ResetIn(BaseModel):
         max_length=320,
         description="The login's username, or the email address on the login",
         # Not blank; a username has at most USERNAME_MAX_LENGTH characters.
-        json_schema_extra={"pattern": rf"^[^\s@]{{1,{USERNAME_MAX_LENGTH}}}$|^[^\s@]+@[^\s@]+$"},
+        json_schema_extra={"pattern": rf"^\s*(?:{USERNAME_OR_EMAIL})\s*$"},
     )
 
     @field_validator("username_or_email")
@@ -340,6 +344,10 @@ class ResetIn(BaseModel):
         if "@" not in value and len(value.strip()) > USERNAME_MAX_LENGTH:
             raise ValueError(
                 f"a username has at most {USERNAME_MAX_LENGTH} characters: check it, or give the email address"
+            )
+        if not re.fullmatch(USERNAME_OR_EMAIL, value.strip()):
+            raise ValueError(
+                "a username or an email address has no spaces or line breaks inside it; check what was typed"
             )
         return value.strip()
 

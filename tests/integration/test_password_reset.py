@@ -440,6 +440,19 @@ async def test_an_unknown_reset_is_not_found_and_malformed_input_names_the_field
     assert bad.status_code == 422 and "6 digits" in bad.text
 
 
+@pytest.mark.parametrize("typed", ["ida hansen", "ida\nhansen", "ida@solsikke example", "x\u2003y"])
+async def test_a_name_with_a_space_or_line_break_inside_is_refused_as_its_published_pattern_says(
+    db, clock, sealer, client, typed: str
+) -> None:
+    """S10: the contract's pattern has no whitespace inside a username or an email address; such
+    input is a 422 naming the field (it was accepted and answered 202), while spaces around a
+    name are forgiven, as the pattern allows."""
+    refused = await request_reset(client, typed)
+    assert refused.status_code == 422, refused.text
+    assert "no spaces or line breaks inside" in json.dumps(refused.json()["errors"])
+    assert (await request_reset(client, "\n ida.hansen \t")).status_code == 202
+
+
 async def test_the_worker_forgets_resets_after_the_day_their_emails_count_in(db, clock, sealer, client) -> None:
     username = await active_admin(db, clock, sealer, client)
     await request_reset(client, username)

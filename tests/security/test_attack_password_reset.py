@@ -10,6 +10,7 @@ import asyncio
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from services.identity.config import IdentitySettings
@@ -118,10 +119,13 @@ async def test_a_login_begun_with_the_old_password_cannot_be_finished_after_the_
     assert live == 0
 
 
-async def test_the_portal_tells_a_name_too_long_for_any_login_next_to_the_field(portal) -> None:
-    answer = await post_form(portal, "/glemt-adgangskode", {"username_or_email": "x" * 65})
+@pytest.mark.parametrize("typed", ["x" * 65, "ida hansen"])
+async def test_the_portal_tells_a_name_no_login_can_have_next_to_the_field(portal, typed: str) -> None:
+    answer = await post_form(portal, "/glemt-adgangskode", {"username_or_email": typed})
     assert answer.status_code == 422
-    assert field_error(answer, "username_or_email") == "Skriv dit brugernavn (højst 64 tegn) eller din e-mailadresse."
+    assert field_error(answer, "username_or_email") == (
+        "Skriv dit brugernavn (højst 64 tegn, uden mellemrum) eller din e-mailadresse."
+    )
 
 
 async def test_wrong_codes_at_once_over_resets_by_username_and_by_email_lock_the_login_exactly_once(
