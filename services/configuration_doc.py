@@ -75,7 +75,8 @@ EXPLANATIONS: dict[str, str] = {
     ),
     "log_level": "Logging level: `DEBUG`, `INFO`, `WARNING` or `ERROR`.",
     "log_format": (
-        "`json` (one object per line) or `text`, for the API process. Workers log in faust's format."
+        "`json` (one object per line) or `text` (one record per line: line breaks in a message "
+        "are escaped and a traceback's lines indented), for the API and the worker."
     ),
     "sealing_keys": (
         "Key ring that seals activation and one-time codes on the bus: `kid:key[,kid:key…]`, each "

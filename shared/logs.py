@@ -82,11 +82,40 @@ def _scrubbing_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     return record
 
 
+# Line breaks and other control characters (C0, DEL, C1, and Unicode's line and paragraph
+# separators); a tab is kept.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_controls(text: str) -> str:
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class RedactingFormatter(logging.Formatter):
-    """Plain text, with tracebacks scrubbed like messages."""
+    """Plain text, with tracebacks scrubbed like messages.
+
+    One record starts one line at column 0, and nothing else does: a message's line breaks and
+    control characters are escaped (`\\n`), and every line of a traceback is indented. A request
+    path or a typed name with a line break in it cannot forge a record in the log.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Another handler's formatter may have cached the traceback unindented on the record.
+        cached, record.exc_text = record.exc_text, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text = cached
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - the logging API's name
+        return _escape_controls(super().formatMessage(record))
 
     def formatException(self, ei: Any) -> str:  # noqa: N802 - the logging API's name
-        return redact(super().formatException(ei))
+        text = redact(super().formatException(ei))
+        return "\n".join("    " + _escape_controls(line) for line in text.split("\n"))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - the logging API's name
+        return "\n".join("    " + _escape_controls(line) for line in stack_info.split("\n"))
 
 
 class JsonFormatter(logging.Formatter):

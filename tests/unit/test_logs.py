@@ -156,3 +156,39 @@ def test_the_plain_text_format_redacts_an_activation_code_in_the_traceback(scrub
 def test_an_activation_code_as_a_person_typed_it_is_redacted_too() -> None:
     assert redact(f"typed {CODE.lower()}") == "typed [redacted]"
     assert redact(f"typed {CODE.replace('-', '')}") == "typed [redacted]"
+
+
+FORGED = "2026-12-02 12:00:00,000 identity INFO services.identity.login login succeeded for support"
+
+
+@pytest.mark.parametrize("breaker", ["\n", "\r\n", "\r", "\u2028", "\x85"])
+def test_the_plain_text_format_keeps_a_line_break_in_a_message_from_forging_a_record(
+    scrubbing: None, breaker: str
+) -> None:
+    """A request path or a typed name carrying a line break is written escaped, on its record's
+    own line: a reader (or a log shipper splitting on line ends) sees one record, not two."""
+    logger, buffer = logger_with(RedactingFormatter("%(asctime)s identity %(levelname)s %(message)s"), "forge")
+    logger.warning("no such page: %s", f"/x{breaker}{FORGED}")
+
+    [line] = buffer.getvalue().splitlines()
+    assert FORGED in line and breaker not in line
+    assert line.endswith("/x" + breaker.encode("unicode_escape").decode("ascii") + FORGED)
+
+
+def test_the_plain_text_format_indents_every_line_of_a_traceback_even_one_an_attacker_wrote(
+    scrubbing: None,
+) -> None:
+    logger, buffer = logger_with(RedactingFormatter("%(asctime)s identity %(levelname)s %(message)s"), "forge_exc")
+    json_buffer = io.StringIO()  # a JSON handler formatting first caches the traceback on the record
+    json_handler = logging.StreamHandler(json_buffer)
+    json_handler.setFormatter(JsonFormatter())
+    logger.handlers.insert(0, json_handler)
+    try:
+        raise ValueError(f"bad name\n{FORGED}")
+    except ValueError:
+        logger.exception("activation failed")
+
+    first, *rest = buffer.getvalue().splitlines()
+    assert first.endswith("activation failed") and rest
+    assert all(line.startswith("    ") for line in rest), rest
+    assert any(line.strip() == FORGED for line in rest)
