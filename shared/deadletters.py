@@ -73,8 +73,9 @@ def replay_group(topic: Topic, *, reason_kind: str | None = None, consumer: str 
 
 
 @dataclass(frozen=True)
-class DeadLetter:
-    """One record on a `.dlq`: where it is and the `dlq_*` headers, never its value."""
+class StoredDeadLetter:
+    """One record as it is stored on a `.dlq`: where it is and the `dlq_*` headers, never its
+    value (what a consumer hands over to be stored there is a `shared.messaging.DeadLetter`)."""
 
     partition: int
     offset: int
@@ -127,9 +128,9 @@ def _dead_letter(
     key: bytes | None,
     value: bytes | None,
     raw: Sequence[tuple[str, bytes | None]],
-) -> DeadLetter:
+) -> StoredDeadLetter:
     headers = dict(raw)
-    return DeadLetter(
+    return StoredDeadLetter(
         partition=partition,
         offset=offset,
         # Records dead-lettered before kinds existed have a reason only: all from handlers
@@ -173,9 +174,9 @@ async def _partitions(consumer: AIOKafkaConsumer, name: str) -> list[TopicPartit
 
 async def _read(
     consumer: AIOKafkaConsumer, topic: Topic, start: dict[TopicPartition, int], end: dict[TopicPartition, int]
-) -> list[DeadLetter]:
+) -> list[StoredDeadLetter]:
     """The records of each partition from `start` up to (not including) `end`."""
-    letters: list[DeadLetter] = []
+    letters: list[StoredDeadLetter] = []
     remaining = {tp for tp in start if start[tp] < end[tp]}
     for tp in remaining:
         consumer.seek(tp, start[tp])
@@ -194,7 +195,7 @@ async def _read(
     return sorted(letters, key=lambda d: (d.partition, d.offset))
 
 
-async def list_dead_letters(bootstrap: str, topic: Topic) -> list[DeadLetter]:
+async def list_dead_letters(bootstrap: str, topic: Topic) -> list[StoredDeadLetter]:
     """Everything on `<topic>.dlq` now, replayed or not, oldest first."""
     consumer = await _start_consumer(bootstrap, None)
     try:
@@ -212,14 +213,14 @@ class Replay:
     """What a replay did (or, dry, would do)."""
 
     group: str
-    moved: list[DeadLetter] = field(default_factory=list)
+    moved: list[StoredDeadLetter] = field(default_factory=list)
     # The records it passed over, and why (another kind or consumer is not "why": those are
     # left for a replay of their own filter and not reported).
-    skipped: list[tuple[DeadLetter, str]] = field(default_factory=list)
+    skipped: list[tuple[StoredDeadLetter, str]] = field(default_factory=list)
     committed: dict[int, int] = field(default_factory=dict)  # partition -> next offset
 
 
-def replayed_record(letter: DeadLetter) -> KafkaRecord:
+def replayed_record(letter: StoredDeadLetter) -> KafkaRecord:
     """The dead letter as it goes back: to its topic, without `dlq_*` headers, saying whence."""
     headers = [(k, v) for k, v in letter.record.headers if not k.startswith("dlq_")]
     headers.append((REPLAYED_FROM, letter.where.encode()))

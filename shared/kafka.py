@@ -20,9 +20,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from shared.clock import Clock
-from shared.envelope import KafkaRecord, ReasonKind
+from shared.envelope import KafkaRecord
 from shared.events import TOPICS, Topic
-from shared.messaging import dead_letter_record
+from shared.messaging import DeadLetter, dead_letter_record
 
 log = logging.getLogger(__name__)
 
@@ -207,24 +207,6 @@ class KafkaPublisher:
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    async def send(
-        self,
-        record: KafkaRecord,
-        *,
-        reason: str,
-        kind: ReasonKind,
-        consumer: str,
-        partition: int = -1,
-        offset: int = -1,
-    ) -> None:
+    async def send(self, letter: DeadLetter) -> None:
         """Dead-letter a record to `<topic>.dlq` with the reason and its kind in headers."""
-        letter = dead_letter_record(
-            record,
-            reason=reason,
-            kind=kind,
-            consumer=consumer,
-            at=self._clock.now(),
-            partition=partition,
-            offset=offset,
-        )
-        await self.publish([letter])
+        await self.publish([dead_letter_record(letter, at=self._clock.now())])

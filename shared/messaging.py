@@ -280,20 +280,25 @@ def by_topic(handlers: Handlers) -> dict[Topic, dict[type[Event], Handler]]:
 
 
 
-class DeadLetters(Protocol):
-    """Where a consumer's dead letters go (`KafkaPublisher` sends them to `<topic>.dlq`). The
-    partition and offset say where the record was read (-1: not known)."""
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message a consumer gives up on, as it hands it to its `DeadLetters`: the record as it
+    was read, why (a reason a person can read and its kind), which consumer, and where the
+    record was read (partition and offset; -1: not known). `dead_letter_record` makes the
+    record for `<topic>.dlq` of it."""
 
-    async def send(
-        self,
-        record: KafkaRecord,
-        *,
-        reason: str,
-        kind: ReasonKind,
-        consumer: str,
-        partition: int = -1,
-        offset: int = -1,
-    ) -> None: ...
+    record: KafkaRecord
+    reason: str
+    kind: ReasonKind
+    consumer: str
+    partition: int = -1
+    offset: int = -1
+
+
+class DeadLetters(Protocol):
+    """Where a consumer's dead letters go (`KafkaPublisher` sends them to `<topic>.dlq`)."""
+
+    async def send(self, letter: DeadLetter) -> None: ...
 
 
 @dataclass
@@ -438,20 +443,20 @@ class IdempotentConsumer:
             kind,
             reason,
         )
-        record = KafkaRecord(
-            topic=message.topic,
-            key=message.key or b"",
-            value=message.value or b"",
-            headers=list(message.headers or ()),
-        )
-        await self._dead_letters.send(
-            record,
+        letter = DeadLetter(
+            record=KafkaRecord(
+                topic=message.topic,
+                key=message.key or b"",
+                value=message.value or b"",
+                headers=list(message.headers or ()),
+            ),
             reason=reason,
             kind=kind,
             consumer=self.name,
             partition=message.partition,
             offset=message.offset,
         )
+        await self._dead_letters.send(letter)
         DEAD_LETTERS.labels(topic=message.topic, consumer=self.name, reason=kind.value).inc()
 
 
@@ -501,18 +506,11 @@ def _dlq_encoded(dlq: list[tuple[str, str]]) -> list[tuple[str, bytes | None]]:
     return [(name, text.encode()) for name, text in dlq]
 
 
-def dead_letter_record(
-    record: KafkaRecord,
-    *,
-    reason: str,
-    kind: ReasonKind,
-    consumer: str,
-    at: datetime,
-    partition: int = -1,
-    offset: int = -1,
-) -> KafkaRecord:
+def dead_letter_record(letter: DeadLetter, *, at: datetime) -> KafkaRecord:
     """The record for `<topic>.dlq`: the original key, value and headers (names as text, so any
-    header the broker delivered can be sent again) plus the reason, its kind and where it came from."""
+    header the broker delivered can be sent again) plus the reason, its kind and where it came
+    from, dead-lettered `at`."""
+    record = letter.record
     headers: list[tuple[str, bytes | None]] = []
     for item in record.headers:
         if not isinstance(item, tuple | list) or len(item) != 2:
@@ -522,14 +520,14 @@ def dead_letter_record(
             headers.append((name, _header_value(item[1])))
     value = record.value
     dlq: list[tuple[str, str]] = [
-        (DLQ_REASON, redact(reason)[:4000]),
-        (DLQ_REASON_KIND, str(kind)),
-        (DLQ_CONSUMER, consumer),
+        (DLQ_REASON, redact(letter.reason)[:4000]),
+        (DLQ_REASON_KIND, str(letter.kind)),
+        (DLQ_CONSUMER, letter.consumer),
         (DLQ_ORIGINAL_TOPIC, record.topic),
         (DLQ_AT, at.isoformat()),
     ]
-    if partition >= 0 and offset >= 0:
-        dlq += [(DLQ_ORIGINAL_PARTITION, str(partition)), (DLQ_ORIGINAL_OFFSET, str(offset))]
+    if letter.partition >= 0 and letter.offset >= 0:
+        dlq += [(DLQ_ORIGINAL_PARTITION, str(letter.partition)), (DLQ_ORIGINAL_OFFSET, str(letter.offset))]
     # The whole record must fit, its headers too: a poison record's headers can fill it alone.
     # The value goes first (the headers say what it was); headers that would not fit even
     # without it go instead, counted, and the value stays if it then fits.

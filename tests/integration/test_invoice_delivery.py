@@ -39,10 +39,11 @@ from services.notifier.sinks import MailSink, read_mail
 from services.notifier.worker import handlers
 from shared.clock import FrozenClock
 from shared.db import Database
-from shared.envelope import KafkaRecord, ReasonKind, encode, new_event_id
+from shared.envelope import encode, new_event_id
 from shared.events import InvoiceDelivery, InvoiceIssued
 from shared.messaging import ConsumedMessage, IdempotentConsumer, Outbox, by_topic
 from shared.sealing import Sealer
+from tests.support.dead_letters import NoDeadLetters
 from tests.support.ports import free_ports
 
 CVR = "22109340"
@@ -113,13 +114,6 @@ def _problem(status: int, detail: str, kind: str = "about:blank") -> JSONRespons
         status_code=status,
         media_type="application/problem+json",
     )
-
-
-class NoDeadLetters:
-    async def send(
-        self, record: KafkaRecord, *, reason: str, kind: ReasonKind, consumer: str, partition: int, offset: int
-    ) -> None:
-        raise AssertionError(f"dead-lettered: {reason}")
 
 
 class Notifier:

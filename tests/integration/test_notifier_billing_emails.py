@@ -29,7 +29,7 @@ from services.notifier.recording import Recorder
 from services.notifier.worker import handlers
 from shared.clock import FrozenClock
 from shared.db import Database
-from shared.envelope import KafkaRecord, ReasonKind, decode, encode, new_event_id
+from shared.envelope import decode, encode, new_event_id
 from shared.events import (
     Event,
     Function,
@@ -46,6 +46,7 @@ from shared.events import (
 )
 from shared.messaging import ConsumedMessage, IdempotentConsumer, Outbox, by_topic
 from shared.sealing import Sealer
+from tests.support.dead_letters import KeptDeadLetters
 
 CVR = "22109340"
 OTHER_CVR = "35657193"
@@ -67,16 +68,6 @@ class MailTray:
         return EmailReceipt(message_id=str(message["Message-ID"]), location=f"mail:{message['To']}")
 
 
-@dataclass
-class FakeDeadLetters:
-    reasons: list[str] = field(default_factory=list)
-
-    async def send(
-        self, record: KafkaRecord, *, reason: str, kind: ReasonKind, consumer: str, partition: int, offset: int
-    ) -> None:
-        self.reasons.append(reason)
-
-
 class Notifier:
     """The notifier worker's consumers and dispatcher over one database, minus Kafka."""
 
@@ -84,7 +75,7 @@ class Notifier:
         self.db = db
         self.clock = clock
         self.mail = MailTray()
-        self.dead_letters = FakeDeadLetters()
+        self.dead_letters = KeptDeadLetters()
         self._consumers = {
             topic.name: IdempotentConsumer(
                 name=f"notifier:{topic.name}",
@@ -331,7 +322,7 @@ async def test_a_change_to_a_user_the_directory_never_saw_is_skipped(notifier: N
         assert await notifier.receive(event) == "handled", type(event).__name__
 
     assert await notifier.recipient(stranger.user_id) is None
-    assert notifier.dead_letters.reasons == []
+    assert [letter.reason for letter in notifier.dead_letters.sent] == []
 
 
 async def test_a_redelivered_user_event_changes_nothing(notifier: Notifier) -> None:
@@ -522,7 +513,7 @@ async def test_an_order_by_a_disabled_or_deleted_login_is_confirmed_to_nobody(
     assert await notifier.receive(ordered(by=user.user_id)) == "handled"
 
     assert await notifier.deliveries() == []
-    assert notifier.dead_letters.reasons == []
+    assert [letter.reason for letter in notifier.dead_letters.sent] == []
 
 
 async def test_an_order_by_a_user_the_directory_does_not_know_yet_is_tried_again_not_dropped(
@@ -538,7 +529,7 @@ async def test_an_order_by_a_user_the_directory_does_not_know_yet_is_tried_again
             await Recorder(clock).record(session, envelope)
     # The consumer retries the handler, then dead-letters the event, remembering nothing of it.
     assert await notifier.receive(order, event_id=event_id) == "dead-lettered"
-    assert notifier.dead_letters.reasons == ["handler failed: UnknownRecipient"]
+    assert [letter.reason for letter in notifier.dead_letters.sent] == ["handler failed: UnknownRecipient"]
     assert await notifier.deliveries() == []
 
     # Once identity's UserCreated has arrived, the same event (replayed from the DLQ) is confirmed.

@@ -11,9 +11,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 from uuid import UUID
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy import MetaData, func, select
 
 from shared.broker import EmbeddedBroker
@@ -393,6 +398,84 @@ async def test_a_relay_killed_while_it_holds_the_turn_holds_up_no_one_and_loses_
     assert sorted(itertools.chain.from_iterable(on_topic.values())) == sorted(
         first_eight + list(itertools.chain.from_iterable(committed.values()))
     )
+
+
+@dataclass
+class ExpiringBatches:
+    """Wraps a started producer's `send_batch`: counts the batches handed to it per partition
+    and, while `failing`, makes the `nth` batch of partition `partition` fail for good as an
+    expired batch does (its future raises; the broker never gets it). The rest go to the broker."""
+
+    producer: AIOKafkaProducer
+    partition: int
+    nth: int = 2
+    failing: bool = True
+    handed: dict[int, list[int]] = field(default_factory=dict)  # partition: record count per batch
+
+    def __post_init__(self) -> None:
+        self._send_batch = self.producer.send_batch
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        counts = self.handed.setdefault(partition, [])
+        counts.append(batch.record_count())
+        if self.failing and partition == self.partition and len(counts) == self.nth:
+            expired: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            expired.set_exception(KafkaTimeoutError("batch expired: the partition had no leader"))
+            return expired
+        return cast("asyncio.Future[Any]", await self._send_batch(batch, topic, partition=partition))
+
+
+async def test_a_failed_batch_stops_its_partition_while_the_others_go_and_the_outbox_keeps_every_row(
+    relay_db: RelayDb, broker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`KafkaPublisher.publish` sends each partition's records a batch at a time. When a batch
+    fails for good, none of that partition's later records of the call is sent (a key's later
+    event never reaches the bus before an earlier one), the other partitions' batches all go,
+    and the call fails, so the relay marks no row: the next turn sends the whole batch again
+    and the inbox drops what had arrived (docs/operations.md, "Order per key")."""
+    topic = MasterDataChanged.TOPIC
+    partitions = list(range(topic.partitions))
+    key_of: dict[int, str] = {}
+    for key in KEYS:
+        key_of.setdefault(DefaultPartitioner()(key.encode(), partitions, partitions), key)
+    assert len(key_of) >= 2, "the keys must lie in two partitions at least"
+    stopped, going = list(key_of)[:2]
+    per_key = 80  # several batches of a partition (16 KiB each, the producer's default)
+    clock = FrozenClock(AT)
+    outbox = Outbox(relay_db.tables, clock)
+    versions = itertools.count(1)
+    async with relay_db.db.transaction() as session:
+        for _ in range(per_key):
+            for partition in (stopped, going):
+                await outbox.add(session, changed(key_of[partition], next(versions)))
+    publisher = KafkaPublisher(broker, clock)
+    fault = ExpiringBatches(await publisher.start(), partition=stopped)
+    monkeypatch.setattr(fault.producer, "send_batch", fault.send_batch)
+    relay = OutboxRelay(relay_db.db, relay_db.tables, publisher, clock)
+    try:
+        with pytest.raises(KafkaTimeoutError):
+            await relay.run_once()
+        handed = {partition: list(counts) for partition, counts in fault.handed.items()}
+        on_topic, committed = await sequences_on_the_topic(broker, relay_db)
+        stopped_key, going_key = key_of[stopped], key_of[going]
+
+        first = handed[stopped][0]
+        assert 0 < first < per_key  # the stopped partition had a later batch to keep back
+        assert len(handed[stopped]) == 2  # its first batch, the failed one, and nothing after
+        assert sum(handed[going]) == per_key and len(handed[going]) > 1
+        assert on_topic[stopped_key] == committed[stopped_key][:first]
+        assert on_topic[going_key] == committed[going_key]
+        assert await unpublished(relay_db) == 2 * per_key
+
+        fault.failing = False
+        assert await relay.run_once() == 2 * per_key
+    finally:
+        await publisher.stop()
+
+    on_topic, committed = await sequences_on_the_topic(broker, relay_db)
+    assert on_topic[stopped_key] == committed[stopped_key][:first] + committed[stopped_key]
+    assert on_topic[going_key] == committed[going_key] * 2
+    assert await unpublished(relay_db) == 0
 
 
 def test_the_relay_lock_file_sits_beside_the_sqlite_file_and_in_memory_needs_none(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from shared.envelope import MAX_VALUE_BYTES, KafkaRecord, ReasonKind, encode, ne
 from shared.events import Event, SubscriptionOrdered, SubscriptionUpgraded, UserCreated
 from shared.messaging import (
     ConsumedMessage,
+    DeadLetter,
     IdempotentConsumer,
     MessagingTables,
     by_topic,
@@ -82,27 +83,8 @@ class RecordingDeadLetters:
     clock: FrozenClock
     records: list[KafkaRecord] = field(default_factory=list)
 
-    async def send(
-        self,
-        record: KafkaRecord,
-        *,
-        reason: str,
-        kind: ReasonKind,
-        consumer: str,
-        partition: int = -1,
-        offset: int = -1,
-    ) -> None:
-        self.records.append(
-            dead_letter_record(
-                record,
-                reason=reason,
-                kind=kind,
-                consumer=consumer,
-                at=self.clock.now(),
-                partition=partition,
-                offset=offset,
-            )
-        )
+    async def send(self, letter: DeadLetter) -> None:
+        self.records.append(dead_letter_record(letter, at=self.clock.now()))
 
 
 def valid_event(handled: dict[type[Event], Any]) -> Event:

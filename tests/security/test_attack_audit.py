@@ -51,7 +51,7 @@ from tests.integration.test_password_reset import (
 from tests.security.test_audit_scope import world  # noqa: F401 - fixture
 from tests.security.world import PARENT, SUBSIDIARY, add_user, bearer, company_group
 from tests.support.asgi import AppTransport
-from tests.unit.test_messaging import FakeDeadLetters
+from tests.support.dead_letters import KeptDeadLetters
 
 LOCK_AFTER = 3
 
@@ -351,7 +351,7 @@ async def test_a_malformed_billing_audit_event_is_dead_lettered_and_the_next_is_
     """Identity's consumer of `billing.audit`: a message it cannot read goes to the dead letters
     and the partition moves on; a redelivered event, or the same entry in a new envelope, is
     kept once."""
-    letters = FakeDeadLetters()
+    letters = KeptDeadLetters()
     consumer = IdempotentConsumer(
         name="identity-audit-test",
         db=db,

@@ -40,7 +40,7 @@ from services.onboarding.worker import handlers as onboarding_handlers
 from services.registry import SERVICES
 from shared.clock import FrozenClock
 from shared.db import Database, alembic_config, migrate
-from shared.envelope import KafkaRecord, ReasonKind, encode
+from shared.envelope import KafkaRecord, encode
 from shared.events import IDENTITY_USERS, SessionEnded
 from shared.messaging import ConsumedMessage, IdempotentConsumer, MessagingTables, by_topic
 from tests.integration.billing_fixtures import billing_url  # noqa: F401 - fixture
@@ -53,17 +53,9 @@ from tests.integration.test_login import (  # noqa: F401 - fixtures
     settings,
 )
 from tests.support.asgi import AppTransport
+from tests.support.dead_letters import NoDeadLetters
 
 PROBLEM = "application/problem+json"
-
-
-class NoDeadLetters:
-    """Billing's consumer must never dead-letter identity's events."""
-
-    async def send(
-        self, record: KafkaRecord, *, reason: str, kind: ReasonKind, consumer: str, partition: int, offset: int
-    ) -> None:
-        raise AssertionError(f"{consumer} dead-lettered a {record.topic} event: {reason}")
 
 
 def consumed(record: KafkaRecord) -> ConsumedMessage:

@@ -8,12 +8,12 @@ import pytest
 
 import shared.deadletters as deadletters
 from services.cli import main
-from shared.deadletters import DeadLetter, topic_of
+from shared.deadletters import StoredDeadLetter, topic_of
 
 FORGED = "\x1b]0;owned\x07\x1b[2J\nevil-row 0:0 handler-failed"
 
 
-def letter_with(ce_type: str, reason: str) -> DeadLetter:
+def letter_with(ce_type: str, reason: str) -> StoredDeadLetter:
     topic = topic_of("billing.audit")
     headers = [
         ("ce_type", ce_type.encode()),
@@ -30,7 +30,7 @@ def test_dlq_list_escapes_control_characters_and_cuts_huge_headers(
 ) -> None:
     letters = [letter_with(FORGED + "x" * 500_000, "unknown ce_type æøå " + FORGED)]
 
-    async def listed(bootstrap: str, topic: object) -> list[DeadLetter]:
+    async def listed(bootstrap: str, topic: object) -> list[StoredDeadLetter]:
         return letters
 
     monkeypatch.setattr(deadletters, "list_dead_letters", listed)

@@ -21,6 +21,7 @@ from shared.envelope import Envelope, KafkaRecord, ReasonKind, encode, new_event
 from shared.events import AccountRef, CustomerRegistered
 from shared.messaging import (
     ConsumedMessage,
+    DeadLetter,
     Handler,
     IdempotentConsumer,
     MessagingTables,
@@ -29,6 +30,7 @@ from shared.messaging import (
     dead_letter_record,
 )
 from shared.problems import Unauthenticated
+from tests.support.dead_letters import KeptDeadLetters
 from tests.support.ports import free_ports
 
 AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -63,26 +65,6 @@ class FakePublisher:
 
 
 @dataclass
-class DeadLetter:
-    record: KafkaRecord
-    reason: str
-    consumer: str
-    kind: ReasonKind
-    partition: int = -1
-    offset: int = -1
-
-
-@dataclass
-class FakeDeadLetters:
-    sent: list[DeadLetter] = field(default_factory=list)
-
-    async def send(
-        self, record: KafkaRecord, *, reason: str, kind: ReasonKind, consumer: str, partition: int, offset: int
-    ) -> None:
-        self.sent.append(DeadLetter(record, reason, consumer, kind, partition, offset))
-
-
-@dataclass
 class Harness:
     db: Database
     tables: MessagingTables
@@ -93,7 +75,7 @@ class Harness:
         async with self.db.transaction() as session:
             return int(await session.scalar(select(func.count()).select_from(table)) or 0)
 
-    def consumer(self, handler: Handler, dead_letters: FakeDeadLetters, **kwargs: Any) -> IdempotentConsumer:
+    def consumer(self, handler: Handler, dead_letters: KeptDeadLetters, **kwargs: Any) -> IdempotentConsumer:
         return IdempotentConsumer(
             name=CONSUMER,
             db=self.db,
@@ -269,7 +251,7 @@ async def test_the_same_message_delivered_twice_is_handled_once(harness: Harness
         calls.append(envelope.id)
         await record_effect(session, envelope, harness.effects)
 
-    consumer = harness.consumer(handler, FakeDeadLetters())
+    consumer = harness.consumer(handler, KeptDeadLetters())
     message = consumed(customer())
 
     outcomes = [await consumer.process(message), await consumer.process(message)]
@@ -284,7 +266,7 @@ async def test_two_messages_with_different_ids_are_both_handled(harness: Harness
     async def handler(session: AsyncSession, envelope: Envelope) -> None:
         await record_effect(session, envelope, harness.effects)
 
-    consumer = harness.consumer(handler, FakeDeadLetters())
+    consumer = harness.consumer(handler, KeptDeadLetters())
 
     assert await consumer.process(consumed(customer())) == "handled"
     assert await consumer.process(consumed(customer())) == "handled"
@@ -292,7 +274,7 @@ async def test_two_messages_with_different_ids_are_both_handled(harness: Harness
 
 
 async def test_a_message_of_a_type_without_a_handler_is_ignored(harness: Harness) -> None:
-    dead_letters = FakeDeadLetters()
+    dead_letters = KeptDeadLetters()
     consumer = IdempotentConsumer(
         name=CONSUMER,
         db=harness.db,
@@ -315,7 +297,7 @@ async def test_a_message_that_is_not_json_is_dead_lettered_with_the_reason_and_n
     async def handler(session: AsyncSession, envelope: Envelope) -> None:
         calls.append(envelope.id)
 
-    dead_letters = FakeDeadLetters()
+    dead_letters = KeptDeadLetters()
     consumer = harness.consumer(handler, dead_letters)
     good = consumed(customer())
     broken = ConsumedMessage(
@@ -343,7 +325,7 @@ async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered(harnes
         attempts.append(envelope.id)
         raise LookupError("customer table unavailable")
 
-    dead_letters = FakeDeadLetters()
+    dead_letters = KeptDeadLetters()
     consumer = harness.consumer(handler, dead_letters, retries=2, backoff=0)
     message = consumed(customer())
 
@@ -361,7 +343,7 @@ async def test_a_failing_handlers_writes_and_its_inbox_row_are_rolled_back(harne
         await record_effect(session, envelope, harness.effects)
         raise LookupError("fails after writing")
 
-    consumer = harness.consumer(handler, FakeDeadLetters(), retries=1)
+    consumer = harness.consumer(handler, KeptDeadLetters(), retries=1)
 
     assert await consumer.process(consumed(customer())) == "dead-lettered"
 
@@ -382,7 +364,7 @@ async def test_a_handlers_refusal_raised_committing_keeps_nothing_and_is_not_tak
         await record_effect(session, envelope, harness.effects)
         raise Unauthenticated("a use case's refusal, raised committing").committing()
 
-    dead_letters = FakeDeadLetters()
+    dead_letters = KeptDeadLetters()
     consumer = harness.consumer(handler, dead_letters, retries=2)
 
     assert await consumer.process(consumed(customer())) == "dead-lettered"
@@ -402,7 +384,7 @@ async def test_a_retry_after_a_failure_is_handled_not_taken_for_a_duplicate(harn
             raise LookupError("transient")
 
     after_commit_calls: list[None] = []
-    dead_letters = FakeDeadLetters()
+    dead_letters = KeptDeadLetters()
     consumer = harness.consumer(
         flaky_handler, dead_letters, retries=2, after_commit=lambda: after_commit_calls.append(None)
     )
@@ -426,7 +408,7 @@ async def test_a_message_redelivered_after_being_dead_lettered_by_its_handler_is
             raise LookupError("down")
         await record_effect(session, envelope, harness.effects)
 
-    consumer = harness.consumer(handler, FakeDeadLetters(), retries=1)
+    consumer = harness.consumer(handler, KeptDeadLetters(), retries=1)
     message = consumed(customer())
     assert await consumer.process(message) == "dead-lettered"
 
@@ -439,15 +421,11 @@ async def test_a_message_redelivered_after_being_dead_lettered_by_its_handler_is
 def test_a_dead_letter_record_goes_to_the_dlq_topic_with_the_reason_in_its_headers() -> None:
     record = encode(customer(), event_id="e-1", time=AT)
 
-    dead = dead_letter_record(
-        record,
-        reason="not valid JSON: x",
-        kind=ReasonKind.INVALID_JSON,
-        consumer=CONSUMER,
-        at=AT,
-        partition=2,
-        offset=41,
+    letter = DeadLetter(
+        record, reason="not valid JSON: x", kind=ReasonKind.INVALID_JSON, consumer=CONSUMER, partition=2, offset=41
     )
+
+    dead = dead_letter_record(letter, at=AT)
 
     assert dead.topic == "billing.customers.dlq"
     assert (dead.key, dead.value) == (record.key, record.value)
@@ -463,7 +441,7 @@ def test_a_dead_letter_record_goes_to_the_dlq_topic_with_the_reason_in_its_heade
 
 def test_a_dead_letter_of_a_dead_letter_carries_one_set_of_dlq_headers_and_keeps_where_it_was_replayed_from() -> None:
     record = encode(customer(), event_id="e-1", time=AT)
-    first = dead_letter_record(record, reason="r1", kind=ReasonKind.HANDLER_FAILED, consumer=CONSUMER, at=AT)
+    first = dead_letter_record(DeadLetter(record, "r1", ReasonKind.HANDLER_FAILED, CONSUMER), at=AT)
     replayed = KafkaRecord(
         topic=record.topic,
         key=record.key,
@@ -471,7 +449,7 @@ def test_a_dead_letter_of_a_dead_letter_carries_one_set_of_dlq_headers_and_keeps
         headers=[*first.headers, ("dlq_replayed_from", b"billing.customers.dlq:0:3")],
     )
 
-    again = dead_letter_record(replayed, reason="r2", kind=ReasonKind.INVALID_PAYLOAD, consumer=CONSUMER, at=AT)
+    again = dead_letter_record(DeadLetter(replayed, "r2", ReasonKind.INVALID_PAYLOAD, CONSUMER), at=AT)
 
     names = [name for name, _ in again.headers]
     assert names.count("dlq_reason") == names.count("dlq_reason_kind") == names.count("dlq_at") == 1
@@ -492,7 +470,7 @@ def test_a_dead_letter_sends_any_header_the_broker_delivered_and_drops_a_value_t
         headers=[(b"raw-name", b"v"), ("null", None), ("text", "t"), ("odd",)],  # type: ignore[list-item]
     )
 
-    dead = dead_letter_record(record, reason="x", kind=ReasonKind.OVERSIZED, consumer=CONSUMER, at=AT)
+    dead = dead_letter_record(DeadLetter(record, "x", ReasonKind.OVERSIZED, CONSUMER), at=AT)
 
     assert dead.key == b"\xff\xfe" and dead.value == b""
     headers = dict(dead.headers)
@@ -514,7 +492,7 @@ async def test_an_unreachable_database_is_waited_for_not_dead_lettered(harness: 
             raise OperationalError("SELECT 1", {}, Exception("database is locked"))
         handled.append(envelope.id)
 
-    dead_letters = FakeDeadLetters()
+    dead_letters = KeptDeadLetters()
     consumer = harness.consumer(flaky, dead_letters, retries=2, backoff=0)
     assert await consumer.process(consumed(customer())) == "handled"
     assert len(handled) == 1 and dead_letters.sent == []
@@ -543,7 +521,7 @@ async def test_a_connection_cut_by_a_server_shutting_down_is_waited_for_and_does
             raise faults.pop(0)
         handled.append(envelope.id)
 
-    dead_letters = FakeDeadLetters()
+    dead_letters = KeptDeadLetters()
     consumer = harness.consumer(flaky, dead_letters, retries=2, backoff=0)
     assert await consumer.process(consumed(customer())) == "handled"
     assert len(handled) == 1 and dead_letters.sent == []
@@ -561,7 +539,7 @@ async def test_a_handler_failure_is_counted_by_its_kind(harness: Harness) -> Non
         raise LookupError("down")
 
     before = dead_letters_counted("handler-failed")
-    consumer = harness.consumer(handler, FakeDeadLetters(), retries=1)
+    consumer = harness.consumer(handler, KeptDeadLetters(), retries=1)
 
     assert await consumer.process(consumed(customer())) == "dead-lettered"
     assert dead_letters_counted("handler-failed") - before == 1
@@ -584,7 +562,7 @@ async def test_headers_in_odd_shapes_are_dead_lettered_as_bad_headers_in_a_recor
     async def handler(session: AsyncSession, envelope: Envelope) -> None:
         calls.append(envelope.id)
 
-    dead_letters = FakeDeadLetters()
+    dead_letters = KeptDeadLetters()
     consumer = harness.consumer(handler, dead_letters)
     good = consumed(customer())
     message = ConsumedMessage(
@@ -598,7 +576,7 @@ async def test_headers_in_odd_shapes_are_dead_lettered_as_bad_headers_in_a_recor
     [letter] = dead_letters.sent
     assert letter.kind == ReasonKind.BAD_HEADER
     assert dead_letters_counted("bad-header") - before == 1
-    dead = dead_letter_record(letter.record, reason=letter.reason, kind=letter.kind, consumer=CONSUMER, at=AT)
+    dead = dead_letter_record(letter, at=AT)
     assert all(isinstance(name, str) and isinstance(value, bytes | None) for name, value in dead.headers)
 
 
@@ -623,7 +601,7 @@ def test_a_dead_letter_always_fits_in_a_record_the_producer_sends(value_bytes: i
         headers=[(f"h{n}", b"x" * chunk) for n in range(header_bytes // chunk)],
     )
 
-    dead = dead_letter_record(record, reason="x", kind=ReasonKind.OVERSIZED, consumer=CONSUMER, at=AT)
+    dead = dead_letter_record(DeadLetter(record, "x", ReasonKind.OVERSIZED, CONSUMER), at=AT)
 
     size = DefaultRecordBatchBuilder.estimate_size_in_bytes(dead.key, dead.value, dead.headers)
     assert size <= MAX_REQUEST_SIZE
@@ -692,7 +670,7 @@ async def test_a_handler_whose_outbound_call_fails_spends_its_retries(harness: H
         if calls["n"] <= 3:  # more than the retries: its failures must count
             raise RuntimeError("the peer did not answer") from refused
 
-    dead_letters = FakeDeadLetters()
+    dead_letters = KeptDeadLetters()
     consumer = harness.consumer(calls_out, dead_letters, retries=2, backoff=0)
     assert await consumer.process(consumed(customer())) == "dead-lettered"
     assert len(dead_letters.sent) == 1

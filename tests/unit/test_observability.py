@@ -28,6 +28,7 @@ from shared.logs import JsonFormatter
 from shared.messaging import ConsumedMessage, IdempotentConsumer, MessagingTables, Outbox
 from shared.metrics import CONSUMER_LAG, REGISTRY
 from shared.observability import ConsumerLag, WorkerMetricsServer
+from tests.support.dead_letters import NoDeadLetters
 from tests.support.ports import free_ports
 
 AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -164,12 +165,6 @@ async def test_consumer_lag_is_the_high_watermark_minus_the_committed_offset_per
 
 
 # --- the consumer's outcomes and the correlation id ---------------------------------------------
-
-
-@dataclass
-class NoDeadLetters:
-    async def send(self, record: Any, *, reason: str, consumer: str) -> None:
-        raise AssertionError(f"unexpected dead letter: {reason}")
 
 
 @pytest.fixture
