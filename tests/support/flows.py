@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,11 +165,11 @@ def log_in_with_code(
         challenge = http.post("/v1/login", json={"username": username, "password": password})
         assert challenge.status_code == 200, challenge.text
         challenge_id = challenge.json()["challenge_id"]
-        by_sms = method == "sms"
-        seen = seen_ids(suite, mobile=recipient) if by_sms else seen_ids(suite, address=recipient)
+        to = {"mobile": recipient} if method == "sms" else {"address": recipient}
+        seen = seen_ids(suite, **to)
         sent = http.post(f"/v1/login/{challenge_id}/send", json={"method": method})
         assert sent.status_code == 202, sent.text
-        code = new_sms_code(suite, recipient, seen) if by_sms else new_mail_code(suite, recipient, seen)
+        code = new_code(suite, seen, **to)
         return http.post(f"/v1/login/{challenge_id}/verify", json={"code": code})
 
 
@@ -198,44 +197,54 @@ def wait_for_mail(
     )
 
 
+def received(suite: Suite, mobile: str | None = None, address: str | None = None) -> list[tuple[str, str]]:
+    """(id, text) of each SMS to `mobile`, or else of each mail to `address`, the sinks hold."""
+    if mobile:
+        return [(m.id, m.text) for m in read_sms(sinks_dir(suite), mobile)]
+    return [(m.message_id, m.text) for m in read_mail(sinks_dir(suite), address or "")]
+
+
 def seen_ids(suite: Suite, mobile: str | None = None, address: str | None = None) -> set[str]:
     """The ids of the SMS to `mobile` (or of the mails to `address`) the sinks hold now: the
     messages `new_sms_code` and `new_mail_code` pass over."""
-    if mobile:
-        return {m.id for m in read_sms(sinks_dir(suite), mobile)}
-    return {m.message_id for m in read_mail(sinks_dir(suite), address or "")}
+    return {message_id for message_id, _ in received(suite, mobile, address)}
 
 
-def new_sms_code(suite: Suite, mobile: str, seen: set[str], *, deadline_s: float = 60) -> str:
-    """The one-time code of the first SMS to `mobile` not in `seen` that has one, once it is
-    there; its id joins `seen`, so that the next call waits for a newer one."""
-    return _new_code(
-        lambda: [(m.id, m.text) for m in read_sms(sinks_dir(suite), mobile)],
-        seen,
-        f"an SMS to {mobile}",
-        deadline_s,
-    )
-
-
-def new_mail_code(suite: Suite, address: str, seen: set[str], *, deadline_s: float = 60) -> str:
-    """The one-time code of the first mail to `address` not in `seen` that has one, once it is
-    there; its id joins `seen`, so that the next call waits for a newer one."""
-    return _new_code(
-        lambda: [(m.message_id, m.text) for m in read_mail(sinks_dir(suite), address)],
-        seen,
-        f"a mail to {address}",
-        deadline_s,
-    )
-
-
-def _new_code(read: Callable[[], list[tuple[str, str]]], seen: set[str], what: str, deadline_s: float) -> str:
+def new_code(
+    suite: Suite,
+    seen: set[str],
+    *,
+    mobile: str | None = None,
+    address: str | None = None,
+    deadline_s: float = 60,
+) -> str:
+    """The one-time code of the newest message to `mobile` (an SMS) or `address` (a mail): the
+    first not in `seen` that has a code, once it is there. Its id joins `seen`, so that the next
+    call waits for a newer one."""
     message_id, text = wait_until(
-        lambda: next(((i, t) for i, t in read() if i not in seen and ONE_TIME_CODE.search(t)), None),
+        lambda: next(
+            (
+                (i, t)
+                for i, t in received(suite, mobile, address)
+                if i not in seen and ONE_TIME_CODE.search(t)
+            ),
+            None,
+        ),
         deadline_s=deadline_s,
-        what=f"{what} with a one-time code",
+        what=f"{f'an SMS to {mobile}' if mobile else f'a mail to {address}'} with a one-time code",
     )
     seen.add(message_id)
     return one_time_code(text)
+
+
+def new_sms_code(suite: Suite, mobile: str, seen: set[str]) -> str:
+    """`new_code` of an SMS to `mobile`."""
+    return new_code(suite, seen, mobile=mobile)
+
+
+def new_mail_code(suite: Suite, address: str, seen: set[str]) -> str:
+    """`new_code` of a mail to `address`."""
+    return new_code(suite, seen, address=address)
 
 
 def one_time_code(text: str) -> str:
