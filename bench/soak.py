@@ -51,7 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pyotp
@@ -508,10 +508,15 @@ def in_span(samples: Sequence[Sample], attr: str, span: tuple[float, float]) -> 
     return [float(getattr(s, attr)) for s in samples if span[0] <= s.at_s < span[1]] or [math.nan]
 
 
-def floor_and_median(samples: Sequence[Sample], attr: str, span: tuple[float, float]) -> tuple[float, float]:
+class Window(NamedTuple):
+    floor: float  # the least sample
+    median: float
+
+
+def window(samples: Sequence[Sample], attr: str, span: tuple[float, float]) -> Window:
     """The least and the median of `attr` sampled in `span`."""
     values = in_span(samples, attr, span)
-    return min(values), statistics.median(values)
+    return Window(min(values), statistics.median(values))
 
 
 def process_figures(load: Load, opts: Options) -> dict[str, Any]:
@@ -524,26 +529,23 @@ def process_figures(load: Load, opts: Options) -> dict[str, Any]:
         # a leak raises it. A sample can also catch memory a request holds only while it runs
         # (identity's argon2 takes 64 MiB per password checked, and gives it back), and fds of
         # a connection or a write session opened for a moment; the medians show those too.
-        (first_rss, median_first_rss), (last_rss, median_last_rss) = (
-            floor_and_median(mine, "rss_kb", spans[label]) for label in ("first", "last")
-        )
-        (first_fds, median_first_fds), (last_fds, median_last_fds) = (
-            floor_and_median(mine, "fds", spans[label]) for label in ("first", "last")
+        rss, fds = (
+            {label: window(mine, attr, span) for label, span in spans.items()} for attr in ("rss_kb", "fds")
         )
         cpu = [s.cpu_s for s in measured if s.cpu_s is not None]
         out[name] = {
-            "rss_mb_first": round(first_rss / 1024, 1),
-            "rss_mb_last": round(last_rss / 1024, 1),
-            "rss_growth_pct": growth_pct(first_rss, last_rss),
-            "rss_mb_median_first": round(median_first_rss / 1024, 1),
-            "rss_mb_median_last": round(median_last_rss / 1024, 1),
-            "fds_median_first": median_first_fds,
-            "fds_median_last": median_last_fds,
+            "rss_mb_first": round(rss["first"].floor / 1024, 1),
+            "rss_mb_last": round(rss["last"].floor / 1024, 1),
+            "rss_growth_pct": growth_pct(rss["first"].floor, rss["last"].floor),
+            "rss_mb_median_first": round(rss["first"].median / 1024, 1),
+            "rss_mb_median_last": round(rss["last"].median / 1024, 1),
+            "fds_median_first": fds["first"].median,
+            "fds_median_last": fds["last"].median,
             "rss_mb_max": round(max(s.rss_kb for s in mine) / 1024, 1),
             "rss_mb_per_minute": round(slope_per_minute([(s.at_s, s.rss_kb / 1024) for s in measured]), 3),
-            "fds_first": first_fds,
-            "fds_last": last_fds,
-            "fds_growth_pct": growth_pct(first_fds, last_fds),
+            "fds_first": fds["first"].floor,
+            "fds_last": fds["last"].floor,
+            "fds_growth_pct": growth_pct(fds["first"].floor, fds["last"].floor),
             "fds_max": max(s.fds for s in mine),
             "cpu_s_measured": round(cpu[-1] - cpu[0], 1) if len(cpu) > 1 else None,
         }
