@@ -165,11 +165,11 @@ def log_in_with_code(
         challenge = http.post("/v1/login", json={"username": username, "password": password})
         assert challenge.status_code == 200, challenge.text
         challenge_id = challenge.json()["challenge_id"]
-        to = {"mobile": recipient} if method == "sms" else {"address": recipient}
-        seen = seen_ids(suite, **to)
+        mobile, address = (recipient, None) if method == "sms" else (None, recipient)
+        seen = seen_ids(suite, mobile, address)
         sent = http.post(f"/v1/login/{challenge_id}/send", json={"method": method})
         assert sent.status_code == 202, sent.text
-        code = new_code(suite, seen, **to)
+        code = new_code(suite, seen, mobile=mobile, address=address)
         return http.post(f"/v1/login/{challenge_id}/verify", json={"code": code})
 
 
