@@ -51,7 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pyotp
@@ -60,20 +60,10 @@ from sqlalchemy import bindparam, text
 from bench.e2e import LetterWatcher, application_body, cpu_seconds, process_table, wait_statuses, wait_until
 from bench.measuring import BenchError, git_state, log, machine_info, percentile, running_suite
 from services.billing.demo import GROUP_PARENT_CVR, STANDALONE_CVR, generated_companies
-from services.notifier.sinks import read_mail
 from services.registry import SERVICES
 from services.suite import Suite
 from shared.db import Database
-from tests.support.flows import (
-    ONE_TIME_CODE,
-    STRONG_PASSWORD,
-    activate_letter,
-    apply,
-    one_time_code,
-    sinks_dir,
-    wait_for_letters,
-)
-from tests.support.waiting import wait_until as wait_until_sync
+from tests.support.flows import STRONG_PASSWORD, activated_administrator, log_in_with_code
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -99,6 +89,7 @@ POOL_BURST = 12
 # the records the run sends: reported, not judged (production runs Apache Kafka, on disk).
 UNJUDGED = "broker"
 REFERENCE = "healthz (reference)"  # not a soak operation: the machine's noise, beside them
+PERCENTILES = (50, 90, 99)  # of each operation's latency, per minute compared
 
 
 # --- options ----------------------------------------------------------------------------------
@@ -174,37 +165,11 @@ def set_up_admin(suite: Suite, cvr: str, n: int) -> Admin:
     """As a person: apply, activate from the letter (codes by SMS and email), log in with a
     code by email, enrol an authenticator app."""
     email, mobile = admin_contact(n)
-    applied = apply(suite, cvr, email=email, mobile=mobile)
-    if applied.status_code != 202:
-        raise BenchError(f"application of {cvr}: {applied.status_code} {applied.text[:200]}")
-    letter = wait_for_letters(suite, cvr)[0]
-    activated = activate_letter(suite, letter, mobile=mobile, email=email)
-    if activated.status_code != 200:
-        raise BenchError(f"activation of {letter.username}: {activated.status_code} {activated.text[:200]}")
+    letter = activated_administrator(suite, cvr, email=email, mobile=mobile)
+    tokens = log_in_with_code(suite, letter.username, method="email", recipient=email, timeout_s=60)
+    if tokens.status_code != 200:
+        raise BenchError(f"login code of {letter.username}: {tokens.status_code} {tokens.text[:200]}")
     with httpx.Client(base_url=suite.url("identity"), timeout=60) as http:
-        challenge = http.post("/v1/login", json={"username": letter.username, "password": STRONG_PASSWORD})
-        if challenge.status_code != 200:
-            raise BenchError(f"login of {letter.username}: {challenge.status_code} {challenge.text[:200]}")
-        challenge_id = challenge.json()["challenge_id"]
-        before = {m.message_id for m in read_mail(sinks_dir(suite), email)}
-        sent = http.post(f"/v1/login/{challenge_id}/send", json={"method": "email"})
-        if sent.status_code != 202:
-            raise BenchError(f"login code for {letter.username}: {sent.status_code} {sent.text[:200]}")
-        mail = wait_until_sync(
-            lambda: next(
-                (
-                    m
-                    for m in read_mail(sinks_dir(suite), email)
-                    if m.message_id not in before and ONE_TIME_CODE.search(m.text)
-                ),
-                None,
-            ),
-            deadline_s=60,
-            what=f"the login code mailed to {email}",
-        )
-        tokens = http.post(f"/v1/login/{challenge_id}/verify", json={"code": one_time_code(mail.text)})
-        if tokens.status_code != 200:
-            raise BenchError(f"login code of {letter.username}: {tokens.status_code} {tokens.text[:200]}")
         bearer = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
         started = http.post("/v1/me/totp", headers=bearer)
         if started.status_code != 200:
@@ -538,36 +503,49 @@ def slope_per_minute(points: Sequence[tuple[float, float]]) -> float:
     return sum((t - mean_t) * (v - mean_v) for t, v in points) / var * 60.0
 
 
+def in_span(samples: Sequence[Sample], attr: str, span: tuple[float, float]) -> list[float]:
+    """The values of `attr` sampled in `span` (start included, end not); [nan] when none."""
+    return [float(getattr(s, attr)) for s in samples if span[0] <= s.at_s < span[1]] or [math.nan]
+
+
+class Window(NamedTuple):
+    floor: float  # the least sample
+    median: float
+
+
+def window(samples: Sequence[Sample], attr: str, span: tuple[float, float]) -> Window:
+    """The least and the median of `attr` sampled in `span`."""
+    values = in_span(samples, attr, span)
+    return Window(min(values), statistics.median(values))
+
+
 def process_figures(load: Load, opts: Options) -> dict[str, Any]:
     spans = windows(opts)
     out: dict[str, Any] = {}
     for name in sorted({s.process for s in load.samples}):
         mine = [s for s in load.samples if s.process == name]
         measured = [s for s in mine if s.at_s >= opts.warmup_s]
-
-        def in_span(span: tuple[float, float], attr: str, samples: list[Sample] = mine) -> list[float]:
-            return [float(getattr(s, attr)) for s in samples if span[0] <= s.at_s < span[1]] or [math.nan]
-
         # The floor (the least of a minute's samples) is what a process holds between requests:
         # a leak raises it. A sample can also catch memory a request holds only while it runs
         # (identity's argon2 takes 64 MiB per password checked, and gives it back), and fds of
         # a connection or a write session opened for a moment; the medians show those too.
-        first_rss, last_rss = min(in_span(spans["first"], "rss_kb")), min(in_span(spans["last"], "rss_kb"))
-        first_fds, last_fds = min(in_span(spans["first"], "fds")), min(in_span(spans["last"], "fds"))
+        rss, fds = (
+            {label: window(mine, attr, span) for label, span in spans.items()} for attr in ("rss_kb", "fds")
+        )
         cpu = [s.cpu_s for s in measured if s.cpu_s is not None]
         out[name] = {
-            "rss_mb_first": round(first_rss / 1024, 1),
-            "rss_mb_last": round(last_rss / 1024, 1),
-            "rss_growth_pct": growth_pct(first_rss, last_rss),
-            "rss_mb_median_first": round(statistics.median(in_span(spans["first"], "rss_kb")) / 1024, 1),
-            "rss_mb_median_last": round(statistics.median(in_span(spans["last"], "rss_kb")) / 1024, 1),
-            "fds_median_first": statistics.median(in_span(spans["first"], "fds")),
-            "fds_median_last": statistics.median(in_span(spans["last"], "fds")),
+            "rss_mb_first": round(rss["first"].floor / 1024, 1),
+            "rss_mb_last": round(rss["last"].floor / 1024, 1),
+            "rss_growth_pct": growth_pct(rss["first"].floor, rss["last"].floor),
+            "rss_mb_median_first": round(rss["first"].median / 1024, 1),
+            "rss_mb_median_last": round(rss["last"].median / 1024, 1),
+            "fds_median_first": fds["first"].median,
+            "fds_median_last": fds["last"].median,
             "rss_mb_max": round(max(s.rss_kb for s in mine) / 1024, 1),
             "rss_mb_per_minute": round(slope_per_minute([(s.at_s, s.rss_kb / 1024) for s in measured]), 3),
-            "fds_first": first_fds,
-            "fds_last": last_fds,
-            "fds_growth_pct": growth_pct(first_fds, last_fds),
+            "fds_first": fds["first"].floor,
+            "fds_last": fds["last"].floor,
+            "fds_growth_pct": growth_pct(fds["first"].floor, fds["last"].floor),
             "fds_max": max(s.fds for s in mine),
             "cpu_s_measured": round(cpu[-1] - cpu[0], 1) if len(cpu) > 1 else None,
         }
@@ -586,21 +564,14 @@ def latency_figures(timings: Sequence[Timing], opts: Options) -> dict[str, Any]:
             ms = [t.seconds * 1000 for t in mine if start <= t.at_s < end]
             figures[label] = {
                 "n": len(ms),
-                "p50_ms": round(percentile(ms, 50), 1),
-                "p90_ms": round(percentile(ms, 90), 1),
-                "p99_ms": round(percentile(ms, 99), 1),
+                **{f"p{p}_ms": round(percentile(ms, p), 1) for p in PERCENTILES},
                 "max_ms": round(max(ms), 1) if ms else float("nan"),
             }
         first, last = figures["first"], figures["last"]
-        figures["p90_ratio"] = (
-            round(last["p90_ms"] / first["p90_ms"], 2) if first["n"] and last["n"] else None
-        )
-        figures["p50_ratio"] = (
-            round(last["p50_ms"] / first["p50_ms"], 2) if first["n"] and last["n"] else None
-        )
-        figures["p99_ratio"] = (
-            round(last["p99_ms"] / first["p99_ms"], 2) if first["n"] and last["n"] else None
-        )
+        for p in PERCENTILES:
+            figures[f"p{p}_ratio"] = (
+                round(last[f"p{p}_ms"] / first[f"p{p}_ms"], 2) if first["n"] and last["n"] else None
+            )
         out[measure] = figures
     return out
 

@@ -1,6 +1,6 @@
 """The steps the browser stories share: a fresh browser, the portal's buttons and headings by
-their words, the one-time codes from the suite's SMS and mail sinks, and a login as a person
-makes it."""
+their words, and a login as a person makes it (its one-time code read from the suite's SMS
+or mail sink, `tests/support/flows.py`)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,9 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from services.notifier.sinks import read_mail, read_sms
 from services.portal.i18n import Texts
 from services.suite import Suite
-from tests.support.flows import (
-    ONE_TIME_CODE,
-    STRONG_PASSWORD,
-    Letter,
-    activate_letter,
-    apply_once_known,
-    sinks_dir,
-    wait_for_letters,
-)
-from tests.support.waiting import wait_until
+from tests.support.flows import STRONG_PASSWORD, new_mail_code, new_sms_code, seen_ids
 
 
 def new_context(browser: Browser, **options: object) -> BrowserContext:
@@ -42,48 +32,6 @@ def shoot(page: Page, name: str) -> None:
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
-
-
-def activated_administrator(suite: Suite, cvr: str, *, email: str, mobile: str) -> Letter:
-    """The company applies with this contact, and its administrator activates the login from
-    the letter in the company's e-Boks: the letter (its username)."""
-    applied = apply_once_known(suite, cvr, email=email, mobile=mobile)
-    assert applied.status_code in (201, 202), applied.text
-    letter = wait_for_letters(suite, cvr)[0]
-    assert activate_letter(suite, letter, mobile=mobile, email=email).status_code == 200
-    return letter
-
-
-def new_sms_code(suite: Suite, mobile: str, seen: set[str]) -> str:
-    return _new_code(
-        lambda: [(m.id, m.text) for m in read_sms(sinks_dir(suite), mobile)], seen, f"an SMS to {mobile}"
-    )
-
-
-def new_mail_code(suite: Suite, address: str, seen: set[str]) -> str:
-    return _new_code(
-        lambda: [(m.message_id, m.text) for m in read_mail(sinks_dir(suite), address)],
-        seen,
-        f"a mail to {address}",
-    )
-
-
-def _new_code(read, seen: set[str], what: str) -> str:
-    message = wait_until(
-        lambda: next(((i, t) for i, t in read() if i not in seen and ONE_TIME_CODE.search(t)), None),
-        deadline_s=60,
-        what=f"{what} with a one-time code",
-    )
-    seen.add(message[0])
-    found = ONE_TIME_CODE.search(message[1])
-    assert found
-    return found.group()
-
-
-def seen_ids(suite: Suite, mobile: str | None = None, address: str | None = None) -> set[str]:
-    if mobile:
-        return {m.id for m in read_sms(sinks_dir(suite), mobile)}
-    return {m.message_id for m in read_mail(sinks_dir(suite), address or "")}
 
 
 def tab_to(page: Page, selector: str, *, most: int = 40) -> None:

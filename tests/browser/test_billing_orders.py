@@ -23,8 +23,9 @@ from services.billing.demo import STANDALONE_CVR
 from services.notifier.sinks import read_mail
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.steps import activated_administrator, button, heading, log_in, new_page
+from tests.browser.steps import button, heading, log_in, new_page
 from tests.support.flows import (
+    activated_administrator,
     sinks_dir,
 )
 from tests.support.waiting import wait_until

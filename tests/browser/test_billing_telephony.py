@@ -18,7 +18,8 @@ from playwright.sync_api import Browser, Page, expect
 
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.steps import activated_administrator, heading, log_in, new_page, shoot, tab_to
+from tests.browser.steps import heading, log_in, new_page, shoot, tab_to
+from tests.support.flows import activated_administrator
 
 GROUP_CVR = "35657193"
 EMAIL = "mette.holm@nordlys.example"

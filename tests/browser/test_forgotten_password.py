@@ -10,11 +10,14 @@ from services.billing.demo import generated_companies
 from services.notifier.sinks import read_mail
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.steps import button, heading, new_mail_code, new_page, new_sms_code, seen_ids
+from tests.browser.steps import button, heading, new_page
 from tests.support.flows import (
     STRONG_PASSWORD,
     activate_letter,
     apply_once_known,
+    new_mail_code,
+    new_sms_code,
+    seen_ids,
     sinks_dir,
     wait_for_letters,
 )

@@ -20,10 +20,12 @@ from services.billing.demo import STANDALONE_CVR
 from services.notifier.sinks import read_mail, read_sms
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.steps import button, heading, log_in, new_page, new_sms_code, seen_ids
+from tests.browser.steps import button, heading, log_in, new_page
 from tests.support.flows import (
     activate_letter,
     apply_once_known,
+    new_sms_code,
+    seen_ids,
     sinks_dir,
     wait_for_letters,
 )

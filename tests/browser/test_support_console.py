@@ -9,8 +9,8 @@ from playwright.sync_api import Page, expect
 from services.billing.demo import STANDALONE_CVR
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.steps import button, heading, new_mail_code, seen_ids
-from tests.support.flows import STRONG_PASSWORD, create_staff
+from tests.browser.steps import button, heading
+from tests.support.flows import STRONG_PASSWORD, create_staff, new_mail_code, seen_ids
 
 STAFF_EMAIL = "bo.support@adgang.example"
 

@@ -27,14 +27,16 @@ from services.portal.i18n import Texts
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
 from tests.browser.conftest import EXTRA_CUSTOMERS, move_clock
-from tests.browser.steps import button, heading, new_mail_code, new_page, new_sms_code, seen_ids
+from tests.browser.steps import button, heading, new_page
 from tests.support.flows import (
     STRONG_PASSWORD,
     Letter,
     activate,
-    activate_letter,
+    activated_administrator,
     apply,
-    apply_once_known,
+    new_mail_code,
+    new_sms_code,
+    seen_ids,
     sinks_dir,
     wait_for_letters,
     wait_for_status,
@@ -56,10 +58,7 @@ def clock_put_back(portal_suite: Suite) -> Iterator[None]:
 
 def _company_with_an_administrator(suite: Suite, cvr: str, *, email: str, mobile: str) -> str:
     """Apply, and activate the letter's login: its username."""
-    accepted = apply_once_known(suite, cvr, email=email, mobile=mobile)
-    assert accepted.status_code == 202, accepted.text
-    [letter] = wait_for_letters(suite, cvr)
-    assert activate_letter(suite, letter, email=email, mobile=mobile).status_code == 200
+    letter = activated_administrator(suite, cvr, email=email, mobile=mobile)
     _takeover_offered(suite, cvr)
     return letter.username
 

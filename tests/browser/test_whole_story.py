@@ -26,8 +26,16 @@ from playwright.sync_api import Browser, Page, expect
 from services.notifier.sinks import read_mail
 from services.suite import Suite
 from tests.browser.accessibility import assert_accessible
-from tests.browser.steps import button, heading, new_mail_code, new_page, new_sms_code, seen_ids, tab_to
-from tests.support.flows import CODE, STRONG_PASSWORD, sinks_dir, wait_for_letters
+from tests.browser.steps import button, heading, new_page, tab_to
+from tests.support.flows import (
+    CODE,
+    STRONG_PASSWORD,
+    new_mail_code,
+    new_sms_code,
+    seen_ids,
+    sinks_dir,
+    wait_for_letters,
+)
 from tests.support.waiting import wait_until
 
 ACTIVATION_LINK = re.compile(r"https?://\S+/aktiver\?username=\S+")

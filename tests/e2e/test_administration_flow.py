@@ -17,14 +17,13 @@ from services.suite import Suite
 from tests.conftest import start_suite
 from tests.support.flows import (
     CODE,
-    ONE_TIME_CODE,
     STRONG_PASSWORD,
     USERNAME,
     activate,
     activate_letter,
     apply,
     create_staff,
-    one_time_code,
+    log_in_with_code,
     sinks_dir,
     wait_for_letters,
     wait_for_mail,
@@ -51,29 +50,12 @@ def identity(suite: Suite) -> httpx.Client:
     return httpx.Client(base_url=suite.url("identity"), timeout=15)
 
 
-def log_in(suite: Suite, username: str, *, method: str, recipient: str, deadline_s: float = 60) -> dict:
+def log_in(suite: Suite, username: str, *, method: str, recipient: str) -> dict:
     """Password, then a code by SMS or email read from the local sink; returns the tokens."""
-    from services.notifier.sinks import read_mail, read_sms
-
-    def messages() -> list[str]:
-        read = read_sms if method == "sms" else read_mail
-        return [m.text for m in read(sinks_dir(suite), recipient)]
-
-    with identity(suite) as http:
-        challenge = http.post("/v1/login", json={"username": username, "password": STRONG_PASSWORD})
-        assert challenge.status_code == 200, challenge.text
-        challenge_id = challenge.json()["challenge_id"]
-        before = set(messages())
-        assert http.post(f"/v1/login/{challenge_id}/send", json={"method": method}).status_code == 202
-        text = wait_until(
-            lambda: next((t for t in messages() if t not in before and ONE_TIME_CODE.search(t)), None),
-            deadline_s=deadline_s,
-            what=f"a one-time code by {method} to {recipient}",
-        )
-        tokens = http.post(f"/v1/login/{challenge_id}/verify", json={"code": one_time_code(text)})
-        assert tokens.status_code == 200, tokens.text
-        ISSUED_TOKENS.extend([tokens.json()["access_token"], tokens.json()["refresh_token"]])
-        return tokens.json()
+    tokens = log_in_with_code(suite, username, method=method, recipient=recipient)
+    assert tokens.status_code == 200, tokens.text
+    ISSUED_TOKENS.extend([tokens.json()["access_token"], tokens.json()["refresh_token"]])
+    return tokens.json()
 
 
 def bearer(tokens: dict) -> dict:

@@ -126,40 +126,51 @@ def activate_letter(
     """Activate the login from the company's letter as its reader does: the letter's username
     and code with one's own mobile and email, then the codes that arrive by SMS and by email.
     Returns the confirmation's answer (200 once the login is active)."""
-    seen_sms = {m.id for m in read_sms(sinks_dir(suite), mobile)}
-    seen_mail = {m.message_id for m in read_mail(sinks_dir(suite), email)}
+    seen_sms, seen_mail = seen_ids(suite, mobile=mobile), seen_ids(suite, address=email)
     details = {"mobile": mobile, "email": email, **({"name": name} if name else {})}
     started = activate(suite, letter.username, letter.code, password, **details)
     assert started.status_code == 202, started.text
-    sms = wait_until(
-        lambda: next(
-            (
-                m
-                for m in read_sms(sinks_dir(suite), mobile)
-                if m.id not in seen_sms and ONE_TIME_CODE.search(m.text)
-            ),
-            None,
-        ),
-        deadline_s=60,
-        what=f"the SMS code confirming {mobile}",
-    )
-    mail = wait_until(
-        lambda: next(
-            (
-                m
-                for m in read_mail(sinks_dir(suite), email)
-                if m.message_id not in seen_mail and ONE_TIME_CODE.search(m.text)
-            ),
-            None,
-        ),
-        deadline_s=60,
-        what=f"the email code confirming {email}",
-    )
+    sms_code, mail_code = new_sms_code(suite, mobile, seen_sms), new_mail_code(suite, email, seen_mail)
     return httpx.post(
         f"{suite.url('identity')}/v1/activation/{started.json()['activation_id']}/confirm",
-        json={"sms_code": one_time_code(sms.text), "email_code": one_time_code(mail.text)},
+        json={"sms_code": sms_code, "email_code": mail_code},
         timeout=10,
     )
+
+
+def activated_administrator(suite: Suite, cvr: str, *, email: str, mobile: str) -> Letter:
+    """The company applies with this contact, and its administrator activates the login from
+    the letter in the company's e-Boks (`activate_letter`): the letter (its username)."""
+    applied = apply_once_known(suite, cvr, email=email, mobile=mobile)
+    assert applied.status_code == 202, applied.text
+    letter = wait_for_letters(suite, cvr)[0]
+    activated = activate_letter(suite, letter, mobile=mobile, email=email)
+    assert activated.status_code == 200, activated.text
+    return letter
+
+
+def log_in_with_code(
+    suite: Suite,
+    username: str,
+    *,
+    method: str,
+    recipient: str,
+    password: str = STRONG_PASSWORD,
+    timeout_s: float = 15,
+) -> httpx.Response:
+    """Log in as a person does (S7): the password, then a one-time code sent by `method` ("sms"
+    or "email") to `recipient`, read from the local sink. Returns the verification's answer
+    (200 with the tokens)."""
+    with httpx.Client(base_url=suite.url("identity"), timeout=timeout_s) as http:
+        challenge = http.post("/v1/login", json={"username": username, "password": password})
+        assert challenge.status_code == 200, challenge.text
+        challenge_id = challenge.json()["challenge_id"]
+        mobile, address = (recipient, None) if method == "sms" else (None, recipient)
+        seen = seen_ids(suite, mobile, address)
+        sent = http.post(f"/v1/login/{challenge_id}/send", json={"method": method})
+        assert sent.status_code == 202, sent.text
+        code = new_code(suite, seen, mobile=mobile, address=address)
+        return http.post(f"/v1/login/{challenge_id}/verify", json={"code": code})
 
 
 def sinks_dir(suite: Suite) -> Path:
@@ -184,6 +195,56 @@ def wait_for_mail(
         deadline_s=deadline_s,
         what=f"{count} mail(s) to {address}",
     )
+
+
+def received(suite: Suite, mobile: str | None = None, address: str | None = None) -> list[tuple[str, str]]:
+    """(id, text) of each SMS to `mobile`, or else of each mail to `address`, the sinks hold."""
+    if mobile:
+        return [(m.id, m.text) for m in read_sms(sinks_dir(suite), mobile)]
+    return [(m.message_id, m.text) for m in read_mail(sinks_dir(suite), address or "")]
+
+
+def seen_ids(suite: Suite, mobile: str | None = None, address: str | None = None) -> set[str]:
+    """The ids of the SMS to `mobile` (or of the mails to `address`) the sinks hold now: the
+    messages `new_sms_code` and `new_mail_code` pass over."""
+    return {message_id for message_id, _ in received(suite, mobile, address)}
+
+
+def new_code(
+    suite: Suite,
+    seen: set[str],
+    *,
+    mobile: str | None = None,
+    address: str | None = None,
+    deadline_s: float = 60,
+) -> str:
+    """The one-time code of the newest message to `mobile` (an SMS) or `address` (a mail): the
+    first not in `seen` that has a code, once it is there. Its id joins `seen`, so that the next
+    call waits for a newer one."""
+    message_id, text = wait_until(
+        lambda: next(
+            (
+                (i, t)
+                for i, t in received(suite, mobile, address)
+                if i not in seen and ONE_TIME_CODE.search(t)
+            ),
+            None,
+        ),
+        deadline_s=deadline_s,
+        what=f"{f'an SMS to {mobile}' if mobile else f'a mail to {address}'} with a one-time code",
+    )
+    seen.add(message_id)
+    return one_time_code(text)
+
+
+def new_sms_code(suite: Suite, mobile: str, seen: set[str]) -> str:
+    """`new_code` of an SMS to `mobile`."""
+    return new_code(suite, seen, mobile=mobile)
+
+
+def new_mail_code(suite: Suite, address: str, seen: set[str]) -> str:
+    """`new_code` of a mail to `address`."""
+    return new_code(suite, seen, address=address)
 
 
 def one_time_code(text: str) -> str:
