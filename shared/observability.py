@@ -4,7 +4,8 @@
 - `metrics_text`: the Prometheus text of a process, its own registries plus the domain metrics
   of `shared.metrics.REGISTRY`, behind the metrics token rule of docs/security.md.
 - `OutboxGauges`: the outbox backlog and its oldest age, from one cheap query on the indexed
-  `published_at` column, refreshed periodically by the API and the worker of a service.
+  `published_at` column, refreshed periodically by the worker of a service (which relays the
+  outbox), not by its API: one query per worker instance, not one more per API instance.
 - `ConsumerLag`: a worker's consumer lag per partition (the high watermark minus the committed
   offset), refreshed periodically from the faust consumer.
 - `WorkerMetricsServer`: a worker's `/metrics` and `/healthz` on `worker_metrics_port`.
