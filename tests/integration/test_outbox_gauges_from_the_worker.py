@@ -127,7 +127,9 @@ async def test_the_worker_measures_the_outbox_and_the_api_runs_no_outbox_query(
                 backlog = await worker_backlog(worker_http)
                 return None if backlog is None else [backlog]  # 0 rows is a measurement too
 
-            [first] = await wait_until_async(measured, deadline_s=30, what="the worker's first outbox refresh")
+            [first] = await wait_until_async(
+                measured, deadline_s=30, what="the worker's first outbox refresh"
+            )
             for added in (1, 2):
                 await add_outbox_row(writer)
                 await wait_until_async(
