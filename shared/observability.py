@@ -137,10 +137,11 @@ class ConsumerLag:
 
 
 async def refresh_forever(
-    name: str, refresh: Callable[[], Awaitable[object]], interval_s: float = REFRESH_INTERVAL_S
+    name: str, refresh: Callable[[], Awaitable[object]], interval_s: float | None = None
 ) -> None:
-    """Refresh a gauge every `interval_s`; a failure (the database away, a rebalance under way)
-    is logged and the gauge keeps its last value until the next refresh succeeds."""
+    """Refresh a gauge every `interval_s` (by default `REFRESH_INTERVAL_S`, read at each turn);
+    a failure (the database away, a rebalance under way) is logged and the gauge keeps its last
+    value until the next refresh succeeds."""
     failing = False
     while True:
         try:
@@ -152,7 +153,7 @@ async def refresh_forever(
             if not failing:  # once per outage, not every few seconds
                 log.warning("refreshing the %s metrics failed: %s", name, type(exc).__name__)
             failing = True
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(REFRESH_INTERVAL_S if interval_s is None else interval_s)
 
 
 class WorkerMetricsServer:

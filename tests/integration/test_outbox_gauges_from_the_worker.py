@@ -6,7 +6,9 @@ read the same backlog twice every few seconds (once more per API instance).
 Both run in this test's process on the database under test. The worker is onboarding's own
 faust app, its start-up task run without faust; its broker address answers nothing, so its
 start-up waits for the broker and its relay never runs: the rows the test writes stay in the
-outbox, and only the gauges' refresh can make its /metrics show them."""
+outbox, and only the gauges' refresh can make its /metrics show them. The refresh interval is
+made short for the test (`REFRESH_INTERVAL_S`, read at each turn), for the API as well had it
+one."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from services.onboarding.api import create_api
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.models import messaging
 from services.onboarding.worker import create_worker
+from shared import observability
 from shared.clock import SystemClock
 from shared.db import Database
 from tests.support.asgi import AppTransport
@@ -104,8 +107,9 @@ async def add_outbox_row(db: Database) -> None:
 
 
 async def test_the_worker_measures_the_outbox_and_the_api_runs_no_outbox_query(
-    settings: OnboardingSettings, statements: list[tuple[Engine, str]]
+    settings: OnboardingSettings, statements: list[tuple[Engine, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(observability, "REFRESH_INTERVAL_S", 0.1)  # the test waits less for each turn
     api = create_api(settings)
     api_db: Database = api.state.parts.db
     readers = api_db._readers.kw.get("bind", api_db.engine)  # noqa: SLF001 - SQLite reads apart
