@@ -4,7 +4,8 @@
 - `metrics_text`: the Prometheus text of a process, its own registries plus the domain metrics
   of `shared.metrics.REGISTRY`, behind the metrics token rule of docs/security.md.
 - `OutboxGauges`: the outbox backlog and its oldest age, from one cheap query on the indexed
-  `published_at` column, refreshed periodically by the API and the worker of a service.
+  `published_at` column, refreshed periodically by the worker of a service (which relays the
+  outbox), not by its API: one query per worker instance, not one more per API instance.
 - `ConsumerLag`: a worker's consumer lag per partition (the high watermark minus the committed
   offset), refreshed periodically from the faust consumer.
 - `WorkerMetricsServer`: a worker's `/metrics` and `/healthz` on `worker_metrics_port`.
@@ -136,10 +137,11 @@ class ConsumerLag:
 
 
 async def refresh_forever(
-    name: str, refresh: Callable[[], Awaitable[object]], interval_s: float = REFRESH_INTERVAL_S
+    name: str, refresh: Callable[[], Awaitable[object]], interval_s: float | None = None
 ) -> None:
-    """Refresh a gauge every `interval_s`; a failure (the database away, a rebalance under way)
-    is logged and the gauge keeps its last value until the next refresh succeeds."""
+    """Refresh a gauge every `interval_s` (by default `REFRESH_INTERVAL_S`, read at each turn);
+    a failure (the database away, a rebalance under way) is logged and the gauge keeps its last
+    value until the next refresh succeeds."""
     failing = False
     while True:
         try:
@@ -151,7 +153,7 @@ async def refresh_forever(
             if not failing:  # once per outage, not every few seconds
                 log.warning("refreshing the %s metrics failed: %s", name, type(exc).__name__)
             failing = True
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(REFRESH_INTERVAL_S if interval_s is None else interval_s)
 
 
 class WorkerMetricsServer:

@@ -4,8 +4,6 @@ documentation and metrics only where configured, and the server that runs it."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import logging
 import socket
@@ -26,8 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared import correlation
 from shared.db import UNAVAILABLE_ERRORS, Database, database_unavailable
 from shared.kafka import broker_reachable
-from shared.messaging import MessagingTables
-from shared.observability import OutboxGauges, metrics_text, refresh_forever
+from shared.observability import metrics_text
 from shared.problems import (
     MEDIA_TYPE,
     InvalidField,
@@ -59,25 +56,17 @@ def create_app(
     readiness_checks: dict[str, Callable[[], Awaitable[str]]] | None = None,
     uses_broker: bool = True,
     on_startup: list[Callable[[], Awaitable[None]]] | None = None,
-    messaging: MessagingTables | None = None,
 ) -> FastAPI:
     """`readiness_checks` are extra named checks for `/readyz`, each answering "ok" or why not.
-    A service that `uses_broker` is ready only while the broker is reachable. A service with an
-    outbox passes its `messaging` tables: its backlog is then measured for `/metrics`."""
+    A service that `uses_broker` is ready only while the broker is reachable. An API measures no
+    outbox: its service's worker, which relays the outbox, reports the backlog on its own
+    `/metrics` (`shared.worker`)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for hook in on_startup or []:
             await hook()
-        gauges = None
-        if messaging is not None:
-            outbox = OutboxGauges(db, messaging.outbox, settings.service, settings.clock())
-            gauges = asyncio.create_task(refresh_forever("outbox", outbox.refresh))
         yield
-        if gauges is not None:
-            gauges.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gauges
         for hook in on_shutdown or []:
             await hook()
         await db.dispose()

@@ -127,24 +127,28 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
 
     @app.task
     async def start_background() -> None:
+        # The worker alone measures its service's outbox (the API does not): the relay runs
+        # here, and one query every few seconds per worker instance is enough.
         await metrics_server.start()
         refreshers = [
             asyncio.create_task(refresh_forever("outbox", outbox_gauges.refresh)),
             asyncio.create_task(refresh_forever("consumer lag", lag.refresh)),
         ]
-        await ensure_topics(settings.kafka_bootstrap_servers)
-        for hook in spec.on_start:
-            await hook()
-        tasks = [asyncio.create_task(relay.run_forever(settings.outbox_poll_interval_s, outbox_wake))]
-        tasks += [asyncio.create_task(_supervised(job)) for job in spec.background]
-        marker = settings.ready_marker("worker")
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(str(os.getpid()))  # read by the supervisor (`adgang run`, tests)
-        log.info("%s ready", settings.process_name("worker"))
+        tasks: list[asyncio.Task[None]] = []
         try:
+            await ensure_topics(settings.kafka_bootstrap_servers)
+            for hook in spec.on_start:
+                await hook()
+            tasks.append(asyncio.create_task(relay.run_forever(settings.outbox_poll_interval_s, outbox_wake)))
+            tasks += [asyncio.create_task(_supervised(job)) for job in spec.background]
+            marker = settings.ready_marker("worker")
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(os.getpid()))  # read by the supervisor (`adgang run`, tests)
+            log.info("%s ready", settings.process_name("worker"))
             ready.set()  # /healthz answers ok from now on
             await asyncio.gather(*tasks)
         finally:
+            # Also when starting fails (the broker never answered): nothing is left running.
             for task in tasks:
                 task.cancel()
             await publisher.stop()

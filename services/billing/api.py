@@ -17,7 +17,6 @@ from services.billing import (
 )
 from services.billing.bootstrap import build
 from services.billing.config import BillingSettings
-from services.billing.models import messaging
 from shared.clock import Clock
 from shared.web import create_app
 
@@ -35,7 +34,6 @@ def create_api(
         "telephony and Personligt Nummer (S11) of business customers, within the caller's grants (S14).",
         settings=parts.settings,
         db=parts.db,
-        messaging=messaging,
     )
     app.state.parts = parts
     for feature in (invoices_api, usage_api, orders_api, internal_api, changes_api, telephony_api):

@@ -17,7 +17,6 @@ from services.identity import (
 )
 from services.identity.bootstrap import build
 from services.identity.config import IdentitySettings
-from services.identity.models import messaging
 from shared.clock import Clock
 from shared.sealing import Sealer
 from shared.tokens import TokenSigner
@@ -37,7 +36,6 @@ def create_api(
         description="Logins, two-factor authentication and delegated administration (S3–S7, S12).",
         settings=parts.settings,
         db=parts.db,
-        messaging=messaging,
     )
     app.state.parts = parts
     for routes in (

@@ -9,7 +9,6 @@ from fastapi import FastAPI
 from services.notifier import deliveries_api, sinks_api
 from services.notifier.bootstrap import build
 from services.notifier.config import NotifierSettings
-from services.notifier.models import messaging
 from shared.clock import Clock
 from shared.settings import Environment
 from shared.web import create_app
@@ -30,7 +29,6 @@ def create_api(
         description="Delivery of letters to e-Boks, email and SMS, and their status.",
         settings=settings,
         db=parts.db,
-        messaging=messaging,
     )
     app.state.parts = parts
     app.include_router(deliveries_api.router)

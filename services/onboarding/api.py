@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from services.onboarding import applications_api
 from services.onboarding.bootstrap import build
 from services.onboarding.config import OnboardingSettings
-from services.onboarding.models import KnownCustomer, messaging
+from services.onboarding.models import KnownCustomer
 from shared.clock import Clock
 from shared.db import Database
 from shared.web import create_app
@@ -36,7 +36,6 @@ def create_api(
         description="Apply for self-service access (S1); the login arrives in the company's e-Boks (S2).",
         settings=parts.settings,
         db=parts.db,
-        messaging=messaging,
         readiness_checks={"customer_registry": lambda: customer_registry_state(parts.db)},
     )
     app.state.parts = parts

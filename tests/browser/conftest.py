@@ -53,8 +53,9 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 CLOCK_OFFSET_FILE = "clock-offset"
 # Companies of the demo's generated ones for the stories: the first is the forgotten password's
-# (test_forgotten_password.py), the next two the takeover's (test_takeover.py).
-EXTRA_CUSTOMERS = 3
+# (test_forgotten_password.py), the next two the takeover's (test_takeover.py), the fourth the
+# "try again" page's (test_service_unavailable.py).
+EXTRA_CUSTOMERS = 4
 
 
 @pytest.fixture(scope="package")

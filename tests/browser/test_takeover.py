@@ -43,7 +43,7 @@ from tests.support.flows import (
 )
 from tests.support.waiting import wait_until
 
-CANCELLED_CVR, TAKEN_OVER_CVR = (c.cvr for c in generated_companies(EXTRA_CUSTOMERS)[1:])
+CANCELLED_CVR, TAKEN_OVER_CVR = (c.cvr for c in generated_companies(EXTRA_CUSTOMERS)[1:3])
 CANCEL_LINK = re.compile(r"https?://\S+/overtagelse/annuller/\S+")
 NOTICE_S = 72 * 3600
 

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
+from services.portal.i18n import load_texts
 from services.registry import SERVICES
 from shared.db import database_unavailable, migrate
 from tests.conftest import BACKEND
@@ -178,6 +179,8 @@ async def test_the_portal_shows_a_person_a_page_asking_to_try_again(service: str
         assert answer.headers["content-type"].startswith("text/html")
         assert answer.headers["retry-after"] == "5"
         assert answer.headers["cache-control"] == "no-store"
+        # A link that asks for the same page again (tests/browser/test_service_unavailable.py).
+        assert f'<a href="/">{load_texts()["da"].gettext("error.try-again")}</a>' in answer.text
 
 
 def test_a_cancelled_query_is_not_an_outage() -> None:
