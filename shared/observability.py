@@ -26,7 +26,7 @@ from sqlalchemy import Table, func, select
 from shared.clock import Clock, as_utc
 from shared.db import Database
 from shared.metrics import CONSUMER_LAG, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, REGISTRY
-from shared.problems import MEDIA_TYPE, Unauthenticated
+from shared.problems import MEDIA_TYPE, Problem, Unauthenticated, http_problem
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,29 @@ async def refresh_forever(
         await asyncio.sleep(REFRESH_INTERVAL_S if interval_s is None else interval_s)
 
 
+@web.middleware
+async def _problems(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own errors (no such path, a method not taken) as problem+json, like the APIs'."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _problem_response(http_problem(exc.status, exc.reason, headers), request)
+
+
+def _problem_response(problem: Problem, request: web.Request) -> web.Response:
+    return web.json_response(
+        problem.body(instance=request.path),
+        status=problem.status,
+        content_type=MEDIA_TYPE,
+        headers=problem.headers,
+    )
+
+
 class WorkerMetricsServer:
     """A worker's `/metrics` (the domain metrics) and `/healthz` on `worker_metrics_port`.
 
@@ -173,7 +196,7 @@ class WorkerMetricsServer:
         self._runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[_problems])
         app.router.add_get("/healthz", self._healthz)
         if self._settings.serves_metrics:
             app.router.add_get("/metrics", self._metrics)
@@ -211,11 +234,5 @@ class WorkerMetricsServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         token = self._settings.metrics_token
         if token is not None and not bearer_matches(request.headers.get("Authorization"), token.get_secret_value()):
-            problem = Unauthenticated(HOW_TO_AUTHENTICATE)
-            return web.json_response(
-                problem.body(instance=request.path),
-                status=problem.status,
-                content_type=MEDIA_TYPE,
-                headers=problem.headers,
-            )
+            return _problem_response(Unauthenticated(HOW_TO_AUTHENTICATE), request)
         return web.Response(body=metrics_text(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -149,6 +149,18 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def http_problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Problem:
+    """The problem for an error the HTTP framework answers itself (no such path, a method the
+    path does not take, an unreadable request), whichever framework serves the port."""
+    problem = Problem(detail, headers=headers)
+    problem.status = status
+    problem.type_suffix = {400: "malformed-request", 404: "not-found", 405: "method-not-allowed"}.get(
+        status, "http-error"
+    )
+    problem.title = {400: "Malformed request", 404: "Not found", 405: "Method not allowed"}.get(status, "HTTP error")
+    return problem
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -169,15 +181,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = str(exc.detail)
         if exc.status_code == 400 and "parsing the body" in detail:
             detail = "The request body could not be read: send valid JSON with content-type application/json."
-        problem = Problem(detail, headers=dict(exc.headers or {}))
-        problem.status = exc.status_code
-        problem.type_suffix = {400: "malformed-request", 404: "not-found", 405: "method-not-allowed"}.get(
-            exc.status_code, "http-error"
-        )
-        problem.title = {400: "Malformed request", 404: "Not found", 405: "Method not allowed"}.get(
-            exc.status_code, "HTTP error"
-        )
-        return problem_response(problem, request)
+        return problem_response(http_problem(exc.status_code, detail, dict(exc.headers or {})), request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

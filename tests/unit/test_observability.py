@@ -99,6 +99,30 @@ async def test_in_production_without_a_token_a_worker_serves_no_metrics(worker_s
     assert health.status_code == 200
 
 
+async def test_a_workers_own_errors_are_problem_json_like_the_apis(worker_settings) -> None:
+    """No such path, a path without metrics in production, a method the path does not take:
+    problem+json naming the status and the path, as every API answers (they were plain text)."""
+    server = WorkerMetricsServer(worker_settings(environment="production"))
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server._settings.worker_metrics_port}") as http:  # noqa: SLF001
+            answers = [
+                await http.get("/no-such-path"),
+                await http.get("/metrics"),
+                await http.post("/healthz"),
+            ]
+    finally:
+        await server.stop()
+    kinds = ["not-found", "not-found", "method-not-allowed"]
+    for answer, status, kind in zip(answers, [404, 404, 405], kinds, strict=True):
+        assert answer.status_code == status
+        assert answer.headers["content-type"].startswith("application/problem+json"), answer.text
+        body = answer.json()
+        assert body["status"] == status and body["type"].endswith("/" + kind)
+        assert body["instance"] == answer.request.url.path
+    assert "GET" in answers[2].headers["allow"]
+
+
 async def test_without_a_metrics_port_a_worker_listens_nowhere(worker_settings) -> None:
     server = WorkerMetricsServer(worker_settings(worker_metrics_port=None))
     await server.start()
