@@ -32,6 +32,7 @@ from shared.messaging import (
     DLQ_AT,
     DLQ_CONSUMER,
     DLQ_HEADERS_DROPPED,
+    DLQ_KEY_DROPPED,
     DLQ_ORIGINAL_OFFSET,
     DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
@@ -90,6 +91,7 @@ class StoredDeadLetter:
     value_dropped: bool
     record: KafkaRecord = field(repr=False)
     headers_dropped: bool = False  # its headers were too large to keep: not the record it was
+    key_dropped: bool = False  # its key was too large to keep: not the record it was either
 
     @property
     def where(self) -> str:
@@ -147,6 +149,7 @@ def _dead_letter(
         value_dropped=DLQ_VALUE_DROPPED in headers,
         record=KafkaRecord(topic=topic.dlq, key=key or b"", value=value or b"", headers=list(raw)),  # type: ignore[arg-type]
         headers_dropped=DLQ_HEADERS_DROPPED in headers,
+        key_dropped=DLQ_KEY_DROPPED in headers,
     )
 
 
@@ -266,6 +269,8 @@ async def replay(
                 result.skipped.append((letter, "its value was too large to keep"))
             elif letter.headers_dropped:
                 result.skipped.append((letter, "its headers were too large to keep"))
+            elif letter.key_dropped:
+                result.skipped.append((letter, "its key was too large to keep"))
             elif letter.original is not None and letter.original in seen:
                 # Two consumers of the topic dead-lettered the same record: it goes back once,
                 # and reaches both.

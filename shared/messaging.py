@@ -471,8 +471,10 @@ DLQ_ORIGINAL_OFFSET = "dlq_original_offset"
 DLQ_AT = "dlq_at"
 DLQ_VALUE_DROPPED = "dlq_value_dropped"
 DLQ_HEADERS_DROPPED = "dlq_headers_dropped"
+DLQ_KEY_DROPPED = "dlq_key_dropped"
 DLQ_HEADERS = (
     DLQ_HEADERS_DROPPED,
+    DLQ_KEY_DROPPED,
     DLQ_REASON,
     DLQ_REASON_KIND,
     DLQ_CONSUMER,
@@ -528,13 +530,19 @@ def dead_letter_record(letter: DeadLetter, *, at: datetime) -> KafkaRecord:
     ]
     if letter.partition >= 0 and letter.offset >= 0:
         dlq += [(DLQ_ORIGINAL_PARTITION, str(letter.partition)), (DLQ_ORIGINAL_OFFSET, str(letter.offset))]
-    # The whole record must fit, its headers too: a poison record's headers can fill it alone.
-    # The value goes first (the headers say what it was); headers that would not fit even
-    # without it go instead, counted, and the value stays if it then fits.
+    # The whole record must fit, its headers and key too: a poison record's headers, or its
+    # key, can fill it alone. The value goes first (the headers say what it was); headers that
+    # would not fit even without it go instead, counted, and the value stays if it then fits;
+    # a key that would not fit alone goes too, its size noted.
+    key = record.key
+
     def fits(value: bytes, headers: list[tuple[str, bytes | None]]) -> bool:
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, value, headers + _dlq_encoded(dlq))
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers + _dlq_encoded(dlq))
         return bool(size <= MAX_DEAD_LETTER_VALUE_BYTES)
 
+    if key and not fits(b"", []):
+        dlq.append((DLQ_KEY_DROPPED, str(len(key))))
+        key = b""
     if not fits(b"", headers):
         dlq.append((DLQ_HEADERS_DROPPED, str(len(headers))))
         headers = []
@@ -545,7 +553,7 @@ def dead_letter_record(letter: DeadLetter, *, at: datetime) -> KafkaRecord:
     # A header without a value (None) is sent as one: the producer takes it as Kafka does.
     return KafkaRecord(
         topic=f"{record.topic}.dlq",
-        key=record.key,
+        key=key,
         value=value,
         headers=cast(list[tuple[str, bytes]], headers),
     )

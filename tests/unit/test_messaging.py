@@ -617,6 +617,24 @@ def test_a_dead_letter_always_fits_in_a_record_the_producer_sends(value_bytes: i
         assert not [name for name in headers if name.startswith("h")]
 
 
+def test_a_dead_letter_of_a_record_whose_key_alone_fills_a_record_drops_the_key_and_says_so() -> None:
+    """A key near the producer's limit (a topic allowing larger records) still makes a dead letter
+    the producer can send: the key goes, `dlq_key_dropped` gives its size, and a replay leaves
+    it where it is (without its key it is not the record it was)."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    from shared.kafka import MAX_REQUEST_SIZE
+
+    record = KafkaRecord(topic="billing.customers", key=b"k" * (1024 * 1024), value=b"{}", headers=[("h", b"x")])
+
+    dead = dead_letter_record(DeadLetter(record, "x", ReasonKind.BAD_KEY, CONSUMER), at=AT)
+
+    assert DefaultRecordBatchBuilder.estimate_size_in_bytes(dead.key, dead.value, dead.headers) <= MAX_REQUEST_SIZE
+    headers = dict(dead.headers)
+    assert dead.key == b"" and headers["dlq_key_dropped"] == str(1024 * 1024).encode()
+    assert dead.value == b"{}" and headers["h"] == b"x" and "dlq_value_dropped" not in headers
+
+
 async def _refused_http_call() -> httpx.HTTPError:
     """What an outbound HTTP call to a port nobody listens on raises (its causes include the
     socket's ConnectionRefusedError)."""
