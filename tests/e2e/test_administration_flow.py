@@ -50,9 +50,9 @@ def identity(suite: Suite) -> httpx.Client:
     return httpx.Client(base_url=suite.url("identity"), timeout=15)
 
 
-def log_in(suite: Suite, username: str, *, method: str, recipient: str) -> dict:
+def log_in(suite: Suite, username: str, *, method: str, recipient: str, deadline_s: float = 60) -> dict:
     """Password, then a code by SMS or email read from the local sink; returns the tokens."""
-    tokens = log_in_with_code(suite, username, method=method, recipient=recipient)
+    tokens = log_in_with_code(suite, username, method=method, recipient=recipient, deadline_s=deadline_s)
     assert tokens.status_code == 200, tokens.text
     ISSUED_TOKENS.extend([tokens.json()["access_token"], tokens.json()["refresh_token"]])
     return tokens.json()

@@ -157,6 +157,7 @@ def log_in_with_code(
     recipient: str,
     password: str = STRONG_PASSWORD,
     timeout_s: float = 15,
+    deadline_s: float = 60,
 ) -> httpx.Response:
     """Log in as a person does (S7): the password, then a one-time code sent by `method` ("sms"
     or "email") to `recipient`, read from the local sink. Returns the verification's answer
@@ -169,7 +170,7 @@ def log_in_with_code(
         seen = seen_ids(suite, mobile, address)
         sent = http.post(f"/v1/login/{challenge_id}/send", json={"method": method})
         assert sent.status_code == 202, sent.text
-        code = new_code(suite, seen, mobile=mobile, address=address)
+        code = new_code(suite, seen, mobile=mobile, address=address, deadline_s=deadline_s)
         return http.post(f"/v1/login/{challenge_id}/verify", json={"code": code})
 
 
