@@ -10,7 +10,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from services.identity.domain import normalise_activation_code, normalise_username
+from services.identity.domain import (
+    USERNAME,
+    USERNAME_MAX_LENGTH,
+    normalise_activation_code,
+    normalise_username,
+)
 from services.identity.models import User, UserGrant
 from services.identity.totp import normalise_recovery_code
 from shared.validation import DanishMobile, EmailAddress
@@ -318,10 +323,9 @@ class SessionsEndedOut(BaseModel):
     sessions_ended: int
 
 
-USERNAME_MAX_LENGTH = 64  # users.username
-# A username, or an email address; neither has a space or a line break inside. Spaces typed
-# around it are forgiven (they are stripped), so the published pattern allows them there too.
-USERNAME_OR_EMAIL = rf"[^\s@]{{1,{USERNAME_MAX_LENGTH}}}|[^\s@]+@[^\s@]+"
+# A username (domain.USERNAME), or an email address; neither has a space or a line break inside.
+# Spaces typed around it are forgiven (they are stripped), so the published pattern allows them there too.
+USERNAME_OR_EMAIL = rf"{USERNAME}|[^\s@]+@[^\s@]+"
 
 
 class ResetIn(BaseModel):
