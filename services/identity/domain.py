@@ -65,7 +65,10 @@ def normalise_username(value: str) -> str:
 USERNAME_MAX_LENGTH = 64  # users.username
 # Every username, `new_username`'s and support's alike: no space or line break inside, and no
 # `@` (a password reset takes a name with an `@` for an email address, services/identity/password_reset.py).
-USERNAME = rf"[^\s@]{{1,{USERNAME_MAX_LENGTH}}}"
+# What is a space, for Python's `re` and for ECMA-262 (a published JSON Schema pattern) alike:
+# each `\s` leaves out some of the other's (ECMA-262 has U+FEFF, Python U+001C-U+001F and U+0085).
+SPACE = r"\s\x1c-\x1f\x85\ufeff"
+USERNAME = rf"[^{SPACE}@]{{1,{USERNAME_MAX_LENGTH}}}"
 
 
 def username_problem(username: str) -> str | None:
