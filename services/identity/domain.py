@@ -62,6 +62,24 @@ def normalise_username(value: str) -> str:
     return value.strip().lower()
 
 
+USERNAME_MAX_LENGTH = 64  # users.username
+# Every username, `new_username`'s and support's alike: no space or line break inside, and no
+# `@` (a password reset takes a name with an `@` for an email address, services/identity/password_reset.py).
+# What is a space, for Python's `re` and for ECMA-262 (a published JSON Schema pattern) alike:
+# each `\s` leaves out some of the other's (ECMA-262 has U+FEFF, Python U+001C-U+001F and U+0085).
+SPACE = r"\s\x1c-\x1f\x85\ufeff"
+USERNAME = rf"[^{SPACE}@]{{1,{USERNAME_MAX_LENGTH}}}"
+
+
+def username_problem(username: str) -> str | None:
+    """Why `username` (normalised) cannot be a login's username, or None."""
+    if len(username) > USERNAME_MAX_LENGTH:
+        return f"at most {USERNAME_MAX_LENGTH} characters"
+    if not re.fullmatch(USERNAME, username):
+        return "not empty, and no space, line break or @ inside (a password reset names the login by it)"
+    return None
+
+
 # A customer's username as `new_username` makes them (`<cvr>-` and a short suffix).
 _USERNAME_SHAPE = re.compile(r"\d{8}-[a-z0-9]{1,20}")
 

@@ -10,7 +10,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from services.identity.domain import normalise_activation_code, normalise_username
+from services.identity.domain import (
+    SPACE,
+    USERNAME,
+    USERNAME_MAX_LENGTH,
+    normalise_activation_code,
+    normalise_username,
+)
 from services.identity.models import User, UserGrant
 from services.identity.totp import normalise_recovery_code
 from shared.validation import DanishMobile, EmailAddress
@@ -318,10 +324,10 @@ class SessionsEndedOut(BaseModel):
     sessions_ended: int
 
 
-USERNAME_MAX_LENGTH = 64  # users.username
-# A username, or an email address; neither has a space or a line break inside. Spaces typed
-# around it are forgiven (they are stripped), so the published pattern allows them there too.
-USERNAME_OR_EMAIL = rf"[^\s@]{{1,{USERNAME_MAX_LENGTH}}}|[^\s@]+@[^\s@]+"
+# A username (domain.USERNAME), or an email address; neither has a space or a line break inside.
+# Spaces typed around it are forgiven (they are stripped), so the published pattern allows them there too.
+USERNAME_OR_EMAIL = rf"{USERNAME}|[^{SPACE}@]+@[^{SPACE}@]+"
+_AROUND = re.compile(rf"^[{SPACE}]+|[{SPACE}]+$")
 
 
 class ResetIn(BaseModel):
@@ -331,25 +337,26 @@ class ResetIn(BaseModel):
         max_length=320,
         description="The login's username, or the email address on the login",
         # Not blank; a username has at most USERNAME_MAX_LENGTH characters.
-        json_schema_extra={"pattern": rf"^\s*(?:{USERNAME_OR_EMAIL})\s*$"},
+        json_schema_extra={"pattern": rf"^[{SPACE}]*(?:{USERNAME_OR_EMAIL})[{SPACE}]*$"},
     )
 
     @field_validator("username_or_email")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        value = _AROUND.sub("", value)  # the spaces the published pattern forgives around it
+        if not value:
             raise ValueError("give the username or the email address of the login")
         # Every username fits its column; a longer name is a typing mistake, said as such (the
         # rule is public, so the answer tells nothing about who exists).
-        if "@" not in value and len(value.strip()) > USERNAME_MAX_LENGTH:
+        if "@" not in value and len(value) > USERNAME_MAX_LENGTH:
             raise ValueError(
                 f"a username has at most {USERNAME_MAX_LENGTH} characters: check it, or give the email address"
             )
-        if not re.fullmatch(USERNAME_OR_EMAIL, value.strip()):
+        if not re.fullmatch(USERNAME_OR_EMAIL, value):
             raise ValueError(
                 "a username or an email address has no spaces or line breaks inside it; check what was typed"
             )
-        return value.strip()
+        return value
 
 
 class ResetRequested(BaseModel):

@@ -13,13 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.identity.admin import Administration, NotPermitted, clear_login_failures
 from services.identity.audit import AuditFilter, AuditTrail, all_entries
 from services.identity.credentials import issue_activation_code
-from services.identity.domain import normalise_username
+from services.identity.domain import normalise_username, username_problem
 from services.identity.models import ActivationCode, AuditEntry, Company, Takeover, User
 from services.identity.provisioning import COMPANY_LOCK, send_credentials_letter
 from shared.clock import Clock, as_utc
 from shared.db import lock_for_transaction
 from shared.events import CredentialsIssued
-from shared.problems import Conflict, NotFound, TooManyRequests
+from shared.problems import Conflict, InvalidField, NotFound, TooManyRequests
 from shared.tokens import AccessClaims
 
 
@@ -190,6 +190,8 @@ async def create_staff(
     """A support login (no company), pending activation; returns it and its activation code.
     `language` (da or en) is that of its codes and notices, and of its portal."""
     username = normalise_username(username)
+    if problem := username_problem(username):
+        raise InvalidField("username", problem)
     if await session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"The username {username} is taken.")
     now = clock.now()

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
+from starlette.routing import Match
 
 from services.portal.bootstrap import PortalParts
 from services.portal.clients import Caller, ServiceProblem, Services
@@ -157,6 +158,16 @@ def here(request: Request) -> str:
     return request.url.path + (f"?{query}" if query else "")
 
 
+def page_here(request: Request) -> str | None:
+    """`here`, when asking for it (GET) gives a page: a form's path shows the form afresh. None
+    for a path that is only ever sent to (logging out, ending the other sessions), where a link
+    would only lead to 'page not found'."""
+    asked = {**request.scope, "method": "GET"}
+    if any(route.matches(asked)[0] is Match.FULL for route in request.app.router.routes):
+        return here(request)
+    return None
+
+
 def parts_of(request: Request) -> PortalParts:
     parts: PortalParts = request.app.state.parts
     return parts
@@ -213,7 +224,11 @@ async def render_problem(request: Request, status: int, message_id: str) -> HTML
         )
     except Exception:  # an error page must not fail on the session
         context.user = None
-    response = context.render("error.html", status=status, message_id=message_id, status_code=status)
+    # The 503 page's 'try again' asks for the page once more (following a link changes nothing).
+    try_again = page_here(request) if status == 503 else None
+    response = context.render(
+        "error.html", status=status, message_id=message_id, status_code=status, try_again=try_again
+    )
     # A 500 is answered outside the middleware that adds these to every other answer, and it
     # shows the person as every page does: not to be kept by any cache either.
     response.headers.update(SECURITY_HEADERS)

@@ -196,3 +196,33 @@ def test_a_cancelled_query_is_not_an_outage() -> None:
     shutting_down = Exception("adapted")
     shutting_down.__cause__ = AdminShutdownError("terminating connection due to administrator command")
     assert database_unavailable(OperationalError("SELECT", None, shutting_down))
+
+
+@pytest.mark.parametrize("service", ["portal"])
+@pytest.mark.parametrize(
+    ("path", "link"),
+    [("/log-ind", True), ("/glemt-adgangskode", True), ("/log-ud", False), ("/profil/sessioner/afslut-andre", False)],
+)
+async def test_the_try_again_link_asks_only_for_a_page_there_is(
+    service: str, path: str, link: bool, unreachable, tmp_path: Path
+) -> None:
+    """A form sent while the database is away gets the 'try again' page; its link asks for the
+    same path afresh, which for a form's page shows the form again. An action that is only ever
+    sent (logging out, ending the other sessions) has no page of its own: the link would only
+    lead to 'page not found', so there is none, and the way back to the start stays."""
+    url, fault = unreachable
+    settings = SERVICES[service].settings_type()(database_url=url, var_dir=tmp_path / "var")
+    app = importlib.import_module("services.portal.api").create_api(settings)
+    fault()
+    try_again = load_texts()["da"].gettext("error.try-again")
+    transport = AppTransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal") as browser:
+        browser.cookies.set(settings.session_cookie, "a-session-cookie")
+        answer = await browser.post(path, data={"csrf_token": "x"}, headers={"Accept": "text/html"})
+        assert answer.status_code == 503, answer.text
+        assert (f'<a href="{path}">{try_again}</a>' in answer.text) is link, answer.text
+        if link:
+            followed = await browser.get(path, headers={"Accept": "text/html"})
+            assert followed.status_code not in (404, 405), followed.text
+        else:
+            assert f">{try_again}</a>" not in answer.text, answer.text
