@@ -32,6 +32,8 @@ from services.onboarding.worker import create_worker
 from shared import observability
 from shared.clock import SystemClock
 from shared.db import Database
+from shared.events.onboarding import ApplicationFailed
+from shared.messaging import Outbox
 from tests.support.asgi import AppTransport
 from tests.support.ports import free_ports
 from tests.support.waiting import wait_until_async
@@ -92,18 +94,13 @@ async def worker_backlog(http: httpx.AsyncClient) -> float | None:
 
 
 async def add_outbox_row(db: Database) -> None:
-    now = SystemClock().now()
+    """One event queued as onboarding queues its events (`Outbox.add`): a failed application."""
+    clock = SystemClock()
+    failed = ApplicationFailed(
+        application_id=uuid.uuid4(), cvr="35657193", reason="deadline-missed", failed_at=clock.now()
+    )
     async with db.transaction() as session:
-        await session.execute(
-            messaging.outbox.insert().values(
-                event_id=str(uuid.uuid4()),
-                topic="onboarding.applications",
-                key="gauge-test",
-                headers="[]",
-                value="{}",
-                created_at=now,
-            )
-        )
+        await Outbox(messaging, clock).add(session, failed)
 
 
 async def test_the_worker_measures_the_outbox_and_the_api_runs_no_outbox_query(
@@ -151,3 +148,4 @@ async def test_the_worker_measures_the_outbox_and_the_api_runs_no_outbox_query(
     assert not [s for s in by_api if "outbox" in s.lower()], by_api
     by_others = [statement for engine, statement in statements if engine not in api_engines]
     assert [s for s in by_others if "outbox" in s.lower() and s.lstrip().lower().startswith("select")]
+
