@@ -149,12 +149,12 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
             await asyncio.gather(*tasks)
         finally:
             # Also when starting fails (the broker never answered): nothing is left running.
-            for task in tasks:
+            for task in [*tasks, *refreshers]:
                 task.cancel()
-            await publisher.stop()
-            for task in refreshers:
-                task.cancel()
-            await metrics_server.stop()
+            try:
+                await publisher.stop()
+            finally:
+                await metrics_server.stop()
 
     return app
 

@@ -33,6 +33,7 @@ from shared import observability
 from shared.clock import SystemClock
 from shared.db import Database
 from shared.events.onboarding import ApplicationFailed
+from shared.kafka import KafkaPublisher
 from shared.messaging import Outbox
 from tests.support.asgi import AppTransport
 from tests.support.ports import free_ports
@@ -149,3 +150,35 @@ async def test_the_worker_measures_the_outbox_and_the_api_runs_no_outbox_query(
     by_others = [statement for engine, statement in statements if engine not in api_engines]
     assert [s for s in by_others if "outbox" in s.lower() and s.lstrip().lower().startswith("select")]
 
+
+async def test_a_worker_whose_publisher_fails_to_stop_still_stops_its_gauges_and_metrics_server(
+    settings: OnboardingSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutting down (here: cancelled while waiting for the broker), a publisher that fails to
+    stop must not leave the worker's gauge refreshers running and its metrics port open."""
+
+    async def failing_stop(_: KafkaPublisher) -> None:
+        raise RuntimeError("the producer could not be closed")
+
+    monkeypatch.setattr(KafkaPublisher, "stop", failing_stop)
+    app = create_worker(settings)
+    [start] = app._app_tasks  # noqa: SLF001 - the worker's one start-up task
+    task = asyncio.create_task(start.__wrapped__())
+    metrics_url = f"http://127.0.0.1:{settings.worker_metrics_port}/healthz"
+    async with httpx.AsyncClient(timeout=5) as http:
+
+        async def serving() -> bool:
+            with contextlib.suppress(httpx.ConnectError):
+                return (await http.get(metrics_url)).status_code in (200, 503)
+            return False
+
+        await wait_until_async(serving, deadline_s=30, what="the worker's metrics server")
+        task.cancel()
+        with pytest.raises(RuntimeError, match="could not be closed"):
+            await task
+        with pytest.raises(httpx.ConnectError):
+            await http.get(metrics_url)
+    refreshers = [t for t in asyncio.all_tasks() if "refresh_forever" in repr(t.get_coro())]
+    if refreshers:  # cancelled ones end at their next turn of the loop
+        await asyncio.wait(refreshers, timeout=10)
+    assert all(t.done() for t in refreshers), refreshers
