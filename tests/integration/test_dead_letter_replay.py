@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -22,10 +22,18 @@ from services.cli import main
 from shared.broker import EmbeddedBroker
 from shared.clock import SystemClock
 from shared.db import Database
-from shared.envelope import Envelope, encode, new_event_id
+from shared.deadletters import replay
+from shared.envelope import Envelope, ReasonKind, encode, new_event_id
 from shared.events import BillingAuditRecorded
 from shared.kafka import KafkaPublisher, ensure_topics
-from shared.messaging import ConsumedMessage, IdempotentConsumer, MessagingTables, headers_list
+from shared.messaging import (
+    ConsumedMessage,
+    DeadLetter,
+    IdempotentConsumer,
+    MessagingTables,
+    dead_letter_record,
+    headers_list,
+)
 from tests.support.kafka import produce, read_all
 from tests.support.ports import free_ports
 from tests.support.waiting import wait_until_async
@@ -229,3 +237,35 @@ async def test_the_dlq_commands_refuse_an_unknown_topic_or_reason_kind_saying_wh
     code = main(["dlq", "replay", "billing.audit", "--reason-kind", "mystery", "--bootstrap", "127.0.0.1:1"])
     assert code == 2
     assert "unknown reason kind 'mystery'; one of oversized, missing-header" in capsys.readouterr().err
+
+
+async def test_a_replay_leaves_dead_letters_that_lost_their_key_value_or_headers_where_they_are(
+    broker: str,
+) -> None:
+    """A dead letter that had to drop its key, its value or its headers to fit is not the record
+    it was: a replay passes over it, saying why, and puts nothing on the live topic."""
+    event = billing_audit_recorded()
+    record = encode(event, event_id=new_event_id(), time=event.at)
+    big = 1024 * 1024
+    shapes = {
+        "its key was too large to keep": replace(record, key=b"k" * big),
+        "its value was too large to keep": replace(record, value=b"{" * big),
+        "its headers were too large to keep": replace(
+            record, headers=[*record.headers, *((f"x{n}", b"x" * 50 * 1024) for n in range(22))]
+        ),
+    }
+    clock = SystemClock()
+    publisher = KafkaPublisher(broker, clock)
+    try:
+        for shape in shapes.values():
+            letter = DeadLetter(shape, "handler failed: ValueError", ReasonKind.HANDLER_FAILED, CONSUMER, 0, 0)
+            await publisher.publish([dead_letter_record(letter, at=clock.now())])
+    finally:
+        await publisher.stop()
+    await dead_letters(broker, len(shapes))
+
+    result = await replay(broker, TOPIC, clock)
+
+    assert result.moved == []
+    assert sorted(why for _, why in result.skipped) == sorted(shapes)
+    assert await read_all(broker, [TOPIC.name]) == []
