@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint chromium fuzz bench bench-invoices bench-documents bench-portal bench-portal-invoices bench-soak asyncapi clean
+.PHONY: run test lint chromium fuzz bench bench-invoices bench-documents bench-portal bench-portal-invoices bench-soak bench-login asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ bench-portal-invoices: $(STAMP)
 
 bench-soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(BENCH_ARGS)
+
+bench-login: $(STAMP)
+	$(BIN)/python -m bench.login $(BENCH_ARGS)
 
 asyncapi: $(STAMP)
 	$(BIN)/adgang asyncapi

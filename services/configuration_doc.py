@@ -144,6 +144,18 @@ EXPLANATIONS: dict[str, str] = {
         "Seconds between checks for applications still in flight after their `deliver_by` (they fail)."
     ),
     "password_min_length": "Shortest password accepted.",
+    "password_hash_memory_kib": (
+        "Memory of one argon2id password hash, in KiB (OWASP's minimum, 19 MiB, by default). "
+        "Settings weaker than OWASP's minimum for argon2id (19456 KiB, time cost 2, parallelism 1) "
+        "are refused at start-up. A login whose hash was made with other parameters gets a new hash "
+        "at its next right password (docs/security.md, Password hashing)."
+    ),
+    "password_hash_time_cost": "Passes of one argon2id password hash over its memory (at least 2).",
+    "password_hash_parallelism": (
+        "Lanes of one argon2id password hash (at least 1). More lanes let one hash use more cores at "
+        "once; on a busy server, where every core already has a login to hash, 1 serves the most "
+        "logins per second."
+    ),
     "signing_keys": (
         "Key ring that signs access tokens, `kid:base64url-raw-Ed25519-key,...`, *secret*. Unset in "
         "development: a key ring made once per `var/`. Required in production."

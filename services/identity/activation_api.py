@@ -8,8 +8,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.identity.activation import ContactDetails
-from services.identity.credentials import hash_password
-from services.identity.deps import ActivationDep, ActivationRateLimit, DbDep, PathId, SettingsDep
+from services.identity.deps import (
+    ActivationDep,
+    ActivationRateLimit,
+    DbDep,
+    PasswordsDep,
+    PathId,
+    SettingsDep,
+)
 from services.identity.domain import password_problem
 from services.identity.models import User
 from services.identity.schemas import ActivationConfirmIn, ActivationIn, ActivationOut, ActivationStarted
@@ -41,14 +47,18 @@ router = APIRouter(tags=["activation"], dependencies=[ActivationRateLimit])
     },
 )
 async def start_activation(
-    body: ActivationIn, db: DbDep, activation: ActivationDep, settings: SettingsDep
+    body: ActivationIn,
+    db: DbDep,
+    activation: ActivationDep,
+    settings: SettingsDep,
+    passwords: PasswordsDep,
 ) -> JSONResponse:
     password = body.password.get_secret_value()
     if problem := password_problem(password, username=body.username, min_length=settings.password_min_length):
         raise InvalidField("password", problem)
     # argon2 is deliberately slow: hash in a thread, before the write transaction opens,
     # and for every request, so a wrong code takes as long as a right one.
-    password_hash = await asyncio.to_thread(hash_password, password)
+    password_hash = await asyncio.to_thread(passwords.hash, password)
     async with db.transaction() as session:
         started = await activation.start(
             session,

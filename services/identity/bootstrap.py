@@ -14,6 +14,7 @@ from services.identity.lockout import Lockout
 from services.identity.login import Login
 from services.identity.models import messaging, rate_limit_hits
 from services.identity.password_reset import PasswordResets
+from services.identity.passwords import PasswordHashing
 from services.identity.profile import OwnProfile
 from services.identity.provisioning import Provisioning
 from services.identity.sessions import Sessions
@@ -46,6 +47,7 @@ class IdentityParts:
     clock: Clock
     sealer: Sealer
     signer: TokenSigner
+    passwords: PasswordHashing
     limits: RateLimits
     audit: AuditTrail
     sessions: Sessions
@@ -107,6 +109,7 @@ def build(
         clock=clock,
         sealer=sealer,
         signer=signer,
+        passwords=settings.password_hashing(),
         limits=rate_limits(settings, db, clock),
         audit=audit,
         sessions=sessions,

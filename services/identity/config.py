@@ -6,6 +6,13 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.identity.passwords import (
+    OWASP_MEMORY_KIB,
+    OWASP_PARALLELISM,
+    OWASP_TIME_COST,
+    PasswordHashing,
+    too_weak,
+)
 from shared.settings import Environment, ServiceSettings
 from shared.tokens import TokenError, TokenSigner, development_signing_keys, parse_signing_keys
 
@@ -19,6 +26,12 @@ class IdentitySettings(ServiceSettings):
     activation_code_ttl: timedelta = timedelta(days=7)
     activation_max_failures: int = Field(default=5, ge=1, le=10)
     password_min_length: int = Field(default=12, ge=12)
+    # Password hashing (argon2id, S7): OWASP's minimum by default; weaker settings are refused
+    # (docs/security.md, Password hashing). Hashes of other parameters are redone at the next
+    # right password.
+    password_hash_memory_kib: int = Field(default=OWASP_MEMORY_KIB, le=4 * 1024 * 1024)
+    password_hash_time_cost: int = Field(default=OWASP_TIME_COST, le=100)
+    password_hash_parallelism: int = Field(default=OWASP_PARALLELISM, le=64)
     activation_rate_limit_per_minute: int = Field(default=30, ge=0)
     activation_confirmation_ttl: timedelta = Field(default=timedelta(minutes=15), le=timedelta(hours=1))
     # Support sends the letter of a company's first administrator again (S3): that many letters
@@ -80,6 +93,24 @@ class IdentitySettings(ServiceSettings):
     takeover_notice_period: timedelta = Field(default=timedelta(hours=72), ge=timedelta(hours=1))
     takeover_expiry_check_interval_s: float = Field(default=300.0, gt=0)
     cancel_link_rate_limit_per_minute: int = Field(default=30, ge=0)
+
+    @model_validator(mode="after")
+    def _password_hashing_is_not_weaker_than_owasp(self) -> IdentitySettings:
+        weak = too_weak(
+            memory_kib=self.password_hash_memory_kib,
+            time_cost=self.password_hash_time_cost,
+            parallelism=self.password_hash_parallelism,
+        )
+        if weak:
+            raise ValueError(weak)
+        return self
+
+    def password_hashing(self) -> PasswordHashing:
+        return PasswordHashing(
+            memory_kib=self.password_hash_memory_kib,
+            time_cost=self.password_hash_time_cost,
+            parallelism=self.password_hash_parallelism,
+        )
 
     @model_validator(mode="after")
     def _signing_keys_are_configured_in_production(self) -> IdentitySettings:

@@ -1,5 +1,6 @@
 """What a login is made of, and the events that tell of it: a username nobody has, an
-activation code (S2, S5), the password's hash (argon2id), and the login's events."""
+activation code (S2, S5), and the login's events. The password's hash (argon2id) is
+`services.identity.passwords`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Literal
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,21 +15,6 @@ from services.identity.domain import generate_activation_code, hash_code, new_us
 from services.identity.models import ActivationCode, ContactChange, User, UserGrant
 from shared.events import CredentialChanged, Grant, OtpRequested, UserCreated, UserDetailsChanged
 from shared.sealing import SealedSecret, Sealer
-
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-_DUMMY_PASSWORD_HASH = _hasher.hash("an unguessable dummy password to spend the same time")
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def verify_password(password_hash: str | None, password: str) -> bool:
-    """Always one argon2 verification, whether or not there is a hash (equal timing)."""
-    try:
-        return _hasher.verify(password_hash or _DUMMY_PASSWORD_HASH, password) and password_hash is not None
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 async def unique_username(session: AsyncSession, cvr: str) -> str:

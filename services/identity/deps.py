@@ -20,6 +20,7 @@ from services.identity.lockout import Lockout
 from services.identity.login import Login
 from services.identity.models import LoginSession, User
 from services.identity.password_reset import PasswordResets
+from services.identity.passwords import PasswordHashing
 from services.identity.profile import OwnProfile
 from services.identity.sessions import Sessions
 from services.identity.support import Support
@@ -53,6 +54,7 @@ SettingsDep = Annotated[IdentitySettings, _part("settings")]
 ClockDep = Annotated[Clock, _part("clock")]
 SealerDep = Annotated[Sealer, _part("sealer")]
 SignerDep = Annotated[TokenSigner, _part("signer")]
+PasswordsDep = Annotated[PasswordHashing, _part("passwords")]
 OutboxDep = Annotated[Outbox, _part("outbox")]
 AuditDep = Annotated[AuditTrail, _part("audit")]
 SessionsDep = Annotated[Sessions, _part("sessions")]

@@ -18,6 +18,7 @@ from typing import Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from services.identity.audit import AuditTrail
 from services.identity.config import IdentitySettings
@@ -85,17 +86,32 @@ class Login:
         return user.password_hash if user is not None and user.status in ("active", "disabled") else None
 
     async def password_checked(
-        self, session: AsyncSession, attempt: PasswordTry, right: bool, *, client_address: str | None
+        self,
+        session: AsyncSession,
+        attempt: PasswordTry,
+        right: bool,
+        *,
+        client_address: str | None,
+        checked_hash: str | None = None,
+        new_hash: str | None = None,
     ) -> tuple[User, LoginChallenge]:
         """After the password was checked (argon2 runs outside any transaction, the try already
         counted): right, the second step opens; wrong, the failure, and the lock it may have put
         on its counter, are kept in the audit trail and the try is refused. The same work for a
         known username and an unknown one, which is kept without a user (support sees it, no
-        company does)."""
+        company does).
+
+        A right password checked against `checked_hash`, made with other parameters than the
+        configured ones, comes with `new_hash`: it replaces the stored hash in this transaction,
+        the one that records the success, and only if the stored hash is still the one checked
+        (a concurrent login may have replaced it already, or a password change: neither is
+        undone)."""
         user = await find_user(session, attempt.username)
         if right:
             assert user is not None
             challenge = await self.start(session, user, attempt)
+            if new_hash is not None and checked_hash is not None:
+                await replace_password_hash(session, user, checked_hash, new_hash)
             LOGINS.labels("password", "success").inc()
             return user, challenge
         # A wrong password that locks its counter is a lockout; any other, a failure.
@@ -336,3 +352,19 @@ async def withdraw_sent_codes(
 def find_user(session: AsyncSession, username: str):  # noqa: ANN201 - an awaitable of User | None
     return session.scalar(select(User).where(User.username == normalise_username(username)))
 
+
+async def replace_password_hash(session: AsyncSession, user: User, checked_hash: str, new_hash: str) -> bool:
+    """Store `new_hash` (the same password, hashed with the configured parameters) in place of
+    `checked_hash`, if that is still the stored hash: a compare-and-set in one UPDATE, which
+    PostgreSQL re-checks on the row it locks and SQLite runs with the database locked. Returns
+    whether it replaced it."""
+    replaced = await session.execute(
+        update(User)
+        .where(User.id == user.id, User.password_hash == checked_hash)
+        .values(password_hash=new_hash)
+        .execution_options(synchronize_session=False)
+    )
+    if replaced.rowcount:  # type: ignore[attr-defined]
+        set_committed_value(user, "password_hash", new_hash)  # as stored: nothing more to write
+        return True
+    return False

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.identity.credentials import credential_changed, verify_password
+from services.identity.credentials import credential_changed
 from services.identity.deps import (
     AuditDep,
     CallerDep,
@@ -18,6 +18,7 @@ from services.identity.deps import (
     LoginDep,
     LoginRateLimit,
     OutboxDep,
+    PasswordsDep,
     PathId,
     SealerDep,
     SessionsDep,
@@ -65,15 +66,24 @@ router = APIRouter(tags=["login"])
     responses={401: PROBLEM, 403: PROBLEM, 429: PROBLEM},
 )
 async def start(
-    body: LoginIn, db: DbDep, lockout: LockoutDep, login: LoginDep, client: ClientAddress
+    body: LoginIn,
+    db: DbDep,
+    lockout: LockoutDep,
+    login: LoginDep,
+    passwords: PasswordsDep,
+    client: ClientAddress,
 ) -> ChallengeOut:
     device_token = body.device_token.get_secret_value() if body.device_token else None
     async with db.transaction() as session:  # the try is counted (and committed) before the check
         attempt = await lockout.reserve_try(session, body.username, device_token)
         password_hash = await login.password_hash(session, attempt)
-    right = await asyncio.to_thread(verify_password, password_hash, body.password.get_secret_value())
+    # One argon2 verification (and, for a right password whose hash has other parameters than
+    # the configured ones, its new hash), outside any transaction.
+    check = await asyncio.to_thread(passwords.check, password_hash, body.password.get_secret_value())
     async with db.transaction() as session:
-        user, challenge = await login.password_checked(session, attempt, right, client_address=client)
+        user, challenge = await login.password_checked(
+            session, attempt, check.right, client_address=client, checked_hash=password_hash, new_hash=check.new_hash
+        )
     return ChallengeOut(
         challenge_id=challenge.id, methods=Login.methods(user), expires_at=as_utc(challenge.expires_at)
     )

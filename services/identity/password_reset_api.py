@@ -6,10 +6,10 @@ import asyncio
 
 from fastapi import APIRouter
 
-from services.identity.credentials import hash_password
 from services.identity.deps import (
     DbDep,
     PasswordResetRateLimit,
+    PasswordsDep,
     PathId,
     ResetsDep,
     SettingsDep,
@@ -108,6 +108,7 @@ async def complete(
     db: DbDep,
     resets: ResetsDep,
     settings: SettingsDep,
+    passwords: PasswordsDep,
     client: ClientAddress,
 ) -> ResetDone:
     async with db.transaction() as session:
@@ -119,7 +120,7 @@ async def complete(
     ):
         raise InvalidField("password", problem)
     # argon2 is slow on purpose: hashed in a thread, before the write transaction opens.
-    password_hash = await asyncio.to_thread(hash_password, password)
+    password_hash = await asyncio.to_thread(passwords.hash, password)
     async with db.transaction() as session:
         user = await resets.complete(
             session,

@@ -9,11 +9,11 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from services.identity.credentials import hash_password, verify_password
 from services.identity.deps import (
     Caller,
     CallerDep,
     LockoutDep,
+    PasswordsDep,
     PathId,
     ProfileDep,
     SettingsDep,
@@ -81,6 +81,7 @@ async def change_password(
     lockout: LockoutDep,
     profile: ProfileDep,
     settings: SettingsDep,
+    passwords: PasswordsDep,
     client: ClientAddress,
 ) -> PasswordChangedOut:
     current, new = body.current_password.get_secret_value(), body.new_password.get_secret_value()
@@ -96,11 +97,13 @@ async def change_password(
     async with caller.transaction() as (session, user, _):
         attempt = await lockout.reserve_try(session, user.username, None)
         checked_hash = user.password_hash
-    right = await asyncio.to_thread(verify_password, checked_hash, current)
+    # No rehash of the current password here: when it is right, the new password's hash (made
+    # with the configured parameters) replaces it in the transaction that records the success.
+    right = await asyncio.to_thread(passwords.verify, checked_hash, current)
     if not right:
         async with caller.transaction() as (session, user, _):
             await profile.refuse_wrong_password(session, user, attempt, client)
-    new_hash = await asyncio.to_thread(hash_password, new)
+    new_hash = await asyncio.to_thread(passwords.hash, new)
     async with caller.transaction() as (session, user, live):
         ended = await profile.set_password(session, user, live, checked_hash, new_hash, client)
     return PasswordChangedOut(sessions_ended=ended)

@@ -16,6 +16,7 @@ import httpx
 from sqlalchemy import select
 
 from services.identity.models import AuditEntry, Takeover, messaging
+from services.identity.passwords import PasswordHashing
 from services.identity.provisioning import Provisioning
 from services.identity.takeover import TakeoverExpiryWatch
 from services.notifier.dispatch import Dispatcher, RetryPolicy
@@ -454,12 +455,11 @@ async def test_activation_answers_the_same_for_a_takeovers_login_and_an_unknown_
     """A wrong code for a takeover's username and any code for an unknown username: one answer,
     and the same work (one password hash and one code check each)."""
     import services.identity.activation as activation_module
-    import services.identity.activation_api as api_module
 
     setup = await requested_takeover(db, clock, sealer, client)
     work: list[str] = []
-    real_hash, real_match = api_module.hash_password, activation_module.code_matches
-    monkeypatch.setattr(api_module, "hash_password", lambda p: work.append("hash") or real_hash(p))
+    real_hash, real_match = PasswordHashing.hash, activation_module.code_matches
+    monkeypatch.setattr(PasswordHashing, "hash", lambda self, p: work.append("hash") or real_hash(self, p))
     monkeypatch.setattr(activation_module, "code_matches", lambda c, h: work.append("match") or real_match(c, h))
     answers = []
     for username in (setup.letter.username, f"{PARENT}-zzzz"):

@@ -15,9 +15,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from services.identity import login_api
 from services.identity.config import IdentitySettings
 from services.identity.models import AuditEntry
+from services.identity.passwords import PasswordHashing
 from tests.integration.test_activation import PASSWORD
 from tests.integration.test_login import client, database_url, last_code  # noqa: F401 - fixtures
 from tests.security.world import SUBSIDIARY, add_user, bearer, company_group, group_administrator
@@ -37,14 +37,14 @@ def settings(identity_settings: Callable[..., IdentitySettings]) -> IdentitySett
 def checked(monkeypatch) -> dict[str, int]:
     """How many passwords the login actually checked, right and wrong."""
     counts = {"right": 0, "wrong": 0}
-    verify = login_api.verify_password
+    verify = PasswordHashing.verify
 
-    def counting(password_hash, password):
-        right = verify(password_hash, password)
+    def counting(self, password_hash, password):
+        right = verify(self, password_hash, password)
         counts["right" if right else "wrong"] += 1
         return right
 
-    monkeypatch.setattr(login_api, "verify_password", counting)
+    monkeypatch.setattr(PasswordHashing, "verify", counting)
     return counts
 
 

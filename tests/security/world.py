@@ -11,8 +11,8 @@ from typing import Literal
 from sqlalchemy import select
 
 from services.identity.config import IdentitySettings
-from services.identity.credentials import hash_password
 from services.identity.models import Company, LoginSession, Tenant, User, UserGrant
+from services.identity.passwords import PasswordHashing
 from shared.clock import FrozenClock
 from shared.db import Database
 from tests.integration.test_activation import PASSWORD
@@ -29,7 +29,7 @@ Accounts = Literal["all"] | list[str]
 
 @cache
 def password_hash() -> str:
-    return hash_password(PASSWORD)
+    return PasswordHashing().hash(PASSWORD)  # identity's default parameters
 
 
 async def company_group(db: Database, clock: FrozenClock) -> None:
