@@ -49,7 +49,12 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
         kwargs.setdefault("pool_size", 4)
         kwargs.setdefault("max_overflow", 4)
     else:
-        kwargs.setdefault("poolclass", NullPool)
+        # Writes of a process take turns (`Database.transaction`), so one kept connection
+        # serves them: opening one per transaction (a thread and four pragmas with aiosqlite)
+        # cost more than the transaction itself. The overflow is for what does not take the
+        # turn (`ping`, migrations); those connections are closed when given back.
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 4)
     engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
