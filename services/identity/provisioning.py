@@ -486,20 +486,30 @@ async def ancestors_from(session: AsyncSession, parent_cvr: str | None) -> list[
 
 
 async def group_of(session: AsyncSession, root_cvr: str) -> list[Company]:
-    """The company and every subsidiary below it, parents first (S8, S14)."""
-    companies = {c.cvr: c for c in await session.scalars(select(Company))}
-    children: dict[str, list[Company]] = {}
-    for company in companies.values():
-        if company.parent_cvr:
-            children.setdefault(company.parent_cvr, []).append(company)
+    """The company and every subsidiary below it, parents first (S8, S14): one query a level
+    of the group, by the index on `parent_cvr`, never the whole customer register."""
+    root = await session.get(Company, root_cvr)
+    if root is None:
+        return []
     result: list[Company] = []
-    queue = [companies[root_cvr]] if root_cvr in companies else []
     seen: set[str] = set()
-    while queue:
-        company = queue.pop(0)
-        if company.cvr in seen:  # a cycle in bad data must not hang provisioning
-            continue
-        seen.add(company.cvr)
-        result.append(company)
-        queue.extend(sorted(children.get(company.cvr, []), key=lambda c: c.cvr))
+    level = [root]
+    while level:
+        # A cycle in bad data must not hang provisioning: a company is taken once.
+        level = [company for company in level if company.cvr not in seen]
+        seen.update(company.cvr for company in level)
+        result.extend(level)
+        if not level:
+            break
+        children: dict[str, list[Company]] = {}
+        for child in await session.scalars(
+            select(Company).where(Company.parent_cvr.in_([company.cvr for company in level]))
+        ):
+            assert child.parent_cvr is not None
+            children.setdefault(child.parent_cvr, []).append(child)
+        level = [
+            child
+            for company in level
+            for child in sorted(children.get(company.cvr, []), key=lambda c: c.cvr)
+        ]
     return result
