@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData, event, exc, text
@@ -30,6 +31,83 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from shared.problems import Problem
+
+
+class _OneTripCursor:
+    """An aiosqlite cursor that costs one trip to the connection's thread per statement.
+
+    aiosqlite makes a trip (a queue put, a thread switch and a wake-up of the event loop) for
+    each of cursor(), execute(), fetchall() and close(); SQLAlchemy calls all four for every
+    statement. Here execute() opens the sqlite3 cursor, runs the statement, fetches all its rows
+    and closes it in one trip; the rows, `description`, `rowcount` and `lastrowid` are kept
+    (sqlite3 keeps the last three on a closed cursor). SQLAlchemy's aiosqlite adapter fetches
+    every row right after execute() anyway, so nothing is read sooner than before."""
+
+    arraysize = 1
+
+    def __init__(self, connection: _OneTripConnection) -> None:
+        self._connection = connection
+        self._rows: list[Any] = []
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+
+    async def __aenter__(self) -> _OneTripCursor:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    def _run(self, method: str, sql: str, parameters: Any) -> None:
+        cursor = self._connection._conn.cursor()
+        try:
+            getattr(cursor, method)(sql, parameters)
+            rows = cursor.fetchall() if cursor.description else []
+        finally:
+            cursor.close()
+        self._rows = rows
+        self.description, self.rowcount, self.lastrowid = cursor.description, cursor.rowcount, cursor.lastrowid
+
+    async def execute(self, sql: str, parameters: Any = None) -> _OneTripCursor:
+        await self._connection._execute(self._run, "execute", sql, () if parameters is None else parameters)
+        return self
+
+    async def executemany(self, sql: str, parameters: Any) -> _OneTripCursor:
+        await self._connection._execute(self._run, "executemany", sql, parameters)
+        return self
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        size = self.arraysize if size is None else size
+        taken, self._rows = self._rows[:size], self._rows[size:]
+        return taken
+
+    async def fetchall(self) -> list[Any]:
+        taken, self._rows = self._rows, []
+        return taken
+
+    async def close(self) -> None:
+        self._rows = []
+
+
+class _OneTripConnection(aiosqlite.Connection):
+    """aiosqlite's connection with `_OneTripCursor`s: cursor() needs no trip of its own."""
+
+    def cursor(self) -> _OneTripCursor:  # type: ignore[override]
+        return _OneTripCursor(self)
+
+
+def _one_trip_connection(database: str | Path, **kwargs: Any) -> _OneTripConnection:
+    """What `aiosqlite.connect` makes, with `_OneTripCursor`s; the same arguments."""
+
+    def connector() -> sqlite3.Connection:
+        return sqlite3.connect(str(database), **kwargs)
+
+    connection = _OneTripConnection(connector, 64)
+    connection._thread.daemon = True  # as SQLAlchemy's adapter sets it: never block the exit
+    return connection
 
 
 def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngine:
@@ -56,6 +134,11 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
         kwargs.setdefault("pool_size", 1)
         kwargs.setdefault("max_overflow", 4)
     engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        # The arguments SQLAlchemy made of the URL, to a connection with one trip a statement.
+        return dialect.loaded_dbapi.connect(*cargs, async_creator_fn=_one_trip_connection, **cparams)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
