@@ -107,9 +107,20 @@ class Dispatcher:
         self.wake = asyncio.Event()
 
     async def run_forever(self, interval: float) -> None:
+        """Dispatch what is due whenever the worker records a delivery (`wake`), and at least
+        every `interval` seconds (retries that came due, leases that ran out). Codes that
+        expired undelivered are looked for at most once an `interval`: one that is due is
+        failed by its own attempt anyway (`_attempt`)."""
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time()
         while True:
-            handled = await self.dispatch_due()
-            if handled == 0:
+            sweep = loop.time() >= next_sweep
+            if sweep:
+                next_sweep = loop.time() + interval
+            _, claimed = await self._dispatch(sweep_expired=sweep)
+            if claimed < self._concurrency:
+                # All that was due is done: wait for the next delivery (at once if one was
+                # recorded meanwhile) rather than ask the database again for nothing.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=interval)
                 self.wake.clear()
@@ -117,29 +128,35 @@ class Dispatcher:
     async def dispatch_due(self) -> int:
         """Give up the codes that expired undelivered, then attempt what is due; how many of
         either there were."""
+        expired, claimed = await self._dispatch(sweep_expired=True)
+        return expired + claimed
+
+    async def _dispatch(self, *, sweep_expired: bool) -> tuple[int, int]:
         # Claim no more than can be sent at once, so a lease never runs out while a claimed
         # message waits its turn.
-        expired, claimed = await self._claim(self._concurrency)
+        expired, claimed = await self._claim(self._concurrency, sweep_expired=sweep_expired)
         await asyncio.gather(*(self._attempt_correlated(delivery) for delivery in claimed))
-        return expired + len(claimed)
+        return expired, len(claimed)
 
-    async def _claim(self, batch: int) -> tuple[int, list[Delivery]]:
+    async def _claim(self, batch: int, *, sweep_expired: bool = True) -> tuple[int, list[Delivery]]:
         now = self._clock.now()
         not_leased = or_(Delivery.lease_until.is_(None), Delivery.lease_until < now)
         async with self._db.transaction() as session:
             # On PostgreSQL several workers claim at once; each skips the rows another holds.
             lock = session.get_bind().dialect.name == "postgresql"
-            expired_query = select(Delivery).where(
-                Delivery.status == "pending",
-                Delivery.expires_at.is_not(None),
-                Delivery.expires_at <= now,
-                not_leased,  # one being attempted right now is settled by its attempt
-            )
-            if lock:
-                expired_query = expired_query.with_for_update(skip_locked=True)
-            expired = list(await session.scalars(expired_query))
-            for delivery in expired:
-                await self._give_up(session, delivery, EXPIRED, now)
+            expired: list[Delivery] = []
+            if sweep_expired:
+                expired_query = select(Delivery).where(
+                    Delivery.status == "pending",
+                    Delivery.expires_at.is_not(None),
+                    Delivery.expires_at <= now,
+                    not_leased,  # one being attempted right now is settled by its attempt
+                )
+                if lock:
+                    expired_query = expired_query.with_for_update(skip_locked=True)
+                expired = list(await session.scalars(expired_query))
+                for delivery in expired:
+                    await self._give_up(session, delivery, EXPIRED, now)
             query = (
                 select(Delivery)
                 .where(Delivery.status == "pending", Delivery.next_attempt_at <= now, not_leased)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier.kinds import KINDS, AnyKind, Planned
@@ -23,6 +22,7 @@ from services.notifier.memo import message_uuid_for
 from services.notifier.models import Delivery
 from shared import correlation
 from shared.clock import Clock
+from shared.db import upsert_statement
 from shared.envelope import Envelope
 from shared.events import Event
 
@@ -51,13 +51,12 @@ class Recorder:
                 await self._add(session, envelope, planned)
 
     async def _add(self, session: AsyncSession, envelope: Envelope[Event], planned: Planned) -> None:
+        """One statement: a source id already recorded (a redelivered event) adds nothing."""
         source_event_id = planned.source_event_id or envelope.id
-        existing = select(Delivery.id).where(Delivery.source_event_id == source_event_id)
-        if await session.scalar(existing) is not None:
-            return
         now = self._clock.now()
-        session.add(
-            Delivery(
+        await session.execute(
+            upsert_statement(session, Delivery.__table__)
+            .values(
                 id=str(uuid.uuid4()),
                 source_event_id=source_event_id,
                 source_event_type=envelope.type,
@@ -78,4 +77,5 @@ class Recorder:
                 source_event_time=envelope.time,
                 correlation_id=correlation.current(),
             )
+            .on_conflict_do_nothing(index_elements=["source_event_id"])
         )

@@ -17,7 +17,8 @@ def parts_of(request: Request) -> OnboardingParts:
     return parts
 
 
-def applications(request: Request) -> Applications:
+async def applications(request: Request) -> Applications:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a thread switch a request.
     return parts_of(request).applications
 
 

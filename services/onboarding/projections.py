@@ -16,13 +16,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.onboarding.domain import AdministratorStatus, ApplicationStatus, may_move
 from services.onboarding.models import Application, KnownAdministrator, KnownCustomer
 from services.onboarding.service import admin_exists_detail, held_by_group_detail
 from shared.clock import as_utc
+from shared.db import upsert_statement
 from shared.envelope import Envelope
 from shared.events import (
     AdministratorProvisioningRejected,
@@ -60,17 +63,20 @@ class Projections:
         event = envelope.event
         if event.role != "administrator":
             return
-        if await session.get(KnownAdministrator, str(event.user_id)) is None:
-            session.add(
-                KnownAdministrator(
-                    user_id=str(event.user_id),
-                    cvr=event.tenant_cvr,
-                    status=AdministratorStatus.pending,
-                    application_id=str(event.application_id) if event.application_id else None,
-                    since=event.created_at,
-                    expires_at=event.activation_expires_at,
-                )
+        # One statement: a login already known (a redelivered event, or its activation came
+        # first) is kept as it is.
+        await session.execute(
+            upsert_statement(session, KnownAdministrator)
+            .values(
+                user_id=str(event.user_id),
+                cvr=event.tenant_cvr,
+                status=AdministratorStatus.pending,
+                application_id=str(event.application_id) if event.application_id else None,
+                since=event.created_at,
+                expires_at=event.activation_expires_at,
             )
+            .on_conflict_do_nothing(index_elements=["user_id"])
+        )
         await _move(session, event.application_id, ApplicationStatus.provisioning, event.created_at)
 
     async def on_credentials_issued(
@@ -129,11 +135,14 @@ class Projections:
         self, session: AsyncSession, envelope: Envelope[DeliverySucceeded]
     ) -> None:
         event = envelope.event
-        application = await _move(
-            session, event.application_id, ApplicationStatus.credentials_sent, event.delivered_at
+        # The first delivery's time stays (a letter the transport had already delivered).
+        await _move(
+            session,
+            event.application_id,
+            ApplicationStatus.credentials_sent,
+            event.delivered_at,
+            delivered_at=event.delivered_at,
         )
-        if application is not None and application.status == ApplicationStatus.credentials_sent:
-            application.delivered_at = application.delivered_at or event.delivered_at
 
     async def on_delivery_failed(self, session: AsyncSession, envelope: Envelope[DeliveryFailed]) -> None:
         event = envelope.event
@@ -178,23 +187,35 @@ class Projections:
             application.sla_breached_at = event.detected_at
 
 
+# Where an application may come from to reach a status (`domain.may_move`).
+_MOVES_FROM = {new: [old for old in ApplicationStatus if may_move(old, new)] for new in ApplicationStatus}
+
+
 async def _move(
     session: AsyncSession,
     application_id: object,
     status: ApplicationStatus,
     at: datetime,
     detail: str | None = None,
+    *,
+    delivered_at: datetime | None = None,
 ) -> Application | None:
-    """Move an application forward; returns it only if it moved."""
+    """Move an application forward, in one statement (it checks the status it comes from and
+    changes it at once, so no other transaction moves it in between); returns it only if it
+    moved. `delivered_at` is set unless the application has one already."""
     if application_id is None:
         return None
-    application = await session.get(Application, str(application_id), with_for_update=True)
-    if application is None or not may_move(ApplicationStatus(application.status), status):
-        return None
-    application.status = status
-    application.status_detail = detail
-    application.updated_at = at
-    return application
+    values: dict[str, Any] = {"status": status, "status_detail": detail, "updated_at": at}
+    if delivered_at is not None:
+        values["delivered_at"] = func.coalesce(Application.delivered_at, delivered_at)
+    moved = await session.scalars(
+        update(Application)
+        .where(Application.id == str(application_id), Application.status.in_(_MOVES_FROM[status]))
+        .values(values)
+        .returning(Application),
+        execution_options={"populate_existing": True},
+    )
+    return moved.one_or_none()
 
 
 def application_failed(application: Application, reason: str, at: datetime) -> ApplicationFailed:
