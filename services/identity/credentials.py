@@ -25,16 +25,20 @@ async def unique_username(session: AsyncSession, cvr: str) -> str:
 
 
 async def issue_activation_code(
-    session: AsyncSession, user_id: str, *, now: datetime, ttl: timedelta
+    session: AsyncSession, user_id: str, *, now: datetime, ttl: timedelta, new_login: bool = False
 ) -> tuple[str, datetime]:
-    """A new single-use code for the user, stored only as its hash; earlier codes stop working.
-    The login's `activation_expires_at` becomes the new code's expiry.
+    """A new single-use code for the user, stored only as its hash; earlier codes stop working
+    (a `new_login`, made in this transaction, has none to look for). The login's
+    `activation_expires_at` becomes the new code's expiry.
 
     Returns the code (to seal for its letter or email, never to store) and when it expires."""
-    for old in await session.scalars(
-        select(ActivationCode).where(ActivationCode.user_id == user_id, ActivationCode.revoked_at.is_(None))
-    ):
-        old.revoked_at = now
+    if not new_login:
+        for old in await session.scalars(
+            select(ActivationCode).where(
+                ActivationCode.user_id == user_id, ActivationCode.revoked_at.is_(None)
+            )
+        ):
+            old.revoked_at = now
     code = generate_activation_code()
     expires_at = now + ttl
     session.add(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.activation import end_pending_activations
@@ -148,7 +148,8 @@ class Provisioning:
         # consumer's transaction: without the lock both could miss each other, and the
         # application would wait for a company that is already there.
         await lock_for_transaction(session, COMPANY_LOCK, envelope.event.cvr)
-        if await session.get(Company, envelope.event.cvr) is None:
+        company = await session.get(Company, envelope.event.cvr)
+        if company is None:
             # Onboarding saw the customer on billing.customers before we did; wait for it.
             session.add(
                 WaitingApplication(
@@ -159,43 +160,39 @@ class Provisioning:
                 )
             )
             return
-        await self._provision(session, envelope.event)
+        await self._provision(session, envelope.event, company)
 
-    async def _provision(self, session: AsyncSession, event: ApplicationSubmitted) -> None:
+    async def _provision(
+        self, session: AsyncSession, event: ApplicationSubmitted, company: Company | None = None
+    ) -> None:
         now = self.clock.now()
-        company = await session.get(Company, event.cvr)
+        company = company or await session.get(Company, event.cvr)
         assert company is not None
         ancestors = await self._ancestors(session, company.parent_cvr)
         for cvr in ancestors:  # child to parent, as on_customer_registered: no deadlock
             await lock_for_transaction(session, COMPANY_LOCK, cvr)
         # Locked, so that an activation confirmed at this moment is either seen here as active,
         # or finds its login withdrawn (services/identity/activation.py locks the user first too).
-        administrators = list(
-            await session.scalars(
-                select(User)
-                .where(
-                    User.tenant_cvr.in_([event.cvr, *ancestors]),
-                    User.role == "administrator",
-                    User.status.in_(LIVE_STATUSES),
-                )
-                .order_by(User.id)
-                .with_for_update()
-            )
-        )
-        if any(u.application_id == str(event.application_id) for u in administrators):
-            return  # provisioned already (the application came twice)
-        own = [u for u in administrators if u.tenant_cvr == event.cvr]
         # Colleagues given the user administration function administer the company's logins as
         # its first administrator does (S12), and a takeover tells them and disables them. While
         # one of them is active, a letter whose code works at once would give whoever reads the
         # e-Boks an administrator behind their backs: only a takeover may, as for an activated
-        # first administrator.
-        user_administrators = await session.scalars(
-            select(User)
-            .where(User.tenant_cvr == event.cvr, User.role != "administrator", User.status == "active")
-            .order_by(User.id)
-            .with_for_update()
+        # first administrator. Both kinds of login are read and locked in one statement.
+        is_administrator = and_(User.role == "administrator", User.status.in_(LIVE_STATUSES))
+        is_colleague = and_(User.tenant_cvr == event.cvr, User.role != "administrator", User.status == "active")
+        logins = list(
+            await session.scalars(
+                select(User)
+                .where(User.tenant_cvr.in_([event.cvr, *ancestors]), or_(is_administrator, is_colleague))
+                .order_by(User.id)
+                .with_for_update()
+            )
         )
+        administrators = [u for u in logins if u.role == "administrator"]
+        if any(u.application_id == str(event.application_id) for u in administrators):
+            return  # provisioned already (the application came twice)
+        own = [u for u in administrators if u.tenant_cvr == event.cvr]
+        user_administrators = [u for u in logins if u.role != "administrator"]
         activated = any(u.status != "pending" for u in own) or any(
             USER_ADMIN in (u.functions or []) for u in user_administrators
         )
@@ -259,6 +256,7 @@ class Provisioning:
             code_ttl=self.code_ttl,
             deliver_by=event.deliver_by,
             application_id=event.application_id,
+            new_login=True,
         )
         log.info("administrator %s provisioned for application %s", user.id, event.application_id)
 
@@ -315,6 +313,7 @@ class Provisioning:
             deliver_by=event.deliver_by,
             application_id=event.application_id,
             takeover=terms,
+            new_login=True,
         )
         await takeover.begin(
             session,
@@ -396,13 +395,17 @@ async def send_credentials_letter(
     deliver_by: datetime,
     application_id: uuid.UUID | None,
     takeover: TakeoverTerms | None = None,
+    new_login: bool = False,
 ) -> CredentialsIssued:
     """A new activation code for the company's first administrator, in a letter to the company's
     e-Boks (S2): `CredentialsIssued` through the outbox, the code sealed. Earlier codes stop
     working. Provisioning sends the application's letter (`application_id`, so onboarding
-    follows its delivery); support sends it again without one (S3)."""
+    follows its delivery); support sends it again without one (S3). `new_login`: the login was
+    made in this transaction, so it has no earlier code to stop."""
     assert user.tenant_cvr is not None  # a letter goes to a company
-    code, expires_at = await issue_activation_code(session, user.id, now=now, ttl=code_ttl)
+    code, expires_at = await issue_activation_code(
+        session, user.id, now=now, ttl=code_ttl, new_login=new_login
+    )
     user_id = uuid.UUID(user.id)
     letter = CredentialsIssued(
         user_id=user_id,
