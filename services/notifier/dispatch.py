@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from email.headerregistry import Address
 from functools import partial
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notifier.documents import BillingDocuments
@@ -229,16 +229,26 @@ class Dispatcher:
     async def _succeeded(self, delivery: Delivery, location: str) -> None:
         now = self._clock.now()
         async with self._db.transaction() as session:
-            current = await session.get(Delivery, delivery.id, with_for_update=True)
-            assert current is not None
-            if current.status == "delivered":
+            # One statement: a delivery recorded as delivered already (by an attempt whose lease
+            # ran out) is left as it is, and no second outcome is announced.
+            current = (
+                await session.scalars(
+                    update(Delivery)
+                    .where(Delivery.id == delivery.id, Delivery.status != "delivered")
+                    .values(
+                        status="delivered",
+                        attempts=Delivery.attempts + 1,
+                        delivered_at=now,
+                        location=location,
+                        lease_until=None,
+                        last_error=None,
+                    )
+                    .returning(Delivery),
+                    execution_options={"populate_existing": True},
+                )
+            ).one_or_none()
+            if current is None:
                 return
-            current.status = "delivered"
-            current.attempts += 1
-            current.delivered_at = now
-            current.location = location
-            current.lease_until = None
-            current.last_error = None
             await self._outbox.add(
                 session,
                 DeliverySucceeded(
