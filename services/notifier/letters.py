@@ -60,6 +60,7 @@ templates = Environment(
     keep_trailing_newline=True,
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,  # the templates ship with the code: no stat of their file at each message
 )
 
 

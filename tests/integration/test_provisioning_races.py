@@ -9,10 +9,10 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from services.identity.models import User, UserGrant, WaitingApplication, messaging
-from services.identity.provisioning import Provisioning
+from services.identity.provisioning import Provisioning, group_of
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.events import AccountRef, ApplicationSubmitted, Contact, CustomerRegistered, UserGrantsChanged
@@ -159,3 +159,38 @@ async def test_a_subsidiary_arriving_before_its_parent_joins_with_it(
         assert admin is not None
         held = {g.cvr for g in await session.scalars(select(UserGrant).where(UserGrant.user_id == admin.id))}
     assert held == {"35657193", "37826111", "33112874"}
+
+
+async def test_provisioning_reads_the_group_not_the_whole_customer_register(
+    db: Database, clock: FrozenClock, sealer: Sealer
+) -> None:
+    """The first administrator holds the company and every company below it, parents first
+    (S14); finding them reads the group by its parents, never every customer's row."""
+    handlers = provisioning(clock, sealer)
+    group = [("35657193", None), ("37826111", "35657193"), ("29403473", "35657193"), ("25313763", "29403473")]
+    others = [("10150817", None), ("12345674", "10150817")]
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    async with db.transaction() as session:
+        for cvr, parent in group + others:
+            await handlers.on_customer_registered(session, envelope_of(customer(cvr, parent, clock), clock))
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with db.transaction() as session:
+            await handlers.on_application_submitted(session, envelope_of(application("35657193", clock), clock))
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+
+    async with db.transaction() as session:
+        admin = await session.scalar(select(User).where(User.tenant_cvr == "35657193"))
+        assert admin is not None
+        grants = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == admin.id)))
+        # Parents first, a parent's subsidiaries in CVR order.
+        order = [c.cvr for c in await group_of(session, "35657193")]
+    assert order == ["35657193", "29403473", "37826111", "25313763"]
+    assert sorted(g.cvr for g in grants) == sorted(order)  # the other group is not held
+    whole_register = [s for s in statements if "FROM companies" in s and "WHERE" not in s.split("FROM companies")[1]]
+    assert whole_register == [], whole_register
