@@ -239,7 +239,7 @@ class Database:
         async with self._readers() as session, session.begin():
             yield session
 
-    async def read_by_key(self, statement: Executable) -> Sequence[Any]:
+    async def read_by_key(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Sequence[Any]:
         """The rows of one small read by primary key or unique index, as one statement (one
         snapshot), for what runs on every request (billing's revocation check).
 
@@ -252,17 +252,17 @@ class Database:
         if self.file is None:
             bind = self._readers.kw.get("bind") or self.engine
             async with bind.connect() as conn:
-                return (await conn.execute(statement)).all()
+                return (await conn.execute(statement, parameters)).all()
         if self._key_reader is None:
             self._key_reader = _key_reader(self.file)
         try:
             with self._key_reader.connect() as conn:
-                return conn.execute(statement).all()
+                return conn.execute(statement, parameters).all()
         except exc.OperationalError as error:
             if not database_unavailable(error):
                 raise
         async with self.reading() as session:
-            return (await session.execute(statement)).all()
+            return (await session.execute(statement, parameters)).all()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
