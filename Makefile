@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint chromium fuzz bench bench-invoices bench-documents bench-portal bench-portal-invoices bench-soak bench-login asyncapi clean
+.PHONY: run test lint chromium fuzz bench bench-invoices bench-documents bench-portal bench-portal-invoices bench-soak bench-login bench-auth asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ bench-soak: $(STAMP)
 
 bench-login: $(STAMP)
 	$(BIN)/python -m bench.login $(BENCH_ARGS)
+
+bench-auth: $(STAMP)
+	$(BIN)/python -m bench.auth $(BENCH_ARGS)
 
 asyncapi: $(STAMP)
 	$(BIN)/adgang asyncapi

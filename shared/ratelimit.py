@@ -54,8 +54,13 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+async def _client_address(request: Request) -> str:
+    """`client_address` as a dependency: `async`, or FastAPI would run it in a worker thread."""
+    return client_address(request)
+
+
 # The caller's address as a route dependency (audit entries and per-address limits name it).
-ClientAddress = Annotated[str, Depends(client_address)]
+ClientAddress = Annotated[str, Depends(_client_address)]
 
 
 def limited_party(address: str) -> str:

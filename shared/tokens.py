@@ -120,6 +120,8 @@ class TokenSigner:
             raise TokenError(f"active signing key {active_kid!r} is not in the key ring")
         self._keys = keys
         self._active = active_kid
+        self._public_keys = {kid: key.public_key() for kid, key in keys.items()}
+        self._verified = VerifiedTokens()
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return {"keys": [public_jwk(kid, key.public_key()) for kid, key in self._keys.items()]}
@@ -155,20 +157,80 @@ class TokenSigner:
         )
 
     def verify(self, token: str, *, now: datetime) -> AccessClaims:
-        return _verify(token, {kid: k.public_key() for kid, k in self._keys.items()}, now=now)
+        return _verify(token, self._public_keys, now=now, verified=self._verified)
 
 
 ISSUED_AT_LEEWAY_S = 0  # as the library's default: a token issued later than now is refused
+VERIFIED_TOKENS_KEPT = 4096  # per verifier: the tokens whose signature and claims were checked
 
 
-def _verify(token: str, public_keys: dict[str, Ed25519PublicKey], *, now: datetime) -> AccessClaims:
+class VerifiedTokens:
+    """Access tokens whose signature and claims were checked, each with the key that checked it,
+    so that a token sent again (every request of a session sends the same one for its five
+    minutes) is not parsed and verified again. A token counts as verified only while that same
+    key object is among the keys in use (a key that leaves the key set, or keys fetched anew,
+    verify it again); its times are checked against the clock on every use, as are revocations
+    by whoever asks. Only tokens that passed are kept, at most `size`, the oldest dropped first."""
+
+    def __init__(self, size: int = VERIFIED_TOKENS_KEPT) -> None:
+        self._size = size
+        self._entries: dict[str, tuple[str, Ed25519PublicKey, AccessClaims]] = {}
+
+    def kid(self, token: str) -> str | None:
+        entry = self._entries.get(token)
+        return entry[0] if entry is not None else None
+
+    def get(self, token: str, public_keys: dict[str, Ed25519PublicKey]) -> AccessClaims | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        kid, key, claims = entry
+        return claims if public_keys.get(kid) is key else None
+
+    def keep(self, token: str, kid: str, key: Ed25519PublicKey, claims: AccessClaims) -> None:
+        if len(self._entries) >= self._size:
+            del self._entries[next(iter(self._entries))]
+        self._entries[token] = (kid, key, claims)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _kid_of(token: str) -> str | None:
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError as exc:
+        raise TokenError("the token is not a JWT") from exc
+    return None if kid is None else str(kid)
+
+
+def _check_times(exp: Any, iat: Any, now: datetime) -> None:
+    # Times by our clock, not the library's, so tests control them (expiry, and a suite whose
+    # clock a test moved ahead issues tokens "in the future" of the real one).
+    if exp <= now.timestamp():
+        raise TokenError("the token has expired")
+    if not isinstance(iat, int | float) or iat > now.timestamp() + ISSUED_AT_LEEWAY_S:
+        raise TokenError("the token is not valid: ImmatureSignatureError")
+
+
+def _verify(
+    token: str,
+    public_keys: dict[str, Ed25519PublicKey],
+    *,
+    now: datetime,
+    verified: VerifiedTokens | None = None,
+) -> AccessClaims:
+    if verified is not None and (known := verified.get(token, public_keys)) is not None:
+        _check_times(known.exp, known.iat, now)
+        return known
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
         raise TokenError("the token is not a JWT") from exc
     if header.get("alg") != ALGORITHM:
         raise TokenError("the token is not signed with EdDSA")
-    key = public_keys.get(str(header.get("kid")))
+    kid = str(header.get("kid"))
+    key = public_keys.get(kid)
     if key is None:
         raise TokenError("the token is signed with an unknown key")
     try:
@@ -182,13 +244,11 @@ def _verify(token: str, public_keys: dict[str, Ed25519PublicKey], *, now: dateti
         )
     except jwt.PyJWTError as exc:
         raise TokenError(f"the token is not valid: {type(exc).__name__}") from exc
-    # Times by our clock, not the library's, so tests control them (expiry, and a suite whose
-    # clock a test moved ahead issues tokens "in the future" of the real one).
-    if claims["exp"] <= now.timestamp():
-        raise TokenError("the token has expired")
-    if not isinstance(claims["iat"], int | float) or claims["iat"] > now.timestamp() + ISSUED_AT_LEEWAY_S:
-        raise TokenError("the token is not valid: ImmatureSignatureError")
-    return AccessClaims.model_validate(claims)
+    _check_times(claims["exp"], claims["iat"], now)
+    checked = AccessClaims.model_validate(claims)
+    if verified is not None:
+        verified.keep(token, kid, key, checked)
+    return checked
 
 
 def development_signing_keys(var_dir: Path) -> tuple[str, str]:
@@ -254,6 +314,7 @@ class TokenVerifier:
         self._monotonic = monotonic
         self._in_flight: asyncio.Task[dict[str, Ed25519PublicKey]] | None = None
         self._last_fetch_started: float | None = None
+        self._verified = VerifiedTokens()
 
     async def _fetch(self) -> dict[str, Ed25519PublicKey]:
         client = self._client or httpx.AsyncClient(timeout=5.0)
@@ -311,11 +372,8 @@ class TokenVerifier:
             return cached.keys  # identity is not answering: go on with the keys it gave last
 
     async def verify(self, token: str, *, now: datetime) -> AccessClaims:
-        try:
-            kid = jwt.get_unverified_header(token).get("kid")
-        except jwt.PyJWTError as exc:
-            raise TokenError("the token is not a JWT") from exc
-        claims = _verify(token, await self._keys(kid), now=now)
+        kid = self._verified.kid(token) or _kid_of(token)
+        claims = _verify(token, await self._keys(kid), now=now, verified=self._verified)
         if self._is_revoked is not None and await self._is_revoked(claims):
             raise TokenError("the session of this token has ended")
         return claims

@@ -92,12 +92,6 @@ def create_app(
         "http_request_seconds", "HTTP request latency", ["method", "route"], registry=registry
     )
 
-    # Pure ASGI, not `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs every
-    # request through a task group and memory streams of its own, which cost more CPU than a
-    # small route.
-    app.add_middleware(HttpMetrics, requests=requests, latency=latency)
-    app.add_middleware(NoNulCharacters)
-
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": settings.service}
@@ -149,6 +143,10 @@ def create_app(
             # The HTTP metrics of this app, then the domain metrics of the process.
             return Response(metrics_text(registry), media_type=CONTENT_TYPE_LATEST)
 
+    # Pure ASGI middleware (Starlette's `BaseHTTPMiddleware` runs every request through a task
+    # group and memory streams: it cost more than a cheap route itself). Innermost first.
+    app.add_middleware(HttpMetrics, requests=requests, latency=latency)
+    app.add_middleware(RefuseNulCharacters)
     # Added last, so outermost: the limit applies before anything reads the body, and every
     # answer, the limit's 413 too, gets its Cache-Control.
     app.add_middleware(RequestBodyLimit, max_bytes=settings.max_request_body_bytes)
@@ -248,9 +246,9 @@ def _require_bearer(request: Request, expected: str) -> None:
 
 
 class HttpMetrics:
-    """Counts each answered request by method, route and status, and observes its latency
-    (`http_requests_total`, `http_request_seconds`); a request whose app raised is the outer
-    error handler's to answer and is not counted here."""
+    """`http_requests_total` and `http_request_seconds` by method, route template and status.
+    The route is the template the router matched (`scope["route"]`, set in the shared scope),
+    `unmatched` for none; a method not in `_KNOWN_METHODS` counts as `other`."""
 
     def __init__(self, app: ASGIApp, *, requests: Counter, latency: Histogram) -> None:
         self.app = app
@@ -262,7 +260,7 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 0
+        status = 500
 
         async def send_noting_status(message: Message) -> None:
             nonlocal status
@@ -277,12 +275,13 @@ class HttpMetrics:
         self.latency.labels(method, path).observe(time.perf_counter() - started)
 
 
-class NoNulCharacters:
-    """A NUL character is never meaningful in this product's text, and PostgreSQL cannot
-    store one: refuse it up front, for every service and every field, with a 422.
+class RefuseNulCharacters:
+    """A NUL character is never meaningful in this product's text, and PostgreSQL cannot store
+    one: refuse it up front, for every service and every field, with a 422.
 
-    The body read here is at most `max_request_body_bytes` (`RequestBodyLimit` is outside),
-    and the app is handed the same body messages again."""
+    The body read here is at most `max_request_body_bytes` (`RequestBodyLimit` is outside); the
+    app then receives it as one message, and whatever comes after (a disconnect) from the
+    server."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -295,30 +294,39 @@ class NoNulCharacters:
         if b"%00" in scope.get("query_string", b"") or b"%00" in scope.get("raw_path", b""):
             where = "query"
         elif scope["method"] in ("POST", "PUT", "PATCH"):
-            messages: list[Message] = []
-            body = b""
-            while True:
+            chunks = []
+            more = True
+            while more:
                 message = await receive()
-                messages.append(message)
-                if message["type"] != "http.request":
-                    break  # the client went away: the app sees that as it would have
-                body += message.get("body", b"")
-                if not message.get("more_body", False):
-                    break
+                if message["type"] != "http.request":  # the client went away: hand that on
+                    await self.app(scope, _replay([message], receive), send)
+                    return
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
             if b"\\u0000" in body or b"\x00" in body:
                 where = "body"
             else:
-                replay = iter(messages)
-
-                async def replayed() -> Message:
-                    return next(replay, None) or await receive()
-
-                receive = replayed
+                replayed: Message = {"type": "http.request", "body": body, "more_body": False}
+                await self.app(scope, _replay([replayed], receive), send)
+                return
         if where is None:
             await self.app(scope, receive, send)
             return
         problem = InvalidField(where, "text must not contain NUL characters (\\u0000)")
-        await problem_response(problem, Request(scope))(scope, receive, send)
+        await problem_response(problem, Request(scope))(scope, _nothing_more, send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A `receive` that gives `messages` first, then what the server sends."""
+    pending = list(messages)
+
+    async def replaying() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replaying
 
 
 class CorrelationId:

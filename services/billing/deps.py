@@ -14,8 +14,11 @@ from shared.db import Database
 from shared.problems import Unauthenticated
 from shared.tokens import TokenError, bearer_token
 
+# Every dependency is `async def`: FastAPI runs a plain `def` dependency in a worker thread, a
+# thread hand-off per dependency per request that cost more than most routes' own work.
 
-def parts(request: Request) -> BillingParts:
+
+async def parts(request: Request) -> BillingParts:
     built: BillingParts = request.app.state.parts
     return built
 
@@ -23,19 +26,19 @@ def parts(request: Request) -> BillingParts:
 PartsDep = Annotated[BillingParts, Depends(parts)]
 
 
-def _db(p: PartsDep) -> Database:
+async def _db(p: PartsDep) -> Database:
     return p.db
 
 
-def _ordering(p: PartsDep) -> Ordering:
+async def _ordering(p: PartsDep) -> Ordering:
     return p.ordering
 
 
-def _changes(p: PartsDep) -> Changes:
+async def _changes(p: PartsDep) -> Changes:
     return p.changes
 
 
-def _user_renders(p: PartsDep) -> anyio.CapacityLimiter:
+async def _user_renders(p: PartsDep) -> anyio.CapacityLimiter:
     return p.user_renders
 
 

@@ -32,8 +32,11 @@ from shared.ratelimit import RateLimit, client_address, limited_party
 from shared.sealing import Sealer
 from shared.tokens import AccessClaims, TokenError, TokenSigner, bearer_token
 
+# Every dependency is `async def`: FastAPI runs a plain `def` dependency in a worker thread, a
+# thread hand-off per dependency per request that cost more than most routes' own work.
 
-def _parts(request: Request) -> IdentityParts:
+
+async def _parts(request: Request) -> IdentityParts:
     parts: IdentityParts = request.app.state.parts
     return parts
 
@@ -42,7 +45,7 @@ Parts = Annotated[IdentityParts, Depends(_parts)]
 
 
 def _part(name: str) -> Any:
-    def part(parts: Parts) -> Any:
+    async def part(parts: Parts) -> Any:
         return getattr(parts, name)
 
     part.__name__ = f"identity_{name}"
@@ -102,7 +105,7 @@ class Caller:
             yield session, user, live
 
 
-def _caller(claims: Claims, parts: Parts) -> Caller:
+async def _caller(claims: Claims, parts: Parts) -> Caller:
     return Caller(claims, parts.db, parts.sessions)
 
 
@@ -123,7 +126,7 @@ class StaffCaller:
             yield session, await self.support.staff(session, self.claims)
 
 
-def _staff_caller(claims: Claims, parts: Parts) -> StaffCaller:
+async def _staff_caller(claims: Claims, parts: Parts) -> StaffCaller:
     return StaffCaller(claims, parts.db, parts.support)
 
 
@@ -132,7 +135,7 @@ StaffDep = Annotated[StaffCaller, Depends(_staff_caller)]
 
 def _rate_limited(limit: str) -> Callable[[Request], Awaitable[None]]:
     async def rate_limited(request: Request) -> None:
-        limiter: RateLimit = getattr(_parts(request).limits, limit)
+        limiter: RateLimit = getattr((await _parts(request)).limits, limit)
         await limiter.check(limited_party(client_address(request)))
 
     rate_limited.__name__ = f"identity_rate_limited_{limit}"

@@ -114,13 +114,15 @@ class Lockout:
         """The username's counter, locked for this transaction (made first if there is none;
         concurrent first tries make it once)."""
         # DO UPDATE, not DO NOTHING: it locks an existing counter at once, so the worker's purge
-        # of counters that count nothing cannot delete it before the SELECT below locks it.
-        await session.execute(
+        # of counters that count nothing cannot delete it before this transaction ends. The
+        # row comes back from the same statement (RETURNING), as the session's object.
+        throttle = await session.scalar(
             upsert_statement(session, LoginThrottle)
             .values(username=username, failures=0)
             .on_conflict_do_update(index_elements=["username"], set_={"username": username})
+            .returning(LoginThrottle),
+            execution_options={"populate_existing": True},
         )
-        throttle = await session.get(LoginThrottle, username, with_for_update=True, populate_existing=True)
         assert throttle is not None
         return throttle
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -82,8 +82,12 @@ class Login:
     async def password_hash(self, session: AsyncSession, attempt: PasswordTry) -> str | None:
         """The hash the try's password is checked against: None for a username nobody has, or
         a login that cannot log in (the check then fails, with the same work)."""
-        user = await find_user(session, attempt.username)
-        return user.password_hash if user is not None and user.status in ("active", "disabled") else None
+        found = (
+            await session.execute(
+                select(User.password_hash, User.status).where(User.username == normalise_username(attempt.username))
+            )
+        ).one_or_none()
+        return found.password_hash if found is not None and found.status in ("active", "disabled") else None
 
     async def password_checked(
         self,
@@ -151,7 +155,18 @@ class Login:
             sends=0,
             device_id=attempt.device_id,
         )
-        session.add(challenge)
+        # One INSERT, without the ORM's unit of work: the caller reads the challenge only.
+        await session.execute(
+            insert(LoginChallenge).values(
+                id=challenge.id,
+                user_id=challenge.user_id,
+                created_at=challenge.created_at,
+                expires_at=challenge.expires_at,
+                failed_attempts=0,
+                sends=0,
+                device_id=challenge.device_id,
+            )
+        )
         return challenge
 
     # --- step 2: the one-time code ----------------------------------------------------

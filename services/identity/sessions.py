@@ -10,8 +10,9 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.config import IdentitySettings
@@ -76,24 +77,51 @@ class Sessions:
         return await self._issue(session, user, login)
 
     async def _issue(self, session: AsyncSession, user: User, login: LoginSession) -> TokenPair:
-        now = self.clock.now()
-        refresh = secrets.token_urlsafe(32)
-        session.add(
-            RefreshToken(
-                token_hash=token_digest(refresh),
-                session_id=login.id,
-                created_at=now,
-                expires_at=min(now + self.settings.refresh_token_ttl, as_utc(login.expires_at)),
-            )
-        )
-        grants = list(await session.scalars(select(UserGrant).where(UserGrant.user_id == user.id)))
-        access = self.signer.sign(
-            subject=user.id,
-            session_id=login.id,
+        return await self._issue_for(
+            session,
+            user_id=user.id,
             tenant=user.tenant_cvr,
             role=user.role,
-            grants=[{"cvr": g.cvr, "accounts": g.accounts} for g in grants],
             functions=list(user.functions),
+            session_id=login.id,
+            session_expires_at=as_utc(login.expires_at),
+        )
+
+    async def _issue_for(
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        tenant: str | None,
+        role: str,
+        functions: list[str],
+        session_id: str,
+        session_expires_at: datetime,
+    ) -> TokenPair:
+        """A new refresh token of the session (stored as its digest) and an access token that
+        carries the user's grants as they are now."""
+        now = self.clock.now()
+        refresh = secrets.token_urlsafe(32)
+        await session.execute(
+            insert(RefreshToken).values(
+                token_hash=token_digest(refresh),
+                session_id=session_id,
+                created_at=now,
+                expires_at=min(now + self.settings.refresh_token_ttl, session_expires_at),
+            )
+        )
+        grants = await session.execute(
+            select(UserGrant.cvr, UserGrant.all_accounts, UserGrant.account_numbers).where(
+                UserGrant.user_id == user_id
+            )
+        )
+        access = self.signer.sign(
+            subject=user_id,
+            session_id=session_id,
+            tenant=tenant,
+            role=role,
+            grants=[{"cvr": cvr, "accounts": "all" if every else list(numbers)} for cvr, every, numbers in grants],
+            functions=functions,
             now=now,
             lifetime=self.settings.access_token_ttl,
         )
@@ -101,33 +129,81 @@ class Sessions:
 
     async def refresh(self, session: AsyncSession, refresh_token: str) -> TokenPair:
         """A new pair for a valid refresh token; a reused one ends its whole session (kept,
-        though the refresh is refused)."""
+        though the refresh is refused).
+
+        The token, its session and its user are read in one statement that locks the token's
+        and the session's rows (PostgreSQL; SQLite runs write transactions one at a time), so
+        two requests with the same token are decided one after the other: the second finds it
+        used. The writes are plain statements, without the ORM's unit of work."""
         now = self.clock.now()
-        stored = await session.get(RefreshToken, token_digest(refresh_token), with_for_update=True)
-        if stored is None:
+        digest = token_digest(refresh_token)
+        found = (
+            await session.execute(
+                select(
+                    RefreshToken.used_at,
+                    RefreshToken.expires_at,
+                    LoginSession.id,
+                    LoginSession.ended_at,
+                    LoginSession.expires_at,
+                    LoginSession.user_id,
+                    User.status,
+                    User.tenant_cvr,
+                    User.role,
+                    User.functions,
+                )
+                .join(LoginSession, LoginSession.id == RefreshToken.session_id)
+                .outerjoin(User, User.id == LoginSession.user_id)
+                .where(RefreshToken.token_hash == digest)
+                .with_for_update(of=[RefreshToken.__table__, LoginSession.__table__])
+            )
+        ).one_or_none()
+        if found is None:
             raise InvalidRefreshToken("The refresh token is not known. Log in again.")
-        login = await session.get(LoginSession, stored.session_id, with_for_update=True)
-        assert login is not None
-        if stored.used_at is not None:
+        used_at, expires_at, session_id, ended_at, session_expires_at, user_id, status, tenant, role, functions = found
+        if used_at is not None:
             # Someone presents a token that was already exchanged: it leaked. End the session.
-            if login.ended_at is None:
+            if ended_at is None:
+                login = await session.get(LoginSession, session_id)
+                assert login is not None
                 await self.end(session, login, "refresh-token-reuse")
             raise InvalidRefreshToken(
                 "The refresh token was already used, so it may have been copied: the session has been "
                 "ended for safety. Log in again."
             ).committing()
         ended = InvalidRefreshToken("The session has ended. Log in again.")
-        if login.ended_at is not None or as_utc(stored.expires_at) <= now:
+        if ended_at is not None or as_utc(expires_at) <= now:
             raise ended
-        user = await session.get(User, login.user_id)
-        if user is None or user.status != "active":
+        if status != "active":
             # Not announced: disabling or deleting a user ends all their sessions and says so
             # (UserDisabled, UserDeleted), and billing then refuses every token of the user.
-            login.ended_at, login.end_reason = now, "user-not-active"
+            await session.execute(
+                update(LoginSession)
+                .where(LoginSession.id == session_id)
+                .values(ended_at=now, end_reason="user-not-active")
+                .execution_options(synchronize_session=False)
+            )
             raise ended.committing()
-        stored.used_at = now
-        login.last_used_at = now
-        return await self._issue(session, user, login)
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == digest)
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(LoginSession)
+            .where(LoginSession.id == session_id)
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return await self._issue_for(
+            session,
+            user_id=user_id,
+            tenant=tenant,
+            role=role,
+            functions=list(functions),
+            session_id=session_id,
+            session_expires_at=as_utc(session_expires_at),
+        )
 
     # --- the caller's session ---------------------------------------------------------
 

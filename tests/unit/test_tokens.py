@@ -14,6 +14,7 @@ from shared.tokens import (
     TokenError,
     TokenSigner,
     TokenVerifier,
+    VerifiedTokens,
     generate_signing_key,
     parse_signing_keys,
 )
@@ -147,3 +148,72 @@ def test_the_issue_time_is_checked_by_our_clock_not_the_real_one() -> None:
     assert keys.verify(issued_ahead, now=ahead + timedelta(seconds=1)).role == "user"
     with pytest.raises(TokenError, match="ImmatureSignatureError"):
         keys.verify(issued_ahead, now=ahead - timedelta(minutes=1))
+
+
+async def test_a_token_verified_once_still_expires_and_is_still_revoked() -> None:
+    """Verified tokens are kept (`VerifiedTokens`), but what changes with time is checked on
+    every use: the expiry by the clock, the revocation by the service."""
+    s = signer("k1")
+    revoked: set[str] = set()
+
+    async def is_revoked(claims: AccessClaims) -> bool:
+        return claims.sid in revoked
+
+    verifier = TokenVerifier(
+        "http://identity/.well-known/jwks.json", client=JwksServer(s).client, is_revoked=is_revoked
+    )
+    session_id = str(uuid.uuid4())
+    kept = token(s, session_id=session_id)
+    await verifier.verify(kept, now=NOW + timedelta(minutes=1))
+    await verifier.verify(kept, now=NOW + timedelta(minutes=2))
+    with pytest.raises(TokenError, match="expired"):
+        await verifier.verify(kept, now=NOW + timedelta(minutes=5))
+    with pytest.raises(TokenError, match="ImmatureSignature"):
+        await verifier.verify(kept, now=NOW - timedelta(minutes=1))
+    revoked.add(session_id)
+    with pytest.raises(TokenError, match="ended"):
+        await verifier.verify(kept, now=NOW + timedelta(minutes=1))
+
+
+async def test_a_kept_token_whose_key_left_the_key_set_is_refused() -> None:
+    """A token counts as verified only by the key object that verified it: once identity no
+    longer publishes that key (and the keys were fetched again), its tokens are refused."""
+    old = signer("k1")
+    server = JwksServer(old)
+    clock = Monotonic()
+    verifier = TokenVerifier(
+        "http://identity/.well-known/jwks.json", client=server.client, monotonic=clock, cache_seconds=60
+    )
+    kept = token(old)
+    await verifier.verify(kept, now=NOW)
+    server.signer = signer("k2")  # k1 is gone
+    clock.now += 61  # the cached keys are too old: fetched again
+    await verifier.verify(token(server.signer), now=NOW)
+    assert server.requests == 2
+    with pytest.raises(TokenError, match="unknown key"):
+        await verifier.verify(kept, now=NOW)
+
+
+async def test_a_changed_signature_is_not_taken_for_a_kept_token() -> None:
+    s = signer("k1")
+    verifier = TokenVerifier("http://identity/.well-known/jwks.json", client=JwksServer(s).client)
+    kept = token(s)
+    await verifier.verify(kept, now=NOW)
+    header, payload, signature = kept.split(".")
+    other = signature[:-2] + ("AA" if signature[-2:] != "AA" else "BA")
+    with pytest.raises(TokenError, match="not valid"):
+        await verifier.verify(f"{header}.{payload}.{other}", now=NOW)
+
+
+def test_verified_tokens_are_bounded_and_drop_the_oldest_first() -> None:
+    s = signer("k1")
+    keys = {"k1": s._keys["k1"].public_key()}  # noqa: SLF001
+    verified = VerifiedTokens(size=3)
+    tokens = [token(s) for _ in range(4)]
+    for t in tokens:
+        claims = s.verify(t, now=NOW)
+        verified.keep(t, "k1", keys["k1"], claims)
+    assert len(verified) == 3
+    assert verified.get(tokens[0], keys) is None
+    assert all(verified.get(t, keys) is not None for t in tokens[1:])
+    assert verified.get(tokens[1], {"k1": signer("k1")._keys["k1"].public_key()}) is None  # noqa: SLF001
