@@ -135,7 +135,9 @@ async def measure(suite: Suite, applications: int, concurrency: int, warmup: int
         for i, cvr in enumerate(warm):
             await run_applications(suite, client, [cvr], concurrency=1, deadline_s=60.0, index_base=i)
         idle = snapshot(pids)
-        log(f"load: {applications} applications, concurrency {concurrency}, memory sampled every {SAMPLE_EVERY_S}s ...")
+        log(
+            f"load: {applications} applications, concurrency {concurrency}, memory sampled every {SAMPLE_EVERY_S}s ..."
+        )
         with Sampler(pids) as sampler:
             result = await run_applications(
                 suite, client, run, concurrency=concurrency, deadline_s=180.0, index_base=warmup
@@ -195,8 +197,14 @@ def report(measured: Mapping[str, Any]) -> dict[str, Any]:
         },
     ]
     series = {
-        "suite RSS": {"unit": "MB", "points": [[round(t, 2), round(total(s, "rss"), 1)] for t, s in sampler.points]},
-        "suite PSS": {"unit": "MB", "points": [[round(t, 2), round(total(s, "pss"), 1)] for t, s in sampler.points]},
+        "suite RSS": {
+            "unit": "MB",
+            "points": [[round(t, 2), round(total(s, "rss"), 1)] for t, s in sampler.points],
+        },
+        "suite PSS": {
+            "unit": "MB",
+            "points": [[round(t, 2), round(total(s, "pss"), 1)] for t, s in sampler.points],
+        },
         f"{largest} RSS": {
             "unit": "MB",
             "points": [[round(t, 2), round(s[largest]["rss"], 1)] for t, s in sampler.points if largest in s],
@@ -207,7 +215,9 @@ def report(measured: Mapping[str, Any]) -> dict[str, Any]:
 
 def print_table(results: Mapping[str, Any]) -> None:
     print()
-    print(f"{'process':<22} {'idle RSS':>9} {'idle PSS':>9} {'peak RSS':>9} {'peak PSS':>9} {'after RSS':>10}")
+    print(
+        f"{'process':<22} {'idle RSS':>9} {'idle PSS':>9} {'peak RSS':>9} {'peak PSS':>9} {'after RSS':>10}"
+    )
     for name, row in results["processes"].items():
         print(
             f"{name:<22} {row['idle'].get('rss', 0):>9.1f} {row['idle'].get('pss', 0):>9.1f} "
@@ -225,7 +235,9 @@ def print_table(results: Mapping[str, Any]) -> None:
     print()
     for target in results["targets"]:
         verdict = "met" if target["met"] else "NOT MET"
-        print(f"  {target['label']}: {target['value']} {target['unit']} (limit {target['limit']:g}) {verdict}")
+        print(
+            f"  {target['label']}: {target['value']} {target['unit']} (limit {target['limit']:g}) {verdict}"
+        )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -234,7 +246,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16, help="HTTP requests in flight (default 16)")
     parser.add_argument("--warmup", type=int, default=3, help="applications one at a time first (default 3)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "memory.json")
-    parser.add_argument("--keep-var", action="store_true", help="keep the temporary var dir (logs, databases)")
+    parser.add_argument(
+        "--keep-var", action="store_true", help="keep the temporary var dir (logs, databases)"
+    )
     args = parser.parse_args(argv)
     if args.applications < 1 or args.concurrency < 1 or args.warmup < 1:
         parser.error("counts must be positive")
@@ -268,7 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": machine_info(),
             "commit": git_state().get("commit", ""),
             "git": git_state(),
-            "options": {"applications": args.applications, "concurrency": args.concurrency, "warmup": args.warmup},
+            "options": {
+                "applications": args.applications,
+                "concurrency": args.concurrency,
+                "warmup": args.warmup,
+            },
             **report(measured),
         }
         print_table(results)
