@@ -130,7 +130,8 @@ class Suite:
         # The children run the code this process runs, whatever their working directory (a
         # benchmark runs them in its var dir, where `-m services.cli` would find the installed
         # package, which may be another checkout).
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
+        paths = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path and path != str(SOURCE_ROOT)]
+        env["PYTHONPATH"] = os.pathsep.join([str(SOURCE_ROOT), *paths])
         return env
 
     def database_url(self, service: str) -> str:
