@@ -58,7 +58,7 @@ def _modules_of(role: str, service: str, var_dir: Path) -> set[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a build takes seconds; a machine busy with other work may take minutes
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -68,7 +68,7 @@ def _modules_of(role: str, service: str, var_dir: Path) -> set[str]:
 def modules(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], set[str]]:
     var_dir = tmp_path_factory.mktemp("roles")
     roles = _roles()
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         found = pool.map(lambda role: _modules_of(*role, var_dir), roles)
         return dict(zip(roles, found, strict=True))
 
