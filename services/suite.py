@@ -32,6 +32,7 @@ from shared.web import reuse_port_supported
 
 MAX_INSTANCES = 10  # per service and role: the worker metrics ports leave room for ten
 ALTERNATIVE_PORT_STEP = 100  # without SO_REUSEPORT, API instance n listens on port + 100·(n-1)
+SOURCE_ROOT = Path(__file__).resolve().parent.parent  # where `services` and `shared` are
 
 
 class SuiteError(RuntimeError):
@@ -126,6 +127,11 @@ class Suite:
             env[f"ADGANG_PORTAL_{name.upper()}_URL"] = self.url(name)
         env.update(self.config.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
+        # The children run the code this process runs, whatever their working directory (a
+        # benchmark runs them in its var dir, where `-m services.cli` would find the installed
+        # package, which may be another checkout).
+        paths = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path and path != str(SOURCE_ROOT)]
+        env["PYTHONPATH"] = os.pathsep.join([str(SOURCE_ROOT), *paths])
         return env
 
     def database_url(self, service: str) -> str:

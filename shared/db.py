@@ -11,17 +11,15 @@ import asyncio
 import contextlib
 import hashlib
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, MetaData, event, exc, text
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -33,6 +31,10 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql import Executable
 
 from shared.problems import Problem
+
+if TYPE_CHECKING:  # Alembic (and Mako) only where a database is migrated: not in an API or a worker
+    from alembic.config import Config
+    from sqlalchemy.dialects import postgresql, sqlite
 
 
 class _OneTripCursor:
@@ -172,11 +174,13 @@ def sqlite_file(url: str) -> Path | None:
 
 def _driver_unavailable_errors() -> tuple[type[BaseException], ...]:
     """asyncpg's own errors that say the server is away, shutting down, starting up or full:
-    raised as they are when a connection is opened, wrapped by SQLAlchemy on a live one."""
-    try:
-        from asyncpg import exceptions as pg
-    except ImportError:  # an SQLite-only installation
+    raised as they are when a connection is opened, wrapped by SQLAlchemy on a live one.
+    None until asyncpg is loaded: the engine of a PostgreSQL database loads it when it is
+    created, and a process on SQLite does without it (~3 MB)."""
+    if "asyncpg" not in sys.modules:
         return ()
+    from asyncpg import exceptions as pg
+
     return (
         pg.PostgresConnectionError,  # the connection is gone or could not be made
         pg.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 cannot connect now, ...
@@ -188,25 +192,28 @@ def _driver_statement_errors() -> tuple[type[BaseException], ...]:
     """asyncpg's errors that look like an operator's intervention but are about the statement:
     57014, a query cancelled by `statement_timeout` or `pg_cancel_backend`. Waiting would run
     the same query into the same timeout for ever; it fails like any other error."""
-    try:
-        from asyncpg import exceptions as pg
-    except ImportError:
+    if "asyncpg" not in sys.modules:
         return ()
+    from asyncpg import exceptions as pg
+
     return (pg.QueryCanceledError,)
 
 
-_STATEMENT_ERRORS = _driver_statement_errors()
-
-
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     exc.OperationalError,  # the driver's "cannot reach / locked / gone" (SQLite: database is locked)
     exc.InterfaceError,
     exc.DisconnectionError,
     exc.TimeoutError,  # the pool had no connection to give within its timeout
     ConnectionError,  # asyncpg's connect() raises ConnectionRefusedError as it is
     TimeoutError,  # asyncpg's connect timeout
-    *_driver_unavailable_errors(),
 )
+
+
+def unavailable_errors() -> tuple[type[BaseException], ...]:
+    """The errors that may say the database is away (`database_unavailable` decides), the
+    driver's own among them once the process has created its engine (`Database`): an API
+    registers its 503 handler for each of them after it built its parts."""
+    return (*_UNAVAILABLE_ERRORS, *_driver_unavailable_errors())
 
 
 # SQLite's primary result codes that say the database cannot be used now, not that the
@@ -238,8 +245,10 @@ def database_unavailable(error: BaseException) -> bool:
     cause is the driver's own error) and marks a connection that broke as invalidated; what
     the driver raises while connecting comes through unwrapped. Each is looked at."""
     chain = list(_causes(error))
-    if any(isinstance(cause, _STATEMENT_ERRORS) for cause in chain):
+    statement_errors = _driver_statement_errors()
+    if statement_errors and any(isinstance(cause, statement_errors) for cause in chain):
         return False  # SQLAlchemy calls a cancelled query an OperationalError too
+    unavailable = unavailable_errors()
     for current in chain:
         if type(current).__module__.partition(".")[0] in _OUTBOUND_CLIENTS:
             return False
@@ -247,7 +256,7 @@ def database_unavailable(error: BaseException) -> bool:
             return True
         if isinstance(current, exc.DBAPIError) and _sqlite_statement_error(current.orig):
             return False
-        if isinstance(current, UNAVAILABLE_ERRORS):
+        if isinstance(current, unavailable):
             return True
     return False
 
@@ -398,12 +407,19 @@ async def lock_for_transaction(session: AsyncSession, namespace: str, key: str) 
 def upsert_statement(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.Insert:
     """An INSERT for `table` in the session's dialect, which can take `ON CONFLICT` clauses
     (both PostgreSQL and SQLite have them, with the same SQLAlchemy spelling)."""
+    # Each dialect's module is imported by the process that uses it (PostgreSQL's is ~2 MB).
     if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
     return sqlite.insert(table)
 
 
 def alembic_config(script_location: Path, url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(script_location))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -412,6 +428,8 @@ def alembic_config(script_location: Path, url: str) -> Config:
 
 def migrate(script_location: Path, url: str, revision: str = "head") -> None:
     """Upgrade a service's database (synchronous; call from outside the event loop)."""
+    from alembic import command
+
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,8 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import Table, func, select
 
@@ -28,6 +27,9 @@ from shared.db import Database
 from shared.metrics import CONSUMER_LAG, OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, REGISTRY
 from shared.problems import MEDIA_TYPE, Problem, Unauthenticated, http_problem
 from shared.settings import ServiceSettings
+
+if TYPE_CHECKING:  # aiohttp only in a worker that serves its metrics: not in an API (~7 MB)
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +158,13 @@ async def refresh_forever(
         await asyncio.sleep(REFRESH_INTERVAL_S if interval_s is None else interval_s)
 
 
-@web.middleware
 async def _problems(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """aiohttp's own errors (no such path, a method not taken) as problem+json, like the APIs'."""
+    """aiohttp's own errors (no such path, a method not taken) as problem+json, like the APIs'
+    (a new-style middleware: `WorkerMetricsServer.application` marks it so)."""
+    from aiohttp import web
+
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -171,6 +175,8 @@ async def _problems(
 
 
 def _problem_response(problem: Problem, request: web.Request) -> web.Response:
+    from aiohttp import web
+
     return web.json_response(
         problem.body(instance=request.path),
         status=problem.status,
@@ -196,7 +202,9 @@ class WorkerMetricsServer:
         self._runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[_problems])
+        from aiohttp import web
+
+        app = web.Application(middlewares=[web.middleware(_problems)])
         app.router.add_get("/healthz", self._healthz)
         if self._settings.serves_metrics:
             app.router.add_get("/metrics", self._metrics)
@@ -206,6 +214,8 @@ class WorkerMetricsServer:
         port = self._settings.worker_metrics_port
         if port is None:
             return
+        from aiohttp import web
+
         self._runner = web.AppRunner(self.application(), handle_signals=False, access_log=None)
         await self._runner.setup()
         try:
@@ -225,6 +235,8 @@ class WorkerMetricsServer:
             self._runner = None
 
     async def _healthz(self, _: web.Request) -> web.Response:
+        from aiohttp import web
+
         alive = self._alive()
         return web.json_response(
             {"status": "ok" if alive else "starting", "service": self._settings.service},
@@ -235,4 +247,6 @@ class WorkerMetricsServer:
         token = self._settings.metrics_token
         if token is not None and not bearer_matches(request.headers.get("Authorization"), token.get_secret_value()):
             return _problem_response(Unauthenticated(HOW_TO_AUTHENTICATE), request)
+        from aiohttp import web
+
         return web.Response(body=metrics_text(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+if TYPE_CHECKING:  # FastAPI only in an API process: a worker raises problems too, but answers none
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +135,8 @@ class ServiceUnavailable(Problem):
 
 
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
+    from fastapi.responses import JSONResponse
+
     return JSONResponse(
         problem.body(instance=request.url.path),
         status_code=problem.status,
@@ -162,6 +163,9 @@ def http_problem(status: int, detail: str, headers: dict[str, str] | None = None
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc, request)

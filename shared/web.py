@@ -22,7 +22,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import correlation
-from shared.db import UNAVAILABLE_ERRORS, Database, database_unavailable
+from shared.db import Database, database_unavailable, unavailable_errors
 from shared.kafka import broker_reachable
 from shared.observability import metrics_text
 from shared.problems import (
@@ -175,7 +175,7 @@ def _answer_database_outages(app: FastAPI) -> None:
         )
         return problem_response(problem, request)
 
-    for error_class in (*UNAVAILABLE_ERRORS, DBAPIError):
+    for error_class in (*unavailable_errors(), DBAPIError):
         app.add_exception_handler(error_class, unavailable)
 
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import anyio
 
 from services.billing.documents import DocumentFormat, FormatNotAvailable, InvoiceDocument
-from services.billing.invoice_pdf import render_pdf
 from services.billing.invoice_ubl import render_ubl
 
 
@@ -26,6 +25,9 @@ def render(document: InvoiceDocument, format: DocumentFormat) -> Rendered:
     """The document in `format`; `FormatNotAvailable` for an e-invoice format the invoice was
     not issued to (an e-invoice needs the buyer's endpoint, which only that format records)."""
     if format == "pdf":
+        # fpdf2 (with fontTools, Pillow, lxml: ~25 MB) is imported by the first PDF a process renders
+        from services.billing.invoice_pdf import render_pdf
+
         return Rendered(render_pdf(document), "application/pdf", f"faktura-{document.number}.pdf")
     if document.e_invoice_format != format:
         endpoint = "a GLN/EAN number (OIOUBL)" if format == "oioubl" else "a Peppol endpoint"

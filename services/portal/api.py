@@ -56,7 +56,7 @@ from services.portal.web import (
     set_session_cookie,
 )
 from shared.clock import Clock
-from shared.db import UNAVAILABLE_ERRORS, database_unavailable
+from shared.db import database_unavailable, unavailable_errors
 from shared.web import DATABASE_RETRY_AFTER_S, create_app
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def _install_error_pages(app: FastAPI) -> None:
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
         return response
 
-    for error_class in (*UNAVAILABLE_ERRORS, DBAPIError):
+    for error_class in (*unavailable_errors(), DBAPIError):
         app.add_exception_handler(error_class, database_away)
 
     @app.exception_handler(StarletteHTTPException)
