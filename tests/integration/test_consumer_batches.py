@@ -307,3 +307,37 @@ async def test_the_worker_acks_nothing_of_a_batch_that_did_not_finish(bed: Bed) 
 
 def _id(consumed: ConsumedMessage) -> str:
     return dict(consumed.headers)["ce_id"].decode()
+
+
+# --- the fetch wait -------------------------------------------------------------------------
+
+
+async def test_a_workers_consumer_fetches_with_the_configured_wait_not_faust_s_fixed_one(tmp_path: Any) -> None:
+    """faust would give aiokafka 1500 ms; the worker's consumer gets `kafka_fetch_max_wait_ms`
+    before it starts, which is when aiokafka hands it to its fetcher."""
+    from services.identity.config import IdentitySettings
+    from shared.worker import WorkerSpec, build_faust_app
+
+    settings = IdentitySettings(var_dir=tmp_path, kafka_fetch_max_wait_ms=77)
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'worker.db'}")
+    try:
+        app = build_faust_app(
+            WorkerSpec(settings=settings, db=db, tables=MessagingTables.define(MetaData()), handlers={})
+        )
+        kafka_consumer = app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
+        try:
+            assert kafka_consumer._fetch_max_wait_ms == 77
+        finally:
+            await kafka_consumer.stop()
+    finally:
+        await db.dispose()
+
+
+def test_the_fetch_wait_and_the_batch_size_refuse_values_out_of_range() -> None:
+    from pydantic import ValidationError
+
+    from services.identity.config import IdentitySettings
+
+    for wrong in ({"kafka_fetch_max_wait_ms": 0}, {"consumer_batch_max": 0}, {"outbox_poll_interval_s": 0}):
+        with pytest.raises(ValidationError):
+            IdentitySettings(**wrong)  # type: ignore[arg-type]
