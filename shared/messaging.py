@@ -184,8 +184,11 @@ class OutboxRelay:
                 return 0
             # SQLite has one write lock per database: holding it while the broker acknowledges
             # would stall the API behind the broker. Read, publish, then mark, in short steps,
-            # all within the turn, so the next relay reads after the marks are committed.
-            async with self._db.transaction() as session:
+            # all within the turn, so the next relay reads after the marks are committed. The
+            # read, most often of nothing, takes a read transaction: the relay polls often, and
+            # a poll must not queue behind the writers nor make them wait.
+            reading = self._db.reading() if self._lock_file is not None else self._db.transaction()
+            async with reading as session:
                 rows = (await session.execute(self._pending())).mappings().all()
             if not rows:
                 return 0
@@ -311,8 +314,19 @@ class ConsumedMessage:
     offset: int = -1
 
 
+@dataclass
+class _Handleable:
+    """A message of a batch that decoded and has a handler: where its outcome goes."""
+
+    index: int
+    message: ConsumedMessage
+    envelope: Envelope[Event]
+    handler: Handler
+
+
 class IdempotentConsumer:
-    """Decode, de-duplicate by `ce_id` and handle, in one transaction per message."""
+    """Decode, de-duplicate by `ce_id` and handle: one transaction per message (`process`), or
+    one for the messages of a partition fetched together (`process_batch`)."""
 
     def __init__(
         self,
@@ -347,13 +361,115 @@ class IdempotentConsumer:
         CONSUMED.labels(self.name, outcome).inc()
         return outcome
 
-    async def _process(self, message: ConsumedMessage) -> str:
-        try:
-            envelope = decode(
-                topic=message.topic, headers=message.headers, value=message.value, key=message.key
+    async def process_batch(self, messages: Sequence[ConsumedMessage]) -> list[str]:
+        """Handle messages of one partition, given in offset order, in one transaction: one
+        inbox lookup for all their `ce_id`s, the inbox rows of the new ones inserted together,
+        the handlers in order, one commit, then `after_commit` once. Returns each message's
+        outcome, as `process` would (a `ce_id` seen earlier in the batch is a duplicate too).
+
+        If anything in the batch fails — a handler, a constraint, the database — the batch's
+        transaction rolls back and its messages are handled one at a time (`process`): each
+        with its own retries and dead letter, the database's outages waited for, so a poison
+        message costs only itself and nothing is applied twice. Only when this returns is the
+        batch done: the caller commits the messages' offsets after it, never before."""
+        outcomes: list[str] = [""] * len(messages)
+        batch: list[_Handleable] = []
+        for index, message in enumerate(messages):
+            decoded = self._decode(message)
+            if isinstance(decoded, EnvelopeError):
+                # Sent before the batch's effects are committed, as one message's dead letter
+                # is sent before the next message is handled; redelivered, it is sent again.
+                await self._dead_letter_in_chain(message, str(decoded), decoded.kind)
+                outcomes[index] = "dead-lettered"
+                continue
+            handler = self._handlers.get(decoded.type)
+            if handler is None:
+                outcomes[index] = "ignored"
+                continue
+            batch.append(_Handleable(index, message, decoded, handler))
+        for outcome in outcomes:
+            if outcome:  # dead-lettered or ignored; the others are counted as they end
+                CONSUMED.labels(self.name, outcome).inc()
+        if len(batch) == 1:
+            outcomes[batch[0].index] = await self.process(batch[0].message)
+        elif batch:
+            try:
+                handled = await self._handle_batch_once(batch)
+            except Exception as exc:
+                log.warning(
+                    "a batch of %d messages from %s[%d] failed (%s); handling them one at a time",
+                    len(batch),
+                    batch[0].message.topic,
+                    batch[0].message.partition,
+                    type(exc).__name__,
+                )
+                for item in batch:
+                    outcomes[item.index] = await self.process(item.message)
+            else:
+                for item, outcome in zip(batch, handled, strict=True):
+                    outcomes[item.index] = outcome
+                    CONSUMED.labels(self.name, outcome).inc()
+                if "handled" in handled and self._after_commit is not None:
+                    self._after_commit()
+        return outcomes
+
+    async def _handle_batch_once(self, batch: Sequence[_Handleable]) -> list[str]:
+        """The batch in one transaction; raises (and so rolls back) on any failure."""
+        ids = [item.envelope.id for item in batch]
+        outcomes: list[str] = []
+        async with self._db.transaction() as session:
+            seen = set(
+                (
+                    await session.scalars(
+                        select(self._inbox.c.event_id).where(
+                            self._inbox.c.consumer == self.name, self._inbox.c.event_id.in_(set(ids))
+                        )
+                    )
+                ).all()
             )
+            new: list[_Handleable] = []
+            for item in batch:
+                if item.envelope.id in seen:
+                    outcomes.append("duplicate")
+                else:
+                    seen.add(item.envelope.id)  # a later copy in this batch is a duplicate
+                    new.append(item)
+                    outcomes.append("handled")
+            if new:
+                now = self._clock.now()
+                await session.execute(
+                    insert(self._inbox),
+                    [
+                        {
+                            "consumer": self.name,
+                            "event_id": item.envelope.id,
+                            "event_type": item.envelope.type,
+                            "processed_at": now,
+                        }
+                        for item in new
+                    ],
+                )
+            for item in new:
+                correlation_id, event_id = correlation.from_headers(item.message.headers)
+                with correlation.correlated(correlation_id, event_id):
+                    await self._run_handler(item.handler, session, item.envelope)
+        return outcomes
+
+    def _decode(self, message: ConsumedMessage) -> Envelope[Event] | EnvelopeError:
+        try:
+            return decode(topic=message.topic, headers=message.headers, value=message.value, key=message.key)
         except EnvelopeError as exc:
-            await self._dead_letter(message, str(exc), exc.kind)
+            return exc
+
+    async def _dead_letter_in_chain(self, message: ConsumedMessage, reason: str, kind: ReasonKind) -> None:
+        correlation_id, event_id = correlation.from_headers(message.headers)
+        with correlation.correlated(correlation_id, event_id):
+            await self._dead_letter(message, reason, kind)
+
+    async def _process(self, message: ConsumedMessage) -> str:
+        envelope = self._decode(message)
+        if isinstance(envelope, EnvelopeError):
+            await self._dead_letter(message, str(envelope), envelope.kind)
             return "dead-lettered"
         handler = self._handlers.get(envelope.type)
         if handler is None:
@@ -413,14 +529,7 @@ class IdempotentConsumer:
                         processed_at=self._clock.now(),
                     )
                 )
-                try:
-                    await handler(session, envelope)
-                except Problem as refusal:
-                    # `.committing()` keeps an API's failed try; here it would commit the inbox
-                    # row with half the handler's work, and the retry would skip the event as a
-                    # duplicate. A handler's refusal rolls back like any other failure.
-                    refusal.commits = False
-                    raise
+                await self._run_handler(handler, session, envelope)
         except IntegrityError:
             # A concurrent instance recorded the same ce_id first: the unique key decides.
             async with self._db.transaction() as session:
@@ -433,6 +542,17 @@ class IdempotentConsumer:
                 return "duplicate"
             raise
         return "handled"
+
+    @staticmethod
+    async def _run_handler(handler: Handler, session: AsyncSession, envelope: Envelope[Event]) -> None:
+        try:
+            await handler(session, envelope)
+        except Problem as refusal:
+            # `.committing()` keeps an API's failed try; here it would commit the inbox row
+            # with half the handler's work, and the retry would skip the event as a duplicate.
+            # A handler's refusal rolls back like any other failure.
+            refusal.commits = False
+            raise
 
     async def _dead_letter(self, message: ConsumedMessage, reason: str, kind: ReasonKind) -> None:
         log.warning(
