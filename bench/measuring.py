@@ -290,8 +290,12 @@ def targets_table(rows: Sequence[Mapping[str, Any]], *, title: str = "") -> str:
     out.append("  ".join("-" * w for w in widths))
     for line in lines:
         out.append("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)))
-    met = sum(1 for row in rows if row.get("met") is True)
-    out.append(f"{met} of {len(rows)} targets met")
+    judged = [row for row in rows if row.get("met") is not None]
+    met = sum(1 for row in judged if row.get("met") is True)
+    without = len(rows) - len(judged)
+    out.append(
+        f"{met} of {len(judged)} targets met" + (f"; {without} row(s) without a value" if without else "")
+    )
     return "\n".join(out)
 
 
