@@ -289,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "git": state,
         "backend": args.backend,
         "seconds": seconds,
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         "modules": modules,
         "targets": rows,
         "met": sum(1 for row in rows if row["met"] is True),

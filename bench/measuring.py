@@ -87,6 +87,8 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
+        # The machine is shared: how busy it was when the run started (1, 5, 15 minutes).
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         "summary": f"({cores} cores, {platform.machine()}, Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version})",
     }
