@@ -63,7 +63,11 @@ class Module:
 # The one list: adding a benchmark to `make bench` is one line here (and its named target in
 # the Makefile and README).
 MODULES: tuple[Module, ...] = (
-    Module("e2e", "applications S1 → S2: CPU, throughput, latency; memory (targets 1, 4)"),
+    Module(
+        "e2e",
+        "applications S1 → S2: CPU, throughput, latency; memory (targets 1, 4)",
+        ("--idle", "20", "--applications", "200", "--rate-seconds", "5"),
+    ),
     Module(
         "login",
         "login's password step against raw argon2 (target 2)",

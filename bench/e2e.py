@@ -719,6 +719,7 @@ class Options:
     raw_messages: int
     raw_bytes: int
     letter_deadline_s: float
+    open_deadline_s: float
     sample_s: float
     output: Path
     keep_var: bool
@@ -749,7 +750,7 @@ async def open_loop(
     waited_in_vain: dict[str, float] = {}
     if accepted:
         with contextlib.suppress(BenchError):
-            await watcher.wait_all(opts.letter_deadline_s)
+            await watcher.wait_all(opts.open_deadline_s)
         given_up = time.time()
         waited_in_vain = {s.cvr: given_up - s.submitted_at for s in accepted if s.cvr in watcher.pending}
         result.letters = watcher.found
@@ -845,27 +846,7 @@ async def measure(suite: Suite, opts: Options, postgres_pid: int | None) -> dict
             ids = [s.application_id for s in run.submissions if s.application_id]
             statuses = await wait_statuses(client, ids, opts.concurrency, deadline_s=120.0)
 
-        log(f"open loop: {opts.rate:g} applications/s for {opts.rate_seconds:g} s ({len(open_cvrs)}) ...")
-        paced, refused, late = await open_loop(
-            suite, open_cvrs, opts, index_base=len(idle_cvrs) + len(run_cvrs)
-        )
-        await sampler.stop()
-        phases_end = time.time()
-        # A letter that did not arrive counts with the time waited for it, a refused
-        # application with the deadline: the percentiles are then lower bounds.
-        open_all = latencies_s(paced) + list(late.values()) + [opts.letter_deadline_s] * len(refused)
-        open_summary = summary_ms(open_all)
-        log(
-            f"open loop: submit -> letter p50 {open_summary['p50_ms']:.0f} ms, p99 {open_summary['p99_ms']:.0f} ms"
-            + (f", {len(refused)} refused" if refused else "")
-            + (f", {len(late)} letters not there after {opts.letter_deadline_s:g} s" if late else "")
-        )
-        async with httpx.AsyncClient(base_url=onboarding, timeout=30.0, limits=limits) as client:
-            log("open loop: checking statuses ...")
-            open_ids = [s.application_id for s in paced.submissions if s.application_id and s.cvr not in late]
-            open_statuses = await wait_statuses(client, open_ids, opts.concurrency, deadline_s=120.0)
-
-        log(f"raw broker run 2: {opts.raw_messages} records ...")
+        log(f"raw broker run 2 (the suite idle again): {opts.raw_messages} records ...")
         raw_after = await raw_broker_rate(
             bootstrap,
             topic="bench.raw.after",
@@ -874,6 +855,31 @@ async def measure(suite: Suite, opts: Options, postgres_pid: int | None) -> dict
             partitions=3,
             deadline_s=raw_deadline,
         )
+
+        log(f"open loop: {opts.rate:g} applications/s for {opts.rate_seconds:g} s ({len(open_cvrs)}) ...")
+        paced, refused, late = await open_loop(
+            suite, open_cvrs, opts, index_base=len(idle_cvrs) + len(run_cvrs)
+        )
+        await sampler.stop()
+        phases_end = time.time()
+        # A letter that did not arrive counts with the time waited for it, a refused
+        # application with the deadline: the percentiles are then lower bounds.
+        open_all = latencies_s(paced) + list(late.values()) + [opts.open_deadline_s] * len(refused)
+        open_summary = summary_ms(open_all)
+        log(
+            f"open loop: submit -> letter p50 {open_summary['p50_ms']:.0f} ms, p99 {open_summary['p99_ms']:.0f} ms"
+            + (f", {len(refused)} refused" if refused else "")
+            + (
+                f", {len(late)} letters not there {opts.open_deadline_s:g} s after the last request"
+                if late
+                else ""
+            )
+        )
+        async with httpx.AsyncClient(base_url=onboarding, timeout=30.0, limits=limits) as client:
+            log("open loop: checking statuses ...")
+            open_ids = [s.application_id for s in paced.submissions if s.application_id and s.cvr not in late]
+            open_statuses = await wait_statuses(client, open_ids, opts.concurrency, deadline_s=120.0)
+
         try:
             stages = await stage_breakdown(reader, run.submissions, run.letters)
             idle_letters = {cvr: letter for r in idle for cvr, letter in r.letters.items()}
@@ -1120,7 +1126,11 @@ def print_backend(backend: str, r: Mapping[str, Any]) -> None:
     lines.append(f"  {'bench client (not counted)':<44}{cpu['bench client (not counted)']:>8.2f} s")
     memory = r["memory"]
     lines += ["", "largest RSS per process under load (MB):"]
-    lines += [f"  {name:<44}{mb:>8.1f}" for name, mb in memory["max_rss_mb"].items()]
+    lines += [
+        f"  {name:<44}{mb:>8.1f}"
+        + ("   (not judged: shared buffers)" if name in memory["not_judged"] else "")
+        for name, mb in memory["max_rss_mb"].items()
+    ]
     lines.append(
         f"duplicate letters: {sustained['duplicate_letters'] + paced['duplicate_letters']}   statuses: "
         f"{sustained['statuses']} / {paced['statuses']}   open loop refused: {paced['refused']}, "
@@ -1180,6 +1190,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--raw-messages", type=int, default=20000, help="records per raw broker run (20000)")
     parser.add_argument("--raw-bytes", type=int, default=500, help="approximate value size of a raw record")
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds for a phase's letters (120)")
+    parser.add_argument(
+        "--open-deadline",
+        type=float,
+        default=30.0,
+        help="open loop: seconds after the last request to wait for letters (default 30)",
+    )
     parser.add_argument("--sample", type=float, default=0.5, help="seconds between memory samples (0.5)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "e2e-latest.json")
     parser.add_argument(
@@ -1190,8 +1206,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         parser.error(
             "--applications, --concurrency, --idle, --raw-messages and --raw-bytes must be at least 1"
         )
-    if min(args.rate, args.rate_seconds, args.deadline, args.sample) <= 0:
-        parser.error("--rate, --rate-seconds, --deadline and --sample must be positive")
+    if min(args.rate, args.rate_seconds, args.deadline, args.open_deadline, args.sample) <= 0:
+        parser.error("--rate, --rate-seconds, --deadline, --open-deadline and --sample must be positive")
     return Options(
         backends=list(BACKENDS) if args.backend == "both" else [args.backend],
         applications=args.applications,
@@ -1202,6 +1218,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         raw_messages=args.raw_messages,
         raw_bytes=args.raw_bytes,
         letter_deadline_s=args.deadline,
+        open_deadline_s=args.open_deadline,
         sample_s=args.sample,
         output=args.output.resolve(),
         keep_var=args.keep_var,
@@ -1228,6 +1245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "raw_messages": opts.raw_messages,
             "raw_bytes": opts.raw_bytes,
             "letter_deadline_s": opts.letter_deadline_s,
+            "open_deadline_s": opts.open_deadline_s,
             "sample_s": opts.sample_s,
         },
         "backends": {},
