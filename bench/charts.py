@@ -5,6 +5,7 @@ as a line over the run's seconds. matplotlib with the Agg backend: no display ne
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,14 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
 # Small enough to commit: a figure of a few panels at this size is a few tens of KB.
 PANEL_INCHES = (9.0, 2.6)
 DPI = 80
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def family(name: str) -> str:
+    """What a series' name ends with in parentheses ("letters (sqlite)" -> "sqlite"): a family
+    keeps one colour in every panel, its series told apart by line style."""
+    found = re.search(r"\(([^()]*)\)\s*$", name)
+    return found.group(1) if found else ""
 
 
 def usable_points(entry: Any) -> list[tuple[float, float]]:
@@ -61,11 +70,25 @@ def write_chart(series: Mapping[str, Any], path: Path, *, title: str) -> Path | 
     figure, axes = plt.subplots(
         len(grouped), 1, figsize=(width, height * len(grouped)), sharex=True, squeeze=False
     )
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    families = list(dict.fromkeys(family(name) for lines in grouped.values() for name in lines))
     try:
         for axis, (unit, lines) in zip(axes[:, 0], grouped.items(), strict=True):
+            styles: dict[str, int] = {}
             for name, points in lines.items():
                 xs, ys = zip(*points, strict=True)
-                axis.plot(xs, ys, label=name, linewidth=1.2, marker="." if len(points) < 40 else None)
+                kin = family(name)
+                style = LINE_STYLES[styles.get(kin, 0) % len(LINE_STYLES)]
+                styles[kin] = styles.get(kin, 0) + 1
+                axis.plot(
+                    xs,
+                    ys,
+                    label=name,
+                    color=palette[families.index(kin) % len(palette)],
+                    linestyle=style,
+                    linewidth=1.2,
+                    marker="." if len(points) < 40 else None,
+                )
             axis.set_ylabel(unit or "value")
             axis.set_ylim(bottom=0)
             axis.grid(True, alpha=0.3)

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import socket
 import sqlite3
@@ -301,11 +302,18 @@ def targets_table(rows: Sequence[Mapping[str, Any]], *, title: str = "") -> str:
     return "\n".join(out)
 
 
+_NUMBER = r"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|null|NaN)"
+_PAIR = re.compile(r"\[\s+" + _NUMBER + r",\s+" + _NUMBER + r"\s+\]")
+
+
 def write_json(results: Mapping[str, Any], output: Path) -> None:
     """Write atomically (a reader never sees half a file)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".tmp")
-    partial.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str) + "\n")
+    text = json.dumps(results, indent=2, ensure_ascii=False, default=str)
+    # Pairs (the series' [t, value] points) on one line each: a quarter of the size, still diffable.
+    text = _PAIR.sub(r"[\1, \2]", text)
+    partial.write_text(text + "\n")
     partial.replace(output)
 
 

@@ -21,6 +21,7 @@ from bench.measuring import (
     percentile,
     target,
     targets_table,
+    write_json,
 )
 
 
@@ -101,6 +102,19 @@ def test_a_chart_is_a_png_with_a_panel_per_unit_and_nothing_without_points(tmp_p
     assert path.stat().st_size < 300_000
     assert write_chart({"empty": {"unit": "ms", "points": []}}, tmp_path / "none.png", title="x") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_results_are_written_whole_with_each_point_on_one_line(tmp_path: Path) -> None:
+    results = {
+        "series": {"x": {"unit": "ms", "points": [[1.0, 2.5], [2.0, -3e-05], [3, None]]}},
+        "n": [1, 2, 3],
+    }
+    path = tmp_path / "results" / "e2e-latest.json"
+    write_json(results, path)
+    text = path.read_text()
+    assert json.loads(text) == results
+    assert "[1.0, 2.5]" in text and "[2.0, -3e-05]" in text and "[3, null]" in text
+    assert not list(path.parent.glob("*.tmp"))
 
 
 def test_every_module_of_make_bench_exists() -> None:
