@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -153,6 +154,40 @@ def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
+def follow(
+    module: Module,
+    lines: queue.Queue[str | None],
+    log_file: IO[str],
+    tail: list[str],
+    *,
+    started: float,
+    began: float,
+) -> None:
+    """Show the module's "[bench]" lines as they come (a heartbeat when it is quiet), keep
+    everything in its log and its last lines in `tail`."""
+    last_said = time.monotonic()
+    while True:
+        try:
+            line = lines.get(timeout=HEARTBEAT_S)
+        except queue.Empty:
+            print(
+                f"[bench {time.monotonic() - started:6.0f}s] {module.name}: still running "
+                f"({time.time() - began:.0f} s, quiet for {time.monotonic() - last_said:.0f} s)",
+                flush=True,
+            )
+            continue
+        if line is None:
+            break
+        log_file.write(line)
+        log_file.flush()
+        tail.append(line.rstrip("\n"))
+        del tail[:-30]
+        if line.startswith("[bench]"):
+            last_said = time.monotonic()
+            message = line[len("[bench]") :].strip()
+            print(f"[bench {time.monotonic() - started:6.0f}s] {module.name}: {message}", flush=True)
+
+
 def run_module(
     module: Module, *, backend: str, results_dir: Path, started: float, position: str
 ) -> dict[str, Any]:
@@ -180,25 +215,13 @@ def run_module(
         assert process.stdout is not None
         lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
-        last_said = time.monotonic()
-        while True:
-            try:
-                line = lines.get(timeout=HEARTBEAT_S)
-            except queue.Empty:
-                print(
-                    f"[bench {time.monotonic() - started:6.0f}s] {module.name}: still running "
-                    f"({time.time() - began:.0f} s, quiet for {time.monotonic() - last_said:.0f} s)",
-                    flush=True,
-                )
-                continue
-            if line is None:
-                break
-            log_file.write(line)
-            tail = [*tail[-29:], line.rstrip("\n")]
-            if line.startswith("[bench]"):
-                last_said = time.monotonic()
-                message = line[len("[bench]") :].strip()
-                print(f"[bench {time.monotonic() - started:6.0f}s] {module.name}: {message}", flush=True)
+        try:
+            follow(module, lines, log_file, tail, started=started, began=began)
+        except BaseException:
+            # Stopped (Ctrl-C, SIGTERM): the module stops its suite on SIGTERM; wait for it.
+            process.terminate()
+            process.wait(timeout=120)
+            raise
         exit_code = process.wait()
     seconds = time.time() - began
     results, problem = read_results(output, written_after=began)
@@ -266,6 +289,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results_dir: Path = args.results_dir.resolve()
     started = time.monotonic()
     at = datetime.now(UTC).isoformat(timespec="seconds")
