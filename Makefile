@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint chromium fuzz bench bench-invoices bench-documents bench-portal bench-portal-invoices bench-soak bench-login bench-auth asyncapi clean
+.PHONY: run test lint chromium fuzz bench bench-e2e bench-invoices bench-documents bench-portal bench-portal-invoices bench-soak bench-login bench-auth asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,10 @@ fuzz: $(STAMP)
 	ADGANG_FUZZ_EXAMPLES=300 $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_api_fuzz.py
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.e2e
+	$(BIN)/python -m bench.all $(BENCH_ARGS)
+
+bench-e2e: $(STAMP)
+	$(BIN)/python -m bench.e2e $(BENCH_ARGS)
 
 bench-invoices: $(STAMP)
 	$(BIN)/python -m bench.invoices $(BENCH_ARGS)

@@ -3,8 +3,11 @@ two database backends run one after the other, and the whole suite started for a
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import platform
+import re
 import shutil
 import socket
 import sqlite3
@@ -85,6 +88,8 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
+        # The machine is shared: how busy it was when the run started (1, 5, 15 minutes).
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         "summary": f"({cores} cores, {platform.machine()}, Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version})",
     }
@@ -193,3 +198,218 @@ def running_suite(
             print(f"kept {var_dir} for its logs", file=sys.stderr)
         elif not keep_var:
             shutil.rmtree(var_dir, ignore_errors=True)
+
+
+# --- targets: the contract's "targets" entries, and how a reader sees them -------------------
+
+COMPARISONS = ("<=", ">=")
+
+
+def target(
+    id: str,
+    label: str,
+    value: float,
+    unit: str,
+    limit: float,
+    comparison: str,
+    backend: str | None = None,
+) -> dict[str, Any]:
+    """One entry of a benchmark's "targets" (see notes in bench/README.md): `met` is derived
+    from the value, never set by hand."""
+    if comparison not in COMPARISONS:
+        raise ValueError(f"comparison must be one of {COMPARISONS}, not {comparison!r}")
+    return {
+        "id": id,
+        "label": label,
+        "value": value,
+        "unit": unit,
+        "limit": limit,
+        "comparison": comparison,
+        "met": is_met(value, limit, comparison),
+        "backend": backend,
+    }
+
+
+def is_met(value: Any, limit: Any, comparison: str) -> bool:
+    if not isinstance(value, int | float) or math.isnan(value):
+        return False
+    return value <= limit if comparison == "<=" else value >= limit
+
+
+def margin(value: Any, limit: Any, comparison: str) -> str:
+    """By how much a target is met or missed, as a factor of the limit. A ceiling (<=):
+    "met, 2.50× under" (the value could grow 2.5 times before reaching the limit) or "MISSED,
+    3.10× over" (it is 3.1 times the limit). A floor (>=): "met, 1.20× above" or "MISSED, 30.00×
+    short" (it must grow 30 times)."""
+    if not isinstance(value, int | float) or not isinstance(limit, int | float) or math.isnan(value):
+        return "no value"
+    met = is_met(value, limit, comparison)
+    if comparison == "<=":
+        if value <= 0:
+            return "met" if met else "MISSED"
+        factor = limit / value if met else value / limit
+        word = "under" if met else "over"
+    else:
+        if limit <= 0:
+            return "met" if met else "MISSED"
+        if value <= 0:
+            return "MISSED, nothing measured"
+        factor = value / limit if met else limit / value
+        word = "above" if met else "short"
+    return f"{'met' if met else 'MISSED'}, {factor:.2f}× {word}"
+
+
+def format_value(value: Any, unit: str) -> str:
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "–"
+    if abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 1:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.3g}"
+    return f"{text} {unit}".strip()
+
+
+def targets_table(rows: Sequence[Mapping[str, Any]], *, title: str = "") -> str:
+    """A plain-text table of targets; each row may carry "benchmark" beside the contract's keys."""
+    header = ["benchmark", "backend", "target", "value", "limit", "verdict"]
+    lines = [
+        [
+            str(row.get("benchmark", "")),
+            str(row.get("backend") or "–"),
+            str(row.get("label", row.get("id", "?"))),
+            format_value(row.get("value"), str(row.get("unit", ""))),
+            f"{row.get('comparison', '?')} {format_value(row.get('limit'), str(row.get('unit', '')))}",
+            str(row.get("note") or margin(row.get("value"), row.get("limit"), str(row.get("comparison")))),
+        ]
+        for row in rows
+    ]
+    if not any(line[0] for line in lines):
+        header, lines = header[1:], [line[1:] for line in lines]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
+    out = [title] if title else []
+    out.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    out.append("  ".join("-" * w for w in widths))
+    for line in lines:
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)))
+    judged = [row for row in rows if row.get("met") is not None]
+    met = sum(1 for row in judged if row.get("met") is True)
+    without = len(rows) - len(judged)
+    out.append(
+        f"{met} of {len(judged)} targets met" + (f"; {without} row(s) without a value" if without else "")
+    )
+    return "\n".join(out)
+
+
+_NUMBER = r"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|null|NaN)"
+_PAIR = re.compile(r"\[\s+" + _NUMBER + r",\s+" + _NUMBER + r"\s+\]")
+
+
+def write_json(results: Mapping[str, Any], output: Path) -> None:
+    """Write atomically (a reader never sees half a file)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".tmp")
+    text = json.dumps(results, indent=2, ensure_ascii=False, default=str)
+    # Pairs (the series' [t, value] points) on one line each: a quarter of the size, still diffable.
+    text = _PAIR.sub(r"[\1, \2]", text)
+    partial.write_text(text + "\n")
+    partial.replace(output)
+
+
+# --- processes: CPU and memory of a process and its descendants, from /proc -------------------
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process visible now."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def process_trees(roots: Mapping[str, int]) -> dict[str, list[int]]:
+    """Each named root with its live descendants (a process started by a service counts as the
+    service's)."""
+    parents = _parents()
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    trees: dict[str, list[int]] = {}
+    for name, root in roots.items():
+        if root not in parents:
+            trees[name] = []
+            continue
+        found, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, ()))
+        trees[name] = found
+    return trees
+
+
+def tree_cpu_seconds(pids: Sequence[int]) -> float:
+    """user + system time of the processes and of their children already reaped (cutime,
+    cstime): summed over a tree, a process that ended keeps counting through its parent."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # after the command name: utime, stime, cutime, cstime are fields 14-17 (1-based)
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return total / _TICKS
+
+
+def tree_rss_kb(pids: Sequence[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+                break
+    return total
+
+
+# --- series: per-second figures for the charts ----------------------------------------------
+
+
+def per_second_counts(times_s: Sequence[float], *, start: float, end: float) -> list[list[float]]:
+    """Events per second in [start, end), one point per whole second (t = seconds after start,
+    at the end of each second)."""
+    seconds = max(0, math.ceil(end - start))
+    counts = [0] * seconds
+    for t in times_s:
+        index = math.floor(t - start)
+        if 0 <= index < seconds:
+            counts[index] += 1
+    return [[float(i + 1), float(c)] for i, c in enumerate(counts)]
+
+
+def per_second_percentile(
+    finished: Sequence[tuple[float, float]], pct: float, *, start: float, end: float
+) -> list[list[float]]:
+    """The `pct` percentile of the values of what finished in each second: `finished` holds
+    (finish time, value); seconds where nothing finished have no point."""
+    seconds = max(0, math.ceil(end - start))
+    buckets: list[list[float]] = [[] for _ in range(seconds)]
+    for at, value in finished:
+        index = math.floor(at - start)
+        if 0 <= index < seconds:
+            buckets[index].append(value)
+    return [[float(i + 1), round(percentile(b, pct), 2)] for i, b in enumerate(buckets) if b]
