@@ -26,7 +26,7 @@ test: $(STAMP) lint chromium test-only
 
 # The tests alone, without lint (.ci/run lints once, then runs both databases' tests side by side).
 test-only: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$ADGANG_CHROMIUM" ] || { \

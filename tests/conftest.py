@@ -37,21 +37,13 @@ def pytest_report_header() -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
-    """`--dist loadgroup` (`make test`): whole modules per worker, and all the tests that share a
-    package's suite together (tests/support/scheduling.py)."""
-    if config.getoption("dist") != "loadgroup":
+    """`--dist loadscope` (`make test`): whole modules per worker, and whole packages whose tests
+    share a suite (tests/support/scheduling.py)."""
+    if config.getoption("dist") != "loadscope":
         return None
     from tests.support.scheduling import SuiteScopeScheduling
 
     return SuiteScopeScheduling(config, log)
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("dist", "no") == "loadgroup" or getattr(config.option, "loadgroup", False):
-        from tests.support.scheduling import group_by_package_fixtures
-
-        group_by_package_fixtures(items)
 
 
 @pytest.fixture(scope="session")

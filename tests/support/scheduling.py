@@ -1,51 +1,38 @@
-"""How `pytest -n N --dist loadgroup` (pytest-xdist, `make test`) shares the tests among workers.
+"""How `pytest -n N --dist loadscope` (pytest-xdist, `make test`) shares the tests among workers.
 
-A worker runs whole scopes: the tests that share a package-scoped fixture (a suite started once
-for a package's tests: tests/e2e/, tests/browser/) are one group, marked `xdist_group` with the
-package's path (`group_by_package_fixtures`), so that no suite is started twice; every other test
-module is a scope of its own, so that its module-scoped fixtures are made once. The scopes that
-start whole suites go first, so that no worker is left with one of them at the end while the
-others are idle; the rest follow, the largest first."""
+A worker runs whole scopes: a test module, or a whole package whose tests share a suite started
+once for them (a package-scoped fixture: tests/e2e/, tests/browser/), so that no suite is started
+twice. (pytest-xdist's own groups, `--dist loadgroup`, mark a test by a suffix to its node id,
+which pytest 9 no longer takes.) The scopes that start whole suites go first, so that no worker is
+left with one of them at the end while the others are idle; the rest follow, the largest first."""
 
 from __future__ import annotations
 
-import pytest
-from xdist.scheduler import LoadGroupScheduling
+from xdist.scheduler import LoadScopeScheduling
 
+# Packages whose tests share a suite (a package-scoped fixture in their conftest.py).
+PACKAGES = ("tests/browser/", "tests/e2e/")
 # Scopes that start whole suites, in the order they are handed out (the longest first).
 FIRST = (
     "tests/reliability/test_scale_out.py",
-    "tests/browser",
-    "tests/e2e",
+    "tests/browser/",
+    "tests/e2e/",
     "tests/reliability/",
     "tests/security/test_session_end_flow.py",
 )
 
 
-def group_by_package_fixtures(items: list[pytest.Item]) -> None:
-    """Mark each test that uses a package-scoped fixture with the group of that package."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        packages = {
-            definitions[-1].baseid
-            for definitions in info.name2fixturedefs.values()
-            if definitions and definitions[-1].scope == "package"
-        }
-        for package in sorted(packages):
-            item.add_marker(pytest.mark.xdist_group(package))
-
-
-class SuiteScopeScheduling(LoadGroupScheduling):
+class SuiteScopeScheduling(LoadScopeScheduling):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._ordered = False
 
     def _split_scope(self, nodeid: str) -> str:
-        if nodeid.rfind("@") > nodeid.rfind("]"):
-            return nodeid.rsplit("@", 1)[1]  # a group (xdist adds `@<group>` to the node id)
-        return nodeid.split("::", 1)[0]  # the module
+        path = nodeid.split("::", 1)[0]
+        for package in PACKAGES:
+            if path.startswith(package):
+                return package
+        return path
 
     def _assign_work_unit(self, node) -> None:  # type: ignore[no-untyped-def]
         if not self._ordered:

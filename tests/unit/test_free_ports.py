@@ -82,9 +82,8 @@ def test_a_process_never_hands_out_a_port_twice(claims: Path) -> None:
 @pytest.mark.parametrize(
     ("nodeid", "scope"),
     [
-        ("tests/e2e/test_dead_letters.py::test_a_poison_event@tests/e2e", "tests/e2e"),
-        ("tests/browser/test_takeover.py::test_story[da]@tests/browser", "tests/browser"),
-        ("tests/e2e/test_billing_flow.py::test_an_order", "tests/e2e/test_billing_flow.py"),
+        ("tests/e2e/test_dead_letters.py::test_a_poison_event", "tests/e2e/"),
+        ("tests/browser/test_takeover.py::test_story[da]", "tests/browser/"),
         ("tests/integration/test_login.py::test_login[a::b]", "tests/integration/test_login.py"),
         ("tests/portal/test_login_pages.py::test_a[anna@example.dk]", "tests/portal/test_login_pages.py"),
         ("tests/unit/test_envelope.py::TestEnvelope::test_round_trip", "tests/unit/test_envelope.py"),
@@ -92,25 +91,3 @@ def test_a_process_never_hands_out_a_port_twice(claims: Path) -> None:
 )
 def test_xdist_hands_out_modules_and_the_packages_that_share_a_suite(nodeid: str, scope: str) -> None:
     assert SuiteScopeScheduling._split_scope(object.__new__(SuiteScopeScheduling), nodeid) == scope  # noqa: SLF001
-
-
-def test_the_tests_that_share_a_package_suite_are_one_group() -> None:
-    """tests/e2e/ and tests/browser/ share a suite (a package fixture) among most of their
-    modules: those are marked as their package's group; a module with a suite of its own is not."""
-    modules = [
-        "tests/e2e/test_dead_letters.py",  # the package's `suite`
-        "tests/e2e/test_billing_flow.py",  # a suite of its own
-        "tests/browser/test_takeover.py",  # the package's `portal_suite`
-        "tests/browser/test_billing_orders.py",  # `portal_suite` is its own module's suite
-    ]
-    grouped = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
-        + ["--dist", "loadgroup", "-m", "xdist_group", *modules],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert grouped.returncode == 0, grouped.stdout + grouped.stderr
-    tests = {line.split("::")[0] for line in grouped.stdout.splitlines() if "::" in line}
-    assert tests == {"tests/e2e/test_dead_letters.py", "tests/browser/test_takeover.py"}, grouped.stdout
