@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint chromium fuzz bench bench-e2e bench-invoices bench-documents bench-portal bench-portal-invoices bench-soak bench-login bench-auth asyncapi clean
+.PHONY: run test test-only lint chromium fuzz bench bench-e2e bench-scale bench-invoices bench-documents bench-portal bench-portal-invoices bench-soak bench-login bench-auth asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,15 @@ run: $(STAMP)
 # The browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-test: $(STAMP) lint chromium
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+# The tests run in TEST_WORKERS processes (pytest-xdist), each taking whole modules, and whole
+# packages whose tests share a suite (tests/support/scheduling.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
+
+test: $(STAMP) lint chromium test-only
+
+# The tests alone, without lint (.ci/run lints once, then runs both databases' tests side by side).
+test-only: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$ADGANG_CHROMIUM" ] || { \
@@ -53,6 +60,12 @@ bench-portal: $(STAMP)
 
 bench-portal-invoices: $(STAMP)
 	$(BIN)/python -m bench.portal_invoices $(BENCH_ARGS)
+
+# The scale-out test (tests/reliability/test_scale_out.py) at 2,000 applications instead of a
+# test run's 300: three workers and two APIs per service, a worker of each service killed in turn.
+bench-scale: $(STAMP)
+	ADGANG_TEST_DATABASE=postgres ADGANG_SCALE_APPLICATIONS=2000 \
+	  $(BIN)/pytest -q -s -p no:cacheprovider tests/reliability/test_scale_out.py
 
 bench-soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(BENCH_ARGS)

@@ -310,19 +310,34 @@ class ThrowawayPostgres:
         _validate_name(name)
         return f"postgresql+asyncpg://{_SUPERUSER}@{_HOST}:{self.port}/{name}"
 
-    def create_database(self, name: str) -> str:
+    def create_database(self, name: str, *, template: str | None = None) -> str:
         """Create database ``name`` and return its SQLAlchemy (asyncpg) URL.
 
         ``name`` must be 1-63 characters of lowercase letters, digits and underscores.
+        With ``template``, the new database is a copy of that database on this server (which
+        nobody may be connected to; a session still closing is waited for, up to 10 s).
         Raises ``asyncpg.DuplicateDatabaseError`` if it already exists.
         """
         _validate_name(name)
+        if template is not None:
+            _validate_name(template)
         port = self.port
+        statement = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
 
         async def create() -> None:
             conn = await _connect(port, "postgres", connect_timeout=10.0)
             try:
-                await conn.execute(f'CREATE DATABASE "{name}"')
+                deadline = time.monotonic() + 10.0
+                while True:
+                    try:
+                        await conn.execute(statement)
+                        return
+                    except asyncpg.ObjectInUseError:
+                        # "source database is being accessed by other users": the backend of a
+                        # connection just closed may not have exited yet.
+                        if template is None or time.monotonic() >= deadline:
+                            raise
+                        await asyncio.sleep(0.05)
             finally:
                 await conn.close()
 
