@@ -43,6 +43,7 @@ from typing import Any
 import httpx
 
 from bench.e2e import (
+    Reader,
     bench_cvrs,
     process_table,
     register_bench_customers,
@@ -128,7 +129,11 @@ async def measure(suite: Suite, applications: int, concurrency: int, warmup: int
     warm, run = cvrs[:warmup], cvrs[warmup:]
     log(f"registering {len(cvrs)} customers in billing ...")
     await register_bench_customers(suite, cvrs)
-    await wait_customers_known(suite, cvrs, deadline_s=90.0)
+    reader = Reader(suite)
+    try:
+        await wait_customers_known(reader, cvrs, deadline_s=90.0)
+    finally:
+        await reader.close()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=suite.url("onboarding"), timeout=30.0, limits=limits) as client:
         log(f"warm-up: {len(warm)} applications, one at a time ...")
