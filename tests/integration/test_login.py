@@ -3,6 +3,7 @@ real API on the database under test, with a clock the test controls."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -215,6 +216,23 @@ async def test_a_refresh_token_works_once_and_its_reuse_ends_the_session(db, clo
     newer = await client.post("/v1/token/refresh", json={"refresh_token": second.json()["refresh_token"]})
     assert newer.status_code == 401
     me = await client.get("/v1/me", headers={"Authorization": f"Bearer {second.json()['access_token']}"})
+    assert me.status_code == 401
+
+
+async def test_one_refresh_token_sent_many_times_at_once_is_exchanged_once(db, clock, sealer, client) -> None:
+    """A refresh token is single use (S7) also when the same token arrives in parallel: exactly
+    one request gets a new pair, every other one is refused as a reuse, which ends the session."""
+    username = await active_admin(db, clock, sealer, client)
+    first = await log_in(client, db, sealer, username)
+    answers = await asyncio.gather(
+        *(client.post("/v1/token/refresh", json={"refresh_token": first["refresh_token"]}) for _ in range(8))
+    )
+    assert sorted(a.status_code for a in answers) == [200] + [401] * 7, [a.text for a in answers]
+    won = next(a.json() for a in answers if a.status_code == 200)
+    # The reuse ended the session: the winner's new tokens are dead too.
+    again = await client.post("/v1/token/refresh", json={"refresh_token": won["refresh_token"]})
+    assert again.status_code == 401
+    me = await client.get("/v1/me", headers={"Authorization": f"Bearer {won['access_token']}"})
     assert me.status_code == 401
 
 
