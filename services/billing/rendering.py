@@ -21,13 +21,18 @@ class Rendered:
         return f'attachment; filename="{self.filename}"'
 
 
+def render_pdf(document: InvoiceDocument) -> bytes:
+    """The invoice's PDF. fpdf2 (with fontTools, Pillow, lxml: ~25 MB) is imported by the first
+    PDF a process renders, not by every process that imports billing."""
+    from services.billing.invoice_pdf import render_pdf as render
+
+    return render(document)
+
+
 def render(document: InvoiceDocument, format: DocumentFormat) -> Rendered:
     """The document in `format`; `FormatNotAvailable` for an e-invoice format the invoice was
     not issued to (an e-invoice needs the buyer's endpoint, which only that format records)."""
     if format == "pdf":
-        # fpdf2 (with fontTools, Pillow, lxml: ~25 MB) is imported by the first PDF a process renders
-        from services.billing.invoice_pdf import render_pdf
-
         return Rendered(render_pdf(document), "application/pdf", f"faktura-{document.number}.pdf")
     if document.e_invoice_format != format:
         endpoint = "a GLN/EAN number (OIOUBL)" if format == "oioubl" else "a Peppol endpoint"
