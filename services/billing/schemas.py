@@ -195,7 +195,13 @@ def _option_schemas() -> list[JsonValue]:
         ),
     }
     alternatives: list[JsonValue] = []
-    for kind, (properties, required) in options.items():
+    for kind, (given, required) in options.items():
+        # An option that may be left out may also be sent as null: `checked_options` takes
+        # null as left out.
+        properties = {
+            name: schema if name in required else {"anyOf": [schema, {"type": "null"}]}
+            for name, schema in given.items()
+        }
         codes: list[JsonValue] = [p.code for p in PRODUCTS if p.kind == kind and p.orderable]
         if not codes:
             continue
