@@ -20,7 +20,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 # The tests run in TEST_WORKERS processes (pytest-xdist), each taking whole modules, and whole
 # packages whose tests share a suite (tests/support/scheduling.py). TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 test: $(STAMP) lint chromium test-only
 
