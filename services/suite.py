@@ -328,23 +328,27 @@ class Suite:
         return child.name
 
     def stop(self, timeout: float = 15.0) -> None:
-        for child in self.children.values():
-            if child.process and child.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in self.children.values():
-            if child.process is None:
-                continue
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(child.process.pid, signal.SIGKILL)
-                child.process.wait()
-            if child.log_file:
-                child.log_file.close()
-        if self.broker:
-            self.broker.stop()
+        try:
+            for child in self.children.values():
+                if child.process and child.process.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(child.process.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for child in self.children.values():
+                if child.process is None:
+                    continue
+                try:
+                    child.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                    child.process.wait()
+                if child.log_file:
+                    child.log_file.close()
+        finally:
+            # Also when stopping was cut short (a test's time limit ran out meanwhile): the
+            # broker is a process of its own and would outlive the run.
+            if self.broker:
+                self.broker.stop()
 
     def logs(self) -> str:
         return "".join(path.read_text(errors="replace") for path in sorted(self.log_dir.glob("*.log")))
