@@ -376,20 +376,14 @@ class IdempotentConsumer:
         batch: list[_Handleable] = []
         for index, message in enumerate(messages):
             decoded = self._decode(message)
-            if isinstance(decoded, EnvelopeError):
-                # Sent before the batch's effects are committed, as one message's dead letter
-                # is sent before the next message is handled; redelivered, it is sent again.
-                await self._dead_letter_in_chain(message, str(decoded), decoded.kind)
-                outcomes[index] = "dead-lettered"
-                continue
-            handler = self._handlers.get(decoded.type)
-            if handler is None:
-                outcomes[index] = "ignored"
+            handler = None if isinstance(decoded, EnvelopeError) else self._handlers.get(decoded.type)
+            if handler is None or isinstance(decoded, EnvelopeError):
+                # Dead-lettered or ignored, as `process` does it. A dead letter is sent before
+                # the batch's effects are committed, as one message's is sent before the next
+                # message is handled; redelivered, it is sent again.
+                outcomes[index] = await self.process(message)
                 continue
             batch.append(_Handleable(index, message, decoded, handler))
-        for outcome in outcomes:
-            if outcome:  # dead-lettered or ignored; the others are counted as they end
-                CONSUMED.labels(self.name, outcome).inc()
         if len(batch) == 1:
             outcomes[batch[0].index] = await self.process(batch[0].message)
         elif batch:
@@ -460,11 +454,6 @@ class IdempotentConsumer:
             return decode(topic=message.topic, headers=message.headers, value=message.value, key=message.key)
         except EnvelopeError as exc:
             return exc
-
-    async def _dead_letter_in_chain(self, message: ConsumedMessage, reason: str, kind: ReasonKind) -> None:
-        correlation_id, event_id = correlation.from_headers(message.headers)
-        with correlation.correlated(correlation_id, event_id):
-            await self._dead_letter(message, reason, kind)
 
     async def _process(self, message: ConsumedMessage) -> str:
         envelope = self._decode(message)

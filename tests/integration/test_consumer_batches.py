@@ -5,6 +5,7 @@ and the database's outages waited for. `shared.worker` acks a batch's events onl
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -341,3 +342,42 @@ def test_the_fetch_wait_and_the_batch_size_refuse_values_out_of_range() -> None:
     for wrong in ({"kafka_fetch_max_wait_ms": 0}, {"consumer_batch_max": 0}, {"outbox_poll_interval_s": 0}):
         with pytest.raises(ValidationError):
             IdentitySettings(**wrong)  # type: ignore[arg-type]
+
+
+async def test_two_instances_handling_the_same_messages_at_once_apply_each_exactly_once(bed: Bed) -> None:
+    """Two workers of one service (a rebalance hands a partition over while the old owner is
+    still at it): each with its own connections, both take overlapping batches at the same
+    moment. The inbox's unique key decides; the loser's batch falls back one message at a time
+    and finds them done."""
+    other_db = Database(bed.db.url)
+    try:
+        other = IdempotentConsumer(
+            name=CONSUMER,
+            db=other_db,
+            tables=bed.tables,
+            handlers={CustomerRegistered: bed.record},
+            dead_letters=bed.dead_letters,
+            clock=FrozenClock(AT),
+            retries=2,
+            backoff=0,
+        )
+        events = [message(f"Samtidig {n} ApS") for n in range(12)]
+        rounds = await asyncio.gather(
+            *(
+                consumer.process_batch(part)
+                for consumer, part in (
+                    (bed.consumer(), events[0:8]),
+                    (other, events[4:12]),
+                    (bed.consumer(), events[2:10]),
+                    (other, events[0:12]),
+                )
+            )
+        )
+    finally:
+        await other_db.dispose()
+
+    assert sorted(await bed.applied()) == sorted(f"Samtidig {n} ApS" for n in range(12))
+    assert await bed.inbox_rows() == 12
+    assert bed.dead_letters.sent == []
+    handled = [outcome for outcomes in rounds for outcome in outcomes if outcome == "handled"]
+    assert len(handled) == 12  # every other copy was a duplicate
