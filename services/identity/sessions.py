@@ -120,7 +120,7 @@ class Sessions:
             session_id=session_id,
             tenant=tenant,
             role=role,
-            grants=[{"cvr": cvr, "accounts": "all" if every else list(numbers)} for cvr, every, numbers in grants],
+            grants=[{"cvr": cvr, "accounts": UserGrant.accounts_of(every, numbers)} for cvr, every, numbers in grants],
             functions=functions,
             now=now,
             lifetime=self.settings.access_token_ttl,
