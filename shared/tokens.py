@@ -196,12 +196,11 @@ class VerifiedTokens:
         return len(self._entries)
 
 
-def _kid_of(token: str) -> str | None:
+def _header_of(token: str) -> dict[str, Any]:
     try:
-        kid = jwt.get_unverified_header(token).get("kid")
+        return jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
         raise TokenError("the token is not a JWT") from exc
-    return None if kid is None else str(kid)
 
 
 def _check_times(exp: Any, iat: Any, now: datetime) -> None:
@@ -219,14 +218,14 @@ def _verify(
     *,
     now: datetime,
     verified: VerifiedTokens | None = None,
+    header: dict[str, Any] | None = None,
 ) -> AccessClaims:
+    """The token's claims, checked; `header`: its header, when the caller has read it already."""
     if verified is not None and (known := verified.get(token, public_keys)) is not None:
         _check_times(known.exp, known.iat, now)
         return known
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise TokenError("the token is not a JWT") from exc
+    if header is None:
+        header = _header_of(token)
     if header.get("alg") != ALGORITHM:
         raise TokenError("the token is not signed with EdDSA")
     kid = str(header.get("kid"))
@@ -372,8 +371,12 @@ class TokenVerifier:
             return cached.keys  # identity is not answering: go on with the keys it gave last
 
     async def verify(self, token: str, *, now: datetime) -> AccessClaims:
-        kid = self._verified.kid(token) or _kid_of(token)
-        claims = _verify(token, await self._keys(kid), now=now, verified=self._verified)
+        kid = self._verified.kid(token)
+        header = None
+        if kid is None:  # not verified before: its header names the key to fetch
+            header = _header_of(token)
+            kid = None if header.get("kid") is None else str(header["kid"])
+        claims = _verify(token, await self._keys(kid), now=now, verified=self._verified, header=header)
         if self._is_revoked is not None and await self._is_revoked(claims):
             raise TokenError("the session of this token has ended")
         return claims

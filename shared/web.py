@@ -369,7 +369,7 @@ class RequestBodyLimit:
     body without a length (chunked), as soon as the bytes received pass the limit: the read
     that passes it fails, nothing after it is read, and whatever the app made of the cut-off
     body is replaced by the 413. Pure ASGI and outermost, so no middleware buffers more than
-    the limit (`_no_nul_characters` reads whole bodies).
+    the limit (`RefuseNulCharacters` reads whole bodies).
 
     What the client still sends after the answer, uvicorn discards as it arrives, without
     keeping it, and the connection stays usable. Closing it instead would make the kernel
