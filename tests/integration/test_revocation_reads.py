@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -111,3 +113,40 @@ async def test_the_key_reader_only_reads(database_url: str) -> None:
             assert await session.scalar(text("SELECT count(*) FROM ended_sessions")) == 0
     finally:
         await api.dispose()
+
+
+async def test_a_check_on_a_busy_file_goes_the_usual_way_and_sees_the_revocation(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When SQLite answers the key reader "database is locked" (another connection holds the
+    file exclusively, as one recovering its WAL does), the check does not fail: it reads
+    through the service's usual reader, which waits for the file, and sees what was committed."""
+    api, worker = Database(database_url), Database(database_url)
+    revocations = Revocations(db=api, clock=FrozenClock(NOW), ended_sessions_kept=timedelta(minutes=30))
+    user, session = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        if api.file is None:
+            pytest.skip("SQLite's own read connection")
+        async with worker.transaction() as db_session:
+            db_session.add(EndedSession(session_id=session, user_id=user, ended_at=NOW))
+        await worker.dispose()  # its kept connection would keep the file from being taken
+        holder = sqlite3.connect(api.file, isolation_level=None)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("DELETE FROM ended_sessions WHERE session_id = 'none'")  # takes the file
+        usual_way: list[bool] = []
+        reading = api.reading
+
+        def released_then_reading() -> contextlib.AbstractAsyncContextManager[Any]:
+            usual_way.append(True)
+            holder.execute("COMMIT")
+            holder.close()  # gives the file back
+            return reading()
+
+        monkeypatch.setattr(api, "reading", released_then_reading)
+
+        assert await revocations.is_revoked(claims(user, session))
+        assert usual_way == [True]
+    finally:
+        await api.dispose()
+        await worker.dispose()
