@@ -42,11 +42,9 @@ import itertools
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,93 +53,40 @@ from typing import Any
 
 import httpx
 
+from bench.login import PASSWORD, make_logins
 from bench.measuring import (
+    ROOT,
     BenchError,
+    database_beside,
     free_ports,
     git_state,
     log,
     machine_info,
     over_backends,
+    per_second_counts,
     percentile,
+    process_cpu_seconds,
     running_suite,
+    start_api,
+    stop_process,
     summary_ms,
+    target,
+    wait_until_up,
 )
 from services.identity.config import IdentitySettings
-from services.identity.models import Company, Tenant, User, UserGrant
+from services.identity.models import User
 from services.notifier.sinks import mailbox_folder
 from services.registry import SERVICES
-from shared.db import Database, migrate
+from shared.db import migrate
 
-ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "Bench-long-passphrase-2026"
-CVR = "35657193"
 PARTS = ("refresh", "verify", "otp")
 REFRESH_PER_CORE = 500.0  # requests a second per core (issue 14)
 VERIFY_LIMIT_MS = 0.2
+# The logins of these benchmarks: administrators of the company with every function.
+ADMINISTRATORS: dict[str, Any] = {"role": "administrator", "functions": ("invoices", "user_admin")}
 OTP_SMS_P99_MS = 300.0
 OTP_EMAIL_P99_MS = 500.0
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
-
-
-def target(
-    id_: str, label: str, value: float, unit: str, limit: float, comparison: str, backend: str | None
-) -> dict[str, Any]:
-    met = value >= limit if comparison == ">=" else value <= limit
-    return {
-        "id": id_,
-        "label": label,
-        "value": round(value, 4),
-        "unit": unit,
-        "limit": limit,
-        "comparison": comparison,
-        "met": bool(met),
-        "backend": backend,
-    }
-
-
 # --- set-up -------------------------------------------------------------------------------------
-
-
-async def make_logins(url: str, count: int, password_hash: str, *, prefix: str = "bench") -> list[User]:
-    """`count` active logins of one company (each its own mobile number and email)."""
-    db = Database(url)
-    now = datetime.now(UTC)
-    users = []
-    try:
-        async with db.transaction() as session:
-            if await session.get(Company, CVR) is None:
-                session.add(Company(cvr=CVR, name="Bench A/S", parent_cvr=None, account_numbers=["10000011"]))
-            if await session.get(Tenant, CVR) is None:
-                session.add(Tenant(cvr=CVR, name="Bench A/S", created_at=now))
-            for i in range(count):
-                user = User(
-                    id=str(uuid.uuid4()),
-                    tenant_cvr=CVR,
-                    username=f"{CVR}-{prefix}{i:04d}"[:64],
-                    name=f"Bruger {i}",
-                    email=f"{prefix}{i}@bench.example",
-                    mobile=f"+45211{i:05d}",  # valid Danish mobile numbers (the gateway checks)
-                    role="administrator",
-                    status="active",
-                    functions=["invoices", "user_admin"],
-                    password_hash=password_hash,
-                    created_at=now,
-                    activated_at=now,
-                )
-                session.add(user)
-                await session.flush()
-                grant = UserGrant.of(CVR, "all")
-                grant.user_id = user.id
-                session.add(grant)
-                users.append(user)
-    finally:
-        await db.dispose()
-    return users
 
 
 async def open_sessions(settings: IdentitySettings, users: Sequence[User]) -> list[tuple[str, str]]:
@@ -162,83 +107,6 @@ async def open_sessions(settings: IdentitySettings, users: Sequence[User]) -> li
     finally:
         await parts.db.dispose()
     return pairs
-
-
-def start_api(service: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    prefix = f"ADGANG_{service.upper()}_"
-    full = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        f"{prefix}HTTP_HOST": "127.0.0.1",
-        f"{prefix}LOG_LEVEL": "WARNING",
-        **env,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "api", service],
-        cwd=ROOT,
-        env=full,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-async def wait_until_up(base_url: str, process: subprocess.Popen[bytes], deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise BenchError(f"{base_url} exited with {process.returncode} before answering")
-            try:
-                if (await http.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise BenchError(f"{base_url} did not answer /healthz within {deadline_s:.0f} s")
-
-
-def create_database(url: str, name: str) -> str:
-    """A new database on the PostgreSQL server of `url`; its URL."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-
-    async def create() -> None:
-        conn = await asyncpg.connect(
-            host=parsed.host,
-            port=parsed.port,
-            user=parsed.username,
-            password=parsed.password,
-            database="postgres",
-        )
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return parsed.set(database=name).render_as_string(hide_password=False)
-
-
-def per_second_series(ends: Sequence[float], started: float) -> list[list[float]]:
-    """Requests finished in each second of the run: [[second, count], ...]."""
-    counts: dict[int, int] = {}
-    for end in ends:
-        counts[int(end - started)] = counts.get(int(end - started), 0) + 1
-    return [[float(s), float(counts.get(s, 0))] for s in range(max(counts) + 1)] if counts else []
-
-
-# --- 1. refresh -----------------------------------------------------------------------------------
 
 
 async def refreshes(
@@ -270,11 +138,11 @@ async def refreshes(
                 latencies.append(await one(i))
                 ends.append(time.perf_counter())
 
-        cpu_before, client_before = cpu_seconds(pid), time.process_time()
+        cpu_before, client_before = process_cpu_seconds(pid), time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(client(i) for i in range(n)))
         wall = time.perf_counter() - started
-        cpu, client_cpu = cpu_seconds(pid) - cpu_before, time.process_time() - client_before
+        cpu, client_cpu = process_cpu_seconds(pid) - cpu_before, time.process_time() - client_before
     done = len(latencies)
     return {
         "concurrency": n,
@@ -287,7 +155,7 @@ async def refreshes(
         "api_cores_busy": round(cpu / wall, 2),
         "client_cpu_ms_per_request": round(client_cpu * 1000 / done, 3) if done else None,
         "latency": summary_ms(latencies),
-        "series": per_second_series(ends, started),
+        "series": per_second_counts(ends, start=started, end=max(ends, default=started)),
     }
 
 
@@ -369,9 +237,9 @@ async def server_side(
 
             for _ in range(50):
                 await http.get(path, headers=headers)
-            cpu, wall = cpu_seconds(pid), time.perf_counter()
+            cpu, wall = process_cpu_seconds(pid), time.perf_counter()
             await asyncio.gather(*(client() for _ in range(concurrency)))
-            cpu, wall = cpu_seconds(pid) - cpu, time.perf_counter() - wall
+            cpu, wall = process_cpu_seconds(pid) - cpu, time.perf_counter() - wall
             results[name] = {
                 "requests": requests,
                 "api_cpu_ms_per_request": round(cpu * 1000 / requests, 3),
@@ -392,7 +260,7 @@ def run_tokens(backend: str, url: str, args: argparse.Namespace) -> dict[str, An
     var_dir = Path(tempfile.mkdtemp(prefix="adgang-bench-auth-"))
     settings = IdentitySettings(database_url=url, var_dir=var_dir)
     migrate(SERVICES["identity"].migrations, url)
-    users = asyncio.run(make_logins(url, args.refresh_concurrency, "not-a-hash"))
+    users = asyncio.run(make_logins(url, args.refresh_concurrency, "not-a-hash", **ADMINISTRATORS))
     pairs = asyncio.run(open_sessions(settings, users))
     from shared.tokens import development_signing_keys
 
@@ -465,11 +333,11 @@ def run_tokens(backend: str, url: str, args: argparse.Namespace) -> dict[str, An
                 )
                 log(f"{backend}: billing API {verify['server']}")
             finally:
-                stop(billing)
+                stop_process(billing)
             result["verify"] = verify
         ok = True
     finally:
-        stop(identity)
+        stop_process(identity)
         if ok:
             shutil.rmtree(var_dir, ignore_errors=True)
         else:
@@ -599,7 +467,7 @@ def run_otp(backend: str, args: argparse.Namespace, database_urls: dict[str, str
             hashing = IdentitySettings().password_hashing()
             users = asyncio.run(
                 make_logins(
-                    suite.database_url("identity"), args.otp_users, hashing.hash(PASSWORD), prefix="otp"
+                    suite.database_url("identity"), args.otp_users, hashing.hash(PASSWORD), prefix="otp", **ADMINISTRATORS
                 )
             )
             sinks = suite.config.var_dir / "sinks"
@@ -613,11 +481,11 @@ def run_otp(backend: str, args: argparse.Namespace, database_urls: dict[str, str
                 f"otp: warm-up done (SMS {warm.sms}, email {warm.email}); {args.otp_rate}/s for {args.otp_seconds:.0f} s"
             )
             pids = {name: c.process.pid for name, c in suite.children.items() if c.process}
-            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
             started = time.perf_counter()
             run = asyncio.run(otp_load(identity_url, users[4:], sinks, args))
             wall = time.perf_counter() - started
-            cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 2) for name, pid in pids.items()}
+            cpu = {name: round(process_cpu_seconds(pid) - cpu_before[name], 2) for name, pid in pids.items()}
         finally:
             os.chdir(cwd)
     if run.errors:
@@ -644,7 +512,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[str, A
     if "otp" in args.parts:
         urls: dict[str, str] = {}
         if backend == "postgres":
-            urls = {name: create_database(url, f"otp_{name}") for name in SERVICES}
+            urls = {name: database_beside(url, f"otp_{name}") for name in SERVICES}
         result["otp"] = run_otp(backend, args, urls)
         otp = result["otp"]
         log(
@@ -758,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run(backend: str, url: str, _file: Path | None) -> dict[str, Any]:
         if backend == "postgres":  # billing's database for the verification, on the same server
-            args.billing_url = create_database(url, "bench_billing")
+            args.billing_url = database_beside(url, "bench_billing")
         return run_backend(backend, url, args)
 
     per_backend, failed = over_backends(backends, run, prefix="adgang-bench-auth-db-")

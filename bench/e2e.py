@@ -168,19 +168,6 @@ def parse_db_time(value: str | datetime | None) -> float | None:
 # --- processes (Linux /proc) -------------------------------------------------------------------
 
 
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    # after the command name: state is field 3, utime 14 and stime 15 (1-based)
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
 def process_table(suite: Suite) -> dict[str, int]:
     pids = {name: child.process.pid for name, child in suite.children.items() if child.process}
     if suite.broker and suite.broker.process:

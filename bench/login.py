@@ -36,7 +36,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,22 +49,28 @@ from typing import Any
 import httpx
 from argon2 import PasswordHasher, extract_parameters
 
-from bench.measuring import BenchError, free_ports, git_state, log, machine_info, over_backends, summary_ms
+from bench.measuring import (
+    ROOT,
+    BenchError,
+    free_ports,
+    git_state,
+    log,
+    machine_info,
+    over_backends,
+    process_cpu_seconds,
+    start_api,
+    stop_process,
+    summary_ms,
+    wait_until_up,
+)
 from services.identity.config import IdentitySettings
 from services.identity.models import Company, Tenant, User, UserGrant
 from services.registry import SERVICES
 from shared.db import Database, migrate
 
-ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Bench-long-passphrase-2026"
 CVR = "35657193"
 TARGET_RATIO = 0.85
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
 
 
 # --- raw argon2 ---------------------------------------------------------------------------------
@@ -109,77 +114,50 @@ def raw_verifications(password_hash: str, seconds: float, threads: int) -> dict[
 # --- identity and its logins ----------------------------------------------------------------------
 
 
-async def make_logins(url: str, count: int, password_hash: str) -> list[str]:
-    """`count` active logins of one company, all with `password_hash`; their usernames."""
+async def make_logins(
+    url: str,
+    count: int,
+    password_hash: str,
+    *,
+    prefix: str = "bench",
+    role: str = "user",
+    functions: Sequence[str] = ("invoices",),
+) -> list[User]:
+    """`count` active logins of one company, all with `password_hash`, each with a mobile
+    number and an email of its own (the gateway and the mail sink are per recipient)."""
     db = Database(url)
     now = datetime.now(UTC)
-    usernames = []
+    users = []
     try:
         async with db.transaction() as session:
-            session.add(Company(cvr=CVR, name="Bench A/S", parent_cvr=None, account_numbers=["10000011"]))
-            session.add(Tenant(cvr=CVR, name="Bench A/S", created_at=now))
+            if await session.get(Company, CVR) is None:
+                session.add(Company(cvr=CVR, name="Bench A/S", parent_cvr=None, account_numbers=["10000011"]))
+            if await session.get(Tenant, CVR) is None:
+                session.add(Tenant(cvr=CVR, name="Bench A/S", created_at=now))
             for i in range(count):
-                user_id = str(uuid.uuid4())
-                username = f"{CVR}-bench{i:03d}"
-                session.add(
-                    User(
-                        id=user_id,
-                        tenant_cvr=CVR,
-                        username=username,
-                        name=f"Bruger {i}",
-                        email=f"bench{i}@bench.example",
-                        mobile="+4520304050",
-                        role="user",
-                        status="active",
-                        functions=["invoices"],
-                        password_hash=password_hash,
-                        created_at=now,
-                        activated_at=now,
-                    )
+                user = User(
+                    id=str(uuid.uuid4()),
+                    tenant_cvr=CVR,
+                    username=f"{CVR}-{prefix}{i:04d}"[:64],
+                    name=f"Bruger {i}",
+                    email=f"{prefix}{i}@bench.example",
+                    mobile=f"+45211{i:05d}",  # valid Danish mobile numbers (the gateway checks)
+                    role=role,
+                    status="active",
+                    functions=list(functions),
+                    password_hash=password_hash,
+                    created_at=now,
+                    activated_at=now,
                 )
+                session.add(user)
                 await session.flush()
                 grant = UserGrant.of(CVR, "all")
-                grant.user_id = user_id
+                grant.user_id = user.id
                 session.add(grant)
-                usernames.append(username)
+                users.append(user)
     finally:
         await db.dispose()
-    return usernames
-
-
-def start_identity(var_dir: Path, url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "ADGANG_IDENTITY_VAR_DIR": str(var_dir),
-        "ADGANG_IDENTITY_DATABASE_URL": url,
-        "ADGANG_IDENTITY_HTTP_HOST": "127.0.0.1",
-        "ADGANG_IDENTITY_HTTP_PORT": str(port),
-        "ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE": "0",
-        "ADGANG_IDENTITY_LOG_LEVEL": "WARNING",
-    }
-    log_file = (var_dir / "identity-api.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "api", "identity"],
-        cwd=ROOT,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-
-
-async def wait_until_up(base_url: str, process: subprocess.Popen[bytes], deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise BenchError(f"identity's API exited with {process.returncode} before answering")
-            try:
-                if (await http.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise BenchError(f"identity's API did not answer /healthz within {deadline_s:.0f} s")
+    return users
 
 
 async def log_in(http: httpx.AsyncClient, username: str) -> float:
@@ -206,11 +184,11 @@ async def logins(base_url: str, usernames: Sequence[str], *, pid: int, warmup: i
                 latencies.append(await log_in(http, username))
                 points.append([round(time.perf_counter() - t0, 3), round(latencies[-1] * 1000, 2)])
 
-        cpu_before, client_cpu_before = cpu_seconds(pid), time.process_time()
+        cpu_before, client_cpu_before = process_cpu_seconds(pid), time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(client(username) for username in usernames))
         wall = time.perf_counter() - started
-        cpu, client_cpu = cpu_seconds(pid) - cpu_before, time.process_time() - client_cpu_before
+        cpu, client_cpu = process_cpu_seconds(pid) - cpu_before, time.process_time() - client_cpu_before
     return {
         "concurrency": len(usernames),
         "logins": len(latencies),
@@ -231,7 +209,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[str, A
     log(f"{backend}: migrating; hashing with {hashing!r}")
     migrate(SERVICES["identity"].migrations, url)
     password_hash = hashing.hash(PASSWORD)
-    usernames = asyncio.run(make_logins(url, args.concurrency, password_hash))
+    usernames = [user.username for user in asyncio.run(make_logins(url, args.concurrency, password_hash))]
     threads = args.raw_threads or os.cpu_count() or 1
 
     log(f"{backend}: raw argon2, {threads} threads, {args.raw_seconds:.0f} s")
@@ -240,7 +218,16 @@ def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[str, A
 
     var_dir = Path(tempfile.mkdtemp(prefix="adgang-bench-login-"))
     (port,) = free_ports(1)
-    process = start_identity(var_dir, url, port)
+    process = start_api(
+        "identity",
+        {
+            "ADGANG_IDENTITY_VAR_DIR": str(var_dir),
+            "ADGANG_IDENTITY_DATABASE_URL": url,
+            "ADGANG_IDENTITY_HTTP_PORT": str(port),
+            "ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE": "0",
+        },
+        var_dir / "identity-api.log",
+    )
     ok = False
     try:
         base_url = f"http://127.0.0.1:{port}"
@@ -252,12 +239,7 @@ def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[str, A
         log(f"{backend}: {login['per_second']} logins/s (p50 {login['latency']['p50_ms']} ms)")
         ok = True
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         if ok:
             shutil.rmtree(var_dir, ignore_errors=True)
         else:

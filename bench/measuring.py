@@ -1,8 +1,10 @@
 """What every benchmark shares: percentiles, the machine and commit measured, free ports, the
-two database backends run one after the other, and the whole suite started for a run."""
+two database backends run one after the other, the whole suite or one service's API started
+for a run, and the CPU and memory of processes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -14,14 +16,20 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+from sqlalchemy.engine import make_url
+
 from services.registry import SERVICES
 from services.suite import Suite, SuiteConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class BenchError(RuntimeError):
@@ -358,6 +366,24 @@ def process_trees(roots: Mapping[str, int]) -> dict[str, list[int]]:
     return trees
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """user + system time of one process so far; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # after the command name: state is field 3, utime 14 and stime 15 (1-based)
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """`cpu_seconds` of a process that must still run (a benchmark's API under test)."""
+    seconds = cpu_seconds(pid)
+    if seconds is None:
+        raise BenchError(f"process {pid} is gone")
+    return seconds
+
+
 def tree_cpu_seconds(pids: Sequence[int]) -> float:
     """user + system time of the processes and of their children already reaped (cutime,
     cstime): summed over a tree, a process that ended keeps counting through its parent."""
@@ -413,3 +439,63 @@ def per_second_percentile(
         if 0 <= index < seconds:
             buckets[index].append(value)
     return [[float(i + 1), round(percentile(b, pct), 2)] for i, b in enumerate(buckets) if b]
+
+
+# --- one service's API alone, for a benchmark of its requests ---------------------------------
+
+
+def start_api(service: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`adgang api <service>` (uvicorn, real HTTP) with `env` over this environment, on
+    127.0.0.1, logging warnings only, its output in `log_path`; the code of this checkout."""
+    prefix = f"ADGANG_{service.upper()}_"
+    full = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        f"{prefix}HTTP_HOST": "127.0.0.1",
+        f"{prefix}LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "api", service],
+        cwd=ROOT,
+        env=full,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within 20 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def wait_until_up(base_url: str, process: subprocess.Popen[bytes], deadline_s: float) -> None:
+    """Until `base_url`/healthz answers 200; fails if the process ends first or the deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    async with httpx.AsyncClient(base_url=base_url, timeout=2) as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise BenchError(f"{base_url} exited with {process.returncode} before answering")
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise BenchError(f"{base_url} did not answer /healthz within {deadline_s:.0f} s")
+
+
+def database_beside(url: str, name: str) -> str:
+    """A new database `name` on the throwaway PostgreSQL server of `url` (`over_backends`
+    gives a run one database); its URL."""
+    from tests.support.postgres import create_database_on
+
+    parsed = make_url(url)
+    assert parsed.port is not None
+    create_database_on(parsed.port, name)
+    return parsed.set(database=name).render_as_string(hide_password=False)

@@ -57,8 +57,8 @@ import httpx
 import pyotp
 from sqlalchemy import bindparam, text
 
-from bench.e2e import LetterWatcher, application_body, cpu_seconds, process_table, wait_statuses, wait_until
-from bench.measuring import BenchError, git_state, log, machine_info, percentile, running_suite
+from bench.e2e import LetterWatcher, application_body, process_table, wait_statuses, wait_until
+from bench.measuring import BenchError, cpu_seconds, git_state, log, machine_info, percentile, running_suite
 from services.billing.demo import GROUP_PARENT_CVR, STANDALONE_CVR, generated_companies
 from services.registry import SERVICES
 from services.suite import Suite

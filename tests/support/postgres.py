@@ -318,30 +318,7 @@ class ThrowawayPostgres:
         nobody may be connected to; a session still closing is waited for, up to 10 s).
         Raises ``asyncpg.DuplicateDatabaseError`` if it already exists.
         """
-        _validate_name(name)
-        if template is not None:
-            _validate_name(template)
-        port = self.port
-        statement = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
-
-        async def create() -> None:
-            conn = await _connect(port, "postgres", connect_timeout=10.0)
-            try:
-                deadline = time.monotonic() + 10.0
-                while True:
-                    try:
-                        await conn.execute(statement)
-                        return
-                    except asyncpg.ObjectInUseError:
-                        # "source database is being accessed by other users": the backend of a
-                        # connection just closed may not have exited yet.
-                        if template is None or time.monotonic() >= deadline:
-                            raise
-                        await asyncio.sleep(0.05)
-            finally:
-                await conn.close()
-
-        _run_async(create)
+        create_database_on(self.port, name, template=template)
         return self.url_for(name)
 
     # -- internals -------------------------------------------------------------------
@@ -617,6 +594,34 @@ def _version_key(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split("."))
     except ValueError:
         return ()
+
+
+def create_database_on(port: int, name: str, *, template: str | None = None) -> None:
+    """Create database ``name`` on the throwaway server listening on ``port``
+    (``ThrowawayPostgres.create_database``), for a caller that has only the server's URL."""
+    _validate_name(name)
+    if template is not None:
+        _validate_name(template)
+    statement = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+
+    async def create() -> None:
+        conn = await _connect(port, "postgres", connect_timeout=10.0)
+        try:
+            deadline = time.monotonic() + 10.0
+            while True:
+                try:
+                    await conn.execute(statement)
+                    return
+                except asyncpg.ObjectInUseError:
+                    # "source database is being accessed by other users": the backend of a
+                    # connection just closed may not have exited yet.
+                    if template is None or time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+
+    _run_async(create)
 
 
 def _validate_name(name: str) -> None:
