@@ -454,40 +454,32 @@ async def otp_load(identity_url: str, users: Sequence[User], sinks: Path, args: 
 
 
 def run_otp(backend: str, args: argparse.Namespace, database_urls: dict[str, str]) -> dict[str, Any]:
-    extra_env = {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "ADGANG_BILLING_INVOICE_RUN_ENABLED": "false",
-    }
-    cwd = Path.cwd()
+    extra_env = {"ADGANG_BILLING_INVOICE_RUN_ENABLED": "false"}
     with running_suite("adgang-bench-auth-otp-", extra_env, database_urls=database_urls) as suite:
-        os.chdir(suite.config.var_dir)  # faust's data dirs go there
-        try:
-            log(f"otp: starting the suite ({backend}) in {suite.config.var_dir}")
-            suite.start(deadline_s=180)
-            hashing = IdentitySettings().password_hashing()
-            users = asyncio.run(
-                make_logins(
-                    suite.database_url("identity"), args.otp_users, hashing.hash(PASSWORD), prefix="otp", **ADMINISTRATORS
-                )
+        log(f"otp: starting the suite ({backend}) in {suite.config.var_dir}")
+        suite.start(deadline_s=180)
+        hashing = IdentitySettings().password_hashing()
+        users = asyncio.run(
+            make_logins(
+                suite.database_url("identity"), args.otp_users, hashing.hash(PASSWORD), prefix="otp", **ADMINISTRATORS
             )
-            sinks = suite.config.var_dir / "sinks"
-            identity_url = suite.url("identity")
-            warm = OtpRun()
-            for i, channel in enumerate(("sms", "email", "sms", "email")):
-                asyncio.run(
-                    one_login(identity_url, users[i], channel, "127.0.0.1", sinks, warm, time.perf_counter())
-                )
-            log(
-                f"otp: warm-up done (SMS {warm.sms}, email {warm.email}); {args.otp_rate}/s for {args.otp_seconds:.0f} s"
+        )
+        sinks = suite.config.var_dir / "sinks"
+        identity_url = suite.url("identity")
+        warm = OtpRun()
+        for i, channel in enumerate(("sms", "email", "sms", "email")):
+            asyncio.run(
+                one_login(identity_url, users[i], channel, "127.0.0.1", sinks, warm, time.perf_counter())
             )
-            pids = {name: c.process.pid for name, c in suite.children.items() if c.process}
-            cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
-            started = time.perf_counter()
-            run = asyncio.run(otp_load(identity_url, users[4:], sinks, args))
-            wall = time.perf_counter() - started
-            cpu = {name: round(process_cpu_seconds(pid) - cpu_before[name], 2) for name, pid in pids.items()}
-        finally:
-            os.chdir(cwd)
+        log(
+            f"otp: warm-up done (SMS {warm.sms}, email {warm.email}); {args.otp_rate}/s for {args.otp_seconds:.0f} s"
+        )
+        pids = {name: c.process.pid for name, c in suite.children.items() if c.process}
+        cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+        started = time.perf_counter()
+        run = asyncio.run(otp_load(identity_url, users[4:], sinks, args))
+        wall = time.perf_counter() - started
+        cpu = {name: round(process_cpu_seconds(pid) - cpu_before[name], 2) for name, pid in pids.items()}
     if run.errors:
         log(f"otp: {len(run.errors)} logins failed, first: {run.errors[0]}")
     return {

@@ -59,6 +59,7 @@ from bench.measuring import (
     percentile,
     process_trees,
     running_suite,
+    service_databases,
     summary_ms,
     target,
     targets_table,
@@ -69,7 +70,6 @@ from bench.measuring import (
 from services.billing.bootstrap import build as build_billing
 from services.billing.config import BillingSettings
 from services.billing.demo import DEMO_COMPANIES, NOT_A_CUSTOMER_CVR, DemoCompany
-from services.registry import SERVICES
 from services.suite import Suite
 from shared.clock import SystemClock
 from shared.db import Database
@@ -1135,41 +1135,20 @@ def print_backend(backend: str, r: Mapping[str, Any]) -> None:
 
 
 def run_backend(backend: str, opts: Options) -> dict[str, Any]:
-    extra_env = {
-        # The suite's processes run from the var dir: without this they would import the package
-        # the virtualenv's editable install names, which need not be this checkout.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        # One client address sends every application: the per-address limit would answer 429.
-        "ADGANG_ONBOARDING_RATE_LIMIT_PER_MINUTE": "0",
-    }
-    server = None
-    database_urls: dict[str, str] = {}
-    if backend == "postgres":
-        from tests.support.postgres import ThrowawayPostgres
-
-        server = ThrowawayPostgres()
-        server.start()
-        log(f"postgres: throwaway server on port {server.port} ({server.bin_dir})")
-        database_urls = {name: server.create_database(f"bench_{name}") for name in SERVICES}
-    cwd = Path.cwd()
-    try:
-        with running_suite(
-            "adgang-bench-e2e-", extra_env, keep_var=opts.keep_var, database_urls=database_urls
-        ) as suite:
-            # faust writes `<app id>-data` dirs into the working directory: keep them in var_dir.
-            os.chdir(suite.config.var_dir)
-            log(f"{backend}: starting the suite in {suite.config.var_dir} ...")
-            started = time.monotonic()
-            suite.start(deadline_s=180.0)
-            startup_s = time.monotonic() - started
-            results = asyncio.run(measure(suite, opts, postmaster_pid(server)))
-            results["suite_startup_s"] = round(startup_s, 1)
-            results["seconds"] = round(time.monotonic() - started, 1)
-            return results
-    finally:
-        os.chdir(cwd)
-        if server is not None:
-            server.stop()
+    # One client address sends every application: the per-address limit would answer 429.
+    extra_env = {"ADGANG_ONBOARDING_RATE_LIMIT_PER_MINUTE": "0"}
+    with (
+        service_databases(backend, "bench") as (server, database_urls),
+        running_suite("adgang-bench-e2e-", extra_env, keep_var=opts.keep_var, database_urls=database_urls) as suite,
+    ):
+        log(f"{backend}: starting the suite in {suite.config.var_dir} ...")
+        started = time.monotonic()
+        suite.start(deadline_s=180.0)
+        startup_s = time.monotonic() - started
+        results = asyncio.run(measure(suite, opts, postmaster_pid(server)))
+        results["suite_startup_s"] = round(startup_s, 1)
+        results["seconds"] = round(time.monotonic() - started, 1)
+        return results
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:

@@ -182,7 +182,8 @@ def running_suite(
 ) -> Iterator[Suite]:
     """The whole suite on free ports in a temporary var dir, stopped afterwards; the var dir
     is kept for its logs when the run fails (or when asked). Each service's database is a
-    SQLite file in the var dir unless `database_urls` names another (a PostgreSQL database)."""
+    SQLite file in the var dir unless `database_urls` names another (`service_databases`).
+    The block runs in the var dir, where faust writes its `<app id>-data` dirs."""
     var_dir = Path(tempfile.mkdtemp(prefix=prefix))
     broker, smtp, sms, *ports = free_ports(3 + len(SERVICES))
     suite = Suite(
@@ -197,15 +198,37 @@ def running_suite(
         )
     )
     ok = False
+    cwd = Path.cwd()
     try:
+        os.chdir(var_dir)
         yield suite
         ok = True
     finally:
+        os.chdir(cwd)
         suite.stop()
         if not ok:
             print(f"kept {var_dir} for its logs", file=sys.stderr)
         elif not keep_var:
             shutil.rmtree(var_dir, ignore_errors=True)
+
+
+@contextmanager
+def service_databases(backend: str, prefix: str) -> Iterator[tuple[Any, dict[str, str]]]:
+    """Each service's database for `running_suite`: on SQLite none to name (the files go in
+    the var dir); on PostgreSQL one database per service, `<prefix>_<service>`, on a throwaway
+    server stopped afterwards. Yields the server (None on SQLite) and the URLs."""
+    if backend != "postgres":
+        yield None, {}
+        return
+    from tests.support.postgres import ThrowawayPostgres
+
+    server = ThrowawayPostgres()
+    server.start()
+    try:
+        log(f"postgres: throwaway server on port {server.port} ({server.bin_dir})")
+        yield server, {name: server.create_database(f"{prefix}_{name}") for name in SERVICES}
+    finally:
+        server.stop()
 
 
 # --- targets: the contract's "targets" entries, and how a reader sees them -------------------

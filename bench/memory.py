@@ -27,10 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -50,9 +47,8 @@ from bench.e2e import (
     run_applications,
     wait_customers_known,
 )
-from bench.measuring import BenchError, free_ports, git_state, log, machine_info
-from services.registry import SERVICES
-from services.suite import Suite, SuiteConfig
+from bench.measuring import BenchError, git_state, log, machine_info, running_suite
+from services.suite import Suite
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROCESS_LIMIT_MB = 150.0
@@ -262,59 +258,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    var_dir = Path(tempfile.mkdtemp(prefix="adgang-bench-memory-"))
-    broker_port, smtp_port, sms_port, *service_ports = free_ports(3 + len(SERVICES))
-    suite = Suite(
-        SuiteConfig(
-            var_dir=var_dir,
-            broker_port=broker_port,
-            smtp_port=smtp_port,
-            sms_port=sms_port,
-            ports=dict(zip(SERVICES, service_ports, strict=True)),
-            extra_env={"ADGANG_ONBOARDING_RATE_LIMIT_PER_MINUTE": "0"},
-        )
-    )
-    cwd = Path.cwd()
-    ok = False
+    output: Path = args.output.resolve()
     try:
-        log(f"starting the suite in {var_dir} ...")
-        os.chdir(var_dir)  # faust writes its `<app id>-data` dirs into the working directory
-        suite.start(deadline_s=120.0)
-        measured = asyncio.run(measure(suite, args.applications, args.concurrency, args.warmup))
-        results = {
-            "benchmark": "memory",
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": machine_info(),
-            "commit": git_state().get("commit", ""),
-            "git": git_state(),
-            "options": {
-                "applications": args.applications,
-                "concurrency": args.concurrency,
-                "warmup": args.warmup,
-            },
-            **report(measured),
-        }
-        print_table(results)
-        output: Path = args.output.resolve() if args.output.is_absolute() else (cwd / args.output).resolve()
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=2) + "\n")
-        log(f"results written to {output}")
-        ok = True
-        return 0
+        with running_suite(
+            "adgang-bench-memory-", {"ADGANG_ONBOARDING_RATE_LIMIT_PER_MINUTE": "0"}, keep_var=args.keep_var
+        ) as suite:
+            log(f"starting the suite in {suite.config.var_dir} ...")
+            suite.start(deadline_s=120.0)
+            measured = asyncio.run(measure(suite, args.applications, args.concurrency, args.warmup))
     except Exception as exc:
         print(f"[bench] FAILED: {exc}", file=sys.stderr, flush=True)
         if not isinstance(exc, BenchError):
             traceback.print_exc()
-        print(f"[bench] logs and databases kept in {var_dir}", file=sys.stderr, flush=True)
         return 1
-    finally:
-        os.chdir(cwd)
-        try:
-            suite.stop()
-        except Exception as exc:
-            print(f"[bench] stopping the suite failed: {exc!r}", file=sys.stderr, flush=True)
-        if ok and not args.keep_var:
-            shutil.rmtree(var_dir, ignore_errors=True)
+    state = git_state()
+    results = {
+        "benchmark": "memory",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "commit": state.get("commit", ""),
+        "git": state,
+        "options": {"applications": args.applications, "concurrency": args.concurrency, "warmup": args.warmup},
+        **report(measured),
+    }
+    print_table(results)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"results written to {output}")
+    return 0
 
 
 if __name__ == "__main__":

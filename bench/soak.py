@@ -58,9 +58,17 @@ import pyotp
 from sqlalchemy import bindparam, text
 
 from bench.e2e import LetterWatcher, application_body, process_table, wait_statuses, wait_until
-from bench.measuring import BenchError, cpu_seconds, git_state, log, machine_info, percentile, running_suite
+from bench.measuring import (
+    BenchError,
+    cpu_seconds,
+    git_state,
+    log,
+    machine_info,
+    percentile,
+    running_suite,
+    service_databases,
+)
 from services.billing.demo import GROUP_PARENT_CVR, STANDALONE_CVR, generated_companies
-from services.registry import SERVICES
 from services.suite import Suite
 from shared.db import Database
 from tests.support.flows import STRONG_PASSWORD, activated_administrator, log_in_with_code
@@ -661,9 +669,6 @@ def run(opts: Options) -> dict[str, Any]:
     admin_cvrs = [*INVOICE_READERS, *generated[: max(0, admins_needed - len(INVOICE_READERS))]]
     application_cvrs = generated[len(admin_cvrs) - len(INVOICE_READERS) :]
     extra_env = {
-        # The suite's processes run from the var dir: without this they would import the
-        # package the virtualenv's editable install names, which need not be this checkout.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "ADGANG_BILLING_DEMO_EXTRA_CUSTOMERS": str(len(generated)),
         "ADGANG_BILLING_INVOICE_RUN_ENABLED": "false",
         # One client address sends every request: the per-address limits would answer 429.
@@ -671,108 +676,92 @@ def run(opts: Options) -> dict[str, Any]:
         "ADGANG_IDENTITY_LOGIN_RATE_LIMIT_PER_MINUTE": "0",
         "ADGANG_IDENTITY_ACTIVATION_RATE_LIMIT_PER_MINUTE": "0",
     }
-    server = None
-    database_urls: dict[str, str] = {}
-    if opts.backend == "postgres":
-        from tests.support.postgres import ThrowawayPostgres
-
-        server = ThrowawayPostgres()
-        server.start()
-        log(f"postgres: throwaway server on port {server.port} ({server.bin_dir})")
-        database_urls = {name: server.create_database(f"soak_{name}") for name in SERVICES}
-    cwd = Path.cwd()
-    try:
-        with running_suite(
-            "adgang-bench-soak-", extra_env, keep_var=opts.keep_var, database_urls=database_urls
-        ) as suite:
-            # faust writes `<app id>-data` dirs into the working directory: keep them in var_dir.
-            os.chdir(suite.config.var_dir)
-            log(f"starting the suite in {suite.config.var_dir} ({opts.backend}) ...")
-            set_up_at = time.monotonic()
-            suite.start(deadline_s=180)
-            startup_s = time.monotonic() - set_up_at
-            log(
-                f"waiting for billing's {len(generated)} generated customers to reach onboarding and identity ..."
-            )
-            asyncio.run(wait_customers_known(suite, [*INVOICE_READERS, *generated], deadline_s=300))
-            log(f"setting up {len(admin_cvrs)} administrators (activation, login, TOTP) ...")
-            admins = set_up_admins(suite, admin_cvrs)
-            # Each enrolment used its step's code: from the next step on, every administrator
-            # can log in, and the pool's size holds for the rate (otherwise a short warm-up
-            # finds most of them still in the step they enrolled in).
-            next_step_s = (max(a.last_step for a in admins) + 1) * TOTP_STEP_S
-            time.sleep(max(0.0, next_step_s - time.time()))
-            set_up_s = time.monotonic() - set_up_at
-            pids = process_table(suite)
-            load = Load(suite, opts, admins, application_cvrs)
-            log(
-                f"load: {opts.rate:g} requests/s ({', '.join(f'{n} {opts.rate_of(n):.2f}/s' for n in OPERATIONS)})"
-                f" for {opts.warmup_s:g} s of warm-up + {opts.minutes:g} min; {len(pids)} processes sampled"
-                f" every {opts.sample_s:g} s"
-            )
-            ticker = threading.Event()
-            threading.Thread(target=_progress, args=(load, opts, ticker), daemon=True).start()
-            try:
-                asyncio.run(load.run(pids))
-            finally:
-                ticker.set()
-            lost = asyncio.run(after_the_load(suite, load, admins, opts))
-            processes = process_figures(load, opts)
-            latency = latency_figures(load.timings, opts)
-            normalise(latency)
-            late = sorted(load.late_starts)
-            results: dict[str, Any] = {
-                "benchmark": "adgang soak",
-                "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": machine_info(),
-                "git": git_state(),
-                "options": {
-                    "minutes": opts.minutes,
-                    "rate_per_s": opts.rate,
-                    "mix": opts.mix,
-                    "rates_per_s": {n: round(opts.rate_of(n), 3) for n in OPERATIONS},
-                    "warmup_s": opts.warmup_s,
-                    "sample_s": opts.sample_s,
-                    "reference_rate_per_s": opts.reference_rate,
-                    "backend": opts.backend,
-                    "administrators": len(admins),
-                    "limits": {
-                        "rss_growth_pct": opts.rss_limit_pct,
-                        "fds_growth_pct": opts.fd_limit_pct,
-                        "p99_ratio": opts.p99_ratio_limit,
-                    },
+    with (
+        service_databases(opts.backend, "soak") as (_server, database_urls),
+        running_suite("adgang-bench-soak-", extra_env, keep_var=opts.keep_var, database_urls=database_urls) as suite,
+    ):
+        log(f"starting the suite in {suite.config.var_dir} ({opts.backend}) ...")
+        set_up_at = time.monotonic()
+        suite.start(deadline_s=180)
+        startup_s = time.monotonic() - set_up_at
+        log(
+            f"waiting for billing's {len(generated)} generated customers to reach onboarding and identity ..."
+        )
+        asyncio.run(wait_customers_known(suite, [*INVOICE_READERS, *generated], deadline_s=300))
+        log(f"setting up {len(admin_cvrs)} administrators (activation, login, TOTP) ...")
+        admins = set_up_admins(suite, admin_cvrs)
+        # Each enrolment used its step's code: from the next step on, every administrator
+        # can log in, and the pool's size holds for the rate (otherwise a short warm-up
+        # finds most of them still in the step they enrolled in).
+        next_step_s = (max(a.last_step for a in admins) + 1) * TOTP_STEP_S
+        time.sleep(max(0.0, next_step_s - time.time()))
+        set_up_s = time.monotonic() - set_up_at
+        pids = process_table(suite)
+        load = Load(suite, opts, admins, application_cvrs)
+        log(
+            f"load: {opts.rate:g} requests/s ({', '.join(f'{n} {opts.rate_of(n):.2f}/s' for n in OPERATIONS)})"
+            f" for {opts.warmup_s:g} s of warm-up + {opts.minutes:g} min; {len(pids)} processes sampled"
+            f" every {opts.sample_s:g} s"
+        )
+        ticker = threading.Event()
+        threading.Thread(target=_progress, args=(load, opts, ticker), daemon=True).start()
+        try:
+            asyncio.run(load.run(pids))
+        finally:
+            ticker.set()
+        lost = asyncio.run(after_the_load(suite, load, admins, opts))
+        processes = process_figures(load, opts)
+        latency = latency_figures(load.timings, opts)
+        normalise(latency)
+        late = sorted(load.late_starts)
+        results: dict[str, Any] = {
+            "benchmark": "adgang soak",
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "git": git_state(),
+            "options": {
+                "minutes": opts.minutes,
+                "rate_per_s": opts.rate,
+                "mix": opts.mix,
+                "rates_per_s": {n: round(opts.rate_of(n), 3) for n in OPERATIONS},
+                "warmup_s": opts.warmup_s,
+                "sample_s": opts.sample_s,
+                "reference_rate_per_s": opts.reference_rate,
+                "backend": opts.backend,
+                "administrators": len(admins),
+                "limits": {
+                    "rss_growth_pct": opts.rss_limit_pct,
+                    "fds_growth_pct": opts.fd_limit_pct,
+                    "p99_ratio": opts.p99_ratio_limit,
                 },
-                "suite_startup_s": round(startup_s, 1),
-                "set_up_s": round(set_up_s, 1),
-                "requests": dict(
-                    Counter(t.measure for t in load.timings if t.measure != "application_letter")
-                ),
-                "logins_per_administrator": dict(Counter(a.logins for a in admins)),
-                "start_late_ms": {
-                    "p50": round(percentile(late, 50) * 1000, 1),
-                    "p99": round(percentile(late, 99) * 1000, 1),
-                    "max": round(late[-1] * 1000, 1) if late else None,
-                },
-                "processes": processes,
-                "latency": latency,
-                "lost": lost,
-                "errors": dict(load.errors),
-                "error_examples": load.error_examples,
-                "skipped": dict(load.skipped),
-                "timeline": [
-                    {"at_s": round(s.at_s, 1), "process": s.process, "rss_kb": s.rss_kb, "fds": s.fds}
-                    for s in load.samples
-                ],
-            }
-            results["failed"] = checks(results, opts)
-            if results["failed"]:
-                # keep the var dir for its logs
-                raise _Failed(results)
-            return results
-    finally:
-        os.chdir(cwd)
-        if server is not None:
-            server.stop()
+            },
+            "suite_startup_s": round(startup_s, 1),
+            "set_up_s": round(set_up_s, 1),
+            "requests": dict(
+                Counter(t.measure for t in load.timings if t.measure != "application_letter")
+            ),
+            "logins_per_administrator": dict(Counter(a.logins for a in admins)),
+            "start_late_ms": {
+                "p50": round(percentile(late, 50) * 1000, 1),
+                "p99": round(percentile(late, 99) * 1000, 1),
+                "max": round(late[-1] * 1000, 1) if late else None,
+            },
+            "processes": processes,
+            "latency": latency,
+            "lost": lost,
+            "errors": dict(load.errors),
+            "error_examples": load.error_examples,
+            "skipped": dict(load.skipped),
+            "timeline": [
+                {"at_s": round(s.at_s, 1), "process": s.process, "rss_kb": s.rss_kb, "fds": s.fds}
+                for s in load.samples
+            ],
+        }
+        results["failed"] = checks(results, opts)
+        if results["failed"]:
+            # keep the var dir for its logs
+            raise _Failed(results)
+        return results
 
 
 class _Failed(Exception):
@@ -875,10 +864,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--max-in-flight", type=int, default=64, help="requests in flight at most (default 64)"
     )
     parser.add_argument(
-        "--rss-limit", type=float, default=10.0, help="RSS growth limit per process, % (default 10)"
+        "--rss-limit", type=float, default=10.0, help="RSS growth limit per process, %% (default 10)"
     )
     parser.add_argument(
-        "--fd-limit", type=float, default=10.0, help="open fd growth limit per process, % (default 10)"
+        "--fd-limit", type=float, default=10.0, help="open fd growth limit per process, %% (default 10)"
     )
     parser.add_argument(
         "--p99-ratio-limit",
