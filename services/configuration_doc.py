@@ -156,6 +156,12 @@ EXPLANATIONS: dict[str, str] = {
         "once; on a busy server, where every core already has a login to hash, 1 serves the most "
         "logins per second."
     ),
+    "password_hash_workers": (
+        "Threads of each identity process that check and hash passwords; unset means one per core. "
+        "Each keeps the memory of one verification (`PASSWORD_HASH_MEMORY_KIB`) from its first one "
+        "on, instead of taking it from the system and giving it back every time (about 10 ms of page "
+        "faults a check). More threads than cores make logins wait longer, not go faster."
+    ),
     "signing_keys": (
         "Key ring that signs access tokens, `kid:base64url-raw-Ed25519-key,...`, *secret*. Unset in "
         "development: a key ring made once per `var/`. Required in production."

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -58,7 +56,7 @@ async def start_activation(
         raise InvalidField("password", problem)
     # argon2 is deliberately slow: hash in a thread, before the write transaction opens,
     # and for every request, so a wrong code takes as long as a right one.
-    password_hash = await asyncio.to_thread(passwords.hash, password)
+    password_hash = await passwords.hash_off_loop(password)
     async with db.transaction() as session:
         started = await activation.start(
             session,

@@ -32,6 +32,9 @@ class IdentitySettings(ServiceSettings):
     password_hash_memory_kib: int = Field(default=OWASP_MEMORY_KIB, le=4 * 1024 * 1024)
     password_hash_time_cost: int = Field(default=OWASP_TIME_COST, le=100)
     password_hash_parallelism: int = Field(default=OWASP_PARALLELISM, le=64)
+    # Threads that check and hash passwords, each keeping its argon2 block (memory_kib) once
+    # used: none set means one per core.
+    password_hash_workers: int | None = Field(default=None, ge=1, le=64)
     activation_rate_limit_per_minute: int = Field(default=30, ge=0)
     activation_confirmation_ttl: timedelta = Field(default=timedelta(minutes=15), le=timedelta(hours=1))
     # Support sends the letter of a company's first administrator again (S3): that many letters
@@ -110,6 +113,7 @@ class IdentitySettings(ServiceSettings):
             memory_kib=self.password_hash_memory_kib,
             time_cost=self.password_hash_time_cost,
             parallelism=self.password_hash_parallelism,
+            workers=self.password_hash_workers,
         )
 
     @model_validator(mode="after")

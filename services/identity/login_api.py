@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -79,7 +77,7 @@ async def start(
         password_hash = await login.password_hash(session, attempt)
     # One argon2 verification (and, for a right password whose hash has other parameters than
     # the configured ones, its new hash), outside any transaction.
-    check = await asyncio.to_thread(passwords.check, password_hash, body.password.get_secret_value())
+    check = await passwords.check_off_loop(password_hash, body.password.get_secret_value())
     async with db.transaction() as session:
         user, challenge = await login.password_checked(
             session, attempt, check.right, client_address=client, checked_hash=password_hash, new_hash=check.new_hash

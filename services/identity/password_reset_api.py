@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter
 
 from services.identity.deps import (
@@ -120,7 +118,7 @@ async def complete(
     ):
         raise InvalidField("password", problem)
     # argon2 is slow on purpose: hashed in a thread, before the write transaction opens.
-    password_hash = await asyncio.to_thread(passwords.hash, password)
+    password_hash = await passwords.hash_off_loop(password)
     async with db.transaction() as session:
         user = await resets.complete(
             session,

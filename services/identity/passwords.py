@@ -4,20 +4,40 @@ never weaker than OWASP's minimum (docs/security.md, Password hashing).
 A password is checked with exactly one argon2 verification whether or not the login exists
 (equal timing): a login without a hash is checked against a dummy hash made with the same
 parameters. A right password whose hash was made with other parameters (an older default, or
-settings changed since) gets a new hash, to be stored where the success is recorded."""
+settings changed since) gets a new hash, to be stored where the success is recorded.
+
+Checks and hashes run off the event loop on a pool of `workers` threads of their own (the
+machine's cores by default): argon2 is CPU bound and lets go of the GIL, so more threads than
+cores only make each login wait longer and hold more memory at once. Each pool thread keeps
+the block a verification works in (`memory_kib`: 19 MiB by default) and reuses it for the
+next one: argon2 wipes it when a verification ends, and a fresh block of that size, taken
+from and given back to the system each time (services/cli.py keeps glibc from holding on to
+such blocks), costs the kernel about 10 ms of page faults per verification, half as much
+again as argon2 itself (docs/security.md, Password hashing)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hmac
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
-from argon2 import PasswordHasher, Type
+from _argon2_cffi_bindings import ffi, lib
+from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.low_level import core, error_to_str
 
 # OWASP Password Storage Cheat Sheet, argon2id: "a minimum configuration of 19 MiB of memory,
 # an iteration count of 2, and 1 degree of parallelism".
 OWASP_MEMORY_KIB = 19 * 1024
 OWASP_TIME_COST = 2
 OWASP_PARALLELISM = 1
+
+ARGON2_BLOCK_BYTES = 1024  # argon2's memory is counted in blocks of 1 KiB (m_cost)
 
 
 def too_weak(*, memory_kib: int, time_cost: int, parallelism: int) -> str | None:
@@ -48,8 +68,53 @@ class PasswordCheck:
     new_hash: str | None = None
 
 
+class _KeptBlocks(threading.local):
+    """The memory argon2 works in, one block per thread, kept between verifications up to
+    `keep_bytes`; a larger block (a hash of stronger parameters than the configured ones) is
+    made for its verification and dropped after it."""
+
+    kept: Any = None  # a cffi uint8_t[] of `keep_bytes`
+    once: Any = None
+
+
+class _ReusedMemory:
+    """argon2's allocation callbacks (`argon2_context.allocate_cbk` and `free_cbk`), handing
+    out each thread's kept block. argon2 clears its memory before it calls `free_cbk`."""
+
+    def __init__(self, keep_bytes: int) -> None:
+        self.keep_bytes = keep_bytes
+        self._blocks = _KeptBlocks()
+        # Kept on the instance: the C callbacks live as long as these objects do.
+        self.allocate = ffi.callback("int(uint8_t **, size_t)", self._allocate, error=-1)
+        self.free = ffi.callback("void(uint8_t *, size_t)", self._free)
+
+    def _allocate(self, memory: Any, size: int) -> int:
+        blocks = self._blocks
+        if size > self.keep_bytes:
+            blocks.once = ffi.new("uint8_t[]", size)
+            memory[0] = blocks.once
+            return 0
+        if blocks.kept is None:  # this thread's first verification
+            blocks.kept = ffi.new("uint8_t[]", self.keep_bytes)
+        memory[0] = blocks.kept
+        return 0
+
+    def _free(self, memory: Any, size: int) -> None:
+        self._blocks.once = None
+
+
+def _unbase64(text: str) -> bytes:
+    """The PHC string format's base64: standard alphabet, no padding."""
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
 class PasswordHashing:
-    """argon2id with fixed parameters (`IdentitySettings.password_hashing()`)."""
+    """argon2id with fixed parameters (`IdentitySettings.password_hashing()`).
+
+    `verify` and `check` recompute the stored hash with its own parameters and salt through
+    argon2's `argon2_ctx` (argon2-cffi's `low_level.core`) in a kept block, and compare the
+    results in constant time, as argon2's own verification does; `reuse_memory=False` gives the
+    same answers through argon2-cffi's `PasswordHasher.verify`, with a fresh block each time."""
 
     def __init__(
         self,
@@ -57,13 +122,21 @@ class PasswordHashing:
         memory_kib: int = OWASP_MEMORY_KIB,
         time_cost: int = OWASP_TIME_COST,
         parallelism: int = OWASP_PARALLELISM,
+        workers: int | None = None,
+        reuse_memory: bool = True,
     ) -> None:
         if weak := too_weak(memory_kib=memory_kib, time_cost=time_cost, parallelism=parallelism):
             raise ValueError(weak)
+        if workers is not None and workers < 1:
+            raise ValueError(f"password hashing needs at least one worker thread, not {workers}")
         self.memory_kib, self.time_cost, self.parallelism = memory_kib, time_cost, parallelism
+        self.workers = workers or os.cpu_count() or 1
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
         )
+        self._memory = _ReusedMemory(memory_kib * ARGON2_BLOCK_BYTES) if reuse_memory else None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         # Same parameters as every new hash: checking a login without a hash costs the same.
         self.dummy_hash = self._hasher.hash("an unguessable dummy password to spend the same time")
 
@@ -76,17 +149,76 @@ class PasswordHashing:
     def verify(self, password_hash: str | None, password: str) -> bool:
         """Always one argon2 verification, whether or not there is a hash (equal timing)."""
         try:
-            return self._hasher.verify(password_hash or self.dummy_hash, password) and password_hash is not None
+            right = self._verify(password_hash or self.dummy_hash, password)
         except (VerificationError, InvalidHashError):
             return False
+        return right and password_hash is not None
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        if self._memory is None:
+            return self._hasher.verify(password_hash, password)
+        found = extract_parameters(password_hash)  # InvalidHashError for what is not a PHC argon2 hash
+        try:
+            salt, expected = (_unbase64(part) for part in password_hash.rsplit("$", 2)[-2:])
+        except ValueError as error:
+            raise InvalidHashError(str(error)) from error
+        secret = password.encode()
+        out = ffi.new("uint8_t[]", len(expected))
+        context = ffi.new(
+            "argon2_context *",
+            {
+                "out": out,
+                "outlen": len(expected),
+                "pwd": ffi.from_buffer(secret),
+                "pwdlen": len(secret),
+                "salt": ffi.from_buffer(salt),
+                "saltlen": len(salt),
+                "secret": ffi.NULL,
+                "secretlen": 0,
+                "ad": ffi.NULL,
+                "adlen": 0,
+                "t_cost": found.time_cost,
+                "m_cost": found.memory_cost,
+                "lanes": found.parallelism,
+                "threads": found.parallelism,
+                "version": found.version,
+                "allocate_cbk": self._memory.allocate,
+                "free_cbk": self._memory.free,
+                "flags": lib.ARGON2_DEFAULT_FLAGS,
+            },
+        )
+        status = core(context, found.type.value)
+        if status != lib.ARGON2_OK:
+            raise VerificationError(error_to_str(status))
+        return hmac.compare_digest(ffi.buffer(out)[:], expected)
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._hasher.check_needs_rehash(password_hash)
 
     def check(self, password_hash: str | None, password: str) -> PasswordCheck:
         """`verify`, and for a right password whose hash has other parameters, its new hash
-        (one more argon2 hash, once per login whose parameters changed). Runs in a thread."""
+        (one more argon2 hash, once per login whose parameters changed)."""
         if not self.verify(password_hash, password):
             return PasswordCheck(right=False)
         assert password_hash is not None
         return PasswordCheck(right=True, new_hash=self.hash(password) if self.needs_rehash(password_hash) else None)
+
+    # The same, off the event loop, on this hashing's own threads.
+
+    async def verify_off_loop(self, password_hash: str | None, password: str) -> bool:
+        return await self._off_loop(self.verify, password_hash, password)
+
+    async def check_off_loop(self, password_hash: str | None, password: str) -> PasswordCheck:
+        return await self._off_loop(self.check, password_hash, password)
+
+    async def hash_off_loop(self, password: str) -> str:
+        return await self._off_loop(self.hash, password)
+
+    async def _off_loop(self, call: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), call, *args)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="argon2")
+            return self._pool

@@ -3,7 +3,6 @@ number, and sessions (`services/identity/profile.py`)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 from fastapi import APIRouter
@@ -99,11 +98,11 @@ async def change_password(
         checked_hash = user.password_hash
     # No rehash of the current password here: when it is right, the new password's hash (made
     # with the configured parameters) replaces it in the transaction that records the success.
-    right = await asyncio.to_thread(passwords.verify, checked_hash, current)
+    right = await passwords.verify_off_loop(checked_hash, current)
     if not right:
         async with caller.transaction() as (session, user, _):
             await profile.refuse_wrong_password(session, user, attempt, client)
-    new_hash = await asyncio.to_thread(passwords.hash, new)
+    new_hash = await passwords.hash_off_loop(new)
     async with caller.transaction() as (session, user, live):
         ended = await profile.set_password(session, user, live, checked_hash, new_hash, client)
     return PasswordChangedOut(sessions_ended=ended)

@@ -4,6 +4,7 @@ start with a message that says why."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -81,3 +82,123 @@ def test_the_api_refuses_to_start_with_weak_hashing_and_says_why(tmp_path: Path)
     assert "password_hash_memory_kib=4096 is below 19456" in started.stderr
     assert "password_hash_time_cost=1 is below 2" in started.stderr
     assert not (tmp_path / "run" / "identity-api.ready").exists()
+
+
+# Checks recompute the hash through argon2's core in a block each pool thread keeps (S7;
+# docs/security.md, Password hashing): the same answers as argon2-cffi's own verification,
+# for every kind of stored hash, and no page faults for a fresh block per check.
+
+PASSWORD = "a long enough passphrase"
+
+
+@functools.cache
+def _stored_hashes() -> dict[str, str]:
+    from argon2.low_level import Type as LowType
+    from argon2.low_level import hash_secret
+
+    made = PasswordHashing().hash(PASSWORD)
+    head, salt_text, digest = made.rsplit("$", 2)
+    salt = b"sixteen byte slt"
+    return {
+        "configured": made,
+        "stronger parameters (a block made for it)": PasswordHashing(memory_kib=32768, time_cost=3).hash(PASSWORD),
+        "two lanes": PasswordHashing(parallelism=2).hash(PASSWORD),
+        "argon2i": hash_secret(PASSWORD.encode(), salt, 2, 19456, 1, 32, LowType.I).decode(),
+        "version 16": hash_secret(PASSWORD.encode(), salt, 2, 19456, 1, 32, LowType.ID, version=16).decode(),
+        "a longer digest": hash_secret(PASSWORD.encode(), salt, 2, 19456, 1, 64, LowType.ID).decode(),
+        "digest changed": f"{head}${salt_text}${'B' if digest[0] == 'A' else 'A'}{digest[1:]}",
+        "salt not base64": f"{head}$!{salt_text[1:]}${digest}",
+        "digest cut short": f"{head}${salt_text}${digest[:2]}",
+        "no salt": f"{head}$${digest}",
+        "not a hash": "plain text",
+        "empty": "",
+    }
+
+
+@pytest.mark.parametrize("name", list(_stored_hashes()))
+@pytest.mark.parametrize("password", [PASSWORD, "another passphrase", "", "pæssword med æøå ✓"])
+def test_checks_in_a_kept_block_answer_as_argon2_cffi_does(name: str, password: str) -> None:
+    stored = _stored_hashes()[name]
+    kept, library = PasswordHashing(), PasswordHashing(reuse_memory=False)
+
+    assert kept.verify(stored, password) == library.verify(stored, password)
+    assert kept.check(stored, password).right == library.check(stored, password).right
+    if name in {"configured", "stronger parameters (a block made for it)", "two lanes", "argon2i", "version 16"}:
+        assert kept.verify(stored, PASSWORD)  # each of these is a real hash of PASSWORD
+
+
+def test_a_right_password_is_right_only_for_its_own_hash() -> None:
+    hashing = PasswordHashing()
+    first, second = hashing.hash(PASSWORD), hashing.hash(PASSWORD)
+
+    assert first != second  # salted
+    assert hashing.verify(first, PASSWORD) and hashing.verify(second, PASSWORD)
+    assert not hashing.verify(first.rsplit("$", 1)[0] + "$" + second.rsplit("$", 1)[1], PASSWORD)
+    assert not hashing.verify(None, PASSWORD)  # a login without a hash: the dummy's check, refused
+
+
+def test_a_check_in_the_pool_does_not_fault_a_fresh_block_in() -> None:
+    """With glibc's mmap threshold fixed as `adgang api` fixes it, argon2-cffi's own verification
+    maps 19 MiB and faults it in page by page every time; a pool thread's kept block is faulted
+    in once, at its first check."""
+    import asyncio
+    import resource
+
+    from services.cli import _return_large_blocks_to_the_system
+
+    _return_large_blocks_to_the_system()
+    hashing = PasswordHashing(workers=1)
+    stored = hashing.hash(PASSWORD)
+    block_pages = hashing.memory_kib * 1024 // resource.getpagesize()
+
+    def faults_of_checks(count: int) -> int:
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        for _ in range(count):
+            assert hashing.verify(stored, PASSWORD)
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
+    async def run() -> int:
+        assert await hashing.verify_off_loop(stored, PASSWORD)  # the thread's first check: its block
+        return await asyncio.get_running_loop().run_in_executor(hashing._executor(), faults_of_checks, 5)
+
+    faults = asyncio.run(run())
+
+    assert faults < block_pages // 4, f"{faults} page faults for 5 checks; a block is {block_pages} pages"
+
+
+def test_no_more_checks_run_at_once_than_the_pool_has_threads() -> None:
+    import asyncio
+    import threading
+
+    hashing = PasswordHashing(workers=2)
+    stored = hashing.hash(PASSWORD)
+    running, most, lock = 0, 0, threading.Lock()
+    verify = hashing.verify
+
+    def counted(password_hash: str | None, password: str) -> bool:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return verify(password_hash, password)
+        finally:
+            with lock:
+                running -= 1
+
+    hashing.verify = counted  # type: ignore[method-assign]
+
+    async def run() -> list[PasswordCheck]:
+        return await asyncio.gather(*(hashing.check_off_loop(stored, PASSWORD) for _ in range(8)))
+
+    checks = asyncio.run(run())
+
+    assert checks == [PasswordCheck(right=True)] * 8
+    assert most == 2
+
+
+def test_a_pool_without_threads_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one worker thread"):
+        PasswordHashing(workers=0)
+    with pytest.raises(ValidationError, match="password_hash_workers"):
+        settings(tmp_path, password_hash_workers=0)

@@ -139,3 +139,43 @@ def test_password_hashes_in_parallel_threads_leave_no_heap_behind() -> None:
     hash_kib = 19 * 1024
     assert _grown_after_hashing("as-a-role-starts") < hash_kib
     assert _grown_after_hashing("glibc-default") > 2 * hash_kib  # what the setting is for
+
+
+CHECK_IN_POOL = """
+import asyncio, json
+from services.cli import _return_large_blocks_to_the_system
+from services.identity.passwords import PasswordHashing
+
+def rss_kib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+_return_large_blocks_to_the_system()
+hashing = PasswordHashing(workers=2)
+stored = hashing.hash("a long enough passphrase")
+
+async def checks():
+    for _ in range(3):
+        await asyncio.gather(*(hashing.check_off_loop(stored, "a long enough passphrase") for _ in range(8)))
+
+before = rss_kib()
+asyncio.run(checks())
+print(json.dumps({"grown_kib": rss_kib() - before}))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the threshold is glibc's")
+def test_password_checks_keep_one_block_per_pool_thread_and_no_more() -> None:
+    # Checks reuse a block per pool thread (services/identity/passwords.py): 24 checks, 8 at a
+    # time, on a pool of two threads hold two blocks, not one per check or per waiting login.
+    hash_kib = 19 * 1024
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK_IN_POOL],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    grown: int = json.loads(done.stdout.strip().splitlines()[-1])["grown_kib"]
+    assert grown < 2 * hash_kib + hash_kib // 2
