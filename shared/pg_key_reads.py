@@ -146,11 +146,8 @@ class KeyReads:
                 connection = await self._connect()
             try:
                 if compiled.result_processors is None:  # the first run: the server describes the columns
-                    prepared = await connection.prepare(compiled.sql)
-                    records = await prepared.fetch(*arguments)
-                    self._learn_columns(compiled, prepared.get_attributes())
-                else:
-                    records = await connection.fetch(compiled.sql, *arguments)
+                    self._learn_columns(compiled, (await connection.prepare(compiled.sql)).get_attributes())
+                records = await connection.fetch(compiled.sql, *arguments)
             except Exception as error:
                 if not connection.is_closed():  # the statement failed, the connection is fine
                     self._give_back(connection, generation)
