@@ -348,9 +348,9 @@ class Database:
         read waits at most 50 ms before it goes the usual way. On PostgreSQL it is one trip to
         the server on a connection of its own that only reads, the statement compiled once and
         prepared once per connection (`shared.pg_key_reads`), with SQLAlchemy's errors; a
-        statement expanded per call (`IN` of a list) goes through the engine. In memory
-        (tests): through the engine."""
-        if self.engine.dialect.name == "postgresql":
+        statement expanded per call (`IN` of a list), another driver and SQLite in memory
+        (tests) go through the engine."""
+        if self.engine.dialect.driver == "asyncpg":
             if self._key_reads is None:
                 from shared.pg_key_reads import KeyReads  # asyncpg: loaded where PostgreSQL is used
 

@@ -195,10 +195,11 @@ class KeyReads:
             await self._dialect.setup_asyncpg_jsonb_codec(adapted)
             if self._dialect._native_inet_types is False:
                 await self._dialect._disable_asyncpg_inet_codecs(adapted)
-        except BaseException as error:
+        except Exception as error:
             connection.terminate()
-            if isinstance(error, Exception):
-                self._raise(error, None, invalidated=connection.is_closed())
+            self._raise(error, None, invalidated=True)
+        except BaseException:
+            connection.terminate()
             raise
         return connection
 

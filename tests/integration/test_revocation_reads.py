@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -201,6 +201,23 @@ async def test_a_wrong_statement_is_an_error_not_an_outage(database_url: str) ->
         assert await api.read_by_key(text("SELECT count(*) FROM user_access")) == [(0,)]
     finally:
         await api.dispose()
+
+
+async def test_a_statement_expanded_per_call_is_read_too(database_url: str) -> None:
+    """`IN` of a list is expanded for each call: on PostgreSQL it goes through the engine."""
+    api, worker = Database(database_url), Database(database_url)
+    users = sorted(str(uuid.uuid4()) for _ in range(3))
+    try:
+        async with worker.transaction() as db_session:
+            db_session.add_all(UserAccess(user_id=u, status="active", revoked_before=None, updated_at=NOW) for u in users)
+        statement = select(UserAccess.user_id, UserAccess.status).where(
+            UserAccess.user_id.in_(bindparam("users", expanding=True))
+        )
+        rows = await api.read_by_key(statement, {"users": users[:2]})
+        assert sorted(rows) == [(users[0], "active"), (users[1], "active")]
+    finally:
+        await api.dispose()
+        await worker.dispose()
 
 
 def end_other_connections(url: str) -> None:
