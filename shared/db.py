@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # Alembic (and Mako) only where a database is migrated: not i
     from alembic.config import Config
     from sqlalchemy.dialects import postgresql, sqlite
 
+    from shared.pg_key_reads import KeyReads
+
 
 class _OneTripCursor:
     """An aiosqlite cursor that costs one trip to the connection's thread per statement.
@@ -303,6 +305,7 @@ class Database:
             else self.sessions
         )
         self._key_reader: Engine | None = None  # `read_by_key` on a SQLite file, made when first used
+        self._key_reads: KeyReads | None = None  # `read_by_key` on PostgreSQL, made when first used
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -331,30 +334,44 @@ class Database:
         async with self._readers() as session, session.begin():
             yield session
 
-    async def read_by_key(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Sequence[Any]:
-        """The rows of one small read by primary key or unique index, as one statement (one
-        snapshot), for what runs on every request (billing's revocation check).
+    async def read_by_key(
+        self, statement: Executable, parameters: dict[str, Any] | None = None
+    ) -> Sequence[tuple[Any, ...]]:
+        """The rows of one small read by primary key or unique index, each a tuple in the order
+        of the statement's columns, as one statement (one snapshot of what was committed before
+        it), for what runs on every request (billing's revocation check).
 
         On a SQLite file it runs right here, in the event loop's thread, on a connection of
         its own that only reads: a lookup by key takes microseconds there, where a hand-off to
         aiosqlite's thread and back costs a hundred times more. WAL readers do not wait for the
         writer; should the file be busy all the same (recovering its WAL after a crash), the
-        read waits at most 50 ms before it goes the usual way. On PostgreSQL: one statement on
-        a pooled connection, without an ORM session."""
+        read waits at most 50 ms before it goes the usual way. On PostgreSQL it is one trip to
+        the server on a connection of its own that only reads, the statement compiled once and
+        prepared once per connection (`shared.pg_key_reads`), with SQLAlchemy's errors; a
+        statement expanded per call (`IN` of a list), another driver and SQLite in memory
+        (tests) go through the engine."""
+        if self.engine.dialect.driver == "asyncpg":
+            if self._key_reads is None:
+                from shared.pg_key_reads import KeyReads  # asyncpg: loaded where PostgreSQL is used
+
+                self._key_reads = KeyReads(self.engine)
+            rows = await self._key_reads.read(statement, parameters or {})
+            if rows is not None:
+                return rows
         if self.file is None:
             bind = self._readers.kw.get("bind") or self.engine
             async with bind.connect() as conn:
-                return (await conn.execute(statement, parameters)).all()
+                return [tuple(row) for row in (await conn.execute(statement, parameters)).all()]
         if self._key_reader is None:
             self._key_reader = _key_reader(self.file)
         try:
             with self._key_reader.connect() as conn:
-                return conn.execute(statement, parameters).all()
+                return [tuple(row) for row in conn.execute(statement, parameters).all()]
         except exc.OperationalError as error:
             if not database_unavailable(error):
                 raise
         async with self.reading() as session:
-            return (await session.execute(statement, parameters)).all()
+            return [tuple(row) for row in (await session.execute(statement, parameters)).all()]
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -362,6 +379,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._key_reads is not None:
+            await self._key_reads.close()
         if self._key_reader is not None:
             self._key_reader.dispose()
         if self._readers is not self.sessions:

@@ -62,7 +62,8 @@ class Revocations:
     async def is_revoked(self, claims: AccessClaims) -> bool:
         """`TokenVerifier.is_revoked`: one read per request (`revocation_query`) for the user's
         row (disabled, deleted, re-granted) and the token's session (ended on its own), by key
-        (`Database.read_by_key`: on SQLite in microseconds, without a thread hand-off)."""
+        (`Database.read_by_key`: on SQLite in microseconds, without a thread hand-off; on
+        PostgreSQL one trip on read-only connections of its own, prepared once per connection)."""
         rows = await self.db.read_by_key(REVOCATIONS, {"user_id": claims.sub, "session_id": claims.sid})
         for status, revoked_before in rows:
             if status != "active":  # disabled, deleted, or this session ended

@@ -13,7 +13,9 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 import jwt
 import pytest
@@ -312,7 +314,7 @@ async def test_billing_forgets_an_ended_session_once_its_tokens_can_no_longer_be
 
 
 async def test_the_revocation_check_is_one_statement_that_reads_both_tables_by_primary_key(
-    db, clock, sealer, client, billing, billing_db
+    db, clock, sealer, client, billing, billing_db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     username = await active_admin(db, clock, sealer, client)
     tokens = await log_in(client, db, sealer, username)
@@ -321,6 +323,16 @@ async def test_the_revocation_check_is_one_statement_that_reads_both_tables_by_p
     def seen(_conn, _cursor, statement: str, *_args) -> None:
         statements.append(statement)
 
+    # What SQLAlchemy's engines run, and on PostgreSQL what goes to the server on the
+    # connections the check opens for itself (`shared.pg_key_reads`, asyncpg's query log).
+    connect = asyncpg.connect
+
+    async def logged(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+        connection = await connect(*args, **kwargs)
+        connection.add_query_logger(lambda query: statements.append(query.query))
+        return connection
+
+    monkeypatch.setattr(asyncpg, "connect", logged)
     event.listen(Engine, "before_cursor_execute", seen)
     try:
         assert (
