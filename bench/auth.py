@@ -528,6 +528,9 @@ async def otp_load(identity_url: str, users: Sequence[User], sinks: Path, args: 
         user = await free.get()
         try:
             await one_login(clients, watch, user, channel, address, sinks, run, t0)
+        except httpx.HTTPError as exc:
+            path = exc.request.url.path if exc._request is not None else "?"
+            run.errors.append(f"{type(exc).__name__} on {path}: {exc}")
         except Exception as exc:
             run.errors.append(f"{type(exc).__name__}: {exc}")
         finally:
