@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -148,6 +149,9 @@ class OutboxNudge:
     """
 
     CHANNEL = "adgang_outbox"
+    # SQLite: the shortest time from a turn that published to one a nudge starts
+    # (`OutboxRelay.run_forever`), the relay's usual poll.
+    SQLITE_GAP_S = 0.05
     # A relay that found another holding its database's nudge address tries again this often.
     REBIND_S = 5.0
 
@@ -391,9 +395,24 @@ class OutboxRelay:
             .values(published_at=self._clock.now())
         )
 
-    async def run_forever(self, interval: float, wake: asyncio.Event | None = None) -> None:
+    async def run_forever(
+        self, interval: float, wake: asyncio.Event | None = None, nudge: asyncio.Event | None = None
+    ) -> None:
+        """Take a turn, then, when it found nothing, wait for `wake` (a commit of this process),
+        `nudge` (another process's, `OutboxNudge`) or the poll `interval`.
+
+        On a SQLite file a nudge starts a turn no sooner than `OutboxNudge.SQLITE_GAP_S` after
+        the last turn that published: each such turn marks its rows in a write transaction, and
+        a turn right after every commit of an API would take the database's one write lock just
+        when the API's next transaction wants it, which then sleeps in SQLite's busy handler
+        with the API's other writes queued behind it. After a quiet spell a nudge is followed
+        at once; under a steady stream of commits turns come as often as the poll's."""
+        loop = asyncio.get_running_loop()
+        paced = self._lock_file is not None
+        last_published = -math.inf
         failures = 0
         while True:
+            started = loop.time()
             try:
                 sent = await self.run_once()
                 failures = 0
@@ -407,13 +426,24 @@ class OutboxRelay:
                     log.exception("outbox relay failed; will retry")
                 await asyncio.sleep(min(OUTAGE_BACKOFF_MAX_S, interval * 2 ** min(failures - 1, 6)))
                 continue
-            if sent == 0:
-                if wake is None:
-                    await asyncio.sleep(interval)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), timeout=interval)
-                    wake.clear()
+            if sent:
+                last_published = started
+                continue
+            events = [event for event in (wake, nudge) if event is not None]
+            if not events:
+                await asyncio.sleep(interval)
+                continue
+            waiters = [asyncio.ensure_future(event.wait()) for event in events]
+            try:
+                await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            woken = wake is not None and wake.is_set()
+            for event in events:
+                event.clear()
+            if paced and not woken and (gap := last_published + OutboxNudge.SQLITE_GAP_S - loop.time()) > 0:
+                await asyncio.sleep(gap)
 
 
 # A handler takes the session of the consumer's transaction and the envelope of the one event

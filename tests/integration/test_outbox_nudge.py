@@ -94,15 +94,18 @@ async def running(*coroutines) -> AsyncIterator[None]:
 async def test_a_commit_nudges_the_waiting_relay(setup: Setup) -> None:
     bus = Bus()
     relay = OutboxRelay(setup.relay_db, setup.tables, bus, FrozenClock(AT))
-    wake, listening = asyncio.Event(), asyncio.Event()
+    nudge, listening = asyncio.Event(), asyncio.Event()
     async with running(
-        OutboxNudge.listen(setup.relay_db, wake, listening=listening), relay.run_forever(NEVER_S, wake)
+        OutboxNudge.listen(setup.relay_db, nudge, listening=listening),
+        relay.run_forever(NEVER_S, asyncio.Event(), nudge),
     ):
         await until(listening.is_set, "the relay listening")
         # Whatever turn the start of listening gave has been taken: the relay now waits.
-        await until(lambda: not wake.is_set(), "the relay waiting")
+        await until(lambda: not nudge.is_set(), "the relay waiting")
         first = await write(setup, 1)
         await until(lambda: first in bus.arrived, "the event on the bus")
+        # On SQLite the relay follows a nudge soon after a turn that published only once
+        # `OutboxNudge.SQLITE_GAP_S` has passed; it follows it all the same.
         second = await write(setup, 2)
         await until(lambda: second in bus.arrived, "the second event on the bus")
     assert bus.arrived == [first, second]
@@ -111,9 +114,10 @@ async def test_a_commit_nudges_the_waiting_relay(setup: Setup) -> None:
 async def test_a_rolled_back_transaction_publishes_nothing(setup: Setup) -> None:
     bus = Bus()
     relay = OutboxRelay(setup.relay_db, setup.tables, bus, FrozenClock(AT))
-    wake, listening = asyncio.Event(), asyncio.Event()
+    nudge, listening = asyncio.Event(), asyncio.Event()
     async with running(
-        OutboxNudge.listen(setup.relay_db, wake, listening=listening), relay.run_forever(NEVER_S, wake)
+        OutboxNudge.listen(setup.relay_db, nudge, listening=listening),
+        relay.run_forever(NEVER_S, asyncio.Event(), nudge),
     ):
         await until(listening.is_set, "the relay listening")
         with pytest.raises(RuntimeError):
@@ -150,7 +154,7 @@ async def test_another_relay_hears_the_nudges_once_the_first_stops(
         await until(first_listening.is_set, "the first relay listening")
         async with running(
             OutboxNudge.listen(setup.writer_db, second_wake, listening=second_listening),
-            relay.run_forever(NEVER_S, second_wake),
+            relay.run_forever(NEVER_S, asyncio.Event(), second_wake),
         ):
             if setup.relay_db.engine.dialect.name == "sqlite":
                 assert not second_listening.is_set()
