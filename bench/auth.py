@@ -38,6 +38,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import email
+import email.policy
 import itertools
 import json
 import os
@@ -63,6 +66,7 @@ from bench.measuring import (
     log,
     machine_info,
     over_backends,
+    p50_p99,
     per_second_counts,
     percentile,
     process_cpu_seconds,
@@ -78,6 +82,7 @@ from services.identity.models import User
 from services.notifier.sinks import mailbox_folder
 from services.registry import SERVICES
 from shared.db import migrate
+from tests.support.flows import one_time_code
 
 PARTS = ("refresh", "verify", "otp")
 REFRESH_PER_CORE = 500.0  # requests a second per core (issue 14)
@@ -356,52 +361,145 @@ class OtpRun:
     send_http: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     late_starts: int = 0
+    client_cpu_s: float = 0.0
+    # challenge id -> wall-clock times: code asked, 202 answered, file in the sink (its mtime)
+    times: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
-def newest_file(directory: Path, seen: set[str]) -> Path | None:
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name not in seen and entry.name.endswith((".json", ".eml")):
-                    return Path(entry.path)
-    except FileNotFoundError:
-        return None
-    return None
+class SinkWatch:
+    """Tells each waiting login when a new file reaches its sink folder: one poller for all of
+    them, every `interval` seconds, instead of one polling task per login.
+
+    A folder is listed only when its own mtime changed since its last listing (a new entry
+    changes it), or while that mtime is still recent: the file system's clock is coarse (a few
+    milliseconds), so a file linked in the same tick as the last listing would leave the mtime
+    as it was. A waiting folder whose mtime is old costs one `stat` a poll. What is measured
+    does not depend on the poll: the latency is the file's own mtime."""
+
+    RECENT_NS = 50_000_000  # list a folder again while its mtime is this recent
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self._interval = interval
+        # folder -> its waiters: (names already there, the future of the new file)
+        self._waiting: dict[Path, list[tuple[set[str], asyncio.Future[Path]]]] = {}
+        self._listed_mtime: dict[Path, int] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self.listings = 0
+        self.stats = 0
+
+    def expect(self, folder: Path) -> asyncio.Future[Path]:
+        """The next file that was not in `folder` now: a future, resolved by the poller."""
+        try:
+            seen = set(os.listdir(folder))
+        except FileNotFoundError:
+            seen = set()
+        future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(folder, []).append((seen, future))
+        self._listed_mtime.pop(folder, None)  # list it at the next poll
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll())
+        return future
+
+    def forget(self, folder: Path, future: asyncio.Future[Path]) -> None:
+        """A waiter that gave up (its deadline passed)."""
+        waiters = [w for w in self._waiting.get(folder, []) if w[1] is not future]
+        if waiters:
+            self._waiting[folder] = waiters
+        else:
+            self._waiting.pop(folder, None)
+            self._listed_mtime.pop(folder, None)
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+
+    async def _poll(self) -> None:
+        while self._waiting:
+            await asyncio.sleep(self._interval)
+            now_ns = time.time_ns()
+            for folder in list(self._waiting):
+                self._check(folder, now_ns)
+
+    def _check(self, folder: Path, now_ns: int) -> None:
+        self.stats += 1
+        try:
+            mtime = os.stat(folder).st_mtime_ns
+        except FileNotFoundError:
+            return
+        listed = self._listed_mtime.get(folder)
+        if listed == mtime and now_ns - mtime > self.RECENT_NS:
+            return
+        self.listings += 1
+        names = [n for n in os.listdir(folder) if n.endswith((".json", ".eml"))]
+        self._listed_mtime[folder] = mtime
+        left = []
+        for seen, future in self._waiting[folder]:
+            new = next((n for n in names if n not in seen), None)
+            if new is not None and not future.done():
+                future.set_result(folder / new)
+            elif not future.done():
+                left.append((seen, future))
+        if left:
+            self._waiting[folder] = left
+        else:
+            del self._waiting[folder]
+            self._listed_mtime.pop(folder, None)
+
+
+class LoginClients:
+    """The HTTP side of the logins: one SSL context for all of them (loading the CA
+    certificates costs milliseconds of CPU, and httpx makes one per transport even for plain
+    http), a client per login bound to that login's source address."""
+
+    def __init__(self, base_url: str) -> None:
+        self._base_url = base_url
+        self._ssl = httpx.create_ssl_context()
+
+    def client(self, address: str) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(local_address=address, verify=self._ssl)
+        return httpx.AsyncClient(base_url=self._base_url, timeout=30, transport=transport, trust_env=False)
 
 
 async def one_login(
-    identity_url: str, user: User, channel: str, address: str, sinks: Path, run: OtpRun, t0: float
+    clients: LoginClients,
+    watch: SinkWatch,
+    user: User,
+    channel: str,
+    address: str,
+    sinks: Path,
+    run: OtpRun,
+    t0: float,
 ) -> None:
     folder = sinks / "sms" / user.mobile if channel == "sms" else sinks / "mail" / mailbox_folder(user.email)
-    seen = set(os.listdir(folder)) if folder.exists() else set()
-    transport = httpx.AsyncHTTPTransport(local_address=address)
-    async with httpx.AsyncClient(base_url=identity_url, timeout=30, transport=transport) as http:
+    async with clients.client(address) as http:
         answer = await http.post("/v1/login", json={"username": user.username, "password": PASSWORD})
         if answer.status_code != 200:
             raise BenchError(f"login answered {answer.status_code}: {answer.text[:200]}")
         challenge = answer.json()["challenge_id"]
+        arrived = watch.expect(folder)
         asked_wall = time.time()
         asked = time.perf_counter()
         sent = await http.post(f"/v1/login/{challenge}/send", json={"method": channel})
         run.send_http.append(time.perf_counter() - asked)
+        answered_wall = time.time()
         if sent.status_code != 202:
+            watch.forget(folder, arrived)
             raise BenchError(f"send answered {sent.status_code}: {sent.text[:200]}")
-        deadline = asked + 30
-        while (found := newest_file(folder, seen)) is None:
-            if time.perf_counter() > deadline:
-                raise BenchError(f"no {channel} reached the sink within 30 s")
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.005)  # the sink writes the file once (write_once): let it finish
-        latency = max(0.0, found.stat().st_mtime - asked_wall)
+        try:
+            found = await asyncio.wait_for(asyncio.shield(arrived), timeout=max(0.0, asked + 30 - time.perf_counter()))
+        except TimeoutError:
+            watch.forget(folder, arrived)
+            raise BenchError(f"no {channel} reached the sink within 30 s") from None
+        # The sink links a file complete (`write_once`): its mtime is when it was written.
+        mtime = found.stat().st_mtime
+        latency = max(0.0, mtime - asked_wall)
+        run.times[challenge] = (asked_wall, answered_wall, mtime)
         getattr(run, channel).append(latency)
         run.points[channel].append([round(asked - t0, 3), round(latency * 1000, 2)])
-        from tests.support.flows import one_time_code
-
         text = found.read_text(errors="replace")
         if channel == "email":
-            import email
-            import email.policy
-
             message = email.message_from_string(text, policy=email.policy.default)
             body = message.get_body(("plain",))
             text = body.get_content() if body is not None else text
@@ -421,12 +519,18 @@ async def otp_load(identity_url: str, users: Sequence[User], sinks: Path, args: 
     channels = itertools.cycle(("sms", "email"))
     tasks: set[asyncio.Task[None]] = set()
     total = int(args.otp_rate * args.otp_seconds)
+    clients = LoginClients(identity_url)
+    watch = SinkWatch()
+    cpu_before = time.process_time()
     t0 = time.perf_counter()
 
     async def login(channel: str, address: str) -> None:
         user = await free.get()
         try:
-            await one_login(identity_url, user, channel, address, sinks, run, t0)
+            await one_login(clients, watch, user, channel, address, sinks, run, t0)
+        except httpx.HTTPError as exc:
+            path = exc.request.url.path if exc._request is not None else "?"
+            run.errors.append(f"{type(exc).__name__} on {path}: {exc}")
         except Exception as exc:
             run.errors.append(f"{type(exc).__name__}: {exc}")
         finally:
@@ -450,7 +554,78 @@ async def otp_load(identity_url: str, users: Sequence[User], sinks: Path, args: 
                 f"email p99 {percentile(run.email, 99) * 1000:.0f} ms so far"
             )
     await asyncio.gather(*tasks)
+    await watch.close()
+    run.client_cpu_s = time.process_time() - cpu_before
     return run
+
+
+STAGES = (
+    ("answered", "code asked -> 202 answered (identity's API)"),
+    ("published", "outbox row written -> acknowledged by the broker (identity's relay)"),
+    ("recorded", "outbox row written -> delivery recorded (the notifier's consumer)"),
+    ("sent", "delivery recorded -> file in the sink (the notifier's dispatcher)"),
+    ("settled", "file in the sink -> delivery marked delivered"),
+)
+
+
+async def otp_stages(identity_url: str, notifier_url: str, run: OtpRun) -> dict[str, Any]:
+    """Where a code's time went, per channel: the identity outbox row of each measured login
+    (`created_at` in the send request's transaction, `published_at` once the broker
+    acknowledged its relay batch) joined to the notifier's delivery of it (`created_at` in the
+    consumer's transaction, `delivered_at` after the sink answered) and to the client's own
+    times. `published_at` is stamped after the whole batch's acknowledgement, so the consumer
+    may record an event before its row is marked."""
+    from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from services.identity.models import messaging as identity_messaging
+    from services.notifier.models import Delivery
+    from shared.clock import as_utc
+
+    outbox = identity_messaging.outbox
+    rows: dict[str, tuple[str, datetime, datetime | None]] = {}
+    engine = create_async_engine(identity_url)
+    try:
+        async with engine.connect() as connection:
+            query = select(outbox.c.event_id, outbox.c.value, outbox.c.created_at, outbox.c.published_at)
+            for event_id, value, created, published in await connection.execute(
+                query.where(outbox.c.headers.contains("OtpRequested"))
+            ):
+                rows[event_id] = (json.loads(value)["challenge_id"], created, published)
+    finally:
+        await engine.dispose()
+    engine = create_async_engine(notifier_url)
+    try:
+        async with engine.connect() as connection:
+            deliveries = (
+                await connection.execute(
+                    select(
+                        Delivery.source_event_id, Delivery.channel, Delivery.created_at, Delivery.delivered_at
+                    ).where(Delivery.source_event_id.in_(list(rows)))
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    found: dict[str, dict[str, list[float]]] = {}
+    for event_id, channel, recorded, delivered in deliveries:
+        challenge, created, published = rows[event_id]
+        if challenge not in run.times or published is None or delivered is None:
+            continue
+        asked, answered, in_sink = run.times[challenge]
+        written = as_utc(created).timestamp()
+        stages = found.setdefault(channel, {name: [] for name, _ in STAGES})
+        stages["answered"].append(answered - asked)
+        stages["published"].append(as_utc(published).timestamp() - written)
+        stages["recorded"].append(as_utc(recorded).timestamp() - written)
+        stages["sent"].append(in_sink - as_utc(recorded).timestamp())
+        stages["settled"].append(as_utc(delivered).timestamp() - in_sink)
+    return {
+        "stages": dict(STAGES),
+        **{
+            channel: {name: p50_p99([v * 1000 for v in values]) for name, values in stages.items()}
+            for channel, stages in found.items()
+        },
+    }
 
 
 def run_otp(backend: str, args: argparse.Namespace, database_urls: dict[str, str]) -> dict[str, Any]:
@@ -467,10 +642,14 @@ def run_otp(backend: str, args: argparse.Namespace, database_urls: dict[str, str
         sinks = suite.config.var_dir / "sinks"
         identity_url = suite.url("identity")
         warm = OtpRun()
-        for i, channel in enumerate(("sms", "email", "sms", "email")):
-            asyncio.run(
-                one_login(identity_url, users[i], channel, "127.0.0.1", sinks, warm, time.perf_counter())
-            )
+
+        async def warm_up() -> None:
+            clients, watch = LoginClients(identity_url), SinkWatch()
+            for i, channel in enumerate(("sms", "email", "sms", "email")):
+                await one_login(clients, watch, users[i], channel, "127.0.0.1", sinks, warm, time.perf_counter())
+            await watch.close()
+
+        asyncio.run(warm_up())
         log(
             f"otp: warm-up done (SMS {warm.sms}, email {warm.email}); {args.otp_rate}/s for {args.otp_seconds:.0f} s"
         )
@@ -480,19 +659,25 @@ def run_otp(backend: str, args: argparse.Namespace, database_urls: dict[str, str
         run = asyncio.run(otp_load(identity_url, users[4:], sinks, args))
         wall = time.perf_counter() - started
         cpu = {name: round(process_cpu_seconds(pid) - cpu_before[name], 2) for name, pid in pids.items()}
+        stages = asyncio.run(otp_stages(suite.database_url("identity"), suite.database_url("notifier"), run))
     if run.errors:
         log(f"otp: {len(run.errors)} logins failed, first: {run.errors[0]}")
+    logins = len(run.sms) + len(run.email)
     return {
         "rate": args.otp_rate,
         "seconds": round(wall, 2),
-        "logins": len(run.sms) + len(run.email),
+        "logins": logins,
         "errors": len(run.errors),
         "first_errors": run.errors[:5],
         "late_starts": run.late_starts,
         "sms": summary_ms(run.sms),
         "email": summary_ms(run.email),
         "send_request": summary_ms(run.send_http),
+        "stages_ms": stages,
         "cpu_seconds": cpu,
+        # this process, the logins' client: what it takes from the machine the suite runs on
+        "client_cpu_seconds": round(run.client_cpu_s, 2),
+        "client_cpu_ms_per_login": round(run.client_cpu_s * 1000 / logins, 2) if logins else None,
         "points": run.points,
     }
 

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
+import hashlib
 import json
 import logging
+import math
 import os
+import socket
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +28,7 @@ from typing import Any, Protocol, cast
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from sqlalchemy import (
+    URL,
     BigInteger,
     Column,
     DateTime,
@@ -34,15 +40,17 @@ from sqlalchemy import (
     Text,
     func,
     insert,
+    make_url,
     select,
     update,
 )
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import correlation
 from shared.clock import Clock
-from shared.db import Database, database_unavailable
+from shared.db import Database, database_unavailable, sqlite_file
 from shared.envelope import (
     Envelope,
     EnvelopeError,
@@ -101,7 +109,8 @@ class Outbox:
         self._clock = clock
 
     async def add(self, session: AsyncSession, event: Event) -> str:
-        """Queue an event in the caller's transaction; returns its `ce_id`."""
+        """Queue an event in the caller's transaction; returns its `ce_id`. Its commit nudges the
+        database's relay (`OutboxNudge`), which publishes it then rather than at its next poll."""
         event_id = new_event_id()
         now = self._clock.now()
         record = encode(event, event_id=event_id, time=now)
@@ -118,7 +127,151 @@ class Outbox:
                 published_at=None,
             )
         )
+        await OutboxNudge.on_commit(session)
         return event_id
+
+
+class OutboxNudge:
+    """The nudge a commit of outbox rows gives its database's relay, across processes: an API's
+    transaction writes the rows, the relay runs in the service's worker, and without a nudge
+    the rows wait for its next poll (`outbox_poll_interval_s`).
+
+    PostgreSQL: `NOTIFY adgang_outbox` in the writing transaction, which the server delivers at
+    its commit (and never after a rollback) to every relay that LISTENs on the same database,
+    on any host. SQLite file: after the commit, one datagram to a Unix socket in Linux's
+    abstract namespace named after the database file; one relay of the host binds it (the
+    others keep polling and try to bind again now and then, so one takes over when its holder
+    stops). The processes sharing a SQLite file share its host, and the datagram needs no file
+    beside the database. A nudge is a hint, never the only way: a relay that heard none (none
+    was listening, the datagram was dropped, its connection was down) publishes at its next
+    poll, as before. A relay that is nudged publishes whatever is pending, in sequence order,
+    under the same turn as a poll, so order per key, batches and marks are unchanged.
+    """
+
+    CHANNEL = "adgang_outbox"
+    # SQLite: the shortest time from a turn that published to one a nudge starts
+    # (`OutboxRelay.run_forever`), the relay's usual poll.
+    SQLITE_GAP_S = 0.05
+    # A relay that found another holding its database's nudge address tries again this often.
+    REBIND_S = 5.0
+
+    _sender: socket.socket | None = None
+    _addresses: dict[URL, bytes | None] = {}
+
+    @classmethod
+    def address(cls, url: URL | str) -> bytes | None:
+        """The abstract socket address of a SQLite file's nudges; None where there are none
+        (PostgreSQL, a database in memory, not Linux)."""
+        key = url if isinstance(url, URL) else make_url(url)
+        if key not in cls._addresses:
+            file = sqlite_file(key.render_as_string(hide_password=False))
+            cls._addresses[key] = (
+                None
+                if file is None or not sys.platform.startswith("linux")
+                else b"\0adgang-outbox-" + hashlib.sha256(str(file).encode()).hexdigest()[:40].encode()
+            )
+        return cls._addresses[key]
+
+    @classmethod
+    async def on_commit(cls, session: AsyncSession) -> None:
+        """Arrange the nudge for the commit of `session`'s transaction, once per transaction."""
+        sync_session = session.sync_session
+        transaction = sync_session.get_transaction()
+        if transaction is None or sync_session.info.get("outbox_nudge") is transaction:
+            return
+        sync_session.info["outbox_nudge"] = transaction
+        bind = session.get_bind()
+        if bind.dialect.name == "postgresql":
+            await session.execute(select(func.pg_notify(cls.CHANNEL, "")))
+            return
+        address = cls.address(bind.engine.url)
+        if address is not None:
+            sa_event.listen(sync_session, "after_commit", lambda _session: cls.send(address), once=True)
+
+    @classmethod
+    def send(cls, address: bytes) -> None:
+        """One datagram, never waiting: no relay listening, or one with nudges queued already
+        (its socket's buffer full), is no error."""
+        if cls._sender is None:
+            cls._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            cls._sender.setblocking(False)
+        with contextlib.suppress(OSError):
+            cls._sender.sendto(b"1", address)
+
+    @classmethod
+    async def listen(
+        cls, db: Database, wake: asyncio.Event, *, listening: asyncio.Event | None = None
+    ) -> None:
+        """Set `wake` whenever a commit nudges `db`'s relays, for as long as it runs; `listening`
+        is set while this process hears them. Outages are waited out (the relay polls meanwhile)."""
+        listening = listening or asyncio.Event()
+        if db.engine.dialect.name == "postgresql":
+            await cls._listen_postgres(db, wake, listening)
+            return
+        address = cls.address(db.engine.url)
+        if address is not None:
+            await cls._listen_socket(address, wake, listening)
+
+    @classmethod
+    async def _listen_postgres(cls, db: Database, wake: asyncio.Event, listening: asyncio.Event) -> None:
+        failures = 0
+        while True:
+            try:
+                async with db.engine.connect() as connection:
+                    raw = (await connection.get_raw_connection()).driver_connection
+                    assert raw is not None
+                    ended = asyncio.Event()
+                    raw.add_termination_listener(lambda _connection, ended=ended: ended.set())
+                    await raw.add_listener(cls.CHANNEL, lambda *_: wake.set())
+                    listening.set()
+                    failures = 0
+                    wake.set()  # what was committed while no one listened
+                    try:
+                        await ended.wait()
+                    finally:
+                        listening.clear()
+                        # Closed rather than given back to the pool, where it would go on listening.
+                        await connection.invalidate()
+                log.warning("outbox nudges: the database connection ended; listening again")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.warning("outbox nudges: cannot listen (%s); the relay polls meanwhile", type(exc).__name__)
+                await asyncio.sleep(min(OUTAGE_BACKOFF_MAX_S, 0.5 * 2 ** min(failures - 1, 6)))
+
+    @classmethod
+    async def _listen_socket(cls, address: bytes, wake: asyncio.Event, listening: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                receiver.setblocking(False)
+                try:
+                    receiver.bind(address)
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE:
+                        raise
+                    # Another relay of this host hears them; ours polls, and tries again later.
+                    receiver.close()
+                    await asyncio.sleep(cls.REBIND_S)
+                    continue
+
+                def drained(receiver: socket.socket = receiver) -> None:
+                    with contextlib.suppress(BlockingIOError):
+                        while receiver.recv(64):
+                            pass
+                    wake.set()
+
+                loop.add_reader(receiver.fileno(), drained)
+                listening.set()
+                try:
+                    await asyncio.Future()  # until cancelled
+                finally:
+                    listening.clear()
+                    loop.remove_reader(receiver.fileno())
+            finally:
+                receiver.close()
 
 
 # The longest wait between two tries while the database or the broker is away (a consumer's
@@ -242,9 +395,24 @@ class OutboxRelay:
             .values(published_at=self._clock.now())
         )
 
-    async def run_forever(self, interval: float, wake: asyncio.Event | None = None) -> None:
+    async def run_forever(
+        self, interval: float, wake: asyncio.Event | None = None, nudge: asyncio.Event | None = None
+    ) -> None:
+        """Take a turn, then, when it found nothing, wait for `wake` (a commit of this process),
+        `nudge` (another process's, `OutboxNudge`) or the poll `interval`.
+
+        On a SQLite file a nudge starts a turn no sooner than `OutboxNudge.SQLITE_GAP_S` after
+        the last turn that published: each such turn marks its rows in a write transaction, and
+        a turn right after every commit of an API would take the database's one write lock just
+        when the API's next transaction wants it, which then sleeps in SQLite's busy handler
+        with the API's other writes queued behind it. After a quiet spell a nudge is followed
+        at once; under a steady stream of commits turns come as often as the poll's."""
+        loop = asyncio.get_running_loop()
+        paced = self._lock_file is not None
+        last_published = -math.inf
         failures = 0
         while True:
+            started = loop.time()
             try:
                 sent = await self.run_once()
                 failures = 0
@@ -258,13 +426,24 @@ class OutboxRelay:
                     log.exception("outbox relay failed; will retry")
                 await asyncio.sleep(min(OUTAGE_BACKOFF_MAX_S, interval * 2 ** min(failures - 1, 6)))
                 continue
-            if sent == 0:
-                if wake is None:
-                    await asyncio.sleep(interval)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), timeout=interval)
-                    wake.clear()
+            if sent:
+                last_published = started
+                continue
+            events = [event for event in (wake, nudge) if event is not None]
+            if not events:
+                await asyncio.sleep(interval)
+                continue
+            waiters = [asyncio.ensure_future(event.wait()) for event in events]
+            try:
+                await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            woken = wake is not None and wake.is_set()
+            for event in events:
+                event.clear()
+            if paced and not woken and (gap := last_published + OutboxNudge.SQLITE_GAP_S - loop.time()) > 0:
+                await asyncio.sleep(gap)
 
 
 # A handler takes the session of the consumer's transaction and the envelope of the one event

@@ -26,6 +26,7 @@ from shared.messaging import (
     Handlers,
     IdempotentConsumer,
     MessagingTables,
+    OutboxNudge,
     OutboxRelay,
     by_topic,
     headers_list,
@@ -145,7 +146,12 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
             await ensure_topics(settings.kafka_bootstrap_servers)
             for hook in spec.on_start:
                 await hook()
-            tasks.append(asyncio.create_task(relay.run_forever(settings.outbox_poll_interval_s, outbox_wake)))
+            # A commit of outbox rows in another process (the API's) nudges the relay too.
+            nudged = asyncio.Event()
+            tasks.append(asyncio.create_task(OutboxNudge.listen(spec.db, nudged)))
+            tasks.append(
+                asyncio.create_task(relay.run_forever(settings.outbox_poll_interval_s, outbox_wake, nudged))
+            )
             tasks += [asyncio.create_task(_supervised(job)) for job in spec.background]
             marker = settings.ready_marker("worker")
             marker.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ outbox (`DeliverySucceeded`, `DeliveryFailed`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.headerregistry import Address
 from functools import partial
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -110,20 +110,64 @@ class Dispatcher:
         """Dispatch what is due whenever the worker records a delivery (`wake`), and at least
         every `interval` seconds (retries that came due, leases that ran out). Codes that
         expired undelivered are looked for at most once an `interval`: one that is due is
-        failed by its own attempt anyway (`_attempt`)."""
+        failed by its own attempt anyway (`_attempt`).
+
+        At most `concurrency` attempts run at once, and a delivery is claimed only when a slot
+        is free for it, so a lease never runs out while a claimed message waits its turn. A
+        slot is refilled as soon as its attempt ends: a delivery recorded while others are
+        being sent waits for one slot, not for the slowest attempt of a whole round."""
         loop = asyncio.get_running_loop()
         next_sweep = loop.time()
-        while True:
-            sweep = loop.time() >= next_sweep
-            if sweep:
-                next_sweep = loop.time() + interval
-            _, claimed = await self._dispatch(sweep_expired=sweep)
-            if claimed < self._concurrency:
-                # All that was due is done: wait for the next delivery (at once if one was
-                # recorded meanwhile) rather than ask the database again for nothing.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=interval)
-                self.wake.clear()
+        attempts: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                free = self._concurrency - len(attempts)
+                if free > 0:
+                    sweep = loop.time() >= next_sweep
+                    if sweep:
+                        next_sweep = loop.time() + interval
+                    # Cleared before the claim: a delivery committed after this point wakes the
+                    # next round, one committed before it is seen by this claim.
+                    self.wake.clear()
+                    _, claimed = await self._claim(free, sweep_expired=sweep)
+                    for delivery in claimed:
+                        attempt = asyncio.create_task(self._attempt_correlated(delivery))
+                        attempts.add(attempt)
+                    if len(claimed) == free:
+                        # Perhaps more is due: claim again as soon as a slot is free.
+                        ended, _ = await asyncio.wait(attempts, return_when=asyncio.FIRST_COMPLETED)
+                        self._finished(attempts, ended)
+                        continue
+                # All that was due is claimed: wait for the next delivery (at once if one was
+                # recorded meanwhile), a free slot, or the interval, rather than ask the database
+                # again for nothing. No slot free: only an attempt's end can change that.
+                woken: asyncio.Future[Any] = asyncio.ensure_future(self.wake.wait())
+                try:
+                    waited: set[asyncio.Future[Any]] = set(attempts)
+                    if len(attempts) < self._concurrency:
+                        waited.add(woken)
+                    done, _ = await asyncio.wait(waited, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
+                self._finished(attempts, done - {woken})
+        except asyncio.CancelledError:
+            for attempt in attempts:
+                attempt.cancel()
+            raise
+        except Exception:
+            # Let the attempts under way end (each records its outcome), then fail as before.
+            if attempts:
+                await asyncio.wait(attempts)
+            raise
+
+    @staticmethod
+    def _finished(attempts: set[asyncio.Task[None]], done: set[Any]) -> None:
+        """Free the slots of the attempts that ended; one that failed beyond its own handling
+        (recording its outcome failed with the database up) fails the dispatcher."""
+        attempts.difference_update(done)
+        for attempt in done:
+            if (error := attempt.exception()) is not None:
+                raise error
 
     async def dispatch_due(self) -> int:
         """Give up the codes that expired undelivered, then attempt what is due; how many of

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
@@ -27,6 +30,7 @@ from shared.envelope import decode, encode
 from shared.events import CredentialsIssued
 from shared.messaging import Outbox
 from shared.sealing import Sealer
+from tests.support.waiting import wait_until_async
 
 CVR = "22109340"
 CODE = "AB12-CD34-EF56-GH78-JK9M"
@@ -51,6 +55,35 @@ class FlakyEboks:
         )
 
 
+class HeldEboks:
+    """Writes to a real spool, but holds every letter until released (`hold_all`) or only the
+    first one."""
+
+    name = "held"
+
+    def __init__(self, spool: SpoolTransport, *, hold_all: bool = False) -> None:
+        self.spool = spool
+        self.hold_all = hold_all
+        self.release = asyncio.Event()
+        self.held: list[UUID] = []
+        self.delivered: list[UUID] = []
+
+    async def deliver(self, *, recipient_cvr: str, message_uuid: UUID, document: bytes) -> DeliveryReceipt:
+        if self.hold_all or not self.held:
+            self.held.append(message_uuid)
+            await self.release.wait()
+        receipt = await self.spool.deliver(recipient_cvr=recipient_cvr, message_uuid=message_uuid, document=document)
+        self.delivered.append(message_uuid)
+        return receipt
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    async def checked() -> bool:
+        return check()
+
+    await wait_until_async(checked, deadline_s=10, what=what, poll_s=0.01)
+
+
 @pytest.fixture
 def database_url(notifier_url: str) -> str:
     return notifier_url
@@ -72,7 +105,9 @@ def credentials_envelope(sealer: Sealer, clock: FrozenClock, event_id: str | Non
     return decode(topic=record.topic, headers=record.headers, value=record.value)
 
 
-def dispatcher(db: Database, clock: FrozenClock, sealer: Sealer, eboks, max_attempts: int = 3) -> Dispatcher:
+def dispatcher(
+    db: Database, clock: FrozenClock, sealer: Sealer, eboks, max_attempts: int = 3, concurrency: int = 8
+) -> Dispatcher:
     return Dispatcher(
         db=db,
         outbox=Outbox(messaging, clock),
@@ -82,6 +117,7 @@ def dispatcher(db: Database, clock: FrozenClock, sealer: Sealer, eboks, max_atte
         sender=Sender(cvr="29311005", name="Adgang Erhverv", portal_url="https://example.dk"),
         retry=RetryPolicy(max_attempts=max_attempts, base_s=2, max_s=60),
         lease=timedelta(seconds=20),
+        concurrency=concurrency,
     )
 
 
@@ -189,3 +225,65 @@ async def test_a_delivered_letter_never_breaches_its_deadline(db, clock, sealer,
     await dispatcher(db, clock, sealer, SpoolTransport(tmp_path)).dispatch_due()
     clock.advance(timedelta(hours=3))
     assert await SlaWatch(db=db, outbox=Outbox(messaging, clock), clock=clock).check() == 0
+
+
+async def leased(db: Database) -> int:
+    async with db.reading() as session:
+        return len(list(await session.scalars(select(Delivery).where(Delivery.lease_until.is_not(None)))))
+
+
+async def recorded_outcomes(db: Database, n: int) -> None:
+    async def enough() -> bool:
+        return len(await outbox_types(db)) >= n
+
+    await wait_until_async(enough, deadline_s=10, what=f"{n} outcomes recorded", poll_s=0.01)
+
+
+@contextlib.asynccontextmanager
+async def dispatching(sender: Dispatcher):
+    """The worker's dispatcher loop; its poll never comes within a test, so what it sends a wake
+    (a recorded delivery, as the worker's consumer gives one) or a free slot made it send."""
+    task = asyncio.create_task(sender.run_forever(interval=3600))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_delivery_recorded_while_another_is_being_sent_does_not_wait_for_it(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    eboks = HeldEboks(SpoolTransport(tmp_path))
+    sender = dispatcher(db, clock, sealer, eboks, concurrency=2)
+    await record(db, clock, credentials_envelope(sealer, clock))
+    async with dispatching(sender):
+        await until(lambda: len(eboks.held) == 1, "the first letter being sent")
+        await record(db, clock, credentials_envelope(sealer, clock))
+        sender.wake.set()
+        await until(lambda: len(eboks.delivered) == 1, "the second letter sent while the first is held")
+        eboks.release.set()
+        await until(lambda: len(eboks.delivered) == 2, "the first letter sent once released")
+        await recorded_outcomes(db, 2)
+    assert eboks.delivered[1] == eboks.held[0]
+    assert await outbox_types(db) == ["DeliverySucceeded", "DeliverySucceeded"]
+
+
+async def test_no_more_are_claimed_than_are_sent_at_once_and_a_free_slot_takes_the_next(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    eboks = HeldEboks(SpoolTransport(tmp_path), hold_all=True)
+    sender = dispatcher(db, clock, sealer, eboks, concurrency=2)
+    for _ in range(3):
+        await record(db, clock, credentials_envelope(sealer, clock))
+    async with dispatching(sender):
+        await until(lambda: len(eboks.held) == 2, "two letters being sent")
+        # The third is not leased while it cannot be sent: its lease would run out waiting.
+        assert await leased(db) == 2
+        eboks.hold_all = False
+        eboks.release.set()
+        await until(lambda: len(eboks.delivered) == 3, "all three letters sent")
+        await recorded_outcomes(db, 3)
+    assert len(set(eboks.delivered)) == 3
+    assert await outbox_types(db) == ["DeliverySucceeded"] * 3
