@@ -66,7 +66,7 @@ class Bed:
             clock=FrozenClock(AT),
             retries=retries,
             backoff=0,
-            after_commit=lambda: self.commits.append(None),
+            after_commit=lambda written: self.commits.append(None),
         )
 
     async def record(self, session: AsyncSession, envelope: Envelope[CustomerRegistered]) -> None:
