@@ -278,7 +278,11 @@ class OutboxRelay:
                     log.exception("outbox relay failed; will retry")
                 await asyncio.sleep(min(OUTAGE_BACKOFF_MAX_S, interval * 2 ** min(failures - 1, 6)))
                 continue
-            if sent == 0:
+            # A full turn goes straight on: more may be waiting. After a turn that was not full
+            # the outbox held nothing more when it was read, so the relay waits for the next
+            # commit's wake (at once if one came during the turn) or its poll, rather than read
+            # the outbox again for nothing.
+            if sent < self._batch:
                 if wake is None:
                     await asyncio.sleep(interval)
                 else:
