@@ -202,7 +202,7 @@ async def test_the_worker_wakes_the_dispatcher_after_a_delivery_is_recorded_and_
     written: list[set[str]] = []
     consumers = {
         topic: IdempotentConsumer(
-            name=f"notifier:{topic}",
+            name=f"notifier:{topic.name}",
             db=db,
             tables=messaging,
             handlers=handlers,
