@@ -21,7 +21,7 @@ import math
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
@@ -103,6 +103,25 @@ class MessagingTables:
         return cls(outbox=outbox, inbox=inbox)
 
 
+# What a transaction wrote, as the worker's wakes know it (`wrote`): the outbox's rows wake the relay.
+OUTBOX = "outbox"
+_WRITTEN = "adgang.written"
+
+
+def wrote(session: AsyncSession, what: str) -> None:
+    """Note that the session's transaction wrote `what` (`OUTBOX`, or a service's own kind of
+    row, such as the notifier's deliveries): once a consumer has committed it, the worker wakes
+    what waits for that kind (`shared.worker.WorkerSpec.wake_after_commit`), and nothing else."""
+    session.info.setdefault(_WRITTEN, set()).add(what)
+
+
+def _written(session: AsyncSession) -> set[str]:
+    """What the session's transaction has noted with `wrote` so far (the set itself, so it
+    can be read after the session has closed)."""
+    written: set[str] = session.info.setdefault(_WRITTEN, set())
+    return written
+
+
 class Outbox:
     def __init__(self, tables: MessagingTables, clock: Clock) -> None:
         self._table = tables.outbox
@@ -127,6 +146,7 @@ class Outbox:
                 published_at=None,
             )
         )
+        wrote(session, OUTBOX)
         await OutboxNudge.on_commit(session)
         return event_id
 
@@ -428,6 +448,11 @@ class OutboxRelay:
                 continue
             if sent:
                 last_published = started
+            # A full turn goes straight on: more may be waiting. After a turn that was not full
+            # the outbox held nothing more when it was read, so the relay waits for the next
+            # commit's wake or another process's nudge (at once if one came during the turn) or
+            # its poll, rather than read the outbox again for nothing.
+            if sent >= self._batch:
                 continue
             events = [event for event in (wake, nudge) if event is not None]
             if not events:
@@ -505,7 +530,11 @@ class _Handleable:
 
 class IdempotentConsumer:
     """Decode, de-duplicate by `ce_id` and handle: one transaction per message (`process`), or
-    one for the messages of a partition fetched together (`process_batch`)."""
+    one for the messages of a partition fetched together (`process_batch`).
+
+    After a commit that handled something, `after_commit` is called once with what the
+    transaction wrote (`wrote`: `OUTBOX` when a handler added an event), so the worker wakes only
+    what has work: the relay after an event was added, not after every message."""
 
     def __init__(
         self,
@@ -518,7 +547,7 @@ class IdempotentConsumer:
         clock: Clock,
         retries: int = 5,
         backoff: float = 0.5,
-        after_commit: Callable[[], None] | None = None,
+        after_commit: Callable[[Set[str]], None] | None = None,
     ) -> None:
         self.name = name
         self._db = db
@@ -543,7 +572,8 @@ class IdempotentConsumer:
     async def process_batch(self, messages: Sequence[ConsumedMessage]) -> list[str]:
         """Handle messages of one partition, given in offset order, in one transaction: one
         inbox lookup for all their `ce_id`s, the inbox rows of the new ones inserted together,
-        the handlers in order, one commit, then `after_commit` once. Returns each message's
+        the handlers in order, one commit, then `after_commit` once (with what the batch
+        wrote). Returns each message's
         outcome, as `process` would (a `ce_id` seen earlier in the batch is a duplicate too).
 
         If anything in the batch fails — a handler, a constraint, the database — the batch's
@@ -566,8 +596,9 @@ class IdempotentConsumer:
         if len(batch) == 1:
             outcomes[batch[0].index] = await self.process(batch[0].message)
         elif batch:
+            written: set[str] = set()
             try:
-                handled = await self._handle_batch_once(batch)
+                handled = await self._handle_batch_once(batch, written)
             except Exception as exc:
                 log.warning(
                     "a batch of %d messages from %s[%d] failed (%s); handling them one at a time",
@@ -583,14 +614,16 @@ class IdempotentConsumer:
                     outcomes[item.index] = outcome
                     CONSUMED.labels(self.name, outcome).inc()
                 if "handled" in handled and self._after_commit is not None:
-                    self._after_commit()
+                    self._after_commit(written)
         return outcomes
 
-    async def _handle_batch_once(self, batch: Sequence[_Handleable]) -> list[str]:
-        """The batch in one transaction; raises (and so rolls back) on any failure."""
+    async def _handle_batch_once(self, batch: Sequence[_Handleable], written: set[str]) -> list[str]:
+        """The batch in one transaction; raises (and so rolls back) on any failure. What the
+        transaction wrote (`wrote`) is added to `written`."""
         ids = [item.envelope.id for item in batch]
         outcomes: list[str] = []
         async with self._db.transaction() as session:
+            noted = _written(session)
             seen = set(
                 (
                     await session.scalars(
@@ -626,6 +659,7 @@ class IdempotentConsumer:
                 correlation_id, event_id = correlation.from_headers(item.message.headers)
                 with correlation.correlated(correlation_id, event_id):
                     await self._run_handler(item.handler, session, item.envelope)
+        written |= noted
         return outcomes
 
     def _decode(self, message: ConsumedMessage) -> Envelope[Event] | EnvelopeError:
@@ -645,8 +679,9 @@ class IdempotentConsumer:
         attempt = 0  # failures of the handler: the message's budget before the dead-letter topic
         waits = 0  # the database's outages: they never count against the message
         while True:
+            written: set[str] = set()
             try:
-                outcome = await self._handle_once(handler, envelope)
+                outcome = await self._handle_once(handler, envelope, written)
             except Exception as exc:
                 if database_unavailable(exc):
                     # The database is away: the message is fine, so wait for the database
@@ -676,12 +711,15 @@ class IdempotentConsumer:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
             else:
                 if outcome == "handled" and self._after_commit is not None:
-                    self._after_commit()
+                    self._after_commit(written)
                 return outcome
 
-    async def _handle_once(self, handler: Handler, envelope: Envelope[Event]) -> str:
+    async def _handle_once(self, handler: Handler, envelope: Envelope[Event], written: set[str]) -> str:
+        """The message in one transaction; what it wrote (`wrote`) is added to `written` once
+        it has committed."""
         try:
             async with self._db.transaction() as session:
+                noted = _written(session)
                 seen = await session.scalar(
                     select(self._inbox.c.event_id).where(
                         self._inbox.c.consumer == self.name, self._inbox.c.event_id == envelope.id
@@ -698,6 +736,7 @@ class IdempotentConsumer:
                     )
                 )
                 await self._run_handler(handler, session, envelope)
+            written |= noted
         except IntegrityError:
             # A concurrent instance recorded the same ce_id first: the unique key decides.
             async with self._db.transaction() as session:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +22,7 @@ from shared.kafka import KafkaPublisher, ensure_topics
 from shared.logs import install_scrubbing, logging_config
 from shared.messaging import (
     OUTAGE_BACKOFF_MAX_S,
+    OUTBOX,
     ConsumedMessage,
     Handlers,
     IdempotentConsumer,
@@ -72,7 +73,9 @@ class WorkerSpec:
     clock: Clock = field(default_factory=SystemClock)
     background: list[Background] = field(default_factory=list)
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    wake_after_commit: list[asyncio.Event] = field(default_factory=list)
+    # Woken after a consumer's commit that wrote that kind of row (`shared.messaging.wrote`),
+    # as the relay is after one that added an event to the outbox.
+    wake_after_commit: Mapping[str, asyncio.Event] = field(default_factory=dict)
 
 
 def build_faust_app(spec: WorkerSpec) -> faust.App:
@@ -105,11 +108,15 @@ def build_faust_app(spec: WorkerSpec) -> faust.App:
     app.transport = fetch_wait_transport(settings.kafka_fetch_max_wait_ms)(app.conf.broker_consumer, app)
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, spec.clock)
     outbox_wake = asyncio.Event()
-    wakes = [outbox_wake, *spec.wake_after_commit]
+    wakes = {OUTBOX: outbox_wake, **spec.wake_after_commit}
 
-    def after_commit() -> None:
-        for wake in wakes:
-            wake.set()
+    def after_commit(written: Set[str]) -> None:
+        # Only what has work: a relay woken after a commit that added no event would read the
+        # outbox for nothing (its poll finds what another process added).
+        for what in written:
+            wake = wakes.get(what)
+            if wake is not None:
+                wake.set()
 
     consumer_names: dict[str, str] = {}
     for topic, handlers in by_topic(spec.handlers).items():

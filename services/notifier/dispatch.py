@@ -288,7 +288,7 @@ class Dispatcher:
                         last_error=None,
                     )
                     .returning(Delivery),
-                    execution_options={"populate_existing": True},
+                    execution_options={"populate_existing": True, "synchronize_session": False},
                 )
             ).one_or_none()
             if current is None:

@@ -25,6 +25,11 @@ from shared.clock import Clock
 from shared.db import upsert_statement
 from shared.envelope import Envelope
 from shared.events import Event
+from shared.messaging import wrote
+
+# What the recorder writes (`shared.messaging.wrote`): the worker wakes the dispatcher after a
+# consumer's commit that recorded a delivery, and not after the others (the directory's).
+DELIVERIES = "deliveries"
 
 
 class Recorder:
@@ -79,3 +84,4 @@ class Recorder:
             )
             .on_conflict_do_nothing(index_elements=["source_event_id"])
         )
+        wrote(session, DELIVERIES)

@@ -10,6 +10,7 @@ from services.notifier import directory
 from services.notifier.bootstrap import NotifierParts, build
 from services.notifier.config import NotifierSettings
 from services.notifier.models import messaging
+from services.notifier.recording import DELIVERIES
 from shared.clock import Clock
 from shared.events import (
     UserCreated,
@@ -51,6 +52,6 @@ def create_worker(settings: NotifierSettings | None = None, *, clock: Clock | No
                 Background("dispatcher", lambda: parts.dispatcher.run_forever(settings.dispatch_interval_s)),
                 periodic("sla-watch", settings.sla_check_interval_s, parts.sla.check),
             ],
-            wake_after_commit=[parts.dispatcher.wake],
+            wake_after_commit={DELIVERIES: parts.dispatcher.wake},
         )
     )

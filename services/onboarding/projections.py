@@ -213,7 +213,9 @@ async def _move(
         .where(Application.id == str(application_id), Application.status.in_(_MOVES_FROM[status]))
         .values(values)
         .returning(Application),
-        execution_options={"populate_existing": True},
+        # The row it returns refreshes the application if the session holds it already, so the
+        # session need not evaluate the criteria against what it holds first.
+        execution_options={"populate_existing": True, "synchronize_session": False},
     )
     return moved.one_or_none()
 

@@ -21,7 +21,7 @@ from shared.clock import FrozenClock
 from shared.db import Database
 from shared.envelope import Envelope, ReasonKind, encode, new_event_id
 from shared.events import AccountRef, CustomerRegistered
-from shared.messaging import ConsumedMessage, IdempotentConsumer, MessagingTables
+from shared.messaging import OUTBOX, ConsumedMessage, IdempotentConsumer, MessagingTables, Outbox
 from shared.worker import _handle_events
 from tests.support.dead_letters import KeptDeadLetters
 
@@ -52,7 +52,8 @@ class Bed:
     tables: MessagingTables
     effects: Table
     dead_letters: KeptDeadLetters = field(default_factory=KeptDeadLetters)
-    commits: list[None] = field(default_factory=list)
+    # What each commit that handled something wrote (`shared.messaging.wrote`), in order.
+    commits: list[set[str]] = field(default_factory=list)
     statements: list[str] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
 
@@ -66,7 +67,7 @@ class Bed:
             clock=FrozenClock(AT),
             retries=retries,
             backoff=0,
-            after_commit=lambda: self.commits.append(None),
+            after_commit=lambda written: self.commits.append(set(written)),
         )
 
     async def record(self, session: AsyncSession, envelope: Envelope[CustomerRegistered]) -> None:
@@ -130,6 +131,28 @@ async def test_a_batch_is_one_inbox_lookup_one_insert_and_one_commit_and_skips_w
     assert await bed.applied() == ["Set før ApS", "Første ApS", "Anden ApS"]
     assert await bed.inbox_rows() == 3
     assert len(bed.commits) == 1  # the relay and the dispatchers are woken once
+
+
+async def test_a_commit_names_the_outbox_to_wake_the_relay_only_when_a_handler_added_an_event(bed: Bed) -> None:
+    """The worker wakes its relay after a consumer's commit only if the outbox has something
+    new (`shared.worker`): a wake after every message cost a read of the outbox each."""
+    outbox = Outbox(bed.tables, FrozenClock(AT))
+
+    async def announcing(session: AsyncSession, envelope: Envelope[CustomerRegistered]) -> None:
+        await bed.record(session, envelope)
+        if envelope.event.name.startswith("Ny"):
+            await outbox.add(session, envelope.event)
+
+    consumer = bed.consumer(announcing, retries=2)
+    assert await consumer.process(message("Stille ApS")) == "handled"
+    assert await consumer.process(message("Ny ApS")) == "handled"
+    assert await consumer.process_batch([message("Stille 2 ApS"), message("Stille 3 ApS")]) == ["handled"] * 2
+    assert await consumer.process_batch([message("Stille 4 ApS"), message("Ny 2 ApS")]) == ["handled"] * 2
+    # A batch that failed is handled one by one: what each committed, the poison's nothing.
+    outcomes = await consumer.process_batch([message("Ny 3 ApS"), message(POISON), message("Stille 5 ApS")])
+    assert outcomes == ["handled", "dead-lettered", "handled"]
+
+    assert bed.commits == [set(), {OUTBOX}, set(), {OUTBOX}, {OUTBOX}, set()]
 
 
 async def test_a_poison_message_in_the_middle_of_a_batch_is_dead_lettered_and_the_others_applied_once_in_order(

@@ -16,20 +16,22 @@ from uuid import UUID
 import pytest
 from sqlalchemy import select
 
+from services.notifier.directory import on_user_created
 from services.notifier.dispatch import Dispatcher, RetryPolicy
 from services.notifier.eboks import SpoolTransport
 from services.notifier.kinds import Sender
 from services.notifier.memo import parse_memo_message
 from services.notifier.models import Delivery, messaging
-from services.notifier.recording import Recorder
+from services.notifier.recording import DELIVERIES, Recorder
 from services.notifier.sla import SlaWatch
 from services.notifier.transport_base import DeliveryReceipt, TransientDeliveryError
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.envelope import decode, encode
-from shared.events import CredentialsIssued
-from shared.messaging import Outbox
+from shared.events import CredentialsIssued, Grant, UserCreated
+from shared.messaging import ConsumedMessage, IdempotentConsumer, Outbox, by_topic
 from shared.sealing import Sealer
+from tests.support.dead_letters import KeptDeadLetters
 from tests.support.waiting import wait_until_async
 
 CVR = "22109340"
@@ -287,3 +289,43 @@ async def test_no_more_are_claimed_than_are_sent_at_once_and_a_free_slot_takes_t
         await recorded_outcomes(db, 3)
     assert len(set(eboks.delivered)) == 3
     assert await outbox_types(db) == ["DeliverySucceeded"] * 3
+
+
+async def test_the_worker_wakes_the_dispatcher_after_a_delivery_is_recorded_and_not_after_a_directory_update(
+    db, clock, sealer
+) -> None:
+    """The consumer names what its commit wrote; the notifier's worker wakes its dispatcher for
+    `DELIVERIES` only (`services.notifier.worker`): a wake after every message cost a claim
+    transaction that found nothing."""
+    written: list[set[str]] = []
+    consumers = {
+        topic: IdempotentConsumer(
+            name=f"notifier:{topic.name}",
+            db=db,
+            tables=messaging,
+            handlers=handlers,
+            dead_letters=KeptDeadLetters(),
+            clock=clock,
+            after_commit=lambda what: written.append(set(what)),
+        )
+        for topic, handlers in by_topic({CredentialsIssued: Recorder(clock).record, UserCreated: on_user_created}).items()
+    }
+    user = UserCreated(
+        user_id=uuid.uuid4(),
+        tenant_cvr=CVR,
+        username=f"{CVR}-abcd",
+        name="Karen Bager",
+        email="karen@example.dk",
+        mobile="+4520202020",
+        role="administrator",
+        grants=[Grant(cvr=CVR, accounts="all")],
+        functions=["user_admin"],
+        created_at=clock.now(),
+    )
+
+    for event in (credentials_envelope(sealer, clock).event, user):
+        record = encode(event, event_id=str(uuid.uuid4()), time=clock.now())
+        consumed = ConsumedMessage(topic=record.topic, key=record.key, value=record.value, headers=record.headers)
+        assert await consumers[event.TOPIC].process(consumed) == "handled"
+
+    assert written == [{DELIVERIES}, set()]

@@ -269,6 +269,62 @@ async def test_a_relay_marks_only_the_rows_it_published(relay_db: RelayDb) -> No
     assert bus.arrived == early + late
 
 
+class SeenWake(asyncio.Event):
+    """The relay's wake, counting the times the relay has waited for it."""
+
+    waits = 0
+
+    async def wait(self) -> Any:
+        self.waits += 1
+        return await super().wait()
+
+
+class CountedRelay(OutboxRelay):
+    """A relay that keeps how many rows each of its turns sent."""
+
+    turns: list[int]
+
+    async def run_once(self) -> int:
+        sent = await super().run_once()
+        self.turns.append(sent)
+        return sent
+
+
+async def test_a_relay_goes_straight_on_after_a_full_turn_and_waits_for_a_wake_after_one_that_was_not(
+    relay_db: RelayDb,
+) -> None:
+    """A turn that was not full left nothing in the outbox when it read it: reading again at
+    once would find nothing (each wake of a consumer's commit cost one such read)."""
+    db, tables = relay_db.db, relay_db.tables
+    clock = FrozenClock(AT)
+    outbox = Outbox(tables, clock)
+    async with db.transaction() as session:
+        for n in range(3):
+            await outbox.add(session, registered(n))
+    bus = Bus()
+    relay = CountedRelay(db, tables, PromptPublisher(bus), clock, batch=2)
+    relay.turns = []
+    wake = SeenWake()
+    running = asyncio.create_task(relay.run_forever(3600.0, wake))  # no poll within the test
+
+    async def waiting(after: int) -> bool:
+        return wake.waits > after
+
+    try:
+        await wait_until_async(lambda: waiting(0), deadline_s=10, what="the relay waiting for a wake")
+        assert relay.turns == [2, 1]
+        async with db.transaction() as session:
+            await outbox.add(session, registered(3))
+        wake.set()
+        await wait_until_async(lambda: waiting(1), deadline_s=10, what="the relay waiting again")
+        assert relay.turns == [2, 1, 1]
+        assert len(bus.arrived) == 4
+        assert await unpublished(relay_db) == 0
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_a_failed_publish_marks_nothing_and_the_next_turn_sends_the_whole_batch(
     relay_db: RelayDb,
 ) -> None:

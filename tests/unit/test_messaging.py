@@ -386,7 +386,7 @@ async def test_a_retry_after_a_failure_is_handled_not_taken_for_a_duplicate(harn
     after_commit_calls: list[None] = []
     dead_letters = KeptDeadLetters()
     consumer = harness.consumer(
-        flaky_handler, dead_letters, retries=2, after_commit=lambda: after_commit_calls.append(None)
+        flaky_handler, dead_letters, retries=2, after_commit=lambda written: after_commit_calls.append(None)
     )
 
     assert await consumer.process(consumed(customer())) == "handled"
