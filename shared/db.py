@@ -64,22 +64,29 @@ class _OneTripCursor:
     async def __aexit__(self, *_: object) -> None:
         return None
 
-    def _run(self, method: str, sql: str, parameters: Any) -> None:
+    def _run(self, method: str, sql: str, parameters: Any, begin: str | None) -> None:
+        if begin is not None:  # the transaction's BEGIN, in the trip of its first statement
+            self._connection._conn.execute(begin)
         cursor = self._connection._conn.cursor()
         try:
             getattr(cursor, method)(sql, parameters)
             rows = cursor.fetchall() if cursor.description else []
         finally:
             cursor.close()
+            self._connection.note_transaction()
         self._rows = rows
         self.description, self.rowcount, self.lastrowid = cursor.description, cursor.rowcount, cursor.lastrowid
 
     async def execute(self, sql: str, parameters: Any = None) -> _OneTripCursor:
-        await self._connection._execute(self._run, "execute", sql, () if parameters is None else parameters)
+        begin = self._connection.take_begin()
+        await self._connection._execute(
+            self._run, "execute", sql, () if parameters is None else parameters, begin
+        )
         return self
 
     async def executemany(self, sql: str, parameters: Any) -> _OneTripCursor:
-        await self._connection._execute(self._run, "executemany", sql, parameters)
+        begin = self._connection.take_begin()
+        await self._connection._execute(self._run, "executemany", sql, parameters, begin)
         return self
 
     async def fetchone(self) -> Any:
@@ -99,10 +106,44 @@ class _OneTripCursor:
 
 
 class _OneTripConnection(aiosqlite.Connection):
-    """aiosqlite's connection with `_OneTripCursor`s: cursor() needs no trip of its own."""
+    """aiosqlite's connection with `_OneTripCursor`s: cursor() needs no trip of its own, and
+    a transaction's `BEGIN` (`pending_begin`, set when SQLAlchemy begins one) runs in the trip
+    of the transaction's first statement rather than in one of its own. A transaction that
+    runs no statement then begins none; its COMMIT or ROLLBACK finds none and does nothing."""
+
+    pending_begin: str | None = None
+    # Known to be outside any transaction: set in the connection's thread after a statement, a
+    # commit or a rollback that left none open; cleared by every other trip. A ROLLBACK then
+    # needs no trip: the pool rolls back each connection given back to it, also one whose
+    # transaction was just committed, and that cost a trip to the thread per transaction.
+    _outside_transaction = False
 
     def cursor(self) -> _OneTripCursor:  # type: ignore[override]
         return _OneTripCursor(self)
+
+    def take_begin(self) -> str | None:
+        begin, self.pending_begin = self.pending_begin, None
+        return begin
+
+    def note_transaction(self) -> None:
+        """In the connection's thread, after a statement: whether a transaction is open."""
+        self._outside_transaction = not self._conn.in_transaction
+
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self._outside_transaction = False  # not known until the trip says so
+        return await super()._execute(fn, *args, **kwargs)
+
+    def _end(self, end: Any) -> None:
+        end()
+        self.note_transaction()
+
+    async def commit(self) -> None:
+        await self._execute(self._end, self._conn.commit)
+
+    async def rollback(self) -> None:
+        if self._outside_transaction:
+            return
+        await self._execute(self._end, self._conn.rollback)
 
 
 def _one_trip_connection(database: str | Path, **kwargs: Any) -> _OneTripConnection:
@@ -113,6 +154,12 @@ def _one_trip_connection(database: str | Path, **kwargs: Any) -> _OneTripConnect
 
     connection = _OneTripConnection(connector, 64)
     connection._thread.daemon = True  # as SQLAlchemy's adapter sets it: never block the exit
+    return connection
+
+
+def _one_trip(conn: Any) -> _OneTripConnection:
+    """The aiosqlite connection under a SQLAlchemy connection of a SQLite engine."""
+    connection: _OneTripConnection = conn.connection.dbapi_connection._connection
     return connection
 
 
@@ -158,7 +205,17 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN" if reader else "BEGIN IMMEDIATE")
+        # Sent with the transaction's first statement (`_OneTripConnection.pending_begin`).
+        _one_trip(conn).pending_begin = "BEGIN" if reader else "BEGIN IMMEDIATE"
+
+    @event.listens_for(engine.sync_engine, "commit")
+    @event.listens_for(engine.sync_engine, "rollback")
+    def _on_end(conn: Any) -> None:
+        _one_trip(conn).pending_begin = None  # a transaction that ran no statement began none
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, _record: Any, _state: Any) -> None:
+        dbapi_connection._connection.pending_begin = None  # given back to the pool: nothing pending
 
     return engine
 

@@ -9,7 +9,7 @@ import ipaddress
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, NoReturn, cast
 
 from fastapi import Depends, Request
 from sqlalchemy import (
@@ -22,11 +22,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     delete,
+    func,
     insert,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import Clock, as_utc
 from shared.db import Database, lock_for_transaction
@@ -37,7 +38,11 @@ RATE_LIMIT_WINDOW = timedelta(seconds=60)
 PURGE_INTERVAL = timedelta(seconds=60)  # how often each process deletes the rows that no longer count
 PURGE_BATCH = 1000  # rows a purge deletes at most, so that it never holds the database long
 PARTY_LENGTH = 64
+FULL_PARTIES_KEPT = 10_000  # parties found full that a process remembers (purged with the rows)
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix
+
+
+_FOUND_FULL = object()
 
 
 def client_address(request: Request) -> str:
@@ -116,11 +121,21 @@ class RateLimit:
     requests of the same party and limit are younger than 60 seconds, and then it is logged;
     a refused request is not logged (a caller that keeps trying gets in again as its oldest
     request ages out). `Retry-After` is the time until the oldest of the counted requests is
-    60 seconds old, rounded up. The check and the log of a request run in one short transaction
-    of their own, before the route's (a party already full is refused from a read without it),
-    serialised per (limit, party): on PostgreSQL by a transaction-scoped advisory lock
-    (`shared.db.lock_for_transaction`), on SQLite by its single writer. So N instances together accept exactly `per_minute` a minute, however the requests
-    are spread over them and however many arrive at once.
+    60 seconds old, rounded up.
+
+    A request is counted by one statement in a short transaction of its own, before the
+    route's: an INSERT of its row that takes place only while fewer than `per_minute` rows
+    count (`INSERT … SELECT … WHERE`), serialised per (limit, party): on PostgreSQL by a
+    transaction-scoped advisory lock (`shared.db.lock_for_transaction`) taken first, on SQLite
+    by its single writer. So N instances together accept exactly `per_minute` a minute, however
+    the requests are spread over them and however many arrive at once. Only a refusal reads the
+    counted rows, for its `Retry-After`.
+
+    A party this process found full is remembered until its oldest counted request ages out
+    (a counted request stays counted until then, so it stays full), and its next requests are
+    first checked by a read that takes no lock (`Database.read_by_key`): a flood of refusals
+    neither queues on the writer nor on the party's lock. The read decides, not the memory, so
+    rows deleted by hand (`DELETE FROM rate_limit_hits`) forgive at once here too.
 
     The table stays bounded: at most once a purge interval per process, or at once again after
     a purge that filled its batch, a request also deletes up to `PURGE_BATCH` rows older than
@@ -138,6 +153,27 @@ class RateLimit:
         self._table = table
         self._clock = clock
         self._next_purge: datetime | None = None
+        # Parties found full, with when their oldest counted request frees a place.
+        self._full_until: dict[str, datetime] = {}
+        # The statements, built once (their cache keys are computed once too): the parameters
+        # are the limit's name, the party, the time and the start of the window.
+        hits = table.c
+        counted = (
+            hits.limit_name == bindparam("name"),
+            hits.party == bindparam("party"),
+            hits.at > bindparam("since"),
+        )
+        newest = select(hits.at).where(*counted).order_by(hits.at.desc()).limit(max(per_minute, 1))
+        self._counted = newest
+        room = select(func.count()).select_from(newest.subquery()).scalar_subquery() < max(per_minute, 1)
+        self._log_if_room = insert(table).from_select(
+            ["limit_name", "party", "at"],
+            select(
+                bindparam("name", type_=hits.limit_name.type),
+                bindparam("party", type_=hits.party.type),
+                bindparam("at", type_=hits.at.type),
+            ).where(room),
+        )
 
     async def check(self, party: str) -> None:
         """Count one request of `party`, or refuse it: 429 problem+json with `Retry-After`."""
@@ -145,41 +181,63 @@ class RateLimit:
             return
         key = stored_party(party)
         now = self._clock.now()
-        # A party past its limit is refused from a read that takes no lock (a counted request
-        # stays counted until it ages out, so a snapshot that is full is full now): a flood of
-        # refusals neither queues on the writer nor on the party's lock.
-        async with self._db.reading() as session:
-            counted = await self._counted(session, key, now)
-        full = len(counted) >= self.per_minute
-        if not full:
-            async with self._db.transaction() as session:
-                await lock_for_transaction(session, f"rate-limit:{self.name}", key)
-                counted = await self._counted(session, key, now)
-                full = len(counted) >= self.per_minute
-                if not full:
-                    await session.execute(insert(self._table).values(limit_name=self.name, party=key, at=now))
+        params = {"name": self.name, "party": key, "at": now, "since": now - RATE_LIMIT_WINDOW}
+        if self._known_full(key, now):
+            await self._refuse_if_full(params)
+        counted = await self._count(params)
+        if counted is _FOUND_FULL:  # another request of this process found it full meanwhile
+            await self._refuse_if_full(params)
+            counted = await self._count(params, again=True)
         if self._next_purge is None or now >= self._next_purge:
             await self._purge(now)
-        if full:
-            # The oldest of the newest `per_minute` requests frees a place when it ages out.
-            frees_at = as_utc(counted[-1]) + RATE_LIMIT_WINDOW
-            retry_after = max(1, math.ceil((frees_at - now).total_seconds()))
-            RATE_LIMITED.labels(limit=self.name).inc()
-            raise TooManyRequests(
-                f"Too many {self.what} from this address; try again in {retry_after} seconds.",
-                retry_after=retry_after,
-            )
+        if isinstance(counted, datetime):
+            self._refuse(key, counted, now)
 
-    async def _counted(self, session: AsyncSession, key: str, now: datetime) -> list[datetime]:
-        """The times of the party's newest requests that still count, at most `per_minute`."""
-        hits = self._table.c
-        return list(
-            await session.scalars(
-                select(hits.at)
-                .where(hits.limit_name == self.name, hits.party == key, hits.at > now - RATE_LIMIT_WINDOW)
-                .order_by(hits.at.desc())
-                .limit(self.per_minute)
-            )
+    def _known_full(self, key: str, now: datetime) -> bool:
+        until = self._full_until.get(key)
+        if until is None:
+            return False
+        if until <= now:
+            del self._full_until[key]
+            return False
+        return True
+
+    async def _refuse_if_full(self, params: dict[str, Any]) -> None:
+        """Refuse from a read that takes no lock if the party is full; else return."""
+        counted = [row[0] for row in await self._db.read_by_key(self._counted, params)]
+        if len(counted) >= self.per_minute:
+            self._refuse(params["party"], counted[-1], params["at"])
+        self._full_until.pop(params["party"], None)
+
+    async def _count(self, params: dict[str, Any], *, again: bool = False) -> datetime | object | None:
+        """Log the request if the party has room: None. Else the time of the oldest of its
+        newest `per_minute` requests (nothing logged), or `_FOUND_FULL` when, while this request
+        waited for the writer, another one of this process found the party full."""
+        async with self._db.transaction() as session:
+            if not again and self._known_full(params["party"], params["at"]):
+                return _FOUND_FULL  # before any statement: the transaction holds no connection
+            await lock_for_transaction(session, f"rate-limit:{self.name}", params["party"])
+            # Only another instance's purge can take counted rows meanwhile (one whose clock is
+            # ahead of this one's): then the INSERT runs again, and finds the room.
+            for _ in range(3):
+                result = await session.execute(self._log_if_room, params)
+                if cast(CursorResult[Any], result).rowcount == 1:
+                    return None
+                counted = list(await session.scalars(self._counted, params))
+                if len(counted) >= self.per_minute:
+                    return counted[-1]
+        raise RuntimeError(f"rate limit {self.name}: no room, yet only {len(counted)} requests count")
+
+    def _refuse(self, key: str, oldest: datetime, now: datetime) -> NoReturn:
+        """429: the oldest of the newest `per_minute` requests frees a place when it ages out."""
+        frees_at = as_utc(oldest) + RATE_LIMIT_WINDOW
+        if key in self._full_until or len(self._full_until) < FULL_PARTIES_KEPT:
+            self._full_until[key] = frees_at
+        retry_after = max(1, math.ceil((frees_at - now).total_seconds()))
+        RATE_LIMITED.labels(limit=self.name).inc()
+        raise TooManyRequests(
+            f"Too many {self.what} from this address; try again in {retry_after} seconds.",
+            retry_after=retry_after,
         )
 
     async def _purge(self, now: datetime) -> None:
@@ -197,6 +255,7 @@ class RateLimit:
             result = await session.execute(delete(self._table).where(hits.id.in_(expired.scalar_subquery())))
         deleted = cast(CursorResult[Any], result).rowcount
         self._next_purge = now if deleted >= PURGE_BATCH else now + PURGE_INTERVAL
+        self._full_until = {key: until for key, until in self._full_until.items() if until > now}
 
     def dependency(self) -> Callable[[Request], Awaitable[None]]:
         """A FastAPI dependency that applies this limit to the calling address: its

@@ -14,16 +14,17 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Protocol, cast
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Table, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.config import IdentitySettings
 from services.identity.credentials import code_requested
 from services.identity.domain import normalise_username, token_digest
-from services.identity.models import FailureCounter, LoginChallenge, LoginThrottle, TrustedDevice, User
+from services.identity.models import LoginChallenge, LoginThrottle, TrustedDevice, User
 from shared.clock import Clock, as_utc
 from shared.db import Database, upsert_statement
 from shared.messaging import Outbox
@@ -32,6 +33,40 @@ from shared.sealing import Sealer
 
 log = logging.getLogger(__name__)
 UNLOCK_EMAIL_WINDOW = timedelta(days=1)  # `unlock_emails_per_day` counts in it
+
+_THROTTLES = cast(Table, LoginThrottle.__table__)
+_throttles = _THROTTLES.c
+# A login's counted try on its username's counter, as Core statements built once: the counter's
+# new values, and its row deleted when the password was right.
+_COUNT_TRY = (
+    update(_THROTTLES)
+    .where(_throttles.username == bindparam("key"))
+    .values(
+        failures=bindparam("failures"),
+        last_failure_at=bindparam("last_failure_at"),
+        locked_until=bindparam("locked_until"),
+    )
+)
+_FORGET_TRIES = delete(_THROTTLES).where(_throttles.username == bindparam("key"))
+
+
+class Counter(Protocol):
+    """What the lock and the delays read and change of a failure counter: a `FailureCounter`
+    row (a trusted device's, a username's) or a username's counter as a login's try read it."""
+
+    failures: int
+    last_failure_at: datetime | None
+    locked_until: datetime | None
+
+
+@dataclass
+class _UsernameCounter:
+    """A username's counter as the upsert that locks it returned it (no ORM object): a login's
+    try writes it back with one UPDATE (`_COUNT_TRY`)."""
+
+    failures: int
+    last_failure_at: datetime | None
+    locked_until: datetime | None
 
 
 @dataclass(frozen=True)
@@ -66,22 +101,52 @@ class Lockout:
     outbox: Outbox
     clock: Clock
     sealer: Sealer
+    _upserts: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     async def reserve_try(
         self, session: AsyncSession, username: str, device_token: str | None
     ) -> PasswordTry:
         """Count a password try before it is checked, or refuse it (429) while its counter is
         locked or must wait. The counter is the trusted device's when the login comes with a
-        valid `device_token` of this username's user, else the username's."""
+        valid `device_token` of this username's user, else the username's: read and locked by
+        one upsert, written back by one UPDATE (Core statements, without the ORM's unit of work)."""
         now = self.clock.now()
         key = normalise_username(username)
         device = await self._trusted_device(session, key, device_token) if device_token else None
-        counter: FailureCounter = device if device is not None else await self._username_counter(session, key)
-        self._refuse_while_throttled(counter, now, on_device=device is not None)
+        if device is not None:
+            self._refuse_while_throttled(device, now, on_device=True)
+            return PasswordTry(username=key, device_id=device.id, locks=self.count_failure(device))
+        row = (await session.execute(self._upsert_counter(session), {"key": key})).one()
+        counter = _UsernameCounter(*row)
+        self._refuse_while_throttled(counter, now, on_device=False)
         locks = self.count_failure(counter)
-        return PasswordTry(username=key, device_id=device.id if device is not None else None, locks=locks)
+        await session.execute(
+            _COUNT_TRY,
+            {
+                "key": key,
+                "failures": counter.failures,
+                "last_failure_at": counter.last_failure_at,
+                "locked_until": counter.locked_until,
+            },
+        )
+        return PasswordTry(username=key, device_id=None, locks=locks)
 
-    def count_failure(self, counter: FailureCounter) -> bool:
+    def _upsert_counter(self, session: AsyncSession) -> Any:
+        """The upsert of `_username_counter` as a Core statement of the session's dialect that
+        returns the counter's columns, built once per dialect."""
+        dialect = session.get_bind().dialect.name
+        statement = self._upserts.get(dialect)
+        if statement is None:
+            statement = (
+                upsert_statement(session, _THROTTLES)
+                .values(username=bindparam("key"), failures=0)
+                .on_conflict_do_update(index_elements=["username"], set_={"username": bindparam("key")})
+                .returning(_throttles.failures, _throttles.last_failure_at, _throttles.locked_until)
+            )
+            self._upserts[dialect] = statement
+        return statement
+
+    def count_failure(self, counter: Counter) -> bool:
         """One more failure on the counter; the lock follows at `login_lock_after_failures`.
         True when this failure is the one that locks it."""
         now = self.clock.now()
@@ -99,7 +164,7 @@ class Lockout:
         for the password (a password reset): its wrong codes count towards the same lock."""
         return await self._username_counter(session, normalise_username(username))
 
-    def refuse_while_locked(self, counter: FailureCounter) -> None:
+    def refuse_while_locked(self, counter: Counter) -> None:
         """429 while failures lock the counter (no delays: those pace password guesses)."""
         now = self.clock.now()
         if counter.locked_until is not None and as_utc(counter.locked_until) > now:
@@ -184,7 +249,7 @@ class Lockout:
             return None
         return device
 
-    def _refuse_while_throttled(self, counter: FailureCounter, now: datetime, *, on_device: bool) -> None:
+    def _refuse_while_throttled(self, counter: Counter, now: datetime, *, on_device: bool) -> None:
         if counter.locked_until and as_utc(counter.locked_until) > now:
             wait = int((as_utc(counter.locked_until) - now).total_seconds()) + 1
             if on_device:
@@ -218,7 +283,7 @@ class Lockout:
             if device is not None:
                 device.failures, device.last_failure_at, device.locked_until = 0, None, None
         else:
-            await session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username))
+            await session.execute(_FORGET_TRIES, {"key": user.username})
 
     async def trust_device(self, session: AsyncSession, challenge: LoginChallenge, user: User) -> str | None:
         """After a two-factor login: the device it came from stays trusted, or a new device
@@ -246,7 +311,7 @@ class Lockout:
         return token
 
 
-def _failures_are_over(counter: FailureCounter, now: datetime, window: timedelta) -> bool:
+def _failures_are_over(counter: Counter, now: datetime, window: timedelta) -> bool:
     """A lock that has run out, or failures a whole lock's length ago, count no more."""
     if counter.locked_until is not None:
         return as_utc(counter.locked_until) <= now

@@ -14,9 +14,9 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -62,6 +62,20 @@ class InvalidCode(Problem):
     title = "The one-time code is not correct"
 
 
+_USERS, _CHALLENGES = cast(Table, User.__table__), cast(Table, LoginChallenge.__table__)
+# The password step's read and write, as Core statements built once.
+_PASSWORD_HASH = select(_USERS.c.password_hash, _USERS.c.status).where(_USERS.c.username == bindparam("username"))
+_NEW_CHALLENGE = insert(_CHALLENGES).values(
+    id=bindparam("id"),
+    user_id=bindparam("user_id"),
+    created_at=bindparam("created_at"),
+    expires_at=bindparam("expires_at"),
+    failed_attempts=0,
+    sends=0,
+    device_id=bindparam("device_id"),
+)
+
+
 def _code_context(challenge_id: str) -> str:
     return f"login-code:{challenge_id}"
 
@@ -82,11 +96,8 @@ class Login:
     async def password_hash(self, session: AsyncSession, attempt: PasswordTry) -> str | None:
         """The hash the try's password is checked against: None for a username nobody has, or
         a login that cannot log in (the check then fails, with the same work)."""
-        found = (
-            await session.execute(
-                select(User.password_hash, User.status).where(User.username == normalise_username(attempt.username))
-            )
-        ).one_or_none()
+        username = normalise_username(attempt.username)
+        found = (await session.execute(_PASSWORD_HASH, {"username": username})).one_or_none()
         return found.password_hash if found is not None and found.status in ("active", "disabled") else None
 
     async def password_checked(
@@ -157,15 +168,14 @@ class Login:
         )
         # One INSERT, without the ORM's unit of work: the caller reads the challenge only.
         await session.execute(
-            insert(LoginChallenge).values(
-                id=challenge.id,
-                user_id=challenge.user_id,
-                created_at=challenge.created_at,
-                expires_at=challenge.expires_at,
-                failed_attempts=0,
-                sends=0,
-                device_id=challenge.device_id,
-            )
+            _NEW_CHALLENGE,
+            {
+                "id": challenge.id,
+                "user_id": challenge.user_id,
+                "created_at": challenge.created_at,
+                "expires_at": challenge.expires_at,
+                "device_id": challenge.device_id,
+            },
         )
         return challenge
 

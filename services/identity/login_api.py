@@ -16,6 +16,7 @@ from services.identity.deps import (
     LoginDep,
     LoginRateLimit,
     OutboxDep,
+    Parts,
     PasswordsDep,
     PathId,
     SealerDep,
@@ -152,9 +153,11 @@ async def verify(
     summary="Exchange a refresh token for new tokens (each refresh token works once)",
     responses={401: PROBLEM},
 )
-async def refresh(body: RefreshIn, db: DbDep, sessions: SessionsDep) -> TokensOut:
-    async with db.transaction() as session:
-        tokens = await sessions.refresh(session, body.refresh_token.get_secret_value())
+async def refresh(body: RefreshIn, parts: Parts) -> TokensOut:
+    # The parts as one dependency (not the database and the sessions as two): what FastAPI
+    # resolves per request is a noticeable share of this route's small cost.
+    async with parts.db.transaction() as session:
+        tokens = await parts.sessions.refresh(session, body.refresh_token.get_secret_value())
     return TokensOut(**tokens.__dict__)
 
 

@@ -11,8 +11,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity.config import IdentitySettings
@@ -46,6 +47,58 @@ class TokenPair:
     refresh_token: str
     expires_in: int
     token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+
+
+_TOKENS, _SESSIONS = cast(Table, RefreshToken.__table__), cast(Table, LoginSession.__table__)
+_USERS, _GRANTS_TABLE = cast(Table, User.__table__), cast(Table, UserGrant.__table__)
+_tokens, _sessions, _users, _grants = _TOKENS.c, _SESSIONS.c, _USERS.c, _GRANTS_TABLE.c
+
+# What a refresh runs, as Core statements built once (no ORM compilation, cache keys computed
+# once): the token, its session, its user and the user's grants (a row per grant) in one read
+# that locks the token's and the session's rows; then the token used, the session used and the
+# next token.
+_REFRESH_READ = (
+    select(
+        _tokens.used_at,
+        _tokens.expires_at,
+        _sessions.id,
+        _sessions.ended_at,
+        _sessions.expires_at,
+        _sessions.user_id,
+        _users.status,
+        _users.tenant_cvr,
+        _users.role,
+        _users.functions,
+        _grants.cvr,
+        _grants.all_accounts,
+        _grants.account_numbers,
+    )
+    .select_from(
+        _TOKENS.join(_SESSIONS, _sessions.id == _tokens.session_id)
+        .outerjoin(_USERS, _users.id == _sessions.user_id)
+        .outerjoin(_GRANTS_TABLE, _grants.user_id == _users.id)
+    )
+    .where(_tokens.token_hash == bindparam("digest"))
+    .with_for_update(of=[_TOKENS, _SESSIONS])
+)
+_TOKEN_USED = update(_TOKENS).where(_tokens.token_hash == bindparam("digest")).values(used_at=bindparam("now"))
+_SESSION_USED = (
+    update(_SESSIONS).where(_sessions.id == bindparam("session_id")).values(last_used_at=bindparam("now"))
+)
+_SESSION_ENDED = (
+    update(_SESSIONS)
+    .where(_sessions.id == bindparam("session_id"))
+    .values(ended_at=bindparam("now"), end_reason=bindparam("reason"))
+)
+_NEW_TOKEN = insert(_TOKENS).values(
+    token_hash=bindparam("digest"),
+    session_id=bindparam("session_id"),
+    created_at=bindparam("now"),
+    expires_at=bindparam("expires_at"),
+)
+_GRANTS = select(_grants.cvr, _grants.all_accounts, _grants.account_numbers).where(
+    _grants.user_id == bindparam("user_id")
+)
 
 
 @dataclass
@@ -97,24 +150,25 @@ class Sessions:
         functions: list[str],
         session_id: str,
         session_expires_at: datetime,
+        grants: list[tuple[str, bool, list[str]]] | None = None,
     ) -> TokenPair:
         """A new refresh token of the session (stored as its digest) and an access token that
-        carries the user's grants as they are now."""
+        carries the user's grants as they are now (`grants`, (cvr, all accounts, account
+        numbers), when the caller read them already)."""
         now = self.clock.now()
         refresh = secrets.token_urlsafe(32)
         await session.execute(
-            insert(RefreshToken).values(
-                token_hash=token_digest(refresh),
-                session_id=session_id,
-                created_at=now,
-                expires_at=min(now + self.settings.refresh_token_ttl, session_expires_at),
-            )
+            _NEW_TOKEN,
+            {
+                "digest": token_digest(refresh),
+                "session_id": session_id,
+                "now": now,
+                "expires_at": min(now + self.settings.refresh_token_ttl, session_expires_at),
+            },
         )
-        grants = await session.execute(
-            select(UserGrant.cvr, UserGrant.all_accounts, UserGrant.account_numbers).where(
-                UserGrant.user_id == user_id
-            )
-        )
+        if grants is None:
+            read = await session.execute(_GRANTS, {"user_id": user_id})
+            grants = [(cvr, every, numbers) for cvr, every, numbers in read]
         access = self.signer.sign(
             subject=user_id,
             session_id=session_id,
@@ -131,35 +185,19 @@ class Sessions:
         """A new pair for a valid refresh token; a reused one ends its whole session (kept,
         though the refresh is refused).
 
-        The token, its session and its user are read in one statement that locks the token's
-        and the session's rows (PostgreSQL; SQLite runs write transactions one at a time), so
-        two requests with the same token are decided one after the other: the second finds it
-        used. The writes are plain statements, without the ORM's unit of work."""
+        The token, its session, its user and the user's grants are read in one statement that
+        locks the token's and the session's rows (PostgreSQL; SQLite runs write transactions
+        one at a time), so two requests with the same token are decided one after the other:
+        the second finds it used. The writes are plain statements, without the ORM's unit of
+        work; all of them are built once (`_REFRESH_READ` and the ones after it)."""
         now = self.clock.now()
         digest = token_digest(refresh_token)
-        found = (
-            await session.execute(
-                select(
-                    RefreshToken.used_at,
-                    RefreshToken.expires_at,
-                    LoginSession.id,
-                    LoginSession.ended_at,
-                    LoginSession.expires_at,
-                    LoginSession.user_id,
-                    User.status,
-                    User.tenant_cvr,
-                    User.role,
-                    User.functions,
-                )
-                .join(LoginSession, LoginSession.id == RefreshToken.session_id)
-                .outerjoin(User, User.id == LoginSession.user_id)
-                .where(RefreshToken.token_hash == digest)
-                .with_for_update(of=[RefreshToken.__table__, LoginSession.__table__])
-            )
-        ).one_or_none()
-        if found is None:
+        rows = (await session.execute(_REFRESH_READ, {"digest": digest})).all()
+        if not rows:
             raise InvalidRefreshToken("The refresh token is not known. Log in again.")
-        used_at, expires_at, session_id, ended_at, session_expires_at, user_id, status, tenant, role, functions = found
+        used_at, expires_at, session_id, ended_at, session_expires_at, user_id, status, tenant, role, functions = (
+            rows[0][:10]
+        )
         if used_at is not None:
             # Someone presents a token that was already exchanged: it leaked. End the session.
             if ended_at is None:
@@ -176,25 +214,11 @@ class Sessions:
         if status != "active":
             # Not announced: disabling or deleting a user ends all their sessions and says so
             # (UserDisabled, UserDeleted), and billing then refuses every token of the user.
-            await session.execute(
-                update(LoginSession)
-                .where(LoginSession.id == session_id)
-                .values(ended_at=now, end_reason="user-not-active")
-                .execution_options(synchronize_session=False)
-            )
+            ending = {"session_id": session_id, "now": now, "reason": "user-not-active"}
+            await session.execute(_SESSION_ENDED, ending)
             raise ended.committing()
-        await session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.token_hash == digest)
-            .values(used_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        await session.execute(
-            update(LoginSession)
-            .where(LoginSession.id == session_id)
-            .values(last_used_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        await session.execute(_TOKEN_USED, {"digest": digest, "now": now})
+        await session.execute(_SESSION_USED, {"session_id": session_id, "now": now})
         return await self._issue_for(
             session,
             user_id=user_id,
@@ -203,6 +227,7 @@ class Sessions:
             functions=list(functions),
             session_id=session_id,
             session_expires_at=as_utc(session_expires_at),
+            grants=[(cvr, every, numbers) for *_, cvr, every, numbers in rows if cvr is not None],
         )
 
     # --- the caller's session ---------------------------------------------------------

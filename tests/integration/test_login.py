@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import httpx
+import jwt
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from services.identity.api import create_api
 from services.identity.config import IdentitySettings
-from services.identity.models import messaging
+from services.identity.models import User, UserGrant, messaging
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.events import OtpRequested
@@ -217,6 +218,35 @@ async def test_a_refresh_token_works_once_and_its_reuse_ends_the_session(db, clo
     assert newer.status_code == 401
     me = await client.get("/v1/me", headers={"Authorization": f"Bearer {second.json()['access_token']}"})
     assert me.status_code == 401
+
+
+async def test_a_refreshed_access_token_carries_each_grant_of_the_user_as_it_is_now(
+    db, clock, sealer, client
+) -> None:
+    """The refresh reads the user's grants with the token (a row per grant): every grant is in
+    the new access token, none twice, and a user left without grants gets a token without any."""
+    username = await active_admin(db, clock, sealer, client)
+    first = await log_in(client, db, sealer, username)
+    async with db.transaction() as session:
+        user = await session.scalar(select(User).where(User.username == username))
+        assert user is not None
+        user_id, role, functions = user.id, user.role, list(user.functions)
+        session.add(UserGrant(user_id=user_id, cvr="35657193", all_accounts=False, account_numbers=["1", "2"]))
+
+    second = await client.post("/v1/token/refresh", json={"refresh_token": first["refresh_token"]})
+    assert second.status_code == 200, second.text
+    claims = jwt.decode(second.json()["access_token"], options={"verify_signature": False})
+    assert sorted(claims["grants"], key=lambda grant: grant["cvr"]) == [
+        {"cvr": "22109340", "accounts": "all"},
+        {"cvr": "35657193", "accounts": ["1", "2"]},
+    ]
+    assert (claims["sub"], claims["role"], claims["functions"]) == (user_id, role, functions)
+
+    async with db.transaction() as session:
+        await session.execute(delete(UserGrant).where(UserGrant.user_id == user_id))
+    third = await client.post("/v1/token/refresh", json={"refresh_token": second.json()["refresh_token"]})
+    assert third.status_code == 200, third.text
+    assert jwt.decode(third.json()["access_token"], options={"verify_signature": False})["grants"] == []
 
 
 async def test_one_refresh_token_sent_many_times_at_once_is_exchanged_once(db, clock, sealer, client) -> None:

@@ -21,7 +21,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from services.identity.api import create_api as identity_api
 from services.identity.config import IdentitySettings
@@ -32,6 +32,7 @@ from shared import ratelimit
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.metrics import REGISTRY
+from shared.problems import TooManyRequests
 from shared.ratelimit import RateLimit
 from tests.support.asgi import AppTransport
 
@@ -222,6 +223,40 @@ async def test_a_purge_that_fills_its_batch_runs_again_at_the_next_request(
             await limit.check(f"198.51.100.{n}")
             rows.append(await _rows(db))
         assert rows == [11 - 4, 8 - 4, 5 - 2, 4]  # 10 expired: 4, 4, 2, then no purge within the minute
+    finally:
+        await db.dispose()
+
+
+async def test_a_party_found_full_is_refused_from_reads_and_forgiven_once_its_rows_go(
+    database_url: str, clock: FrozenClock, monkeypatch
+) -> None:
+    """Once a party is found full, its requests are refused from a read that takes no lock: a
+    flood of them, all at once, runs no write transaction. The read decides, not what the
+    process remembers: rows deleted by hand forgive the party at once (docs/operations.md)."""
+    db = Database(database_url)
+    try:
+        limit = RateLimit("login", LIMIT, db=db, table=rate_limit_hits, clock=clock)
+        for _ in range(LIMIT):
+            await limit.check("192.0.2.60")
+        with pytest.raises(TooManyRequests):
+            await limit.check("192.0.2.60")
+        transaction = Database.transaction
+        writes: list[Database] = []
+
+        def counting(self: Database):  # noqa: ANN202
+            writes.append(self)
+            return transaction(self)
+
+        monkeypatch.setattr(Database, "transaction", counting)
+        flood = await asyncio.gather(*(limit.check("192.0.2.60") for _ in range(3 * LIMIT)), return_exceptions=True)
+        assert [getattr(answer, "headers", answer) for answer in flood] == [{"Retry-After": "60"}] * (3 * LIMIT)
+        assert writes == []
+        monkeypatch.setattr(Database, "transaction", transaction)
+
+        async with db.transaction() as session:
+            await session.execute(delete(rate_limit_hits))
+        await limit.check("192.0.2.60")  # nothing counts any more: accepted, and counted
+        assert await _rows(db) == 1
     finally:
         await db.dispose()
 
