@@ -85,3 +85,57 @@ async def test_a_first_statement_that_fails_leaves_no_transaction_open(db: Datab
         await session.execute(text("INSERT INTO t VALUES (3)"))
     async with db.reading() as session:
         assert await session.scalar(text("SELECT n FROM t")) == 3
+
+
+# A connection to a file already in WAL mode does not set the mode again (`shared.db.in_wal_mode`):
+# `PRAGMA journal_mode=WAL` on a new connection failed at once with 'database is locked', busy
+# timeout or not, now and then while other processes' connections came and went (a 503 in a
+# burst of logins on two instances, tests/security/test_shared_rate_limits.py).
+
+
+def test_the_wal_mode_is_read_from_the_files_header(tmp_path: Path) -> None:
+    from shared.db import in_wal_mode
+
+    journal = tmp_path / "journal.db"
+    with sqlite3.connect(journal) as plain:
+        plain.execute("CREATE TABLE t (n INTEGER)")
+    wal = tmp_path / "wal.db"
+    with sqlite3.connect(wal) as other:
+        other.execute("PRAGMA journal_mode=WAL")
+        other.execute("CREATE TABLE t (n INTEGER)")
+
+    assert not in_wal_mode(tmp_path / "none.db")
+    assert not in_wal_mode(journal)
+    assert in_wal_mode(wal)
+
+
+async def test_a_connection_to_a_file_in_wal_mode_does_not_set_the_mode_again(
+    db: Database, tmp_path: Path, monkeypatch
+) -> None:
+    from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_cursor
+
+    sent: list[str] = []
+    execute = AsyncAdapt_aiosqlite_cursor.execute
+
+    def recording(self, operation, parameters=None):  # noqa: ANN001, ANN202
+        sent.append(operation)
+        return execute(self, operation, parameters)
+
+    monkeypatch.setattr(AsyncAdapt_aiosqlite_cursor, "execute", recording)
+    again = Database(f"sqlite+aiosqlite:///{tmp_path / 'one.db'}")  # the fixture's file, in WAL mode
+    fresh = Database(f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        async with again.transaction() as session:
+            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+        assert not [statement for statement in sent if "journal_mode" in statement]
+        assert "PRAGMA busy_timeout=30000" in sent
+
+        async with fresh.transaction() as session:
+            await session.execute(text("CREATE TABLE t (n INTEGER)"))
+        assert "PRAGMA journal_mode=WAL" in sent  # a new file is put in WAL mode
+        assert fresh.file is not None
+        with sqlite3.connect(fresh.file) as other:
+            assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        await again.dispose()
+        await fresh.dispose()
