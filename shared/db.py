@@ -187,7 +187,6 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
         kwargs.setdefault("pool_size", 1)
         kwargs.setdefault("max_overflow", 4)
     engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
-    file = sqlite_file(url)
 
     @event.listens_for(engine.sync_engine, "do_connect")
     def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
@@ -198,9 +197,8 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
-        if file is None or not in_wal_mode(file):
-            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
@@ -220,26 +218,6 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
         dbapi_connection._connection.pending_begin = None  # given back to the pool: nothing pending
 
     return engine
-
-
-# SQLite's file header: bytes 18 and 19, the file format's write and read versions, are 2 for a
-# database in WAL mode (https://www.sqlite.org/fileformat.html, "The Database Header").
-WAL_HEADER_VERSIONS = b"\x02\x02"
-
-
-def in_wal_mode(file: Path) -> bool:
-    """Whether the SQLite database `file` is in WAL mode, from its header: WAL mode stays in the
-    file, so a new connection to a database that is already in it need not set it again. Set
-    again, `PRAGMA journal_mode=WAL` failed at once with 'database is locked', busy timeout
-    or not, now and then when a connection opened while other processes' connections came
-    and went (an API answered 503 to one of a burst of requests); a connection's first
-    statement waits for the file as any statement does."""
-    try:
-        with file.open("rb") as database:
-            header = database.read(20)
-    except OSError:  # not there yet: the pragma makes it
-        return False
-    return len(header) == 20 and header[18:20] == WAL_HEADER_VERSIONS
 
 
 def sqlite_file(url: str) -> Path | None:
