@@ -209,11 +209,14 @@ class PasswordHashing:
         return right and password_hash is not None
 
     def _verify(self, password_hash: str, password: str) -> bool:
+        # A JSON string may hold a lone surrogate ("\ud800"), which UTF-8 cannot encode: no
+        # password was ever hashed with one, so it is checked (for equal timing) and is wrong,
+        # not an error.
+        secret = password.encode("utf-8", "surrogatepass")
         if self._memory is None:
-            return self._hasher.verify(password_hash, password)
+            return self._hasher.verify(password_hash, secret)
         found = _decode(password_hash)
         salt, expected = found.salt, found.digest
-        secret = password.encode()
         out = ffi.new("uint8_t[]", len(expected))
         context = ffi.new(
             "argon2_context *",

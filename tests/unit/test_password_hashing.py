@@ -135,7 +135,9 @@ def _stored_hashes() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name", list(_stored_hashes()))
-@pytest.mark.parametrize("password", [PASSWORD, "another passphrase", "", "pæssword med æøå ✓"])
+@pytest.mark.parametrize(
+    "password", [PASSWORD, "another passphrase", "", "pæssword med æøå ✓", "a lone surrogate \ud800", "nul\x00"]
+)
 def test_checks_in_a_kept_block_answer_as_argon2_cffi_does(name: str, password: str) -> None:
     stored = _stored_hashes()[name]
     kept, library = PasswordHashing(), PasswordHashing(reuse_memory=False)
