@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import socket
+import struct
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -151,6 +152,15 @@ class Outbox:
         return event_id
 
 
+def _sent_by(ancillary: list[tuple[int, int, bytes]], trusted: frozenset[int]) -> Iterator[bool]:
+    """For the credentials the kernel attached to a datagram (`SCM_CREDENTIALS`), whether
+    its sender ran as one of the `trusted` users."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= 12:
+            _pid, uid, _gid = struct.unpack("iII", data[:12])
+            yield uid in trusted
+
+
 class OutboxNudge:
     """The nudge a commit of outbox rows gives its database's relay, across processes: an API's
     transaction writes the rows, the relay runs in the service's worker, and without a nudge
@@ -166,6 +176,13 @@ class OutboxNudge:
     was listening, the datagram was dropped, its connection was down) publishes at its next
     poll, as before. A relay that is nudged publishes whatever is pending, in sequence order,
     under the same turn as a poll, so order per key, batches and marks are unchanged.
+
+    An abstract socket has no file permissions: any process of the host's network namespace
+    can send to it. The relay takes a datagram only from a process running as its own user,
+    root, or the database file's owner (the kernel's credentials on each datagram,
+    `SO_PASSCRED`): anyone else's are dropped (`foreign_dropped`), so another user cannot make
+    the relay read the outbox over and over. Another user can still bind the address first;
+    the relays then poll, which they do anyway.
     """
 
     CHANNEL = "adgang_outbox"
@@ -174,6 +191,12 @@ class OutboxNudge:
     SQLITE_GAP_S = 0.05
     # A relay that found another holding its database's nudge address tries again this often.
     REBIND_S = 5.0
+
+    # The most datagrams one wake of the event loop takes off the socket: the rest wait for
+    # the next (asyncio calls the reader again while any are queued).
+    DRAIN_AT_ONCE = 64
+    # Datagrams dropped because their sender ran as another user (of this process's relays).
+    foreign_dropped = 0
 
     _sender: socket.socket | None = None
     _addresses: dict[URL, bytes | None] = {}
@@ -230,7 +253,7 @@ class OutboxNudge:
             return
         address = cls.address(db.engine.url)
         if address is not None:
-            await cls._listen_socket(address, wake, listening)
+            await cls._listen_socket(address, wake, listening, cls._trusted_users(db))
 
     @classmethod
     async def _listen_postgres(cls, db: Database, wake: asyncio.Event, listening: asyncio.Event) -> None:
@@ -260,13 +283,26 @@ class OutboxNudge:
                 log.warning("outbox nudges: cannot listen (%s); the relay polls meanwhile", type(exc).__name__)
                 await asyncio.sleep(min(OUTAGE_BACKOFF_MAX_S, 0.5 * 2 ** min(failures - 1, 6)))
 
+    @staticmethod
+    def _trusted_users(db: Database) -> frozenset[int]:
+        """Whose nudges a relay of `db` takes: its own user's, root's, the database file's owner's."""
+        users = {os.geteuid(), 0}
+        if db.file is not None:
+            with contextlib.suppress(OSError):
+                users.add(db.file.stat().st_uid)
+        return frozenset(users)
+
     @classmethod
-    async def _listen_socket(cls, address: bytes, wake: asyncio.Event, listening: asyncio.Event) -> None:
+    async def _listen_socket(
+        cls, address: bytes, wake: asyncio.Event, listening: asyncio.Event, trusted: frozenset[int]
+    ) -> None:
         loop = asyncio.get_running_loop()
+        credentials = socket.CMSG_SPACE(struct.calcsize("iII"))  # struct ucred: pid, uid, gid
         while True:
             receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             try:
                 receiver.setblocking(False)
+                receiver.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
                 try:
                     receiver.bind(address)
                 except OSError as exc:
@@ -278,10 +314,16 @@ class OutboxNudge:
                     continue
 
                 def drained(receiver: socket.socket = receiver) -> None:
+                    nudged = False
                     with contextlib.suppress(BlockingIOError):
-                        while receiver.recv(64):
-                            pass
-                    wake.set()
+                        for _ in range(cls.DRAIN_AT_ONCE):
+                            _data, ancillary, _flags, _sender = receiver.recvmsg(64, credentials)
+                            if any(_sent_by(ancillary, trusted)):
+                                nudged = True
+                            else:
+                                cls.foreign_dropped += 1
+                    if nudged:
+                        wake.set()
 
                 loop.add_reader(receiver.fileno(), drained)
                 listening.set()

@@ -21,13 +21,14 @@ import asyncio
 import base64
 import hmac
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from _argon2_cffi_bindings import ffi, lib
-from argon2 import PasswordHasher, Type, extract_parameters
+from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.low_level import core, error_to_str
 
@@ -77,6 +78,11 @@ class _KeptBlocks(threading.local):
     once: Any = None
 
 
+def _new_block(size: int) -> Any:
+    """`size` bytes for argon2 to work in (cffi clears them), or MemoryError."""
+    return ffi.new("uint8_t[]", size)
+
+
 class _ReusedMemory:
     """argon2's allocation callbacks (`argon2_context.allocate_cbk` and `free_cbk`), handing
     out each thread's kept block. argon2 clears its memory before it calls `free_cbk`."""
@@ -91,11 +97,15 @@ class _ReusedMemory:
     def _allocate(self, memory: Any, size: int) -> int:
         blocks = self._blocks
         if size > self.keep_bytes:
-            blocks.once = ffi.new("uint8_t[]", size)
+            try:
+                blocks.once = _new_block(size)
+            except MemoryError:  # argon2 answers ARGON2_MEMORY_ALLOCATION_ERROR, as for malloc's NULL
+                memory[0] = ffi.NULL
+                return -1
             memory[0] = blocks.once
             return 0
         if blocks.kept is None:  # this thread's first verification
-            blocks.kept = ffi.new("uint8_t[]", self.keep_bytes)
+            blocks.kept = _new_block(self.keep_bytes)
         memory[0] = blocks.kept
         return 0
 
@@ -103,9 +113,53 @@ class _ReusedMemory:
         self._blocks.once = None
 
 
+# A stored hash as argon2's own decoder (`decode_string`, which argon2-cffi's `verify` runs)
+# takes it: the fields in this order, decimals without a sign or leading zeros, the version
+# optional (argon2 1.0, 0x10, when absent), base64 of the standard alphabet without padding.
+_ENCODED = re.compile(
+    r"\$(?P<type>argon2id|argon2i|argon2d)(?:\$v=(?P<v>0|[1-9][0-9]*))?"
+    r"\$m=(?P<m>0|[1-9][0-9]*),t=(?P<t>0|[1-9][0-9]*),p=(?P<p>0|[1-9][0-9]*)"
+    r"\$(?P<salt>[A-Za-z0-9+/]*)\$(?P<digest>[A-Za-z0-9+/]*)"
+)
+_TYPES = {"argon2id": Type.ID, "argon2i": Type.I, "argon2d": Type.D}
+_UINT32_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class _Stored:
+    type: Type
+    version: int
+    memory_cost: int
+    time_cost: int
+    parallelism: int
+    salt: bytes
+    digest: bytes
+
+
 def _unbase64(text: str) -> bytes:
-    """The PHC string format's base64: standard alphabet, no padding."""
-    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    """The PHC string format's base64: standard alphabet, no padding, and, as argon2's decoder
+    wants it, unused bits of the last character zero (one spelling per value)."""
+    decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    if base64.b64encode(decoded).decode().rstrip("=") != text:
+        raise ValueError("not the canonical base64 of its bytes")
+    return decoded
+
+
+def _decode(password_hash: str) -> _Stored:
+    """The parameters, salt and digest of a stored hash; InvalidHashError for any string
+    argon2's decoder refuses (a sign, leading zeros, a value beyond 32 bits, padding, …)."""
+    found = _ENCODED.fullmatch(password_hash)
+    if found is None:
+        raise InvalidHashError("not an argon2 hash in the PHC string format")
+    numbers = [int(found[name]) if found[name] is not None else 0x10 for name in ("v", "m", "t", "p")]
+    if any(number > _UINT32_MAX for number in numbers):
+        raise InvalidHashError("a parameter beyond 32 bits")
+    try:
+        salt, digest = _unbase64(found["salt"]), _unbase64(found["digest"])
+    except ValueError as error:
+        raise InvalidHashError(str(error)) from error
+    version, memory_cost, time_cost, parallelism = numbers
+    return _Stored(_TYPES[found["type"]], version, memory_cost, time_cost, parallelism, salt, digest)
 
 
 class PasswordHashing:
@@ -155,14 +209,14 @@ class PasswordHashing:
         return right and password_hash is not None
 
     def _verify(self, password_hash: str, password: str) -> bool:
+        # A JSON string may hold a lone surrogate ("\ud800"), which UTF-8 cannot encode: no
+        # password was ever hashed with one, so it is checked (for equal timing) and is wrong,
+        # not an error.
+        secret = password.encode("utf-8", "surrogatepass")
         if self._memory is None:
-            return self._hasher.verify(password_hash, password)
-        found = extract_parameters(password_hash)  # InvalidHashError for what is not a PHC argon2 hash
-        try:
-            salt, expected = (_unbase64(part) for part in password_hash.rsplit("$", 2)[-2:])
-        except ValueError as error:
-            raise InvalidHashError(str(error)) from error
-        secret = password.encode()
+            return self._hasher.verify(password_hash, secret)
+        found = _decode(password_hash)
+        salt, expected = found.salt, found.digest
         out = ffi.new("uint8_t[]", len(expected))
         context = ffi.new(
             "argon2_context *",

@@ -132,6 +132,16 @@ async def test_an_unknown_user_and_a_wrong_password_get_the_same_answer(db, cloc
     assert wrong.headers["content-type"].startswith(PROBLEM)
 
 
+async def test_a_password_with_a_lone_surrogate_is_a_wrong_password(db, clock, sealer, client) -> None:
+    """JSON lets a string hold "\\ud800", which UTF-8 cannot encode: a wrong password (401), not an error."""
+    username = await active_admin(db, clock, sealer, client)
+    for who in (username, "99999999-zzzz"):
+        body = f'{{"username": "{who}", "password": "not the password \\ud800"}}'.encode()
+        response = await client.post("/v1/login", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 401, response.text
+        assert response.headers["content-type"].startswith(PROBLEM)
+
+
 async def test_ten_wrong_passwords_lock_the_login_and_unknown_users_see_the_same(
     db, clock, sealer, client
 ) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from tests.support.waiting import wait_until_async
 AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 # A poll this long never comes within a test: what the relay publishes, a nudge made it.
 NEVER_S = 3600.0
+NOBODY = 65534  # a user of the host other than the relay's
 
 
 @dataclass
@@ -166,3 +169,36 @@ async def test_another_relay_hears_the_nudges_once_the_first_stops(
         first.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await first
+
+
+def _sent_as_another_user(address: bytes) -> int:
+    """One datagram to `address` from a child process running as NOBODY; its exit status."""
+    child = os.fork()
+    if child == 0:  # the child: nothing but the datagram
+        try:
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"1", address)
+        finally:
+            os._exit(0 if os.getuid() == NOBODY else 1)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sending as another user needs root")
+async def test_a_datagram_from_another_user_of_the_host_is_no_nudge(setup: Setup) -> None:
+    """SQLite: the address is in the abstract namespace, which any local process can send to;
+    only the relay's own user (or root, or the database file's owner) nudges it."""
+    address = OutboxNudge.address(setup.url)
+    if address is None:
+        pytest.skip("PostgreSQL: a nudge is a NOTIFY, which needs the database's credentials")
+    nudge, listening = asyncio.Event(), asyncio.Event()
+    dropped = OutboxNudge.foreign_dropped
+    async with running(OutboxNudge.listen(setup.relay_db, nudge, listening=listening)):
+        await until(listening.is_set, "the relay listening")
+        for _ in range(3):
+            assert _sent_as_another_user(address) == 0
+        await until(lambda: OutboxNudge.foreign_dropped == dropped + 3, "the foreign datagrams dropped")
+        assert not nudge.is_set()
+        OutboxNudge.send(address)  # this process's user
+        await until(nudge.is_set, "the relay nudged")

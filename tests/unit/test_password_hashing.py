@@ -91,6 +91,11 @@ def test_the_api_refuses_to_start_with_weak_hashing_and_says_why(tmp_path: Path)
 PASSWORD = "a long enough passphrase"
 
 
+def _next_base64(character: str) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    return alphabet[alphabet.index(character) + 1]
+
+
 @functools.cache
 def _stored_hashes() -> dict[str, str]:
     from argon2.low_level import Type as LowType
@@ -112,19 +117,67 @@ def _stored_hashes() -> dict[str, str]:
         "no salt": f"{head}$${digest}",
         "not a hash": "plain text",
         "empty": "",
+        # argon2's decoder takes one spelling of each value: any other is not a hash of it.
+        "version 16 without its field": hash_secret(PASSWORD.encode(), salt, 2, 19456, 1, 32, LowType.ID, version=16)
+        .decode()
+        .replace("$v=16", ""),
+        "a parameter with a sign": made.replace("m=19456", "m=+19456"),
+        "a parameter with a leading zero": made.replace("m=19456", "m=019456"),
+        "a parameter with an underscore": made.replace("m=19456", "m=19_456"),
+        "a parameter with a space": made.replace("t=2", "t= 2"),
+        "parameters in another order": made.replace("m=19456,t=2", "t=2,m=19456"),
+        "a negative parameter": made.replace("t=2", "t=-2"),
+        "a negative version": made.replace("v=19", "v=-19"),
+        "a parameter beyond 32 bits": made.replace("t=2", f"t={2**32 + 2}"),
+        "a digest with padding": f"{made}=",
+        "a digest whose unused bits are not zero": f"{head}${salt_text}${digest[:-1]}{_next_base64(digest[-1])}",
     }
 
 
 @pytest.mark.parametrize("name", list(_stored_hashes()))
-@pytest.mark.parametrize("password", [PASSWORD, "another passphrase", "", "pæssword med æøå ✓"])
+@pytest.mark.parametrize(
+    "password", [PASSWORD, "another passphrase", "", "pæssword med æøå ✓", "a lone surrogate \ud800", "nul\x00"]
+)
 def test_checks_in_a_kept_block_answer_as_argon2_cffi_does(name: str, password: str) -> None:
     stored = _stored_hashes()[name]
     kept, library = PasswordHashing(), PasswordHashing(reuse_memory=False)
 
     assert kept.verify(stored, password) == library.verify(stored, password)
     assert kept.check(stored, password).right == library.check(stored, password).right
-    if name in {"configured", "stronger parameters (a block made for it)", "two lanes", "argon2i", "version 16"}:
+    real = {"configured", "stronger parameters (a block made for it)", "two lanes", "argon2i", "version 16"}
+    if name in real | {"version 16 without its field"}:
         assert kept.verify(stored, PASSWORD)  # each of these is a real hash of PASSWORD
+
+
+def test_a_hash_with_digits_of_another_script_is_not_a_hash() -> None:
+    """Python's int() reads '١٩٤٥٦' as 19456; argon2's decoder takes ASCII digits only."""
+    made = PasswordHashing().hash(PASSWORD)
+
+    assert not PasswordHashing().verify(made.replace("m=19456", "m=\u0661\u0669\u0664\u0665\u0666"), PASSWORD)
+
+
+def test_a_block_that_cannot_be_had_is_a_wrong_password_and_nothing_more(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A stored hash asking for more memory than the system gives fails as with argon2's own
+    malloc: a wrong password, quietly (no traceback from the allocation callback), and the
+    next check of a hash of that size gets its block."""
+    from services.identity import passwords
+
+    stronger = PasswordHashing(memory_kib=32768).hash(PASSWORD)  # more than the kept block
+    hashing = PasswordHashing()
+    configured = hashing.hash(PASSWORD)
+    assert hashing.verify(configured, PASSWORD)  # this thread's kept block is made
+
+    def no_memory(size: int) -> object:
+        raise MemoryError
+
+    with monkeypatch.context() as patched:
+        patched.setattr(passwords, "_new_block", no_memory)
+        assert not hashing.verify(stronger, PASSWORD)
+        assert hashing.verify(configured, PASSWORD)  # in the kept block
+    assert "MemoryError" not in capfd.readouterr().err
+    assert hashing.verify(stronger, PASSWORD)
 
 
 def test_a_right_password_is_right_only_for_its_own_hash() -> None:
