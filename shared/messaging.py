@@ -43,6 +43,7 @@ from sqlalchemy import (
     insert,
     make_url,
     select,
+    text,
     update,
 )
 from sqlalchemy import event as sa_event
@@ -225,7 +226,7 @@ class OutboxNudge:
         sync_session.info["outbox_nudge"] = transaction
         bind = session.get_bind()
         if bind.dialect.name == "postgresql":
-            await session.execute(select(func.pg_notify(cls.CHANNEL, "")))
+            await session.execute(text(f"NOTIFY {cls.CHANNEL}"))  # a write of the transaction, delivered at commit
             return
         address = cls.address(bind.engine.url)
         if address is not None:
