@@ -36,6 +36,9 @@ def create_api(
         description="Logins, two-factor authentication and delegated administration (S3–S7, S12).",
         settings=parts.settings,
         db=parts.db,
+        # The password pool's threads end with the app, and their argon2 blocks with them.
+        on_startup=[parts.passwords.start],
+        on_shutdown=[parts.passwords.close],
     )
     app.state.parts = parts
     for routes in (

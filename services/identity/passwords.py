@@ -13,17 +13,24 @@ the block a verification works in (`memory_kib`: 19 MiB by default) and reuses i
 next one: argon2 wipes it when a verification ends, and a fresh block of that size, taken
 from and given back to the system each time (services/cli.py keeps glibc from holding on to
 such blocks), costs the kernel about 10 ms of page faults per verification, half as much
-again as argon2 itself (docs/security.md, Password hashing)."""
+again as argon2 itself (docs/security.md, Password hashing).
+
+The pool lives as long as the API that checks (`close`, on the app's shutdown): its threads
+end, and their kept blocks with them. A check still queued or running then ends at once with
+`PasswordHashingStopped` (a 503), and so does any check asked for until the app starts again
+(`start`)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
+import itertools
 import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +38,8 @@ from _argon2_cffi_bindings import ffi, lib
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.low_level import core, error_to_str
+
+from shared.problems import ServiceUnavailable
 
 # OWASP Password Storage Cheat Sheet, argon2id: "a minimum configuration of 19 MiB of memory,
 # an iteration count of 2, and 1 degree of parallelism".
@@ -58,6 +67,20 @@ def too_weak(*, memory_kib: int, time_cost: int, parallelism: int) -> str | None
         "password hashing is weaker than OWASP's minimum for argon2id (memory 19456 KiB, "
         f"time cost 2, parallelism 1): {'; '.join(below)}"
     )
+
+
+class PasswordHashingStopped(ServiceUnavailable):
+    """A check or hash asked of a pool that has stopped, or not finished before it stopped:
+    the password was not checked (nothing was decided), and the request may be sent again."""
+
+    RETRY_AFTER_S = 5
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Password checks have stopped: this instance of identity's API is shutting down. The "
+            "password was not checked; send the request again.",
+            retry_after=self.RETRY_AFTER_S,
+        )
 
 
 @dataclass(frozen=True)
@@ -162,6 +185,9 @@ def _decode(password_hash: str) -> _Stored:
     return _Stored(_TYPES[found["type"]], version, memory_cost, time_cost, parallelism, salt, digest)
 
 
+_HASHINGS = itertools.count(1)
+
+
 class PasswordHashing:
     """argon2id with fixed parameters (`IdentitySettings.password_hashing()`).
 
@@ -189,8 +215,13 @@ class PasswordHashing:
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
         )
         self._memory = _ReusedMemory(memory_kib * ARGON2_BLOCK_BYTES) if reuse_memory else None
+        # Each hashing's threads named apart (argon2-1_0, argon2-2_0, …), in thread dumps too.
+        self.thread_name = f"argon2-{next(_HASHINGS)}"
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._stopped = False
+        # What the callers of checks in the pool are waiting for (`_off_loop`), to end at `close`.
+        self._waiting: set[asyncio.Future[Any]] = set()
         # Same parameters as every new hash: checking a login without a hash costs the same.
         self.dummy_hash = self._hasher.hash("an unguessable dummy password to spend the same time")
 
@@ -269,10 +300,76 @@ class PasswordHashing:
         return await self._off_loop(self.hash, password)
 
     async def _off_loop(self, call: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor(), call, *args)
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[Any] = loop.create_future()
+        with self._pool_lock:
+            work = self._running_pool().submit(call, *args)
+            self._waiting.add(outcome)
+        work.add_done_callback(lambda done: _settle_soon(outcome, done))
+        try:
+            return await outcome
+        finally:
+            with self._pool_lock:
+                self._waiting.discard(outcome)
+            # A caller that went away (its task cancelled) leaves no queued check behind; one
+            # that argon2 already runs finishes in its thread, which keeps its block.
+            work.cancel()
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="argon2")
-            return self._pool
+            return self._running_pool()
+
+    def _running_pool(self) -> ThreadPoolExecutor:
+        """The pool, its threads started with its first work; refused once stopped. Under
+        `_pool_lock`."""
+        if self._stopped:
+            raise PasswordHashingStopped()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=self.thread_name)
+        return self._pool
+
+    async def start(self) -> None:
+        """Take checks again after `close` (the app started again); the pool's threads start
+        with the first check."""
+        with self._pool_lock:
+            self._stopped = False
+
+    async def close(self) -> None:
+        """Stop the pool: from now on (until `start`) every check is refused with
+        `PasswordHashingStopped`; each check still queued or running ends at once with it; the
+        threads end (a running argon2 is not interrupted: it is waited for, a verification's
+        time), and each thread's kept block is freed with it."""
+        with self._pool_lock:
+            self._stopped = True
+            pool, self._pool = self._pool, None
+            waiting, self._waiting = self._waiting, set()
+        for outcome in waiting:
+            _stop_soon(outcome)
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
+def _settle_soon(outcome: asyncio.Future[Any], done: Future[Any]) -> None:
+    """From the pool's thread: `outcome`, in its event loop, as `done` ended."""
+
+    def settle() -> None:
+        if outcome.done():  # its caller went away, or `close` ended it
+            return
+        if done.cancelled():
+            outcome.set_exception(PasswordHashingStopped())
+        elif (error := done.exception()) is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(done.result())
+
+    with contextlib.suppress(RuntimeError):  # its event loop has closed: no one waits
+        outcome.get_loop().call_soon_threadsafe(settle)
+
+
+def _stop_soon(outcome: asyncio.Future[Any]) -> None:
+    def stop() -> None:
+        if not outcome.done():
+            outcome.set_exception(PasswordHashingStopped())
+
+    with contextlib.suppress(RuntimeError):  # its event loop has closed: no one waits
+        outcome.get_loop().call_soon_threadsafe(stop)

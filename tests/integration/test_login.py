@@ -4,6 +4,7 @@ real API on the database under test, with a clock the test controls."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -16,6 +17,7 @@ from sqlalchemy import delete, select
 from services.identity.api import create_api
 from services.identity.config import IdentitySettings
 from services.identity.models import User, UserGrant, messaging
+from services.identity.passwords import PasswordHashingStopped
 from shared.clock import FrozenClock
 from shared.db import Database
 from shared.events import OtpRequested
@@ -396,3 +398,32 @@ async def test_a_wrong_authenticator_code_does_not_enable_totp(db, clock, sealer
     assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "code"
     challenge = (await client.post("/v1/login", json={"username": username, "password": PASSWORD})).json()
     assert "totp" not in challenge["methods"]
+
+
+async def test_the_apis_shutdown_ends_its_password_threads(db, clock, sealer, settings, monkeypatch) -> None:
+    """Each identity API checks passwords on threads of its own, each keeping a 19 MiB argon2
+    block: they end when the API stops (tests build many APIs in one process). Two clients of
+    one API, checks fired at once: the API runs until the last client is gone."""
+    monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)
+    app = create_api(settings, clock=clock)
+    passwords = app.state.parts.passwords
+
+    def threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith(f"{passwords.thread_name}_")]
+
+    async def wrong_passwords(http: httpx.AsyncClient) -> list[int]:
+        answers = await asyncio.gather(
+            *(http.post("/v1/login", json={"username": f"99999999-u{n}", "password": "not it"}) for n in range(4))
+        )
+        return [answer.status_code for answer in answers]
+
+    first = httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://identity")
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://identity") as second:
+        async with first:
+            both = await asyncio.gather(wrong_passwords(first), wrong_passwords(second))
+            assert both == [[401] * 4] * 2
+        assert threads()  # the API runs on for the other client
+        assert await wrong_passwords(second) == [401] * 4
+    assert threads() == []
+    with pytest.raises(PasswordHashingStopped):
+        await passwords.check_off_loop(None, "not it")

@@ -94,7 +94,15 @@ async def running(*coroutines) -> AsyncIterator[None]:
                 await task
 
 
-async def test_a_commit_nudges_the_waiting_relay(setup: Setup) -> None:
+@dataclass
+class Listening:
+    bus: Bus
+    nudge: asyncio.Event  # set by a nudge, cleared by the relay's turn
+
+
+@contextlib.asynccontextmanager
+async def nudged_relay(setup: Setup) -> AsyncIterator[Listening]:
+    """The worker's relay, publishing only when nudged (its poll never comes), listening."""
     bus = Bus()
     relay = OutboxRelay(setup.relay_db, setup.tables, bus, FrozenClock(AT))
     nudge, listening = asyncio.Event(), asyncio.Event()
@@ -103,6 +111,12 @@ async def test_a_commit_nudges_the_waiting_relay(setup: Setup) -> None:
         relay.run_forever(NEVER_S, asyncio.Event(), nudge),
     ):
         await until(listening.is_set, "the relay listening")
+        yield Listening(bus, nudge)
+
+
+async def test_a_commit_nudges_the_waiting_relay(setup: Setup) -> None:
+    async with nudged_relay(setup) as relay:
+        bus, nudge = relay.bus, relay.nudge
         # Whatever turn the start of listening gave has been taken: the relay now waits.
         await until(lambda: not nudge.is_set(), "the relay waiting")
         first = await write(setup, 1)
@@ -115,14 +129,8 @@ async def test_a_commit_nudges_the_waiting_relay(setup: Setup) -> None:
 
 
 async def test_a_rolled_back_transaction_publishes_nothing(setup: Setup) -> None:
-    bus = Bus()
-    relay = OutboxRelay(setup.relay_db, setup.tables, bus, FrozenClock(AT))
-    nudge, listening = asyncio.Event(), asyncio.Event()
-    async with running(
-        OutboxNudge.listen(setup.relay_db, nudge, listening=listening),
-        relay.run_forever(NEVER_S, asyncio.Event(), nudge),
-    ):
-        await until(listening.is_set, "the relay listening")
+    async with nudged_relay(setup) as relay:
+        bus = relay.bus
         with pytest.raises(RuntimeError):
             async with setup.writer_db.transaction() as session:
                 await Outbox(setup.tables, FrozenClock(AT)).add(session, registered(1))

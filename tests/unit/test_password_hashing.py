@@ -4,10 +4,13 @@ start with a message that says why."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import subprocess
 import sys
+import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,8 @@ from argon2 import extract_parameters
 from pydantic import ValidationError
 
 from services.identity.config import IdentitySettings
-from services.identity.passwords import PasswordCheck, PasswordHashing
+from services.identity.passwords import PasswordCheck, PasswordHashing, PasswordHashingStopped
+from tests.support.waiting import wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -255,3 +259,135 @@ def test_a_pool_without_threads_is_refused(tmp_path: Path) -> None:
         PasswordHashing(workers=0)
     with pytest.raises(ValidationError, match="password_hash_workers"):
         settings(tmp_path, password_hash_workers=0)
+
+
+# The pool's life (services/identity/passwords.py): it ends with identity's API, and neither a
+# second hashing in the process nor a caller that goes away mid-check disturbs it.
+
+WRONG = "not the passphrase at all"
+HELD_S = 60.0  # the longest a held check waits for its test, should the test fail first
+
+
+def _threads_of(hashing: PasswordHashing) -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith(f"{hashing.thread_name}_")]
+
+
+def _blocks_made(monkeypatch: pytest.MonkeyPatch, hold_first: threading.Event | None = None) -> list[tuple[str, int]]:
+    """(thread, size) of every block argon2 is given from now on. With `hold_first`, the first
+    allocation, inside argon2's computation, waits until it is set."""
+    from services.identity import passwords
+
+    made: list[tuple[str, int]] = []
+    new_block = passwords._new_block
+
+    def recorded(size: int) -> object:
+        made.append((threading.current_thread().name, size))
+        if hold_first is not None and len(made) == 1:
+            hold_first.wait(HELD_S)
+        return new_block(size)
+
+    monkeypatch.setattr(passwords, "_new_block", recorded)
+    return made
+
+
+def _kept_per_thread(hashing: PasswordHashing, made: list[tuple[str, int]]) -> Counter[str]:
+    """How many blocks of its kept size each of `hashing`'s threads was given."""
+    size = hashing.memory_kib * 1024
+    return Counter(thread for thread, got in made if thread.startswith(f"{hashing.thread_name}_") and got == size)
+
+
+async def test_a_stopped_pool_ends_its_checks_at_once_and_refuses_more() -> None:
+    hashing = PasswordHashing(workers=1)
+    stored = hashing.hash(PASSWORD)
+    inside, go = threading.Event(), threading.Event()
+    verify = hashing.verify
+
+    def held(password_hash: str | None, password: str) -> bool:
+        inside.set()
+        go.wait(HELD_S)
+        return verify(password_hash, password)
+
+    hashing.verify = held  # type: ignore[method-assign]
+    checks = asyncio.gather(*(hashing.check_off_loop(stored, PASSWORD) for _ in range(3)), return_exceptions=True)
+
+    async def running() -> bool:
+        return inside.is_set()
+
+    await wait_until_async(running, deadline_s=30, what="a check running in the pool", poll_s=0.01)
+    closing = asyncio.create_task(hashing.close())
+    try:
+        # One check runs in the pool's thread (held there), two wait behind it: all three end
+        # with the refusal while the running one is still held.
+        ended = await asyncio.wait_for(checks, timeout=30)
+    finally:
+        go.set()
+    await asyncio.wait_for(closing, timeout=30)
+
+    assert [type(outcome) for outcome in ended] == [PasswordHashingStopped] * 3, ended
+    assert _threads_of(hashing) == []  # each thread ended, its kept block with it
+    with pytest.raises(PasswordHashingStopped, match="shutting down.*not checked") as refused:
+        await hashing.check_off_loop(stored, PASSWORD)
+    assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "5"}
+    with pytest.raises(PasswordHashingStopped):
+        await hashing.hash_off_loop(PASSWORD)
+
+    hashing.verify = verify  # type: ignore[method-assign]
+    await hashing.start()  # the app started again
+    assert await hashing.check_off_loop(stored, PASSWORD) == PasswordCheck(right=True)
+    await hashing.close()
+    assert _threads_of(hashing) == []
+
+
+async def test_two_hashings_in_one_process_answer_right_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two instances of identity in one process, of other parameters: each pool keeps blocks of
+    its own size, one per thread, and every answer is right, whichever made the hash."""
+    made = _blocks_made(monkeypatch)
+    first, second = PasswordHashing(workers=2), PasswordHashing(memory_kib=24576, workers=2)
+    hashes = {"first": first.hash(PASSWORD), "second": second.hash(PASSWORD)}
+    asks = [
+        (hashing, made_by, password)
+        for hashing in (first, second)
+        for made_by in hashes
+        for password in (PASSWORD, WRONG)
+    ] * 3
+    try:
+        answers = await asyncio.gather(*(hashing.check_off_loop(hashes[by], password) for hashing, by, password in asks))
+    finally:
+        await first.close()
+        await second.close()
+
+    for (hashing, made_by, password), answer in zip(asks, answers, strict=True):
+        own = (hashing is first) == (made_by == "first")
+        assert answer.right == (password == PASSWORD), (hashing, made_by, password)
+        assert (answer.new_hash is not None) == (answer.right and not own), (hashing, made_by, password)
+    for hashing in (first, second):
+        kept = _kept_per_thread(hashing, made)
+        assert 1 <= len(kept) <= hashing.workers and set(kept.values()) == {1}, kept
+
+
+async def test_a_check_cancelled_while_argon2_runs_leaves_the_pool_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller's task is cancelled while argon2 runs in the pool's thread (held in its
+    allocation): the thread finishes and keeps its block, and the next checks are right."""
+    hashing = PasswordHashing(workers=2)
+    stored = hashing.hash(PASSWORD)
+    go = threading.Event()
+    made = _blocks_made(monkeypatch, hold_first=go)
+    try:
+        cancelled = asyncio.create_task(hashing.check_off_loop(stored, PASSWORD))
+
+        async def in_argon2() -> bool:
+            return bool(made)
+
+        await wait_until_async(in_argon2, deadline_s=30, what="argon2 running the check", poll_s=0.01)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        go.set()
+        answers = await asyncio.gather(*(hashing.check_off_loop(stored, password) for password in [PASSWORD, WRONG] * 8))
+    finally:
+        go.set()
+        await hashing.close()
+
+    assert [answer.right for answer in answers] == [True, False] * 8
+    kept = _kept_per_thread(hashing, made)  # the cancelled check's block included
+    assert 1 <= len(kept) <= hashing.workers and set(kept.values()) == {1}, kept
