@@ -5,9 +5,11 @@ leaves none open behind it."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -85,3 +87,66 @@ async def test_a_first_statement_that_fails_leaves_no_transaction_open(db: Datab
         await session.execute(text("INSERT INTO t VALUES (3)"))
     async with db.reading() as session:
         assert await session.scalar(text("SELECT n FROM t")) == 3
+
+
+# A new connection puts the file in WAL mode (`PRAGMA journal_mode=WAL`). When that pragma meets
+# a lock it cannot wait for, SQLite answers 'database is locked' at once, whatever the busy
+# timeout: here a file not yet in WAL mode whose write lock another connection holds (the
+# journal mode is changed in a write to the file's header, and a read that wants to become a
+# write does not wait, lest two such wait for each other). The connection waits for the lock
+# as a statement does and is made once the other connection commits.
+
+
+class _Refusals:
+    """When a WAL pragma is refused, the refusal is kept and `holder` commits (in that thread)."""
+
+    holder: sqlite3.Connection
+    seen: list[str]
+
+    @classmethod
+    def run(cls, execute: Any, sql: str, parameters: Any) -> Any:
+        try:
+            return execute(sql, parameters)
+        except sqlite3.OperationalError as error:
+            if sql == "PRAGMA journal_mode=WAL" and cls.holder.in_transaction:
+                cls.seen.append(str(error))
+                cls.holder.execute("COMMIT")
+            raise
+
+
+class _Cursor(sqlite3.Cursor):
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        return _Refusals.run(super().execute, sql, parameters)
+
+
+class _Connection(sqlite3.Connection):
+    def cursor(self, factory: Any = _Cursor) -> Any:
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        return _Refusals.run(super().execute, sql, parameters)
+
+
+async def test_a_connection_waits_for_a_lock_the_wal_pragma_meets_and_is_made(
+    tmp_path: Path, monkeypatch
+) -> None:
+    file = tmp_path / "new.db"
+    with contextlib.closing(sqlite3.connect(file)) as first:
+        first.execute("CREATE TABLE t (n INTEGER)")
+        first.commit()
+    holder = sqlite3.connect(file, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    _Refusals.holder, _Refusals.seen = holder, []
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *args, **kwargs: connect(*args, factory=_Connection, **kwargs))
+    database = Database(f"sqlite+aiosqlite:///{file}")
+    try:
+        async with database.reading() as session:
+            assert await session.scalar(text("SELECT count(*) FROM t")) == 1  # the holder's row
+        assert _Refusals.seen == ["database is locked"]  # the lock was met, at once
+        with contextlib.closing(connect(file)) as other:
+            assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        await database.dispose()
+        holder.close()
