@@ -147,6 +147,15 @@ class _OneTripConnection(aiosqlite.Connection):
         await self._execute(self._end, self._conn.rollback)
 
 
+# Never open a SQLite database file with plain `open()` (or `os.open`) in a process that holds
+# connections to it, not even to read its header: closing that descriptor drops all of the
+# process's POSIX locks on the file, SQLite's among them (https://sqlite.org/howtocorrupt.html,
+# 2.2). Another process's closing connection then believes it is the last one, checkpoints and
+# deletes the -wal and -shm files, and this process's connections read on through the old ones,
+# blind to every later commit: a worker's outbox relay saw no new row after the APIs restarted
+# (tests/integration/test_sqlite_transactions.py shows both). Ask SQLite instead.
+
+
 def _one_trip_connection(database: str | Path, **kwargs: Any) -> _OneTripConnection:
     """What `aiosqlite.connect` makes, with `_OneTripCursor`s; the same arguments. The
     connection is set up (`_set_up`) in its own thread, in the trip that opens it."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -150,3 +152,57 @@ async def test_a_connection_waits_for_a_lock_the_wal_pragma_meets_and_is_made(
     finally:
         await database.dispose()
         holder.close()
+
+
+# A process that holds connections to a SQLite file must never open the file itself (plain
+# `open()`): closing that descriptor drops all of the process's POSIX locks on the file,
+# SQLite's among them (https://sqlite.org/howtocorrupt.html, 2.2). Another process's closing
+# connection then believes it is the last one: it checkpoints and deletes the -wal and -shm
+# files, and this process's connections go on reading through the old ones, blind to every
+# later commit (a worker's relay saw no new outbox row after the APIs restarted).
+
+_COMMIT_AND_CLOSE = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("INSERT INTO t VALUES (?)", (int(sys.argv[2]),))
+connection.close()
+"""
+
+
+def commit_in_another_process(file: Path, n: int) -> None:
+    """Another process opens the file, commits a row and closes its connection."""
+    subprocess.run([sys.executable, "-c", _COMMIT_AND_CLOSE, str(file), str(n)], check=True, timeout=60)
+
+
+async def count(db: Database) -> int:
+    async with db.reading() as session:
+        return int(await session.scalar(text("SELECT count(*) FROM t")) or 0)
+
+
+async def test_connections_see_what_another_process_commits_after_it_came_and_went(db: Database) -> None:
+    assert db.file is not None
+    async with db.transaction() as session:  # the writer's connection, kept by the pool
+        await session.execute(text("INSERT INTO t VALUES (1)"))
+    assert await count(db) == 1  # a reader's connection is opened now, and kept
+
+    commit_in_another_process(db.file, 2)  # closes while this process's connections are open
+    assert await count(db) == 2
+    commit_in_another_process(db.file, 3)
+    assert await count(db) == 3
+    assert db.file.with_name(db.file.name + "-wal").exists()  # never taken for the last connection
+
+
+async def test_closing_a_plain_descriptor_of_the_file_loses_the_locks_of_its_connections(
+    db: Database,
+) -> None:
+    """Why the rule above: what happens when it is broken (and so what a test of it sees)."""
+    assert db.file is not None
+    assert await count(db) == 0
+    with db.file.open("rb") as plain:
+        plain.read(100)
+
+    commit_in_another_process(db.file, 1)  # taken for the last connection: checkpoint, delete
+    assert not db.file.with_name(db.file.name + "-wal").exists()
+    assert await count(db) == 1
+    commit_in_another_process(db.file, 2)  # into new -wal and -shm files this process never sees
+    assert await count(db) == 1  # a new transaction, and the second commit is not seen
