@@ -1,7 +1,8 @@
 """A write transaction on SQLite (`shared.db`): its `BEGIN IMMEDIATE` goes to aiosqlite's thread
 with its first statement, in one trip, and still takes the write lock before that statement
 runs; a transaction that runs no statement begins none, and one whose first statement fails
-leaves none open behind it."""
+leaves none open behind it. A new connection waits for a lock its WAL pragma meets, and a
+process's connections keep seeing what other processes commit."""
 
 from __future__ import annotations
 
