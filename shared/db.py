@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -146,15 +147,57 @@ class _OneTripConnection(aiosqlite.Connection):
         await self._execute(self._end, self._conn.rollback)
 
 
+# Never open a SQLite database file with plain `open()` (or `os.open`) in a process that holds
+# connections to it, not even to read its header: closing that descriptor drops all of the
+# process's POSIX locks on the file, SQLite's among them (https://sqlite.org/howtocorrupt.html,
+# 2.2). Another process's closing connection then believes it is the last one, checkpoints and
+# deletes the -wal and -shm files, and this process's connections read on through the old ones,
+# blind to every later commit: a worker's outbox relay saw no new row after the APIs restarted
+# (tests/integration/test_sqlite_transactions.py shows both). Ask SQLite instead.
+
+
 def _one_trip_connection(database: str | Path, **kwargs: Any) -> _OneTripConnection:
-    """What `aiosqlite.connect` makes, with `_OneTripCursor`s; the same arguments."""
+    """What `aiosqlite.connect` makes, with `_OneTripCursor`s; the same arguments. The
+    connection is set up (`_set_up`) in its own thread, in the trip that opens it."""
 
     def connector() -> sqlite3.Connection:
-        return sqlite3.connect(str(database), **kwargs)
+        connection = sqlite3.connect(str(database), **kwargs)
+        try:
+            _set_up(connection, busy_timeout_s=kwargs.get("timeout", 5.0))
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     connection = _OneTripConnection(connector, 64)
     connection._thread.daemon = True  # as SQLAlchemy's adapter sets it: never block the exit
     return connection
+
+
+def _set_up(connection: sqlite3.Connection, *, busy_timeout_s: float) -> None:
+    """The pragmas of a new connection, run in the connection's own thread (aiosqlite's, not
+    the event loop's), so that waiting here blocks nothing else.
+
+    `PRAGMA journal_mode=WAL` can be refused with 'database is locked' at once, without the
+    busy handler: the change of journal mode writes the file's header in a transaction that
+    begins as a read, and SQLite does not let a read that wants to become a write wait for
+    another connection's write lock (two such would wait for each other). So it is tried
+    again, after a pause that grows from 1 ms to 100 ms, for as long as a statement would
+    wait for a lock (the busy timeout, which `sqlite3.connect` set before any statement); any
+    other error, or one after that, is raised."""
+    deadline = time.monotonic() + busy_timeout_s
+    pause = 0.001
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def _one_trip(conn: Any) -> _OneTripConnection:
@@ -195,13 +238,8 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The pragmas ran when the connection was opened (`_set_up`, in its thread).
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:

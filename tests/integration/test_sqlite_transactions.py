@@ -1,13 +1,18 @@
 """A write transaction on SQLite (`shared.db`): its `BEGIN IMMEDIATE` goes to aiosqlite's thread
 with its first statement, in one trip, and still takes the write lock before that statement
 runs; a transaction that runs no statement begins none, and one whose first statement fails
-leaves none open behind it."""
+leaves none open behind it. A new connection waits for a lock its WAL pragma meets, and a
+process's connections keep seeing what other processes commit."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -85,3 +90,120 @@ async def test_a_first_statement_that_fails_leaves_no_transaction_open(db: Datab
         await session.execute(text("INSERT INTO t VALUES (3)"))
     async with db.reading() as session:
         assert await session.scalar(text("SELECT n FROM t")) == 3
+
+
+# A new connection puts the file in WAL mode (`PRAGMA journal_mode=WAL`). When that pragma meets
+# a lock it cannot wait for, SQLite answers 'database is locked' at once, whatever the busy
+# timeout: here a file not yet in WAL mode whose write lock another connection holds (the
+# journal mode is changed in a write to the file's header, and a read that wants to become a
+# write does not wait, lest two such wait for each other). The connection waits for the lock
+# as a statement does and is made once the other connection commits.
+
+
+class _Refusals:
+    """When a WAL pragma is refused, the refusal is kept and `holder` commits (in that thread)."""
+
+    holder: sqlite3.Connection
+    seen: list[str]
+
+    @classmethod
+    def run(cls, execute: Any, sql: str, parameters: Any) -> Any:
+        try:
+            return execute(sql, parameters)
+        except sqlite3.OperationalError as error:
+            if sql == "PRAGMA journal_mode=WAL" and cls.holder.in_transaction:
+                cls.seen.append(str(error))
+                cls.holder.execute("COMMIT")
+            raise
+
+
+class _Cursor(sqlite3.Cursor):
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        return _Refusals.run(super().execute, sql, parameters)
+
+
+class _Connection(sqlite3.Connection):
+    def cursor(self, factory: Any = _Cursor) -> Any:
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        return _Refusals.run(super().execute, sql, parameters)
+
+
+async def test_a_connection_waits_for_a_lock_the_wal_pragma_meets_and_is_made(
+    tmp_path: Path, monkeypatch
+) -> None:
+    file = tmp_path / "new.db"
+    with contextlib.closing(sqlite3.connect(file)) as first:
+        first.execute("CREATE TABLE t (n INTEGER)")
+        first.commit()
+    holder = sqlite3.connect(file, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    _Refusals.holder, _Refusals.seen = holder, []
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *args, **kwargs: connect(*args, factory=_Connection, **kwargs))
+    database = Database(f"sqlite+aiosqlite:///{file}")
+    try:
+        async with database.reading() as session:
+            assert await session.scalar(text("SELECT count(*) FROM t")) == 1  # the holder's row
+        assert _Refusals.seen == ["database is locked"]  # the lock was met, at once
+        with contextlib.closing(connect(file)) as other:
+            assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        await database.dispose()
+        holder.close()
+
+
+# A process that holds connections to a SQLite file must never open the file itself (plain
+# `open()`): closing that descriptor drops all of the process's POSIX locks on the file,
+# SQLite's among them (https://sqlite.org/howtocorrupt.html, 2.2). Another process's closing
+# connection then believes it is the last one: it checkpoints and deletes the -wal and -shm
+# files, and this process's connections go on reading through the old ones, blind to every
+# later commit (a worker's relay saw no new outbox row after the APIs restarted).
+
+_COMMIT_AND_CLOSE = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("INSERT INTO t VALUES (?)", (int(sys.argv[2]),))
+connection.close()
+"""
+
+
+def commit_in_another_process(file: Path, n: int) -> None:
+    """Another process opens the file, commits a row and closes its connection."""
+    subprocess.run([sys.executable, "-c", _COMMIT_AND_CLOSE, str(file), str(n)], check=True, timeout=60)
+
+
+async def count(db: Database) -> int:
+    async with db.reading() as session:
+        return int(await session.scalar(text("SELECT count(*) FROM t")) or 0)
+
+
+async def test_connections_see_what_another_process_commits_after_it_came_and_went(db: Database) -> None:
+    assert db.file is not None
+    async with db.transaction() as session:  # the writer's connection, kept by the pool
+        await session.execute(text("INSERT INTO t VALUES (1)"))
+    assert await count(db) == 1  # a reader's connection is opened now, and kept
+
+    commit_in_another_process(db.file, 2)  # closes while this process's connections are open
+    assert await count(db) == 2
+    commit_in_another_process(db.file, 3)
+    assert await count(db) == 3
+    assert db.file.with_name(db.file.name + "-wal").exists()  # never taken for the last connection
+
+
+async def test_closing_a_plain_descriptor_of_the_file_loses_the_locks_of_its_connections(
+    db: Database,
+) -> None:
+    """Why the rule above: what happens when it is broken (and so what a test of it sees)."""
+    assert db.file is not None
+    assert await count(db) == 0
+    with db.file.open("rb") as plain:
+        plain.read(100)
+
+    commit_in_another_process(db.file, 1)  # taken for the last connection: checkpoint, delete
+    assert not db.file.with_name(db.file.name + "-wal").exists()
+    assert await count(db) == 1
+    commit_in_another_process(db.file, 2)  # into new -wal and -shm files this process never sees
+    assert await count(db) == 1  # a new transaction, and the second commit is not seen
