@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
 from fastapi import Request
 
 from services.onboarding.config import OnboardingSettings
@@ -22,6 +22,9 @@ from shared.messaging import Outbox
 from shared.ratelimit import RateLimit
 from shared.staff import staff_bearer
 from shared.tokens import AccessClaims
+
+if TYPE_CHECKING:  # the API's JWKS client; a worker never fetches keys
+    import httpx
 
 
 @dataclass(frozen=True)
