@@ -9,8 +9,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fastapi import Request
-
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.deadline import ApplicationDeadlineWatch
 from services.onboarding.models import messaging, rate_limit_hits
@@ -23,8 +21,9 @@ from shared.ratelimit import RateLimit
 from shared.staff import staff_bearer
 from shared.tokens import AccessClaims
 
-if TYPE_CHECKING:  # the API's JWKS client; a worker never fetches keys
+if TYPE_CHECKING:  # the API's JWKS client (a worker never fetches keys), its requests
     import httpx
+    from starlette.requests import Request
 
 
 @dataclass(frozen=True)
