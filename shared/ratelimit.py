@@ -9,9 +9,8 @@ import ipaddress
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any, NoReturn, cast
+from typing import Any, NoReturn, cast
 
-from fastapi import Depends, Request
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -28,6 +27,11 @@ from sqlalchemy import (
     insert,
     select,
 )
+
+# FastAPI's Request is Starlette's (`fastapi.Request` is this very class): importing FastAPI
+# itself here would load all of it (~7 MB) into every worker whose models hold a rate limit
+# table. The route dependency `ClientAddress` is in `shared.web`, with the rest of the HTTP shape.
+from starlette.requests import Request
 
 from shared.clock import Clock, as_utc
 from shared.db import Database, lock_for_transaction
@@ -57,15 +61,6 @@ def client_address(request: Request) -> str:
     from any peer, which is how a rotating `X-Forwarded-For` escaped the limits.
     """
     return request.client.host if request.client else "unknown"
-
-
-async def _client_address(request: Request) -> str:
-    """`client_address` as a dependency: `async`, or FastAPI would run it in a worker thread."""
-    return client_address(request)
-
-
-# The caller's address as a route dependency (audit entries and per-address limits name it).
-ClientAddress = Annotated[str, Depends(_client_address)]
 
 
 def limited_party(address: str) -> str:

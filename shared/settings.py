@@ -12,15 +12,17 @@ import os
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.clock import Clock, OffsetFileClock, SystemClock
 from shared.sealing import Sealer, SealingError, generate_key, parse_keyring
 from shared.tokens import AccessClaims, TokenVerifier
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class Environment(StrEnum):

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated
-
-from fastapi import Header, Request
+from typing import TYPE_CHECKING
 
 from shared.clock import Clock
 from shared.problems import Forbidden, Unauthenticated
 from shared.ratelimit import client_address
 from shared.tokens import AccessClaims, TokenError, TokenVerifier, bearer_token
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 SUPPORT_ROLE = "support"
 
@@ -40,13 +41,17 @@ def is_support_staff(claims: AccessClaims) -> bool:
 
 
 def staff_bearer(verifier: TokenVerifier, clock: Clock) -> Callable[..., Awaitable[AccessClaims]]:
-    """A FastAPI dependency: the claims of a support login's access token; 401 without a valid
+    """The check behind a service's `CurrentStaff` dependency (its `deps.py`, which declares the
+    `Authorization` header): the claims of a support login's access token; 401 without a valid
     token, 403 for a customer's. Each answer to staff is logged with the staff login's id and
-    the client address, so that what support looked at can be traced (S13)."""
+    the client address, so that what support looked at can be traced (S13).
 
-    async def current_staff(
-        request: Request, authorization: Annotated[str | None, Header()] = None
-    ) -> AccessClaims:
+    Not a FastAPI dependency itself, so that a worker that builds its service's parts (which
+    hold this check) loads no FastAPI (~7 MB): `Request` is a name for type checkers only, and
+    FastAPI refuses to register the function as a dependency rather than read the token from
+    a query parameter."""
+
+    async def current_staff(request: Request, authorization: str | None = None) -> AccessClaims:
         token = bearer_token(authorization)
         try:
             claims = await verifier.verify(token, now=clock.now())

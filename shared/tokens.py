@@ -21,15 +21,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict
 
 from shared.problems import Unauthenticated
+
+if TYPE_CHECKING:  # imported where keys are fetched: the APIs, not the workers that sign or read claims
+    import httpx
 
 ISSUER = "https://adgang.dk/identity"
 AUDIENCE = "adgang"
@@ -316,6 +318,8 @@ class TokenVerifier:
         self._verified = VerifiedTokens()
 
     async def _fetch(self) -> dict[str, Ed25519PublicKey]:
+        import httpx  # every API has imported it already (its clients, its tests' transports)
+
         client = self._client or httpx.AsyncClient(timeout=5.0)
         try:
             response = await client.get(self._url)

@@ -10,10 +10,10 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, Field
@@ -34,6 +34,7 @@ from shared.problems import (
     install_problem_handlers,
     problem_response,
 )
+from shared.ratelimit import client_address
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,15 @@ _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OP
 
 # What a 503 asks a client to wait before sending the request again while the database is away.
 DATABASE_RETRY_AFTER_S = 5
+
+
+async def _client_address(request: Request) -> str:
+    """`client_address` as a dependency: `async`, or FastAPI would run it in a worker thread."""
+    return client_address(request)
+
+
+# The caller's address as a route dependency (audit entries and per-address limits name it).
+ClientAddress = Annotated[str, Depends(_client_address)]
 
 
 def create_app(

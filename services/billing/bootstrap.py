@@ -4,9 +4,9 @@ them from `build` (tests pass their clock and JWKS client through its keyword ar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
 from services.billing.catalogue import Catalogue
 from services.billing.changes import Changes
@@ -21,6 +21,9 @@ from shared.clock import Clock
 from shared.db import Database
 from shared.messaging import Outbox
 from shared.tokens import TokenVerifier
+
+if TYPE_CHECKING:  # the API's JWKS client; a worker never fetches keys
+    import httpx
 
 
 @dataclass(frozen=True)

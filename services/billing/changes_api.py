@@ -24,7 +24,7 @@ from services.billing.schemas import (
 )
 from shared.clock import as_utc
 from shared.problems import PROBLEM
-from shared.ratelimit import ClientAddress
+from shared.web import ClientAddress
 
 router = APIRouter(
     tags=["master data and invoice format"],

@@ -28,8 +28,8 @@ from services.billing.schemas import (
 )
 from shared.clock import as_utc
 from shared.problems import PROBLEM, NotFound
-from shared.ratelimit import ClientAddress
 from shared.validation import CvrNumber
+from shared.web import ClientAddress
 
 router = APIRouter(responses={401: PROBLEM, 403: PROBLEM, 422: PROBLEM})
 TAGS: list[str | Enum] = ["subscriptions and orders"]

@@ -13,7 +13,7 @@ from services.billing.models import Subscription
 from services.billing.schemas import Id, IfMatch, SettingsOut
 from services.billing.telephony import effective_settings
 from shared.problems import PROBLEM
-from shared.ratelimit import ClientAddress
+from shared.web import ClientAddress
 
 router = APIRouter(
     tags=["telephony and Personligt Nummer"],

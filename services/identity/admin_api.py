@@ -21,8 +21,8 @@ from services.identity.schemas import GrantOut
 from shared.clock import as_utc
 from shared.db import Database
 from shared.problems import PROBLEM
-from shared.ratelimit import ClientAddress
 from shared.tokens import AccessClaims
+from shared.web import ClientAddress
 
 router = APIRouter(tags=["self-service users"], responses={401: PROBLEM, 403: PROBLEM})
 

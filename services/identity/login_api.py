@@ -52,7 +52,7 @@ from services.identity.totp import (
 )
 from shared.clock import as_utc
 from shared.problems import PROBLEM, InvalidField, Unauthenticated
-from shared.ratelimit import ClientAddress
+from shared.web import ClientAddress
 
 router = APIRouter(tags=["login"])
 

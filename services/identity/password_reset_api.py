@@ -24,7 +24,7 @@ from services.identity.schemas import (
 )
 from shared.clock import as_utc
 from shared.problems import PROBLEM, InvalidField
-from shared.ratelimit import ClientAddress
+from shared.web import ClientAddress
 
 router = APIRouter(tags=["forgotten password"], dependencies=[PasswordResetRateLimit])
 

@@ -37,7 +37,7 @@ from services.identity.sessions import ReauthenticationRequired
 from shared.clock import as_utc
 from shared.logs import mask_contact
 from shared.problems import PROBLEM, InvalidField
-from shared.ratelimit import ClientAddress
+from shared.web import ClientAddress
 
 router = APIRouter(tags=["own profile"], responses={401: PROBLEM})
 

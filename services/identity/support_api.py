@@ -13,7 +13,7 @@ from services.identity.domain import lifecycle_status
 from services.identity.models import User
 from shared.clock import as_utc
 from shared.problems import PROBLEM
-from shared.ratelimit import ClientAddress
+from shared.web import ClientAddress
 
 router = APIRouter(tags=["support"], responses={401: PROBLEM, 403: PROBLEM})
 

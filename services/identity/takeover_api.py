@@ -20,7 +20,7 @@ from services.identity.deps import (
 from services.identity.models import Company, Takeover, User, UserGrant
 from shared.clock import as_utc
 from shared.problems import PROBLEM, NotFound
-from shared.ratelimit import ClientAddress
+from shared.web import ClientAddress
 
 router = APIRouter(tags=["takeover"])
 

@@ -22,6 +22,7 @@ import httpx
 from pydantic import SecretStr
 
 from services.notifier.transport_base import PermanentDeliveryError, TransientDeliveryError, excerpt
+from shared.tls import default_tls_context
 
 DocumentFormat = Literal["pdf", "oioubl", "peppol"]
 
@@ -53,7 +54,9 @@ class BillingDocuments:
         self._url = url.rstrip("/")
         self._token = token
         self._max_bytes = max_bytes
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
+        self._client = httpx.AsyncClient(
+            verify=default_tls_context(), timeout=timeout, transport=transport, follow_redirects=False
+        )
 
     async def fetch(self, invoice_id: UUID, format: DocumentFormat) -> bytes:
         """The invoice's document in `format`, as billing renders it for the issued invoice."""

@@ -19,6 +19,7 @@ import httpx
 from pydantic import SecretStr
 
 from services.notifier.transport_base import HttpRetry, PermanentDeliveryError, excerpt
+from shared.tls import default_tls_context
 
 # An alphanumeric sender id: what a phone shows instead of a number; 11 characters at most.
 SENDER_PATTERN = r"^[A-Za-z0-9 ]{1,11}$"
@@ -89,7 +90,9 @@ class SmsGateway:
         self._token = token
         self._sender = sender
         self._retry = retry or HttpRetry()
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
+        self._client = httpx.AsyncClient(
+            verify=default_tls_context(), timeout=timeout, transport=transport, follow_redirects=False
+        )
 
     async def send(self, *, to: str, text: str, reference: str) -> SmsReceipt:
         try:

@@ -24,6 +24,8 @@ from uuid import UUID
 
 import httpx
 
+from shared.tls import default_tls_context
+
 _BODY_EXCERPT_CHARS = 200
 
 
@@ -235,6 +237,8 @@ class HttpRetry:
 def tls_context(client_cert: Path | None, client_key: Path | None, ca_bundle: Path | None) -> ssl.SSLContext:
     """The TLS context of an HTTP transport: the system's (or `ca_bundle`'s) CAs, and the
     operator's client certificate where the receiver asks for mutual TLS."""
+    if ca_bundle is None and client_cert is None:
+        return default_tls_context()  # the same for every such transport: made once
     if ca_bundle is not None:
         context = ssl.create_default_context(cafile=str(ca_bundle))
     else:

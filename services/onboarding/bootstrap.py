@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-import httpx
-from fastapi import Request
+from typing import TYPE_CHECKING
 
 from services.onboarding.config import OnboardingSettings
 from services.onboarding.deadline import ApplicationDeadlineWatch
@@ -22,6 +20,10 @@ from shared.messaging import Outbox
 from shared.ratelimit import RateLimit
 from shared.staff import staff_bearer
 from shared.tokens import AccessClaims
+
+if TYPE_CHECKING:  # the API's JWKS client (a worker never fetches keys), its requests
+    import httpx
+    from starlette.requests import Request
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # PostgreSQL dialect only on PostgreSQL, rich and pygments are httpx's command-line client.
 NO_ROLE = {"alembic", "mako", "fpdf", "numpy", "rich", "pygments", "asyncpg"}
 NOT_IN_AN_API = {"faust", "aiohttp", "mode"}
-NOT_IN_A_WORKER = {"uvicorn", "services.portal"}
-# The worker of a service whose routes live beside its tables (shared.ratelimit) still loads
-# FastAPI; the others must not.
-WORKERS_WITHOUT_FASTAPI = {"billing", "notifier"}
+# No worker serves HTTP, so none loads FastAPI (~7 MB). Identity's and onboarding's tables hold
+# their rate limits, whose module takes Starlette's Request (~1 MB); the others load no Starlette.
+NOT_IN_A_WORKER = {"uvicorn", "fastapi", "services.portal"}
+WORKERS_WITHOUT_STARLETTE = {"billing", "notifier"}
+# httpx (~5 MB) is for the APIs' JWKS client and the notifier's deliveries (SMS gateway, billing's
+# documents); a worker that makes no HTTP request does not load it.
+WORKERS_WITHOUT_HTTPX = {"billing", "identity", "onboarding"}
 
 BUILD = """
 import json, sys
@@ -99,8 +102,10 @@ def test_a_process_loads_only_what_its_role_uses(
     else:
         assert "faust" in mine
         assert not _loaded(mine, NOT_IN_A_WORKER)
-        if service in WORKERS_WITHOUT_FASTAPI:
-            assert not _loaded(mine, {"fastapi", "starlette"})
+        if service in WORKERS_WITHOUT_STARLETTE:
+            assert not _loaded(mine, {"starlette"})
+        if service in WORKERS_WITHOUT_HTTPX:
+            assert not _loaded(mine, {"httpx"})
     if service != "portal":
         assert not any(name.startswith("services.portal") for name in mine)
 

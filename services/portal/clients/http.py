@@ -12,6 +12,7 @@ from typing import Any, TypedDict, Unpack
 import httpx
 
 from shared import correlation
+from shared.tls import default_tls_context
 
 
 @dataclass
@@ -85,7 +86,9 @@ class ServiceClient:
         self, name: str, base_url: str, *, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.name = name
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout_s, transport=transport, verify=default_tls_context()
+        )
 
     async def close(self) -> None:
         await self._http.aclose()
