@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from services.identity.api import create_api
 from services.identity.config import IdentitySettings
 from services.identity.domain import normalise_username
-from services.identity.models import LoginThrottle, User, UserGrant, messaging
+from services.identity.models import LoginThrottle, TrustedDevice, User, UserGrant, messaging
 from services.identity.passwords import PasswordHashingStopped
 from shared.clock import FrozenClock
 from shared.db import Database
@@ -460,6 +460,29 @@ async def test_a_password_not_checked_as_the_api_stops_counts_no_failure(
         assert counter is None or (counter.failures, counter.locked_until) == (0, None), counter.failures
         await passwords.start()
         right = await http.post("/v1/login", json={"username": username, "password": PASSWORD})
+        assert right.status_code == 200, right.text
+
+
+async def test_a_password_not_checked_on_a_trusted_device_counts_no_failure(
+    db, clock, sealer, settings, monkeypatch
+) -> None:
+    """S7: the same on a trusted device's own counter (a login with its `device_token`)."""
+    monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)
+    app = create_api(settings, clock=clock)
+    passwords = app.state.parts.passwords
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://identity") as http:
+        username = await active_admin(db, clock, sealer, http)
+        device = (await log_in(http, db, sealer, username))["device_token"]
+        assert device
+        login = {"username": username, "password": "not it", "device_token": device}
+        await passwords.close()
+        answers = [await http.post("/v1/login", json=login) for _ in range(settings.login_lock_after_failures + 2)]
+        assert {answer.status_code for answer in answers} == {503}, [a.text for a in answers]
+        async with db.transaction() as session:
+            trusted = (await session.scalars(select(TrustedDevice))).one()
+        assert (trusted.failures, trusted.locked_until) == (0, None), trusted.failures
+        await passwords.start()
+        right = await http.post("/v1/login", json={**login, "password": PASSWORD})
         assert right.status_code == 200, right.text
 
 
