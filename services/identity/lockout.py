@@ -150,23 +150,20 @@ class Lockout:
         """The try's password was not checked (`PasswordHashingStopped`, a 503: nothing was
         decided or told): it counts no failure. A counter still as this try left it gets its
         values from before the try back; one that other tries changed since loses this try's
-        failure only (its lock and its last failure stay: they are no one's guess but theirs)."""
+        failure only, its last failure and any lock staying as those tries left them."""
         if attempt.before is None or attempt.counted is None:
             return
         counter: Counter | None
         if attempt.device_id is not None:
             counter = await session.get(TrustedDevice, attempt.device_id, with_for_update=True)
         else:
-            counter = await self._existing_username_counter(session, attempt.username)
+            counter = await session.get(LoginThrottle, attempt.username, with_for_update=True)
         if counter is None:  # forgotten since (a right password, an administrator's unlock)
             return
         if _same_values(_values(counter), attempt.counted):
             counter.failures, counter.last_failure_at, counter.locked_until = attempt.before
         else:
             counter.failures = max(0, counter.failures - 1)
-
-    async def _existing_username_counter(self, session: AsyncSession, username: str) -> LoginThrottle | None:
-        return await session.get(LoginThrottle, username, with_for_update=True, populate_existing=True)
 
     def _upsert_counter(self, session: AsyncSession) -> Any:
         """The upsert of `_username_counter` as a Core statement of the session's dialect that
