@@ -1,8 +1,9 @@
 """A write transaction on SQLite (`shared.db`): its `BEGIN IMMEDIATE` goes to aiosqlite's thread
 with its first statement, in one trip, and still takes the write lock before that statement
 runs; a transaction that runs no statement begins none, and one whose first statement fails
-leaves none open behind it. A new connection waits for a lock its WAL pragma meets, and a
-process's connections keep seeing what other processes commit."""
+leaves none open behind it. A new connection waits for a lock its WAL pragma meets, every new
+connection of the writer and the readers has the same pragmas, and a process's connections keep
+seeing what other processes commit."""
 
 from __future__ import annotations
 
