@@ -117,6 +117,27 @@ class ServiceSettings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _a_database_every_process_shares(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from sqlalchemy.engine import make_url  # every process that reads it uses SQLAlchemy
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            parsed = make_url(value)
+        except ArgumentError:  # not a URL SQLAlchemy reads: its engine says why
+            return value
+        in_memory = not parsed.database or parsed.database == ":memory:" or parsed.query.get("mode") == "memory"
+        if parsed.get_backend_name() == "sqlite" and in_memory:
+            raise ValueError(
+                "database_url: an in-memory SQLite database belongs to the connection that made it: the "
+                "API, the worker and the migrations would each have an empty one of their own; use a file "
+                "(sqlite+aiosqlite:///path/to/service.db) or PostgreSQL"
+            )
+        return value
+
     @field_validator("metrics_token")
     @classmethod
     def _an_empty_metrics_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:

@@ -69,14 +69,24 @@ class _UsernameCounter:
     locked_until: datetime | None
 
 
+_CounterValues = tuple[int, "datetime | None", "datetime | None"]  # failures, last failure, locked until
+
+
+def _values(counter: Counter) -> _CounterValues:
+    return counter.failures, counter.last_failure_at, counter.locked_until
+
+
 @dataclass(frozen=True)
 class PasswordTry:
     """A counted password try: the username, the trusted device whose counter it used, and
-    whether this try locks that counter should its password be wrong (the audit's `login.locked`)."""
+    whether this try locks that counter should its password be wrong (the audit's `login.locked`);
+    the counter's values before and after it counted the try (`Lockout.give_back_try`)."""
 
     username: str
     device_id: str | None
     locks: bool = False
+    before: _CounterValues | None = None
+    counted: _CounterValues | None = None
 
 
 def _new_device(user: User, now: datetime, *, lifetime: timedelta, origin: str) -> tuple[TrustedDevice, str]:
@@ -115,10 +125,15 @@ class Lockout:
         device = await self._trusted_device(session, key, device_token) if device_token else None
         if device is not None:
             self._refuse_while_throttled(device, now, on_device=True)
-            return PasswordTry(username=key, device_id=device.id, locks=self.count_failure(device))
+            before = _values(device)
+            locks = self.count_failure(device)
+            return PasswordTry(
+                username=key, device_id=device.id, locks=locks, before=before, counted=_values(device)
+            )
         row = (await session.execute(self._upsert_counter(session), {"key": key})).one()
         counter = _UsernameCounter(*row)
         self._refuse_while_throttled(counter, now, on_device=False)
+        before = _values(counter)
         locks = self.count_failure(counter)
         await session.execute(
             _COUNT_TRY,
@@ -129,7 +144,26 @@ class Lockout:
                 "locked_until": counter.locked_until,
             },
         )
-        return PasswordTry(username=key, device_id=None, locks=locks)
+        return PasswordTry(username=key, device_id=None, locks=locks, before=before, counted=_values(counter))
+
+    async def give_back_try(self, session: AsyncSession, attempt: PasswordTry) -> None:
+        """The try's password was not checked (`PasswordHashingStopped`, a 503: nothing was
+        decided or told): it counts no failure. A counter still as this try left it gets its
+        values from before the try back; one that other tries changed since loses this try's
+        failure only, its last failure and any lock staying as those tries left them."""
+        if attempt.before is None or attempt.counted is None:
+            return
+        counter: Counter | None
+        if attempt.device_id is not None:
+            counter = await session.get(TrustedDevice, attempt.device_id, with_for_update=True)
+        else:
+            counter = await session.get(LoginThrottle, attempt.username, with_for_update=True)
+        if counter is None:  # forgotten since (a right password, an administrator's unlock)
+            return
+        if _same_values(_values(counter), attempt.counted):
+            counter.failures, counter.last_failure_at, counter.locked_until = attempt.before
+        else:
+            counter.failures = max(0, counter.failures - 1)
 
     def _upsert_counter(self, session: AsyncSession) -> Any:
         """The upsert of `_username_counter` as a Core statement of the session's dialect that
@@ -309,6 +343,15 @@ class Lockout:
         for stale in devices[self.settings.trusted_devices_per_user :]:
             await session.delete(stale)
         return token
+
+
+def _same_values(stored: _CounterValues, counted: _CounterValues) -> bool:
+    """The counter's values as read back equal those a try wrote (times compared in UTC: SQLite
+    gives them back without their zone)."""
+    return stored[0] == counted[0] and all(
+        (a is None and b is None) or (a is not None and b is not None and as_utc(a) == as_utc(b))
+        for a, b in zip(stored[1:], counted[1:], strict=True)
+    )
 
 
 def _failures_are_over(counter: Counter, now: datetime, window: timedelta) -> bool:

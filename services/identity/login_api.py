@@ -25,6 +25,7 @@ from services.identity.deps import (
 )
 from services.identity.login import Login
 from services.identity.models import User
+from services.identity.passwords import PasswordHashingStopped
 from services.identity.queries import grants_of
 from services.identity.schemas import (
     ChallengeOut,
@@ -78,7 +79,12 @@ async def start(
         password_hash = await login.password_hash(session, attempt)
     # One argon2 verification (and, for a right password whose hash has other parameters than
     # the configured ones, its new hash), outside any transaction.
-    check = await passwords.check_off_loop(password_hash, body.password.get_secret_value())
+    try:
+        check = await passwords.check_off_loop(password_hash, body.password.get_secret_value())
+    except PasswordHashingStopped:  # 503: the password was not checked, so the try counts nothing
+        async with db.transaction() as session:
+            await lockout.give_back_try(session, attempt)
+        raise
     async with db.transaction() as session:
         user, challenge = await login.password_checked(
             session, attempt, check.right, client_address=client, checked_hash=password_hash, new_hash=check.new_hash

@@ -19,6 +19,7 @@ from services.identity.deps import (
 )
 from services.identity.domain import password_problem
 from services.identity.models import LoginSession
+from services.identity.passwords import PasswordHashingStopped
 from services.identity.profile import OwnProfile, describe_device
 from services.identity.queries import grants_of
 from services.identity.schemas import (
@@ -98,11 +99,16 @@ async def change_password(
         checked_hash = user.password_hash
     # No rehash of the current password here: when it is right, the new password's hash (made
     # with the configured parameters) replaces it in the transaction that records the success.
-    right = await passwords.verify_off_loop(checked_hash, current)
-    if not right:
+    try:
+        right = await passwords.verify_off_loop(checked_hash, current)
+        new_hash = await passwords.hash_off_loop(new) if right else None
+    except PasswordHashingStopped:  # 503: nothing was told or changed, so the try counts nothing
+        async with caller.db.transaction() as session:
+            await lockout.give_back_try(session, attempt)
+        raise
+    if new_hash is None:
         async with caller.transaction() as (session, user, _):
             await profile.refuse_wrong_password(session, user, attempt, client)
-    new_hash = await passwords.hash_off_loop(new)
     async with caller.transaction() as (session, user, live):
         ended = await profile.set_password(session, user, live, checked_hash, new_hash, client)
     return PasswordChangedOut(sessions_ended=ended)

@@ -16,7 +16,8 @@ from sqlalchemy import delete, select
 
 from services.identity.api import create_api
 from services.identity.config import IdentitySettings
-from services.identity.models import User, UserGrant, messaging
+from services.identity.domain import normalise_username
+from services.identity.models import LoginThrottle, TrustedDevice, User, UserGrant, messaging
 from services.identity.passwords import PasswordHashingStopped
 from shared.clock import FrozenClock
 from shared.db import Database
@@ -427,3 +428,86 @@ async def test_the_apis_shutdown_ends_its_password_threads(db, clock, sealer, se
     assert threads() == []
     with pytest.raises(PasswordHashingStopped):
         await passwords.check_off_loop(None, "not it")
+
+
+async def test_a_password_not_checked_as_the_api_stops_counts_no_failure(
+    db, clock, sealer, settings, monkeypatch
+) -> None:
+    """S7: a login answered 503 because the API's password checks stopped (its shutdown) had
+    its password checked by no one: its try counts no failure. More such logins than the lock
+    allows, fired at once, are all 503 (never a delay or the lock), the counter is as before,
+    and the right password logs in once checks run again."""
+    monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)
+    app = create_api(settings, clock=clock)
+    passwords = app.state.parts.passwords
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://identity") as http:
+        username = await active_admin(db, clock, sealer, http)
+        await passwords.close()
+        tries = settings.login_lock_after_failures + 2
+        one_by_one = [
+            await http.post("/v1/login", json={"username": username, "password": PASSWORD}) for _ in range(tries)
+        ]
+        assert [answer.status_code for answer in one_by_one] == [503] * tries, [a.text for a in one_by_one]
+        assert all(a.headers["content-type"] == PROBLEM and a.headers["retry-after"] for a in one_by_one)
+        # At once, tries still in flight count (counted before checked): those past the free
+        # failures wait (429); none is answered as a checked password, right or wrong.
+        at_once = await asyncio.gather(
+            *(http.post("/v1/login", json={"username": username, "password": "not it"}) for _ in range(tries))
+        )
+        assert {answer.status_code for answer in at_once} <= {503, 429}, [a.text for a in at_once]
+        async with db.transaction() as session:
+            counter = await session.get(LoginThrottle, normalise_username(username))
+        assert counter is None or (counter.failures, counter.locked_until) == (0, None), counter.failures
+        await passwords.start()
+        right = await http.post("/v1/login", json={"username": username, "password": PASSWORD})
+        assert right.status_code == 200, right.text
+
+
+async def test_a_password_not_checked_on_a_trusted_device_counts_no_failure(
+    db, clock, sealer, settings, monkeypatch
+) -> None:
+    """S7: the same on a trusted device's own counter (a login with its `device_token`)."""
+    monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)
+    app = create_api(settings, clock=clock)
+    passwords = app.state.parts.passwords
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://identity") as http:
+        username = await active_admin(db, clock, sealer, http)
+        device = (await log_in(http, db, sealer, username))["device_token"]
+        assert device
+        login = {"username": username, "password": "not it", "device_token": device}
+        await passwords.close()
+        answers = [await http.post("/v1/login", json=login) for _ in range(settings.login_lock_after_failures + 2)]
+        assert {answer.status_code for answer in answers} == {503}, [a.text for a in answers]
+        async with db.transaction() as session:
+            trusted = (await session.scalars(select(TrustedDevice))).one()
+        assert (trusted.failures, trusted.locked_until) == (0, None), trusted.failures
+        await passwords.start()
+        right = await http.post("/v1/login", json={**login, "password": PASSWORD})
+        assert right.status_code == 200, right.text
+
+
+async def test_a_password_change_not_checked_as_the_api_stops_counts_no_failure(
+    db, clock, sealer, settings, monkeypatch
+) -> None:
+    """S7: the change of one's own password counts its try as a login does; answered 503
+    because the API's password checks stopped, right or wrong current password, it counts no
+    failure and changes nothing."""
+    monkeypatch.setattr(IdentitySettings, "sealer", lambda self: sealer)
+    app = create_api(settings, clock=clock)
+    passwords = app.state.parts.passwords
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://identity") as http:
+        username = await active_admin(db, clock, sealer, http)
+        bearer = {"Authorization": f"Bearer {(await log_in(http, db, sealer, username))['access_token']}"}
+        change = {"current_password": PASSWORD, "new_password": "a wholly new passphrase 42"}
+        await passwords.close()
+        answers = [
+            await http.post("/v1/me/password", headers=bearer, json=change)
+            for _ in range(settings.login_lock_after_failures + 2)
+        ]
+        assert {answer.status_code for answer in answers} == {503}, [a.text for a in answers]
+        async with db.transaction() as session:
+            counter = await session.get(LoginThrottle, normalise_username(username))
+        assert counter is None or (counter.failures, counter.locked_until) == (0, None), counter.failures
+        await passwords.start()
+        changed = await http.post("/v1/me/password", headers=bearer, json=change)
+        assert changed.status_code == 200, changed.text

@@ -1,8 +1,9 @@
 """A write transaction on SQLite (`shared.db`): its `BEGIN IMMEDIATE` goes to aiosqlite's thread
 with its first statement, in one trip, and still takes the write lock before that statement
 runs; a transaction that runs no statement begins none, and one whose first statement fails
-leaves none open behind it. A new connection waits for a lock its WAL pragma meets, and a
-process's connections keep seeing what other processes commit."""
+leaves none open behind it. A new connection waits for a lock its WAL pragma meets, every new
+connection of the writer and the readers has the same pragmas, and a process's connections keep
+seeing what other processes commit."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 import aiosqlite
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared.db import Database
 from tests.conftest import BACKEND
@@ -207,3 +208,23 @@ async def test_closing_a_plain_descriptor_of_the_file_loses_the_locks_of_its_con
     assert await count(db) == 1
     commit_in_another_process(db.file, 2)  # into new -wal and -shm files this process never sees
     assert await count(db) == 1  # a new transaction, and the second commit is not seen
+
+
+async def test_every_new_connection_is_set_up_alike(db: Database) -> None:
+    """A fresh connection of the writer's engine and of the readers' is in WAL mode, waits 30 s
+    for a lock (`sqlite3.connect`'s timeout, no pragma), keeps `synchronous=NORMAL` and refuses
+    a row whose foreign key points nowhere."""
+    async with db.transaction() as session:
+        await session.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        await session.execute(text("CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parent)"))
+    readers = db._readers.kw["bind"]
+    for engine in (db.engine, readers):
+        await engine.dispose()  # the next connection is a new one
+        async with engine.connect() as conn:
+            pragmas = [
+                (await conn.execute(text(f"PRAGMA {name}"))).scalar()
+                for name in ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")
+            ]
+            assert pragmas == ["wal", 30000, 1, 1], (engine is readers, pragmas)
+            with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+                await conn.execute(text("INSERT INTO child (id, parent) VALUES (1, 42)"))

@@ -150,3 +150,25 @@ def test_a_service_that_never_touches_codes_needs_no_key_ring_in_production(env:
     env.setenv(PREFIX + "ENVIRONMENT", "production")
     env.setenv(PREFIX + "DATABASE_URL", "postgresql+asyncpg://adgang@db/adgang")
     assert NoSealing().environment is Environment.production
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite+aiosqlite:///:memory:",
+        "sqlite+aiosqlite://",
+        "sqlite+aiosqlite:///file:shared?mode=memory&cache=shared&uri=true",
+    ],
+)
+def test_an_in_memory_sqlite_database_is_refused_with_its_reason(env: pytest.MonkeyPatch, url: str) -> None:
+    """A service's API, worker, readers and migrations each open connections of their own: in
+    memory, each would have a database of its own (and `shared.db` cannot pool one)."""
+    env.setenv(PREFIX + "DATABASE_URL", url)
+    with pytest.raises(ValidationError, match="database_url: an in-memory SQLite database .* use a file"):
+        ExampleSettings()
+
+
+def test_a_sqlite_file_and_postgresql_are_database_urls(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for url in (f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", "postgresql+asyncpg://u:p@db/adgang"):
+        env.setenv(PREFIX + "DATABASE_URL", url)
+        assert ExampleSettings().db_url == url
