@@ -113,6 +113,11 @@ class Dispatcher:
         self._handed_wake = asyncio.Event()
         self._running = False
 
+    @property
+    def running(self) -> bool:
+        """Whether `run_forever` runs: only then does the recorder claim what it records."""
+        return self._running
+
     def reserve(self, channel: str) -> timedelta | None:
         """A slot for a delivery the recorder is about to record: its lease, which the recorder
         writes with it, so that the delivery is claimed in the transaction that records it and
