@@ -52,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import correlation
 from shared.clock import Clock
-from shared.db import Database, database_unavailable, sqlite_file
+from shared.db import Database, database_unavailable, sqlite_file, upsert_statement
 from shared.envelope import (
     Envelope,
     EnvelopeError,
@@ -614,8 +614,8 @@ class IdempotentConsumer:
 
     async def process_batch(self, messages: Sequence[ConsumedMessage]) -> list[str]:
         """Handle messages of one partition, given in offset order, in one transaction: one
-        inbox lookup for all their `ce_id`s, the inbox rows of the new ones inserted together,
-        the handlers in order, one commit, then `after_commit` once (with what the batch
+        inbox statement for all their `ce_id`s (`_record_in_inbox`: it inserts the new ones'
+        rows and tells which they were), the handlers in order, one commit, then `after_commit` once (with what the batch
         wrote). Returns each message's
         outcome, as `process` would (a `ce_id` seen earlier in the batch is a duplicate too).
 
@@ -663,47 +663,52 @@ class IdempotentConsumer:
     async def _handle_batch_once(self, batch: Sequence[_Handleable], written: set[str]) -> list[str]:
         """The batch in one transaction; raises (and so rolls back) on any failure. What the
         transaction wrote (`wrote`) is added to `written`."""
-        ids = [item.envelope.id for item in batch]
         outcomes: list[str] = []
         async with self._db.transaction() as session:
             noted = _written(session)
-            seen = set(
-                (
-                    await session.scalars(
-                        select(self._inbox.c.event_id).where(
-                            self._inbox.c.consumer == self.name, self._inbox.c.event_id.in_(set(ids))
-                        )
-                    )
-                ).all()
-            )
+            # A later copy of an id in this batch is a duplicate of the first.
+            first: dict[str, _Handleable] = {}
+            for item in batch:
+                first.setdefault(item.envelope.id, item)
+            recorded = await self._record_in_inbox(session, [item.envelope for item in first.values()])
             new: list[_Handleable] = []
             for item in batch:
-                if item.envelope.id in seen:
-                    outcomes.append("duplicate")
-                else:
-                    seen.add(item.envelope.id)  # a later copy in this batch is a duplicate
+                if first.get(item.envelope.id) is item and item.envelope.id in recorded:
                     new.append(item)
                     outcomes.append("handled")
-            if new:
-                now = self._clock.now()
-                await session.execute(
-                    insert(self._inbox),
-                    [
-                        {
-                            "consumer": self.name,
-                            "event_id": item.envelope.id,
-                            "event_type": item.envelope.type,
-                            "processed_at": now,
-                        }
-                        for item in new
-                    ],
-                )
+                else:
+                    outcomes.append("duplicate")
             for item in new:
                 correlation_id, event_id = correlation.from_headers(item.message.headers)
                 with correlation.correlated(correlation_id, event_id):
                     await self._run_handler(item.handler, session, item.envelope)
         written |= noted
         return outcomes
+
+    async def _record_in_inbox(self, session: AsyncSession, envelopes: Sequence[Envelope[Event]]) -> set[str]:
+        """Insert the inbox rows of `envelopes` (distinct ids) in one statement; returns the ids
+        it inserted, so those not among them were handled before. A row already there (or
+        being inserted by a concurrent instance's transaction, which the statement waits for on
+        PostgreSQL) is left as it is: the inbox's key decides, as a lookup followed by an
+        insert did, in one statement instead of two."""
+        now = self._clock.now()
+        statement = (
+            upsert_statement(session, self._inbox)
+            .values(
+                [
+                    {
+                        "consumer": self.name,
+                        "event_id": envelope.id,
+                        "event_type": envelope.type,
+                        "processed_at": now,
+                    }
+                    for envelope in envelopes
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+            .returning(self._inbox.c.event_id)
+        )
+        return set((await session.scalars(statement)).all())
 
     def _decode(self, message: ConsumedMessage) -> Envelope[Event] | EnvelopeError:
         try:
@@ -763,21 +768,8 @@ class IdempotentConsumer:
         try:
             async with self._db.transaction() as session:
                 noted = _written(session)
-                seen = await session.scalar(
-                    select(self._inbox.c.event_id).where(
-                        self._inbox.c.consumer == self.name, self._inbox.c.event_id == envelope.id
-                    )
-                )
-                if seen is not None:
+                if not await self._record_in_inbox(session, [envelope]):
                     return "duplicate"
-                await session.execute(
-                    insert(self._inbox).values(
-                        consumer=self.name,
-                        event_id=envelope.id,
-                        event_type=envelope.type,
-                        processed_at=self._clock.now(),
-                    )
-                )
                 await self._run_handler(handler, session, envelope)
             written |= noted
         except IntegrityError:

@@ -25,7 +25,7 @@ from services.identity.models import (
     WaitingApplication,
 )
 from shared.clock import Clock, as_utc
-from shared.db import lock_for_transaction
+from shared.db import lock_for_transaction, upsert_statement
 from shared.envelope import Envelope
 from shared.events import (
     ALL_FUNCTIONS,
@@ -236,15 +236,11 @@ class Provisioning:
                 event.application_id,
             )
 
-        user = await self._new_first_administrator(session, event, company, now)
+        expires_at = now + self.code_ttl  # the letter's code's, just below
+        user = await self._new_first_administrator(session, event, company, now, activation_expires_at=expires_at)
         await self.outbox.add(
             session,
-            user_created(
-                user,
-                user.grants,
-                application_id=event.application_id,
-                activation_expires_at=now + self.code_ttl,  # the letter's code's, just below
-            ),
+            user_created(user, user.grants, application_id=event.application_id, activation_expires_at=expires_at),
         )
         await send_credentials_letter(
             session,
@@ -292,15 +288,11 @@ class Provisioning:
             log.info("takeover of %s refused: takeover %s is open", event.cvr, open_one.id)
             return
         terms = takeover.TakeoverTerms(notice_period=self.takeover_notice_period, code_ttl=self.code_ttl)
-        user = await self._new_first_administrator(session, event, company, now)
+        expires_at = now + terms.notice_period + terms.code_ttl
+        user = await self._new_first_administrator(session, event, company, now, activation_expires_at=expires_at)
         await self.outbox.add(
             session,
-            user_created(
-                user,
-                user.grants,
-                application_id=event.application_id,
-                activation_expires_at=now + terms.notice_period + terms.code_ttl,
-            ),
+            user_created(user, user.grants, application_id=event.application_id, activation_expires_at=expires_at),
         )
         await send_credentials_letter(
             session,
@@ -328,12 +320,23 @@ class Provisioning:
         )
 
     async def _new_first_administrator(
-        self, session: AsyncSession, event: ApplicationSubmitted, company: Company, now: datetime
+        self,
+        session: AsyncSession,
+        event: ApplicationSubmitted,
+        company: Company,
+        now: datetime,
+        *,
+        activation_expires_at: datetime,
     ) -> User:
-        """The pending login of the company's first administrator, from the application."""
-        if await session.get(Tenant, event.cvr) is None:
-            session.add(Tenant(cvr=event.cvr, name=company.name, created_at=now))
-            await session.flush()
+        """The pending login of the company's first administrator, from the application, its
+        activation code to expire at `activation_expires_at` (the letter's code, issued next:
+        written with the login, so that issuing it needs no update of the login)."""
+        # The tenant, unless the company has one already: one statement, not a lookup and an insert.
+        await session.execute(
+            upsert_statement(session, Tenant.__table__)
+            .values(cvr=event.cvr, name=company.name, created_at=now)
+            .on_conflict_do_nothing(index_elements=["cvr"])
+        )
         group = await group_of(session, event.cvr)
 
         user_id = uuid.uuid4()
@@ -354,6 +357,7 @@ class Provisioning:
             language=event.language,
             applied_at=event.submitted_at,
             created_at=now,
+            activation_expires_at=activation_expires_at,
         )
         user.grants = [UserGrant.of(c.cvr, "all") for c in group]
         session.add(user)

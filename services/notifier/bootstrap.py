@@ -110,7 +110,7 @@ def build(
         sealer=sealer,
         verifier=settings.token_verifier(client=jwks_client),
         outlets=outlets,
-        recorder=Recorder(clock),
+        recorder=Recorder(clock, claims=dispatcher),
         dispatcher=dispatcher,
         sla=SlaWatch(db=db, outbox=outbox, clock=clock),
     )

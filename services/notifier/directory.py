@@ -47,6 +47,7 @@ async def on_user_created(session: AsyncSession, envelope: Envelope[UserCreated]
     event = envelope.event
     user_id = str(event.user_id)
     recipient = await session.get(Recipient, user_id)
+    new = recipient is None
     if recipient is None:
         recipient = Recipient(user_id=user_id)
         session.add(recipient)
@@ -58,7 +59,8 @@ async def on_user_created(session: AsyncSession, envelope: Envelope[UserCreated]
     recipient.status = ACTIVE
     recipient.updated_at = event.created_at
     await session.flush()  # the grants refer to the row
-    await _replace_grants(session, user_id, event.grants)
+    # A recipient new in this transaction has no grants to replace (they refer to its row).
+    await _replace_grants(session, user_id, event.grants, had_none=new)
 
 
 async def on_user_grants_changed(session: AsyncSession, envelope: Envelope[UserGrantsChanged]) -> None:
@@ -152,8 +154,12 @@ async def _set_status(
     recipient.updated_at = at
 
 
-async def _replace_grants(session: AsyncSession, user_id: str, grants: list[Grant]) -> None:
-    await session.execute(delete(RecipientGrant).where(RecipientGrant.user_id == user_id))
+async def _replace_grants(
+    session: AsyncSession, user_id: str, grants: list[Grant], *, had_none: bool = False
+) -> None:
+    """The user's grants become `grants`; `had_none`: the user has none yet (nothing to delete)."""
+    if not had_none:
+        await session.execute(delete(RecipientGrant).where(RecipientGrant.user_id == user_id))
     for grant in grants:
         listed = grant.accounts if isinstance(grant.accounts, list) else None
         session.add(

@@ -105,51 +105,106 @@ class Dispatcher:
         self._concurrency = concurrency
         self._sleep = sleep
         self.wake = asyncio.Event()
+        # The attempts under way, the slots the recorder holds for deliveries being recorded
+        # (`reserve`), and those it recorded claimed, waiting to be started (`release`).
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._reserved = 0
+        self._handed: list[Delivery] = []
+        self._handed_wake = asyncio.Event()
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        """Whether `run_forever` runs: only then does the recorder claim what it records."""
+        return self._running
+
+    def reserve(self, channel: str) -> timedelta | None:
+        """A slot for a delivery the recorder is about to record: its lease, which the recorder
+        writes with it, so that the delivery is claimed in the transaction that records it and
+        needs no claim of its own. None while no slot is free or the dispatcher is not running
+        (the delivery is then recorded unclaimed, and claimed as before). Every slot reserved
+        comes back through `release`."""
+        if not self._running or self._busy() >= self._concurrency:
+            return None
+        self._reserved += 1
+        return self._lease_of(channel)
+
+    def release(self, reserved: int, claimed: Iterable[Delivery] = ()) -> None:
+        """The recorder's transaction ended: `reserved` slots go back, and the deliveries it
+        committed claimed (at most that many) are attempted in them. Rolled back, it hands none:
+        its rows were never written."""
+        self._reserved -= reserved
+        self._handed.extend(claimed)
+        self._handed_wake.set()
+
+    def _busy(self) -> int:
+        return len(self._attempts) + self._reserved + len(self._handed)
+
+    def _lease_of(self, channel: str) -> timedelta:
+        return self._lease if isinstance(self._lease, timedelta) else self._lease[channel]
 
     async def run_forever(self, interval: float) -> None:
         """Dispatch what is due whenever the worker records a delivery (`wake`), and at least
-        every `interval` seconds (retries that came due, leases that ran out). Codes that
-        expired undelivered are looked for at most once an `interval`: one that is due is
-        failed by its own attempt anyway (`_attempt`).
+        every `interval` seconds (retries that came due, leases that ran out, deliveries other
+        processes recorded). Codes that expired undelivered are looked for at most once an
+        `interval`: one that is due is failed by its own attempt anyway (`_attempt`).
 
         At most `concurrency` attempts run at once, and a delivery is claimed only when a slot
         is free for it, so a lease never runs out while a claimed message waits its turn. A
         slot is refilled as soon as its attempt ends: a delivery recorded while others are
-        being sent waits for one slot, not for the slowest attempt of a whole round."""
+        being sent waits for one slot, not for the slowest attempt of a whole round.
+
+        While it runs, the recorder claims a new delivery in the transaction that records it
+        when a slot is free (`reserve`), and hands it over after the commit (`release`): it is
+        attempted at once, without a claim transaction. The database is asked for more only
+        when the worker recorded one unclaimed (`wake`), when the last claim took all it could
+        (more may be due), or at the interval, never after each attempt for nothing."""
         loop = asyncio.get_running_loop()
         next_sweep = loop.time()
-        attempts: set[asyncio.Task[None]] = set()
+        attempts = self._attempts
+        more = True  # what is due in the database is not known yet
+        self._running = True
         try:
             while True:
-                free = self._concurrency - len(attempts)
+                handed, self._handed = self._handed, []
+                for delivery in handed:
+                    self._start(delivery)
+                free = self._concurrency - self._busy()
                 if free > 0:
                     sweep = loop.time() >= next_sweep
                     if sweep:
                         next_sweep = loop.time() + interval
-                    # Cleared before the claim: a delivery committed after this point wakes the
-                    # next round, one committed before it is seen by this claim.
-                    self.wake.clear()
-                    _, claimed = await self._claim(free, sweep_expired=sweep)
-                    for delivery in claimed:
-                        attempt = asyncio.create_task(self._attempt_correlated(delivery))
-                        attempts.add(attempt)
-                    if len(claimed) == free:
-                        # Perhaps more is due: claim again as soon as a slot is free.
-                        ended, _ = await asyncio.wait(attempts, return_when=asyncio.FIRST_COMPLETED)
-                        self._finished(attempts, ended)
-                        continue
+                    if sweep or more or self.wake.is_set():
+                        # Cleared before the claim: a delivery committed after this point wakes
+                        # the next round, one committed before it is seen by this claim.
+                        self.wake.clear()
+                        _, claimed = await self._claim(free, sweep_expired=sweep)
+                        for delivery in claimed:
+                            self._start(delivery)
+                        more = len(claimed) == free
+                        if more:
+                            # Perhaps more is due: claim again as soon as a slot is free.
+                            ended, _ = await asyncio.wait(attempts, return_when=asyncio.FIRST_COMPLETED)
+                            self._finished(attempts, ended)
+                            continue
                 # All that was due is claimed: wait for the next delivery (at once if one was
-                # recorded meanwhile), a free slot, or the interval, rather than ask the database
-                # again for nothing. No slot free: only an attempt's end can change that.
+                # recorded meanwhile), one handed over, a free slot, or the interval, rather than
+                # ask the database again for nothing. No slot free: only an attempt's end (or a
+                # reservation given back) can change that.
                 woken: asyncio.Future[Any] = asyncio.ensure_future(self.wake.wait())
+                handed_over: asyncio.Future[Any] = asyncio.ensure_future(self._handed_wake.wait())
                 try:
-                    waited: set[asyncio.Future[Any]] = set(attempts)
-                    if len(attempts) < self._concurrency:
+                    waited: set[asyncio.Future[Any]] = {*attempts, handed_over}
+                    timeout: float | None = None  # no slot free: the interval cannot claim either
+                    if self._busy() < self._concurrency:
                         waited.add(woken)
-                    done, _ = await asyncio.wait(waited, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+                        timeout = max(0.0, next_sweep - loop.time())
+                    done, _ = await asyncio.wait(waited, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     woken.cancel()
-                self._finished(attempts, done - {woken})
+                    handed_over.cancel()
+                self._handed_wake.clear()
+                self._finished(attempts, done - {woken, handed_over})
         except asyncio.CancelledError:
             for attempt in attempts:
                 attempt.cancel()
@@ -159,6 +214,14 @@ class Dispatcher:
             if attempts:
                 await asyncio.wait(attempts)
             raise
+        finally:
+            # Deliveries handed over but not started keep their lease: claimed again once it
+            # has run out, as any claimed delivery whose attempt never ended.
+            self._running = False
+            self._handed = []
+
+    def _start(self, delivery: Delivery) -> None:
+        self._attempts.add(asyncio.create_task(self._attempt_correlated(delivery)))
 
     @staticmethod
     def _finished(attempts: set[asyncio.Task[None]], done: set[Any]) -> None:
@@ -211,8 +274,7 @@ class Dispatcher:
                 query = query.with_for_update(skip_locked=True)
             deliveries = list(await session.scalars(query))
             for delivery in deliveries:
-                lease = self._lease if isinstance(self._lease, timedelta) else self._lease[delivery.channel]
-                delivery.lease_until = now + lease
+                delivery.lease_until = now + self._lease_of(delivery.channel)
             return len(expired), deliveries
 
     async def _attempt_correlated(self, delivery: Delivery) -> None:

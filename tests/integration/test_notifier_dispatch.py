@@ -14,6 +14,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from services.notifier.directory import on_user_created
@@ -329,3 +330,103 @@ async def test_the_worker_wakes_the_dispatcher_after_a_delivery_is_recorded_and_
         assert await consumers[event.TOPIC].process(consumed) == "handled"
 
     assert written == [{DELIVERIES}, set()]
+
+
+def claim_statements(statements: list[str]) -> list[str]:
+    """The dispatcher's claims among `statements`: its reads of what is due."""
+    return [
+        sql
+        for sql in statements
+        if sql.lstrip().upper().startswith("SELECT") and "FROM deliveries" in sql and "next_attempt_at <=" in sql
+    ]
+
+
+@contextlib.contextmanager
+def seen_statements(db: Database):
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement: str, *_args) -> None:
+        statements.append(statement)
+
+    sa_event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        sa_event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+
+
+async def record_claiming(db: Database, clock: FrozenClock, sender: Dispatcher, envelope, *, fail: bool = False) -> None:
+    """Record as the worker does: the recorder claims in its transaction what the running
+    dispatcher has a slot for. `fail`: the transaction then fails and rolls back."""
+    with contextlib.suppress(LookupError):
+        async with db.transaction() as session:
+            await Recorder(clock, claims=sender).record(session, envelope)
+            if fail:
+                raise LookupError("the consumer's transaction failed after recording")
+
+
+async def test_a_delivery_recorded_with_a_slot_free_is_claimed_by_its_own_transaction_and_sent_once(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """While the dispatcher runs, the recorder writes a new delivery leased and hands it over
+    after the commit: it is sent without a claim of its own, once, however often its event
+    comes; the dispatcher is not woken to ask the database for it."""
+    spool = SpoolTransport(tmp_path)
+    sender = dispatcher(db, clock, sealer, spool, concurrency=2)
+    envelope = credentials_envelope(sealer, clock)
+    with seen_statements(db) as statements:
+        async with dispatching(sender):
+            # Its first claim, of what was recorded before it ran: the only one.
+            await until(lambda: len(claim_statements(statements)) == 1, "the dispatcher's first claim")
+            await record_claiming(db, clock, sender, envelope)
+            assert not sender.wake.is_set()
+            await recorded_outcomes(db, 1)
+            await record_claiming(db, clock, sender, envelope)  # the same event again
+            await record_claiming(db, clock, sender, credentials_envelope(sealer, clock))
+            await recorded_outcomes(db, 2)
+    assert len(claim_statements(statements)) == 1
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 2
+    assert await outbox_types(db) == ["DeliverySucceeded", "DeliverySucceeded"]
+    assert await leased(db) == 0
+
+
+async def test_the_recorder_claims_no_more_than_the_free_slots_and_a_rolled_back_recording_hands_nothing_over(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    eboks = HeldEboks(SpoolTransport(tmp_path))
+    sender = dispatcher(db, clock, sealer, eboks, concurrency=1)
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+        # Rolled back: nothing was written, nothing is sent, and its slot is free again.
+        await record_claiming(db, clock, sender, credentials_envelope(sealer, clock), fail=True)
+        await record_claiming(db, clock, sender, credentials_envelope(sealer, clock))
+        await until(lambda: len(eboks.held) == 1, "the first letter being sent")
+        # No slot free: recorded unclaimed, and the dispatcher is woken to claim it later.
+        await record_claiming(db, clock, sender, credentials_envelope(sealer, clock))
+        assert await leased(db) == 1
+        sender.wake.set()  # as the worker does after a commit that recorded one unclaimed
+        eboks.release.set()
+        await until(lambda: len(eboks.delivered) == 2, "both letters sent")
+        await recorded_outcomes(db, 2)
+    async with db.reading() as session:
+        assert len(list(await session.scalars(select(Delivery)))) == 2
+    assert len(set(eboks.delivered)) == 2
+
+
+async def test_a_delivery_claimed_at_recording_whose_worker_stopped_is_sent_once_its_lease_ran_out(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    eboks = HeldEboks(SpoolTransport(tmp_path), hold_all=True)
+    sender = dispatcher(db, clock, sealer, eboks)
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+        await record_claiming(db, clock, sender, credentials_envelope(sealer, clock))
+        await until(lambda: len(eboks.held) == 1, "the letter being sent")
+    # The worker stopped mid-attempt: nobody else takes the delivery while its lease lasts.
+    spool = SpoolTransport(tmp_path)
+    other = dispatcher(db, clock, sealer, spool)
+    assert await other.dispatch_due() == 0
+    clock.advance(timedelta(seconds=21))
+    assert await other.dispatch_due() == 1
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
+    assert await outbox_types(db) == ["DeliverySucceeded"]
