@@ -189,6 +189,14 @@ def _answer_database_outages(app: FastAPI) -> None:
         app.add_exception_handler(error_class, unavailable)
 
 
+# How long an API keeps an idle HTTP/1.1 connection open, in seconds. Longer than the time the
+# suite's clients (httpx: 5 s, `httpx.Limits().keepalive_expiry`) and common proxies reuse an
+# idle connection: with uvicorn's 5 s both ends let go at the same moment, and a request sent on
+# the connection the server was closing failed with "Server disconnected without sending a
+# response" (one invoice read in a soak run).
+KEEP_ALIVE_S = 75
+
+
 def server_config(settings: ServiceSettings, app: ASGIApp) -> uvicorn.Config:
     """How `adgang api` serves an API with uvicorn.
 
@@ -206,6 +214,7 @@ def server_config(settings: ServiceSettings, app: ASGIApp) -> uvicorn.Config:
         log_config=None,
         access_log=True,
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_S,
         proxy_headers=trusted,
         forwarded_allow_ips=list(settings.trusted_proxies) if trusted else [],
     )
