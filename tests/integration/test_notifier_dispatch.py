@@ -430,3 +430,75 @@ async def test_a_delivery_claimed_at_recording_whose_worker_stopped_is_sent_once
     assert await other.dispatch_due() == 1
     assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
     assert await outbox_types(db) == ["DeliverySucceeded"]
+
+
+async def test_a_delivery_whose_recording_outlasted_its_lease_is_not_sent_twice(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """The lease the recorder writes runs from the moment of recording: a consumer transaction
+    that took longer than that (a slow batch, a lock waited for) commits a delivery whose lease
+    has run out, which another worker may claim at once. The one handed over must not be sent
+    as well: the letter goes out once."""
+    eboks = HeldEboks(SpoolTransport(tmp_path), hold_all=True)
+    sender = dispatcher(db, clock, sealer, eboks)
+    other_spool = SpoolTransport(tmp_path)
+    other = dispatcher(db, clock, sealer, other_spool)
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+        async with db.transaction() as session:
+            await Recorder(clock, claims=sender).record(session, credentials_envelope(sealer, clock))
+            clock.advance(timedelta(seconds=21))  # the transaction outlasts the 20 s lease
+        # Another worker finds the delivery's lease run out and sends it.
+        assert await other.dispatch_due() == 1
+        eboks.release.set()
+        await recorded_outcomes(db, 1)
+        await until(lambda: sender.idle, "the handed-over delivery settled")
+    assert eboks.delivered == []
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
+    assert await outbox_types(db) == ["DeliverySucceeded"]
+
+
+async def test_many_recordings_at_once_some_rolled_back_leave_every_slot_free_and_send_each_letter_once(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """Recordings fired in parallel, every third rolled back, against two slots: each committed
+    letter is sent once, and once all is settled every slot is free again (none leaked, none
+    counted twice), so the dispatcher still claims what is recorded unclaimed afterwards."""
+    spool = SpoolTransport(tmp_path)
+    sender = dispatcher(db, clock, sealer, spool, concurrency=2)
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+
+        async def recorded(n: int) -> None:
+            await record_claiming(db, clock, sender, credentials_envelope(sealer, clock), fail=n % 3 == 0)
+            sender.wake.set()  # as the worker does after a commit (one recorded unclaimed)
+
+        await asyncio.gather(*(recorded(n) for n in range(24)))
+        await recorded_outcomes(db, 16)
+        await until(lambda: sender.idle, "every slot free again")
+        # Recorded without the dispatcher's slots (as another process would): still claimed.
+        await record(db, clock, credentials_envelope(sealer, clock))
+        sender.wake.set()
+        await recorded_outcomes(db, 17)
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 17
+    assert await outbox_types(db) == ["DeliverySucceeded"] * 17
+    assert await leased(db) == 0
+
+
+async def test_a_delivery_whose_recording_outlasted_its_lease_is_leased_anew_and_sent_when_nobody_took_it(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """The same slow recording, with no other worker about: the delivery is leased anew and
+    sent at once, not left waiting for the dispatcher's next round."""
+    spool = SpoolTransport(tmp_path)
+    sender = dispatcher(db, clock, sealer, spool)
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+        async with db.transaction() as session:
+            await Recorder(clock, claims=sender).record(session, credentials_envelope(sealer, clock))
+            clock.advance(timedelta(seconds=21))
+        await recorded_outcomes(db, 1)
+    assert not sender.wake.is_set()
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
+    assert await outbox_types(db) == ["DeliverySucceeded"]
+    assert await leased(db) == 0
