@@ -502,3 +502,29 @@ async def test_a_delivery_whose_recording_outlasted_its_lease_is_leased_anew_and
     assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
     assert await outbox_types(db) == ["DeliverySucceeded"]
     assert await leased(db) == 0
+
+
+async def test_a_recording_whose_commit_fails_hands_nothing_over_and_gives_its_slot_back(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """The slot was promised and the delivery written claimed, then the commit fails: nothing
+    is sent, the slot comes back, and the event's next recording is sent once."""
+    spool = SpoolTransport(tmp_path)
+    sender = dispatcher(db, clock, sealer, spool, concurrency=1)
+    envelope = credentials_envelope(sealer, clock)
+
+    def refused(_session) -> None:
+        raise LookupError("the commit failed")
+
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+        with pytest.raises(LookupError):
+            async with db.transaction() as session:
+                sa_event.listen(session.sync_session, "before_commit", refused)
+                await Recorder(clock, claims=sender).record(session, envelope)
+        await until(lambda: sender.idle, "the slot given back")
+        assert await outbox_types(db) == []
+        await record_claiming(db, clock, sender, envelope)  # the event, redelivered
+        await recorded_outcomes(db, 1)
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
+    assert await outbox_types(db) == ["DeliverySucceeded"]
