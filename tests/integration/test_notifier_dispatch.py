@@ -528,3 +528,30 @@ async def test_a_recording_whose_commit_fails_hands_nothing_over_and_gives_its_s
         await recorded_outcomes(db, 1)
     assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
     assert await outbox_types(db) == ["DeliverySucceeded"]
+
+
+async def test_a_burst_of_failed_attempts_of_handed_over_deliveries_frees_every_slot_and_each_is_sent_once_later(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """Deliveries recorded at once, claimed by their recordings or not, and every first attempt
+    fails: each failure gives its slot back, and the retries, once due, are each sent once."""
+    eboks = FlakyEboks(SpoolTransport(tmp_path), failures=6)
+    sender = dispatcher(db, clock, sealer, eboks, max_attempts=3, concurrency=2)
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+
+        async def recorded() -> None:
+            await record_claiming(db, clock, sender, credentials_envelope(sealer, clock))
+            sender.wake.set()  # as the worker does after a commit (one recorded unclaimed)
+
+        await asyncio.gather(*(recorded() for _ in range(6)))
+        await until(lambda: eboks.calls == 6 and sender.idle, "every first attempt failed, every slot free")
+        assert await outbox_types(db) == []
+        clock.advance(timedelta(seconds=61))  # every retry due
+        sender.wake.set()
+        await recorded_outcomes(db, 6)
+        await until(lambda: sender.idle, "every slot free again")
+    assert eboks.calls == 12
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 6
+    assert await outbox_types(db) == ["DeliverySucceeded"] * 6
+    assert await leased(db) == 0
