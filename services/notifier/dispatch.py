@@ -131,8 +131,9 @@ class Dispatcher:
         comes back through `release`."""
         if not self._running or self._busy() >= self._concurrency:
             return None
+        lease = self._lease_of(channel)  # before the slot is counted: a wrong channel takes none
         self._reserved += 1
-        return self._lease_of(channel)
+        return lease
 
     def release(self, reserved: int, claimed: Iterable[Delivery] = ()) -> None:
         """The recorder's transaction ended: `reserved` slots go back, and the deliveries it

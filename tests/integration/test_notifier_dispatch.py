@@ -555,3 +555,31 @@ async def test_a_burst_of_failed_attempts_of_handed_over_deliveries_frees_every_
     assert len(list((tmp_path / CVR).glob("*.xml"))) == 6
     assert await outbox_types(db) == ["DeliverySucceeded"] * 6
     assert await leased(db) == 0
+
+
+async def test_a_slot_asked_for_a_channel_without_a_lease_is_refused_and_not_taken(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """A reservation that fails takes no slot: none is lost for good."""
+    sender = Dispatcher(
+        db=db,
+        outbox=Outbox(messaging, clock),
+        clock=clock,
+        sealer=sealer,
+        eboks=SpoolTransport(tmp_path),
+        sender=Sender(cvr="29311005", name="Adgang Erhverv", portal_url="https://example.dk"),
+        retry=RetryPolicy(max_attempts=3, base_s=2, max_s=60),
+        lease={"eboks": timedelta(seconds=20)},
+        concurrency=1,
+    )
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+        with pytest.raises(KeyError):
+            sender.reserve("sms")
+        assert sender.idle
+        # The one slot is free: a recording is handed over, and sent without a wake.
+        await record_claiming(db, clock, sender, credentials_envelope(sealer, clock))
+        await recorded_outcomes(db, 1)
+        await until(lambda: sender.idle, "the slot free again")
+    assert not sender.wake.is_set()
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
