@@ -45,6 +45,11 @@ from shared.sealing import Sealer, SealingError
 log = logging.getLogger(__name__)
 
 EXPIRED = "expired before delivery"
+# How much of its lease a delivery handed over by the recorder may have used up, waiting for its
+# transaction to commit, and still be attempted on it: well within the margin every channel's
+# lease has beyond its worst case (services/notifier/config.py, `lease_seconds`). One that waited
+# longer is leased anew first, unless another worker has claimed it meanwhile.
+HANDOVER_GRACE = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -126,16 +131,26 @@ class Dispatcher:
         comes back through `release`."""
         if not self._running or self._busy() >= self._concurrency:
             return None
+        lease = self._lease_of(channel)  # before the slot is counted: a wrong channel takes none
         self._reserved += 1
-        return self._lease_of(channel)
+        return lease
 
     def release(self, reserved: int, claimed: Iterable[Delivery] = ()) -> None:
         """The recorder's transaction ended: `reserved` slots go back, and the deliveries it
         committed claimed (at most that many) are attempted in them. Rolled back, it hands none:
         its rows were never written."""
         self._reserved -= reserved
-        self._handed.extend(claimed)
+        if self._running:
+            # Stopped, it attempts nothing more: they keep their lease and are claimed once it
+            # has run out, as any claimed delivery whose attempt never ended.
+            self._handed.extend(claimed)
         self._handed_wake.set()
+
+    @property
+    def idle(self) -> bool:
+        """Whether every slot is free: no attempt under way, none reserved by a recording
+        transaction, none handed over and waiting to be started."""
+        return self._busy() == 0
 
     def _busy(self) -> int:
         return len(self._attempts) + self._reserved + len(self._handed)
@@ -168,7 +183,7 @@ class Dispatcher:
             while True:
                 handed, self._handed = self._handed, []
                 for delivery in handed:
-                    self._start(delivery)
+                    self._start(delivery, handed_over=True)
                 free = self._concurrency - self._busy()
                 if free > 0:
                     sweep = loop.time() >= next_sweep
@@ -220,8 +235,50 @@ class Dispatcher:
             self._running = False
             self._handed = []
 
-    def _start(self, delivery: Delivery) -> None:
-        self._attempts.add(asyncio.create_task(self._attempt_correlated(delivery)))
+    def _start(self, delivery: Delivery, *, handed_over: bool = False) -> None:
+        attempt = self._attempt_handed_over(delivery) if handed_over else self._attempt_correlated(delivery)
+        self._attempts.add(asyncio.create_task(attempt))
+
+    async def _attempt_handed_over(self, delivery: Delivery) -> None:
+        """A delivery the recorder claimed: its lease ran from the moment it was recorded, not
+        from its commit. Attempted on that lease while little of it was used up; otherwise
+        leased anew first, in one statement that finds the lease the recorder wrote or nothing:
+        once it had run out, another worker may have claimed the delivery (and sent it), and
+        then this one leaves it alone (S2: a letter is sent once)."""
+        lease = self._lease_of(delivery.channel)
+        written = delivery.lease_until
+        now = self._clock.now()
+        if written is None or as_utc(written) - now < lease - HANDOVER_GRACE:
+            try:
+                async with self._db.transaction() as session:
+                    renewed = await session.execute(
+                        update(Delivery)
+                        .where(
+                            Delivery.id == delivery.id,
+                            Delivery.status == "pending",
+                            Delivery.lease_until == written,
+                        )
+                        .values(lease_until=now + lease)
+                        .execution_options(synchronize_session=False)
+                    )
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                log.warning(
+                    "delivery %s: database unavailable (%s) while leasing it anew; claimed once its "
+                    "lease has run out",
+                    delivery.id,
+                    type(exc).__name__,
+                )
+                return
+            if renewed.rowcount != 1:  # type: ignore[attr-defined]
+                log.info(
+                    "delivery %s was claimed by another worker after its recording's lease ran out",
+                    delivery.id,
+                )
+                return
+            delivery.lease_until = now + lease
+        await self._attempt_correlated(delivery)
 
     @staticmethod
     def _finished(attempts: set[asyncio.Task[None]], done: set[Any]) -> None:

@@ -106,7 +106,6 @@ class Recorder:
         dispatcher, which claims it."""
         source_event_id = planned.source_event_id or envelope.id
         now = self._clock.now()
-        lease = self._claims.reserve(planned.channel) if self._claims is not None else None
         values: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "source_event_id": source_event_id,
@@ -124,11 +123,14 @@ class Recorder:
             "status": "pending",
             "attempts": 0,
             "next_attempt_at": now,
-            "lease_until": None if lease is None else now + lease,
             "created_at": now,
             "source_event_time": envelope.time,
             "correlation_id": correlation.current(),
         }
+        # Reserved last, right before the statement whose failure gives it back: nothing
+        # in between can fail and keep the slot from the dispatcher for good.
+        lease = self._claims.reserve(planned.channel) if self._claims is not None else None
+        values["lease_until"] = None if lease is None else now + lease
         try:
             inserted = await session.scalar(
                 upsert_statement(session, Delivery.__table__)

@@ -24,6 +24,7 @@ from shared.events import AccountRef, CustomerRegistered
 from shared.messaging import OUTBOX, ConsumedMessage, IdempotentConsumer, MessagingTables, Outbox
 from shared.worker import _handle_events
 from tests.support.dead_letters import KeptDeadLetters
+from tests.support.waiting import wait_until_async
 
 AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 CONSUMER = "test-batches"
@@ -408,3 +409,63 @@ async def test_two_instances_handling_the_same_messages_at_once_apply_each_exact
     assert bed.dead_letters.sent == []
     handled = [outcome for outcomes in rounds for outcome in outcomes if outcome == "handled"]
     assert len(handled) == 12  # every other copy was a duplicate
+
+
+async def test_a_batch_that_fails_while_another_instance_waits_on_its_inbox_rows_leaves_them_to_it(bed: Bed) -> None:
+    """One instance has written the inbox rows of a batch and its handler then fails; another
+    instance takes the same messages meanwhile and waits on those rows. The failed batch's rows
+    roll back with it, so the other instance handles the messages, and the failed one finds
+    them done when it handles them one by one: each effect once."""
+    events = [message("Først ApS"), message("Bagefter ApS")]
+    gate = asyncio.Event()
+    failed = False
+
+    async def failing_once(session: AsyncSession, envelope: Envelope[CustomerRegistered]) -> None:
+        nonlocal failed
+        await bed.record(session, envelope)
+        if not failed:
+            failed = True
+            await gate.wait()
+            raise LookupError("the first try fails after the other instance started")
+
+    other_db = Database(bed.db.url)
+    other_statements: list[str] = []
+
+    @event.listens_for(other_db.engine.sync_engine, "before_cursor_execute")
+    def _seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        other_statements.append(statement)
+
+    try:
+        other = IdempotentConsumer(
+            name=CONSUMER,
+            db=other_db,
+            tables=bed.tables,
+            handlers={CustomerRegistered: bed.record},
+            dead_letters=bed.dead_letters,
+            clock=FrozenClock(AT),
+            retries=2,
+            backoff=0,
+        )
+        first = asyncio.create_task(bed.consumer(failing_once).process_batch(events))
+        await wait_for(lambda: failed, "the first instance inside its handler")
+        second = asyncio.create_task(other.process_batch(events))
+        await wait_for(
+            lambda: any("inbox" in sql and sql.lstrip().upper().startswith("INSERT") for sql in other_statements),
+            "the second instance writing the inbox rows",
+        )
+        gate.set()
+        outcomes = await asyncio.gather(first, second)
+    finally:
+        await other_db.dispose()
+
+    assert sorted(await bed.applied()) == ["Bagefter ApS", "Først ApS"]
+    assert await bed.inbox_rows() == 2
+    assert bed.dead_letters.sent == []
+    assert sorted(o for outcome in outcomes for o in outcome) == ["duplicate", "duplicate", "handled", "handled"]
+
+
+async def wait_for(check: Callable[[], bool], what: str) -> None:
+    async def checked() -> bool:
+        return check()
+
+    await wait_until_async(checked, deadline_s=10, what=what, poll_s=0.005)

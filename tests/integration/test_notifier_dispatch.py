@@ -430,3 +430,158 @@ async def test_a_delivery_claimed_at_recording_whose_worker_stopped_is_sent_once
     assert await other.dispatch_due() == 1
     assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
     assert await outbox_types(db) == ["DeliverySucceeded"]
+
+
+async def test_a_delivery_whose_recording_outlasted_its_lease_is_not_sent_twice(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """The lease the recorder writes runs from the moment of recording: a consumer transaction
+    that took longer than that (a slow batch, a lock waited for) commits a delivery whose lease
+    has run out, which another worker may claim at once. The one handed over must not be sent
+    as well: the letter goes out once."""
+    eboks = HeldEboks(SpoolTransport(tmp_path), hold_all=True)
+    sender = dispatcher(db, clock, sealer, eboks)
+    other_eboks = FlakyEboks(SpoolTransport(tmp_path), failures=0)
+    other = dispatcher(db, clock, sealer, other_eboks)
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+        async with db.transaction() as session:
+            await Recorder(clock, claims=sender).record(session, credentials_envelope(sealer, clock))
+            clock.advance(timedelta(seconds=21))  # the transaction outlasts the 20 s lease
+        # Another worker finds the delivery's lease run out and claims it, unless this one
+        # leased it anew first: either may send it, not both.
+        await other.dispatch_due()
+        eboks.release.set()
+        await recorded_outcomes(db, 1)
+        await until(lambda: sender.idle, "the handed-over delivery settled")
+    # Counted at the transports: the spool's hard link would hide a second write of a letter.
+    assert len(eboks.delivered) + other_eboks.calls == 1
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
+    assert await outbox_types(db) == ["DeliverySucceeded"]
+
+
+async def test_many_recordings_at_once_some_rolled_back_leave_every_slot_free_and_send_each_letter_once(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """Recordings fired in parallel, every third rolled back, against two slots: each committed
+    letter is sent once, and once all is settled every slot is free again (none leaked, none
+    counted twice), so the dispatcher still claims what is recorded unclaimed afterwards."""
+    spool = SpoolTransport(tmp_path)
+    sender = dispatcher(db, clock, sealer, spool, concurrency=2)
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+
+        async def recorded(n: int) -> None:
+            await record_claiming(db, clock, sender, credentials_envelope(sealer, clock), fail=n % 3 == 0)
+            sender.wake.set()  # as the worker does after a commit (one recorded unclaimed)
+
+        await asyncio.gather(*(recorded(n) for n in range(24)))
+        await recorded_outcomes(db, 16)
+        await until(lambda: sender.idle, "every slot free again")
+        # Recorded without the dispatcher's slots (as another process would): still claimed.
+        await record(db, clock, credentials_envelope(sealer, clock))
+        sender.wake.set()
+        await recorded_outcomes(db, 17)
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 17
+    assert await outbox_types(db) == ["DeliverySucceeded"] * 17
+    assert await leased(db) == 0
+
+
+async def test_a_delivery_whose_recording_outlasted_its_lease_is_leased_anew_and_sent_when_nobody_took_it(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """The same slow recording, with no other worker about: the delivery is leased anew and
+    sent at once, not left waiting for the dispatcher's next round."""
+    spool = SpoolTransport(tmp_path)
+    sender = dispatcher(db, clock, sealer, spool)
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+        async with db.transaction() as session:
+            await Recorder(clock, claims=sender).record(session, credentials_envelope(sealer, clock))
+            clock.advance(timedelta(seconds=21))
+        await recorded_outcomes(db, 1)
+    assert not sender.wake.is_set()
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
+    assert await outbox_types(db) == ["DeliverySucceeded"]
+    assert await leased(db) == 0
+
+
+async def test_a_recording_whose_commit_fails_hands_nothing_over_and_gives_its_slot_back(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """The slot was promised and the delivery written claimed, then the commit fails: nothing
+    is sent, the slot comes back, and the event's next recording is sent once."""
+    spool = SpoolTransport(tmp_path)
+    sender = dispatcher(db, clock, sealer, spool, concurrency=1)
+    envelope = credentials_envelope(sealer, clock)
+
+    def refused(_session) -> None:
+        raise LookupError("the commit failed")
+
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+        with pytest.raises(LookupError):
+            async with db.transaction() as session:
+                sa_event.listen(session.sync_session, "before_commit", refused)
+                await Recorder(clock, claims=sender).record(session, envelope)
+        await until(lambda: sender.idle, "the slot given back")
+        assert await outbox_types(db) == []
+        await record_claiming(db, clock, sender, envelope)  # the event, redelivered
+        await recorded_outcomes(db, 1)
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 1
+    assert await outbox_types(db) == ["DeliverySucceeded"]
+
+
+async def test_a_burst_of_failed_attempts_of_handed_over_deliveries_frees_every_slot_and_each_is_sent_once_later(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """Deliveries recorded at once, claimed by their recordings or not, and every first attempt
+    fails: each failure gives its slot back, and the retries, once due, are each sent once."""
+    eboks = FlakyEboks(SpoolTransport(tmp_path), failures=6)
+    sender = dispatcher(db, clock, sealer, eboks, max_attempts=3, concurrency=2)
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+
+        async def recorded() -> None:
+            await record_claiming(db, clock, sender, credentials_envelope(sealer, clock))
+            sender.wake.set()  # as the worker does after a commit (one recorded unclaimed)
+
+        await asyncio.gather(*(recorded() for _ in range(6)))
+        await until(lambda: eboks.calls == 6 and sender.idle, "every first attempt failed, every slot free")
+        assert await outbox_types(db) == []
+        clock.advance(timedelta(seconds=61))  # every retry due
+        sender.wake.set()
+        await recorded_outcomes(db, 6)
+        await until(lambda: sender.idle, "every slot free again")
+    assert eboks.calls == 12
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 6
+    assert await outbox_types(db) == ["DeliverySucceeded"] * 6
+    assert await leased(db) == 0
+
+
+async def test_a_slot_asked_for_a_channel_without_a_lease_is_refused_and_not_taken(
+    db, clock, sealer, tmp_path: Path
+) -> None:
+    """A reservation that fails takes no slot: none is lost for good."""
+    sender = Dispatcher(
+        db=db,
+        outbox=Outbox(messaging, clock),
+        clock=clock,
+        sealer=sealer,
+        eboks=SpoolTransport(tmp_path),
+        sender=Sender(cvr="29311005", name="Adgang Erhverv", portal_url="https://example.dk"),
+        retry=RetryPolicy(max_attempts=3, base_s=2, max_s=60),
+        lease={"eboks": timedelta(seconds=20)},
+        concurrency=1,
+    )
+    async with dispatching(sender):
+        await until(lambda: sender.running, "the dispatcher running")
+        with pytest.raises(KeyError):
+            sender.reserve("sms")
+        assert sender.idle
+        # The one slot is free: a recording is handed over, and sent without a wake.
+        await record_claiming(db, clock, sender, credentials_envelope(sealer, clock))
+        await recorded_outcomes(db, 1)
+        await until(lambda: sender.idle, "the slot free again")
+    assert not sender.wake.is_set()
+    assert len(list((tmp_path / CVR).glob("*.xml"))) == 1

@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select, text
 
-from services.identity.models import User, UserGrant, WaitingApplication, messaging
+from services.identity.models import Tenant, User, UserGrant, WaitingApplication, messaging
 from services.identity.provisioning import Provisioning, group_of
-from shared.clock import FrozenClock
+from shared.clock import FrozenClock, as_utc
 from shared.db import Database
 from shared.events import AccountRef, ApplicationSubmitted, Contact, CustomerRegistered, UserGrantsChanged
 from shared.messaging import Outbox
@@ -194,3 +194,33 @@ async def test_provisioning_reads_the_group_not_the_whole_customer_register(
     assert sorted(g.cvr for g in grants) == sorted(order)  # the other group is not held
     whole_register = [s for s in statements if "FROM companies" in s and "WHERE" not in s.split("FROM companies")[1]]
     assert whole_register == [], whole_register
+
+
+async def test_two_applications_of_one_company_provisioned_at_once_leave_one_tenant_and_one_administrator(
+    db: Database, clock: FrozenClock, sealer: Sealer
+) -> None:
+    """Two applications for the same CVR, handled at the same moment by two workers with their
+    own connections (S1, S2): the company gets one tenant and one pending first administrator,
+    whose activation code expires when its letter says; the other login is withdrawn."""
+    handlers = provisioning(clock, sealer)
+    async with db.transaction() as session:
+        await handlers.on_customer_registered(session, envelope_of(customer("35657193", None, clock), clock))
+    other_db = Database(db.url)
+    try:
+
+        async def provisioned(on: Database) -> None:
+            async with on.transaction() as session:
+                await handlers.on_application_submitted(session, envelope_of(application("35657193", clock), clock))
+
+        await asyncio.gather(provisioned(db), provisioned(other_db), provisioned(other_db), provisioned(db))
+    finally:
+        await other_db.dispose()
+
+    async with db.transaction() as session:
+        assert len(list(await session.scalars(select(Tenant).where(Tenant.cvr == "35657193")))) == 1
+        logins = list(await session.scalars(select(User).where(User.tenant_cvr == "35657193")))
+    pending = [u for u in logins if u.status == "pending"]
+    assert len(logins) == 4 and len(pending) == 1
+    assert pending[0].role == "administrator"
+    assert pending[0].activation_expires_at is not None
+    assert as_utc(pending[0].activation_expires_at) == clock.now() + timedelta(days=7)
