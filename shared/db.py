@@ -249,6 +249,13 @@ def create_engine(url: str, *, reader: bool = False, **kwargs: Any) -> AsyncEngi
     @event.listens_for(engine.sync_engine, "commit")
     @event.listens_for(engine.sync_engine, "rollback")
     def _on_end(conn: Any) -> None:
+        # An invalidated connection (a statement cancelled or broken mid-trip) is being closed:
+        # nothing of it to clear. Asking it for its DB-API connection would try to reconnect,
+        # which raises PendingRollbackError from within the rollback, and that error would stand
+        # in for the one that invalidated it: a cancelled task would not end as cancelled (the
+        # outbox relay then went on, and published its batch again).
+        if conn.invalidated or conn.closed:
+            return
         _one_trip(conn).pending_begin = None  # a transaction that ran no statement began none
 
     @event.listens_for(engine.sync_engine, "reset")

@@ -480,6 +480,11 @@ class OutboxRelay:
                 sent = await self.run_once()
                 failures = 0
             except Exception as exc:
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    # Stopped during the turn, and a client reported it as an error of its own
+                    # (a producer closed under its send): the relay stops all the same, rather
+                    # than take another turn and send the batch whose mark it never made again.
+                    raise asyncio.CancelledError from exc
                 # Wait a little longer after each failure in a row (the database or the broker
                 # away), at most OUTAGE_BACKOFF_MAX_S: the outbox keeps every event meanwhile.
                 failures += 1

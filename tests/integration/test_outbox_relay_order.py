@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy import MetaData, func, select
+from sqlalchemy import event as sa_event
 
 from shared.broker import EmbeddedBroker
 from shared.clock import FrozenClock
@@ -323,6 +324,77 @@ async def test_a_relay_goes_straight_on_after_a_full_turn_and_waits_for_a_wake_a
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_relay_stopped_while_it_marks_its_batch_stops_having_sent_it_once(relay_db: RelayDb) -> None:
+    """The worker stops its relay (cancels its task) while the mark of a published batch waits
+    for a lock: the relay stops, and sent the batch once. The rows stay unmarked, so the next
+    turn sends them again: at least once, never a second send by the stopped relay."""
+    db, tables = relay_db.db, relay_db.tables
+    async with db.transaction() as session:
+        written = await Outbox(tables, FrozenClock(AT)).add(session, registered(1))
+    bus = Bus()
+    relay = OutboxRelay(db, tables, PromptPublisher(bus), FrozenClock(AT))
+    marks: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE"):
+            marks.append(statement)
+
+    sa_event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        # Another transaction holds the rows (PostgreSQL) or the write lock (SQLite): the mark waits.
+        async with relay_db.database().transaction() as holder:
+            await holder.execute(select(tables.outbox.c.seq).with_for_update())
+            task = asyncio.create_task(relay.run_forever(POLL_S, asyncio.Event()))
+            await until_true(lambda: bool(marks), "the mark sent")
+            task.cancel()
+        await asyncio.wait({task}, timeout=10)
+        assert task.cancelled()
+    finally:
+        sa_event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    assert bus.arrived == [written]
+    assert await unpublished(relay_db) == 1
+
+
+@dataclass
+class StoppedMidSend:
+    """A broker client that, stopped while it waits for the broker's acknowledgement, reports
+    a closed connection instead of the cancellation."""
+
+    bus: Bus
+    sending: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def publish(self, records: list[KafkaRecord]) -> None:
+        self.bus.arrived += [dict(r.headers)["ce_id"].decode() for r in records]
+        self.sending.set()
+        try:
+            await asyncio.Event().wait()  # no acknowledgement comes
+        except asyncio.CancelledError:
+            raise ConnectionError("the producer was closed") from None
+
+
+async def test_a_relay_stopped_while_it_publishes_stops_whatever_error_the_client_makes_of_it(
+    relay_db: RelayDb,
+) -> None:
+    db, tables = relay_db.db, relay_db.tables
+    async with db.transaction() as session:
+        written = await Outbox(tables, FrozenClock(AT)).add(session, registered(1))
+    publisher = StoppedMidSend(Bus())
+    task = asyncio.create_task(OutboxRelay(db, tables, publisher, FrozenClock(AT)).run_forever(POLL_S))
+    await until_true(publisher.sending.is_set, "the batch sent")
+    task.cancel()
+    await asyncio.wait({task}, timeout=10)
+    assert task.cancelled()
+    assert publisher.bus.arrived == [written]
+    assert await unpublished(relay_db) == 1
+
+
+async def until_true(check: Callable[[], bool], what: str) -> None:
+    async def checked() -> bool:
+        return check()
+
+    await wait_until_async(checked, deadline_s=10, what=what, poll_s=0.01)
 
 
 async def test_a_failed_publish_marks_nothing_and_the_next_turn_sends_the_whole_batch(

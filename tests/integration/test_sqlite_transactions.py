@@ -7,6 +7,7 @@ seeing what other processes commit."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import subprocess
@@ -17,11 +18,12 @@ from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared.db import Database
 from tests.conftest import BACKEND
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.skipif(BACKEND != "sqlite", reason="how SQLite's transactions begin")
 
@@ -91,6 +93,44 @@ async def test_a_first_statement_that_fails_leaves_no_transaction_open(db: Datab
         await session.execute(text("INSERT INTO t VALUES (3)"))
     async with db.reading() as session:
         assert await session.scalar(text("SELECT n FROM t")) == 3
+
+
+async def test_a_transaction_cancelled_in_its_statement_ends_cancelled_and_keeps_nothing(db: Database) -> None:
+    """A task stopped while its statement waits in aiosqlite's thread: SQLAlchemy invalidates the
+    connection, and the rollback that follows must not hide the cancellation behind an error of
+    its own (a worker's relay, stopped while marking its batch, then went on and sent it again)."""
+    assert db.file is not None
+    holder = sqlite3.connect(db.file, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the statement below waits for the write lock
+    sent: list[str] = []
+    listener = lambda _conn, _cursor, statement, *_: sent.append(statement)  # noqa: E731
+    event.listen(db.engine.sync_engine, "before_cursor_execute", listener)
+
+    async def insert() -> None:
+        async with db.transaction() as session:
+            await session.execute(text("INSERT INTO t VALUES (4)"))
+
+    task = asyncio.create_task(insert())
+    try:
+        await wait_until_async(_async(lambda: sent), deadline_s=10, what="the insert in its trip", poll_s=0.01)
+        task.cancel()
+    finally:
+        holder.rollback()
+        holder.close()
+        event.remove(db.engine.sync_engine, "before_cursor_execute", listener)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with db.transaction() as session:  # the writer goes on, on a new connection
+        await session.execute(text("INSERT INTO t VALUES (5)"))
+    async with db.reading() as session:
+        assert (await session.execute(text("SELECT n FROM t"))).scalars().all() == [5]
+
+
+def _async(check: Any) -> Any:
+    async def checked() -> Any:
+        return check()
+
+    return checked
 
 
 # A new connection puts the file in WAL mode (`PRAGMA journal_mode=WAL`). When that pragma meets
