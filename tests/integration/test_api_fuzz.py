@@ -17,6 +17,7 @@ import re
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import schemathesis
@@ -187,6 +188,17 @@ def test_a_generated_path_value_with_a_percent_sign_reaches_the_api_as_generated
 
     run()
     assert sent == ["/dev/mail/V0l70%250DmS%40k"]
+
+
+def test_digits_in_a_path_are_the_ascii_digits_the_schema_states(database_factory, tmp_path) -> None:
+    """JSON Schema reads `\\d` as 0-9 (ECMA-262), the server's regex engine as any Unicode digit:
+    the patterns say [0-9], so a CVR in Arabic-Indic digits is refused by its contract (422), not
+    taken in and failed on later (it was a 500)."""
+    schema = _schema(_notifier(database_factory, tmp_path))
+    operation = schema["/dev/eboks/{cvr}"]["GET"]
+    arabic_indic = "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668"  # 12345678
+    assert operation.Case(path_parameters={"cvr": quote(arabic_indic, safe="")}).call().status_code == 422
+    assert operation.Case(path_parameters={"cvr": "12345678"}).call().status_code == 200
 
 
 def test_billing_answers_every_generated_request_by_its_contract(database_factory, tmp_path) -> None:
