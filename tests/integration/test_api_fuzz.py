@@ -17,11 +17,11 @@ import re
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
@@ -93,26 +93,33 @@ def _identity(database_factory) -> object:
 
 
 def _schema(app: object, hooks: Callable[[Any], None] | None = None) -> Any:
-    """The app's OpenAPI document as schemathesis reads it, with the test's `hooks` and the
-    path values sent as they were generated."""
+    """The app's OpenAPI document as schemathesis reads it, with the test's `hooks`."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG)
     if hooks is not None:
         hooks(schema)
-
-    @schema.hook
-    def map_path_parameters(ctx: Any, path_parameters: Any) -> Any:
-        # Schemathesis percent-decodes a generated path value before it encodes it (it takes
-        # `%0D` for an escape already made), so a value with a `%` the schema allows, such as the
-        # mailbox `a%0Db@example.dk`, would reach the API as another value (`a<CR>b@...`) that the
-        # schema forbids. Escaping each `%` first makes that decoding give back the value generated.
-        if not isinstance(path_parameters, dict):
-            return path_parameters
-        return {
-            name: value.replace("%", "%25") if isinstance(value, str) else value
-            for name, value in path_parameters.items()
-        }
-
     return schema
+
+
+def _sent_as_generated(case: Any) -> bool:
+    """Whether the API reads each path value of a request the schema allows as the schema allows it.
+
+    Schemathesis percent-decodes a generated path value before it encodes it (it takes `%0D` for
+    an escape already made): the mailbox `V0l70%0DmS@k`, which the schema allows (`%` is atext),
+    is sent as `V0l70%0DmS%40k`, which the API reads as `V0l70<CR>mS@k` and refuses (422). Such
+    a request is not the one generated, so it proves nothing about the API."""
+    if case.meta is None or case.meta.generation.mode is not GenerationMode.POSITIVE:
+        return True
+    for parameter in case.operation.path_parameters:
+        value = case.path_parameters.get(parameter.name)
+        pattern = parameter.definition.get("schema", {}).get("pattern")
+        if isinstance(value, str) and pattern and not re.fullmatch(pattern, unquote(value)):
+            return False
+    return True
+
+
+def _call_and_validate(case: Any, headers: dict[str, str] | None = None) -> None:
+    assume(_sent_as_generated(case))
+    case.call_and_validate(headers=headers)
 
 
 def fuzz(
@@ -136,7 +143,7 @@ def fuzz(
         @given(case=valid_and_invalid)
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
         def run(case) -> None:
-            case.call_and_validate(headers=headers)
+            _call_and_validate(case, headers)
 
         run()
         exercised.append(operation.label)
@@ -164,30 +171,32 @@ def _notifier(database_factory, tmp_path) -> object:
     return notifier_api(NotifierSettings(database_url=url, var_dir=tmp_path))
 
 
-def test_a_generated_path_value_with_a_percent_sign_reaches_the_api_as_generated(
+def test_a_path_value_the_api_would_read_otherwise_than_generated_is_not_sent(
     database_factory, tmp_path
 ) -> None:
-    """A mailbox may hold `%` (RFC 5322 atext): the value `V0l70%0DmS@k` that the schema allows
-    is sent as `V0l70%250DmS%40k` and accepted, not as `V0l70%0DmS%40k`, which the API reads
-    as a mailbox with a carriage return and refuses (422)."""
-    generated = "V0l70%0DmS@k"
+    """The generated mailbox `V0l70%0DmS@k` reaches schemathesis's request as `V0l70%0DmS%40k`
+    (what it sent when the notifier's fuzz failed once): that request is left out, while a
+    mailbox with a `%` that survives the encoding is sent and accepted."""
+    mangled, kept = "V0l70%0DmS%40k", "a%25b%40example.dk"
 
-    def pinned_mailbox(schema: Any) -> None:
+    def pinned_mailboxes(schema: Any) -> None:
         @schema.hook
-        def map_path_parameters(ctx: Any, path_parameters: Any) -> Any:
-            return {**path_parameters, "address": generated}
+        def flatmap_path_parameters(ctx: Any, path_parameters: Any) -> Any:
+            return st.sampled_from([mangled, kept]).map(lambda address: {**path_parameters, "address": address})
 
-    operation = _schema(_notifier(database_factory, tmp_path), pinned_mailbox)["/dev/mail/{address}"]["GET"]
+    operation = _schema(_notifier(database_factory, tmp_path), pinned_mailboxes)["/dev/mail/{address}"]["GET"]
     sent = []
 
     @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
-    @settings(max_examples=1, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=10, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     def run(case) -> None:
-        sent.append(case.formatted_path)
-        case.call_and_validate()  # positive_data_acceptance: a schema-valid request is accepted
+        _call_and_validate(case)  # positive_data_acceptance: a schema-valid request is accepted
+        sent.append(case.path_parameters["address"])
 
     run()
-    assert sent == ["/dev/mail/V0l70%250DmS%40k"]
+    assert set(sent) == {kept}
 
 
 def test_digits_in_a_path_are_the_ascii_digits_the_schema_states(database_factory, tmp_path) -> None:
