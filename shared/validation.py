@@ -137,10 +137,10 @@ def _any_case(word: str) -> str:
 # 254 characters (RFC 5321); the local part is a dot-atom (no quoted local parts).
 _SPECIAL_USE = "|".join(_any_case(name) for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
 EMAIL_PATTERN = rf'^(?![^@]*@(?:.*\.)?(?:{_SPECIAL_USE})$)[^\s@"]+@[^\s@]+$'
-CVR_PATTERN = r"^[1-9]\d{7}$"
+CVR_PATTERN = r"^[1-9][0-9]{7}$"
 DANISH_MOBILE_PATTERN = _e164_pattern("mobile")
 DANISH_PHONE_PATTERN = _e164_pattern("fixed_line", "mobile", "toll_free", "premium_rate")
-GLN_PATTERN = r"^\d{13}$"
+GLN_PATTERN = r"^[0-9]{13}$"
 
 # The same rules as pydantic field types, so every API validates a field the same way.
 CvrNumber = Annotated[

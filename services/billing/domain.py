@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from shared.problems import InvalidField
 from shared.validation import normalise_cvr, normalise_gln
 
@@ -18,7 +20,7 @@ def peppol_endpoint(scheme: str, endpoint_id: str) -> str:
             return normalise_cvr(value.removeprefix("DK"))
         if scheme == "0198":  # an SE number: 8 digits, optionally after "DK"
             digits = value.removeprefix("DK")
-            if len(digits) == 8 and digits.isdigit():
+            if re.fullmatch(r"[0-9]{8}", digits):  # ASCII digits, as the schema states
                 return digits
             raise ValueError("a Danish SE number has exactly 8 digits")
     except ValueError as exc:

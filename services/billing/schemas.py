@@ -20,8 +20,8 @@ from shared.validation import CvrNumber, DanishPhone, EmailAddress, Gln
 # --- parameters -------------------------------------------------------------------------------
 
 Id = Annotated[str, Path(max_length=36)]
-AccountNumber = Annotated[str, Path(pattern=r"^\d{6,12}$")]
-CompanyCvr = Annotated[str, Path(pattern=r"^\d{8}$")]
+AccountNumber = Annotated[str, Path(pattern=r"^[0-9]{6,12}$")]
+CompanyCvr = Annotated[str, Path(pattern=r"^[0-9]{8}$")]
 
 
 def _iso_date(value: Any) -> Any:
@@ -33,7 +33,7 @@ def _iso_date(value: Any) -> Any:
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 AccountFilter = Annotated[
-    list[Annotated[str, Field(pattern=r"^\d{6,12}$")]] | None,
+    list[Annotated[str, Field(pattern=r"^[0-9]{6,12}$")]] | None,
     Query(max_length=200, description="Only these account numbers (repeatable)"),
 ]
 IdempotencyKey = Annotated[
@@ -223,7 +223,7 @@ def _option_schemas() -> list[JsonValue]:
 
 class OrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": _option_schemas()})
-    account_number: str = Field(pattern=r"^\d{6,12}$", description="One of the accounts you may use")
+    account_number: str = Field(pattern=r"^[0-9]{6,12}$", description="One of the accounts you may use")
     product_code: str = Field(
         max_length=40,
         description="A product of GET /v1/products",
@@ -332,7 +332,7 @@ class Peppol(BaseModel):
                         "endpoint_id": TypeAdapter(CvrNumber).json_schema(),
                     }
                 },
-                {"properties": {"scheme": {"const": "0198"}, "endpoint_id": {"pattern": r"^(?:DK)?\d{8}$"}}},
+                {"properties": {"scheme": {"const": "0198"}, "endpoint_id": {"pattern": r"^(?:DK)?[0-9]{8}$"}}},
             ]
         },
     )

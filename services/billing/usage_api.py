@@ -228,7 +228,7 @@ async def list_accounts(
     cvr: Annotated[CvrNumber | None, Query(max_length=16, description="Only this company")] = None,
     cursor: Annotated[
         str | None,
-        Query(pattern=r"^\d{6,12}$", description="The last account number of the previous page"),
+        Query(pattern=r"^[0-9]{6,12}$", description="The last account number of the previous page"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AccountPage:

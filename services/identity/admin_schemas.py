@@ -19,7 +19,7 @@ from shared.validation import CvrNumber, DanishMobile, EmailAddress
 class GrantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cvr: CvrNumber = Field(max_length=16)
-    accounts: Literal["all"] | list[Annotated[str, Field(pattern=r"^\d{6,12}$")]] = Field(
+    accounts: Literal["all"] | list[Annotated[str, Field(pattern=r"^[0-9]{6,12}$")]] = Field(
         description='"all" (full access, S5.5) or the account numbers the user may use (limited access)'
     )
 

@@ -194,7 +194,7 @@ class TotpStartOut(BaseModel):
 
 class TotpConfirmIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    code: str = Field(pattern=r"^\d{6}$", description="A code from the authenticator app")
+    code: str = Field(pattern=r"^[0-9]{6}$", description="A code from the authenticator app")
 
 
 class TotpConfirmOut(BaseModel):

@@ -30,7 +30,7 @@ def _expiry(user: User) -> datetime | None:
     summary="A company's logins, to find an orphaned administrator (S3; staff only)",
 )
 async def company_users(
-    cvr: Annotated[str, Path(pattern=r"^\d{8}$")], caller: StaffDep, support: SupportDep, client: ClientAddress
+    cvr: Annotated[str, Path(pattern=r"^[0-9]{8}$")], caller: StaffDep, support: SupportDep, client: ClientAddress
 ) -> list[SupportUserOut]:
     async with caller.transaction() as (session, staff):
         users = await support.company_users(session, staff, cvr, client)
@@ -118,7 +118,7 @@ async def audit(
     query: Annotated[AuditQuery, Query()],
     caller: StaffDep,
     support: SupportDep,
-    cvr: Annotated[str | None, Query(pattern=r"^\d{8}$")] = None,
+    cvr: Annotated[str | None, Query(pattern=r"^[0-9]{8}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AuditOut]:
     wanted = query.filter(limit=limit, cvr=cvr)

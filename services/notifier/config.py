@@ -118,7 +118,7 @@ class NotifierSettings(VerifiesAccessTokens):
     sms_gateway_timeout_s: float = Field(default=10.0, gt=0)
     sms_sender: str = Field(default="Adgang", pattern=SENDER_PATTERN)
 
-    operator_cvr: str = Field(default="29311005", pattern=r"^\d{8}$")
+    operator_cvr: str = Field(default="29311005", pattern=r"^[0-9]{8}$")
     operator_name: str = "Adgang Erhverv"
     portal_url: str | None = None
 

@@ -81,7 +81,7 @@ class _MailStore:
         message = email.message_from_bytes(content, policy=email.policy.default)
         message_id = str(message.get("Message-ID") or "").strip("<> ")
         name = (
-            message_id if _SAFE_NAME.match(message_id) else _digest(message_id or uuid.uuid4().hex)
+            message_id if _SAFE_NAME.fullmatch(message_id) else _digest(message_id or uuid.uuid4().hex)
         ) + ".eml"
         for recipient in envelope.rcpt_tos:
             stored = await asyncio.to_thread(

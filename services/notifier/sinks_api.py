@@ -29,7 +29,7 @@ mail_router = APIRouter(tags=["development"])
     response_model=list[LetterOut],
     summary="The local e-Boks sink: letters delivered to a company (development only)",
 )
-async def eboks_inbox(settings: SettingsDep, cvr: Annotated[str, Path(pattern=r"^\d{8}$")]) -> list[LetterOut]:
+async def eboks_inbox(settings: SettingsDep, cvr: Annotated[str, Path(pattern=r"^[0-9]{8}$")]) -> list[LetterOut]:
     letters = []
     for path in SpoolTransport(settings.spool_dir).list_letters(cvr):
         try:
@@ -62,10 +62,10 @@ async def eboks_inbox(settings: SettingsDep, cvr: Annotated[str, Path(pattern=r"
 )
 async def eboks_letter(
     settings: SettingsDep,
-    cvr: Annotated[str, Path(pattern=r"^\d{8}$")],
+    cvr: Annotated[str, Path(pattern=r"^[0-9]{8}$")],
     message_uuid: Annotated[str, Path(max_length=36)],
 ) -> Response:
-    if not _UUID.match(message_uuid):
+    if not _UUID.fullmatch(message_uuid):
         raise NotFound("No such letter.")
     path = settings.spool_dir / cvr / f"{message_uuid}.xml"
     if not path.is_file():

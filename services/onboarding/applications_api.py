@@ -103,7 +103,7 @@ async def status(
     dependencies=[Depends(current_staff)],
 )
 async def support_applications(
-    cvr: Annotated[str, Query(pattern=r"^\d{8}$", description="The company's CVR number, 8 digits")],
+    cvr: Annotated[str, Query(pattern=r"^[0-9]{8}$", description="The company's CVR number, 8 digits")],
     applications: ApplicationsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> list[SupportApplicationOut]:

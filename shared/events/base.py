@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Cvr = Annotated[str, Field(pattern=r"^\d{8}$", description="Danish CVR number, 8 digits")]
+Cvr = Annotated[str, Field(pattern=r"^[0-9]{8}$", description="Danish CVR number, 8 digits")]
 Function = Literal["invoices", "orders", "master_data", "telephony", "user_admin"]
 ALL_FUNCTIONS: tuple[Function, ...] = (
     "invoices",

@@ -32,7 +32,7 @@ class _BillingCustomers(Event):
 
 class AccountRef(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    account_number: str = Field(pattern=r"^\d{6,12}$")
+    account_number: str = Field(pattern=r"^[0-9]{6,12}$")
     name: str
 
 

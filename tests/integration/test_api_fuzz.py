@@ -17,10 +17,11 @@ import re
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote, unquote
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
@@ -91,6 +92,36 @@ def _identity(database_factory) -> object:
     return identity_api(IdentitySettings(database_url=url, activation_rate_limit_per_minute=0))
 
 
+def _schema(app: object, hooks: Callable[[Any], None] | None = None) -> Any:
+    """The app's OpenAPI document as schemathesis reads it, with the test's `hooks`."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG)
+    if hooks is not None:
+        hooks(schema)
+    return schema
+
+
+def _sent_as_generated(case: Any) -> bool:
+    """Whether the API reads each path value of a request the schema allows as the schema allows it.
+
+    Schemathesis percent-decodes a generated path value before it encodes it (it takes `%0D` for
+    an escape already made): the mailbox `V0l70%0DmS@k`, which the schema allows (`%` is atext),
+    is sent as `V0l70%0DmS%40k`, which the API reads as `V0l70<CR>mS@k` and refuses (422). Such
+    a request is not the one generated, so it proves nothing about the API."""
+    if case.meta is None or case.meta.generation.mode is not GenerationMode.POSITIVE:
+        return True
+    for parameter in case.operation.path_parameters:
+        value = case.path_parameters.get(parameter.name)
+        pattern = parameter.definition.get("schema", {}).get("pattern")
+        if isinstance(value, str) and pattern and not re.fullmatch(pattern, unquote(value)):
+            return False
+    return True
+
+
+def _call_and_validate(case: Any, headers: dict[str, str] | None = None) -> None:
+    assume(_sent_as_generated(case))
+    case.call_and_validate(headers=headers)
+
+
 def fuzz(
     app: object,
     headers: dict[str, str] | None = None,
@@ -99,9 +130,7 @@ def fuzz(
 ) -> list[str]:
     """Every operation of the app's OpenAPI document, many generated requests each. `hooks`
     registers the schema's own hooks: the few rules of state that no schema can state."""
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG)
-    if hooks is not None:
-        hooks(schema)
+    schema = _schema(app, hooks)
     exercised = []
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -114,7 +143,7 @@ def fuzz(
         @given(case=valid_and_invalid)
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
         def run(case) -> None:
-            case.call_and_validate(headers=headers)
+            _call_and_validate(case, headers)
 
         run()
         exercised.append(operation.label)
@@ -130,13 +159,55 @@ def test_identity_answers_every_generated_request_by_its_contract(database_facto
 
 
 def test_notifier_answers_every_generated_request_by_its_contract(database_factory, tmp_path) -> None:
+    assert "GET /dev/eboks/{cvr}" in fuzz(_notifier(database_factory, tmp_path))
+
+
+def _notifier(database_factory, tmp_path) -> object:
     from services.notifier.api import create_api as notifier_api
     from services.notifier.config import NotifierSettings
 
     url = database_factory("notifier")
     migrate(SERVICES["notifier"].migrations, url)
-    app = notifier_api(NotifierSettings(database_url=url, var_dir=tmp_path))
-    assert "GET /dev/eboks/{cvr}" in fuzz(app)
+    return notifier_api(NotifierSettings(database_url=url, var_dir=tmp_path))
+
+
+def test_a_path_value_the_api_would_read_otherwise_than_generated_is_not_sent(
+    database_factory, tmp_path
+) -> None:
+    """The generated mailbox `V0l70%0DmS@k` reaches schemathesis's request as `V0l70%0DmS%40k`
+    (what it sent when the notifier's fuzz failed once): that request is left out, while a
+    mailbox with a `%` that survives the encoding is sent and accepted."""
+    mangled, kept = "V0l70%0DmS%40k", "a%25b%40example.dk"
+
+    def pinned_mailboxes(schema: Any) -> None:
+        @schema.hook
+        def flatmap_path_parameters(ctx: Any, path_parameters: Any) -> Any:
+            return st.sampled_from([mangled, kept]).map(lambda address: {**path_parameters, "address": address})
+
+    operation = _schema(_notifier(database_factory, tmp_path), pinned_mailboxes)["/dev/mail/{address}"]["GET"]
+    sent = []
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    @settings(
+        max_examples=10, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    def run(case) -> None:
+        _call_and_validate(case)  # positive_data_acceptance: a schema-valid request is accepted
+        sent.append(case.path_parameters["address"])
+
+    run()
+    assert set(sent) == {kept}
+
+
+def test_digits_in_a_path_are_the_ascii_digits_the_schema_states(database_factory, tmp_path) -> None:
+    """JSON Schema reads `\\d` as 0-9 (ECMA-262), the server's regex engine as any Unicode digit:
+    the patterns say [0-9], so a CVR in Arabic-Indic digits is refused by its contract (422), not
+    taken in and failed on later (it was a 500)."""
+    schema = _schema(_notifier(database_factory, tmp_path))
+    operation = schema["/dev/eboks/{cvr}"]["GET"]
+    arabic_indic = "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668"  # 12345678
+    assert operation.Case(path_parameters={"cvr": quote(arabic_indic, safe="")}).call().status_code == 422
+    assert operation.Case(path_parameters={"cvr": "12345678"}).call().status_code == 200
 
 
 def test_billing_answers_every_generated_request_by_its_contract(database_factory, tmp_path) -> None:

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter()
 
-CVR = re.compile(r"^\d{8}$")
-CvrPath = Annotated[str, Path(pattern=r"^\d{8}$")]
+CVR = re.compile(r"^[0-9]{8}$")
+CvrPath = Annotated[str, Path(pattern=r"^[0-9]{8}$")]
 UserIdPath = Annotated[str, Path(max_length=36, pattern=r"^[0-9a-f-]+$")]
 
 # The audit filters (the same as an administrator's, `pages/audit.py`), as query parameters.
@@ -62,7 +62,7 @@ async def search(page: StaffPage, cvr: Annotated[str | None, Query()] = None) ->
     if cvr is None:
         return page.render("support.html", cvr="", errors={})
     wanted = cvr.replace(" ", "")[:50]
-    if not CVR.match(wanted):
+    if not CVR.fullmatch(wanted):
         return page.render(
             "support.html", status=422, cvr=cvr[:50], errors={"cvr": page._("support.invalid.cvr")}
         )
