@@ -372,6 +372,20 @@ def test_the_fetch_wait_and_the_batch_size_refuse_values_out_of_range() -> None:
             IdentitySettings(**wrong)  # type: ignore[arg-type]
 
 
+def second_instance(bed: Bed, db: Database) -> IdempotentConsumer:
+    """Another worker of the same service: the bed's consumer and handler, its own connections."""
+    return IdempotentConsumer(
+        name=CONSUMER,
+        db=db,
+        tables=bed.tables,
+        handlers={CustomerRegistered: bed.record},
+        dead_letters=bed.dead_letters,
+        clock=FrozenClock(AT),
+        retries=2,
+        backoff=0,
+    )
+
+
 async def test_two_instances_handling_the_same_messages_at_once_apply_each_exactly_once(bed: Bed) -> None:
     """Two workers of one service (a rebalance hands a partition over while the old owner is
     still at it): each with its own connections, both take overlapping batches at the same
@@ -379,16 +393,7 @@ async def test_two_instances_handling_the_same_messages_at_once_apply_each_exact
     and finds them done."""
     other_db = Database(bed.db.url)
     try:
-        other = IdempotentConsumer(
-            name=CONSUMER,
-            db=other_db,
-            tables=bed.tables,
-            handlers={CustomerRegistered: bed.record},
-            dead_letters=bed.dead_letters,
-            clock=FrozenClock(AT),
-            retries=2,
-            backoff=0,
-        )
+        other = second_instance(bed, other_db)
         events = [message(f"Samtidig {n} ApS") for n in range(12)]
         rounds = await asyncio.gather(
             *(
@@ -436,16 +441,7 @@ async def test_a_batch_that_fails_while_another_instance_waits_on_its_inbox_rows
         other_statements.append(statement)
 
     try:
-        other = IdempotentConsumer(
-            name=CONSUMER,
-            db=other_db,
-            tables=bed.tables,
-            handlers={CustomerRegistered: bed.record},
-            dead_letters=bed.dead_letters,
-            clock=FrozenClock(AT),
-            retries=2,
-            backoff=0,
-        )
+        other = second_instance(bed, other_db)
         first = asyncio.create_task(bed.consumer(failing_once).process_batch(events))
         await wait_for(lambda: failed, "the first instance inside its handler")
         second = asyncio.create_task(other.process_batch(events))
